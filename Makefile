@@ -1,0 +1,70 @@
+# jobworker: `make serve` and `make test` set up everything they need on a fresh machine.
+SHELL := /bin/bash
+DENO_VERSION := 2.8.3
+TOOLS := $(CURDIR)/.tools
+export DENO_DIR := $(CURDIR)/.cache/deno
+export DENO_NO_UPDATE_CHECK := 1
+
+# Use a deno on PATH only when it is exactly the pinned version (2.9.x crashes in nghttp2).
+SYSTEM_DENO := $(shell d=$$(command -v deno 2>/dev/null) && "$$d" --version 2>/dev/null | head -1 | grep -q "^deno $(DENO_VERSION) " && echo "$$d")
+DENO := $(if $(SYSTEM_DENO),$(SYSTEM_DENO),$(TOOLS)/node_modules/.bin/deno)
+SHIM := build/libjwshim.so
+
+.PHONY: all tools deps shim proto build serve test test-unit test-cgroup-v2 bench fmt lint check ok clean certs
+
+all: build
+
+$(TOOLS)/node_modules/.bin/deno:
+	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	mkdir -p $(TOOLS) && cd $(TOOLS) && npm install --no-audit --no-fund --loglevel=error deno@$(DENO_VERSION)
+
+tools: $(DENO)
+	@command -v gcc >/dev/null || (apt-get update -qq && apt-get install -y -qq gcc libc6-dev)
+
+deps: tools
+	$(DENO) install --allow-scripts --quiet
+
+$(SHIM): init/shim/jwshim.c | tools
+	mkdir -p build
+	gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $<
+
+shim: $(SHIM)
+
+proto: deps
+	$(DENO) task proto
+
+certs/ca-cert.pem: | deps
+	$(DENO) run -A main.ts certs --out certs
+
+certs: certs/ca-cert.pem
+
+build: deps shim
+	bash scripts/build.sh "$(DENO)"
+
+serve: deps shim certs
+	JOB_WORKER_STATE_DIR=$${JOB_WORKER_STATE_DIR:-$(CURDIR)/state} JOB_WORKER_CERT_PATH=$${JOB_WORKER_CERT_PATH:-$(CURDIR)/certs} \
+	  $(DENO) run -A main.ts serve
+
+test: deps shim
+	bash tests/run.sh "$(DENO)"
+
+test-cgroup-v2: deps shim
+	bash tests/run_cgroup_v2.sh "$(DENO)"
+
+bench: deps shim
+	$(DENO) run -A bench/main.ts
+
+fmt:
+	$(DENO) fmt
+
+lint:
+	$(DENO) lint
+
+check:
+	$(DENO) check main.ts tests/ bench/
+
+ok: deps
+	$(DENO) fmt --check && $(DENO) lint && $(DENO) check main.ts tests/ && $(DENO) run -A proto/generate.ts --check
+
+clean:
+	rm -rf build bin

@@ -1,0 +1,18 @@
+/**
+ * jobworker: one program, several roles. The subcommand picks the role and loads only the modules
+ * that role needs, so `init` (run once per job, between clone and exec) stays small and fast.
+ */
+const [subcommand, ...rest] = Deno.args;
+
+async function dispatch(): Promise<number> {
+  switch (subcommand) {
+    case "init":
+      return (await import("./init/main.ts")).runInit(rest);
+    case "serve":
+      return await (await import("./worker/serve.ts")).runServe(rest);
+    default:
+      return await (await import("./cli/main.ts")).runCli(Deno.args);
+  }
+}
+
+Deno.exit(await dispatch());

@@ -1,0 +1,46 @@
+/**
+ * The grpc-js service definition of jobworker.JobService, built on the generated protobufjs
+ * classes. This is the only place that ties message classes to RPC paths; the server and the
+ * client both use it.
+ */
+// @ts-types="./gen/jobworker.d.ts"
+import { google, jobworker } from "./gen/jobworker.js";
+import { Buffer } from "node:buffer";
+import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
+
+export { google, jobworker };
+export type Job = jobworker.Job;
+export type IJob = jobworker.IJob;
+
+interface MessageClass<T> {
+  encode(message: T): { finish(): Uint8Array };
+  decode(reader: Uint8Array): T;
+}
+
+function method<Req, Res>(
+  name: string,
+  request: MessageClass<Req>,
+  response: MessageClass<Res>,
+  responseStream = false,
+): MethodDefinition<Req, Res> {
+  return {
+    path: `/jobworker.JobService/${name}`,
+    requestStream: false,
+    responseStream,
+    requestSerialize: (value: Req) => Buffer.from(request.encode(value).finish()),
+    requestDeserialize: (bytes: Uint8Array) => request.decode(bytes),
+    responseSerialize: (value: Res) => Buffer.from(response.encode(value).finish()),
+    responseDeserialize: (bytes: Uint8Array) => response.decode(bytes),
+    originalName: name.charAt(0).toLowerCase() + name.slice(1),
+  };
+}
+
+export const jobServiceDefinition = {
+  CreateJob: method("CreateJob", jobworker.CreateJobReq, jobworker.CreateJobRes),
+  GetJob: method("GetJob", jobworker.GetJobReq, jobworker.GetJobRes),
+  StopJob: method("StopJob", jobworker.StopJobReq, jobworker.StopJobRes),
+  GetJobs: method("GetJobs", jobworker.EmptyRequest, jobworker.Jobs),
+  GetJobsStream: method("GetJobsStream", jobworker.GetJobsStreamReq, jobworker.DataChunk, true),
+} satisfies ServiceDefinition;
+
+export type JobServiceDefinition = typeof jobServiceDefinition;
