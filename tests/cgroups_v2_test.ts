@@ -1,0 +1,66 @@
+/**
+ * The cgroup behaviour tests (tests/cgroups_test.ts) on cgroup v2, plus the v2-only move of the
+ * worker into a leaf cgroup. Ignored unless /sys/fs/cgroup is cgroup2; on the cgroup v1 machines
+ * here, run them under User-mode Linux with a scratch disk for the IO test:
+ *
+ *   truncate -s 64M /tmp/uml-disk.img
+ *   UML_DISK=/tmp/uml-disk.img /work/shared/cgroup-v2/run-in-uml.sh \
+ *     'deno test -A tests/cgroups_v2_test.ts'
+ *
+ * The disk appears as /dev/ubda (98:0); without it the IO test is ignored.
+ */
+import assert from "node:assert/strict";
+import { detectCgroups } from "../worker/cgroups/detect.ts";
+import { cgroupSuite, hostCgroupVersion } from "./cgroups_test.ts";
+
+const UML_DISK = "/dev/ubda";
+const hasDisk = (() => {
+  try {
+    return Deno.statSync(UML_DISK).isBlockDevice === true;
+  } catch {
+    return false;
+  }
+})();
+
+cgroupSuite(2, {
+  ioDevices: hasDisk ? ["98:0"] : undefined,
+  ioTarget: hasDisk ? UML_DISK : undefined,
+  pidsLimit: 32,
+  pidsTries: 48,
+});
+
+const ownCgroup = (): string =>
+  /^0::(.*)$/m.exec(Deno.readTextFileSync("/proc/self/cgroup"))?.[1] ?? "?";
+
+Deno.test({
+  name: "cgroup v2: a base holding the worker itself makes the worker move into a leaf",
+  // Only from the root cgroup (as under UML): the test moves this process into a new base.
+  ignore: hostCgroupVersion() !== 2 || Deno.uid() !== 0 || ownCgroup() !== "/",
+  fn: async () => {
+    const base = `/jwtest-${Deno.pid}`;
+    const baseDir = `/sys/fs/cgroup${base}`;
+    Deno.mkdirSync(baseDir);
+    try {
+      Deno.writeTextFileSync(`${baseDir}/cgroup.procs`, String(Deno.pid));
+      assert.equal(ownCgroup(), base);
+      const m = detectCgroups({ instance: "leaf", base });
+      const cg = m.create("job", { cpuPercent: 50, memoryMiB: 64, ioBps: 0, pids: 16 });
+      assert.equal(ownCgroup(), `${base}/jobworker-worker`);
+      const enabled = Deno.readTextFileSync(`${baseDir}/cgroup.subtree_control`).trim().split(" ");
+      assert.ok(["cpu", "memory", "pids"].every((c) => enabled.includes(c)), enabled.join(" "));
+      assert.deepEqual(cg.procsFiles, [`${baseDir}/jobworker-leaf/job/cgroup.procs`]);
+      assert.equal(Deno.readTextFileSync(`${baseDir}/jobworker-leaf/job/pids.max`).trim(), "16");
+      await cg.remove();
+      Deno.removeSync(`${baseDir}/jobworker-leaf`);
+    } finally {
+      Deno.writeTextFileSync("/sys/fs/cgroup/cgroup.procs", String(Deno.pid));
+      for (const dir of [`${baseDir}/jobworker-worker`, baseDir]) {
+        try {
+          Deno.removeSync(dir);
+        } catch {
+          // already gone
+        }
+      }
+    }
+  },
+});

@@ -1,0 +1,173 @@
+/**
+ * Reading and writing cgroup files. Writes that apply a limit turn a failing system call into a
+ * {@link LimitError} that names the limit, the file and the errno; reads of usage files never throw
+ * (a missing file reads as absent, so usage works after the cgroup is gone).
+ */
+import { LimitError, type LimitName } from "./types.ts";
+
+/** errno names by number (Linux), for the errors cgroup files and directories give. */
+const ERRNO: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  3: "ESRCH",
+  4: "EINTR",
+  5: "EIO",
+  6: "ENXIO",
+  7: "E2BIG",
+  9: "EBADF",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  16: "EBUSY",
+  17: "EEXIST",
+  19: "ENODEV",
+  20: "ENOTDIR",
+  21: "EISDIR",
+  22: "EINVAL",
+  24: "EMFILE",
+  28: "ENOSPC",
+  30: "EROFS",
+  34: "ERANGE",
+  36: "ENAMETOOLONG",
+  39: "ENOTEMPTY",
+  95: "EOPNOTSUPP",
+};
+
+/**
+ * The errno name of a failed Deno file operation ("EBUSY", "ENODEV", ...): from the "(os error N)"
+ * in its message (Deno sets `code` only for some errnos), else its `code`, else its name.
+ */
+export function errnoOf(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const number = /\(os error (\d+)\)/.exec(error.message)?.[1];
+  if (number !== undefined) return ERRNO[Number(number)] ?? `errno ${number}`;
+  const code = (error as Error & { code?: unknown }).code;
+  return typeof code === "string" ? code : error.name;
+}
+
+/** "EACCES (Permission denied (os error 13))": errno plus the system's text, without the path. */
+export function describeErrno(error: unknown): string {
+  const errno = errnoOf(error);
+  const message = error instanceof Error ? error.message : String(error);
+  const text = message.replace(/: [a-z]+ '.*'$/s, "");
+  return text && text !== errno ? `${errno} (${text})` : errno;
+}
+
+/** The file's text, or undefined when it cannot be read (missing, removed, not permitted). */
+export function readText(path: string): string | undefined {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The file's first number (e.g. memory.current), or 0 when unreadable or not a number ("max"). */
+export function readNumber(path: string): number {
+  const value = Number.parseInt(readText(path) ?? "", 10);
+  return Number.isFinite(value) ? value : 0;
+}
+
+/** Parses "key value" lines (cpu.stat, memory.events, memory.oom_control) into a map. */
+export function parseKeyValues(text: string | undefined): Map<string, number> {
+  const result = new Map<string, number>();
+  for (const line of (text ?? "").split("\n")) {
+    const [key, value] = line.trim().split(/\s+/);
+    if (key && value !== undefined) {
+      const number = Number(value);
+      if (Number.isFinite(number)) result.set(key, number);
+    }
+  }
+  return result;
+}
+
+/** True if the path exists (file or directory). */
+export function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Writes `value` to an existing cgroup file; on failure throws a LimitError that says what was
+ * being applied (`Cannot apply maxMemory: writing "33554432" to <path> failed: EINVAL (...)`).
+ */
+export function writeLimit(limit: LimitName, path: string, value: string): void {
+  writeOrThrow(`Cannot apply ${limit}`, limit, path, value);
+}
+
+/**
+ * Writes `value` to an existing cgroup file while setting the cgroup up (no particular limit);
+ * on failure throws a LimitError starting with `what`, e.g. "Cannot enable controllers".
+ */
+export function writeSetup(what: string, path: string, value: string): void {
+  writeOrThrow(what, undefined, path, value);
+}
+
+function writeOrThrow(
+  what: string,
+  limit: LimitName | undefined,
+  path: string,
+  value: string,
+): void {
+  try {
+    Deno.writeTextFileSync(path, value, { create: false });
+  } catch (error) {
+    throw new LimitError(`${what}: writing "${value}" to ${path} failed: ${describeErrno(error)}`, {
+      limit,
+      path,
+      errno: errnoOf(error),
+      cause: error,
+    });
+  }
+}
+
+/** Lists the names of the subdirectories (child cgroups) of a cgroup directory; none if missing. */
+export function childDirs(dir: string): string[] {
+  const names: string[] = [];
+  try {
+    for (const entry of Deno.readDirSync(dir)) {
+      if (entry.isDirectory) names.push(entry.name);
+    }
+  } catch {
+    // missing or unreadable: no children
+  }
+  return names.sort();
+}
+
+/** Blocks the thread for `ms` milliseconds (for short waits inside synchronous kill paths). */
+export function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Resolves after `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** mkdir; false if it already existed; other errors throw a LimitError naming the directory. */
+export function mkdirOnce(dir: string): boolean {
+  try {
+    Deno.mkdirSync(dir);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.AlreadyExists) return false;
+    throw new LimitError(`Cannot create cgroup ${dir}: ${describeErrno(error)}`, {
+      path: dir,
+      errno: errnoOf(error),
+      cause: error,
+    });
+  }
+}
+
+/** rmdir that ignores failure (rolling back after an error: the dir may be in use or gone). */
+export function rmdirQuietly(dir: string): void {
+  try {
+    Deno.removeSync(dir);
+  } catch {
+    // not empty (another job's), busy or gone
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * Removing cgroup directories: deepest first, retrying while the kernel still reports EBUSY
+ * (processes that were killed but have not finished exiting), for about two seconds.
+ */
+import { childDirs, describeErrno, errnoOf, sleep } from "./files.ts";
+import { listPids } from "./kill.ts";
+
+/** How long remove() keeps retrying a busy cgroup. */
+export const REMOVE_TIMEOUT_MS = 2000;
+const RETRY_MS = 20;
+
+/** The directory and every cgroup below it, deepest first. */
+function postOrder(dir: string): string[] {
+  return [...childDirs(dir).flatMap((child) => postOrder(`${dir}/${child}`)), dir];
+}
+
+/** Tries to rmdir one cgroup directory: true if gone, false if busy; throws on other errors. */
+function tryRmdir(dir: string): boolean {
+  try {
+    Deno.removeSync(dir);
+    return true;
+  } catch (error) {
+    const errno = errnoOf(error);
+    if (errno === "ENOENT") return true;
+    if (errno === "EBUSY" || errno === "ENOTEMPTY") return false;
+    throw new Error(`Cannot remove cgroup ${dir}: ${describeErrno(error)}`, { cause: error });
+  }
+}
+
+/** Removes a cgroup and those below it, deepest first; false if one of them is still busy. */
+function removeTree(dir: string): boolean {
+  return postOrder(dir).every(tryRmdir);
+}
+
+/**
+ * Removes the cgroup directories (and any cgroups created below them); retries while busy and
+ * throws if one is still busy after about {@link REMOVE_TIMEOUT_MS}.
+ */
+export async function removeCgroupDirs(
+  dirs: readonly string[],
+  timeoutMs = REMOVE_TIMEOUT_MS,
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  let pending = [...dirs];
+  for (;;) {
+    pending = pending.filter((dir) => !removeTree(dir));
+    if (pending.length === 0) return;
+    if (performance.now() > deadline) {
+      const pids = listPids(pending);
+      throw new Error(
+        `cgroup ${pending.join(", ")} still busy after ${timeoutMs / 1000} s` +
+          (pids.length ? ` (processes ${pids.join(", ")})` : ""),
+      );
+    }
+    await sleep(RETRY_MS);
+  }
+}

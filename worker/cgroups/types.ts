@@ -1,0 +1,120 @@
+/**
+ * The cgroup layer's public types: what a job may be limited to, what it used, and the two objects
+ * (a manager per worker, a cgroup per job) the rest of the worker talks to. Both cgroup versions
+ * implement them (v1.ts, v2.ts); detect.ts picks one.
+ */
+
+/** Resource limits of one job; 0 means unlimited for each. */
+export interface Limits {
+  /** Percent of one core; above 100 means several cores. */
+  cpuPercent: number;
+  /** Memory (and, where the kernel accounts it, memory plus swap) in MiB. */
+  memoryMiB: number;
+  /** Bytes per second, read and write each, on every IO device. */
+  ioBps: number;
+  /** Most processes (and threads) at once. */
+  pids: number;
+}
+
+/** Resources a job's cgroup has used so far. */
+export interface Usage {
+  /** CPU time, microseconds. */
+  cpuUsec: number;
+  /** Memory charged to the cgroup now (including page cache), bytes. */
+  memoryBytes: number;
+  /** Highest memory charge seen, bytes. */
+  memoryPeakBytes: number;
+  /** Bytes read from and written to block devices. */
+  ioReadBytes: number;
+  ioWriteBytes: number;
+  /** Processes (and threads) in the cgroup now. */
+  pids: number;
+  /** Scheduling periods in which the CPU limit throttled the job (cpu.stat nr_throttled). */
+  cpuThrottledCount?: number;
+  /** Time the job spent throttled, microseconds (cpu.stat throttled_usec / throttled_time). */
+  cpuThrottledUsec?: number;
+}
+
+/** The name a limit has in the API, used in error messages. */
+export type LimitName = "maxCPU" | "maxMemory" | "maxIOBPS" | "maxPids";
+
+/** Details a {@link LimitError} may carry besides its message. */
+export interface LimitErrorDetails {
+  /** The limit that could not be applied; absent when the cgroup itself could not be set up. */
+  limit?: LimitName;
+  /** The file or directory the failing operation used. */
+  path?: string;
+  /** The errno name (EACCES, EINVAL, ...), when a system call failed. */
+  errno?: string;
+  cause?: unknown;
+}
+
+/**
+ * A requested limit cannot be applied, or the job's cgroup cannot be made at all. The message says
+ * which limit and why, e.g. `Cannot apply maxMemory: writing "8388608" to
+ * /sys/fs/cgroup/memory/.../memory.limit_in_bytes failed: EACCES (Permission denied)`.
+ */
+export class LimitError extends Error {
+  readonly limit?: LimitName;
+  readonly path?: string;
+  readonly errno?: string;
+
+  constructor(message: string, details: LimitErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = "LimitError";
+    this.limit = details.limit;
+    this.path = details.path;
+    this.errno = details.errno;
+  }
+}
+
+/** The cgroup (or, on v1, the set of cgroups, one per hierarchy) of one job. */
+export interface JobCgroup {
+  /** Files a process writes "0" to in order to join this job's cgroup(s) (v2: one; v1: one per hierarchy used). */
+  readonly procsFiles: string[];
+  /** PIDs (host pid namespace) of every process in the job's cgroup. */
+  pids(): number[];
+  /** Current usage; safe to call after all processes exited (until remove()). */
+  usage(): Usage;
+  /** True if the kernel OOM killer killed a process in this cgroup. */
+  oomKilled(): boolean;
+  /** Send a signal to every process of the cgroup; returns how many were signalled. */
+  signalAll(signal: Deno.Signal): number;
+  /** Kill everything at once: v2 cgroup.kill; v1 freeze (freezer.state FROZEN, wait until frozen), SIGKILL each pid, thaw. */
+  killAll(): void;
+  /** Remove the cgroup directories (all hierarchies); retries briefly while EBUSY; throws if still busy after ~2 s. */
+  remove(): Promise<void>;
+}
+
+/** Makes and finds job cgroups for one worker instance. */
+export interface CgroupManager {
+  readonly version: 1 | 2;
+  /** One line for the startup log: version, where job cgroups go, IO devices. */
+  describe(): string;
+  /** Create the job's cgroup(s) and apply limits. Fail closed: throws LimitError when any requested (non-zero) limit cannot be applied, after removing what it created. */
+  create(jobId: string, limits: Limits): JobCgroup;
+  /** Kill and remove job cgroups left under this instance's parent by a previous run; returns how many. */
+  cleanupStale(): Promise<number>;
+}
+
+/** What the managers detectCgroups() returns also tell, for logs and tests. */
+export interface DetectedCgroupManager extends CgroupManager {
+  /** "major:minor" of the whole disks IO limits are written for (configured or detected). */
+  readonly ioDevices: readonly string[];
+  /** The directories job cgroups are created in (v2: one; v1: one per hierarchy). */
+  readonly parentDirs: readonly string[];
+}
+
+/** How to find and place job cgroups. */
+export interface CgroupOptions {
+  /** Instance name: job cgroups go under `<base>/jobworker-<instance>/<jobId>`; different state dirs use different instances, so two workers never touch each other's jobs. */
+  instance: string;
+  /** JOB_WORKER_CGROUP_BASE: a cgroup path (e.g. "/jobworker", relative to the hierarchy root; also accepted prefixed with the mount point like /sys/fs/cgroup/...). Default: the cgroup the worker runs in (per controller on v1, from /proc/self/cgroup). */
+  base?: string;
+  /** "major:minor" list for IO limits; default: detected (see io_devices.ts). */
+  ioDevices?: string[];
+  /** For tests: directory read instead of /proc/self (mountinfo, cgroup). */
+  procSelf?: string;
+  /** For tests: directory read instead of /sys (mount points under /sys are mapped into it). */
+  sysRoot?: string;
+}

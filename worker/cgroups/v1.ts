@@ -1,0 +1,299 @@
+/**
+ * cgroup v1: one directory per hierarchy (cpu, cpuacct, memory, blkio, pids, freezer; cpu and
+ * cpuacct may share one), each at `<mount>/<base or the worker's own cgroup there>/
+ * jobworker-<instance>/<jobId>`. Nothing is written outside that subtree and no process is moved.
+ */
+import {
+  childDirs,
+  exists,
+  mkdirOnce,
+  parseKeyValues,
+  readNumber,
+  readText,
+  rmdirQuietly,
+  writeLimit,
+  writeSetup,
+} from "./files.ts";
+import { freezeKillThaw, listPids, signalPids } from "./kill.ts";
+import { V1_CONTROLLERS, type V1Controller, type V1Hierarchy } from "./layout.ts";
+import { checkLimits, CPU_PERIOD_USEC, cpuQuotaUsec, memoryBytes } from "./limits.ts";
+import { type BaseSetting, cgroupDir, checkName, instanceDirName, normalizeBase } from "./paths.ts";
+import { removeCgroupDirs } from "./remove.ts";
+import {
+  type CgroupOptions,
+  type DetectedCgroupManager,
+  type JobCgroup,
+  LimitError,
+  type LimitName,
+  type Limits,
+  type Usage,
+} from "./types.ts";
+
+/** One hierarchy as the manager uses it. */
+interface Place {
+  controllers: string[];
+  /** Where the base cgroup is in this hierarchy. */
+  baseDir: string;
+  /** `<baseDir>/jobworker-<instance>`. */
+  parentDir: string;
+}
+
+/** The directory of each controller of one job (co-mounted controllers share a directory). */
+type ControllerDirs = Map<V1Controller, string>;
+
+/** Records `dir` for each controller of ours in `controllers`. */
+function assign(dirs: ControllerDirs, controllers: string[], dir: string): void {
+  for (const controller of V1_CONTROLLERS) {
+    if (controllers.includes(controller)) dirs.set(controller, dir);
+  }
+}
+
+/**
+ * In a hierarchy that also carries cpuset, copies cpuset.cpus and cpuset.mems from the parent of
+ * a new cgroup (a cpuset cgroup without them cannot take processes).
+ */
+function initCpuset(dir: string, controllers: string[]): void {
+  if (!controllers.includes("cpuset")) return;
+  const parent = dir.slice(0, dir.lastIndexOf("/"));
+  for (const file of ["cpuset.cpus", "cpuset.mems"]) {
+    const value = readText(`${parent}/${file}`)?.trim();
+    if (value) writeSetup("Cannot set up cpuset", `${dir}/${file}`, value);
+  }
+}
+
+/** Sums "major:minor Read|Write bytes" lines of blkio.throttle.io_service_bytes. */
+function blkioBytes(text: string | undefined): { read: number; write: number } {
+  let read = 0;
+  let write = 0;
+  for (const line of (text ?? "").split("\n")) {
+    const [device, op, value] = line.trim().split(/\s+/);
+    if (!device?.includes(":") || value === undefined) continue;
+    if (op === "Read") read += Number(value) || 0;
+    if (op === "Write") write += Number(value) || 0;
+  }
+  return { read, write };
+}
+
+/** The cgroups of one job on v1. */
+export class V1JobCgroup implements JobCgroup {
+  readonly procsFiles: string[];
+  readonly #dirs: ControllerDirs;
+  readonly #all: string[];
+  #peak = 0;
+  #final: Usage | undefined;
+
+  /** `dirs`: the job's directory for each controller that has a hierarchy. */
+  constructor(dirs: ControllerDirs) {
+    this.#dirs = dirs;
+    this.#all = [...new Set(dirs.values())];
+    this.procsFiles = this.#all.map((dir) => `${dir}/cgroup.procs`);
+  }
+
+  #file(controller: V1Controller, name: string): string | undefined {
+    const dir = this.#dirs.get(controller);
+    return dir === undefined ? undefined : `${dir}/${name}`;
+  }
+
+  #number(controller: V1Controller, name: string): number {
+    const file = this.#file(controller, name);
+    return file === undefined ? 0 : readNumber(file);
+  }
+
+  pids(): number[] {
+    return listPids(this.#all);
+  }
+
+  usage(): Usage {
+    if (this.#final) return { ...this.#final };
+    const memory = this.#number("memory", "memory.usage_in_bytes");
+    this.#peak = Math.max(this.#peak, memory, this.#number("memory", "memory.max_usage_in_bytes"));
+    const recursive = this.#file("blkio", "blkio.throttle.io_service_bytes_recursive");
+    const io = blkioBytes(
+      (recursive && readText(recursive)) ??
+        readText(this.#file("blkio", "blkio.throttle.io_service_bytes") ?? ""),
+    );
+    const cpuStat = parseKeyValues(readText(this.#file("cpu", "cpu.stat") ?? ""));
+    return {
+      cpuUsec: Math.floor(this.#number("cpuacct", "cpuacct.usage") / 1000),
+      memoryBytes: memory,
+      memoryPeakBytes: this.#peak,
+      ioReadBytes: io.read,
+      ioWriteBytes: io.write,
+      pids: this.#number("pids", "pids.current"),
+      cpuThrottledCount: cpuStat.get("nr_throttled") ?? 0,
+      cpuThrottledUsec: Math.floor((cpuStat.get("throttled_time") ?? 0) / 1000),
+    };
+  }
+
+  oomKilled(): boolean {
+    const file = this.#file("memory", "memory.oom_control");
+    return (parseKeyValues(file && readText(file)).get("oom_kill") ?? 0) > 0;
+  }
+
+  signalAll(signal: Deno.Signal): number {
+    return signalPids(this.pids(), signal);
+  }
+
+  killAll(): void {
+    const state = this.#file("freezer", "freezer.state");
+    freezeKillThaw({
+      freeze: () => {
+        if (state === undefined) throw new Error("no freezer hierarchy");
+        writeSetup("Cannot freeze", state, "FROZEN");
+      },
+      frozen: () => state !== undefined && readText(state)?.trim() === "FROZEN",
+      thaw: () => state !== undefined && writeSetup("Cannot thaw", state, "THAWED"),
+      pids: () => this.pids(),
+    });
+  }
+
+  async remove(): Promise<void> {
+    if (!this.#final) this.#final = this.usage();
+    await removeCgroupDirs(this.#all);
+  }
+}
+
+/** Job cgroups on cgroup v1. */
+export class V1Manager implements DetectedCgroupManager {
+  readonly version = 1 as const;
+  readonly ioDevices: readonly string[];
+  readonly parentDirs: readonly string[];
+  readonly #places: Place[];
+  readonly #base: BaseSetting;
+
+  constructor(hierarchies: V1Hierarchy[], options: CgroupOptions, ioDevices: readonly string[]) {
+    checkName("instance", options.instance);
+    this.ioDevices = ioDevices;
+    this.#base = normalizeBase(options.base, hierarchies.map((h) => h.reportedMountPoint), true);
+    const basePath = this.#base && "path" in this.#base ? this.#base.path : undefined;
+    this.#places = hierarchies.map((h) => {
+      const baseDir = cgroupDir(h.mountPoint, basePath ?? h.ownPath);
+      return {
+        controllers: h.controllers,
+        baseDir,
+        parentDir: `${baseDir}/${instanceDirName(options.instance)}`,
+      };
+    });
+    this.parentDirs = this.#places.map((p) => p.parentDir);
+  }
+
+  describe(): string {
+    const where = this.#places.map((p) => `${p.controllers.join(",")}=${p.parentDir}`).join(" ");
+    const missing = ["cpu", "cpuacct", "memory", "blkio", "pids", "freezer"].filter((c) =>
+      !this.#places.some((p) => p.controllers.includes(c))
+    );
+    const problem = this.#problem();
+    return `cgroup v1: job cgroups under ${where || "(no hierarchy mounted)"}` +
+      (missing.length ? `; not mounted: ${missing.join(", ")}` : "") +
+      `; IO devices: ${this.ioDevices.join(",") || "none"}` +
+      (problem ? `; ${problem} (CreateJob will fail)` : "");
+  }
+
+  /** Why no job cgroup can be made now, if so. */
+  #problem(): string | undefined {
+    if (this.#base && "error" in this.#base) return this.#base.error;
+    if (this.#places.length === 0) {
+      return "no cgroup v1 hierarchy of cpu, cpuacct, memory, blkio, pids or freezer is mounted";
+    }
+    const missing = this.#places.find((p) => !exists(p.baseDir));
+    if (missing) {
+      const base = this.#base && "path" in this.#base ? this.#base.path : "(the worker's cgroup)";
+      return `cgroup base ${base} does not exist (${missing.baseDir})`;
+    }
+    return undefined;
+  }
+
+  #placeOf(controller: V1Controller, limit: LimitName): Place {
+    const place = this.#places.find((p) => p.controllers.includes(controller));
+    if (!place) {
+      throw new LimitError(
+        `Cannot apply ${limit}: the ${controller} controller is not mounted (cgroup v1)`,
+        { limit },
+      );
+    }
+    return place;
+  }
+
+  create(jobId: string, limits: Limits): JobCgroup {
+    checkName("job id", jobId);
+    checkLimits(limits, this.ioDevices);
+    if (limits.cpuPercent > 0) this.#placeOf("cpu", "maxCPU");
+    if (limits.memoryMiB > 0) this.#placeOf("memory", "maxMemory");
+    if (limits.ioBps > 0) this.#placeOf("blkio", "maxIOBPS");
+    if (limits.pids > 0) this.#placeOf("pids", "maxPids");
+    const problem = this.#problem();
+    if (problem) throw new LimitError(problem);
+
+    const dirs: ControllerDirs = new Map();
+    const createdParents: string[] = [];
+    const createdJobs: string[] = [];
+    try {
+      for (const place of this.#places) {
+        if (mkdirOnce(place.parentDir)) {
+          createdParents.push(place.parentDir);
+          initCpuset(place.parentDir, place.controllers);
+        }
+        const jobDir = `${place.parentDir}/${jobId}`;
+        if (!mkdirOnce(jobDir)) throw new LimitError(`cgroup ${jobDir} already exists`);
+        createdJobs.push(jobDir);
+        initCpuset(jobDir, place.controllers);
+        assign(dirs, place.controllers, jobDir);
+      }
+      applyLimits(dirs, limits, this.ioDevices);
+    } catch (error) {
+      for (const dir of [...createdJobs, ...createdParents]) rmdirQuietly(dir);
+      if (error instanceof LimitError) throw error;
+      throw new LimitError(`Cannot create the job's cgroup: ${error}`, { cause: error });
+    }
+    return new V1JobCgroup(dirs);
+  }
+
+  async cleanupStale(): Promise<number> {
+    const names = new Set(this.#places.flatMap((p) => childDirs(p.parentDir)));
+    const failures: string[] = [];
+    let removed = 0;
+    for (const name of names) {
+      const dirs: ControllerDirs = new Map();
+      for (const place of this.#places) {
+        const dir = `${place.parentDir}/${name}`;
+        if (!exists(dir)) continue;
+        assign(dirs, place.controllers, dir);
+      }
+      const cgroup = new V1JobCgroup(dirs);
+      try {
+        cgroup.killAll();
+        await cgroup.remove();
+        removed++;
+      } catch (error) {
+        failures.push(error instanceof Error ? error.message : String(error));
+      }
+    }
+    if (failures.length) {
+      throw new Error(`removed ${removed} stale job cgroups, failed: ${failures.join("; ")}`);
+    }
+    return removed;
+  }
+}
+
+/** Writes the requested limits into the job's directories (memsw after memory). */
+function applyLimits(dirs: ControllerDirs, limits: Limits, ioDevices: readonly string[]): void {
+  const dir = (controller: V1Controller): string => dirs.get(controller) ?? "";
+  if (limits.cpuPercent > 0) {
+    writeLimit("maxCPU", `${dir("cpu")}/cpu.cfs_period_us`, String(CPU_PERIOD_USEC));
+    writeLimit("maxCPU", `${dir("cpu")}/cpu.cfs_quota_us`, String(cpuQuotaUsec(limits.cpuPercent)));
+  }
+  if (limits.memoryMiB > 0) {
+    const bytes = String(memoryBytes(limits.memoryMiB));
+    writeLimit("maxMemory", `${dir("memory")}/memory.limit_in_bytes`, bytes);
+    const memsw = `${dir("memory")}/memory.memsw.limit_in_bytes`;
+    if (exists(memsw)) writeLimit("maxMemory", memsw, bytes);
+  }
+  if (limits.ioBps > 0) {
+    for (const device of ioDevices) {
+      for (const file of ["blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"]) {
+        writeLimit("maxIOBPS", `${dir("blkio")}/${file}`, `${device} ${limits.ioBps}`);
+      }
+    }
+  }
+  if (limits.pids > 0) writeLimit("maxPids", `${dir("pids")}/pids.max`, String(limits.pids));
+}
