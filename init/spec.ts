@@ -30,13 +30,25 @@ export interface InitSpec {
   workDir: string;
   /** Files init writes "0" to, joining the job's cgroup(s), right before exec. */
   cgroupProcsFiles: string[];
-  /** A real file path of the C shim library, for init's own FFI calls. */
-  shimPath: string;
+}
+
+/** init's command line after the program: `init --shim <path of the C shim library>`. */
+export function initArgs(shimPath: string): string[] {
+  return ["init", "--shim", shimPath];
 }
 
 /** What init reports on the status pipe when it cannot start the command. */
 export interface InitFailure {
-  stage: "spec" | "mounts" | "proc" | "hostname" | "workdir" | "cgroup" | "lookup" | "exec";
+  stage:
+    | "spawn"
+    | "spec"
+    | "mounts"
+    | "proc"
+    | "hostname"
+    | "workdir"
+    | "cgroup"
+    | "lookup"
+    | "exec";
   /** errno of the failed call, 0 when there is none. */
   errno: number;
   message: string;

@@ -37,8 +37,16 @@ async function generate(dir: string): Promise<{ js: string; dts: string }> {
   ]);
   await run(["run", "-A", "npm:protobufjs-cli@1.2.0/pbts", "-o", dts, js]);
   // pbts always imports "long"; with --force-number nothing uses it.
-  const typings = (await Deno.readTextFile(dts)).replace(/^import Long = require\("long"\);\n/m, "");
-  return { js: banner + await Deno.readTextFile(js), dts: banner + typings };
+  const typings = (await Deno.readTextFile(dts)).replace(
+    /^import Long = require\("long"\);\n/m,
+    "",
+  );
+  // protobufjs is CommonJS: its exports are reachable through the default import only.
+  const code = (await Deno.readTextFile(js)).replace(
+    'import * as $protobuf from "protobufjs/minimal";',
+    'import $protobuf from "protobufjs/minimal";',
+  );
+  return { js: banner + code, dts: banner + typings };
 }
 
 const check = Deno.args.includes("--check");

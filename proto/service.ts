@@ -8,6 +8,12 @@ import { google, jobworker } from "./gen/jobworker.js";
 import { Buffer } from "node:buffer";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 
+import protobuf from "protobufjs/minimal";
+
+// int64 fields as plain numbers (offsets stay far below 2^53), never Long objects.
+protobuf.util.Long = undefined as unknown as typeof protobuf.util.Long;
+protobuf.configure();
+
 export { google, jobworker };
 export type Job = jobworker.Job;
 export type IJob = jobworker.IJob;

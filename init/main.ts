@@ -1,0 +1,73 @@
+/**
+ * `jobworker init`: the first program of a job, PID 1 of its new namespaces. It finishes the
+ * isolation the worker's clone3 started, joins the job's cgroup and execs the job's command, so
+ * no jobworker process stays alive beside the job. See init/spec.ts for the handshake.
+ */
+import { type InitFailure, type InitSpec, SPEC_FD, STATUS_FD } from "./spec.ts";
+import { Shim, ShimError } from "./shim/ffi.ts";
+import { resolveCommand } from "./resolve_command.ts";
+
+const SPEC_LIMIT = 64 * 1024 * 1024;
+
+class StageError extends Error {
+  constructor(readonly stage: InitFailure["stage"], readonly errno: number, message: string) {
+    super(message);
+  }
+}
+
+function step<T>(stage: InitFailure["stage"], what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof StageError) throw e;
+    const errno = e instanceof ShimError ? e.errno : 0;
+    throw new StageError(stage, errno, `${what}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+function readSpec(shim: Shim): InitSpec {
+  const bytes = shim.readAll(SPEC_FD, SPEC_LIMIT);
+  return JSON.parse(new TextDecoder().decode(bytes)) as InitSpec;
+}
+
+function become(shim: Shim): never {
+  const spec = step("spec", "reading the job spec", () => readSpec(shim));
+  step("mounts", "making mounts private", () => shim.makeMountsPrivate());
+  step("proc", "mounting /proc", () => shim.mountProc());
+  step("hostname", "setting the hostname", () => shim.setHostname(spec.jobId));
+  step("workdir", `entering workDir "${spec.workDir}"`, () => shim.chdir(spec.workDir));
+  const path = resolveCommand(spec.command, spec.env);
+  if (!path.ok) throw new StageError("lookup", path.errno, path.message);
+  for (const file of spec.cgroupProcsFiles) {
+    step("cgroup", `joining the job's cgroup (${file})`, () => Deno.writeTextFileSync(file, "0"));
+  }
+  return step(
+    "exec",
+    `cannot execute "${spec.command}"`,
+    () => shim.exec(path.path, [spec.command, ...spec.args], spec.env),
+  );
+}
+
+/** Runs init; returns only when the job could not be started (exit code 127). */
+export function runInit(args: string[]): number {
+  const shimAt = args.indexOf("--shim");
+  const shimPath = args[shimAt + 1];
+  if (shimAt < 0 || !shimPath) {
+    console.error("jobworker init is started by the worker for each job; it is not run by hand");
+    return 2;
+  }
+  const shim = new Shim(shimPath);
+  try {
+    become(shim);
+  } catch (e) {
+    const failure: InitFailure = e instanceof StageError
+      ? { stage: e.stage, errno: e.errno, message: e.message }
+      : { stage: "exec", errno: 0, message: e instanceof Error ? e.message : String(e) };
+    try {
+      shim.writeAll(STATUS_FD, new TextEncoder().encode(JSON.stringify(failure)));
+    } catch {
+      // The worker is gone; nobody is left to tell.
+    }
+  }
+  return 127;
+}

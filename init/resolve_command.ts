@@ -1,0 +1,36 @@
+/** Finds the file a job's command names, the way execvp would, so that failures are clear. */
+
+const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+export type Resolution = { ok: true; path: string } | { ok: false; errno: number; message: string };
+
+function executable(path: string): Resolution {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch {
+    return { ok: false, errno: 2, message: `command not found: "${path}"` };
+  }
+  if (info.isDirectory) return { ok: false, errno: 21, message: `"${path}" is a directory` };
+  if (((info.mode ?? 0) & 0o111) === 0) {
+    return { ok: false, errno: 13, message: `"${path}" is not executable` };
+  }
+  return { ok: true, path };
+}
+
+/**
+ * Resolves `command` against the job's environment: a name with a slash is used as it is
+ * (relative to the working directory), a bare name is looked up in the job's PATH.
+ */
+export function resolveCommand(command: string, env: readonly string[]): Resolution {
+  if (command.includes("/")) return executable(command);
+  const pathVar = env.findLast((e) => e.startsWith("PATH="))?.slice(5) ?? DEFAULT_PATH;
+  let firstProblem: Resolution | undefined;
+  for (const dir of pathVar.split(":")) {
+    const found = executable(`${dir || "."}/${command}`);
+    if (found.ok) return found;
+    if (found.errno !== 2) firstProblem ??= found;
+  }
+  return firstProblem ??
+    { ok: false, errno: 2, message: `command not found: "${command}" (PATH=${pathVar})` };
+}

@@ -1,0 +1,223 @@
+/**
+ * Typed Deno FFI bindings of the C shim (init/shim/jwshim.c). Shared by the worker (spawn, pipes,
+ * reaping) and by `jobworker init` (isolation, exec); it imports nothing else so init stays light.
+ */
+
+const symbols = {
+  jw_spawn: {
+    parameters: ["buffer", "buffer", "i32", "buffer", "i32", "buffer", "i32", "buffer"],
+    result: "i32",
+  },
+  jw_pipe: { parameters: ["buffer", "i32"], result: "i32" },
+  jw_waitpid: { parameters: ["i32", "buffer"], result: "i32" },
+  jw_close: { parameters: ["i32"], result: "i32" },
+  jw_write: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  jw_read: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  jw_pidfd_send_signal: { parameters: ["i32", "i32"], result: "i32" },
+  jw_make_mounts_private: { parameters: [], result: "i32" },
+  jw_mount_proc: { parameters: [], result: "i32" },
+  jw_set_hostname: { parameters: ["buffer"], result: "i32" },
+  jw_chdir: { parameters: ["buffer"], result: "i32" },
+  jw_exec: { parameters: ["buffer", "buffer", "i32", "buffer", "i32"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** A failed system call of the shim: `errno` is the positive error number. */
+export class ShimError extends Error {
+  constructor(readonly call: string, readonly errno: number) {
+    super(`${call} failed: ${errnoName(errno)} (${strerror(errno)})`);
+    this.name = "ShimError";
+  }
+}
+
+const ERRNO: Record<number, [string, string]> = {
+  1: ["EPERM", "operation not permitted"],
+  2: ["ENOENT", "no such file or directory"],
+  3: ["ESRCH", "no such process"],
+  4: ["EINTR", "interrupted system call"],
+  5: ["EIO", "input/output error"],
+  7: ["E2BIG", "argument list too long"],
+  8: ["ENOEXEC", "exec format error"],
+  9: ["EBADF", "bad file descriptor"],
+  10: ["ECHILD", "no child processes"],
+  11: ["EAGAIN", "resource temporarily unavailable"],
+  12: ["ENOMEM", "cannot allocate memory"],
+  13: ["EACCES", "permission denied"],
+  16: ["EBUSY", "device or resource busy"],
+  20: ["ENOTDIR", "not a directory"],
+  21: ["EISDIR", "is a directory"],
+  22: ["EINVAL", "invalid argument"],
+  24: ["EMFILE", "too many open files"],
+  26: ["ETXTBSY", "text file busy"],
+  28: ["ENOSPC", "no space left on device"],
+  36: ["ENAMETOOLONG", "file name too long"],
+  38: ["ENOSYS", "function not implemented"],
+  40: ["ELOOP", "too many levels of symbolic links"],
+};
+
+/** The symbolic name of an errno value, e.g. 2 → "ENOENT". */
+export function errnoName(errno: number): string {
+  return ERRNO[errno]?.[0] ?? `errno ${errno}`;
+}
+
+/** A short description of an errno value, e.g. 2 → "no such file or directory". */
+export function strerror(errno: number): string {
+  return ERRNO[errno]?.[1] ?? "unknown error";
+}
+
+const encoder = new TextEncoder();
+
+/** NUL-terminated UTF-8 for a `const char *` parameter. */
+export function cString(value: string): Uint8Array<ArrayBuffer> {
+  const bytes = encoder.encode(value);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+/** Strings packed back to back, each NUL-terminated, as jw_spawn and jw_exec expect. */
+export function packStrings(values: readonly string[]): Uint8Array<ArrayBuffer> {
+  const parts = values.map((v) => encoder.encode(v));
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length + 1, 0) || 1);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length + 1;
+  }
+  return out;
+}
+
+/** How a reaped process ended. */
+export interface WaitStatus {
+  /** Exit code when it exited, else null. */
+  exitCode: number | null;
+  /** Signal number when a signal killed it, else null. */
+  signal: number | null;
+}
+
+/** Decodes a wait(2) status word. */
+export function decodeWaitStatus(status: number): WaitStatus {
+  const termSig = status & 0x7f;
+  if (termSig === 0) return { exitCode: (status >> 8) & 0xff, signal: null };
+  return { exitCode: null, signal: termSig };
+}
+
+/** The shim, loaded. Every method throws {@link ShimError} on failure. */
+export class Shim {
+  readonly #lib: Deno.DynamicLibrary<typeof symbols>;
+
+  constructor(readonly path: string) {
+    this.#lib = Deno.dlopen(path, symbols);
+  }
+
+  #check(call: string, result: number): number {
+    if (result < 0) throw new ShimError(call, -result);
+    return result;
+  }
+
+  /**
+   * Starts `path` in new PID, mount, IPC and UTS namespaces; `fds[i]` becomes the child's
+   * descriptor i, every other descriptor is closed in the child.
+   */
+  spawn(path: string, argv: readonly string[], envp: readonly string[], fds: readonly number[]): {
+    pid: number;
+    pidfd: number;
+  } {
+    const fdBuf = new Int32Array(fds);
+    const pidfdBuf = new Int32Array([-1]);
+    const pid = this.#check(
+      "clone3",
+      this.#lib.symbols.jw_spawn(
+        cString(path),
+        packStrings(argv),
+        argv.length,
+        packStrings(envp),
+        envp.length,
+        fdBuf,
+        fds.length,
+        pidfdBuf,
+      ),
+    );
+    return { pid, pidfd: pidfdBuf[0] ?? -1 };
+  }
+
+  /** A close-on-exec pipe: [readEnd, writeEnd]; the buffer grown to `size` bytes when allowed. */
+  pipe(size = 0): [number, number] {
+    const fds = new Int32Array(2);
+    this.#check("pipe2", this.#lib.symbols.jw_pipe(fds, size));
+    return [fds[0]!, fds[1]!];
+  }
+
+  /** Non-blocking waitpid: the status once `pid` has ended (and is reaped), else null. */
+  waitpid(pid: number): WaitStatus | null {
+    const status = new Int32Array(1);
+    const r = this.#check("waitpid", this.#lib.symbols.jw_waitpid(pid, status));
+    return r === 0 ? null : decodeWaitStatus(status[0]!);
+  }
+
+  close(fd: number): void {
+    this.#check("close", this.#lib.symbols.jw_close(fd));
+  }
+
+  /** Writes all of `data` to a blocking descriptor. */
+  writeAll(fd: number, data: Uint8Array<ArrayBuffer>): void {
+    let at = 0;
+    while (at < data.length) {
+      const chunk = data.subarray(at);
+      at += this.#check("write", this.#lib.symbols.jw_write(fd, chunk, chunk.length));
+    }
+  }
+
+  /** Reads a blocking descriptor to EOF. */
+  readAll(fd: number, limit: number): Uint8Array {
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const buf = new Uint8Array(65536);
+    for (;;) {
+      const n = this.#check("read", this.#lib.symbols.jw_read(fd, buf, buf.length));
+      if (n === 0) break;
+      total += n;
+      if (total > limit) throw new ShimError("read", 7);
+      chunks.push(buf.slice(0, n));
+    }
+    const out = new Uint8Array(total);
+    let at = 0;
+    for (const c of chunks) {
+      out.set(c, at);
+      at += c.length;
+    }
+    return out;
+  }
+
+  /** Sends a signal through a pidfd (no pid-reuse race). */
+  pidfdSignal(pidfd: number, signal: number): void {
+    this.#check("pidfd_send_signal", this.#lib.symbols.jw_pidfd_send_signal(pidfd, signal));
+  }
+
+  makeMountsPrivate(): void {
+    this.#check("mount / private", this.#lib.symbols.jw_make_mounts_private());
+  }
+
+  mountProc(): void {
+    this.#check("mount /proc", this.#lib.symbols.jw_mount_proc());
+  }
+
+  setHostname(name: string): void {
+    this.#check("sethostname", this.#lib.symbols.jw_set_hostname(cString(name)));
+  }
+
+  chdir(dir: string): void {
+    this.#check("chdir", this.#lib.symbols.jw_chdir(cString(dir)));
+  }
+
+  /** Replaces this process with `path`; returns only by throwing. */
+  exec(path: string, argv: readonly string[], envp: readonly string[]): never {
+    const r = this.#lib.symbols.jw_exec(
+      cString(path),
+      packStrings(argv),
+      argv.length,
+      packStrings(envp),
+      envp.length,
+    );
+    throw new ShimError("execve", r < 0 ? -r : 5);
+  }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds bin/jobworker. With a denort base binary (DENORT_BIN, or one deno can download) it is one
+# self-contained executable with the C shim embedded. Without one it is a launcher that runs the
+# same main.ts under `deno run`, so `bin/jobworker serve` and `bin/jobworker create ...` work
+# either way.
+set -euo pipefail
+deno_bin=$1
+cd "$(dirname "$0")/.."
+mkdir -p bin
+rm -f bin/jobworker
+if "$deno_bin" compile --allow-all --no-prompt --include build/libjwshim.so \
+     --output bin/jobworker main.ts >build/compile.log 2>&1; then
+  echo "built bin/jobworker: one executable with the shim embedded ($(du -h bin/jobworker | cut -f1))"
+  exit 0
+fi
+echo "deno compile could not build a standalone binary (it needs the denort base runtime:" >&2
+echo "set DENORT_BIN to a denort $("$deno_bin" --version | head -1 | cut -d' ' -f2) binary); see build/compile.log" >&2
+deno_abs=$(cd "$(dirname "$deno_bin")" && pwd)/$(basename "$deno_bin")
+cat > bin/jobworker <<LAUNCHER
+#!/usr/bin/env bash
+# jobworker launcher (no denort here): runs main.ts from $(pwd) under deno.
+export DENO_DIR=\${DENO_DIR:-$(pwd)/.cache/deno} DENO_NO_UPDATE_CHECK=1
+exec "$deno_abs" run --allow-all --no-prompt --cached-only "$(pwd)/main.ts" "\$@"
+LAUNCHER
+chmod +x bin/jobworker
+echo "built bin/jobworker as a launcher of main.ts under deno run"

@@ -1,0 +1,99 @@
+/**
+ * Starts a real `jobworker serve` process for tests: its own state directory, port 0, the given
+ * certificates; waits for its "listening" line and reports the port.
+ */
+import { TextLineStream } from "./lines.ts";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+export interface WorkerOptions {
+  certDir: string;
+  env?: Record<string, string>;
+  args?: string[];
+}
+
+export class WorkerProcess {
+  #exited: Promise<Deno.CommandStatus>;
+
+  private constructor(
+    readonly process: Deno.ChildProcess,
+    readonly stateDir: string,
+    readonly port: number,
+    exited: Promise<Deno.CommandStatus>,
+    /** Every line the worker logged so far. */
+    readonly logs: string[],
+  ) {
+    this.#exited = exited;
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  static async start(options: WorkerOptions): Promise<WorkerProcess> {
+    const stateDir = await Deno.makeTempDir({ prefix: "jobworker-test-state-" });
+    const process = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        "--no-prompt",
+        "--cached-only",
+        MAIN,
+        "serve",
+        ...options.args ?? [],
+      ],
+      env: {
+        JOB_WORKER_ADDR: "127.0.0.1:0",
+        JOB_WORKER_CERT_PATH: options.certDir,
+        JOB_WORKER_STATE_DIR: stateDir,
+        LOG_LEVEL: "info",
+        NO_COLOR: "1",
+        ...options.env,
+      },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const logs: string[] = [];
+    const lines = process.stderr.pipeThrough(new TextDecoderStream()).pipeThrough(
+      new TextLineStream(),
+    );
+    const reader = lines.getReader();
+    let port = 0;
+    while (port === 0) {
+      const { value, done } = await reader.read();
+      if (done) {
+        const status = await process.status;
+        await process.stdout.cancel();
+        throw new Error(`the worker exited (${status.code}) before listening:\n${logs.join("\n")}`);
+      }
+      logs.push(value);
+      const match = / listening .*port=(\d+)/.exec(value);
+      if (match) port = Number(match[1]);
+    }
+    // Keep draining the worker's output so it never blocks on a full pipe.
+    (async () => {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        logs.push(value);
+      }
+    })();
+    process.stdout.pipeTo(new WritableStream()).catch(() => {});
+    return new WorkerProcess(process, stateDir, port, process.status, logs);
+  }
+
+  /** SIGTERM, then waits for exit; returns the exit status. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    try {
+      this.process.kill(signal);
+    } catch { /* already exited */ }
+    const status = await this.#exited;
+    await Deno.remove(this.stateDir, { recursive: true }).catch(() => {});
+    return status;
+  }
+
+  get exited(): Promise<Deno.CommandStatus> {
+    return this.#exited;
+  }
+}

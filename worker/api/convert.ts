@@ -1,0 +1,59 @@
+/** Domain job → protobuf Job. */
+import { google, jobworker } from "../../proto/service.ts";
+import type { Usage } from "../cgroups/types.ts";
+import { END_STATES, type Job, type JobStatus } from "../jobs/job.ts";
+
+export const STATUS_NAMES: readonly JobStatus[] = [
+  "INITIALIZING",
+  "RUNNING",
+  "COMPLETED",
+  "FAILED",
+  "STOPPED",
+];
+
+function timestamp(date: Date | undefined): google.protobuf.Timestamp | null {
+  if (!date) return null;
+  const ms = date.getTime();
+  return google.protobuf.Timestamp.create({
+    seconds: Math.floor(ms / 1000),
+    nanos: (ms % 1000) * 1_000_000,
+  });
+}
+
+export function toProtoJob(job: Job, usage: Usage): jobworker.Job {
+  const ended = END_STATES.includes(job.status);
+  return jobworker.Job.create({
+    id: job.id,
+    command: job.spec.command,
+    args: job.spec.args,
+    status: jobworker.JobStatus[job.status],
+    maxCPU: job.spec.limits.cpuPercent,
+    maxMemory: job.spec.limits.memoryMiB,
+    maxIOBPS: job.spec.limits.ioBps,
+    maxPids: job.spec.limits.pids,
+    exitCode: ended ? job.exit?.exitCode ?? -1 : 0,
+    signal: job.exit?.signal ?? 0,
+    oomKilled: job.oomKilled,
+    reason: job.reason,
+    owner: job.owner,
+    createTime: timestamp(job.createTime),
+    startTime: timestamp(job.startTime),
+    endTime: timestamp(job.endTime),
+    usage: jobworker.ResourceUsage.create(usage),
+    outputBytes: job.output.size,
+    env: job.spec.env,
+    workDir: job.spec.workDir,
+    timeoutSeconds: job.spec.timeoutSeconds,
+  });
+}
+
+export function toProtoJobs(jobs: { job: Job; usage: Usage }[]): jobworker.Jobs {
+  const countByStatus: Record<string, number> = Object.fromEntries(
+    STATUS_NAMES.map((s) => [s, 0]),
+  );
+  for (const { job } of jobs) countByStatus[job.status] = (countByStatus[job.status] ?? 0) + 1;
+  return jobworker.Jobs.create({
+    jobs: jobs.map(({ job, usage }) => toProtoJob(job, usage)),
+    countByStatus,
+  });
+}

@@ -1,0 +1,119 @@
+/**
+ * The gRPC handlers of JobService: authorize, validate, call the job manager, convert. The only
+ * module that knows grpc-js handler shapes.
+ */
+import {
+  type handleServerStreamingCall,
+  type handleUnaryCall,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  status,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import { jobworker } from "../../proto/service.ts";
+import type { Limits } from "../cgroups/types.ts";
+import { identityOf } from "../auth/identity.ts";
+import { denial, type Rpc } from "../auth/policy.ts";
+import { JobError } from "../jobs/errors.ts";
+import type { Job } from "../jobs/job.ts";
+import type { JobManager } from "../jobs/manager.ts";
+import { streamOutput } from "./stream_output.ts";
+import { serviceError, toServiceError } from "./status.ts";
+import { toProtoJob, toProtoJobs } from "./convert.ts";
+import { graceFrom, jobSpecFrom, offsetFrom } from "./validation.ts";
+
+export interface HandlerOptions {
+  defaults: Limits;
+  /** Largest payload of one DataChunk. */
+  chunkBytes: number;
+}
+
+type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
+
+/** The caller's name when it may call `rpc`; throws PERMISSION_DENIED otherwise. */
+function authorize(call: AnyCall, rpc: Rpc): string {
+  const identity = identityOf(call.getAuthContext());
+  const why = denial(identity, rpc);
+  if (why !== null) throw serviceError(status.PERMISSION_DENIED, why);
+  return identity.commonName;
+}
+
+function unary<Req, Res>(
+  rpc: Rpc,
+  handle: (req: Req, caller: string) => Promise<Res> | Res,
+): handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    (async () => {
+      const caller = authorize(call, rpc);
+      return await handle(call.request, caller);
+    })().then(
+      (response) => callback(null, response),
+      (error) =>
+        callback(
+          "code" in (error as object) ? error : toServiceError(error, rpc),
+        ),
+    );
+  };
+}
+
+export function jobServiceHandlers(
+  manager: JobManager,
+  options: HandlerOptions,
+): UntypedServiceImplementation {
+  const find = (id: string | null | undefined): Job => {
+    const job = manager.get(id ?? "");
+    if (!job) throw new JobError("not-found", `no job with id "${id ?? ""}"`);
+    return job;
+  };
+  const view = (job: Job) => toProtoJob(job, manager.usage(job));
+
+  const createJob = unary<jobworker.CreateJobReq, jobworker.CreateJobRes>(
+    "CreateJob",
+    async (req, caller) => {
+      const job = await manager.create(jobSpecFrom(req, options.defaults), caller);
+      return jobworker.CreateJobRes.create({ job: view(job) });
+    },
+  );
+  const getJob = unary<jobworker.GetJobReq, jobworker.GetJobRes>(
+    "GetJob",
+    (req) => jobworker.GetJobRes.create({ job: view(find(req.id)) }),
+  );
+  const stopJob = unary<jobworker.StopJobReq, jobworker.StopJobRes>(
+    "StopJob",
+    async (req) => {
+      const graceSeconds = graceFrom(req);
+      find(req.id);
+      const job = await manager.stop(req.id, { graceSeconds, force: req.force });
+      return jobworker.StopJobRes.create({ job: view(job) });
+    },
+  );
+  const getJobs = unary<jobworker.EmptyRequest, jobworker.Jobs>(
+    "GetJobs",
+    () => toProtoJobs(manager.list().map((job) => ({ job, usage: manager.usage(job) }))),
+  );
+  const getJobsStream: handleServerStreamingCall<
+    jobworker.GetJobsStreamReq,
+    jobworker.DataChunk
+  > = (call) => {
+    (async () => {
+      authorize(call, "GetJobsStream");
+      const offset = offsetFrom(call.request);
+      const job = find(call.request.id);
+      await streamOutput(call, job.output, {
+        offset,
+        follow: !call.request.noFollow,
+        chunkBytes: options.chunkBytes,
+      });
+    })().catch((error) => {
+      if (call.cancelled) return;
+      call.destroy("code" in (error as object) ? error : toServiceError(error, "GetJobsStream"));
+    });
+  };
+  return {
+    CreateJob: createJob,
+    GetJob: getJob,
+    StopJob: stopJob,
+    GetJobs: getJobs,
+    GetJobsStream: getJobsStream,
+  } as UntypedServiceImplementation;
+}

@@ -1,0 +1,25 @@
+/** Maps errors of the layers below to gRPC statuses with messages a person understands. */
+import { type ServiceError, status } from "@grpc/grpc-js";
+import { Metadata } from "@grpc/grpc-js";
+import { JobError, type JobErrorKind } from "../jobs/errors.ts";
+import { InvalidField } from "./validation.ts";
+import { log } from "../log/logger.ts";
+
+const CODES: Record<JobErrorKind, status> = {
+  "invalid-argument": status.INVALID_ARGUMENT,
+  "not-found": status.NOT_FOUND,
+  "failed-precondition": status.FAILED_PRECONDITION,
+  "resource-exhausted": status.RESOURCE_EXHAUSTED,
+  "internal": status.INTERNAL,
+};
+
+export function serviceError(code: status, details: string): ServiceError {
+  return Object.assign(new Error(details), { code, details, metadata: new Metadata() });
+}
+
+export function toServiceError(error: unknown, rpc: string): ServiceError {
+  if (error instanceof InvalidField) return serviceError(status.INVALID_ARGUMENT, error.message);
+  if (error instanceof JobError) return serviceError(CODES[error.kind], error.message);
+  log.error("unexpected error", { rpc, error: error instanceof Error ? error.stack : error });
+  return serviceError(status.INTERNAL, `internal error in ${rpc}`);
+}

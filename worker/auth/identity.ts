@@ -1,0 +1,36 @@
+/** Who is calling: the role and name in the verified client certificate of the connection. */
+import type { ServerUnaryCall } from "@grpc/grpc-js";
+
+type AuthContext = ReturnType<ServerUnaryCall<unknown, unknown>["getAuthContext"]>;
+
+export type Role = "admin" | "viewer";
+
+export interface Identity {
+  /** The recognised role, or null when the certificate has no usable OU. */
+  role: Role | null;
+  /** All OU values seen, for messages. */
+  organizationalUnits: string[];
+  /** The certificate's CN; becomes the owner of the jobs it creates. */
+  commonName: string;
+}
+
+function values(field: string | string[] | undefined): string[] {
+  if (field === undefined) return [];
+  return Array.isArray(field) ? field : [field];
+}
+
+/**
+ * Reads the identity from a call's auth context. A certificate naming both roles is ambiguous and
+ * gets no role.
+ */
+export function identityOf(context: AuthContext): Identity {
+  const subject = context.sslPeerCertificate?.subject;
+  const ous = values(subject?.OU);
+  const roles = new Set(ous.filter((ou): ou is Role => ou === "admin" || ou === "viewer"));
+  const commonName = values(subject?.CN)[0] ?? "";
+  return {
+    role: roles.size === 1 ? [...roles][0]! : null,
+    organizationalUnits: ous,
+    commonName,
+  };
+}

@@ -1,0 +1,158 @@
+/**
+ * The worker's configuration: the only module that reads the environment and `serve`'s flags.
+ * Flags override environment variables, which override the defaults.
+ */
+import { parseArgs } from "node:util";
+import { isLogLevel, type LogLevel } from "./log/logger.ts";
+
+export interface WorkerConfig {
+  /** host:port to listen on. */
+  address: string;
+  /** Directory holding ca-cert.pem, server-cert.pem, server-key.pem. */
+  certPath: string;
+  /** Where job output and the installed shim live. */
+  stateDir: string;
+  logLevel: LogLevel;
+  maxRecvMsgSize: number;
+  maxSendMsgSize: number;
+  maxHeaderListSize: number;
+  /** Seconds jobs get to end after SIGTERM when the worker shuts down. */
+  cleanupTimeoutSeconds: number;
+  /** Default StopJob grace period, seconds. */
+  stopGraceSeconds: number;
+  /** Most jobs running at once; CreateJob answers RESOURCE_EXHAUSTED beyond it. */
+  maxRunningJobs: number;
+  defaults: { cpuPercent: number; memoryMiB: number; ioBps: number; pids: number };
+  /** JOB_WORKER_CGROUP_BASE, when set. */
+  cgroupBase: string | undefined;
+  /** JOB_WORKER_IO_DEVICES ("major:minor" list), when set. */
+  ioDevices: string[] | undefined;
+}
+
+export const SERVE_HELP = `Usage: jobworker serve [options]
+
+Runs the job worker: a gRPC server over mutual TLS 1.3 that runs jobs isolated in namespaces and
+cgroups. Every option can also be given by the environment variable shown.
+
+Options:
+  --addr HOST:PORT        listen address            JOB_WORKER_ADDR (127.0.0.1:50051)
+  --cert-path DIR         ca-cert.pem, server-cert.pem, server-key.pem
+                                                    JOB_WORKER_CERT_PATH (./certs)
+  --state-dir DIR         job output, runtime files JOB_WORKER_STATE_DIR (/var/lib/jobworker)
+  --log-level LEVEL       debug|info|warn|error     LOG_LEVEL (info)
+  --max-recv-msg-size N   bytes                     MAX_RECV_MSG_SIZE (4194304)
+  --max-send-msg-size N   bytes                     MAX_SEND_MSG_SIZE (4194304)
+  --max-header-list-size N bytes                    MAX_HEADER_LIST_SIZE (16384)
+  --cleanup-timeout S     grace for jobs at shutdown CLEANUP_TIMEOUT (10)
+  --stop-grace S          default StopJob grace     JOB_WORKER_STOP_GRACE (10)
+  --max-jobs N            most running jobs         JOB_WORKER_MAX_JOBS (1000)
+  --default-cpu PCT       default maxCPU            JOB_WORKER_DEFAULT_CPU (100)
+  --default-memory MIB    default maxMemory         JOB_WORKER_DEFAULT_MEMORY (512)
+  --default-io BPS        default maxIOBPS          JOB_WORKER_DEFAULT_IO (0 = unlimited)
+  --default-pids N        default maxPids           JOB_WORKER_DEFAULT_PIDS (1024)
+  --cgroup-base PATH      parent cgroup for jobs    JOB_WORKER_CGROUP_BASE (the worker's own)
+  --io-devices LIST       MAJ:MIN,... for IO limits JOB_WORKER_IO_DEVICES (detected)
+  -h, --help              show this help
+`;
+
+/** A configuration value that cannot be used; the message names it. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+const FLAGS = {
+  "addr": { env: "JOB_WORKER_ADDR", fallback: "127.0.0.1:50051" },
+  "cert-path": { env: "JOB_WORKER_CERT_PATH", fallback: "certs" },
+  "state-dir": { env: "JOB_WORKER_STATE_DIR", fallback: "/var/lib/jobworker" },
+  "log-level": { env: "LOG_LEVEL", fallback: "info" },
+  "max-recv-msg-size": { env: "MAX_RECV_MSG_SIZE", fallback: "4194304" },
+  "max-send-msg-size": { env: "MAX_SEND_MSG_SIZE", fallback: "4194304" },
+  "max-header-list-size": { env: "MAX_HEADER_LIST_SIZE", fallback: "16384" },
+  "cleanup-timeout": { env: "CLEANUP_TIMEOUT", fallback: "10" },
+  "stop-grace": { env: "JOB_WORKER_STOP_GRACE", fallback: "10" },
+  "max-jobs": { env: "JOB_WORKER_MAX_JOBS", fallback: "1000" },
+  "default-cpu": { env: "JOB_WORKER_DEFAULT_CPU", fallback: "100" },
+  "default-memory": { env: "JOB_WORKER_DEFAULT_MEMORY", fallback: "512" },
+  "default-io": { env: "JOB_WORKER_DEFAULT_IO", fallback: "0" },
+  "default-pids": { env: "JOB_WORKER_DEFAULT_PIDS", fallback: "1024" },
+  "cgroup-base": { env: "JOB_WORKER_CGROUP_BASE", fallback: "" },
+  "io-devices": { env: "JOB_WORKER_IO_DEVICES", fallback: "" },
+} as const;
+type Flag = keyof typeof FLAGS;
+
+function integer(name: string, text: string, min: number): number {
+  const value = Number(text.trim());
+  if (!/^\s*\d+\s*$/.test(text) || !Number.isSafeInteger(value) || value < min) {
+    throw new ConfigError(`${name} must be an integer >= ${min}, got "${text}"`);
+  }
+  return value;
+}
+
+/** Reads the configuration; returns "help" when --help was asked for. Throws ConfigError. */
+export function loadConfig(
+  args: string[],
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+): WorkerConfig | "help" {
+  const options = Object.fromEntries(
+    Object.keys(FLAGS).map((k) => [k, { type: "string" as const }]),
+  );
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (e) {
+    throw new ConfigError(`${e instanceof Error ? e.message : e} (see jobworker serve --help)`);
+  }
+  if (parsed.values.help) return "help";
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  const get = (flag: Flag): [string, string] => {
+    const { env: name, fallback } = FLAGS[flag];
+    const fromFlag = values[flag];
+    if (typeof fromFlag === "string") return [`--${flag}`, fromFlag];
+    return [name, env(name) ?? fallback];
+  };
+  const num = (flag: Flag, min = 0) => integer(...get(flag), min);
+
+  const [levelName, level] = get("log-level");
+  const logLevel = level.toLowerCase();
+  if (!isLogLevel(logLevel)) {
+    throw new ConfigError(`${levelName} must be debug, info, warn or error, got "${level}"`);
+  }
+  const [addrName, address] = get("addr");
+  if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(address)) {
+    throw new ConfigError(`${addrName} must be HOST:PORT, got "${address}"`);
+  }
+  const cgroupBase = get("cgroup-base")[1];
+  const [devName, devices] = get("io-devices");
+  const ioDevices = devices ? devices.split(",").map((d) => d.trim()).filter(Boolean) : undefined;
+  for (const d of ioDevices ?? []) {
+    if (!/^\d+:\d+$/.test(d)) throw new ConfigError(`${devName}: "${d}" is not MAJOR:MINOR`);
+  }
+  return {
+    address,
+    certPath: get("cert-path")[1],
+    stateDir: get("state-dir")[1],
+    logLevel,
+    maxRecvMsgSize: num("max-recv-msg-size", 1024),
+    maxSendMsgSize: num("max-send-msg-size", 1024),
+    maxHeaderListSize: num("max-header-list-size", 1024),
+    cleanupTimeoutSeconds: num("cleanup-timeout"),
+    stopGraceSeconds: num("stop-grace"),
+    maxRunningJobs: num("max-jobs", 1),
+    defaults: {
+      cpuPercent: num("default-cpu"),
+      memoryMiB: num("default-memory"),
+      ioBps: num("default-io"),
+      pids: num("default-pids"),
+    },
+    cgroupBase: cgroupBase || undefined,
+    ioDevices,
+  };
+}

@@ -1,0 +1,15 @@
+/** Errors of the job layer that callers act on; the API layer maps `kind` to a gRPC status. */
+
+export type JobErrorKind =
+  | "invalid-argument"
+  | "not-found"
+  | "failed-precondition"
+  | "resource-exhausted"
+  | "internal";
+
+export class JobError extends Error {
+  constructor(readonly kind: JobErrorKind, message: string) {
+    super(message);
+    this.name = "JobError";
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * Starts a job's first process: pipes for its output, the init spec and init's status, then the
+ * shim's clone3 into new namespaces running this program as `jobworker init` (see init/spec.ts).
+ * Pipe read ends are read through node:net sockets, which libuv polls without a thread per pipe.
+ */
+import net from "node:net";
+import type { Shim } from "../../init/shim/ffi.ts";
+import { initArgs, type InitFailure, type InitSpec } from "../../init/spec.ts";
+import type { SelfCommand } from "./self_exec.ts";
+
+/** Large pipe buffers let a job write bursts without waiting for the worker. */
+const OUTPUT_PIPE_SIZE = 1024 * 1024;
+/** The spec is written before the child starts, so it must fit in the pipe. */
+export const MAX_SPEC_BYTES = 1024 * 1024;
+
+export interface LaunchedProcess {
+  pid: number;
+  pidfd: number;
+  stdout: net.Socket;
+  stderr: net.Socket;
+  /** Settles once init has exec'd the command (null) or reported why it could not. */
+  started: Promise<InitFailure | null>;
+  /** Signals the first process through its pidfd (no pid-reuse race); quiet if it is gone. */
+  signal(signal: number): void;
+  /** Closes the pidfd; call once the process has been reaped. */
+  release(): void;
+}
+
+function readAll(socket: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Uint8Array[] = [];
+    socket.on("data", (c: Uint8Array) => chunks.push(c));
+    socket.on("error", () => {});
+    socket.on("close", () => resolve(new TextDecoder().decode(concat(chunks))));
+  });
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+function parseFailure(text: string): InitFailure | null {
+  if (text === "") return null;
+  try {
+    const parsed = JSON.parse(text) as Partial<InitFailure>;
+    return {
+      stage: parsed.stage ?? "exec",
+      errno: parsed.errno ?? 0,
+      message: parsed.message ?? `could not start the job's init (errno ${parsed.errno ?? "?"})`,
+    };
+  } catch {
+    return { stage: "exec", errno: 0, message: `init reported: ${text.slice(0, 200)}` };
+  }
+}
+
+export class Launcher {
+  constructor(private readonly shim: Shim, private readonly self: SelfCommand) {}
+
+  /** Starts init for `spec`; throws ShimError when the process cannot be created at all. */
+  launch(spec: InitSpec): LaunchedProcess {
+    const specBytes = new TextEncoder().encode(JSON.stringify(spec));
+    if (specBytes.length > MAX_SPEC_BYTES) throw new RangeError("job spec too large");
+    const open: number[] = [];
+    const pipe = (size = 0) => {
+      const fds = this.shim.pipe(size);
+      open.push(...fds);
+      return fds;
+    };
+    const closeAll = (fds: number[]) => {
+      for (const fd of fds) {
+        try {
+          this.shim.close(fd);
+        } catch { /* already closed */ }
+      }
+    };
+    try {
+      const [outR, outW] = pipe(OUTPUT_PIPE_SIZE);
+      const [errR, errW] = pipe(OUTPUT_PIPE_SIZE);
+      const [specR, specW] = pipe(MAX_SPEC_BYTES);
+      const [statusR, statusW] = pipe();
+      this.shim.writeAll(specW, specBytes);
+      const { pid, pidfd } = this.shim.spawn(
+        this.self.path,
+        [...this.self.argv, ...initArgs(this.shim.path)],
+        this.self.env,
+        [-1, outW, errW, specR, statusW],
+      );
+      closeAll([outW, errW, specR, specW, statusW]);
+      const socket = (fd: number) => new net.Socket({ fd, readable: true, writable: false });
+      let released = false;
+      return {
+        pid,
+        pidfd,
+        signal: (signal) => {
+          if (released) return;
+          try {
+            this.shim.pidfdSignal(pidfd, signal);
+          } catch { /* already ended */ }
+        },
+        release: () => {
+          if (!released) closeAll([pidfd]);
+          released = true;
+        },
+        stdout: socket(outR),
+        stderr: socket(errR),
+        started: readAll(socket(statusR)).then(parseFailure),
+      };
+    } catch (e) {
+      closeAll(open);
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,33 @@
+/**
+ * How to start this same program again as `jobworker init`: the compiled binary is simply run
+ * again; under `deno run` it is the deno executable running main.ts.
+ */
+
+/** True inside a `deno compile`d executable. */
+export function isCompiled(): boolean {
+  return Deno.mainModule.includes("/deno-compile-");
+}
+
+export interface SelfCommand {
+  path: string;
+  /** argv, starting with argv[0]; the subcommand's arguments are appended by the caller. */
+  argv: string[];
+  /** The environment the program itself needs (not the job's). */
+  env: string[];
+}
+
+export function selfCommand(): SelfCommand {
+  const path = Deno.execPath();
+  const env = ["NO_COLOR=1", "DENO_NO_UPDATE_CHECK=1", "PATH=/usr/local/bin:/usr/bin:/bin"];
+  if (isCompiled()) return { path, argv: ["jobworker"], env };
+  for (const name of ["DENO_DIR", "HOME", "XDG_CACHE_HOME"]) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) env.push(`${name}=${value}`);
+  }
+  const main = new URL("../../main.ts", import.meta.url).pathname;
+  return {
+    path,
+    argv: ["deno", "run", "--allow-all", "--no-prompt", "--cached-only", main],
+    env,
+  };
+}
