@@ -369,7 +369,7 @@ interface HandshakeResult {
   /** The client got the server's greeting over an authorized connection. */
   ok: boolean;
   /** The subject of the client certificate as the server saw it, when it accepted it. */
-  peerSubject?: Record<string, string>;
+  peerSubject?: Record<string, string | string[] | undefined>;
   clientError?: string;
   serverError?: string;
 }

@@ -1,0 +1,223 @@
+/**
+ * A typed client of jobworker.JobService over mutual TLS 1.3. The command line uses it, and so do
+ * the end-to-end tests: it knows nothing about flags, files or terminals.
+ *
+ * Errors of the calls are grpc-js `ServiceError`s (`code`, `details`), passed on unchanged.
+ *
+ * @module
+ */
+import * as grpc from "@grpc/grpc-js";
+import { checkServerIdentity, createSecureContext } from "node:tls";
+import { jobServiceDefinition, jobworker } from "../proto/service.ts";
+import { parseServerAddress } from "./address.ts";
+
+/** Where and how to connect. */
+export interface ConnectionSettings {
+  /** `HOST:PORT`; the host may be a DNS name, an IPv4 address or an IPv6 address in brackets. */
+  server: string;
+  /** PEM of the CA that signed the server's certificate. */
+  caPem: string;
+  /** PEM of the client certificate (its OU is the role, its CN the owner of created jobs). */
+  certPem: string;
+  /** PEM of the client certificate's private key. */
+  keyPem: string;
+  /** Extra grpc channel options; they override the client's own. */
+  channelOptions?: Record<string, string | number>;
+}
+
+/** Options of {@linkcode JobClient.stopJob}. */
+export interface StopOptions {
+  /** Seconds between SIGTERM and SIGKILL; 0 or absent: the server's default. */
+  graceSeconds?: number;
+  /** SIGKILL every process at once. */
+  force?: boolean;
+}
+
+/** Options of {@linkcode JobClient.stream}. */
+export interface StreamOptions {
+  /** Byte offset in the job's output to start from (default 0). */
+  offset?: number;
+  /** Send only the output written so far, then end. */
+  noFollow?: boolean;
+  /** Aborting it cancels the call; the iteration then throws the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** Deadline of the unary calls. */
+export const UNARY_DEADLINE_MS = 30_000;
+/** Grace period StopJob is assumed to take when the server's default applies. */
+const DEFAULT_GRACE_ALLOWANCE_S = 60;
+/** Server name sent (SNI) when the target is an IP address, which TLS cannot carry as a name. */
+const IP_TARGET_SERVERNAME = "jobworker-server";
+const MiB = 1024 * 1024;
+
+/** Channel options every client gets unless `channelOptions` overrides them. */
+const BASE_CHANNEL_OPTIONS: Record<string, string | number> = {
+  // A larger HTTP/2 window about doubles streaming throughput (see shared/platform.md).
+  "grpc-node.flow_control_window": 8 * MiB,
+  "grpc.max_receive_message_length": 64 * MiB,
+};
+
+/**
+ * A connection to a jobworker server.
+ *
+ * @example
+ * ```ts
+ * const client = JobClient.connect({ server: "127.0.0.1:50051", caPem, certPem, keyPem });
+ * try {
+ *   const job = await client.createJob({ command: "echo", args: ["hi"] });
+ *   for await (const chunk of client.stream(job.id)) console.log(chunk.payload);
+ * } finally {
+ *   client.close();
+ * }
+ * ```
+ */
+export class JobClient {
+  readonly #client: grpc.Client;
+
+  private constructor(client: grpc.Client) {
+    this.#client = client;
+  }
+
+  /**
+   * Make a client. It connects lazily, on the first call. The connection requires TLS 1.3 and
+   * verifies the server's certificate against `caPem`: for a host name, as usual; for an IP address,
+   * the certificate must hold that IP address as a subject alternative name.
+   *
+   * @throws {Error} When the PEM data cannot be loaded, or the address is malformed (`TypeError`).
+   */
+  static connect(settings: ConnectionSettings): JobClient {
+    const address = parseServerAddress(settings.server);
+    const options: Record<string, string | number> = {
+      ...BASE_CHANNEL_OPTIONS,
+      ...settings.channelOptions,
+    };
+    const verifyOptions: grpc.VerifyOptions = {};
+    if (address.family !== 0 && options["grpc.ssl_target_name_override"] === undefined) {
+      // Node's TLS refuses an IP address as servername, so send a name and check the IP ourselves.
+      options["grpc.ssl_target_name_override"] = IP_TARGET_SERVERNAME;
+      verifyOptions.checkServerIdentity = (_name, cert) => checkServerIdentity(address.host, cert);
+    }
+    const secureContext = createSecureContext({
+      ca: settings.caPem,
+      cert: settings.certPem,
+      key: settings.keyPem,
+      minVersion: "TLSv1.3",
+    });
+    const credentials = grpc.credentials.createFromSecureContext(secureContext, verifyOptions);
+    return new JobClient(new grpc.Client(address.target, credentials, options));
+  }
+
+  /** Create a job and start it; resolves once it runs (or already ended). */
+  async createJob(req: jobworker.ICreateJobReq): Promise<jobworker.Job> {
+    const res = await this.#unary(
+      jobServiceDefinition.CreateJob,
+      jobworker.CreateJobReq.create(req),
+      UNARY_DEADLINE_MS,
+    );
+    return jobOf(res.job);
+  }
+
+  /** One job, with its current resource usage. */
+  async getJob(id: string): Promise<jobworker.Job> {
+    const res = await this.#unary(
+      jobServiceDefinition.GetJob,
+      jobworker.GetJobReq.create({ id }),
+      UNARY_DEADLINE_MS,
+    );
+    return jobOf(res.job);
+  }
+
+  /**
+   * Stop a job; resolves once no process of it is left. The deadline allows for the grace period.
+   */
+  async stopJob(id: string, options: StopOptions = {}): Promise<jobworker.Job> {
+    const grace = options.graceSeconds ?? 0;
+    const allowance = options.force ? 0 : grace > 0 ? grace : DEFAULT_GRACE_ALLOWANCE_S;
+    const res = await this.#unary(
+      jobServiceDefinition.StopJob,
+      jobworker.StopJobReq.create({ id, graceSeconds: grace, force: options.force ?? false }),
+      UNARY_DEADLINE_MS + allowance * 1000,
+    );
+    return jobOf(res.job);
+  }
+
+  /** Every job the server knows, newest first, with a count per status. */
+  async listJobs(): Promise<jobworker.Jobs> {
+    const res = await this.#unary(
+      jobServiceDefinition.GetJobs,
+      jobworker.EmptyRequest.create(),
+      UNARY_DEADLINE_MS,
+    );
+    return res instanceof jobworker.Jobs ? res : jobworker.Jobs.create(res);
+  }
+
+  /**
+   * The job's output as an async iterable of chunks, in order. The call starts when the iteration
+   * does. It ends when the server ends the stream; breaking out of the loop or aborting
+   * `options.signal` cancels the call.
+   */
+  async *stream(id: string, options: StreamOptions = {}): AsyncIterable<jobworker.DataChunk> {
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const method = jobServiceDefinition.GetJobsStream;
+    const call = this.#client.makeServerStreamRequest(
+      method.path,
+      method.requestSerialize,
+      method.responseDeserialize,
+      jobworker.GetJobsStreamReq.create({
+        id,
+        offset: options.offset ?? 0,
+        noFollow: options.noFollow ?? false,
+      }),
+      new grpc.Metadata(),
+      {},
+    );
+    const cancel = () => call.cancel();
+    signal?.addEventListener("abort", cancel, { once: true });
+    let ended = false;
+    try {
+      for await (const chunk of call as AsyncIterable<jobworker.DataChunk>) yield chunk;
+      ended = true;
+    } catch (err) {
+      ended = true;
+      if (signal?.aborted) throw signal.reason;
+      throw err;
+    } finally {
+      signal?.removeEventListener("abort", cancel);
+      if (!ended) call.cancel(); // the consumer stopped early
+    }
+  }
+
+  /** Close the channel; calls in progress are cancelled. */
+  close(): void {
+    this.#client.close();
+  }
+
+  #unary<Req, Res>(
+    method: grpc.MethodDefinition<Req, Res>,
+    request: Req,
+    deadlineMs: number,
+  ): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      this.#client.makeUnaryRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        request,
+        new grpc.Metadata(),
+        { deadline: Date.now() + deadlineMs },
+        (err, res) => {
+          if (err) reject(err);
+          else if (res === undefined) reject(new Error(`Empty response to ${method.path}`));
+          else resolve(res);
+        },
+      );
+    });
+  }
+}
+
+function jobOf(job: jobworker.IJob | null | undefined): jobworker.Job {
+  if (!job) throw new Error("The server's response holds no job");
+  return job instanceof jobworker.Job ? job : jobworker.Job.create(job);
+}

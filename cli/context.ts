@@ -1,0 +1,104 @@
+/**
+ * What the commands need from the outside world, as one injectable object, so that parsing and
+ * output can be tested without a server, files or a terminal.
+ *
+ * @module
+ */
+import type { CommandUnknownOpts } from "@commander-js/extra-typings";
+import { type ConnectionSettings, JobClient } from "./client.ts";
+import {
+  ConfigError,
+  type ConnectionFlags,
+  type EnvReader,
+  loadConnectionSettings,
+} from "./config.ts";
+import {
+  type CallContext,
+  CliError,
+  EXIT_FAILURE,
+  EXIT_INTERRUPTED,
+  isServiceError,
+  rpcErrorMessage,
+} from "./errors.ts";
+import { fileSink, type Sink } from "./io.ts";
+import { connectionFlags } from "./options.ts";
+
+/** The calls of {@linkcode JobClient} the commands use. */
+export type JobApi = Pick<
+  JobClient,
+  "createJob" | "getJob" | "stopJob" | "listJobs" | "stream" | "close"
+>;
+
+/** The command line's view of the world. */
+export interface CliDeps {
+  /** Standard output. */
+  stdout: Sink;
+  /** Standard error. */
+  stderr: Sink;
+  /** The environment. */
+  env: EnvReader;
+  /** The current time. */
+  now(): Date;
+  /** Width of the terminal when standard output is one. */
+  columns(): number | undefined;
+  /** Connection settings (certificate files read) from the flags. */
+  loadSettings(flags: ConnectionFlags): Promise<ConnectionSettings>;
+  /** A client for the settings. */
+  connect(settings: ConnectionSettings): JobApi;
+  /**
+   * Call `handler` on Ctrl-C (instead of dying) until the returned function is called; a second
+   * Ctrl-C exits at once.
+   */
+  onInterrupt(handler: () => void): () => void;
+}
+
+/** The real world: Deno's stdio, environment, clock, terminal, files and network. */
+export function defaultDeps(): CliDeps {
+  const env: EnvReader = (name) => Deno.env.get(name);
+  return {
+    stdout: fileSink(Deno.stdout),
+    stderr: fileSink(Deno.stderr),
+    env,
+    now: () => new Date(),
+    columns: () => Deno.stdout.isTerminal() ? Deno.consoleSize().columns : undefined,
+    loadSettings: (flags) => loadConnectionSettings(flags, env),
+    connect: (settings) => JobClient.connect(settings),
+    onInterrupt(handler) {
+      let interrupts = 0;
+      // The first Ctrl-C asks for a clean stop; a second one does not wait for it.
+      const listener = () => ++interrupts > 1 ? Deno.exit(EXIT_INTERRUPTED) : handler();
+      Deno.addSignalListener("SIGINT", listener);
+      return () => Deno.removeSignalListener("SIGINT", listener);
+    },
+  };
+}
+
+/**
+ * Connect with the connection flags `command` was given, run `fn`, close. A failed call becomes a
+ * {@linkcode CliError} with a friendly message naming the server (and `jobId` for NOT_FOUND).
+ *
+ * @throws {ConfigError} When the settings are wrong or the TLS files cannot be used.
+ * @throws {CliError} When a call fails.
+ */
+export async function withClient<T>(
+  deps: CliDeps,
+  command: CommandUnknownOpts,
+  call: Omit<CallContext, "server">,
+  fn: (client: JobApi) => Promise<T>,
+): Promise<T> {
+  const settings = await deps.loadSettings(connectionFlags(command));
+  let client: JobApi;
+  try {
+    client = deps.connect(settings);
+  } catch (err) {
+    throw new ConfigError(`Cannot use the TLS certificate files: ${(err as Error).message}`);
+  }
+  try {
+    return await fn(client);
+  } catch (err) {
+    if (!isServiceError(err)) throw err;
+    throw new CliError(rpcErrorMessage(err, { ...call, server: settings.server }), EXIT_FAILURE);
+  } finally {
+    client.close();
+  }
+}

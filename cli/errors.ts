@@ -1,0 +1,120 @@
+/**
+ * Exit codes and one-line messages for what goes wrong: usage, configuration, the server's answers.
+ *
+ * @module
+ */
+import { status as Status } from "@grpc/grpc-js";
+import type { ServiceError } from "@grpc/grpc-js";
+import { CommanderError } from "@commander-js/extra-typings";
+import { ConfigError } from "./config.ts";
+import { OutputClosedError } from "./io.ts";
+
+/** Success. */
+export const EXIT_OK = 0;
+/** The server refused or failed the request, or it could not be reached. */
+export const EXIT_FAILURE = 1;
+/** Bad command line or configuration: fix the invocation. */
+export const EXIT_USAGE = 2;
+/** Interrupted by Ctrl-C (128 + SIGINT). */
+export const EXIT_INTERRUPTED = 130;
+
+/** An error that ends the command with a given exit code; an empty message prints nothing. */
+export class CliError extends Error {
+  /** The error's name. */
+  override name = "CliError";
+  /** The process exit code to use. */
+  readonly exitCode: number;
+
+  /** Make an error that ends the command with `exitCode` after printing `message`. */
+  constructor(message: string, exitCode: number) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+/** A bad command line found after parsing (exit code 2). */
+export class UsageError extends CliError {
+  /** The error's name. */
+  override name = "UsageError";
+
+  /** Make a usage error with its message. */
+  constructor(message: string) {
+    super(message, EXIT_USAGE);
+  }
+}
+
+/** What the message of a failed call may name. */
+export interface CallContext {
+  /** The server address that was called. */
+  server: string;
+  /** The job id the call was about, if any. */
+  jobId?: string;
+}
+
+/** Whether `err` is a grpc-js status error (it has a numeric `code` and `details`). */
+export function isServiceError(err: unknown): err is ServiceError {
+  return err instanceof Error && typeof (err as Partial<ServiceError>).code === "number" &&
+    typeof (err as Partial<ServiceError>).details === "string";
+}
+
+/** The friendly message for a failed call, without a trailing newline. */
+export function rpcErrorMessage(err: ServiceError, context: CallContext): string {
+  const details = err.details || Status[err.code] || `status ${err.code}`;
+  switch (err.code) {
+    case Status.UNAVAILABLE:
+      return `Cannot reach the jobworker server at ${context.server}: ${plainDetails(details)}. ` +
+        "The server may not be running there, or TLS failed (check --cert-path, --ca, --cert, " +
+        "--key and the server's certificate)";
+    case Status.DEADLINE_EXCEEDED:
+      return `The jobworker server at ${context.server} did not answer in time (${details})`;
+    case Status.NOT_FOUND:
+      return context.jobId !== undefined ? `No job with id "${context.jobId}"` : details;
+    case Status.PERMISSION_DENIED:
+      return `Permission denied: ${details}`;
+    case Status.UNAUTHENTICATED:
+      return `Not authenticated: ${details}`;
+    case Status.CANCELLED:
+      return "Cancelled";
+    case Status.INVALID_ARGUMENT:
+    case Status.FAILED_PRECONDITION:
+    case Status.RESOURCE_EXHAUSTED:
+      return details;
+    default:
+      return `${Status[err.code] ?? `Status ${err.code}`}: ${details}`;
+  }
+}
+
+/** grpc-js connection details without their boilerplate. */
+function plainDetails(details: string): string {
+  return details
+    .replace(/^No connection established\. Last error: /, "")
+    .replace(/\. Resolution note: $/, "")
+    .replace(/^Error(?: \[\w+\])?: /, "")
+    .replace(/\.$/, "");
+}
+
+/** The outcome of a failed command: what to print (may be empty) and the exit code. */
+export interface Failure {
+  /** One line for stderr, without "error: "; empty when nothing is to be printed. */
+  message: string;
+  /** The process exit code. */
+  exitCode: number;
+}
+
+/**
+ * Map anything a command threw to a message and exit code. Commander's own errors were printed by
+ * commander already, so their message is empty.
+ */
+export function describeFailure(err: unknown): Failure {
+  if (err instanceof CommanderError) {
+    const usage = err.code.startsWith("commander.") && err.exitCode !== 0;
+    return { message: "", exitCode: usage ? EXIT_USAGE : err.exitCode };
+  }
+  if (err instanceof CliError) return { message: err.message, exitCode: err.exitCode };
+  if (err instanceof ConfigError) return { message: err.message, exitCode: EXIT_USAGE };
+  if (err instanceof OutputClosedError) return { message: "", exitCode: EXIT_OK };
+  if (isServiceError(err)) {
+    return { message: rpcErrorMessage(err, { server: "the server" }), exitCode: EXIT_FAILURE };
+  }
+  return { message: err instanceof Error ? err.message : String(err), exitCode: EXIT_FAILURE };
+}

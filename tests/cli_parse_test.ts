@@ -1,0 +1,692 @@
+/**
+ * Unit tests of the command line: argument parsing, request building, configuration, error
+ * messages and human formatting. No server: the program runs against a fake client.
+ *
+ * Run: `deno test -A tests/cli_parse_test.ts`
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
+import { jobworker } from "../proto/service.ts";
+import { parseServerAddress } from "../cli/address.ts";
+import { provisionCertificates } from "../cli/pki/provision.ts";
+import { buildCreateRequest } from "../cli/commands/create.ts";
+import {
+  ConfigError,
+  type ConnectionFlags,
+  loadConnectionSettings,
+  resolveCertFiles,
+  resolveServer,
+} from "../cli/config.ts";
+import type { CliDeps, JobApi } from "../cli/context.ts";
+import {
+  formatBytes,
+  formatCommandLine,
+  formatCpuTime,
+  formatDuration,
+  formatRelative,
+  shellQuote,
+  signalName,
+  truncate,
+} from "../cli/format.ts";
+import { OutputClosedError, type Sink } from "../cli/io.ts";
+import { runCli } from "../cli/main.ts";
+import { formatCounts, jobToJson, renderJobList, statusSummary } from "../cli/render.ts";
+
+// ---------------------------------------------------------------------------------------------
+// A fake world
+
+const NOW = new Date("2026-11-28T12:00:00Z");
+const NOW_S = NOW.getTime() / 1000;
+
+interface Call {
+  method: string;
+  args: unknown[];
+}
+
+interface Fake {
+  deps: CliDeps;
+  calls: Call[];
+  flags: ConnectionFlags[];
+  stdout(): string;
+  stderr(): string;
+  stdoutBytes(): Uint8Array;
+}
+
+function sink(parts: Uint8Array[], closed = false): Sink {
+  return {
+    write(bytes) {
+      if (closed) return Promise.reject(new OutputClosedError("closed"));
+      parts.push(bytes.slice());
+      return Promise.resolve();
+    },
+  };
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+function sampleJob(extra: jobworker.IJob = {}): jobworker.Job {
+  return jobworker.Job.create({
+    id: "job-1",
+    command: "bash",
+    args: ["-c", "echo hi"],
+    status: jobworker.JobStatus.RUNNING,
+    owner: "alice",
+    createTime: { seconds: NOW_S - 90 },
+    startTime: { seconds: NOW_S - 89 },
+    maxCPU: 50,
+    maxMemory: 256,
+    maxIOBPS: 0,
+    maxPids: 100,
+    usage: { cpuUsec: 1_234_567, memoryBytes: 12.3 * 1024 * 1024, memoryPeakBytes: 20 * 1048576 },
+    outputBytes: 1234,
+    ...extra,
+  });
+}
+
+function rpcError(code: status, details: string): ServiceError {
+  return Object.assign(new Error(`${code} ${status[code]}: ${details}`), {
+    code,
+    details,
+    metadata: new Metadata(),
+  });
+}
+
+interface FakeOptions {
+  fail?: ServiceError;
+  chunks?: jobworker.IDataChunk[];
+  stdoutClosed?: boolean;
+  interruptAfterChunks?: number;
+}
+
+function fake(options: FakeOptions = {}): Fake {
+  const out: Uint8Array[] = [];
+  const err: Uint8Array[] = [];
+  const calls: Call[] = [];
+  const flags: ConnectionFlags[] = [];
+  let interrupt: (() => void) | undefined;
+  const answer = <T>(method: string, args: unknown[], value: T): Promise<T> => {
+    calls.push({ method, args });
+    return options.fail ? Promise.reject(options.fail) : Promise.resolve(value);
+  };
+  const api: JobApi = {
+    createJob: (req) => answer("createJob", [req], sampleJob({ id: "job-1" })),
+    getJob: (id) => answer("getJob", [id], sampleJob({ id })),
+    stopJob: (id, opts) =>
+      answer(
+        "stopJob",
+        [id, opts],
+        sampleJob({ id, status: jobworker.JobStatus.STOPPED, exitCode: -1, signal: 15 }),
+      ),
+    listJobs: () =>
+      answer("listJobs", [], jobworker.Jobs.create({ jobs: [sampleJob()], countByStatus: {} })),
+    stream: (id, opts) => {
+      calls.push({ method: "stream", args: [id, { ...opts, signal: undefined }] });
+      return (async function* () {
+        let n = 0;
+        try {
+          for (const chunk of options.chunks ?? []) {
+            if (opts?.signal?.aborted) throw opts.signal.reason;
+            yield jobworker.DataChunk.create(chunk);
+            if (++n === options.interruptAfterChunks) interrupt?.();
+          }
+          if (opts?.signal?.aborted) throw opts.signal.reason;
+        } finally {
+          calls.push({ method: "stream-finished", args: [n] });
+        }
+      })();
+    },
+    close: () => void calls.push({ method: "close", args: [] }),
+  };
+  const deps: CliDeps = {
+    stdout: sink(out, options.stdoutClosed),
+    stderr: sink(err),
+    env: () => undefined,
+    now: () => NOW,
+    columns: () => undefined,
+    loadSettings: (f) => {
+      flags.push(f);
+      return Promise.resolve({
+        server: f.server ?? "127.0.0.1:50051",
+        caPem: "",
+        certPem: "",
+        keyPem: "",
+      });
+    },
+    connect: () => api,
+    onInterrupt: (handler) => {
+      interrupt = handler;
+      return () => (interrupt = undefined);
+    },
+  };
+  const text = (parts: Uint8Array[]) => new TextDecoder().decode(concat(parts));
+  return {
+    deps,
+    calls,
+    flags,
+    stdout: () => text(out),
+    stderr: () => text(err),
+    stdoutBytes: () => concat(out),
+  };
+}
+
+async function run(argv: string[], options?: FakeOptions) {
+  const f = fake(options);
+  const code = await runCli(argv, f.deps);
+  return { code, ...f };
+}
+
+function createRequest(calls: Call[]): jobworker.ICreateJobReq {
+  const call = calls.find((c) => c.method === "createJob");
+  assert.ok(call, "createJob was called");
+  return call.args[0] as jobworker.ICreateJobReq;
+}
+
+// ---------------------------------------------------------------------------------------------
+// create: what belongs to the job
+
+Deno.test("create: options after the command name belong to the job (bash -c)", async () => {
+  const r = await run(["create", "bash", "-c", "echo hi"]);
+  assert.equal(r.code, 0, r.stderr());
+  assert.deepEqual(createRequest(r.calls), { command: "bash", args: ["-c", "echo hi"], env: [] });
+  assert.equal(r.stdout(), "job-1\n");
+  assert.equal(r.stderr(), "");
+});
+
+Deno.test("create: a job argument that looks like a create option stays the job's", async () => {
+  const r = await run(["create", "bash", "--env", "X=1", "--timeout", "x", "--help"]);
+  assert.equal(r.code, 0, r.stderr());
+  assert.deepEqual(createRequest(r.calls).args, ["--env", "X=1", "--timeout", "x", "--help"]);
+  assert.deepEqual(createRequest(r.calls).env, []);
+});
+
+Deno.test("create: repeated --env and every limit", async () => {
+  const r = await run([
+    "create",
+    "--env",
+    "A=B",
+    "--env",
+    "C=D=E",
+    "--workdir",
+    "/tmp",
+    "--timeout",
+    "30",
+    "--max-cpu",
+    "50",
+    "--max-memory",
+    "64",
+    "--max-iobps=1048576",
+    "--max-pids",
+    "0",
+    "sleep",
+    "5",
+  ]);
+  assert.equal(r.code, 0, r.stderr());
+  assert.deepEqual(createRequest(r.calls), {
+    command: "sleep",
+    args: ["5"],
+    env: ["A=B", "C=D=E"],
+    workDir: "/tmp",
+    timeoutSeconds: 30,
+    maxCPU: 50,
+    maxMemory: 64,
+    maxIOBPS: 1048576,
+    maxPids: 0,
+  });
+});
+
+Deno.test("create: -- ends the options; a later -- is the job's", async () => {
+  let r = await run(["create", "--", "ls", "-l"]);
+  assert.equal(r.code, 0, r.stderr());
+  assert.deepEqual(createRequest(r.calls), { command: "ls", args: ["-l"], env: [] });
+
+  r = await run(["create", "--env", "A=B", "--", "-dash-named", "x"]);
+  assert.deepEqual(createRequest(r.calls), { command: "-dash-named", args: ["x"], env: ["A=B"] });
+
+  r = await run(["create", "ls", "--", "-l"]);
+  assert.deepEqual(createRequest(r.calls).args, ["--", "-l"]);
+});
+
+Deno.test("create: a missing command is a usage error", async () => {
+  const r = await run(["create", "--env", "A=B"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr(), /missing required argument 'command'/);
+  assert.equal(r.calls.length, 0);
+});
+
+Deno.test("buildCreateRequest leaves absent options out (server defaults)", () => {
+  assert.deepEqual(buildCreateRequest("true", [], {}), { command: "true", args: [], env: [] });
+  assert.deepEqual(buildCreateRequest("x", ["y"], { maxCpu: 0, workdir: "/w" }), {
+    command: "x",
+    args: ["y"],
+    env: [],
+    maxCPU: 0,
+    workDir: "/w",
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// numbers and usage errors
+
+Deno.test("bad numbers are usage errors, checked before connecting", async () => {
+  const cases = [
+    ["create", "--timeout", "1.5", "ls"],
+    ["create", "--timeout", "-1", "ls"],
+    ["create", "--max-cpu", "abc", "ls"],
+    ["create", "--max-memory", "", "ls"],
+    ["create", "--max-pids", "1e3", "ls"],
+    ["create", "--max-iobps", "2147483648", "ls"],
+    ["create", "--timeout", " 5", "ls"],
+    ["stop", "job-1", "--grace", "x"],
+    ["stream", "job-1", "--offset", "-5"],
+    ["stream", "job-1", "--offset", "9007199254740992"],
+  ];
+  for (const argv of cases) {
+    const r = await run(argv);
+    assert.equal(r.code, 2, argv.join(" "));
+    assert.match(r.stderr(), /is invalid\. Expected a whole number/, argv.join(" "));
+    assert.equal(r.calls.length, 0, argv.join(" "));
+    assert.equal(r.flags.length, 0, "settings are not even loaded");
+  }
+});
+
+Deno.test("largest valid numbers pass", async () => {
+  const r = await run(["create", "--max-iobps", "2147483647", "ls"]);
+  assert.equal(r.code, 0, r.stderr());
+  assert.equal(createRequest(r.calls).maxIOBPS, 2147483647);
+  const s = await run(["stream", "job-1", "--offset", "9007199254740991", "--no-follow"]);
+  assert.equal(s.code, 0, s.stderr());
+  assert.deepEqual(s.calls[0]?.args, ["job-1", {
+    offset: 9007199254740991,
+    noFollow: true,
+    signal: undefined,
+  }]);
+});
+
+Deno.test("--env needs KEY=VALUE", async () => {
+  for (const value of ["NOEQUALS", "=value", ""]) {
+    const r = await run(["create", "--env", value, "ls"]);
+    assert.equal(r.code, 2, value);
+    assert.match(r.stderr(), /Expected KEY=VALUE/);
+  }
+});
+
+Deno.test("unknown commands and options are usage errors; --help is not", async () => {
+  assert.equal((await run(["frobnicate"])).code, 2);
+  assert.equal((await run(["list", "--bogus"])).code, 2);
+  assert.equal((await run(["get"])).code, 2);
+  assert.equal((await run(["get", "a", "b"])).code, 2);
+  assert.equal((await run(["--role", "root", "list"])).code, 2);
+  assert.equal((await run([])).code, 2);
+  const help = await run(["--help"]);
+  assert.equal(help.code, 0);
+  for (const name of ["create", "list", "get", "stop", "stream", "certs", "serve"]) {
+    assert.match(help.stdout(), new RegExp(`^  ${name} `, "m"), name);
+  }
+  assert.doesNotMatch(help.stdout(), /^ {2}init /m);
+  for (const sub of ["create", "list", "get", "stop", "stream", "certs"]) {
+    const r = await run([sub, "--help"]);
+    assert.equal(r.code, 0, sub);
+    assert.match(r.stdout(), new RegExp(`Usage: jobworker ${sub}`), sub);
+  }
+});
+
+Deno.test("serve reached here (not first) is a usage error pointing at the right form", async () => {
+  const r = await run(["--server", "h:1", "serve"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr(), /"serve" must be the first argument/);
+});
+
+// ---------------------------------------------------------------------------------------------
+// connection flags: before or after the subcommand
+
+Deno.test("connection flags go before or after the subcommand; after wins", async () => {
+  let r = await run(["--server", "a:1", "--role", "viewer", "list"]);
+  assert.deepEqual(r.flags, [{ server: "a:1", role: "viewer" }]);
+
+  r = await run(["list", "--server", "b:2", "--cert-path", "/c", "--ca", "ca.pem"]);
+  assert.deepEqual(r.flags, [{ server: "b:2", certPath: "/c", ca: "ca.pem" }]);
+
+  r = await run(["--server", "a:1", "--key", "k", "get", "x", "--server", "b:2"]);
+  assert.deepEqual(r.flags, [{ server: "b:2", key: "k" }]);
+
+  r = await run(["create", "--server", "c:3", "ls", "--server", "z"]);
+  assert.deepEqual(r.flags, [{ server: "c:3" }]);
+  assert.deepEqual(createRequest(r.calls).args, ["--server", "z"]);
+});
+
+Deno.test("resolveServer: flag, then JOB_WORKER_ADDR, then the default; malformed is a ConfigError", () => {
+  const env = (vars: Record<string, string>) => (name: string) => vars[name];
+  assert.equal(resolveServer({}, env({})), "127.0.0.1:50051");
+  assert.equal(resolveServer({}, env({ JOB_WORKER_ADDR: "h:7" })), "h:7");
+  assert.equal(resolveServer({}, env({ JOB_WORKER_ADDR: "" })), "127.0.0.1:50051");
+  assert.equal(resolveServer({ server: "f:8" }, env({ JOB_WORKER_ADDR: "h:7" })), "f:8");
+  assert.throws(() => resolveServer({ server: "h:99999" }, env({})), ConfigError);
+  assert.throws(() => resolveServer({}, env({ JOB_WORKER_ADDR: "a:b:c" })), /JOB_WORKER_ADDR/);
+});
+
+Deno.test("resolveCertFiles: role picks names; single files override; sources are named", () => {
+  const none = () => undefined;
+  let files = resolveCertFiles({}, none, "/repo/certs");
+  assert.equal(files.ca.path, "/repo/certs/ca-cert.pem");
+  assert.equal(files.cert.path, "/repo/certs/admin-client-cert.pem");
+  assert.equal(files.key.path, "/repo/certs/admin-client-key.pem");
+
+  files = resolveCertFiles(
+    { role: "viewer", ca: "/x/ca.pem" },
+    (n) => n === "JOB_WORKER_CERT_PATH" ? "/env/certs/" : undefined,
+    "/repo/certs",
+  );
+  assert.equal(files.ca.path, "/x/ca.pem");
+  assert.match(files.ca.fix, /--ca/);
+  assert.equal(files.cert.path, "/env/certs/viewer-client-cert.pem");
+  assert.match(files.cert.fix, /JOB_WORKER_CERT_PATH names \/env\/certs\//);
+
+  files = resolveCertFiles({ certPath: "/flag" }, (_) => "/env", "/repo/certs");
+  assert.equal(files.key.path, "/flag/admin-client-key.pem");
+  assert.match(files.key.fix, /--cert-path names \/flag/);
+});
+
+Deno.test("loadConnectionSettings reads and checks the files, naming the one at fault", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await provisionCertificates({
+      dir,
+      serverNames: ["localhost"],
+      clients: [{ role: "admin", commonName: "a" }, { role: "viewer", commonName: "v" }],
+    });
+    const none = () => undefined;
+    const settings = await loadConnectionSettings({ certPath: dir, role: "viewer" }, none);
+    assert.equal(settings.server, "127.0.0.1:50051");
+    assert.equal(settings.certPem, await Deno.readTextFile(`${dir}/viewer-client-cert.pem`));
+    assert.equal(settings.keyPem, await Deno.readTextFile(`${dir}/viewer-client-key.pem`));
+
+    const fails = (flags: ConnectionFlags, message: RegExp) =>
+      assert.rejects(loadConnectionSettings(flags, none), (err: Error) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.match(err.message, message);
+        return true;
+      });
+    await fails(
+      { certPath: dir, key: `${dir}/viewer-client-key.pem` },
+      /^Client key ".*viewer-client-key\.pem" does not belong to client certificate ".*admin-client-cert\.pem"/,
+    );
+    await fails(
+      { certPath: dir, ca: `${dir}/ca-key.pem` },
+      /^CA certificate ".*ca-key\.pem" is not a PEM certificate .*: check --ca$/,
+    );
+    await Deno.remove(`${dir}/admin-client-key.pem`);
+    await fails(
+      { certPath: dir },
+      /^Client key ".*\/admin-client-key\.pem" not found: --cert-path names .*JOB_WORKER_CERT_PATH.*--key FILE/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("parseServerAddress: names, IPv4, IPv6 in brackets, default port", () => {
+  assert.deepEqual(parseServerAddress("example.com:7000"), {
+    host: "example.com",
+    port: 7000,
+    family: 0,
+    target: "example.com:7000",
+  });
+  assert.deepEqual(parseServerAddress("10.0.0.5"), {
+    host: "10.0.0.5",
+    port: 50051,
+    family: 4,
+    target: "10.0.0.5:50051",
+  });
+  assert.deepEqual(parseServerAddress("[::1]:9"), {
+    host: "::1",
+    port: 9,
+    family: 6,
+    target: "[::1]:9",
+  });
+  assert.equal(parseServerAddress("[fe80::1]").port, 50051);
+  assert.equal(parseServerAddress("::1").target, "[::1]:50051");
+  for (const bad of ["", ":80", "h:0", "h:65536", "h:x", "a:b:c", "[nothost]:1", "h/x:1"]) {
+    assert.throws(() => parseServerAddress(bad), TypeError, bad);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// server errors
+
+Deno.test("server errors become one-line messages with exit code 1", async () => {
+  const cases: [string[], ServiceError, RegExp][] = [
+    [["get", "x"], rpcError(status.NOT_FOUND, "job not found"), /^error: No job with id "x"\n$/],
+    [
+      ["create", "ls"],
+      rpcError(status.PERMISSION_DENIED, `role "viewer" may not create jobs`),
+      /^error: Permission denied: role "viewer" may not create jobs\n$/,
+    ],
+    [
+      ["create", "nope"],
+      rpcError(status.INVALID_ARGUMENT, "command: not found"),
+      /^error: command: not found\n$/,
+    ],
+    [
+      ["stop", "x"],
+      rpcError(status.FAILED_PRECONDITION, "job is initializing"),
+      /^error: job is initializing\n$/,
+    ],
+    [
+      ["create", "ls"],
+      rpcError(status.RESOURCE_EXHAUSTED, "too many jobs"),
+      /^error: too many jobs\n$/,
+    ],
+    [
+      ["--server", "10.1.2.3:4", "list"],
+      rpcError(
+        status.UNAVAILABLE,
+        "No connection established. Last error: Error: connect ECONNREFUSED 10.1.2.3:4. Resolution note: ",
+      ),
+      /^error: Cannot reach the jobworker server at 10\.1\.2\.3:4: connect ECONNREFUSED 10\.1\.2\.3:4\. The server may not be running there, or TLS failed .*\n$/,
+    ],
+  ];
+  for (const [argv, err, expected] of cases) {
+    const r = await run(argv, { fail: err });
+    assert.equal(r.code, 1, argv.join(" "));
+    assert.match(r.stderr(), expected);
+    assert.equal(r.stdout(), "");
+    assert.ok(r.calls.some((c) => c.method === "close"), "the client is closed");
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// stop, get, list
+
+Deno.test("stop passes grace and force, prints the final status line", async () => {
+  let r = await run(["stop", "job-1", "--grace", "5"]);
+  assert.equal(r.code, 0, r.stderr());
+  assert.deepEqual(r.calls[0]?.args, ["job-1", { graceSeconds: 5, force: false }]);
+  assert.equal(r.stdout(), "job-1 STOPPED (SIGTERM)\n");
+  r = await run(["stop", "job-1", "--force"]);
+  assert.deepEqual(r.calls[0]?.args, ["job-1", { graceSeconds: 0, force: true }]);
+});
+
+Deno.test("get shows units, limits and usage; --json is machine-readable", async () => {
+  const r = await run(["get", "job-1"]);
+  assert.equal(r.code, 0, r.stderr());
+  const text = r.stdout();
+  assert.match(text, /^ID: +job-1$/m);
+  assert.match(text, /^Command: +bash -c 'echo hi'$/m);
+  assert.match(text, /^Status: +RUNNING$/m);
+  assert.match(text, /^Duration: +1m 29s \(running\)$/m);
+  assert.match(text, /^ {2}CPU: +50% of one core$/m);
+  assert.match(text, /^ {2}Memory: +256 MiB$/m);
+  assert.match(text, /^ {2}IO: +unlimited$/m);
+  assert.match(text, /^ {2}CPU time: +1\.23 s$/m);
+  assert.match(text, /^ {2}Memory: +12\.3 MiB \(peak 20\.0 MiB\)$/m);
+  assert.match(text, /^Output: +1\.21 KiB \(1234 bytes\)$/m);
+  assert.match(text, /^Timeout: +none$/m);
+
+  const json = JSON.parse((await run(["get", "job-1", "--json"])).stdout());
+  assert.equal(json.id, "job-1");
+  assert.equal(json.status, "RUNNING");
+  assert.equal(json.createTime, new Date((NOW_S - 90) * 1000).toISOString());
+  assert.equal(json.endTime, null);
+  assert.equal(json.usage.cpuUsec, 1_234_567);
+});
+
+Deno.test("list: a table newest first as given, then counts per status", () => {
+  const jobs = jobworker.Jobs.create({
+    jobs: [
+      sampleJob({ id: "b", owner: "bob", createTime: { seconds: NOW_S - 30 } }),
+      sampleJob({
+        id: "a",
+        status: jobworker.JobStatus.COMPLETED,
+        command: "/usr/bin/python3",
+        args: ["-c", "print('x' * 100)", "and more arguments that make it long"],
+        createTime: { seconds: NOW_S - 7200 },
+      }),
+    ],
+    countByStatus: { COMPLETED: 5, RUNNING: 2, FAILED: 0 },
+  });
+  const text = renderJobList(jobs, { now: NOW, width: 70 });
+  const lines = text.split("\n");
+  assert.deepEqual(lines.slice(0, 3), [
+    "ID  STATUS     OWNER  CREATED  COMMAND",
+    "b   RUNNING    bob    30s ago  bash -c 'echo hi'",
+    "a   COMPLETED  alice  2h ago   /usr/bin/python3 -c 'print('\\''x'\\'' *…",
+  ]);
+  assert.ok(lines.every((line) => line.length <= 70), "fits the terminal");
+  assert.equal(lines[3], "2 RUNNING, 5 COMPLETED");
+  assert.equal(renderJobList(jobworker.Jobs.create({}), { now: NOW }), "no jobs\n");
+});
+
+Deno.test("formatCounts: status order, unknown statuses last, zeros left out", () => {
+  assert.equal(
+    formatCounts({ STOPPED: 1, RUNNING: 3, NEWSTATE: 2, FAILED: 0 }),
+    "3 RUNNING, 1 STOPPED, 2 NEWSTATE",
+  );
+  assert.equal(formatCounts({}), "no jobs");
+});
+
+Deno.test("statusSummary and JSON name signals and OOM kills", () => {
+  const oom = sampleJob({
+    status: jobworker.JobStatus.FAILED,
+    exitCode: -1,
+    signal: 9,
+    oomKilled: true,
+  });
+  assert.equal(statusSummary(oom), "FAILED (OOM killed, SIGKILL)");
+  assert.equal(
+    statusSummary(sampleJob({ status: jobworker.JobStatus.FAILED, exitCode: 3 })),
+    "FAILED (exit code 3)",
+  );
+  assert.equal(statusSummary(sampleJob()), "RUNNING");
+  assert.equal(jobToJson(oom).signalName, "SIGKILL");
+});
+
+// ---------------------------------------------------------------------------------------------
+// stream
+
+Deno.test("stream: stdout and stderr chunks go apart, byte-exact", async () => {
+  const binary = new Uint8Array(256).map((_, i) => i);
+  const r = await run(["stream", "job-1", "--offset", "7"], {
+    chunks: [
+      { payload: binary, stream: jobworker.OutputStream.STDOUT },
+      { payload: new TextEncoder().encode("oops\n"), stream: jobworker.OutputStream.STDERR },
+      { payload: new Uint8Array([0, 255]), stream: jobworker.OutputStream.STDOUT },
+    ],
+  });
+  assert.equal(r.code, 0, r.stderr());
+  assert.deepEqual(r.calls[0]?.args, ["job-1", { offset: 7, noFollow: false, signal: undefined }]);
+  assert.deepEqual(r.stdoutBytes(), new Uint8Array([...binary, 0, 255]));
+  assert.equal(r.stderr(), "oops\n");
+});
+
+Deno.test("stream: a closed stdout (| head) ends quietly with exit code 0", async () => {
+  const chunk = { payload: new Uint8Array(10), stream: jobworker.OutputStream.STDOUT };
+  const r = await run(["stream", "job-1"], { chunks: [chunk, chunk, chunk], stdoutClosed: true });
+  assert.equal(r.code, 0);
+  assert.equal(r.stderr(), "");
+  // The consumer stopped at the first chunk, which ends (cancels) the stream.
+  assert.deepEqual(r.calls.find((c) => c.method === "stream-finished")?.args, [0]);
+});
+
+Deno.test("stream: Ctrl-C cancels the stream, exit code 130, no message", async () => {
+  const chunk = { payload: new Uint8Array([65]), stream: jobworker.OutputStream.STDOUT };
+  const r = await run(["stream", "job-1"], {
+    chunks: [chunk, chunk, chunk, chunk],
+    interruptAfterChunks: 2,
+  });
+  assert.equal(r.code, 130);
+  assert.equal(r.stdout(), "AA");
+  assert.equal(r.stderr(), "");
+});
+
+// ---------------------------------------------------------------------------------------------
+// human units
+
+Deno.test("formatBytes", () => {
+  assert.equal(formatBytes(0), "0 B");
+  assert.equal(formatBytes(1023), "1023 B");
+  assert.equal(formatBytes(1024), "1.00 KiB");
+  assert.equal(formatBytes(1536), "1.50 KiB");
+  assert.equal(formatBytes(12.3 * 1024 * 1024), "12.3 MiB");
+  assert.equal(formatBytes(256 * 1024 * 1024), "256 MiB");
+  assert.equal(formatBytes(1024 * 1024 - 1), "1.00 MiB");
+  assert.equal(formatBytes(5 * 1024 ** 3), "5.00 GiB");
+});
+
+Deno.test("formatCpuTime and formatDuration", () => {
+  assert.equal(formatCpuTime(0), "0 s");
+  assert.equal(formatCpuTime(850), "850 µs");
+  assert.equal(formatCpuTime(12_345), "12.3 ms");
+  assert.equal(formatCpuTime(1_234_567), "1.23 s");
+  assert.equal(formatCpuTime(3_723_000_000), "1h 02m");
+  assert.equal(formatDuration(999), "999 ms");
+  assert.equal(formatDuration(30_000), "30 s");
+  assert.equal(formatDuration(12_345), "12.3 s");
+  assert.equal(formatDuration(59_990), "1m 00s");
+  assert.equal(formatDuration(303_000), "5m 03s");
+  assert.equal(formatDuration(7_500_000), "2h 05m");
+  assert.equal(formatDuration(3 * 86_400_000 + 4 * 3_600_000), "3d 04h");
+});
+
+Deno.test("formatRelative", () => {
+  const ago = (s: number) => formatRelative(new Date(NOW.getTime() - s * 1000), NOW);
+  assert.equal(ago(-5), "just now");
+  assert.equal(ago(0), "just now");
+  assert.equal(ago(12), "12s ago");
+  assert.equal(ago(300), "5m ago");
+  assert.equal(ago(3 * 3600 + 5), "3h ago");
+  assert.equal(ago(4 * 86400), "4d ago");
+});
+
+Deno.test("signalName uses Linux numbers", () => {
+  assert.equal(signalName(9), "SIGKILL");
+  assert.equal(signalName(15), "SIGTERM");
+  assert.equal(signalName(11), "SIGSEGV");
+  assert.equal(signalName(10), "SIGUSR1");
+  assert.equal(signalName(34), "SIGRTMIN");
+  assert.equal(signalName(36), "SIGRTMIN+2");
+  assert.equal(signalName(64), "SIGRTMAX");
+  assert.equal(signalName(99), "signal 99");
+});
+
+Deno.test("shell quoting and truncation for display", () => {
+  assert.equal(shellQuote("ls"), "ls");
+  assert.equal(shellQuote("/usr/bin/a-b_c.d=e"), "/usr/bin/a-b_c.d=e");
+  assert.equal(shellQuote("echo hi"), "'echo hi'");
+  assert.equal(shellQuote("it's"), `'it'\\''s'`);
+  assert.equal(shellQuote(""), "''");
+  assert.equal(shellQuote("a\nb\tc'"), `$'a\\nb\\tc\\''`);
+  assert.equal(shellQuote("\x01"), `$'\\x01'`);
+  assert.equal(formatCommandLine("bash", ["-c", "echo hi"]), "bash -c 'echo hi'");
+  assert.equal(truncate("abcdef", 6), "abcdef");
+  assert.equal(truncate("abcdefg", 6), "abcde…");
+});
