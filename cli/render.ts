@@ -161,7 +161,16 @@ export function renderJob(job: jobworker.IJob, now: Date): string {
   add("  IO", limit(job.maxIOBPS, (v) => `${formatRate(v)} read, ${formatRate(v)} write`));
   add("  Processes", limit(job.maxPids, String));
   add("Usage", "");
-  add("  CPU time", formatCpuTime(Number(usage.cpuUsec ?? 0)));
+  const throttled = Number(usage.cpuThrottledCount ?? 0);
+  add(
+    "  CPU time",
+    formatCpuTime(Number(usage.cpuUsec ?? 0)) +
+      (throttled > 0
+        ? ` (throttled ${throttled} times, ${
+          formatCpuTime(Number(usage.cpuThrottledUsec ?? 0))
+        } in all)`
+        : ""),
+  );
   add(
     "  Memory",
     `${formatBytes(Number(usage.memoryBytes ?? 0))} (peak ${

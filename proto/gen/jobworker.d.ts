@@ -854,6 +854,12 @@ export namespace jobworker {
 
         /** ResourceUsage pids */
         pids?: (number|null);
+
+        /** ResourceUsage cpuThrottledCount */
+        cpuThrottledCount?: (number|null);
+
+        /** ResourceUsage cpuThrottledUsec */
+        cpuThrottledUsec?: (number|null);
     }
 
     /** Represents a ResourceUsage. */
@@ -882,6 +888,12 @@ export namespace jobworker {
 
         /** ResourceUsage pids. */
         public pids: number;
+
+        /** ResourceUsage cpuThrottledCount. */
+        public cpuThrottledCount: number;
+
+        /** ResourceUsage cpuThrottledUsec. */
+        public cpuThrottledUsec: number;
 
         /**
          * Creates a new ResourceUsage instance using the specified properties.

@@ -2410,6 +2410,8 @@ export const jobworker = $root.jobworker = (() => {
          * @property {number|null} [ioReadBytes] ResourceUsage ioReadBytes
          * @property {number|null} [ioWriteBytes] ResourceUsage ioWriteBytes
          * @property {number|null} [pids] ResourceUsage pids
+         * @property {number|null} [cpuThrottledCount] ResourceUsage cpuThrottledCount
+         * @property {number|null} [cpuThrottledUsec] ResourceUsage cpuThrottledUsec
          */
 
         /**
@@ -2476,6 +2478,22 @@ export const jobworker = $root.jobworker = (() => {
         ResourceUsage.prototype.pids = 0;
 
         /**
+         * ResourceUsage cpuThrottledCount.
+         * @member {number} cpuThrottledCount
+         * @memberof jobworker.ResourceUsage
+         * @instance
+         */
+        ResourceUsage.prototype.cpuThrottledCount = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+        /**
+         * ResourceUsage cpuThrottledUsec.
+         * @member {number} cpuThrottledUsec
+         * @memberof jobworker.ResourceUsage
+         * @instance
+         */
+        ResourceUsage.prototype.cpuThrottledUsec = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+        /**
          * Creates a new ResourceUsage instance using the specified properties.
          * @function create
          * @memberof jobworker.ResourceUsage
@@ -2515,6 +2533,10 @@ export const jobworker = $root.jobworker = (() => {
                 writer.uint32(/* id 5, wireType 0 =*/40).uint64(message.ioWriteBytes);
             if (message.pids != null && Object.hasOwnProperty.call(message, "pids"))
                 writer.uint32(/* id 6, wireType 0 =*/48).uint32(message.pids);
+            if (message.cpuThrottledCount != null && Object.hasOwnProperty.call(message, "cpuThrottledCount"))
+                writer.uint32(/* id 100, wireType 0 =*/800).uint64(message.cpuThrottledCount);
+            if (message.cpuThrottledUsec != null && Object.hasOwnProperty.call(message, "cpuThrottledUsec"))
+                writer.uint32(/* id 101, wireType 0 =*/808).uint64(message.cpuThrottledUsec);
             return writer;
         };
 
@@ -2574,6 +2596,14 @@ export const jobworker = $root.jobworker = (() => {
                     }
                 case 6: {
                         message.pids = reader.uint32();
+                        break;
+                    }
+                case 100: {
+                        message.cpuThrottledCount = reader.uint64();
+                        break;
+                    }
+                case 101: {
+                        message.cpuThrottledUsec = reader.uint64();
                         break;
                     }
                 default:
@@ -2654,6 +2684,24 @@ export const jobworker = $root.jobworker = (() => {
                     message.ioWriteBytes = new $util.LongBits(object.ioWriteBytes.low >>> 0, object.ioWriteBytes.high >>> 0).toNumber(true);
             if (object.pids != null)
                 message.pids = object.pids >>> 0;
+            if (object.cpuThrottledCount != null)
+                if ($util.Long)
+                    message.cpuThrottledCount = $util.Long.fromValue(object.cpuThrottledCount, true);
+                else if (typeof object.cpuThrottledCount === "string")
+                    message.cpuThrottledCount = parseInt(object.cpuThrottledCount, 10);
+                else if (typeof object.cpuThrottledCount === "number")
+                    message.cpuThrottledCount = object.cpuThrottledCount;
+                else if (typeof object.cpuThrottledCount === "object")
+                    message.cpuThrottledCount = new $util.LongBits(object.cpuThrottledCount.low >>> 0, object.cpuThrottledCount.high >>> 0).toNumber(true);
+            if (object.cpuThrottledUsec != null)
+                if ($util.Long)
+                    message.cpuThrottledUsec = $util.Long.fromValue(object.cpuThrottledUsec, true);
+                else if (typeof object.cpuThrottledUsec === "string")
+                    message.cpuThrottledUsec = parseInt(object.cpuThrottledUsec, 10);
+                else if (typeof object.cpuThrottledUsec === "number")
+                    message.cpuThrottledUsec = object.cpuThrottledUsec;
+                else if (typeof object.cpuThrottledUsec === "object")
+                    message.cpuThrottledUsec = new $util.LongBits(object.cpuThrottledUsec.low >>> 0, object.cpuThrottledUsec.high >>> 0).toNumber(true);
             return message;
         };
 
@@ -2701,6 +2749,16 @@ export const jobworker = $root.jobworker = (() => {
                 } else
                     object.ioWriteBytes = options.longs === String ? "0" : typeof BigInt !== "undefined" && options.longs === BigInt ? BigInt("0") : 0;
                 object.pids = 0;
+                if ($util.Long) {
+                    let long = new $util.Long(0, 0, true);
+                    object.cpuThrottledCount = options.longs === String ? long.toString() : options.longs === Number ? long.toNumber() : typeof BigInt !== "undefined" && options.longs === BigInt ? long.toBigInt() : long;
+                } else
+                    object.cpuThrottledCount = options.longs === String ? "0" : typeof BigInt !== "undefined" && options.longs === BigInt ? BigInt("0") : 0;
+                if ($util.Long) {
+                    let long = new $util.Long(0, 0, true);
+                    object.cpuThrottledUsec = options.longs === String ? long.toString() : options.longs === Number ? long.toNumber() : typeof BigInt !== "undefined" && options.longs === BigInt ? long.toBigInt() : long;
+                } else
+                    object.cpuThrottledUsec = options.longs === String ? "0" : typeof BigInt !== "undefined" && options.longs === BigInt ? BigInt("0") : 0;
             }
             if (message.cpuUsec != null && Object.hasOwnProperty.call(message, "cpuUsec"))
                 if (typeof BigInt !== "undefined" && options.longs === BigInt)
@@ -2739,6 +2797,20 @@ export const jobworker = $root.jobworker = (() => {
                     object.ioWriteBytes = options.longs === String ? $util.Long.prototype.toString.call(message.ioWriteBytes) : options.longs === Number ? new $util.LongBits(message.ioWriteBytes.low >>> 0, message.ioWriteBytes.high >>> 0).toNumber(true) : message.ioWriteBytes;
             if (message.pids != null && Object.hasOwnProperty.call(message, "pids"))
                 object.pids = message.pids;
+            if (message.cpuThrottledCount != null && Object.hasOwnProperty.call(message, "cpuThrottledCount"))
+                if (typeof BigInt !== "undefined" && options.longs === BigInt)
+                    object.cpuThrottledCount = typeof message.cpuThrottledCount === "number" ? BigInt(message.cpuThrottledCount) : $util.Long.fromBits(message.cpuThrottledCount.low >>> 0, message.cpuThrottledCount.high >>> 0, true).toBigInt();
+                else if (typeof message.cpuThrottledCount === "number")
+                    object.cpuThrottledCount = options.longs === String ? String(message.cpuThrottledCount) : message.cpuThrottledCount;
+                else
+                    object.cpuThrottledCount = options.longs === String ? $util.Long.prototype.toString.call(message.cpuThrottledCount) : options.longs === Number ? new $util.LongBits(message.cpuThrottledCount.low >>> 0, message.cpuThrottledCount.high >>> 0).toNumber(true) : message.cpuThrottledCount;
+            if (message.cpuThrottledUsec != null && Object.hasOwnProperty.call(message, "cpuThrottledUsec"))
+                if (typeof BigInt !== "undefined" && options.longs === BigInt)
+                    object.cpuThrottledUsec = typeof message.cpuThrottledUsec === "number" ? BigInt(message.cpuThrottledUsec) : $util.Long.fromBits(message.cpuThrottledUsec.low >>> 0, message.cpuThrottledUsec.high >>> 0, true).toBigInt();
+                else if (typeof message.cpuThrottledUsec === "number")
+                    object.cpuThrottledUsec = options.longs === String ? String(message.cpuThrottledUsec) : message.cpuThrottledUsec;
+                else
+                    object.cpuThrottledUsec = options.longs === String ? $util.Long.prototype.toString.call(message.cpuThrottledUsec) : options.longs === Number ? new $util.LongBits(message.cpuThrottledUsec.low >>> 0, message.cpuThrottledUsec.high >>> 0).toNumber(true) : message.cpuThrottledUsec;
             return object;
         };
 
