@@ -10,6 +10,8 @@ export interface WorkerOptions {
   certDir: string;
   env?: Record<string, string>;
   args?: string[];
+  /** Use this state directory (kept at stop) instead of a fresh temporary one (removed). */
+  stateDir?: string;
 }
 
 export class WorkerProcess {
@@ -22,6 +24,7 @@ export class WorkerProcess {
     exited: Promise<Deno.CommandStatus>,
     /** Every line the worker logged so far. */
     readonly logs: string[],
+    private readonly ownsStateDir: boolean,
   ) {
     this.#exited = exited;
   }
@@ -31,7 +34,8 @@ export class WorkerProcess {
   }
 
   static async start(options: WorkerOptions): Promise<WorkerProcess> {
-    const stateDir = await Deno.makeTempDir({ prefix: "jobworker-test-state-" });
+    const stateDir = options.stateDir ??
+      await Deno.makeTempDir({ prefix: "jobworker-test-state-" });
     const process = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
@@ -80,7 +84,14 @@ export class WorkerProcess {
       }
     })();
     process.stdout.pipeTo(new WritableStream()).catch(() => {});
-    return new WorkerProcess(process, stateDir, port, process.status, logs);
+    return new WorkerProcess(
+      process,
+      stateDir,
+      port,
+      process.status,
+      logs,
+      options.stateDir === undefined,
+    );
   }
 
   /** SIGTERM, then waits for exit; returns the exit status. */
@@ -89,7 +100,7 @@ export class WorkerProcess {
       this.process.kill(signal);
     } catch { /* already exited */ }
     const status = await this.#exited;
-    await Deno.remove(this.stateDir, { recursive: true }).catch(() => {});
+    if (this.ownsStateDir) await Deno.remove(this.stateDir, { recursive: true }).catch(() => {});
     return status;
   }
 
