@@ -46,7 +46,7 @@ serve: deps shim certs
 	  $(DENO) run -A main.ts serve
 
 test: deps shim
-	bash tests/run.sh "$(DENO)"
+	bash tests/run_all.sh "$(DENO)"
 
 test-cgroup-v2: deps shim
 	bash tests/run_cgroup_v2.sh "$(DENO)"

@@ -3,7 +3,14 @@
  * isolation the worker's clone3 started, joins the job's cgroup and execs the job's command, so
  * no jobworker process stays alive beside the job. See init/spec.ts for the handshake.
  */
-import { type InitFailure, type InitSpec, SPEC_FD, STATUS_FD } from "./spec.ts";
+import {
+  type InitFailure,
+  type InitSpec,
+  JOB_STDERR_FD,
+  JOB_STDOUT_FD,
+  SPEC_FD,
+  STATUS_FD,
+} from "./spec.ts";
 import { Shim, ShimError } from "./shim/ffi.ts";
 import { resolveCommand } from "./resolve_command.ts";
 
@@ -44,7 +51,8 @@ function become(shim: Shim): never {
   return step(
     "exec",
     `cannot execute "${spec.command}"`,
-    () => shim.exec(path.path, [spec.command, ...spec.args], spec.env),
+    () =>
+      shim.exec(path.path, [spec.command, ...spec.args], spec.env, JOB_STDOUT_FD, JOB_STDERR_FD),
   );
 }
 

@@ -7,17 +7,23 @@
  *   worker                                   child (clone3: new pid/mnt/ipc/uts namespaces)
  *   create cgroup, write limits
  *   pipes: out, err, spec, status
- *   shim spawn ───────────────────────────▶  fd0=/dev/null fd1=out fd2=err fd3=spec fd4=status
- *   write spec to fd3, close it               execve(self, "init")
+ *   write spec into its pipe
+ *   shim spawn ───────────────────────────▶  fd0,1=/dev/null fd2=init log fd3=spec fd4=status
+ *                                             fd5=job stdout fd6=job stderr
+ *                                             execve(self, "init")
  *                                             read spec from fd3 to EOF
  *                                             mounts private, fresh /proc, hostname, env, workDir
  *                                             join job cgroup (write 0 to cgroup.procs)
- *                                             execve(command)  ── fd4 is close-on-exec
+ *                                             fd5→1, fd6→2, execve(command)
+ *                                               (fds > 2 are close-on-exec)
  *   status pipe EOF  ◀──────────────────────  (exec succeeded: the job is RUNNING)
  *   status pipe JSON ◀──────────────────────  (a step failed: InitFailure, then exit 127)
  */
 export const SPEC_FD = 3;
 export const STATUS_FD = 4;
+/** The job's output pipes; they become fds 1 and 2 only at the final exec. */
+export const JOB_STDOUT_FD = 5;
+export const JOB_STDERR_FD = 6;
 
 export interface InitSpec {
   jobId: string;

@@ -266,4 +266,9 @@ test("stop the worker", async () => {
   await pki.remove();
   assert.equal(exit.code, 0);
   assert.deepEqual(jobIds.flatMap(cgroupDirsNamed), []);
+  const parents = worker.logs.join("\n").match(/\/sys\/fs\/cgroup\/\S*jobworker-[0-9a-f]{8}/g);
+  assert.ok(parents && parents.length > 0, "the worker logged where job cgroups go");
+  for (const dir of parents) {
+    assert.equal(await Deno.stat(dir).then(() => true, () => false), false, `${dir} was left`);
+  }
 });

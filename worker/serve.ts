@@ -9,6 +9,7 @@ import { selfCommand } from "./runtime/self_exec.ts";
 import { Launcher } from "./runtime/launcher.ts";
 import { Reaper } from "./runtime/reaper.ts";
 import { detectCgroups } from "./cgroups/detect.ts";
+import { removeCgroupDirs } from "./cgroups/remove.ts";
 import { JobManager } from "./jobs/manager.ts";
 import { readServerTlsFiles } from "./tls/server_credentials.ts";
 import { startServer } from "./api/server.ts";
@@ -83,6 +84,10 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
   // No new calls from here on; streams of running jobs end as their jobs end.
   const drained = new Promise<void>((done) => server.tryShutdown(() => done()));
   await manager.shutdown(config.cleanupTimeoutSeconds);
+  // The parent cgroups of this worker's jobs are empty now; leave nothing behind.
+  await removeCgroupDirs(cgroups.parentDirs).catch((e: unknown) =>
+    log.warn("cannot remove the job parent cgroups", { error: String(e) })
+  );
   await Promise.race([drained, new Promise((done) => setTimeout(done, 5000))]);
   server.forceShutdown();
   reaper.stop();

@@ -18,7 +18,10 @@ const symbols = {
   jw_mount_proc: { parameters: [], result: "i32" },
   jw_set_hostname: { parameters: ["buffer"], result: "i32" },
   jw_chdir: { parameters: ["buffer"], result: "i32" },
-  jw_exec: { parameters: ["buffer", "buffer", "i32", "buffer", "i32"], result: "i32" },
+  jw_exec: {
+    parameters: ["buffer", "buffer", "i32", "buffer", "i32", "i32", "i32"],
+    result: "i32",
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** A failed system call of the shim: `errno` is the positive error number. */
@@ -209,14 +212,25 @@ export class Shim {
     this.#check("chdir", this.#lib.symbols.jw_chdir(cString(dir)));
   }
 
-  /** Replaces this process with `path`; returns only by throwing. */
-  exec(path: string, argv: readonly string[], envp: readonly string[]): never {
+  /**
+   * Replaces this process with `path`, `stdoutFd` and `stderrFd` becoming its descriptors 1 and 2;
+   * returns only by throwing.
+   */
+  exec(
+    path: string,
+    argv: readonly string[],
+    envp: readonly string[],
+    stdoutFd: number,
+    stderrFd: number,
+  ): never {
     const r = this.#lib.symbols.jw_exec(
       cString(path),
       packStrings(argv),
       argv.length,
       packStrings(envp),
       envp.length,
+      stdoutFd,
+      stderrFd,
     );
     throw new ShimError("execve", r < 0 ? -r : 5);
   }

@@ -184,17 +184,26 @@ int jw_set_hostname(const char *name) {
 
 int jw_chdir(const char *dir) { return chdir(dir) == 0 ? 0 : -errno; }
 
-// Execs the job's command. Descriptors 0-2 stay, all others become close-on-exec (the status
-// pipe's EOF tells the worker the exec succeeded; Deno's own descriptors must stay usable in case
-// the exec fails); signal dispositions and mask are reset (Deno ignores SIGPIPE, which a job must
-// not inherit). Returns only on failure, with -errno.
-int jw_exec(const char *path, const char *argv_packed, int argc, const char *envp_packed, int envc) {
+// Execs the job's command with `stdout_fd` and `stderr_fd` as its descriptors 1 and 2 (until now
+// init's own output went elsewhere, so nothing init or Deno prints can reach the job's output).
+// Every descriptor above 2 becomes close-on-exec (the status pipe's EOF tells the worker the exec
+// succeeded; Deno's own descriptors must stay usable in case the exec fails); signal dispositions
+// and mask are reset (Deno ignores SIGPIPE, which a job must not inherit). Returns only on failure,
+// with -errno.
+int jw_exec(const char *path, const char *argv_packed, int argc, const char *envp_packed, int envc,
+            int stdout_fd, int stderr_fd) {
   char **argv = unpack(argv_packed, argc);
   char **envp = unpack(envp_packed, envc);
   if (argv == NULL || envp == NULL) {
     free(argv);
     free(envp);
     return -ENOMEM;
+  }
+  if (dup2(stdout_fd, 1) != 1 || dup2(stderr_fd, 2) != 2) {
+    int err = errno;
+    free(argv);
+    free(envp);
+    return -err;
   }
   if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) return -errno;
   reset_signals();

@@ -64,16 +64,29 @@ export class WorkerProcess {
     );
     const reader = lines.getReader();
     let port = 0;
-    while (port === 0) {
-      const { value, done } = await reader.read();
-      if (done) {
-        const status = await process.status;
-        await process.stdout.cancel();
-        throw new Error(`the worker exited (${status.code}) before listening:\n${logs.join("\n")}`);
+    // A worker that neither listens nor exits within a minute is a failure, not a hang.
+    const timer = setTimeout(() => process.kill("SIGKILL"), 60_000);
+    try {
+      while (port === 0) {
+        const { value, done } = await reader.read();
+        if (done) {
+          const status = await process.status;
+          await process.stdout.cancel();
+          throw new Error(
+            `the worker exited (${status.code}) before listening:\n${logs.join("\n")}`,
+          );
+        }
+        logs.push(value);
+        const match = / listening .*port=(\d+)/.exec(value);
+        if (match) port = Number(match[1]);
       }
-      logs.push(value);
-      const match = / listening .*port=(\d+)/.exec(value);
-      if (match) port = Number(match[1]);
+    } catch (e) {
+      if (options.stateDir === undefined) {
+        await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+      }
+      throw e;
+    } finally {
+      clearTimeout(timer);
     }
     // Keep draining the worker's output so it never blocks on a full pipe.
     (async () => {

@@ -106,7 +106,12 @@ export function jobServiceHandlers(
       });
     })().catch((error) => {
       if (call.cancelled) return;
-      call.destroy("code" in (error as object) ? error : toServiceError(error, "GetJobsStream"));
+      // grpc-js sends a streaming call's error status from its 'error' handler; destroy() would
+      // leave the client waiting.
+      call.emit(
+        "error",
+        "code" in (error as object) ? error : toServiceError(error, "GetJobsStream"),
+      );
     });
   };
   return {

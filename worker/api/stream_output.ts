@@ -6,6 +6,14 @@
 import type { ServerWritableStream } from "@grpc/grpc-js";
 import { jobworker } from "../../proto/service.ts";
 import type { OutputLog } from "../jobs/output_log.ts";
+import { unsentMeter } from "./http2_unsent.ts";
+
+/**
+ * Most bytes of one stream left unsent inside the HTTP/2 layer before the stream waits (then until
+ * half of it is left). write()/'drain' alone do not bound this on Deno 2.8.3: see http2_unsent.ts.
+ * A stalled client thus costs about this much plus what its flow-control window lets through.
+ */
+const MAX_UNSENT_BYTES = 4 * 1024 * 1024;
 
 export interface StreamOptions {
   offset: number;
@@ -39,6 +47,7 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
   const reader = log.openReader();
   const stopAt = options.follow ? Infinity : log.size;
   const whenCancelled = cancelled(call);
+  const unsent = unsentMeter(call);
   let offset = options.offset;
   try {
     while (!call.cancelled) {
@@ -52,7 +61,11 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
           offset: chunk.offset,
           stream: chunk.stream,
         }));
+        unsent?.wrote(chunk.bytes.length);
         if (!more) await drainOrCancel(call);
+        if (unsent && unsent.unsent > MAX_UNSENT_BYTES) {
+          await Promise.race([unsent.waitUntilAtMost(MAX_UNSENT_BYTES / 2), whenCancelled]);
+        }
         continue;
       }
       if (!options.follow || log.finished) break;
@@ -60,6 +73,7 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
     }
     if (!call.cancelled) call.end();
   } finally {
+    unsent?.close();
     reader.close();
   }
 }

@@ -7,6 +7,7 @@ import net from "node:net";
 import type { Shim } from "../../init/shim/ffi.ts";
 import { initArgs, type InitFailure, type InitSpec } from "../../init/spec.ts";
 import type { SelfCommand } from "./self_exec.ts";
+import { log } from "../log/logger.ts";
 
 /** Large pipe buffers let a job write bursts without waiting for the worker. */
 const OUTPUT_PIPE_SIZE = 1024 * 1024;
@@ -84,14 +85,16 @@ export class Launcher {
       const [errR, errW] = pipe(OUTPUT_PIPE_SIZE);
       const [specR, specW] = pipe(MAX_SPEC_BYTES);
       const [statusR, statusW] = pipe();
+      const [initLogR, initLogW] = pipe();
       this.shim.writeAll(specW, specBytes);
+      // Layout: see init/spec.ts (negative = /dev/null).
       const { pid, pidfd } = this.shim.spawn(
         this.self.path,
         [...this.self.argv, ...initArgs(this.shim.path)],
         this.self.env,
-        [-1, outW, errW, specR, statusW],
+        [-1, -1, initLogW, specR, statusW, outW, errW],
       );
-      closeAll([outW, errW, specR, specW, statusW]);
+      closeAll([outW, errW, specR, specW, statusW, initLogW]);
       const socket = (fd: number) => new net.Socket({ fd, readable: true, writable: false });
       let released = false;
       return {
@@ -109,7 +112,15 @@ export class Launcher {
         },
         stdout: socket(outR),
         stderr: socket(errR),
-        started: readAll(socket(statusR)).then(parseFailure),
+        started: Promise.all([readAll(socket(statusR)), readAll(socket(initLogR))]).then(
+          ([status, initLog]) => {
+            const failure = parseFailure(status);
+            if (initLog.trim() === "") return failure;
+            if (failure) return { ...failure, message: `${failure.message} (${initLog.trim()})` };
+            log.warn("job init wrote to stderr", { pid, text: initLog.trim().slice(0, 2000) });
+            return null;
+          },
+        ),
       };
     } catch (e) {
       closeAll(open);

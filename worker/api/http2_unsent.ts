@@ -1,0 +1,201 @@
+/**
+ * Measures how many bytes written to a gRPC server stream have not left its HTTP/2 session yet.
+ *
+ * Why this exists: on Deno 2.8.3, `node:http2` completes every stream write at once (the bytes go
+ * into a native per-stream buffer that nghttp2 drains only as the peer's flow-control window
+ * allows), so `write()` almost never returns false and 'drain' follows at once: a server that
+ * honours backpressure still buffers a whole job's output for a client that stopped reading.
+ * Fixed upstream by denoland/deno PR 36044 (merged 2026-07-15, not in 2.8.3). Nothing public on
+ * 2.8.3 reports that native buffer: `Http2Stream.bufferSize` adds up a shared, stale byte counter
+ * and never decreases, `writableLength`/`writableNeedDrain` only see the JS side, `stream.state`
+ * has no outbound figures, and `session.state.remoteWindowSize` is per connection (a paused stream
+ * does not close it: the peer acknowledges connection-level data on receipt).
+ *
+ * What is observable: Deno's session hands each frame nghttp2 produces to its socket with
+ * `socket.write()` from JavaScript. This module wraps that method on the session's socket and
+ * reads the 9-byte frame headers going by: the DATA bytes framed for a stream, subtracted from the
+ * bytes written to it, are its unsent bytes. It degrades to "no measurement" (callers then rely on
+ * write()/'drain' alone) when the objects are not shaped as expected, when the wrapped method
+ * never sees the stream's frames (e.g. Node, whose sessions write natively), or when the byte
+ * stream stops parsing as HTTP/2 frames.
+ *
+ * @module
+ */
+
+const FRAME_HEADER_BYTES = 9;
+const FRAME_DATA = 0x0;
+/** Highest frame type this server can send (ORIGIN, RFC 8336). */
+const FRAME_TYPE_MAX = 0xc;
+
+interface Watch {
+  /** DATA payload bytes framed for the stream so far. */
+  framed: number;
+  /** Whether any frame of the stream went through the tap. */
+  seen: boolean;
+  /** Called whenever the stream's `framed` grows (or the tap stops working). */
+  wake: (() => void) | undefined;
+}
+
+type WriteMethod = (this: unknown, ...args: unknown[]) => unknown;
+interface WritableSocket {
+  write: WriteMethod;
+}
+
+/** Follows the frames an HTTP/2 session writes to its socket; counts DATA bytes per watched stream. */
+class FrameTap {
+  readonly #header = new DataView(new ArrayBuffer(FRAME_HEADER_BYTES));
+  #headerBytes = 0;
+  #payloadToSkip = 0;
+  #broken = false;
+  readonly watches = new Map<number, Watch>();
+
+  constructor(socket: WritableSocket) {
+    const original = socket.write;
+    // deno-lint-ignore no-this-alias
+    const tap = this;
+    socket.write = function (this: unknown, ...args: unknown[]): unknown {
+      if (!tap.#broken) {
+        try {
+          tap.#observe(args[0]);
+        } catch {
+          tap.#break();
+        }
+      }
+      return Reflect.apply(original, this, args);
+    };
+  }
+
+  get broken(): boolean {
+    return this.#broken;
+  }
+
+  #break(): void {
+    this.#broken = true;
+    for (const watch of this.watches.values()) watch.wake?.();
+  }
+
+  #observe(chunk: unknown): void {
+    if (!(chunk instanceof Uint8Array)) return this.#break(); // not what Deno's session writes
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.#payloadToSkip > 0) {
+        const n = Math.min(this.#payloadToSkip, chunk.length - at);
+        this.#payloadToSkip -= n;
+        at += n;
+        continue;
+      }
+      const n = Math.min(FRAME_HEADER_BYTES - this.#headerBytes, chunk.length - at);
+      for (let i = 0; i < n; i++) this.#header.setUint8(this.#headerBytes + i, chunk[at + i]!);
+      this.#headerBytes += n;
+      at += n;
+      if (this.#headerBytes < FRAME_HEADER_BYTES) break;
+      this.#headerBytes = 0;
+      const length = this.#header.getUint32(0) >>> 8; // 24-bit length, then the type byte
+      const type = this.#header.getUint8(3);
+      const stream = this.#header.getUint32(5) & 0x7fff_ffff;
+      if (type > FRAME_TYPE_MAX || (type === FRAME_DATA && stream === 0)) return this.#break();
+      this.#payloadToSkip = length;
+      const watch = this.watches.get(stream);
+      if (!watch) continue;
+      watch.seen = true;
+      if (type === FRAME_DATA && length > 0) {
+        watch.framed += length;
+        watch.wake?.();
+      }
+    }
+  }
+}
+
+/** One tap per socket (the session's streams share it). */
+const taps = new WeakMap<object, FrameTap>();
+
+/** The unsent bytes of one server stream. */
+export interface UnsentMeter {
+  /** Records `bytes` more written to the call (payload bytes; framing overhead is ignored). */
+  wrote(bytes: number): void;
+  /** Bytes written but not framed yet (0 once measuring is impossible). */
+  readonly unsent: number;
+  /** Resolves once `unsent` is at most `bytes`, or measuring turned out impossible, or on close(). */
+  waitUntilAtMost(bytes: number): Promise<void>;
+  /** Stops watching the stream; a pending wait resolves. */
+  close(): void;
+}
+
+function isObject(value: unknown): value is Record<PropertyKey, unknown> {
+  return typeof value === "object" && value !== null;
+}
+
+/**
+ * The http2 stream under a grpc-js server call: `call.call` is the call's BaseServerInterceptingCall
+ * (grpc-js 1.14, no server interceptors), whose `stream` is the ServerHttp2Stream.
+ */
+function http2StreamOf(call: unknown): { id: number; session: object } | null {
+  const inner = isObject(call) ? call["call"] : undefined;
+  const stream = isObject(inner) ? inner["stream"] : undefined;
+  if (!isObject(stream)) return null;
+  const id = stream["id"];
+  const session = stream["session"];
+  return typeof id === "number" && id > 0 && isObject(session) ? { id, session } : null;
+}
+
+/** The session's own socket (its public `socket` is a proxy that refuses `write`). */
+function socketOf(session: object): WritableSocket | null {
+  const key = Object.getOwnPropertySymbols(session).find((s) => s.description === "socket");
+  const socket = key === undefined ? undefined : Reflect.get(session, key);
+  return isObject(socket) && typeof socket["write"] === "function"
+    ? socket as unknown as WritableSocket
+    : null;
+}
+
+/**
+ * A meter for the HTTP/2 stream under `call`, or null when it cannot be reached. Call it before
+ * the first write, so that the stream's HEADERS go through the tap.
+ */
+export function unsentMeter(call: unknown): UnsentMeter | null {
+  const stream = http2StreamOf(call);
+  const socket = stream && socketOf(stream.session);
+  if (!stream || !socket) return null;
+  let tap = taps.get(socket);
+  if (!tap) {
+    tap = new FrameTap(socket);
+    taps.set(socket, tap);
+  }
+  const watch: Watch = { framed: 0, seen: false, wake: undefined };
+  tap.watches.set(stream.id, watch);
+  const theTap = tap;
+  let written = 0;
+  let closed = false;
+  /** Measuring works once the stream's own frames showed up; not if they never do. */
+  let blind = false;
+  const unsent = () => closed || blind || theTap.broken ? 0 : Math.max(0, written - watch.framed);
+
+  return {
+    wrote(bytes) {
+      written += bytes;
+    },
+    get unsent() {
+      return unsent();
+    },
+    async waitUntilAtMost(bytes) {
+      // The session writes out frames a tick after stream writes: give it a few macrotasks to
+      // show this stream's HEADERS. If they never come through, the tap cannot see this session.
+      for (let turn = 0; !watch.seen && turn < 3 && unsent() > bytes; turn++) {
+        await new Promise<void>((resolve) => setTimeout(resolve, 0));
+      }
+      if (!watch.seen) blind = true;
+      if (unsent() <= bytes) return;
+      await new Promise<void>((resolve) => {
+        watch.wake = () => {
+          if (unsent() > bytes) return;
+          watch.wake = undefined;
+          resolve();
+        };
+      });
+    },
+    close() {
+      closed = true;
+      theTap.watches.delete(stream.id);
+      watch.wake?.();
+    },
+  };
+}
