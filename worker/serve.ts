@@ -48,6 +48,12 @@ export async function runServe(args: string[]): Promise<number> {
 }
 
 async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Promise<number> {
+  // Listen for the stop signals first: one that arrives while starting up is then handled once
+  // the server is up, instead of killing the process half set up.
+  const { promise: stopSignal, resolve } = Promise.withResolvers<string>();
+  const signals = ["SIGTERM", "SIGINT"] as const;
+  const handlers = signals.map((s) => [s, () => resolve(s)] as const);
+  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
   await Deno.mkdir(config.stateDir, { recursive: true, mode: 0o700 });
   // Output of a previous run's jobs: those jobs ended with that run and are not known any more.
   await Deno.remove(`${config.stateDir}/jobs`, { recursive: true }).catch(() => {});
@@ -75,10 +81,6 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
   const host = config.address.slice(0, config.address.lastIndexOf(":"));
   log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });
 
-  const { promise: stopSignal, resolve } = Promise.withResolvers<string>();
-  const signals = ["SIGTERM", "SIGINT"] as const;
-  const handlers = signals.map((s) => [s, () => resolve(s)] as const);
-  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
   const signal = await stopSignal;
   log.info("shutting down", { signal, cleanupTimeout: config.cleanupTimeoutSeconds });
   // No new calls from here on; streams of running jobs end as their jobs end.

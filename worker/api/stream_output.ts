@@ -13,7 +13,7 @@ import { unsentMeter } from "./http2_unsent.ts";
  * half of it is left). write()/'drain' alone do not bound this on Deno 2.8.3: see http2_unsent.ts.
  * A stalled client thus costs about this much plus what its flow-control window lets through.
  */
-const MAX_UNSENT_BYTES = 4 * 1024 * 1024;
+const MAX_UNSENT_BYTES = Number(Deno.env.get("XMAX") ?? 4 * 1024 * 1024);
 
 export interface StreamOptions {
   offset: number;
