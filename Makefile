@@ -10,7 +10,7 @@ SYSTEM_DENO := $(shell d=$$(command -v deno 2>/dev/null) && "$$d" --version 2>/d
 DENO := $(if $(SYSTEM_DENO),$(SYSTEM_DENO),$(TOOLS)/node_modules/.bin/deno)
 SHIM := build/libjwshim.so
 
-.PHONY: all tools deps shim proto build serve test test-unit test-cgroup-v2 bench fmt lint check ok clean certs
+.PHONY: all tools deps shim proto build serve test test-tools test-cgroup-v2 bench fmt lint check ok clean certs
 
 all: build
 
@@ -45,10 +45,15 @@ serve: deps shim certs
 	JOB_WORKER_STATE_DIR=$${JOB_WORKER_STATE_DIR:-$(CURDIR)/state} JOB_WORKER_CERT_PATH=$${JOB_WORKER_CERT_PATH:-$(CURDIR)/certs} \
 	  $(DENO) run -A main.ts serve
 
-test: deps shim
+# Programs the tests run inside jobs or beside them.
+test-tools:
+	@for c in python3 ps openssl unshare hostname timeout; do command -v $$c >/dev/null || missing=1; done; \
+	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq python3 procps openssl util-linux hostname coreutils)
+
+test: deps shim test-tools
 	bash tests/run_all.sh "$(DENO)"
 
-test-cgroup-v2: deps shim
+test-cgroup-v2: deps shim test-tools
 	bash tests/run_cgroup_v2.sh "$(DENO)"
 
 bench: deps shim

@@ -3,9 +3,10 @@
  * again; under `deno run` it is the deno executable running main.ts.
  */
 
-/** True inside a `deno compile`d executable. */
+/** True inside a `deno compile`d executable (then this program is not the deno CLI). */
 export function isCompiled(): boolean {
-  return Deno.mainModule.includes("/deno-compile-");
+  const program = Deno.execPath().split("/").pop() ?? "";
+  return Deno.mainModule.includes("/deno-compile-") || !program.startsWith("deno");
 }
 
 export interface SelfCommand {
