@@ -15,9 +15,9 @@ import {
   formatRate,
   formatRelative,
   renderTable,
-  signalName,
   truncate,
 } from "./format.ts";
+import { signalName } from "../proto/signals.ts";
 
 /** A JSON-compatible value. */
 export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };

@@ -27,9 +27,9 @@ import {
   formatDuration,
   formatRelative,
   shellQuote,
-  signalName,
   truncate,
 } from "../cli/format.ts";
+import { signalName } from "../proto/signals.ts";
 import { OutputClosedError, type Sink } from "../cli/io.ts";
 import { runCli } from "../cli/main.ts";
 import { formatCounts, jobToJson, renderJobList, statusSummary } from "../cli/render.ts";

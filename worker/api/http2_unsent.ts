@@ -51,16 +51,17 @@ class FrameTap {
 
   constructor(socket: WritableSocket) {
     const original = socket.write;
-    // deno-lint-ignore no-this-alias
-    const tap = this;
-    socket.write = function (this: unknown, ...args: unknown[]): unknown {
-      if (!tap.#broken) {
-        try {
-          tap.#observe(args[0]);
-        } catch {
-          tap.#break();
-        }
+    const observe = (chunk: unknown) => {
+      if (this.#broken) return;
+      try {
+        this.#observe(chunk);
+      } catch {
+        this.#break();
       }
+    };
+    // A plain function: the socket's own write needs its `this`.
+    socket.write = function (this: unknown, ...args: unknown[]): unknown {
+      observe(args[0]);
       return Reflect.apply(original, this, args);
     };
   }

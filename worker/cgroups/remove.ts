@@ -55,3 +55,27 @@ export async function removeCgroupDirs(
     await sleep(RETRY_MS);
   }
 }
+
+/**
+ * Kills and removes job cgroups left by a previous run; tries every one, then throws if any could
+ * not be removed. Returns how many were removed.
+ */
+export async function killAndRemoveAll(
+  cgroups: Iterable<{ killAll(): void; remove(): Promise<void> }>,
+): Promise<number> {
+  const failures: string[] = [];
+  let removed = 0;
+  for (const cgroup of cgroups) {
+    try {
+      cgroup.killAll();
+      await cgroup.remove();
+      removed++;
+    } catch (error) {
+      failures.push(error instanceof Error ? error.message : String(error));
+    }
+  }
+  if (failures.length) {
+    throw new Error(`removed ${removed} stale job cgroups, failed: ${failures.join("; ")}`);
+  }
+  return removed;
+}

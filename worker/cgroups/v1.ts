@@ -18,7 +18,7 @@ import { freezeKillThaw, listPids, signalPids } from "./kill.ts";
 import { V1_CONTROLLERS, type V1Controller, type V1Hierarchy } from "./layout.ts";
 import { checkLimits, CPU_PERIOD_USEC, cpuQuotaUsec, memoryBytes } from "./limits.ts";
 import { type BaseSetting, cgroupDir, checkName, instanceDirName, normalizeBase } from "./paths.ts";
-import { removeCgroupDirs } from "./remove.ts";
+import { killAndRemoveAll, removeCgroupDirs } from "./remove.ts";
 import {
   type CgroupOptions,
   type DetectedCgroupManager,
@@ -248,30 +248,16 @@ export class V1Manager implements DetectedCgroupManager {
     return new V1JobCgroup(dirs);
   }
 
-  async cleanupStale(): Promise<number> {
+  cleanupStale(): Promise<number> {
     const names = new Set(this.#places.flatMap((p) => childDirs(p.parentDir)));
-    const failures: string[] = [];
-    let removed = 0;
-    for (const name of names) {
+    return killAndRemoveAll([...names].map((name) => {
       const dirs: ControllerDirs = new Map();
       for (const place of this.#places) {
         const dir = `${place.parentDir}/${name}`;
-        if (!exists(dir)) continue;
-        assign(dirs, place.controllers, dir);
+        if (exists(dir)) assign(dirs, place.controllers, dir);
       }
-      const cgroup = new V1JobCgroup(dirs);
-      try {
-        cgroup.killAll();
-        await cgroup.remove();
-        removed++;
-      } catch (error) {
-        failures.push(error instanceof Error ? error.message : String(error));
-      }
-    }
-    if (failures.length) {
-      throw new Error(`removed ${removed} stale job cgroups, failed: ${failures.join("; ")}`);
-    }
-    return removed;
+      return new V1JobCgroup(dirs);
+    }));
   }
 }
 

@@ -26,7 +26,7 @@ import {
   normalizeBase,
   WORKER_LEAF,
 } from "./paths.ts";
-import { removeCgroupDirs } from "./remove.ts";
+import { killAndRemoveAll, removeCgroupDirs } from "./remove.ts";
 import {
   type CgroupOptions,
   type DetectedCgroupManager,
@@ -262,23 +262,10 @@ export class V2Manager implements DetectedCgroupManager {
     }
   }
 
-  async cleanupStale(): Promise<number> {
-    const failures: string[] = [];
-    let removed = 0;
-    for (const name of childDirs(this.#parentDir)) {
-      const cgroup = new V2JobCgroup(`${this.#parentDir}/${name}`);
-      try {
-        cgroup.killAll();
-        await cgroup.remove();
-        removed++;
-      } catch (error) {
-        failures.push(error instanceof Error ? error.message : String(error));
-      }
-    }
-    if (failures.length) {
-      throw new Error(`removed ${removed} stale job cgroups, failed: ${failures.join("; ")}`);
-    }
-    return removed;
+  cleanupStale(): Promise<number> {
+    return killAndRemoveAll(
+      childDirs(this.#parentDir).map((name) => new V2JobCgroup(`${this.#parentDir}/${name}`)),
+    );
   }
 }
 

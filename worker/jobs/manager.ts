@@ -12,7 +12,7 @@ import { log } from "../log/logger.ts";
 import { Job, type JobSpec } from "./job.ts";
 import { JobError } from "./errors.ts";
 import { OutputLog, type StreamId } from "./output_log.ts";
-import { signalName } from "./signals.ts";
+import { signalName } from "../../proto/signals.ts";
 import { jobEnvironment } from "./environment.ts";
 
 export interface ManagerOptions {
