@@ -34,7 +34,7 @@ let instanceCgroups: string[];
 try {
   worker = await WorkerProcess.start({
     certDir: pki.dir,
-    env: { JOB_WORKER_MAX_JOBS: "1000", XMAX: Deno.env.get("XMAX") ?? "4194304" },
+    env: { JOB_WORKER_MAX_JOBS: "1000" },
   });
   instanceCgroups = await instanceCgroupDirs(worker.stateDir);
 } catch (e) {

@@ -3,8 +3,9 @@
  *
  * Why this exists: on Deno 2.8.3, `node:http2` completes every stream write at once (the bytes go
  * into a native per-stream buffer that nghttp2 drains only as the peer's flow-control window
- * allows), so `write()` almost never returns false and 'drain' follows at once: a server that
- * honours backpressure still buffers a whole job's output for a client that stopped reading.
+ * allows; the write callback runs synchronously), so `write()` almost never returns false and
+ * 'drain' follows at once: a server that honours backpressure still buffers a whole job's output
+ * for a client that stopped reading.
  * Fixed upstream by denoland/deno PR 36044 (merged 2026-07-15, not in 2.8.3). Nothing public on
  * 2.8.3 reports that native buffer: `Http2Stream.bufferSize` adds up a shared, stale byte counter
  * and never decreases, `writableLength`/`writableNeedDrain` only see the JS side, `stream.state`
@@ -178,12 +179,16 @@ export function unsentMeter(call: unknown): UnsentMeter | null {
       return unsent();
     },
     async waitUntilAtMost(bytes) {
-      // The session writes out frames a tick after stream writes: give it a few macrotasks to
-      // show this stream's HEADERS. If they never come through, the tap cannot see this session.
-      for (let turn = 0; !watch.seen && turn < 3 && unsent() > bytes; turn++) {
+      // Deno's session flushes frames to its socket on process.nextTick after stream writes, so
+      // this stream's HEADERS show up within a macrotask. If they never do, the tap cannot see
+      // this session: stop measuring rather than wait for frames that will never be counted.
+      for (let turn = 0; !watch.seen && unsent() > bytes; turn++) {
+        if (turn === 3) {
+          blind = true;
+          return;
+        }
         await new Promise<void>((resolve) => setTimeout(resolve, 0));
       }
-      if (!watch.seen) blind = true;
       if (unsent() <= bytes) return;
       await new Promise<void>((resolve) => {
         watch.wake = () => {
