@@ -1,0 +1,81 @@
+/** The job output log on a real file: stream tagging, offsets, readers, waiting. */
+import assert from "node:assert/strict";
+import { OutputLog } from "../worker/jobs/output_log.ts";
+
+const bytes = (s: string) => new TextEncoder().encode(s);
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+async function withLog(fn: (log: OutputLog) => Promise<void> | void): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "jobworker-output-test-" });
+  const log = OutputLog.create(`${dir}/output`);
+  try {
+    await fn(log);
+  } finally {
+    log.finish();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("chunks never mix streams and offsets count both streams in order", () =>
+  withLog((log) => {
+    log.append(1, bytes("out1 "));
+    log.append(1, bytes("out2 "));
+    log.append(2, bytes("err1 "));
+    log.append(1, bytes("out3"));
+    assert.equal(log.size, 19);
+    const reader = log.openReader();
+    const chunks = [];
+    for (let offset = 0; offset < log.size;) {
+      const chunk = reader.read(offset, 1024)!;
+      chunks.push([chunk.offset, chunk.stream, text(chunk.bytes)]);
+      offset += chunk.bytes.length;
+    }
+    reader.close();
+    assert.deepEqual(chunks, [[0, 1, "out1 out2 "], [10, 2, "err1 "], [15, 1, "out3"]]);
+  }));
+
+Deno.test("a read from the middle of a run, limited in size, stays in its stream", () =>
+  withLog((log) => {
+    log.append(2, bytes("abcdef"));
+    log.append(1, bytes("ghij"));
+    const reader = log.openReader();
+    assert.deepEqual(
+      { ...reader.read(2, 3)!, bytes: text(reader.read(2, 3)!.bytes) },
+      { offset: 2, stream: 2, bytes: "cde" },
+    );
+    const next = reader.read(5, 100)!;
+    assert.equal(text(next.bytes), "f");
+    assert.equal(reader.read(6, 100)!.stream, 1);
+    assert.equal(reader.read(10, 100), null, "nothing past the end");
+    reader.close();
+  }));
+
+Deno.test("waitBeyond resolves on growth and on finish, at once when already past", () =>
+  withLog(async (log) => {
+    let woke = false;
+    const waiting = log.waitBeyond(0).then(() => woke = true);
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(woke, false);
+    log.append(1, bytes("x"));
+    await waiting;
+    assert.equal(woke, true);
+    await log.waitBeyond(0);
+    const atEnd = log.waitBeyond(1);
+    log.finish();
+    await atEnd;
+    assert.equal(log.finished, true);
+    log.append(1, bytes("ignored after finish"));
+    assert.equal(log.size, 1);
+  }));
+
+Deno.test("two readers keep their own cursors", () =>
+  withLog((log) => {
+    log.append(1, bytes("0123456789"));
+    const a = log.openReader();
+    const b = log.openReader();
+    assert.equal(text(a.read(7, 10)!.bytes), "789");
+    assert.equal(text(b.read(0, 4)!.bytes), "0123");
+    assert.equal(text(a.read(0, 2)!.bytes), "01");
+    a.close();
+    b.close();
+  }));
