@@ -22,6 +22,10 @@ export interface WorkerConfig {
   stopGraceSeconds: number;
   /** Most jobs running at once; CreateJob answers RESOURCE_EXHAUSTED beyond it. */
   maxRunningJobs: number;
+  /** Ended jobs kept with their output; the oldest are forgotten beyond it. */
+  maxEndedJobs: number;
+  /** Most GetJobsStream calls at once (each may hold a few MiB for a slow client). */
+  maxStreams: number;
   defaults: { cpuPercent: number; memoryMiB: number; ioBps: number; pids: number };
   /** JOB_WORKER_CGROUP_BASE, when set. */
   cgroupBase: string | undefined;
@@ -41,11 +45,13 @@ Options:
   --state-dir DIR         job output, runtime files JOB_WORKER_STATE_DIR (/var/lib/jobworker)
   --log-level LEVEL       debug|info|warn|error     LOG_LEVEL (info)
   --max-recv-msg-size N   bytes                     MAX_RECV_MSG_SIZE (4194304)
-  --max-send-msg-size N   bytes                     MAX_SEND_MSG_SIZE (4194304)
+  --max-send-msg-size N   bytes, >= 65536           MAX_SEND_MSG_SIZE (4194304)
   --max-header-list-size N bytes                    MAX_HEADER_LIST_SIZE (16384)
   --cleanup-timeout S     grace for jobs at shutdown CLEANUP_TIMEOUT (10)
   --stop-grace S          default StopJob grace     JOB_WORKER_STOP_GRACE (10)
   --max-jobs N            most running jobs         JOB_WORKER_MAX_JOBS (1000)
+  --max-ended-jobs N      ended jobs kept           JOB_WORKER_MAX_ENDED_JOBS (1000)
+  --max-streams N         output streams at once    JOB_WORKER_MAX_STREAMS (512)
   --default-cpu PCT       default maxCPU            JOB_WORKER_DEFAULT_CPU (100)
   --default-memory MIB    default maxMemory         JOB_WORKER_DEFAULT_MEMORY (512)
   --default-io BPS        default maxIOBPS          JOB_WORKER_DEFAULT_IO (0 = unlimited)
@@ -74,6 +80,8 @@ const FLAGS = {
   "cleanup-timeout": { env: "CLEANUP_TIMEOUT", fallback: "10" },
   "stop-grace": { env: "JOB_WORKER_STOP_GRACE", fallback: "10" },
   "max-jobs": { env: "JOB_WORKER_MAX_JOBS", fallback: "1000" },
+  "max-ended-jobs": { env: "JOB_WORKER_MAX_ENDED_JOBS", fallback: "1000" },
+  "max-streams": { env: "JOB_WORKER_MAX_STREAMS", fallback: "512" },
   "default-cpu": { env: "JOB_WORKER_DEFAULT_CPU", fallback: "100" },
   "default-memory": { env: "JOB_WORKER_DEFAULT_MEMORY", fallback: "512" },
   "default-io": { env: "JOB_WORKER_DEFAULT_IO", fallback: "0" },
@@ -141,11 +149,13 @@ export function loadConfig(
     stateDir: get("state-dir")[1],
     logLevel,
     maxRecvMsgSize: num("max-recv-msg-size", 1024),
-    maxSendMsgSize: num("max-send-msg-size", 1024),
+    maxSendMsgSize: num("max-send-msg-size", 65536),
     maxHeaderListSize: num("max-header-list-size", 1024),
     cleanupTimeoutSeconds: num("cleanup-timeout"),
     stopGraceSeconds: num("stop-grace"),
     maxRunningJobs: num("max-jobs", 1),
+    maxEndedJobs: num("max-ended-jobs"),
+    maxStreams: num("max-streams", 1),
     defaults: {
       cpuPercent: num("default-cpu"),
       memoryMiB: num("default-memory"),

@@ -5,6 +5,7 @@
 import { ConfigError, loadConfig, SERVE_HELP } from "./config.ts";
 import { log, setLogLevel } from "./log/logger.ts";
 import { installShim } from "./runtime/shim_library.ts";
+import { ShimError } from "../init/shim/ffi.ts";
 import { selfCommand } from "./runtime/self_exec.ts";
 import { Launcher } from "./runtime/launcher.ts";
 import { Reaper } from "./runtime/reaper.ts";
@@ -13,6 +14,18 @@ import { removeCgroupDirs } from "./cgroups/remove.ts";
 import { JobManager } from "./jobs/manager.ts";
 import { readServerTlsFiles } from "./tls/server_credentials.ts";
 import { startServer } from "./api/server.ts";
+
+/** clone3 with a pidfd needs Linux 5.3, close_range(CLOSE_RANGE_CLOEXEC) 5.11. */
+const MIN_KERNEL: [number, number] = [5, 11];
+
+function checkKernel(): void {
+  const [major = 0, minor = 0] = Deno.osRelease().split(".").map((n) => parseInt(n, 10));
+  if (major < MIN_KERNEL[0] || (major === MIN_KERNEL[0] && minor < MIN_KERNEL[1])) {
+    throw new Error(
+      `Linux ${MIN_KERNEL.join(".")} or newer is needed, this is ${Deno.osRelease()}`,
+    );
+  }
+}
 
 /** A short stable name for this state directory, so two workers never share job cgroups. */
 async function instanceName(stateDir: string): Promise<string> {
@@ -54,11 +67,22 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
   const signals = ["SIGTERM", "SIGINT"] as const;
   const handlers = signals.map((s) => [s, () => resolve(s)] as const);
   for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  checkKernel();
   await Deno.mkdir(config.stateDir, { recursive: true, mode: 0o700 });
-  // Output of a previous run's jobs: those jobs ended with that run and are not known any more.
-  await Deno.remove(`${config.stateDir}/jobs`, { recursive: true }).catch(() => {});
+  // Root runs a library from here in every job: nobody else may write it.
+  await Deno.chmod(config.stateDir, 0o700);
   const tls = await readServerTlsFiles(config.certPath);
   const shim = await installShim(config.stateDir);
+  try {
+    shim.lockFile(`${config.stateDir}/lock`);
+  } catch (e) {
+    if (e instanceof ShimError && e.errno === 11) {
+      throw new Error(`another worker is using the state directory ${config.stateDir}`);
+    }
+    throw e;
+  }
+  // Output of a previous run's jobs: those jobs ended with that run and are not known any more.
+  await Deno.remove(`${config.stateDir}/jobs`, { recursive: true }).catch(() => {});
   const reaper = new Reaper(shim);
   reaper.start();
   const cgroups = detectCgroups({
@@ -76,6 +100,7 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
     stateDir: config.stateDir,
     stopGraceSeconds: config.stopGraceSeconds,
     maxRunningJobs: config.maxRunningJobs,
+    maxEndedJobs: config.maxEndedJobs,
   });
   const { server, port } = await startServer(config, tls, manager);
   const host = config.address.slice(0, config.address.lastIndexOf(":"));

@@ -14,6 +14,7 @@ const symbols = {
   jw_write: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   jw_read: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   jw_pidfd_send_signal: { parameters: ["i32", "i32"], result: "i32" },
+  jw_lock_file: { parameters: ["buffer"], result: "i32" },
   jw_make_mounts_private: { parameters: [], result: "i32" },
   jw_mount_proc: { parameters: [], result: "i32" },
   jw_set_hostname: { parameters: ["buffer"], result: "i32" },
@@ -143,11 +144,19 @@ export class Shim {
     return { pid, pidfd: pidfdBuf[0] ?? -1 };
   }
 
-  /** A close-on-exec pipe: [readEnd, writeEnd]; the buffer grown to `size` bytes when allowed. */
-  pipe(size = 0): [number, number] {
+  /**
+   * A close-on-exec pipe: [readEnd, writeEnd, bufferBytes], the buffer grown to `size` bytes when
+   * the kernel allows.
+   */
+  pipe(size = 0): [number, number, number] {
     const fds = new Int32Array(2);
-    this.#check("pipe2", this.#lib.symbols.jw_pipe(fds, size));
-    return [fds[0]!, fds[1]!];
+    const capacity = this.#check("pipe2", this.#lib.symbols.jw_pipe(fds, size));
+    return [fds[0]!, fds[1]!, capacity];
+  }
+
+  /** Takes an exclusive lock on `path` for the rest of this process's life; EWOULDBLOCK if held. */
+  lockFile(path: string): number {
+    return this.#check("flock", this.#lib.symbols.jw_lock_file(cString(path)));
   }
 
   /** Non-blocking waitpid: the status once `pid` has ended (and is reaped), else null. */

@@ -19,6 +19,8 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <pthread.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -92,12 +94,12 @@ static void child(const char *path, char **argv, char **envp, const int *fds, in
       if (null_fd >= nfds) close(null_fd);
     }
   }
-  syscall(SYS_close_range, (unsigned)nfds, ~0U, 0U);
+  if (syscall(SYS_close_range, (unsigned)nfds, ~0U, 0U) != 0) _exit(126);
   setsid();
   // The job dies with the worker, even if the worker is killed: PID 1 of a PID namespace taking
   // every other process of the namespace with it.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  reset_signals();
+  reset_signals();  // also unblocks what jw_spawn blocked around clone3
   execve(path, argv, envp);
   int err = errno;
   if (nfds > 4) report_errno(4, err);
@@ -123,9 +125,14 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   args.flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
   args.pidfd = (uint64_t)(uintptr_t)&pidfd;
   args.exit_signal = SIGCHLD;
+  // No signal handler of the parent may run in the child before it has reset them.
+  sigset_t all, previous;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &previous);
   long pid = syscall(SYS_clone3, &args, sizeof args);
   if (pid == 0) child(path, argv, envp, fds, nfds);
   int err = errno;
+  pthread_sigmask(SIG_SETMASK, &previous, NULL);
   free(argv);
   free(envp);
   if (pid < 0) return -err;
@@ -134,10 +141,31 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
 }
 
 // A pipe with both ends close-on-exec, its buffer grown to `size` bytes when the kernel allows.
+// Returns the buffer's actual size.
 int jw_pipe(int *fds, int size) {
   if (pipe2(fds, O_CLOEXEC) != 0) return -errno;
   if (size > 0) fcntl(fds[0], F_SETPIPE_SZ, size);
-  return 0;
+  int actual = fcntl(fds[0], F_GETPIPE_SZ);
+  if (actual < 0) {
+    int err = errno;
+    close(fds[0]);
+    close(fds[1]);
+    return -err;
+  }
+  return actual;
+}
+
+// Opens `path` (created 0600) and takes an exclusive lock on it without waiting; the descriptor
+// (returned) holds the lock until the process exits. -EWOULDBLOCK when another process holds it.
+int jw_lock_file(const char *path) {
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return -errno;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+  return fd;
 }
 
 // waitpid(pid, WNOHANG): the pid when it was reaped (status in *status), 0 while it runs.
@@ -173,8 +201,10 @@ int jw_make_mounts_private(void) {
   return mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 ? 0 : -errno;
 }
 
-// A fresh /proc for the new PID namespace: `ps` inside sees only the job.
+// A fresh /proc for the new PID namespace: `ps` inside sees only the job. The host's /proc is
+// detached first, so unmounting the new one cannot uncover the host's processes.
 int jw_mount_proc(void) {
+  if (umount2("/proc", MNT_DETACH) != 0 && errno != EINVAL) return -errno;
   return mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0 ? 0 : -errno;
 }
 

@@ -1,6 +1,5 @@
 /**
- * The gRPC handlers of JobService: authorize, validate, call the job manager, convert. The only
- * module that knows grpc-js handler shapes.
+ * The gRPC handlers of JobService: authorize, validate, call the job manager, convert.
  */
 import {
   type handleServerStreamingCall,
@@ -18,7 +17,7 @@ import { JobError } from "../jobs/errors.ts";
 import type { Job } from "../jobs/job.ts";
 import type { JobManager } from "../jobs/manager.ts";
 import { streamOutput } from "./stream_output.ts";
-import { serviceError, toServiceError } from "./status.ts";
+import { isServiceError, serviceError, toServiceError } from "./status.ts";
 import { toProtoJob, toProtoJobs } from "./convert.ts";
 import { graceFrom, jobSpecFrom, offsetFrom } from "./validation.ts";
 
@@ -26,6 +25,8 @@ export interface HandlerOptions {
   defaults: Limits;
   /** Largest payload of one DataChunk. */
   chunkBytes: number;
+  /** Most GetJobsStream calls at once. */
+  maxStreams: number;
 }
 
 type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
@@ -48,10 +49,7 @@ function unary<Req, Res>(
       return await handle(call.request, caller);
     })().then(
       (response) => callback(null, response),
-      (error) =>
-        callback(
-          "code" in (error as object) ? error : toServiceError(error, rpc),
-        ),
+      (error) => callback(isServiceError(error) ? error : toServiceError(error, rpc)),
     );
   };
 }
@@ -66,6 +64,7 @@ export function jobServiceHandlers(
     return job;
   };
   const view = (job: Job) => toProtoJob(job, manager.usage(job));
+  let streams = 0;
 
   const createJob = unary<jobworker.CreateJobReq, jobworker.CreateJobRes>(
     "CreateJob",
@@ -83,7 +82,10 @@ export function jobServiceHandlers(
     async (req) => {
       const graceSeconds = graceFrom(req);
       find(req.id);
-      const job = await manager.stop(req.id, { graceSeconds, force: req.force });
+      const job = await manager.stop(req.id, {
+        ...(graceSeconds > 0 ? { graceSeconds } : {}),
+        force: req.force === true,
+      });
       return jobworker.StopJobRes.create({ job: view(job) });
     },
   );
@@ -99,11 +101,22 @@ export function jobServiceHandlers(
       authorize(call, "GetJobsStream");
       const offset = offsetFrom(call.request);
       const job = find(call.request.id);
-      await streamOutput(call, job.output, {
-        offset,
-        follow: !call.request.noFollow,
-        chunkBytes: options.chunkBytes,
-      });
+      if (streams >= options.maxStreams) {
+        throw serviceError(
+          status.RESOURCE_EXHAUSTED,
+          `the server already serves ${streams} output streams, its limit (JOB_WORKER_MAX_STREAMS)`,
+        );
+      }
+      streams++;
+      try {
+        await streamOutput(call, job.output, {
+          offset,
+          follow: !call.request.noFollow,
+          chunkBytes: options.chunkBytes,
+        });
+      } finally {
+        streams--;
+      }
     })().catch((error) => {
       if (call.cancelled) return;
       // grpc-js sends a streaming call's error status from its 'error' handler; destroy() would

@@ -26,6 +26,7 @@ export async function startServer(
     jobServiceHandlers(manager, {
       defaults: config.defaults,
       chunkBytes: Math.min(128 * 1024, config.maxSendMsgSize - 1024),
+      maxStreams: config.maxStreams,
     }),
   );
   const port = await new Promise<number>((resolve, reject) => {

@@ -17,6 +17,11 @@ export function serviceError(code: status, details: string): ServiceError {
   return Object.assign(new Error(details), { code, details, metadata: new Metadata() });
 }
 
+/** An error that already carries a gRPC status (not, say, a Deno error whose code is "ENOENT"). */
+export function isServiceError(error: unknown): error is ServiceError {
+  return error instanceof Error && typeof (error as { code?: unknown }).code === "number";
+}
+
 export function toServiceError(error: unknown, rpc: string): ServiceError {
   if (error instanceof InvalidField) return serviceError(status.INVALID_ARGUMENT, error.message);
   if (error instanceof JobError) return serviceError(CODES[error.kind], error.message);

@@ -37,11 +37,15 @@ function drainOrCancel(call: Call): Promise<void> {
   });
 }
 
-function cancelled(call: Call): Promise<void> {
-  return new Promise((resolve) => {
-    if (call.cancelled) resolve();
-    else call.once("cancelled", () => resolve());
+function cancelled(call: Call): { promise: Promise<void>; signal: AbortSignal } {
+  const controller = new AbortController();
+  if (call.cancelled) controller.abort();
+  else call.once("cancelled", () => controller.abort());
+  const promise = new Promise<void>((resolve) => {
+    if (controller.signal.aborted) resolve();
+    else controller.signal.addEventListener("abort", () => resolve(), { once: true });
   });
+  return { promise, signal: controller.signal };
 }
 
 export async function streamOutput(call: Call, log: OutputLog, options: StreamOptions) {
@@ -55,6 +59,8 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
       const chunk = offset < stopAt
         ? reader.read(offset, Math.min(options.chunkBytes, stopAt - offset))
         : null;
+      // A short file (its writes failed) must end the stream, not spin on empty reads.
+      if (chunk && chunk.bytes.length === 0) break;
       if (chunk) {
         offset += chunk.bytes.length;
         const more = call.write(jobworker.DataChunk.create({
@@ -65,12 +71,12 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
         unsent?.wrote(chunk.bytes.length);
         if (!more) await drainOrCancel(call);
         if (unsent && unsent.unsent > MAX_UNSENT_BYTES) {
-          await Promise.race([unsent.waitUntilAtMost(MAX_UNSENT_BYTES / 2), whenCancelled]);
+          await Promise.race([unsent.waitUntilAtMost(MAX_UNSENT_BYTES / 2), whenCancelled.promise]);
         }
         continue;
       }
       if (!options.follow || log.finished) break;
-      await Promise.race([log.waitBeyond(offset), whenCancelled]);
+      await log.waitBeyond(offset, whenCancelled.signal);
     }
     if (!call.cancelled) call.end();
   } finally {

@@ -18,6 +18,13 @@ const MAX_STRING_BYTES = 128 * 1024;
 const MAX_TOTAL_BYTES = 512 * 1024;
 const MAX_ENTRIES = 4096;
 
+/** The worker hands the request to init as JSON through a 1 MiB pipe; escapes make it grow. */
+const MAX_ENCODED_BYTES = 960 * 1024;
+/** Longest timer a JavaScript runtime keeps (2^31 - 1 ms). */
+const MAX_SECONDS = 2_147_483;
+/** The kernel's PID_MAX_LIMIT. */
+const MAX_PIDS = 4_194_304;
+
 const byteLength = (s: string) => new TextEncoder().encode(s).length;
 
 function checkString(field: string, value: string): void {
@@ -27,9 +34,10 @@ function checkString(field: string, value: string): void {
   }
 }
 
-function nonNegative(field: string, value: number | null | undefined): number {
+function nonNegative(field: string, value: number | null | undefined, max = 2 ** 31 - 1): number {
   const n = value ?? 0;
   if (!Number.isInteger(n) || n < 0) throw new InvalidField(field, `must be >= 0, got ${n}`);
+  if (n > max) throw new InvalidField(field, `must be at most ${max}, got ${n}`);
   return n;
 }
 
@@ -53,14 +61,17 @@ export function jobSpecFrom(req: jobworker.ICreateJobReq, defaults: Limits): Job
   if (total > MAX_TOTAL_BYTES) {
     throw new InvalidField("args", `command, args and env exceed ${MAX_TOTAL_BYTES} bytes`);
   }
+  if (byteLength(JSON.stringify([command, args, env])) > MAX_ENCODED_BYTES) {
+    throw new InvalidField("args", "command, args and env are too large once encoded");
+  }
   const workDir = req.workDir || "/";
   checkString("workDir", workDir);
   if (!workDir.startsWith("/")) {
     throw new InvalidField("workDir", `must be an absolute path, got "${workDir}"`);
   }
-  const timeoutSeconds = nonNegative("timeoutSeconds", req.timeoutSeconds);
-  const limit = (field: string, value: number | null | undefined, fallback: number) =>
-    nonNegative(field, value) || fallback;
+  const timeoutSeconds = nonNegative("timeoutSeconds", req.timeoutSeconds, MAX_SECONDS);
+  const limit = (field: string, value: number | null | undefined, fallback: number, max?: number) =>
+    nonNegative(field, value, max) || fallback;
   return {
     command,
     args,
@@ -71,13 +82,13 @@ export function jobSpecFrom(req: jobworker.ICreateJobReq, defaults: Limits): Job
       cpuPercent: limit("maxCPU", req.maxCPU, defaults.cpuPercent),
       memoryMiB: limit("maxMemory", req.maxMemory, defaults.memoryMiB),
       ioBps: limit("maxIOBPS", req.maxIOBPS, defaults.ioBps),
-      pids: limit("maxPids", req.maxPids, defaults.pids),
+      pids: limit("maxPids", req.maxPids, defaults.pids, MAX_PIDS),
     },
   };
 }
 
 export function graceFrom(req: jobworker.IStopJobReq): number {
-  return nonNegative("graceSeconds", req.graceSeconds);
+  return nonNegative("graceSeconds", req.graceSeconds, MAX_SECONDS);
 }
 
 export function offsetFrom(req: jobworker.IGetJobsStreamReq): number {

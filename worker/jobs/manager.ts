@@ -20,9 +20,12 @@ export interface ManagerOptions {
   /** Default StopJob grace, seconds. */
   stopGraceSeconds: number;
   maxRunningJobs: number;
+  /** Ended jobs kept (with their output); the oldest are forgotten beyond this. */
+  maxEndedJobs: number;
 }
 
 export interface StopOptions {
+  /** Seconds between SIGTERM and SIGKILL; absent: the server's default; 0: at once. */
   graceSeconds?: number;
   force?: boolean;
 }
@@ -47,12 +50,19 @@ interface Running {
   /** Resolves when the job's PID 1 has been reaped. */
   exited: Promise<WaitStatus>;
   timeout: ReturnType<typeof setTimeout> | undefined;
-  stopping: Promise<void> | undefined;
+  /** SIGTERM went out to the job's processes. */
+  terminated: boolean;
+  /** When the job gets SIGKILL; each stop may move it earlier, never later. */
+  killAt: number | undefined;
+  killTimer: ReturnType<typeof setTimeout> | undefined;
 }
 
 export class JobManager {
   readonly #jobs = new Map<string, Job>();
   readonly #running = new Map<string, Running>();
+  /** Creates past the limit check that have not reached #running yet. */
+  #starting = 0;
+  #shuttingDown = false;
 
   constructor(
     private readonly launcher: Launcher,
@@ -84,75 +94,94 @@ export class JobManager {
 
   /** Starts a job; resolves once it runs (or has already ended). Throws JobError. */
   async create(spec: JobSpec, owner: string): Promise<Job> {
-    if (this.#running.size >= this.options.maxRunningJobs) {
+    if (this.#shuttingDown) {
+      throw new JobError("failed-precondition", "the worker is shutting down");
+    }
+    const busy = this.#running.size + this.#starting;
+    if (busy >= this.options.maxRunningJobs) {
       throw new JobError(
         "resource-exhausted",
-        `the server already runs ${this.#running.size} jobs, its limit`,
+        `the server already runs ${busy} jobs, its limit (JOB_WORKER_MAX_JOBS)`,
       );
     }
-    const id = crypto.randomUUID();
-    const dir = `${this.options.stateDir}/jobs/${id}`;
-    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    const job = new Job(id, owner, spec, OutputLog.create(`${dir}/output`));
-    let cgroup: JobCgroup;
-    try {
-      cgroup = this.cgroups.create(id, spec.limits);
-    } catch (e) {
-      job.output.finish();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-      if (e instanceof LimitError) throw new JobError("failed-precondition", e.message);
-      throw e;
-    }
-    this.#jobs.set(id, job);
-    let process: LaunchedProcess;
-    try {
-      process = this.launcher.launch({
-        jobId: id,
-        command: spec.command,
-        args: spec.args,
-        env: jobEnvironment(id, spec.env),
-        workDir: spec.workDir,
-        cgroupProcsFiles: cgroup.procsFiles,
-      });
-    } catch (e) {
-      this.#jobs.delete(id);
-      job.output.finish();
-      await cgroup.remove().catch(() => {});
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-      throw new JobError("internal", `cannot start the job: ${(e as Error).message}`);
-    }
-    const running: Running = {
-      process,
-      cgroup,
-      exited: this.reaper.watch(process.pid),
-      timeout: undefined,
-      stopping: undefined,
+    this.#starting++;
+    let reserved = true;
+    const release = () => {
+      if (reserved) this.#starting--;
+      reserved = false;
     };
-    this.#running.set(id, running);
-    const outputDone = Promise.all([
-      this.#pump(job, process.stdout, 1),
-      this.#pump(job, process.stderr, 2),
-    ]);
-    const failure = await process.started;
-    if (failure) {
-      await this.#finish(job, running, outputDone);
-      this.#jobs.delete(id);
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-      throw startError(failure);
+    try {
+      const id = crypto.randomUUID();
+      const dir = `${this.options.stateDir}/jobs/${id}`;
+      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+      const job = new Job(id, owner, spec, OutputLog.create(`${dir}/output`));
+      const forget = async () => {
+        this.#jobs.delete(id);
+        job.output.finish();
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+      };
+      let cgroup: JobCgroup;
+      try {
+        cgroup = this.cgroups.create(id, spec.limits);
+      } catch (e) {
+        await forget();
+        if (e instanceof LimitError) throw new JobError("failed-precondition", e.message);
+        throw e;
+      }
+      this.#jobs.set(id, job);
+      let process: LaunchedProcess;
+      try {
+        process = this.launcher.launch({
+          jobId: id,
+          command: spec.command,
+          args: spec.args,
+          env: jobEnvironment(id, spec.env),
+          workDir: spec.workDir,
+          cgroupProcsFiles: cgroup.procsFiles,
+        });
+      } catch (e) {
+        await cgroup.remove().catch(() => {});
+        await forget();
+        throw new JobError("internal", `cannot start the job: ${(e as Error).message}`);
+      }
+      const running: Running = {
+        process,
+        cgroup,
+        exited: this.reaper.watch(process.pid),
+        timeout: undefined,
+        terminated: false,
+        killAt: undefined,
+        killTimer: undefined,
+      };
+      this.#running.set(id, running);
+      release();
+      const outputDone = Promise.all([
+        this.#pump(job, process.stdout, 1),
+        this.#pump(job, process.stderr, 2),
+      ]);
+      const failure = await process.started;
+      if (failure) {
+        await this.#finish(job, running, outputDone);
+        await forget();
+        throw startError(failure);
+      }
+      job.transition("RUNNING");
+      log.info("job started", { id, owner, command: spec.command, pid: process.pid });
+      // A stop that came while init was still setting up could not reach the job's processes
+      // through the cgroup yet: now it can.
+      if (running.terminated) running.cgroup.signalAll("SIGTERM");
+      if (spec.timeoutSeconds > 0) {
+        running.timeout = setTimeout(() => {
+          this.#stop(job, running, {}, `timed out after ${spec.timeoutSeconds} s`);
+        }, spec.timeoutSeconds * 1000);
+      }
+      this.#finish(job, running, outputDone).catch((e) =>
+        log.error("job cleanup failed", { id, error: String(e) })
+      );
+      return job;
+    } finally {
+      release();
     }
-    job.transition("RUNNING");
-    log.info("job started", { id, owner, command: spec.command, pid: process.pid });
-    if (spec.timeoutSeconds > 0) {
-      running.timeout = setTimeout(() => {
-        this.#stop(job, running, {}, `timed out after ${spec.timeoutSeconds} s`).catch((e) =>
-          log.error("timeout stop failed", { id, error: String(e) })
-        );
-      }, spec.timeoutSeconds * 1000);
-    }
-    this.#finish(job, running, outputDone).catch((e) =>
-      log.error("job cleanup failed", { id, error: String(e) })
-    );
-    return job;
   }
 
   /** Stops a job and resolves once nothing of it is left; an ended job is returned as it is. */
@@ -160,46 +189,61 @@ export class JobManager {
     const job = this.#jobs.get(id);
     if (!job) throw new JobError("not-found", `no job with id "${id}"`);
     const running = this.#running.get(id);
-    if (running && !job.isEnded) await this.#stop(job, running, options, "stopped by request");
+    if (running && !job.isEnded) this.#stop(job, running, options, "stopped by request");
     await job.ended;
     return job;
   }
 
   /** Stops every job (SIGTERM, then SIGKILL after `graceSeconds`) and waits for all to end. */
   async shutdown(graceSeconds: number): Promise<void> {
+    this.#shuttingDown = true;
     const jobs = [...this.#running.keys()].map((id) => this.#jobs.get(id)!);
-    await Promise.all(jobs.map((job) => {
+    for (const job of jobs) {
       const running = this.#running.get(job.id);
-      return running
-        ? this.#stop(job, running, { graceSeconds }, "the worker shut down")
-        : Promise.resolve();
-    }));
+      if (running) this.#stop(job, running, { graceSeconds }, "the worker shut down");
+    }
     await Promise.all(jobs.map((job) => job.ended));
   }
 
-  #stop(job: Job, running: Running, options: StopOptions, reason: string): Promise<void> {
+  /**
+   * SIGTERM to every process of the job (once), SIGKILL when the grace period ends. A later stop
+   * with a shorter grace (or force) brings the SIGKILL forward; none ever delays it.
+   */
+  #stop(job: Job, running: Running, options: StopOptions, reason: string): void {
     job.stopReason ??= reason;
-    running.stopping ??= (async () => {
-      const graceMs = 1000 * (options.graceSeconds || this.options.stopGraceSeconds);
-      if (!options.force) {
-        running.cgroup.signalAll("SIGTERM");
-        const ended = await Promise.race([
-          running.exited.then(() => true),
-          delay(graceMs).then(() => false),
-        ]);
-        if (ended) return;
-      }
+    const graceMs = options.force
+      ? 0
+      : 1000 * (options.graceSeconds ?? this.options.stopGraceSeconds);
+    if (!running.terminated && graceMs > 0) {
+      running.terminated = true;
+      running.cgroup.signalAll("SIGTERM");
+    }
+    const killAt = Date.now() + graceMs;
+    if (running.killAt !== undefined && running.killAt <= killAt) return;
+    running.killAt = killAt;
+    clearTimeout(running.killTimer);
+    running.killTimer = setTimeout(() => {
       running.cgroup.killAll();
       // Also through the pidfd, which reaches PID 1 even before it has joined the cgroup.
       running.process.signal(9);
-    })();
-    return running.stopping;
+    }, graceMs);
   }
 
   /** Appends everything a job stream writes to the job's log; resolves at EOF. */
   #pump(job: Job, socket: LaunchedProcess["stdout"], stream: StreamId): Promise<void> {
     return new Promise((resolve) => {
-      socket.on("data", (chunk: Uint8Array) => job.output.append(stream, chunk));
+      socket.on("data", (chunk: Uint8Array) => {
+        try {
+          job.output.append(stream, chunk);
+        } catch (e) {
+          // Disk full or the like: the output log stops here (readers see it end), but the
+          // pipe is still drained so the job itself is not blocked and the worker lives on.
+          if (!job.output.finished) {
+            log.error("cannot store the job's output", { id: job.id, error: String(e) });
+            job.output.finish();
+          }
+        }
+      });
       socket.on(
         "error",
         (e: Error) => log.warn("job output error", { id: job.id, error: e.message }),
@@ -212,6 +256,7 @@ export class JobManager {
   async #finish(job: Job, running: Running, outputDone: Promise<unknown>): Promise<void> {
     const status = await running.exited;
     clearTimeout(running.timeout);
+    clearTimeout(running.killTimer);
     // PID 1 is gone, so the kernel kills the rest of the namespace; make sure through the cgroup.
     for (let i = 0; i < 250 && running.cgroup.pids().length > 0; i++) {
       if (i % 25 === 0) running.cgroup.killAll();
@@ -263,6 +308,21 @@ export class JobManager {
       job.transition("FAILED", how);
     }
     log.info("job ended", { id: job.id, status: job.status, reason: job.reason });
+    this.#evict();
+  }
+
+  /** Forgets the oldest ended jobs beyond the retention limit, and deletes their output. */
+  #evict(): void {
+    let ended = 0;
+    for (const job of this.#jobs.values()) if (job.isEnded) ended++;
+    for (const [id, job] of this.#jobs) {
+      if (ended <= this.options.maxEndedJobs) break;
+      if (!job.isEnded) continue;
+      this.#jobs.delete(id);
+      ended--;
+      // Streams still reading it keep their open handle; the file goes when they close it.
+      Deno.remove(`${this.options.stateDir}/jobs/${id}`, { recursive: true }).catch(() => {});
+    }
   }
 }
 

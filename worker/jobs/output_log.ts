@@ -61,10 +61,24 @@ export class OutputLog {
     this.#wake();
   }
 
-  /** Resolves when the log grows past `offset` or finishes (at once if it already has). */
-  waitBeyond(offset: number): Promise<void> {
-    if (this.#size > offset || this.#finished) return Promise.resolve();
-    return new Promise((resolve) => this.#waiters.push(resolve));
+  /**
+   * Resolves when the log grows past `offset` or finishes (at once if it already has), or when
+   * `signal` aborts; an aborted wait leaves nothing behind.
+   */
+  waitBeyond(offset: number, signal?: AbortSignal): Promise<void> {
+    if (this.#size > offset || this.#finished || signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const wake = () => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        this.#waiters = this.#waiters.filter((w) => w !== wake);
+        resolve();
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#waiters.push(wake);
+    });
   }
 
   #wake(): void {

@@ -69,9 +69,9 @@ export class Launcher {
     if (specBytes.length > MAX_SPEC_BYTES) throw new RangeError("job spec too large");
     const open: number[] = [];
     const pipe = (size = 0) => {
-      const fds = this.shim.pipe(size);
-      open.push(...fds);
-      return fds;
+      const [r, w, capacity] = this.shim.pipe(size);
+      open.push(r, w);
+      return [r, w, capacity] as const;
     };
     const closeAll = (fds: number[]) => {
       for (const fd of fds) {
@@ -83,7 +83,13 @@ export class Launcher {
     try {
       const [outR, outW] = pipe(OUTPUT_PIPE_SIZE);
       const [errR, errW] = pipe(OUTPUT_PIPE_SIZE);
-      const [specR, specW] = pipe(MAX_SPEC_BYTES);
+      const [specR, specW, specCapacity] = pipe(MAX_SPEC_BYTES);
+      // Written before the child runs: a spec larger than the pipe would block the worker.
+      if (specBytes.length > specCapacity) {
+        throw new RangeError(
+          `job spec of ${specBytes.length} bytes exceeds the pipe's ${specCapacity}`,
+        );
+      }
       const [statusR, statusW] = pipe();
       const [initLogR, initLogW] = pipe();
       this.shim.writeAll(specW, specBytes);
