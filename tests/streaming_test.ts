@@ -304,9 +304,11 @@ Deno.test({
     const size = 100 * MiB;
     const data = await random100MiB();
     const pid = worker.process.pid;
-    // Four paused clients: a worker that buffered what they do not read would hold 4 x 100 MiB.
+    // Six paused clients: a worker that buffered what they do not read would hold 6 x 100 MiB.
+    // Storing the output alone costs the worker about its size in RSS (allocator), so the bound
+    // leaves room for that and is still far below 600 MiB.
     // (This test runs early, while the worker's heap is still small, so growth is visible.)
-    const pausedClients = Array.from({ length: 4 }, () => clientFor(pki.dir, worker.address));
+    const pausedClients = Array.from({ length: 6 }, () => clientFor(pki.dir, worker.address));
     const before = rssOf(pid);
     let peak = before;
     const sampler = setInterval(() => peak = Math.max(peak, rssOf(pid)), 50);
@@ -329,10 +331,10 @@ Deno.test({
       const pausedGrowth = peak - before;
       report.push(
         `worker RSS ${(before / MiB).toFixed(0)} MiB before, peak ${(peak / MiB).toFixed(0)} MiB ` +
-          `with 4 paused clients of a 100 MiB job (growth ${(pausedGrowth / MiB).toFixed(1)} MiB)`,
+          `with 6 paused clients of a 100 MiB job (growth ${(pausedGrowth / MiB).toFixed(1)} MiB)`,
       );
       assert.ok(
-        pausedGrowth < 200 * MiB,
+        pausedGrowth < 320 * MiB,
         `worker RSS grew by ${(pausedGrowth / MiB).toFixed(0)} MiB while clients were paused`,
       );
       // Then they resume and get everything.
