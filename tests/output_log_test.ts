@@ -79,3 +79,23 @@ Deno.test("two readers keep their own cursors", () =>
     a.close();
     b.close();
   }));
+
+Deno.test("byte-by-byte interleaving reads back exactly, from any offset", () =>
+  withLog((log) => {
+    const count = 3000;
+    for (let i = 0; i < count; i++) log.append(i % 3 === 0 ? 2 : 1, bytes(String(i % 10)));
+    assert.equal(log.segments, 2000, "a run per switch of stream");
+    const reader = log.openReader();
+    for (const start of [0, 1, 1234, count - 1]) {
+      for (let offset = start; offset < count;) {
+        const chunk = reader.read(offset, 64)!;
+        for (let k = 0; k < chunk.bytes.length; k++) {
+          const i = offset + k;
+          assert.equal(chunk.stream, i % 3 === 0 ? 2 : 1, `byte ${i}`);
+          assert.equal(text(chunk.bytes.subarray(k, k + 1)), String(i % 10));
+        }
+        offset += chunk.bytes.length;
+      }
+    }
+    reader.close();
+  }));

@@ -1,7 +1,8 @@
 /**
  * A job's output: stdout and stderr bytes appended to one file in the order they arrived, with an
- * index of where the stream changes, so any reader can start at any offset and learn which stream
- * wrote each byte. Bytes live on disk, never whole in memory; each reader has its own cursor.
+ * index of where the stream changes (a second file, `<path>.idx`), so any reader can start at any
+ * offset and learn which stream wrote each byte. Both live on disk, never in memory, however much
+ * or however interleaved the output; each reader has its own handles and cursor.
  */
 
 export type StreamId = 1 | 2;
@@ -13,23 +14,49 @@ export interface OutputChunk {
   bytes: Uint8Array;
 }
 
+/** One index record: a float64 holding `start * 4 + stream` (exact below 2^51 bytes). */
+const RECORD_BYTES = 8;
+
+function encodeRecord(start: number, stream: StreamId): Uint8Array {
+  const record = new Uint8Array(RECORD_BYTES);
+  new DataView(record.buffer).setFloat64(0, start * 4 + stream, true);
+  return record;
+}
+
+function decodeRecord(record: Uint8Array): { start: number; stream: StreamId } {
+  const value = new DataView(record.buffer, record.byteOffset, RECORD_BYTES).getFloat64(0, true);
+  return { start: Math.floor(value / 4), stream: (value % 4) as StreamId };
+}
+
+function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
+  let written = 0;
+  while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
+}
+
 export class OutputLog {
   readonly #file: Deno.FsFile;
-  /** segment i covers [starts[i], starts[i+1]) and was written by streams[i]. */
-  readonly #starts: number[] = [];
-  readonly #streams: StreamId[] = [];
+  /** Segment i of the index covers [start(i), start(i+1)) and was written by stream(i). */
+  readonly #index: Deno.FsFile;
+  #segments = 0;
+  #lastStream: StreamId | undefined;
   #size = 0;
   #finished = false;
   #waiters: (() => void)[] = [];
 
-  private constructor(readonly path: string, file: Deno.FsFile) {
-    this.#file = file;
+  private constructor(readonly path: string) {
+    const options = { write: true, create: true, truncate: true, mode: 0o600 };
+    this.#file = Deno.openSync(path, options);
+    this.#index = Deno.openSync(`${path}.idx`, options);
   }
 
-  /** Creates (truncates) the log file at `path`, readable only by its owner. */
+  /** Creates (truncates) the log at `path` (and `path.idx`), readable only by its owner. */
   static create(path: string): OutputLog {
-    const file = Deno.openSync(path, { write: true, create: true, truncate: true, mode: 0o600 });
-    return new OutputLog(path, file);
+    return new OutputLog(path);
+  }
+
+  /** How many runs of one stream the output has so far. */
+  get segments(): number {
+    return this.#segments;
   }
 
   get size(): number {
@@ -43,11 +70,11 @@ export class OutputLog {
 
   append(stream: StreamId, bytes: Uint8Array): void {
     if (this.#finished || bytes.length === 0) return;
-    let written = 0;
-    while (written < bytes.length) written += this.#file.writeSync(bytes.subarray(written));
-    if (this.#streams.at(-1) !== stream) {
-      this.#starts.push(this.#size);
-      this.#streams.push(stream);
+    writeAll(this.#file, bytes);
+    if (this.#lastStream !== stream) {
+      writeAll(this.#index, encodeRecord(this.#size, stream));
+      this.#segments++;
+      this.#lastStream = stream;
     }
     this.#size += bytes.length;
     this.#wake();
@@ -58,6 +85,7 @@ export class OutputLog {
     if (this.#finished) return;
     this.#finished = true;
     this.#file.close();
+    this.#index.close();
     this.#wake();
   }
 
@@ -87,18 +115,6 @@ export class OutputLog {
     for (const wake of waiters) wake();
   }
 
-  /** The stream that wrote byte `offset` and where its run of bytes ends. */
-  segmentAt(offset: number): { stream: StreamId; end: number } {
-    let lo = 0;
-    let hi = this.#starts.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (this.#starts[mid]! <= offset) lo = mid;
-      else hi = mid - 1;
-    }
-    return { stream: this.#streams[lo] ?? 1, end: this.#starts[lo + 1] ?? this.#size };
-  }
-
   /** A reader with its own file handle; close it when done. */
   openReader(): OutputReader {
     return new OutputReader(this);
@@ -107,15 +123,51 @@ export class OutputLog {
 
 export class OutputReader {
   readonly #file: Deno.FsFile;
+  readonly #index: Deno.FsFile;
+  readonly #record = new Uint8Array(RECORD_BYTES);
+  /** The segment the last read fell in: reads mostly move forward through one. */
+  #segment = 0;
 
   constructor(private readonly log: OutputLog) {
     this.#file = Deno.openSync(log.path, { read: true });
+    this.#index = Deno.openSync(`${log.path}.idx`, { read: true });
+  }
+
+  #entry(i: number): { start: number; stream: StreamId } {
+    this.#index.seekSync(i * RECORD_BYTES, Deno.SeekMode.Start);
+    let got = 0;
+    while (got < RECORD_BYTES) {
+      const n = this.#index.readSync(this.#record.subarray(got));
+      if (!n) throw new Error(`output index of ${this.log.path} is short`);
+      got += n;
+    }
+    return decodeRecord(this.#record);
+  }
+
+  /** The stream that wrote byte `offset` and where its run of bytes ends (so far). */
+  #segmentAt(offset: number): { stream: StreamId; end: number } {
+    const count = this.log.segments;
+    const endOf = (i: number) => i + 1 < count ? this.#entry(i + 1).start : this.log.size;
+    const cached = Math.min(this.#segment, count - 1);
+    const here = this.#entry(cached);
+    if (here.start <= offset && offset < endOf(cached)) {
+      return { stream: here.stream, end: endOf(cached) };
+    }
+    let lo = 0;
+    let hi = count - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.#entry(mid).start <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    this.#segment = lo;
+    return { stream: this.#entry(lo).stream, end: endOf(lo) };
   }
 
   /** Up to `max` bytes from `offset`, all of one stream; null when nothing is there yet. */
   read(offset: number, max: number): OutputChunk | null {
     if (offset >= this.log.size) return null;
-    const { stream, end } = this.log.segmentAt(offset);
+    const { stream, end } = this.#segmentAt(offset);
     const buf = new Uint8Array(Math.min(max, end - offset));
     this.#file.seekSync(offset, Deno.SeekMode.Start);
     let got = 0;
@@ -129,5 +181,6 @@ export class OutputReader {
 
   close(): void {
     this.#file.close();
+    this.#index.close();
   }
 }
