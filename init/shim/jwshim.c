@@ -44,6 +44,17 @@ static char **unpack(const char *packed, int count) {
   return vec;
 }
 
+// argv and envp vectors for execve, both or neither (then -ENOMEM).
+static int unpack_exec_args(const char *argv_packed, int argc, const char *envp_packed, int envc,
+                            char ***argv, char ***envp) {
+  *argv = unpack(argv_packed, argc);
+  *envp = unpack(envp_packed, envc);
+  if (*argv != NULL && *envp != NULL) return 0;
+  free(*argv);
+  free(*envp);
+  return -ENOMEM;
+}
+
 static void reset_signals(void) {
   struct sigaction dfl;
   memset(&dfl, 0, sizeof dfl);
@@ -107,18 +118,13 @@ static void child(const char *path, char **argv, char **envp, const int *fds, in
 }
 
 // Starts `path` with the given argv/envp in new PID, mount, IPC and UTS namespaces. fds[i] becomes
-// descriptor i of the child (negative: /dev/null), every other descriptor is closed. Returns the child's pid (in the
-// caller's namespace) or -errno; *pidfd_out receives a pidfd for it.
+// descriptor i of the child (negative: /dev/null), every other descriptor is closed. Returns the
+// child's pid (in the caller's namespace) or -errno; *pidfd_out receives a pidfd for it.
 int jw_spawn(const char *path, const char *argv_packed, int argc, const char *envp_packed,
              int envc, const int *fds, int nfds, int *pidfd_out) {
   if (nfds < 0 || nfds > JW_MAX_FDS || argc < 1) return -EINVAL;
-  char **argv = unpack(argv_packed, argc);
-  char **envp = unpack(envp_packed, envc);
-  if (argv == NULL || envp == NULL) {
-    free(argv);
-    free(envp);
-    return -ENOMEM;
-  }
+  char **argv, **envp;
+  if (unpack_exec_args(argv_packed, argc, envp_packed, envc, &argv, &envp) != 0) return -ENOMEM;
   int pidfd = -1;
   struct clone_args args;
   memset(&args, 0, sizeof args);
@@ -222,13 +228,8 @@ int jw_chdir(const char *dir) { return chdir(dir) == 0 ? 0 : -errno; }
 // with -errno.
 int jw_exec(const char *path, const char *argv_packed, int argc, const char *envp_packed, int envc,
             int stdout_fd, int stderr_fd) {
-  char **argv = unpack(argv_packed, argc);
-  char **envp = unpack(envp_packed, envc);
-  if (argv == NULL || envp == NULL) {
-    free(argv);
-    free(envp);
-    return -ENOMEM;
-  }
+  char **argv, **envp;
+  if (unpack_exec_args(argv_packed, argc, envp_packed, envc, &argv, &envp) != 0) return -ENOMEM;
   if (dup2(stdout_fd, 1) != 1 || dup2(stderr_fd, 2) != 2) {
     int err = errno;
     free(argv);

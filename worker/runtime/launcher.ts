@@ -29,21 +29,12 @@ export interface LaunchedProcess {
 
 function readAll(socket: net.Socket): Promise<string> {
   return new Promise((resolve) => {
-    const chunks: Uint8Array[] = [];
-    socket.on("data", (c: Uint8Array) => chunks.push(c));
+    const decoder = new TextDecoder();
+    let text = "";
+    socket.on("data", (c: Uint8Array) => text += decoder.decode(c, { stream: true }));
     socket.on("error", () => {});
-    socket.on("close", () => resolve(new TextDecoder().decode(concat(chunks))));
+    socket.on("close", () => resolve(text + decoder.decode()));
   });
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
 }
 
 function parseFailure(text: string): InitFailure | null {
