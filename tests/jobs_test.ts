@@ -408,7 +408,7 @@ test("StopJob of a job with children: STOPPED, and nothing of it left on the hos
 });
 
 test("StopJob of jobs ignoring SIGTERM: SIGKILL after the grace, STOPPED, exitCode -1", async () => {
-  const grace = 2;
+  const grace = 5;
   const trap = await create({ command: "bash", args: ["-c", 'trap "" TERM; sleep 1000'] });
   const plain = await create({ command: "sleep", args: ["1000"] });
   const trapProcs = await waitProcesses(trap.id, ["sleep"]);

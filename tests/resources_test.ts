@@ -136,8 +136,9 @@ test("a CPU-bound job at 20% for 3 s uses at most about 0.6 s of CPU, throttled"
   });
   assert.equal(job.maxCPU, 20);
   const cpuSeconds = Number(job.usage?.cpuUsec) / 1e6;
-  // 20% of 3 s is 0.6 s; allow scheduler slack, but far below the 3 s an unlimited loop takes.
-  assert.ok(cpuSeconds <= 0.9, `used ${cpuSeconds} s of CPU`);
+  // 20% of 3 s is 0.6 s; allow scheduler slack (more under User-mode Linux, whose accounting
+  // overshoots on a loaded host), but far below the 3 s an unlimited loop takes.
+  assert.ok(cpuSeconds <= (heavy ? 0.9 : 1.2), `used ${cpuSeconds} s of CPU`);
   assert.ok(cpuSeconds >= 0.1, `used ${cpuSeconds} s of CPU: did the loop run at all?`);
   assert.ok(Number(job.usage?.cpuThrottledCount) > 0, "throttling was counted");
 });
@@ -172,14 +173,19 @@ test("a fork bomb at maxPids=64 stays at 64, the host is unaffected, the job can
     maxPids: 64,
   });
   jobIds.push(job.id);
+  // Wait until the bomb has filled its limit (slowly under User-mode Linux), then watch it.
   let most = 0;
-  for (let i = 0; i < 20; i++) {
-    const live = await client.getJob(job.id);
-    most = Math.max(most, live.usage?.pids ?? 0);
+  const deadline = Date.now() + 60_000;
+  while (most < 64 && Date.now() < deadline) {
+    most = Math.max(most, (await client.getJob(job.id)).usage?.pids ?? 0);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(most >= 48, `saw only ${most} processes: did the bomb run?`);
+  for (let i = 0; i < 10; i++) {
+    most = Math.max(most, (await client.getJob(job.id)).usage?.pids ?? 0);
     await new Promise((r) => setTimeout(r, 100));
   }
   assert.ok(most <= 64, `saw ${most} processes`);
-  assert.ok(most >= 48, `saw only ${most} processes: did the bomb run?`);
   const other = await run({ command: "echo", args: ["host fine"] });
   assert.equal(other.status, JobStatus.COMPLETED, "another job still runs beside the bomb");
   const stopped = await client.stopJob(job.id, { graceSeconds: 1 });
@@ -197,7 +203,7 @@ test("GetJob shows the limits in force, defaults resolved", async () => {
 
 test("many jobs leave no cgroup behind", async () => {
   const count = heavy ? 1000 : 60;
-  const batch = 20;
+  const batch = heavy ? 20 : 4;
   for (let i = 0; i < count; i += batch) {
     const jobs = await Promise.all(
       Array.from(

@@ -65,7 +65,11 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
   // the server is up, instead of killing the process half set up.
   const { promise: stopSignal, resolve } = Promise.withResolvers<string>();
   const signals = ["SIGTERM", "SIGINT"] as const;
-  const handlers = signals.map((s) => [s, () => resolve(s)] as const);
+  const handlers = [
+    ...signals.map((s) => [s, () => resolve(s)] as const),
+    // A hang-up (a closed terminal, a stray `kill -HUP`) must not take every job down with it.
+    ["SIGHUP", () => log.info("SIGHUP ignored; SIGTERM or SIGINT stops the worker")] as const,
+  ];
   for (const [s, h] of handlers) Deno.addSignalListener(s, h);
   checkKernel();
   await Deno.mkdir(config.stateDir, { recursive: true, mode: 0o700 });

@@ -64,8 +64,9 @@ export class WorkerProcess {
     );
     const reader = lines.getReader();
     let port = 0;
-    // A worker that neither listens nor exits within a minute is a failure, not a hang.
-    const timer = setTimeout(() => process.kill("SIGKILL"), 60_000);
+    // A worker that neither listens nor exits within two minutes (User-mode Linux is slow) is a
+    // failure, not a hang.
+    const timer = setTimeout(() => process.kill("SIGKILL"), 120_000);
     try {
       while (port === 0) {
         const { value, done } = await reader.read();
