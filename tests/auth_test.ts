@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { type ProgramResult, runProgram } from "./helpers/process.ts";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as tls from "node:tls";
@@ -249,12 +250,7 @@ function noNameCheckCredentials(dir: string): grpc.ChannelCredentials {
   });
 }
 
-interface ProcessResult {
-  code: number;
-  signal: Deno.Signal | null;
-  stdout: string;
-  stderr: string;
-}
+type ProcessResult = ProgramResult;
 
 /**
  * Runs `openssl s_client`. With `keepStdinOpen`, its stdin stays open, so it ends only when the
@@ -328,21 +324,8 @@ function nodeTlsConnect(maxVersion: tls.SecureVersion): Promise<
 }
 
 /** Runs the real command line (`deno run main.ts ...`). */
-async function cli(args: string[]): Promise<ProcessResult> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--cached-only", MAIN, ...args],
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: out.code,
-    signal: out.signal,
-    stdout: decoder.decode(out.stdout),
-    stderr: decoder.decode(out.stderr),
-  };
+function cli(args: string[]): Promise<ProcessResult> {
+  return runProgram(Deno.execPath(), ["run", "-A", "--cached-only", MAIN, ...args]);
 }
 
 const STACK_LINE = /^\s+at .+[(:]\d+/m;

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { concatBytes } from "./helpers/process.ts";
 import assert from "node:assert/strict";
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
 import { jobworker } from "../proto/service.ts";
@@ -62,16 +63,6 @@ function sink(parts: Uint8Array[], closed = false): Sink {
       return Promise.resolve();
     },
   };
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 function sampleJob(extra: jobworker.IJob = {}): jobworker.Job {
@@ -168,14 +159,14 @@ function fake(options: FakeOptions = {}): Fake {
       return () => (interrupt = undefined);
     },
   };
-  const text = (parts: Uint8Array[]) => new TextDecoder().decode(concat(parts));
+  const text = (parts: Uint8Array[]) => new TextDecoder().decode(concatBytes(parts));
   return {
     deps,
     calls,
     flags,
     stdout: () => text(out),
     stderr: () => text(err),
-    stdoutBytes: () => concat(out),
+    stdoutBytes: () => concatBytes(out),
   };
 }
 

@@ -2,6 +2,7 @@
  * The client program end to end: `jobworker <command>` as a separate process against a real worker
  * over mutual TLS, as a person would use it; and `make build`'s bin/jobworker.
  */
+import { type ProgramResult, runProgram } from "./helpers/process.ts";
 import assert from "node:assert/strict";
 import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
@@ -12,27 +13,18 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 let pki: PkiFixture;
 let worker: WorkerProcess;
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function jobworker(args: string[], program?: string): Promise<Result> {
-  const command = program ??
-    Deno.execPath();
+function jobworker(args: string[], program?: string): Promise<ProgramResult> {
   const prefix = program
     ? []
     : ["run", "--allow-all", "--no-prompt", "--cached-only", `${root}main.ts`];
-  const out = await new Deno.Command(command, {
-    args: [...prefix, "--server", worker.address, "--cert-path", pki.dir, ...args],
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+  return runProgram(program ?? Deno.execPath(), [
+    ...prefix,
+    "--server",
+    worker.address,
+    "--cert-path",
+    pki.dir,
+    ...args,
+  ]);
 }
 
 async function createJob(...args: string[]): Promise<string> {

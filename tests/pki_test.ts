@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { type ProgramResult, runProgram } from "./helpers/process.ts";
 import assert from "node:assert/strict";
 import * as tls from "node:tls";
 import type { AddressInfo } from "node:net";
@@ -22,32 +23,8 @@ const DAY_MS = 86_400_000;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function run(
-  program: string,
-  args: string[],
-  options: { cwd?: string | URL; env?: Record<string, string> } = {},
-): Promise<RunResult> {
-  const output = await new Deno.Command(program, {
-    args,
-    cwd: options.cwd,
-    env: options.env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
+type RunResult = ProgramResult;
+const run = runProgram;
 
 function openssl(...args: string[]): Promise<RunResult> {
   return run("openssl", args);

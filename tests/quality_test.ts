@@ -2,20 +2,14 @@
  * The codebase's own checks, as tests: formatting, lint, types, and generated protobuf code that
  * matches proto/jobworker.proto.
  */
+import { runProgram } from "./helpers/process.ts";
 import assert from "node:assert/strict";
 
 const root = new URL("..", import.meta.url).pathname;
 
 async function deno(...args: string[]): Promise<{ ok: boolean; output: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: root,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder();
-  return { ok: out.success, output: text.decode(out.stdout) + text.decode(out.stderr) };
+  const { code, stdout, stderr } = await runProgram(Deno.execPath(), args, { cwd: root });
+  return { ok: code === 0, output: stdout + stderr };
 }
 
 Deno.test("deno fmt --check is clean", async () => {

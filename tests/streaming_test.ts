@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { concatBytes } from "./helpers/process.ts";
 import assert from "node:assert/strict";
 import { createHash, type Hash } from "node:crypto";
 import { jobworker } from "../proto/service.ts";
@@ -246,18 +247,8 @@ async function chunksOf(
     at += chunk.payload.length;
   }
   const of = (stream: number) =>
-    text(concat(chunks.filter((c) => c.stream === stream).map((c) => c.payload)));
+    text(concatBytes(chunks.filter((c) => c.stream === stream).map((c) => c.payload)));
   return { chunks, bytes, stdout: of(1), stderr: of(2) };
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 const mibps = (bytes: number, ms: number) => (bytes / MiB / (ms / 1000)).toFixed(1);
@@ -697,7 +688,7 @@ Deno.test({
       for (const [i, id] of ids.entries()) {
         const job = await waitEnded(client, id);
         const r = results[i]!;
-        const output = text(concat(r.parts));
+        const output = text(concatBytes(r.parts));
         assert.equal(
           job.status,
           COMPLETED,

@@ -1,6 +1,7 @@
 /** Real gRPC clients (the product's own JobClient) for a test worker, one per identity. */
 import { JobClient } from "../../cli/client.ts";
 import type { ClientName } from "./pki.ts";
+import { concatBytes } from "./process.ts";
 
 export function clientFor(certDir: string, address: string, name: ClientName = "admin"): JobClient {
   const read = (file: string) => Deno.readTextFileSync(`${certDir}/${file}`);
@@ -29,11 +30,5 @@ export async function collectOutput(
     if (chunk.stream === 2) stderr += decoder.err.decode(chunk.payload, { stream: true });
     else stdout += decoder.out.decode(chunk.payload, { stream: true });
   }
-  const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    bytes.set(p, at);
-    at += p.length;
-  }
-  return { stdout, stderr, bytes, chunks };
+  return { stdout, stderr, bytes: concatBytes(parts), chunks };
 }
