@@ -476,6 +476,16 @@ test("viewer: StopJob → PERMISSION_DENIED naming the role viewer, and the job 
 // ---------------------------------------------------------------------------------------------
 // Authorization matrix: certificates of the right CA without a usable role
 
+/** Every unary RPC, aimed at `jobId` where it takes one. */
+function unaryCalls(client: JobClient, jobId: string): [string, () => Promise<unknown>][] {
+  return [
+    ["CreateJob", () => client.createJob({ command: "true" })],
+    ["GetJob", () => client.getJob(jobId)],
+    ["StopJob", () => client.stopJob(jobId, { force: true })],
+    ["GetJobs", () => client.listJobs()],
+  ];
+}
+
 for (
   const [name, seen] of [
     ["intruder", /intruder/],
@@ -487,13 +497,7 @@ for (
     const before = await jobCount();
     const client = clientFor(pki.dir, worker.address, name);
     try {
-      const calls: [string, () => Promise<unknown>][] = [
-        ["CreateJob", () => client.createJob({ command: "true" })],
-        ["GetJob", () => client.getJob(job.id)],
-        ["StopJob", () => client.stopJob(job.id, { force: true })],
-        ["GetJobs", () => client.listJobs()],
-      ];
-      for (const [rpc, call] of calls) {
+      for (const [rpc, call] of unaryCalls(client, job.id)) {
         const f = await failure(`${name} ${rpc}`, call);
         assert.equal(f.code, status.PERMISSION_DENIED, `${rpc}: ${codeName(f.code)}: ${f.details}`);
         assert.match(f.details, seen, `${rpc}: the message does not say what OU was seen`);
@@ -533,13 +537,7 @@ for (const name of ["otherca", "expired"] as const) {
     const before = await jobCount();
     const client = clientFor(pki.dir, worker.address, name);
     try {
-      const calls: [string, () => Promise<unknown>][] = [
-        ["CreateJob", () => client.createJob({ command: "true" })],
-        ["GetJob", () => client.getJob(job.id)],
-        ["StopJob", () => client.stopJob(job.id, { force: true })],
-        ["GetJobs", () => client.listJobs()],
-      ];
-      for (const [rpc, call] of calls) {
+      for (const [rpc, call] of unaryCalls(client, job.id)) {
         const f = await failure(`${name} ${rpc}`, call);
         // A handler never ran: the connection itself failed.
         assert.equal(f.code, status.UNAVAILABLE, `${rpc}: ${codeName(f.code)}: ${f.details}`);
