@@ -45,6 +45,8 @@ export interface StreamOptions {
 
 /** Deadline of the unary calls. */
 export const UNARY_DEADLINE_MS = 30_000;
+/** The longest deadline a call gets (a week). */
+const MAX_DEADLINE_MS = 7 * 24 * 3600 * 1000;
 /** Grace period StopJob is assumed to take when the server's default applies. */
 const DEFAULT_GRACE_ALLOWANCE_S = 60;
 /** Server name sent (SNI) when the target is an IP address, which TLS cannot carry as a name. */
@@ -206,7 +208,9 @@ export class JobClient {
         method.responseDeserialize,
         request,
         new grpc.Metadata(),
-        { deadline: Date.now() + deadlineMs },
+        // Capped: timers fire at once beyond 2^31 - 1 ms, and grpc-js servers round a long
+        // grpc-timeout up past that, so an enormous grace would end the call immediately.
+        { deadline: Date.now() + Math.min(deadlineMs, MAX_DEADLINE_MS) },
         (err, res) => {
           if (err) reject(err);
           else if (res === undefined) reject(new Error(`Empty response to ${method.path}`));

@@ -164,6 +164,27 @@ test("output streams beyond JOB_WORKER_MAX_STREAMS are refused, and freed when t
   });
 });
 
+test("SIGHUP is ignored; SIGINT stops the worker gracefully like SIGTERM", async () => {
+  const other = await WorkerProcess.start({ certDir: pki.dir, env: { CLEANUP_TIMEOUT: "5" } });
+  const c = clientFor(pki.dir, other.address);
+  try {
+    const job = await c.createJob({
+      command: "bash",
+      args: ["-c", "trap 'echo bye; exit 0' TERM; echo ready; while :; do sleep 0.1; done"],
+    });
+    other.process.kill("SIGHUP");
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await c.getJob(job.id)).status, JobStatus.RUNNING, "SIGHUP changed nothing");
+    c.close();
+    const exit = await other.stop("SIGINT");
+    assert.equal(exit.code, 0);
+    assert.ok(other.logs.some((l) => l.includes("SIGHUP ignored")), other.logs.join("\n"));
+    assert.ok(other.logs.some((l) => l.includes("signal=SIGINT")));
+  } finally {
+    c.close();
+  }
+});
+
 test("stop the worker", async () => {
   client.close();
   const exit = await worker.stop();
