@@ -153,7 +153,8 @@ export function renderJob(job: jobworker.IJob, now: Date): string {
   add("Env", env.length > 0 ? env.join("\n") : "-");
   add(
     "Output",
-    `${formatBytes(Number(job.outputBytes ?? 0))} (${Number(job.outputBytes ?? 0)} bytes)`,
+    `${formatBytes(Number(job.outputBytes ?? 0))} (${Number(job.outputBytes ?? 0)} bytes)` +
+      (job.outputTruncated ? ", truncated at the server's limit" : ""),
   );
   add("Limits", "");
   add("  CPU", limit(job.maxCPU, (v) => `${v}% of one core`));
@@ -231,6 +232,7 @@ const JSON_KEY_ORDER = [
   "maxPids",
   "usage",
   "outputBytes",
+  "outputTruncated",
   "env",
   "workDir",
   "timeoutSeconds",

@@ -164,6 +164,24 @@ test("output streams beyond JOB_WORKER_MAX_STREAMS are refused, and freed when t
   });
 });
 
+test("output beyond JOB_WORKER_MAX_OUTPUT_BYTES is discarded, the job unhindered", async () => {
+  await withWorker({ JOB_WORKER_MAX_OUTPUT_BYTES: "100000" }, async (c) => {
+    const job = await c.createJob({
+      command: "sh",
+      args: ["-c", "head -c 1000000 /dev/zero; echo done >&2"],
+    });
+    const ended = await waitEnded(c, job.id);
+    assert.equal(ended.status, JobStatus.COMPLETED, "the job was not blocked by the limit");
+    assert.equal(ended.outputBytes, 100000);
+    assert.equal(ended.outputTruncated, true);
+    const out = await collectOutput(c, job.id);
+    assert.equal(out.bytes.length, 100000);
+    assert.equal(out.stderr, "", "what came after the limit is gone");
+    const small = await c.createJob({ command: "echo", args: ["fits"] });
+    assert.equal((await waitEnded(c, small.id)).outputTruncated, false);
+  });
+});
+
 test("SIGHUP is ignored; SIGINT stops the worker gracefully like SIGTERM", async () => {
   const other = await WorkerProcess.start({ certDir: pki.dir, env: { CLEANUP_TIMEOUT: "5" } });
   const c = clientFor(pki.dir, other.address);

@@ -26,6 +26,8 @@ export interface WorkerConfig {
   maxEndedJobs: number;
   /** Most GetJobsStream calls at once (each may hold a few MiB for a slow client). */
   maxStreams: number;
+  /** Most output bytes stored per job; 0 = no limit. */
+  maxOutputBytes: number;
   defaults: { cpuPercent: number; memoryMiB: number; ioBps: number; pids: number };
   /** JOB_WORKER_CGROUP_BASE, when set. */
   cgroupBase: string | undefined;
@@ -52,6 +54,7 @@ Options:
   --max-jobs N            most running jobs         JOB_WORKER_MAX_JOBS (1000)
   --max-ended-jobs N      ended jobs kept           JOB_WORKER_MAX_ENDED_JOBS (1000)
   --max-streams N         output streams at once    JOB_WORKER_MAX_STREAMS (512)
+  --max-output-bytes N    output kept per job       JOB_WORKER_MAX_OUTPUT_BYTES (1073741824)
   --default-cpu PCT       default maxCPU            JOB_WORKER_DEFAULT_CPU (100)
   --default-memory MIB    default maxMemory         JOB_WORKER_DEFAULT_MEMORY (512)
   --default-io BPS        default maxIOBPS          JOB_WORKER_DEFAULT_IO (0 = unlimited)
@@ -82,6 +85,7 @@ const FLAGS = {
   "max-jobs": { env: "JOB_WORKER_MAX_JOBS", fallback: "1000" },
   "max-ended-jobs": { env: "JOB_WORKER_MAX_ENDED_JOBS", fallback: "1000" },
   "max-streams": { env: "JOB_WORKER_MAX_STREAMS", fallback: "512" },
+  "max-output-bytes": { env: "JOB_WORKER_MAX_OUTPUT_BYTES", fallback: "1073741824" },
   "default-cpu": { env: "JOB_WORKER_DEFAULT_CPU", fallback: "100" },
   "default-memory": { env: "JOB_WORKER_DEFAULT_MEMORY", fallback: "512" },
   "default-io": { env: "JOB_WORKER_DEFAULT_IO", fallback: "0" },
@@ -156,6 +160,7 @@ export function loadConfig(
     maxRunningJobs: num("max-jobs", 1),
     maxEndedJobs: num("max-ended-jobs"),
     maxStreams: num("max-streams", 1),
+    maxOutputBytes: num("max-output-bytes"),
     defaults: {
       cpuPercent: num("default-cpu"),
       memoryMiB: num("default-memory"),

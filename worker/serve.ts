@@ -105,6 +105,7 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
     stopGraceSeconds: config.stopGraceSeconds,
     maxRunningJobs: config.maxRunningJobs,
     maxEndedJobs: config.maxEndedJobs,
+    maxOutputBytes: config.maxOutputBytes,
   });
   const { server, port } = await startServer(config, tls, manager);
   const host = config.address.slice(0, config.address.lastIndexOf(":"));

@@ -1014,6 +1014,9 @@ export namespace jobworker {
 
         /** Job maxPids */
         maxPids?: (number|null);
+
+        /** Job outputTruncated */
+        outputTruncated?: (boolean|null);
     }
 
     /** Represents a Job. */
@@ -1087,6 +1090,9 @@ export namespace jobworker {
 
         /** Job maxPids. */
         public maxPids: number;
+
+        /** Job outputTruncated. */
+        public outputTruncated: boolean;
 
         /**
          * Creates a new Job instance using the specified properties.

@@ -2870,6 +2870,7 @@ export const jobworker = $root.jobworker = (() => {
          * @property {string|null} [workDir] Job workDir
          * @property {number|null} [timeoutSeconds] Job timeoutSeconds
          * @property {number|null} [maxPids] Job maxPids
+         * @property {boolean|null} [outputTruncated] Job outputTruncated
          */
 
         /**
@@ -3058,6 +3059,14 @@ export const jobworker = $root.jobworker = (() => {
         Job.prototype.maxPids = 0;
 
         /**
+         * Job outputTruncated.
+         * @member {boolean} outputTruncated
+         * @memberof jobworker.Job
+         * @instance
+         */
+        Job.prototype.outputTruncated = false;
+
+        /**
          * Creates a new Job instance using the specified properties.
          * @function create
          * @memberof jobworker.Job
@@ -3129,6 +3138,8 @@ export const jobworker = $root.jobworker = (() => {
                 writer.uint32(/* id 20, wireType 0 =*/160).int32(message.timeoutSeconds);
             if (message.maxPids != null && Object.hasOwnProperty.call(message, "maxPids"))
                 writer.uint32(/* id 21, wireType 0 =*/168).int32(message.maxPids);
+            if (message.outputTruncated != null && Object.hasOwnProperty.call(message, "outputTruncated"))
+                writer.uint32(/* id 100, wireType 0 =*/800).bool(message.outputTruncated);
             return writer;
         };
 
@@ -3252,6 +3263,10 @@ export const jobworker = $root.jobworker = (() => {
                     }
                 case 21: {
                         message.maxPids = reader.int32();
+                        break;
+                    }
+                case 100: {
+                        message.outputTruncated = reader.bool();
                         break;
                     }
                 default:
@@ -3386,6 +3401,8 @@ export const jobworker = $root.jobworker = (() => {
                 message.timeoutSeconds = object.timeoutSeconds | 0;
             if (object.maxPids != null)
                 message.maxPids = object.maxPids | 0;
+            if (object.outputTruncated != null)
+                message.outputTruncated = Boolean(object.outputTruncated);
             return message;
         };
 
@@ -3434,6 +3451,7 @@ export const jobworker = $root.jobworker = (() => {
                 object.workDir = "";
                 object.timeoutSeconds = 0;
                 object.maxPids = 0;
+                object.outputTruncated = false;
             }
             if (message.id != null && Object.hasOwnProperty.call(message, "id"))
                 object.id = message.id;
@@ -3488,6 +3506,8 @@ export const jobworker = $root.jobworker = (() => {
                 object.timeoutSeconds = message.timeoutSeconds;
             if (message.maxPids != null && Object.hasOwnProperty.call(message, "maxPids"))
                 object.maxPids = message.maxPids;
+            if (message.outputTruncated != null && Object.hasOwnProperty.call(message, "outputTruncated"))
+                object.outputTruncated = message.outputTruncated;
             return object;
         };
 

@@ -50,6 +50,7 @@ export function toProtoJob(job: Job, usage: Usage): jobworker.Job {
       cpuThrottledUsec: usage.cpuThrottledUsec ?? 0,
     }),
     outputBytes: job.output.size,
+    outputTruncated: job.output.truncated,
     env: job.spec.env,
     workDir: job.spec.workDir,
     timeoutSeconds: job.spec.timeoutSeconds,

@@ -22,6 +22,8 @@ export interface ManagerOptions {
   maxRunningJobs: number;
   /** Ended jobs kept (with their output); the oldest are forgotten beyond this. */
   maxEndedJobs: number;
+  /** Most bytes of output stored per job (0: no limit); the rest is read and discarded. */
+  maxOutputBytes: number;
 }
 
 export interface StopOptions {
@@ -114,7 +116,12 @@ export class JobManager {
       const id = crypto.randomUUID();
       const dir = `${this.options.stateDir}/jobs/${id}`;
       await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-      const job = new Job(id, owner, spec, OutputLog.create(`${dir}/output`));
+      const job = new Job(
+        id,
+        owner,
+        spec,
+        OutputLog.create(`${dir}/output`, this.options.maxOutputBytes),
+      );
       const forget = async () => {
         this.#jobs.delete(id);
         job.output.finish();

@@ -41,6 +41,7 @@ export class OutputLog {
   #lastStream: StreamId | undefined;
   #size = 0;
   #finished = false;
+  #truncated = false;
   #waiters: (() => void)[] = [];
 
   private constructor(readonly path: string) {
@@ -49,9 +50,21 @@ export class OutputLog {
     this.#index = Deno.openSync(`${path}.idx`, options);
   }
 
-  /** Creates (truncates) the log at `path` (and `path.idx`), readable only by its owner. */
-  static create(path: string): OutputLog {
-    return new OutputLog(path);
+  /**
+   * Creates (truncates) the log at `path` (and `path.idx`), readable only by its owner. Output
+   * beyond `limit` bytes (0: none) is discarded.
+   */
+  static create(path: string, limit = 0): OutputLog {
+    const log = new OutputLog(path);
+    log.#limit = limit;
+    return log;
+  }
+
+  #limit = 0;
+
+  /** True when output beyond the size limit was discarded. */
+  get truncated(): boolean {
+    return this.#truncated;
   }
 
   /** How many runs of one stream the output has so far. */
@@ -70,6 +83,11 @@ export class OutputLog {
 
   append(stream: StreamId, bytes: Uint8Array): void {
     if (this.#finished || bytes.length === 0) return;
+    if (this.#limit > 0 && this.#size + bytes.length > this.#limit) {
+      this.#truncated = true;
+      bytes = bytes.subarray(0, this.#limit - this.#size);
+      if (bytes.length === 0) return;
+    }
     writeAll(this.#file, bytes);
     if (this.#lastStream !== stream) {
       writeAll(this.#index, encodeRecord(this.#size, stream));
