@@ -3,6 +3,8 @@
  * reaping) and by `jobworker init` (isolation, exec); it imports nothing else so init stays light.
  */
 
+import { errnoName, strerror } from "./errno.ts";
+
 const symbols = {
   jw_spawn: {
     parameters: ["buffer", "buffer", "i32", "buffer", "i32", "buffer", "i32", "buffer"],
@@ -31,41 +33,6 @@ export class ShimError extends Error {
     super(`${call} failed: ${errnoName(errno)} (${strerror(errno)})`);
     this.name = "ShimError";
   }
-}
-
-const ERRNO: Record<number, [string, string]> = {
-  1: ["EPERM", "operation not permitted"],
-  2: ["ENOENT", "no such file or directory"],
-  3: ["ESRCH", "no such process"],
-  4: ["EINTR", "interrupted system call"],
-  5: ["EIO", "input/output error"],
-  7: ["E2BIG", "argument list too long"],
-  8: ["ENOEXEC", "exec format error"],
-  9: ["EBADF", "bad file descriptor"],
-  10: ["ECHILD", "no child processes"],
-  11: ["EAGAIN", "resource temporarily unavailable"],
-  12: ["ENOMEM", "cannot allocate memory"],
-  13: ["EACCES", "permission denied"],
-  16: ["EBUSY", "device or resource busy"],
-  20: ["ENOTDIR", "not a directory"],
-  21: ["EISDIR", "is a directory"],
-  22: ["EINVAL", "invalid argument"],
-  24: ["EMFILE", "too many open files"],
-  26: ["ETXTBSY", "text file busy"],
-  28: ["ENOSPC", "no space left on device"],
-  36: ["ENAMETOOLONG", "file name too long"],
-  38: ["ENOSYS", "function not implemented"],
-  40: ["ELOOP", "too many levels of symbolic links"],
-};
-
-/** The symbolic name of an errno value, e.g. 2 → "ENOENT". */
-export function errnoName(errno: number): string {
-  return ERRNO[errno]?.[0] ?? `errno ${errno}`;
-}
-
-/** A short description of an errno value, e.g. 2 → "no such file or directory". */
-export function strerror(errno: number): string {
-  return ERRNO[errno]?.[1] ?? "unknown error";
 }
 
 const encoder = new TextEncoder();

@@ -4,34 +4,7 @@
  * (a missing file reads as absent, so usage works after the cgroup is gone).
  */
 import { LimitError, type LimitName } from "./types.ts";
-
-/** errno names by number (Linux), for the errors cgroup files and directories give. */
-const ERRNO: Record<number, string> = {
-  1: "EPERM",
-  2: "ENOENT",
-  3: "ESRCH",
-  4: "EINTR",
-  5: "EIO",
-  6: "ENXIO",
-  7: "E2BIG",
-  9: "EBADF",
-  11: "EAGAIN",
-  12: "ENOMEM",
-  13: "EACCES",
-  16: "EBUSY",
-  17: "EEXIST",
-  19: "ENODEV",
-  20: "ENOTDIR",
-  21: "EISDIR",
-  22: "EINVAL",
-  24: "EMFILE",
-  28: "ENOSPC",
-  30: "EROFS",
-  34: "ERANGE",
-  36: "ENAMETOOLONG",
-  39: "ENOTEMPTY",
-  95: "EOPNOTSUPP",
-};
+import { errnoName } from "../../init/shim/errno.ts";
 
 /**
  * The errno name of a failed Deno file operation ("EBUSY", "ENODEV", ...): from the "(os error N)"
@@ -40,7 +13,7 @@ const ERRNO: Record<number, string> = {
 export function errnoOf(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const number = /\(os error (\d+)\)/.exec(error.message)?.[1];
-  if (number !== undefined) return ERRNO[Number(number)] ?? `errno ${number}`;
+  if (number !== undefined) return errnoName(Number(number));
   const code = (error as Error & { code?: unknown }).code;
   return typeof code === "string" ? code : error.name;
 }
