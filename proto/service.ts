@@ -47,6 +47,9 @@ export const jobServiceDefinition = {
   StopJob: method("StopJob", jobworker.StopJobReq, jobworker.StopJobRes),
   GetJobs: method("GetJobs", jobworker.EmptyRequest, jobworker.Jobs),
   GetJobsStream: method("GetJobsStream", jobworker.GetJobsStreamReq, jobworker.DataChunk, true),
+  ListJobs: method("ListJobs", jobworker.ListJobsReq, jobworker.Jobs),
+  DeleteJob: method("DeleteJob", jobworker.DeleteJobReq, jobworker.DeleteJobRes),
+  GetServerInfo: method("GetServerInfo", jobworker.EmptyRequest, jobworker.ServerInfo),
 } satisfies ServiceDefinition;
 
 export type JobServiceDefinition = typeof jobServiceDefinition;

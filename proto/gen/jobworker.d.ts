@@ -99,6 +99,21 @@ export namespace jobworker {
 
         /** CreateJobReq maxPids */
         maxPids?: (number|null);
+
+        /** CreateJobReq requestId */
+        requestId?: (string|null);
+
+        /** CreateJobReq network */
+        network?: (string|null);
+
+        /** CreateJobReq user */
+        user?: (string|null);
+
+        /** CreateJobReq privileged */
+        privileged?: (boolean|null);
+
+        /** CreateJobReq init */
+        init?: (boolean|null);
     }
 
     /** Represents a CreateJobReq. */
@@ -136,6 +151,21 @@ export namespace jobworker {
 
         /** CreateJobReq maxPids. */
         public maxPids: number;
+
+        /** CreateJobReq requestId. */
+        public requestId: string;
+
+        /** CreateJobReq network. */
+        public network: string;
+
+        /** CreateJobReq user. */
+        public user: string;
+
+        /** CreateJobReq privileged. */
+        public privileged: boolean;
+
+        /** CreateJobReq init. */
+        public init: boolean;
 
         /**
          * Creates a new CreateJobReq instance using the specified properties.
@@ -576,6 +606,9 @@ export namespace jobworker {
 
         /** Jobs countByStatus */
         countByStatus?: ({ [k: string]: number }|null);
+
+        /** Jobs nextPageToken */
+        nextPageToken?: (string|null);
     }
 
     /** Represents a Jobs. */
@@ -592,6 +625,9 @@ export namespace jobworker {
 
         /** Jobs countByStatus. */
         public countByStatus: { [k: string]: number };
+
+        /** Jobs nextPageToken. */
+        public nextPageToken: string;
 
         /**
          * Creates a new Jobs instance using the specified properties.
@@ -641,6 +677,364 @@ export namespace jobworker {
 
         /**
          * Gets the default type url for Jobs
+         * @param [typeUrlPrefix] your custom typeUrlPrefix(default "type.googleapis.com")
+         * @returns The default type url
+         */
+        public static getTypeUrl(typeUrlPrefix?: string): string;
+    }
+
+    /** Properties of a ListJobsReq. */
+    interface IListJobsReq {
+
+        /** ListJobsReq pageSize */
+        pageSize?: (number|null);
+
+        /** ListJobsReq pageToken */
+        pageToken?: (string|null);
+
+        /** ListJobsReq statuses */
+        statuses?: (jobworker.JobStatus[]|null);
+
+        /** ListJobsReq owner */
+        owner?: (string|null);
+    }
+
+    /** Represents a ListJobsReq. */
+    class ListJobsReq implements IListJobsReq {
+
+        /**
+         * Constructs a new ListJobsReq.
+         * @param [properties] Properties to set
+         */
+        constructor(properties?: jobworker.IListJobsReq);
+
+        /** ListJobsReq pageSize. */
+        public pageSize: number;
+
+        /** ListJobsReq pageToken. */
+        public pageToken: string;
+
+        /** ListJobsReq statuses. */
+        public statuses: jobworker.JobStatus[];
+
+        /** ListJobsReq owner. */
+        public owner: string;
+
+        /**
+         * Creates a new ListJobsReq instance using the specified properties.
+         * @param [properties] Properties to set
+         * @returns ListJobsReq instance
+         */
+        public static create(properties?: jobworker.IListJobsReq): jobworker.ListJobsReq;
+
+        /**
+         * Encodes the specified ListJobsReq message. Does not implicitly {@link jobworker.ListJobsReq.verify|verify} messages.
+         * @param message ListJobsReq message or plain object to encode
+         * @param [writer] Writer to encode to
+         * @returns Writer
+         */
+        public static encode(message: jobworker.IListJobsReq, writer?: $protobuf.Writer): $protobuf.Writer;
+
+        /**
+         * Decodes a ListJobsReq message from the specified reader or buffer.
+         * @param reader Reader or buffer to decode from
+         * @param [length] Message length if known beforehand
+         * @returns ListJobsReq
+         * @throws {Error} If the payload is not a reader or valid buffer
+         * @throws {$protobuf.util.ProtocolError} If required fields are missing
+         */
+        public static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): jobworker.ListJobsReq;
+
+        /**
+         * Creates a ListJobsReq message from a plain object. Also converts values to their respective internal types.
+         * @param object Plain object
+         * @returns ListJobsReq
+         */
+        public static fromObject(object: { [k: string]: any }): jobworker.ListJobsReq;
+
+        /**
+         * Creates a plain object from a ListJobsReq message. Also converts values to other types if specified.
+         * @param message ListJobsReq
+         * @param [options] Conversion options
+         * @returns Plain object
+         */
+        public static toObject(message: jobworker.ListJobsReq, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+        /**
+         * Converts this ListJobsReq to JSON.
+         * @returns JSON object
+         */
+        public toJSON(): { [k: string]: any };
+
+        /**
+         * Gets the default type url for ListJobsReq
+         * @param [typeUrlPrefix] your custom typeUrlPrefix(default "type.googleapis.com")
+         * @returns The default type url
+         */
+        public static getTypeUrl(typeUrlPrefix?: string): string;
+    }
+
+    /** Properties of a DeleteJobReq. */
+    interface IDeleteJobReq {
+
+        /** DeleteJobReq id */
+        id?: (string|null);
+    }
+
+    /** Represents a DeleteJobReq. */
+    class DeleteJobReq implements IDeleteJobReq {
+
+        /**
+         * Constructs a new DeleteJobReq.
+         * @param [properties] Properties to set
+         */
+        constructor(properties?: jobworker.IDeleteJobReq);
+
+        /** DeleteJobReq id. */
+        public id: string;
+
+        /**
+         * Creates a new DeleteJobReq instance using the specified properties.
+         * @param [properties] Properties to set
+         * @returns DeleteJobReq instance
+         */
+        public static create(properties?: jobworker.IDeleteJobReq): jobworker.DeleteJobReq;
+
+        /**
+         * Encodes the specified DeleteJobReq message. Does not implicitly {@link jobworker.DeleteJobReq.verify|verify} messages.
+         * @param message DeleteJobReq message or plain object to encode
+         * @param [writer] Writer to encode to
+         * @returns Writer
+         */
+        public static encode(message: jobworker.IDeleteJobReq, writer?: $protobuf.Writer): $protobuf.Writer;
+
+        /**
+         * Decodes a DeleteJobReq message from the specified reader or buffer.
+         * @param reader Reader or buffer to decode from
+         * @param [length] Message length if known beforehand
+         * @returns DeleteJobReq
+         * @throws {Error} If the payload is not a reader or valid buffer
+         * @throws {$protobuf.util.ProtocolError} If required fields are missing
+         */
+        public static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): jobworker.DeleteJobReq;
+
+        /**
+         * Creates a DeleteJobReq message from a plain object. Also converts values to their respective internal types.
+         * @param object Plain object
+         * @returns DeleteJobReq
+         */
+        public static fromObject(object: { [k: string]: any }): jobworker.DeleteJobReq;
+
+        /**
+         * Creates a plain object from a DeleteJobReq message. Also converts values to other types if specified.
+         * @param message DeleteJobReq
+         * @param [options] Conversion options
+         * @returns Plain object
+         */
+        public static toObject(message: jobworker.DeleteJobReq, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+        /**
+         * Converts this DeleteJobReq to JSON.
+         * @returns JSON object
+         */
+        public toJSON(): { [k: string]: any };
+
+        /**
+         * Gets the default type url for DeleteJobReq
+         * @param [typeUrlPrefix] your custom typeUrlPrefix(default "type.googleapis.com")
+         * @returns The default type url
+         */
+        public static getTypeUrl(typeUrlPrefix?: string): string;
+    }
+
+    /** Properties of a DeleteJobRes. */
+    interface IDeleteJobRes {
+    }
+
+    /** Represents a DeleteJobRes. */
+    class DeleteJobRes implements IDeleteJobRes {
+
+        /**
+         * Constructs a new DeleteJobRes.
+         * @param [properties] Properties to set
+         */
+        constructor(properties?: jobworker.IDeleteJobRes);
+
+        /**
+         * Creates a new DeleteJobRes instance using the specified properties.
+         * @param [properties] Properties to set
+         * @returns DeleteJobRes instance
+         */
+        public static create(properties?: jobworker.IDeleteJobRes): jobworker.DeleteJobRes;
+
+        /**
+         * Encodes the specified DeleteJobRes message. Does not implicitly {@link jobworker.DeleteJobRes.verify|verify} messages.
+         * @param message DeleteJobRes message or plain object to encode
+         * @param [writer] Writer to encode to
+         * @returns Writer
+         */
+        public static encode(message: jobworker.IDeleteJobRes, writer?: $protobuf.Writer): $protobuf.Writer;
+
+        /**
+         * Decodes a DeleteJobRes message from the specified reader or buffer.
+         * @param reader Reader or buffer to decode from
+         * @param [length] Message length if known beforehand
+         * @returns DeleteJobRes
+         * @throws {Error} If the payload is not a reader or valid buffer
+         * @throws {$protobuf.util.ProtocolError} If required fields are missing
+         */
+        public static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): jobworker.DeleteJobRes;
+
+        /**
+         * Creates a DeleteJobRes message from a plain object. Also converts values to their respective internal types.
+         * @param object Plain object
+         * @returns DeleteJobRes
+         */
+        public static fromObject(object: { [k: string]: any }): jobworker.DeleteJobRes;
+
+        /**
+         * Creates a plain object from a DeleteJobRes message. Also converts values to other types if specified.
+         * @param message DeleteJobRes
+         * @param [options] Conversion options
+         * @returns Plain object
+         */
+        public static toObject(message: jobworker.DeleteJobRes, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+        /**
+         * Converts this DeleteJobRes to JSON.
+         * @returns JSON object
+         */
+        public toJSON(): { [k: string]: any };
+
+        /**
+         * Gets the default type url for DeleteJobRes
+         * @param [typeUrlPrefix] your custom typeUrlPrefix(default "type.googleapis.com")
+         * @returns The default type url
+         */
+        public static getTypeUrl(typeUrlPrefix?: string): string;
+    }
+
+    /** Properties of a ServerInfo. */
+    interface IServerInfo {
+
+        /** ServerInfo version */
+        version?: (string|null);
+
+        /** ServerInfo startTime */
+        startTime?: (google.protobuf.ITimestamp|null);
+
+        /** ServerInfo reloadTime */
+        reloadTime?: (google.protobuf.ITimestamp|null);
+
+        /** ServerInfo cgroupVersion */
+        cgroupVersion?: (string|null);
+
+        /** ServerInfo limits */
+        limits?: (string[]|null);
+
+        /** ServerInfo isolation */
+        isolation?: (string[]|null);
+
+        /** ServerInfo runningJobs */
+        runningJobs?: (number|null);
+
+        /** ServerInfo maxRunningJobs */
+        maxRunningJobs?: (number|null);
+
+        /** ServerInfo callerName */
+        callerName?: (string|null);
+
+        /** ServerInfo callerRole */
+        callerRole?: (string|null);
+    }
+
+    /** Represents a ServerInfo. */
+    class ServerInfo implements IServerInfo {
+
+        /**
+         * Constructs a new ServerInfo.
+         * @param [properties] Properties to set
+         */
+        constructor(properties?: jobworker.IServerInfo);
+
+        /** ServerInfo version. */
+        public version: string;
+
+        /** ServerInfo startTime. */
+        public startTime?: (google.protobuf.ITimestamp|null);
+
+        /** ServerInfo reloadTime. */
+        public reloadTime?: (google.protobuf.ITimestamp|null);
+
+        /** ServerInfo cgroupVersion. */
+        public cgroupVersion: string;
+
+        /** ServerInfo limits. */
+        public limits: string[];
+
+        /** ServerInfo isolation. */
+        public isolation: string[];
+
+        /** ServerInfo runningJobs. */
+        public runningJobs: number;
+
+        /** ServerInfo maxRunningJobs. */
+        public maxRunningJobs: number;
+
+        /** ServerInfo callerName. */
+        public callerName: string;
+
+        /** ServerInfo callerRole. */
+        public callerRole: string;
+
+        /**
+         * Creates a new ServerInfo instance using the specified properties.
+         * @param [properties] Properties to set
+         * @returns ServerInfo instance
+         */
+        public static create(properties?: jobworker.IServerInfo): jobworker.ServerInfo;
+
+        /**
+         * Encodes the specified ServerInfo message. Does not implicitly {@link jobworker.ServerInfo.verify|verify} messages.
+         * @param message ServerInfo message or plain object to encode
+         * @param [writer] Writer to encode to
+         * @returns Writer
+         */
+        public static encode(message: jobworker.IServerInfo, writer?: $protobuf.Writer): $protobuf.Writer;
+
+        /**
+         * Decodes a ServerInfo message from the specified reader or buffer.
+         * @param reader Reader or buffer to decode from
+         * @param [length] Message length if known beforehand
+         * @returns ServerInfo
+         * @throws {Error} If the payload is not a reader or valid buffer
+         * @throws {$protobuf.util.ProtocolError} If required fields are missing
+         */
+        public static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): jobworker.ServerInfo;
+
+        /**
+         * Creates a ServerInfo message from a plain object. Also converts values to their respective internal types.
+         * @param object Plain object
+         * @returns ServerInfo
+         */
+        public static fromObject(object: { [k: string]: any }): jobworker.ServerInfo;
+
+        /**
+         * Creates a plain object from a ServerInfo message. Also converts values to other types if specified.
+         * @param message ServerInfo
+         * @param [options] Conversion options
+         * @returns Plain object
+         */
+        public static toObject(message: jobworker.ServerInfo, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+        /**
+         * Converts this ServerInfo to JSON.
+         * @returns JSON object
+         */
+        public toJSON(): { [k: string]: any };
+
+        /**
+         * Gets the default type url for ServerInfo
          * @param [typeUrlPrefix] your custom typeUrlPrefix(default "type.googleapis.com")
          * @returns The default type url
          */
@@ -1015,6 +1409,21 @@ export namespace jobworker {
         /** Job maxPids */
         maxPids?: (number|null);
 
+        /** Job requestId */
+        requestId?: (string|null);
+
+        /** Job network */
+        network?: (string|null);
+
+        /** Job user */
+        user?: (string|null);
+
+        /** Job privileged */
+        privileged?: (boolean|null);
+
+        /** Job init */
+        init?: (boolean|null);
+
         /** Job outputTruncated */
         outputTruncated?: (boolean|null);
     }
@@ -1090,6 +1499,21 @@ export namespace jobworker {
 
         /** Job maxPids. */
         public maxPids: number;
+
+        /** Job requestId. */
+        public requestId: string;
+
+        /** Job network. */
+        public network: string;
+
+        /** Job user. */
+        public user: string;
+
+        /** Job privileged. */
+        public privileged: boolean;
+
+        /** Job init. */
+        public init: boolean;
 
         /** Job outputTruncated. */
         public outputTruncated: boolean;

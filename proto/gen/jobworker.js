@@ -189,6 +189,11 @@ export const jobworker = $root.jobworker = (() => {
          * @property {string|null} [workDir] CreateJobReq workDir
          * @property {number|null} [timeoutSeconds] CreateJobReq timeoutSeconds
          * @property {number|null} [maxPids] CreateJobReq maxPids
+         * @property {string|null} [requestId] CreateJobReq requestId
+         * @property {string|null} [network] CreateJobReq network
+         * @property {string|null} [user] CreateJobReq user
+         * @property {boolean|null} [privileged] CreateJobReq privileged
+         * @property {boolean|null} [init] CreateJobReq init
          */
 
         /**
@@ -281,6 +286,46 @@ export const jobworker = $root.jobworker = (() => {
         CreateJobReq.prototype.maxPids = 0;
 
         /**
+         * CreateJobReq requestId.
+         * @member {string} requestId
+         * @memberof jobworker.CreateJobReq
+         * @instance
+         */
+        CreateJobReq.prototype.requestId = "";
+
+        /**
+         * CreateJobReq network.
+         * @member {string} network
+         * @memberof jobworker.CreateJobReq
+         * @instance
+         */
+        CreateJobReq.prototype.network = "";
+
+        /**
+         * CreateJobReq user.
+         * @member {string} user
+         * @memberof jobworker.CreateJobReq
+         * @instance
+         */
+        CreateJobReq.prototype.user = "";
+
+        /**
+         * CreateJobReq privileged.
+         * @member {boolean} privileged
+         * @memberof jobworker.CreateJobReq
+         * @instance
+         */
+        CreateJobReq.prototype.privileged = false;
+
+        /**
+         * CreateJobReq init.
+         * @member {boolean} init
+         * @memberof jobworker.CreateJobReq
+         * @instance
+         */
+        CreateJobReq.prototype.init = false;
+
+        /**
          * Creates a new CreateJobReq instance using the specified properties.
          * @function create
          * @memberof jobworker.CreateJobReq
@@ -328,6 +373,16 @@ export const jobworker = $root.jobworker = (() => {
                 writer.uint32(/* id 8, wireType 0 =*/64).int32(message.timeoutSeconds);
             if (message.maxPids != null && Object.hasOwnProperty.call(message, "maxPids"))
                 writer.uint32(/* id 9, wireType 0 =*/72).int32(message.maxPids);
+            if (message.requestId != null && Object.hasOwnProperty.call(message, "requestId"))
+                writer.uint32(/* id 10, wireType 2 =*/82).string(message.requestId);
+            if (message.network != null && Object.hasOwnProperty.call(message, "network"))
+                writer.uint32(/* id 11, wireType 2 =*/90).string(message.network);
+            if (message.user != null && Object.hasOwnProperty.call(message, "user"))
+                writer.uint32(/* id 12, wireType 2 =*/98).string(message.user);
+            if (message.privileged != null && Object.hasOwnProperty.call(message, "privileged"))
+                writer.uint32(/* id 13, wireType 0 =*/104).bool(message.privileged);
+            if (message.init != null && Object.hasOwnProperty.call(message, "init"))
+                writer.uint32(/* id 14, wireType 0 =*/112).bool(message.init);
             return writer;
         };
 
@@ -405,6 +460,26 @@ export const jobworker = $root.jobworker = (() => {
                         message.maxPids = reader.int32();
                         break;
                     }
+                case 10: {
+                        message.requestId = reader.string();
+                        break;
+                    }
+                case 11: {
+                        message.network = reader.string();
+                        break;
+                    }
+                case 12: {
+                        message.user = reader.string();
+                        break;
+                    }
+                case 13: {
+                        message.privileged = reader.bool();
+                        break;
+                    }
+                case 14: {
+                        message.init = reader.bool();
+                        break;
+                    }
                 default:
                     reader.skipType(tag & 7, long);
                     break;
@@ -464,6 +539,16 @@ export const jobworker = $root.jobworker = (() => {
                 message.timeoutSeconds = object.timeoutSeconds | 0;
             if (object.maxPids != null)
                 message.maxPids = object.maxPids | 0;
+            if (object.requestId != null)
+                message.requestId = String(object.requestId);
+            if (object.network != null)
+                message.network = String(object.network);
+            if (object.user != null)
+                message.user = String(object.user);
+            if (object.privileged != null)
+                message.privileged = Boolean(object.privileged);
+            if (object.init != null)
+                message.init = Boolean(object.init);
             return message;
         };
 
@@ -496,6 +581,11 @@ export const jobworker = $root.jobworker = (() => {
                 object.workDir = "";
                 object.timeoutSeconds = 0;
                 object.maxPids = 0;
+                object.requestId = "";
+                object.network = "";
+                object.user = "";
+                object.privileged = false;
+                object.init = false;
             }
             if (message.command != null && Object.hasOwnProperty.call(message, "command"))
                 object.command = message.command;
@@ -521,6 +611,16 @@ export const jobworker = $root.jobworker = (() => {
                 object.timeoutSeconds = message.timeoutSeconds;
             if (message.maxPids != null && Object.hasOwnProperty.call(message, "maxPids"))
                 object.maxPids = message.maxPids;
+            if (message.requestId != null && Object.hasOwnProperty.call(message, "requestId"))
+                object.requestId = message.requestId;
+            if (message.network != null && Object.hasOwnProperty.call(message, "network"))
+                object.network = message.network;
+            if (message.user != null && Object.hasOwnProperty.call(message, "user"))
+                object.user = message.user;
+            if (message.privileged != null && Object.hasOwnProperty.call(message, "privileged"))
+                object.privileged = message.privileged;
+            if (message.init != null && Object.hasOwnProperty.call(message, "init"))
+                object.init = message.init;
             return object;
         };
 
@@ -1571,6 +1671,7 @@ export const jobworker = $root.jobworker = (() => {
          * @interface IJobs
          * @property {Array.<jobworker.IJob>|null} [jobs] Jobs jobs
          * @property {Object.<string,number>|null} [countByStatus] Jobs countByStatus
+         * @property {string|null} [nextPageToken] Jobs nextPageToken
          */
 
         /**
@@ -1607,6 +1708,14 @@ export const jobworker = $root.jobworker = (() => {
         Jobs.prototype.countByStatus = $util.emptyObject;
 
         /**
+         * Jobs nextPageToken.
+         * @member {string} nextPageToken
+         * @memberof jobworker.Jobs
+         * @instance
+         */
+        Jobs.prototype.nextPageToken = "";
+
+        /**
          * Creates a new Jobs instance using the specified properties.
          * @function create
          * @memberof jobworker.Jobs
@@ -1640,6 +1749,8 @@ export const jobworker = $root.jobworker = (() => {
             if (message.countByStatus != null && Object.hasOwnProperty.call(message, "countByStatus"))
                 for (let keys = Object.keys(message.countByStatus), i = 0; i < keys.length; ++i)
                     writer.uint32(/* id 2, wireType 2 =*/18).fork().uint32(/* id 1, wireType 2 =*/10).string(keys[i]).uint32(/* id 2, wireType 0 =*/16).int32(message.countByStatus[keys[i]]).ldelim();
+            if (message.nextPageToken != null && Object.hasOwnProperty.call(message, "nextPageToken"))
+                writer.uint32(/* id 3, wireType 2 =*/26).string(message.nextPageToken);
             return writer;
         };
 
@@ -1714,6 +1825,10 @@ export const jobworker = $root.jobworker = (() => {
                         message.countByStatus[key] = value;
                         break;
                     }
+                case 3: {
+                        message.nextPageToken = reader.string();
+                        break;
+                    }
                 default:
                     reader.skipType(tag & 7, long);
                     break;
@@ -1765,6 +1880,8 @@ export const jobworker = $root.jobworker = (() => {
                     message.countByStatus[keys[i]] = object.countByStatus[keys[i]] | 0;
                 }
             }
+            if (object.nextPageToken != null)
+                message.nextPageToken = String(object.nextPageToken);
             return message;
         };
 
@@ -1789,6 +1906,8 @@ export const jobworker = $root.jobworker = (() => {
                 object.jobs = [];
             if (options.objects || options.defaults)
                 object.countByStatus = {};
+            if (options.defaults)
+                object.nextPageToken = "";
             if (message.jobs && message.jobs.length) {
                 object.jobs = [];
                 for (let j = 0; j < message.jobs.length; ++j)
@@ -1803,6 +1922,8 @@ export const jobworker = $root.jobworker = (() => {
                     object.countByStatus[keys2[j]] = message.countByStatus[keys2[j]];
                 }
             }
+            if (message.nextPageToken != null && Object.hasOwnProperty.call(message, "nextPageToken"))
+                object.nextPageToken = message.nextPageToken;
             return object;
         };
 
@@ -1833,6 +1954,1070 @@ export const jobworker = $root.jobworker = (() => {
         };
 
         return Jobs;
+    })();
+
+    jobworker.ListJobsReq = (function() {
+
+        /**
+         * Properties of a ListJobsReq.
+         * @memberof jobworker
+         * @interface IListJobsReq
+         * @property {number|null} [pageSize] ListJobsReq pageSize
+         * @property {string|null} [pageToken] ListJobsReq pageToken
+         * @property {Array.<jobworker.JobStatus>|null} [statuses] ListJobsReq statuses
+         * @property {string|null} [owner] ListJobsReq owner
+         */
+
+        /**
+         * Constructs a new ListJobsReq.
+         * @memberof jobworker
+         * @classdesc Represents a ListJobsReq.
+         * @implements IListJobsReq
+         * @constructor
+         * @param {jobworker.IListJobsReq=} [properties] Properties to set
+         */
+        function ListJobsReq(properties) {
+            this.statuses = [];
+            if (properties)
+                for (let keys = Object.keys(properties), i = 0; i < keys.length; ++i)
+                    if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                        this[keys[i]] = properties[keys[i]];
+        }
+
+        /**
+         * ListJobsReq pageSize.
+         * @member {number} pageSize
+         * @memberof jobworker.ListJobsReq
+         * @instance
+         */
+        ListJobsReq.prototype.pageSize = 0;
+
+        /**
+         * ListJobsReq pageToken.
+         * @member {string} pageToken
+         * @memberof jobworker.ListJobsReq
+         * @instance
+         */
+        ListJobsReq.prototype.pageToken = "";
+
+        /**
+         * ListJobsReq statuses.
+         * @member {Array.<jobworker.JobStatus>} statuses
+         * @memberof jobworker.ListJobsReq
+         * @instance
+         */
+        ListJobsReq.prototype.statuses = $util.emptyArray;
+
+        /**
+         * ListJobsReq owner.
+         * @member {string} owner
+         * @memberof jobworker.ListJobsReq
+         * @instance
+         */
+        ListJobsReq.prototype.owner = "";
+
+        /**
+         * Creates a new ListJobsReq instance using the specified properties.
+         * @function create
+         * @memberof jobworker.ListJobsReq
+         * @static
+         * @param {jobworker.IListJobsReq=} [properties] Properties to set
+         * @returns {jobworker.ListJobsReq} ListJobsReq instance
+         */
+        ListJobsReq.create = function create(properties) {
+            return new ListJobsReq(properties);
+        };
+
+        /**
+         * Encodes the specified ListJobsReq message. Does not implicitly {@link jobworker.ListJobsReq.verify|verify} messages.
+         * @function encode
+         * @memberof jobworker.ListJobsReq
+         * @static
+         * @param {jobworker.IListJobsReq} message ListJobsReq message or plain object to encode
+         * @param {$protobuf.Writer} [writer] Writer to encode to
+         * @returns {$protobuf.Writer} Writer
+         */
+        ListJobsReq.encode = function encode(message, writer, q) {
+            if (!writer)
+                writer = $Writer.create();
+            if (q === undefined)
+                q = 0;
+            if (q > $util.recursionLimit)
+                throw Error("max depth exceeded");
+            if (message.pageSize != null && Object.hasOwnProperty.call(message, "pageSize"))
+                writer.uint32(/* id 1, wireType 0 =*/8).int32(message.pageSize);
+            if (message.pageToken != null && Object.hasOwnProperty.call(message, "pageToken"))
+                writer.uint32(/* id 2, wireType 2 =*/18).string(message.pageToken);
+            if (message.statuses != null && message.statuses.length) {
+                writer.uint32(/* id 3, wireType 2 =*/26).fork();
+                for (let i = 0; i < message.statuses.length; ++i)
+                    writer.int32(message.statuses[i]);
+                writer.ldelim();
+            }
+            if (message.owner != null && Object.hasOwnProperty.call(message, "owner"))
+                writer.uint32(/* id 4, wireType 2 =*/34).string(message.owner);
+            return writer;
+        };
+
+        /**
+         * Decodes a ListJobsReq message from the specified reader or buffer.
+         * @function decode
+         * @memberof jobworker.ListJobsReq
+         * @static
+         * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+         * @param {number} [length] Message length if known beforehand
+         * @returns {jobworker.ListJobsReq} ListJobsReq
+         * @throws {Error} If the payload is not a reader or valid buffer
+         * @throws {$protobuf.util.ProtocolError} If required fields are missing
+         */
+        ListJobsReq.decode = function decode(reader, length, error, long) {
+            if (!(reader instanceof $Reader))
+                reader = $Reader.create(reader);
+            if (long === undefined)
+                long = 0;
+            if (long > $Reader.recursionLimit)
+                throw Error("maximum nesting depth exceeded");
+            let end, message;
+            if (length === undefined)
+                end = reader.len;
+            else {
+                end = reader.pos + length;
+                if (end > reader.len)
+                    throw RangeError("index out of range");
+                length = reader.len;
+                reader.len = end;
+            }
+            message = new $root.jobworker.ListJobsReq();
+            while (reader.pos < end) {
+                let tag = reader.uint32();
+                if (tag === error)
+                    break;
+                switch (tag >>> 3) {
+                case 1: {
+                        message.pageSize = reader.int32();
+                        break;
+                    }
+                case 2: {
+                        message.pageToken = reader.string();
+                        break;
+                    }
+                case 3: {
+                        if (!(message.statuses && message.statuses.length))
+                            message.statuses = [];
+                        if ((tag & 7) === 2) {
+                            let end2 = reader.uint32() + reader.pos;
+                            if (end2 > reader.len)
+                                throw RangeError("index out of range");
+                            reader.len = end2;
+                            while (reader.pos < end2)
+                                message.statuses.push(reader.int32());
+                            if (reader.pos !== end2)
+                                throw RangeError("index out of range");
+                            reader.len = end;
+                        } else
+                            message.statuses.push(reader.int32());
+                        break;
+                    }
+                case 4: {
+                        message.owner = reader.string();
+                        break;
+                    }
+                default:
+                    reader.skipType(tag & 7, long);
+                    break;
+                }
+            }
+            if (length !== undefined) {
+                if (reader.pos !== end)
+                    throw RangeError("index out of range");
+                reader.len = length;
+            }
+            return message;
+        };
+
+        /**
+         * Creates a ListJobsReq message from a plain object. Also converts values to their respective internal types.
+         * @function fromObject
+         * @memberof jobworker.ListJobsReq
+         * @static
+         * @param {Object.<string,*>} object Plain object
+         * @returns {jobworker.ListJobsReq} ListJobsReq
+         */
+        ListJobsReq.fromObject = function fromObject(object, long) {
+            if (object instanceof $root.jobworker.ListJobsReq)
+                return object;
+            if (!$util.isObject(object))
+                throw TypeError(".jobworker.ListJobsReq: object expected");
+            if (long === undefined)
+                long = 0;
+            if (long > $util.recursionLimit)
+                throw Error("maximum nesting depth exceeded");
+            let message = new $root.jobworker.ListJobsReq();
+            if (object.pageSize != null)
+                message.pageSize = object.pageSize | 0;
+            if (object.pageToken != null)
+                message.pageToken = String(object.pageToken);
+            if (object.statuses) {
+                if (!Array.isArray(object.statuses))
+                    throw TypeError(".jobworker.ListJobsReq.statuses: array expected");
+                message.statuses = [];
+                for (let i = 0; i < object.statuses.length; ++i)
+                    switch (object.statuses[i]) {
+                    default:
+                        if (typeof object.statuses[i] === "number") {
+                            message.statuses[i] = object.statuses[i];
+                            break;
+                        }
+                    case "JOB_STATUS_UNSPECIFIED":
+                    case 0:
+                        message.statuses[i] = 0;
+                        break;
+                    case "INITIALIZING":
+                    case 1:
+                        message.statuses[i] = 1;
+                        break;
+                    case "RUNNING":
+                    case 2:
+                        message.statuses[i] = 2;
+                        break;
+                    case "COMPLETED":
+                    case 3:
+                        message.statuses[i] = 3;
+                        break;
+                    case "FAILED":
+                    case 4:
+                        message.statuses[i] = 4;
+                        break;
+                    case "STOPPED":
+                    case 5:
+                        message.statuses[i] = 5;
+                        break;
+                    }
+            }
+            if (object.owner != null)
+                message.owner = String(object.owner);
+            return message;
+        };
+
+        /**
+         * Creates a plain object from a ListJobsReq message. Also converts values to other types if specified.
+         * @function toObject
+         * @memberof jobworker.ListJobsReq
+         * @static
+         * @param {jobworker.ListJobsReq} message ListJobsReq
+         * @param {$protobuf.IConversionOptions} [options] Conversion options
+         * @returns {Object.<string,*>} Plain object
+         */
+        ListJobsReq.toObject = function toObject(message, options, q) {
+            if (!options)
+                options = {};
+            if (q === undefined)
+                q = 0;
+            if (q > $util.recursionLimit)
+                throw Error("max depth exceeded");
+            let object = {};
+            if (options.arrays || options.defaults)
+                object.statuses = [];
+            if (options.defaults) {
+                object.pageSize = 0;
+                object.pageToken = "";
+                object.owner = "";
+            }
+            if (message.pageSize != null && Object.hasOwnProperty.call(message, "pageSize"))
+                object.pageSize = message.pageSize;
+            if (message.pageToken != null && Object.hasOwnProperty.call(message, "pageToken"))
+                object.pageToken = message.pageToken;
+            if (message.statuses && message.statuses.length) {
+                object.statuses = [];
+                for (let j = 0; j < message.statuses.length; ++j)
+                    object.statuses[j] = options.enums === String ? $root.jobworker.JobStatus[message.statuses[j]] === undefined ? message.statuses[j] : $root.jobworker.JobStatus[message.statuses[j]] : message.statuses[j];
+            }
+            if (message.owner != null && Object.hasOwnProperty.call(message, "owner"))
+                object.owner = message.owner;
+            return object;
+        };
+
+        /**
+         * Converts this ListJobsReq to JSON.
+         * @function toJSON
+         * @memberof jobworker.ListJobsReq
+         * @instance
+         * @returns {Object.<string,*>} JSON object
+         */
+        ListJobsReq.prototype.toJSON = function toJSON() {
+            return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
+        };
+
+        /**
+         * Gets the default type url for ListJobsReq
+         * @function getTypeUrl
+         * @memberof jobworker.ListJobsReq
+         * @static
+         * @param {string} [typeUrlPrefix] your custom typeUrlPrefix(default "type.googleapis.com")
+         * @returns {string} The default type url
+         */
+        ListJobsReq.getTypeUrl = function getTypeUrl(typeUrlPrefix) {
+            if (typeUrlPrefix === undefined) {
+                typeUrlPrefix = "type.googleapis.com";
+            }
+            return typeUrlPrefix + "/jobworker.ListJobsReq";
+        };
+
+        return ListJobsReq;
+    })();
+
+    jobworker.DeleteJobReq = (function() {
+
+        /**
+         * Properties of a DeleteJobReq.
+         * @memberof jobworker
+         * @interface IDeleteJobReq
+         * @property {string|null} [id] DeleteJobReq id
+         */
+
+        /**
+         * Constructs a new DeleteJobReq.
+         * @memberof jobworker
+         * @classdesc Represents a DeleteJobReq.
+         * @implements IDeleteJobReq
+         * @constructor
+         * @param {jobworker.IDeleteJobReq=} [properties] Properties to set
+         */
+        function DeleteJobReq(properties) {
+            if (properties)
+                for (let keys = Object.keys(properties), i = 0; i < keys.length; ++i)
+                    if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                        this[keys[i]] = properties[keys[i]];
+        }
+
+        /**
+         * DeleteJobReq id.
+         * @member {string} id
+         * @memberof jobworker.DeleteJobReq
+         * @instance
+         */
+        DeleteJobReq.prototype.id = "";
+
+        /**
+         * Creates a new DeleteJobReq instance using the specified properties.
+         * @function create
+         * @memberof jobworker.DeleteJobReq
+         * @static
+         * @param {jobworker.IDeleteJobReq=} [properties] Properties to set
+         * @returns {jobworker.DeleteJobReq} DeleteJobReq instance
+         */
+        DeleteJobReq.create = function create(properties) {
+            return new DeleteJobReq(properties);
+        };
+
+        /**
+         * Encodes the specified DeleteJobReq message. Does not implicitly {@link jobworker.DeleteJobReq.verify|verify} messages.
+         * @function encode
+         * @memberof jobworker.DeleteJobReq
+         * @static
+         * @param {jobworker.IDeleteJobReq} message DeleteJobReq message or plain object to encode
+         * @param {$protobuf.Writer} [writer] Writer to encode to
+         * @returns {$protobuf.Writer} Writer
+         */
+        DeleteJobReq.encode = function encode(message, writer, q) {
+            if (!writer)
+                writer = $Writer.create();
+            if (q === undefined)
+                q = 0;
+            if (q > $util.recursionLimit)
+                throw Error("max depth exceeded");
+            if (message.id != null && Object.hasOwnProperty.call(message, "id"))
+                writer.uint32(/* id 1, wireType 2 =*/10).string(message.id);
+            return writer;
+        };
+
+        /**
+         * Decodes a DeleteJobReq message from the specified reader or buffer.
+         * @function decode
+         * @memberof jobworker.DeleteJobReq
+         * @static
+         * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+         * @param {number} [length] Message length if known beforehand
+         * @returns {jobworker.DeleteJobReq} DeleteJobReq
+         * @throws {Error} If the payload is not a reader or valid buffer
+         * @throws {$protobuf.util.ProtocolError} If required fields are missing
+         */
+        DeleteJobReq.decode = function decode(reader, length, error, long) {
+            if (!(reader instanceof $Reader))
+                reader = $Reader.create(reader);
+            if (long === undefined)
+                long = 0;
+            if (long > $Reader.recursionLimit)
+                throw Error("maximum nesting depth exceeded");
+            let end, message;
+            if (length === undefined)
+                end = reader.len;
+            else {
+                end = reader.pos + length;
+                if (end > reader.len)
+                    throw RangeError("index out of range");
+                length = reader.len;
+                reader.len = end;
+            }
+            message = new $root.jobworker.DeleteJobReq();
+            while (reader.pos < end) {
+                let tag = reader.uint32();
+                if (tag === error)
+                    break;
+                switch (tag >>> 3) {
+                case 1: {
+                        message.id = reader.string();
+                        break;
+                    }
+                default:
+                    reader.skipType(tag & 7, long);
+                    break;
+                }
+            }
+            if (length !== undefined) {
+                if (reader.pos !== end)
+                    throw RangeError("index out of range");
+                reader.len = length;
+            }
+            return message;
+        };
+
+        /**
+         * Creates a DeleteJobReq message from a plain object. Also converts values to their respective internal types.
+         * @function fromObject
+         * @memberof jobworker.DeleteJobReq
+         * @static
+         * @param {Object.<string,*>} object Plain object
+         * @returns {jobworker.DeleteJobReq} DeleteJobReq
+         */
+        DeleteJobReq.fromObject = function fromObject(object, long) {
+            if (object instanceof $root.jobworker.DeleteJobReq)
+                return object;
+            if (!$util.isObject(object))
+                throw TypeError(".jobworker.DeleteJobReq: object expected");
+            if (long === undefined)
+                long = 0;
+            if (long > $util.recursionLimit)
+                throw Error("maximum nesting depth exceeded");
+            let message = new $root.jobworker.DeleteJobReq();
+            if (object.id != null)
+                message.id = String(object.id);
+            return message;
+        };
+
+        /**
+         * Creates a plain object from a DeleteJobReq message. Also converts values to other types if specified.
+         * @function toObject
+         * @memberof jobworker.DeleteJobReq
+         * @static
+         * @param {jobworker.DeleteJobReq} message DeleteJobReq
+         * @param {$protobuf.IConversionOptions} [options] Conversion options
+         * @returns {Object.<string,*>} Plain object
+         */
+        DeleteJobReq.toObject = function toObject(message, options, q) {
+            if (!options)
+                options = {};
+            if (q === undefined)
+                q = 0;
+            if (q > $util.recursionLimit)
+                throw Error("max depth exceeded");
+            let object = {};
+            if (options.defaults)
+                object.id = "";
+            if (message.id != null && Object.hasOwnProperty.call(message, "id"))
+                object.id = message.id;
+            return object;
+        };
+
+        /**
+         * Converts this DeleteJobReq to JSON.
+         * @function toJSON
+         * @memberof jobworker.DeleteJobReq
+         * @instance
+         * @returns {Object.<string,*>} JSON object
+         */
+        DeleteJobReq.prototype.toJSON = function toJSON() {
+            return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
+        };
+
+        /**
+         * Gets the default type url for DeleteJobReq
+         * @function getTypeUrl
+         * @memberof jobworker.DeleteJobReq
+         * @static
+         * @param {string} [typeUrlPrefix] your custom typeUrlPrefix(default "type.googleapis.com")
+         * @returns {string} The default type url
+         */
+        DeleteJobReq.getTypeUrl = function getTypeUrl(typeUrlPrefix) {
+            if (typeUrlPrefix === undefined) {
+                typeUrlPrefix = "type.googleapis.com";
+            }
+            return typeUrlPrefix + "/jobworker.DeleteJobReq";
+        };
+
+        return DeleteJobReq;
+    })();
+
+    jobworker.DeleteJobRes = (function() {
+
+        /**
+         * Properties of a DeleteJobRes.
+         * @memberof jobworker
+         * @interface IDeleteJobRes
+         */
+
+        /**
+         * Constructs a new DeleteJobRes.
+         * @memberof jobworker
+         * @classdesc Represents a DeleteJobRes.
+         * @implements IDeleteJobRes
+         * @constructor
+         * @param {jobworker.IDeleteJobRes=} [properties] Properties to set
+         */
+        function DeleteJobRes(properties) {
+            if (properties)
+                for (let keys = Object.keys(properties), i = 0; i < keys.length; ++i)
+                    if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                        this[keys[i]] = properties[keys[i]];
+        }
+
+        /**
+         * Creates a new DeleteJobRes instance using the specified properties.
+         * @function create
+         * @memberof jobworker.DeleteJobRes
+         * @static
+         * @param {jobworker.IDeleteJobRes=} [properties] Properties to set
+         * @returns {jobworker.DeleteJobRes} DeleteJobRes instance
+         */
+        DeleteJobRes.create = function create(properties) {
+            return new DeleteJobRes(properties);
+        };
+
+        /**
+         * Encodes the specified DeleteJobRes message. Does not implicitly {@link jobworker.DeleteJobRes.verify|verify} messages.
+         * @function encode
+         * @memberof jobworker.DeleteJobRes
+         * @static
+         * @param {jobworker.IDeleteJobRes} message DeleteJobRes message or plain object to encode
+         * @param {$protobuf.Writer} [writer] Writer to encode to
+         * @returns {$protobuf.Writer} Writer
+         */
+        DeleteJobRes.encode = function encode(message, writer, q) {
+            if (!writer)
+                writer = $Writer.create();
+            if (q === undefined)
+                q = 0;
+            if (q > $util.recursionLimit)
+                throw Error("max depth exceeded");
+            return writer;
+        };
+
+        /**
+         * Decodes a DeleteJobRes message from the specified reader or buffer.
+         * @function decode
+         * @memberof jobworker.DeleteJobRes
+         * @static
+         * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+         * @param {number} [length] Message length if known beforehand
+         * @returns {jobworker.DeleteJobRes} DeleteJobRes
+         * @throws {Error} If the payload is not a reader or valid buffer
+         * @throws {$protobuf.util.ProtocolError} If required fields are missing
+         */
+        DeleteJobRes.decode = function decode(reader, length, error, long) {
+            if (!(reader instanceof $Reader))
+                reader = $Reader.create(reader);
+            if (long === undefined)
+                long = 0;
+            if (long > $Reader.recursionLimit)
+                throw Error("maximum nesting depth exceeded");
+            let end, message;
+            if (length === undefined)
+                end = reader.len;
+            else {
+                end = reader.pos + length;
+                if (end > reader.len)
+                    throw RangeError("index out of range");
+                length = reader.len;
+                reader.len = end;
+            }
+            message = new $root.jobworker.DeleteJobRes();
+            while (reader.pos < end) {
+                let tag = reader.uint32();
+                if (tag === error)
+                    break;
+                switch (tag >>> 3) {
+                default:
+                    reader.skipType(tag & 7, long);
+                    break;
+                }
+            }
+            if (length !== undefined) {
+                if (reader.pos !== end)
+                    throw RangeError("index out of range");
+                reader.len = length;
+            }
+            return message;
+        };
+
+        /**
+         * Creates a DeleteJobRes message from a plain object. Also converts values to their respective internal types.
+         * @function fromObject
+         * @memberof jobworker.DeleteJobRes
+         * @static
+         * @param {Object.<string,*>} object Plain object
+         * @returns {jobworker.DeleteJobRes} DeleteJobRes
+         */
+        DeleteJobRes.fromObject = function fromObject(object, long) {
+            if (object instanceof $root.jobworker.DeleteJobRes)
+                return object;
+            return new $root.jobworker.DeleteJobRes();
+        };
+
+        /**
+         * Creates a plain object from a DeleteJobRes message. Also converts values to other types if specified.
+         * @function toObject
+         * @memberof jobworker.DeleteJobRes
+         * @static
+         * @param {jobworker.DeleteJobRes} message DeleteJobRes
+         * @param {$protobuf.IConversionOptions} [options] Conversion options
+         * @returns {Object.<string,*>} Plain object
+         */
+        DeleteJobRes.toObject = function toObject() {
+            return {};
+        };
+
+        /**
+         * Converts this DeleteJobRes to JSON.
+         * @function toJSON
+         * @memberof jobworker.DeleteJobRes
+         * @instance
+         * @returns {Object.<string,*>} JSON object
+         */
+        DeleteJobRes.prototype.toJSON = function toJSON() {
+            return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
+        };
+
+        /**
+         * Gets the default type url for DeleteJobRes
+         * @function getTypeUrl
+         * @memberof jobworker.DeleteJobRes
+         * @static
+         * @param {string} [typeUrlPrefix] your custom typeUrlPrefix(default "type.googleapis.com")
+         * @returns {string} The default type url
+         */
+        DeleteJobRes.getTypeUrl = function getTypeUrl(typeUrlPrefix) {
+            if (typeUrlPrefix === undefined) {
+                typeUrlPrefix = "type.googleapis.com";
+            }
+            return typeUrlPrefix + "/jobworker.DeleteJobRes";
+        };
+
+        return DeleteJobRes;
+    })();
+
+    jobworker.ServerInfo = (function() {
+
+        /**
+         * Properties of a ServerInfo.
+         * @memberof jobworker
+         * @interface IServerInfo
+         * @property {string|null} [version] ServerInfo version
+         * @property {google.protobuf.ITimestamp|null} [startTime] ServerInfo startTime
+         * @property {google.protobuf.ITimestamp|null} [reloadTime] ServerInfo reloadTime
+         * @property {string|null} [cgroupVersion] ServerInfo cgroupVersion
+         * @property {Array.<string>|null} [limits] ServerInfo limits
+         * @property {Array.<string>|null} [isolation] ServerInfo isolation
+         * @property {number|null} [runningJobs] ServerInfo runningJobs
+         * @property {number|null} [maxRunningJobs] ServerInfo maxRunningJobs
+         * @property {string|null} [callerName] ServerInfo callerName
+         * @property {string|null} [callerRole] ServerInfo callerRole
+         */
+
+        /**
+         * Constructs a new ServerInfo.
+         * @memberof jobworker
+         * @classdesc Represents a ServerInfo.
+         * @implements IServerInfo
+         * @constructor
+         * @param {jobworker.IServerInfo=} [properties] Properties to set
+         */
+        function ServerInfo(properties) {
+            this.limits = [];
+            this.isolation = [];
+            if (properties)
+                for (let keys = Object.keys(properties), i = 0; i < keys.length; ++i)
+                    if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                        this[keys[i]] = properties[keys[i]];
+        }
+
+        /**
+         * ServerInfo version.
+         * @member {string} version
+         * @memberof jobworker.ServerInfo
+         * @instance
+         */
+        ServerInfo.prototype.version = "";
+
+        /**
+         * ServerInfo startTime.
+         * @member {google.protobuf.ITimestamp|null|undefined} startTime
+         * @memberof jobworker.ServerInfo
+         * @instance
+         */
+        ServerInfo.prototype.startTime = null;
+
+        /**
+         * ServerInfo reloadTime.
+         * @member {google.protobuf.ITimestamp|null|undefined} reloadTime
+         * @memberof jobworker.ServerInfo
+         * @instance
+         */
+        ServerInfo.prototype.reloadTime = null;
+
+        /**
+         * ServerInfo cgroupVersion.
+         * @member {string} cgroupVersion
+         * @memberof jobworker.ServerInfo
+         * @instance
+         */
+        ServerInfo.prototype.cgroupVersion = "";
+
+        /**
+         * ServerInfo limits.
+         * @member {Array.<string>} limits
+         * @memberof jobworker.ServerInfo
+         * @instance
+         */
+        ServerInfo.prototype.limits = $util.emptyArray;
+
+        /**
+         * ServerInfo isolation.
+         * @member {Array.<string>} isolation
+         * @memberof jobworker.ServerInfo
+         * @instance
+         */
+        ServerInfo.prototype.isolation = $util.emptyArray;
+
+        /**
+         * ServerInfo runningJobs.
+         * @member {number} runningJobs
+         * @memberof jobworker.ServerInfo
+         * @instance
+         */
+        ServerInfo.prototype.runningJobs = 0;
+
+        /**
+         * ServerInfo maxRunningJobs.
+         * @member {number} maxRunningJobs
+         * @memberof jobworker.ServerInfo
+         * @instance
+         */
+        ServerInfo.prototype.maxRunningJobs = 0;
+
+        /**
+         * ServerInfo callerName.
+         * @member {string} callerName
+         * @memberof jobworker.ServerInfo
+         * @instance
+         */
+        ServerInfo.prototype.callerName = "";
+
+        /**
+         * ServerInfo callerRole.
+         * @member {string} callerRole
+         * @memberof jobworker.ServerInfo
+         * @instance
+         */
+        ServerInfo.prototype.callerRole = "";
+
+        /**
+         * Creates a new ServerInfo instance using the specified properties.
+         * @function create
+         * @memberof jobworker.ServerInfo
+         * @static
+         * @param {jobworker.IServerInfo=} [properties] Properties to set
+         * @returns {jobworker.ServerInfo} ServerInfo instance
+         */
+        ServerInfo.create = function create(properties) {
+            return new ServerInfo(properties);
+        };
+
+        /**
+         * Encodes the specified ServerInfo message. Does not implicitly {@link jobworker.ServerInfo.verify|verify} messages.
+         * @function encode
+         * @memberof jobworker.ServerInfo
+         * @static
+         * @param {jobworker.IServerInfo} message ServerInfo message or plain object to encode
+         * @param {$protobuf.Writer} [writer] Writer to encode to
+         * @returns {$protobuf.Writer} Writer
+         */
+        ServerInfo.encode = function encode(message, writer, q) {
+            if (!writer)
+                writer = $Writer.create();
+            if (q === undefined)
+                q = 0;
+            if (q > $util.recursionLimit)
+                throw Error("max depth exceeded");
+            if (message.version != null && Object.hasOwnProperty.call(message, "version"))
+                writer.uint32(/* id 1, wireType 2 =*/10).string(message.version);
+            if (message.startTime != null && Object.hasOwnProperty.call(message, "startTime"))
+                $root.google.protobuf.Timestamp.encode(message.startTime, writer.uint32(/* id 2, wireType 2 =*/18).fork(), q + 1).ldelim();
+            if (message.reloadTime != null && Object.hasOwnProperty.call(message, "reloadTime"))
+                $root.google.protobuf.Timestamp.encode(message.reloadTime, writer.uint32(/* id 3, wireType 2 =*/26).fork(), q + 1).ldelim();
+            if (message.cgroupVersion != null && Object.hasOwnProperty.call(message, "cgroupVersion"))
+                writer.uint32(/* id 4, wireType 2 =*/34).string(message.cgroupVersion);
+            if (message.limits != null && message.limits.length)
+                for (let i = 0; i < message.limits.length; ++i)
+                    writer.uint32(/* id 5, wireType 2 =*/42).string(message.limits[i]);
+            if (message.isolation != null && message.isolation.length)
+                for (let i = 0; i < message.isolation.length; ++i)
+                    writer.uint32(/* id 6, wireType 2 =*/50).string(message.isolation[i]);
+            if (message.runningJobs != null && Object.hasOwnProperty.call(message, "runningJobs"))
+                writer.uint32(/* id 7, wireType 0 =*/56).int32(message.runningJobs);
+            if (message.maxRunningJobs != null && Object.hasOwnProperty.call(message, "maxRunningJobs"))
+                writer.uint32(/* id 8, wireType 0 =*/64).int32(message.maxRunningJobs);
+            if (message.callerName != null && Object.hasOwnProperty.call(message, "callerName"))
+                writer.uint32(/* id 9, wireType 2 =*/74).string(message.callerName);
+            if (message.callerRole != null && Object.hasOwnProperty.call(message, "callerRole"))
+                writer.uint32(/* id 10, wireType 2 =*/82).string(message.callerRole);
+            return writer;
+        };
+
+        /**
+         * Decodes a ServerInfo message from the specified reader or buffer.
+         * @function decode
+         * @memberof jobworker.ServerInfo
+         * @static
+         * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+         * @param {number} [length] Message length if known beforehand
+         * @returns {jobworker.ServerInfo} ServerInfo
+         * @throws {Error} If the payload is not a reader or valid buffer
+         * @throws {$protobuf.util.ProtocolError} If required fields are missing
+         */
+        ServerInfo.decode = function decode(reader, length, error, long) {
+            if (!(reader instanceof $Reader))
+                reader = $Reader.create(reader);
+            if (long === undefined)
+                long = 0;
+            if (long > $Reader.recursionLimit)
+                throw Error("maximum nesting depth exceeded");
+            let end, message;
+            if (length === undefined)
+                end = reader.len;
+            else {
+                end = reader.pos + length;
+                if (end > reader.len)
+                    throw RangeError("index out of range");
+                length = reader.len;
+                reader.len = end;
+            }
+            message = new $root.jobworker.ServerInfo();
+            while (reader.pos < end) {
+                let tag = reader.uint32();
+                if (tag === error)
+                    break;
+                switch (tag >>> 3) {
+                case 1: {
+                        message.version = reader.string();
+                        break;
+                    }
+                case 2: {
+                        message.startTime = $root.google.protobuf.Timestamp.decode(reader, reader.uint32(), undefined, long + 1);
+                        break;
+                    }
+                case 3: {
+                        message.reloadTime = $root.google.protobuf.Timestamp.decode(reader, reader.uint32(), undefined, long + 1);
+                        break;
+                    }
+                case 4: {
+                        message.cgroupVersion = reader.string();
+                        break;
+                    }
+                case 5: {
+                        if (!(message.limits && message.limits.length))
+                            message.limits = [];
+                        message.limits.push(reader.string());
+                        break;
+                    }
+                case 6: {
+                        if (!(message.isolation && message.isolation.length))
+                            message.isolation = [];
+                        message.isolation.push(reader.string());
+                        break;
+                    }
+                case 7: {
+                        message.runningJobs = reader.int32();
+                        break;
+                    }
+                case 8: {
+                        message.maxRunningJobs = reader.int32();
+                        break;
+                    }
+                case 9: {
+                        message.callerName = reader.string();
+                        break;
+                    }
+                case 10: {
+                        message.callerRole = reader.string();
+                        break;
+                    }
+                default:
+                    reader.skipType(tag & 7, long);
+                    break;
+                }
+            }
+            if (length !== undefined) {
+                if (reader.pos !== end)
+                    throw RangeError("index out of range");
+                reader.len = length;
+            }
+            return message;
+        };
+
+        /**
+         * Creates a ServerInfo message from a plain object. Also converts values to their respective internal types.
+         * @function fromObject
+         * @memberof jobworker.ServerInfo
+         * @static
+         * @param {Object.<string,*>} object Plain object
+         * @returns {jobworker.ServerInfo} ServerInfo
+         */
+        ServerInfo.fromObject = function fromObject(object, long) {
+            if (object instanceof $root.jobworker.ServerInfo)
+                return object;
+            if (!$util.isObject(object))
+                throw TypeError(".jobworker.ServerInfo: object expected");
+            if (long === undefined)
+                long = 0;
+            if (long > $util.recursionLimit)
+                throw Error("maximum nesting depth exceeded");
+            let message = new $root.jobworker.ServerInfo();
+            if (object.version != null)
+                message.version = String(object.version);
+            if (object.startTime != null) {
+                if (!$util.isObject(object.startTime))
+                    throw TypeError(".jobworker.ServerInfo.startTime: object expected");
+                message.startTime = $root.google.protobuf.Timestamp.fromObject(object.startTime, long + 1);
+            }
+            if (object.reloadTime != null) {
+                if (!$util.isObject(object.reloadTime))
+                    throw TypeError(".jobworker.ServerInfo.reloadTime: object expected");
+                message.reloadTime = $root.google.protobuf.Timestamp.fromObject(object.reloadTime, long + 1);
+            }
+            if (object.cgroupVersion != null)
+                message.cgroupVersion = String(object.cgroupVersion);
+            if (object.limits) {
+                if (!Array.isArray(object.limits))
+                    throw TypeError(".jobworker.ServerInfo.limits: array expected");
+                message.limits = [];
+                for (let i = 0; i < object.limits.length; ++i)
+                    message.limits[i] = String(object.limits[i]);
+            }
+            if (object.isolation) {
+                if (!Array.isArray(object.isolation))
+                    throw TypeError(".jobworker.ServerInfo.isolation: array expected");
+                message.isolation = [];
+                for (let i = 0; i < object.isolation.length; ++i)
+                    message.isolation[i] = String(object.isolation[i]);
+            }
+            if (object.runningJobs != null)
+                message.runningJobs = object.runningJobs | 0;
+            if (object.maxRunningJobs != null)
+                message.maxRunningJobs = object.maxRunningJobs | 0;
+            if (object.callerName != null)
+                message.callerName = String(object.callerName);
+            if (object.callerRole != null)
+                message.callerRole = String(object.callerRole);
+            return message;
+        };
+
+        /**
+         * Creates a plain object from a ServerInfo message. Also converts values to other types if specified.
+         * @function toObject
+         * @memberof jobworker.ServerInfo
+         * @static
+         * @param {jobworker.ServerInfo} message ServerInfo
+         * @param {$protobuf.IConversionOptions} [options] Conversion options
+         * @returns {Object.<string,*>} Plain object
+         */
+        ServerInfo.toObject = function toObject(message, options, q) {
+            if (!options)
+                options = {};
+            if (q === undefined)
+                q = 0;
+            if (q > $util.recursionLimit)
+                throw Error("max depth exceeded");
+            let object = {};
+            if (options.arrays || options.defaults) {
+                object.limits = [];
+                object.isolation = [];
+            }
+            if (options.defaults) {
+                object.version = "";
+                object.startTime = null;
+                object.reloadTime = null;
+                object.cgroupVersion = "";
+                object.runningJobs = 0;
+                object.maxRunningJobs = 0;
+                object.callerName = "";
+                object.callerRole = "";
+            }
+            if (message.version != null && Object.hasOwnProperty.call(message, "version"))
+                object.version = message.version;
+            if (message.startTime != null && Object.hasOwnProperty.call(message, "startTime"))
+                object.startTime = $root.google.protobuf.Timestamp.toObject(message.startTime, options, q + 1);
+            if (message.reloadTime != null && Object.hasOwnProperty.call(message, "reloadTime"))
+                object.reloadTime = $root.google.protobuf.Timestamp.toObject(message.reloadTime, options, q + 1);
+            if (message.cgroupVersion != null && Object.hasOwnProperty.call(message, "cgroupVersion"))
+                object.cgroupVersion = message.cgroupVersion;
+            if (message.limits && message.limits.length) {
+                object.limits = [];
+                for (let j = 0; j < message.limits.length; ++j)
+                    object.limits[j] = message.limits[j];
+            }
+            if (message.isolation && message.isolation.length) {
+                object.isolation = [];
+                for (let j = 0; j < message.isolation.length; ++j)
+                    object.isolation[j] = message.isolation[j];
+            }
+            if (message.runningJobs != null && Object.hasOwnProperty.call(message, "runningJobs"))
+                object.runningJobs = message.runningJobs;
+            if (message.maxRunningJobs != null && Object.hasOwnProperty.call(message, "maxRunningJobs"))
+                object.maxRunningJobs = message.maxRunningJobs;
+            if (message.callerName != null && Object.hasOwnProperty.call(message, "callerName"))
+                object.callerName = message.callerName;
+            if (message.callerRole != null && Object.hasOwnProperty.call(message, "callerRole"))
+                object.callerRole = message.callerRole;
+            return object;
+        };
+
+        /**
+         * Converts this ServerInfo to JSON.
+         * @function toJSON
+         * @memberof jobworker.ServerInfo
+         * @instance
+         * @returns {Object.<string,*>} JSON object
+         */
+        ServerInfo.prototype.toJSON = function toJSON() {
+            return this.constructor.toObject(this, $protobuf.util.toJSONOptions);
+        };
+
+        /**
+         * Gets the default type url for ServerInfo
+         * @function getTypeUrl
+         * @memberof jobworker.ServerInfo
+         * @static
+         * @param {string} [typeUrlPrefix] your custom typeUrlPrefix(default "type.googleapis.com")
+         * @returns {string} The default type url
+         */
+        ServerInfo.getTypeUrl = function getTypeUrl(typeUrlPrefix) {
+            if (typeUrlPrefix === undefined) {
+                typeUrlPrefix = "type.googleapis.com";
+            }
+            return typeUrlPrefix + "/jobworker.ServerInfo";
+        };
+
+        return ServerInfo;
     })();
 
     jobworker.GetJobsStreamReq = (function() {
@@ -2870,6 +4055,11 @@ export const jobworker = $root.jobworker = (() => {
          * @property {string|null} [workDir] Job workDir
          * @property {number|null} [timeoutSeconds] Job timeoutSeconds
          * @property {number|null} [maxPids] Job maxPids
+         * @property {string|null} [requestId] Job requestId
+         * @property {string|null} [network] Job network
+         * @property {string|null} [user] Job user
+         * @property {boolean|null} [privileged] Job privileged
+         * @property {boolean|null} [init] Job init
          * @property {boolean|null} [outputTruncated] Job outputTruncated
          */
 
@@ -3059,6 +4249,46 @@ export const jobworker = $root.jobworker = (() => {
         Job.prototype.maxPids = 0;
 
         /**
+         * Job requestId.
+         * @member {string} requestId
+         * @memberof jobworker.Job
+         * @instance
+         */
+        Job.prototype.requestId = "";
+
+        /**
+         * Job network.
+         * @member {string} network
+         * @memberof jobworker.Job
+         * @instance
+         */
+        Job.prototype.network = "";
+
+        /**
+         * Job user.
+         * @member {string} user
+         * @memberof jobworker.Job
+         * @instance
+         */
+        Job.prototype.user = "";
+
+        /**
+         * Job privileged.
+         * @member {boolean} privileged
+         * @memberof jobworker.Job
+         * @instance
+         */
+        Job.prototype.privileged = false;
+
+        /**
+         * Job init.
+         * @member {boolean} init
+         * @memberof jobworker.Job
+         * @instance
+         */
+        Job.prototype.init = false;
+
+        /**
          * Job outputTruncated.
          * @member {boolean} outputTruncated
          * @memberof jobworker.Job
@@ -3138,6 +4368,16 @@ export const jobworker = $root.jobworker = (() => {
                 writer.uint32(/* id 20, wireType 0 =*/160).int32(message.timeoutSeconds);
             if (message.maxPids != null && Object.hasOwnProperty.call(message, "maxPids"))
                 writer.uint32(/* id 21, wireType 0 =*/168).int32(message.maxPids);
+            if (message.requestId != null && Object.hasOwnProperty.call(message, "requestId"))
+                writer.uint32(/* id 22, wireType 2 =*/178).string(message.requestId);
+            if (message.network != null && Object.hasOwnProperty.call(message, "network"))
+                writer.uint32(/* id 23, wireType 2 =*/186).string(message.network);
+            if (message.user != null && Object.hasOwnProperty.call(message, "user"))
+                writer.uint32(/* id 24, wireType 2 =*/194).string(message.user);
+            if (message.privileged != null && Object.hasOwnProperty.call(message, "privileged"))
+                writer.uint32(/* id 25, wireType 0 =*/200).bool(message.privileged);
+            if (message.init != null && Object.hasOwnProperty.call(message, "init"))
+                writer.uint32(/* id 26, wireType 0 =*/208).bool(message.init);
             if (message.outputTruncated != null && Object.hasOwnProperty.call(message, "outputTruncated"))
                 writer.uint32(/* id 100, wireType 0 =*/800).bool(message.outputTruncated);
             return writer;
@@ -3263,6 +4503,26 @@ export const jobworker = $root.jobworker = (() => {
                     }
                 case 21: {
                         message.maxPids = reader.int32();
+                        break;
+                    }
+                case 22: {
+                        message.requestId = reader.string();
+                        break;
+                    }
+                case 23: {
+                        message.network = reader.string();
+                        break;
+                    }
+                case 24: {
+                        message.user = reader.string();
+                        break;
+                    }
+                case 25: {
+                        message.privileged = reader.bool();
+                        break;
+                    }
+                case 26: {
+                        message.init = reader.bool();
                         break;
                     }
                 case 100: {
@@ -3401,6 +4661,16 @@ export const jobworker = $root.jobworker = (() => {
                 message.timeoutSeconds = object.timeoutSeconds | 0;
             if (object.maxPids != null)
                 message.maxPids = object.maxPids | 0;
+            if (object.requestId != null)
+                message.requestId = String(object.requestId);
+            if (object.network != null)
+                message.network = String(object.network);
+            if (object.user != null)
+                message.user = String(object.user);
+            if (object.privileged != null)
+                message.privileged = Boolean(object.privileged);
+            if (object.init != null)
+                message.init = Boolean(object.init);
             if (object.outputTruncated != null)
                 message.outputTruncated = Boolean(object.outputTruncated);
             return message;
@@ -3451,6 +4721,11 @@ export const jobworker = $root.jobworker = (() => {
                 object.workDir = "";
                 object.timeoutSeconds = 0;
                 object.maxPids = 0;
+                object.requestId = "";
+                object.network = "";
+                object.user = "";
+                object.privileged = false;
+                object.init = false;
                 object.outputTruncated = false;
             }
             if (message.id != null && Object.hasOwnProperty.call(message, "id"))
@@ -3506,6 +4781,16 @@ export const jobworker = $root.jobworker = (() => {
                 object.timeoutSeconds = message.timeoutSeconds;
             if (message.maxPids != null && Object.hasOwnProperty.call(message, "maxPids"))
                 object.maxPids = message.maxPids;
+            if (message.requestId != null && Object.hasOwnProperty.call(message, "requestId"))
+                object.requestId = message.requestId;
+            if (message.network != null && Object.hasOwnProperty.call(message, "network"))
+                object.network = message.network;
+            if (message.user != null && Object.hasOwnProperty.call(message, "user"))
+                object.user = message.user;
+            if (message.privileged != null && Object.hasOwnProperty.call(message, "privileged"))
+                object.privileged = message.privileged;
+            if (message.init != null && Object.hasOwnProperty.call(message, "init"))
+                object.init = message.init;
             if (message.outputTruncated != null && Object.hasOwnProperty.call(message, "outputTruncated"))
                 object.outputTruncated = message.outputTruncated;
             return object;

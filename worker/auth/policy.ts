@@ -1,11 +1,21 @@
 /** Which role may call which RPC. Pure: no gRPC, no I/O. */
 import type { Identity, Role } from "./identity.ts";
 
-export type Rpc = "CreateJob" | "GetJob" | "StopJob" | "GetJobs" | "GetJobsStream";
+export type Rpc =
+  | "CreateJob"
+  | "GetJob"
+  | "StopJob"
+  | "GetJobs"
+  | "GetJobsStream"
+  | "ListJobs"
+  | "DeleteJob"
+  | "GetServerInfo";
+
+const READ: Rpc[] = ["GetJob", "GetJobs", "ListJobs", "GetJobsStream", "GetServerInfo"];
 
 const ALLOWED: Record<Role, ReadonlySet<Rpc>> = {
-  admin: new Set(["CreateJob", "GetJob", "StopJob", "GetJobs", "GetJobsStream"]),
-  viewer: new Set(["GetJob", "GetJobs", "GetJobsStream"]),
+  admin: new Set([...READ, "CreateJob", "StopJob", "DeleteJob"]),
+  viewer: new Set(READ),
 };
 
 /** null when allowed, else a message for PERMISSION_DENIED that names what was seen. */
