@@ -47,8 +47,8 @@ serve: deps shim certs
 
 # Programs the tests run inside jobs or beside them.
 test-tools:
-	@for c in python3 ps openssl unshare hostname timeout; do command -v $$c >/dev/null || missing=1; done; \
-	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq python3 procps openssl util-linux hostname coreutils)
+	@for c in python3 ps openssl unshare hostname timeout strace; do command -v $$c >/dev/null || missing=1; done; \
+	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq python3 procps openssl util-linux hostname coreutils strace)
 
 test: deps shim test-tools
 	bash tests/run_all.sh "$(DENO)"

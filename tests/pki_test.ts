@@ -7,6 +7,7 @@
  * @module
  */
 import { type ProgramResult, runProgram } from "./helpers/process.ts";
+import { hasProgram, unless, withSkip } from "./helpers/skip.ts";
 import assert from "node:assert/strict";
 import * as tls from "node:tls";
 import type { AddressInfo } from "node:net";
@@ -810,9 +811,12 @@ Deno.test("certs: refuses files it cannot keep, writes nothing, --force recovers
   });
 });
 
-Deno.test("certs: key files are created 0600, never chmod'ed (strace)", {
-  ignore: !hasProgram("strace"),
-}, async () => {
+Deno.test(withSkip({
+  name: "certs: key files are created 0600, never chmod'ed (strace)",
+  fn: keyFilesAreCreated0600,
+}, unless(hasProgram("strace"), "strace is not installed (make test-tools installs it)")));
+
+async function keyFilesAreCreated0600(): Promise<void> {
   await withTempDir(async (dir) => {
     const trace = `${dir}/trace`;
     const result = await run("strace", [
@@ -839,7 +843,7 @@ Deno.test("certs: key files are created 0600, never chmod'ed (strace)", {
     for (const line of keyCreates) assert.match(line, /, 0600\) = \d+$/);
     assert.deepEqual(lines.filter((line) => /chmod/.test(line)), []);
   });
-});
+}
 
 Deno.test("certs: importing the command does not load the x509 library", async () => {
   const result = await run(Deno.execPath(), [
@@ -860,13 +864,4 @@ async function assertKeyBelongsToCert(keyPath: string, certPath: string): Promis
   const fromKey = await opensslOk("pkey", "-in", keyPath, "-pubout");
   const fromCert = await opensslOk("x509", "-in", certPath, "-noout", "-pubkey");
   assert.equal(fromKey, fromCert);
-}
-
-function hasProgram(name: string): boolean {
-  try {
-    return new Deno.Command(name, { args: ["-V"], stdout: "null", stderr: "null" }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
 }
