@@ -59,7 +59,8 @@ function waitForExitSync(pid: number, timeoutMs: number): void {
 /** The worker's job parent cgroups, from its "cgroups layout=..." log line. */
 function cgroupDirsOf(w: WorkerProcess): string[] {
   const line = w.logs.find((l) => l.includes("cgroups layout=")) ?? "";
-  return [...line.matchAll(/=(\/sys\/fs\/cgroup\/[^\s;"]+)/g)].map((m) => m[1]!);
+  // v1: "job cgroups under cpu,cpuacct=/sys/fs/cgroup/... pids=..."; v2: "... under /sys/fs/...;".
+  return [...line.matchAll(/(?:=|under )(\/sys\/fs\/cgroup\/[^\s;"]+)/g)].map((m) => m[1]!);
 }
 
 /** Removes a cgroup directory and its (empty) child cgroups; false if something could not go. */
@@ -727,8 +728,13 @@ test("server identity: a client certificate used as the server certificate is re
       eku = await WorkerProcess.start({ certDir: dir });
       liveWorkers.add(eku);
     } catch (err) {
-      // The worker refusing to start with such a certificate is fine too.
-      assert.match(String(err), /exited/);
+      // The worker refusing to start with such a certificate is fine too, but only for that
+      // reason: the message must name the server certificate and its purpose, so a worker that
+      // fails to start for anything else fails this test.
+      const message = String(err);
+      assert.match(message, /exited/);
+      assert.match(message, /server-cert\.pem/, message);
+      assert.match(message, /serverAuth|server auth|purpose|key usage/i, message);
       return;
     }
     for (const host of ["127.0.0.1", "localhost"]) {

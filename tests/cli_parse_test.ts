@@ -456,26 +456,33 @@ Deno.test("parseServerAddress: names, IPv4, IPv6 in brackets, default port", () 
 
 Deno.test("server errors become one-line messages with exit code 1", async () => {
   const cases: [string[], ServiceError, RegExp][] = [
-    [["get", "x"], rpcError(status.NOT_FOUND, "job not found"), /^error: No job with id "x"\n$/],
+    [
+      ["get", "x"],
+      rpcError(status.NOT_FOUND, 'no job with id "x"'),
+      /^error: No job with id "x"\n$/,
+    ],
     [
       ["create", "ls"],
-      rpcError(status.PERMISSION_DENIED, `role "viewer" may not create jobs`),
-      /^error: Permission denied: role "viewer" may not create jobs\n$/,
+      rpcError(status.PERMISSION_DENIED, `role "viewer" may not call CreateJob`),
+      /^error: Permission denied: role "viewer" may not call CreateJob\n$/,
     ],
     [
       ["create", "nope"],
-      rpcError(status.INVALID_ARGUMENT, "command: not found"),
-      /^error: command: not found\n$/,
+      rpcError(status.INVALID_ARGUMENT, 'command not found: "nope" (PATH=/usr/bin:/bin)'),
+      /^error: command not found: "nope" \(PATH=\/usr\/bin:\/bin\)\n$/,
     ],
     [
       ["stop", "x"],
-      rpcError(status.FAILED_PRECONDITION, "job is initializing"),
-      /^error: job is initializing\n$/,
+      rpcError(status.FAILED_PRECONDITION, "the worker is shutting down"),
+      /^error: the worker is shutting down\n$/,
     ],
     [
       ["create", "ls"],
-      rpcError(status.RESOURCE_EXHAUSTED, "too many jobs"),
-      /^error: too many jobs\n$/,
+      rpcError(
+        status.RESOURCE_EXHAUSTED,
+        "the server already runs 1000 jobs, its limit (JOB_WORKER_MAX_JOBS)",
+      ),
+      /^error: the server already runs 1000 jobs, its limit \(JOB_WORKER_MAX_JOBS\)\n$/,
     ],
     [
       ["--server", "10.1.2.3:4", "list"],

@@ -10,6 +10,7 @@ import type { JobClient } from "../cli/client.ts";
 import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
+import { runProgram } from "./helpers/process.ts";
 
 const { JobStatus } = jobworker;
 
@@ -56,11 +57,21 @@ test("start a worker", async () => {
 test("unmounting /proc inside a job uncovers nothing of the host", async () => {
   const job = await client.createJob({
     command: "sh",
-    args: ["-c", "umount /proc 2>/dev/null; ls /proc | grep -c '^[0-9]' || true"],
+    args: [
+      "-c",
+      "umount /proc 2>/dev/null; stat -f -c %T /proc; ls /proc | grep -c '^[0-9]' || true",
+    ],
   });
   await waitEnded(client, job.id);
-  const seen = Number((await collectOutput(client, job.id)).stdout.trim());
-  assert.equal(seen, 0, "no process directories once the job's own /proc is gone");
+  const [fsType, count] = (await collectOutput(client, job.id)).stdout.trim().split("\n");
+  // No procfs is left under the job's own: the host's was detached, not just covered.
+  assert.notEqual(fsType, "proc", "a procfs is still mounted on /proc");
+  // What shows is the root filesystem's /proc directory: empty on a real host. Under User-mode
+  // Linux the root filesystem is the host machine's, read through hostfs, whose /proc directory
+  // lists the outer host's processes: files of the filesystem, not the guest kernel's procfs.
+  if (fsType !== "hostfs") {
+    assert.equal(Number(count), 0, "no process directories once the job's own /proc is gone");
+  }
 });
 
 test("concurrent creates never exceed JOB_WORKER_MAX_JOBS", async () => {
@@ -81,9 +92,17 @@ test("concurrent creates never exceed JOB_WORKER_MAX_JOBS", async () => {
 
 test("a second worker on the same state directory refuses to start and harms nothing", async () => {
   const stateDir = await Deno.makeTempDir({ prefix: "jobworker-test-state-" });
+  const lockFile = `${stateDir}/lock`;
   try {
     await withWorker({}, async (c) => {
       const job = await c.createJob({ command: "sleep", args: ["30"] });
+      // flock(1), independent of the product, sees the lock held (exit 75 = could not take it).
+      const probe = await runProgram("flock", ["-n", "-E", "75", lockFile, "true"]);
+      assert.equal(
+        probe.code,
+        75,
+        `flock took the lock the first worker should hold: ${probe.stderr}`,
+      );
       await assert.rejects(
         WorkerProcess.start({ certDir: pki.dir, stateDir }),
         /another worker is using the state directory/,
@@ -91,22 +110,72 @@ test("a second worker on the same state directory refuses to start and harms not
       assert.equal((await c.getJob(job.id)).status, JobStatus.RUNNING);
       assert.equal((await collectOutput(c, job.id, { noFollow: true })).bytes.length, 0);
     }, stateDir);
+    // The refusal is the lock, not the file: held by another process, the lock alone keeps a
+    // worker out; the same file, no longer held, lets one in.
+    // This process takes the lock (flock(2), as the worker does) and holds nothing else.
+    const holder = await Deno.open(lockFile, { read: true, write: true });
+    try {
+      await holder.lock(true);
+      await waitHeld(lockFile);
+      await assert.rejects(
+        WorkerProcess.start({ certDir: pki.dir, stateDir }),
+        /another worker is using the state directory/,
+      );
+    } finally {
+      await holder.unlock();
+      holder.close();
+    }
+    await withWorker({}, async (c) => {
+      assert.ok(Array.isArray((await c.listJobs()).jobs));
+    }, stateDir);
   } finally {
     await Deno.remove(stateDir, { recursive: true });
   }
 });
 
+/** Waits until some process holds an exclusive flock on `path` (checked with flock(1)). */
+async function waitHeld(path: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    const probe = await runProgram("flock", ["-n", "-E", "75", path, "true"]);
+    if (probe.code === 75) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nobody took the lock on ${path}`);
+}
+
 test("a forced stop brings forward the SIGKILL of a graceful stop in progress", async () => {
-  const job = await client.createJob({ command: "sleep", args: ["1000"] });
+  // A PID 1 that handles SIGTERM by saying so and carrying on: its line proves the graceful stop
+  // arrived before the forced one is sent (ordered by observation, not by a sleep).
+  const job = await client.createJob({
+    command: "bash",
+    args: ["-c", 'trap "echo got TERM" TERM; echo ready; while :; do sleep 0.2; done'],
+  });
+  await waitOutput(job.id, "ready\n");
   const t0 = Date.now();
   const graceful = client.stopJob(job.id, { graceSeconds: 60 });
-  await new Promise((r) => setTimeout(r, 300));
+  await waitOutput(job.id, "got TERM\n");
+  assert.equal((await client.getJob(job.id)).status, JobStatus.RUNNING, "SIGTERM alone ended it");
   const forced = await client.stopJob(job.id, { force: true });
   assert.equal(forced.status, JobStatus.STOPPED);
   assert.equal(forced.signal, 9);
-  assert.equal((await graceful).status, JobStatus.STOPPED);
-  assert.ok(Date.now() - t0 < 60_000, "the 60 s grace did not hold the forced stop back");
+  const gracefulEnd = await graceful;
+  assert.equal(gracefulEnd.status, JobStatus.STOPPED);
+  assert.equal(gracefulEnd.signal, 9, "the graceful stop's own result: killed by SIGKILL");
+  // Well inside the 60 s grace: the forced stop did not wait for it.
+  assert.ok(Date.now() - t0 < 30_000, `took ${Date.now() - t0} ms of a 60 s grace`);
 });
+
+/** Waits until the job's output so far contains `text`. */
+async function waitOutput(id: string, text: string): Promise<void> {
+  for (let i = 0; i < 1200; i++) {
+    const out = new TextDecoder().decode(
+      (await collectOutput(client, id, { noFollow: true })).bytes,
+    );
+    if (out.includes(text)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`job ${id} never wrote ${JSON.stringify(text)}`);
+}
 
 test("values beyond what a timer or the kernel takes are INVALID_ARGUMENT", async () => {
   const cases: [jobworker.ICreateJobReq, string][] = [

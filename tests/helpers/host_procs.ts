@@ -75,23 +75,40 @@ export async function waitFor<T>(
   }
 }
 
-/** The v1 hierarchies (and the v2 root) the worker puts job cgroups in, where they exist. */
-const CGROUP_ROOTS = ["pids", "memory", "cpu", "cpuacct", "freezer", "blkio"]
-  .map((c) => `/sys/fs/cgroup/${c}`)
-  .filter((dir) => {
-    try {
-      return Deno.statSync(dir).isDirectory;
-    } catch {
-      return false;
-    }
-  });
+const isDir = (dir: string): boolean => {
+  try {
+    return Deno.statSync(dir).isDirectory;
+  } catch {
+    return false;
+  }
+};
 
-/** Cgroup directories (up to 6 levels deep) whose name is one of `names`. */
+/**
+ * Where the worker puts job cgroups: the unified tree on a cgroup v2 host, else the v1 controller
+ * hierarchies it uses. Throws when none exists, so a "no cgroup left" check never checks nothing.
+ */
+export function cgroupRoots(): string[] {
+  try {
+    Deno.statSync("/sys/fs/cgroup/cgroup.controllers");
+    return ["/sys/fs/cgroup"];
+  } catch {
+    // cgroup v1 (or hybrid): one hierarchy per controller
+  }
+  const roots = ["pids", "memory", "cpu", "cpuacct", "freezer", "blkio"]
+    .map((c) => `/sys/fs/cgroup/${c}`)
+    .filter(isDir);
+  if (roots.length === 0) {
+    throw new Error("no cgroup v2 root and no v1 hierarchy under /sys/fs/cgroup");
+  }
+  return roots;
+}
+
+/** Cgroup directories (up to 8 levels deep) whose name is one of `names`. */
 export async function cgroupDirsNamed(names: Iterable<string>): Promise<string[]> {
   const wanted = new Set(names);
   if (wanted.size === 0) return [];
   const out = await new Deno.Command("find", {
-    args: ["-H", ...CGROUP_ROOTS, "-maxdepth", "6", "-type", "d"],
+    args: ["-H", ...cgroupRoots(), "-maxdepth", "8", "-type", "d"],
     stdout: "piped",
     stderr: "null",
   }).output();
