@@ -61,7 +61,12 @@ static void reset_signals(void) {
   dfl.sa_handler = SIG_DFL;
   for (int sig = 1; sig < NSIG; sig++) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
-    sigaction(sig, &dfl, NULL);  // fails harmlessly for signals libc reserves
+    if (sigaction(sig, &dfl, NULL) != 0) {
+      // glibc refuses the signals it reserves (32, 33), yet an ignored one stays ignored across
+      // execve: reset those through the kernel directly (all-zero: SIG_DFL, no flags, no mask).
+      unsigned long kernel_sigaction[8] = {0};
+      syscall(SYS_rt_sigaction, sig, kernel_sigaction, NULL, 64 / 8);  // the kernel sigset size
+    }
   }
   sigset_t none;
   sigemptyset(&none);

@@ -12,6 +12,8 @@ export interface WorkerOptions {
   args?: string[];
   /** Use this state directory (kept at stop) instead of a fresh temporary one (removed). */
   stateDir?: string;
+  /** Run this jobworker executable (e.g. the compiled bin/jobworker) instead of main.ts. */
+  program?: string;
 }
 
 export class WorkerProcess {
@@ -36,16 +38,11 @@ export class WorkerProcess {
   static async start(options: WorkerOptions): Promise<WorkerProcess> {
     const stateDir = options.stateDir ??
       await Deno.makeTempDir({ prefix: "jobworker-test-state-" });
-    const process = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-all",
-        "--no-prompt",
-        "--cached-only",
-        MAIN,
-        "serve",
-        ...options.args ?? [],
-      ],
+    const launch = options.program !== undefined
+      ? [options.program]
+      : [Deno.execPath(), "run", "--allow-all", "--no-prompt", "--cached-only", MAIN];
+    const process = new Deno.Command(launch[0]!, {
+      args: [...launch.slice(1), "serve", ...options.args ?? []],
       env: {
         JOB_WORKER_ADDR: "127.0.0.1:0",
         JOB_WORKER_CERT_PATH: options.certDir,
