@@ -23,6 +23,7 @@ import {
   waitFor,
 } from "./helpers/host_procs.ts";
 import { TextLineStream } from "./helpers/lines.ts";
+import { UNDER_UML } from "./helpers/machine.ts";
 
 const S = jobworker.JobStatus;
 const MiB = 1024 * 1024;
@@ -217,6 +218,8 @@ test("JOB_WORKER_DEFAULT_CPU/MEMORY/PIDS/IO fill a request's zeros, in the job a
       JOB_WORKER_DEFAULT_MEMORY: "48",
       JOB_WORKER_DEFAULT_PIDS: "20",
       JOB_WORKER_DEFAULT_IO: "1048576",
+      // Under User-mode Linux no disk backs a writable filesystem; the runner attaches /dev/ubda.
+      ...UNDER_UML ? { JOB_WORKER_IO_DEVICES: "98:0" } : {},
     },
   }, async (client) => {
     const job = await client.createJob({ command: "sleep", args: ["30"] });
