@@ -45,7 +45,7 @@ Deno.test({
     const bytes = (n: number) => Uint8Array.from({ length: n }, () => int(256));
 
     const pki = await makePki();
-    const worker = await WorkerProcess.start({ certDir: pki.dir, env: { LOG_LEVEL: "warn" } });
+    const worker = await WorkerProcess.start({ certDir: pki.dir });
     const client = clientFor(pki.dir, worker.address);
     const raws = [
       new RawGrpcClient(pki.dir, worker.address, "admin"),

@@ -38,7 +38,11 @@ async function waitEnded(c: JobClient, id: string, ms = 300_000): Promise<jobwor
 
 test("start a worker", async () => {
   pki = await makePki();
-  worker = await WorkerProcess.start({ certDir: pki.dir });
+  // 100 followers with one certificate: above the default per-client stream cap (64).
+  worker = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: { JOB_WORKER_MAX_STREAMS_PER_CLIENT: "200" },
+  });
   client = clientFor(pki.dir, worker.address);
 });
 
