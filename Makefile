@@ -10,7 +10,7 @@ SYSTEM_DENO := $(shell d=$$(command -v deno 2>/dev/null) && "$$d" --version 2>/d
 DENO := $(if $(SYSTEM_DENO),$(SYSTEM_DENO),$(TOOLS)/node_modules/.bin/deno)
 SHIM := build/libjwshim.so
 
-.PHONY: all tools deps shim proto build serve test test-tools test-cgroup-v2 bench fmt lint check ok clean certs
+.PHONY: all tools deps shim proto build serve test test-tools test-cgroup-v2 bench fuzz fmt lint check ok clean certs
 
 all: build
 
@@ -58,6 +58,10 @@ test-cgroup-v2: deps shim test-tools
 
 bench: deps shim
 	$(DENO) run -A bench/main.ts
+
+# The suite's fuzz test (tests/fuzz_test.ts) at ten times its size; FUZZ_SEED=N replays a run.
+fuzz: deps shim test-tools
+	FUZZ_REQUESTS=$${FUZZ_REQUESTS:-100000} $(DENO) test -A --no-prompt tests/fuzz_test.ts
 
 fmt:
 	$(DENO) fmt

@@ -8,11 +8,17 @@
  * - stream: 256 MiB of a job's output through GetJobsStream over mTLS against the same bytes read
  *   from a local pipe (`head -c 256M /dev/zero` through Deno.Command).
  * - parallel start: 100 jobs created 20 at a time against 100 unshare runs 20 at a time.
+ * - stalled readers: the worker's RSS growth with 20 readers of a 200 MiB job that stopped reading
+ *   (half raw HTTP/2 with 2 GiB windows, half gRPC) against 20 readers reading at full speed, and
+ *   what is left once the stalled ones disconnect.
+ * - burst: 300 creates from 30 clients against 300 one after another; another client's GetJobs p99
+ *   and new connections' handshake-plus-first-call p99 during the burst against the idle worker.
  */
 import { makePki } from "../tests/helpers/pki.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
 import { jobworker } from "../proto/service.ts";
+import { createBurst, stalledReaderMemory } from "./load.ts";
 
 const MiB = 1024 * 1024;
 const STREAM_BYTES = 256 * MiB;
@@ -104,6 +110,17 @@ try {
   if (total !== STREAM_BYTES) throw new Error(`streamed ${total} bytes`);
   const ours = STREAM_BYTES / MiB / ((performance.now() - t0) / 1000);
   row("stream 256 MiB (MiB/s)", ours, await pipeThroughput(), "MiB/s", true);
+
+  progress("stalled readers");
+  const memory = await stalledReaderMemory(worker, pki.dir);
+  row("RSS growth, 20 stalled readers (MiB)", memory.stalledMiB, memory.readingMiB, "MiB");
+  row("RSS left after they go (MiB)", memory.afterMiB, memory.readingMiB, "MiB");
+
+  progress("burst of creates");
+  const burst = await createBurst(worker, pki.dir);
+  row("300 creates, 30 clients (ms)", burst.burstMs, burst.sequentialMs, "ms");
+  row("GetJobs p99 during burst (ms)", burst.burstGetJobsP99, burst.idleGetJobsP99, "ms");
+  row("new connection p99 during burst (ms)", burst.burstConnectP99, burst.idleConnectP99, "ms");
 } finally {
   client.close();
   await worker.stop();

@@ -9,10 +9,32 @@ import { Buffer } from "node:buffer";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 
 import protobuf from "protobufjs/minimal";
+import { MalformedMessage, strictDecoding } from "./strict_decoding.ts";
 
 // int64 fields as plain numbers (offsets stay far below 2^53), never Long objects.
 protobuf.util.Long = undefined as unknown as typeof protobuf.util.Long;
 protobuf.configure();
+strictDecoding();
+
+/**
+ * What the server gets instead of a request that does not decode: grpc-js answers INTERNAL for an
+ * exception thrown by requestDeserialize, but a malformed request is the client's fault, so the
+ * handlers refuse this marker with INVALID_ARGUMENT (see worker/api/malformed.ts).
+ */
+export class MalformedRequest {
+  constructor(readonly problem: string) {}
+}
+
+function decodeRequest<T>(request: MessageClass<T>, bytes: Uint8Array): T {
+  try {
+    return request.decode(bytes);
+  } catch (e) {
+    const problem = e instanceof MalformedMessage
+      ? e.message
+      : `undecodable: ${e instanceof Error ? e.message : String(e)}`;
+    return new MalformedRequest(problem) as unknown as T;
+  }
+}
 
 export { google, jobworker };
 export type Job = jobworker.Job;
@@ -34,7 +56,7 @@ function method<Req, Res>(
     requestStream: false,
     responseStream,
     requestSerialize: (value: Req) => Buffer.from(request.encode(value).finish()),
-    requestDeserialize: (bytes: Uint8Array) => request.decode(bytes),
+    requestDeserialize: (bytes: Uint8Array) => decodeRequest(request, bytes),
     responseSerialize: (value: Res) => Buffer.from(response.encode(value).finish()),
     responseDeserialize: (bytes: Uint8Array) => response.decode(bytes),
     originalName: name.charAt(0).toLowerCase() + name.slice(1),

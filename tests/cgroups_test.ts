@@ -242,7 +242,7 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
     assert.ok(usage.pids <= config.pidsLimit && pids.length <= config.pidsLimit);
     assert.ok(pids.length >= config.pidsLimit / 2, `only ${pids.length} processes`);
     const start = performance.now();
-    cg.killAll();
+    await cg.killAll();
     await waitFor("the cgroup to empty", () => cg.pids().length === 0, 5000);
     console.log(`killAll emptied ${pids.length} processes in ${performance.now() - start} ms`);
     const status = await child.status;

@@ -26,6 +26,18 @@ export interface WorkerConfig {
   maxEndedJobs: number;
   /** Most GetJobsStream calls at once (each may hold a few MiB for a slow client). */
   maxStreams: number;
+  /** Most GetJobsStream calls at once of one client identity (certificate CN). */
+  maxStreamsPerClient: number;
+  /** Most connections at once, in total and from one IP address. */
+  maxConnections: number;
+  maxConnectionsPerPeer: number;
+  /** Seconds a client gets to complete its TLS handshake. */
+  handshakeTimeoutSeconds: number;
+  /** Seconds a connection with no call in progress is kept. */
+  idleTimeoutSeconds: number;
+  /** Seconds between HTTP/2 pings to a client, and how long its answer may take. */
+  keepaliveSeconds: number;
+  keepaliveTimeoutSeconds: number;
   /** Most output bytes stored per job; 0 = no limit. */
   maxOutputBytes: number;
   defaults: { cpuPercent: number; memoryMiB: number; ioBps: number; pids: number };
@@ -54,6 +66,13 @@ Options:
   --max-jobs N            most running jobs         JOB_WORKER_MAX_JOBS (1000)
   --max-ended-jobs N      ended jobs kept           JOB_WORKER_MAX_ENDED_JOBS (1000)
   --max-streams N         output streams at once    JOB_WORKER_MAX_STREAMS (512)
+  --max-streams-per-client N  streams of one client JOB_WORKER_MAX_STREAMS_PER_CLIENT (64)
+  --max-connections N     connections at once       JOB_WORKER_MAX_CONNECTIONS (4096)
+  --max-connections-per-peer N  from one address    JOB_WORKER_MAX_CONNECTIONS_PER_PEER (512)
+  --handshake-timeout S   TLS handshake deadline    JOB_WORKER_HANDSHAKE_TIMEOUT (5)
+  --idle-timeout S        close idle connections    JOB_WORKER_IDLE_TIMEOUT (300)
+  --keepalive S           ping clients this often   JOB_WORKER_KEEPALIVE (60)
+  --keepalive-timeout S   drop if no ping answer    JOB_WORKER_KEEPALIVE_TIMEOUT (20)
   --max-output-bytes N    output kept per job       JOB_WORKER_MAX_OUTPUT_BYTES (1073741824)
   --default-cpu PCT       default maxCPU            JOB_WORKER_DEFAULT_CPU (100)
   --default-memory MIB    default maxMemory         JOB_WORKER_DEFAULT_MEMORY (512)
@@ -85,6 +104,13 @@ const FLAGS = {
   "max-jobs": { env: "JOB_WORKER_MAX_JOBS", fallback: "1000" },
   "max-ended-jobs": { env: "JOB_WORKER_MAX_ENDED_JOBS", fallback: "1000" },
   "max-streams": { env: "JOB_WORKER_MAX_STREAMS", fallback: "512" },
+  "max-streams-per-client": { env: "JOB_WORKER_MAX_STREAMS_PER_CLIENT", fallback: "64" },
+  "max-connections": { env: "JOB_WORKER_MAX_CONNECTIONS", fallback: "4096" },
+  "max-connections-per-peer": { env: "JOB_WORKER_MAX_CONNECTIONS_PER_PEER", fallback: "512" },
+  "handshake-timeout": { env: "JOB_WORKER_HANDSHAKE_TIMEOUT", fallback: "5" },
+  "idle-timeout": { env: "JOB_WORKER_IDLE_TIMEOUT", fallback: "300" },
+  "keepalive": { env: "JOB_WORKER_KEEPALIVE", fallback: "60" },
+  "keepalive-timeout": { env: "JOB_WORKER_KEEPALIVE_TIMEOUT", fallback: "20" },
   "max-output-bytes": { env: "JOB_WORKER_MAX_OUTPUT_BYTES", fallback: "1073741824" },
   "default-cpu": { env: "JOB_WORKER_DEFAULT_CPU", fallback: "100" },
   "default-memory": { env: "JOB_WORKER_DEFAULT_MEMORY", fallback: "512" },
@@ -160,6 +186,13 @@ export function loadConfig(
     maxRunningJobs: num("max-jobs", 1),
     maxEndedJobs: num("max-ended-jobs"),
     maxStreams: num("max-streams", 1),
+    maxStreamsPerClient: num("max-streams-per-client", 1),
+    maxConnections: num("max-connections", 1),
+    maxConnectionsPerPeer: num("max-connections-per-peer", 1),
+    handshakeTimeoutSeconds: num("handshake-timeout", 1),
+    idleTimeoutSeconds: num("idle-timeout", 1),
+    keepaliveSeconds: num("keepalive", 1),
+    keepaliveTimeoutSeconds: num("keepalive-timeout", 1),
     maxOutputBytes: num("max-output-bytes"),
     defaults: {
       cpuPercent: num("default-cpu"),

@@ -19,7 +19,7 @@ import type { JobManager } from "../jobs/manager.ts";
 import { streamOutput } from "./stream_output.ts";
 import { isServiceError, serviceError, toServiceError } from "./status.ts";
 import { toProtoJob, toProtoJobs } from "./convert.ts";
-import { graceFrom, jobSpecFrom, offsetFrom } from "./validation.ts";
+import { graceFrom, jobSpecFrom, offsetFrom, quote } from "./validation.ts";
 
 export interface HandlerOptions {
   defaults: Limits;
@@ -27,6 +27,8 @@ export interface HandlerOptions {
   chunkBytes: number;
   /** Most GetJobsStream calls at once. */
   maxStreams: number;
+  /** Most GetJobsStream calls at once of one caller (certificate CN). */
+  maxStreamsPerClient: number;
 }
 
 type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
@@ -60,11 +62,12 @@ export function jobServiceHandlers(
 ): UntypedServiceImplementation {
   const find = (id: string | null | undefined): Job => {
     const job = manager.get(id ?? "");
-    if (!job) throw new JobError("not-found", `no job with id "${id ?? ""}"`);
+    if (!job) throw new JobError("not-found", `no job with id ${quote(id ?? "")}`);
     return job;
   };
   const view = (job: Job) => toProtoJob(job, manager.usage(job));
   let streams = 0;
+  const streamsOf = new Map<string, number>();
 
   const createJob = unary<jobworker.CreateJobReq, jobworker.CreateJobRes>(
     "CreateJob",
@@ -98,7 +101,7 @@ export function jobServiceHandlers(
     jobworker.DataChunk
   > = (call) => {
     (async () => {
-      authorize(call, "GetJobsStream");
+      const caller = authorize(call, "GetJobsStream");
       const offset = offsetFrom(call.request);
       const job = find(call.request.id);
       if (streams >= options.maxStreams) {
@@ -107,7 +110,16 @@ export function jobServiceHandlers(
           `the server already serves ${streams} output streams, its limit (JOB_WORKER_MAX_STREAMS)`,
         );
       }
+      const mine = streamsOf.get(caller) ?? 0;
+      if (mine >= options.maxStreamsPerClient) {
+        throw serviceError(
+          status.RESOURCE_EXHAUSTED,
+          `you already have ${mine} output streams open, the limit per client ` +
+            "(JOB_WORKER_MAX_STREAMS_PER_CLIENT)",
+        );
+      }
       streams++;
+      streamsOf.set(caller, mine + 1);
       try {
         await streamOutput(call, job.output, {
           offset,
@@ -116,6 +128,9 @@ export function jobServiceHandlers(
         });
       } finally {
         streams--;
+        const left = (streamsOf.get(caller) ?? 1) - 1;
+        if (left > 0) streamsOf.set(caller, left);
+        else streamsOf.delete(caller);
       }
     })().catch((error) => {
       if (call.cancelled) return;

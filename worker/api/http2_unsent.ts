@@ -20,6 +20,13 @@
  * never sees the stream's frames (e.g. Node, whose sessions write natively), or when the byte
  * stream stops parsing as HTTP/2 frames.
  *
+ * Framed is not sent either: when the peer's window is huge (HTTP/2 allows 2 GiB per stream and
+ * per connection) and it stops reading TCP, nghttp2 frames everything at once and the frames pile
+ * up in the session's TLS socket, whose JavaScript write buffer grows without bound (measured on
+ * 2.8.3: 100 MiB queued for a stopped reader within seconds). So the meter also reports that
+ * socket's queue (`writableLength`: bytes handed to the socket that the kernel has not taken), and
+ * waits for its 'drain': every stream of the connection holds while the connection is backed up.
+ *
  * @module
  */
 
@@ -40,6 +47,11 @@ interface Watch {
 type WriteMethod = (this: unknown, ...args: unknown[]) => unknown;
 interface WritableSocket {
   write: WriteMethod;
+  /** Bytes written to the socket that the kernel has not taken yet (node:stream Writable). */
+  readonly writableLength?: number;
+  once?(event: string, listener: () => void): unknown;
+  off?(event: string, listener: () => void): unknown;
+  readonly destroyed?: boolean;
 }
 
 /** Follows the frames an HTTP/2 session writes to its socket; counts DATA bytes per watched stream. */
@@ -50,7 +62,7 @@ class FrameTap {
   #broken = false;
   readonly watches = new Map<number, Watch>();
 
-  constructor(socket: WritableSocket) {
+  constructor(readonly socket: WritableSocket) {
     const original = socket.write;
     const observe = (chunk: unknown) => {
       if (this.#broken) return;
@@ -65,6 +77,23 @@ class FrameTap {
       observe(args[0]);
       return Reflect.apply(original, this, args);
     };
+  }
+
+  #drained: Promise<void> | undefined;
+
+  /** Resolves on the socket's next 'drain' or 'close' (one pair of listeners for all streams). */
+  drained(): Promise<void> {
+    const { once, off } = this.socket;
+    if (!once || !off) return Promise.resolve();
+    this.#drained ??= new Promise<void>((resolve) => {
+      const done = () => {
+        for (const event of ["drain", "close"]) off.call(this.socket, event, done);
+        this.#drained = undefined;
+        resolve();
+      };
+      for (const event of ["drain", "close"]) once.call(this.socket, event, done);
+    });
+    return this.#drained;
   }
 
   get broken(): boolean {
@@ -117,8 +146,12 @@ export interface UnsentMeter {
   wrote(bytes: number): void;
   /** Bytes written but not framed yet (0 once measuring is impossible). */
   readonly unsent: number;
+  /** Bytes of the whole connection queued in its socket, not taken by the kernel yet. */
+  readonly queued: number;
   /** Resolves once `unsent` is at most `bytes`, or measuring turned out impossible, or on close(). */
   waitUntilAtMost(bytes: number): Promise<void>;
+  /** Resolves once the connection's socket queue is empty (or the socket closed), or on close(). */
+  waitForSocketDrain(): Promise<void>;
   /** Stops watching the stream; a pending wait resolves. */
   close(): void;
 }
@@ -170,6 +203,11 @@ export function unsentMeter(call: unknown): UnsentMeter | null {
   /** Measuring works once the stream's own frames showed up; not if they never do. */
   let blind = false;
   const unsent = () => closed || blind || theTap.broken ? 0 : Math.max(0, written - watch.framed);
+  const conn = theTap.socket;
+  const queued = () => {
+    const n = conn.writableLength;
+    return closed || conn.destroyed || typeof n !== "number" ? 0 : n;
+  };
 
   return {
     wrote(bytes) {
@@ -177,6 +215,12 @@ export function unsentMeter(call: unknown): UnsentMeter | null {
     },
     get unsent() {
       return unsent();
+    },
+    get queued() {
+      return queued();
+    },
+    waitForSocketDrain() {
+      return queued() === 0 ? Promise.resolve() : theTap.drained();
     },
     async waitUntilAtMost(bytes) {
       // Deno's session flushes frames to its socket on process.nextTick after stream writes, so

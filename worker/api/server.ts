@@ -5,6 +5,10 @@ import type { JobManager } from "../jobs/manager.ts";
 import type { WorkerConfig } from "../config.ts";
 import { mutualTls13, type ServerTlsFiles } from "../tls/server_credentials.ts";
 import { jobServiceHandlers } from "./handlers.ts";
+import { refuseMalformed } from "./malformed.ts";
+import { ConnectionGuard } from "../tls/connection_guard.ts";
+import { raiseFdLimit } from "../runtime/fd_limit.ts";
+import { log } from "../log/logger.ts";
 
 export interface RunningServer {
   server: Server;
@@ -17,24 +21,40 @@ export async function startServer(
   tls: ServerTlsFiles,
   manager: JobManager,
 ): Promise<RunningServer> {
+  const fds = raiseFdLimit();
+  if (fds === null) log.warn("cannot raise the open-file limit (RLIMIT_NOFILE)");
+  else log.debug("open-file limit", { soft: Number(fds.soft), hard: Number(fds.hard) });
   const server = new Server({
     "grpc.max_receive_message_length": config.maxRecvMsgSize,
     "grpc.max_send_message_length": config.maxSendMsgSize,
+    // Connections with no call in progress are closed; pings find dead clients, whose streams
+    // then end instead of holding their output readers (and stream slots) forever.
+    "grpc.max_connection_idle_ms": config.idleTimeoutSeconds * 1000,
+    "grpc.keepalive_time_ms": config.keepaliveSeconds * 1000,
+    "grpc.keepalive_timeout_ms": config.keepaliveTimeoutSeconds * 1000,
   });
   server.addService(
     jobServiceDefinition,
-    jobServiceHandlers(manager, {
-      defaults: config.defaults,
-      chunkBytes: Math.min(128 * 1024, config.maxSendMsgSize - 1024),
-      maxStreams: config.maxStreams,
-    }),
+    refuseMalformed(
+      jobServiceDefinition,
+      jobServiceHandlers(manager, {
+        defaults: config.defaults,
+        chunkBytes: Math.min(128 * 1024, config.maxSendMsgSize - 1024),
+        maxStreams: config.maxStreams,
+        maxStreamsPerClient: config.maxStreamsPerClient,
+      }),
+    ),
   );
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(
       config.address,
-      mutualTls13(tls, config.maxHeaderListSize),
+      mutualTls13(tls, config.maxHeaderListSize, config.handshakeTimeoutSeconds * 1000),
       (error, port) => error ? reject(error) : resolve(port),
     );
   });
+  const guard = new ConnectionGuard(config);
+  if (!guard.attach(server)) {
+    log.warn("cannot limit connections: grpc-js's HTTP/2 servers are not where expected");
+  }
   return { server, port };
 }

@@ -13,7 +13,14 @@ const CODES: Record<JobErrorKind, status> = {
   "internal": status.INTERNAL,
 };
 
+/**
+ * Longest status message sent: it travels in an HTTP/2 header, and a client refuses (and may drop
+ * the connection over) a header list beyond its limit (16 KiB by default in grpc-js).
+ */
+const MAX_DETAILS_CHARS = 1024;
+
 export function serviceError(code: status, details: string): ServiceError {
+  if (details.length > MAX_DETAILS_CHARS) details = `${details.slice(0, MAX_DETAILS_CHARS)}...`;
   return Object.assign(new Error(details), { code, details, metadata: new Metadata() });
 }
 

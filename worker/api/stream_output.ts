@@ -15,6 +15,12 @@ import { unsentMeter } from "./http2_unsent.ts";
  * through. 2 MiB keeps a fast client's pipe full (measured: no less throughput than unbounded).
  */
 const MAX_UNSENT_BYTES = 2 * 1024 * 1024;
+/**
+ * Most bytes queued in the connection's socket beyond the kernel before its streams wait for the
+ * socket to drain: what a client with a huge flow-control window that stopped reading TCP can make
+ * the server hold per connection (plus one chunk per stream).
+ */
+const MAX_QUEUED_BYTES = 256 * 1024;
 
 export interface StreamOptions {
   offset: number;
@@ -72,6 +78,9 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
         if (!more) await drainOrCancel(call);
         if (unsent && unsent.unsent > MAX_UNSENT_BYTES) {
           await Promise.race([unsent.waitUntilAtMost(MAX_UNSENT_BYTES / 2), whenCancelled.promise]);
+        }
+        while (unsent && unsent.queued > MAX_QUEUED_BYTES && !call.cancelled) {
+          await Promise.race([unsent.waitForSocketDrain(), whenCancelled.promise]);
         }
         continue;
       }

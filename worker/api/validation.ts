@@ -27,6 +27,19 @@ const MAX_PIDS = 4_194_304;
 
 const byteLength = (s: string) => new TextEncoder().encode(s).length;
 
+/** Most characters of a client's value quoted back in an error message. */
+const QUOTE_CHARS = 64;
+
+/**
+ * A client's value as it may appear in an error message: at most a short prefix, quoted and
+ * escaped (control characters and quotes cannot forge the message), with the length of the rest.
+ */
+export function quote(value: string): string {
+  const chars = Array.from(value);
+  if (chars.length <= QUOTE_CHARS) return JSON.stringify(value);
+  return `${JSON.stringify(chars.slice(0, QUOTE_CHARS).join(""))}... (${chars.length} characters)`;
+}
+
 function checkString(field: string, value: string): void {
   if (value.includes("\0")) throw new InvalidField(field, "must not contain NUL bytes");
   if (byteLength(value) > MAX_STRING_BYTES) {
@@ -54,7 +67,7 @@ export function jobSpecFrom(req: jobworker.ICreateJobReq, defaults: Limits): Job
   env.forEach((e, i) => {
     checkString(`env[${i}]`, e);
     const eq = e.indexOf("=");
-    if (eq < 0) throw new InvalidField(`env[${i}]`, `"${e.slice(0, 64)}" is not KEY=VALUE`);
+    if (eq < 0) throw new InvalidField(`env[${i}]`, `${quote(e)} is not KEY=VALUE`);
     if (eq === 0) throw new InvalidField(`env[${i}]`, "the name before '=' is empty");
   });
   const total = [command, ...args, ...env].reduce((n, s) => n + byteLength(s) + 1, 0);
@@ -67,7 +80,7 @@ export function jobSpecFrom(req: jobworker.ICreateJobReq, defaults: Limits): Job
   const workDir = req.workDir || "/";
   checkString("workDir", workDir);
   if (!workDir.startsWith("/")) {
-    throw new InvalidField("workDir", `must be an absolute path, got "${workDir}"`);
+    throw new InvalidField("workDir", `must be an absolute path, got ${quote(workDir)}`);
   }
   const timeoutSeconds = nonNegative("timeoutSeconds", req.timeoutSeconds, MAX_SECONDS);
   const limit = (field: string, value: number | null | undefined, fallback: number, max?: number) =>
@@ -93,8 +106,9 @@ export function graceFrom(req: jobworker.IStopJobReq): number {
 
 export function offsetFrom(req: jobworker.IGetJobsStreamReq): number {
   const offset = Number(req.offset ?? 0);
-  if (!Number.isSafeInteger(offset) || offset < 0) {
-    throw new InvalidField("offset", `must be >= 0, got ${req.offset}`);
+  if (offset < 0) throw new InvalidField("offset", `must be >= 0, got ${offset}`);
+  if (!Number.isSafeInteger(offset)) {
+    throw new InvalidField("offset", `must be at most ${Number.MAX_SAFE_INTEGER}, got ${offset}`);
   }
   return offset;
 }

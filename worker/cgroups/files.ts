@@ -111,11 +111,6 @@ export function childDirs(dir: string): string[] {
   return names.sort();
 }
 
-/** Blocks the thread for `ms` milliseconds (for short waits inside synchronous kill paths). */
-export function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
 /** Resolves after `ms` milliseconds. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

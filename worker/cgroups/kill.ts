@@ -2,7 +2,10 @@
  * Finding and signalling the processes of a cgroup, and the freeze-kill-thaw sequence used where
  * the kernel has no cgroup.kill (v1, and v2 before Linux 5.14).
  */
-import { childDirs, readText, sleepSync } from "./files.ts";
+import { childDirs, readText, sleep as delay } from "./files.ts";
+
+// The waits below yield to the event loop: a worker killing a job (or hundreds at once) keeps
+// serving everyone else meanwhile; they used to sleep synchronously, up to 1.5 s per kill.
 
 /** How long killAll waits for a freeze to complete before killing anyway. */
 const FREEZE_WAIT_MS = 1000;
@@ -39,7 +42,11 @@ export function signalPids(pids: readonly number[], signal: Deno.Signal): number
  * SIGKILLs every listed process, again and again for processes that appear meanwhile (forks of a
  * cgroup that could not be frozen), until a listing shows nothing new or about `ms` passed.
  */
-export function killRounds(pids: () => number[], killed = new Set<number>(), ms = 500): void {
+export async function killRounds(
+  pids: () => number[],
+  killed = new Set<number>(),
+  ms = 500,
+): Promise<void> {
   const deadline = performance.now() + ms;
   for (;;) {
     const fresh = pids().filter((pid) => !killed.has(pid));
@@ -47,7 +54,7 @@ export function killRounds(pids: () => number[], killed = new Set<number>(), ms 
     signalPids(fresh, "SIGKILL");
     for (const pid of fresh) killed.add(pid);
     if (performance.now() > deadline) return;
-    sleepSync(2);
+    await delay(2);
   }
 }
 
@@ -64,14 +71,23 @@ export interface Freezable {
 /**
  * Freezes the cgroup so nothing can fork, SIGKILLs every process (the kill takes effect on thaw),
  * thaws. If the cgroup cannot be frozen, or does not freeze within a second (a process in
- * uninterruptible sleep), kills in rounds instead so forks are caught as well.
+ * uninterruptible sleep), kills in rounds instead so forks are caught as well. Never rejects: a
+ * failure is left for the caller to see (processes still listed).
  */
-export function freezeKillThaw(cgroup: Freezable): void {
+export async function freezeKillThaw(cgroup: Freezable): Promise<void> {
+  try {
+    await freezeKillThawOnce(cgroup);
+  } catch {
+    // cgroup gone or unreadable meanwhile: the caller sees what is left through pids()
+  }
+}
+
+async function freezeKillThawOnce(cgroup: Freezable): Promise<void> {
   let frozen = false;
   try {
     cgroup.freeze();
     const deadline = performance.now() + FREEZE_WAIT_MS;
-    while (!(frozen = cgroup.frozen()) && performance.now() < deadline) sleepSync(1);
+    while (!(frozen = cgroup.frozen()) && performance.now() < deadline) await delay(1);
   } catch {
     // no freezer: rounds below
   }
@@ -86,5 +102,5 @@ export function freezeKillThaw(cgroup: Freezable): void {
   } catch {
     // was not frozen
   }
-  killRounds(() => cgroup.pids(), killed);
+  await killRounds(() => cgroup.pids(), killed);
 }

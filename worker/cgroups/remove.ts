@@ -61,13 +61,13 @@ export async function removeCgroupDirs(
  * not be removed. Returns how many were removed.
  */
 export async function killAndRemoveAll(
-  cgroups: Iterable<{ killAll(): void; remove(): Promise<void> }>,
+  cgroups: Iterable<{ killAll(): Promise<void>; remove(): Promise<void> }>,
 ): Promise<number> {
   const failures: string[] = [];
   let removed = 0;
   for (const cgroup of cgroups) {
     try {
-      cgroup.killAll();
+      await cgroup.killAll();
       await cgroup.remove();
       removed++;
     } catch (error) {

@@ -80,8 +80,8 @@ export interface JobCgroup {
   oomKilled(): boolean;
   /** Send a signal to every process of the cgroup; returns how many were signalled. */
   signalAll(signal: Deno.Signal): number;
-  /** Kill everything at once: v2 cgroup.kill; v1 freeze (freezer.state FROZEN, wait until frozen), SIGKILL each pid, thaw. */
-  killAll(): void;
+  /** Kill everything at once: v2 cgroup.kill; v1 freeze (freezer.state FROZEN, wait until frozen), SIGKILL each pid, thaw. Resolves when done, never rejects; the waits do not block the event loop. */
+  killAll(): Promise<void>;
   /** Remove the cgroup directories (all hierarchies); retries briefly while EBUSY; throws if still busy after ~2 s. */
   remove(): Promise<void>;
 }

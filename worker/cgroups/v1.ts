@@ -134,9 +134,9 @@ export class V1JobCgroup implements JobCgroup {
     return signalPids(this.pids(), signal);
   }
 
-  killAll(): void {
+  killAll(): Promise<void> {
     const state = this.#file("freezer", "freezer.state");
-    freezeKillThaw({
+    return freezeKillThaw({
       freeze: () => {
         if (state === undefined) throw new Error("no freezer hierarchy");
         writeSetup("Cannot freeze", state, "FROZEN");

@@ -104,18 +104,18 @@ export class V2JobCgroup implements JobCgroup {
     return signalPids(this.pids(), signal);
   }
 
-  killAll(): void {
+  killAll(): Promise<void> {
     const kill = `${this.#dir}/cgroup.kill`;
     if (exists(kill)) {
       try {
         writeSetup("Cannot kill", kill, "1");
-        return;
+        return Promise.resolve();
       } catch {
         // fall back to freezing below
       }
     }
     const freeze = `${this.#dir}/cgroup.freeze`;
-    freezeKillThaw({
+    return freezeKillThaw({
       freeze: () => writeSetup("Cannot freeze", freeze, "1"),
       frozen: () => parseKeyValues(readText(`${this.#dir}/cgroup.events`)).get("frozen") === 1,
       thaw: () => writeSetup("Cannot thaw", freeze, "0"),

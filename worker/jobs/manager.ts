@@ -14,6 +14,7 @@ import { JobError } from "./errors.ts";
 import { OutputLog, type StreamId } from "./output_log.ts";
 import { signalName } from "../../proto/signals.ts";
 import { jobEnvironment } from "./environment.ts";
+import { pipeHasWriters } from "../runtime/pipe_writers.ts";
 
 export interface ManagerOptions {
   stateDir: string;
@@ -41,8 +42,13 @@ const ZERO_USAGE: Usage = {
   pids: 0,
 };
 
-/** How long a job's output pipes may stay open after its PID 1 died (its processes are gone). */
+/**
+ * How long a job's output pipes may stay open, with no process of the job left, through a writer
+ * that escaped the job (a descriptor passed to a process outside it). Without such a writer the
+ * output is read to its end however long that takes.
+ */
 const OUTPUT_DRAIN_MS = 5000;
+const DRAIN_CHECK_MS = 250;
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -269,14 +275,10 @@ export class JobManager {
       if (i % 25 === 0) running.cgroup.killAll();
       await delay(20);
     }
-    const drained = await Promise.race([
-      outputDone.then(() => true),
-      delay(OUTPUT_DRAIN_MS).then(() => false),
-    ]);
-    if (!drained) {
+    const outputComplete = await drainOutput(running.process, outputDone);
+    if (!outputComplete) {
       log.warn("job output still open after its processes ended", { id: job.id });
-      running.process.stdout.destroy();
-      running.process.stderr.destroy();
+      job.output.markIncomplete();
     }
     job.output.finish();
     try {
@@ -299,9 +301,11 @@ export class JobManager {
       job.transition("FAILED", "the job could not start");
       return;
     }
-    const how = status.signal !== null
-      ? `killed by ${signalName(status.signal)}`
-      : `exited with code ${status.exitCode}`;
+    const how =
+      (status.signal !== null
+        ? `killed by ${signalName(status.signal)}`
+        : `exited with code ${status.exitCode}`) +
+      (outputComplete ? "" : "; output may be incomplete: a process outside the job held its pipe");
     if (job.stopReason !== undefined) {
       job.transition("STOPPED", `${job.stopReason}; ${how}`);
     } else if (job.oomKilled) {
@@ -329,6 +333,25 @@ export class JobManager {
       ended--;
       // Streams still reading it keep their open handle; the file goes when they close it.
       Deno.remove(`${this.options.stateDir}/jobs/${id}`, { recursive: true }).catch(() => {});
+    }
+  }
+}
+
+/**
+ * Reads the job's output pipes to their end; false when a writer outside the job held one open for
+ * OUTPUT_DRAIN_MS (the pipes are then closed, the rest of the output lost).
+ */
+async function drainOutput(process: LaunchedProcess, outputDone: Promise<unknown>) {
+  const done = outputDone.then(() => true);
+  let heldMs = 0;
+  for (;;) {
+    if (await Promise.race([done, delay(DRAIN_CHECK_MS).then(() => false)])) return true;
+    const held = pipeHasWriters(process.stdout) || pipeHasWriters(process.stderr);
+    heldMs = held ? heldMs + DRAIN_CHECK_MS : 0;
+    if (heldMs >= OUTPUT_DRAIN_MS) {
+      process.stdout.destroy();
+      process.stderr.destroy();
+      return false;
     }
   }
 }

@@ -62,7 +62,12 @@ export class OutputLog {
 
   #limit = 0;
 
-  /** True when output beyond the size limit was discarded. */
+  /** Records that output was lost (its pipe had to be closed before its end). */
+  markIncomplete(): void {
+    this.#truncated = true;
+  }
+
+  /** True when output beyond the size limit was discarded, or output was lost (markIncomplete). */
   get truncated(): boolean {
     return this.#truncated;
   }

@@ -12,9 +12,12 @@ export interface ServerTlsFiles {
 }
 
 class MutualTls13Credentials extends ServerCredentials {
-  constructor(files: ServerTlsFiles, maxHeaderListSize: number) {
+  constructor(files: ServerTlsFiles, maxHeaderListSize: number, handshakeTimeoutMs: number) {
     super(
       {
+        // A client that has not completed its handshake by then is dropped (half-open and idle
+        // TLS connections would otherwise be kept forever).
+        handshakeTimeout: handshakeTimeoutMs,
         requestCert: true,
         rejectUnauthorized: true,
         minVersion: "TLSv1.3",
@@ -33,8 +36,12 @@ class MutualTls13Credentials extends ServerCredentials {
   }
 }
 
-export function mutualTls13(files: ServerTlsFiles, maxHeaderListSize: number): ServerCredentials {
-  return new MutualTls13Credentials(files, maxHeaderListSize);
+export function mutualTls13(
+  files: ServerTlsFiles,
+  maxHeaderListSize: number,
+  handshakeTimeoutMs = 5000,
+): ServerCredentials {
+  return new MutualTls13Credentials(files, maxHeaderListSize, handshakeTimeoutMs);
 }
 
 /** Reads the server's TLS files from `dir`, naming any that is missing. */

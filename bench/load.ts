@@ -1,0 +1,168 @@
+/**
+ * Load figures for `make bench` (issue 12): what stalled readers cost the worker's memory, and how
+ * the rest of the server fares during a burst of creates. Each comes with a baseline measured on
+ * the same worker in the same run.
+ */
+import type { JobClient } from "../cli/client.ts";
+import { jobworker } from "../proto/service.ts";
+import { clientFor, collectOutput } from "../tests/helpers/clients.ts";
+import { type StalledReader, startStalledReader } from "../tests/helpers/stalled_reader.ts";
+import { rssBytes } from "../tests/helpers/rss.ts";
+import type { WorkerProcess } from "../tests/helpers/worker.ts";
+
+const MiB = 1024 * 1024;
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function percentile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!;
+}
+
+async function ended(client: JobClient, id: string): Promise<void> {
+  while ((await client.getJob(id)).status < jobworker.JobStatus.COMPLETED) await delay(50);
+}
+
+/** Peak RSS growth over `idle` while `during` runs, sampled every 50 ms. */
+async function peakGrowth(pid: number, idle: number, during: Promise<unknown>): Promise<number> {
+  let peak = idle;
+  let done = false;
+  during.finally(() => done = true).catch(() => {});
+  while (!done) {
+    peak = Math.max(peak, rssBytes(pid));
+    await delay(50);
+  }
+  await during;
+  return (peak - idle) / MiB;
+}
+
+export interface MemoryFigures {
+  /** MiB over idle with `readers` readers reading everything at full speed. */
+  readingMiB: number;
+  /** MiB over idle with as many stalled readers (half raw HTTP/2 with 2 GiB windows, half gRPC). */
+  stalledMiB: number;
+  /** MiB over idle once the stalled readers are gone. */
+  afterMiB: number;
+}
+
+/** Readers of 200 MiB jobs: full-speed readers (the baseline) against stalled ones. */
+export async function stalledReaderMemory(
+  worker: WorkerProcess,
+  certDir: string,
+  readers = 20,
+): Promise<MemoryFigures> {
+  const pid = worker.process.pid;
+  const client = clientFor(certDir, worker.address);
+  const job = () =>
+    client.createJob({ command: "/bin/sh", args: ["-c", "sleep 1; head -c 209715200 /dev/zero"] });
+  try {
+    await delay(1000);
+    const idle = rssBytes(pid);
+    const fast = await job();
+    const readingClients = Array.from(
+      { length: readers },
+      () => clientFor(certDir, worker.address),
+    );
+    const readingMiB = await peakGrowth(
+      pid,
+      idle,
+      Promise.all(readingClients.map((c) => collectOutput(c, fast.id))),
+    );
+    for (const c of readingClients) c.close();
+    await delay(2000);
+    const idle2 = rssBytes(pid);
+    const slow = await job();
+    const stalled: StalledReader[] = [];
+    const stalledMiB = await peakGrowth(
+      pid,
+      idle2,
+      (async () => {
+        for (let i = 0; i < readers; i++) {
+          stalled.push(
+            await startStalledReader(i % 2 ? "grpc" : "http2", certDir, worker.address, slow.id),
+          );
+        }
+        await ended(client, slow.id);
+        await delay(3000);
+      })(),
+    );
+    await Promise.all(stalled.map((r) => r.kill()));
+    await delay(5000);
+    return { readingMiB, stalledMiB, afterMiB: (rssBytes(pid) - idle2) / MiB };
+  } finally {
+    client.close();
+  }
+}
+
+export interface BurstFigures {
+  /** 300 creates one after another, ms. */
+  sequentialMs: number;
+  /** 300 creates from 30 concurrent clients, ms. */
+  burstMs: number;
+  /** GetJobs p99 of another client with the worker idle, and during the burst, ms. */
+  idleGetJobsP99: number;
+  burstGetJobsP99: number;
+  /** TLS handshake + first call of new connections, p99, idle and during the burst, ms. */
+  idleConnectP99: number;
+  burstConnectP99: number;
+}
+
+/** Times a GetJobs from `client` and a call on a fresh connection, every 50 ms, while `until`. */
+async function sample(certDir: string, address: string, until: Promise<unknown>) {
+  const getJobs: number[] = [];
+  const connects: number[] = [];
+  const client = clientFor(certDir, address, "viewer");
+  await client.listJobs();
+  let done = false;
+  until.finally(() => done = true).catch(() => {});
+  const connecting: Promise<void>[] = [];
+  while (!done) {
+    const t = performance.now();
+    await client.listJobs();
+    getJobs.push(performance.now() - t);
+    connecting.push((async () => {
+      const fresh = clientFor(certDir, address, "viewer");
+      const t0 = performance.now();
+      await fresh.getJob("no-such-job").catch(() => {});
+      connects.push(performance.now() - t0);
+      fresh.close();
+    })());
+    await delay(50);
+  }
+  await Promise.all(connecting);
+  client.close();
+  return { getJobs: percentile(getJobs, 0.99), connects: percentile(connects, 0.99) };
+}
+
+export async function createBurst(worker: WorkerProcess, certDir: string): Promise<BurstFigures> {
+  const CREATES = 300;
+  const THREADS = 30;
+  const client = clientFor(certDir, worker.address);
+  const spec = { command: "/bin/sh", args: ["-c", "echo hello; sleep 0.2"] };
+  try {
+    const idleRun = delay(3000);
+    const idle = await sample(certDir, worker.address, idleRun);
+    let t0 = performance.now();
+    for (let i = 0; i < CREATES; i++) await client.createJob(spec);
+    const sequentialMs = performance.now() - t0;
+    await delay(3000);
+    const clients = Array.from({ length: THREADS }, () => clientFor(certDir, worker.address));
+    await Promise.all(clients.map((c) => c.listJobs()));
+    t0 = performance.now();
+    const burst = Promise.all(clients.map(async (c) => {
+      for (let i = 0; i < CREATES / THREADS; i++) await c.createJob(spec);
+    }));
+    const during = await sample(certDir, worker.address, burst);
+    const burstMs = performance.now() - t0;
+    for (const c of clients) c.close();
+    return {
+      sequentialMs,
+      burstMs,
+      idleGetJobsP99: idle.getJobs,
+      burstGetJobsP99: during.getJobs,
+      idleConnectP99: idle.connects,
+      burstConnectP99: during.connects,
+    };
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,23 @@
+/** The connection and stream limits of `jobworker serve`: defaults, environment, flags. */
+import assert from "node:assert/strict";
+import { ConfigError, loadConfig, type WorkerConfig } from "../worker/config.ts";
+
+const load = (args: string[], env: Record<string, string> = {}) =>
+  loadConfig(args, (name) => env[name]) as WorkerConfig;
+
+Deno.test("connection limits have defaults, read the environment, and flags win", () => {
+  const defaults = load([]);
+  assert.equal(defaults.maxConnections, 4096);
+  assert.equal(defaults.maxConnectionsPerPeer, 512);
+  assert.equal(defaults.maxStreamsPerClient, 64);
+  assert.equal(defaults.handshakeTimeoutSeconds, 5);
+  assert.equal(defaults.idleTimeoutSeconds, 300);
+  assert.equal(defaults.keepaliveSeconds, 60);
+  assert.equal(defaults.keepaliveTimeoutSeconds, 20);
+  const env = { JOB_WORKER_MAX_CONNECTIONS: "100", JOB_WORKER_MAX_STREAMS_PER_CLIENT: "3" };
+  assert.equal(load([], env).maxConnections, 100);
+  assert.equal(load([], env).maxStreamsPerClient, 3);
+  assert.equal(load(["--max-connections", "7"], env).maxConnections, 7);
+  assert.throws(() => load(["--handshake-timeout", "0"]), ConfigError);
+  assert.throws(() => load([], { JOB_WORKER_MAX_CONNECTIONS_PER_PEER: "many" }), ConfigError);
+});

@@ -1,0 +1,134 @@
+/**
+ * Hostile output readers for tests: clients that ask for a job's output and then never read it.
+ *
+ * - "http2": a raw `node:http2` client over mutual TLS that announces the largest flow-control
+ *   windows HTTP/2 allows (2 GiB - 1, per stream and per connection), so the server's HTTP/2 layer
+ *   may send everything at once: whatever the server queues is held on the server's side of TCP.
+ * - "grpc": the product's own gRPC client opening GetJobsStream and never reading a message.
+ *
+ * Each reader runs as its own process (this file is also its program); once the request is out
+ * it is stopped with SIGSTOP, so it provably reads nothing: the kernel buffers fill and the rest
+ * stays in the server. `kill()` ends it with SIGKILL (its connections close).
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import http2 from "node:http2";
+import { jobworker } from "../../proto/service.ts";
+
+export type StalledKind = "http2" | "grpc";
+const MAX_WINDOW = 2 ** 31 - 1;
+
+export interface StalledReader {
+  readonly pid: number;
+  /** SIGKILLs the reader and waits for it. */
+  kill(): Promise<void>;
+}
+
+/** Starts a reader of `jobId`'s output; resolves once its request is out and it is stopped. */
+export async function startStalledReader(
+  kind: StalledKind,
+  certDir: string,
+  address: string,
+  jobId: string,
+  streams = 1,
+): Promise<StalledReader> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--cached-only",
+      new URL(import.meta.url).pathname,
+      kind,
+      certDir,
+      address,
+      jobId,
+      String(streams),
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let said = "";
+  while (!said.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`the ${kind} stalled reader exited before sending its request`);
+    said += value;
+  }
+  reader.releaseLock();
+  child.stdout.cancel().catch(() => {});
+  child.kill("SIGSTOP");
+  return {
+    pid: child.pid,
+    async kill() {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await child.status;
+    },
+  };
+}
+
+function grpcRequest(jobId: string): Buffer {
+  const body = jobworker.GetJobsStreamReq.encode({ id: jobId }).finish();
+  const framed = Buffer.alloc(5 + body.length);
+  framed.writeUInt32BE(body.length, 1);
+  framed.set(body, 5);
+  return framed;
+}
+
+async function runHttp2(certDir: string, address: string, jobId: string, streams: number) {
+  const read = (f: string) => Deno.readTextFileSync(`${certDir}/${f}`);
+  const session = http2.connect(`https://${address}`, {
+    ca: read("ca-cert.pem"),
+    cert: read("viewer-client-cert.pem"),
+    key: read("viewer-client-key.pem"),
+    servername: "localhost",
+    settings: { initialWindowSize: MAX_WINDOW },
+  });
+  session.on("error", () => {});
+  await new Promise<void>((resolve, reject) => {
+    session.once("connect", () => resolve());
+    session.once("error", reject);
+  });
+  session.setLocalWindowSize(MAX_WINDOW);
+  const firstBytes: Promise<void>[] = [];
+  for (let i = 0; i < streams; i++) {
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/jobworker.JobService/GetJobsStream",
+      "content-type": "application/grpc",
+      "te": "trailers",
+    });
+    stream.on("error", () => {});
+    stream.end(grpcRequest(jobId));
+    firstBytes.push(new Promise((resolve) => stream.once("data", () => resolve())));
+  }
+  // Output is flowing: from here on, nothing is read (the parent stops this process).
+  await Promise.all(firstBytes);
+}
+
+async function runGrpc(certDir: string, address: string, jobId: string, streams: number) {
+  const { clientFor } = await import("./clients.ts");
+  const client = clientFor(certDir, address, "viewer");
+  const firstChunks = Array.from({ length: streams }, async () => {
+    const it = client.stream(jobId)[Symbol.asyncIterator]();
+    await it.next(); // one message, then never another
+  });
+  await Promise.all(firstChunks);
+}
+
+if (import.meta.main) {
+  const [kind, certDir, address, jobId, streams] = Deno.args as [
+    StalledKind,
+    string,
+    string,
+    string,
+    string,
+  ];
+  const run = kind === "http2" ? runHttp2 : runGrpc;
+  await run(certDir, address, jobId, Number(streams));
+  console.log("reading nothing from now on");
+  await new Promise(() => {}); // keep the connection open until killed
+}

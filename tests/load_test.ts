@@ -1,0 +1,122 @@
+/**
+ * The worker under load: no output is lost when hundreds of jobs end at once on a busy worker,
+ * and only a writer that escaped a job can cut its output short (the record then says so).
+ *
+ * Run: `deno test -A tests/load_test.ts` (needs root). One worker serves the whole file.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { jobworker } from "../proto/service.ts";
+import type { JobClient } from "../cli/client.ts";
+import { makePki, type PkiFixture } from "./helpers/pki.ts";
+import { WorkerProcess } from "./helpers/worker.ts";
+import { clientFor, collectOutput } from "./helpers/clients.ts";
+import { jobProcesses, waitFor } from "./helpers/host_procs.ts";
+
+const { JobStatus } = jobworker;
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const sha256 = (bytes: Uint8Array | string) => createHash("sha256").update(bytes).digest("hex");
+
+let pki: PkiFixture;
+let worker: WorkerProcess;
+let client: JobClient;
+
+const test = (name: string, fn: () => Promise<void>) =>
+  Deno.test({ name, sanitizeOps: false, sanitizeResources: false, fn });
+
+async function waitEnded(c: JobClient, id: string, ms = 300_000): Promise<jobworker.Job> {
+  const deadline = performance.now() + ms;
+  for (;;) {
+    const job = await c.getJob(id);
+    if (job.status >= JobStatus.COMPLETED) return job;
+    if (performance.now() > deadline) throw new Error(`job ${id} still ${job.status}`);
+    await delay(200);
+  }
+}
+
+test("start a worker", async () => {
+  pki = await makePki();
+  // 100 followers with one certificate: above the default per-client stream cap (64).
+  worker = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: { JOB_WORKER_MAX_STREAMS_PER_CLIENT: "200" },
+  });
+  client = clientFor(pki.dir, worker.address);
+});
+
+test("300 jobs started at once, 200 lines each: every byte stored and streamed", async () => {
+  const JOBS = 300;
+  const LINES = 200;
+  const expected = (i: number) => {
+    let text = "";
+    for (let n = 1; n <= LINES; n++) text += `job ${i} line ${n} ${"x".repeat(n % 50)}\n`;
+    return text;
+  };
+  // 30 clients creating 10 jobs each, all at once (one call waiting for 300 others would outlast
+  // the client's 30 s deadline on this 2-core machine).
+  const clients = Array.from({ length: 30 }, () => clientFor(pki.dir, worker.address));
+  try {
+    // The job prints its lines with a shell loop (not one write), so output and exit race.
+    const script = (i: number) =>
+      `n=1; while [ $n -le ${LINES} ]; do ` +
+      `printf 'job ${i} line %d %s\\n' $n "$(printf "%$((n % 50))s" | tr ' ' x)"; ` +
+      `n=$((n+1)); done`;
+    const jobs: jobworker.Job[] = new Array(JOBS);
+    // 100 followers, on the first 100 jobs, each started as soon as its job is.
+    const followers: ReturnType<typeof collectOutput>[] = new Array(100);
+    await Promise.all(clients.map(async (c, k) => {
+      for (let i = k; i < JOBS; i += clients.length) {
+        jobs[i] = await c.createJob({ command: "/bin/sh", args: ["-c", script(i)] });
+        if (i < followers.length) followers[i] = collectOutput(c, jobs[i]!.id);
+      }
+    }));
+    const ended = await Promise.all(jobs.map((job) => waitEnded(client, job.id)));
+    const followed = await Promise.all(followers);
+    const lost: string[] = [];
+    for (const [i, job] of ended.entries()) {
+      const want = expected(i);
+      if (job.status !== JobStatus.COMPLETED) lost.push(`job ${i}: ${job.status} ${job.reason}`);
+      if (job.outputBytes !== want.length || job.outputTruncated) {
+        lost.push(`job ${i}: ${job.outputBytes} of ${want.length} bytes stored`);
+        continue;
+      }
+      const stored = await collectOutput(client, job.id, { noFollow: true });
+      if (sha256(stored.bytes) !== sha256(want)) lost.push(`job ${i}: stored bytes differ`);
+      if (i < followed.length && sha256(followed[i]!.bytes) !== sha256(want)) {
+        lost.push(`job ${i}: follower got ${followed[i]!.bytes.length} bytes, not the output`);
+      }
+    }
+    assert.deepEqual(lost, [], `${lost.length} jobs lost output`);
+  } finally {
+    for (const c of clients) c.close();
+  }
+});
+
+test("a writer outside the job holding its pipe: the job ends, its record says output may be incomplete", async () => {
+  const job = await client.createJob({ command: "/bin/sh", args: ["-c", "echo before; sleep 1"] });
+  const [proc] = await waitFor("the job's process", () => {
+    const procs = jobProcesses(job.id);
+    return procs.length > 0 ? procs : null;
+  }, 10_000);
+  // This test process becomes a writer the job's cgroup does not contain.
+  const escaped = Deno.openSync(`/proc/${proc!.pid}/fd/1`, { write: true });
+  try {
+    const ended = await waitEnded(client, job.id, 60_000);
+    assert.equal(ended.status, JobStatus.COMPLETED, ended.reason);
+    assert.equal(ended.outputTruncated, true);
+    assert.match(ended.reason, /output may be incomplete/);
+    const output = await collectOutput(client, job.id, { noFollow: true });
+    assert.equal(output.stdout, "before\n");
+  } finally {
+    escaped.close();
+  }
+});
+
+test("stop the worker", async () => {
+  client?.close();
+  const status = await worker?.stop();
+  assert.equal(status?.code, 0);
+  await pki?.remove();
+});

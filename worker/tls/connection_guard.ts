@@ -1,0 +1,86 @@
+/**
+ * Caps the connections the server keeps: in total and per peer address. A connection past a cap
+ * is closed as soon as it is accepted, before any TLS work, so that no client (certificate or not)
+ * can use up the process's descriptors and lock everyone else out.
+ *
+ * grpc-js creates its HTTP/2 servers itself; this hooks their 'connection' event, which hands over
+ * each accepted TCP socket (checked with grpc-js 1.14 on Deno 2.8.3).
+ */
+import type { Server } from "@grpc/grpc-js";
+import type { Socket } from "node:net";
+import { log } from "../log/logger.ts";
+import { trimSoon } from "../runtime/memory_trim.ts";
+
+export interface ConnectionLimits {
+  /** Most connections at once. */
+  maxConnections: number;
+  /** Most connections at once from one IP address. */
+  maxConnectionsPerPeer: number;
+}
+
+interface ConnectionEmitter {
+  prependListener(event: "connection", listener: (socket: Socket) => void): unknown;
+}
+
+/** The HTTP/2 servers under a grpc-js Server (a private field of grpc-js 1.14). */
+function http2ServersOf(server: Server): ConnectionEmitter[] {
+  const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
+  if (!(servers instanceof Map)) return [];
+  return [...servers.keys()].filter((s): s is ConnectionEmitter =>
+    typeof (s as { prependListener?: unknown })?.prependListener === "function"
+  );
+}
+
+export class ConnectionGuard {
+  #total = 0;
+  readonly #perPeer = new Map<string, number>();
+  #refused = 0;
+  #lastWarning = 0;
+
+  constructor(private readonly limits: ConnectionLimits) {}
+
+  /** Connections open now. */
+  get open(): number {
+    return this.#total;
+  }
+
+  /** Hooks every HTTP/2 server of `server` (call after bindAsync); false when none was found. */
+  attach(server: Server): boolean {
+    const servers = http2ServersOf(server);
+    for (const s of servers) s.prependListener("connection", (socket) => this.#admit(socket));
+    return servers.length > 0;
+  }
+
+  #admit(socket: Socket): void {
+    const peer = socket.remoteAddress ?? "unknown";
+    const fromPeer = this.#perPeer.get(peer) ?? 0;
+    if (this.#total >= this.limits.maxConnections) return this.#refuse(socket, peer, "in total");
+    if (fromPeer >= this.limits.maxConnectionsPerPeer) {
+      return this.#refuse(socket, peer, "from this address");
+    }
+    this.#total++;
+    this.#perPeer.set(peer, fromPeer + 1);
+    socket.once("close", () => {
+      trimSoon(); // what the connection queued was freed: give it back to the system
+      this.#total--;
+      const left = (this.#perPeer.get(peer) ?? 1) - 1;
+      if (left > 0) this.#perPeer.set(peer, left);
+      else this.#perPeer.delete(peer);
+    });
+  }
+
+  #refuse(socket: Socket, peer: string, scope: string): void {
+    socket.destroy();
+    this.#refused++;
+    const now = Date.now();
+    if (now - this.#lastWarning < 10_000) return; // one line per 10 s, however hard the flood
+    this.#lastWarning = now;
+    log.warn("connection refused: too many connections " + scope, {
+      peer,
+      open: this.#total,
+      refusedSoFar: this.#refused,
+      limits: `JOB_WORKER_MAX_CONNECTIONS=${this.limits.maxConnections}, ` +
+        `JOB_WORKER_MAX_CONNECTIONS_PER_PEER=${this.limits.maxConnectionsPerPeer}`,
+    });
+  }
+}
