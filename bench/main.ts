@@ -8,10 +8,14 @@
  * - stream: 256 MiB of a job's output through GetJobsStream over mTLS against the same bytes read
  *   from a local pipe (`head -c 256M /dev/zero` through Deno.Command).
  * - parallel start: 100 jobs created 20 at a time against 100 unshare runs 20 at a time.
+ * - event-loop delay in a storm: the round trip of GetServerInfo (which does no I/O, so its time is
+ *   the worker's event-loop delay plus the network) while 200 jobs write output and 100 of them
+ *   are stopped at once, against the same calls to the idle worker.
  */
 import { makePki } from "../tests/helpers/pki.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
+import { ApiCalls } from "../tests/helpers/api_calls.ts";
 import { jobworker } from "../proto/service.ts";
 
 const MiB = 1024 * 1024;
@@ -19,9 +23,30 @@ const STREAM_BYTES = 256 * MiB;
 const ROUNDS = 30;
 
 function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
+  return quantile(values, 0.5);
 }
+
+function quantile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!;
+}
+
+/** GetServerInfo round trips, one at a time, until `until` resolves; their times in ms. */
+async function probeLoop(api: ApiCalls, until: Promise<unknown>): Promise<number[]> {
+  let done = false;
+  until.finally(() => done = true);
+  const times: number[] = [];
+  while (!done) {
+    const t0 = performance.now();
+    await api.serverInfo();
+    times.push(performance.now() - t0);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return times;
+}
+
+const STORM_WRITERS = 200;
+const STORM_STOPS = 100;
 
 async function unshareTrue(): Promise<number> {
   const t0 = performance.now();
@@ -104,6 +129,42 @@ try {
   if (total !== STREAM_BYTES) throw new Error(`streamed ${total} bytes`);
   const ours = STREAM_BYTES / MiB / ((performance.now() - t0) / 1000);
   row("stream 256 MiB (MiB/s)", ours, await pipeThroughput(), "MiB/s", true);
+
+  progress("event-loop delay: idle, then a storm of writers and stops");
+  const api = new ApiCalls(pki.dir, worker.address);
+  try {
+    const idle = await probeLoop(api, new Promise((r) => setTimeout(r, 3000)));
+    const writers: string[] = [];
+    const storm = (async () => {
+      for (let i = 0; i < STORM_WRITERS; i += 20) {
+        const batch = await Promise.all(
+          Array.from({ length: 20 }, () =>
+            client.createJob({
+              command: "sh",
+              args: ["-c", "while :; do echo 0123456789abcdef0123456789abcdef; done"],
+            })),
+        );
+        writers.push(...batch.map((j) => j.id));
+      }
+      await new Promise((r) => setTimeout(r, 2000));
+      // 100 stops at once: half with a grace (SIGTERM, then SIGKILL), half forced.
+      await Promise.all(
+        writers.slice(0, STORM_STOPS).map((id, i) =>
+          client.stopJob(id, i % 2 === 0 ? { force: true } : { graceSeconds: 1 })
+        ),
+      );
+      await Promise.all(
+        writers.slice(STORM_STOPS).map((id) => client.stopJob(id, { force: true })),
+      );
+    })();
+    const busy = await probeLoop(api, storm);
+    await storm;
+    row("event-loop probe p50 (ms)", quantile(busy, 0.5), quantile(idle, 0.5), "ms");
+    row("event-loop probe p99 (ms)", quantile(busy, 0.99), quantile(idle, 0.99), "ms");
+    row("event-loop probe max (ms)", Math.max(...busy), Math.max(...idle), "ms");
+  } finally {
+    api.close();
+  }
 } finally {
   client.close();
   await worker.stop();
