@@ -133,6 +133,10 @@ async function serve(config: Config): Promise<number> {
     if (e instanceof StoreOpenError) throw new StateError(e.message);
     throw e;
   }
+  if (!handover) {
+    // Left by a reload whose new process never started: its jobs died with the old process.
+    await Deno.remove(`${config.stateDir}/handover.json`).catch(() => {});
+  }
   const handedIds = new Set(handover?.jobs.map((j) => j.id) ?? []);
   const recovered = await recover(store, config.stateDir, new Date(), handedIds);
   const reaper = new Reaper(shim);
