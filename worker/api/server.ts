@@ -9,6 +9,7 @@ import { refuseMalformed } from "./malformed.ts";
 import { ConnectionGuard } from "../tls/connection_guard.ts";
 import { raiseFdLimit } from "../runtime/fd_limit.ts";
 import { log } from "../log/logger.ts";
+import type { ServerFacts } from "./server_info.ts";
 
 export interface RunningServer {
   server: Server;
@@ -20,6 +21,7 @@ export async function startServer(
   config: WorkerConfig,
   tls: ServerTlsFiles,
   manager: JobManager,
+  facts: ServerFacts,
 ): Promise<RunningServer> {
   const fds = raiseFdLimit();
   if (fds === null) log.warn("cannot raise the open-file limit (RLIMIT_NOFILE)");
@@ -42,6 +44,8 @@ export async function startServer(
         chunkBytes: Math.min(128 * 1024, config.maxSendMsgSize - 1024),
         maxStreams: config.maxStreams,
         maxStreamsPerClient: config.maxStreamsPerClient,
+        maxSendMsgSize: config.maxSendMsgSize,
+        server: facts,
       }),
     ),
   );

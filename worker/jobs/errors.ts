@@ -3,8 +3,10 @@
 export type JobErrorKind =
   | "invalid-argument"
   | "not-found"
+  | "already-exists"
   | "failed-precondition"
   | "resource-exhausted"
+  | "unavailable"
   | "internal";
 
 export class JobError extends Error {
