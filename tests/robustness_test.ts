@@ -49,14 +49,19 @@ async function waitEnded(c: JobClient, id: string): Promise<jobworker.Job> {
 
 test("start a worker", async () => {
   pki = await makePki();
-  worker = await WorkerProcess.start({ certDir: pki.dir });
+  worker = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: { JOB_WORKER_ALLOW_PRIVILEGED: "1" },
+  });
   client = clientFor(pki.dir, worker.address);
 });
 
 test("unmounting /proc inside a job uncovers nothing of the host", async () => {
+  // Privileged: only a job with CAP_SYS_ADMIN can unmount at all.
   const job = await client.createJob({
     command: "sh",
     args: ["-c", "umount /proc 2>/dev/null; ls /proc | grep -c '^[0-9]' || true"],
+    privileged: true,
   });
   await waitEnded(client, job.id);
   const seen = Number((await collectOutput(client, job.id)).stdout.trim());
@@ -97,7 +102,11 @@ test("a second worker on the same state directory refuses to start and harms not
 });
 
 test("a forced stop brings forward the SIGKILL of a graceful stop in progress", async () => {
-  const job = await client.createJob({ command: "sleep", args: ["1000"] });
+  // Ignoring SIGTERM: a PID 1 without a handler would end at the graceful stop already.
+  const job = await client.createJob({
+    command: "bash",
+    args: ["-c", 'trap "" TERM; exec sleep 1000'],
+  });
   const t0 = Date.now();
   const graceful = client.stopJob(job.id, { graceSeconds: 60 });
   await new Promise((r) => setTimeout(r, 300));

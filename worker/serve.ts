@@ -4,10 +4,12 @@
  */
 import { ConfigError, loadConfig, SERVE_HELP } from "./config.ts";
 import { log, setLogLevel } from "./log/logger.ts";
-import { installShim } from "./runtime/shim_library.ts";
+import { installMinimalInit, installShim } from "./runtime/shim_library.ts";
 import { ShimError } from "../init/shim/ffi.ts";
-import { selfCommand } from "./runtime/self_exec.ts";
-import { Launcher } from "./runtime/launcher.ts";
+import { programPaths, selfCommand } from "./runtime/self_exec.ts";
+import { Launcher, type WorkerPaths } from "./runtime/launcher.ts";
+import { resolveUser } from "./runtime/users.ts";
+import { RevocationList } from "./auth/revocation.ts";
 import { Reaper } from "./runtime/reaper.ts";
 import { detectCgroups } from "./cgroups/detect.ts";
 import { removeCgroupDirs } from "./cgroups/remove.ts";
@@ -25,6 +27,26 @@ function checkKernel(): void {
       `Linux ${MIN_KERNEL.join(".")} or newer is needed, this is ${Deno.osRelease()}`,
     );
   }
+}
+
+/** Absolute, with symlinks resolved when the path exists (a mask must cover the real place). */
+async function realOrAbsolute(path: string): Promise<string> {
+  try {
+    return await Deno.realPath(path);
+  } catch {
+    return path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  }
+}
+
+/** The worker's own paths as every job's profile sees them (see init/profile.ts). */
+async function workerPaths(
+  config: Exclude<ReturnType<typeof loadConfig>, "help">,
+  minimalInit: string,
+): Promise<WorkerPaths> {
+  const all = (paths: string[]) => Promise.all(paths.map(realOrAbsolute));
+  const maskPaths = (await all([config.stateDir, config.certPath, ...config.maskPaths]))
+    .filter((p) => p !== "/");
+  return { maskPaths, readonlyPaths: await all(programPaths()), minimalInit };
 }
 
 /** A short stable name for this state directory, so two workers never share job cgroups. */
@@ -76,7 +98,14 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
   // Root runs a library from here in every job: nobody else may write it.
   await Deno.chmod(config.stateDir, 0o700);
   const tls = await readServerTlsFiles(config.certPath);
+  try {
+    resolveUser(config.defaultUser);
+  } catch (e) {
+    throw new Error(`JOB_WORKER_DEFAULT_USER: ${(e as Error).message}`);
+  }
+  const revoked = config.revokedFile ? new RevocationList(config.revokedFile) : undefined;
   const shim = await installShim(config.stateDir);
+  const paths = await workerPaths(config, await installMinimalInit(config.stateDir));
   try {
     shim.lockFile(`${config.stateDir}/lock`);
   } catch (e) {
@@ -100,14 +129,14 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
     return 0;
   });
   if (stale > 0) log.info("removed job cgroups of a previous run", { count: stale });
-  const manager = new JobManager(new Launcher(shim, selfCommand()), reaper, cgroups, {
+  const manager = new JobManager(new Launcher(shim, selfCommand(), paths), reaper, cgroups, {
     stateDir: config.stateDir,
     stopGraceSeconds: config.stopGraceSeconds,
     maxRunningJobs: config.maxRunningJobs,
     maxEndedJobs: config.maxEndedJobs,
     maxOutputBytes: config.maxOutputBytes,
   });
-  const { server, port } = await startServer(config, tls, manager);
+  const { server, port } = await startServer(config, tls, manager, revoked);
   const host = config.address.slice(0, config.address.lastIndexOf(":"));
   log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });
 

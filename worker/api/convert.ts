@@ -54,6 +54,10 @@ export function toProtoJob(job: Job, usage: Usage): jobworker.Job {
     env: job.spec.env,
     workDir: job.spec.workDir,
     timeoutSeconds: job.spec.timeoutSeconds,
+    network: job.spec.network,
+    user: `${job.spec.user.uid}:${job.spec.user.gid}`,
+    privileged: job.spec.privileged,
+    init: job.spec.init,
   });
 }
 

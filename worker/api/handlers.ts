@@ -11,15 +11,17 @@ import {
 } from "@grpc/grpc-js";
 import { jobworker } from "../../proto/service.ts";
 import type { Limits } from "../cgroups/types.ts";
-import { identityOf } from "../auth/identity.ts";
+import { type Identity, identityOf } from "../auth/identity.ts";
 import { denial, type Rpc } from "../auth/policy.ts";
+import type { RevocationList } from "../auth/revocation.ts";
+import { canSee, hidesEnv, type ViewersSee, withoutValues } from "../auth/visibility.ts";
 import { JobError } from "../jobs/errors.ts";
 import type { Job } from "../jobs/job.ts";
 import type { JobManager } from "../jobs/manager.ts";
 import { streamOutput } from "./stream_output.ts";
 import { isServiceError, serviceError, toServiceError } from "./status.ts";
 import { toProtoJob, toProtoJobs } from "./convert.ts";
-import { graceFrom, jobSpecFrom, offsetFrom } from "./validation.ts";
+import { graceFrom, type JobPolicy, jobSpecFrom, offsetFrom } from "./validation.ts";
 
 export interface HandlerOptions {
   defaults: Limits;
@@ -27,25 +29,42 @@ export interface HandlerOptions {
   chunkBytes: number;
   /** Most GetJobsStream calls at once. */
   maxStreams: number;
+  /** Who jobs run as by default, whether privileged jobs are allowed. */
+  policy?: JobPolicy;
+  /** JOB_WORKER_REVOKED, when set. */
+  revoked?: RevocationList;
+  /** JOB_WORKER_VIEWERS_SEE (default "all"). */
+  viewersSee?: ViewersSee;
 }
 
 type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
 
-/** The caller's name when it may call `rpc`; throws PERMISSION_DENIED otherwise. */
-function authorize(call: AnyCall, rpc: Rpc): string {
+/**
+ * The caller when it may call `rpc`; throws UNAUTHENTICATED for a revoked certificate,
+ * PERMISSION_DENIED for a role that may not.
+ */
+function authorize(call: AnyCall, rpc: Rpc, revoked: RevocationList | undefined): Identity {
   const identity = identityOf(call.getAuthContext());
+  if (revoked?.isRevoked(identity.serialNumber)) {
+    throw serviceError(
+      status.UNAUTHENTICATED,
+      `the client certificate (serial ${identity.serialNumber}, CN "${identity.commonName}") ` +
+        "has been revoked",
+    );
+  }
   const why = denial(identity, rpc);
   if (why !== null) throw serviceError(status.PERMISSION_DENIED, why);
-  return identity.commonName;
+  return identity;
 }
 
 function unary<Req, Res>(
   rpc: Rpc,
-  handle: (req: Req, caller: string) => Promise<Res> | Res,
+  revoked: RevocationList | undefined,
+  handle: (req: Req, caller: Identity) => Promise<Res> | Res,
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
     (async () => {
-      const caller = authorize(call, rpc);
+      const caller = authorize(call, rpc, revoked);
       return await handle(call.request, caller);
     })().then(
       (response) => callback(null, response),
@@ -58,49 +77,70 @@ export function jobServiceHandlers(
   manager: JobManager,
   options: HandlerOptions,
 ): UntypedServiceImplementation {
-  const find = (id: string | null | undefined): Job => {
+  const viewersSee = options.viewersSee ?? "all";
+  const revoked = options.revoked;
+  /** The job, when it exists and `caller` may see it: else NOT_FOUND, the same either way. */
+  const find = (id: string | null | undefined, caller: Identity): Job => {
     const job = manager.get(id ?? "");
-    if (!job) throw new JobError("not-found", `no job with id "${id ?? ""}"`);
+    if (!job || !canSee(caller, job.owner, viewersSee)) {
+      throw new JobError("not-found", `no job with id "${id ?? ""}"`);
+    }
     return job;
   };
-  const view = (job: Job) => toProtoJob(job, manager.usage(job));
+  const view = (job: Job, caller: Identity) => {
+    const proto = toProtoJob(job, manager.usage(job));
+    if (hidesEnv(caller, viewersSee)) proto.env = withoutValues(proto.env);
+    return proto;
+  };
   let streams = 0;
 
   const createJob = unary<jobworker.CreateJobReq, jobworker.CreateJobRes>(
     "CreateJob",
+    revoked,
     async (req, caller) => {
-      const job = await manager.create(jobSpecFrom(req, options.defaults), caller);
-      return jobworker.CreateJobRes.create({ job: view(job) });
+      const spec = jobSpecFrom(req, options.defaults, options.policy);
+      const job = await manager.create(spec, caller.commonName);
+      return jobworker.CreateJobRes.create({ job: view(job, caller) });
     },
   );
   const getJob = unary<jobworker.GetJobReq, jobworker.GetJobRes>(
     "GetJob",
-    (req) => jobworker.GetJobRes.create({ job: view(find(req.id)) }),
+    revoked,
+    (req, caller) => jobworker.GetJobRes.create({ job: view(find(req.id, caller), caller) }),
   );
   const stopJob = unary<jobworker.StopJobReq, jobworker.StopJobRes>(
     "StopJob",
-    async (req) => {
+    revoked,
+    async (req, caller) => {
       const graceSeconds = graceFrom(req);
-      find(req.id);
+      find(req.id, caller);
       const job = await manager.stop(req.id, {
         ...(graceSeconds > 0 ? { graceSeconds } : {}),
         force: req.force === true,
       });
-      return jobworker.StopJobRes.create({ job: view(job) });
+      return jobworker.StopJobRes.create({ job: view(job, caller) });
     },
   );
   const getJobs = unary<jobworker.EmptyRequest, jobworker.Jobs>(
     "GetJobs",
-    () => toProtoJobs(manager.list().map((job) => ({ job, usage: manager.usage(job) }))),
+    revoked,
+    (_req, caller) => {
+      const visible = manager.list().filter((job) => canSee(caller, job.owner, viewersSee));
+      const jobs = toProtoJobs(visible.map((job) => ({ job, usage: manager.usage(job) })));
+      if (hidesEnv(caller, viewersSee)) {
+        for (const job of jobs.jobs) job.env = withoutValues(job.env ?? []);
+      }
+      return jobs;
+    },
   );
   const getJobsStream: handleServerStreamingCall<
     jobworker.GetJobsStreamReq,
     jobworker.DataChunk
   > = (call) => {
     (async () => {
-      authorize(call, "GetJobsStream");
+      const caller = authorize(call, "GetJobsStream", revoked);
       const offset = offsetFrom(call.request);
-      const job = find(call.request.id);
+      const job = find(call.request.id, caller);
       if (streams >= options.maxStreams) {
         throw serviceError(
           status.RESOURCE_EXHAUSTED,

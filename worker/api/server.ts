@@ -5,6 +5,7 @@ import type { JobManager } from "../jobs/manager.ts";
 import type { WorkerConfig } from "../config.ts";
 import { mutualTls13, type ServerTlsFiles } from "../tls/server_credentials.ts";
 import { jobServiceHandlers } from "./handlers.ts";
+import type { RevocationList } from "../auth/revocation.ts";
 
 export interface RunningServer {
   server: Server;
@@ -16,6 +17,7 @@ export async function startServer(
   config: WorkerConfig,
   tls: ServerTlsFiles,
   manager: JobManager,
+  revoked?: RevocationList,
 ): Promise<RunningServer> {
   const server = new Server({
     "grpc.max_receive_message_length": config.maxRecvMsgSize,
@@ -27,6 +29,9 @@ export async function startServer(
       defaults: config.defaults,
       chunkBytes: Math.min(128 * 1024, config.maxSendMsgSize - 1024),
       maxStreams: config.maxStreams,
+      policy: { defaultUser: config.defaultUser, allowPrivileged: config.allowPrivileged },
+      viewersSee: config.viewersSee,
+      ...(revoked ? { revoked } : {}),
     }),
   );
   const port = await new Promise<number>((resolve, reject) => {

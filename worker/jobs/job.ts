@@ -5,6 +5,7 @@
  */
 import type { Limits, Usage } from "../cgroups/types.ts";
 import type { OutputLog } from "./output_log.ts";
+import type { ResolvedUser } from "../runtime/users.ts";
 
 export type JobStatus = "INITIALIZING" | "RUNNING" | "COMPLETED" | "FAILED" | "STOPPED";
 export const END_STATES: readonly JobStatus[] = ["COMPLETED", "FAILED", "STOPPED"];
@@ -33,6 +34,13 @@ export interface JobSpec {
   workDir: string;
   timeoutSeconds: number;
   limits: Limits;
+  /** Who the job runs as, resolved when it was created. */
+  user: ResolvedUser;
+  network: "host" | "none";
+  /** Every capability and no masks (the seed's behaviour). */
+  privileged: boolean;
+  /** Under the minimal init (jwinit) as PID 1. */
+  init: boolean;
 }
 
 /** How the job's first process ended. */

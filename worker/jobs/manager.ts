@@ -14,6 +14,7 @@ import { JobError } from "./errors.ts";
 import { OutputLog, type StreamId } from "./output_log.ts";
 import { signalName } from "../../proto/signals.ts";
 import { jobEnvironment } from "./environment.ts";
+import { applyDefaultTerm, type DefaultTerm, recordedSignal } from "./pid1_term.ts";
 
 export interface ManagerOptions {
   stateDir: string;
@@ -57,6 +58,8 @@ interface Running {
   /** When the job gets SIGKILL; each stop may move it earlier, never later. */
   killAt: number | undefined;
   killTimer: ReturnType<typeof setTimeout> | undefined;
+  /** SIGTERM's default action for a PID 1 without a handler (see pid1_term.ts). */
+  defaultTerm?: DefaultTerm | null;
 }
 
 export class JobManager {
@@ -142,9 +145,13 @@ export class JobManager {
           jobId: id,
           command: spec.command,
           args: spec.args,
-          env: jobEnvironment(id, spec.env),
+          env: jobEnvironment(id, spec.env, spec.user.home),
           workDir: spec.workDir,
           cgroupProcsFiles: cgroup.procsFiles,
+          user: { uid: spec.user.uid, gid: spec.user.gid, groups: spec.user.groups },
+          network: spec.network,
+          privileged: spec.privileged,
+          init: spec.init,
         });
       } catch (e) {
         await cgroup.remove().catch(() => {});
@@ -176,7 +183,10 @@ export class JobManager {
       log.info("job started", { id, owner, command: spec.command, pid: process.pid });
       // A stop that came while init was still setting up could not reach the job's processes
       // through the cgroup yet: now it can.
-      if (running.terminated) running.cgroup.signalAll("SIGTERM");
+      if (running.terminated) {
+        running.cgroup.signalAll("SIGTERM");
+        this.#termPid1(running);
+      }
       if (spec.timeoutSeconds > 0) {
         running.timeout = setTimeout(() => {
           this.#stop(job, running, {}, `timed out after ${spec.timeoutSeconds} s`);
@@ -224,6 +234,7 @@ export class JobManager {
     if (!running.terminated && graceMs > 0) {
       running.terminated = true;
       running.cgroup.signalAll("SIGTERM");
+      if (job.status === "RUNNING") this.#termPid1(running);
     }
     const killAt = Date.now() + graceMs;
     if (running.killAt !== undefined && running.killAt <= killAt) return;
@@ -234,6 +245,15 @@ export class JobManager {
       // Also through the pidfd, which reaches PID 1 even before it has joined the cgroup.
       running.process.signal(9);
     }, graceMs);
+  }
+
+  #termPid1(running: Running): void {
+    const pid = running.process.pid;
+    running.defaultTerm ??= applyDefaultTerm(
+      pid,
+      () => running.cgroup.pids(),
+      () => running.process.signal(9),
+    );
   }
 
   /** Appends everything a job stream writes to the job's log; resolves at EOF. */
@@ -261,7 +281,12 @@ export class JobManager {
 
   /** Waits for the job's end, then records how it ended and removes what it used. */
   async #finish(job: Job, running: Running, outputDone: Promise<unknown>): Promise<void> {
-    const status = await running.exited;
+    const exited = await running.exited;
+    running.defaultTerm?.cancel();
+    const status = {
+      ...exited,
+      signal: recordedSignal(running.defaultTerm ?? undefined, exited.signal),
+    };
     clearTimeout(running.timeout);
     clearTimeout(running.killTimer);
     // PID 1 is gone, so the kernel kills the rest of the namespace; make sure through the cgroup.
