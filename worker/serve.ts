@@ -17,8 +17,11 @@ import { JobManager } from "./jobs/manager.ts";
 import { readServerTlsFiles } from "./tls/server_credentials.ts";
 import { startServer } from "./api/server.ts";
 
-/** clone3 with a pidfd needs Linux 5.3, close_range(CLOSE_RANGE_CLOEXEC) 5.11. */
-const MIN_KERNEL: [number, number] = [5, 11];
+/**
+ * clone3 with a pidfd needs Linux 5.3, close_range(CLOSE_RANGE_CLOEXEC) 5.11, mount_setattr (the
+ * jobs' read-only /sys and program) 5.12.
+ */
+const MIN_KERNEL: [number, number] = [5, 12];
 
 function checkKernel(): void {
   const [major = 0, minor = 0] = Deno.osRelease().split(".").map((n) => parseInt(n, 10));
