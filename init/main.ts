@@ -13,6 +13,7 @@ import {
 } from "./spec.ts";
 import { Shim, ShimError } from "./shim/ffi.ts";
 import { resolveCommand } from "./resolve_command.ts";
+import { dropPrivileges, protectFilesystem } from "./profile.ts";
 
 const SPEC_LIMIT = 64 * 1024 * 1024;
 
@@ -37,22 +38,45 @@ function readSpec(shim: Shim): InitSpec {
   return JSON.parse(new TextDecoder().decode(bytes)) as InitSpec;
 }
 
+const X_OK = 1;
+
 function become(shim: Shim): never {
   const spec = step("spec", "reading the job spec", () => readSpec(shim));
   step("mounts", "making mounts private", () => shim.makeMountsPrivate());
   step("proc", "mounting /proc", () => shim.mountProc());
   step("hostname", "setting the hostname", () => shim.setHostname(spec.jobId));
-  step("workdir", `entering workDir "${spec.workDir}"`, () => shim.chdir(spec.workDir));
-  const path = resolveCommand(spec.command, spec.env);
-  if (!path.ok) throw new StageError("lookup", path.errno, path.message);
+  if (spec.network === "none") {
+    step("network", "bringing up loopback", () => shim.loopbackUp());
+  }
+  // Before the profile: it makes the cgroup files read-only and drops the rights to write them.
   for (const file of spec.cgroupProcsFiles) {
     step("cgroup", `joining the job's cgroup (${file})`, () => Deno.writeTextFileSync(file, "0"));
   }
+  // Opened before the masks, which may cover the directory it is installed in.
+  const initFd = spec.minimalInit === null
+    ? -1
+    : step("profile", "opening the minimal init", () => shim.openPath(spec.minimalInit!));
+  if (!spec.privileged) {
+    step("profile", "protecting the filesystem", () => protectFilesystem(shim, spec));
+  }
+  step("user", `becoming ${spec.user.uid}:${spec.user.gid}`, () => dropPrivileges(shim, spec));
+  // From here on as the job's user: the checks below are the ones the job itself would meet.
+  step("workdir", `entering workDir "${spec.workDir}"`, () => shim.chdir(spec.workDir));
+  const path = resolveCommand(spec.command, spec.env, (p) => shim.access(p, X_OK));
+  if (!path.ok) throw new StageError("lookup", path.errno, path.message);
+  const argv = [spec.command, ...spec.args];
   return step(
     "exec",
     `cannot execute "${spec.command}"`,
     () =>
-      shim.exec(path.path, [spec.command, ...spec.args], spec.env, JOB_STDOUT_FD, JOB_STDERR_FD),
+      initFd < 0 ? shim.exec(path.path, argv, spec.env, JOB_STDOUT_FD, JOB_STDERR_FD) : shim.exec(
+        "jwinit",
+        ["jwinit", path.path, ...argv],
+        spec.env,
+        JOB_STDOUT_FD,
+        JOB_STDERR_FD,
+        initFd,
+      ),
   );
 }
 

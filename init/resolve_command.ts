@@ -4,16 +4,26 @@ const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 
 export type Resolution = { ok: true; path: string } | { ok: false; errno: number; message: string };
 
-function executable(path: string): Resolution {
+/** errno of access(path, X_OK) for the job's user; 0 when it may execute `path`. */
+export type AccessCheck = (path: string) => number;
+
+function executable(path: string, access?: AccessCheck): Resolution {
   let info: Deno.FileInfo;
   try {
     info = Deno.statSync(path);
-  } catch {
+  } catch (e) {
+    if (e instanceof Deno.errors.PermissionDenied) {
+      return { ok: false, errno: 13, message: `"${path}" cannot be reached by the job's user` };
+    }
     return { ok: false, errno: 2, message: `command not found: "${path}"` };
   }
   if (info.isDirectory) return { ok: false, errno: 21, message: `"${path}" is a directory` };
   if (((info.mode ?? 0) & 0o111) === 0) {
     return { ok: false, errno: 13, message: `"${path}" is not executable` };
+  }
+  const denied = access?.(path) ?? 0;
+  if (denied !== 0) {
+    return { ok: false, errno: denied, message: `"${path}" is not executable by the job's user` };
   }
   return { ok: true, path };
 }
@@ -22,12 +32,16 @@ function executable(path: string): Resolution {
  * Resolves `command` against the job's environment: a name with a slash is used as it is
  * (relative to the working directory), a bare name is looked up in the job's PATH.
  */
-export function resolveCommand(command: string, env: readonly string[]): Resolution {
-  if (command.includes("/")) return executable(command);
+export function resolveCommand(
+  command: string,
+  env: readonly string[],
+  access?: AccessCheck,
+): Resolution {
+  if (command.includes("/")) return executable(command, access);
   const pathVar = env.findLast((e) => e.startsWith("PATH="))?.slice(5) ?? DEFAULT_PATH;
   let firstProblem: Resolution | undefined;
   for (const dir of pathVar.split(":")) {
-    const found = executable(`${dir || "."}/${command}`);
+    const found = executable(`${dir || "."}/${command}`, access);
     if (found.ok) return found;
     if (found.errno !== 2) firstProblem ??= found;
   }

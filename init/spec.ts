@@ -12,8 +12,11 @@
  *                                             fd5=job stdout fd6=job stderr
  *                                             execve(self, "init")
  *                                             read spec from fd3 to EOF
- *                                             mounts private, fresh /proc, hostname, env, workDir
+ *                                             mounts private, fresh /proc, hostname, loopback
  *                                             join job cgroup (write 0 to cgroup.procs)
+ *                                             the default profile (init/profile.ts): private
+ *                                             /dev, masks, read-only /sys, capabilities, user
+ *                                             workDir and command lookup as the job's user
  *                                             fd5→1, fd6→2, execve(command)
  *                                               (fds > 2 are close-on-exec)
  *   status pipe EOF  ◀──────────────────────  (exec succeeded: the job is RUNNING)
@@ -34,8 +37,28 @@ export interface InitSpec {
   env: string[];
   /** Absolute path; the job starts there. */
   workDir: string;
-  /** Files init writes "0" to, joining the job's cgroup(s), right before exec. */
+  /** Files init writes "0" to, joining the job's cgroup(s), before it drops privileges. */
   cgroupProcsFiles: string[];
+  /** Who the job runs as. */
+  user: JobUser;
+  /** "none": the job has a network namespace of its own, with only loopback (up). */
+  network: "host" | "none";
+  /** true: the seed's full root: every capability, the host's /dev, no masks. */
+  privileged: boolean;
+  /** The worker's own paths (state, certificates, other secrets): covered inside the job. */
+  maskPaths: string[];
+  /** The worker's program and code: read-only inside the job. */
+  readonlyPaths: string[];
+  /** The minimal init (jwinit) to run the command under, or null to exec the command itself. */
+  minimalInit: string | null;
+}
+
+/** A user as resolved by the worker from its user and group databases. */
+export interface JobUser {
+  uid: number;
+  gid: number;
+  /** Supplementary groups. */
+  groups: number[];
 }
 
 /** init's command line after the program: `init --shim <path of the C shim library>`. */
@@ -53,6 +76,9 @@ export interface InitFailure {
     | "hostname"
     | "workdir"
     | "cgroup"
+    | "network"
+    | "profile"
+    | "user"
     | "lookup"
     | "exec";
   /** errno of the failed call, 0 when there is none. */

@@ -16,6 +16,10 @@ const spec = {
   timeoutSeconds: 0,
   limits: { cpuPercent: 0, memoryMiB: 0, ioBps: 0, pids: 0 },
   requestId: "",
+  user: { uid: 0, gid: 0, groups: [], name: "root", home: "/root" },
+  network: "host" as const,
+  privileged: false,
+  init: false,
 };
 
 const ALLOWED = new Set([

@@ -38,7 +38,7 @@ let worker: WorkerProcess;
 try {
   worker = await WorkerProcess.start({
     certDir: pki.dir,
-    env: { JOB_WORKER_STOP_GRACE: String(STOP_GRACE_S) },
+    env: { JOB_WORKER_STOP_GRACE: String(STOP_GRACE_S), JOB_WORKER_ALLOW_PRIVILEGED: "1" },
   });
 } catch (e) {
   await pki.remove();
@@ -310,7 +310,8 @@ test("hostname is the job id; a mount made inside never shows on the host", asyn
     `grep -c ${marker} /proc/self/mountinfo`,
     "exec sleep 1000",
   ].join(" && ");
-  const job = await create({ command: "sh", args: ["-c", script] });
+  // Privileged: the default profile has no CAP_SYS_ADMIN, so no mounts at all.
+  const job = await create({ command: "sh", args: ["-c", script], privileged: true });
   try {
     // The mount worked inside: the file's content and the job's own mountinfo show it.
     const text = await readUntil(client, job.id, (t) => t.includes("inside\n1\n"));
@@ -415,7 +416,8 @@ test("StopJob of a job with children: STOPPED, and nothing of it left on the hos
 test("StopJob of jobs ignoring SIGTERM: SIGKILL after the grace, STOPPED, exitCode -1", async () => {
   const grace = 5;
   const trap = await create({ command: "bash", args: ["-c", 'trap "" TERM; sleep 1000'] });
-  const plain = await create({ command: "sleep", args: ["1000"] });
+  // PID 1 ignoring SIGTERM (inherited SIG_IGN): a PID 1 without a handler would end at once.
+  const plain = await create({ command: "bash", args: ["-c", 'trap "" TERM; exec sleep 1000'] });
   const trapProcs = await waitProcesses(trap.id, ["sleep"]);
   const plainProcs = await waitProcesses(plain.id, ["sleep"]);
   assert.equal(plainProcs[0]?.nsPid, 1);

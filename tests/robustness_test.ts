@@ -52,17 +52,22 @@ async function waitEnded(c: JobClient, id: string): Promise<jobworker.Job> {
 
 test("start a worker", async () => {
   pki = await makePki();
-  worker = await WorkerProcess.start({ certDir: pki.dir });
+  worker = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: { JOB_WORKER_ALLOW_PRIVILEGED: "1" },
+  });
   client = clientFor(pki.dir, worker.address);
 });
 
 test("unmounting /proc inside a job uncovers nothing of the host", async () => {
+  // Privileged: only a job with CAP_SYS_ADMIN can unmount at all.
   const job = await client.createJob({
     command: "sh",
     args: [
       "-c",
       "umount /proc 2>/dev/null; stat -f -c %T /proc; ls /proc | grep -c '^[0-9]' || true",
     ],
+    privileged: true,
   });
   await waitEnded(client, job.id);
   const [fsType, count] = (await collectOutput(client, job.id)).stdout.trim().split("\n");

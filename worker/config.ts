@@ -47,6 +47,16 @@ export interface WorkerConfig {
   cgroupBase: string | undefined;
   /** JOB_WORKER_IO_DEVICES ("major:minor" list), when set. */
   ioDevices: string[] | undefined;
+  /** Who jobs run as when they do not say ("root", a name, "uid[:gid]"). */
+  defaultUser: string;
+  /** Whether CreateJob may ask for `privileged: true`. */
+  allowPrivileged: boolean;
+  /** More paths to cover inside jobs, beside the state and certificate directories. */
+  maskPaths: string[];
+  /** File of revoked certificate serials (hex, one a line), when set. */
+  revokedFile: string | undefined;
+  /** "own": a viewer sees only its own jobs, without env values. */
+  viewersSee: "all" | "own";
 }
 
 export const SERVE_HELP = `Usage: jobworker serve [options]
@@ -84,6 +94,13 @@ Options:
   --default-pids N        default maxPids           JOB_WORKER_DEFAULT_PIDS (1024)
   --cgroup-base PATH      parent cgroup for jobs    JOB_WORKER_CGROUP_BASE (the worker's own)
   --io-devices LIST       MAJ:MIN,... for IO limits JOB_WORKER_IO_DEVICES (detected)
+  --default-user USER     jobs' user by default     JOB_WORKER_DEFAULT_USER (root)
+  --allow-privileged 0|1  allow privileged jobs     JOB_WORKER_ALLOW_PRIVILEGED (0)
+  --mask PATHS            more paths hidden from jobs (comma-separated)
+                                                    JOB_WORKER_MASK (none)
+  --revoked FILE          revoked certificate serials, hex, one a line
+                                                    JOB_WORKER_REVOKED (none)
+  --viewers-see all|own   jobs a viewer sees        JOB_WORKER_VIEWERS_SEE (all)
   -h, --help              show this help
 `;
 
@@ -123,6 +140,11 @@ const FLAGS = {
   "default-pids": { env: "JOB_WORKER_DEFAULT_PIDS", fallback: "1024" },
   "cgroup-base": { env: "JOB_WORKER_CGROUP_BASE", fallback: "" },
   "io-devices": { env: "JOB_WORKER_IO_DEVICES", fallback: "" },
+  "default-user": { env: "JOB_WORKER_DEFAULT_USER", fallback: "root" },
+  "allow-privileged": { env: "JOB_WORKER_ALLOW_PRIVILEGED", fallback: "0" },
+  "mask": { env: "JOB_WORKER_MASK", fallback: "" },
+  "revoked": { env: "JOB_WORKER_REVOKED", fallback: "" },
+  "viewers-see": { env: "JOB_WORKER_VIEWERS_SEE", fallback: "all" },
 } as const;
 type Flag = keyof typeof FLAGS;
 
@@ -192,6 +214,23 @@ export function loadConfig(
   for (const d of ioDevices ?? []) {
     if (!/^\d+:\d+$/.test(d)) throw new ConfigError(`${devName}: "${d}" is not MAJOR:MINOR`);
   }
+  const [privName, priv] = get("allow-privileged");
+  if (priv !== "0" && priv !== "1") {
+    throw new ConfigError(`${privName} must be 0 or 1, got "${priv}"`);
+  }
+  const [maskName, masks] = get("mask");
+  const maskPaths = masks.split(",").map((p) => p.trim()).filter(Boolean);
+  for (const p of maskPaths) {
+    if (!p.startsWith("/") || p === "/") {
+      throw new ConfigError(`${maskName}: "${p}" must be an absolute path other than /`);
+    }
+  }
+  const [seeName, see] = get("viewers-see");
+  if (see !== "all" && see !== "own") {
+    throw new ConfigError(`${seeName} must be "all" or "own", got "${see}"`);
+  }
+  const defaultUser = get("default-user")[1].trim() || "root";
+  const revokedFile = get("revoked")[1];
   return {
     address,
     certPath: get("cert-path")[1],
@@ -222,5 +261,10 @@ export function loadConfig(
     },
     cgroupBase: cgroupBase || undefined,
     ioDevices,
+    defaultUser,
+    allowPrivileged: priv === "1",
+    maskPaths,
+    revokedFile: revokedFile || undefined,
+    viewersSee: see,
   };
 }

@@ -4,10 +4,12 @@
  */
 import { ConfigError, loadConfig, SERVE_HELP } from "./config.ts";
 import { log, setLogLevel } from "./log/logger.ts";
-import { installShim } from "./runtime/shim_library.ts";
+import { installMinimalInit, installShim } from "./runtime/shim_library.ts";
 import { ShimError } from "../init/shim/ffi.ts";
-import { selfCommand } from "./runtime/self_exec.ts";
-import { Launcher } from "./runtime/launcher.ts";
+import { programPaths, selfCommand } from "./runtime/self_exec.ts";
+import { Launcher, type WorkerPaths } from "./runtime/launcher.ts";
+import { resolveUser } from "./runtime/users.ts";
+import { RevocationList } from "./auth/revocation.ts";
 import { Reaper } from "./runtime/reaper.ts";
 import { detectCgroups } from "./cgroups/detect.ts";
 import { removeCgroupDirs } from "./cgroups/remove.ts";
@@ -37,8 +39,11 @@ export const EXIT_STATE_UNUSABLE = 78;
 /** How often the retention limits are applied besides at every job's end. */
 const RETENTION_INTERVAL_MS = 60_000;
 
-/** clone3 with a pidfd needs Linux 5.3, close_range(CLOSE_RANGE_CLOEXEC) 5.11. */
-const MIN_KERNEL: [number, number] = [5, 11];
+/**
+ * clone3 with a pidfd needs Linux 5.3, close_range(CLOSE_RANGE_CLOEXEC) 5.11, mount_setattr (the
+ * jobs' read-only /sys and program) 5.12.
+ */
+const MIN_KERNEL: [number, number] = [5, 12];
 
 function checkKernel(): void {
   const [major = 0, minor = 0] = Deno.osRelease().split(".").map((n) => parseInt(n, 10));
@@ -47,6 +52,26 @@ function checkKernel(): void {
       `Linux ${MIN_KERNEL.join(".")} or newer is needed, this is ${Deno.osRelease()}`,
     );
   }
+}
+
+/** Absolute, with symlinks resolved when the path exists (a mask must cover the real place). */
+async function realOrAbsolute(path: string): Promise<string> {
+  try {
+    return await Deno.realPath(path);
+  } catch {
+    return path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  }
+}
+
+/** The worker's own paths as every job's profile sees them (see init/profile.ts). */
+async function workerPaths(
+  config: Exclude<ReturnType<typeof loadConfig>, "help">,
+  minimalInit: string,
+): Promise<WorkerPaths> {
+  const all = (paths: string[]) => Promise.all(paths.map(realOrAbsolute));
+  const maskPaths = (await all([config.stateDir, config.certPath, ...config.maskPaths]))
+    .filter((p) => p !== "/");
+  return { maskPaths, readonlyPaths: await all(programPaths()), minimalInit };
 }
 
 /** A short stable name for this state directory, so two workers never share job cgroups. */
@@ -117,7 +142,14 @@ async function serve(config: Config): Promise<number> {
   checkKernel();
   await prepareStateDir(config.stateDir);
   const tls = await readServerTlsFiles(config.certPath);
+  try {
+    resolveUser(config.defaultUser);
+  } catch (e) {
+    throw new Error(`JOB_WORKER_DEFAULT_USER: ${(e as Error).message}`);
+  }
+  const revoked = config.revokedFile ? new RevocationList(config.revokedFile) : undefined;
   const shim = await installShim(config.stateDir);
+  const paths = await workerPaths(config, await installMinimalInit(config.stateDir));
   try {
     shim.lockFile(`${config.stateDir}/lock`);
   } catch (e) {
@@ -152,14 +184,20 @@ async function serve(config: Config): Promise<number> {
     return 0;
   });
   if (stale > 0) log.info("removed job cgroups of a previous run", { count: stale });
-  const manager = new JobManager(new Launcher(shim, selfCommand()), reaper, cgroups, store, {
-    stateDir: config.stateDir,
-    stopGraceSeconds: config.stopGraceSeconds,
-    maxRunningJobs: config.maxRunningJobs,
-    maxEndedJobs: config.maxEndedJobs,
-    retentionMs: config.retentionMs,
-    maxOutputBytes: config.maxOutputBytes,
-  });
+  const manager = new JobManager(
+    new Launcher(shim, selfCommand(), paths),
+    reaper,
+    cgroups,
+    store,
+    {
+      stateDir: config.stateDir,
+      stopGraceSeconds: config.stopGraceSeconds,
+      maxRunningJobs: config.maxRunningJobs,
+      maxEndedJobs: config.maxEndedJobs,
+      retentionMs: config.retentionMs,
+      maxOutputBytes: config.maxOutputBytes,
+    },
+  );
   for (const job of handover?.jobs ?? []) {
     manager.adopt(
       job,
@@ -179,7 +217,7 @@ async function serve(config: Config): Promise<number> {
     // An ephemeral port stays the same across reloads, so clients find the worker again.
     config = { ...config, address: config.address.replace(/:0$/, `:${handover.port}`) };
   }
-  let { server, port } = await startServer(config, tls, manager, facts);
+  let { server, port } = await startServer(config, tls, manager, facts, revoked);
   const host = config.address.slice(0, config.address.lastIndexOf(":"));
   manager.applyRetention();
   const retentionTimer = setInterval(() => manager.applyRetention(), RETENTION_INTERVAL_MS);

@@ -7,7 +7,7 @@ import { errnoName, strerror } from "./errno.ts";
 
 const symbols = {
   jw_spawn: {
-    parameters: ["buffer", "buffer", "i32", "buffer", "i32", "buffer", "i32", "buffer"],
+    parameters: ["buffer", "buffer", "i32", "buffer", "i32", "buffer", "i32", "buffer", "i32"],
     result: "i32",
   },
   jw_pipe: { parameters: ["buffer", "i32"], result: "i32" },
@@ -22,9 +22,19 @@ const symbols = {
   jw_set_hostname: { parameters: ["buffer"], result: "i32" },
   jw_chdir: { parameters: ["buffer"], result: "i32" },
   jw_exec: {
-    parameters: ["buffer", "buffer", "i32", "buffer", "i32", "i32", "i32"],
+    parameters: ["buffer", "buffer", "i32", "buffer", "i32", "i32", "i32", "i32"],
     result: "i32",
   },
+  jw_make_readonly: { parameters: ["buffer", "i32"], result: "i32" },
+  jw_bind_readonly: { parameters: ["buffer"], result: "i32" },
+  jw_mask: { parameters: ["buffer"], result: "i32" },
+  jw_private_dev: { parameters: [], result: "i32" },
+  jw_loopback_up: { parameters: [], result: "i32" },
+  jw_limit_capabilities: { parameters: ["u64", "i32"], result: "i32" },
+  jw_set_user: { parameters: ["i32", "i32", "buffer", "i32"], result: "i32" },
+  jw_no_new_privs: { parameters: [], result: "i32" },
+  jw_access: { parameters: ["buffer", "i32"], result: "i32" },
+  jw_open_path: { parameters: ["buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** A failed system call of the shim: `errno` is the positive error number. */
@@ -86,10 +96,16 @@ export class Shim {
   }
 
   /**
-   * Starts `path` in new PID, mount, IPC and UTS namespaces; `fds[i]` becomes the child's
-   * descriptor i, every other descriptor is closed in the child.
+   * Starts `path` in new PID, mount, IPC and UTS namespaces (and network, with `newNetwork`);
+   * `fds[i]` becomes the child's descriptor i, every other descriptor is closed in the child.
    */
-  spawn(path: string, argv: readonly string[], envp: readonly string[], fds: readonly number[]): {
+  spawn(
+    path: string,
+    argv: readonly string[],
+    envp: readonly string[],
+    fds: readonly number[],
+    newNetwork = false,
+  ): {
     pid: number;
     pidfd: number;
   } {
@@ -106,6 +122,7 @@ export class Shim {
         fdBuf,
         fds.length,
         pidfdBuf,
+        newNetwork ? 1 : 0,
       ),
     );
     return { pid, pidfd: pidfdBuf[0] ?? -1 };
@@ -189,8 +206,8 @@ export class Shim {
   }
 
   /**
-   * Replaces this process with `path`, `stdoutFd` and `stderrFd` becoming its descriptors 1 and 2;
-   * returns only by throwing.
+   * Replaces this process with `path` (or the program open as `execFd`), `stdoutFd` and
+   * `stderrFd` becoming its descriptors 1 and 2; returns only by throwing.
    */
   exec(
     path: string,
@@ -198,6 +215,7 @@ export class Shim {
     envp: readonly string[],
     stdoutFd: number,
     stderrFd: number,
+    execFd = -1,
   ): never {
     const r = this.#lib.symbols.jw_exec(
       cString(path),
@@ -207,7 +225,64 @@ export class Shim {
       envp.length,
       stdoutFd,
       stderrFd,
+      execFd,
     );
     throw new ShimError("execve", r < 0 ? -r : 5);
+  }
+
+  /** Makes the mount at `path` read-only (with the mounts below it when `recursive`). */
+  makeReadonly(path: string, recursive: boolean): void {
+    this.#check(
+      `read-only ${path}`,
+      this.#lib.symbols.jw_make_readonly(cString(path), recursive ? 1 : 0),
+    );
+  }
+
+  /** Binds `path` onto itself, read-only; nothing happens when it does not exist. */
+  bindReadonly(path: string): void {
+    this.#check(`bind read-only ${path}`, this.#lib.symbols.jw_bind_readonly(cString(path)));
+  }
+
+  /** Covers `path` (empty read-only tmpfs, or /dev/null for a file); nothing if it is absent. */
+  mask(path: string): void {
+    this.#check(`mask ${path}`, this.#lib.symbols.jw_mask(cString(path)));
+  }
+
+  /** Replaces /dev by a private one with only the harmless devices, devpts and /dev/shm. */
+  privateDev(): void {
+    this.#check("private /dev", this.#lib.symbols.jw_private_dev());
+  }
+
+  loopbackUp(): void {
+    this.#check("loopback up", this.#lib.symbols.jw_loopback_up());
+  }
+
+  /** Bounding, permitted, effective (and inheritable) sets limited to `keep`; ambient cleared. */
+  limitCapabilities(keep: bigint, inheritable: boolean): void {
+    this.#check(
+      "capabilities",
+      this.#lib.symbols.jw_limit_capabilities(keep, inheritable ? 1 : 0),
+    );
+  }
+
+  setUser(uid: number, gid: number, groups: readonly number[]): void {
+    const buf = new Uint32Array(groups.length || 1);
+    buf.set(groups);
+    this.#check("setuid", this.#lib.symbols.jw_set_user(uid, gid, buf, groups.length));
+  }
+
+  noNewPrivs(): void {
+    this.#check("no_new_privs", this.#lib.symbols.jw_no_new_privs());
+  }
+
+  /** access(2) with the effective ids: 0 when allowed, else the errno. */
+  access(path: string, mode: number): number {
+    const r = this.#lib.symbols.jw_access(cString(path), mode);
+    return r < 0 ? -r : 0;
+  }
+
+  /** An O_PATH, close-on-exec descriptor of `path`. */
+  openPath(path: string): number {
+    return this.#check(`open ${path}`, this.#lib.symbols.jw_open_path(cString(path)));
   }
 }

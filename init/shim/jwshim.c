@@ -23,6 +23,13 @@
 #include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <grp.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <linux/capability.h>
+#include <stdio.h>
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -122,11 +129,12 @@ static void child(const char *path, char **argv, char **envp, const int *fds, in
   _exit(127);
 }
 
-// Starts `path` with the given argv/envp in new PID, mount, IPC and UTS namespaces. fds[i] becomes
-// descriptor i of the child (negative: /dev/null), every other descriptor is closed. Returns the
-// child's pid (in the caller's namespace) or -errno; *pidfd_out receives a pidfd for it.
+// Starts `path` with the given argv/envp in new PID, mount, IPC and UTS namespaces (and a new
+// network namespace when `new_net` is set). fds[i] becomes descriptor i of the child (negative:
+// /dev/null), every other descriptor is closed. Returns the child's pid (in the caller's
+// namespace) or -errno; *pidfd_out receives a pidfd for it.
 int jw_spawn(const char *path, const char *argv_packed, int argc, const char *envp_packed,
-             int envc, const int *fds, int nfds, int *pidfd_out) {
+             int envc, const int *fds, int nfds, int *pidfd_out, int new_net) {
   if (nfds < 0 || nfds > JW_MAX_FDS || argc < 1) return -EINVAL;
   char **argv, **envp;
   if (unpack_exec_args(argv_packed, argc, envp_packed, envc, &argv, &envp) != 0) return -ENOMEM;
@@ -134,6 +142,7 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   struct clone_args args;
   memset(&args, 0, sizeof args);
   args.flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
+  if (new_net) args.flags |= CLONE_NEWNET;
   args.pidfd = (uint64_t)(uintptr_t)&pidfd;
   args.exit_signal = SIGCHLD;
   // No signal handler of the parent may run in the child before it has reset them.
@@ -231,8 +240,10 @@ int jw_chdir(const char *dir) { return chdir(dir) == 0 ? 0 : -errno; }
 // succeeded; Deno's own descriptors must stay usable in case the exec fails); signal dispositions
 // and mask are reset (Deno ignores SIGPIPE, which a job must not inherit). Returns only on failure,
 // with -errno.
+// With `exec_fd` >= 0 the program is that open file instead of `path` (the job's minimal init, opened
+// before the worker's directories were masked).
 int jw_exec(const char *path, const char *argv_packed, int argc, const char *envp_packed, int envc,
-            int stdout_fd, int stderr_fd) {
+            int stdout_fd, int stderr_fd, int exec_fd) {
   char **argv, **envp;
   if (unpack_exec_args(argv_packed, argc, envp_packed, envc, &argv, &envp) != 0) return -ENOMEM;
   if (dup2(stdout_fd, 1) != 1 || dup2(stderr_fd, 2) != 2) {
@@ -243,9 +254,169 @@ int jw_exec(const char *path, const char *argv_packed, int argc, const char *env
   }
   if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) return -errno;
   reset_signals();
-  execve(path, argv, envp);
+  if (exec_fd >= 0) {
+    syscall(SYS_execveat, exec_fd, "", argv, envp, AT_EMPTY_PATH);
+  } else {
+    execve(path, argv, envp);
+  }
   int err = errno;
   free(argv);
   free(envp);
   return -err;
+}
+
+// --- the job's default profile (init/profile.ts), applied by `jobworker init` before exec ---
+
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+struct jw_mount_attr {
+  uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
+// Makes the mount at `path` read-only, with every mount below it when `recursive` (in this mount
+// namespace only). ENOENT is not an error: there is nothing to protect.
+int jw_make_readonly(const char *path, int recursive) {
+  struct jw_mount_attr attr = {MOUNT_ATTR_RDONLY, 0, 0, 0};
+  if (syscall(SYS_mount_setattr, AT_FDCWD, path, recursive ? AT_RECURSIVE : 0, &attr,
+              sizeof attr) == 0)
+    return 0;
+  return errno == ENOENT ? 0 : -errno;
+}
+
+// Binds `path` onto itself (so it is a mount of its own) and makes that read-only.
+int jw_bind_readonly(const char *path) {
+  if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) != 0) return errno == ENOENT ? 0 : -errno;
+  return jw_make_readonly(path, 1);
+}
+
+// Covers `path` as runc masks paths: a directory by an empty read-only tmpfs, anything else by
+// /dev/null. Returns 0 when `path` does not exist.
+int jw_mask(const char *path) {
+  struct stat st;
+  if (stat(path, &st) != 0) return errno == ENOENT ? 0 : -errno;
+  if (S_ISDIR(st.st_mode)) {
+    unsigned long flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    return mount("tmpfs", path, "tmpfs", flags, "size=0,nr_inodes=1,mode=0555") == 0 ? 0 : -errno;
+  }
+  if (mount("/dev/null", path, NULL, MS_BIND, NULL) != 0) return -errno;
+  return jw_make_readonly(path, 0);
+}
+
+// A private /dev as Docker gives one: a tmpfs holding the host's null, zero, full, random, urandom
+// and tty (bind mounted, so no mknod is needed), a new devpts instance with its own ptmx, a
+// private /dev/shm and the usual symlinks. No block device is reachable through it.
+int jw_private_dev(void) {
+  static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+  enum { N = sizeof nodes / sizeof nodes[0] };
+  int fds[N];
+  char path[64];
+  int err = 0;
+  for (int i = 0; i < N; i++) fds[i] = -1;
+  for (int i = 0; i < N && err == 0; i++) {
+    snprintf(path, sizeof path, "/dev/%s", nodes[i]);
+    fds[i] = open(path, O_PATH | O_CLOEXEC);
+    if (fds[i] < 0) err = errno;
+  }
+  if (err == 0 && mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME,
+                        "mode=755,size=65536k") != 0)
+    err = errno;
+  for (int i = 0; i < N && err == 0; i++) {
+    char source[64];
+    snprintf(path, sizeof path, "/dev/%s", nodes[i]);
+    snprintf(source, sizeof source, "/proc/self/fd/%d", fds[i]);
+    int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+    if (fd < 0 || close(fd) != 0 || mount(source, path, NULL, MS_BIND, NULL) != 0) err = errno;
+  }
+  for (int i = 0; i < N; i++)
+    if (fds[i] >= 0) close(fds[i]);
+  if (err != 0) return -err;
+  if (mkdir("/dev/pts", 0755) != 0 ||
+      mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620") != 0 ||
+      symlink("pts/ptmx", "/dev/ptmx") != 0)
+    return -errno;
+  if (mkdir("/dev/shm", 01777) != 0 ||
+      mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "mode=1777,size=65536k") != 0)
+    return -errno;
+  static const char *const links[][2] = {{"/proc/self/fd", "/dev/fd"},
+                                         {"/proc/self/fd/0", "/dev/stdin"},
+                                         {"/proc/self/fd/1", "/dev/stdout"},
+                                         {"/proc/self/fd/2", "/dev/stderr"}};
+  for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+    if (symlink(links[i][0], links[i][1]) != 0) return -errno;
+  }
+  return 0;
+}
+
+// Brings the loopback interface of a new network namespace up.
+int jw_loopback_up(void) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  int r = ioctl(fd, SIOCGIFFLAGS, &ifr);
+  if (r == 0) {
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    r = ioctl(fd, SIOCSIFFLAGS, &ifr);
+  }
+  int err = errno;
+  close(fd);
+  return r == 0 ? 0 : -err;
+}
+
+// Limits this thread's capabilities to `keep` (a bit mask of CAP_* numbers): the bounding set
+// loses every other capability; permitted and effective become `keep`, inheritable too when
+// `inheritable` is set, else empty; the ambient set is cleared. Needs CAP_SETPCAP, so it comes
+// before any change of user.
+int jw_limit_capabilities(uint64_t keep, int inheritable) {
+  for (int cap = 0; cap < 64; cap++) {
+    int in_bounding = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+    if (in_bounding < 0) break;  // EINVAL: past the kernel's last capability
+    if (in_bounding == 1 && !(keep & (1ULL << cap)) &&
+        prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0)
+      return -errno;
+  }
+  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2];
+  memset(data, 0, sizeof data);
+  if (syscall(SYS_capget, &header, data) != 0) return -errno;
+  for (int i = 0; i < 2; i++) {
+    uint32_t mask = (uint32_t)(keep >> (32 * i));
+    data[i].permitted &= mask;
+    data[i].effective = data[i].permitted;
+    data[i].inheritable = inheritable ? data[i].permitted : 0;
+  }
+  if (syscall(SYS_capset, &header, data) != 0) return -errno;
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+    return -errno;
+  return 0;
+}
+
+// Becomes uid:gid with exactly `groups` as supplementary groups (glibc applies the change to every
+// thread of the process). Leaving root clears the permitted and effective capabilities.
+int jw_set_user(int uid, int gid, const uint32_t *groups, int ngroups) {
+  if (setgroups((size_t)ngroups, (const gid_t *)groups) != 0) return -errno;
+  if (setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) != 0) return -errno;
+  if (setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) != 0) return -errno;
+  return 0;
+}
+
+// No exec after this can gain privileges (setuid bits, file capabilities).
+int jw_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 ? 0 : -errno; }
+
+// access(2) with the effective ids; 0 when allowed.
+int jw_access(const char *path, int mode) {
+  return faccessat(AT_FDCWD, path, mode, AT_EACCESS) == 0 ? 0 : -errno;
+}
+
+// An O_PATH descriptor of `path` (close-on-exec), for jw_exec's `exec_fd`.
+int jw_open_path(const char *path) {
+  int fd = open(path, O_PATH | O_CLOEXEC);
+  return fd < 0 ? -errno : fd;
 }

@@ -47,5 +47,9 @@ export function toProtoJob(job: Job, usage: Usage): jobworker.Job {
     workDir: job.spec.workDir,
     timeoutSeconds: job.spec.timeoutSeconds,
     requestId: job.spec.requestId,
+    network: job.spec.network,
+    user: `${job.spec.user.uid}:${job.spec.user.gid}`,
+    privileged: job.spec.privileged,
+    init: job.spec.init,
   });
 }

@@ -10,6 +10,7 @@ import { ConnectionGuard } from "../tls/connection_guard.ts";
 import { raiseFdLimit } from "../runtime/fd_limit.ts";
 import { log } from "../log/logger.ts";
 import type { ServerFacts } from "./server_info.ts";
+import type { RevocationList } from "../auth/revocation.ts";
 
 export interface RunningServer {
   server: Server;
@@ -22,6 +23,7 @@ export async function startServer(
   tls: ServerTlsFiles,
   manager: JobManager,
   facts: ServerFacts,
+  revoked?: RevocationList,
 ): Promise<RunningServer> {
   const fds = raiseFdLimit();
   if (fds === null) log.warn("cannot raise the open-file limit (RLIMIT_NOFILE)");
@@ -46,6 +48,9 @@ export async function startServer(
         maxStreamsPerClient: config.maxStreamsPerClient,
         maxSendMsgSize: config.maxSendMsgSize,
         server: facts,
+        policy: { defaultUser: config.defaultUser, allowPrivileged: config.allowPrivileged },
+        viewersSee: config.viewersSee,
+        ...(revoked ? { revoked } : {}),
       }),
     ),
   );

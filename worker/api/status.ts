@@ -2,7 +2,7 @@
 import { type ServiceError, status } from "@grpc/grpc-js";
 import { Metadata } from "@grpc/grpc-js";
 import { JobError, type JobErrorKind } from "../jobs/errors.ts";
-import { InvalidField } from "./validation.ts";
+import { InvalidField, NotAllowed } from "./validation.ts";
 import { log } from "../log/logger.ts";
 
 const CODES: Record<JobErrorKind, status> = {
@@ -33,6 +33,7 @@ export function isServiceError(error: unknown): error is ServiceError {
 
 export function toServiceError(error: unknown, rpc: string): ServiceError {
   if (error instanceof InvalidField) return serviceError(status.INVALID_ARGUMENT, error.message);
+  if (error instanceof NotAllowed) return serviceError(status.PERMISSION_DENIED, error.message);
   if (error instanceof JobError) return serviceError(CODES[error.kind], error.message);
   log.error("unexpected error", { rpc, error: error instanceof Error ? error.stack : error });
   return serviceError(status.INTERNAL, `internal error in ${rpc}`);

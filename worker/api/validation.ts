@@ -4,6 +4,7 @@
 import { jobworker } from "../../proto/service.ts";
 import type { Limits } from "../cgroups/types.ts";
 import { JOB_STATUSES, type JobSpec, type JobStatus } from "../jobs/job.ts";
+import { resolveUser, UnknownUser } from "../runtime/users.ts";
 
 /** A request field that is not acceptable. */
 export class InvalidField extends Error {
@@ -12,6 +13,24 @@ export class InvalidField extends Error {
     this.name = "InvalidField";
   }
 }
+
+/** A request the server's policy refuses, for PERMISSION_DENIED; the message says how to allow it. */
+export class NotAllowed extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "NotAllowed";
+  }
+}
+
+/** What the server's configuration allows in a CreateJob. */
+export interface JobPolicy {
+  /** Who a job runs as when it does not say ("root", a name, "uid[:gid]"). */
+  defaultUser: string;
+  /** JOB_WORKER_ALLOW_PRIVILEGED. */
+  allowPrivileged: boolean;
+}
+
+export const DEFAULT_POLICY: JobPolicy = { defaultUser: "root", allowPrivileged: false };
 
 /** Bounds well under the kernel's execve limits (128 KiB a string, 2 MiB in all). */
 const MAX_STRING_BYTES = 128 * 1024;
@@ -57,7 +76,11 @@ function nonNegative(field: string, value: number | null | undefined, max = 2 **
 }
 
 /** Validates a CreateJobReq and resolves 0 limits to the server's defaults. */
-export function jobSpecFrom(req: jobworker.ICreateJobReq, defaults: Limits): JobSpec {
+export function jobSpecFrom(
+  req: jobworker.ICreateJobReq,
+  defaults: Limits,
+  policy: JobPolicy = DEFAULT_POLICY,
+): JobSpec {
   const command = req.command ?? "";
   if (command.trim() === "") throw new InvalidField("command", "must not be empty");
   checkString("command", command);
@@ -94,6 +117,26 @@ export function jobSpecFrom(req: jobworker.ICreateJobReq, defaults: Limits): Job
   }
   const limit = (field: string, value: number | null | undefined, fallback: number, max?: number) =>
     nonNegative(field, value, max) || fallback;
+  const network = req.network || "host";
+  if (network !== "host" && network !== "none") {
+    throw new InvalidField("network", `must be "host" or "none", got "${network.slice(0, 64)}"`);
+  }
+  const userText = req.user || policy.defaultUser;
+  checkString("user", userText);
+  let user;
+  try {
+    user = resolveUser(userText);
+  } catch (e) {
+    if (e instanceof UnknownUser) throw new InvalidField("user", e.message);
+    throw e;
+  }
+  const privileged = req.privileged === true;
+  if (privileged && !policy.allowPrivileged) {
+    throw new NotAllowed(
+      "privileged: this server does not run privileged jobs (every capability, no masks); " +
+        "start it with JOB_WORKER_ALLOW_PRIVILEGED=1 to allow them",
+    );
+  }
   return {
     command,
     args,
@@ -101,6 +144,10 @@ export function jobSpecFrom(req: jobworker.ICreateJobReq, defaults: Limits): Job
     workDir,
     timeoutSeconds,
     requestId,
+    user,
+    network,
+    privileged,
+    init: req.init === true,
     limits: {
       cpuPercent: limit("maxCPU", req.maxCPU, defaults.cpuPercent),
       memoryMiB: limit("maxMemory", req.maxMemory, defaults.memoryMiB),

@@ -12,6 +12,8 @@ export interface Identity {
   organizationalUnits: string[];
   /** The certificate's CN; becomes the owner of the jobs it creates. */
   commonName: string;
+  /** The certificate's serial number, hex ("" when there is no certificate). */
+  serialNumber: string;
 }
 
 function values(field: string | string[] | undefined): string[] {
@@ -24,7 +26,8 @@ function values(field: string | string[] | undefined): string[] {
  * gets no role.
  */
 export function identityOf(context: AuthContext): Identity {
-  const subject = context.sslPeerCertificate?.subject;
+  const certificate = context.sslPeerCertificate;
+  const subject = certificate?.subject;
   const ous = values(subject?.OU);
   const roles = new Set(ous.filter((ou): ou is Role => ou === "admin" || ou === "viewer"));
   const commonName = values(subject?.CN)[0] ?? "";
@@ -32,5 +35,6 @@ export function identityOf(context: AuthContext): Identity {
     role: roles.size === 1 ? [...roles][0]! : null,
     organizationalUnits: ous,
     commonName,
+    serialNumber: certificate?.serialNumber ?? "",
   };
 }

@@ -5,13 +5,18 @@
 
 const BASE: readonly string[] = [
   "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-  "HOME=/root",
   "LANG=C.UTF-8",
 ];
 
-export function jobEnvironment(jobId: string, requested: readonly string[]): string[] {
+/** The job's environment; HOME is the home of the user it runs as. */
+export function jobEnvironment(
+  jobId: string,
+  requested: readonly string[],
+  home = "/root",
+): string[] {
   const merged = new Map<string, string>();
-  for (const entry of [...BASE, `HOSTNAME=${jobId}`, `JOBWORKER_JOB_ID=${jobId}`, ...requested]) {
+  const fixed = [...BASE, `HOME=${home}`, `HOSTNAME=${jobId}`, `JOBWORKER_JOB_ID=${jobId}`];
+  for (const entry of [...fixed, ...requested]) {
     merged.set(entry.slice(0, entry.indexOf("=")), entry);
   }
   return [...merged.values()];

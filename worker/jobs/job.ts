@@ -6,6 +6,7 @@
  */
 import type { Limits, Usage } from "../cgroups/types.ts";
 import type { OutputLog } from "./output_log.ts";
+import type { ResolvedUser } from "../runtime/users.ts";
 
 export type JobStatus = "INITIALIZING" | "RUNNING" | "COMPLETED" | "FAILED" | "STOPPED";
 export const JOB_STATUSES: readonly JobStatus[] = [
@@ -48,6 +49,13 @@ export interface JobSpec {
   limits: Limits;
   /** The client's idempotency key; "" = none. */
   requestId: string;
+  /** Who the job runs as, resolved when it was created. */
+  user: ResolvedUser;
+  network: "host" | "none";
+  /** Every capability and no masks (the seed's behaviour). */
+  privileged: boolean;
+  /** Under the minimal init (jwinit) as PID 1. */
+  init: boolean;
 }
 
 /** How the job's first process ended. */

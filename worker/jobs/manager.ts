@@ -21,6 +21,7 @@ import { type JobFilter, type JobStore, StoreWriteError } from "./store.ts";
 import { Stopper } from "./stopper.ts";
 import type { HandedJob } from "../runtime/reexec.ts";
 import { sameSpec } from "./spec_compare.ts";
+import { applyDefaultTerm, type DefaultTerm, recordedSignal } from "./pid1_term.ts";
 
 export interface ManagerOptions {
   stateDir: string;
@@ -78,6 +79,8 @@ interface Running {
   stopper: Stopper;
   /** PID 1 has been reaped: the job is being cleaned up. */
   reaped: boolean;
+  /** SIGTERM's default action for a PID 1 without a handler (see pid1_term.ts). */
+  defaultTerm?: DefaultTerm | null;
 }
 
 /** Where a job's output files live under the state directory. */
@@ -273,9 +276,13 @@ export class JobManager {
           jobId: id,
           command: spec.command,
           args: spec.args,
-          env: jobEnvironment(id, spec.env),
+          env: jobEnvironment(id, spec.env, spec.user.home),
           workDir: spec.workDir,
           cgroupProcsFiles: cgroup.procsFiles,
+          user: { uid: spec.user.uid, gid: spec.user.gid, groups: spec.user.groups },
+          network: spec.network,
+          privileged: spec.privileged,
+          init: spec.init,
         });
       } catch (e) {
         await cgroup.remove().catch(() => {});
@@ -326,6 +333,7 @@ export class JobManager {
           // Also through the pidfd, which reaches PID 1 even before it has joined the cgroup.
           process.signal(9);
         },
+        afterTerm: () => this.#termPid1(running),
       }),
     };
     return running;
@@ -443,6 +451,7 @@ export class JobManager {
       this.#pump(job, process.stdout, 1),
       this.#pump(job, process.stderr, 2),
     ]);
+    running.stopper.adopted();
     if (handed.terminated) running.stopper.markTerminated();
     if (handed.killAt !== null) running.stopper.killBy(handed.killAt);
     if (handed.timeoutAt !== null) this.#armTimeout(job, running, handed.timeoutAt);
@@ -512,6 +521,15 @@ export class JobManager {
     for (const job of [...this.#unsaved.values()]) this.#save(job);
   }
 
+  #termPid1(running: Running): void {
+    const pid = running.process.pid;
+    running.defaultTerm ??= applyDefaultTerm(
+      pid,
+      () => running.cgroup.pids(),
+      () => running.process.signal(9),
+    );
+  }
+
   /** Appends everything a job stream writes to the job's log; resolves at EOF. */
   #pump(job: Job, socket: LaunchedProcess["stdout"], stream: StreamId): Promise<void> {
     return new Promise((resolve) => {
@@ -545,7 +563,12 @@ export class JobManager {
 
   /** Waits for the job's end, then records how it ended and removes what it used. */
   async #finish(job: Job, running: Running, outputDone: Promise<unknown>): Promise<void> {
-    const status = await running.exited;
+    const exited = await running.exited;
+    running.defaultTerm?.cancel();
+    const status = {
+      ...exited,
+      signal: recordedSignal(running.defaultTerm ?? undefined, exited.signal),
+    };
     clearTimeout(running.timeout);
     running.stopper.cancel();
     // PID 1 is gone, so the kernel kills the rest of the namespace; make sure through the cgroup.

@@ -9,6 +9,11 @@ export interface StopTarget {
   signalAll(signal: Deno.Signal): void;
   /** SIGKILL to everything in the cgroup, and to the first process through its pidfd. */
   killAll(): void;
+  /**
+   * SIGTERM has just reached the processes of a job that is running (its command exec'd): the
+   * place for SIGTERM's default action on a PID 1 without a handler (see pid1_term.ts).
+   */
+  afterTerm?(): void;
 }
 
 export class Stopper {
@@ -18,6 +23,8 @@ export class Stopper {
   #killAt: number | undefined;
   #killTimer: ReturnType<typeof setTimeout> | undefined;
   #done = false;
+  /** The command runs in the job's cgroup (adopted jobs are). */
+  #started = false;
 
   constructor(private readonly target: StopTarget) {}
 
@@ -35,6 +42,7 @@ export class Stopper {
     if (!this.#terminated && graceMs > 0) {
       this.#terminated = true;
       this.target.signalAll("SIGTERM");
+      if (this.#started) this.target.afterTerm?.();
     }
     this.killBy(now + graceMs, now);
   }
@@ -58,7 +66,16 @@ export class Stopper {
    * not reach them through the cgroup, so send it again.
    */
   started(): void {
-    if (this.#terminated && !this.#done) this.target.signalAll("SIGTERM");
+    this.#started = true;
+    if (this.#terminated && !this.#done) {
+      this.target.signalAll("SIGTERM");
+      this.target.afterTerm?.();
+    }
+  }
+
+  /** A job handed over by a reload: it has been running all along. */
+  adopted(): void {
+    this.#started = true;
   }
 
   /** The job has ended: no more signals. */

@@ -54,11 +54,38 @@ function parseFailure(text: string): InitFailure | null {
   }
 }
 
-export class Launcher {
-  constructor(private readonly shim: Shim, private readonly self: SelfCommand) {}
+/** What every job's profile shares: set once by the worker's configuration. */
+export interface WorkerPaths {
+  /** The worker's own paths (state, certificates, other secrets), covered inside jobs. */
+  maskPaths: string[];
+  /** The worker's program and code, read-only inside jobs. */
+  readonlyPaths: string[];
+  /** The installed minimal init (jwinit) for `init: true` jobs. */
+  minimalInit: string;
+}
 
-  /** Starts init for `spec`; throws ShimError when the process cannot be created at all. */
-  launch(spec: InitSpec): LaunchedProcess {
+/** One job's part of the init spec; the launcher adds the {@link WorkerPaths}. */
+export type JobLaunch = Omit<InitSpec, "maskPaths" | "readonlyPaths" | "minimalInit"> & {
+  /** Run the command under the minimal init. */
+  init: boolean;
+};
+
+export class Launcher {
+  constructor(
+    private readonly shim: Shim,
+    private readonly self: SelfCommand,
+    private readonly paths: WorkerPaths,
+  ) {}
+
+  /** Starts init for `job`; throws ShimError when the process cannot be created at all. */
+  launch(job: JobLaunch): LaunchedProcess {
+    const { init, ...rest } = job;
+    const spec: InitSpec = {
+      ...rest,
+      maskPaths: this.paths.maskPaths,
+      readonlyPaths: this.paths.readonlyPaths,
+      minimalInit: init ? this.paths.minimalInit : null,
+    };
     const specBytes = new TextEncoder().encode(JSON.stringify(spec));
     if (specBytes.length > MAX_SPEC_BYTES) throw new RangeError("job spec too large");
     const open: number[] = [];
@@ -93,6 +120,7 @@ export class Launcher {
         [...this.self.argv, ...initArgs(this.shim.path)],
         this.self.env,
         [-1, -1, initLogW, specR, statusW, outW, errW],
+        spec.network === "none",
       );
       closeAll([outW, errW, specR, specW, statusW, initLogW]);
       const socket = (fd: number) => new net.Socket({ fd, readable: true, writable: false });

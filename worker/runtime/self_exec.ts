@@ -43,3 +43,17 @@ export function selfCommand(): SelfCommand {
     env,
   };
 }
+
+/**
+ * What a job must not be able to change of this program: the executable and, under `deno run`,
+ * the source tree init runs from (and Deno's cache of it), since the next job's init runs them as
+ * root.
+ */
+export function programPaths(): string[] {
+  const paths = [Deno.execPath()];
+  if (isCompiled()) return paths;
+  paths.push(new URL("../..", import.meta.url).pathname.replace(/\/$/, ""));
+  const denoDir = Deno.env.get("DENO_DIR");
+  if (denoDir) paths.push(denoDir);
+  return paths;
+}

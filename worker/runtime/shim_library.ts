@@ -1,34 +1,44 @@
 /**
- * Finds the C shim that ships inside this program and installs it as a real file in the state
- * directory, since dlopen needs one (in a compiled binary the shim is an embedded file).
+ * Finds the C shim and the minimal init that ship inside this program and installs them as real
+ * files in the state directory, since dlopen and exec need them (in a compiled binary they are
+ * embedded files).
  */
 import { Shim } from "../../init/shim/ffi.ts";
 
 const EMBEDDED = new URL("../../build/libjwshim.so", import.meta.url);
+const EMBEDDED_INIT = new URL("../../build/jwinit", import.meta.url);
 
 async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Installs the shim under `<stateDir>/lib/` (content-addressed) and loads it. */
-export async function installShim(stateDir: string): Promise<Shim> {
+/** Copies an embedded file to `<stateDir>/lib/<name>-<hash><suffix>` once; returns the path. */
+async function install(stateDir: string, from: URL, name: string, suffix: string) {
   let bytes: Uint8Array<ArrayBuffer>;
   try {
-    bytes = await Deno.readFile(EMBEDDED);
+    bytes = await Deno.readFile(from);
   } catch {
-    throw new Error(
-      `The C shim is missing (${EMBEDDED.pathname}): build it with \`make shim\``,
-    );
+    throw new Error(`${from.pathname} is missing: build it with \`make shim\``);
   }
   const dir = `${stateDir}/lib`;
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  const path = `${dir}/libjwshim-${(await sha256Hex(bytes)).slice(0, 16)}.so`;
+  const path = `${dir}/${name}-${(await sha256Hex(bytes)).slice(0, 16)}${suffix}`;
   const existing = await Deno.readFile(path).catch(() => null);
   if (existing === null || (await sha256Hex(existing)) !== (await sha256Hex(bytes))) {
     const tmp = `${path}.${crypto.randomUUID()}.tmp`;
     await Deno.writeFile(tmp, bytes, { mode: 0o500 });
     await Deno.rename(tmp, path);
   }
-  return new Shim(path);
+  return path;
+}
+
+/** Installs the shim under `<stateDir>/lib/` (content-addressed) and loads it. */
+export async function installShim(stateDir: string): Promise<Shim> {
+  return new Shim(await install(stateDir, EMBEDDED, "libjwshim", ".so"));
+}
+
+/** Installs the minimal init of `init: true` jobs under `<stateDir>/lib/`; returns its path. */
+export function installMinimalInit(stateDir: string): Promise<string> {
+  return install(stateDir, EMBEDDED_INIT, "jwinit", "");
 }
