@@ -10,7 +10,7 @@ SYSTEM_DENO := $(shell d=$$(command -v deno 2>/dev/null) && "$$d" --version 2>/d
 DENO := $(if $(SYSTEM_DENO),$(SYSTEM_DENO),$(TOOLS)/node_modules/.bin/deno)
 SHIM := build/libjwshim.so
 
-.PHONY: all tools deps shim proto build serve test test-tools test-cgroup-v2 bench fmt lint check ok clean certs
+.PHONY: all tools deps shim proto build install-client serve test test-tools test-cgroup-v2 bench fmt lint check ok clean certs
 
 all: build
 
@@ -41,7 +41,14 @@ certs: certs/ca-cert.pem
 build: deps shim
 	bash scripts/build.sh "$(DENO)"
 
-serve: deps shim certs
+# Puts `jobworker` on PATH (PREFIX=/usr/local by default): a link to this checkout's bin/jobworker.
+PREFIX ?= /usr/local
+install-client: build
+	mkdir -p $(PREFIX)/bin && ln -sf $(CURDIR)/bin/jobworker $(PREFIX)/bin/jobworker
+
+# Serves in the foreground (Ctrl-C stops it and its jobs); bin/jobworker is ready for a second terminal.
+serve: build certs
+	@echo "jobworker: serving in the foreground; Ctrl-C stops it. Client: $(CURDIR)/bin/jobworker (e.g. bin/jobworker list)"
 	JOB_WORKER_STATE_DIR=$${JOB_WORKER_STATE_DIR:-$(CURDIR)/state} JOB_WORKER_CERT_PATH=$${JOB_WORKER_CERT_PATH:-$(CURDIR)/certs} \
 	  $(DENO) run -A main.ts serve
 
