@@ -8,11 +8,13 @@
  * - stream: 256 MiB of a job's output through GetJobsStream over mTLS against the same bytes read
  *   from a local pipe (`head -c 256M /dev/zero` through Deno.Command).
  * - parallel start: 100 jobs created 20 at a time against 100 unshare runs 20 at a time.
+ * - client start: `jobworker list` as a new process against `deno eval ''` (bench/client_start.ts).
  */
 import { makePki } from "../tests/helpers/pki.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
 import { jobworker } from "../proto/service.ts";
+import { measureClientStart } from "./client_start.ts";
 
 const MiB = 1024 * 1024;
 const STREAM_BYTES = 256 * MiB;
@@ -104,6 +106,10 @@ try {
   if (total !== STREAM_BYTES) throw new Error(`streamed ${total} bytes`);
   const ours = STREAM_BYTES / MiB / ((performance.now() - t0) / 1000);
   row("stream 256 MiB (MiB/s)", ours, await pipeThroughput(), "MiB/s", true);
+
+  progress("client start");
+  const clientStart = await measureClientStart(worker.address, pki.dir);
+  row("jobworker list vs deno eval '' (ms)", clientStart.list, clientStart.baseline, "ms");
 } finally {
   client.close();
   await worker.stop();
