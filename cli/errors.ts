@@ -143,12 +143,36 @@ export function rpcErrorMessage(err: ServiceError, context: CallContext): string
     case Status.CANCELLED:
       return "Cancelled";
     case Status.INVALID_ARGUMENT:
+      return startFailure(details) ?? details;
     case Status.FAILED_PRECONDITION:
     case Status.RESOURCE_EXHAUSTED:
       return details;
     default:
       return `${STATUS_NAMES[err.code] ?? `Status ${err.code}`}: ${details}`;
   }
+}
+
+const ERRNO_WORDS: Record<string, string> = {
+  ENOENT: "no such directory",
+  ENOTDIR: "not a directory",
+  EACCES: "permission denied",
+  EPERM: "permission denied",
+};
+
+/**
+ * A job that could not start, said as a shell would: `/no/such: no such file`,
+ * `--workdir /nope: no such directory`; undefined for other messages.
+ */
+export function startFailure(details: string): string | undefined {
+  const path = /command not found: "([^"]*\/[^"]*)"/.exec(details);
+  if (path) return `${path[1]}: no such file`;
+  const name = /command not found: "([^"]*)" \(PATH=([^)]*)\)/.exec(details);
+  if (name) return `${name[1]}: command not found (the job's PATH is ${name[2]})`;
+  const workdir = /entering workDir "([^"]*)".*?\b(E[A-Z]+)\b/.exec(details);
+  if (workdir) {
+    return `--workdir ${workdir[1]}: ${ERRNO_WORDS[workdir[2]!] ?? workdir[2]!.toLowerCase()}`;
+  }
+  return undefined;
 }
 
 /** grpc-js connection details without their boilerplate. */
