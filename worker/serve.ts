@@ -14,6 +14,9 @@ import { removeCgroupDirs } from "./cgroups/remove.ts";
 import { JobManager } from "./jobs/manager.ts";
 import { readServerTlsFiles } from "./tls/server_credentials.ts";
 import { startServer } from "./api/server.ts";
+import { MemoryStore } from "./store/memory.ts";
+import { ISOLATION } from "./runtime/isolation.ts";
+import { VERSION } from "./version.ts";
 
 /** clone3 with a pidfd needs Linux 5.3, close_range(CLOSE_RANGE_CLOEXEC) 5.11. */
 const MIN_KERNEL: [number, number] = [5, 11];
@@ -61,6 +64,7 @@ export async function runServe(args: string[]): Promise<number> {
 }
 
 async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Promise<number> {
+  const startTime = new Date();
   // Listen for the stop signals first: one that arrives while starting up is then handled once
   // the server is up, instead of killing the process half set up.
   const { promise: stopSignal, resolve } = Promise.withResolvers<string>();
@@ -100,14 +104,23 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
     return 0;
   });
   if (stale > 0) log.info("removed job cgroups of a previous run", { count: stale });
-  const manager = new JobManager(new Launcher(shim, selfCommand()), reaper, cgroups, {
+  const store = new MemoryStore();
+  const manager = new JobManager(new Launcher(shim, selfCommand()), reaper, cgroups, store, {
     stateDir: config.stateDir,
     stopGraceSeconds: config.stopGraceSeconds,
     maxRunningJobs: config.maxRunningJobs,
     maxEndedJobs: config.maxEndedJobs,
     maxOutputBytes: config.maxOutputBytes,
   });
-  const { server, port } = await startServer(config, tls, manager);
+  const { server, port } = await startServer(config, tls, manager, {
+    version: VERSION,
+    startTime,
+    reloadTime: undefined,
+    cgroupVersion: cgroups.version,
+    limits: ["cpu", "memory", ...(cgroups.ioDevices.length > 0 ? ["io"] : []), "pids"],
+    isolation: ISOLATION,
+    maxRunningJobs: config.maxRunningJobs,
+  });
   const host = config.address.slice(0, config.address.lastIndexOf(":"));
   log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });
 

@@ -1,17 +1,9 @@
 /** Domain job → protobuf Job. */
 import { google, jobworker } from "../../proto/service.ts";
 import type { Usage } from "../cgroups/types.ts";
-import { END_STATES, type Job, type JobStatus } from "../jobs/job.ts";
+import { END_STATES, type Job } from "../jobs/job.ts";
 
-export const STATUS_NAMES: readonly JobStatus[] = [
-  "INITIALIZING",
-  "RUNNING",
-  "COMPLETED",
-  "FAILED",
-  "STOPPED",
-];
-
-function timestamp(date: Date | undefined): google.protobuf.Timestamp | null {
+export function timestamp(date: Date | undefined): google.protobuf.Timestamp | null {
   if (!date) return null;
   const ms = date.getTime();
   return google.protobuf.Timestamp.create({
@@ -49,21 +41,11 @@ export function toProtoJob(job: Job, usage: Usage): jobworker.Job {
       cpuThrottledCount: usage.cpuThrottledCount ?? 0,
       cpuThrottledUsec: usage.cpuThrottledUsec ?? 0,
     }),
-    outputBytes: job.output.size,
-    outputTruncated: job.output.truncated,
+    outputBytes: job.outputBytes,
+    outputTruncated: job.outputTruncated,
     env: job.spec.env,
     workDir: job.spec.workDir,
     timeoutSeconds: job.spec.timeoutSeconds,
-  });
-}
-
-export function toProtoJobs(jobs: { job: Job; usage: Usage }[]): jobworker.Jobs {
-  const countByStatus: Record<string, number> = Object.fromEntries(
-    STATUS_NAMES.map((s) => [s, 0]),
-  );
-  for (const { job } of jobs) countByStatus[job.status] = (countByStatus[job.status] ?? 0) + 1;
-  return jobworker.Jobs.create({
-    jobs: jobs.map(({ job, usage }) => toProtoJob(job, usage)),
-    countByStatus,
+    requestId: job.spec.requestId,
   });
 }

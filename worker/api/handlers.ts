@@ -11,15 +11,17 @@ import {
 } from "@grpc/grpc-js";
 import { jobworker } from "../../proto/service.ts";
 import type { Limits } from "../cgroups/types.ts";
-import { identityOf } from "../auth/identity.ts";
+import { type Identity, identityOf } from "../auth/identity.ts";
 import { denial, type Rpc } from "../auth/policy.ts";
 import { JobError } from "../jobs/errors.ts";
 import type { Job } from "../jobs/job.ts";
 import type { JobManager } from "../jobs/manager.ts";
 import { streamOutput } from "./stream_output.ts";
 import { isServiceError, serviceError, toServiceError } from "./status.ts";
-import { toProtoJob, toProtoJobs } from "./convert.ts";
-import { graceFrom, jobSpecFrom, offsetFrom } from "./validation.ts";
+import { toProtoJob } from "./convert.ts";
+import { listPage } from "./list_jobs.ts";
+import { type ServerFacts, serverInfo } from "./server_info.ts";
+import { graceFrom, jobSpecFrom, offsetFrom, pageSizeFrom, statusesFrom } from "./validation.ts";
 
 export interface HandlerOptions {
   defaults: Limits;
@@ -27,21 +29,24 @@ export interface HandlerOptions {
   chunkBytes: number;
   /** Most GetJobsStream calls at once. */
   maxStreams: number;
+  /** The largest message the server sends: list pages stay within it. */
+  maxSendMsgSize: number;
+  server: ServerFacts;
 }
 
 type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
 
-/** The caller's name when it may call `rpc`; throws PERMISSION_DENIED otherwise. */
-function authorize(call: AnyCall, rpc: Rpc): string {
+/** The caller when it may call `rpc`; throws PERMISSION_DENIED otherwise. */
+function authorize(call: AnyCall, rpc: Rpc): Identity {
   const identity = identityOf(call.getAuthContext());
   const why = denial(identity, rpc);
   if (why !== null) throw serviceError(status.PERMISSION_DENIED, why);
-  return identity.commonName;
+  return identity;
 }
 
 function unary<Req, Res>(
   rpc: Rpc,
-  handle: (req: Req, caller: string) => Promise<Res> | Res,
+  handle: (req: Req, caller: Identity) => Promise<Res> | Res,
 ): handleUnaryCall<Req, Res> {
   return (call, callback) => {
     (async () => {
@@ -69,7 +74,7 @@ export function jobServiceHandlers(
   const createJob = unary<jobworker.CreateJobReq, jobworker.CreateJobRes>(
     "CreateJob",
     async (req, caller) => {
-      const job = await manager.create(jobSpecFrom(req, options.defaults), caller);
+      const job = await manager.create(jobSpecFrom(req, options.defaults), caller.commonName);
       return jobworker.CreateJobRes.create({ job: view(job) });
     },
   );
@@ -91,7 +96,34 @@ export function jobServiceHandlers(
   );
   const getJobs = unary<jobworker.EmptyRequest, jobworker.Jobs>(
     "GetJobs",
-    () => toProtoJobs(manager.list().map((job) => ({ job, usage: manager.usage(job) }))),
+    () =>
+      listPage(manager, view, {
+        filter: {},
+        pageSize: 0,
+        pageToken: "",
+        maxBytes: options.maxSendMsgSize,
+      }),
+  );
+  const listJobs = unary<jobworker.ListJobsReq, jobworker.Jobs>(
+    "ListJobs",
+    (req) =>
+      listPage(manager, view, {
+        filter: { statuses: statusesFrom(req), owner: req.owner ?? "" },
+        pageSize: pageSizeFrom(req),
+        pageToken: req.pageToken ?? "",
+        maxBytes: options.maxSendMsgSize,
+      }),
+  );
+  const deleteJob = unary<jobworker.DeleteJobReq, jobworker.DeleteJobRes>(
+    "DeleteJob",
+    async (req) => {
+      await manager.delete(req.id ?? "");
+      return jobworker.DeleteJobRes.create();
+    },
+  );
+  const getServerInfo = unary<jobworker.EmptyRequest, jobworker.ServerInfo>(
+    "GetServerInfo",
+    (_req, caller) => serverInfo(options.server, manager, caller),
   );
   const getJobsStream: handleServerStreamingCall<
     jobworker.GetJobsStreamReq,
@@ -109,7 +141,7 @@ export function jobServiceHandlers(
       }
       streams++;
       try {
-        await streamOutput(call, job.output, {
+        await streamOutput(call, manager.output(job), {
           offset,
           follow: !call.request.noFollow,
           chunkBytes: options.chunkBytes,
@@ -132,6 +164,9 @@ export function jobServiceHandlers(
     GetJob: getJob,
     StopJob: stopJob,
     GetJobs: getJobs,
+    ListJobs: listJobs,
+    DeleteJob: deleteJob,
+    GetServerInfo: getServerInfo,
     GetJobsStream: getJobsStream,
   } as UntypedServiceImplementation;
 }

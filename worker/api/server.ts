@@ -6,6 +6,7 @@ import type { JobManager } from "../jobs/manager.ts";
 import type { WorkerConfig } from "../config.ts";
 import { mutualTls13, type ServerTlsFiles } from "../tls/server_credentials.ts";
 import { jobServiceHandlers } from "./handlers.ts";
+import type { ServerFacts } from "./server_info.ts";
 
 export interface RunningServer {
   server: Server;
@@ -17,6 +18,7 @@ export async function startServer(
   config: WorkerConfig,
   tls: ServerTlsFiles,
   manager: JobManager,
+  facts: ServerFacts,
 ): Promise<RunningServer> {
   // grpc-js prints its own errors to stderr ("E No address added out of total 1 resolved" before
   // our "address in use" line): its messages go to our log, at debug level, instead.
@@ -32,6 +34,8 @@ export async function startServer(
       defaults: config.defaults,
       chunkBytes: Math.min(128 * 1024, config.maxSendMsgSize - 1024),
       maxStreams: config.maxStreams,
+      maxSendMsgSize: config.maxSendMsgSize,
+      server: facts,
     }),
   );
   const port = await new Promise<number>((resolve, reject) => {

@@ -8,6 +8,7 @@ import { log } from "../log/logger.ts";
 const CODES: Record<JobErrorKind, status> = {
   "invalid-argument": status.INVALID_ARGUMENT,
   "not-found": status.NOT_FOUND,
+  "already-exists": status.ALREADY_EXISTS,
   "failed-precondition": status.FAILED_PRECONDITION,
   "resource-exhausted": status.RESOURCE_EXHAUSTED,
   "internal": status.INTERNAL,

@@ -1,9 +1,9 @@
 /**
  * Turns requests into validated values. Every failure names the field, for INVALID_ARGUMENT.
  */
-import type { jobworker } from "../../proto/service.ts";
+import { jobworker } from "../../proto/service.ts";
 import type { Limits } from "../cgroups/types.ts";
-import type { JobSpec } from "../jobs/job.ts";
+import { JOB_STATUSES, type JobSpec, type JobStatus } from "../jobs/job.ts";
 
 /** A request field that is not acceptable. */
 export class InvalidField extends Error {
@@ -22,6 +22,8 @@ const MAX_ENTRIES = 4096;
 const MAX_ENCODED_BYTES = 960 * 1024;
 /** Longest timer a JavaScript runtime keeps (2^31 - 1 ms). */
 const MAX_SECONDS = 2_147_483;
+/** Longest idempotency key (the contract's limit). */
+const MAX_REQUEST_ID = 128;
 /** The kernel's PID_MAX_LIMIT. */
 const MAX_PIDS = 4_194_304;
 
@@ -70,6 +72,13 @@ export function jobSpecFrom(req: jobworker.ICreateJobReq, defaults: Limits): Job
     throw new InvalidField("workDir", `must be an absolute path, got "${workDir}"`);
   }
   const timeoutSeconds = nonNegative("timeoutSeconds", req.timeoutSeconds, MAX_SECONDS);
+  const requestId = req.requestId ?? "";
+  if (requestId.length > MAX_REQUEST_ID) {
+    throw new InvalidField("requestId", `longer than ${MAX_REQUEST_ID} characters`);
+  }
+  if (!/^[\x20-\x7e]*$/.test(requestId)) {
+    throw new InvalidField("requestId", "must be printable ASCII characters only");
+  }
   const limit = (field: string, value: number | null | undefined, fallback: number, max?: number) =>
     nonNegative(field, value, max) || fallback;
   return {
@@ -78,6 +87,7 @@ export function jobSpecFrom(req: jobworker.ICreateJobReq, defaults: Limits): Job
     env,
     workDir,
     timeoutSeconds,
+    requestId,
     limits: {
       cpuPercent: limit("maxCPU", req.maxCPU, defaults.cpuPercent),
       memoryMiB: limit("maxMemory", req.maxMemory, defaults.memoryMiB),
@@ -98,3 +108,21 @@ export function offsetFrom(req: jobworker.IGetJobsStreamReq): number {
   }
   return offset;
 }
+
+/** ListJobs' page size: 0 = as many as fit. */
+export function pageSizeFrom(req: jobworker.IListJobsReq): number {
+  return nonNegative("pageSize", req.pageSize);
+}
+
+/** ListJobs' status filter as names; UNSPECIFIED or unknown values are refused. */
+export function statusesFrom(req: jobworker.IListJobsReq): JobStatus[] {
+  return (req.statuses ?? []).map((value, i) => {
+    const name = STATUS_BY_NUMBER.get(value);
+    if (!name) throw new InvalidField(`statuses[${i}]`, `${value} is not a job status`);
+    return name;
+  });
+}
+
+const STATUS_BY_NUMBER = new Map<number, JobStatus>(
+  JOB_STATUSES.map((name) => [jobworker.JobStatus[name], name]),
+);

@@ -3,6 +3,7 @@
 export type JobErrorKind =
   | "invalid-argument"
   | "not-found"
+  | "already-exists"
   | "failed-precondition"
   | "resource-exhausted"
   | "internal";

@@ -1,6 +1,8 @@
 /**
- * The job table and every job's lifecycle: start through the launcher inside a fresh cgroup,
- * capture output, reap, stop, time out, clean up. Knows nothing of gRPC.
+ * The live jobs and every job's lifecycle: record, start through the launcher inside a fresh
+ * cgroup, capture output, reap, stop, time out, clean up, forget. The record store keeps every
+ * job (live or ended); this class keeps only what a running job needs in memory. Knows nothing of
+ * gRPC or SQL.
  */
 import type { CgroupManager, JobCgroup, Usage } from "../cgroups/types.ts";
 import { LimitError } from "../cgroups/types.ts";
@@ -9,11 +11,14 @@ import type { InitFailure } from "../../init/spec.ts";
 import type { LaunchedProcess, Launcher } from "../runtime/launcher.ts";
 import type { Reaper } from "../runtime/reaper.ts";
 import { log } from "../log/logger.ts";
-import { Job, type JobSpec } from "./job.ts";
+import { Job, type JobRecord, type JobSpec, type JobStatus } from "./job.ts";
 import { JobError } from "./errors.ts";
 import { OutputLog, type StreamId } from "./output_log.ts";
 import { signalName } from "../../proto/signals.ts";
 import { jobEnvironment } from "./environment.ts";
+import { type JobFilter, type JobStore, StoreWriteError } from "./store.ts";
+import { Stopper } from "./stopper.ts";
+import { sameSpec } from "./spec_compare.ts";
 
 export interface ManagerOptions {
   stateDir: string;
@@ -22,6 +27,8 @@ export interface ManagerOptions {
   maxRunningJobs: number;
   /** Ended jobs kept (with their output); the oldest are forgotten beyond this. */
   maxEndedJobs: number;
+  /** Ended jobs are forgotten this long after they ended (0: kept until maxEndedJobs). */
+  retentionMs?: number;
   /** Most bytes of output stored per job (0: no limit); the rest is read and discarded. */
   maxOutputBytes: number;
 }
@@ -30,6 +37,13 @@ export interface StopOptions {
   /** Seconds between SIGTERM and SIGKILL; absent: the server's default; 0: at once. */
   graceSeconds?: number;
   force?: boolean;
+}
+
+/** A page of jobs, newest first. */
+export interface JobPage {
+  jobs: Job[];
+  /** True when older jobs matching the filter exist beyond this page. */
+  more: boolean;
 }
 
 const ZERO_USAGE: Usage = {
@@ -52,34 +66,65 @@ interface Running {
   /** Resolves when the job's PID 1 has been reaped. */
   exited: Promise<WaitStatus>;
   timeout: ReturnType<typeof setTimeout> | undefined;
-  /** SIGTERM went out to the job's processes. */
-  terminated: boolean;
-  /** When the job gets SIGKILL; each stop may move it earlier, never later. */
-  killAt: number | undefined;
-  killTimer: ReturnType<typeof setTimeout> | undefined;
+  stopper: Stopper;
+}
+
+/** Where a job's output files live under the state directory. */
+export function jobDir(stateDir: string, id: string): string {
+  return `${stateDir}/jobs/${id}`;
 }
 
 export class JobManager {
-  readonly #jobs = new Map<string, Job>();
+  /** Jobs not yet ended and cleaned up; every other job lives only in the store. */
+  readonly #live = new Map<string, Job>();
   readonly #running = new Map<string, Running>();
+  /** Creates with a requestId in progress, by owner and key: a retry waits for the first. */
+  readonly #pendingKeys = new Map<string, Promise<Job>>();
   /** Creates past the limit check that have not reached #running yet. */
   #starting = 0;
   #shuttingDown = false;
+  #seq: number;
 
   constructor(
     private readonly launcher: Launcher,
     private readonly reaper: Reaper,
     private readonly cgroups: CgroupManager,
+    private readonly store: JobStore,
     private readonly options: ManagerOptions,
-  ) {}
-
-  get(id: string): Job | undefined {
-    return this.#jobs.get(id);
+  ) {
+    this.#seq = store.lastSeq();
   }
 
-  /** Every job, newest first. */
-  list(): Job[] {
-    return [...this.#jobs.values()].reverse();
+  get(id: string): Job | undefined {
+    const live = this.#live.get(id);
+    if (live) return live;
+    const record = this.store.get(id);
+    return record && Job.fromRecord(record);
+  }
+
+  /** Jobs matching `filter` created before `beforeSeq`, newest first, at most `limit`. */
+  page(filter: JobFilter, limit: number, beforeSeq?: number): JobPage {
+    const records = this.store.page({
+      ...filter,
+      limit: limit + 1,
+      ...(beforeSeq !== undefined ? { beforeSeq } : {}),
+    });
+    const more = records.length > limit;
+    const jobs = records.slice(0, limit).map((r) => this.#live.get(r.id) ?? Job.fromRecord(r));
+    return { jobs, more };
+  }
+
+  countByStatus(filter: JobFilter): Record<JobStatus, number> {
+    return this.store.countByStatus(filter);
+  }
+
+  /** The newest seq handed out so far. */
+  get lastSeq(): number {
+    return this.#seq;
+  }
+
+  get runningJobs(): number {
+    return this.#running.size;
   }
 
   /** Resource usage: live while the job runs, final once it has ended. */
@@ -94,8 +139,54 @@ export class JobManager {
     }
   }
 
-  /** Starts a job; resolves once it runs (or has already ended). Throws JobError. */
+  /** The job's output: the live log while it runs, else the log its files hold. */
+  output(job: Job): OutputLog {
+    const live = this.#live.get(job.id)?.output;
+    if (live) return live;
+    try {
+      return OutputLog.open(`${jobDir(this.options.stateDir, job.id)}/output`);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        throw new JobError("not-found", `the output of job "${job.id}" is gone`);
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Starts a job; resolves once it runs (or has already ended). With a requestId this owner used
+   * before, returns that job instead (ALREADY_EXISTS if the request differs). Throws JobError.
+   */
   async create(spec: JobSpec, owner: string): Promise<Job> {
+    if (spec.requestId === "") return await this.#create(spec, owner);
+    const key = `${owner}\0${spec.requestId}`;
+    for (;;) {
+      const pending = this.#pendingKeys.get(key);
+      if (!pending) break;
+      await pending.catch(() => {});
+    }
+    const earlier = this.store.byRequestId(owner, spec.requestId);
+    if (earlier) return this.#repeat(earlier, spec);
+    const created = this.#create(spec, owner);
+    this.#pendingKeys.set(key, created);
+    try {
+      return await created;
+    } finally {
+      this.#pendingKeys.delete(key);
+    }
+  }
+
+  #repeat(earlier: JobRecord, spec: JobSpec): Job {
+    if (!sameSpec(earlier.spec, spec)) {
+      throw new JobError(
+        "already-exists",
+        `requestId "${spec.requestId}" was used for job ${earlier.id} with other parameters`,
+      );
+    }
+    return this.get(earlier.id) ?? Job.fromRecord(earlier);
+  }
+
+  async #create(spec: JobSpec, owner: string): Promise<Job> {
     if (this.#shuttingDown) {
       throw new JobError("failed-precondition", "the worker is shutting down");
     }
@@ -114,19 +205,40 @@ export class JobManager {
     };
     try {
       const id = crypto.randomUUID();
-      const dir = `${this.options.stateDir}/jobs/${id}`;
-      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-      const job = new Job(
-        id,
-        owner,
-        spec,
-        OutputLog.create(`${dir}/output`, this.options.maxOutputBytes),
-      );
+      const dir = jobDir(this.options.stateDir, id);
+      const job = new Job(id, ++this.#seq, owner, spec);
+      try {
+        await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+        job.output = OutputLog.create(`${dir}/output`, this.options.maxOutputBytes);
+      } catch (e) {
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+        throw new JobError("resource-exhausted", `cannot store the job's output: ${message(e)}`);
+      }
       const forget = async () => {
-        this.#jobs.delete(id);
-        job.output.finish();
+        this.#live.delete(id);
+        job.output?.finish();
+        try {
+          this.store.delete(id);
+        } catch (e) {
+          log.error("cannot delete the record of a job that did not start", {
+            id,
+            error: message(e),
+          });
+        }
         await Deno.remove(dir, { recursive: true }).catch(() => {});
       };
+      // The record is durable before anything runs: a job a caller hears of is never forgotten.
+      try {
+        this.store.insert(job.toRecord());
+      } catch (e) {
+        job.output.finish();
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+        if (e instanceof StoreWriteError) {
+          throw new JobError("resource-exhausted", `cannot record the job: ${e.message}`);
+        }
+        throw e;
+      }
+      this.#live.set(id, job);
       let cgroup: JobCgroup;
       try {
         cgroup = this.cgroups.create(id, spec.limits);
@@ -135,7 +247,6 @@ export class JobManager {
         if (e instanceof LimitError) throw new JobError("failed-precondition", e.message);
         throw e;
       }
-      this.#jobs.set(id, job);
       let process: LaunchedProcess;
       try {
         process = this.launcher.launch({
@@ -149,16 +260,21 @@ export class JobManager {
       } catch (e) {
         await cgroup.remove().catch(() => {});
         await forget();
-        throw new JobError("internal", `cannot start the job: ${(e as Error).message}`);
+        throw new JobError("internal", `cannot start the job: ${message(e)}`);
       }
       const running: Running = {
         process,
         cgroup,
         exited: this.reaper.watch(process.pid),
         timeout: undefined,
-        terminated: false,
-        killAt: undefined,
-        killTimer: undefined,
+        stopper: new Stopper({
+          signalAll: (s) => cgroup.signalAll(s),
+          killAll: () => {
+            cgroup.killAll();
+            // Also through the pidfd, which reaches PID 1 even before it has joined the cgroup.
+            process.signal(9);
+          },
+        }),
       };
       this.#running.set(id, running);
       release();
@@ -172,18 +288,17 @@ export class JobManager {
         await forget();
         throw startError(failure);
       }
-      job.transition("RUNNING");
+      this.#transition(job, "RUNNING");
       log.info("job started", { id, owner, command: spec.command, pid: process.pid });
-      // A stop that came while init was still setting up could not reach the job's processes
-      // through the cgroup yet: now it can.
-      if (running.terminated) running.cgroup.signalAll("SIGTERM");
+      running.stopper.started();
       if (spec.timeoutSeconds > 0) {
         running.timeout = setTimeout(() => {
           this.#stop(job, running, {}, `timed out after ${spec.timeoutSeconds} s`);
         }, spec.timeoutSeconds * 1000);
       }
-      this.#finish(job, running, outputDone).catch((e) =>
-        log.error("job cleanup failed", { id, error: String(e) })
+      this.#finish(job, running, outputDone).then(
+        () => this.#evict(),
+        (e) => log.error("job cleanup failed", { id, error: String(e) }),
       );
       return job;
     } finally {
@@ -193,7 +308,7 @@ export class JobManager {
 
   /** Stops a job and resolves once nothing of it is left; an ended job is returned as it is. */
   async stop(id: string, options: StopOptions = {}): Promise<Job> {
-    const job = this.#jobs.get(id);
+    const job = this.get(id);
     if (!job) throw new JobError("not-found", `no job with id "${id}"`);
     const running = this.#running.get(id);
     if (running && !job.isEnded) this.#stop(job, running, options, "stopped by request");
@@ -201,10 +316,23 @@ export class JobManager {
     return job;
   }
 
+  /** Forgets an ended job: its record and its output. Throws JobError. */
+  async delete(id: string): Promise<void> {
+    const job = this.get(id);
+    if (!job) throw new JobError("not-found", `no job with id "${id}"`);
+    if (!job.isEnded || this.#live.has(id)) {
+      throw new JobError(
+        "failed-precondition",
+        `job ${id} is ${job.status}; only an ended job can be deleted (stop it first)`,
+      );
+    }
+    await this.#forget(id);
+  }
+
   /** Stops every job (SIGTERM, then SIGKILL after `graceSeconds`) and waits for all to end. */
   async shutdown(graceSeconds: number): Promise<void> {
     this.#shuttingDown = true;
-    const jobs = [...this.#running.keys()].map((id) => this.#jobs.get(id)!);
+    const jobs = [...this.#running.keys()].map((id) => this.#live.get(id)!);
     for (const job of jobs) {
       const running = this.#running.get(job.id);
       if (running) this.#stop(job, running, { graceSeconds }, "the worker shut down");
@@ -212,42 +340,45 @@ export class JobManager {
     await Promise.all(jobs.map((job) => job.ended));
   }
 
-  /**
-   * SIGTERM to every process of the job (once), SIGKILL when the grace period ends. A later stop
-   * with a shorter grace (or force) brings the SIGKILL forward; none ever delays it.
-   */
   #stop(job: Job, running: Running, options: StopOptions, reason: string): void {
     job.stopReason ??= reason;
     const graceMs = options.force
       ? 0
       : 1000 * (options.graceSeconds ?? this.options.stopGraceSeconds);
-    if (!running.terminated && graceMs > 0) {
-      running.terminated = true;
-      running.cgroup.signalAll("SIGTERM");
+    running.stopper.stop(graceMs);
+  }
+
+  /** Moves the job to `to` and records it at once; a record that cannot be written is logged. */
+  #transition(job: Job, to: JobStatus, reason?: string): void {
+    job.transition(to, reason);
+    this.#save(job);
+  }
+
+  #save(job: Job): void {
+    try {
+      this.store.update(job.toRecord());
+    } catch (e) {
+      log.error("cannot record the job's state", { id: job.id, error: message(e) });
     }
-    const killAt = Date.now() + graceMs;
-    if (running.killAt !== undefined && running.killAt <= killAt) return;
-    running.killAt = killAt;
-    clearTimeout(running.killTimer);
-    running.killTimer = setTimeout(() => {
-      running.cgroup.killAll();
-      // Also through the pidfd, which reaches PID 1 even before it has joined the cgroup.
-      running.process.signal(9);
-    }, graceMs);
   }
 
   /** Appends everything a job stream writes to the job's log; resolves at EOF. */
   #pump(job: Job, socket: LaunchedProcess["stdout"], stream: StreamId): Promise<void> {
+    const output = job.output!;
     return new Promise((resolve) => {
       socket.on("data", (chunk: Uint8Array) => {
         try {
-          job.output.append(stream, chunk);
+          output.append(stream, chunk);
         } catch (e) {
           // Disk full or the like: the output log stops here (readers see it end), but the
           // pipe is still drained so the job itself is not blocked and the worker lives on.
-          if (!job.output.finished) {
-            log.error("cannot store the job's output", { id: job.id, error: String(e) });
-            job.output.finish();
+          if (!output.finished) {
+            log.error("cannot store the job's output", {
+              id: job.id,
+              offset: output.size,
+              error: String(e),
+            });
+            output.finish();
           }
         }
       });
@@ -263,7 +394,7 @@ export class JobManager {
   async #finish(job: Job, running: Running, outputDone: Promise<unknown>): Promise<void> {
     const status = await running.exited;
     clearTimeout(running.timeout);
-    clearTimeout(running.killTimer);
+    running.stopper.cancel();
     // PID 1 is gone, so the kernel kills the rest of the namespace; make sure through the cgroup.
     for (let i = 0; i < 250 && running.cgroup.pids().length > 0; i++) {
       if (i % 25 === 0) running.cgroup.killAll();
@@ -278,7 +409,7 @@ export class JobManager {
       running.process.stdout.destroy();
       running.process.stderr.destroy();
     }
-    job.output.finish();
+    job.output?.finish();
     try {
       const usage = running.cgroup.usage();
       job.finalUsage = { ...usage, memoryBytes: 0, pids: 0 };
@@ -296,41 +427,67 @@ export class JobManager {
     running.process.release();
     job.exit = { exitCode: status.exitCode ?? -1, signal: status.signal ?? 0 };
     if (job.status === "INITIALIZING") {
-      job.transition("FAILED", "the job could not start");
+      this.#transition(job, "FAILED", "the job could not start");
+      this.#live.delete(job.id);
       return;
     }
     const how = status.signal !== null
       ? `killed by ${signalName(status.signal)}`
       : `exited with code ${status.exitCode}`;
     if (job.stopReason !== undefined) {
-      job.transition("STOPPED", `${job.stopReason}; ${how}`);
+      this.#transition(job, "STOPPED", `${job.stopReason}; ${how}`);
     } else if (job.oomKilled) {
-      job.transition(
+      this.#transition(
+        job,
         "FAILED",
         `killed by the OOM killer: memory limit ${job.spec.limits.memoryMiB} MiB; ${how}`,
       );
     } else if (status.exitCode === 0) {
-      job.transition("COMPLETED", how);
+      this.#transition(job, "COMPLETED", how);
     } else {
-      job.transition("FAILED", how);
+      this.#transition(job, "FAILED", how);
     }
+    this.#live.delete(job.id);
     log.info("job ended", { id: job.id, status: job.status, reason: job.reason });
+  }
+
+  /** Forgets ended jobs beyond the retention limits (count and age), with their output. */
+  #evict(): void {
+    const retention = this.options.retentionMs ?? 0;
+    const endedBefore = retention > 0 ? new Date(Date.now() - retention) : undefined;
+    let expired: string[];
+    try {
+      expired = this.store.expired(this.options.maxEndedJobs, endedBefore);
+    } catch (e) {
+      log.warn("cannot apply the retention limits", { error: message(e) });
+      return;
+    }
+    for (const id of expired) {
+      this.#forget(id).catch((e) =>
+        log.warn("cannot forget an expired job", { id, error: message(e) })
+      );
+    }
+  }
+
+  /** Applies the retention limits now (the server also calls this on a timer). */
+  applyRetention(): void {
     this.#evict();
   }
 
-  /** Forgets the oldest ended jobs beyond the retention limit, and deletes their output. */
-  #evict(): void {
-    let ended = 0;
-    for (const job of this.#jobs.values()) if (job.isEnded) ended++;
-    for (const [id, job] of this.#jobs) {
-      if (ended <= this.options.maxEndedJobs) break;
-      if (!job.isEnded) continue;
-      this.#jobs.delete(id);
-      ended--;
-      // Streams still reading it keep their open handle; the file goes when they close it.
-      Deno.remove(`${this.options.stateDir}/jobs/${id}`, { recursive: true }).catch(() => {});
+  /** Deletes the record first, then the output: a record never points at missing output. */
+  async #forget(id: string): Promise<void> {
+    try {
+      this.store.delete(id);
+    } catch (e) {
+      throw new JobError("resource-exhausted", `cannot delete the record: ${message(e)}`);
     }
+    // Streams still reading it keep their open handles; the files go when they close them.
+    await Deno.remove(jobDir(this.options.stateDir, id), { recursive: true }).catch(() => {});
   }
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
 
 function startError(failure: InitFailure): JobError {

@@ -34,9 +34,9 @@ function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
 }
 
 export class OutputLog {
-  readonly #file: Deno.FsFile;
+  readonly #file: Deno.FsFile | undefined;
   /** Segment i of the index covers [start(i), start(i+1)) and was written by stream(i). */
-  readonly #index: Deno.FsFile;
+  readonly #index: Deno.FsFile | undefined;
   #segments = 0;
   #lastStream: StreamId | undefined;
   #size = 0;
@@ -44,7 +44,8 @@ export class OutputLog {
   #truncated = false;
   #waiters: (() => void)[] = [];
 
-  private constructor(readonly path: string) {
+  private constructor(readonly path: string, writable: boolean) {
+    if (!writable) return;
     const options = { write: true, create: true, truncate: true, mode: 0o600 };
     this.#file = Deno.openSync(path, options);
     this.#index = Deno.openSync(`${path}.idx`, options);
@@ -55,8 +56,52 @@ export class OutputLog {
    * beyond `limit` bytes (0: none) is discarded.
    */
   static create(path: string, limit = 0): OutputLog {
-    const log = new OutputLog(path);
+    const log = new OutputLog(path, true);
     log.#limit = limit;
+    return log;
+  }
+
+  /**
+   * The finished log a job left at `path`, for reading. What a crash may have left torn is cut
+   * off: a partial index record at the end, and index records pointing past the output's end.
+   * Throws Deno.errors.NotFound when the output file is gone.
+   */
+  static open(path: string): OutputLog {
+    const log = new OutputLog(path, false);
+    log.#size = Deno.statSync(path).size;
+    let indexBytes = 0;
+    try {
+      indexBytes = Deno.statSync(`${path}.idx`).size;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    let segments = Math.floor(indexBytes / RECORD_BYTES);
+    if (segments > 0) {
+      const index = Deno.openSync(`${path}.idx`, { read: true });
+      try {
+        const record = new Uint8Array(RECORD_BYTES);
+        const startOf = (i: number) => {
+          index.seekSync(i * RECORD_BYTES, Deno.SeekMode.Start);
+          let got = 0;
+          while (got < RECORD_BYTES) {
+            const n = index.readSync(record.subarray(got));
+            if (!n) return Infinity;
+            got += n;
+          }
+          const { start, stream } = decodeRecord(record);
+          return stream === 1 || stream === 2 ? start : Infinity;
+        };
+        // A torn write leaves at most the last records bad; keep those that point inside.
+        while (segments > 0 && !(startOf(segments - 1) < log.#size)) segments--;
+        if (segments > 0 && startOf(0) !== 0) segments = 0;
+      } finally {
+        index.close();
+      }
+    }
+    // Output bytes no index record covers cannot be attributed to a stream: leave them out.
+    if (segments === 0) log.#size = 0;
+    log.#segments = segments;
+    log.#finished = true;
     return log;
   }
 
@@ -88,12 +133,15 @@ export class OutputLog {
       bytes = bytes.subarray(0, this.#limit - this.#size);
       if (bytes.length === 0) return;
     }
-    writeAll(this.#file, bytes);
+    // The index record goes first: after a crash between the two writes, a record pointing at
+    // the end of the output is dropped by open(), and no byte is ever attributed to the wrong
+    // stream.
     if (this.#lastStream !== stream) {
-      writeAll(this.#index, encodeRecord(this.#size, stream));
+      writeAll(this.#index!, encodeRecord(this.#size, stream));
       this.#segments++;
       this.#lastStream = stream;
     }
+    writeAll(this.#file!, bytes);
     this.#size += bytes.length;
     this.#wake();
   }
@@ -102,8 +150,8 @@ export class OutputLog {
   finish(): void {
     if (this.#finished) return;
     this.#finished = true;
-    this.#file.close();
-    this.#index.close();
+    this.#file?.close();
+    this.#index?.close();
     this.#wake();
   }
 

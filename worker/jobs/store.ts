@@ -1,0 +1,53 @@
+/**
+ * The record store as the job layer sees it. worker/store/ implements it (SQLite on disk, and an
+ * in-memory one for unit tests); nothing here knows how records are kept.
+ */
+import type { JobRecord, JobStatus } from "./job.ts";
+
+/** Which jobs a listing covers. */
+export interface JobFilter {
+  /** Only jobs in one of these states; empty or absent = all. */
+  statuses?: readonly JobStatus[];
+  /** Only jobs of this owner; "" or absent = all. */
+  owner?: string;
+}
+
+export interface JobPageQuery extends JobFilter {
+  /** Only jobs created before the one with this seq (a page continues there); absent = newest. */
+  beforeSeq?: number;
+  limit: number;
+}
+
+/** The store cannot take a write (disk full, read-only, I/O error); the message says why. */
+export class StoreWriteError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StoreWriteError";
+  }
+}
+
+export interface JobStore {
+  /** Adds a new job's record; durable when it returns. Throws StoreWriteError. */
+  insert(record: JobRecord): void;
+  /** Replaces a job's record with this newer state. Throws StoreWriteError. */
+  update(record: JobRecord): void;
+  get(id: string): JobRecord | undefined;
+  /** The job `owner` created with this idempotency key, if the store still has it. */
+  byRequestId(owner: string, requestId: string): JobRecord | undefined;
+  /** Jobs matching the query, newest first. */
+  page(query: JobPageQuery): JobRecord[];
+  /** How many jobs match the filter, per status. */
+  countByStatus(filter: JobFilter): Record<JobStatus, number>;
+  /** The highest seq ever given (0: none); seqs are never reused. */
+  lastSeq(): number;
+  /** Records not ended yet (what a restart must settle). */
+  unended(): JobRecord[];
+  /**
+   * Ended jobs beyond the retention limits: all but the newest `keep` ended ones, and every one
+   * that ended before `endedBefore`. Oldest first.
+   */
+  expired(keep: number, endedBefore: Date | undefined): string[];
+  /** Forgets a job's record. Throws StoreWriteError. */
+  delete(id: string): void;
+  close(): void;
+}
