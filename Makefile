@@ -54,8 +54,8 @@ serve: build certs
 
 # Programs the tests run inside jobs or beside them.
 test-tools:
-	@for c in python3 ps openssl unshare hostname timeout; do command -v $$c >/dev/null || missing=1; done; \
-	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq python3 procps openssl util-linux hostname coreutils)
+	@for c in python3 ps openssl unshare hostname timeout zsh fish; do command -v $$c >/dev/null || missing=1; done; \
+	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq python3 procps openssl util-linux hostname coreutils zsh fish)
 
 test: deps shim test-tools
 	bash tests/run_all.sh "$(DENO)"

@@ -1,2 +1,2 @@
-/** The client's version, as `jobworker version` prints it. */
-export const CLIENT_VERSION = "0.7.0";
+/** The client's version: the program's one version (client and worker ship as one executable). */
+export { VERSION as CLIENT_VERSION } from "../worker/version.ts";
