@@ -33,6 +33,8 @@ import {
 import { signalName } from "../proto/signals.ts";
 import { OutputClosedError, type Sink } from "../cli/io.ts";
 import { runCli } from "../cli/main.ts";
+import { shortIdLength } from "../cli/jobs.ts";
+import { startFailure } from "../cli/errors.ts";
 import { formatCounts, jobToJson, renderJobList, statusSummary } from "../cli/render.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -736,4 +738,49 @@ Deno.test("shell quoting and truncation for display", () => {
   assert.equal(formatCommandLine("bash", ["-c", "echo hi"]), "bash -c 'echo hi'");
   assert.equal(truncate("abcdef", 6), "abcdef");
   assert.equal(truncate("abcdefg", 6), "abcde…");
+});
+
+// ---------------------------------------------------------------------------------------------
+// version, ids, start failures, contexts
+
+Deno.test("--version is the version command: client, then the server's facts", async () => {
+  const r = await run(["--version"]);
+  assert.equal(r.code, 0, r.stderr());
+  assert.match(r.stdout(), /^Client: jobworker \d+\.\d+\.\d+\nServer: jobworker 9\.9\.9\n/);
+  assert.match(r.stdout(), /You: +alice \(admin\)/);
+  assert.ok(r.calls.some((c) => c.method === "serverInfo"));
+});
+
+Deno.test("shortIdLength: unique among the ids, at least 8", () => {
+  assert.equal(shortIdLength(["0123456789", "abcdefghij"]), 8);
+  assert.equal(shortIdLength(["aaaaaaaaa1x", "aaaaaaaaa2x"]), 10);
+  assert.equal(shortIdLength([]), 8);
+});
+
+Deno.test("start failures are said as a shell would", () => {
+  assert.equal(
+    startFailure('command: command not found: "/no/such/binary"'),
+    "/no/such/binary: no such file",
+  );
+  assert.equal(
+    startFailure('workDir: entering workDir "/nope": chdir failed: ENOENT (No such file)'),
+    "--workdir /nope: no such directory",
+  );
+  assert.equal(startFailure("something else"), undefined);
+});
+
+Deno.test("contexts sit below flags and environment", () => {
+  const context = { server: "ctx:1", certPath: "/ctx" };
+  const env = (values: Record<string, string>) => (name: string) => values[name];
+  assert.equal(resolveServer({}, env({}), context), "ctx:1");
+  assert.equal(resolveServer({}, env({ JOB_WORKER_ADDR: "env:2" }), context), "env:2");
+  assert.equal(
+    resolveServer({ server: "flag:3" }, env({ JOB_WORKER_ADDR: "env:2" }), context),
+    "flag:3",
+  );
+  assert.equal(resolveCertFiles({}, env({}), "/default", context).ca.path, "/ctx/ca-cert.pem");
+  assert.equal(
+    resolveCertFiles({}, env({ JOB_WORKER_CERT_PATH: "/env" }), "/default", context).ca.path,
+    "/env/ca-cert.pem",
+  );
 });
