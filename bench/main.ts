@@ -9,10 +9,14 @@
  *   from a local pipe (`head -c 256M /dev/zero` through Deno.Command).
  * - parallel start: 100 jobs created 20 at a time against 100 unshare runs 20 at a time.
  * - client start: `jobworker list` as a new process against `deno eval ''` (bench/client_start.ts).
+ * - event-loop delay in a storm: the round trip of GetServerInfo (which does no I/O, so its time is
+ *   the worker's event-loop delay plus the network) while 200 jobs write output and 100 of them
+ *   are stopped at once, against the same calls to the idle worker.
  */
 import { makePki } from "../tests/helpers/pki.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
+import { ApiCalls } from "../tests/helpers/api_calls.ts";
 import { jobworker } from "../proto/service.ts";
 import { measureClientStart } from "./client_start.ts";
 
@@ -21,9 +25,68 @@ const STREAM_BYTES = 256 * MiB;
 const ROUNDS = 30;
 
 function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
+  return quantile(values, 0.5);
 }
+
+function quantile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!;
+}
+
+/** GetServerInfo round trips, one at a time, until `until` resolves; their times in ms. */
+async function probeLoop(api: ApiCalls, until: Promise<unknown>): Promise<number[]> {
+  let done = false;
+  until.finally(() => done = true);
+  const times: number[] = [];
+  while (!done) {
+    const t0 = performance.now();
+    await api.serverInfo();
+    times.push(performance.now() - t0);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return times;
+}
+
+async function startsAndStream(): Promise<void> {
+  const unshareTimes: number[] = [];
+  const startTimes: number[] = [];
+  const endTimes: number[] = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    unshareTimes.push(await unshareTrue());
+    const t0 = performance.now();
+    const job = await client.createJob({ command: "true" });
+    startTimes.push(performance.now() - t0);
+    while ((await client.getJob(job.id)).status < jobworker.JobStatus.COMPLETED) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    endTimes.push(performance.now() - t0);
+  }
+  progress("sequential starts done");
+  row("start (median ms)", median(startTimes), median(unshareTimes), "ms");
+  row("create to ended (median ms)", median(endTimes), median(unshareTimes), "ms");
+
+  progress("parallel starts");
+  const parallelBase = await inBatches(100, 20, unshareTrue);
+  const parallelOurs = await inBatches(100, 20, () => client.createJob({ command: "true" }));
+  row("100 starts, 20 at a time (ms)", parallelOurs, parallelBase, "ms");
+
+  const job = await client.createJob({
+    command: "head",
+    args: ["-c", String(STREAM_BYTES), "/dev/zero"],
+  });
+  while ((await client.getJob(job.id)).status < jobworker.JobStatus.COMPLETED) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const t0 = performance.now();
+  let total = 0;
+  for await (const chunk of client.stream(job.id)) total += chunk.payload.length;
+  if (total !== STREAM_BYTES) throw new Error(`streamed ${total} bytes`);
+  const ours = STREAM_BYTES / MiB / ((performance.now() - t0) / 1000);
+  row("stream 256 MiB (MiB/s)", ours, await pipeThroughput(), "MiB/s", true);
+}
+
+const STORM_WRITERS = 200;
+const STORM_STOPS = 100;
 
 async function unshareTrue(): Promise<number> {
   const t0 = performance.now();
@@ -67,49 +130,56 @@ const row = (name: string, ours: number, base: number, unit: string, higherIsBet
   rows.push([name, `${ours.toFixed(1)} ${unit}`, `${base.toFixed(1)} ${unit}`, ratio.toFixed(2)]);
 };
 
+/** BENCH_ONLY=storm runs only the event-loop storm (for quick runs; `make bench` runs all). */
+const only = Deno.env.get("BENCH_ONLY");
+
 try {
   await unshareTrue();
   await client.createJob({ command: "true" });
+  if (only !== "storm") await startsAndStream();
+  if (only !== "storm") {
+    progress("client start");
+    const clientStart = await measureClientStart(worker.address, pki.dir);
+    row("jobworker list vs deno eval '' (ms)", clientStart.list, clientStart.baseline, "ms");
+  }
 
-  const unshareTimes: number[] = [];
-  const startTimes: number[] = [];
-  const endTimes: number[] = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    unshareTimes.push(await unshareTrue());
-    const t0 = performance.now();
-    const job = await client.createJob({ command: "true" });
-    startTimes.push(performance.now() - t0);
-    while ((await client.getJob(job.id)).status < jobworker.JobStatus.COMPLETED) {
-      await new Promise((r) => setTimeout(r, 1));
+  progress("event-loop delay: idle, then a storm of writers and stops");
+  const api = new ApiCalls(pki.dir, worker.address);
+  try {
+    const idle = await probeLoop(api, new Promise((r) => setTimeout(r, 3000)));
+    const writers: string[] = [];
+    const starting = (async () => {
+      for (let i = 0; i < STORM_WRITERS; i += 20) {
+        const batch = await Promise.all(
+          Array.from({ length: 20 }, () =>
+            client.createJob({
+              command: "sh",
+              args: ["-c", "while :; do echo 0123456789abcdef0123456789abcdef; done"],
+            })),
+        );
+        writers.push(...batch.map((j) => j.id));
+      }
+      await new Promise((r) => setTimeout(r, 2000));
+    })();
+    const writing = await probeLoop(api, starting);
+    await starting;
+    // 100 stops at once: half with a grace (SIGTERM, then SIGKILL), half forced.
+    const stopping = Promise.all(
+      writers.slice(0, STORM_STOPS).map((id, i) =>
+        client.stopJob(id, i % 2 === 0 ? { force: true } : { graceSeconds: 1 })
+      ),
+    );
+    const stops = await probeLoop(api, stopping);
+    await stopping;
+    await Promise.all(writers.slice(STORM_STOPS).map((id) => client.stopJob(id, { force: true })));
+    for (const [name, busy] of [["200 writers", writing], ["100 stops", stops]] as const) {
+      row(`loop probe p50, ${name} (ms)`, quantile(busy, 0.5), quantile(idle, 0.5), "ms");
+      row(`loop probe p99, ${name} (ms)`, quantile(busy, 0.99), quantile(idle, 0.99), "ms");
+      row(`loop probe max, ${name} (ms)`, Math.max(...busy), Math.max(...idle), "ms");
     }
-    endTimes.push(performance.now() - t0);
+  } finally {
+    api.close();
   }
-  progress("sequential starts done");
-  row("start (median ms)", median(startTimes), median(unshareTimes), "ms");
-  row("create to ended (median ms)", median(endTimes), median(unshareTimes), "ms");
-
-  progress("parallel starts");
-  const parallelBase = await inBatches(100, 20, unshareTrue);
-  const parallelOurs = await inBatches(100, 20, () => client.createJob({ command: "true" }));
-  row("100 starts, 20 at a time (ms)", parallelOurs, parallelBase, "ms");
-
-  const job = await client.createJob({
-    command: "head",
-    args: ["-c", String(STREAM_BYTES), "/dev/zero"],
-  });
-  while ((await client.getJob(job.id)).status < jobworker.JobStatus.COMPLETED) {
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  const t0 = performance.now();
-  let total = 0;
-  for await (const chunk of client.stream(job.id)) total += chunk.payload.length;
-  if (total !== STREAM_BYTES) throw new Error(`streamed ${total} bytes`);
-  const ours = STREAM_BYTES / MiB / ((performance.now() - t0) / 1000);
-  row("stream 256 MiB (MiB/s)", ours, await pipeThroughput(), "MiB/s", true);
-
-  progress("client start");
-  const clientStart = await measureClientStart(worker.address, pki.dir);
-  row("jobworker list vs deno eval '' (ms)", clientStart.list, clientStart.baseline, "ms");
 } finally {
   client.close();
   await worker.stop();

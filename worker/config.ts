@@ -24,6 +24,8 @@ export interface WorkerConfig {
   maxRunningJobs: number;
   /** Ended jobs kept with their output; the oldest are forgotten beyond it. */
   maxEndedJobs: number;
+  /** Ended jobs are forgotten this many milliseconds after they ended; 0 = no age limit. */
+  retentionMs: number;
   /** Most GetJobsStream calls at once (each may hold a few MiB for a slow client). */
   maxStreams: number;
   /** Most output bytes stored per job; 0 = no limit. */
@@ -53,6 +55,8 @@ Options:
   --stop-grace S          default StopJob grace     JOB_WORKER_STOP_GRACE (10)
   --max-jobs N            most running jobs         JOB_WORKER_MAX_JOBS (1000)
   --max-ended-jobs N      ended jobs kept           JOB_WORKER_MAX_ENDED_JOBS (1000)
+  --retention AGE         ended jobs kept this long JOB_WORKER_RETENTION (7d; 0 = no limit)
+                          (a number with s, m, h or d; both limits apply)
   --max-streams N         output streams at once    JOB_WORKER_MAX_STREAMS (512)
   --max-output-bytes N    output kept per job       JOB_WORKER_MAX_OUTPUT_BYTES (1073741824)
   --default-cpu PCT       default maxCPU            JOB_WORKER_DEFAULT_CPU (100)
@@ -84,6 +88,7 @@ const FLAGS = {
   "stop-grace": { env: "JOB_WORKER_STOP_GRACE", fallback: "10" },
   "max-jobs": { env: "JOB_WORKER_MAX_JOBS", fallback: "1000" },
   "max-ended-jobs": { env: "JOB_WORKER_MAX_ENDED_JOBS", fallback: "1000" },
+  "retention": { env: "JOB_WORKER_RETENTION", fallback: "7d" },
   "max-streams": { env: "JOB_WORKER_MAX_STREAMS", fallback: "512" },
   "max-output-bytes": { env: "JOB_WORKER_MAX_OUTPUT_BYTES", fallback: "1073741824" },
   "default-cpu": { env: "JOB_WORKER_DEFAULT_CPU", fallback: "100" },
@@ -101,6 +106,20 @@ function integer(name: string, text: string, min: number): number {
     throw new ConfigError(`${name} must be an integer >= ${min}, got "${text}"`);
   }
   return value;
+}
+
+const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "7d", "12h", "30m", "90s" (or "0") → milliseconds. */
+export function parseDuration(name: string, text: string): number {
+  const match = /^\s*(\d+)\s*([smhd]?)\s*$/.exec(text);
+  const ms = match ? Number(match[1]) * (UNIT_MS[match[2] || "s"] ?? 1000) : NaN;
+  if (!match || !Number.isSafeInteger(ms) || (match[2] === "" && match[1] !== "0")) {
+    throw new ConfigError(
+      `${name} must be a duration like 7d, 12h, 30m or 90s (0 = no limit), got "${text}"`,
+    );
+  }
+  return ms;
 }
 
 /** Reads the configuration; returns "help" when --help was asked for. Throws ConfigError. */
@@ -159,6 +178,7 @@ export function loadConfig(
     stopGraceSeconds: num("stop-grace"),
     maxRunningJobs: num("max-jobs", 1),
     maxEndedJobs: num("max-ended-jobs"),
+    retentionMs: parseDuration(...get("retention")),
     maxStreams: num("max-streams", 1),
     maxOutputBytes: num("max-output-bytes"),
     defaults: {

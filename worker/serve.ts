@@ -14,9 +14,28 @@ import { removeCgroupDirs } from "./cgroups/remove.ts";
 import { JobManager } from "./jobs/manager.ts";
 import { readServerTlsFiles } from "./tls/server_credentials.ts";
 import { startServer } from "./api/server.ts";
-import { MemoryStore } from "./store/memory.ts";
+import { SqliteStore, StoreOpenError } from "./store/sqlite.ts";
+import { recover } from "./jobs/recovery.ts";
+import {
+  adoptedProcess,
+  checkNewProgram,
+  execSelf,
+  type Handover,
+  takeHandover,
+  writeHandover,
+} from "./runtime/reexec.ts";
 import { ISOLATION } from "./runtime/isolation.ts";
 import { VERSION } from "./version.ts";
+
+/**
+ * Exit status when the state cannot be used as it is (a damaged database, a state directory
+ * that cannot be written): restarting will not help, so a service manager should not
+ * (systemd: RestartPreventExitStatus=78). 78 is EX_CONFIG of sysexits.h.
+ */
+export const EXIT_STATE_UNUSABLE = 78;
+
+/** How often the retention limits are applied besides at every job's end. */
+const RETENTION_INTERVAL_MS = 60_000;
 
 /** clone3 with a pidfd needs Linux 5.3, close_range(CLOSE_RANGE_CLOEXEC) 5.11. */
 const MIN_KERNEL: [number, number] = [5, 11];
@@ -38,9 +57,10 @@ async function instanceName(stateDir: string): Promise<string> {
 }
 
 export async function runServe(args: string[]): Promise<number> {
+  const check = args.includes("--check");
   let config;
   try {
-    config = loadConfig(args);
+    config = loadConfig(args.filter((a) => a !== "--check"));
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     console.error(`jobworker serve: ${e.message}`);
@@ -55,30 +75,47 @@ export async function runServe(args: string[]): Promise<number> {
     console.error("jobworker serve: must run as root (it creates namespaces and cgroups)");
     return 1;
   }
+  if (check) return await checkOnly(config);
   try {
     return await serve(config);
   } catch (e) {
     log.error("cannot start", { error: e instanceof Error ? e.message : String(e) });
+    return e instanceof StateError ? EXIT_STATE_UNUSABLE : 1;
+  }
+}
+
+type Config = Exclude<ReturnType<typeof loadConfig>, "help">;
+
+/**
+ * `serve --check`: what a reload runs first with the program as it is on disk now. Loads the
+ * configuration and certificates and checks the job database can be read, then exits 0.
+ */
+async function checkOnly(config: Config): Promise<number> {
+  try {
+    await readServerTlsFiles(config.certPath);
+    SqliteStore.check(`${config.stateDir}/jobs.db`);
+    return 0;
+  } catch (e) {
+    console.error(`jobworker serve --check: ${e instanceof Error ? e.message : e}`);
     return 1;
   }
 }
 
-async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Promise<number> {
-  const startTime = new Date();
-  // Listen for the stop signals first: one that arrives while starting up is then handled once
-  // the server is up, instead of killing the process half set up.
+async function serve(config: Config): Promise<number> {
+  const handover = takeHandover();
+  const startTime = handover ? new Date(handover.startTime) : new Date();
+  // Listen for the signals first: one that arrives while starting up is then handled once the
+  // server is up, instead of killing the process half set up.
   const { promise: stopSignal, resolve } = Promise.withResolvers<string>();
+  let reloadRequested = Promise.withResolvers<void>();
   const signals = ["SIGTERM", "SIGINT"] as const;
   const handlers = [
     ...signals.map((s) => [s, () => resolve(s)] as const),
-    // A hang-up (a closed terminal, a stray `kill -HUP`) must not take every job down with it.
-    ["SIGHUP", () => log.info("SIGHUP ignored; SIGTERM or SIGINT stops the worker")] as const,
+    ["SIGHUP", () => reloadRequested.resolve()] as const,
   ];
   for (const [s, h] of handlers) Deno.addSignalListener(s, h);
   checkKernel();
-  await Deno.mkdir(config.stateDir, { recursive: true, mode: 0o700 });
-  // Root runs a library from here in every job: nobody else may write it.
-  await Deno.chmod(config.stateDir, 0o700);
+  await prepareStateDir(config.stateDir);
   const tls = await readServerTlsFiles(config.certPath);
   const shim = await installShim(config.stateDir);
   try {
@@ -89,8 +126,19 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
     }
     throw e;
   }
-  // Output of a previous run's jobs: those jobs ended with that run and are not known any more.
-  await Deno.remove(`${config.stateDir}/jobs`, { recursive: true }).catch(() => {});
+  let store: SqliteStore;
+  try {
+    store = SqliteStore.open(`${config.stateDir}/jobs.db`);
+  } catch (e) {
+    if (e instanceof StoreOpenError) throw new StateError(e.message);
+    throw e;
+  }
+  if (!handover) {
+    // Left by a reload whose new process never started: its jobs died with the old process.
+    await Deno.remove(`${config.stateDir}/handover.json`).catch(() => {});
+  }
+  const handedIds = new Set(handover?.jobs.map((j) => j.id) ?? []);
+  const recovered = await recover(store, config.stateDir, new Date(), handedIds);
   const reaper = new Reaper(shim);
   reaper.start();
   const cgroups = detectCgroups({
@@ -99,36 +147,74 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
     ...(config.ioDevices !== undefined ? { ioDevices: config.ioDevices } : {}),
   });
   log.info("cgroups", { layout: cgroups.describe() });
-  const stale = await cgroups.cleanupStale().catch((e: unknown) => {
+  const stale = await cgroups.cleanupStale(handedIds).catch((e: unknown) => {
     log.warn("cannot clean up job cgroups of a previous run", { error: String(e) });
     return 0;
   });
   if (stale > 0) log.info("removed job cgroups of a previous run", { count: stale });
-  const store = new MemoryStore();
   const manager = new JobManager(new Launcher(shim, selfCommand()), reaper, cgroups, store, {
     stateDir: config.stateDir,
     stopGraceSeconds: config.stopGraceSeconds,
     maxRunningJobs: config.maxRunningJobs,
     maxEndedJobs: config.maxEndedJobs,
+    retentionMs: config.retentionMs,
     maxOutputBytes: config.maxOutputBytes,
   });
-  const { server, port } = await startServer(config, tls, manager, {
+  for (const job of handover?.jobs ?? []) {
+    manager.adopt(
+      job,
+      adoptedProcess(job, (fd, sig) => shim.pidfdSignal(fd, sig), (fd) => shim.close(fd)),
+    );
+  }
+  const facts = {
     version: VERSION,
     startTime,
-    reloadTime: undefined,
+    reloadTime: handover ? new Date(handover.reloadTime) : undefined,
     cgroupVersion: cgroups.version,
     limits: ["cpu", "memory", ...(cgroups.ioDevices.length > 0 ? ["io"] : []), "pids"],
     isolation: ISOLATION,
     maxRunningJobs: config.maxRunningJobs,
-  });
+  };
+  if (handover && /:0$/.test(config.address)) {
+    // An ephemeral port stays the same across reloads, so clients find the worker again.
+    config = { ...config, address: config.address.replace(/:0$/, `:${handover.port}`) };
+  }
+  let { server, port } = await startServer(config, tls, manager, facts);
   const host = config.address.slice(0, config.address.lastIndexOf(":"));
-  log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });
+  manager.applyRetention();
+  const retentionTimer = setInterval(() => manager.applyRetention(), RETENTION_INTERVAL_MS);
+  log.info("listening", {
+    address: `${host}:${port}`,
+    port,
+    stateDir: config.stateDir,
+    jobsInterrupted: recovered.failed.length,
+    ...(handover
+      ? {
+        reloaded: true,
+        jobsKept: handover.jobs.length,
+        notListeningMs: Date.now() - new Date(handover.reloadTime).getTime(),
+      }
+      : {}),
+  });
 
-  const signal = await stopSignal;
+  let signal: string | undefined;
+  while (signal === undefined) {
+    signal = await Promise.race([stopSignal, reloadRequested.promise.then(() => undefined)]);
+    if (signal !== undefined) break;
+    reloadRequested = Promise.withResolvers<void>();
+    const failed = await reload(config, manager, server, startTime, port);
+    if (failed) {
+      // The exec failed after the server had stopped: serve again, as before.
+      ({ server, port } = await startServer(config, tls, manager, facts));
+      log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });
+    }
+  }
   log.info("shutting down", { signal, cleanupTimeout: config.cleanupTimeoutSeconds });
   // No new calls from here on; streams of running jobs end as their jobs end.
   const drained = new Promise<void>((done) => server.tryShutdown(() => done()));
+  clearInterval(retentionTimer);
   await manager.shutdown(config.cleanupTimeoutSeconds);
+  store.close();
   // The parent cgroups of this worker's jobs are empty now; leave nothing behind.
   await removeCgroupDirs(cgroups.parentDirs).catch((e: unknown) =>
     log.warn("cannot remove the job parent cgroups", { error: String(e) })
@@ -139,4 +225,71 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
   for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   log.info("stopped");
   return 0;
+}
+
+/** How long a reload waits for jobs that are starting or ending to settle. */
+const RELOAD_SETTLE_MS = 10_000;
+
+/**
+ * SIGHUP: check the program on disk, then exec it in place with the running jobs handed over.
+ * Returns false when the reload was refused (nothing changed), true when the exec failed after
+ * the server had stopped (the caller serves again); on success it does not return.
+ */
+async function reload(
+  config: Config,
+  manager: JobManager,
+  server: { forceShutdown(): void },
+  startTime: Date,
+  port: number,
+): Promise<boolean> {
+  log.info("reload requested: checking the program and configuration");
+  const problem = await checkNewProgram();
+  if (problem !== null) {
+    log.error("reload refused: the new program or configuration cannot start; nothing stopped", {
+      problem,
+    });
+    return false;
+  }
+  if (!await manager.quiesce(RELOAD_SETTLE_MS)) {
+    log.error("reload refused: jobs kept starting or ending; nothing stopped");
+    return false;
+  }
+  const reloadTime = new Date();
+  // Calls in progress end with UNAVAILABLE; clients reconnect to the new process.
+  server.forceShutdown();
+  const jobs = manager.handOver();
+  const handover: Handover = {
+    startTime: startTime.toISOString(),
+    reloadTime: reloadTime.toISOString(),
+    port,
+    jobs,
+  };
+  const path = `${config.stateDir}/handover.json`;
+  writeHandover(path, handover);
+  log.info("reloading: exec'ing the program in place", { jobs: jobs.length });
+  const error = execSelf(path, jobs.flatMap((j) => [j.pidfd, j.stdoutFd, j.stderrFd]));
+  log.error("reload failed; serving on with the old program", { error });
+  await Deno.remove(path).catch(() => {});
+  manager.resumeAfterFailedHandover();
+  return true;
+}
+
+/** The state cannot be used as it is; restarting will not help. */
+class StateError extends Error {}
+
+/** Makes the state directory if needed and checks that the worker can write it. */
+async function prepareStateDir(dir: string): Promise<void> {
+  try {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    // Root runs a library from here in every job: nobody else may write it.
+    await Deno.chmod(dir, 0o700);
+    const probe = `${dir}/.write-check`;
+    await Deno.writeTextFile(probe, "ok");
+    await Deno.remove(probe);
+  } catch (e) {
+    throw new StateError(
+      `the state directory ${dir} cannot be used: ${e instanceof Error ? e.message : e}. ` +
+        `It must be a writable directory on a writable filesystem (JOB_WORKER_STATE_DIR)`,
+    );
+  }
 }

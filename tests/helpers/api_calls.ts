@@ -69,7 +69,7 @@ export class ApiCalls {
     req: jobworker.IListJobsReq = {},
   ): Promise<{ jobs: jobworker.Job[]; pages: number }> {
     const jobs: jobworker.Job[] = [];
-    let pageToken = "";
+    let pageToken = req.pageToken ?? "";
     let pages = 0;
     do {
       const page = await this.listJobs({ ...req, pageToken });

@@ -11,6 +11,7 @@ const CODES: Record<JobErrorKind, status> = {
   "already-exists": status.ALREADY_EXISTS,
   "failed-precondition": status.FAILED_PRECONDITION,
   "resource-exhausted": status.RESOURCE_EXHAUSTED,
+  unavailable: status.UNAVAILABLE,
   "internal": status.INTERNAL,
 };
 

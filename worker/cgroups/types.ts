@@ -93,8 +93,10 @@ export interface CgroupManager {
   describe(): string;
   /** Create the job's cgroup(s) and apply limits. Fail closed: throws LimitError when any requested (non-zero) limit cannot be applied, after removing what it created. */
   create(jobId: string, limits: Limits): JobCgroup;
-  /** Kill and remove job cgroups left under this instance's parent by a previous run; returns how many. */
-  cleanupStale(): Promise<number>;
+  /** Kill and remove job cgroups left under this instance's parent by a previous run, except those named in `keep` (jobs a reload handed over); returns how many. */
+  cleanupStale(keep?: ReadonlySet<string>): Promise<number>;
+  /** The cgroup of a job that already exists (a job handed over by a reload). */
+  open(jobId: string): JobCgroup;
 }
 
 /** What the managers detectCgroups() returns also tell, for logs and tests. */

@@ -248,16 +248,25 @@ export class V1Manager implements DetectedCgroupManager {
     return new V1JobCgroup(dirs);
   }
 
-  cleanupStale(): Promise<number> {
+  cleanupStale(keep: ReadonlySet<string> = new Set()): Promise<number> {
     const names = new Set(this.#places.flatMap((p) => childDirs(p.parentDir)));
-    return killAndRemoveAll([...names].map((name) => {
-      const dirs: ControllerDirs = new Map();
-      for (const place of this.#places) {
-        const dir = `${place.parentDir}/${name}`;
-        if (exists(dir)) assign(dirs, place.controllers, dir);
-      }
-      return new V1JobCgroup(dirs);
-    }));
+    return killAndRemoveAll(
+      [...names].filter((name) => !keep.has(name)).map((name) => this.#existing(name)),
+    );
+  }
+
+  open(jobId: string): JobCgroup {
+    checkName("job id", jobId);
+    return this.#existing(jobId);
+  }
+
+  #existing(name: string): V1JobCgroup {
+    const dirs: ControllerDirs = new Map();
+    for (const place of this.#places) {
+      const dir = `${place.parentDir}/${name}`;
+      if (exists(dir)) assign(dirs, place.controllers, dir);
+    }
+    return new V1JobCgroup(dirs);
   }
 }
 

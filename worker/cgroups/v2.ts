@@ -262,10 +262,16 @@ export class V2Manager implements DetectedCgroupManager {
     }
   }
 
-  cleanupStale(): Promise<number> {
+  cleanupStale(keep: ReadonlySet<string> = new Set()): Promise<number> {
     return killAndRemoveAll(
-      childDirs(this.#parentDir).map((name) => new V2JobCgroup(`${this.#parentDir}/${name}`)),
+      childDirs(this.#parentDir).filter((name) => !keep.has(name))
+        .map((name) => new V2JobCgroup(`${this.#parentDir}/${name}`)),
     );
+  }
+
+  open(jobId: string): JobCgroup {
+    checkName("job id", jobId);
+    return new V2JobCgroup(`${this.#parentDir}/${jobId}`);
   }
 }
 

@@ -6,6 +6,7 @@ export type JobErrorKind =
   | "already-exists"
   | "failed-precondition"
   | "resource-exhausted"
+  | "unavailable"
   | "internal";
 
 export class JobError extends Error {

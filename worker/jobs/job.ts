@@ -87,6 +87,8 @@ export class Job {
   /** Set by StopJob or the timeout; the job then ends STOPPED. */
   stopReason: string | undefined;
   finalUsage: Usage | undefined;
+  /** Where storing the job's output failed (disk full): the rest of it was read and dropped. */
+  outputLost: { offset: number; error: string } | undefined;
   /** The live output log while the job runs; ended jobs loaded from the record have none. */
   output: OutputLog | undefined;
   #outputBytes = 0;

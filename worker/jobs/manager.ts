@@ -18,6 +18,7 @@ import { signalName } from "../../proto/signals.ts";
 import { jobEnvironment } from "./environment.ts";
 import { type JobFilter, type JobStore, StoreWriteError } from "./store.ts";
 import { Stopper } from "./stopper.ts";
+import type { HandedJob } from "../runtime/reexec.ts";
 import { sameSpec } from "./spec_compare.ts";
 
 export interface ManagerOptions {
@@ -66,7 +67,11 @@ interface Running {
   /** Resolves when the job's PID 1 has been reaped. */
   exited: Promise<WaitStatus>;
   timeout: ReturnType<typeof setTimeout> | undefined;
+  /** Epoch ms when the timeout fires; undefined: none. */
+  timeoutAt: number | undefined;
   stopper: Stopper;
+  /** PID 1 has been reaped: the job is being cleaned up. */
+  reaped: boolean;
 }
 
 /** Where a job's output files live under the state directory. */
@@ -78,11 +83,15 @@ export class JobManager {
   /** Jobs not yet ended and cleaned up; every other job lives only in the store. */
   readonly #live = new Map<string, Job>();
   readonly #running = new Map<string, Running>();
+  /** Ended jobs whose last state the store could not take yet (disk full): retried. */
+  readonly #unsaved = new Map<string, Job>();
   /** Creates with a requestId in progress, by owner and key: a retry waits for the first. */
   readonly #pendingKeys = new Map<string, Promise<Job>>();
   /** Creates past the limit check that have not reached #running yet. */
   #starting = 0;
   #shuttingDown = false;
+  /** A reload is under way: creates wait for the new process (UNAVAILABLE). */
+  #reloading = false;
   #seq: number;
 
   constructor(
@@ -96,7 +105,7 @@ export class JobManager {
   }
 
   get(id: string): Job | undefined {
-    const live = this.#live.get(id);
+    const live = this.#live.get(id) ?? this.#unsaved.get(id);
     if (live) return live;
     const record = this.store.get(id);
     return record && Job.fromRecord(record);
@@ -110,7 +119,9 @@ export class JobManager {
       ...(beforeSeq !== undefined ? { beforeSeq } : {}),
     });
     const more = records.length > limit;
-    const jobs = records.slice(0, limit).map((r) => this.#live.get(r.id) ?? Job.fromRecord(r));
+    const jobs = records.slice(0, limit).map((r) =>
+      this.#live.get(r.id) ?? this.#unsaved.get(r.id) ?? Job.fromRecord(r)
+    );
     return { jobs, more };
   }
 
@@ -190,6 +201,9 @@ export class JobManager {
     if (this.#shuttingDown) {
       throw new JobError("failed-precondition", "the worker is shutting down");
     }
+    if (this.#reloading) {
+      throw new JobError("unavailable", "the worker is reloading; retry in a moment");
+    }
     const busy = this.#running.size + this.#starting;
     if (busy >= this.options.maxRunningJobs) {
       throw new JobError(
@@ -262,20 +276,7 @@ export class JobManager {
         await forget();
         throw new JobError("internal", `cannot start the job: ${message(e)}`);
       }
-      const running: Running = {
-        process,
-        cgroup,
-        exited: this.reaper.watch(process.pid),
-        timeout: undefined,
-        stopper: new Stopper({
-          signalAll: (s) => cgroup.signalAll(s),
-          killAll: () => {
-            cgroup.killAll();
-            // Also through the pidfd, which reaches PID 1 even before it has joined the cgroup.
-            process.signal(9);
-          },
-        }),
-      };
+      const running = this.#runningOf(process, cgroup);
       this.#running.set(id, running);
       release();
       const outputDone = Promise.all([
@@ -292,18 +293,154 @@ export class JobManager {
       log.info("job started", { id, owner, command: spec.command, pid: process.pid });
       running.stopper.started();
       if (spec.timeoutSeconds > 0) {
-        running.timeout = setTimeout(() => {
-          this.#stop(job, running, {}, `timed out after ${spec.timeoutSeconds} s`);
-        }, spec.timeoutSeconds * 1000);
+        this.#armTimeout(job, running, Date.now() + spec.timeoutSeconds * 1000);
       }
-      this.#finish(job, running, outputDone).then(
-        () => this.#evict(),
-        (e) => log.error("job cleanup failed", { id, error: String(e) }),
-      );
+      this.#watch(job, running, outputDone);
       return job;
     } finally {
       release();
     }
+  }
+
+  #runningOf(process: LaunchedProcess, cgroup: JobCgroup): Running {
+    const running: Running = {
+      process,
+      cgroup,
+      exited: this.reaper.watch(process.pid).then((status) => {
+        running.reaped = true;
+        return status;
+      }),
+      timeout: undefined,
+      timeoutAt: undefined,
+      reaped: false,
+      stopper: new Stopper({
+        signalAll: (s) => cgroup.signalAll(s),
+        killAll: () => {
+          cgroup.killAll();
+          // Also through the pidfd, which reaches PID 1 even before it has joined the cgroup.
+          process.signal(9);
+        },
+      }),
+    };
+    return running;
+  }
+
+  #armTimeout(job: Job, running: Running, at: number): void {
+    running.timeoutAt = at;
+    running.timeout = setTimeout(() => {
+      this.#stop(job, running, {}, `timed out after ${job.spec.timeoutSeconds} s`);
+    }, Math.max(0, at - Date.now()));
+  }
+
+  /** Cleans up after the job once it ends, then applies retention. */
+  #watch(job: Job, running: Running, outputDone: Promise<unknown>): void {
+    this.#finish(job, running, outputDone).then(
+      () => this.#evict(),
+      (e) => log.error("job cleanup failed", { id: job.id, error: String(e) }),
+    );
+  }
+
+  /**
+   * First step of a reload: refuses new creates and waits (up to `ms`) until no job is starting
+   * or being cleaned up, so every live job is simply running. False if that did not happen (the
+   * reload is then called off and creates are accepted again).
+   */
+  async quiesce(ms: number): Promise<boolean> {
+    this.#reloading = true;
+    const deadline = Date.now() + ms;
+    const settled = () =>
+      this.#starting === 0 &&
+      [...this.#running.values()].every((r) => !r.reaped) &&
+      [...this.#live.values()].every((j) => j.status === "RUNNING" && this.#running.has(j.id));
+    while (!settled()) {
+      if (Date.now() > deadline) {
+        this.#reloading = false;
+        return false;
+      }
+      await delay(10);
+    }
+    return true;
+  }
+
+  /**
+   * Last step of a reload, right before the exec: stops reading every job's output (what is
+   * not read yet stays in its pipe for the new process) and describes each running job.
+   */
+  handOver(): HandedJob[] {
+    this.#saveUnsaved();
+    for (const id of this.#unsaved.keys()) {
+      log.error("a job's final state could not be recorded before the reload", { id });
+    }
+    const handed: HandedJob[] = [];
+    for (const [id, running] of this.#running) {
+      const job = this.#live.get(id)!;
+      const output = job.output!;
+      for (
+        const [socket, stream] of [[running.process.stdout, 1], [
+          running.process.stderr,
+          2,
+        ]] as const
+      ) {
+        socket.pause();
+        // Bytes the socket already read but did not deliver yet.
+        for (let chunk = socket.read(); chunk !== null; chunk = socket.read()) {
+          this.#append(job, stream, chunk as Uint8Array);
+        }
+      }
+      handed.push({
+        id,
+        pid: running.process.pid,
+        pidfd: running.process.pidfd,
+        stdoutFd: running.process.stdoutFd,
+        stderrFd: running.process.stderrFd,
+        timeoutAt: running.timeoutAt ?? null,
+        killAt: running.stopper.killAt ?? null,
+        terminated: running.stopper.terminated,
+        stopReason: job.stopReason ?? null,
+        output: output.state,
+        outputLost: job.outputLost ?? null,
+      });
+    }
+    return handed;
+  }
+
+  /** The exec failed: go on as before. */
+  resumeAfterFailedHandover(): void {
+    for (const running of this.#running.values()) {
+      running.process.stdout.resume();
+      running.process.stderr.resume();
+    }
+    this.#reloading = false;
+  }
+
+  /** Takes over a job the previous process of this worker handed over at a reload. */
+  adopt(handed: HandedJob, process: LaunchedProcess): void {
+    const record = this.store.get(handed.id);
+    if (!record) {
+      log.error("a handed-over job has no record; stopping it", { id: handed.id });
+      process.signal(9);
+      return;
+    }
+    const job = Job.fromRecord(record);
+    job.stopReason = handed.stopReason ?? undefined;
+    job.outputLost = handed.outputLost ?? undefined;
+    job.output = OutputLog.resume(
+      `${jobDir(this.options.stateDir, job.id)}/output`,
+      handed.output,
+      this.options.maxOutputBytes,
+    );
+    if (handed.outputLost) job.output.finish();
+    const running = this.#runningOf(process, this.cgroups.open(job.id));
+    this.#live.set(job.id, job);
+    this.#running.set(job.id, running);
+    const outputDone = Promise.all([
+      this.#pump(job, process.stdout, 1),
+      this.#pump(job, process.stderr, 2),
+    ]);
+    if (handed.terminated) running.stopper.markTerminated();
+    if (handed.killAt !== null) running.stopper.killBy(handed.killAt);
+    if (handed.timeoutAt !== null) this.#armTimeout(job, running, handed.timeoutAt);
+    this.#watch(job, running, outputDone);
   }
 
   /** Stops a job and resolves once nothing of it is left; an ended job is returned as it is. */
@@ -357,37 +494,47 @@ export class JobManager {
   #save(job: Job): void {
     try {
       this.store.update(job.toRecord());
+      this.#unsaved.delete(job.id);
     } catch (e) {
-      log.error("cannot record the job's state", { id: job.id, error: message(e) });
+      log.error("cannot record the job's state; will retry", { id: job.id, error: message(e) });
+      this.#unsaved.set(job.id, job);
     }
+  }
+
+  /** Retries the records the store could not take. */
+  #saveUnsaved(): void {
+    for (const job of [...this.#unsaved.values()]) this.#save(job);
   }
 
   /** Appends everything a job stream writes to the job's log; resolves at EOF. */
   #pump(job: Job, socket: LaunchedProcess["stdout"], stream: StreamId): Promise<void> {
-    const output = job.output!;
     return new Promise((resolve) => {
-      socket.on("data", (chunk: Uint8Array) => {
-        try {
-          output.append(stream, chunk);
-        } catch (e) {
-          // Disk full or the like: the output log stops here (readers see it end), but the
-          // pipe is still drained so the job itself is not blocked and the worker lives on.
-          if (!output.finished) {
-            log.error("cannot store the job's output", {
-              id: job.id,
-              offset: output.size,
-              error: String(e),
-            });
-            output.finish();
-          }
-        }
-      });
+      socket.on("data", (chunk: Uint8Array) => this.#append(job, stream, chunk));
       socket.on(
         "error",
         (e: Error) => log.warn("job output error", { id: job.id, error: e.message }),
       );
       socket.on("close", () => resolve());
     });
+  }
+
+  #append(job: Job, stream: StreamId, chunk: Uint8Array): void {
+    const output = job.output!;
+    try {
+      output.append(stream, chunk);
+    } catch (e) {
+      // Disk full or the like: the output log stops here (readers see it end), but the
+      // pipe is still drained so the job itself is not blocked and the worker lives on.
+      if (!output.finished) {
+        job.outputLost = { offset: output.size, error: message(e) };
+        log.error("cannot store the job's output; the rest of it is lost", {
+          id: job.id,
+          offset: output.size,
+          error: message(e),
+        });
+        output.finish();
+      }
+    }
   }
 
   /** Waits for the job's end, then records how it ended and removes what it used. */
@@ -434,18 +581,21 @@ export class JobManager {
     const how = status.signal !== null
       ? `killed by ${signalName(status.signal)}`
       : `exited with code ${status.exitCode}`;
+    const lost = job.outputLost
+      ? `; output from byte ${job.outputLost.offset} on was lost (${job.outputLost.error})`
+      : "";
     if (job.stopReason !== undefined) {
-      this.#transition(job, "STOPPED", `${job.stopReason}; ${how}`);
+      this.#transition(job, "STOPPED", `${job.stopReason}; ${how}${lost}`);
     } else if (job.oomKilled) {
       this.#transition(
         job,
         "FAILED",
-        `killed by the OOM killer: memory limit ${job.spec.limits.memoryMiB} MiB; ${how}`,
+        `killed by the OOM killer: memory limit ${job.spec.limits.memoryMiB} MiB; ${how}${lost}`,
       );
     } else if (status.exitCode === 0) {
-      this.#transition(job, "COMPLETED", how);
+      this.#transition(job, "COMPLETED", how + lost);
     } else {
-      this.#transition(job, "FAILED", how);
+      this.#transition(job, "FAILED", how + lost);
     }
     this.#live.delete(job.id);
     log.info("job ended", { id: job.id, status: job.status, reason: job.reason });
@@ -469,8 +619,12 @@ export class JobManager {
     }
   }
 
-  /** Applies the retention limits now (the server also calls this on a timer). */
+  /**
+   * Housekeeping the server also runs on a timer: records the store could not take are written
+   * again, and the retention limits applied.
+   */
   applyRetention(): void {
+    this.#saveUnsaved();
     this.#evict();
   }
 
@@ -481,6 +635,7 @@ export class JobManager {
     } catch (e) {
       throw new JobError("resource-exhausted", `cannot delete the record: ${message(e)}`);
     }
+    this.#unsaved.delete(id);
     // Streams still reading it keep their open handles; the files go when they close them.
     await Deno.remove(jobDir(this.options.stateDir, id), { recursive: true }).catch(() => {});
   }

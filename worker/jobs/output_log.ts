@@ -7,6 +7,14 @@
 
 export type StreamId = 1 | 2;
 
+/** A running log's position, carried across a reload. */
+export interface ResumeState {
+  size: number;
+  segments: number;
+  lastStream: StreamId | null;
+  truncated: boolean;
+}
+
 /** A run of bytes written by one stream. */
 export interface OutputChunk {
   offset: number;
@@ -44,11 +52,34 @@ export class OutputLog {
   #truncated = false;
   #waiters: (() => void)[] = [];
 
-  private constructor(readonly path: string, writable: boolean) {
-    if (!writable) return;
-    const options = { write: true, create: true, truncate: true, mode: 0o600 };
+  private constructor(readonly path: string, mode: "create" | "append" | "read") {
+    if (mode === "read") return;
+    const options = mode === "create"
+      ? { write: true, create: true, truncate: true, mode: 0o600 }
+      : { append: true };
     this.#file = Deno.openSync(path, options);
     this.#index = Deno.openSync(`${path}.idx`, options);
+  }
+
+  /** Where a running log stands: what a reload hands to the new worker process. */
+  get state(): ResumeState {
+    return {
+      size: this.#size,
+      segments: this.#segments,
+      lastStream: this.#lastStream ?? null,
+      truncated: this.#truncated,
+    };
+  }
+
+  /** Continues appending to the log a previous process of this worker was writing. */
+  static resume(path: string, state: ResumeState, limit = 0): OutputLog {
+    const log = new OutputLog(path, "append");
+    log.#limit = limit;
+    log.#size = state.size;
+    log.#segments = state.segments;
+    log.#lastStream = state.lastStream ?? undefined;
+    log.#truncated = state.truncated;
+    return log;
   }
 
   /**
@@ -56,7 +87,7 @@ export class OutputLog {
    * beyond `limit` bytes (0: none) is discarded.
    */
   static create(path: string, limit = 0): OutputLog {
-    const log = new OutputLog(path, true);
+    const log = new OutputLog(path, "create");
     log.#limit = limit;
     return log;
   }
@@ -67,7 +98,7 @@ export class OutputLog {
    * Throws Deno.errors.NotFound when the output file is gone.
    */
   static open(path: string): OutputLog {
-    const log = new OutputLog(path, false);
+    const log = new OutputLog(path, "read");
     log.#size = Deno.statSync(path).size;
     let indexBytes = 0;
     try {

@@ -48,6 +48,11 @@ export class Stopper {
     this.#killTimer = setTimeout(() => this.target.killAll(), Math.max(0, at - now));
   }
 
+  /** SIGTERM went out before a reload handed the job over: do not send it again. */
+  markTerminated(): void {
+    this.#terminated = true;
+  }
+
   /**
    * The job's processes joined its cgroup: a SIGTERM sent while init was still setting up could
    * not reach them through the cgroup, so send it again.

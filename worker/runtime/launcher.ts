@@ -19,6 +19,9 @@ export interface LaunchedProcess {
   pidfd: number;
   stdout: net.Socket;
   stderr: net.Socket;
+  /** The descriptors under stdout and stderr (a reload passes them to the new process). */
+  stdoutFd: number;
+  stderrFd: number;
   /** Settles once init has exec'd the command (null) or reported why it could not. */
   started: Promise<InitFailure | null>;
   /** Signals the first process through its pidfd (no pid-reuse race); quiet if it is gone. */
@@ -109,6 +112,8 @@ export class Launcher {
         },
         stdout: socket(outR),
         stderr: socket(errR),
+        stdoutFd: outR,
+        stderrFd: errR,
         started: Promise.all([readAll(socket(statusR)), readAll(socket(initLogR))]).then(
           ([status, initLog]) => {
             const failure = parseFailure(status);

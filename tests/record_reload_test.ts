@@ -1,0 +1,206 @@
+/**
+ * Reload in place (SIGHUP) with a real worker: jobs keep running as the same process's children,
+ * output streamed by reconnecting clients is complete and exact, a pending timeout fires on
+ * time, a reload whose new configuration cannot start is refused, twenty reloads in a row.
+ *
+ * Run: `deno test -A tests/record_reload_test.ts` (as root).
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { jobworker } from "../proto/service.ts";
+import { makePki } from "./helpers/pki.ts";
+import { WorkerProcess } from "./helpers/worker.ts";
+import { ApiCalls } from "./helpers/api_calls.ts";
+import { clientFor } from "./helpers/clients.ts";
+import { jobProcesses, waitFor } from "./helpers/host_procs.ts";
+import type { JobClient } from "../cli/client.ts";
+
+const S = jobworker.JobStatus;
+const pki = await makePki();
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+const worker = await WorkerProcess.start({
+  certDir: pki.dir,
+  env: { JOB_WORKER_ADDR: `127.0.0.1:${freePort()}` },
+});
+const api = new ApiCalls(pki.dir, worker.address);
+const client = clientFor(pki.dir, worker.address);
+
+globalThis.addEventListener("unload", () => {
+  try {
+    worker.process.kill("SIGKILL");
+  } catch { /* gone */ }
+});
+
+function test(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name, sanitizeResources: false, sanitizeOps: false, fn });
+}
+
+const WRITER = { command: "sh", args: ["-c", 'i=0; while :; do echo "$i"; i=$((i+1)); done'] };
+
+function isCounterPrefix(text: string): boolean {
+  const lines = text.split("\n");
+  const last = lines.pop()!;
+  for (let i = 0; i < lines.length; i++) if (lines[i] !== String(i)) return false;
+  return String(lines.length).startsWith(last);
+}
+
+const listenLines = () => worker.logs.filter((l) => / listening /.test(l)).length;
+
+/** SIGHUP, then waits for the worker to listen again; returns the reload's log line. */
+async function reloadWorker(): Promise<string> {
+  const before = listenLines();
+  worker.process.kill("SIGHUP");
+  await waitFor("the worker to listen again", () => listenLines() > before, 60_000);
+  return worker.logs.filter((l) => / listening /.test(l)).at(-1)!;
+}
+
+/** Streams a job's whole output, reconnecting and resuming from its offset after errors. */
+async function streamResuming(
+  c: JobClient,
+  id: string,
+): Promise<{ bytes: number; text: string; reconnects: number }> {
+  let text = "";
+  let offset = 0;
+  let reconnects = 0;
+  const decoder = new TextDecoder();
+  for (;;) {
+    try {
+      for await (const chunk of c.stream(id, { offset })) {
+        assert.equal(Number(chunk.offset), offset, "no gap, no duplicate");
+        offset += chunk.payload.length;
+        text += decoder.decode(chunk.payload, { stream: true });
+      }
+      return { bytes: offset, text, reconnects };
+    } catch (e) {
+      const code = (e as { code?: number }).code;
+      if (code !== 14 && code !== 4 && code !== 1) throw e; // UNAVAILABLE, DEADLINE, CANCELLED
+      reconnects++;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+async function retrying<T>(fn: () => Promise<T>): Promise<T> {
+  for (let i = 0;; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if ((e as { code?: number }).code !== 14 || i > 100) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+test("reload while 20 jobs write and 5 clients stream: nothing lost, nothing twice", async () => {
+  const pid = worker.process.pid;
+  const infoBefore = await api.serverInfo();
+  assert.equal(infoBefore.reloadTime, null);
+  const writers: string[] = [];
+  for (let i = 0; i < 20; i++) writers.push((await api.createJob(WRITER)).id);
+  // Ends at once on SIGTERM, so its end time shows when the timeout fired.
+  const timed = await api.createJob({
+    command: "sh",
+    args: ["-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"],
+    timeoutSeconds: 6,
+  });
+  const streams = writers.slice(0, 5).map((id) => streamResuming(client, id));
+  await waitFor("output", async () => Number((await api.getJob(writers[19]!)).outputBytes) > 10000);
+
+  const line = await reloadWorker();
+  assert.match(line, /reloaded=true/);
+  assert.match(line, /jobsKept=21/);
+  const window = Number(/notListeningMs=(\d+)/.exec(line)?.[1]);
+  console.log(`reload: not listening for ${window} ms`);
+  assert.equal(worker.process.pid, pid);
+  assert.ok(Deno.readTextFileSync(`/proc/${pid}/status`).includes("State:"), "same process");
+
+  const info = await retrying(() => api.serverInfo());
+  assert.ok(info.reloadTime, "reloadTime is set");
+  assert.deepEqual(info.startTime, infoBefore.startTime, "startTime is the first start's");
+  assert.equal(info.runningJobs, 21);
+  for (const id of writers) {
+    assert.equal((await api.getJob(id)).status, S.RUNNING, `writer ${id} still runs`);
+    assert.ok(jobProcesses(id).length > 0, `writer ${id} has processes`);
+  }
+  const size1 = Number((await api.getJob(writers[0]!)).outputBytes);
+  await waitFor(
+    "output to grow after the reload",
+    async () => Number((await api.getJob(writers[0]!)).outputBytes) > size1 + 10000,
+  );
+
+  // The timeout armed before the reload fires on time.
+  const ended = await waitFor("the timeout", async () => {
+    const j = await api.getJob(timed.id);
+    return j.status === S.RUNNING ? null : j;
+  }, 20_000);
+  assert.equal(ended.status, S.STOPPED);
+  assert.match(ended.reason, /timed out after 6 s/);
+  const ranMs = (Number(ended.endTime!.seconds) - Number(ended.startTime!.seconds)) * 1000;
+  assert.ok(ranMs >= 5000 && ranMs <= 8000, `ran ${ranMs} ms with a 6 s timeout`);
+
+  for (const id of writers) await api.stopJob(id);
+  const results = await Promise.all(streams);
+  for (const [i, r] of results.entries()) {
+    const job = await api.getJob(writers[i]!);
+    assert.equal(r.bytes, Number(job.outputBytes), "every byte streamed once");
+    assert.ok(isCounterPrefix(r.text), "in order, no gap, no duplicate");
+  }
+  for (const id of writers) {
+    const { text, bytes } = await streamResuming(client, id);
+    assert.equal(bytes, Number((await api.getJob(id)).outputBytes));
+    assert.ok(isCounterPrefix(text), `output of ${id} across the reload is exact`);
+  }
+});
+
+test("a reload whose configuration cannot start is refused; nothing stops", async () => {
+  const job = await api.createJob(WRITER);
+  const cert = `${pki.dir}/server-cert.pem`;
+  await Deno.rename(cert, `${cert}.away`);
+  try {
+    const before = listenLines();
+    const refusedBefore = worker.logs.filter((l) => l.includes("reload refused")).length;
+    worker.process.kill("SIGHUP");
+    await waitFor(
+      "the refusal",
+      () => worker.logs.filter((l) => l.includes("reload refused")).length > refusedBefore,
+      60_000,
+    );
+    assert.equal(listenLines(), before, "no new process");
+  } finally {
+    await Deno.rename(`${cert}.away`, cert);
+  }
+  assert.equal((await api.getJob(job.id)).status, S.RUNNING);
+  await api.serverInfo();
+  await api.stopJob(job.id);
+});
+
+test("twenty reloads in a row with jobs writing", async () => {
+  const writers: string[] = [];
+  for (let i = 0; i < 3; i++) writers.push((await retrying(() => api.createJob(WRITER))).id);
+  const streams = writers.map((id) => streamResuming(client, id));
+  for (let i = 0; i < 20; i++) await reloadWorker();
+  for (const id of writers) {
+    assert.equal((await retrying(() => api.getJob(id))).status, S.RUNNING);
+  }
+  for (const id of writers) await retrying(() => api.stopJob(id));
+  const results = await Promise.all(streams);
+  for (const [i, r] of results.entries()) {
+    assert.equal(r.bytes, Number((await api.getJob(writers[i]!)).outputBytes));
+    assert.ok(isCounterPrefix(r.text));
+  }
+});
+
+test("stop the worker", async () => {
+  api.close();
+  client.close();
+  assert.equal((await worker.stop()).code, 0);
+  await pki.remove();
+});

@@ -1,0 +1,348 @@
+/**
+ * The place of record across worker deaths and restarts, with real worker processes on one state
+ * directory: kill -9 while 20 jobs write, a graceful stop, requestId across a restart, retention,
+ * a damaged database and an unusable state directory at start.
+ *
+ * Run: `deno test -A tests/record_restart_test.ts` (as root).
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { status } from "@grpc/grpc-js";
+import { jobworker } from "../proto/service.ts";
+import { makePki } from "./helpers/pki.ts";
+import { WorkerProcess } from "./helpers/worker.ts";
+import { ApiCalls, rejectsWith } from "./helpers/api_calls.ts";
+import { clientFor, collectOutput } from "./helpers/clients.ts";
+import { cgroupDirsNamed, jobProcesses, waitFor } from "./helpers/host_procs.ts";
+import { SqliteStore } from "../worker/store/sqlite.ts";
+
+const S = jobworker.JobStatus;
+const pki = await makePki();
+const live = new Set<WorkerProcess>();
+const stateDirs: string[] = [];
+
+globalThis.addEventListener("unload", () => {
+  for (const w of live) {
+    try {
+      w.process.kill("SIGKILL");
+    } catch { /* gone */ }
+  }
+  for (const dir of stateDirs) {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch { /* gone */ }
+  }
+});
+
+function test(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name, sanitizeResources: false, sanitizeOps: false, fn });
+}
+
+async function newStateDir(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "jobworker-record-" });
+  stateDirs.push(dir);
+  return dir;
+}
+
+async function start(stateDir: string, env: Record<string, string> = {}) {
+  const worker = await WorkerProcess.start({ certDir: pki.dir, stateDir, env });
+  live.add(worker);
+  return {
+    worker,
+    api: new ApiCalls(pki.dir, worker.address),
+    client: clientFor(pki.dir, worker.address),
+  };
+}
+
+async function stop(
+  w: { worker: WorkerProcess; api: ApiCalls; client: { close(): void } },
+  signal: Deno.Signal,
+) {
+  w.api.close();
+  w.client.close();
+  const result = await w.worker.stop(signal);
+  live.delete(w.worker);
+  return result;
+}
+
+const isEnded = (j: jobworker.IJob) =>
+  j.status === S.COMPLETED || j.status === S.FAILED || j.status === S.STOPPED;
+
+async function waitEnded(api: ApiCalls, id: string): Promise<jobworker.Job> {
+  return await waitFor(`job ${id} to end`, async () => {
+    const j = await api.getJob(id);
+    return isEnded(j) ? j : null;
+  }, 60_000);
+}
+
+async function sha256(bytes: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new Uint8Array(bytes));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function localOutput(cmd: string, args: string[]): Promise<Uint8Array> {
+  return (await new Deno.Command(cmd, { args, stdout: "piped" }).output()).stdout;
+}
+
+/** A job writing "0\n1\n2\n..." as fast as the shell can until stopped. */
+const WRITER = { command: "sh", args: ["-c", 'i=0; while :; do echo "$i"; i=$((i+1)); done'] };
+
+/** True when `text` is "0\n1\n...\nN\n" possibly followed by a partial last line. */
+function isCounterPrefix(text: string): boolean {
+  const lines = text.split("\n");
+  const last = lines.pop()!;
+  for (let i = 0; i < lines.length; i++) if (lines[i] !== String(i)) return false;
+  return String(lines.length).startsWith(last);
+}
+
+test("kill -9 with 20 jobs writing: every record back, output exact, running ones FAILED", async () => {
+  const stateDir = await newStateDir();
+  const first = await start(stateDir);
+  const finished: { id: string; sum: string }[] = [];
+  for (const n of [1, 5000, 200000]) {
+    const job = await first.api.createJob({ command: "seq", args: ["1", String(n)] });
+    await waitEnded(first.api, job.id);
+    finished.push({ id: job.id, sum: await sha256(await localOutput("seq", ["1", String(n)])) });
+  }
+  const mixed = await first.api.createJob({
+    command: "sh",
+    args: ["-c", "echo out1; echo err1 >&2; echo out2; exit 3"],
+  });
+  await waitEnded(first.api, mixed.id);
+  const keyed = await first.api.createJob({ command: "true", requestId: "restart-key" });
+  const writers: string[] = [];
+  for (let i = 0; i < 20; i++) writers.push((await first.api.createJob(WRITER)).id);
+  await waitFor("every writer to have written", async () => {
+    const jobs = await Promise.all(writers.map((id) => first.api.getJob(id)));
+    return jobs.every((j) => Number(j.outputBytes) > 1000);
+  }, 30_000);
+  const before = await first.api.listAll();
+
+  await stop(first, "SIGKILL");
+  // PR_SET_PDEATHSIG: the jobs die with the worker.
+  await waitFor(
+    "every job process to be gone",
+    () => writers.every((id) => jobProcesses(id).length === 0),
+    15_000,
+  );
+
+  const second = await start(stateDir);
+  try {
+    const after = await second.api.listAll();
+    assert.deepEqual(
+      after.jobs.map((j) => j.id),
+      before.jobs.map((j) => j.id),
+      "every record is there, in the same order",
+    );
+    for (const { id, sum } of finished) {
+      const job = await second.api.getJob(id);
+      assert.equal(job.status, S.COMPLETED);
+      const { bytes } = await collectOutput(second.client, id);
+      assert.equal(await sha256(bytes), sum, `output of ${id} byte-exact`);
+      assert.equal(Number(job.outputBytes), bytes.length);
+    }
+    const m = await second.api.getJob(mixed.id);
+    assert.equal(m.status, S.FAILED);
+    assert.equal(m.exitCode, 3);
+    const mo = await collectOutput(second.client, mixed.id);
+    assert.equal(mo.stdout, "out1\nout2\n");
+    assert.equal(mo.stderr, "err1\n");
+    const restartedAt = Date.now();
+    for (const id of writers) {
+      const job = await second.api.getJob(id);
+      assert.equal(job.status, S.FAILED, `writer ${id}`);
+      assert.match(job.reason, /worker stopped while the job ran/);
+      const endMs = Number(job.endTime!.seconds) * 1000;
+      assert.ok(endMs <= restartedAt && endMs > restartedAt - 120_000, "ended when noticed");
+      const { stdout, bytes } = await collectOutput(second.client, id, { noFollow: true });
+      assert.ok(bytes.length > 1000, "output up to the crash is there");
+      assert.ok(isCounterPrefix(stdout), `output of ${id} is what it wrote, in order`);
+      assert.equal(Number(job.outputBytes), bytes.length);
+      // Streaming (following) an interrupted job ends: it will not write any more.
+      const followed = await collectOutput(second.client, id);
+      assert.equal(followed.bytes.length, bytes.length);
+    }
+    assert.deepEqual(await cgroupDirsNamed(writers), [], "no cgroup of the jobs left");
+    const again = await second.api.createJob({ command: "true", requestId: "restart-key" });
+    assert.equal(again.id, keyed.id, "requestId survives the restart");
+    await rejectsWith(
+      second.api.createJob({ command: "false", requestId: "restart-key" }),
+      status.ALREADY_EXISTS,
+    );
+    // New jobs come after the old ones.
+    const fresh = await second.api.createJob({ command: "true" });
+    const page = await second.api.listJobs({ pageSize: 1 });
+    assert.equal(page.jobs[0]!.id, fresh.id);
+  } finally {
+    await stop(second, "SIGTERM");
+  }
+});
+
+test("graceful stop and start: running jobs STOPPED by the shutdown, output kept", async () => {
+  const stateDir = await newStateDir();
+  const first = await start(stateDir, { CLEANUP_TIMEOUT: "2" });
+  const writers: string[] = [];
+  for (let i = 0; i < 5; i++) writers.push((await first.api.createJob(WRITER)).id);
+  await waitFor(
+    "output",
+    async () => Number((await first.api.getJob(writers[4]!)).outputBytes) > 0,
+  );
+  const code = await stop(first, "SIGTERM");
+  assert.equal(code.code, 0);
+  const second = await start(stateDir);
+  try {
+    for (const id of writers) {
+      const job = await second.api.getJob(id);
+      assert.equal(job.status, S.STOPPED);
+      assert.match(job.reason, /the worker shut down/);
+      const { stdout, bytes } = await collectOutput(second.client, id);
+      assert.equal(bytes.length, Number(job.outputBytes));
+      assert.ok(isCounterPrefix(stdout));
+    }
+  } finally {
+    await stop(second, "SIGTERM");
+  }
+});
+
+test("retention: by count and by age, records and output go together", async () => {
+  const stateDir = await newStateDir();
+  const w = await start(stateDir, { JOB_WORKER_MAX_ENDED_JOBS: "3", JOB_WORKER_RETENTION: "3s" });
+  try {
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const job = await w.api.createJob({ command: "echo", args: [String(i)] });
+      await waitEnded(w.api, job.id);
+      ids.push(job.id);
+    }
+    await waitFor(
+      "the oldest to be forgotten",
+      async () => (await w.api.listAll()).jobs.length === 3,
+    );
+    const kept = (await w.api.listAll()).jobs.map((j) => j.id);
+    assert.deepEqual(kept, ids.slice(2).reverse());
+    for (const id of ids.slice(0, 2)) {
+      await rejectsWith(w.api.getJob(id), status.NOT_FOUND);
+      await assert.rejects(Deno.stat(`${stateDir}/jobs/${id}`), Deno.errors.NotFound);
+    }
+    // By age: after 3 s the next job's end forgets the others.
+    await new Promise((r) => setTimeout(r, 3500));
+    const last = await w.api.createJob({ command: "true" });
+    await waitEnded(w.api, last.id);
+    await waitFor(
+      "the old ones to be forgotten",
+      async () => (await w.api.listAll()).jobs.length === 1,
+    );
+    for (const id of ids) {
+      await assert.rejects(Deno.stat(`${stateDir}/jobs/${id}`), Deno.errors.NotFound);
+    }
+  } finally {
+    await stop(w, "SIGTERM");
+  }
+});
+
+test("a damaged database: a clear error naming the file, no start over it, not rewritten", async () => {
+  const stateDir = await newStateDir();
+  const w = await start(stateDir);
+  const job = await w.api.createJob({ command: "true" });
+  await waitEnded(w.api, job.id);
+  await stop(w, "SIGTERM");
+  const path = `${stateDir}/jobs.db`;
+  const bytes = await Deno.readFile(path);
+  bytes.fill(0x41, 0, 100);
+  await Deno.writeFile(path, bytes);
+  const error = await WorkerProcess.start({ certDir: pki.dir, stateDir }).then(
+    (w) => {
+      live.add(w);
+      throw new Error("the worker started over a damaged database");
+    },
+    (e: Error) => e,
+  );
+  assert.match(error.message, /exited \(78\)/, "exit status 78: do not restart");
+  assert.ok(error.message.includes(path), error.message);
+  assert.match(error.message, /move it aside/);
+  assert.deepEqual(await Deno.readFile(path), bytes, "left as it was");
+});
+
+test("an unusable state directory: a clear error, exit 78", async () => {
+  const parent = await newStateDir();
+  await Deno.writeTextFile(`${parent}/file`, "");
+  const error = await WorkerProcess.start({ certDir: pki.dir, stateDir: `${parent}/file/state` })
+    .then((w) => {
+      live.add(w);
+      throw new Error("started");
+    }, (e: Error) => e);
+  assert.match(error.message, /exited \(78\)/);
+  assert.match(error.message, /state directory .*file\/state cannot be used/);
+});
+
+test("paging 3000 recorded jobs and jobs with 500 KiB of env; filters; counts", async () => {
+  const stateDir = await newStateDir();
+  // The records a previous run left: written into a real database file, then served.
+  const store = SqliteStore.open(`${stateDir}/jobs.db`);
+  const statuses = ["COMPLETED", "FAILED", "STOPPED"] as const;
+  const bigEnv = Array.from({ length: 5 }, (_, i) => `E${i}=${"v".repeat(100 * 1024)}`);
+  const TOTAL = 3020;
+  for (let seq = 1; seq <= TOTAL; seq++) {
+    const big = seq > 3000;
+    store.insert({
+      id: `00000000-0000-4000-8000-${String(seq).padStart(12, "0")}`,
+      seq,
+      owner: seq % 4 === 0 ? "bob" : "alice",
+      spec: {
+        command: "true",
+        args: [],
+        env: big ? bigEnv : [],
+        workDir: "/",
+        timeoutSeconds: 0,
+        limits: { cpuPercent: 100, memoryMiB: 512, ioBps: 0, pids: 1024 },
+        requestId: "",
+      },
+      status: statuses[seq % 3]!,
+      createTime: new Date(1_700_000_000_000 + seq * 1000),
+      startTime: new Date(1_700_000_000_000 + seq * 1000),
+      endTime: new Date(Date.now() - 1000),
+      exit: { exitCode: 0, signal: 0 },
+      oomKilled: false,
+      reason: "seeded",
+      finalUsage: undefined,
+      outputBytes: 0,
+      outputTruncated: false,
+    });
+  }
+  store.close();
+  const w = await start(stateDir, { JOB_WORKER_MAX_ENDED_JOBS: "10000" });
+  try {
+    const expected = Array.from({ length: TOTAL }, (_, i) => TOTAL - i);
+    const seqOf = (j: jobworker.IJob) => Number(j.id!.slice(-12));
+    // 20 jobs of 500 KiB env come first (newest): GetJobs holds what fits in 4 MiB.
+    const first = await w.api.getJobs();
+    assert.ok(first.jobs.length >= 5 && first.jobs.length < 10, `${first.jobs.length} jobs`);
+    assert.equal(first.jobs[0]!.env!.length, 5, "jobs listed whole");
+    assert.notEqual(first.nextPageToken, "");
+    const total = Object.values(first.countByStatus).reduce((a, b) => a + b, 0);
+    assert.equal(total, TOTAL);
+    const rest = await w.api.listAll({ pageToken: first.nextPageToken });
+    assert.deepEqual([...first.jobs, ...rest.jobs].map(seqOf), expected, "all, newest first, once");
+    const paged = await w.api.listAll({ pageSize: 100 });
+    // Pages of the large jobs hold fewer than 100 (the send limit); the rest hold 100.
+    assert.ok(paged.pages >= Math.ceil(TOTAL / 100) && paged.pages <= 40, `${paged.pages} pages`);
+    assert.deepEqual(paged.jobs.map(seqOf), expected);
+    const bobsFailed = await w.api.listAll({ owner: "bob", statuses: [S.FAILED], pageSize: 50 });
+    const want = expected.filter((seq) => seq % 4 === 0 && statuses[seq % 3] === "FAILED");
+    assert.deepEqual(bobsFailed.jobs.map(seqOf), want);
+    const counts = await w.api.listJobs({ owner: "bob", pageSize: 1 });
+    assert.equal(counts.countByStatus["FAILED"], want.length);
+    assert.equal(
+      Object.values(counts.countByStatus).reduce((a, b) => a + b, 0),
+      expected.filter((seq) => seq % 4 === 0).length,
+    );
+  } finally {
+    await stop(w, "SIGTERM");
+  }
+});
+
+test("cleanup", async () => {
+  for (const dir of stateDirs) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  await pki.remove();
+});

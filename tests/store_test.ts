@@ -1,0 +1,201 @@
+/**
+ * The record stores (SQLite on a real database file, and the in-memory one) against the same
+ * expectations; and what a damaged or newer database does at open. No server needed.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import type { JobRecord, JobStatus } from "../worker/jobs/job.ts";
+import type { JobStore } from "../worker/jobs/store.ts";
+import { MemoryStore } from "../worker/store/memory.ts";
+import { SqliteStore, StoreOpenError } from "../worker/store/sqlite.ts";
+import { StoreWriteError } from "../worker/jobs/store.ts";
+import { DatabaseSync } from "node:sqlite";
+
+function record(seq: number, over: Partial<JobRecord> = {}): JobRecord {
+  return {
+    id: `job-${seq}`,
+    seq,
+    owner: "alice",
+    spec: {
+      command: "echo",
+      args: [String(seq)],
+      env: ["A=1"],
+      workDir: "/",
+      timeoutSeconds: 0,
+      limits: { cpuPercent: 100, memoryMiB: 64, ioBps: 0, pids: 10 },
+      requestId: "",
+    },
+    status: "COMPLETED",
+    createTime: new Date(1_000_000 + seq),
+    startTime: new Date(1_000_100 + seq),
+    endTime: new Date(1_000_200 + seq),
+    exit: { exitCode: 0, signal: 0 },
+    oomKilled: false,
+    reason: "exited with code 0",
+    finalUsage: {
+      cpuUsec: 5,
+      memoryBytes: 0,
+      memoryPeakBytes: 9,
+      ioReadBytes: 1,
+      ioWriteBytes: 2,
+      pids: 0,
+    },
+    outputBytes: 3,
+    outputTruncated: false,
+    ...over,
+  };
+}
+
+async function withStores(fn: (store: JobStore, name: string) => void): Promise<void> {
+  fn(new MemoryStore(), "memory");
+  const dir = await Deno.makeTempDir();
+  try {
+    const store = SqliteStore.open(`${dir}/jobs.db`);
+    try {
+      fn(store, "sqlite");
+    } finally {
+      store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("store: a record comes back as written, updates replace it", async () => {
+  await withStores((store) => {
+    const r = record(1, { status: "RUNNING", endTime: undefined, exit: undefined });
+    store.insert(r);
+    assert.deepEqual(store.get("job-1"), r);
+    const ended = { ...r, status: "FAILED" as JobStatus, endTime: new Date(5), reason: "x" };
+    store.update(ended);
+    assert.deepEqual(store.get("job-1"), ended);
+    assert.equal(store.get("nope"), undefined);
+    assert.equal(store.lastSeq(), 1);
+  });
+});
+
+Deno.test("store: pages newest first, filters, counts; seqs are never reused", async () => {
+  await withStores((store, name) => {
+    for (let seq = 1; seq <= 10; seq++) {
+      store.insert(record(seq, {
+        status: seq % 3 === 0 ? "FAILED" : seq === 10 ? "RUNNING" : "COMPLETED",
+        owner: seq % 2 === 0 ? "bob" : "alice",
+      }));
+    }
+    const ids = (q: Parameters<JobStore["page"]>[0]) => store.page(q).map((r) => r.seq);
+    assert.deepEqual(ids({ limit: 3 }), [10, 9, 8], name);
+    assert.deepEqual(ids({ limit: 3, beforeSeq: 8 }), [7, 6, 5]);
+    assert.deepEqual(ids({ limit: 10, statuses: ["FAILED"] }), [9, 6, 3]);
+    assert.deepEqual(ids({ limit: 10, statuses: ["FAILED"], owner: "bob" }), [6]);
+    assert.deepEqual(ids({ limit: 10, owner: "carol" }), []);
+    assert.deepEqual(store.countByStatus({}), {
+      INITIALIZING: 0,
+      RUNNING: 1,
+      COMPLETED: 6,
+      FAILED: 3,
+      STOPPED: 0,
+    });
+    assert.equal(store.countByStatus({ owner: "bob" }).COMPLETED, 3);
+    assert.deepEqual(store.unended().map((r) => r.seq), [10]);
+    store.delete("job-10");
+    assert.equal(store.lastSeq(), 10, "the newest seq is remembered after a delete");
+  });
+});
+
+Deno.test("store: retention by count and by age, both limits apply", async () => {
+  await withStores((store, name) => {
+    for (let seq = 1; seq <= 6; seq++) {
+      store.insert(record(seq, { endTime: new Date(seq * 1000) }));
+    }
+    store.insert(record(7, { status: "RUNNING", endTime: undefined }));
+    assert.deepEqual(store.expired(4, undefined), ["job-1", "job-2"], name);
+    assert.deepEqual(store.expired(100, new Date(3500)), ["job-1", "job-2", "job-3"]);
+    assert.deepEqual(store.expired(5, new Date(1500)), ["job-1"]);
+    assert.deepEqual(store.expired(0, undefined).length, 6, "running jobs never expire");
+  });
+});
+
+Deno.test("store: requestId is per owner", async () => {
+  await withStores((store) => {
+    const spec = { ...record(1).spec, requestId: "k1" };
+    store.insert(record(1, { spec }));
+    store.insert(record(2, { spec, owner: "bob" }));
+    assert.equal(store.byRequestId("alice", "k1")?.id, "job-1");
+    assert.equal(store.byRequestId("bob", "k1")?.id, "job-2");
+    assert.equal(store.byRequestId("carol", "k1"), undefined);
+  });
+});
+
+Deno.test("sqlite: the record survives closing and reopening; WAL mode, FULL sync", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/jobs.db`;
+    const a = SqliteStore.open(path);
+    a.insert(record(1));
+    a.close();
+    const b = SqliteStore.open(path);
+    assert.deepEqual(b.get("job-1"), record(1));
+    b.close();
+    const raw = new DatabaseSync(path);
+    assert.equal(
+      (raw.prepare("PRAGMA journal_mode").get() as { journal_mode: string })
+        .journal_mode,
+      "wal",
+    );
+    raw.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sqlite: a damaged database is refused with the file named and what to do", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/jobs.db`;
+    const a = SqliteStore.open(path);
+    for (let seq = 1; seq <= 200; seq++) a.insert(record(seq));
+    a.close();
+    const bytes = await Deno.readFile(path);
+    // Garbage over the header: not a database any more.
+    bytes.fill(0x41, 0, 100);
+    await Deno.writeFile(path, bytes);
+    assert.throws(() => SqliteStore.open(path), (err: unknown) => {
+      assert.ok(err instanceof StoreOpenError);
+      assert.ok(err.message.includes(path), err.message);
+      assert.match(err.message, /move it aside/);
+      return true;
+    });
+    assert.deepEqual(await Deno.readFile(path), bytes, "the damaged file is left as it was");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sqlite: a database from a newer schema is refused", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/jobs.db`;
+    SqliteStore.open(path).close();
+    const raw = new DatabaseSync(path);
+    raw.exec("PRAGMA user_version = 99");
+    raw.close();
+    assert.throws(() => SqliteStore.open(path), /schema version 99.*newer/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sqlite: a write that cannot be made is a StoreWriteError, reads go on", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/jobs.db`;
+    const store = SqliteStore.open(path);
+    store.insert(record(1));
+    assert.throws(() => store.insert(record(1)), StoreWriteError, "duplicate id");
+    assert.equal(store.get("job-1")?.seq, 1);
+    store.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

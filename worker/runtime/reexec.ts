@@ -1,0 +1,203 @@
+/**
+ * Reload in place (SIGHUP): the worker execs itself, keeping its PID, so running jobs stay its
+ * children. What a running job needs (its pidfd, output pipes, deadlines, how much output it has
+ * written) crosses the exec in a handover file; the descriptors cross it because close-on-exec is
+ * cleared on exactly those. The new program is checked first (`serve --check`): if it cannot start,
+ * the reload is refused and nothing stops.
+ *
+ * ```
+ *  old process                                   new process (same PID)
+ *  SIGHUP → run `<program> serve --check` ──ok─┐
+ *  refuse creates, wait for starts to settle   │
+ *  stop serving (clients see UNAVAILABLE)      │
+ *  pause output pipes, note each job's state   │
+ *  write <state>/handover.json                 │
+ *  clear FD_CLOEXEC on pidfds and pipes        │
+ *  execve(program path, argv, env+HANDOVER) ───┴──▶ read and delete handover.json
+ *                                                   re-attach jobs (pipes, pidfds, deadlines)
+ *                                                   serve again
+ * ```
+ */
+import net from "node:net";
+import type { LaunchedProcess } from "./launcher.ts";
+
+/** The environment variable naming the handover file in the new process. */
+export const HANDOVER_ENV = "JOBWORKER_HANDOVER";
+
+/** One running job as it crosses the exec. */
+export interface HandedJob {
+  id: string;
+  pid: number;
+  pidfd: number;
+  stdoutFd: number;
+  stderrFd: number;
+  /** Epoch ms when the job's timeout stops it; null: none. */
+  timeoutAt: number | null;
+  /** Epoch ms of a pending SIGKILL; null: none. */
+  killAt: number | null;
+  /** SIGTERM already went out. */
+  terminated: boolean;
+  stopReason: string | null;
+  output: {
+    size: number;
+    segments: number;
+    lastStream: 1 | 2 | null;
+    truncated: boolean;
+  };
+  outputLost: { offset: number; error: string } | null;
+}
+
+export interface Handover {
+  /** When the first process of this worker started (startTime survives reloads). */
+  startTime: string;
+  /** When this reload began. */
+  reloadTime: string;
+  /** The port the old process listened on (kept when the configured port is 0). */
+  port: number;
+  jobs: HandedJob[];
+}
+
+const libc = () =>
+  Deno.dlopen("libc.so.6", {
+    fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+    execve: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
+    signal: { parameters: ["i32", "pointer"], result: "pointer" },
+  });
+
+const SIGHUP = 1;
+const SIG_IGN = 1n;
+
+const F_SETFD = 2;
+
+/**
+ * The program's path on disk: exec'ing the path (not /proc/self/exe, which keeps the old file)
+ * runs whatever was installed there since, so replacing the binary and reloading upgrades.
+ */
+export function programPath(): string {
+  return Deno.execPath().replace(/ \(deleted\)$/, "");
+}
+
+/** This process's argv, exactly as it was started. */
+export function ownArgv(): string[] {
+  return Deno.readTextFileSync("/proc/self/cmdline").split("\0").slice(0, -1);
+}
+
+/**
+ * Runs the program as it now is on disk with `serve --check` and this process's arguments: it
+ * loads the configuration and certificates and opens the record, then exits. Null when it
+ * succeeded, else what it said.
+ */
+export async function checkNewProgram(timeoutMs = 60_000): Promise<string | null> {
+  const argv = ownArgv();
+  try {
+    const out = await new Deno.Command(programPath(), {
+      args: [...argv.slice(1), "--check"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(timeoutMs),
+    }).output();
+    if (out.success) return null;
+    const text = new TextDecoder().decode(out.stderr).trim().split("\n").slice(-5).join(" | ");
+    return `the check exited with ${out.code}: ${text}`;
+  } catch (e) {
+    return `the check could not run: ${e instanceof Error ? e.message : e}`;
+  }
+}
+
+/** Writes the handover file durably. */
+export function writeHandover(path: string, handover: Handover): void {
+  const file = Deno.openSync(path, { write: true, create: true, truncate: true, mode: 0o600 });
+  try {
+    file.writeSync(new TextEncoder().encode(JSON.stringify(handover)));
+    file.syncSync();
+  } finally {
+    file.close();
+  }
+}
+
+/** The handover this process was started with, if any; the file is removed once read. */
+export function takeHandover(): Handover | undefined {
+  const path = Deno.env.get(HANDOVER_ENV);
+  if (path === undefined) return undefined;
+  Deno.env.delete(HANDOVER_ENV);
+  try {
+    return JSON.parse(Deno.readTextFileSync(path)) as Handover;
+  } finally {
+    try {
+      Deno.removeSync(path);
+    } catch { /* gone */ }
+  }
+}
+
+function cString(s: string): Uint8Array<ArrayBuffer> {
+  return new TextEncoder().encode(`${s}\0`);
+}
+
+/**
+ * Execs this program again, same PID, with `fds` kept open and HANDOVER_ENV pointing at
+ * `handoverPath`. Returns only if execve failed (with its message).
+ */
+export function execSelf(handoverPath: string, fds: readonly number[]): string {
+  const lib = libc();
+  try {
+    for (const fd of fds) {
+      if (lib.symbols.fcntl(fd, F_SETFD, 0) !== 0) return `cannot keep descriptor ${fd} open`;
+    }
+    const argv = ownArgv();
+    const env = { ...Deno.env.toObject(), [HANDOVER_ENV]: handoverPath };
+    const strings = (values: string[]) => {
+      const buffers = values.map(cString);
+      const pointers = new BigUint64Array(values.length + 1);
+      buffers.forEach((b, i) => {
+        pointers[i] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)));
+      });
+      return { buffers, pointers: new Uint8Array(pointers.buffer) };
+    };
+    const a = strings(argv);
+    const e = strings(Object.entries(env).map(([k, v]) => `${k}=${v}`));
+    // An ignored signal stays ignored across execve (a handled one would revert to "terminate"):
+    // a SIGHUP before the new process listens for it is then dropped instead of killing the
+    // worker and its jobs.
+    const previous = lib.symbols.signal(SIGHUP, Deno.UnsafePointer.create(SIG_IGN));
+    lib.symbols.execve(cString(programPath()), a.pointers, e.pointers);
+    lib.symbols.signal(SIGHUP, previous);
+    // Still here: keep the buffers alive up to the call, then report.
+    void a.buffers;
+    void e.buffers;
+    return "execve failed";
+  } finally {
+    lib.close();
+  }
+}
+
+/** A job's first process as the new worker process re-attaches it. */
+export function adoptedProcess(
+  job: HandedJob,
+  pidfdSignal: (pidfd: number, signal: number) => void,
+  close: (fd: number) => void,
+): LaunchedProcess {
+  let released = false;
+  return {
+    pid: job.pid,
+    pidfd: job.pidfd,
+    stdout: new net.Socket({ fd: job.stdoutFd, readable: true, writable: false }),
+    stderr: new net.Socket({ fd: job.stderrFd, readable: true, writable: false }),
+    stdoutFd: job.stdoutFd,
+    stderrFd: job.stderrFd,
+    started: Promise.resolve(null),
+    signal: (signal) => {
+      if (released) return;
+      try {
+        pidfdSignal(job.pidfd, signal);
+      } catch { /* already ended */ }
+    },
+    release: () => {
+      if (released) return;
+      released = true;
+      try {
+        close(job.pidfd);
+      } catch { /* closed */ }
+    },
+  };
+}
