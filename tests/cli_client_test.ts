@@ -456,6 +456,64 @@ test("stream resumes where it was when the connection drops: every byte once", a
   assert.equal(stdout, expected);
 });
 
+test("stream resumes across a server reload (SIGHUP): every byte once", async () => {
+  // A worker of its own on a fixed port, since a reload listens anew on the configured address.
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  const reloading = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: { JOB_WORKER_ADDR: `127.0.0.1:${port}` },
+  });
+  try {
+    const server = ["--server", reloading.address, "--cert-path", pki.dir];
+    const created = await runProgram(Deno.execPath(), [
+      ...DENO_RUN,
+      ...server,
+      "create",
+      "bash",
+      "-c",
+      "for i in $(seq 1 80); do echo line$i; sleep 0.05; done",
+    ]);
+    const id = created.stdout.trim();
+    assert.match(id, UUID, created.stderr);
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [...DENO_RUN, ...server, "stream", id],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const guard = setTimeout(() => child.kill("SIGKILL"), 90_000);
+    let stdout = "";
+    let reloaded = false;
+    const reading = (async () => {
+      for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+        stdout += chunk;
+        if (!reloaded && stdout.includes("line10\n")) {
+          reloaded = true;
+          reloading.process.kill("SIGHUP");
+        }
+      }
+    })();
+    const [status, stderr] = await Promise.all([
+      child.status,
+      new Response(child.stderr).text(),
+    ]);
+    await reading;
+    clearTimeout(guard);
+    assert.equal(status.code, 0, stderr);
+    assert.ok(reloaded);
+    assert.ok(
+      reloading.logs.filter((line) => / listening /.test(line)).length >= 2,
+      "the worker reloaded",
+    );
+    const expected = Array.from({ length: 80 }, (_, i) => `line${i + 1}\n`).join("");
+    assert.equal(stdout, expected);
+  } finally {
+    await reloading.stop();
+  }
+});
+
 test("stream --tail, --stderr, and the note on how the job ended", async () => {
   const id = await createJob(
     "bash",
