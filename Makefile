@@ -11,7 +11,7 @@ DENO := $(if $(SYSTEM_DENO),$(SYSTEM_DENO),$(TOOLS)/node_modules/.bin/deno)
 SHIM := build/libjwshim.so
 JWINIT := build/jwinit
 
-.PHONY: all tools deps shim proto build serve test test-tools test-cgroup-v2 bench fuzz fmt lint check ok clean certs
+.PHONY: all tools deps shim proto build install-client serve test test-tools test-cgroup-v2 bench fuzz fmt lint check ok clean certs
 
 all: build
 
@@ -47,14 +47,21 @@ certs: certs/ca-cert.pem
 build: deps shim
 	bash scripts/build.sh "$(DENO)"
 
-serve: deps shim certs
+# Puts `jobworker` on PATH (PREFIX=/usr/local by default): a link to this checkout's bin/jobworker.
+PREFIX ?= /usr/local
+install-client: build
+	mkdir -p $(PREFIX)/bin && ln -sf $(CURDIR)/bin/jobworker $(PREFIX)/bin/jobworker
+
+# Serves in the foreground (Ctrl-C stops it and its jobs); bin/jobworker is ready for a second terminal.
+serve: build certs
+	@echo "jobworker: serving in the foreground; Ctrl-C stops it. Client: $(CURDIR)/bin/jobworker (e.g. bin/jobworker list)"
 	JOB_WORKER_STATE_DIR=$${JOB_WORKER_STATE_DIR:-$(CURDIR)/state} JOB_WORKER_CERT_PATH=$${JOB_WORKER_CERT_PATH:-$(CURDIR)/certs} \
 	  $(DENO) run -A main.ts serve
 
 # Programs the tests run inside jobs or beside them.
 test-tools:
-	@for c in python3 ps openssl unshare hostname timeout strace gcc ping insmod losetup; do command -v $$c >/dev/null || missing=1; done; \
-	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq python3 procps openssl util-linux hostname coreutils strace gcc libc6-dev iputils-ping kmod)
+	@for c in python3 ps openssl unshare hostname timeout strace gcc ping insmod losetup zsh fish; do command -v $$c >/dev/null || missing=1; done; \
+	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq python3 procps openssl util-linux hostname coreutils strace gcc libc6-dev iputils-ping kmod zsh fish)
 
 test: deps shim test-tools
 	bash tests/run_all.sh "$(DENO)"

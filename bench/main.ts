@@ -13,6 +13,7 @@
  *   what is left once the stalled ones disconnect.
  * - burst: 300 creates from 30 clients against 300 one after another; another client's GetJobs p99
  *   and new connections' handshake-plus-first-call p99 during the burst against the idle worker.
+ * - client start: `jobworker list` as a new process against `deno eval ''` (bench/client_start.ts).
  * - event-loop delay in a storm: the round trip of GetServerInfo (which does no I/O, so its time is
  *   the worker's event-loop delay plus the network) while 200 jobs write output and 100 of them
  *   are stopped at once, against the same calls to the idle worker.
@@ -23,6 +24,7 @@ import { clientFor } from "../tests/helpers/clients.ts";
 import { ApiCalls } from "../tests/helpers/api_calls.ts";
 import { jobworker } from "../proto/service.ts";
 import { createBurst, stalledReaderMemory } from "./load.ts";
+import { measureClientStart } from "./client_start.ts";
 
 const MiB = 1024 * 1024;
 const STREAM_BYTES = 256 * MiB;
@@ -141,6 +143,11 @@ try {
   await unshareTrue();
   await client.createJob({ command: "true" });
   if (only !== "storm") await startsAndStream();
+  if (only !== "storm") {
+    progress("client start");
+    const clientStart = await measureClientStart(worker.address, pki.dir);
+    row("jobworker list vs deno eval '' (ms)", clientStart.list, clientStart.baseline, "ms");
+  }
 
   progress("event-loop delay: idle, then a storm of writers and stops");
   const api = new ApiCalls(pki.dir, worker.address);

@@ -23,7 +23,19 @@ export interface ConnectionSettings {
   keyPem: string;
   /** Extra grpc channel options; they override the client's own. */
   channelOptions?: Record<string, string | number>;
+  /**
+   * Retry unary calls that fail UNAVAILABLE (the server not reached, or restarting), and creates
+   * that carry a requestId also on DEADLINE_EXCEEDED (the key makes a repeat return the same job).
+   * Off by default.
+   */
+  retry?: boolean;
 }
+
+/** Delays before the retries of a call, when retrying is on. */
+const RETRY_DELAYS_MS = [100, 300, 1000];
+const STATUS_UNAVAILABLE = grpc.status.UNAVAILABLE;
+const STATUS_DEADLINE_EXCEEDED = grpc.status.DEADLINE_EXCEEDED;
+const STATUS_UNIMPLEMENTED = grpc.status.UNIMPLEMENTED;
 
 /** Options of {@linkcode JobClient.stopJob}. */
 export interface StopOptions {
@@ -76,9 +88,11 @@ const BASE_CHANNEL_OPTIONS: Record<string, string | number> = {
  */
 export class JobClient {
   readonly #client: grpc.Client;
+  readonly #retry: boolean;
 
-  private constructor(client: grpc.Client) {
+  private constructor(client: grpc.Client, retry: boolean) {
     this.#client = client;
+    this.#retry = retry;
   }
 
   /**
@@ -107,17 +121,72 @@ export class JobClient {
       minVersion: "TLSv1.3",
     });
     const credentials = grpc.credentials.createFromSecureContext(secureContext, verifyOptions);
-    return new JobClient(new grpc.Client(address.target, credentials, options));
+    return new JobClient(
+      new grpc.Client(address.target, credentials, options),
+      settings.retry ?? false,
+    );
   }
 
-  /** Create a job and start it; resolves once it runs (or already ended). */
+  /**
+   * Create a job and start it; resolves once it runs (or already ended). With a `requestId` and
+   * retrying on, a create that timed out is repeated with the same key, so it never starts twice.
+   */
   async createJob(req: jobworker.ICreateJobReq): Promise<jobworker.Job> {
     const res = await this.#unary(
       jobServiceDefinition.CreateJob,
       jobworker.CreateJobReq.create(req),
       UNARY_DEADLINE_MS,
+      req.requestId ? [STATUS_UNAVAILABLE, STATUS_DEADLINE_EXCEEDED] : [STATUS_UNAVAILABLE],
     );
     return jobOf(res.job);
+  }
+
+  /**
+   * One page of jobs, newest first, filtered (ListJobs). A server older than ListJobs answers
+   * through GetJobs, filtered here, in one page.
+   */
+  async listJobsPage(req: jobworker.IListJobsReq = {}): Promise<jobworker.Jobs> {
+    try {
+      const res = await this.#unary(
+        jobServiceDefinition.ListJobs,
+        jobworker.ListJobsReq.create(req),
+        UNARY_DEADLINE_MS,
+      );
+      return res instanceof jobworker.Jobs ? res : jobworker.Jobs.create(res);
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== STATUS_UNIMPLEMENTED || req.pageToken) throw err;
+    }
+    const all = await this.listJobs();
+    const statuses = req.statuses ?? [];
+    const jobs = all.jobs.filter((job) =>
+      (statuses.length === 0 || statuses.includes(job.status ?? 0)) &&
+      (!req.owner || job.owner === req.owner)
+    );
+    const countByStatus: Record<string, number> = {};
+    for (const job of jobs) {
+      const name = jobworker.JobStatus[job.status ?? 0] ?? String(job.status);
+      countByStatus[name] = (countByStatus[name] ?? 0) + 1;
+    }
+    return jobworker.Jobs.create({ jobs, countByStatus });
+  }
+
+  /** Forget an ended job and its output. */
+  async deleteJob(id: string): Promise<void> {
+    await this.#unary(
+      jobServiceDefinition.DeleteJob,
+      jobworker.DeleteJobReq.create({ id }),
+      UNARY_DEADLINE_MS,
+    );
+  }
+
+  /** What the server is and can do, and who the caller is to it. */
+  async serverInfo(): Promise<jobworker.ServerInfo> {
+    const res = await this.#unary(
+      jobServiceDefinition.GetServerInfo,
+      jobworker.EmptyRequest.create(),
+      UNARY_DEADLINE_MS,
+    );
+    return res instanceof jobworker.ServerInfo ? res : jobworker.ServerInfo.create(res);
   }
 
   /** One job, with its current resource usage. */
@@ -196,7 +265,25 @@ export class JobClient {
     this.#client.close();
   }
 
-  #unary<Req, Res>(
+  async #unary<Req, Res>(
+    method: grpc.MethodDefinition<Req, Res>,
+    request: Req,
+    deadlineMs: number,
+    retryOn: readonly number[] = [STATUS_UNAVAILABLE],
+  ): Promise<Res> {
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await this.#unaryOnce(method, request, deadlineMs);
+      } catch (err) {
+        const delay = RETRY_DELAYS_MS[attempt];
+        const code = (err as { code?: unknown }).code;
+        if (!this.#retry || delay === undefined || !retryOn.includes(code as number)) throw err;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  #unaryOnce<Req, Res>(
     method: grpc.MethodDefinition<Req, Res>,
     request: Req,
     deadlineMs: number,

@@ -15,6 +15,13 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { parseServerAddress } from "./address.ts";
 import type { ConnectionSettings } from "./client.ts";
+import {
+  ConfigFileError,
+  configFilePath,
+  type ContextEntry,
+  readClientConfig,
+  selectContext,
+} from "./contexts.ts";
 
 /** Roles a client certificate can carry; the role picks the certificate file names. */
 export const ROLES = ["admin", "viewer"] as const;
@@ -27,6 +34,8 @@ export const DEFAULT_SERVER = "127.0.0.1:50051";
 export const ENV_ADDR = "JOB_WORKER_ADDR";
 /** Environment variable naming the certificate directory. */
 export const ENV_CERT_PATH = "JOB_WORKER_CERT_PATH";
+/** Environment variable naming the context (below --context, above the config's current one). */
+export const ENV_CONTEXT = "JOB_WORKER_CONTEXT";
 
 /** Connection flags as given on the command line; absent ones are undefined. */
 export interface ConnectionFlags {
@@ -42,6 +51,14 @@ export interface ConnectionFlags {
   cert?: string;
   /** `--key FILE` */
   key?: string;
+  /** `--context NAME` */
+  context?: string;
+}
+
+/** Settings as the client uses them, plus which files they came from. */
+export interface ResolvedSettings extends ConnectionSettings {
+  /** The CA and client certificate files, named in TLS error messages. */
+  files: { ca: string; cert: string };
 }
 
 /** Reads one environment variable. */
@@ -78,13 +95,21 @@ export class ConfigError extends Error {
  *
  * @throws {ConfigError} When the address is malformed.
  */
-export function resolveServer(flags: ConnectionFlags, env: EnvReader): string {
-  const fromFlag = flags.server !== undefined;
-  const server = flags.server ?? nonEmpty(env(ENV_ADDR)) ?? DEFAULT_SERVER;
+export function resolveServer(
+  flags: ConnectionFlags,
+  env: EnvReader,
+  context?: ContextEntry,
+): string {
+  const envServer = nonEmpty(env(ENV_ADDR));
+  const server = flags.server ?? envServer ?? context?.server ?? DEFAULT_SERVER;
   try {
     parseServerAddress(server);
   } catch (err) {
-    const source = fromFlag ? "--server" : ENV_ADDR;
+    const source = flags.server !== undefined
+      ? "--server"
+      : envServer !== undefined
+      ? ENV_ADDR
+      : "the context";
     throw new ConfigError(`${(err as Error).message} (from ${source})`);
   }
   return server;
@@ -99,14 +124,19 @@ export function resolveCertFiles(
   flags: ConnectionFlags,
   env: EnvReader,
   defaultDir: string,
+  context?: ContextEntry,
 ): CertFiles {
-  const role = flags.role ?? "admin";
   const envDir = nonEmpty(env(ENV_CERT_PATH));
-  const dir = flags.certPath ?? envDir ?? defaultDir;
+  // A context's files count only where neither a flag nor the environment names a directory.
+  const ctx = flags.certPath === undefined && envDir === undefined ? context : undefined;
+  const role = flags.role ?? ctx?.role ?? "admin";
+  const dir = flags.certPath ?? envDir ?? ctx?.certPath ?? defaultDir;
   const dirSource = flags.certPath !== undefined
     ? "--cert-path"
     : envDir !== undefined
     ? ENV_CERT_PATH
+    : ctx?.certPath !== undefined
+    ? "the context"
     : "the default certificate directory";
   const file = (what: string, flag: string, given: string | undefined, name: string): CertFile =>
     given !== undefined ? { what, path: given, fix: `check ${flag}` } : {
@@ -116,9 +146,9 @@ export function resolveCertFiles(
         `holding ${name}, or give ${flag} FILE ("jobworker certs --out DIR" makes the files)`,
     };
   return {
-    ca: file("CA certificate", "--ca", flags.ca, "ca-cert.pem"),
-    cert: file("client certificate", "--cert", flags.cert, `${role}-client-cert.pem`),
-    key: file("client key", "--key", flags.key, `${role}-client-key.pem`),
+    ca: file("CA certificate", "--ca", flags.ca ?? ctx?.ca, "ca-cert.pem"),
+    cert: file("client certificate", "--cert", flags.cert ?? ctx?.cert, `${role}-client-cert.pem`),
+    key: file("client key", "--key", flags.key ?? ctx?.key, `${role}-client-key.pem`),
   };
 }
 
@@ -144,16 +174,34 @@ export function defaultCertDir(moduleUrl: string = import.meta.url): string {
 export async function loadConnectionSettings(
   flags: ConnectionFlags,
   env: EnvReader = (name) => Deno.env.get(name),
-): Promise<ConnectionSettings> {
-  const server = resolveServer(flags, env);
-  const files = resolveCertFiles(flags, env, defaultCertDir());
+): Promise<ResolvedSettings> {
+  const context = loadContext(flags, env);
+  const server = resolveServer(flags, env, context);
+  const files = resolveCertFiles(flags, env, defaultCertDir(), context);
   const [caPem, certPem, keyPem] = await Promise.all([
     readCertFile(files.ca),
     readCertFile(files.cert),
     readCertFile(files.key),
   ]);
   checkTlsFiles(files, { caPem, certPem, keyPem });
-  return { server, caPem, certPem, keyPem };
+  return { server, caPem, certPem, keyPem, files: { ca: files.ca.path, cert: files.cert.path } };
+}
+
+/**
+ * The context in force (`--context`, else JOB_WORKER_CONTEXT, else the config file's current one).
+ *
+ * @throws {ConfigError} When the config file is broken or names no such context.
+ */
+export function loadContext(flags: ConnectionFlags, env: EnvReader): ContextEntry | undefined {
+  const path = configFilePath(env);
+  try {
+    const name = flags.context ?? nonEmpty(env(ENV_CONTEXT));
+    const config = readClientConfig(path);
+    return selectContext(config, name, path)?.entry;
+  } catch (err) {
+    if (err instanceof ConfigFileError) throw new ConfigError(err.message);
+    throw err;
+  }
 }
 
 /**

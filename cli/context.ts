@@ -5,12 +5,13 @@
  * @module
  */
 import type { CommandUnknownOpts } from "@commander-js/extra-typings";
-import { type ConnectionSettings, JobClient } from "./client.ts";
+import type { ConnectionSettings, JobClient } from "./client.ts";
 import {
   ConfigError,
   type ConnectionFlags,
   type EnvReader,
   loadConnectionSettings,
+  type ResolvedSettings,
 } from "./config.ts";
 import {
   type CallContext,
@@ -26,7 +27,15 @@ import { connectionFlags } from "./options.ts";
 /** The calls of {@linkcode JobClient} the commands use. */
 export type JobApi = Pick<
   JobClient,
-  "createJob" | "getJob" | "stopJob" | "listJobs" | "stream" | "close"
+  | "createJob"
+  | "getJob"
+  | "stopJob"
+  | "listJobs"
+  | "listJobsPage"
+  | "deleteJob"
+  | "serverInfo"
+  | "stream"
+  | "close"
 >;
 
 /** The command line's view of the world. */
@@ -41,15 +50,22 @@ export interface CliDeps {
   now(): Date;
   /** Width of the terminal when standard output is one. */
   columns(): number | undefined;
+  /** Whether standard output is a terminal. */
+  stdoutIsTerminal: boolean;
+  /** Whether standard error is a terminal. */
+  stderrIsTerminal: boolean;
   /** Connection settings (certificate files read) from the flags. */
-  loadSettings(flags: ConnectionFlags): Promise<ConnectionSettings>;
-  /** A client for the settings. */
-  connect(settings: ConnectionSettings): JobApi;
+  loadSettings(flags: ConnectionFlags): Promise<ConnectionSettings | ResolvedSettings>;
+  /** A client for the settings (the gRPC library is loaded only here). */
+  connect(settings: ConnectionSettings): JobApi | Promise<JobApi>;
+  /** Wait. */
+  sleep(ms: number): Promise<void>;
   /**
-   * Call `handler` on Ctrl-C (instead of dying) until the returned function is called; a second
-   * Ctrl-C exits at once.
+   * Call `handler` on Ctrl-C (instead of dying) until the returned function is called. A second
+   * Ctrl-C exits at once (130), unless `repeats` is set: then every Ctrl-C calls the handler with
+   * how many there were so far.
    */
-  onInterrupt(handler: () => void): () => void;
+  onInterrupt(handler: (count: number) => void, options?: { repeats?: boolean }): () => void;
 }
 
 /** The real world: Deno's stdio, environment, clock, terminal, files and network. */
@@ -61,12 +77,17 @@ export function defaultDeps(): CliDeps {
     env,
     now: () => new Date(),
     columns: () => Deno.stdout.isTerminal() ? Deno.consoleSize().columns : undefined,
+    stdoutIsTerminal: Deno.stdout.isTerminal(),
+    stderrIsTerminal: Deno.stderr.isTerminal(),
     loadSettings: (flags) => loadConnectionSettings(flags, env),
-    connect: (settings) => JobClient.connect(settings),
-    onInterrupt(handler) {
+    connect: async (settings) =>
+      (await import("./client.ts")).JobClient.connect({ ...settings, retry: true }),
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    onInterrupt(handler, options = {}) {
       let interrupts = 0;
       // The first Ctrl-C asks for a clean stop; a second one does not wait for it.
-      const listener = () => ++interrupts > 1 ? Deno.exit(EXIT_INTERRUPTED) : handler();
+      const listener = () =>
+        ++interrupts > 1 && !options.repeats ? Deno.exit(EXIT_INTERRUPTED) : handler(interrupts);
       Deno.addSignalListener("SIGINT", listener);
       return () => Deno.removeSignalListener("SIGINT", listener);
     },
@@ -89,15 +110,17 @@ export async function withClient<T>(
   const settings = await deps.loadSettings(connectionFlags(command));
   let client: JobApi;
   try {
-    client = deps.connect(settings);
+    client = await deps.connect(settings);
   } catch (err) {
     throw new ConfigError(`Cannot use the TLS certificate files: ${(err as Error).message}`);
   }
+  const files = "files" in settings ? { files: settings.files } : {};
   try {
     return await fn(client);
   } catch (err) {
     if (!isServiceError(err)) throw err;
-    throw new CliError(rpcErrorMessage(err, { ...call, server: settings.server }), EXIT_FAILURE);
+    const context = { ...call, ...files, server: settings.server };
+    throw new CliError(rpcErrorMessage(err, context), EXIT_FAILURE);
   } finally {
     client.close();
   }

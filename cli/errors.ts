@@ -3,7 +3,6 @@
  *
  * @module
  */
-import { status as Status } from "@grpc/grpc-js";
 import type { ServiceError } from "@grpc/grpc-js";
 import { CommanderError } from "@commander-js/extra-typings";
 import { ConfigError } from "./config.ts";
@@ -43,12 +42,75 @@ export class UsageError extends CliError {
   }
 }
 
+/**
+ * gRPC status codes by name and number (the client's own copy, so that printing an error does not
+ * load the gRPC library).
+ */
+export const Status = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+} as const;
+
+const STATUS_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(Status).map(([name, code]) => [code, name]),
+);
+
 /** What the message of a failed call may name. */
 export interface CallContext {
   /** The server address that was called. */
   server: string;
   /** The job id the call was about, if any. */
   jobId?: string;
+  /** The CA and client certificate files in use, for TLS failures. */
+  files?: { ca: string; cert: string };
+}
+
+/**
+ * Why a TLS handshake failed, in words, with the file to check; undefined when `details` is not
+ * about TLS.
+ */
+export function describeTlsFailure(details: string, context: CallContext): string | undefined {
+  const ca = context.files ? ` (CA file: ${context.files.ca})` : "";
+  const cert = context.files ? ` ${context.files.cert}` : "";
+  const host = context.server.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1");
+  if (/expired|not yet valid|CertExpired|CertNotValidYet/i.test(details)) {
+    return /alert/i.test(details)
+      ? `the server refused the client certificate${cert}: it has expired`
+      : `the server's certificate has expired or is not valid yet; make a new one ` +
+        `(jobworker certs --force on the server)`;
+  }
+  if (/altname|does not match|NotValidForName|Hostname\/IP/i.test(details)) {
+    return `the server's certificate does not name "${host}"; make one that does ` +
+      `(jobworker certs --server-name ${host}), or connect by a name it holds`;
+  }
+  if (
+    /unable to (verify|get)|self[- ]signed|UnknownIssuer|unknown ca|certificate verify/i.test(
+      details,
+    ) && !/alert/i.test(details)
+  ) {
+    return `the server's certificate is not signed by the CA the client trusts${ca}; ` +
+      `use the ca-cert.pem of the server's certificates (--ca, --cert-path)`;
+  }
+  if (/alert|certificate required|bad certificate|unknown ca|handshake/i.test(details)) {
+    return `the server refused the client certificate${cert} (issued by another CA, expired, ` +
+      `or not a client certificate)`;
+  }
+  return undefined;
 }
 
 /** Whether `err` is a grpc-js status error (it has a numeric `code` and `details`). */
@@ -59,12 +121,17 @@ export function isServiceError(err: unknown): err is ServiceError {
 
 /** The friendly message for a failed call, without a trailing newline. */
 export function rpcErrorMessage(err: ServiceError, context: CallContext): string {
-  const details = err.details || Status[err.code] || `status ${err.code}`;
+  const details = err.details || STATUS_NAMES[err.code] || `status ${err.code}`;
   switch (err.code) {
-    case Status.UNAVAILABLE:
+    case Status.UNAVAILABLE: {
+      const tls = describeTlsFailure(details, context);
+      if (tls) {
+        return `TLS handshake with the jobworker server at ${context.server} failed: ${tls} ` +
+          `(${plainDetails(details)})`;
+      }
       return `Cannot reach the jobworker server at ${context.server}: ${plainDetails(details)}. ` +
-        "The server may not be running there, or TLS failed (check --cert-path, --ca, --cert, " +
-        "--key and the server's certificate)";
+        "Is the server running there (make serve, jobworker serve)?";
+    }
     case Status.DEADLINE_EXCEEDED:
       return `The jobworker server at ${context.server} did not answer in time (${details})`;
     case Status.NOT_FOUND:
@@ -76,12 +143,36 @@ export function rpcErrorMessage(err: ServiceError, context: CallContext): string
     case Status.CANCELLED:
       return "Cancelled";
     case Status.INVALID_ARGUMENT:
+      return startFailure(details) ?? details;
     case Status.FAILED_PRECONDITION:
     case Status.RESOURCE_EXHAUSTED:
       return details;
     default:
-      return `${Status[err.code] ?? `Status ${err.code}`}: ${details}`;
+      return `${STATUS_NAMES[err.code] ?? `Status ${err.code}`}: ${details}`;
   }
+}
+
+const ERRNO_WORDS: Record<string, string> = {
+  ENOENT: "no such directory",
+  ENOTDIR: "not a directory",
+  EACCES: "permission denied",
+  EPERM: "permission denied",
+};
+
+/**
+ * A job that could not start, said as a shell would: `/no/such: no such file`,
+ * `--workdir /nope: no such directory`; undefined for other messages.
+ */
+export function startFailure(details: string): string | undefined {
+  const path = /command not found: "([^"]*\/[^"]*)"/.exec(details);
+  if (path) return `${path[1]}: no such file`;
+  const name = /command not found: "([^"]*)" \(PATH=([^)]*)\)/.exec(details);
+  if (name) return `${name[1]}: command not found (the job's PATH is ${name[2]})`;
+  const workdir = /entering workDir "([^"]*)".*?\b(E[A-Z]+)\b/.exec(details);
+  if (workdir) {
+    return `--workdir ${workdir[1]}: ${ERRNO_WORDS[workdir[2]!] ?? workdir[2]!.toLowerCase()}`;
+  }
+  return undefined;
 }
 
 /** grpc-js connection details without their boilerplate. */

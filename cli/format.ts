@@ -161,6 +161,9 @@ export function renderTable(
   ).join("");
 }
 
+// deno-lint-ignore no-control-regex
+const ANSI = /\x1b\[[0-9;]*m/g;
+
 function width(text: string): number {
-  return Array.from(text).length;
+  return Array.from(text.replace(ANSI, "")).length;
 }

@@ -9,11 +9,16 @@
  */
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { certsCommand } from "./commands/certs.ts";
+import { completionCommand } from "./commands/completion.ts";
+import { contextCommand } from "./commands/context.ts";
 import { createCommand } from "./commands/create.ts";
 import { getCommand } from "./commands/get.ts";
 import { listCommand } from "./commands/list.ts";
+import { rmCommand } from "./commands/rm.ts";
+import { runCommand } from "./commands/run.ts";
 import { stopCommand } from "./commands/stop.ts";
 import { streamCommand } from "./commands/stream.ts";
+import { versionCommand } from "./commands/version.ts";
 import { DEFAULT_SERVER, ENV_ADDR, ENV_CERT_PATH } from "./config.ts";
 import { type CliDeps, defaultDeps } from "./context.ts";
 import { describeFailure, EXIT_OK, UsageError } from "./errors.ts";
@@ -27,7 +32,16 @@ Environment:
   ${ENV_CERT_PATH}  directory holding ca-cert.pem, <role>-client-cert.pem and
                         <role>-client-key.pem (default ./certs if it exists, else the certs/
                         directory of this jobworker checkout)
-Exit codes: 0 ok, 1 server or RPC error, 2 usage or configuration error, 130 interrupted.`;
+  JOB_WORKER_CONTEXT    context to use (below --context, above "context use")
+  NO_COLOR              no colour (colour is used only on a terminal anyway)
+Precedence: flags > environment > context > defaults.
+Exit codes: 0 ok, 1 server or RPC error, 2 usage or configuration error, 130 interrupted;
+run exits with the job's code (128 + signal when a signal ended it).
+Examples:
+  jobworker run bash -c 'echo hi; exit 3'; echo $?     # hi, then 3
+  jobworker create sleep 600 && jobworker list
+  jobworker stream 9b1c --tail 20
+  jobworker --context prod get 9b1c --json`;
 
 /**
  * Build the program. Commander's own output (help, usage errors) goes to `output`, to be written
@@ -44,11 +58,24 @@ export function buildProgram(
     .addHelpText("after", HELP_AFTER);
 
   program.commandsGroup("Job commands:");
-  for (const command of [createCommand, listCommand, getCommand, stopCommand, streamCommand]) {
+  for (
+    const command of [
+      runCommand,
+      createCommand,
+      listCommand,
+      getCommand,
+      streamCommand,
+      stopCommand,
+      rmCommand,
+    ]
+  ) {
     program.addCommand(command(deps));
   }
   program.commandsGroup("Setup commands:");
   program.addCommand(certsCommand());
+  program.addCommand(contextCommand(deps));
+  program.addCommand(completionCommand(deps));
+  program.addCommand(versionCommand(deps));
   addWorkerStub(program, "serve", "Run the worker (the server); see: jobworker serve --help");
   addWorkerStub(program, "init", "Internal: set up a job's process", true);
   program.commandsGroup("Other commands:").helpCommand("help [command]", "show help for a command");
@@ -75,6 +102,12 @@ export async function runCli(argv: string[], deps: CliDeps = defaultDeps()): Pro
   const output = { out: "", err: "" };
   let exitCode = EXIT_OK;
   let message = "";
+  // `--version` before any command is the `version` command.
+  const versionAt = argv.indexOf("--version");
+  const commandNames = buildProgram(deps).commands.flatMap((c) => [c.name(), ...c.aliases()]);
+  if (versionAt >= 0 && !argv.slice(0, versionAt).some((a) => commandNames.includes(a))) {
+    argv = [...argv.slice(0, versionAt), "version", ...argv.slice(versionAt + 1)];
+  }
   try {
     await buildProgram(deps, output).parseAsync(argv, { from: "user" });
   } catch (err) {

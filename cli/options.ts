@@ -20,8 +20,8 @@ export const INT32_MAX = 2 ** 31 - 1;
 const CONNECTION_GROUP = "Connection options:";
 
 /**
- * Add the connection options (`--server`, `--cert-path`, `--role`, `--ca`, `--cert`, `--key`) to a
- * command. They have no commander defaults, so an absent option reads as undefined and the
+ * Add the connection options (`--server`, `--cert-path`, `--role`, `--ca`, `--cert`, `--key`,
+ * `--context`) to a command. They have no commander defaults, so an absent option reads as undefined and the
  * environment and built-in defaults apply (see `config.ts`).
  */
 export function addConnectionOptions<C extends CommandUnknownOpts>(command: C): C {
@@ -39,12 +39,13 @@ export function addConnectionOptions<C extends CommandUnknownOpts>(command: C): 
     new Option("--ca <file>", "CA certificate file (overrides the directory's)"),
     new Option("--cert <file>", "client certificate file (overrides the directory's)"),
     new Option("--key <file>", "client key file (overrides the directory's)"),
+    new Option("--context <name>", "use a named server from the config file (jobworker context)"),
   ];
   for (const option of options) command.addOption(option.helpGroup(CONNECTION_GROUP));
   return command;
 }
 
-const FLAG_KEYS = ["server", "certPath", "ca", "cert", "key"] as const;
+const FLAG_KEYS = ["server", "certPath", "ca", "cert", "key", "context"] as const;
 
 /**
  * The connection flags seen by `command` and its ancestors; a flag given after the subcommand name

@@ -18,6 +18,8 @@ import {
   truncate,
 } from "./format.ts";
 import { signalName } from "../proto/signals.ts";
+import { paintStatus } from "./color.ts";
+import { shortIdLength } from "./jobs.ts";
 
 /** A JSON-compatible value. */
 export type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
@@ -64,57 +66,87 @@ const STATUS_ORDER = ["INITIALIZING", "RUNNING", "COMPLETED", "FAILED", "STOPPED
 /**
  * The count per status on one line, e.g. `"2 RUNNING, 5 COMPLETED"`; `"no jobs"` when all are 0.
  */
-export function formatCounts(countByStatus: Readonly<Record<string, number>>): string {
+export function formatCounts(
+  countByStatus: Readonly<Record<string, number>>,
+  color = false,
+): string {
   const names = [
     ...STATUS_ORDER,
     ...Object.keys(countByStatus).filter((k) => !STATUS_ORDER.includes(k)).sort(),
   ];
   const parts = names.filter((n) => (countByStatus[n] ?? 0) > 0).map((n) =>
-    `${countByStatus[n]} ${n}`
+    `${countByStatus[n]} ${paintStatus(n, color)}`
   );
   return parts.length > 0 ? parts.join(", ") : "no jobs";
 }
 
 /** Options of {@linkcode renderJobList}. */
 export interface ListOptions {
-  /** The current time, for relative creation times. */
+  /** The current time, for ages and running durations. */
   now: Date;
   /** Width of the terminal, if any: the COMMAND column is cut to fit it. */
   width?: number | undefined;
+  /** Colour the status words. */
+  color?: boolean;
 }
 
 /** Width of the COMMAND column when there is no terminal, and the least it gets in one. */
 const COMMAND_WIDTH = { noTerminal: 60, least: 20 };
 
-/** The `list` view: a table of the jobs in the given order, then the counts line. */
+/** The EXIT column: the exit code, or the signal's name; empty while running. */
+export function exitColumn(job: jobworker.IJob): string {
+  if (!hasEnded(job)) return "";
+  if (job.signal) return signalName(job.signal) + (job.oomKilled ? " (OOM)" : "");
+  return String(job.exitCode ?? 0);
+}
+
+/** How long the job has run (so far), or "" before it started. */
+function runTime(job: jobworker.IJob, now: Date): string {
+  const started = toDate(job.startTime);
+  if (!started) return "";
+  return formatDuration((toDate(job.endTime) ?? now).getTime() - started.getTime());
+}
+
+/**
+ * The `list` view: a table of the jobs in the given order (ids at their shortest unique length,
+ * at least 8), then the counts line.
+ */
 export function renderJobList(jobs: jobworker.IJobs, options: ListOptions): string {
   const list = jobs.jobs ?? [];
-  const headers = ["ID", "STATUS", "OWNER", "CREATED", "COMMAND"];
-  const rows = list.map((job) => {
+  const idLength = shortIdLength(list.map((job) => job.id ?? ""));
+  const headers = ["ID", "STATUS", "COMMAND", "OWNER", "AGE", "DURATION", "EXIT"];
+  const rest = list.map((job) => {
     const created = toDate(job.createTime);
     return [
-      job.id ?? "",
-      statusName(job.status),
       job.owner ?? "",
       created ? formatRelative(created, options.now) : "-",
+      runTime(job, options.now),
+      exitColumn(job),
     ];
   });
+  const lead = list.map((job) => [
+    (job.id ?? "").slice(0, idLength),
+    paintStatus(statusName(job.status), options.color ?? false),
+  ]);
   let commandWidth = COMMAND_WIDTH.noTerminal;
   if (options.width !== undefined) {
-    const used = headers.slice(0, -1).reduce(
-      (sum, header, col) =>
-        sum + 2 + Math.max(header.length, ...rows.map((row) => (row[col] ?? "").length)),
-      0,
-    );
+    const columnWidth = (rows: string[][], col: number, header: string) =>
+      2 + Math.max(header.length, ...rows.map((row) => visible(row[col] ?? "")));
+    const used = columnWidth(lead, 0, "ID") + columnWidth(lead, 1, "STATUS") +
+      [0, 1, 2, 3].reduce((sum, c) => sum + columnWidth(rest, c, headers[c + 3]!), 0);
     commandWidth = Math.max(COMMAND_WIDTH.least, options.width - used);
   }
-  const withCommand = rows.map((row, i) => {
-    const job = list[i] ?? {};
-    return [...row, truncate(formatCommandLine(job.command ?? "", job.args ?? []), commandWidth)];
-  });
-  const table = rows.length > 0 ? renderTable(headers, withCommand) : "";
-  return table + formatCounts(jobs.countByStatus ?? {}) + "\n";
+  const rows = list.map((job, i) => [
+    ...lead[i]!,
+    truncate(formatCommandLine(job.command ?? "", job.args ?? []), commandWidth),
+    ...rest[i]!,
+  ]);
+  const table = rows.length > 0 ? renderTable(headers, rows) : "";
+  return table + formatCounts(jobs.countByStatus ?? {}, options.color) + "\n";
 }
+
+// deno-lint-ignore no-control-regex
+const visible = (text: string) => text.replace(/\x1b\[[0-9;]*m/g, "").length;
 
 /** A limit for display: 0 means no limit. */
 function limit(value: number | null | undefined, show: (v: number) => string): string {
@@ -122,7 +154,7 @@ function limit(value: number | null | undefined, show: (v: number) => string): s
 }
 
 /** The `get` view: one labelled line per fact, grouped. */
-export function renderJob(job: jobworker.IJob, now: Date): string {
+export function renderJob(job: jobworker.IJob, now: Date, color = false): string {
   const lines: [string, string][] = [];
   const add = (label: string, value: string) => lines.push([label, value]);
   const created = toDate(job.createTime);
@@ -132,7 +164,7 @@ export function renderJob(job: jobworker.IJob, now: Date): string {
 
   add("ID", job.id ?? "");
   add("Command", formatCommandLine(job.command ?? "", job.args ?? []));
-  add("Status", statusName(job.status));
+  add("Status", paintStatus(statusName(job.status), color));
   add("Owner", job.owner ?? "");
   if (hasEnded(job)) {
     if (job.signal) add("Signal", `${signalName(job.signal)} (${job.signal})`);
@@ -141,13 +173,17 @@ export function renderJob(job: jobworker.IJob, now: Date): string {
   }
   if (job.reason) add("Reason", job.reason);
   add("Created", created ? `${formatLocalTime(created)} (${formatRelative(created, now)})` : "-");
-  add("Started", started ? formatLocalTime(started) : "-");
-  if (ended) add("Ended", formatLocalTime(ended));
+  add("Started", started ? `${formatLocalTime(started)} (${formatRelative(started, now)})` : "-");
+  if (ended) add("Ended", `${formatLocalTime(ended)} (${formatRelative(ended, now)})`);
   if (started) {
     const running = ended ? "" : " (running)";
     add("Duration", formatDuration((ended ?? now).getTime() - started.getTime()) + running);
   }
   add("Workdir", job.workDir || "/");
+  if (job.user) add("User", job.user);
+  if (job.network) add("Network", job.network);
+  if (job.privileged) add("Privileged", "yes");
+  if (job.init) add("Init", "yes (a minimal init is PID 1)");
   add("Timeout", job.timeoutSeconds ? formatDuration(job.timeoutSeconds * 1000) : "none");
   const env = job.env ?? [];
   add("Env", env.length > 0 ? env.join("\n") : "-");

@@ -33,6 +33,8 @@ import {
 import { signalName } from "../proto/signals.ts";
 import { OutputClosedError, type Sink } from "../cli/io.ts";
 import { runCli } from "../cli/main.ts";
+import { shortIdLength } from "../cli/jobs.ts";
+import { startFailure } from "../cli/errors.ts";
 import { formatCounts, jobToJson, renderJobList, statusSummary } from "../cli/render.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -97,6 +99,7 @@ interface FakeOptions {
   chunks?: jobworker.IDataChunk[];
   stdoutClosed?: boolean;
   interruptAfterChunks?: number;
+  jobs?: jobworker.IJob[];
 }
 
 function fake(options: FakeOptions = {}): Fake {
@@ -104,7 +107,7 @@ function fake(options: FakeOptions = {}): Fake {
   const err: Uint8Array[] = [];
   const calls: Call[] = [];
   const flags: ConnectionFlags[] = [];
-  let interrupt: (() => void) | undefined;
+  let interrupt: ((count: number) => void) | undefined;
   const answer = <T>(method: string, args: unknown[], value: T): Promise<T> => {
     calls.push({ method, args });
     return options.fail ? Promise.reject(options.fail) : Promise.resolve(value);
@@ -120,15 +123,30 @@ function fake(options: FakeOptions = {}): Fake {
       ),
     listJobs: () =>
       answer("listJobs", [], jobworker.Jobs.create({ jobs: [sampleJob()], countByStatus: {} })),
+    listJobsPage: (req) =>
+      answer(
+        "listJobsPage",
+        [req],
+        jobworker.Jobs.create({ jobs: options.jobs ?? [sampleJob()], countByStatus: {} }),
+      ),
+    deleteJob: (id) => answer("deleteJob", [id], undefined),
+    serverInfo: () =>
+      answer(
+        "serverInfo",
+        [],
+        jobworker.ServerInfo.create({ version: "9.9.9", callerName: "alice", callerRole: "admin" }),
+      ),
     stream: (id, opts) => {
       calls.push({ method: "stream", args: [id, { ...opts, signal: undefined }] });
       return (async function* () {
         let n = 0;
         try {
+          let offset = opts?.offset ?? 0;
           for (const chunk of options.chunks ?? []) {
             if (opts?.signal?.aborted) throw opts.signal.reason;
-            yield jobworker.DataChunk.create(chunk);
-            if (++n === options.interruptAfterChunks) interrupt?.();
+            yield jobworker.DataChunk.create({ offset, ...chunk });
+            offset += chunk.payload?.length ?? 0;
+            if (++n === options.interruptAfterChunks) interrupt?.(1);
           }
           if (opts?.signal?.aborted) throw opts.signal.reason;
         } finally {
@@ -144,6 +162,9 @@ function fake(options: FakeOptions = {}): Fake {
     env: () => undefined,
     now: () => NOW,
     columns: () => undefined,
+    stdoutIsTerminal: false,
+    stderrIsTerminal: false,
+    sleep: () => Promise.resolve(),
     loadSettings: (f) => {
       flags.push(f);
       return Promise.resolve({
@@ -179,7 +200,9 @@ async function run(argv: string[], options?: FakeOptions) {
 function createRequest(calls: Call[]): jobworker.ICreateJobReq {
   const call = calls.find((c) => c.method === "createJob");
   assert.ok(call, "createJob was called");
-  return call.args[0] as jobworker.ICreateJobReq;
+  const { requestId, ...req } = call.args[0] as jobworker.ICreateJobReq;
+  assert.match(requestId ?? "", /^[0-9a-f-]{36}$/, "every create carries a fresh requestId");
+  return req;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,7 +319,7 @@ Deno.test("largest valid numbers pass", async () => {
   assert.equal(createRequest(r.calls).maxIOBPS, 2147483647);
   const s = await run(["stream", "job-1", "--offset", "9007199254740991", "--no-follow"]);
   assert.equal(s.code, 0, s.stderr());
-  assert.deepEqual(s.calls[0]?.args, ["job-1", {
+  assert.deepEqual(s.calls.find((c) => c.method === "stream")?.args, ["job-1", {
     offset: 9007199254740991,
     noFollow: true,
     signal: undefined,
@@ -320,8 +343,23 @@ Deno.test("unknown commands and options are usage errors; --help is not", async 
   assert.equal((await run([])).code, 2);
   const help = await run(["--help"]);
   assert.equal(help.code, 0);
-  for (const name of ["create", "list", "get", "stop", "stream", "certs", "serve"]) {
-    assert.match(help.stdout(), new RegExp(`^  ${name} `, "m"), name);
+  for (
+    const name of [
+      "run",
+      "create",
+      "list|ls",
+      "get",
+      "stop",
+      "stream",
+      "rm",
+      "certs",
+      "context",
+      "completion",
+      "version",
+      "serve",
+    ]
+  ) {
+    assert.match(help.stdout(), new RegExp(`^  ${name.replace("|", "\\|")} `, "m"), name);
   }
   assert.doesNotMatch(help.stdout(), /^ {2}init /m);
   for (const sub of ["create", "list", "get", "stop", "stream", "certs"]) {
@@ -490,7 +528,23 @@ Deno.test("server errors become one-line messages with exit code 1", async () =>
         status.UNAVAILABLE,
         "No connection established. Last error: Error: connect ECONNREFUSED 10.1.2.3:4. Resolution note: ",
       ),
-      /^error: Cannot reach the jobworker server at 10\.1\.2\.3:4: connect ECONNREFUSED 10\.1\.2\.3:4\. The server may not be running there, or TLS failed .*\n$/,
+      /^error: Cannot reach the jobworker server at 10\.1\.2\.3:4: connect ECONNREFUSED 10\.1\.2\.3:4\. Is the server running there .*\n$/,
+    ],
+    [
+      ["list"],
+      rpcError(
+        status.UNAVAILABLE,
+        "No connection established. Last error: Error: unable to verify the first certificate",
+      ),
+      /^error: TLS handshake with the jobworker server at 127\.0\.0\.1:50051 failed: the server's certificate is not signed by the CA the client trusts/,
+    ],
+    [
+      ["list"],
+      rpcError(
+        status.UNAVAILABLE,
+        "No connection established. Last error: Error [ERR_TLS_CERT_ALTNAME_INVALID]: Hostname/IP does not match certificate's altnames",
+      ),
+      /^error: TLS handshake .* failed: the server's certificate does not name "127\.0\.0\.1"/,
     ],
   ];
   for (const [argv, err, expected] of cases) {
@@ -506,12 +560,13 @@ Deno.test("server errors become one-line messages with exit code 1", async () =>
 // stop, get, list
 
 Deno.test("stop passes grace and force, prints the final status line", async () => {
+  const stopCall = (calls: Call[]) => calls.find((c) => c.method === "stopJob")?.args;
   let r = await run(["stop", "job-1", "--grace", "5"]);
   assert.equal(r.code, 0, r.stderr());
-  assert.deepEqual(r.calls[0]?.args, ["job-1", { graceSeconds: 5, force: false }]);
+  assert.deepEqual(stopCall(r.calls), ["job-1", { graceSeconds: 5, force: false }]);
   assert.equal(r.stdout(), "job-1 STOPPED (SIGTERM)\n");
   r = await run(["stop", "job-1", "--force"]);
-  assert.deepEqual(r.calls[0]?.args, ["job-1", { graceSeconds: 0, force: true }]);
+  assert.deepEqual(stopCall(r.calls), ["job-1", { graceSeconds: 0, force: true }]);
 });
 
 Deno.test("get shows units, limits and usage; --json is machine-readable", async () => {
@@ -555,9 +610,9 @@ Deno.test("list: a table newest first as given, then counts per status", () => {
   const text = renderJobList(jobs, { now: NOW, width: 70 });
   const lines = text.split("\n");
   assert.deepEqual(lines.slice(0, 3), [
-    "ID  STATUS     OWNER  CREATED  COMMAND",
-    "b   RUNNING    bob    30s ago  bash -c 'echo hi'",
-    "a   COMPLETED  alice  2h ago   /usr/bin/python3 -c 'print('\\''x'\\'' *…",
+    "ID  STATUS     COMMAND                  OWNER  AGE      DURATION  EXIT",
+    "b   RUNNING    bash -c 'echo hi'        bob    30s ago  1m 29s",
+    "a   COMPLETED  /usr/bin/python3 -c 'p…  alice  2h ago   1m 29s    0",
   ]);
   assert.ok(lines.every((line) => line.length <= 70), "fits the terminal");
   assert.equal(lines[3], "2 RUNNING, 5 COMPLETED");
@@ -601,7 +656,10 @@ Deno.test("stream: stdout and stderr chunks go apart, byte-exact", async () => {
     ],
   });
   assert.equal(r.code, 0, r.stderr());
-  assert.deepEqual(r.calls[0]?.args, ["job-1", { offset: 7, noFollow: false, signal: undefined }]);
+  assert.deepEqual(r.calls.find((c) => c.method === "stream")?.args, [
+    "job-1",
+    { offset: 7, noFollow: false, signal: undefined },
+  ]);
   assert.deepEqual(r.stdoutBytes(), new Uint8Array([...binary, 0, 255]));
   assert.equal(r.stderr(), "oops\n");
 });
@@ -687,4 +745,49 @@ Deno.test("shell quoting and truncation for display", () => {
   assert.equal(formatCommandLine("bash", ["-c", "echo hi"]), "bash -c 'echo hi'");
   assert.equal(truncate("abcdef", 6), "abcdef");
   assert.equal(truncate("abcdefg", 6), "abcde…");
+});
+
+// ---------------------------------------------------------------------------------------------
+// version, ids, start failures, contexts
+
+Deno.test("--version is the version command: client, then the server's facts", async () => {
+  const r = await run(["--version"]);
+  assert.equal(r.code, 0, r.stderr());
+  assert.match(r.stdout(), /^Client: jobworker \d+\.\d+\.\d+\nServer: jobworker 9\.9\.9\n/);
+  assert.match(r.stdout(), /You: +alice \(admin\)/);
+  assert.ok(r.calls.some((c) => c.method === "serverInfo"));
+});
+
+Deno.test("shortIdLength: unique among the ids, at least 8", () => {
+  assert.equal(shortIdLength(["0123456789", "abcdefghij"]), 8);
+  assert.equal(shortIdLength(["aaaaaaaaa1x", "aaaaaaaaa2x"]), 10);
+  assert.equal(shortIdLength([]), 8);
+});
+
+Deno.test("start failures are said as a shell would", () => {
+  assert.equal(
+    startFailure('command: command not found: "/no/such/binary"'),
+    "/no/such/binary: no such file",
+  );
+  assert.equal(
+    startFailure('workDir: entering workDir "/nope": chdir failed: ENOENT (No such file)'),
+    "--workdir /nope: no such directory",
+  );
+  assert.equal(startFailure("something else"), undefined);
+});
+
+Deno.test("contexts sit below flags and environment", () => {
+  const context = { server: "ctx:1", certPath: "/ctx" };
+  const env = (values: Record<string, string>) => (name: string) => values[name];
+  assert.equal(resolveServer({}, env({}), context), "ctx:1");
+  assert.equal(resolveServer({}, env({ JOB_WORKER_ADDR: "env:2" }), context), "env:2");
+  assert.equal(
+    resolveServer({ server: "flag:3" }, env({ JOB_WORKER_ADDR: "env:2" }), context),
+    "flag:3",
+  );
+  assert.equal(resolveCertFiles({}, env({}), "/default", context).ca.path, "/ctx/ca-cert.pem");
+  assert.equal(
+    resolveCertFiles({}, env({ JOB_WORKER_CERT_PATH: "/env" }), "/default", context).ca.path,
+    "/env/ca-cert.pem",
+  );
 });

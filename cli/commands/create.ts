@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
+import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
 import type { jobworker } from "../../proto/service.ts";
 import { type CliDeps, withClient } from "../context.ts";
 import { writeText } from "../io.ts";
@@ -16,8 +16,9 @@ import {
   INT32_MAX,
   nonNegativeInteger,
 } from "../options.ts";
+import { jobToJson } from "../render.ts";
 
-/** The job options of `create`, as parsed. */
+/** The job options of `create` and `run`, as parsed. */
 export interface CreateFlags {
   /** `--env`: `KEY=VALUE` entries. */
   env?: string[];
@@ -33,6 +34,14 @@ export interface CreateFlags {
   maxIobps?: number;
   /** `--max-pids`: processes and threads. */
   maxPids?: number;
+  /** `--user NAME|UID[:GID]`. */
+  user?: string;
+  /** `--network host|none`. */
+  network?: string;
+  /** `--privileged`. */
+  privileged?: boolean;
+  /** `--init`. */
+  init?: boolean;
 }
 
 /**
@@ -57,14 +66,20 @@ export function buildCreateRequest(
   if (flags.maxMemory !== undefined) req.maxMemory = flags.maxMemory;
   if (flags.maxIobps !== undefined) req.maxIOBPS = flags.maxIobps;
   if (flags.maxPids !== undefined) req.maxPids = flags.maxPids;
+  if (flags.user !== undefined) req.user = flags.user;
+  if (flags.network !== undefined) req.network = flags.network;
+  if (flags.privileged) req.privileged = true;
+  if (flags.init) req.init = true;
   return req;
 }
 
-/** The `create` command. */
-export function createCommand(deps: CliDeps): CommandUnknownOpts {
+/** Parsed job options as commander types them. */
+export type JobFlags = CreateFlags & Record<string, unknown>;
+
+/** The job options shared by `create` and `run`, and the job's command arguments. */
+export function addJobOptions(command: Command): Command<[string, string[]], JobFlags> {
   const int32 = nonNegativeInteger(INT32_MAX);
-  const command = new Command("create")
-    .description("Start a job and print its id")
+  return command
     .passThroughOptions()
     .option("--env <KEY=VALUE>", "add to the job's environment (repeatable)", collectKeyValue)
     .option("--workdir <dir>", "working directory of the job (default /)")
@@ -77,20 +92,48 @@ export function createCommand(deps: CliDeps): CommandUnknownOpts {
       int32,
     )
     .option("--max-pids <n>", "most processes and threads at once (default: server's)", int32)
+    .option("--user <user>", "run as NAME, UID or UID:GID (default: server's)")
+    .addOption(
+      new Option("--network <mode>", "host (default) or none (loopback only)").choices([
+        "host",
+        "none",
+      ]),
+    )
+    .option("--privileged", "every capability, no masks (if the server allows it)")
+    .option("--init", "a minimal init as PID 1 that forwards signals and reaps orphans")
     .argument("<command>", "program to run: a path, or a name looked up in the job's PATH")
-    .argument("[args...]", "its arguments, passed as they are (options included)")
+    .argument("[args...]", "its arguments, passed as they are (options included)") as Command<
+      [string, string[]],
+      JobFlags
+    >;
+}
+
+/** The `create` command. */
+export function createCommand(deps: CliDeps): CommandUnknownOpts {
+  const command = addJobOptions(
+    new Command("create").description("Start a job and print its id"),
+  )
+    .option("--json", "print the created job as JSON (the shape of get --json)")
     .addHelpText(
       "after",
       `
 Options go before the job's command; everything after it belongs to the job.
 Examples:
   jobworker create bash -c "echo hi; sleep 5"
-  jobworker create --max-memory 256 --env MODE=test -- ./run.sh --verbose`,
+  jobworker create --max-memory 256 --env MODE=test -- ./run.sh --verbose
+  jobworker create --network none --user nobody --init python3 -m http.server`,
     )
     .action(async (command, args, flags, cmd) => {
-      const req = buildCreateRequest(command, args, flags);
+      const req = {
+        ...buildCreateRequest(command, args, flags),
+        requestId: crypto.randomUUID(),
+      };
       const job = await withClient(deps, cmd, {}, (client) => client.createJob(req));
-      await writeText(deps.stdout, `${job.id}\n`);
+      const json = flags.json === true;
+      await writeText(
+        deps.stdout,
+        json ? JSON.stringify(jobToJson(job), null, 2) + "\n" : `${job.id}\n`,
+      );
     });
-  return addConnectionOptions(command);
+  return addConnectionOptions(command as unknown as CommandUnknownOpts);
 }

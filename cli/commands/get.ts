@@ -4,22 +4,36 @@
  * @module
  */
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
+import { colorEnabled } from "../color.ts";
 import { type CliDeps, withClient } from "../context.ts";
 import { writeText } from "../io.ts";
+import { resolveJobId } from "../jobs.ts";
 import { addConnectionOptions } from "../options.ts";
 import { jobToJson, renderJob } from "../render.ts";
 
 /** The `get` command. */
 export function getCommand(deps: CliDeps): CommandUnknownOpts {
   const command = new Command("get")
-    .description("Show a job: status, times, limits, resource usage")
-    .argument("<id>", "the job's id")
-    .option("--json", "print the job as JSON")
-    .action(async (id, flags, cmd) => {
-      const job = await withClient(deps, cmd, { jobId: id }, (client) => client.getJob(id));
+    .description("Show a job: status, how it ended, times, limits, resource usage")
+    .argument("<id>", "the job's id or a unique prefix of it")
+    .option("--json", 'print the job as JSON (shape in the README, "JSON output")')
+    .addHelpText(
+      "after",
+      `
+Examples:
+  jobworker get 9b1c
+  jobworker get 9b1c --json | jq .usage.memoryPeakBytes`,
+    )
+    .action(async (idArg, flags, cmd) => {
+      const job = await withClient(
+        deps,
+        cmd,
+        { jobId: idArg },
+        async (client) => client.getJob(await resolveJobId(client, idArg)),
+      );
       const text = flags.json
         ? JSON.stringify(jobToJson(job), null, 2) + "\n"
-        : renderJob(job, deps.now());
+        : renderJob(job, deps.now(), colorEnabled(deps.stdoutIsTerminal, deps.env));
       await writeText(deps.stdout, text);
     });
   return addConnectionOptions(command);

@@ -1,25 +1,93 @@
 /**
- * `jobworker list [--json]`: every job, newest first, then a count per status.
+ * `jobworker list`: the jobs, newest first, as a table with a count per status.
  *
  * @module
  */
-import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
+import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
+import { jobworker } from "../../proto/service.ts";
+import { colorEnabled } from "../color.ts";
 import { type CliDeps, withClient } from "../context.ts";
+import { UsageError } from "../errors.ts";
 import { writeText } from "../io.ts";
-import { addConnectionOptions } from "../options.ts";
+import { listAllJobs } from "../jobs.ts";
+import { addConnectionOptions, nonNegativeInteger } from "../options.ts";
 import { jobsToJson, renderJobList } from "../render.ts";
+
+const STATUSES = ["INITIALIZING", "RUNNING", "COMPLETED", "FAILED", "STOPPED"];
+
+function collectStatuses(value: string, previous: string[] | undefined): string[] {
+  const names = value.split(",").map((s) => s.trim().toUpperCase()).filter((s) => s !== "");
+  for (const name of names) {
+    if (!STATUSES.includes(name)) {
+      throw new UsageError(`Unknown status "${name}": one of ${STATUSES.join(", ")}`);
+    }
+  }
+  return [...(previous ?? []), ...names];
+}
 
 /** The `list` command. */
 export function listCommand(deps: CliDeps): CommandUnknownOpts {
   const command = new Command("list")
+    .alias("ls")
     .description("List the jobs, newest first, and a count per status")
+    .option(
+      "--status <status>",
+      "only jobs in this status (repeatable, or comma-separated)",
+      collectStatuses,
+    )
+    .option("--owner <name>", "only jobs of this owner (certificate CN)")
+    .option("-q, --quiet", "only the full ids, one a line")
+    .option("-w, --watch", "refresh in place until Ctrl-C (on a terminal)")
+    .addOption(
+      new Option("--interval <seconds>", "refresh interval of --watch").argParser(
+        nonNegativeInteger(3600),
+      ).default(2),
+    )
     .option("--json", "print JSON: { jobs: [...], countByStatus: {...} }")
+    .addHelpText(
+      "after",
+      `
+Columns: ID (the shortest unique prefix, at least 8 characters; any unique prefix works
+wherever an id is asked for), STATUS, COMMAND, OWNER, AGE (since created), DURATION (run
+time so far), EXIT (exit code, or the signal that ended the job).
+Examples:
+  jobworker list
+  jobworker list --status running,failed --owner alice
+  jobworker list -q --status completed | xargs jobworker rm
+  jobworker list --watch`,
+    )
     .action(async (flags, cmd) => {
-      const jobs = await withClient(deps, cmd, {}, (client) => client.listJobs());
-      const text = flags.json
-        ? JSON.stringify(jobsToJson(jobs), null, 2) + "\n"
-        : renderJobList(jobs, { now: deps.now(), width: deps.columns() });
-      await writeText(deps.stdout, text);
+      const req: jobworker.IListJobsReq = {
+        statuses: (flags.status ?? []).map((s) =>
+          jobworker.JobStatus[s as keyof typeof jobworker.JobStatus]
+        ),
+        ...(flags.owner ? { owner: flags.owner } : {}),
+      };
+      const color = colorEnabled(deps.stdoutIsTerminal, deps.env);
+      const render = async (client: Parameters<typeof listAllJobs>[0]) => {
+        const jobs = await listAllJobs(client, req);
+        if (flags.json) return JSON.stringify(jobsToJson(jobs), null, 2) + "\n";
+        if (flags.quiet) return jobs.jobs.map((job) => `${job.id}\n`).join("");
+        return renderJobList(jobs, { now: deps.now(), width: deps.columns(), color });
+      };
+      await withClient(deps, cmd, {}, async (client) => {
+        if (!flags.watch) return await writeText(deps.stdout, await render(client));
+        let stop = false;
+        const stopListening = deps.onInterrupt(() => (stop = true), { repeats: true });
+        try {
+          while (!stop) {
+            const text = await render(client);
+            const clear = deps.stdoutIsTerminal ? "\x1b[H\x1b[2J" : "";
+            const stamp = `Every ${flags.interval}s: jobworker list (Ctrl-C to quit)\n\n`;
+            await writeText(deps.stdout, clear + stamp + text);
+            for (let waited = 0; waited < flags.interval * 1000 && !stop; waited += 100) {
+              await deps.sleep(100);
+            }
+          }
+        } finally {
+          stopListening();
+        }
+      });
     });
   return addConnectionOptions(command);
 }

@@ -1,36 +1,87 @@
 /**
- * `jobworker stop <id> [--grace S] [--force]`: stop a job and print how it ended.
+ * `jobworker stop <id>... [--grace S] [--force]`: stop jobs and print how each ended; on a
+ * terminal, a line on stderr says what it waits for while the grace period runs.
  *
  * @module
  */
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
+import { colorEnabled, paintStatus } from "../color.ts";
 import { type CliDeps, withClient } from "../context.ts";
 import { writeText } from "../io.ts";
+import { resolveJobIds } from "../jobs.ts";
 import { addConnectionOptions, INT32_MAX, nonNegativeInteger } from "../options.ts";
-import { statusSummary } from "../render.ts";
+import { jobToJson, statusName, statusSummary } from "../render.ts";
+
+const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
 
 /** The `stop` command. */
 export function stopCommand(deps: CliDeps): CommandUnknownOpts {
   const command = new Command("stop")
-    .description(
-      "Stop a job (SIGTERM, SIGKILL after a grace period)",
-    )
-    .argument("<id>", "the job's id")
+    .description("Stop jobs (SIGTERM, SIGKILL after a grace period)")
+    .argument("<ids...>", "job ids or unique prefixes")
     .option(
       "--grace <seconds>",
-      "time between SIGTERM and SIGKILL (default: server's)",
+      "time between SIGTERM and SIGKILL (default: server's, 10 s)",
       nonNegativeInteger(INT32_MAX),
     )
     .option("--force", "SIGKILL every process at once")
-    .action(async (id, flags, cmd) => {
+    .option("--json", "print the stopped jobs as JSON: [ {job}, ... ]")
+    .addHelpText(
+      "after",
+      `
+It returns once every process of the jobs is gone. A job whose PID 1 ignores SIGTERM is
+SIGKILLed when the grace period ends. Stopping an ended job is not an error.
+Examples:
+  jobworker stop 9b1c
+  jobworker stop 9b1c 4f2e --grace 2
+  jobworker list -q --status running | xargs jobworker stop --force`,
+    )
+    .action(async (idArgs, flags, cmd) => {
       const options = { graceSeconds: flags.grace ?? 0, force: flags.force ?? false };
-      const job = await withClient(
-        deps,
-        cmd,
-        { jobId: id },
-        (client) => client.stopJob(id, options),
-      );
-      await writeText(deps.stdout, `${job.id} ${statusSummary(job)}\n`);
+      const color = colorEnabled(deps.stdoutIsTerminal, deps.env);
+      const jobs = await withClient(deps, cmd, { jobId: idArgs.join(" ") }, async (client) => {
+        const ids = await resolveJobIds(client, idArgs);
+        let pending = ids.length;
+        const t0 = Date.now();
+        let frame = 0;
+        const progress = deps.stderrIsTerminal && !options.force
+          ? setInterval(() => {
+            const what = options.graceSeconds
+              ? `SIGKILL after ${options.graceSeconds}s`
+              : "SIGKILL after the server's grace period";
+            const line = `${SPINNER[frame++ % SPINNER.length]} stopping ${pending} job${
+              pending === 1 ? "" : "s"
+            }: SIGTERM sent, waiting for them to end (${what}) ${
+              Math.floor((Date.now() - t0) / 1000)
+            }s`;
+            void writeText(deps.stderr, `\r\x1b[K${line}`).catch(() => {});
+          }, 100)
+          : undefined;
+        try {
+          return await Promise.all(ids.map(async (id) => {
+            const job = await client.stopJob(id, options);
+            pending--;
+            if (!flags.json) {
+              const summary = statusSummary(job).replace(
+                statusName(job.status),
+                paintStatus(statusName(job.status), color),
+              );
+              const clear = progress ? "\r\x1b[K" : "";
+              if (clear) await writeText(deps.stderr, clear);
+              await writeText(deps.stdout, `${job.id} ${summary}\n`);
+            }
+            return job;
+          }));
+        } finally {
+          if (progress) {
+            clearInterval(progress);
+            await writeText(deps.stderr, "\r\x1b[K");
+          }
+        }
+      });
+      if (flags.json) {
+        await writeText(deps.stdout, JSON.stringify(jobs.map(jobToJson), null, 2) + "\n");
+      }
     });
   return addConnectionOptions(command);
 }

@@ -1,43 +1,85 @@
 /**
- * `jobworker stream <id> [--offset N] [--no-follow]`: the job's output, byte for byte, its stdout
- * to stdout and its stderr to stderr, until the job has ended and all was sent.
+ * `jobworker stream <id>`: the job's output, byte for byte, its stdout to stdout and its stderr to
+ * stderr, until the job has ended and all was sent; resumes after a lost connection.
  *
  * @module
  */
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
-import { jobworker } from "../../proto/service.ts";
 import { type CliDeps, withClient } from "../context.ts";
-import { CliError, EXIT_INTERRUPTED } from "../errors.ts";
+import { CliError, EXIT_INTERRUPTED, UsageError } from "../errors.ts";
+import { writeText } from "../io.ts";
+import { resolveJobId } from "../jobs.ts";
 import { addConnectionOptions, nonNegativeInteger } from "../options.ts";
+import { writeOutput } from "../output.ts";
+import { hasEnded, statusSummary } from "../render.ts";
+import { jobworker } from "../../proto/service.ts";
 
 /** The `stream` command. */
 export function streamCommand(deps: CliDeps): CommandUnknownOpts {
   const command = new Command("stream")
-    .description("Write a job's output (its stdout and stderr apart)")
-    .argument("<id>", "the job's id")
+    .description("Write a job's output (its stdout and stderr apart), following it live")
+    .argument("<id>", "the job's id or a unique prefix of it")
     .option(
       "--offset <bytes>",
       "start at this byte of the output (stdout and stderr counted together)",
       nonNegativeInteger(Number.MAX_SAFE_INTEGER),
     )
+    .option(
+      "--tail <lines>",
+      "start with the last N lines, then follow",
+      nonNegativeInteger(Number.MAX_SAFE_INTEGER),
+    )
+    .option("--stdout", "only the job's stdout")
+    .option("--stderr", "only the job's stderr")
     .option("--no-follow", "end after the output written so far instead of waiting for more")
+    .option("-v, --verbose", "say how the job ended (on stderr) even when not on a terminal")
     .addHelpText(
       "after",
-      "\nIt returns when the job has ended and all its output was written (exit code 0).",
+      `
+It returns when the job has ended and all its output was written (exit code 0). A lost
+connection or a restarting server is retried (for up to a minute) from the last byte
+written, so each byte is written once. On a terminal (or with --verbose) a job that did not
+complete successfully gets a one-line note on stderr at the end.
+Examples:
+  jobworker stream 9b1c
+  jobworker stream 9b1c --tail 20
+  jobworker stream 9b1c --stderr --no-follow`,
     )
-    .action(async (id, flags, cmd) => {
+    .action(async (idArg, flags, cmd) => {
+      if (flags.stdout && flags.stderr) {
+        throw new UsageError("--stdout and --stderr exclude each other (give neither for both)");
+      }
+      if (flags.tail !== undefined && flags.offset !== undefined) {
+        throw new UsageError("--tail and --offset exclude each other");
+      }
       const controller = new AbortController();
       const stopListening = deps.onInterrupt(() => controller.abort());
+      const verbose = flags.verbose === true || deps.stderrIsTerminal;
+      let note = "";
       try {
-        await withClient(deps, cmd, { jobId: id }, async (client) => {
-          const chunks = client.stream(id, {
+        await withClient(deps, cmd, { jobId: idArg }, async (client) => {
+          const id = await resolveJobId(client, idArg);
+          await writeOutput(deps, client, id, {
             offset: flags.offset ?? 0,
+            ...(flags.tail !== undefined ? { tail: flags.tail } : {}),
             noFollow: !flags.follow,
+            ...(flags.stdout ? { only: "stdout" as const } : {}),
+            ...(flags.stderr ? { only: "stderr" as const } : {}),
             signal: controller.signal,
+            onReconnect: (attempt, error) => {
+              if (verbose && attempt === 1) {
+                void writeText(deps.stderr, `jobworker: connection lost (${error}); resuming\n`)
+                  .catch(() => {});
+              }
+            },
           });
-          for await (const chunk of chunks) {
-            const sink = chunk.stream === jobworker.OutputStream.STDERR ? deps.stderr : deps.stdout;
-            await sink.write(chunk.payload);
+          if (verbose && flags.follow) {
+            const job = await client.getJob(id);
+            if (hasEnded(job) && job.status !== jobworker.JobStatus.COMPLETED) {
+              note = `jobworker: job ${id} ${statusSummary(job)}${
+                job.reason ? `: ${job.reason}` : ""
+              }\n`;
+            }
           }
         });
       } catch (err) {
@@ -46,6 +88,7 @@ export function streamCommand(deps: CliDeps): CommandUnknownOpts {
         stopListening();
       }
       if (controller.signal.aborted) throw new CliError("", EXIT_INTERRUPTED);
+      if (note) await writeText(deps.stderr, note);
     });
   return addConnectionOptions(command);
 }

@@ -1,5 +1,6 @@
 /** The gRPC server: mutual TLS 1.3 credentials, message size limits, JobService. */
-import { Server } from "@grpc/grpc-js";
+import { Server, setLogger } from "@grpc/grpc-js";
+import { log } from "../log/logger.ts";
 import { jobServiceDefinition } from "../../proto/service.ts";
 import type { JobManager } from "../jobs/manager.ts";
 import type { WorkerConfig } from "../config.ts";
@@ -8,7 +9,6 @@ import { jobServiceHandlers } from "./handlers.ts";
 import { refuseMalformed } from "./malformed.ts";
 import { ConnectionGuard } from "../tls/connection_guard.ts";
 import { raiseFdLimit } from "../runtime/fd_limit.ts";
-import { log } from "../log/logger.ts";
 import type { ServerFacts } from "./server_info.ts";
 import type { RevocationList } from "../auth/revocation.ts";
 
@@ -28,6 +28,10 @@ export async function startServer(
   const fds = raiseFdLimit();
   if (fds === null) log.warn("cannot raise the open-file limit (RLIMIT_NOFILE)");
   else log.debug("open-file limit", { soft: Number(fds.soft), hard: Number(fds.hard) });
+  // grpc-js prints its own errors to stderr ("E No address added out of total 1 resolved" before
+  // our "address in use" line): its messages go to our log, at debug level, instead.
+  const toLog = (...args: unknown[]) => log.debug("grpc-js", { message: args.join(" ") });
+  setLogger({ error: toLog, info: toLog, debug: toLog });
   const server = new Server({
     "grpc.max_receive_message_length": config.maxRecvMsgSize,
     "grpc.max_send_message_length": config.maxSendMsgSize,
