@@ -10,7 +10,8 @@ SYSTEM_DENO := $(shell d=$$(command -v deno 2>/dev/null) && "$$d" --version 2>/d
 DENO := $(if $(SYSTEM_DENO),$(SYSTEM_DENO),$(TOOLS)/node_modules/.bin/deno)
 SHIM := build/libjwshim.so
 
-.PHONY: all tools deps shim proto build serve test test-tools test-cgroup-v2 bench fmt lint check ok clean certs
+.PHONY: all tools deps shim proto build serve test test-tools test-cgroup-v2 bench fmt lint check ok clean certs \
+  install uninstall deploy deploy-status deploy-logs deploy-certs
 
 all: build
 
@@ -45,10 +46,30 @@ serve: deps shim certs
 	JOB_WORKER_STATE_DIR=$${JOB_WORKER_STATE_DIR:-$(CURDIR)/state} JOB_WORKER_CERT_PATH=$${JOB_WORKER_CERT_PATH:-$(CURDIR)/certs} \
 	  $(DENO) run -A main.ts serve
 
+# `make install [DESTDIR=...] [PREFIX=/usr/local]`: the compiled binary when `make build` made
+# one, else a self-contained directory; plus the systemd unit. `make uninstall [PURGE=1]`.
+PREFIX ?= /usr/local
+install: deps shim
+	@[ -f bin/jobworker ] || $(MAKE) --no-print-directory build
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" bash scripts/install.sh install "$(DENO)"
+
+uninstall: tools
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" PURGE="$(PURGE)" bash scripts/install.sh uninstall "$(DENO)"
+
+# `make deploy REMOTE_HOST=host REMOTE_USER=user [REMOTE_PORT=22]`, and deploy-status,
+# deploy-logs (live), deploy-certs: see scripts/deploy.sh.
+deploy: deps shim certs
+	@[ -f bin/jobworker ] || $(MAKE) --no-print-directory build
+	bash scripts/deploy.sh deploy "$(DENO)"
+
+deploy-status deploy-logs deploy-certs: tools
+	bash scripts/deploy.sh $(@:deploy-%=%) "$(DENO)"
+
 # Programs the tests run inside jobs or beside them.
 test-tools:
-	@for c in python3 ps openssl unshare hostname timeout; do command -v $$c >/dev/null || missing=1; done; \
-	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq python3 procps openssl util-linux hostname coreutils)
+	@for c in python3 ps openssl unshare hostname timeout promtool sshd ssh systemd-analyze; do command -v $$c >/dev/null || missing=1; done; \
+	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 procps openssl util-linux hostname coreutils \
+	    prometheus openssh-server openssh-client systemd)
 
 test: deps shim test-tools
 	bash tests/run_all.sh "$(DENO)"
