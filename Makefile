@@ -67,9 +67,9 @@ deploy-status deploy-logs deploy-certs: tools
 
 # Programs the tests run inside jobs or beside them.
 test-tools:
-	@for c in python3 ps openssl unshare hostname timeout promtool sshd ssh systemd-analyze; do command -v $$c >/dev/null || missing=1; done; \
+	@for c in python3 ps openssl unshare hostname timeout promtool sshd ssh ssh-keygen systemd-analyze systemd-nspawn; do command -v $$c >/dev/null || missing=1; done; \
 	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 procps openssl util-linux hostname coreutils \
-	    prometheus openssh-server openssh-client systemd)
+	    prometheus openssh-server openssh-client systemd systemd-container)
 
 test: deps shim test-tools
 	bash tests/run_all.sh "$(DENO)"

@@ -3,7 +3,7 @@
  * and shuts everything down gracefully on SIGTERM or SIGINT (every job stopped, exit 0).
  */
 import { ConfigError, loadConfig, SERVE_HELP } from "./config.ts";
-import { log, setLogLevel } from "./log/logger.ts";
+import { log, setLogFormat, setLogLevel } from "./log/logger.ts";
 import { installShim } from "./runtime/shim_library.ts";
 import { ShimError } from "../init/shim/ffi.ts";
 import { selfCommand } from "./runtime/self_exec.ts";
@@ -14,6 +14,7 @@ import { removeCgroupDirs } from "./cgroups/remove.ts";
 import { JobManager } from "./jobs/manager.ts";
 import { readServerTlsFiles } from "./tls/server_credentials.ts";
 import { startServer } from "./api/server.ts";
+import { startMetrics } from "./metrics/operations.ts";
 
 /** clone3 with a pidfd needs Linux 5.3, close_range(CLOSE_RANGE_CLOEXEC) 5.11. */
 const MIN_KERNEL: [number, number] = [5, 11];
@@ -48,6 +49,7 @@ export async function runServe(args: string[]): Promise<number> {
     return 0;
   }
   setLogLevel(config.logLevel);
+  setLogFormat(config.logFormat);
   if (Deno.uid() !== 0) {
     console.error("jobworker serve: must run as root (it creates namespaces and cgroups)");
     return 1;
@@ -100,19 +102,23 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
     return 0;
   });
   if (stale > 0) log.info("removed job cgroups of a previous run", { count: stale });
+  const metrics = await startMetrics(config.metricsAddr);
   const manager = new JobManager(new Launcher(shim, selfCommand()), reaper, cgroups, {
     stateDir: config.stateDir,
     stopGraceSeconds: config.stopGraceSeconds,
     maxRunningJobs: config.maxRunningJobs,
     maxEndedJobs: config.maxEndedJobs,
     maxOutputBytes: config.maxOutputBytes,
+    events: metrics.jobEvents,
   });
-  const { server, port } = await startServer(config, tls, manager);
+  metrics.watch(manager);
+  const { server, port, health } = await startServer(config, tls, manager, metrics.rpcObservers);
   const host = config.address.slice(0, config.address.lastIndexOf(":"));
   log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });
 
   const signal = await stopSignal;
   log.info("shutting down", { signal, cleanupTimeout: config.cleanupTimeoutSeconds });
+  health.drain();
   // No new calls from here on; streams of running jobs end as their jobs end.
   const drained = new Promise<void>((done) => server.tryShutdown(() => done()));
   await manager.shutdown(config.cleanupTimeoutSeconds);
@@ -123,6 +129,7 @@ async function serve(config: Exclude<ReturnType<typeof loadConfig>, "help">): Pr
   await Promise.race([drained, new Promise((done) => setTimeout(done, 5000))]);
   server.forceShutdown();
   reaper.stop();
+  await metrics.stop();
   for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   log.info("stopped");
   return 0;

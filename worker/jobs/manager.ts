@@ -14,6 +14,7 @@ import { JobError } from "./errors.ts";
 import { OutputLog, type StreamId } from "./output_log.ts";
 import { signalName } from "../../proto/signals.ts";
 import { jobEnvironment } from "./environment.ts";
+import type { JobEvents, StopKind } from "./events.ts";
 
 export interface ManagerOptions {
   stateDir: string;
@@ -24,6 +25,8 @@ export interface ManagerOptions {
   maxEndedJobs: number;
   /** Most bytes of output stored per job (0: no limit); the rest is read and discarded. */
   maxOutputBytes: number;
+  /** Lifecycle events for observers (metrics). */
+  events?: JobEvents;
 }
 
 export interface StopOptions {
@@ -107,6 +110,7 @@ export class JobManager {
       );
     }
     this.#starting++;
+    const began = performance.now();
     let reserved = true;
     const release = () => {
       if (reserved) this.#starting--;
@@ -173,19 +177,23 @@ export class JobManager {
         throw startError(failure);
       }
       job.transition("RUNNING");
+      this.options.events?.started(job, (performance.now() - began) / 1000);
       log.info("job started", { id, owner, command: spec.command, pid: process.pid });
       // A stop that came while init was still setting up could not reach the job's processes
       // through the cgroup yet: now it can.
       if (running.terminated) running.cgroup.signalAll("SIGTERM");
       if (spec.timeoutSeconds > 0) {
         running.timeout = setTimeout(() => {
-          this.#stop(job, running, {}, `timed out after ${spec.timeoutSeconds} s`);
+          this.#stop(job, running, {}, `timed out after ${spec.timeoutSeconds} s`, "timeout");
         }, spec.timeoutSeconds * 1000);
       }
       this.#finish(job, running, outputDone).catch((e) =>
         log.error("job cleanup failed", { id, error: String(e) })
       );
       return job;
+    } catch (e) {
+      this.options.events?.startFailed();
+      throw e;
     } finally {
       release();
     }
@@ -196,7 +204,7 @@ export class JobManager {
     const job = this.#jobs.get(id);
     if (!job) throw new JobError("not-found", `no job with id "${id}"`);
     const running = this.#running.get(id);
-    if (running && !job.isEnded) this.#stop(job, running, options, "stopped by request");
+    if (running && !job.isEnded) this.#stop(job, running, options, "stopped by request", "request");
     await job.ended;
     return job;
   }
@@ -207,7 +215,7 @@ export class JobManager {
     const jobs = [...this.#running.keys()].map((id) => this.#jobs.get(id)!);
     for (const job of jobs) {
       const running = this.#running.get(job.id);
-      if (running) this.#stop(job, running, { graceSeconds }, "the worker shut down");
+      if (running) this.#stop(job, running, { graceSeconds }, "the worker shut down", "shutdown");
     }
     await Promise.all(jobs.map((job) => job.ended));
   }
@@ -216,7 +224,8 @@ export class JobManager {
    * SIGTERM to every process of the job (once), SIGKILL when the grace period ends. A later stop
    * with a shorter grace (or force) brings the SIGKILL forward; none ever delays it.
    */
-  #stop(job: Job, running: Running, options: StopOptions, reason: string): void {
+  #stop(job: Job, running: Running, options: StopOptions, reason: string, kind: StopKind): void {
+    if (job.stopReason === undefined) this.options.events?.stopping(job, kind);
     job.stopReason ??= reason;
     const graceMs = options.force
       ? 0
@@ -240,6 +249,7 @@ export class JobManager {
   #pump(job: Job, socket: LaunchedProcess["stdout"], stream: StreamId): Promise<void> {
     return new Promise((resolve) => {
       socket.on("data", (chunk: Uint8Array) => {
+        this.options.events?.outputIngested(chunk.byteLength);
         try {
           job.output.append(stream, chunk);
         } catch (e) {
@@ -297,6 +307,7 @@ export class JobManager {
     job.exit = { exitCode: status.exitCode ?? -1, signal: status.signal ?? 0 };
     if (job.status === "INITIALIZING") {
       job.transition("FAILED", "the job could not start");
+      this.options.events?.ended(job);
       return;
     }
     const how = status.signal !== null
@@ -315,6 +326,7 @@ export class JobManager {
       job.transition("FAILED", how);
     }
     log.info("job ended", { id: job.id, status: job.status, reason: job.reason });
+    this.options.events?.ended(job);
     this.#evict();
   }
 
