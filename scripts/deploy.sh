@@ -63,7 +63,7 @@ preflight() {
 ship() {
   local stage
   stage=$(mktemp -d)
-  trap 'rm -rf "$stage"' RETURN
+  trap 'rm -rf "$stage"; trap - RETURN' RETURN
   DESTDIR="$stage" PREFIX=/usr/local bash scripts/install.sh install "$deno_bin" >/dev/null
   echo "deploy: copying $(du -sh "$stage/usr/local" | cut -f1) to $REMOTE_HOST"
   tar -C "$stage/usr/local" -czf - bin/jobworker $( [ -d "$stage/usr/local/lib/jobworker" ] && echo lib/jobworker) |
@@ -88,7 +88,7 @@ certificates() {
     die "$REMOTE_HOST has no server certificate and there is no CA in $CERT_DIR to issue one (make certs)"
   local out
   out=$(mktemp -d)
-  trap 'rm -rf "$out"' RETURN
+  trap 'rm -rf "$out"; trap - RETURN' RETURN
   # shellcheck disable=SC2086
   "$deno_bin" run -A --no-prompt --cached-only scripts/server_cert.ts "$CERT_DIR" "$out" ${SERVER_NAMES:-$REMOTE_HOST}
   tar -C "$out" -cf - ca-cert.pem server-cert.pem server-key.pem |

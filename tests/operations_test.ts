@@ -125,7 +125,8 @@ test("start a worker with metrics and JSON logs", async () => {
       JOB_WORKER_STOP_GRACE: "1",
     },
   });
-  const line = worker.logs.map((l) => JSON.parse(l)).find((l) => l.msg === "metrics listening");
+  const line = worker.logs.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l))
+    .find((l) => l.msg === "metrics listening");
   assert.ok(line, worker.logs.join("\n"));
   metricsPort = line.port;
   assert.ok(metricsPort > 0);
