@@ -11,7 +11,8 @@ DENO := $(if $(SYSTEM_DENO),$(SYSTEM_DENO),$(TOOLS)/node_modules/.bin/deno)
 SHIM := build/libjwshim.so
 JWINIT := build/jwinit
 
-.PHONY: all tools deps shim proto build install-client serve test test-tools test-cgroup-v2 bench fuzz fmt lint check ok clean certs
+.PHONY: all tools deps shim proto build install-client serve test test-tools test-cgroup-v2 bench fuzz fmt lint check ok clean certs \
+  install uninstall deploy deploy-status deploy-logs deploy-certs
 
 all: build
 
@@ -58,10 +59,30 @@ serve: build certs
 	JOB_WORKER_STATE_DIR=$${JOB_WORKER_STATE_DIR:-$(CURDIR)/state} JOB_WORKER_CERT_PATH=$${JOB_WORKER_CERT_PATH:-$(CURDIR)/certs} \
 	  $(DENO) run -A main.ts serve
 
+# `make install [DESTDIR=...] [PREFIX=/usr/local]`: the compiled binary when `make build` made
+# one, else a self-contained directory; plus the systemd unit. `make uninstall [PURGE=1]`.
+PREFIX ?= /usr/local
+install: deps shim
+	@[ -f bin/jobworker ] || $(MAKE) --no-print-directory build
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" bash scripts/install.sh install "$(DENO)"
+
+uninstall: tools
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" PURGE="$(PURGE)" bash scripts/install.sh uninstall "$(DENO)"
+
+# `make deploy REMOTE_HOST=host REMOTE_USER=user [REMOTE_PORT=22]`, and deploy-status,
+# deploy-logs (live), deploy-certs: see scripts/deploy.sh.
+deploy: deps shim certs
+	@[ -f bin/jobworker ] || $(MAKE) --no-print-directory build
+	bash scripts/deploy.sh deploy "$(DENO)"
+
+deploy-status deploy-logs deploy-certs: tools
+	bash scripts/deploy.sh $(@:deploy-%=%) "$(DENO)"
+
 # Programs the tests run inside jobs or beside them.
 test-tools:
-	@for c in python3 ps openssl unshare hostname timeout strace gcc ping insmod losetup zsh fish; do command -v $$c >/dev/null || missing=1; done; \
-	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq python3 procps openssl util-linux hostname coreutils strace gcc libc6-dev iputils-ping kmod zsh fish)
+	@for c in python3 ps openssl unshare hostname timeout strace gcc ping insmod losetup zsh fish promtool sshd ssh ssh-keygen systemd-analyze systemd-nspawn; do command -v $$c >/dev/null || missing=1; done; \
+	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 procps openssl util-linux hostname coreutils strace gcc libc6-dev iputils-ping kmod zsh fish \
+	    prometheus openssh-server openssh-client systemd systemd-container)
 
 test: deps shim test-tools
 	bash tests/run_all.sh "$(DENO)"

@@ -8,6 +8,9 @@ async function dispatch(): Promise<number> {
   switch (subcommand) {
     case "init":
       return (await import("./init/main.ts")).runInit(rest);
+    case "install":
+    case "uninstall":
+      return await (await import("./worker/install/install.ts")).runInstall(subcommand, rest);
     case "serve":
       return await (await import("./worker/serve.ts")).runServe(rest);
     default:

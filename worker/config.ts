@@ -3,7 +3,7 @@
  * Flags override environment variables, which override the defaults.
  */
 import { parseArgs } from "node:util";
-import { isLogLevel, type LogLevel } from "./log/logger.ts";
+import { isLogFormat, isLogLevel, type LogFormat, type LogLevel } from "./log/logger.ts";
 
 export interface WorkerConfig {
   /** host:port to listen on. */
@@ -13,6 +13,9 @@ export interface WorkerConfig {
   /** Where job output and the installed shim live. */
   stateDir: string;
   logLevel: LogLevel;
+  logFormat: LogFormat;
+  /** host:port of the plain-HTTP Prometheus endpoint; undefined: no metrics. */
+  metricsAddr: string | undefined;
   maxRecvMsgSize: number;
   maxSendMsgSize: number;
   maxHeaderListSize: number;
@@ -70,6 +73,9 @@ Options:
                                                     JOB_WORKER_CERT_PATH (./certs)
   --state-dir DIR         job output, runtime files JOB_WORKER_STATE_DIR (/var/lib/jobworker)
   --log-level LEVEL       debug|info|warn|error     LOG_LEVEL (info)
+  --log-format FORMAT     text|logfmt|json          LOG_FORMAT (text)
+  --metrics-addr HOST:PORT Prometheus /metrics over plain HTTP, off when empty
+                                                    JOB_WORKER_METRICS_ADDR ()
   --max-recv-msg-size N   bytes                     MAX_RECV_MSG_SIZE (4194304)
   --max-send-msg-size N   bytes, >= 65536           MAX_SEND_MSG_SIZE (4194304)
   --max-header-list-size N bytes                    MAX_HEADER_LIST_SIZE (16384)
@@ -117,6 +123,8 @@ const FLAGS = {
   "cert-path": { env: "JOB_WORKER_CERT_PATH", fallback: "certs" },
   "state-dir": { env: "JOB_WORKER_STATE_DIR", fallback: "/var/lib/jobworker" },
   "log-level": { env: "LOG_LEVEL", fallback: "info" },
+  "log-format": { env: "LOG_FORMAT", fallback: "text" },
+  "metrics-addr": { env: "JOB_WORKER_METRICS_ADDR", fallback: "" },
   "max-recv-msg-size": { env: "MAX_RECV_MSG_SIZE", fallback: "4194304" },
   "max-send-msg-size": { env: "MAX_SEND_MSG_SIZE", fallback: "4194304" },
   "max-header-list-size": { env: "MAX_HEADER_LIST_SIZE", fallback: "16384" },
@@ -204,10 +212,20 @@ export function loadConfig(
   if (!isLogLevel(logLevel)) {
     throw new ConfigError(`${levelName} must be debug, info, warn or error, got "${level}"`);
   }
-  const [addrName, address] = get("addr");
-  if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(address)) {
-    throw new ConfigError(`${addrName} must be HOST:PORT, got "${address}"`);
+  const [formatName, format] = get("log-format");
+  const logFormat = format.toLowerCase();
+  if (!isLogFormat(logFormat)) {
+    throw new ConfigError(`${formatName} must be text, logfmt or json, got "${format}"`);
   }
+  const hostPort = (flag: Flag): string => {
+    const [name, address] = get(flag);
+    if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(address)) {
+      throw new ConfigError(`${name} must be HOST:PORT, got "${address}"`);
+    }
+    return address;
+  };
+  const address = hostPort("addr");
+  const metricsAddr = get("metrics-addr")[1] === "" ? undefined : hostPort("metrics-addr");
   const cgroupBase = get("cgroup-base")[1];
   const [devName, devices] = get("io-devices");
   const ioDevices = devices ? devices.split(",").map((d) => d.trim()).filter(Boolean) : undefined;
@@ -236,6 +254,8 @@ export function loadConfig(
     certPath: get("cert-path")[1],
     stateDir: get("state-dir")[1],
     logLevel,
+    logFormat,
+    metricsAddr,
     maxRecvMsgSize: num("max-recv-msg-size", 1024),
     maxSendMsgSize: num("max-send-msg-size", 65536),
     maxHeaderListSize: num("max-header-list-size", 1024),

@@ -3,7 +3,7 @@
  * and shuts everything down gracefully on SIGTERM or SIGINT (every job stopped, exit 0).
  */
 import { ConfigError, loadConfig, SERVE_HELP } from "./config.ts";
-import { log, setLogLevel } from "./log/logger.ts";
+import { log, setLogFormat, setLogLevel } from "./log/logger.ts";
 import { installMinimalInit, installShim } from "./runtime/shim_library.ts";
 import { ShimError } from "../init/shim/ffi.ts";
 import { programPaths, selfCommand } from "./runtime/self_exec.ts";
@@ -28,6 +28,7 @@ import {
 } from "./runtime/reexec.ts";
 import { ISOLATION } from "./runtime/isolation.ts";
 import { VERSION } from "./version.ts";
+import { startMetrics } from "./metrics/operations.ts";
 
 /**
  * Exit status when the state cannot be used as it is (a damaged database, a state directory
@@ -96,6 +97,7 @@ export async function runServe(args: string[]): Promise<number> {
     return 0;
   }
   setLogLevel(config.logLevel);
+  setLogFormat(config.logFormat);
   if (Deno.uid() !== 0) {
     console.error("jobworker serve: must run as root (it creates namespaces and cgroups)");
     return 1;
@@ -184,6 +186,7 @@ async function serve(config: Config): Promise<number> {
     return 0;
   });
   if (stale > 0) log.info("removed job cgroups of a previous run", { count: stale });
+  const metrics = await startMetrics(config.metricsAddr);
   const manager = new JobManager(
     new Launcher(shim, selfCommand(), paths),
     reaper,
@@ -196,8 +199,10 @@ async function serve(config: Config): Promise<number> {
       maxEndedJobs: config.maxEndedJobs,
       retentionMs: config.retentionMs,
       maxOutputBytes: config.maxOutputBytes,
+      events: metrics.jobEvents,
     },
   );
+  metrics.watch(manager);
   for (const job of handover?.jobs ?? []) {
     manager.adopt(
       job,
@@ -217,7 +222,14 @@ async function serve(config: Config): Promise<number> {
     // An ephemeral port stays the same across reloads, so clients find the worker again.
     config = { ...config, address: config.address.replace(/:0$/, `:${handover.port}`) };
   }
-  let { server, port } = await startServer(config, tls, manager, facts, revoked);
+  let { server, port, health } = await startServer(
+    config,
+    tls,
+    manager,
+    facts,
+    revoked,
+    metrics.rpcObservers,
+  );
   const host = config.address.slice(0, config.address.lastIndexOf(":"));
   manager.applyRetention();
   const retentionTimer = setInterval(() => manager.applyRetention(), RETENTION_INTERVAL_MS);
@@ -243,11 +255,19 @@ async function serve(config: Config): Promise<number> {
     const failed = await reload(config, manager, server, startTime, port);
     if (failed) {
       // The exec failed after the server had stopped: serve again, as before.
-      ({ server, port } = await startServer(config, tls, manager, facts));
+      ({ server, port, health } = await startServer(
+        config,
+        tls,
+        manager,
+        facts,
+        revoked,
+        metrics.rpcObservers,
+      ));
       log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });
     }
   }
   log.info("shutting down", { signal, cleanupTimeout: config.cleanupTimeoutSeconds });
+  health.drain();
   // No new calls from here on; streams of running jobs end as their jobs end.
   const drained = new Promise<void>((done) => server.tryShutdown(() => done()));
   clearInterval(retentionTimer);
@@ -260,6 +280,7 @@ async function serve(config: Config): Promise<number> {
   await Promise.race([drained, new Promise((done) => setTimeout(done, 5000))]);
   server.forceShutdown();
   reaper.stop();
+  await metrics.stop();
   for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   log.info("stopped");
   return 0;

@@ -75,7 +75,8 @@ export class WorkerProcess {
           );
         }
         logs.push(value);
-        const match = / listening .*port=(\d+)/.exec(value);
+        // The "listening" line in any LOG_FORMAT: text, logfmt or JSON.
+        const match = /(?:INFO +|msg=|"msg":")listening\b.*\bport"?[=:](\d+)/.exec(value);
         if (match) port = Number(match[1]);
       }
     } catch (e) {

@@ -1,4 +1,7 @@
-/** The gRPC server: mutual TLS 1.3 credentials, message size limits, JobService. */
+/**
+ * The gRPC server: mutual TLS 1.3 credentials, message size limits, JobService and the health
+ * service, every call audited (and counted when metrics are on).
+ */
 import { Server, setLogger } from "@grpc/grpc-js";
 import { log } from "../log/logger.ts";
 import { jobServiceDefinition } from "../../proto/service.ts";
@@ -11,11 +14,16 @@ import { ConnectionGuard } from "../tls/connection_guard.ts";
 import { raiseFdLimit } from "../runtime/fd_limit.ts";
 import type { ServerFacts } from "./server_info.ts";
 import type { RevocationList } from "../auth/revocation.ts";
+import { Health } from "./health.ts";
+import { auditLog } from "./audit.ts";
+import { instrumented, type RpcObserver } from "./instrument.ts";
 
 export interface RunningServer {
   server: Server;
   /** The port actually bound (useful with port 0). */
   port: number;
+  /** Health.drain() when shutting down. */
+  health: Health;
 }
 
 export async function startServer(
@@ -24,7 +32,9 @@ export async function startServer(
   manager: JobManager,
   facts: ServerFacts,
   revoked?: RevocationList,
+  observers: RpcObserver[] = [],
 ): Promise<RunningServer> {
+  const watchers = [auditLog, ...observers];
   const fds = raiseFdLimit();
   if (fds === null) log.warn("cannot raise the open-file limit (RLIMIT_NOFILE)");
   else log.debug("open-file limit", { soft: Number(fds.soft), hard: Number(fds.hard) });
@@ -41,23 +51,28 @@ export async function startServer(
     "grpc.keepalive_time_ms": config.keepaliveSeconds * 1000,
     "grpc.keepalive_timeout_ms": config.keepaliveTimeoutSeconds * 1000,
   });
+  const handlers = jobServiceHandlers(manager, {
+    defaults: config.defaults,
+    chunkBytes: Math.min(128 * 1024, config.maxSendMsgSize - 1024),
+    maxStreams: config.maxStreams,
+    maxStreamsPerClient: config.maxStreamsPerClient,
+    maxSendMsgSize: config.maxSendMsgSize,
+    server: facts,
+    policy: { defaultUser: config.defaultUser, allowPrivileged: config.allowPrivileged },
+    viewersSee: config.viewersSee,
+    ...(revoked ? { revoked } : {}),
+  });
   server.addService(
     jobServiceDefinition,
-    refuseMalformed(
+    instrumented(
+      "jobworker.JobService",
       jobServiceDefinition,
-      jobServiceHandlers(manager, {
-        defaults: config.defaults,
-        chunkBytes: Math.min(128 * 1024, config.maxSendMsgSize - 1024),
-        maxStreams: config.maxStreams,
-        maxStreamsPerClient: config.maxStreamsPerClient,
-        maxSendMsgSize: config.maxSendMsgSize,
-        server: facts,
-        policy: { defaultUser: config.defaultUser, allowPrivileged: config.allowPrivileged },
-        viewersSee: config.viewersSee,
-        ...(revoked ? { revoked } : {}),
-      }),
+      refuseMalformed(jobServiceDefinition, handlers),
+      watchers,
     ),
   );
+  const health = new Health(["jobworker.JobService"]);
+  health.addTo(server, watchers);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(
       config.address,
@@ -69,5 +84,5 @@ export async function startServer(
   if (!guard.attach(server)) {
     log.warn("cannot limit connections: grpc-js's HTTP/2 servers are not where expected");
   }
-  return { server, port };
+  return { server, port, health };
 }

@@ -22,6 +22,7 @@ import { Stopper } from "./stopper.ts";
 import type { HandedJob } from "../runtime/reexec.ts";
 import { sameSpec } from "./spec_compare.ts";
 import { applyDefaultTerm, type DefaultTerm, recordedSignal } from "./pid1_term.ts";
+import type { JobEvents, StopKind } from "./events.ts";
 
 export interface ManagerOptions {
   stateDir: string;
@@ -34,6 +35,8 @@ export interface ManagerOptions {
   retentionMs?: number;
   /** Most bytes of output stored per job (0: no limit); the rest is read and discarded. */
   maxOutputBytes: number;
+  /** Lifecycle events for observers (metrics). */
+  events?: JobEvents;
 }
 
 export interface StopOptions {
@@ -221,6 +224,7 @@ export class JobManager {
       );
     }
     this.#starting++;
+    const began = performance.now();
     let reserved = true;
     const release = () => {
       if (reserved) this.#starting--;
@@ -303,6 +307,7 @@ export class JobManager {
         throw startError(failure);
       }
       this.#transition(job, "RUNNING");
+      this.options.events?.started(job, (performance.now() - began) / 1000);
       log.info("job started", { id, owner, command: spec.command, pid: process.pid });
       running.stopper.started();
       if (spec.timeoutSeconds > 0) {
@@ -310,6 +315,9 @@ export class JobManager {
       }
       this.#watch(job, running, outputDone);
       return job;
+    } catch (e) {
+      this.options.events?.startFailed();
+      throw e;
     } finally {
       release();
     }
@@ -342,7 +350,7 @@ export class JobManager {
   #armTimeout(job: Job, running: Running, at: number): void {
     running.timeoutAt = at;
     running.timeout = setTimeout(() => {
-      this.#stop(job, running, {}, `timed out after ${job.spec.timeoutSeconds} s`);
+      this.#stop(job, running, {}, `timed out after ${job.spec.timeoutSeconds} s`, "timeout");
     }, Math.max(0, at - Date.now()));
   }
 
@@ -463,7 +471,7 @@ export class JobManager {
     const job = this.get(id);
     if (!job) throw new JobError("not-found", `no job with id "${id}"`);
     const running = this.#running.get(id);
-    if (running && !job.isEnded) this.#stop(job, running, options, "stopped by request");
+    if (running && !job.isEnded) this.#stop(job, running, options, "stopped by request", "request");
     await job.ended;
     return job;
   }
@@ -487,12 +495,17 @@ export class JobManager {
     const jobs = [...this.#running.keys()].map((id) => this.#live.get(id)!);
     for (const job of jobs) {
       const running = this.#running.get(job.id);
-      if (running) this.#stop(job, running, { graceSeconds }, "the worker shut down");
+      if (running) this.#stop(job, running, { graceSeconds }, "the worker shut down", "shutdown");
     }
     await Promise.all(jobs.map((job) => job.ended));
   }
 
-  #stop(job: Job, running: Running, options: StopOptions, reason: string): void {
+  /**
+   * SIGTERM to every process of the job (once), SIGKILL when the grace period ends. A later stop
+   * with a shorter grace (or force) brings the SIGKILL forward; none ever delays it.
+   */
+  #stop(job: Job, running: Running, options: StopOptions, reason: string, kind: StopKind): void {
+    if (job.stopReason === undefined) this.options.events?.stopping(job, kind);
     job.stopReason ??= reason;
     const graceMs = options.force
       ? 0
@@ -533,7 +546,10 @@ export class JobManager {
   /** Appends everything a job stream writes to the job's log; resolves at EOF. */
   #pump(job: Job, socket: LaunchedProcess["stdout"], stream: StreamId): Promise<void> {
     return new Promise((resolve) => {
-      socket.on("data", (chunk: Uint8Array) => this.#append(job, stream, chunk));
+      socket.on("data", (chunk: Uint8Array) => {
+        this.options.events?.outputIngested(chunk.byteLength);
+        this.#append(job, stream, chunk);
+      });
       socket.on(
         "error",
         (e: Error) => log.warn("job output error", { id: job.id, error: e.message }),
@@ -601,6 +617,7 @@ export class JobManager {
     if (job.status === "INITIALIZING") {
       this.#transition(job, "FAILED", "the job could not start");
       this.#live.delete(job.id);
+      this.options.events?.ended(job);
       return;
     }
     const how =
@@ -626,6 +643,7 @@ export class JobManager {
     }
     this.#live.delete(job.id);
     log.info("job ended", { id: job.id, status: job.status, reason: job.reason });
+    this.options.events?.ended(job);
   }
 
   /** Forgets ended jobs beyond the retention limits (count and age), with their output. */

@@ -1,27 +1,68 @@
-/** A small leveled logger writing one line per event to stderr: `time level message key=value...`. */
+/**
+ * A small leveled logger writing one line per event to stderr, in one of three formats (LOG_FORMAT):
+ * - `text` (default): `time LEVEL message key=value...`, for people and journald;
+ * - `json`: one JSON object per line (`time`, `level`, `msg`, then the fields), for log shippers.
+ * - `logfmt`: strict logfmt (`time=... level=info msg=... key=value...`).
+ */
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
+export type LogFormat = "text" | "logfmt" | "json";
 const ORDER: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+const FORMATS: readonly LogFormat[] = ["text", "logfmt", "json"];
 
 export function isLogLevel(value: string): value is LogLevel {
   return value in ORDER;
 }
 
+export function isLogFormat(value: string): value is LogFormat {
+  return (FORMATS as readonly string[]).includes(value);
+}
+
 let threshold = ORDER.info;
+let lineFormat: LogFormat = "text";
 
 export function setLogLevel(level: LogLevel): void {
   threshold = ORDER[level];
 }
 
-function format(value: unknown): string {
-  const text = typeof value === "string" ? value : JSON.stringify(value);
-  return /[\s"=]/.test(text) ? JSON.stringify(text) : text;
+export function setLogFormat(format: LogFormat): void {
+  lineFormat = format;
+}
+
+export function isLogged(level: LogLevel): boolean {
+  return ORDER[level] >= threshold;
+}
+
+function value(v: unknown): string {
+  const text = typeof v === "string" ? v : JSON.stringify(v) ?? String(v);
+  return text === "" || /[\s"=\\]/.test(text) ? JSON.stringify(text) : text;
+}
+
+const pairs = (fields: Record<string, unknown>) =>
+  Object.entries(fields).map(([k, v]) => ` ${k}=${value(v)}`).join("");
+
+/** One log line (with its newline) in the given format; exported for tests. */
+export function formatLine(
+  format: LogFormat,
+  time: Date,
+  level: LogLevel,
+  message: string,
+  fields: Record<string, unknown>,
+): string {
+  const iso = time.toISOString();
+  switch (format) {
+    case "json":
+      return JSON.stringify({ time: iso, level, msg: message, ...fields }) + "\n";
+    case "logfmt":
+      return `time=${iso} level=${level} msg=${value(message)}${pairs(fields)}\n`;
+    case "text":
+      return `${iso} ${level.toUpperCase().padEnd(5)} ${message}${pairs(fields)}\n`;
+  }
 }
 
 function write(level: LogLevel, message: string, fields: Record<string, unknown>): void {
   if (ORDER[level] < threshold) return;
-  const extras = Object.entries(fields).map(([k, v]) => ` ${k}=${format(v)}`).join("");
-  const line = `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${message}${extras}\n`;
+  const line = formatLine(lineFormat, new Date(), level, message, fields);
   try {
     Deno.stderr.writeSync(new TextEncoder().encode(line));
   } catch {

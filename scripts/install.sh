@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# `make install` / `make uninstall`: put jobworker on this host as a systemd service, or take it off.
+#   scripts/install.sh install DENO     (DESTDIR, PREFIX from the environment)
+#   scripts/install.sh uninstall DENO   (PURGE=1 also removes /etc/jobworker and /var/lib/jobworker)
+# With a compiled bin/jobworker (see scripts/build.sh) that one file is installed. Without one,
+# PREFIX/lib/jobworker becomes a self-contained directory: the pinned deno binary, the code, its
+# npm packages (node_modules) and the C shim, with PREFIX/bin/jobworker a launcher running it, so
+# the installed program never needs the network or this checkout.
+set -euo pipefail
+action=$1 deno_bin=$2
+cd "$(dirname "$0")/.."
+DESTDIR=${DESTDIR:-}
+PREFIX=${PREFIX:-/usr/local}
+bin="$DESTDIR$PREFIX/bin/jobworker"
+lib="$DESTDIR$PREFIX/lib/jobworker"
+# systemctl only for the real system with systemd running, never for a DESTDIR install.
+live_systemd() { [ -z "$DESTDIR" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; }
+
+is_compiled() { [ -f bin/jobworker ] && [ "$(head -c 4 bin/jobworker)" = $'\x7fELF' ]; }
+
+install_self_contained() {
+  local real_deno app
+  real_deno=$(readlink -f "$deno_bin")
+  [ -f build/libjwshim.so ] || { echo "build/libjwshim.so is missing: run make shim" >&2; exit 1; }
+  [ -d node_modules ] || { echo "node_modules is missing: run make deps" >&2; exit 1; }
+  rm -rf "$lib.new"
+  # deno-dir: the installed DENO_DIR (compile caches, filled on first run).
+  mkdir -p "$lib.new/app/build" "$lib.new/deno-dir" "$(dirname "$bin")"
+  install -m 0755 "$real_deno" "$lib.new/deno"
+  app="$lib.new/app"
+  cp -a main.ts deno.json deno.lock worker cli init proto "$app/"
+  install -m 0644 build/libjwshim.so "$app/build/libjwshim.so"
+  cp -a node_modules "$app/node_modules"
+  rm -rf "$lib.old"
+  [ ! -e "$lib" ] || mv "$lib" "$lib.old"
+  mv "$lib.new" "$lib"
+  rm -rf "$lib.old"
+  cat > "$bin.new" <<'LAUNCHER'
+#!/bin/sh
+# jobworker: runs the self-contained installation in ../lib/jobworker (written by `make install`).
+lib=$(dirname "$(readlink -f "$0")")/../lib/jobworker
+export DENO_DIR="$lib/deno-dir" DENO_NO_UPDATE_CHECK=1
+exec "$lib/deno" run --allow-all --no-prompt --cached-only --config "$lib/app/deno.json" \
+  "$lib/app/main.ts" "$@"
+LAUNCHER
+  chmod 0755 "$bin.new"
+  mv "$bin.new" "$bin"
+  echo "installed a self-contained jobworker in $PREFIX/lib/jobworker ($(du -sh "$lib" | cut -f1))"
+}
+
+case "$action" in
+  install)
+    if is_compiled; then
+      bin/jobworker install --prefix "$PREFIX" --destdir "$DESTDIR"
+    else
+      install_self_contained
+      # The installed program writes its own unit and configuration.
+      "$bin" install --unit-only --prefix "$PREFIX" --destdir "$DESTDIR"
+    fi
+    if live_systemd; then
+      systemctl daemon-reload
+      echo "start it with: systemctl enable --now jobworker (certificates go in /etc/jobworker/certs)"
+    fi
+    ;;
+  uninstall)
+    if live_systemd && systemctl is-enabled --quiet jobworker 2>/dev/null; then
+      systemctl disable --now jobworker
+    elif live_systemd && systemctl is-active --quiet jobworker; then
+      systemctl stop jobworker
+    fi
+    purge=()
+    [ "${PURGE:-0}" = 1 ] && purge=(--purge)
+    if [ -x "$bin" ]; then
+      "$bin" uninstall --prefix "$PREFIX" --destdir "$DESTDIR" "${purge[@]}"
+    else
+      "$deno_bin" run -A main.ts uninstall --prefix "$PREFIX" --destdir "$DESTDIR" "${purge[@]}"
+    fi
+    rm -rf "$lib"
+    if live_systemd; then systemctl daemon-reload; fi
+    ;;
+  *)
+    echo "usage: $0 install|uninstall DENO" >&2
+    exit 2
+    ;;
+esac

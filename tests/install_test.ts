@@ -1,0 +1,130 @@
+/**
+ * `make install` / `make uninstall` (scripts/install.sh) into a temporary root: the
+ * self-contained program runs from there without the network, the systemd unit passes
+ * `systemd-analyze verify`, and uninstall keeps state and certificates unless PURGE=1.
+ *
+ * Run: `deno test -A tests/install_test.ts` (as root; systemd-analyze from `make test-tools`).
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+async function run(
+  cmd: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; out: string }> {
+  const o = await new Deno.Command(cmd, { args, env, cwd: ROOT, stdin: "null" }).output();
+  const d = new TextDecoder();
+  return { code: o.code, out: d.decode(o.stdout) + d.decode(o.stderr) };
+}
+
+const mode = (path: string) => Deno.statSync(path).mode! & 0o777;
+const exists = (path: string) => {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** The installed unit with its paths moved under `root`, so systemd-analyze can check them. */
+function verifiableUnit(root: string, dir: string): string {
+  const unit = Deno.readTextFileSync(`${root}/etc/systemd/system/jobworker.service`)
+    .replaceAll("=/usr/local/", `=${root}/usr/local/`)
+    .replaceAll("=/etc/jobworker/", `=${root}/etc/jobworker/`);
+  Deno.writeTextFileSync(`${dir}/jobworker.service`, unit);
+  return `${dir}/jobworker.service`;
+}
+
+Deno.test("install: a self-contained program, its unit and directories; uninstall keeps state unless PURGE=1", async () => {
+  const root = await Deno.makeTempDir({ prefix: "jobworker-install-" });
+  const check = await Deno.makeTempDir({ prefix: "jobworker-unit-" });
+  const env = { DESTDIR: root, PREFIX: "/usr/local" };
+  try {
+    const installed = await run("bash", ["scripts/install.sh", "install", Deno.execPath()], env);
+    assert.equal(installed.code, 0, installed.out);
+    const bin = `${root}/usr/local/bin/jobworker`;
+    assert.equal(mode(bin) & 0o111, 0o111);
+    // Nothing of the installation points back into this checkout.
+    const launcher = Deno.readTextFileSync(bin);
+    assert.ok(!launcher.includes(ROOT), launcher);
+    const outside = await run("find", [`${root}/usr/local/lib/jobworker`, "-lname", "/*"]);
+    assert.equal(outside.out, "", "no absolute symlinks out of the installed directory");
+
+    const unit = Deno.readTextFileSync(`${root}/etc/systemd/system/jobworker.service`);
+    for (
+      const line of [
+        "Delegate=yes",
+        "KillMode=mixed",
+        "Restart=on-failure",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "EnvironmentFile=/etc/jobworker/jobworker.env",
+        "ExecStart=/usr/local/bin/jobworker serve",
+      ]
+    ) assert.ok(unit.split("\n").includes(line), `${line} missing from\n${unit}`);
+    const verify = await run("systemd-analyze", ["verify", verifiableUnit(root, check)]);
+    assert.equal(verify.code, 0, verify.out);
+    assert.equal(verify.out.trim(), "", verify.out);
+    // The check sees a broken unit: a missing program fails it.
+    Deno.renameSync(bin, `${bin}.moved`);
+    assert.notEqual(
+      (await run("systemd-analyze", ["verify", `${check}/jobworker.service`])).code,
+      0,
+    );
+    Deno.renameSync(`${bin}.moved`, bin);
+
+    assert.equal(mode(`${root}/etc/jobworker/certs`), 0o700);
+    assert.equal(mode(`${root}/var/lib/jobworker`), 0o700);
+    assert.equal(mode(`${root}/etc/jobworker/jobworker.env`), 0o600);
+    const envText = Deno.readTextFileSync(`${root}/etc/jobworker/jobworker.env`);
+    assert.match(envText, /^JOB_WORKER_CERT_PATH=\/etc\/jobworker\/certs$/m);
+    assert.match(envText, /^JOB_WORKER_STATE_DIR=\/var\/lib\/jobworker$/m);
+
+    // The installed program runs with no network at all (a fresh network namespace), from /.
+    for (const args of [["serve", "--help"], ["install", "--help"], ["--help"]]) {
+      const offline = await new Deno.Command("unshare", {
+        args: ["-n", bin, ...args],
+        cwd: "/",
+        clearEnv: true,
+        env: { PATH: "/usr/bin:/bin" },
+      }).output();
+      assert.equal(offline.code, 0, new TextDecoder().decode(offline.stderr));
+    }
+
+    // A changed env file survives a second install.
+    Deno.writeTextFileSync(`${root}/etc/jobworker/jobworker.env`, envText + "LOG_LEVEL=debug\n");
+    assert.equal(
+      (await run("bash", ["scripts/install.sh", "install", Deno.execPath()], env)).code,
+      0,
+    );
+    assert.match(
+      Deno.readTextFileSync(`${root}/etc/jobworker/jobworker.env`),
+      /LOG_LEVEL=debug\n$/,
+    );
+
+    Deno.writeTextFileSync(`${root}/etc/jobworker/certs/server-key.pem`, "key");
+    Deno.writeTextFileSync(`${root}/var/lib/jobworker/records.db`, "state");
+    const removed = await run("bash", ["scripts/install.sh", "uninstall", Deno.execPath()], env);
+    assert.equal(removed.code, 0, removed.out);
+    assert.ok(!exists(bin));
+    assert.ok(!exists(`${root}/usr/local/lib/jobworker`));
+    assert.ok(!exists(`${root}/etc/systemd/system/jobworker.service`));
+    assert.ok(exists(`${root}/etc/jobworker/certs/server-key.pem`));
+    assert.ok(exists(`${root}/var/lib/jobworker/records.db`));
+
+    const purged = await run("bash", ["scripts/install.sh", "uninstall", Deno.execPath()], {
+      ...env,
+      PURGE: "1",
+    });
+    assert.equal(purged.code, 0, purged.out);
+    assert.ok(!exists(`${root}/etc/jobworker`));
+    assert.ok(!exists(`${root}/var/lib/jobworker`));
+  } finally {
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+    await Deno.remove(check, { recursive: true }).catch(() => {});
+  }
+});

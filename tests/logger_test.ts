@@ -1,0 +1,35 @@
+/** The log line formats (LOG_FORMAT): text, logfmt and JSON, with quoting where logfmt needs it. */
+import assert from "node:assert/strict";
+import { formatLine } from "../worker/log/logger.ts";
+
+const time = new Date("2026-12-01T07:00:00.000Z");
+const fields = { method: "jobworker.JobService/GetJob", caller: "alice smith", job: "", n: 3 };
+
+Deno.test("logfmt: key=value pairs, values with spaces, quotes or nothing quoted", () => {
+  assert.equal(
+    formatLine("logfmt", time, "info", "audit", fields),
+    'time=2026-12-01T07:00:00.000Z level=info msg=audit method=jobworker.JobService/GetJob caller="alice smith" job="" n=3\n',
+  );
+  assert.equal(
+    formatLine("logfmt", time, "warn", 'say "hi"', { path: "a=b" }),
+    'time=2026-12-01T07:00:00.000Z level=warn msg="say \\"hi\\"" path="a=b"\n',
+  );
+});
+
+Deno.test("json: one object per line with time, level, msg, then the fields", () => {
+  const line = formatLine("json", time, "error", "audit", fields);
+  assert.ok(line.endsWith("\n") && !line.slice(0, -1).includes("\n"));
+  assert.deepEqual(JSON.parse(line), {
+    time: "2026-12-01T07:00:00.000Z",
+    level: "error",
+    msg: "audit",
+    ...fields,
+  });
+});
+
+Deno.test("text: the human format stays as it was", () => {
+  assert.equal(
+    formatLine("text", time, "info", "listening", { port: 50051 }),
+    "2026-12-01T07:00:00.000Z INFO  listening port=50051\n",
+  );
+});

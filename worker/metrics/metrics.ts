@@ -1,0 +1,157 @@
+/**
+ * The worker's Prometheus metrics (prom-client). Counters and histograms are fed by events (job
+ * lifecycle from the manager, RPCs from the API layer); gauges that the job table already knows
+ * are computed when scraped.
+ */
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { JobEvents, StopKind } from "../jobs/events.ts";
+import type { Job, JobStatus } from "../jobs/job.ts";
+import type { RpcObserver, RpcRecord } from "../api/instrument.ts";
+
+const STATES: readonly JobStatus[] = ["INITIALIZING", "RUNNING", "COMPLETED", "FAILED", "STOPPED"];
+const isOutputStream = (service: string, method: string) =>
+  service === "jobworker.JobService" && method === "GetJobsStream";
+const STOP_KINDS: readonly StopKind[] = ["request", "timeout", "shutdown"];
+
+/** What the metrics read from the job table at scrape time. */
+export interface JobTable {
+  /** Jobs by status, over every job the record holds. */
+  countByStatus(filter: Record<string, never>): Record<JobStatus, number>;
+}
+
+export class WorkerMetrics implements JobEvents, RpcObserver {
+  readonly registry = new Registry();
+  #jobs: JobTable | undefined;
+  #activeStreams = 0;
+
+  readonly #starts = new Counter({
+    name: "jobworker_job_starts_total",
+    help: "Jobs that reached RUNNING.",
+    registers: [this.registry],
+  });
+  readonly #startFailures = new Counter({
+    name: "jobworker_job_start_failures_total",
+    help: "Jobs that could not be started (cgroup, launch or init failure).",
+    registers: [this.registry],
+  });
+  readonly #startSeconds = new Histogram({
+    name: "jobworker_job_start_duration_seconds",
+    help: "Time from CreateJob reaching the job manager to the job running.",
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly #oomKills = new Counter({
+    name: "jobworker_job_oom_kills_total",
+    help: "Jobs whose cgroup saw the OOM killer.",
+    registers: [this.registry],
+  });
+  readonly #stops = new Counter({
+    name: "jobworker_job_stops_total",
+    help: "Stops of running jobs by kind: request (StopJob), timeout, shutdown.",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+  readonly #ingested = new Counter({
+    name: "jobworker_output_ingested_bytes_total",
+    help: "Bytes of job output read from the jobs' pipes.",
+    registers: [this.registry],
+  });
+  readonly #streamed = new Counter({
+    name: "jobworker_output_streamed_bytes_total",
+    help: "Bytes of job output sent to clients.",
+    registers: [this.registry],
+  });
+  readonly #rpcs = new Counter({
+    name: "jobworker_rpcs_total",
+    help: "RPCs handled, by service, method and gRPC status code.",
+    labelNames: ["service", "method", "code"] as const,
+    registers: [this.registry],
+  });
+  readonly #rpcSeconds = new Histogram({
+    name: "jobworker_rpc_duration_seconds",
+    help: "RPC duration by method (streams: until their end).",
+    labelNames: ["service", "method"] as const,
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300],
+    registers: [this.registry],
+  });
+  readonly eventLoopDelay = new Histogram({
+    name: "jobworker_event_loop_delay_seconds",
+    help: "How late a periodic timer fired: time the event loop was busy with other work.",
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [this.registry],
+  });
+
+  constructor() {
+    const counts = () => this.#jobs?.countByStatus({});
+    const activeStreams = () => this.#activeStreams;
+    new Gauge({
+      name: "jobworker_jobs",
+      help: "Jobs the worker knows, by state.",
+      labelNames: ["state"] as const,
+      registers: [this.registry],
+      collect() {
+        const byStatus = counts();
+        for (const state of STATES) this.set({ state }, byStatus?.[state] ?? 0);
+      },
+    });
+    new Gauge({
+      name: "jobworker_output_streams_active",
+      help: "Output streams (GetJobsStream calls) open now.",
+      registers: [this.registry],
+      collect() {
+        this.set(activeStreams());
+      },
+    });
+    // Every label value from the start, so rate() sees the first increment.
+    for (const kind of STOP_KINDS) this.#stops.inc({ kind }, 0);
+  }
+
+  /** The job table the gauges read when scraped. */
+  watch(jobs: JobTable): void {
+    this.#jobs = jobs;
+  }
+
+  started(_job: Job, seconds: number): void {
+    this.#starts.inc();
+    this.#startSeconds.observe(seconds);
+  }
+
+  startFailed(): void {
+    this.#startFailures.inc();
+  }
+
+  stopping(_job: Job, kind: StopKind): void {
+    this.#stops.inc({ kind });
+  }
+
+  ended(job: Job): void {
+    if (job.oomKilled) this.#oomKills.inc();
+  }
+
+  outputIngested(bytes: number): void {
+    this.#ingested.inc(bytes);
+  }
+
+  rpcStarted(service: string, method: string): void {
+    if (isOutputStream(service, method)) this.#activeStreams++;
+  }
+
+  streamed(bytes: number): void {
+    this.#streamed.inc(bytes);
+  }
+
+  rpcEnded(record: RpcRecord): void {
+    if (isOutputStream(record.service, record.method)) this.#activeStreams--;
+    const { service, method, code } = record;
+    this.#rpcs.inc({ service, method, code });
+    this.#rpcSeconds.observe({ service, method }, record.durationMs / 1000);
+  }
+
+  async text(): Promise<string> {
+    return await this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
