@@ -222,14 +222,8 @@ async function serve(config: Config): Promise<number> {
     // An ephemeral port stays the same across reloads, so clients find the worker again.
     config = { ...config, address: config.address.replace(/:0$/, `:${handover.port}`) };
   }
-  let { server, port, health } = await startServer(
-    config,
-    tls,
-    manager,
-    facts,
-    revoked,
-    metrics.rpcObservers,
-  );
+  const listen = () => startServer(config, tls, manager, facts, revoked, metrics.rpcObservers);
+  let { server, port, health } = await listen();
   const host = config.address.slice(0, config.address.lastIndexOf(":"));
   manager.applyRetention();
   const retentionTimer = setInterval(() => manager.applyRetention(), RETENTION_INTERVAL_MS);
@@ -255,14 +249,7 @@ async function serve(config: Config): Promise<number> {
     const failed = await reload(config, manager, server, startTime, port);
     if (failed) {
       // The exec failed after the server had stopped: serve again, as before.
-      ({ server, port, health } = await startServer(
-        config,
-        tls,
-        manager,
-        facts,
-        revoked,
-        metrics.rpcObservers,
-      ));
+      ({ server, port, health } = await listen());
       log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });
     }
   }
