@@ -85,7 +85,9 @@ test("list shows jobs newest first and the counts; --json parses", async () => {
   const second = await createJob("true");
   const listed = await jobworker(["list"]);
   assert.equal(listed.code, 0, listed.stderr);
-  assert.ok(listed.stdout.indexOf(second) < listed.stdout.indexOf(first), listed.stdout);
+  // list shows ids at their shortest unique length (at least 8 characters).
+  const at = (id: string) => listed.stdout.indexOf(id.slice(0, 8));
+  assert.ok(at(second) >= 0 && at(first) > at(second), listed.stdout);
   assert.match(listed.stdout, /\d+ COMPLETED/);
   const json = JSON.parse((await jobworker(["list", "--json"])).stdout);
   assert.ok(JSON.stringify(json).includes(first));
