@@ -507,7 +507,7 @@ Deno.test("server errors become one-line messages with exit code 1", async () =>
     [
       ["create", "nope"],
       rpcError(status.INVALID_ARGUMENT, 'command not found: "nope" (PATH=/usr/bin:/bin)'),
-      /^error: command not found: "nope" \(PATH=\/usr\/bin:\/bin\)\n$/,
+      /^error: nope: command not found \(the job's PATH is \/usr\/bin:\/bin\)\n$/,
     ],
     [
       ["stop", "x"],
