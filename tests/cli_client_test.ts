@@ -151,7 +151,8 @@ test("run: Ctrl-C stops the job; a second Ctrl-C detaches", async () => {
   const jobs = (await jwJson(["list"])).jobs as { status: string; args: string[] }[];
   assert.equal(jobs.find((job) => job.args.includes(script))?.status, "STOPPED");
 
-  const twice = spawn(["run", "bash", "-c", "echo ready; exec sleep 100"]);
+  // A PID 1 that ignores SIGTERM keeps running through the first Ctrl-C's stop (its grace).
+  const twice = spawn(["run", "bash", "-c", 'trap "" TERM; echo ready; exec sleep 100']);
   await twice.waitFor("ready");
   twice.child.kill("SIGINT");
   await new Promise((r) => setTimeout(r, 300));
