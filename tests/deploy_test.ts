@@ -10,6 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { makePki } from "./helpers/pki.ts";
+import { withSkip } from "./helpers/skip.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -174,13 +175,9 @@ async function exists(path: string): Promise<boolean> {
  * sharing the host's network, its sshd on a loopback port. The deployed service then runs a job
  * for a client on the host.
  */
-Deno.test({
+Deno.test(withSkip({
   name:
     "deploy to a systemd-nspawn container: unit enabled and running, serves jobs, status, certs, reload",
-  // Not passing yet: deploy, enable and start work (the service is active with Delegate=yes,
-  // KillMode=mixed, Restart=on-failure), but inside nspawn on this cgroup v1 host the controller
-  // hierarchies are read-only, so CreateJob fails (EROFS creating the job cgroup).
-  ignore: true,
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -298,4 +295,10 @@ Deno.test({
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
-});
+}, {
+  // Deploy, enable and start work there (the service is active with Delegate=yes, KillMode=mixed,
+  // Restart=on-failure), but inside nspawn on this cgroup v1 host the controller hierarchies are
+  // read-only, so CreateJob fails (EROFS creating the job cgroup). Known gap, reported on issue 9.
+  reason: "job cgroups are read-only inside systemd-nspawn on this cgroup v1 host",
+  allowedOnCI: true,
+}));

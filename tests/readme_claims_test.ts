@@ -250,9 +250,11 @@ test("JOB_WORKER_DEFAULT_CPU/MEMORY/PIDS/IO fill a request's zeros, in the job a
 
 test("JOB_WORKER_STOP_GRACE=1: a stop without a grace SIGKILLs a SIGTERM-deaf job after ~1 s", async () => {
   await withWorker({ env: { JOB_WORKER_STOP_GRACE: "1" } }, async (client) => {
-    // `sleep` as PID 1 has no SIGTERM handler, so the kernel drops the SIGTERM: only the
-    // SIGKILL at the end of the grace ends it.
-    const job = await client.createJob({ command: "sleep", args: ["1000"] });
+    // PID 1 ignores SIGTERM: only the SIGKILL at the end of the grace ends it.
+    const job = await client.createJob({
+      command: "bash",
+      args: ["-c", 'trap "" TERM; exec sleep 1000'],
+    });
     const t0 = performance.now();
     const stopped = await client.stopJob(job.id);
     const took = (performance.now() - t0) / 1000;
