@@ -40,8 +40,8 @@ preflight() {
     remote "$sudo true" >/dev/null 2>&1 ||
       die "$REMOTE_USER on $REMOTE_HOST needs passwordless sudo (or deploy as root)"
   fi
-  # One round trip: kernel, architecture, systemd. Linux >= 5.11 (clone3 with a pidfd,
-  # close_range), x86_64 (the pinned deno binary), systemd as init.
+  # One round trip: kernel, architecture, systemd. Linux >= 5.12 (clone3 with a pidfd,
+  # close_range, mount_setattr), x86_64 (the pinned deno binary), systemd as init.
   out=$(remote 'echo "kernel=$(uname -r) arch=$(uname -m)"; [ -d /run/systemd/system ] && command -v systemctl >/dev/null && echo systemd=yes || echo systemd=no')
   local kernel arch systemd
   kernel=$(sed -n 's/.*kernel=\([^ ]*\).*/\1/p' <<<"$out")
@@ -49,8 +49,8 @@ preflight() {
   systemd=$(sed -n 's/^systemd=//p' <<<"$out")
   local major minor
   IFS=. read -r major minor _ <<<"$kernel"
-  if [ -z "$major" ] || [ "$major" -lt 5 ] || { [ "$major" -eq 5 ] && [ "${minor%%[!0-9]*}" -lt 11 ]; }; then
-    die "$REMOTE_HOST runs Linux $kernel; jobworker needs 5.11 or newer"
+  if [ -z "$major" ] || [ "$major" -lt 5 ] || { [ "$major" -eq 5 ] && [ "${minor%%[!0-9]*}" -lt 12 ]; }; then
+    die "$REMOTE_HOST runs Linux $kernel; jobworker needs 5.12 or newer"
   fi
   [ "$arch" = x86_64 ] || die "$REMOTE_HOST is $arch; this build is for x86_64"
   if [ "${DEPLOY_SERVICE:-1}" != 0 ] && [ "$systemd" != yes ]; then

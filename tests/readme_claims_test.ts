@@ -375,7 +375,7 @@ test("a stop during init ends the job STOPPED once its command runs, leaving not
   });
 });
 
-test("serve refuses to run as non-root, and on a kernel older than 5.11", async () => {
+test("serve refuses to run as non-root, and on a kernel older than 5.12", async () => {
   const stateDir = await Deno.makeTempDir({ prefix: "jobworker-test-state-" });
   try {
     const serve = ["run", "-A", "--no-prompt", "--cached-only", MAIN, "serve"];
@@ -389,7 +389,7 @@ test("serve refuses to run as non-root, and on a kernel older than 5.11", async 
     assert.match(nobody.stderr, /must run as root/);
     // An old kernel, as Deno sees it: a private mount namespace with another osrelease.
     const release = `${stateDir}/osrelease`;
-    await Deno.writeTextFile(release, "5.10.0-old\n");
+    await Deno.writeTextFile(release, "5.11.0-old\n");
     const old = await runProgram("unshare", [
       "--mount",
       "--propagation",
@@ -401,7 +401,7 @@ test("serve refuses to run as non-root, and on a kernel older than 5.11", async 
       ...serve,
     ], { env });
     assert.equal(old.code, 1, old.stderr);
-    assert.match(old.stderr, /Linux 5\.11 or newer is needed, this is 5\.10\.0-old/);
+    assert.match(old.stderr, /Linux 5\.12 or newer is needed, this is 5\.11\.0-old/);
   } finally {
     await Deno.remove(stateDir, { recursive: true });
   }
