@@ -37,7 +37,8 @@ let instanceCgroups: string[];
 try {
   worker = await WorkerProcess.start({
     certDir: pki.dir,
-    env: { JOB_WORKER_MAX_JOBS: "1000" },
+    // One client certificate follows 200 jobs at once below: above the default per-client cap.
+    env: { JOB_WORKER_MAX_JOBS: "1000", JOB_WORKER_MAX_STREAMS_PER_CLIENT: "512" },
   });
   instanceCgroups = await instanceCgroupDirs(worker.stateDir);
 } catch (e) {
