@@ -59,7 +59,9 @@ test("start a worker", async () => {
   pki = await makePki();
   worker = await WorkerProcess.start({
     certDir: pki.dir,
-    env: umlDisk ? { JOB_WORKER_IO_DEVICES: "98:0" } : {},
+    // Under UML the IO test writes the raw scratch disk: only a privileged job may open a block
+    // device (the default profile's /dev has none).
+    env: umlDisk ? { JOB_WORKER_IO_DEVICES: "98:0", JOB_WORKER_ALLOW_PRIVILEGED: "1" } : {},
   });
   client = clientFor(pki.dir, worker.address);
   assert.ok(worker.logs.some((l) => l.includes(`cgroup v${version}`)), worker.logs.join("\n"));
@@ -152,6 +154,7 @@ test("dd oflag=direct of 4 MiB at 1 MiB/s takes about 4 s", async () => {
       command: "dd",
       args: ["if=/dev/zero", `of=${target}`, "bs=1M", "count=4", "oflag=direct"],
       maxIOBPS: MiB,
+      privileged: umlDisk !== undefined,
     });
     assert.equal(job.status, JobStatus.COMPLETED, job.reason);
     assert.equal(job.maxIOBPS, MiB);
