@@ -250,11 +250,18 @@ test("JOB_WORKER_DEFAULT_CPU/MEMORY/PIDS/IO fill a request's zeros, in the job a
 
 test("JOB_WORKER_STOP_GRACE=1: a stop without a grace SIGKILLs a SIGTERM-deaf job after ~1 s", async () => {
   await withWorker({ env: { JOB_WORKER_STOP_GRACE: "1" } }, async (client) => {
-    // PID 1 ignores SIGTERM: only the SIGKILL at the end of the grace ends it.
+    // PID 1 ignores SIGTERM: only the SIGKILL at the end of the grace ends it. The stop waits for
+    // "ready", so the SIGTERM cannot arrive before the shell has set its disposition.
     const job = await client.createJob({
       command: "bash",
-      args: ["-c", 'trap "" TERM; exec sleep 1000'],
+      args: ["-c", 'trap "" TERM; echo ready; exec sleep 1000'],
     });
+    for (let i = 0;; i++) {
+      const { stdout } = await collectOutput(client, job.id, { noFollow: true });
+      if (stdout.includes("ready")) break;
+      if (i > 1200) throw new Error("the job never said ready");
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const t0 = performance.now();
     const stopped = await client.stopJob(job.id);
     const took = (performance.now() - t0) / 1000;
