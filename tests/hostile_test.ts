@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Skip, withSkip } from "./helpers/skip.ts";
+import { loadTest as test, NOT_YET } from "./helpers/skip.ts";
 import assert from "node:assert/strict";
 import { jobworker } from "../proto/service.ts";
 import type { JobClient } from "../cli/client.ts";
@@ -26,15 +26,6 @@ const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 let pki: PkiFixture;
 let worker: WorkerProcess;
 let client: JobClient;
-
-const test = (name: string, fn: () => Promise<void>, skip?: Skip) =>
-  Deno.test(withSkip({ name, sanitizeOps: false, sanitizeResources: false, fn }, skip));
-
-/** Tests not passing yet on the loaded 2-core machine; issue 12 stays open until they do. */
-const NOT_YET: Skip = {
-  reason: "not passing yet under the full suite's load (issue 12 open)",
-  allowedOnCI: true,
-};
 
 async function waitEnded(c: JobClient, id: string): Promise<jobworker.Job> {
   for (;;) {

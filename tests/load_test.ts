@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Skip, withSkip } from "./helpers/skip.ts";
+import { loadTest as test, NOT_YET } from "./helpers/skip.ts";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { jobworker } from "../proto/service.ts";
@@ -23,15 +23,6 @@ const sha256 = (bytes: Uint8Array | string) => createHash("sha256").update(bytes
 let pki: PkiFixture;
 let worker: WorkerProcess;
 let client: JobClient;
-
-const test = (name: string, fn: () => Promise<void>, skip?: Skip) =>
-  Deno.test(withSkip({ name, sanitizeOps: false, sanitizeResources: false, fn }, skip));
-
-/** Tests not passing yet on the loaded 2-core machine; issue 12 stays open until they do. */
-const NOT_YET: Skip = {
-  reason: "not passing yet under the full suite's load (issue 12 open)",
-  allowedOnCI: true,
-};
 
 async function waitEnded(c: JobClient, id: string, ms = 300_000): Promise<jobworker.Job> {
   const deadline = performance.now() + ms;
