@@ -307,8 +307,15 @@ export class JobManager {
         throw startError(failure);
       }
       this.#transition(job, "RUNNING");
-      this.options.events?.started(job, (performance.now() - began) / 1000);
-      log.info("job started", { id, owner, command: spec.command, pid: process.pid });
+      const startMs = performance.now() - began;
+      this.options.events?.started(job, startMs / 1000);
+      log.info("job started", {
+        id,
+        owner,
+        command: spec.command,
+        pid: process.pid,
+        startMs: Math.round(startMs * 100) / 100,
+      });
       running.stopper.started();
       if (spec.timeoutSeconds > 0) {
         this.#armTimeout(job, running, Date.now() + spec.timeoutSeconds * 1000);
