@@ -23,6 +23,7 @@ import { issueClientCert, issueServerCert } from "../cli/pki/issue.ts";
 import { writeKeyPair } from "../cli/pki/files.ts";
 import { type ClientName, makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
+import { parseLogLine } from "./helpers/log_lines.ts";
 import { clientFor } from "./helpers/clients.ts";
 
 const S = jobworker.JobStatus;
@@ -874,7 +875,7 @@ test("cleanup: admin stops the shared job, the worker exits 0", async () => {
 
 test("cleanup: the workers of this file left no cgroup directory behind", () => {
   assert.equal(cgroupDirsOf(worker).length > 0, true, "no cgroups layout line in the log");
-  const warnings = worker.logs.filter((l) => / (WARN|ERROR) /.test(l));
+  const warnings = worker.logs.filter((l) => /^(warn|error)$/.test(parseLogLine(l)?.level ?? ""));
   assert.deepEqual(
     leftCgroups,
     [],

@@ -8,6 +8,7 @@ import net from "node:net";
 import { type ProgramResult, runProgram } from "./helpers/process.ts";
 import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
+import { parseLogLine } from "./helpers/log_lines.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const DENO_RUN = ["run", "--allow-all", "--no-prompt", "--cached-only", MAIN];
@@ -505,7 +506,7 @@ test("stream resumes across a server reload (SIGHUP): every byte once", async ()
     assert.equal(status.code, 0, stderr);
     assert.ok(reloaded);
     assert.ok(
-      reloading.logs.filter((line) => / listening /.test(line)).length >= 2,
+      reloading.logs.filter((line) => parseLogLine(line)?.msg === "listening").length >= 2,
       "the worker reloaded",
     );
     const expected = Array.from({ length: 80 }, (_, i) => `line${i + 1}\n`).join("");

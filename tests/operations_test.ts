@@ -311,10 +311,11 @@ test("health: a Watch sees NOT_SERVING when the worker drains, then ends; the wo
 });
 
 // ---------------------------------------------------------------------------------------------
-// Other log settings: logfmt lines; LOG_LEVEL=warn silences the audit; no metrics by default.
+// Other log settings: logfmt lines by default; text still selectable; LOG_LEVEL=warn silences
+// the audit; no metrics by default.
 
-test("audit: logfmt lines with LOG_FORMAT=logfmt; no metrics endpoint by default", async () => {
-  const w = await WorkerProcess.start({ certDir: pki.dir, env: { LOG_FORMAT: "logfmt" } });
+test("audit: logfmt lines by default (LOG_FORMAT unset); no metrics endpoint by default", async () => {
+  const w = await WorkerProcess.start({ certDir: pki.dir });
   try {
     const admin = clientFor(pki.dir, w.address, "admin");
     const job = await admin.createJob({ command: "true" });
@@ -330,7 +331,29 @@ test("audit: logfmt lines with LOG_FORMAT=logfmt; no metrics endpoint by default
         `^time=\\S+ level=info msg=audit method=jobworker.JobService/CreateJob caller=alice role=admin job=${job.id} code=OK duration_ms=[0-9.]+$`,
       ),
     );
+    // Every line the worker wrote is logfmt, not only the audit.
+    const notLogfmt = w.logs.filter((l) => !/^time=\S+ level=(debug|info|warn|error) msg=/.test(l));
+    assert.deepEqual(notLogfmt, [], w.logs.join("\n"));
     assert.ok(!w.logs.some((l) => l.includes("metrics")), w.logs.join("\n"));
+  } finally {
+    assert.equal((await w.stop()).code, 0);
+  }
+});
+
+test("LOG_FORMAT=text stays selectable: `time LEVEL message key=value`", async () => {
+  const w = await WorkerProcess.start({ certDir: pki.dir, env: { LOG_FORMAT: "text" } });
+  try {
+    const admin = clientFor(pki.dir, w.address, "admin");
+    const job = await admin.createJob({ command: "true" });
+    admin.close();
+    const audit = await waitFor("the audit line", () => w.logs.find((l) => l.includes(" audit ")));
+    assert.match(
+      audit,
+      new RegExp(
+        `^\\S+Z INFO  audit method=jobworker.JobService/CreateJob caller=alice role=admin job=${job.id} code=OK duration_ms=[0-9.]+$`,
+      ),
+    );
+    assert.ok(w.logs.some((l) => / INFO  listening address=/.test(l)), w.logs.join("\n"));
   } finally {
     assert.equal((await w.stop()).code, 0);
   }

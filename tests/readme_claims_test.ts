@@ -12,6 +12,7 @@ import { jobServiceDefinition, jobworker } from "../proto/service.ts";
 import type { JobClient } from "../cli/client.ts";
 import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
+import { parseLogLine } from "./helpers/log_lines.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { runProgram } from "./helpers/process.ts";
 import {
@@ -84,7 +85,10 @@ test("flags override the environment for serve (--log-level, --default-memory)",
     env: { LOG_LEVEL: "warn", JOB_WORKER_DEFAULT_MEMORY: "100" },
     args: ["--log-level", "info", "--default-memory", "64"],
   }, async (client, worker) => {
-    assert.ok(worker.logs.some((l) => / INFO +listening/.test(l)), worker.logs.join("\n"));
+    assert.ok(
+      worker.logs.some((l) => parseLogLine(l)?.msg === "listening"),
+      worker.logs.join("\n"),
+    );
     const job = await client.createJob({ command: "sleep", args: ["30"] });
     assert.equal(job.maxMemory, 64);
     const limit = v2() ? "memory.max" : "memory.limit_in_bytes";
@@ -134,7 +138,8 @@ test("LOG_LEVEL=warn: no INFO line at all, even while jobs run and end", async (
     await drained;
     await Deno.remove(stateDir, { recursive: true });
   }
-  assert.deepEqual(lines.filter((l) => / (INFO|DEBUG) /.test(l)), [], lines.join("\n"));
+  const quiet = lines.filter((l) => /^(info|debug)$/.test(parseLogLine(l)?.level ?? ""));
+  assert.deepEqual(quiet, [], lines.join("\n"));
 });
 
 test("MAX_SEND_MSG_SIZE bounds every output message; the default allows larger ones", async () => {

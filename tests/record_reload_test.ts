@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { jobworker } from "../proto/service.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
+import { parseLogLine } from "./helpers/log_lines.ts";
 import { ApiCalls } from "./helpers/api_calls.ts";
 import { clientFor } from "./helpers/clients.ts";
 import { jobProcesses, waitFor } from "./helpers/host_procs.ts";
@@ -52,14 +53,14 @@ function isCounterPrefix(text: string): boolean {
   return String(lines.length).startsWith(last);
 }
 
-const listenLines = () => worker.logs.filter((l) => / listening /.test(l)).length;
+const listenLines = () => worker.logs.filter((l) => parseLogLine(l)?.msg === "listening").length;
 
 /** SIGHUP, then waits for the worker to listen again; returns the reload's log line. */
 async function reloadWorker(): Promise<string> {
   const before = listenLines();
   worker.process.kill("SIGHUP");
   await waitFor("the worker to listen again", () => listenLines() > before, 60_000);
-  return worker.logs.filter((l) => / listening /.test(l)).at(-1)!;
+  return worker.logs.filter((l) => parseLogLine(l)?.msg === "listening").at(-1)!;
 }
 
 /** Streams a job's whole output, reconnecting and resuming from its offset after errors. */

@@ -9,6 +9,7 @@ import { jobworker } from "../proto/service.ts";
 import type { JobClient } from "../cli/client.ts";
 import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
+import { parseLogLine } from "./helpers/log_lines.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { runProgram } from "./helpers/process.ts";
 import { UNDER_UML } from "./helpers/machine.ts";
@@ -266,7 +267,7 @@ test("SIGHUP does not stop jobs (it reloads in place); SIGINT stops gracefully",
       command: "bash",
       args: ["-c", "trap 'echo bye; exit 0' TERM; echo ready; while :; do sleep 0.1; done"],
     });
-    const listening = () => other.logs.filter((l) => / listening /.test(l)).length;
+    const listening = () => other.logs.filter((l) => parseLogLine(l)?.msg === "listening").length;
     other.process.kill("SIGHUP");
     await waitFor("the reload", () => listening() === 2, 60_000);
     assert.equal((await c.getJob(job.id)).status, JobStatus.RUNNING, "the job runs on");

@@ -73,7 +73,7 @@ Options:
                                                     JOB_WORKER_CERT_PATH (./certs)
   --state-dir DIR         job output, runtime files JOB_WORKER_STATE_DIR (/var/lib/jobworker)
   --log-level LEVEL       debug|info|warn|error     LOG_LEVEL (info)
-  --log-format FORMAT     text|logfmt|json          LOG_FORMAT (text)
+  --log-format FORMAT     text|logfmt|json          LOG_FORMAT (logfmt)
   --metrics-addr HOST:PORT Prometheus /metrics over plain HTTP, off when empty
                                                     JOB_WORKER_METRICS_ADDR ()
   --max-recv-msg-size N   bytes                     MAX_RECV_MSG_SIZE (4194304)
@@ -123,7 +123,7 @@ const FLAGS = {
   "cert-path": { env: "JOB_WORKER_CERT_PATH", fallback: "certs" },
   "state-dir": { env: "JOB_WORKER_STATE_DIR", fallback: "/var/lib/jobworker" },
   "log-level": { env: "LOG_LEVEL", fallback: "info" },
-  "log-format": { env: "LOG_FORMAT", fallback: "text" },
+  "log-format": { env: "LOG_FORMAT", fallback: "logfmt" },
   "metrics-addr": { env: "JOB_WORKER_METRICS_ADDR", fallback: "" },
   "max-recv-msg-size": { env: "MAX_RECV_MSG_SIZE", fallback: "4194304" },
   "max-send-msg-size": { env: "MAX_SEND_MSG_SIZE", fallback: "4194304" },

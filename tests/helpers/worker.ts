@@ -3,6 +3,7 @@
  * certificates; waits for its "listening" line and reports the port.
  */
 import { TextLineStream } from "./lines.ts";
+import { parseLogLine } from "./log_lines.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -75,9 +76,9 @@ export class WorkerProcess {
           );
         }
         logs.push(value);
-        // The "listening" line in any LOG_FORMAT: text, logfmt or JSON.
-        const match = /(?:INFO +|msg=|"msg":")listening\b.*\bport"?[=:](\d+)/.exec(value);
-        if (match) port = Number(match[1]);
+        // The "listening" line in any LOG_FORMAT: logfmt, JSON or text.
+        const line = parseLogLine(value);
+        if (line?.msg === "listening") port = Number(line.fields.port);
       }
     } catch (e) {
       if (options.stateDir === undefined) {

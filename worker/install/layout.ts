@@ -64,7 +64,8 @@ JOB_WORKER_ADDR=0.0.0.0:50051
 JOB_WORKER_CERT_PATH=${layout.configDir}/certs
 JOB_WORKER_STATE_DIR=${layout.stateDir}
 LOG_LEVEL=info
-LOG_FORMAT=text
+# logfmt (default), json or text
+LOG_FORMAT=logfmt
 # Prometheus metrics over plain HTTP; keep it on a local or private address.
 #JOB_WORKER_METRICS_ADDR=127.0.0.1:9464
 `;

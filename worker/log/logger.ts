@@ -1,8 +1,9 @@
 /**
  * A small leveled logger writing one line per event to stderr, in one of three formats (LOG_FORMAT):
- * - `text` (default): `time LEVEL message key=value...`, for people and journald;
- * - `json`: one JSON object per line (`time`, `level`, `msg`, then the fields), for log shippers.
- * - `logfmt`: strict logfmt (`time=... level=info msg=... key=value...`).
+ * - `logfmt` (default): `time=... level=info msg=... key=value...`, read by people, journald, and
+ *   log tools (Loki, Vector, `grep key=value`) alike;
+ * - `json`: one JSON object per line (`time`, `level`, `msg`, then the fields), for log shippers;
+ * - `text`: `time LEVEL message key=value...`, a little easier on the eye at a terminal.
  */
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -19,7 +20,7 @@ export function isLogFormat(value: string): value is LogFormat {
 }
 
 let threshold = ORDER.info;
-let lineFormat: LogFormat = "text";
+let lineFormat: LogFormat = "logfmt";
 
 export function setLogLevel(level: LogLevel): void {
   threshold = ORDER[level];
