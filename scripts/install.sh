@@ -4,10 +4,31 @@
 #   scripts/install.sh uninstall DENO   (PURGE=1 also removes /etc/jobworker and /var/lib/jobworker)
 # With a compiled bin/jobworker (see scripts/build.sh) that one file is installed. Without one,
 # PREFIX/lib/jobworker becomes a self-contained directory: the pinned deno binary, the code, its
-# npm packages (node_modules) and the C shim, with PREFIX/bin/jobworker a launcher running it, so
+# npm packages (node_modules), the C shim and jwinit, with PREFIX/bin/jobworker a launcher running it, so
 # the installed program never needs the network or this checkout.
+#   scripts/install.sh place STAGED LIB (moves a staged PREFIX/lib/jobworker into place; deploy
+#                                       runs it on the remote with `bash -s`)
 set -euo pipefail
-action=$1 deno_bin=$2
+action=$1 deno_bin=${2:-}
+
+# Puts a staged self-contained directory (deno, app/) at LIB without pulling anything from under a
+# worker that runs from LIB: it starts each job's init, and re-executes itself on reload, from the
+# paths it was started with (LIB/deno, LIB/app/main.ts). So those paths stay valid throughout:
+# deno is replaced only when it changed, app/ is swapped by two renames, deno-dir/ is kept.
+place_lib() {
+  local staged=$1 lib=$2
+  mkdir -p "$lib/deno-dir"
+  cmp -s "$staged/deno" "$lib/deno" || mv -f "$staged/deno" "$lib/deno"
+  rm -rf "$lib/app.old"
+  [ ! -e "$lib/app" ] || mv "$lib/app" "$lib/app.old"
+  mv "$staged/app" "$lib/app"
+  rm -rf "$lib/app.old" "$staged"
+}
+if [ "$action" = place ]; then
+  place_lib "$2" "$3"
+  exit 0
+fi
+
 cd "$(dirname "$0")/.."
 DESTDIR=${DESTDIR:-}
 PREFIX=${PREFIX:-/usr/local}
@@ -21,20 +42,21 @@ is_compiled() { [ -f bin/jobworker ] && [ "$(head -c 4 bin/jobworker)" = $'\x7fE
 install_self_contained() {
   local real_deno app
   real_deno=$(readlink -f "$deno_bin")
-  [ -f build/libjwshim.so ] || { echo "build/libjwshim.so is missing: run make shim" >&2; exit 1; }
+  local f
+  for f in build/libjwshim.so build/jwinit; do
+    [ -f "$f" ] || { echo "$f is missing: run make shim" >&2; exit 1; }
+  done
   [ -d node_modules ] || { echo "node_modules is missing: run make deps" >&2; exit 1; }
   rm -rf "$lib.new"
-  # deno-dir: the installed DENO_DIR (compile caches, filled on first run).
-  mkdir -p "$lib.new/app/build" "$lib.new/deno-dir" "$(dirname "$bin")"
+  mkdir -p "$lib.new/app/build" "$(dirname "$bin")"
   install -m 0755 "$real_deno" "$lib.new/deno"
   app="$lib.new/app"
   cp -a main.ts deno.json deno.lock worker cli init proto "$app/"
   install -m 0644 build/libjwshim.so "$app/build/libjwshim.so"
+  install -m 0755 build/jwinit "$app/build/jwinit"
   cp -a node_modules "$app/node_modules"
-  rm -rf "$lib.old"
-  [ ! -e "$lib" ] || mv "$lib" "$lib.old"
-  mv "$lib.new" "$lib"
-  rm -rf "$lib.old"
+  # deno-dir: the installed DENO_DIR (compile caches, filled on first run).
+  place_lib "$lib.new" "$lib"
   cat > "$bin.new" <<'LAUNCHER'
 #!/bin/sh
 # jobworker: runs the self-contained installation in ../lib/jobworker (written by `make install`).

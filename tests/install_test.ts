@@ -8,6 +8,9 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { makePki } from "./helpers/pki.ts";
+import { WorkerProcess } from "./helpers/worker.ts";
+import { clientFor, collectOutput } from "./helpers/clients.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -127,4 +130,54 @@ Deno.test("install: a self-contained program, its unit and directories; uninstal
     await Deno.remove(root, { recursive: true }).catch(() => {});
     await Deno.remove(check, { recursive: true }).catch(() => {});
   }
+});
+
+Deno.test({
+  name:
+    "install: the installed program serves jobs from its own directory; a reinstall under it leaves the running worker's program paths valid",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const root = await Deno.makeTempDir({ prefix: "jobworker-install-" });
+    const env = { DESTDIR: root, PREFIX: "/usr/local" };
+    const pki = await makePki();
+    let worker: WorkerProcess | undefined;
+    try {
+      const installed = await run("bash", ["scripts/install.sh", "install", Deno.execPath()], env);
+      assert.equal(installed.code, 0, installed.out);
+      const lib = `${root}/usr/local/lib/jobworker`;
+      worker = await WorkerProcess.start({
+        certDir: pki.dir,
+        program: `${root}/usr/local/bin/jobworker`,
+      });
+      const exe = () => Deno.readLinkSync(`/proc/${worker!.process.pid}/exe`);
+      assert.equal(exe(), `${lib}/deno`);
+      const client = clientFor(pki.dir, worker.address);
+      try {
+        // A job needs everything the installation must carry: the shim, init's code, jwinit.
+        const first = await client.createJob({ command: "echo", args: ["installed"] });
+        assert.equal((await collectOutput(client, first.id)).stdout, "installed\n");
+        const minimal = await client.createJob({ command: "true", init: true });
+        await collectOutput(client, minimal.id);
+        assert.equal((await client.getJob(minimal.id)).exitCode, 0);
+
+        // Upgrading in place (make install or make deploy again) while it runs: the worker's
+        // program and code paths stay valid, so its next jobs start and a reload finds itself.
+        const again = await run("bash", ["scripts/install.sh", "install", Deno.execPath()], env);
+        assert.equal(again.code, 0, again.out);
+        assert.equal(exe(), `${lib}/deno`, "the running worker's deno was not replaced");
+        assert.ok(!exists(`${lib}.old`) && !exists(`${lib}/app.old`));
+        const next = await client.createJob({ command: "echo", args: ["after the upgrade"] });
+        assert.equal((await collectOutput(client, next.id)).stdout, "after the upgrade\n");
+      } finally {
+        client.close();
+      }
+      assert.equal((await worker.stop()).code, 0);
+      worker = undefined;
+    } finally {
+      if (worker) await worker.stop("SIGKILL");
+      await pki.remove();
+      await Deno.remove(root, { recursive: true }).catch(() => {});
+    }
+  },
 });
