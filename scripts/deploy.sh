@@ -59,24 +59,24 @@ preflight() {
   echo "deploy: $target: Linux $kernel $arch, systemd: $systemd"
 }
 
-# Installs into a local staging root and ships PREFIX (bin/jobworker and lib/jobworker) as a tarball.
+# Installs into a local staging root and ships PREFIX (bin/jobworker and lib/jobworker) as a
+# tarball; on the remote, scripts/install.sh (sent on stdin) moves lib/jobworker into place so that
+# a running worker keeps its paths (see place_lib there) until it is restarted or reloaded.
 ship() {
-  local stage
+  local stage t
   stage=$(mktemp -d)
   trap 'rm -rf "$stage"; trap - RETURN' RETURN
   DESTDIR="$stage" PREFIX=/usr/local bash scripts/install.sh install "$deno_bin" >/dev/null
   echo "deploy: copying $(du -sh "$stage/usr/local" | cut -f1) to $REMOTE_HOST"
+  local d="$REMOTE_DESTDIR/usr/local"
+  t=$(remote "set -e; $sudo mkdir -p '$d/bin' '$d/lib'; $sudo mktemp -d '$d/.deploy.XXXXXX'")
   tar -C "$stage/usr/local" -czf - bin/jobworker $( [ -d "$stage/usr/local/lib/jobworker" ] && echo lib/jobworker) |
-    remote "set -e; d=\"$REMOTE_DESTDIR/usr/local\"; $sudo mkdir -p \"\$d/bin\" \"\$d/lib\"
-      t=\$($sudo mktemp -d \"\$d/.deploy.XXXXXX\"); $sudo tar -C \"\$t\" -xzf -
-      if [ -d \"\$t/lib/jobworker\" ]; then
-        $sudo rm -rf \"\$d/lib/jobworker.old\"
-        [ ! -e \"\$d/lib/jobworker\" ] || $sudo mv \"\$d/lib/jobworker\" \"\$d/lib/jobworker.old\"
-        $sudo mv \"\$t/lib/jobworker\" \"\$d/lib/jobworker\"
-        $sudo rm -rf \"\$d/lib/jobworker.old\"
-      fi
-      $sudo mv \"\$t/bin/jobworker\" \"\$d/bin/jobworker\"; $sudo rm -rf \"\$t\"
-      $sudo \"\$d/bin/jobworker\" install --unit-only --prefix /usr/local --destdir \"$REMOTE_DESTDIR\""
+    remote "$sudo tar -C '$t' -xzf -"
+  if [ -d "$stage/usr/local/lib/jobworker" ]; then
+    remote "$sudo bash -s place '$t/lib/jobworker' '$d/lib/jobworker'" <scripts/install.sh
+  fi
+  remote "set -e; $sudo mv '$t/bin/jobworker' '$d/bin/jobworker'; $sudo rm -rf '$t'
+    $sudo '$d/bin/jobworker' install --unit-only --prefix /usr/local --destdir '$REMOTE_DESTDIR'"
 }
 
 certificates() {
@@ -98,20 +98,39 @@ certificates() {
   echo "deploy: issued and copied a server certificate for ${SERVER_NAMES:-$REMOTE_HOST} (the CA key stays here)"
 }
 
+# The worker's "listening" line in any LOG_FORMAT (logfmt, json, text).
+listening_re='msg=listening |"msg":"listening"| INFO +listening '
+
+# How many "listening" lines the service's current run (systemd invocation) has logged.
+listening_count() {
+  remote "id=\$(systemctl show -p InvocationID --value jobworker)
+    [ -n \"\$id\" ] || { echo 0; exit 0; }
+    $sudo journalctl -q -o cat _SYSTEMD_INVOCATION_ID=\$id | grep -cE '$listening_re' || true"
+}
+
 service() {
-  local verb=restart
-  if [ "${RELOAD:-0}" = 1 ] && remote "systemctl is-active --quiet jobworker"; then verb=reload; fi
+  local verb=restart before=0
+  if [ "${RELOAD:-0}" = 1 ] && remote "systemctl is-active --quiet jobworker"; then
+    verb=reload
+    before=$(listening_count)
+  fi
   remote "set -e; $sudo systemctl daemon-reload; $sudo systemctl enable --quiet jobworker; $sudo systemctl $verb jobworker"
   echo "deploy: jobworker ${verb}ed on $REMOTE_HOST"
-  local i
-  for i in $(seq 1 20); do
-    remote "systemctl is-active --quiet jobworker" && break
+  # Active is not enough (Type=exec is active once the program runs): wait until this run of the
+  # worker (or the reloaded program) logs that it listens. A worker that fails and is restarted
+  # starts a new invocation and never gets there.
+  local i serving=no
+  for i in $(seq 1 60); do
+    if [ "$(listening_count)" -gt "$before" ] && remote "systemctl is-active --quiet jobworker"; then
+      serving=yes
+      break
+    fi
     sleep 1
   done
   remote "$sudo systemctl status --no-pager --lines=0 jobworker" || true
   echo "--- last log lines ---"
   remote "$sudo journalctl -u jobworker -n 20 --no-pager" || true
-  remote "systemctl is-active --quiet jobworker" || die "jobworker is not running on $REMOTE_HOST (see the log above)"
+  [ "$serving" = yes ] || die "jobworker is not serving on $REMOTE_HOST after ${verb}ing it (see the log above)"
 }
 
 case "$action" in
@@ -129,7 +148,8 @@ case "$action" in
     remote "$sudo systemctl status --no-pager jobworker; $sudo journalctl -u jobworker -n 20 --no-pager"
     ;;
   logs)
-    "${ssh_cmd[@]:0:${#ssh_cmd[@]}-1}" -t "$target" "$sudo journalctl -u jobworker -f -n 50"
+    # -t: Ctrl-C ends the remote journalctl too. exec: stopping this script stops the ssh.
+    exec "${ssh_cmd[@]:0:${#ssh_cmd[@]}-1}" -t "$target" "$sudo journalctl -u jobworker -f -n 50"
     ;;
   certs)
     remote "command -v openssl >/dev/null || { echo 'openssl is not installed on $REMOTE_HOST' >&2; exit 1; }

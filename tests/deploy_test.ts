@@ -1,16 +1,18 @@
 /**
- * `make deploy` (scripts/deploy.sh) against a real sshd on a loopback port with a throwaway key.
- * This machine has no systemd (its PID 1 is not systemd and systemd-nspawn was not tried), so the
- * service step is checked only for its refusal; the copy, the install on the "remote" (into
- * REMOTE_DESTDIR) and the certificates are checked for real.
+ * `make deploy` (scripts/deploy.sh) against a real sshd: first on a loopback port of this machine,
+ * which does not run systemd (the service step is checked for its refusal; the copy, the install
+ * into REMOTE_DESTDIR and the certificates for real); then against a real systemd in a
+ * `systemd-nspawn --boot` container, where the deployed service runs jobs end to end.
  *
- * Run: `deno test -A tests/deploy_test.ts` (as root; sshd from `make test-tools`).
+ * Run: `deno test -A tests/deploy_test.ts` (as root; sshd and systemd-nspawn from
+ * `make test-tools`).
  *
  * @module
  */
 import assert from "node:assert/strict";
 import { makePki } from "./helpers/pki.ts";
-import { withSkip } from "./helpers/skip.ts";
+import { hasProgram, unless, withSkip } from "./helpers/skip.ts";
+import { jobworker } from "../proto/service.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -32,7 +34,16 @@ function freePort(): number {
   return port;
 }
 
-Deno.test({
+const SSH = unless(
+  ["sshd", "ssh", "ssh-keygen", "openssl"].every(hasProgram),
+  "needs sshd, ssh, ssh-keygen and openssl (make test-tools installs them)",
+);
+const NSPAWN = SSH ?? unless(
+  hasProgram("systemd-nspawn"),
+  "needs systemd-nspawn (make test-tools installs systemd-container)",
+);
+
+Deno.test(withSkip({
   name:
     "deploy over a real sshd: clear failures, the install on the remote, a server certificate issued here",
   sanitizeResources: false,
@@ -158,7 +169,7 @@ Deno.test({
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
-});
+}, SSH));
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -169,15 +180,65 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** The cgroup directories this process sits in, one per hierarchy (v1 controllers, name=systemd, v2). */
+function ownCgroupDirs(): { hierarchy: string; dir: string }[] {
+  const mounts: { fstype: string; options: string[]; at: string }[] = [];
+  for (const line of Deno.readTextFileSync("/proc/self/mountinfo").split("\n")) {
+    const [before, after] = line.split(" - ");
+    if (!after) continue;
+    const [fstype, , superOptions] = after.split(" ");
+    if (fstype === "cgroup" || fstype === "cgroup2") {
+      mounts.push({ fstype, options: superOptions!.split(","), at: before!.split(" ")[4]! });
+    }
+  }
+  const dirs: { hierarchy: string; dir: string }[] = [];
+  for (const line of Deno.readTextFileSync("/proc/self/cgroup").trim().split("\n")) {
+    const [, hierarchy, path] = /^\d+:([^:]*):(.*)$/.exec(line)!;
+    const mount = hierarchy === ""
+      ? mounts.find((m) => m.fstype === "cgroup2")
+      : mounts.find((m) =>
+        m.fstype === "cgroup" && hierarchy!.split(",").every((c) => m.options.includes(c))
+      );
+    if (mount) dirs.push({ hierarchy: hierarchy!, dir: `${mount.at}${path === "/" ? "" : path}` });
+  }
+  return dirs;
+}
+
+/** Removes a cgroup directory and every cgroup below it (deepest first; they must be empty). */
+function removeCgroupTree(dir: string): void {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch {
+    return;
+  }
+  for (const e of entries) if (e.isDirectory) removeCgroupTree(`${dir}/${e.name}`);
+  try {
+    Deno.removeSync(dir);
+  } catch (e) {
+    console.log(`could not remove ${dir}: ${(e as Error).message}`);
+  }
+}
+
 /**
  * The whole deploy against a real systemd: a `systemd-nspawn --boot` container of this machine's
  * own root (volatile: a tmpfs root, /etc and /usr as overlays whose changes vanish with it),
- * sharing the host's network, its sshd on a loopback port. The deployed service then runs a job
- * for a client on the host.
+ * sharing the host's network, its sshd on a loopback port. The deployed service then runs jobs
+ * for a client on the host, is reloaded with a job running, and its live log is followed.
+ *
+ * cgroups: nspawn gives the container a cgroup namespace and, on a cgroup v1 host like this one,
+ * mounts the controller hierarchies read-only (systemd's src/nspawn/nspawn-cgroup.c: only
+ * name=systemd stays writable), so that a container cannot change its own limits. A real v1 host
+ * gives its systemd writable hierarchies. To be such a host, the container is started in cgroups
+ * made for it beneath this process's own, one per hierarchy (those become the roots of its cgroup
+ * namespace: nothing outside them can change), then its controller mounts are remounted
+ * read-write and its systemd re-executed, which makes it manage them: with the unit's
+ * Delegate=yes it creates system.slice/jobworker.service in every controller, and the worker its
+ * job cgroups beneath that, exactly as on a v1 host.
  */
 Deno.test(withSkip({
   name:
-    "deploy to a systemd-nspawn container: unit enabled and running, serves jobs, status, certs, reload",
+    "deploy to a systemd-nspawn container: unit enabled and running, serves jobs in its delegated cgroups, reload keeps a job, status, logs, certs",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -185,7 +246,14 @@ Deno.test(withSkip({
     const machine = `jwdeploy${Math.floor(Math.random() * 1e6)}`;
     const pki = await makePki();
     let container: Deno.ChildProcess | undefined;
+    let logs: Deno.ChildProcess | undefined;
+    // Not cpuset: a new v1 cpuset cgroup has no CPUs until it is given some, and neither systemd
+    // nor the worker uses it on v1.
+    const own = ownCgroupDirs();
+    const v1 = own.some((c) => c.hierarchy === "memory");
+    const cgroups = own.filter((c) => c.hierarchy !== "cpuset").map((c) => `${c.dir}/${machine}`);
     try {
+      for (const cg of cgroups) await Deno.mkdir(cg);
       const sshPort = freePort();
       const apiPort = freePort();
       await Deno.mkdir(`${dir}/etc/ssh/sshd_config.d`, { recursive: true });
@@ -209,8 +277,15 @@ Deno.test(withSkip({
       const k = await sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", `${dir}/key`]);
       assert.equal(k.code, 0, k.out);
       Deno.copyFileSync(`${dir}/key.pub`, `${dir}/ssh/authorized_keys`);
-      container = new Deno.Command("systemd-nspawn", {
+      // sh moves itself into the container's cgroups, then becomes systemd-nspawn.
+      container = new Deno.Command("sh", {
         args: [
+          "-c",
+          'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 125; shift; done; shift; exec "$@"',
+          "sh",
+          ...cgroups,
+          "--",
+          "systemd-nspawn",
           "--boot",
           "--volatile=yes",
           "-D",
@@ -230,13 +305,25 @@ Deno.test(withSkip({
         `-i ${dir}/key -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR`;
       const inside = (command: string) =>
         sh(["ssh", "-p", String(sshPort), ...sshOpts.split(" "), "root@localhost", command]);
-      let booted = "";
-      for (let i = 0; i < 120 && !/^(running|degraded)/.test(booted); i++) {
-        booted = (await inside("systemctl is-system-running")).out.trim();
-        if (!/^(running|degraded)/.test(booted)) await new Promise((r) => setTimeout(r, 500));
-      }
-      assert.match(booted, /^(running|degraded)/, "the container did not boot");
+      const booted = async () => {
+        let state = "";
+        for (let i = 0; i < 120 && !/^(running|degraded)/.test(state); i++) {
+          state = (await inside("systemctl is-system-running")).out.trim();
+          if (!/^(running|degraded)/.test(state)) await new Promise((r) => setTimeout(r, 500));
+        }
+        assert.match(state, /^(running|degraded)/, "the container did not boot");
+      };
+      await booted();
       assert.equal((await inside("cat /proc/1/comm")).out.trim(), "systemd");
+      // Writable controller hierarchies, and a systemd that uses them (see above).
+      const writable = await inside(
+        "set -e; for c in cpu cpuacct memory blkio pids freezer devices; do " +
+          "! mountpoint -q /sys/fs/cgroup/$c || mount -o remount,bind,rw /sys/fs/cgroup/$c; done; " +
+          "systemctl daemon-reexec",
+      );
+      assert.equal(writable.code, 0, writable.out);
+      await booted();
+      if (v1) assert.match((await inside("cat /proc/1/cgroup")).out, /:memory:\/init\.scope$/m);
 
       const env = {
         REMOTE_HOST: "localhost",
@@ -252,22 +339,90 @@ Deno.test(withSkip({
       const deployed = await deploy("deploy");
       assert.equal(deployed.code, 0, deployed.out);
       assert.match(deployed.out, /Active: active \(running\)/);
-      assert.match(deployed.out, /--- last log lines ---[\s\S]*listening/);
+      // The default LOG_FORMAT (logfmt) reaches the journal.
+      assert.match(
+        deployed.out,
+        /--- last log lines ---[\s\S]*jobworker\[\d+\]: time=\S+ level=info msg=listening /,
+      );
       assert.equal((await inside("systemctl is-enabled jobworker")).out.trim(), "enabled");
       const props = (await inside(
-        "systemctl show -p Delegate -p KillMode -p Restart jobworker",
+        "systemctl show -p Delegate -p KillMode -p Restart -p ExecReload jobworker",
       )).out;
       assert.match(props, /Delegate=yes/);
       assert.match(props, /KillMode=mixed/);
       assert.match(props, /Restart=on-failure/);
+      assert.match(props, /ExecReload=.*kill -HUP/);
 
-      // A client on the host runs a job on the deployed worker.
+      // A client on the host runs a job on the deployed worker; the job sits in a cgroup of the
+      // worker's beneath the unit's delegated one, in each controller systemd delegated.
       const { clientFor, collectOutput } = await import("./helpers/clients.ts");
       const client = clientFor(pki.dir, `localhost:${apiPort}`, "admin");
       try {
-        const job = await client.createJob({ command: "sh", args: ["-c", "echo deployed"] });
+        const job = await client.createJob({
+          command: "sh",
+          args: ["-c", "echo deployed; cat /proc/self/cgroup"],
+        });
         const out = await collectOutput(client, job.id);
-        assert.equal(out.stdout, "deployed\n");
+        assert.match(out.stdout, /^deployed\n/);
+        for (const c of v1 ? ["memory", "pids", "cpu"] : [""]) {
+          assert.match(
+            out.stdout,
+            new RegExp(
+              `:${c}:/system\\.slice/jobworker\\.service/jobworker-[0-9a-f]{8}/.*${job.id}$`,
+              "m",
+            ),
+            out.stdout,
+          );
+        }
+        assert.equal((await client.getJob(job.id)).exitCode, 0);
+
+        // The live log (make deploy-logs) shows the next job's audit line as it happens.
+        logs = new Deno.Command("bash", {
+          args: ["scripts/deploy.sh", "logs", Deno.execPath()],
+          env,
+          cwd: ROOT,
+          stdin: "null",
+          stdout: "piped",
+          stderr: "null",
+        }).spawn();
+        let followed = "";
+        const reader = logs.stdout.pipeThrough(new TextDecoderStream()).getReader();
+        const readUntil = async (re: RegExp) => {
+          const deadline = Date.now() + 60_000;
+          while (!re.test(followed) && Date.now() < deadline) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            followed += value;
+          }
+          assert.match(followed, re);
+        };
+        await readUntil(/msg=listening /);
+        const live = await client.createJob({ command: "true" });
+        await readUntil(
+          new RegExp(
+            `msg=audit method=jobworker.JobService/CreateJob caller=alice role=admin job=${live.id} code=OK`,
+          ),
+        );
+        logs.kill("SIGTERM");
+        await logs.status;
+        logs = undefined;
+
+        // Reload (RELOAD=1 sends SIGHUP): a running job goes on through it, the same job.
+        const longJob = await client.createJob({
+          command: "sh",
+          args: ["-c", "echo before; exec sleep 600"],
+        });
+        const reloaded = await deploy("deploy", { RELOAD: "1" });
+        assert.equal(reloaded.code, 0, reloaded.out);
+        assert.match(reloaded.out, /jobworker reloaded on localhost/);
+        assert.match(reloaded.out, /has its server certificate; kept/);
+        assert.match(
+          (await inside("journalctl -u jobworker -o cat")).out,
+          /msg=listening .*reloaded=true/,
+        );
+        assert.equal((await client.getJob(longJob.id)).status, jobworker.JobStatus.RUNNING);
+        await client.stopJob(longJob.id);
+        assert.equal((await collectOutput(client, longJob.id)).stdout, "before\n");
       } finally {
         client.close();
       }
@@ -277,11 +432,11 @@ Deno.test(withSkip({
       const certs = await deploy("certs");
       assert.equal(certs.code, 0, certs.out);
       assert.match(certs.out, /DNS:localhost/);
-      const reloaded = await deploy("deploy", { RELOAD: "1" });
-      assert.equal(reloaded.code, 0, reloaded.out);
-      assert.match(reloaded.out, /jobworker reloaded on localhost/);
-      assert.match(reloaded.out, /has its server certificate; kept/);
     } finally {
+      if (logs) {
+        logs.kill("SIGKILL");
+        await logs.status;
+      }
       if (container) {
         container.kill("SIGTERM");
         const timer = setTimeout(() => container?.kill("SIGKILL"), 30_000);
@@ -291,14 +446,9 @@ Deno.test(withSkip({
       await Deno.remove(`/run/systemd/nspawn/propagate/${machine}`, { recursive: true }).catch(
         () => {},
       );
+      for (const cg of cgroups) removeCgroupTree(cg);
       await pki.remove();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
-}, {
-  // Deploy, enable and start work there (the service is active with Delegate=yes, KillMode=mixed,
-  // Restart=on-failure), but inside nspawn on this cgroup v1 host the controller hierarchies are
-  // read-only, so CreateJob fails (EROFS creating the job cgroup). Known gap, reported on issue 9.
-  reason: "job cgroups are read-only inside systemd-nspawn on this cgroup v1 host",
-  allowedOnCI: true,
-}));
+}, NSPAWN));
