@@ -75,6 +75,8 @@ case "$action" in
     if is_compiled; then
       bin/jobworker install --prefix "$PREFIX" --destdir "$DESTDIR"
     else
+      echo "bin/jobworker is not a compiled executable (deno compile needs denort, see make build):"
+      echo "installing the self-contained directory instead"
       install_self_contained
       # The installed program writes its own unit and configuration.
       "$bin" install --unit-only --prefix "$PREFIX" --destdir "$DESTDIR"

@@ -181,3 +181,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test("make install: the compiled bin/jobworker when make build made one, else the self-contained directory, and it says which", async () => {
+  const root = await Deno.makeTempDir({ prefix: "jobworker-install-" });
+  try {
+    const made = await run("make", ["--no-print-directory", "install", `DESTDIR=${root}`]);
+    assert.equal(made.code, 0, made.out);
+    const bin = `${root}/usr/local/bin/jobworker`;
+    const head = Deno.readFileSync(bin).subarray(0, 4);
+    const compiled = head[0] === 0x7f && head[1] === 0x45 && head[2] === 0x4c && head[3] === 0x46;
+    if (compiled) {
+      // One file, the same as the build's, and no directory beside it.
+      assert.deepEqual(Deno.readFileSync(bin), Deno.readFileSync(`${ROOT}/bin/jobworker`));
+      assert.ok(!exists(`${root}/usr/local/lib/jobworker`));
+    } else {
+      assert.match(made.out, /bin\/jobworker is not a compiled executable/);
+      assert.match(made.out, /installed a self-contained jobworker/);
+      assert.ok(exists(`${root}/usr/local/lib/jobworker/app/build/jwinit`));
+      // `jobworker install` is for the compiled binary only, and says so.
+      const refused = await run(bin, ["install", "--destdir", `${root}/other`]);
+      assert.equal(refused.code, 1, refused.out);
+      assert.match(refused.out, /not a compiled jobworker: from a checkout, run `make install`/);
+    }
+    assert.ok(exists(`${root}/etc/systemd/system/jobworker.service`));
+    const version = await run(bin, ["serve", "--help"]);
+    assert.equal(version.code, 0, version.out);
+    assert.match(version.out, /LOG_FORMAT \(logfmt\)/);
+  } finally {
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+});
