@@ -41,12 +41,13 @@ preflight() {
       die "$REMOTE_USER on $REMOTE_HOST needs passwordless sudo (or deploy as root)"
   fi
   # One round trip: kernel, architecture, systemd. Linux >= 5.12 (clone3 with a pidfd,
-  # close_range, mount_setattr), x86_64 (the pinned deno binary), systemd as init.
-  out=$(remote 'echo "kernel=$(uname -r) arch=$(uname -m)"; [ -d /run/systemd/system ] && command -v systemctl >/dev/null && echo systemd=yes || echo systemd=no')
-  local kernel arch systemd
+  # close_range, mount_setattr), x86_64 (the pinned deno binary), systemd >= 240 (Type=exec) as init.
+  out=$(remote 'echo "kernel=$(uname -r) arch=$(uname -m)"; [ -d /run/systemd/system ] && command -v systemctl >/dev/null && echo systemd=yes || echo systemd=no; echo "systemd_version=$(systemctl --version 2>/dev/null | sed -n "1s/^systemd \([0-9]*\).*/\1/p")"')
+  local kernel arch systemd systemd_version
   kernel=$(sed -n 's/.*kernel=\([^ ]*\).*/\1/p' <<<"$out")
   arch=$(sed -n 's/.*arch=\([^ ]*\).*/\1/p' <<<"$out")
   systemd=$(sed -n 's/^systemd=//p' <<<"$out")
+  systemd_version=$(sed -n 's/^systemd_version=//p' <<<"$out")
   local major minor
   IFS=. read -r major minor _ <<<"$kernel"
   if [ -z "$major" ] || [ "$major" -lt 5 ] || { [ "$major" -eq 5 ] && [ "${minor%%[!0-9]*}" -lt 12 ]; }; then
@@ -56,7 +57,10 @@ preflight() {
   if [ "${DEPLOY_SERVICE:-1}" != 0 ] && [ "$systemd" != yes ]; then
     die "$REMOTE_HOST does not run systemd (no /run/systemd/system or systemctl): nothing to run the service; DEPLOY_SERVICE=0 installs the files only"
   fi
-  echo "deploy: $target: Linux $kernel $arch, systemd: $systemd"
+  if [ "${DEPLOY_SERVICE:-1}" != 0 ] && [ "${systemd_version:-0}" -lt 240 ]; then
+    die "$REMOTE_HOST runs systemd ${systemd_version:-of unknown version}; the unit needs 240 or newer (Type=exec)"
+  fi
+  echo "deploy: $target: Linux $kernel $arch, systemd: $systemd${systemd_version:+ $systemd_version}"
 }
 
 # Installs into a local staging root and ships PREFIX (bin/jobworker and lib/jobworker) as a

@@ -83,7 +83,11 @@ case "$action" in
     fi
     if live_systemd; then
       systemctl daemon-reload
-      echo "start it with: systemctl enable --now jobworker (certificates go in /etc/jobworker/certs)"
+      if systemctl is-active --quiet jobworker; then
+        echo "jobworker is running the previous version: systemctl reload jobworker (keeps its jobs) or restart it"
+      else
+        echo "start it with: systemctl enable --now jobworker (certificates go in /etc/jobworker/certs)"
+      fi
     fi
     ;;
   uninstall)

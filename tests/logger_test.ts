@@ -1,6 +1,7 @@
 /** The log line formats (LOG_FORMAT): text, logfmt and JSON, with quoting where logfmt needs it. */
 import assert from "node:assert/strict";
 import { formatLine } from "../worker/log/logger.ts";
+import { parseLogLine } from "./helpers/log_lines.ts";
 
 const time = new Date("2026-12-01T07:00:00.000Z");
 const fields = { method: "jobworker.JobService/GetJob", caller: "alice smith", job: "", n: 3 };
@@ -32,4 +33,19 @@ Deno.test("text: the human format stays as it was", () => {
     formatLine("text", time, "info", "listening", { port: 50051 }),
     "2026-12-01T07:00:00.000Z INFO  listening port=50051\n",
   );
+});
+
+Deno.test("the tests' log reader (tests/helpers/log_lines.ts) reads every format back", () => {
+  const tricky = { ...fields, path: "a=b c", quote: 'say "hi"' };
+  for (const format of ["logfmt", "json", "text"] as const) {
+    const line = formatLine(format, time, "warn", "reload refused", tricky).trimEnd();
+    const parsed = parseLogLine(line);
+    assert.ok(parsed, `${format}: ${line}`);
+    assert.equal(parsed.level, "warn");
+    assert.equal(parsed.msg, "reload refused");
+    assert.equal(parsed.fields.path, "a=b c");
+    assert.equal(parsed.fields.quote, 'say "hi"');
+    assert.equal(String(parsed.fields.n), "3");
+  }
+  assert.equal(parseLogLine("not a log line"), undefined);
 });

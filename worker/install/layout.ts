@@ -51,6 +51,8 @@ Restart=on-failure
 RestartSec=2
 LimitNOFILE=1048576
 TasksMax=infinity
+# No systemd sandboxing (ProtectSystem=, PrivateTmp=, NoNewPrivileges=...): the jobs are the
+# worker's children and would inherit it; jobworker confines each job itself.
 
 [Install]
 WantedBy=multi-user.target
