@@ -353,7 +353,7 @@ test("LOG_FORMAT=text stays selectable: `time LEVEL message key=value`", async (
         `^\\S+Z INFO  audit method=jobworker.JobService/CreateJob caller=alice role=admin job=${job.id} code=OK duration_ms=[0-9.]+$`,
       ),
     );
-    assert.ok(w.logs.some((l) => / INFO  listening address=/.test(l)), w.logs.join("\n"));
+    assert.ok(w.logs.some((l) => / INFO {2}listening address=/.test(l)), w.logs.join("\n"));
   } finally {
     assert.equal((await w.stop()).code, 0);
   }
