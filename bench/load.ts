@@ -9,6 +9,8 @@ import { clientFor, collectOutput } from "../tests/helpers/clients.ts";
 import { type StalledReader, startStalledReader } from "../tests/helpers/stalled_reader.ts";
 import { rssBytes } from "../tests/helpers/rss.ts";
 import type { WorkerProcess } from "../tests/helpers/worker.ts";
+import type { BenchContext } from "./context.ts";
+import type { Row } from "./rows.ts";
 
 const MiB = 1024 * 1024;
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -94,9 +96,9 @@ export async function stalledReaderMemory(
 }
 
 export interface BurstFigures {
-  /** 300 creates one after another, ms. */
+  /** The creates one after another, ms. */
   sequentialMs: number;
-  /** 300 creates from 30 concurrent clients, ms. */
+  /** The same number of creates from concurrent clients, ms. */
   burstMs: number;
   /** GetJobs p99 of another client with the worker idle, and during the burst, ms. */
   idleGetJobsP99: number;
@@ -133,23 +135,27 @@ async function sample(certDir: string, address: string, until: Promise<unknown>)
   return { getJobs: percentile(getJobs, 0.99), connects: percentile(connects, 0.99) };
 }
 
-export async function createBurst(worker: WorkerProcess, certDir: string): Promise<BurstFigures> {
-  const CREATES = 300;
-  const THREADS = 30;
+/** `creates` jobs from `threads` clients at once, against as many one after another. */
+export async function createBurst(
+  worker: WorkerProcess,
+  certDir: string,
+  creates = 300,
+  threads = 30,
+): Promise<BurstFigures> {
   const client = clientFor(certDir, worker.address);
   const spec = { command: "/bin/sh", args: ["-c", "echo hello; sleep 0.2"] };
   try {
     const idleRun = delay(3000);
     const idle = await sample(certDir, worker.address, idleRun);
     let t0 = performance.now();
-    for (let i = 0; i < CREATES; i++) await client.createJob(spec);
+    for (let i = 0; i < creates; i++) await client.createJob(spec);
     const sequentialMs = performance.now() - t0;
     await delay(3000);
-    const clients = Array.from({ length: THREADS }, () => clientFor(certDir, worker.address));
+    const clients = Array.from({ length: threads }, () => clientFor(certDir, worker.address));
     await Promise.all(clients.map((c) => c.listJobs()));
     t0 = performance.now();
     const burst = Promise.all(clients.map(async (c) => {
-      for (let i = 0; i < CREATES / THREADS; i++) await c.createJob(spec);
+      for (let i = 0; i < creates / threads; i++) await c.createJob(spec);
     }));
     const during = await sample(certDir, worker.address, burst);
     const burstMs = performance.now() - t0;
@@ -165,4 +171,63 @@ export async function createBurst(worker: WorkerProcess, certDir: string): Promi
   } finally {
     client.close();
   }
+}
+
+/** Issue 12's memory rows: RSS growth with 20 stalled readers, and what is left once they go. */
+export async function stalledReaderRows(ctx: BenchContext): Promise<Row[]> {
+  const memory = await stalledReaderMemory(ctx.worker, ctx.certDir);
+  const row = (name: string, ours: number, atMost: number): Row => ({
+    name,
+    ours,
+    base: memory.readingMiB,
+    baseLabel: "20 readers reading",
+    unit: "MiB",
+    higherIsBetter: false,
+    target: { atMost },
+  });
+  return [
+    row("RSS growth, 20 stalled readers", memory.stalledMiB, 256),
+    {
+      ...row("RSS left after the stalled readers go", memory.afterMiB, 64),
+      unchecked: "a few MiB against a few MiB: the ratio means nothing",
+    },
+  ];
+}
+
+/** Issue 12's burst rows (300 creates from 30 clients; QUICK: 60 from 10). */
+export async function burstRows(ctx: BenchContext): Promise<Row[]> {
+  const [creates, threads] = ctx.quick ? [60, 10] : [300, 30];
+  const burst = await createBurst(ctx.worker, ctx.certDir, creates, threads);
+  const noisy = "a tail against an idle baseline of a few ms: too noisy to hold to a record";
+  return [
+    {
+      name: `${creates} creates from ${threads} clients`,
+      ours: burst.burstMs,
+      base: burst.sequentialMs,
+      baseLabel: "one after another",
+      unit: "ms",
+      higherIsBetter: false,
+      target: { ratioAtMost: 1 },
+    },
+    {
+      name: "GetJobs p99 during the burst",
+      ours: burst.burstGetJobsP99,
+      base: burst.idleGetJobsP99,
+      baseLabel: "idle worker",
+      unit: "ms",
+      higherIsBetter: false,
+      target: { atMost: 1000 },
+      unchecked: noisy,
+    },
+    {
+      name: "new connection + first call p99 during the burst",
+      ours: burst.burstConnectP99,
+      base: burst.idleConnectP99,
+      baseLabel: "idle worker",
+      unit: "ms",
+      higherIsBetter: false,
+      target: { atMost: 2000 },
+      unchecked: noisy,
+    },
+  ];
 }
