@@ -43,7 +43,8 @@ export function writeRecord(
   const records = loadRecords(file);
   const ratios: { [name: string]: number } = {};
   for (const row of rows) {
-    if (row.unchecked === undefined) ratios[row.name] = round(ratio(row));
+    const r = ratio(row);
+    if (row.unchecked === undefined && Number.isFinite(r) && r > 0) ratios[row.name] = round(r);
   }
   records[mode] = { recordedAt: new Date().toISOString(), machine, ratios };
   Deno.writeTextFileSync(file, JSON.stringify(records, null, 2) + "\n");
@@ -59,7 +60,7 @@ export interface Verdict {
 export function verdict(row: Row, record: ModeRecord | undefined): Verdict {
   if (row.unchecked !== undefined) return {};
   const recorded = record?.ratios[row.name];
-  if (recorded === undefined) return {};
+  if (typeof recorded !== "number" || !Number.isFinite(recorded)) return {};
   return { recorded, regressed: ratio(row) > REGRESSION_FACTOR * recorded };
 }
 
