@@ -59,7 +59,8 @@ export async function stalledReaderMemory(
   const job = () =>
     client.createJob({ command: "/bin/sh", args: ["-c", "sleep 1; head -c 209715200 /dev/zero"] });
   try {
-    await delay(1000);
+    // Idle means after the worker's malloc_trim, about a second after the last connection closed.
+    await delay(3000);
     const idle = rssBytes(pid);
     const fast = await job();
     const readingClients = Array.from(

@@ -86,13 +86,13 @@ try {
       target: { ratioAtMost: 2 },
     });
   }
-  if (wanted("storm")) {
-    progress("event-loop delay: idle, then a storm of writers and stops");
-    rows.push(...await stormRows(ctx));
-  }
   if (wanted("stalled") && !quick) {
     progress("stalled readers");
     rows.push(...await stalledReaderRows(ctx));
+  }
+  if (wanted("storm")) {
+    progress("event-loop delay: idle, then a storm of writers and stops");
+    rows.push(...await stormRows(ctx));
   }
   if (wanted("burst")) {
     progress("burst of creates");

@@ -163,17 +163,27 @@ export async function preparePeers(): Promise<Peers> {
   const others: Peer[] = [];
   const missing: string[] = [];
   const closers: (() => Promise<void>)[] = [];
+  // A peer that cannot run here (a container without user namespaces, a cgroup layout runc does
+  // not handle) is left out with its error rather than failing the whole run.
+  const add = async (peer: Peer & { close?(): Promise<void> }) => {
+    try {
+      await peer.start();
+      others.push(peer);
+      if (peer.close) closers.push(() => peer.close!());
+    } catch (e) {
+      missing.push(`${peer.name}: ${e instanceof Error ? e.message.trim() : e}`);
+      await peer.close?.();
+    }
+  };
   const bwrapPath = which("bwrap");
-  if (bwrapPath) others.push(bwrap(bwrapPath));
+  if (bwrapPath) await add(bwrap(bwrapPath));
   else missing.push("bwrap (Debian bubblewrap) is not installed");
   const runc = which("runc");
   const busybox = which("busybox");
   if (runc && busybox && !isStatic(busybox)) {
     missing.push(`runc run: ${busybox} is not static (the bundle needs Debian busybox-static)`);
   } else if (runc && busybox) {
-    const peer = await runcBundle(runc, busybox);
-    others.push(peer);
-    closers.push(() => peer.close());
+    await add(await runcBundle(runc, busybox));
   } else {
     missing.push("runc run: needs Debian runc and busybox-static");
   }
