@@ -83,9 +83,12 @@ export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]>
     while ((await client.getJob(job.id)).status < jobworker.JobStatus.COMPLETED) await delay(1);
     toEnded.push(performance.now() - t0);
   }
-  progress("100 starts, 20 at a time: unshare, then jobworker");
-  const parallelBase = await inBatches(100, 20, peers.floor.start);
+  progress("100 starts, 20 at a time: unshare, jobworker, unshare again");
+  // The floor before and after ours, the faster of the two: one burst of unshare runs is short
+  // enough for a neighbour's hiccup to double it.
+  const before = await inBatches(100, 20, peers.floor.start);
   const parallelOurs = await inBatches(100, 20, () => client.createJob({ command: "true" }));
+  const parallelBase = Math.min(before, await inBatches(100, 20, peers.floor.start));
 
   const floorP50 = median(floor);
   const vsFloor = (name: string, ours: number, ratioAtMost?: number): Row => ({
@@ -102,16 +105,14 @@ export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]>
     vsFloor("start, CreateJob round trip p50", median(roundTrip), 4),
     {
       ...vsFloor("start, CreateJob round trip p99", quantile(roundTrip, 0.99), 8),
-      ...(ctx.quick
-        ? { unchecked: `quick: the p99 of ${rounds} starts is their slowest, too noisy to hold` }
-        : {}),
+      unchecked: `a tail of ${rounds} starts: one hiccup of the machine doubles it`,
     },
     vsFloor("create until GetJob says ended p50", median(toEnded)),
     {
       name: "100 starts, 20 at a time",
       ours: parallelOurs,
       base: parallelBase,
-      baseLabel: "unshare, same",
+      baseLabel: "unshare, same; best of 2",
       unit: "ms",
       higherIsBetter: false,
       target: { ratioAtMost: 4 },
