@@ -108,7 +108,8 @@ try {
 const record = loadRecords()[mode];
 const lines: Line[] = rows.map((row) => ({ row, verdict: verdict(row, record) }));
 printTable(lines);
-console.log(`results: ${writeResults(mode, startedAt, machine, lines)}`);
+for (const missing of peers.missing) console.log(`peer left out: ${missing}`);
+console.log(`results: ${writeResults(mode, startedAt, machine, lines, peers.missing)}`);
 
 const checked = lines.filter((l) => l.verdict.recorded !== undefined);
 const regressed = checked.filter((l) => l.verdict.regressed);

@@ -50,6 +50,7 @@ export function writeResults(
   startedAt: Date,
   machine: MachineInfo,
   lines: readonly Line[],
+  peersLeftOut: readonly string[],
 ): string {
   Deno.mkdirSync(RESULTS_DIR, { recursive: true });
   const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
@@ -67,6 +68,7 @@ export function writeResults(
     mode,
     machine,
     rows,
+    peersLeftOut,
   };
   Deno.writeTextFileSync(file, JSON.stringify(run, null, 2) + "\n");
   return file;
