@@ -11,7 +11,7 @@ DENO := $(if $(SYSTEM_DENO),$(SYSTEM_DENO),$(TOOLS)/node_modules/.bin/deno)
 SHIM := build/libjwshim.so
 JWINIT := build/jwinit
 
-.PHONY: all tools deps shim proto build install-client serve test test-tools test-cgroup-v2 bench fuzz fmt lint check ok clean certs \
+.PHONY: all tools deps shim proto build install-client serve test test-tools test-cgroup-v2 bench bench-tools bench-record fuzz fmt lint check ok clean certs \
   install uninstall deploy deploy-status deploy-logs deploy-certs
 
 all: build
@@ -84,14 +84,25 @@ test-tools:
 	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 procps openssl util-linux hostname coreutils strace gcc libc6-dev iputils-ping kmod zsh fish \
 	    prometheus openssh-server openssh-client systemd systemd-container)
 
-test: deps shim test-tools
+test: deps shim test-tools bench-tools
 	bash tests/run_all.sh "$(DENO)"
 
 test-cgroup-v2: deps shim test-tools
 	bash tests/run_cgroup_v2.sh "$(DENO)"
 
-bench: deps shim
-	$(DENO) run -A bench/main.ts
+# The peers `make bench` runs beside jobworker: bubblewrap, runc and a static busybox for its bundle.
+bench-tools:
+	@for c in unshare bwrap runc busybox; do command -v $$c >/dev/null || missing=1; done; \
+	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq --no-install-recommends util-linux bubblewrap runc busybox-static)
+
+# `make bench [QUICK=1]`: the table, JSON under bench/results/; fails when a ratio is worse than 2x
+# its recorded value (bench/recorded.json). `make bench-record [QUICK=1]` rewrites that record.
+BENCH_ARGS = $(if $(filter 1 yes true,$(QUICK)),--quick)
+bench: deps shim bench-tools
+	$(DENO) run -A bench/main.ts $(BENCH_ARGS)
+
+bench-record: deps shim bench-tools
+	$(DENO) run -A bench/main.ts --record $(BENCH_ARGS)
 
 # The suite's fuzz test (tests/fuzz_test.ts) at ten times its size; FUZZ_SEED=N replays a run.
 fuzz: deps shim test-tools

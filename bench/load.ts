@@ -9,6 +9,8 @@ import { clientFor, collectOutput } from "../tests/helpers/clients.ts";
 import { type StalledReader, startStalledReader } from "../tests/helpers/stalled_reader.ts";
 import { rssBytes } from "../tests/helpers/rss.ts";
 import type { WorkerProcess } from "../tests/helpers/worker.ts";
+import type { BenchContext } from "./context.ts";
+import type { Row } from "./rows.ts";
 
 const MiB = 1024 * 1024;
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -36,6 +38,8 @@ async function peakGrowth(pid: number, idle: number, during: Promise<unknown>): 
 }
 
 export interface MemoryFigures {
+  /** The idle worker's RSS before the stalled readers, MiB. */
+  idleMiB: number;
   /** MiB over idle with `readers` readers reading everything at full speed. */
   readingMiB: number;
   /** MiB over idle with as many stalled readers (half raw HTTP/2 with 2 GiB windows, half gRPC). */
@@ -55,7 +59,8 @@ export async function stalledReaderMemory(
   const job = () =>
     client.createJob({ command: "/bin/sh", args: ["-c", "sleep 1; head -c 209715200 /dev/zero"] });
   try {
-    await delay(1000);
+    // Idle means after the worker's malloc_trim, about a second after the last connection closed.
+    await delay(3000);
     const idle = rssBytes(pid);
     const fast = await job();
     const readingClients = Array.from(
@@ -87,16 +92,21 @@ export async function stalledReaderMemory(
     );
     await Promise.all(stalled.map((r) => r.kill()));
     await delay(5000);
-    return { readingMiB, stalledMiB, afterMiB: (rssBytes(pid) - idle2) / MiB };
+    return {
+      idleMiB: idle2 / MiB,
+      readingMiB,
+      stalledMiB,
+      afterMiB: (rssBytes(pid) - idle2) / MiB,
+    };
   } finally {
     client.close();
   }
 }
 
 export interface BurstFigures {
-  /** 300 creates one after another, ms. */
+  /** The creates one after another, ms. */
   sequentialMs: number;
-  /** 300 creates from 30 concurrent clients, ms. */
+  /** The same number of creates from concurrent clients, ms. */
   burstMs: number;
   /** GetJobs p99 of another client with the worker idle, and during the burst, ms. */
   idleGetJobsP99: number;
@@ -133,23 +143,27 @@ async function sample(certDir: string, address: string, until: Promise<unknown>)
   return { getJobs: percentile(getJobs, 0.99), connects: percentile(connects, 0.99) };
 }
 
-export async function createBurst(worker: WorkerProcess, certDir: string): Promise<BurstFigures> {
-  const CREATES = 300;
-  const THREADS = 30;
+/** `creates` jobs from `threads` clients at once, against as many one after another. */
+export async function createBurst(
+  worker: WorkerProcess,
+  certDir: string,
+  creates = 300,
+  threads = 30,
+): Promise<BurstFigures> {
   const client = clientFor(certDir, worker.address);
   const spec = { command: "/bin/sh", args: ["-c", "echo hello; sleep 0.2"] };
   try {
     const idleRun = delay(3000);
     const idle = await sample(certDir, worker.address, idleRun);
     let t0 = performance.now();
-    for (let i = 0; i < CREATES; i++) await client.createJob(spec);
+    for (let i = 0; i < creates; i++) await client.createJob(spec);
     const sequentialMs = performance.now() - t0;
     await delay(3000);
-    const clients = Array.from({ length: THREADS }, () => clientFor(certDir, worker.address));
+    const clients = Array.from({ length: threads }, () => clientFor(certDir, worker.address));
     await Promise.all(clients.map((c) => c.listJobs()));
     t0 = performance.now();
     const burst = Promise.all(clients.map(async (c) => {
-      for (let i = 0; i < CREATES / THREADS; i++) await c.createJob(spec);
+      for (let i = 0; i < creates / threads; i++) await c.createJob(spec);
     }));
     const during = await sample(certDir, worker.address, burst);
     const burstMs = performance.now() - t0;
@@ -165,4 +179,71 @@ export async function createBurst(worker: WorkerProcess, certDir: string): Promi
   } finally {
     client.close();
   }
+}
+
+/**
+ * Issue 12's memory rows: RSS growth with 20 readers reading at full speed and with 20 stalled
+ * ones, and what is left once those go. The baseline is the idle worker's RSS in the same run (the
+ * growth of full-speed readers can be 0, which no ratio can stand on).
+ */
+export async function stalledReaderRows(ctx: BenchContext): Promise<Row[]> {
+  const memory = await stalledReaderMemory(ctx.worker, ctx.certDir);
+  const row = (name: string, ours: number): Row => ({
+    name,
+    ours,
+    base: memory.idleMiB,
+    baseLabel: "idle worker RSS",
+    unit: "MiB",
+    higherIsBetter: false,
+  });
+  return [
+    {
+      ...row("RSS growth, 20 readers reading", memory.readingMiB),
+      unchecked: "often near 0 MiB: its ratio means nothing",
+    },
+    { ...row("RSS growth, 20 stalled readers", memory.stalledMiB), target: { atMost: 256 } },
+    {
+      ...row("RSS left after the stalled readers go", memory.afterMiB),
+      target: { atMost: 64 },
+      unchecked: "a few MiB, or below idle: its ratio means nothing",
+    },
+  ];
+}
+
+/** Issue 12's burst rows (300 creates from 30 clients; QUICK: 60 from 10). */
+export async function burstRows(ctx: BenchContext): Promise<Row[]> {
+  const [creates, threads] = ctx.quick ? [60, 10] : [300, 30];
+  const burst = await createBurst(ctx.worker, ctx.certDir, creates, threads);
+  const noisy = "a tail against an idle baseline of a few ms: too noisy to hold to a record";
+  return [
+    {
+      name: `${creates} creates from ${threads} clients`,
+      ours: burst.burstMs,
+      base: burst.sequentialMs,
+      baseLabel: "one after another",
+      unit: "ms",
+      higherIsBetter: false,
+      target: { ratioAtMost: 1 },
+    },
+    {
+      name: "GetJobs p99 during the burst",
+      ours: burst.burstGetJobsP99,
+      base: burst.idleGetJobsP99,
+      baseLabel: "idle worker",
+      unit: "ms",
+      higherIsBetter: false,
+      target: { atMost: 1000 },
+      unchecked: noisy,
+    },
+    {
+      name: "new connection + first call p99 during the burst",
+      ours: burst.burstConnectP99,
+      base: burst.idleConnectP99,
+      baseLabel: "idle worker",
+      unit: "ms",
+      higherIsBetter: false,
+      target: { atMost: 2000 },
+      unchecked: noisy,
+    },
+  ];
 }

@@ -1,212 +1,143 @@
 /**
- * `make bench`: jobworker against baselines measured in the same run on the same machine, reported
- * as ratios (never as absolute limits).
+ * `make bench [QUICK=1]`: jobworker against baselines and peers measured in the same run on the
+ * same machine, as ratios. Prints a table (each row with its target from issues 8 and 12 where one
+ * is set, and its recorded ratio), writes the run as JSON under bench/results/, and exits 1 when a
+ * checked ratio is worse than 2× its recorded value (bench/recorded.json), never on an absolute time.
  *
- * - start: CreateJob of `true` until it returns (the job RUNNING, isolated, in its cgroup) against
- *   util-linux `unshare --fork --pid --mount-proc --mount --ipc --uts true` spawned locally.
- * - end to end: a job `true` from CreateJob until GetJob reports it ended, same baseline.
- * - stream: 256 MiB of a job's output through GetJobsStream over mTLS against the same bytes read
- *   from a local pipe (`head -c 256M /dev/zero` through Deno.Command).
- * - parallel start: 100 jobs created 20 at a time against 100 unshare runs 20 at a time.
- * - stalled readers: the worker's RSS growth with 20 readers of a 200 MiB job that stopped reading
- *   (half raw HTTP/2 with 2 GiB windows, half gRPC) against 20 readers reading at full speed, and
- *   what is left once the stalled ones disconnect.
- * - burst: 300 creates from 30 clients against 300 one after another; another client's GetJobs p99
- *   and new connections' handshake-plus-first-call p99 during the burst against the idle worker.
- * - client start: `jobworker list` as a new process against `deno eval ''` (bench/client_start.ts).
- * - event-loop delay in a storm: the round trip of GetServerInfo (which does no I/O, so its time is
- *   the worker's event-loop delay plus the network) while 200 jobs write output and 100 of them
- *   are stopped at once, against the same calls to the idle worker.
+ * Options: --quick (fewer rounds, smaller streams, no stalled readers: under two minutes),
+ * --record (rewrite this mode's recorded ratios from this run), --only=a,b (only these sections:
+ * starts, stream, client, storm, stalled, burst; for working on one; not with --record).
+ * SUMMARY_FILE=path also writes `passed failed 0` (checked ratios) there, for tests/run_all.sh.
+ *
+ * Sections: starts.ts (start against unshare and the peers of peers.ts), stream.ts, client_start.ts,
+ * storm.ts, load.ts (stalled readers, burst). Report: report.ts, recorded.ts, machine.ts.
+ *
+ * @module
  */
+import { parseArgs } from "node:util";
 import { makePki } from "../tests/helpers/pki.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
-import { ApiCalls } from "../tests/helpers/api_calls.ts";
-import { jobworker } from "../proto/service.ts";
-import { createBurst, stalledReaderMemory } from "./load.ts";
 import { measureClientStart } from "./client_start.ts";
+import type { BenchContext } from "./context.ts";
+import { burstRows, stalledReaderRows } from "./load.ts";
+import { machineInfo } from "./machine.ts";
+import { JOB_LIMITS, preparePeers } from "./peers.ts";
+import { loadRecords, type Mode, REGRESSION_FACTOR, verdict, writeRecord } from "./recorded.ts";
+import { type Line, printTable, writeResults } from "./report.ts";
+import { progress, type Row } from "./rows.ts";
+import { startRows } from "./starts.ts";
+import { stormRows } from "./storm.ts";
+import { streamRow } from "./stream.ts";
+// MERGE (t8b): import { streamingRows } from "./streaming.ts";
 
-const MiB = 1024 * 1024;
-const STREAM_BYTES = 256 * MiB;
-const ROUNDS = 30;
+const { values: options } = parseArgs({
+  args: Deno.args,
+  options: {
+    quick: { type: "boolean", default: false },
+    record: { type: "boolean", default: false },
+    only: { type: "string" },
+  },
+});
+const quick = options.quick;
+const mode: Mode = quick ? "quick" : "full";
+const only = options.only?.split(",");
+if (only && options.record) throw new Error("--record records whole runs: not with --only");
+const wanted = (section: string) => only === undefined || only.includes(section);
 
-function median(values: number[]): number {
-  return quantile(values, 0.5);
-}
-
-function quantile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!;
-}
-
-/** GetServerInfo round trips, one at a time, until `until` resolves; their times in ms. */
-async function probeLoop(api: ApiCalls, until: Promise<unknown>): Promise<number[]> {
-  let done = false;
-  until.finally(() => done = true);
-  const times: number[] = [];
-  while (!done) {
-    const t0 = performance.now();
-    await api.serverInfo();
-    times.push(performance.now() - t0);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return times;
-}
-
-async function startsAndStream(): Promise<void> {
-  const unshareTimes: number[] = [];
-  const startTimes: number[] = [];
-  const endTimes: number[] = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    unshareTimes.push(await unshareTrue());
-    const t0 = performance.now();
-    const job = await client.createJob({ command: "true" });
-    startTimes.push(performance.now() - t0);
-    while ((await client.getJob(job.id)).status < jobworker.JobStatus.COMPLETED) {
-      await new Promise((r) => setTimeout(r, 1));
-    }
-    endTimes.push(performance.now() - t0);
-  }
-  progress("sequential starts done");
-  row("start (median ms)", median(startTimes), median(unshareTimes), "ms");
-  row("create to ended (median ms)", median(endTimes), median(unshareTimes), "ms");
-
-  progress("parallel starts");
-  const parallelBase = await inBatches(100, 20, unshareTrue);
-  const parallelOurs = await inBatches(100, 20, () => client.createJob({ command: "true" }));
-  row("100 starts, 20 at a time (ms)", parallelOurs, parallelBase, "ms");
-
-  const job = await client.createJob({
-    command: "head",
-    args: ["-c", String(STREAM_BYTES), "/dev/zero"],
-  });
-  while ((await client.getJob(job.id)).status < jobworker.JobStatus.COMPLETED) {
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  const t0 = performance.now();
-  let total = 0;
-  for await (const chunk of client.stream(job.id)) total += chunk.payload.length;
-  if (total !== STREAM_BYTES) throw new Error(`streamed ${total} bytes`);
-  const ours = STREAM_BYTES / MiB / ((performance.now() - t0) / 1000);
-  row("stream 256 MiB (MiB/s)", ours, await pipeThroughput(), "MiB/s", true);
-}
-
-const STORM_WRITERS = 200;
-const STORM_STOPS = 100;
-
-async function unshareTrue(): Promise<number> {
-  const t0 = performance.now();
-  const out = await new Deno.Command("unshare", {
-    args: ["--fork", "--pid", "--mount-proc", "--mount", "--ipc", "--uts", "true"],
-    stdout: "null",
-    stderr: "null",
-  }).output();
-  if (!out.success) throw new Error("unshare failed");
-  return performance.now() - t0;
-}
-
-async function pipeThroughput(): Promise<number> {
-  const t0 = performance.now();
-  const child = new Deno.Command("head", {
-    args: ["-c", String(STREAM_BYTES), "/dev/zero"],
-    stdout: "piped",
-  }).spawn();
-  let total = 0;
-  for await (const chunk of child.stdout) total += chunk.length;
-  await child.status;
-  if (total !== STREAM_BYTES) throw new Error(`pipe read ${total} bytes`);
-  return STREAM_BYTES / MiB / ((performance.now() - t0) / 1000);
-}
-
-async function inBatches<T>(count: number, width: number, fn: () => Promise<T>): Promise<number> {
-  const t0 = performance.now();
-  for (let i = 0; i < count; i += width) {
-    await Promise.all(Array.from({ length: Math.min(width, count - i) }, fn));
-  }
-  return performance.now() - t0;
-}
-
+const startedAt = new Date();
+const machine = await machineInfo();
+progress(
+  `${mode} run on ${machine.cpuModel}, ${machine.cores} cores, kernel ${machine.kernel}, cgroup ${machine.cgroup}`,
+);
+const peers = await preparePeers();
+for (const missing of peers.missing) progress(`peer left out: ${missing}`);
 const pki = await makePki();
-const worker = await WorkerProcess.start({ certDir: pki.dir });
+const worker = await WorkerProcess.start({
+  certDir: pki.dir,
+  env: {
+    LOG_FORMAT: "json",
+    // The same limits as the runc bundle's.
+    JOB_WORKER_DEFAULT_MEMORY: String(JOB_LIMITS.memoryMiB),
+    JOB_WORKER_DEFAULT_CPU: String(JOB_LIMITS.cpuPercent),
+    JOB_WORKER_DEFAULT_PIDS: String(JOB_LIMITS.pids),
+  },
+});
 const client = clientFor(pki.dir, worker.address);
-const rows: [string, string, string, string][] = [];
-const progress = (what: string) => console.error(`bench: ${what}`);
-const row = (name: string, ours: number, base: number, unit: string, higherIsBetter = false) => {
-  const ratio = higherIsBetter ? base / ours : ours / base;
-  rows.push([name, `${ours.toFixed(1)} ${unit}`, `${base.toFixed(1)} ${unit}`, ratio.toFixed(2)]);
-};
-
-/** BENCH_ONLY=storm runs only the event-loop storm (for quick runs; `make bench` runs all). */
-const only = Deno.env.get("BENCH_ONLY");
-
+const ctx: BenchContext = { worker, certDir: pki.dir, client, quick };
+const rows: Row[] = [];
 try {
-  await unshareTrue();
-  await client.createJob({ command: "true" });
-  if (only !== "storm") await startsAndStream();
-  if (only !== "storm") {
+  if (wanted("starts")) rows.push(...await startRows(ctx, peers));
+  if (wanted("stream")) {
+    progress("stream");
+    rows.push(await streamRow(ctx));
+  }
+  // MERGE (t8b): rows.push(...await streamingRows({ address: worker.address, certDir: pki.dir, workerPid: worker.process.pid, quick }));
+  if (wanted("client")) {
     progress("client start");
-    const clientStart = await measureClientStart(worker.address, pki.dir);
-    row("jobworker list vs deno eval '' (ms)", clientStart.list, clientStart.baseline, "ms");
+    const start = await measureClientStart(worker.address, pki.dir, quick ? 5 : 15);
+    rows.push({
+      name: "jobworker list, a new process",
+      ours: start.list,
+      base: start.baseline,
+      baseLabel: "deno eval ''",
+      unit: "ms",
+      higherIsBetter: false,
+      target: { ratioAtMost: 2 },
+    });
   }
-
-  progress("event-loop delay: idle, then a storm of writers and stops");
-  const api = new ApiCalls(pki.dir, worker.address);
-  try {
-    const idle = await probeLoop(api, new Promise((r) => setTimeout(r, 3000)));
-    const writers: string[] = [];
-    const starting = (async () => {
-      for (let i = 0; i < STORM_WRITERS; i += 20) {
-        const batch = await Promise.all(
-          Array.from({ length: 20 }, () =>
-            client.createJob({
-              command: "sh",
-              args: ["-c", "while :; do echo 0123456789abcdef0123456789abcdef; done"],
-            })),
-        );
-        writers.push(...batch.map((j) => j.id));
-      }
-      await new Promise((r) => setTimeout(r, 2000));
-    })();
-    const writing = await probeLoop(api, starting);
-    await starting;
-    // 100 stops at once: half with a grace (SIGTERM, then SIGKILL), half forced.
-    const stopping = Promise.all(
-      writers.slice(0, STORM_STOPS).map((id, i) =>
-        client.stopJob(id, i % 2 === 0 ? { force: true } : { graceSeconds: 1 })
-      ),
-    );
-    const stops = await probeLoop(api, stopping);
-    await stopping;
-    await Promise.all(writers.slice(STORM_STOPS).map((id) => client.stopJob(id, { force: true })));
-    for (const [name, busy] of [["200 writers", writing], ["100 stops", stops]] as const) {
-      row(`loop probe p50, ${name} (ms)`, quantile(busy, 0.5), quantile(idle, 0.5), "ms");
-      row(`loop probe p99, ${name} (ms)`, quantile(busy, 0.99), quantile(idle, 0.99), "ms");
-      row(`loop probe max, ${name} (ms)`, Math.max(...busy), Math.max(...idle), "ms");
-    }
-  } finally {
-    api.close();
-  }
-  if (only !== "storm") {
+  if (wanted("stalled") && !quick) {
     progress("stalled readers");
-    const memory = await stalledReaderMemory(worker, pki.dir);
-    row("RSS growth, 20 stalled readers (MiB)", memory.stalledMiB, memory.readingMiB, "MiB");
-    row("RSS left after they go (MiB)", memory.afterMiB, memory.readingMiB, "MiB");
-
+    rows.push(...await stalledReaderRows(ctx));
+  }
+  if (wanted("storm")) {
+    progress("event-loop delay: idle, then a storm of writers and stops");
+    rows.push(...await stormRows(ctx));
+  }
+  if (wanted("burst")) {
     progress("burst of creates");
-    const burst = await createBurst(worker, pki.dir);
-    row("300 creates, 30 clients (ms)", burst.burstMs, burst.sequentialMs, "ms");
-    row("GetJobs p99 during burst (ms)", burst.burstGetJobsP99, burst.idleGetJobsP99, "ms");
-    row("new connection p99 during burst (ms)", burst.burstConnectP99, burst.idleConnectP99, "ms");
+    rows.push(...await burstRows(ctx));
   }
 } finally {
   client.close();
   await worker.stop();
   await pki.remove();
+  await peers.close();
 }
 
-const header: [string, string, string, string] = ["measure", "jobworker", "baseline", "ratio"];
-const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-for (const r of [header, ...rows]) console.log(r.map((c, i) => c.padEnd(widths[i]!)).join("  "));
-console.log(
-  "ratio: jobworker / baseline for times, baseline / jobworker for throughput (1.00 = same)",
-);
+const record = loadRecords()[mode];
+const lines: Line[] = rows.map((row) => ({ row, verdict: verdict(row, record) }));
+printTable(lines);
+for (const missing of peers.missing) console.log(`peer left out: ${missing}`);
+console.log(`results: ${writeResults(mode, startedAt, machine, lines, peers.missing)}`);
+
+const checked = lines.filter((l) => l.verdict.recorded !== undefined);
+const regressed = checked.filter((l) => l.verdict.regressed);
+if (options.record) {
+  writeRecord(mode, rows, machine);
+  console.log(`recorded the ${mode} ratios in bench/recorded.json`);
+} else if (record === undefined) {
+  console.log(
+    `no recorded ${mode} ratios (make bench-record${quick ? " QUICK=1" : ""}): nothing checked`,
+  );
+} else {
+  const unmeasured = Object.keys(record.ratios).filter((n) => !rows.some((r) => r.name === n));
+  if (unmeasured.length > 0 && only === undefined) {
+    console.log(`recorded but not measured in this run: ${unmeasured.join("; ")}`);
+  }
+  console.log(
+    `bench: ${checked.length} ratios checked against the ${mode} record of ${record.recordedAt}: ` +
+      `${
+        checked.length - regressed.length
+      } within ${REGRESSION_FACTOR}×, ${regressed.length} worse` +
+      (regressed.length ? ` (${regressed.map((l) => l.row.name).join("; ")})` : ""),
+  );
+}
+const summaryFile = Deno.env.get("SUMMARY_FILE");
+if (summaryFile) {
+  Deno.writeTextFileSync(
+    summaryFile,
+    `${checked.length - regressed.length} ${regressed.length} 0\n`,
+  );
+}
+if (regressed.length > 0 && !options.record) Deno.exit(1);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`. Two parts, each under a time limit, each counted by tests/run.sh:
+# `make test`. The quick bench (`make bench QUICK=1`, counted by bench/main.ts), then two parts,
+# each under a time limit, each counted by tests/run.sh:
 #   host  every tests/*_test.ts but the v2-only files, on this machine's kernel (cgroup v1 here);
 #   v2    the v2 driver tests plus the end-to-end suites (V2_FILES in tests/run_cgroup_v2.sh)
 #         on a cgroup v2 kernel: User-mode Linux on a cgroup v1 host, the host itself on a v2 host.
@@ -44,6 +45,21 @@ part() {
 }
 
 start=$(date +%s)
+# The quick bench first, while the machine is quiet: it fails only when a ratio is worse than 2x
+# its recorded value (bench/recorded.json), and counts each checked ratio as passed or failed.
+# JOBWORKER_SKIP_BENCH=1 leaves it out (counted as a skip; a failure under CI=true).
+if [ "${JOBWORKER_SKIP_BENCH:-0}" = 1 ]; then
+  if [ "${CI:-}" = true ]; then
+    echo "run_all: JOBWORKER_SKIP_BENCH=1 on CI: the quick bench must run" >&2
+    total_failed=$((total_failed + 1))
+  else
+    echo "bench part: skipped (JOBWORKER_SKIP_BENCH=1)"
+    total_skipped=$((total_skipped + 1))
+  fi
+else
+  part bench build/summary-bench env SUMMARY_FILE=build/summary-bench \
+    timeout -k 30 600 "$deno_bin" run --allow-all --no-prompt --cached-only bench/main.ts --quick
+fi
 HOST_TIMEOUT=${HOST_TIMEOUT:-1500}
 part host build/summary-host env SUMMARY_FILE=build/summary-host PART_TIMEOUT="$HOST_TIMEOUT" \
   timeout -k 30 $((HOST_TIMEOUT + 120)) bash tests/run.sh "$deno_bin" "${host_files[@]}"

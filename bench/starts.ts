@@ -1,0 +1,140 @@
+/**
+ * Start rows (issue 8): how long a job `true` takes to start, against the unshare floor and the
+ * peers, all run in the same loop so that each round sees the same machine.
+ *
+ * - server side: CreateJob received by the manager until the command exec'd, read from the
+ *   worker's own 'job started' log line (`startMs`, LOG_FORMAT=json);
+ * - client side: the CreateJob round trip over mTLS (p50 and p99);
+ * - create to ended: until GetJob reports the job ended;
+ * - 100 starts 20 at a time against 100 unshare runs 20 at a time.
+ *
+ * @module
+ */
+import { jobworker } from "../proto/service.ts";
+import type { BenchContext } from "./context.ts";
+import type { Peers } from "./peers.ts";
+import { delay, median, progress, quantile, type Row } from "./rows.ts";
+
+/** Reads `startMs` of the worker's 'job started' lines, by job id, as they arrive. */
+class StartLog {
+  #seen = 0;
+  readonly #startMs = new Map<string, number>();
+
+  constructor(private readonly logs: readonly string[]) {}
+
+  async of(id: string, timeoutMs = 10_000): Promise<number> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      for (; this.#seen < this.logs.length; this.#seen++) {
+        const line = this.logs[this.#seen]!;
+        if (!line.includes('"job started"')) continue;
+        const fields = JSON.parse(line) as { id?: string; startMs?: number };
+        if (fields.id !== undefined && typeof fields.startMs === "number") {
+          this.#startMs.set(fields.id, fields.startMs);
+        }
+      }
+      const ms = this.#startMs.get(id);
+      if (ms !== undefined) return ms;
+      if (performance.now() > deadline) {
+        throw new Error(`no 'job started' line with startMs for job ${id} (is LOG_FORMAT json?)`);
+      }
+      await delay(1);
+    }
+  }
+}
+
+async function inBatches(
+  count: number,
+  width: number,
+  fn: () => Promise<unknown>,
+): Promise<number> {
+  const t0 = performance.now();
+  for (let i = 0; i < count; i += width) {
+    await Promise.all(Array.from({ length: Math.min(width, count - i) }, fn));
+  }
+  return performance.now() - t0;
+}
+
+export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]> {
+  const rounds = ctx.quick ? 30 : 100;
+  const { client } = ctx;
+  const log = new StartLog(ctx.worker.logs);
+  const floor: number[] = [];
+  const peerTimes = peers.others.map(() => [] as number[]);
+  const server: number[] = [];
+  const roundTrip: number[] = [];
+  const toEnded: number[] = [];
+  // Warm-up: the first of each pays for cold caches.
+  await peers.floor.start();
+  for (const peer of peers.others) await peer.start();
+  await log.of((await client.createJob({ command: "true" })).id);
+  progress(
+    `${rounds} sequential starts: unshare, ${
+      peers.others.map((p) => p.name).join(", ")
+    }, jobworker`,
+  );
+  for (let i = 0; i < rounds; i++) {
+    floor.push(await peers.floor.start());
+    for (const [j, peer] of peers.others.entries()) peerTimes[j]!.push(await peer.start());
+    const t0 = performance.now();
+    const job = await client.createJob({ command: "true" });
+    roundTrip.push(performance.now() - t0);
+    server.push(await log.of(job.id));
+    while ((await client.getJob(job.id)).status < jobworker.JobStatus.COMPLETED) await delay(1);
+    toEnded.push(performance.now() - t0);
+  }
+  progress("100 starts, 20 at a time: unshare, jobworker, unshare again");
+  // The floor before and after ours, the faster of the two: one burst of unshare runs is short
+  // enough for a neighbour's hiccup to double it.
+  const before = await inBatches(100, 20, peers.floor.start);
+  const parallelOurs = await inBatches(100, 20, () => client.createJob({ command: "true" }));
+  const parallelBase = Math.min(before, await inBatches(100, 20, peers.floor.start));
+
+  const floorP50 = median(floor);
+  const vsFloor = (name: string, ours: number, ratioAtMost?: number): Row => ({
+    name,
+    ours,
+    base: floorP50,
+    baseLabel: "unshare p50",
+    unit: "ms",
+    higherIsBetter: false,
+    ...(ratioAtMost === undefined ? {} : { target: { ratioAtMost } }),
+  });
+  const rows: Row[] = [
+    vsFloor("start, server side p50", median(server), 3),
+    vsFloor("start, CreateJob round trip p50", median(roundTrip), 4),
+    {
+      ...vsFloor("start, CreateJob round trip p99", quantile(roundTrip, 0.99), 8),
+      unchecked: `a tail of ${rounds} starts: one hiccup of the machine doubles it`,
+    },
+    vsFloor("create until GetJob says ended p50", median(toEnded)),
+    {
+      name: "100 starts, 20 at a time",
+      ours: parallelOurs,
+      base: parallelBase,
+      baseLabel: "unshare, same; best of 2",
+      unit: "ms",
+      higherIsBetter: false,
+      target: { ratioAtMost: 4 },
+    },
+  ];
+  for (const [j, peer] of peers.others.entries()) {
+    rows.push({
+      ...vsFloor(`peer: ${peer.name} start p50`, median(peerTimes[j]!)),
+      unchecked: "a peer's figure",
+    });
+  }
+  const runc = peers.others.findIndex((p) => p.name === "runc run");
+  if (runc >= 0) {
+    rows.push({
+      name: "start, CreateJob round trip p50 vs runc run",
+      ours: median(roundTrip),
+      base: median(peerTimes[runc]!),
+      baseLabel: "runc run p50",
+      unit: "ms",
+      higherIsBetter: false,
+      unchecked: "the same start is checked against the floor",
+    });
+  }
+  return rows;
+}
