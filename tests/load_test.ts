@@ -112,6 +112,61 @@ test("a writer outside the job holding its pipe: the job ends, its record says o
   }
 });
 
+/** Children of `parent` that are still the worker's own program (an init before its exec). */
+function initsOf(parent: number, program: string): number {
+  let n = 0;
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      const close = stat.lastIndexOf(")");
+      const [state, ppid] = stat.slice(close + 2).split(" ");
+      const comm = stat.slice(stat.indexOf("(") + 1, close);
+      if (Number(ppid) === parent && state !== "Z" && comm === program) n++;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return n;
+}
+
+test("a burst of creates starts at most JOB_WORKER_MAX_STARTING jobs at once; all start", async () => {
+  const gated = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: { JOB_WORKER_MAX_STARTING: "2" },
+  });
+  const clients = Array.from({ length: 10 }, () => clientFor(pki.dir, gated.address));
+  try {
+    const program = Deno.execPath().split("/").pop()!.slice(0, 15);
+    let most = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        most = Math.max(most, initsOf(gated.process.pid, program));
+        await delay(5);
+      }
+    })();
+    const jobs = (await Promise.all(clients.map(async (c) => {
+      const mine: jobworker.Job[] = [];
+      for (let i = 0; i < 4; i++) mine.push(await c.createJob({ command: "sleep", args: ["30"] }));
+      return mine;
+    }))).flat();
+    sampling = false;
+    await sampler;
+    assert.equal(jobs.length, 40);
+    for (const job of jobs) assert.equal(job.status, JobStatus.RUNNING, job.reason);
+    // 40 creates from 10 clients at once; the worker ran at most two inits at any moment.
+    assert.ok(most >= 1, "no init process was ever seen (the sampler sees nothing)");
+    assert.ok(most <= 2, `${most} jobs were starting at once`);
+    await Promise.all(
+      jobs.map((job) => clients[0]!.stopJob(job.id, { force: true }).catch(() => {})),
+    );
+  } finally {
+    for (const c of clients) c.close();
+    assert.equal((await gated.stop()).code, 0);
+  }
+});
+
 test("stop the worker", async () => {
   client?.close();
   const status = await worker?.stop();
