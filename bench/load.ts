@@ -174,7 +174,9 @@ export async function createBurst(worker: WorkerProcess, certDir: string): Promi
 export interface CreepFigures {
   /** The worker's RSS once settled before anything, MiB. */
   startMiB: number;
-  /** MiB over start after `connections` TLS connections (each one call), once settled. */
+  /** The baseline: MiB over start after as many calls over one connection, once settled. */
+  oneConnectionMiB: number;
+  /** MiB over start after `connections` TLS connections (each one call) more, once settled. */
   afterConnectionsMiB: number;
   /** MiB over start after `requests` fuzzed requests more, once settled. */
   afterFuzzMiB: number;
@@ -219,6 +221,11 @@ export async function connectionCreep(
     await churnConnections(certDir, worker.address, 200);
     await fuzzRequests(raws, { live: live.id, done: done.id }, { requests: 200, seed: 1 });
     const start = await settledRss(pid);
+    let calls = 0;
+    await Promise.all(Array.from({ length: 16 }, async () => {
+      while (calls++ < connections) await raws[1]!.call("GetServerInfo", new Uint8Array(), false);
+    }));
+    const oneConnection = await settledRss(pid);
     const served = await churnConnections(certDir, worker.address, connections);
     if (served !== connections) throw new Error(`${connections - served} connections failed`);
     const afterConnections = await settledRss(pid);
@@ -227,6 +234,7 @@ export async function connectionCreep(
     await client.stopJob(live.id, { force: true });
     return {
       startMiB: start / MiB,
+      oneConnectionMiB: (oneConnection - start) / MiB,
       afterConnectionsMiB: (afterConnections - start) / MiB,
       afterFuzzMiB: (afterFuzz - start) / MiB,
       connections,
