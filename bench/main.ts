@@ -6,11 +6,11 @@
  *
  * Options: --quick (fewer rounds, smaller streams, no stalled readers: under two minutes),
  * --record (rewrite this mode's recorded ratios from this run), --only=a,b (only these sections:
- * starts, stream, client, storm, stalled, burst; for working on one; not with --record).
+ * starts, stream, client, storm, stalled, burst, creep; for working on one; not with --record).
  * SUMMARY_FILE=path also writes `passed failed 0` (checked ratios) there, for tests/run_all.sh.
  *
  * Sections: starts.ts (start against unshare and the peers of peers.ts), stream.ts, client_start.ts,
- * storm.ts, load.ts (stalled readers, burst). Report: report.ts, recorded.ts, machine.ts.
+ * storm.ts, load.ts (stalled readers, burst, memory creep). Report: report.ts, recorded.ts, machine.ts.
  *
  * @module
  */
@@ -20,7 +20,7 @@ import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
 import { measureClientStart } from "./client_start.ts";
 import type { BenchContext } from "./context.ts";
-import { burstRows, stalledReaderRows } from "./load.ts";
+import { burstRows, creepRows, stalledReaderRows } from "./load.ts";
 import { machineInfo } from "./machine.ts";
 import { JOB_LIMITS, preparePeers } from "./peers.ts";
 import { loadRecords, type Mode, REGRESSION_FACTOR, verdict, writeRecord } from "./recorded.ts";
@@ -97,6 +97,10 @@ try {
   if (wanted("burst")) {
     progress("burst of creates");
     rows.push(...await burstRows(ctx));
+  }
+  if (wanted("creep") && !quick) {
+    progress("memory creep: TLS connections, then fuzzed requests");
+    rows.push(...await creepRows(ctx));
   }
 } finally {
   client.close();

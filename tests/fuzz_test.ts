@@ -3,47 +3,36 @@
  * mutual TLS. No answer may be INTERNAL or UNKNOWN, the worker must live on and keep answering,
  * and nothing may leak: no job process or cgroup left once the jobs ended, no descriptors.
  *
+ * Then memory creep: what TLS connections and fuzzed requests leave in the worker's RSS.
+ *
  * FUZZ_REQUESTS sets how many (default 10,000; `make fuzz` sends 100,000); FUZZ_SEED replays a run.
  *
  * @module
  */
 import assert from "node:assert/strict";
 import { status } from "@grpc/grpc-js";
-import { jobServiceDefinition, jobworker } from "../proto/service.ts";
+import { jobworker } from "../proto/service.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor } from "./helpers/clients.ts";
 import { RawGrpcClient } from "./helpers/raw_grpc.ts";
 import { cgroupDirsNamed, jobProcesses } from "./helpers/host_procs.ts";
-import { openFds } from "./helpers/rss.ts";
+import { openFds, rssBytes } from "./helpers/rss.ts";
+import { churnConnections } from "./helpers/tls_churn.ts";
+import { type Skip, withSkip } from "./helpers/skip.ts";
+import { fuzzRequests } from "./helpers/fuzz.ts";
 
 const REQUESTS = Number(Deno.env.get("FUZZ_REQUESTS") ?? 10_000);
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? Date.now() % 1_000_000);
 const CONCURRENCY = 32;
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** mulberry32: a small seeded generator, so a failing run can be replayed. */
-function generator(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 Deno.test({
   name: `${REQUESTS} random, truncated and hostile requests to every RPC (seed ${SEED})`,
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const random = generator(SEED);
-    const int = (n: number) => Math.floor(random() * n);
-    const pick = <T>(items: readonly T[]): T => items[int(items.length)]!;
-    const bytes = (n: number) => Uint8Array.from({ length: n }, () => int(256));
-
+    const oversized = () => new Uint8Array(5 * 1024 * 1024).fill(0x0a);
     const pki = await makePki();
     const worker = await WorkerProcess.start({ certDir: pki.dir });
     const client = clientFor(pki.dir, worker.address);
@@ -54,87 +43,17 @@ Deno.test({
     try {
       const live = await client.createJob({ command: "sleep", args: ["600"] });
       const done = await client.createJob({ command: "echo", args: ["hello"] });
-      const ids = [live.id, done.id, "", "no-such-job", "x".repeat(300)];
       await client.listJobs();
       const baselineFds = openFds(worker.process.pid);
 
-      const enc = <T>(m: { encode(v: T): { finish(): Uint8Array } }, v: T) => m.encode(v).finish();
-      // Valid requests to mutate. CreateJob only ever runs /bin/true (mutations that still decode
-      // fail validation or lookup, or run something harmless with a short timeout).
-      const seeds: Record<string, Uint8Array[]> = {
-        CreateJob: [
-          enc(jobworker.CreateJobReq, { command: "/bin/true", args: ["x"], timeoutSeconds: 5 }),
-          enc(jobworker.CreateJobReq, { command: "/bin/true", env: ["A=1"], maxPids: 10 }),
-        ],
-        GetJob: ids.map((id) => enc(jobworker.GetJobReq, { id })),
-        StopJob: [done.id, "nope"].map((id) =>
-          enc(jobworker.StopJobReq, { id, graceSeconds: 1, force: false })
-        ),
-        GetJobs: [new Uint8Array()],
-        GetJobsStream: ids.map((id) =>
-          enc(jobworker.GetJobsStreamReq, { id, offset: 3, noFollow: true })
-        ),
-        ListJobs: [enc(jobworker.ListJobsReq, { pageSize: 5, statuses: [1, 2] })],
-        DeleteJob: [enc(jobworker.DeleteJobReq, { id: "nope" })],
-        GetServerInfo: [new Uint8Array()],
-      };
-      const methods = Object.keys(jobServiceDefinition) as (keyof typeof jobServiceDefinition)[];
-      const longVarint = () => [0x80 | int(128), 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 1];
-      const mutate = (seed: Uint8Array): Uint8Array => {
-        switch (int(9)) {
-          case 0:
-            return bytes(int(64)); // noise
-          case 1:
-            return seed.subarray(0, int(seed.length + 1)); // truncated
-          case 2: { // bit flips
-            const b = seed.slice();
-            for (let i = 0; i < 1 + int(3) && b.length; i++) b[int(b.length)]! ^= 1 << int(8);
-            return b;
-          }
-          case 3:
-            return Uint8Array.from([...seed, ...bytes(1 + int(16))]); // trailing junk
-          case 4: // a length-delimited field claiming far more than is there
-            return Uint8Array.from([(1 + int(12)) << 3 | 2, 0xff, 0xff, 0xff, 0x7f, ...bytes(8)]);
-          case 5: // a field as an 11-byte varint, or a long but valid one
-            return Uint8Array.from([
-              (1 + int(12)) << 3,
-              ...(random() < 0.5 ? [...longVarint().slice(0, 9), 0x80, 0] : longVarint()),
-            ]);
-          case 6: // invalid UTF-8 in a string field
-            return Uint8Array.from([0x0a, 3, 0xc3, 0x28, 0xff]);
-          case 7: // wire types 3, 4, 6, 7
-            return Uint8Array.from([(1 + int(12)) << 3 | pick([3, 4, 6, 7]), ...bytes(4)]);
-          default:
-            return seed; // valid: the server must still answer properly
-        }
-      };
-
-      const counts = new Map<string, number>();
-      const bad: string[] = [];
-      let sent = 0;
-      const runOne = async () => {
-        const method = pick(methods);
-        const body = mutate(pick(seeds[method]!));
-        const streaming = jobServiceDefinition[method].responseStream;
-        const answer = await pick(raws).call(method, body, streaming, 15_000);
-        const name = status[answer.code] ?? String(answer.code);
-        counts.set(name, (counts.get(name) ?? 0) + 1);
-        const hang = answer.code === status.DEADLINE_EXCEEDED && !streaming;
-        if (answer.code === status.INTERNAL || answer.code === status.UNKNOWN || hang) {
-          if (bad.length < 20) {
-            bad.push(`${method} [${Array.from(body.subarray(0, 24))}]: ${name} ${answer.details}`);
-          }
-        }
-      };
-      await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-        while (sent < REQUESTS) {
-          sent++;
-          await runOne();
-        }
-      }));
+      const { counts, bad } = await fuzzRequests(raws, { live: live.id, done: done.id }, {
+        requests: REQUESTS,
+        seed: SEED,
+        concurrency: CONCURRENCY,
+      });
       // A handful of oversized requests (beyond MAX_RECV_MSG_SIZE) too.
       for (let i = 0; i < 3; i++) {
-        const answer = await raws[0]!.call("GetJob", bytes(5 * 1024 * 1024), false);
+        const answer = await raws[0]!.call("GetJob", oversized(), false);
         assert.equal(answer.code, status.RESOURCE_EXHAUSTED, answer.details);
       }
       console.log(`seed ${SEED}: ${JSON.stringify(Object.fromEntries(counts))}`);
@@ -164,4 +83,143 @@ Deno.test({
       assert.equal(exit.code, 0, "the worker did not stop cleanly");
     }
   },
+});
+
+const MiB = 1024 * 1024;
+
+/** Resident memory once it has settled (two readings 1 s apart within 4 MiB). */
+async function settledRss(pid: number): Promise<number> {
+  let last = rssBytes(pid);
+  for (let i = 0; i < 15; i++) {
+    await delay(1000);
+    const now = rssBytes(pid);
+    if (Math.abs(now - last) < 4 * MiB) return now;
+    last = now;
+  }
+  return last;
+}
+
+/**
+ * Deno 2.8.3 never frees a closed HTTP/2 session's native nghttp2 state (about 18 KiB, measured;
+ * fixed upstream after 2.8.3 by denoland/deno#36043, in no release yet): 20,000 connections leave
+ * about 350 MiB whatever the worker does. The worker frees everything else of a connection
+ * (worker/tls/session_release.ts); the test below holds it to that.
+ */
+const NATIVE_SESSION_LEAK: Skip = {
+  reason: "Deno 2.8.3 keeps ~18 KiB of nghttp2 state per connection ever served " +
+    "(denoland/deno#36043, unreleased); runs once the pinned Deno has the fix",
+  allowedOnCI: true,
+};
+
+async function creepWorker() {
+  const pki = await makePki();
+  const worker = await WorkerProcess.start({ certDir: pki.dir });
+  const client = clientFor(pki.dir, worker.address);
+  const raws = [
+    new RawGrpcClient(pki.dir, worker.address, "admin"),
+    new RawGrpcClient(pki.dir, worker.address, "viewer"),
+  ];
+  const live = await client.createJob({ command: "sleep", args: ["3600"] });
+  const done = await client.createJob({ command: "echo", args: ["hello"] });
+  const jobs = { live: live.id, done: done.id };
+  // Warm up: code, pools and arenas the first calls create are not creep.
+  await churnConnections(pki.dir, worker.address, 1000);
+  await fuzzRequests(raws, jobs, { requests: 500, seed: 1 });
+  return {
+    worker,
+    pki,
+    raws,
+    jobs,
+    async close() {
+      for (const raw of raws) raw.close();
+      await client.stopJob(live.id, { force: true });
+      client.close();
+      const exit = await worker.stop();
+      await pki.remove();
+      assert.equal(exit.code, 0, "the worker did not stop cleanly");
+    },
+  };
+}
+
+Deno.test(withSkip({
+  name: "20,000 TLS connections and 20,000 fuzzed requests leave RSS within 64 MiB of the start",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const w = await creepWorker();
+    try {
+      const pid = w.worker.process.pid;
+      const start = await settledRss(pid);
+      assert.equal(await churnConnections(w.pki.dir, w.worker.address, 20_000), 20_000);
+      const { bad } = await fuzzRequests(w.raws, w.jobs, { requests: 20_000, seed: SEED });
+      assert.deepEqual(bad, []);
+      const after = await settledRss(pid);
+      assert.ok(after - start < 64 * MiB, `RSS grew by ${((after - start) / MiB).toFixed(0)} MiB`);
+    } finally {
+      await w.close();
+    }
+  },
+}, NATIVE_SESSION_LEAK));
+
+Deno.test({
+  name: "20,000 fuzzed requests leave RSS within 64 MiB (and what 5,000 connections leave)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const w = await creepWorker();
+    try {
+      const pid = w.worker.process.pid;
+      const CONNECTIONS = 5000;
+      const start = await settledRss(pid);
+      assert.equal(
+        await churnConnections(w.pki.dir, w.worker.address, CONNECTIONS),
+        CONNECTIONS,
+      );
+      const afterConnections = await settledRss(pid);
+      const { bad } = await fuzzRequests(w.raws, w.jobs, { requests: 20_000, seed: SEED });
+      assert.deepEqual(bad, [], `bad answers (seed ${SEED})`);
+      const afterFuzz = await settledRss(pid);
+      const perConnection = (afterConnections - start) / CONNECTIONS / 1024;
+      const fuzzMiB = (afterFuzz - afterConnections) / MiB;
+      console.log(
+        `RSS ${(start / MiB).toFixed(0)} MiB at the start; ${perConnection.toFixed(1)} KiB ` +
+          `more per connection (${CONNECTIONS}); ${fuzzMiB.toFixed(1)} MiB more after 20,000 ` +
+          "fuzzed requests",
+      );
+      // Per connection, only Deno's native nghttp2 state should be left (~18 KiB, see above):
+      // printed, not asserted (glibc's arenas make RSS too coarse for it; the test below checks
+      // that the sessions themselves are collected).
+      assert.ok(fuzzMiB < 64, `20,000 fuzzed requests left ${fuzzMiB.toFixed(1)} MiB`);
+    } finally {
+      await w.close();
+    }
+  },
+});
+
+Deno.test("closed HTTP/2 sessions are garbage-collected (Deno 2.8.3 kept every one)", async () => {
+  const pki = await makePki();
+  try {
+    const COUNT = 300;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--no-prompt",
+        "--cached-only",
+        "--v8-flags=--expose-gc",
+        new URL("./helpers/session_gc.ts", import.meta.url).pathname,
+        pki.dir,
+        String(COUNT),
+        "release",
+      ],
+      stderr: "inherit",
+    }).output();
+    assert.equal(out.code, 0);
+    const { served, collected } = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.equal(served, COUNT);
+    // A session still open at the end, or one the collector skipped, may stay; not the rest.
+    assert.ok(collected >= COUNT - 10, `${collected} of ${COUNT} closed sessions collected`);
+  } finally {
+    await pki.remove();
+  }
 });

@@ -16,8 +16,10 @@ import { clientFor } from "./helpers/clients.ts";
 import { type StalledReader, startStalledReader } from "./helpers/stalled_reader.ts";
 import { openFds, rssBytes } from "./helpers/rss.ts";
 import net from "node:net";
+import tls from "node:tls";
 import { RawGrpcClient } from "./helpers/raw_grpc.ts";
 import { status } from "@grpc/grpc-js";
+import { raiseFdLimit } from "../worker/runtime/fd_limit.ts";
 
 const MiB = 1024 * 1024;
 const { JobStatus } = jobworker;
@@ -33,6 +35,44 @@ async function waitEnded(c: JobClient, id: string): Promise<jobworker.Job> {
     if (job.status >= JobStatus.COMPLETED) return job;
     await delay(50);
   }
+}
+
+/** `promise`, or a failure naming `what` when it takes longer than `ms`. */
+async function deadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Attempts a TLS handshake with the admin certificate from `localAddress`: "ok" or the error. */
+function tlsHandshake(certDir: string, port: number, localAddress: string): Promise<string> {
+  const read = (file: string) => Deno.readTextFileSync(`${certDir}/${file}`);
+  return new Promise((resolve) => {
+    const tcp = net.connect({ port, host: "127.0.0.1", localAddress });
+    tcp.on("error", () => {});
+    const socket = tls.connect({
+      socket: tcp,
+      servername: "localhost",
+      ca: read("ca-cert.pem"),
+      cert: read("admin-client-cert.pem"),
+      key: read("admin-client-key.pem"),
+      ALPNProtocols: ["h2"],
+      minVersion: "TLSv1.3",
+    });
+    socket.setTimeout(10_000, () => socket.destroy(new Error("handshake timed out")));
+    socket.once("secureConnect", () => {
+      socket.destroy();
+      resolve("ok");
+    });
+    socket.once("error", (e) => resolve(e.message));
+    socket.once("close", () => resolve("closed"));
+  });
 }
 
 /** Resident memory once it has settled (two readings 1 s apart within 8 MiB). */
@@ -177,7 +217,7 @@ test(
 );
 
 test(
-  "5,000 connections that do nothing: capped, dropped after the handshake timeout, no lockout",
+  "25,000 connections that do nothing: capped, dropped, no lockout; fds return to baseline",
   async () => {
     const pid = worker.process.pid;
     await client.listJobs();
@@ -186,55 +226,87 @@ test(
     const other = clientFor(pki.dir, worker.address, "viewer");
     await other.listJobs();
     const baseline = openFds(pid);
-    const FLOOD = 5000;
-    const sockets: net.Socket[] = [];
-    let peakFds = baseline;
+    // This process holds every socket the worker has not closed yet: raise its own fd limit too.
+    raiseFdLimit();
+    const FLOOD = 25_000;
+    const BATCH = 5_000; // what this machine's 20,000 descriptors hold with room to spare
+    const sockets = new Set<net.Socket>();
+    let connected = 0;
+    let failed = 0;
+    let closedByWorker = 0;
+    const held: number[] = []; // the worker's descriptors for the flood, once each batch settled
     try {
-      for (let i = 0; i < FLOOD; i++) {
-        const socket = net.connect(worker.port, "127.0.0.1");
-        socket.on("error", () => {});
-        sockets.push(socket);
-        if (i % 500 === 499) {
-          await delay(50);
-          peakFds = Math.max(peakFds, openFds(pid));
+      for (let opened = 0; opened < FLOOD;) {
+        for (let i = 0; i < BATCH; i++, opened++) {
+          const socket = net.connect(worker.port, "127.0.0.1");
+          let made = false;
+          socket.on("connect", () => {
+            made = true;
+            connected++;
+          });
+          // An error after the connection was made (the worker closing it) is not a failure.
+          socket.on("error", () => {
+            if (!made) failed++;
+          });
+          socket.on("close", () => {
+            if (sockets.delete(socket)) closedByWorker++;
+          });
+          sockets.add(socket);
+          if (i % 500 === 499) await delay(50);
         }
+        // Every connection of the batch was made (the kernel's listen queue took them all).
+        for (let i = 0; i < 600 && connected + failed < opened; i++) await delay(100);
+        assert.equal(failed, 0, `${failed} of ${opened} connections failed`);
+        assert.equal(connected, opened);
+        // Refused connections are closed as they are accepted; what is left is what the worker
+        // keeps: the per-address cap (300), not the batch. (Looked at within 2 s, well before the
+        // 5 s handshake timeout would drop them all anyway.)
+        let fds = openFds(pid);
+        for (let i = 0; i < 20 && fds - baseline > 320; i++) {
+          await delay(100);
+          fds = openFds(pid);
+        }
+        held.push(fds - baseline);
+        assert.ok(fds - baseline <= 320, `the worker holds ${fds - baseline} of the flood`);
       }
-      const t = performance.now();
+      // The worker still serves a client it already had.
       await other.listJobs();
-      const duringMs = performance.now() - t;
-      // While this side keeps every socket open, the worker drops them (handshake timeout: 5 s).
+      // It drops the connections it kept once their handshake timeout (5 s) passes; this side
+      // never closes one.
       let fds = openFds(pid);
       for (let i = 0; i < 400 && fds - baseline > 20; i++) {
         await delay(100);
         fds = openFds(pid);
-        peakFds = Math.max(peakFds, fds);
       }
       assert.ok(fds - baseline <= 20, `the worker still holds ${fds - baseline} idle connections`);
-      assert.ok(
-        peakFds - baseline < 400,
-        `${peakFds - baseline} descriptors for the flood at peak`,
-      );
       for (const socket of sockets) socket.destroy();
-      const t2 = performance.now();
+      // The issue asks that a new client be served within a second of the flood closing. The
+      // lockout this guards against never served anyone again; the 10 s deadline is the 1 s of
+      // an idle machine with room for the suite's load (the figure is printed).
+      const t = performance.now();
       const fresh = clientFor(pki.dir, worker.address, "viewer");
-      await fresh.listJobs();
-      const afterMs = performance.now() - t2;
-      fresh.close();
-      // The issue's bound is 1 s; 5x slack for this shared machine.
-      assert.ok(afterMs < 5000, `a new client waited ${afterMs.toFixed(0)} ms after the flood`);
-      await delay(1000);
-      const left = openFds(pid);
-      assert.ok(left - baseline <= 8, `${left - baseline} descriptors left (baseline ${baseline})`);
+      try {
+        await deadline(fresh.listJobs(), 10_000, "a new client after the flood");
+      } finally {
+        fresh.close();
+      }
+      const afterMs = performance.now() - t;
+      let left = openFds(pid);
+      for (let i = 0; i < 100 && left > baseline; i++) {
+        await delay(100);
+        left = openFds(pid);
+      }
+      assert.ok(left <= baseline, `${left - baseline} descriptors left (baseline ${baseline})`);
       console.log(
-        `flood of ${FLOOD}: fds ${baseline} -> peak ${peakFds} -> ${left}; a call took ` +
-          `${duringMs.toFixed(0)} ms during it, a new client ${afterMs.toFixed(0)} ms after`,
+        `flood of ${FLOOD} in batches of ${BATCH}: worker fds ${baseline} -> held ` +
+          `${held.join(", ")} over baseline -> ${left}; ${closedByWorker} closed by the worker; ` +
+          `a new client was served ${afterMs.toFixed(0)} ms after the flood closed`,
       );
     } finally {
       other.close();
       for (const socket of sockets) socket.destroy();
     }
   },
-  NOT_YET,
 );
 
 test("one client may hold at most JOB_WORKER_MAX_STREAMS_PER_CLIENT streams; others still can", async () => {
@@ -258,6 +330,111 @@ test("one client may hold at most JOB_WORKER_MAX_STREAMS_PER_CLIENT streams; oth
     await client.stopJob(job.id, { force: true });
     await Promise.all(held);
     raw.close();
+  }
+});
+
+test("JOB_WORKER_MAX_CONNECTIONS caps connections from all addresses together", async () => {
+  const CAP = 20;
+  // A long handshake timeout: only the cap can close the connections that do nothing.
+  const capped = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: { JOB_WORKER_MAX_CONNECTIONS: String(CAP), JOB_WORKER_HANDSHAKE_TIMEOUT: "600" },
+  });
+  const sockets: net.Socket[] = [];
+  try {
+    // CAP idle connections, one from each of CAP loopback addresses (no per-address cap applies).
+    const closed = new Set<net.Socket>();
+    for (let i = 0; i < CAP; i++) {
+      const socket = net.connect({
+        port: capped.port,
+        host: "127.0.0.1",
+        localAddress: `127.0.1.${i + 1}`,
+      });
+      socket.on("error", () => {});
+      socket.on("close", () => closed.add(socket));
+      sockets.push(socket);
+      await new Promise((resolve) => socket.once("connect", resolve));
+    }
+    // A real client from yet another address is refused: closed before its TLS handshake.
+    const refused = await tlsHandshake(pki.dir, capped.port, "127.0.2.1");
+    assert.notEqual(refused, "ok", "a connection past JOB_WORKER_MAX_CONNECTIONS was served");
+    assert.equal(closed.size, 0, "the worker closed connections it should have kept");
+    const said = () => capped.logs.some((l) => /too many connections in total/.test(l));
+    for (let i = 0; i < 50 && !said(); i++) await delay(100);
+    assert.ok(said(), "no log line names the cap");
+    // Once one of them goes, a real client is served again.
+    sockets.pop()!.destroy();
+    let served = "";
+    for (let i = 0; i < 50 && served !== "ok"; i++) {
+      served = await tlsHandshake(pki.dir, capped.port, "127.0.2.1");
+      if (served !== "ok") await delay(100);
+    }
+    assert.equal(served, "ok", "a client was still refused after a connection left");
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    assert.equal((await capped.stop()).code, 0);
+  }
+});
+
+test("keepalive: a dead client's streams are released once it stops answering pings", async () => {
+  const STREAMS = 3;
+  const pinging = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: {
+      JOB_WORKER_MAX_STREAMS_PER_CLIENT: String(STREAMS),
+      JOB_WORKER_KEEPALIVE: "1",
+      JOB_WORKER_KEEPALIVE_TIMEOUT: "2",
+    },
+  });
+  const admin = clientFor(pki.dir, pinging.address);
+  const probe = new RawGrpcClient(pki.dir, pinging.address);
+  let holder: Deno.ChildProcess | undefined;
+  try {
+    const job = await admin.createJob({ command: "/bin/sh", args: ["-c", "echo hi; sleep 600"] });
+    const request = jobworker.GetJobsStreamReq.encode({ id: job.id }).finish();
+    /** A stream of the same identity: RESOURCE_EXHAUSTED while the dead client holds them all. */
+    const oneMore = () => probe.call("GetJobsStream", request, true, 1500);
+    holder = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--no-prompt",
+        "--cached-only",
+        new URL("./helpers/stream_holder.ts", import.meta.url).pathname,
+        pki.dir,
+        pinging.address,
+        job.id,
+        String(STREAMS),
+      ],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const said = await holder.stdout.pipeThrough(new TextDecoderStream()).getReader().read();
+    assert.equal(said.value, "open\n", "the holder did not open its streams");
+    let answer = await oneMore();
+    assert.equal(answer.code, status.RESOURCE_EXHAUSTED, answer.details);
+    // The client dies without closing anything: its TCP connection stays up, pings go unanswered.
+    holder.kill("SIGSTOP");
+    // Ping every 1 s, 2 s for the answer: the worker gives up on it within seconds.
+    for (let i = 0; i < 60 && answer.code === status.RESOURCE_EXHAUSTED; i++) {
+      await delay(500);
+      answer = await oneMore();
+    }
+    assert.equal(
+      answer.code,
+      status.DEADLINE_EXCEEDED, // a stream on a quiet job, admitted and followed until our deadline
+      `the dead client still holds its streams: ${answer.details}`,
+    );
+    await admin.stopJob(job.id, { force: true });
+  } finally {
+    if (holder) {
+      holder.kill("SIGKILL");
+      holder.kill("SIGCONT");
+      await holder.status;
+    }
+    probe.close();
+    admin.close();
+    assert.equal((await pinging.stop()).code, 0);
   }
 });
 

@@ -25,6 +25,8 @@ export interface WorkerConfig {
   stopGraceSeconds: number;
   /** Most jobs running at once; CreateJob answers RESOURCE_EXHAUSTED beyond it. */
   maxRunningJobs: number;
+  /** Most jobs starting at once (until their command exec'd); further creates wait their turn. */
+  maxStarting: number;
   /** Ended jobs kept with their output; the oldest are forgotten beyond it. */
   maxEndedJobs: number;
   /** Ended jobs are forgotten this many milliseconds after they ended; 0 = no age limit. */
@@ -82,6 +84,7 @@ Options:
   --cleanup-timeout S     grace for jobs at shutdown CLEANUP_TIMEOUT (10)
   --stop-grace S          default StopJob grace     JOB_WORKER_STOP_GRACE (10)
   --max-jobs N            most running jobs         JOB_WORKER_MAX_JOBS (1000)
+  --max-starting N        jobs starting at once     JOB_WORKER_MAX_STARTING (2 per CPU, >= 2)
   --max-ended-jobs N      ended jobs kept           JOB_WORKER_MAX_ENDED_JOBS (1000)
   --retention AGE         ended jobs kept this long JOB_WORKER_RETENTION (7d; 0 = no limit)
                           (a number with s, m, h or d; both limits apply)
@@ -131,6 +134,10 @@ const FLAGS = {
   "cleanup-timeout": { env: "CLEANUP_TIMEOUT", fallback: "10" },
   "stop-grace": { env: "JOB_WORKER_STOP_GRACE", fallback: "10" },
   "max-jobs": { env: "JOB_WORKER_MAX_JOBS", fallback: "1000" },
+  "max-starting": {
+    env: "JOB_WORKER_MAX_STARTING",
+    fallback: String(Math.max(2, 2 * (navigator.hardwareConcurrency || 1))),
+  },
   "max-ended-jobs": { env: "JOB_WORKER_MAX_ENDED_JOBS", fallback: "1000" },
   "retention": { env: "JOB_WORKER_RETENTION", fallback: "7d" },
   "max-streams": { env: "JOB_WORKER_MAX_STREAMS", fallback: "512" },
@@ -262,6 +269,7 @@ export function loadConfig(
     cleanupTimeoutSeconds: num("cleanup-timeout"),
     stopGraceSeconds: num("stop-grace"),
     maxRunningJobs: num("max-jobs", 1),
+    maxStarting: num("max-starting", 1),
     maxEndedJobs: num("max-ended-jobs"),
     retentionMs: parseDuration(...get("retention")),
     maxStreams: num("max-streams", 1),

@@ -196,6 +196,7 @@ async function serve(config: Config): Promise<number> {
       stateDir: config.stateDir,
       stopGraceSeconds: config.stopGraceSeconds,
       maxRunningJobs: config.maxRunningJobs,
+      maxStarting: config.maxStarting,
       maxEndedJobs: config.maxEndedJobs,
       retentionMs: config.retentionMs,
       maxOutputBytes: config.maxOutputBytes,

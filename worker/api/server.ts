@@ -11,6 +11,7 @@ import { mutualTls13, type ServerTlsFiles } from "../tls/server_credentials.ts";
 import { jobServiceHandlers } from "./handlers.ts";
 import { refuseMalformed } from "./malformed.ts";
 import { ConnectionGuard } from "../tls/connection_guard.ts";
+import { releaseClosedSessions } from "../tls/session_release.ts";
 import { raiseFdLimit } from "../runtime/fd_limit.ts";
 import type { ServerFacts } from "./server_info.ts";
 import type { RevocationList } from "../auth/revocation.ts";
@@ -84,5 +85,6 @@ export async function startServer(
   if (!guard.attach(server)) {
     log.warn("cannot limit connections: grpc-js's HTTP/2 servers are not where expected");
   }
+  releaseClosedSessions(server);
   return { server, port, health };
 }

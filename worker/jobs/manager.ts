@@ -23,6 +23,7 @@ import type { HandedJob } from "../runtime/reexec.ts";
 import { sameSpec } from "./spec_compare.ts";
 import { applyDefaultTerm, type DefaultTerm, recordedSignal } from "./pid1_term.ts";
 import type { JobEvents, StopKind } from "./events.ts";
+import { StartGate } from "./start_gate.ts";
 
 export interface ManagerOptions {
   stateDir: string;
@@ -37,6 +38,8 @@ export interface ManagerOptions {
   maxOutputBytes: number;
   /** Lifecycle events for observers (metrics). */
   events?: JobEvents;
+  /** Most jobs starting (until their command exec'd) at once; the rest queue. Default 4. */
+  maxStarting?: number;
 }
 
 export interface StopOptions {
@@ -105,6 +108,7 @@ export class JobManager {
   /** A reload is under way: creates wait for the new process (UNAVAILABLE). */
   #reloading = false;
   #seq: number;
+  readonly #startGate: StartGate;
 
   constructor(
     private readonly launcher: Launcher,
@@ -114,6 +118,7 @@ export class JobManager {
     private readonly options: ManagerOptions,
   ) {
     this.#seq = store.lastSeq();
+    this.#startGate = new StartGate(options.maxStarting ?? 4);
   }
 
   get(id: string): Job | undefined {
@@ -230,7 +235,12 @@ export class JobManager {
       if (reserved) this.#starting--;
       reserved = false;
     };
+    let leaveGate = () => {};
     try {
+      leaveGate = await this.#startGate.enter();
+      if (this.#shuttingDown || this.#reloading) {
+        throw new JobError("unavailable", "the worker is shutting down or reloading; retry");
+      }
       const id = crypto.randomUUID();
       const dir = jobDir(this.options.stateDir, id);
       const job = new Job(id, ++this.#seq, owner, spec);
@@ -301,6 +311,7 @@ export class JobManager {
         this.#pump(job, process.stderr, 2),
       ]);
       const failure = await process.started;
+      leaveGate();
       if (failure) {
         await this.#finish(job, running, outputDone);
         await forget();
@@ -326,6 +337,7 @@ export class JobManager {
       this.options.events?.startFailed();
       throw e;
     } finally {
+      leaveGate();
       release();
     }
   }

@@ -23,7 +23,7 @@ interface ConnectionEmitter {
 }
 
 /** The HTTP/2 servers under a grpc-js Server (a private field of grpc-js 1.14). */
-function http2ServersOf(server: Server): ConnectionEmitter[] {
+export function http2ServersOf(server: Server): ConnectionEmitter[] {
   const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
   if (!(servers instanceof Map)) return [];
   return [...servers.keys()].filter((s): s is ConnectionEmitter =>
