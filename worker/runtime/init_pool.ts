@@ -89,13 +89,7 @@ export class InitPool {
       const index = at >= 0 ? at : this.#members.length > 0 ? 0 : -1;
       if (index < 0) break;
       const [member] = this.#members.splice(index, 1);
-      let exited: boolean;
-      try {
-        exited = this.shim.pidfdExited(member!.init.pidfd);
-      } catch {
-        exited = true;
-      }
-      if (exited) {
+      if (!this.#alive(member!.init)) {
         this.#lost(member!, "claim");
         continue;
       }
@@ -104,6 +98,25 @@ export class InitPool {
     this.events?.claimed(found !== undefined);
     this.#schedule();
     return found;
+  }
+
+  /**
+   * Whether a member can still take a job. The pidfd turns readable only once every thread has
+   * exited; a Deno process killed a moment ago may still be winding its threads down, its
+   * leader already a zombie or SIGKILL pending: /proc shows that (the pid is still ours, unreaped).
+   */
+  #alive(init: InitProcess): boolean {
+    try {
+      if (this.shim.pidfdExited(init.pidfd)) return false;
+      const status = Deno.readTextFileSync(`/proc/${init.pid}/status`);
+      const state = /^State:\s+(\S)/m.exec(status)?.[1] ?? "X";
+      const shared = BigInt(`0x${/^ShdPnd:\s+([0-9a-f]+)/m.exec(status)?.[1] ?? "0"}`);
+      const own = BigInt(`0x${/^SigPnd:\s+([0-9a-f]+)/m.exec(status)?.[1] ?? "0"}`);
+      const sigkill = 1n << BigInt(SIGKILL - 1);
+      return state !== "Z" && state !== "X" && ((shared | own) & sigkill) === 0n;
+    } catch {
+      return false;
+    }
   }
 
   /**
