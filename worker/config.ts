@@ -84,8 +84,8 @@ Options:
   --cleanup-timeout S     grace for jobs at shutdown CLEANUP_TIMEOUT (10)
   --stop-grace S          default StopJob grace     JOB_WORKER_STOP_GRACE (10)
   --max-jobs N            most running jobs         JOB_WORKER_MAX_JOBS (1000)
-  --init-pool N           inits started ahead of jobs, 0 = off (each waiting one costs about
-                          POOL_PSS of memory)       JOB_WORKER_INIT_POOL (4)
+  --init-pool N           inits started ahead of jobs JOB_WORKER_INIT_POOL (4; 0 = off)
+                          (each waiting init costs about 20 MiB of memory)
   --max-ended-jobs N      ended jobs kept           JOB_WORKER_MAX_ENDED_JOBS (1000)
   --retention AGE         ended jobs kept this long JOB_WORKER_RETENTION (7d; 0 = no limit)
                           (a number with s, m, h or d; both limits apply)
