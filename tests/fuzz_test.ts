@@ -15,7 +15,7 @@ import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor } from "./helpers/clients.ts";
 import { RawGrpcClient } from "./helpers/raw_grpc.ts";
 import { cgroupDirsNamed, jobProcesses } from "./helpers/host_procs.ts";
-import { openFds } from "./helpers/rss.ts";
+import { openFds, poolFull } from "./helpers/rss.ts";
 
 const REQUESTS = Number(Deno.env.get("FUZZ_REQUESTS") ?? 10_000);
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? Date.now() % 1_000_000);
@@ -56,6 +56,7 @@ Deno.test({
       const done = await client.createJob({ command: "echo", args: ["hello"] });
       const ids = [live.id, done.id, "", "no-such-job", "x".repeat(300)];
       await client.listJobs();
+      await poolFull(worker.process.pid);
       const baselineFds = openFds(worker.process.pid);
 
       const enc = <T>(m: { encode(v: T): { finish(): Uint8Array } }, v: T) => m.encode(v).finish();
@@ -154,6 +155,7 @@ Deno.test({
       assert.deepEqual(await cgroupDirsNamed(jobIds), [], "job cgroups left");
       for (const raw of raws) raw.close();
       await delay(1000);
+      await poolFull(worker.process.pid);
       const fds = openFds(worker.process.pid);
       assert.ok(fds - baselineFds <= 8, `descriptors: ${baselineFds} before, ${fds} after`);
     } finally {
