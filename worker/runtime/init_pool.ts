@@ -18,6 +18,7 @@ import type { Shim } from "../../init/shim/ffi.ts";
 import type { Reaper } from "./reaper.ts";
 import type { SelfCommand } from "./self_exec.ts";
 import { closeQuietly, type InitProcess, spawnInit } from "./init_process.ts";
+import { POOL_READY } from "../../init/spec.ts";
 import { log } from "../log/logger.ts";
 
 /** Deno starts of members under way at once (the machine's other work needs the CPU too). */
@@ -26,6 +27,8 @@ const WARMING = 2;
 const BACKOFF_MS = 1000;
 const MAX_BACKOFF_MS = 60_000;
 const SIGKILL = 9;
+/** How long emptying the pool waits for its members to be reaped. */
+const DRAIN_MS = 5000;
 
 /** What the pool tells an observer (metrics). */
 export interface InitPoolEvents {
@@ -126,7 +129,14 @@ export class InitPool {
   async drain(): Promise<void> {
     this.#stopped = true;
     for (const member of this.#members.splice(0)) this.#dismiss(member);
-    await Promise.all([...this.#dismissed]);
+    // SIGKILL ends them at once; a process stuck in the kernel must not hang a shutdown.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<void>((resolve) => timer = setTimeout(resolve, DRAIN_MS));
+    await Promise.race([Promise.all([...this.#dismissed]), late]);
+    clearTimeout(timer);
+    if (this.#dismissed.size > 0) {
+      log.warn("pooled inits not reaped yet after SIGKILL", { count: this.#dismissed.size });
+    }
   }
 
   #schedule(): void {
@@ -154,7 +164,8 @@ export class InitPool {
     const member: Member = { init, ready: false };
     this.#members.push(member);
     init.status.firstData.then(() => {
-      if (!this.#members.includes(member) || init.status.text === "") return;
+      // Anything else first (a failure of its mounts) is no readiness: it exits and is replaced.
+      if (!this.#members.includes(member) || !init.status.text.startsWith(POOL_READY)) return;
       member.ready = true;
       this.#failures = 0;
       this.#schedule();
