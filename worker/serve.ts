@@ -320,15 +320,17 @@ async function reload(
     });
     return false;
   }
+  // Waiting inits are not handed over: the new process fills its own pool. Emptied before the
+  // jobs settle, so nothing awaits between the settling and the handover.
+  await pool.drain();
   if (!await manager.quiesce(RELOAD_SETTLE_MS)) {
     log.error("reload refused: jobs kept starting or ending; nothing stopped");
+    pool.start();
     return false;
   }
   const reloadTime = new Date();
   // Calls in progress end with UNAVAILABLE; clients reconnect to the new process.
   server.forceShutdown();
-  // Waiting inits are not handed over: the new process fills its own pool.
-  await pool.drain();
   const jobs = manager.handOver();
   const handover: Handover = {
     startTime: startTime.toISOString(),
