@@ -8,6 +8,7 @@ import {
   type InitSpec,
   JOB_STDERR_FD,
   JOB_STDOUT_FD,
+  POOL_READY,
   SPEC_FD,
   STATUS_FD,
 } from "./spec.ts";
@@ -33,19 +34,38 @@ function step<T>(stage: InitFailure["stage"], what: string, fn: () => T): T {
   }
 }
 
-function readSpec(shim: Shim): InitSpec {
+/** The job's spec; null when the pipe closed without one (a pooled init no longer wanted). */
+function readSpec(shim: Shim): InitSpec | null {
   const bytes = shim.readAll(SPEC_FD, SPEC_LIMIT);
+  if (bytes.length === 0) return null;
   return JSON.parse(new TextDecoder().decode(bytes)) as InitSpec;
 }
 
 const X_OK = 1;
 
-function become(shim: Shim): never {
-  const spec = step("spec", "reading the job spec", () => readSpec(shim));
+/** The isolation no job's spec changes: before the spec when pooled, so it is off the start path. */
+function isolateMounts(shim: Shim): void {
   step("mounts", "making mounts private", () => shim.makeMountsPrivate());
   step("proc", "mounting /proc", () => shim.mountProc());
+}
+
+/** Becomes the job; returns only when pooled and dismissed before any job claimed it. */
+function become(shim: Shim, pooled: boolean): void {
+  if (pooled) {
+    isolateMounts(shim);
+    shim.writeAll(STATUS_FD, new TextEncoder().encode(POOL_READY));
+  }
+  const spec = step("spec", "reading the job spec", () => readSpec(shim));
+  if (spec === null) {
+    if (pooled) return;
+    throw new StageError("spec", 0, "reading the job spec: the worker sent none");
+  }
+  if (!pooled) isolateMounts(shim);
   step("hostname", "setting the hostname", () => shim.setHostname(spec.jobId));
   if (spec.network === "none") {
+    if (spec.unshareNetwork) {
+      step("network", "creating the network namespace", () => shim.unshareNetwork());
+    }
     step("network", "bringing up loopback", () => shim.loopbackUp());
   }
   // Before the profile: it makes the cgroup files read-only and drops the rights to write them.
@@ -80,7 +100,10 @@ function become(shim: Shim): never {
   );
 }
 
-/** Runs init; returns only when the job could not be started (exit code 127). */
+/**
+ * Runs init; returns only when the job could not be started (exit code 127), or with 0 when a
+ * pooled init was dismissed without a job.
+ */
 export function runInit(args: string[]): number {
   const shimAt = args.indexOf("--shim");
   const shimPath = args[shimAt + 1];
@@ -90,7 +113,8 @@ export function runInit(args: string[]): number {
   }
   const shim = new Shim(shimPath);
   try {
-    become(shim);
+    become(shim, args.includes("--pooled"));
+    return 0;
   } catch (e) {
     const failure: InitFailure = e instanceof StageError
       ? { stage: e.stage, errno: e.errno, message: e.message }

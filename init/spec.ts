@@ -21,12 +21,21 @@
  *                                               (fds > 2 are close-on-exec)
  *   status pipe EOF  ◀──────────────────────  (exec succeeded: the job is RUNNING)
  *   status pipe JSON ◀──────────────────────  (a step failed: InitFailure, then exit 127)
+ *
+ * A pooled init (`init --pooled`, worker/runtime/init_pool.ts) is cloned before any job exists:
+ * the worker keeps the spec pipe's write end empty. init makes the mounts private, mounts /proc,
+ * writes {@link POOL_READY} to the status pipe and blocks reading the spec. When a job claims it, the
+ * worker writes the spec and closes the pipe; init goes on from the hostname as above (creating
+ * the job's network namespace itself when {@link InitSpec.unshareNetwork}). An empty spec (the
+ * worker closed the pipe without one: the pool is being emptied) makes init exit 0 quietly.
  */
 export const SPEC_FD = 3;
 export const STATUS_FD = 4;
 /** The job's output pipes; they become fds 1 and 2 only at the final exec. */
 export const JOB_STDOUT_FD = 5;
 export const JOB_STDERR_FD = 6;
+/** What a pooled init writes to the status pipe once it waits for a spec (never part of a failure). */
+export const POOL_READY = "\n";
 
 export interface InitSpec {
   jobId: string;
@@ -43,6 +52,8 @@ export interface InitSpec {
   user: JobUser;
   /** "none": the job has a network namespace of its own, with only loopback (up). */
   network: "host" | "none";
+  /** init must create the job's network namespace itself (it was cloned without one: pooled). */
+  unshareNetwork: boolean;
   /** true: the seed's full root: every capability, the host's /dev, no masks. */
   privileged: boolean;
   /** The worker's own paths (state, certificates, other secrets): covered inside the job. */
@@ -61,9 +72,12 @@ export interface JobUser {
   groups: number[];
 }
 
-/** init's command line after the program: `init --shim <path of the C shim library>`. */
-export function initArgs(shimPath: string): string[] {
-  return ["init", "--shim", shimPath];
+/**
+ * init's command line after the program: `init --shim <path of the C shim library>`, with
+ * `--pooled` for an init cloned ahead of demand.
+ */
+export function initArgs(shimPath: string, pooled = false): string[] {
+  return ["init", "--shim", shimPath, ...(pooled ? ["--pooled"] : [])];
 }
 
 /** What init reports on the status pipe when it cannot start the command. */

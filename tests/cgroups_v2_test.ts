@@ -71,3 +71,37 @@ Deno.test(withSkip(
     unless(Deno.uid() === 0, "needs root") ??
     unless(ownCgroup() === "/", `needs to run in the root cgroup, not ${ownCgroup()}`),
 ));
+
+Deno.test(withSkip(
+  {
+    name:
+      "cgroup v2: prepare() (before the init pool fills) moves the worker into its leaf at once",
+    fn: () => {
+      const base = `/jwtest-prep-${Deno.pid}`;
+      const baseDir = `/sys/fs/cgroup${base}`;
+      Deno.mkdirSync(baseDir);
+      try {
+        Deno.writeTextFileSync(`${baseDir}/cgroup.procs`, String(Deno.pid));
+        const m = detectCgroups({ instance: "prep", base });
+        m.prepare!();
+        // Processes the worker starts from now on (waiting inits) are born in the leaf, so the
+        // base can take controllers for job cgroups.
+        assert.equal(ownCgroup(), `${base}/jobworker-worker`);
+        const enabled = Deno.readTextFileSync(`${baseDir}/cgroup.subtree_control`).trim();
+        assert.match(enabled, /\bpids\b/);
+      } finally {
+        Deno.writeTextFileSync("/sys/fs/cgroup/cgroup.procs", String(Deno.pid));
+        for (const dir of [`${baseDir}/jobworker-worker`, baseDir]) {
+          try {
+            Deno.removeSync(dir);
+          } catch {
+            // already gone
+          }
+        }
+      }
+    },
+  },
+  unless(hostCgroupVersion() === 2, "needs a cgroup v2 host", { allowedOnCI: true }) ??
+    unless(Deno.uid() === 0, "needs root") ??
+    unless(ownCgroup() === "/", `needs to run in the root cgroup, not ${ownCgroup()}`),
+));

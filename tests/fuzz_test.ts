@@ -17,7 +17,7 @@ import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor } from "./helpers/clients.ts";
 import { RawGrpcClient } from "./helpers/raw_grpc.ts";
 import { cgroupDirsNamed, jobProcesses } from "./helpers/host_procs.ts";
-import { openFds, rssBytes } from "./helpers/rss.ts";
+import { openFds, poolFull, rssBytes } from "./helpers/rss.ts";
 import { churnConnections } from "./helpers/tls_churn.ts";
 import { type Skip, withSkip } from "./helpers/skip.ts";
 import { fuzzRequests } from "./helpers/fuzz.ts";
@@ -44,6 +44,7 @@ Deno.test({
       const live = await client.createJob({ command: "sleep", args: ["600"] });
       const done = await client.createJob({ command: "echo", args: ["hello"] });
       await client.listJobs();
+      await poolFull(worker.process.pid);
       const baselineFds = openFds(worker.process.pid);
 
       const { counts, bad } = await fuzzRequests(raws, { live: live.id, done: done.id }, {
@@ -73,6 +74,7 @@ Deno.test({
       assert.deepEqual(await cgroupDirsNamed(jobIds), [], "job cgroups left");
       for (const raw of raws) raw.close();
       await delay(1000);
+      await poolFull(worker.process.pid);
       const fds = openFds(worker.process.pid);
       assert.ok(fds - baselineFds <= 8, `descriptors: ${baselineFds} before, ${fds} after`);
     } finally {

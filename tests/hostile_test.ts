@@ -14,7 +14,7 @@ import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor } from "./helpers/clients.ts";
 import { type StalledReader, startStalledReader } from "./helpers/stalled_reader.ts";
-import { openFds, rssBytes } from "./helpers/rss.ts";
+import { openFds, poolFull, rssBytes } from "./helpers/rss.ts";
 import net from "node:net";
 import tls from "node:tls";
 import { RawGrpcClient } from "./helpers/raw_grpc.ts";
@@ -225,6 +225,7 @@ test(
     // ones while the flood holds its share).
     const other = clientFor(pki.dir, worker.address, "viewer");
     await other.listJobs();
+    await poolFull(pid);
     const baseline = openFds(pid);
     // This process holds every socket the worker has not closed yet: raise its own fd limit too.
     raiseFdLimit();

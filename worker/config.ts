@@ -27,6 +27,8 @@ export interface WorkerConfig {
   maxRunningJobs: number;
   /** Most jobs starting at once (until their command exec'd); further creates wait their turn. */
   maxStarting: number;
+  /** `init` processes kept started ahead of demand (0: every job clones its own). */
+  initPool: number;
   /** Ended jobs kept with their output; the oldest are forgotten beyond it. */
   maxEndedJobs: number;
   /** Ended jobs are forgotten this many milliseconds after they ended; 0 = no age limit. */
@@ -85,6 +87,8 @@ Options:
   --stop-grace S          default StopJob grace     JOB_WORKER_STOP_GRACE (10)
   --max-jobs N            most running jobs         JOB_WORKER_MAX_JOBS (1000)
   --max-starting N        jobs starting at once     JOB_WORKER_MAX_STARTING (2 per CPU, >= 2)
+  --init-pool N           inits started ahead of jobs JOB_WORKER_INIT_POOL (4; 0 = off)
+                          (each waiting init costs about 20 MiB of memory)
   --max-ended-jobs N      ended jobs kept           JOB_WORKER_MAX_ENDED_JOBS (1000)
   --retention AGE         ended jobs kept this long JOB_WORKER_RETENTION (7d; 0 = no limit)
                           (a number with s, m, h or d; both limits apply)
@@ -138,6 +142,7 @@ const FLAGS = {
     env: "JOB_WORKER_MAX_STARTING",
     fallback: String(Math.max(2, 2 * (navigator.hardwareConcurrency || 1))),
   },
+  "init-pool": { env: "JOB_WORKER_INIT_POOL", fallback: "4" },
   "max-ended-jobs": { env: "JOB_WORKER_MAX_ENDED_JOBS", fallback: "1000" },
   "retention": { env: "JOB_WORKER_RETENTION", fallback: "7d" },
   "max-streams": { env: "JOB_WORKER_MAX_STREAMS", fallback: "512" },
@@ -169,6 +174,17 @@ function integer(name: string, text: string, min: number): number {
     throw new ConfigError(`${name} must be an integer >= ${min}, got "${text}"`);
   }
   return value;
+}
+
+/** Waiting inits cost memory each (see README): a few are enough for the start path. */
+const MAX_INIT_POOL = 256;
+
+function poolSize([name, text]: [string, string]): number {
+  const size = integer(name, text, 0);
+  if (size > MAX_INIT_POOL) {
+    throw new ConfigError(`${name} must be at most ${MAX_INIT_POOL}, got ${size}`);
+  }
+  return size;
 }
 
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -270,6 +286,7 @@ export function loadConfig(
     stopGraceSeconds: num("stop-grace"),
     maxRunningJobs: num("max-jobs", 1),
     maxStarting: num("max-starting", 1),
+    initPool: poolSize(get("init-pool")),
     maxEndedJobs: num("max-ended-jobs"),
     retentionMs: parseDuration(...get("retention")),
     maxStreams: num("max-streams", 1),

@@ -8,10 +8,12 @@ import { installMinimalInit, installShim } from "./runtime/shim_library.ts";
 import { ShimError } from "../init/shim/ffi.ts";
 import { programPaths, selfCommand } from "./runtime/self_exec.ts";
 import { Launcher, type WorkerPaths } from "./runtime/launcher.ts";
+import { InitPool } from "./runtime/init_pool.ts";
 import { resolveUser } from "./runtime/users.ts";
 import { RevocationList } from "./auth/revocation.ts";
 import { Reaper } from "./runtime/reaper.ts";
 import { detectCgroups } from "./cgroups/detect.ts";
+import type { CgroupManager } from "./cgroups/types.ts";
 import { removeCgroupDirs } from "./cgroups/remove.ts";
 import { JobManager } from "./jobs/manager.ts";
 import { readServerTlsFiles } from "./tls/server_credentials.ts";
@@ -187,8 +189,11 @@ async function serve(config: Config): Promise<number> {
   });
   if (stale > 0) log.info("removed job cgroups of a previous run", { count: stale });
   const metrics = await startMetrics(config.metricsAddr);
+  const self = selfCommand();
+  const pool = new InitPool(shim, self, reaper, config.initPool, metrics.poolEvents);
+  metrics.watchPool(pool);
   const manager = new JobManager(
-    new Launcher(shim, selfCommand(), paths),
+    new Launcher(shim, self, paths, reaper, pool),
     reaper,
     cgroups,
     store,
@@ -226,6 +231,7 @@ async function serve(config: Config): Promise<number> {
   const listen = () => startServer(config, tls, manager, facts, revoked, metrics.rpcObservers);
   let { server, port, health } = await listen();
   const host = config.address.slice(0, config.address.lastIndexOf(":"));
+  startPool(pool, cgroups);
   manager.applyRetention();
   const retentionTimer = setInterval(() => manager.applyRetention(), RETENTION_INTERVAL_MS);
   log.info("listening", {
@@ -247,8 +253,9 @@ async function serve(config: Config): Promise<number> {
     signal = await Promise.race([stopSignal, reloadRequested.promise.then(() => undefined)]);
     if (signal !== undefined) break;
     reloadRequested = Promise.withResolvers<void>();
-    const failed = await reload(config, manager, server, startTime, port);
+    const failed = await reload(config, manager, server, startTime, port, pool);
     if (failed) {
+      startPool(pool, cgroups);
       // The exec failed after the server had stopped: serve again, as before.
       ({ server, port, health } = await listen());
       log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });
@@ -259,6 +266,7 @@ async function serve(config: Config): Promise<number> {
   // No new calls from here on; streams of running jobs end as their jobs end.
   const drained = new Promise<void>((done) => server.tryShutdown(() => done()));
   clearInterval(retentionTimer);
+  await pool.drain();
   await manager.shutdown(config.cleanupTimeoutSeconds);
   store.close();
   // The parent cgroups of this worker's jobs are empty now; leave nothing behind.
@@ -272,6 +280,21 @@ async function serve(config: Config): Promise<number> {
   for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   log.info("stopped");
   return 0;
+}
+
+/** Fills the init pool once the cgroups can take processes beside the worker; else leaves it off. */
+function startPool(pool: InitPool, cgroups: CgroupManager): void {
+  if (pool.size === 0) return;
+  try {
+    cgroups.prepare?.();
+  } catch (e) {
+    log.warn("the init pool stays empty: the cgroups are not ready for it", {
+      error: e instanceof Error ? e.message : String(e),
+    });
+    return;
+  }
+  pool.start();
+  log.info("init pool filling", { size: pool.size });
 }
 
 /** How long a reload waits for jobs that are starting or ending to settle. */
@@ -288,6 +311,7 @@ async function reload(
   server: { forceShutdown(): void },
   startTime: Date,
   port: number,
+  pool: InitPool,
 ): Promise<boolean> {
   log.info("reload requested: checking the program and configuration");
   const problem = await checkNewProgram();
@@ -297,8 +321,12 @@ async function reload(
     });
     return false;
   }
+  // Waiting inits are not handed over: the new process fills its own pool. Emptied before the
+  // jobs settle, so nothing awaits between the settling and the handover.
+  await pool.drain();
   if (!await manager.quiesce(RELOAD_SETTLE_MS)) {
     log.error("reload refused: jobs kept starting or ending; nothing stopped");
+    pool.start();
     return false;
   }
   const reloadTime = new Date();

@@ -16,6 +16,8 @@ const symbols = {
   jw_write: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   jw_read: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   jw_pidfd_send_signal: { parameters: ["i32", "i32"], result: "i32" },
+  jw_pidfd_exited: { parameters: ["i32"], result: "i32" },
+  jw_unshare_net: { parameters: [], result: "i32" },
   jw_lock_file: { parameters: ["buffer"], result: "i32" },
   jw_make_mounts_private: { parameters: [], result: "i32" },
   jw_mount_proc: { parameters: [], result: "i32" },
@@ -187,6 +189,16 @@ export class Shim {
   /** Sends a signal through a pidfd (no pid-reuse race). */
   pidfdSignal(pidfd: number, signal: number): void {
     this.#check("pidfd_send_signal", this.#lib.symbols.jw_pidfd_send_signal(pidfd, signal));
+  }
+
+  /** True once the process behind `pidfd` has ended (reaped or not). */
+  pidfdExited(pidfd: number): boolean {
+    return this.#check("poll pidfd", this.#lib.symbols.jw_pidfd_exited(pidfd)) === 1;
+  }
+
+  /** A new network namespace for this (main) thread, with only a loopback interface (down). */
+  unshareNetwork(): void {
+    this.#check("unshare network", this.#lib.symbols.jw_unshare_net());
   }
 
   makeMountsPrivate(): void {

@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <linux/capability.h>
 #include <stdio.h>
+#include <poll.h>
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -214,6 +215,14 @@ int jw_pidfd_send_signal(int pidfd, int sig) {
   return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) == 0 ? 0 : -errno;
 }
 
+// 1 when the process behind `pidfd` has ended (a zombie counts), 0 while it runs.
+int jw_pidfd_exited(int pidfd) {
+  struct pollfd p = {pidfd, POLLIN, 0};
+  int r = poll(&p, 1, 0);
+  if (r < 0) return -errno;
+  return r > 0 ? 1 : 0;
+}
+
 // --- used by `jobworker init`, inside the new namespaces ---
 
 // Makes every mount private, so nothing mounted inside the job propagates to the host.
@@ -352,6 +361,10 @@ int jw_private_dev(void) {
   }
   return 0;
 }
+
+// A network namespace of its own for the calling thread (init runs JavaScript, and so this call and
+// the exec after it, on its main thread): a pooled init was cloned before it knew the job wants one.
+int jw_unshare_net(void) { return unshare(CLONE_NEWNET) == 0 ? 0 : -errno; }
 
 // Brings the loopback interface of a new network namespace up.
 int jw_loopback_up(void) {

@@ -12,3 +12,31 @@ export function openFds(pid: number): number {
   for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) n++;
   return n;
 }
+
+/** How many waiting `init --pooled` children (not zombies) the worker `pid` has. */
+export function pooledInits(pid: number): number {
+  let n = 0;
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(rest[1]) !== pid || rest[0] === "Z") continue;
+      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
+      if (cmdline.split("\0").includes("--pooled")) n++;
+    } catch { /* gone */ }
+  }
+  return n;
+}
+
+/**
+ * Waits until the worker's init pool is full (`size`, the default JOB_WORKER_INIT_POOL), so that a
+ * count of its descriptors does not include a refill under way (each waiting init holds six).
+ */
+export async function poolFull(pid: number, size = 4, ms = 30_000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (pooledInits(pid) !== size) {
+    if (performance.now() > deadline) throw new Error(`the init pool of ${pid} did not fill`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}

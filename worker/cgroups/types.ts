@@ -97,6 +97,12 @@ export interface CgroupManager {
   cleanupStale(keep?: ReadonlySet<string>): Promise<number>;
   /** The cgroup of a job that already exists (a job handed over by a reload). */
   open(jobId: string): JobCgroup;
+  /**
+   * Gets ready for processes the worker starts beside itself, in its own cgroup, before any job
+   * (the init pool): on v2 the controllers are enabled and the worker moved into its leaf now, as
+   * the first job would; a process left in the base cgroup would stop that. Throws LimitError.
+   */
+  prepare?(): void;
 }
 
 /** What the managers detectCgroups() returns also tell, for logs and tests. */

@@ -182,6 +182,17 @@ export class V2Manager implements DetectedCgroupManager {
     return undefined;
   }
 
+  prepare(): void {
+    const problem = this.#problem();
+    if (problem) throw new LimitError(problem);
+    const available = (readText(`${this.#baseDir}/cgroup.controllers`) ?? "").trim().split(/\s+/);
+    this.#enable(
+      this.#baseDir,
+      CONTROLLERS.filter((c) => available.includes(c)),
+      this.#basePath !== "/",
+    );
+  }
+
   create(jobId: string, limits: Limits): JobCgroup {
     checkName("job id", jobId);
     checkLimits(limits, this.ioDevices);

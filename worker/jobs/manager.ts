@@ -325,6 +325,7 @@ export class JobManager {
         owner,
         command: spec.command,
         pid: process.pid,
+        pooled: process.pooled,
         startMs: Math.round(startMs * 100) / 100,
       });
       running.stopper.started();

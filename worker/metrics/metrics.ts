@@ -7,6 +7,7 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { JobEvents, StopKind } from "../jobs/events.ts";
 import type { Job, JobStatus } from "../jobs/job.ts";
 import type { RpcObserver, RpcRecord } from "../api/instrument.ts";
+import type { InitPoolEvents } from "../runtime/init_pool.ts";
 
 const STATES: readonly JobStatus[] = ["INITIALIZING", "RUNNING", "COMPLETED", "FAILED", "STOPPED"];
 const isOutputStream = (service: string, method: string) =>
@@ -19,9 +20,16 @@ export interface JobTable {
   countByStatus(filter: Record<string, never>): Record<JobStatus, number>;
 }
 
-export class WorkerMetrics implements JobEvents, RpcObserver {
+/** What the metrics read from the init pool at scrape time. */
+export interface InitPoolView {
+  readonly waiting: number;
+  readonly ready: number;
+}
+
+export class WorkerMetrics implements JobEvents, RpcObserver, InitPoolEvents {
   readonly registry = new Registry();
   #jobs: JobTable | undefined;
+  #pool: InitPoolView | undefined;
   #activeStreams = 0;
 
   readonly #starts = new Counter({
@@ -38,6 +46,18 @@ export class WorkerMetrics implements JobEvents, RpcObserver {
     name: "jobworker_job_start_duration_seconds",
     help: "Time from CreateJob reaching the job manager to the job running.",
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly #initStarts = new Counter({
+    name: "jobworker_init_starts_total",
+    help:
+      "Job inits by source: pool (started ahead, JOB_WORKER_INIT_POOL) or fresh (cloned for the job).",
+    labelNames: ["source"] as const,
+    registers: [this.registry],
+  });
+  readonly #poolLost = new Counter({
+    name: "jobworker_init_pool_lost_total",
+    help: "Pooled inits found dead while waiting for a job (dropped and replaced).",
     registers: [this.registry],
   });
   readonly #oomKills = new Counter({
@@ -102,8 +122,34 @@ export class WorkerMetrics implements JobEvents, RpcObserver {
         this.set(activeStreams());
       },
     });
+    const pool = () => this.#pool;
+    new Gauge({
+      name: "jobworker_init_pool_waiting",
+      help: "Pooled inits waiting for a job, by state: ready (blocked reading a spec) or starting.",
+      labelNames: ["state"] as const,
+      registers: [this.registry],
+      collect() {
+        const view = pool();
+        this.set({ state: "ready" }, view?.ready ?? 0);
+        this.set({ state: "starting" }, (view?.waiting ?? 0) - (view?.ready ?? 0));
+      },
+    });
     // Every label value from the start, so rate() sees the first increment.
     for (const kind of STOP_KINDS) this.#stops.inc({ kind }, 0);
+    for (const source of ["pool", "fresh"]) this.#initStarts.inc({ source }, 0);
+  }
+
+  /** The init pool the gauges read when scraped. */
+  watchPool(pool: InitPoolView): void {
+    this.#pool = pool;
+  }
+
+  claimed(pooled: boolean): void {
+    this.#initStarts.inc({ source: pooled ? "pool" : "fresh" });
+  }
+
+  memberLost(): void {
+    this.#poolLost.inc();
   }
 
   /** The job table the gauges read when scraped. */

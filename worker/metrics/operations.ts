@@ -5,7 +5,8 @@
 import { log } from "../log/logger.ts";
 import type { JobEvents } from "../jobs/events.ts";
 import type { RpcObserver } from "../api/instrument.ts";
-import { type JobTable, WorkerMetrics } from "./metrics.ts";
+import { type InitPoolView, type JobTable, WorkerMetrics } from "./metrics.ts";
+import type { InitPoolEvents } from "../runtime/init_pool.ts";
 import { serveMetrics } from "./http.ts";
 import { watchEventLoop } from "./event_loop.ts";
 
@@ -14,13 +15,23 @@ export interface Metrics {
   jobEvents: JobEvents | undefined;
   /** For the gRPC server's handlers. */
   rpcObservers: RpcObserver[];
+  /** For the init pool (undefined: metrics are off). */
+  poolEvents: InitPoolEvents | undefined;
   watch(jobs: JobTable): void;
+  watchPool(pool: InitPoolView): void;
   stop(): Promise<void>;
 }
 
 export async function startMetrics(address: string | undefined): Promise<Metrics> {
   if (address === undefined) {
-    return { jobEvents: undefined, rpcObservers: [], watch: () => {}, stop: async () => {} };
+    return {
+      jobEvents: undefined,
+      rpcObservers: [],
+      poolEvents: undefined,
+      watch: () => {},
+      watchPool: () => {},
+      stop: async () => {},
+    };
   }
   const metrics = new WorkerMetrics();
   const endpoint = await serveMetrics(address, metrics);
@@ -30,7 +41,9 @@ export async function startMetrics(address: string | undefined): Promise<Metrics
   return {
     jobEvents: metrics,
     rpcObservers: [metrics],
+    poolEvents: metrics,
     watch: (jobs) => metrics.watch(jobs),
+    watchPool: (pool) => metrics.watchPool(pool),
     stop: async () => {
       stopWatching();
       await endpoint.stop();

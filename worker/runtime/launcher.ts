@@ -1,18 +1,26 @@
 /**
- * Starts a job's first process: pipes for its output, the init spec and init's status, then the
- * shim's clone3 into new namespaces running this program as `jobworker init` (see init/spec.ts).
- * Pipe read ends are read through node:net sockets, which libuv polls without a thread per pipe.
+ * Starts a job's first process: a `jobworker init` in new namespaces, taken from the init pool
+ * when one waits there (worker/runtime/init_pool.ts), else cloned now through the shim
+ * (worker/runtime/init_process.ts); then the job's spec written into init's spec pipe (see
+ * init/spec.ts). Pipe read ends are read through node:net sockets, which libuv polls without a
+ * thread per pipe.
  */
 import net from "node:net";
 import type { Shim } from "../../init/shim/ffi.ts";
-import { initArgs, type InitFailure, type InitSpec } from "../../init/spec.ts";
+import type { InitFailure, InitSpec } from "../../init/spec.ts";
 import type { SelfCommand } from "./self_exec.ts";
 import { log } from "../log/logger.ts";
+import {
+  closeQuietly,
+  type InitProcess,
+  MAX_SPEC_BYTES,
+  spawnInit,
+  statusText,
+} from "./init_process.ts";
+import type { InitPool } from "./init_pool.ts";
+import type { Reaper } from "./reaper.ts";
 
-/** Large pipe buffers let a job write bursts without waiting for the worker. */
-const OUTPUT_PIPE_SIZE = 1024 * 1024;
-/** The spec is written before the child starts, so it must fit in the pipe. */
-export const MAX_SPEC_BYTES = 1024 * 1024;
+export { MAX_SPEC_BYTES };
 
 export interface LaunchedProcess {
   pid: number;
@@ -22,22 +30,14 @@ export interface LaunchedProcess {
   /** The descriptors under stdout and stderr (a reload passes them to the new process). */
   stdoutFd: number;
   stderrFd: number;
+  /** Whether init came from the pool (already started) rather than cloned for this job. */
+  pooled: boolean;
   /** Settles once init has exec'd the command (null) or reported why it could not. */
   started: Promise<InitFailure | null>;
   /** Signals the first process through its pidfd (no pid-reuse race); quiet if it is gone. */
   signal(signal: number): void;
   /** Closes the pidfd; call once the process has been reaped. */
   release(): void;
-}
-
-function readAll(socket: net.Socket): Promise<string> {
-  return new Promise((resolve) => {
-    const decoder = new TextDecoder();
-    let text = "";
-    socket.on("data", (c: Uint8Array) => text += decoder.decode(c, { stream: true }));
-    socket.on("error", () => {});
-    socket.on("close", () => resolve(text + decoder.decode()));
-  });
 }
 
 function parseFailure(text: string): InitFailure | null {
@@ -65,96 +65,103 @@ export interface WorkerPaths {
 }
 
 /** One job's part of the init spec; the launcher adds the {@link WorkerPaths}. */
-export type JobLaunch = Omit<InitSpec, "maskPaths" | "readonlyPaths" | "minimalInit"> & {
-  /** Run the command under the minimal init. */
-  init: boolean;
-};
+export type JobLaunch =
+  & Omit<InitSpec, "maskPaths" | "readonlyPaths" | "minimalInit" | "unshareNetwork">
+  & {
+    /** Run the command under the minimal init. */
+    init: boolean;
+  };
 
 export class Launcher {
   constructor(
     private readonly shim: Shim,
     private readonly self: SelfCommand,
     private readonly paths: WorkerPaths,
+    private readonly reaper: Reaper,
+    private readonly pool?: InitPool,
   ) {}
 
   /** Starts init for `job`; throws ShimError when the process cannot be created at all. */
   launch(job: JobLaunch): LaunchedProcess {
-    const { init, ...rest } = job;
-    const spec: InitSpec = {
-      ...rest,
-      maskPaths: this.paths.maskPaths,
-      readonlyPaths: this.paths.readonlyPaths,
-      minimalInit: init ? this.paths.minimalInit : null,
-    };
-    const specBytes = new TextEncoder().encode(JSON.stringify(spec));
-    if (specBytes.length > MAX_SPEC_BYTES) throw new RangeError("job spec too large");
-    const open: number[] = [];
-    const pipe = (size = 0) => {
-      const [r, w, capacity] = this.shim.pipe(size);
-      open.push(r, w);
-      return [r, w, capacity] as const;
-    };
-    const closeAll = (fds: number[]) => {
-      for (const fd of fds) {
-        try {
-          this.shim.close(fd);
-        } catch { /* already closed */ }
-      }
-    };
-    try {
-      const [outR, outW] = pipe(OUTPUT_PIPE_SIZE);
-      const [errR, errW] = pipe(OUTPUT_PIPE_SIZE);
-      const [specR, specW, specCapacity] = pipe(MAX_SPEC_BYTES);
-      // Written before the child runs: a spec larger than the pipe would block the worker.
-      if (specBytes.length > specCapacity) {
-        throw new RangeError(
-          `job spec of ${specBytes.length} bytes exceeds the pipe's ${specCapacity}`,
-        );
-      }
-      const [statusR, statusW] = pipe();
-      const [initLogR, initLogW] = pipe();
-      this.shim.writeAll(specW, specBytes);
-      // Layout: see init/spec.ts (negative = /dev/null).
-      const { pid, pidfd } = this.shim.spawn(
-        this.self.path,
-        [...this.self.argv, ...initArgs(this.shim.path)],
-        this.self.env,
-        [-1, -1, initLogW, specR, statusW, outW, errW],
-        spec.network === "none",
-      );
-      closeAll([outW, errW, specR, specW, statusW, initLogW]);
-      const socket = (fd: number) => new net.Socket({ fd, readable: true, writable: false });
-      let released = false;
-      return {
-        pid,
-        pidfd,
-        signal: (signal) => {
-          if (released) return;
-          try {
-            this.shim.pidfdSignal(pidfd, signal);
-          } catch { /* already ended */ }
-        },
-        release: () => {
-          if (!released) closeAll([pidfd]);
-          released = true;
-        },
-        stdout: socket(outR),
-        stderr: socket(errR),
-        stdoutFd: outR,
-        stderrFd: errR,
-        started: Promise.all([readAll(socket(statusR)), readAll(socket(initLogR))]).then(
-          ([status, initLog]) => {
-            const failure = parseFailure(status);
-            if (initLog.trim() === "") return failure;
-            if (failure) return { ...failure, message: `${failure.message} (${initLog.trim()})` };
-            log.warn("job init wrote to stderr", { pid, text: initLog.trim().slice(0, 2000) });
-            return null;
-          },
-        ),
+    const { init: minimal, ...rest } = job;
+    const spec = (unshareNetwork: boolean): Uint8Array<ArrayBuffer> => {
+      const full: InitSpec = {
+        ...rest,
+        unshareNetwork,
+        maskPaths: this.paths.maskPaths,
+        readonlyPaths: this.paths.readonlyPaths,
+        minimalInit: minimal ? this.paths.minimalInit : null,
       };
+      return new TextEncoder().encode(JSON.stringify(full));
+    };
+    const noNetwork = job.network === "none";
+    // A pooled init has the host's network: it makes the job's namespace itself.
+    let bytes = spec(noNetwork);
+    if (bytes.length > MAX_SPEC_BYTES) throw new RangeError("job spec too large");
+    let init = this.pool?.claim();
+    if (init === undefined) {
+      bytes = spec(false);
+      init = spawnInit(this.shim, this.self, { pooled: false, newNetwork: noNetwork });
+    }
+    // Written at once, whether init reads yet or not: a spec larger than the pipe would block.
+    if (bytes.length > init.specCapacity) {
+      this.#abandon(init);
+      throw new RangeError(
+        `job spec of ${bytes.length} bytes exceeds the pipe's ${init.specCapacity}`,
+      );
+    }
+    try {
+      this.shim.writeAll(init.specW, bytes);
     } catch (e) {
-      closeAll(open);
+      this.#abandon(init);
       throw e;
     }
+    closeQuietly(this.shim, [init.specW]);
+    return this.#launched(init);
+  }
+
+  /** An init that will not get its job: killed, reaped, its descriptors closed. */
+  #abandon(init: InitProcess): void {
+    try {
+      this.shim.pidfdSignal(init.pidfd, 9);
+    } catch { /* gone */ }
+    this.reaper.watch(init.pid);
+    closeQuietly(this.shim, [init.specW, init.outR, init.errR, init.pidfd]);
+    init.status.destroy();
+    init.initLog.destroy();
+  }
+
+  #launched(init: InitProcess): LaunchedProcess {
+    const { pid, pidfd } = init;
+    const socket = (fd: number) => new net.Socket({ fd, readable: true, writable: false });
+    let released = false;
+    return {
+      pid,
+      pidfd,
+      pooled: init.pooled,
+      signal: (signal) => {
+        if (released) return;
+        try {
+          this.shim.pidfdSignal(pidfd, signal);
+        } catch { /* already ended */ }
+      },
+      release: () => {
+        if (!released) closeQuietly(this.shim, [pidfd]);
+        released = true;
+      },
+      stdout: socket(init.outR),
+      stderr: socket(init.errR),
+      stdoutFd: init.outR,
+      stderrFd: init.errR,
+      started: Promise.all([init.status.closed, init.initLog.closed]).then(
+        ([status, initLog]) => {
+          const failure = parseFailure(statusText(init, status));
+          if (initLog.trim() === "") return failure;
+          if (failure) return { ...failure, message: `${failure.message} (${initLog.trim()})` };
+          log.warn("job init wrote to stderr", { pid, text: initLog.trim().slice(0, 2000) });
+          return null;
+        },
+      ),
+    };
   }
 }

@@ -185,6 +185,7 @@ export function adoptedProcess(
     stderr: new net.Socket({ fd: job.stderrFd, readable: true, writable: false }),
     stdoutFd: job.stdoutFd,
     stderrFd: job.stderrFd,
+    pooled: false,
     started: Promise.resolve(null),
     signal: (signal) => {
       if (released) return;

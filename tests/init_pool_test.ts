@@ -1,0 +1,357 @@
+/**
+ * The init pool (issue 8, JOB_WORKER_INIT_POOL): `init` processes cloned ahead of demand serve
+ * every kind of job, are never jobs themselves, and leave nothing behind. Real worker, real kernel.
+ *
+ * A job says whether it started from the pool in its 'job started' log line (`pooled`); the
+ * metrics count the same (jobworker_init_starts_total{source}). Waiting inits are found from the
+ * host: children of the worker whose command line carries `--pooled`.
+ *
+ * Run: `deno test -A tests/init_pool_test.ts` (as root).
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { status } from "@grpc/grpc-js";
+import { jobworker } from "../proto/service.ts";
+import type { JobClient } from "../cli/client.ts";
+import { makePki } from "./helpers/pki.ts";
+import { WorkerProcess } from "./helpers/worker.ts";
+import { clientFor, collectOutput } from "./helpers/clients.ts";
+import { waitFor } from "./helpers/host_procs.ts";
+
+const S = jobworker.JobStatus;
+const POOL = 3;
+
+const pki = await makePki();
+const workers: WorkerProcess[] = [];
+globalThis.addEventListener("unload", () => {
+  for (const w of workers) {
+    try {
+      w.process.kill("SIGKILL");
+    } catch { /* gone */ }
+  }
+});
+
+async function startWorker(env: Record<string, string> = {}): Promise<WorkerProcess> {
+  const worker = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: {
+      LOG_FORMAT: "json",
+      JOB_WORKER_INIT_POOL: String(POOL),
+      JOB_WORKER_ALLOW_PRIVILEGED: "1",
+      JOB_WORKER_METRICS_ADDR: "127.0.0.1:0",
+      ...env,
+    },
+  });
+  workers.push(worker);
+  return worker;
+}
+
+function test(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name, sanitizeResources: false, sanitizeOps: false, fn });
+}
+
+interface LogLine {
+  msg: string;
+  id?: string;
+  pooled?: boolean;
+  port?: number;
+  reloaded?: boolean;
+}
+
+function logLines(worker: WorkerProcess): LogLine[] {
+  return worker.logs.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as LogLine);
+}
+
+/** Whether job `id` started from the pool, from its 'job started' line. */
+async function pooled(worker: WorkerProcess, id: string): Promise<boolean> {
+  const line = await waitFor(
+    `the 'job started' line of ${id}`,
+    () => logLines(worker).find((l) => l.msg === "job started" && l.id === id),
+  );
+  assert.equal(typeof line.pooled, "boolean", JSON.stringify(line));
+  return line.pooled!;
+}
+
+function readOrNull(path: string): string | null {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return null;
+  }
+}
+
+interface Proc {
+  pid: number;
+  startTime: string;
+}
+
+/** The state letter of a process, null when it is gone (a reused pid counts as gone). */
+function stateOf(proc: Proc): string | null {
+  const stat = readOrNull(`/proc/${proc.pid}/stat`);
+  if (stat === null) return null;
+  const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return rest[19] === proc.startTime ? rest[0]! : null;
+}
+
+/** Live (not zombie) waiting inits anywhere on the host whose parent is `parent`. */
+function waitingInits(parent: number): Proc[] {
+  const found: Proc[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const stat = readOrNull(`/proc/${entry.name}/stat`);
+    const cmdline = readOrNull(`/proc/${entry.name}/cmdline`);
+    if (stat === null || cmdline === null || !cmdline.split("\0").includes("--pooled")) continue;
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(rest[1]) !== parent || rest[0] === "Z") continue;
+    found.push({ pid: Number(entry.name), startTime: rest[19]! });
+  }
+  return found;
+}
+
+/** Every pooled init of this file's workers (by their state directories), whoever its parent. */
+function anyPooledInit(): Proc[] {
+  const found: Proc[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const cmdline = readOrNull(`/proc/${entry.name}/cmdline`);
+    if (cmdline === null || !cmdline.split("\0").includes("--pooled")) continue;
+    if (!workers.some((w) => cmdline.includes(`${w.stateDir}/`))) continue;
+    const stat = readOrNull(`/proc/${entry.name}/stat`);
+    const rest = stat?.slice(stat.lastIndexOf(")") + 2).split(" ") ?? [];
+    found.push({ pid: Number(entry.name), startTime: rest[19] ?? "" });
+  }
+  return found;
+}
+
+async function metric(worker: WorkerProcess, name: string): Promise<number> {
+  const port = logLines(worker).findLast((l) => l.msg === "metrics listening")?.port;
+  assert.ok(port, "the worker serves metrics");
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line === undefined ? NaN : Number(line.slice(name.length + 1));
+}
+
+const readyGauge = 'jobworker_init_pool_waiting{state="ready"}';
+
+/** Waits until the pool holds `n` ready inits. */
+async function poolFull(worker: WorkerProcess, n = POOL): Promise<Proc[]> {
+  await waitFor(
+    `${n} ready pooled inits`,
+    async () => await metric(worker, readyGauge) === n,
+    60_000,
+  );
+  const procs = waitingInits(worker.process.pid);
+  assert.equal(procs.length, n, "the waiting inits are the worker's children");
+  return procs;
+}
+
+function isEnded(job: jobworker.IJob): boolean {
+  return job.status === S.COMPLETED || job.status === S.FAILED || job.status === S.STOPPED;
+}
+
+async function run(client: JobClient, req: jobworker.ICreateJobReq) {
+  const job = await client.createJob(req);
+  const output = await collectOutput(client, job.id);
+  const ended = await waitFor(`job ${job.id} to end`, async () => {
+    const j = await client.getJob(job.id);
+    return isEnded(j) ? j : null;
+  }, 60_000);
+  return { id: job.id, job: ended, ...output };
+}
+
+const worker = await startWorker();
+const client = clientFor(pki.dir, worker.address);
+
+test("every kind of job starts from the pool, isolated as before", async () => {
+  const kinds: [string, jobworker.ICreateJobReq, (r: Awaited<ReturnType<typeof run>>) => void][] = [
+    [
+      "default: hostname is the job id, only the job in /proc, in its cgroup, confined",
+      {
+        command: "sh",
+        args: [
+          "-c",
+          "cat /proc/sys/kernel/hostname; cat /proc/self/cgroup; grep ^CapEff /proc/self/status; exec ls /proc",
+        ],
+      },
+      (r) => {
+        const lines = r.stdout.split("\n");
+        assert.equal(lines[0], r.id, r.stdout);
+        // Only the job (ls, exec'd by sh, as PID 1): none of Deno's threads, no host process.
+        assert.deepEqual(lines.filter((l) => /^\d+$/.test(l)), ["1"], r.stdout);
+        assert.ok(lines.some((l) => l.endsWith(`/${r.id}`)), r.stdout);
+        assert.match(r.stdout, /^CapEff:\s+00000000a00425fb$/m);
+      },
+    ],
+    [
+      "network none: only loopback, up",
+      {
+        command: "bash",
+        args: [
+          "-c",
+          "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; (exec 3<>/dev/tcp/127.0.0.1/9) 2>&1 | grep -q 'Connection refused' && echo lo-up",
+        ],
+        network: "none",
+      },
+      // Refused, not unreachable: loopback is up.
+      (r) => assert.equal(r.stdout, "lo\nlo-up\n", r.stderr),
+    ],
+    [
+      "user: nobody, no capabilities",
+      { command: "sh", args: ["-c", "id -u; grep ^CapEff /proc/self/status"], user: "nobody" },
+      (r) => assert.equal(r.stdout, "65534\nCapEff:\t0000000000000000\n", r.stderr),
+    ],
+    [
+      "privileged: every capability",
+      { command: "sh", args: ["-c", "grep ^CapBnd /proc/self/status"], privileged: true },
+      (r) => assert.doesNotMatch(r.stdout, /^CapBnd:\s+00000000a00425fb$/m, r.stdout),
+    ],
+    [
+      "init: true: jwinit is PID 1, the command its child",
+      { command: "sh", args: ["-c", "cat /proc/1/comm; echo $$"], init: true },
+      (r) => {
+        const [comm, pid] = r.stdout.split("\n");
+        assert.match(comm!, /^jwinit/, r.stdout);
+        assert.notEqual(pid, "1", "the command is jwinit's child");
+      },
+    ],
+  ];
+  for (const [what, req, check] of kinds) {
+    await poolFull(worker);
+    const r = await run(client, req);
+    assert.equal(r.job.status, S.COMPLETED, `${what}: ${r.stderr}`);
+    check(r);
+    assert.equal(await pooled(worker, r.id), true, `${what}: served from the pool`);
+  }
+  assert.ok(await metric(worker, 'jobworker_init_starts_total{source="pool"}') >= kinds.length);
+});
+
+test("a job from the pool that cannot start fails as before, with its reason", async () => {
+  await poolFull(worker);
+  await assert.rejects(
+    client.createJob({ command: "/no/such/program" }),
+    (e: { code?: number; details?: string }) => {
+      assert.equal(e.code, status.INVALID_ARGUMENT, e.details ?? "");
+      assert.match(e.details ?? "", /^command: /);
+      return true;
+    },
+  );
+});
+
+test("waiting inits are not jobs: no job cgroup, not listed, not counted", async () => {
+  const limited = await startWorker({ JOB_WORKER_MAX_JOBS: "2" });
+  const c = clientFor(pki.dir, limited.address);
+  try {
+    const waiting = await poolFull(limited);
+    const a = await c.createJob({ command: "sleep", args: ["30"] });
+    const b = await c.createJob({ command: "sleep", args: ["30"] });
+    assert.equal(await pooled(limited, a.id), true);
+    // Two jobs run beside three waiting inits: the limit of 2 counts only the jobs.
+    await assert.rejects(
+      c.createJob({ command: "true" }),
+      (e: { code?: number }) => e.code === status.RESOURCE_EXHAUSTED,
+    );
+    const listed = await c.listJobs();
+    assert.deepEqual(listed.jobs.map((j) => j.id).sort(), [a.id, b.id].sort());
+    // Each waiting init sits in the worker's own cgroup, not in any job's.
+    const workerCgroup = readOrNull(`/proc/${limited.process.pid}/cgroup`);
+    for (const proc of waitingInits(limited.process.pid)) {
+      const cgroup = readOrNull(`/proc/${proc.pid}/cgroup`) ?? "";
+      assert.ok(!cgroup.includes(a.id) && !cgroup.includes(b.id), cgroup);
+      assert.doesNotMatch(cgroup, /jobworker-[^/\n]+\/[0-9a-f-]{36}$/m, cgroup);
+      assert.equal(cgroup, workerCgroup, "in the worker's cgroup");
+    }
+    assert.ok(waiting.length === POOL);
+    await c.stopJob(a.id, { force: true });
+    await c.stopJob(b.id, { force: true });
+  } finally {
+    c.close();
+    await limited.stop();
+  }
+});
+
+test("a burst drains the pool: the rest start fresh, all succeed, and the pool refills", async () => {
+  await poolFull(worker);
+  const jobs = await Promise.all(
+    Array.from({ length: 12 }, () => client.createJob({ command: "true" })),
+  );
+  const sources = await Promise.all(jobs.map((j) => pooled(worker, j.id)));
+  assert.ok(sources.includes(true), "some from the pool");
+  assert.ok(sources.includes(false), "some cloned fresh once it was empty");
+  await poolFull(worker);
+  const after = await client.createJob({ command: "true" });
+  assert.equal(await pooled(worker, after.id), true);
+});
+
+test("a killed waiting init is dropped and replaced; no job is handed to it", async () => {
+  const fds = () => [...Deno.readDirSync(`/proc/${worker.process.pid}/fd`)].length;
+  const before = await poolFull(worker);
+  const fdsBefore = fds();
+  const lostBefore = await metric(worker, "jobworker_init_pool_lost_total");
+  for (const proc of before) Deno.kill(proc.pid, "SIGKILL");
+  // Dead (a zombie, or reaped already), maybe not yet noticed by the worker: never handed the job.
+  await waitFor(
+    "the killed inits dead",
+    () => before.every((p) => !["S", "R", "D"].includes(stateOf(p) ?? "")),
+  );
+  const job = await run(client, { command: "echo", args: ["still here"] });
+  assert.equal(job.job.status, S.COMPLETED, `${job.job.reason} ${job.stderr}`);
+  assert.equal(job.stdout, "still here\n");
+  const after = await poolFull(worker);
+  assert.ok(after.every((p) => !before.some((b) => b.pid === p.pid)), "all replaced");
+  for (const proc of before) assert.equal(stateOf(proc), null, `${proc.pid} was reaped`);
+  assert.equal(waitingInits(worker.process.pid).length, POOL);
+  assert.ok(await metric(worker, "jobworker_init_pool_lost_total") >= lostBefore + POOL);
+  assert.equal(fds(), fdsBefore, "no descriptor of a dead init is left open");
+});
+
+test("a reload empties the pool before its exec, then refills it; jobs go on", async () => {
+  const reloading = await startWorker();
+  const c = clientFor(pki.dir, reloading.address);
+  try {
+    await poolFull(reloading);
+    const running = await c.createJob({ command: "sleep", args: ["30"] });
+    const old = await poolFull(reloading);
+    reloading.process.kill("SIGHUP");
+    await waitFor(
+      "the reloaded worker listening",
+      () => logLines(reloading).some((l) => l.msg === "listening" && l.reloaded === true),
+      120_000,
+    );
+    for (const proc of old) assert.equal(stateOf(proc), null, `old init ${proc.pid} is gone`);
+    const fresh = await poolFull(reloading);
+    assert.ok(fresh.every((p) => !old.some((o) => o.pid === p.pid)));
+    const c2 = clientFor(pki.dir, reloading.address);
+    try {
+      assert.equal((await c2.getJob(running.id)).status, S.RUNNING, "the job survived");
+      const job = await c2.createJob({ command: "true" });
+      assert.equal(await pooled(reloading, job.id), true);
+      await c2.stopJob(running.id, { force: true });
+    } finally {
+      c2.close();
+    }
+  } finally {
+    c.close();
+    await reloading.stop();
+  }
+});
+
+test("graceful shutdown and SIGKILL of the worker leave no waiting init", async () => {
+  for (const signal of ["SIGTERM", "SIGKILL"] as const) {
+    const w = await startWorker();
+    const procs = await poolFull(w);
+    await w.stop(signal);
+    await waitFor(
+      `every waiting init gone after ${signal}`,
+      () => procs.every((p) => stateOf(p) === null),
+      10_000,
+    );
+  }
+});
+
+test("leaves no pooled init behind", async () => {
+  client.close();
+  await Promise.all(workers.map((w) => w.stop()));
+  await waitFor("no pooled init on the host", () => anyPooledInit().length === 0, 10_000);
+  await pki.remove();
+});

@@ -1,0 +1,228 @@
+/**
+ * `jobworker init` processes cloned ahead of demand (JOB_WORKER_INIT_POOL), so a job's start does
+ * not wait for Deno to start. Each member is already PID 1 of its own PID, mount, IPC and UTS
+ * namespaces (host network), has made every mount private and mounted a fresh /proc, and blocks
+ * reading a job's spec. Everything job-specific (hostname, network namespace, cgroup, profile,
+ * user, workDir) happens only once the Launcher hands it a spec.
+ *
+ * A waiting member is not a job: it sits in the worker's own cgroup (it joins the job's only when
+ * claimed), the job table never sees it, and it counts against no limit. Its pipes and pidfd are
+ * made at fill time and handed to the job that claims it.
+ *
+ * The pool refills one clone per event-loop turn, at most {@link WARMING} Deno starts at a time,
+ * after every claim. A burst that drains it falls back to cloning a fresh init per job. A member
+ * that died while waiting is reaped, never handed a job, and replaced (with a growing pause when
+ * members keep dying before they are ready, so a broken program does not clone in a loop).
+ */
+import type { Shim } from "../../init/shim/ffi.ts";
+import type { Reaper } from "./reaper.ts";
+import type { SelfCommand } from "./self_exec.ts";
+import { closeQuietly, type InitProcess, spawnInit } from "./init_process.ts";
+import { POOL_READY } from "../../init/spec.ts";
+import { log } from "../log/logger.ts";
+
+/** Deno starts of members under way at once (the machine's other work needs the CPU too). */
+const WARMING = 2;
+/** Pause after members keep dying before they are ready: doubles from here, up to the max. */
+const BACKOFF_MS = 1000;
+const MAX_BACKOFF_MS = 60_000;
+const SIGKILL = 9;
+/** How long emptying the pool waits for its members to be reaped. */
+const DRAIN_MS = 5000;
+
+/** What the pool tells an observer (metrics). */
+export interface InitPoolEvents {
+  /** A job started from a pooled init (true) or from a freshly cloned one (false). */
+  claimed(pooled: boolean): void;
+  /** A member died while waiting and was dropped. */
+  memberLost(): void;
+}
+
+interface Member {
+  init: InitProcess;
+  ready: boolean;
+}
+
+export class InitPool {
+  readonly #members: Member[] = [];
+  #stopped = true;
+  #scheduled = false;
+  #failures = 0;
+  #pausedUntil = 0;
+  /** Reaps of dismissed members still outstanding. */
+  readonly #dismissed = new Set<Promise<unknown>>();
+
+  constructor(
+    private readonly shim: Shim,
+    private readonly self: SelfCommand,
+    private readonly reaper: Reaper,
+    readonly size: number,
+    private readonly events?: InitPoolEvents,
+  ) {}
+
+  /** Members waiting for a job (ready or still starting). */
+  get waiting(): number {
+    return this.#members.length;
+  }
+
+  /** Members blocked reading a spec, ready to become a job at once. */
+  get ready(): number {
+    return this.#members.filter((m) => m.ready).length;
+  }
+
+  /** Starts (or restarts) filling the pool. */
+  start(): void {
+    if (this.size <= 0) return;
+    this.#stopped = false;
+    this.#schedule();
+  }
+
+  /**
+   * A member for a job, taken out of the pool (ready ones first); undefined when the pool is
+   * empty (the caller clones a fresh init). Dead members are dropped on the way.
+   */
+  claim(): InitProcess | undefined {
+    if (this.size <= 0) {
+      this.events?.claimed(false);
+      return undefined;
+    }
+    let found: InitProcess | undefined;
+    while (found === undefined) {
+      const at = this.#members.findIndex((m) => m.ready);
+      const index = at >= 0 ? at : this.#members.length > 0 ? 0 : -1;
+      if (index < 0) break;
+      const [member] = this.#members.splice(index, 1);
+      if (!this.#alive(member!.init)) {
+        this.#lost(member!, "claim");
+        continue;
+      }
+      found = member!.init;
+    }
+    this.events?.claimed(found !== undefined);
+    this.#schedule();
+    return found;
+  }
+
+  /**
+   * Whether a member can still take a job. The pidfd turns readable only once every thread has
+   * exited; a Deno process killed a moment ago may still be winding its threads down, its
+   * leader already a zombie or SIGKILL pending: /proc shows that (the pid is still ours, unreaped).
+   */
+  #alive(init: InitProcess): boolean {
+    try {
+      if (this.shim.pidfdExited(init.pidfd)) return false;
+      const status = Deno.readTextFileSync(`/proc/${init.pid}/status`);
+      const state = /^State:\s+(\S)/m.exec(status)?.[1] ?? "X";
+      const shared = BigInt(`0x${/^ShdPnd:\s+([0-9a-f]+)/m.exec(status)?.[1] ?? "0"}`);
+      const own = BigInt(`0x${/^SigPnd:\s+([0-9a-f]+)/m.exec(status)?.[1] ?? "0"}`);
+      const sigkill = 1n << BigInt(SIGKILL - 1);
+      return state !== "Z" && state !== "X" && ((shared | own) & sigkill) === 0n;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Empties the pool and stops refilling: every member is killed and reaped (for shutdown and
+   * before a reload's exec, which must leave no process it does not hand over).
+   */
+  async drain(): Promise<void> {
+    this.#stopped = true;
+    for (const member of this.#members.splice(0)) this.#dismiss(member);
+    // SIGKILL ends them at once; a process stuck in the kernel must not hang a shutdown.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<void>((resolve) => timer = setTimeout(resolve, DRAIN_MS));
+    await Promise.race([Promise.all([...this.#dismissed]), late]);
+    clearTimeout(timer);
+    if (this.#dismissed.size > 0) {
+      log.warn("pooled inits not reaped yet after SIGKILL", { count: this.#dismissed.size });
+    }
+  }
+
+  #schedule(): void {
+    if (this.#stopped || this.#scheduled) return;
+    if (this.#members.length >= this.size) return;
+    this.#scheduled = true;
+    const wait = Math.max(0, this.#pausedUntil - Date.now());
+    setTimeout(() => {
+      this.#scheduled = false;
+      this.#fillOne();
+    }, wait);
+  }
+
+  #fillOne(): void {
+    if (this.#stopped || this.#members.length >= this.size) return;
+    if (this.#members.filter((m) => !m.ready).length >= WARMING) return;
+    let init: InitProcess;
+    try {
+      init = spawnInit(this.shim, this.self, { pooled: true, newNetwork: false });
+    } catch (e) {
+      this.#failed(`cannot clone a pooled init: ${e instanceof Error ? e.message : e}`);
+      this.#schedule();
+      return;
+    }
+    const member: Member = { init, ready: false };
+    this.#members.push(member);
+    init.status.firstData.then(() => {
+      // Anything else first (a failure of its mounts) is no readiness: it exits and is replaced.
+      if (!this.#members.includes(member) || !init.status.text.startsWith(POOL_READY)) return;
+      member.ready = true;
+      this.#failures = 0;
+      this.#schedule();
+    });
+    // Once claimed, the job's own watch takes the pid over and this one never settles.
+    this.reaper.watch(init.pid).then((status) => {
+      const at = this.#members.indexOf(member);
+      if (at < 0) return;
+      this.#members.splice(at, 1);
+      log.warn("a pooled init died while waiting for a job", {
+        pid: init.pid,
+        exitCode: status.exitCode,
+        signal: status.signal,
+        ...(init.initLog.text.trim() ? { stderr: init.initLog.text.trim().slice(0, 500) } : {}),
+      });
+      this.#lost(member, "reaped");
+    });
+    this.#schedule();
+  }
+
+  /** A member found dead: its descriptors go, and a member that never got ready counts as a failure. */
+  #lost(member: Member, how: "claim" | "reaped"): void {
+    this.events?.memberLost();
+    if (how === "claim") {
+      // Not reaped yet: the pool's watch still holds the pid and reaps it.
+      log.warn("a pooled init had died; not handing it a job", { pid: member.init.pid });
+    }
+    this.#release(member.init);
+    if (!member.ready) this.#failed("a pooled init died before it was ready");
+    this.#schedule();
+  }
+
+  #failed(why: string): void {
+    this.#failures++;
+    if (this.#failures >= 3) {
+      const pause = Math.min(MAX_BACKOFF_MS, BACKOFF_MS * 2 ** (this.#failures - 3));
+      this.#pausedUntil = Date.now() + pause;
+      log.warn("the init pool pauses its refill", { reason: why, pauseMs: pause });
+    }
+  }
+
+  #dismiss(member: Member): void {
+    const { init } = member;
+    // The spec pipe's end tells init to exit; SIGKILL makes sure, even mid-start.
+    try {
+      this.shim.pidfdSignal(init.pidfd, SIGKILL);
+    } catch { /* already ended */ }
+    const reaped = this.reaper.watch(init.pid).then(() => {
+      this.#release(init);
+      this.#dismissed.delete(reaped);
+    });
+    this.#dismissed.add(reaped);
+  }
+
+  #release(init: InitProcess): void {
+    closeQuietly(this.shim, [init.specW, init.outR, init.errR, init.pidfd]);
+    init.status.destroy();
+    init.initLog.destroy();
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * One `jobworker init` cloned through the shim, before it is told which job to become: its pipes
+ * (output, spec, status, init's own stderr) and pidfd. The Launcher clones one when a job starts;
+ * the InitPool clones them ahead of demand (`pooled`). Either way the Launcher hands it a job by
+ * writing the spec (see init/spec.ts for the handshake).
+ */
+import net from "node:net";
+import type { Shim } from "../../init/shim/ffi.ts";
+import { initArgs, POOL_READY } from "../../init/spec.ts";
+import type { SelfCommand } from "./self_exec.ts";
+
+/** Large pipe buffers let a job write bursts without waiting for the worker. */
+const OUTPUT_PIPE_SIZE = 1024 * 1024;
+/** The spec is written at once, without waiting for init, so it must fit in the pipe. */
+export const MAX_SPEC_BYTES = 1024 * 1024;
+
+/** Everything a pipe's read end delivers, collected as text until its end. */
+export class PipeText {
+  #text = "";
+  readonly #decoder = new TextDecoder();
+  readonly #socket: net.Socket;
+  readonly #firstData = Promise.withResolvers<void>();
+  /** Resolves with all the text once every writer has closed the pipe. */
+  readonly closed: Promise<string>;
+
+  constructor(fd: number) {
+    this.#socket = new net.Socket({ fd, readable: true, writable: false });
+    const { promise, resolve } = Promise.withResolvers<string>();
+    this.closed = promise;
+    this.#socket.on("data", (chunk: Uint8Array) => {
+      this.#text += this.#decoder.decode(chunk, { stream: true });
+      this.#firstData.resolve();
+    });
+    this.#socket.on("error", () => {});
+    this.#socket.on("close", () => {
+      this.#text += this.#decoder.decode();
+      this.#firstData.resolve();
+      resolve(this.#text);
+    });
+  }
+
+  /** Resolves at the first bytes (or the end). */
+  get firstData(): Promise<void> {
+    return this.#firstData.promise;
+  }
+
+  get text(): string {
+    return this.#text;
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
+  }
+}
+
+export interface InitProcess {
+  pid: number;
+  pidfd: number;
+  pooled: boolean;
+  /** The write end of the spec pipe (init's fd 3); closed once the spec is written. */
+  specW: number;
+  specCapacity: number;
+  /** Read ends of the job's stdout and stderr. */
+  outR: number;
+  errR: number;
+  /** init's status pipe: empty at a successful exec, else an InitFailure (after POOL_READY). */
+  status: PipeText;
+  /** init's own stderr (Deno's warnings and crashes). */
+  initLog: PipeText;
+}
+
+/**
+ * Clones `jobworker init` into new PID, mount, IPC and UTS namespaces (and network, with
+ * `newNetwork`; a pooled init makes that itself once it knows the job wants one).
+ * Throws ShimError when the process cannot be created at all; nothing is left open then.
+ */
+export function spawnInit(
+  shim: Shim,
+  self: SelfCommand,
+  options: { pooled: boolean; newNetwork: boolean },
+): InitProcess {
+  const open: number[] = [];
+  const pipe = (size = 0) => {
+    const [r, w, capacity] = shim.pipe(size);
+    open.push(r, w);
+    return [r, w, capacity] as const;
+  };
+  try {
+    const [outR, outW] = pipe(OUTPUT_PIPE_SIZE);
+    const [errR, errW] = pipe(OUTPUT_PIPE_SIZE);
+    const [specR, specW, specCapacity] = pipe(MAX_SPEC_BYTES);
+    const [statusR, statusW] = pipe();
+    const [initLogR, initLogW] = pipe();
+    // Layout: see init/spec.ts (negative = /dev/null).
+    const { pid, pidfd } = shim.spawn(
+      self.path,
+      [...self.argv, ...initArgs(shim.path, options.pooled)],
+      self.env,
+      [-1, -1, initLogW, specR, statusW, outW, errW],
+      options.newNetwork,
+    );
+    closeQuietly(shim, [outW, errW, specR, statusW, initLogW]);
+    return {
+      pid,
+      pidfd,
+      pooled: options.pooled,
+      specW,
+      specCapacity,
+      outR,
+      errR,
+      status: new PipeText(statusR),
+      initLog: new PipeText(initLogR),
+    };
+  } catch (e) {
+    closeQuietly(shim, open);
+    throw e;
+  }
+}
+
+/** The status pipe's text without the pooled init's readiness mark. */
+export function statusText(init: InitProcess, text: string): string {
+  return init.pooled && text.startsWith(POOL_READY) ? text.slice(POOL_READY.length) : text;
+}
+
+export function closeQuietly(shim: Shim, fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      shim.close(fd);
+    } catch { /* already closed */ }
+  }
+}
