@@ -15,6 +15,8 @@ export interface WorkerOptions {
   stateDir?: string;
   /** Run this jobworker executable (e.g. the compiled bin/jobworker) instead of main.ts. */
   program?: string;
+  /** Run main.ts with this deno executable instead of the test's own. */
+  deno?: string;
 }
 
 export class WorkerProcess {
@@ -39,9 +41,14 @@ export class WorkerProcess {
   static async start(options: WorkerOptions): Promise<WorkerProcess> {
     const stateDir = options.stateDir ??
       await Deno.makeTempDir({ prefix: "jobworker-test-state-" });
-    const launch = options.program !== undefined
-      ? [options.program]
-      : [Deno.execPath(), "run", "--allow-all", "--no-prompt", "--cached-only", MAIN];
+    const launch = options.program !== undefined ? [options.program] : [
+      options.deno ?? Deno.execPath(),
+      "run",
+      "--allow-all",
+      "--no-prompt",
+      "--cached-only",
+      MAIN,
+    ];
     const process = new Deno.Command(launch[0]!, {
       args: [...launch.slice(1), "serve", ...options.args ?? []],
       env: {

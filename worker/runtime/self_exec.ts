@@ -18,7 +18,9 @@ export interface SelfCommand {
 }
 
 export function selfCommand(): SelfCommand {
-  const path = Deno.execPath();
+  // The running program itself, even once its file was replaced or deleted (an upgrade in place):
+  // an init of the same version as the worker, and no "(deleted)" path that cannot be exec'd.
+  const path = "/proc/self/exe";
   const env = ["NO_COLOR=1", "DENO_NO_UPDATE_CHECK=1", "PATH=/usr/local/bin:/usr/bin:/bin"];
   if (isCompiled()) return { path, argv: ["jobworker"], env };
   for (const name of ["DENO_DIR", "HOME", "XDG_CACHE_HOME"]) {
