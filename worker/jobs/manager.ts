@@ -372,9 +372,9 @@ export class JobManager {
   /**
    * First step of a reload: refuses new creates and waits (up to `ms`) until no job is starting
    * or being cleaned up, so every live job is simply running. False if that did not happen (the
-   * reload is then called off and creates are accepted again).
+   * reload is then called off and creates are accepted again), or if `abort` fired first.
    */
-  async quiesce(ms: number): Promise<boolean> {
+  async quiesce(ms: number, abort?: AbortSignal): Promise<boolean> {
     this.#reloading = true;
     const deadline = Date.now() + ms;
     const settled = () =>
@@ -382,7 +382,7 @@ export class JobManager {
       [...this.#running.values()].every((r) => !r.reaped) &&
       [...this.#live.values()].every((j) => j.status === "RUNNING" && this.#running.has(j.id));
     while (!settled()) {
-      if (Date.now() > deadline) {
+      if (Date.now() > deadline || abort?.aborted) {
         this.#reloading = false;
         return false;
       }
