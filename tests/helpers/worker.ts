@@ -14,6 +14,10 @@ export interface WorkerOptions {
   stateDir?: string;
   /** Run this jobworker executable (e.g. the compiled bin/jobworker) instead of main.ts. */
   program?: string;
+  /** Run main.ts with this deno executable (e.g. a copy a test replaces) instead of the test's. */
+  deno?: string;
+  /** A command (and its arguments) that execs the worker's command line appended to it. */
+  wrapper?: string[];
 }
 
 export class WorkerProcess {
@@ -38,9 +42,15 @@ export class WorkerProcess {
   static async start(options: WorkerOptions): Promise<WorkerProcess> {
     const stateDir = options.stateDir ??
       await Deno.makeTempDir({ prefix: "jobworker-test-state-" });
-    const launch = options.program !== undefined
-      ? [options.program]
-      : [Deno.execPath(), "run", "--allow-all", "--no-prompt", "--cached-only", MAIN];
+    const launch = options.program !== undefined ? [options.program] : [
+      options.deno ?? Deno.execPath(),
+      "run",
+      "--allow-all",
+      "--no-prompt",
+      "--cached-only",
+      MAIN,
+    ];
+    launch.unshift(...options.wrapper ?? []);
     const process = new Deno.Command(launch[0]!, {
       args: [...launch.slice(1), "serve", ...options.args ?? []],
       env: {
