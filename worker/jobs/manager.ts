@@ -23,6 +23,7 @@ import type { HandedJob } from "../runtime/reexec.ts";
 import { sameSpec } from "./spec_compare.ts";
 import { applyDefaultTerm, type DefaultTerm, recordedSignal } from "./pid1_term.ts";
 import type { JobEvents, StopKind } from "./events.ts";
+import { LoopTurns } from "./turns.ts";
 
 export interface ManagerOptions {
   stateDir: string;
@@ -99,6 +100,8 @@ export class JobManager {
   readonly #unsaved = new Map<string, Job>();
   /** Creates with a requestId in progress, by owner and key: a retry waits for the first. */
   readonly #pendingKeys = new Map<string, Promise<Job>>();
+  /** Heavy synchronous sections take turns on the event loop (see turns.ts). */
+  readonly #turns = new LoopTurns();
   /** Creates past the limit check that have not reached #running yet. */
   #starting = 0;
   #shuttingDown = false;
@@ -605,6 +608,7 @@ export class JobManager {
       job.output?.markIncomplete();
     }
     job.output?.finish();
+    await this.#turns.next();
     try {
       const usage = running.cgroup.usage();
       job.finalUsage = { ...usage, memoryBytes: 0, pids: 0 };
