@@ -5,7 +5,8 @@
  * - a SIGTERM during a reload: honoured (the reload is abandoned and the worker stops), and a stop
  *   parked across the exec is honoured by the new process;
  * - the program on disk replaced: by a broken one (refused, nothing stops), then by a good one
- *   (exec'd: the worker runs the new file).
+ *   (exec'd: the worker runs the new file);
+ * - a stop whose SIGKILL is pending while 20 clients stream: the SIGKILL comes on time.
  * Output is checked byte-exact across every reload.
  *
  * Run: `deno test -A tests/record_reload_faults_test.ts` (as root).
@@ -303,6 +304,48 @@ test("the program replaced: a broken one is refused, nothing stops; a good one i
   } finally {
     assert.equal((await close()).code, 0);
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+test("a reload while a stop is pending and 20 clients stream: the SIGKILL comes on time", async () => {
+  const { worker, api, client, close } = await startWorker();
+  try {
+    // Ignores SIGTERM, so only the SIGKILL at the end of the grace ends it.
+    const deaf = await api.createJob({
+      command: "sh",
+      args: ["-c", "trap '' TERM; i=0; while :; do echo \"$i\"; i=$((i+1)); done"],
+    });
+    const ids = [deaf.id];
+    for (let i = 0; i < 19; i++) ids.push((await api.createJob(WRITER)).id);
+    const streams = new Map(ids.map((id) => [id, streamResuming(client, id)]));
+    await waitFor("every job to write", async () => {
+      const jobs = await Promise.all(ids.map((id) => api.getJob(id)));
+      return jobs.every((j) => Number(j.outputBytes) > 1000);
+    }, 30_000);
+    const stopAt = Date.now();
+    const stopping = client.stopJob(deaf.id, { graceSeconds: 5 }).catch(() => null);
+    // The SIGTERM goes out at once; the reload comes well inside the 5 s grace.
+    await new Promise((r) => setTimeout(r, 300));
+    const reloaded = logCount(worker, RELOADED);
+    worker.process.kill("SIGHUP");
+    assert.match(await nextLog(worker, RELOADED, reloaded), /jobsKept=20/);
+    await stopping;
+    const ended = await waitFor("the pending SIGKILL", async () => {
+      const j = await retrying(() => api.getJob(deaf.id));
+      return j.status === S.RUNNING ? null : j;
+    }, 30_000);
+    assert.equal(ended.status, S.STOPPED);
+    assert.match(ended.reason, /stopped by request; killed by SIGKILL/);
+    const endMs = Number(ended.endTime!.seconds) * 1000;
+    assert.ok(endMs - stopAt >= 4000 && endMs - stopAt <= 9000, `killed ${endMs - stopAt} ms in`);
+    const deafStream = streams.get(deaf.id)!;
+    streams.delete(deaf.id);
+    await stopAndCheck(api, client, streams);
+    const r = await deafStream;
+    assert.equal(r.bytes, Number(ended.outputBytes));
+    assert.ok(isCounterPrefix(r.text), "the stopped job's output is exact too");
+  } finally {
+    assert.equal((await close()).code, 0);
   }
 });
 
