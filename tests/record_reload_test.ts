@@ -15,7 +15,7 @@ import { parseLogLine } from "./helpers/log_lines.ts";
 import { ApiCalls } from "./helpers/api_calls.ts";
 import { clientFor } from "./helpers/clients.ts";
 import { jobProcesses, waitFor } from "./helpers/host_procs.ts";
-import type { JobClient } from "../cli/client.ts";
+import { isCounterPrefix, retrying, streamResuming, WRITER } from "./helpers/reload.ts";
 
 const S = jobworker.JobStatus;
 const pki = await makePki();
@@ -44,15 +44,6 @@ function test(name: string, fn: () => Promise<void>): void {
   Deno.test({ name, sanitizeResources: false, sanitizeOps: false, fn });
 }
 
-const WRITER = { command: "sh", args: ["-c", 'i=0; while :; do echo "$i"; i=$((i+1)); done'] };
-
-function isCounterPrefix(text: string): boolean {
-  const lines = text.split("\n");
-  const last = lines.pop()!;
-  for (let i = 0; i < lines.length; i++) if (lines[i] !== String(i)) return false;
-  return String(lines.length).startsWith(last);
-}
-
 const listenLines = () => worker.logs.filter((l) => parseLogLine(l)?.msg === "listening").length;
 
 /** SIGHUP, then waits for the worker to listen again; returns the reload's log line. */
@@ -61,43 +52,6 @@ async function reloadWorker(): Promise<string> {
   worker.process.kill("SIGHUP");
   await waitFor("the worker to listen again", () => listenLines() > before, 60_000);
   return worker.logs.filter((l) => parseLogLine(l)?.msg === "listening").at(-1)!;
-}
-
-/** Streams a job's whole output, reconnecting and resuming from its offset after errors. */
-async function streamResuming(
-  c: JobClient,
-  id: string,
-): Promise<{ bytes: number; text: string; reconnects: number }> {
-  let text = "";
-  let offset = 0;
-  let reconnects = 0;
-  const decoder = new TextDecoder();
-  for (;;) {
-    try {
-      for await (const chunk of c.stream(id, { offset })) {
-        assert.equal(Number(chunk.offset), offset, "no gap, no duplicate");
-        offset += chunk.payload.length;
-        text += decoder.decode(chunk.payload, { stream: true });
-      }
-      return { bytes: offset, text, reconnects };
-    } catch (e) {
-      const code = (e as { code?: number }).code;
-      if (code !== 14 && code !== 4 && code !== 1) throw e; // UNAVAILABLE, DEADLINE, CANCELLED
-      reconnects++;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
-
-async function retrying<T>(fn: () => Promise<T>): Promise<T> {
-  for (let i = 0;; i++) {
-    try {
-      return await fn();
-    } catch (e) {
-      if ((e as { code?: number }).code !== 14 || i > 100) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
 }
 
 test("reload while 20 jobs write and 5 clients stream: nothing lost, nothing twice", async () => {

@@ -179,6 +179,91 @@ test("kill -9 with 20 jobs writing: every record back, output exact, running one
   }
 });
 
+/**
+ * Tears the end of the write-ahead log the way a crash mid-write does: the last frame cut at a
+ * point that is not a frame boundary (`cut`), then bytes that were never a whole frame appended.
+ */
+async function tearWal(path: string, cut: boolean): Promise<void> {
+  const wal = await Deno.readFile(path);
+  const pageSize = new DataView(wal.buffer).getUint32(8);
+  const frame = 24 + pageSize;
+  const frames = (wal.length - 32) / frame;
+  assert.ok(Number.isInteger(frames) && frames >= 2, `commits in the WAL: ${wal.length} bytes`);
+  const kept = cut ? wal.length - Math.floor(frame / 2) - 3 : wal.length;
+  const garbage = crypto.getRandomValues(new Uint8Array(frame - 1000));
+  const torn = new Uint8Array(kept + garbage.length);
+  torn.set(wal.subarray(0, kept));
+  torn.set(garbage, kept);
+  await Deno.writeFile(path, torn);
+}
+
+test("torn tails after kill -9 (WAL cut mid-frame plus garbage, index records): every record readable", async () => {
+  const stateDir = await newStateDir();
+  const first = await start(stateDir);
+  const finished: { id: string; stdout: string; stderr: string }[] = [];
+  for (const n of [10, 1000, 30000]) {
+    const job = await first.api.createJob({
+      command: "sh",
+      args: ["-c", `seq 1 ${n}; echo err${n} >&2; seq ${n} ${2 * n}`],
+    });
+    await waitEnded(first.api, job.id);
+    const { stdout, stderr } = await collectOutput(first.client, job.id);
+    finished.push({ id: job.id, stdout, stderr });
+  }
+  const writers: string[] = [];
+  for (let i = 0; i < 3; i++) writers.push((await first.api.createJob(WRITER)).id);
+  await waitFor("the writers to write", async () => {
+    const jobs = await Promise.all(writers.map((id) => first.api.getJob(id)));
+    return jobs.every((j) => Number(j.outputBytes) > 1000);
+  }, 30_000);
+  const ids = (await first.api.listAll()).jobs.map((j) => j.id);
+  await stop(first, "SIGKILL");
+  await waitFor("the writers to be gone", () => writers.every((id) => !jobProcesses(id).length));
+
+  // Two crashes in a row, each leaving a torn tail: first only garbage past the last commit,
+  // then (after the restart's own commits) the last frame cut short as well.
+  for (const cut of [false, true]) {
+    await tearWal(`${stateDir}/jobs.db-wal`, cut);
+    // The end of finished and of interrupted output torn: an index record whose bytes never
+    // reached the output file, then part of another record.
+    for (const id of [finished[2]!.id, writers[0]!]) {
+      const output = `${stateDir}/jobs/${id}/output`;
+      const record = new DataView(new ArrayBuffer(11));
+      record.setFloat64(0, ((await Deno.stat(output)).size + 7) * 4 + 2, true);
+      record.setUint8(9, 0x34);
+      const index = await Deno.open(`${output}.idx`, { append: true });
+      await index.write(new Uint8Array(record.buffer));
+      index.close();
+    }
+    const w = await start(stateDir);
+    try {
+      const after = await w.api.listAll();
+      assert.deepEqual(after.jobs.map((j) => j.id), ids, "every record is there");
+      for (const { id, stdout, stderr } of finished) {
+        const job = await w.api.getJob(id);
+        assert.equal(job.status, S.COMPLETED);
+        const out = await collectOutput(w.client, id);
+        assert.equal(out.stdout, stdout, `stdout of ${id} exact`);
+        assert.equal(out.stderr, stderr, `stderr of ${id} exact`);
+        assert.equal(Number(job.outputBytes), out.bytes.length);
+      }
+      for (const id of writers) {
+        const job = await w.api.getJob(id);
+        assert.equal(job.status, S.FAILED);
+        assert.match(job.reason, /worker stopped while the job ran/);
+        const out = await collectOutput(w.client, id, { noFollow: true });
+        assert.ok(out.bytes.length > 1000 && isCounterPrefix(out.stdout), `output of ${id}`);
+      }
+      // The database takes new commits after the torn tail.
+      const fresh = await w.api.createJob({ command: "true" });
+      await waitEnded(w.api, fresh.id);
+      ids.unshift(fresh.id);
+    } finally {
+      await stop(w, "SIGKILL");
+    }
+  }
+});
+
 test("graceful stop and start: running jobs STOPPED by the shutdown, output kept", async () => {
   const stateDir = await newStateDir();
   const first = await start(stateDir, { CLEANUP_TIMEOUT: "2" });

@@ -20,14 +20,8 @@ import { readServerTlsFiles } from "./tls/server_credentials.ts";
 import { startServer } from "./api/server.ts";
 import { SqliteStore, StoreOpenError } from "./store/sqlite.ts";
 import { recover } from "./jobs/recovery.ts";
-import {
-  adoptedProcess,
-  checkNewProgram,
-  execSelf,
-  type Handover,
-  takeHandover,
-  writeHandover,
-} from "./runtime/reexec.ts";
+import { adoptedProcess } from "./runtime/reexec.ts";
+import { ControlSignals, serveUntilStopped, takeHandover } from "./runtime/reload.ts";
 import { ISOLATION } from "./runtime/isolation.ts";
 import { VERSION } from "./version.ts";
 import { startMetrics } from "./metrics/operations.ts";
@@ -135,14 +129,7 @@ async function serve(config: Config): Promise<number> {
   const startTime = handover ? new Date(handover.startTime) : new Date();
   // Listen for the signals first: one that arrives while starting up is then handled once the
   // server is up, instead of killing the process half set up.
-  const { promise: stopSignal, resolve } = Promise.withResolvers<string>();
-  let reloadRequested = Promise.withResolvers<void>();
-  const signals = ["SIGTERM", "SIGINT"] as const;
-  const handlers = [
-    ...signals.map((s) => [s, () => resolve(s)] as const),
-    ["SIGHUP", () => reloadRequested.resolve()] as const,
-  ];
-  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  const signals = new ControlSignals();
   checkKernel();
   await prepareStateDir(config.stateDir);
   const tls = await readServerTlsFiles(config.certPath);
@@ -248,19 +235,23 @@ async function serve(config: Config): Promise<number> {
       : {}),
   });
 
-  let signal: string | undefined;
-  while (signal === undefined) {
-    signal = await Promise.race([stopSignal, reloadRequested.promise.then(() => undefined)]);
-    if (signal !== undefined) break;
-    reloadRequested = Promise.withResolvers<void>();
-    const failed = await reload(config, manager, server, startTime, port, pool);
-    if (failed) {
-      startPool(pool, cgroups);
-      // The exec failed after the server had stopped: serve again, as before.
+  // After start (a first start or a reload): everything is up and serving from here on.
+  const signal = await serveUntilStopped({
+    stateDir: config.stateDir,
+    startTime,
+    jobs: manager,
+    parking: shim,
+    signals,
+    port: () => port,
+    stopServing: () => server.forceShutdown(),
+    // Waiting inits are not handed over: the new process fills its own pool.
+    beforeExec: () => pool.drain(),
+    afterNoReload: () => startPool(pool, cgroups),
+    serveAgain: async () => {
       ({ server, port, health } = await listen());
       log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });
-    }
-  }
+    },
+  });
   log.info("shutting down", { signal, cleanupTimeout: config.cleanupTimeoutSeconds });
   health.drain();
   // No new calls from here on; streams of running jobs end as their jobs end.
@@ -277,7 +268,7 @@ async function serve(config: Config): Promise<number> {
   server.forceShutdown();
   reaper.stop();
   await metrics.stop();
-  for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+  signals.close();
   log.info("stopped");
   return 0;
 }
@@ -295,58 +286,6 @@ function startPool(pool: InitPool, cgroups: CgroupManager): void {
   }
   pool.start();
   log.info("init pool filling", { size: pool.size });
-}
-
-/** How long a reload waits for jobs that are starting or ending to settle. */
-const RELOAD_SETTLE_MS = 10_000;
-
-/**
- * SIGHUP: check the program on disk, then exec it in place with the running jobs handed over.
- * Returns false when the reload was refused (nothing changed), true when the exec failed after
- * the server had stopped (the caller serves again); on success it does not return.
- */
-async function reload(
-  config: Config,
-  manager: JobManager,
-  server: { forceShutdown(): void },
-  startTime: Date,
-  port: number,
-  pool: InitPool,
-): Promise<boolean> {
-  log.info("reload requested: checking the program and configuration");
-  const problem = await checkNewProgram();
-  if (problem !== null) {
-    log.error("reload refused: the new program or configuration cannot start; nothing stopped", {
-      problem,
-    });
-    return false;
-  }
-  // Waiting inits are not handed over: the new process fills its own pool. Emptied before the
-  // jobs settle, so nothing awaits between the settling and the handover.
-  await pool.drain();
-  if (!await manager.quiesce(RELOAD_SETTLE_MS)) {
-    log.error("reload refused: jobs kept starting or ending; nothing stopped");
-    pool.start();
-    return false;
-  }
-  const reloadTime = new Date();
-  // Calls in progress end with UNAVAILABLE; clients reconnect to the new process.
-  server.forceShutdown();
-  const jobs = manager.handOver();
-  const handover: Handover = {
-    startTime: startTime.toISOString(),
-    reloadTime: reloadTime.toISOString(),
-    port,
-    jobs,
-  };
-  const path = `${config.stateDir}/handover.json`;
-  writeHandover(path, handover);
-  log.info("reloading: exec'ing the program in place", { jobs: jobs.length });
-  const error = execSelf(path, jobs.flatMap((j) => [j.pidfd, j.stdoutFd, j.stderrFd]));
-  log.error("reload failed; serving on with the old program", { error });
-  await Deno.remove(path).catch(() => {});
-  manager.resumeAfterFailedHandover();
-  return true;
 }
 
 /** The state cannot be used as it is; restarting will not help. */

@@ -37,6 +37,9 @@ const symbols = {
   jw_no_new_privs: { parameters: [], result: "i32" },
   jw_access: { parameters: ["buffer", "i32"], result: "i32" },
   jw_open_path: { parameters: ["buffer"], result: "i32" },
+  jw_park_stops: { parameters: [], result: "i32" },
+  jw_unpark_stops: { parameters: [], result: "i32" },
+  jw_unblock_stops: { parameters: [], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** A failed system call of the shim: `errno` is the positive error number. */
@@ -296,5 +299,24 @@ export class Shim {
   /** An O_PATH, close-on-exec descriptor of `path`. */
   openPath(path: string): number {
     return this.#check(`open ${path}`, this.#lib.symbols.jw_open_path(cString(path)));
+  }
+
+  /**
+   * From now on SIGTERM and SIGINT are parked on this thread (blocked and pending) instead of
+   * reaching Deno: they then survive an exec of this process (see jwshim.c). Undo with
+   * {@link unparkStops}.
+   */
+  parkStops(): void {
+    this.#check("park stop signals", this.#lib.symbols.jw_park_stops());
+  }
+
+  /** Ends {@link parkStops}; a parked signal reaches Deno now. Returns its number, 0 if none. */
+  unparkStops(): number {
+    return this.#lib.symbols.jw_unpark_stops();
+  }
+
+  /** Unblocks SIGTERM and SIGINT on this thread (they may arrive blocked across an exec). */
+  unblockStops(): void {
+    this.#check("unblock stop signals", this.#lib.symbols.jw_unblock_stops());
   }
 }

@@ -433,3 +433,63 @@ int jw_open_path(const char *path) {
   int fd = open(path, O_PATH | O_CLOEXEC);
   return fd < 0 ? -errno : fd;
 }
+
+// --- the worker's reload in place (worker/runtime/reexec.ts) ---
+
+// A stop (SIGTERM, SIGINT) must survive the worker's exec of itself. Deno's own handler only notes
+// a signal for the event loop, which the exec wipes; so while a reload execs, stop signals are
+// "parked": blocked on the thread that execs, and a handler (run by whichever other thread takes
+// the signal) sends the signal again to that thread, where it stays pending. A pending, blocked
+// signal crosses execve; the new process unblocks it once it listens (jw_unblock_stops).
+static volatile sig_atomic_t parked_signal;
+static pid_t parking_tid;
+static struct sigaction saved_term, saved_int;
+static sigset_t saved_mask;
+
+static void park_stop(int sig) {
+  int saved_errno = errno;
+  parked_signal = sig;
+  syscall(SYS_tgkill, getpid(), parking_tid, sig);
+  errno = saved_errno;
+}
+
+static void stop_set(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGTERM);
+  sigaddset(set, SIGINT);
+}
+
+// Parks stop signals from now on (call on the thread that will exec: Deno's main thread).
+int jw_park_stops(void) {
+  sigset_t stops;
+  stop_set(&stops);
+  parking_tid = (pid_t)syscall(SYS_gettid);
+  parked_signal = 0;
+  if (pthread_sigmask(SIG_BLOCK, &stops, &saved_mask) != 0) return -EINVAL;
+  struct sigaction park = {0};
+  park.sa_handler = park_stop;
+  sigfillset(&park.sa_mask);
+  park.sa_flags = SA_RESTART;
+  if (sigaction(SIGTERM, &park, &saved_term) != 0 || sigaction(SIGINT, &park, &saved_int) != 0) {
+    return -errno;
+  }
+  return 0;
+}
+
+// Undoes jw_park_stops: Deno's handlers and the mask are restored, so a parked stop reaches Deno
+// now. Returns the parked signal's number, 0 if none.
+int jw_unpark_stops(void) {
+  int sig = parked_signal;
+  sigaction(SIGTERM, &saved_term, NULL);
+  sigaction(SIGINT, &saved_int, NULL);
+  pthread_sigmask(SIG_SETMASK, &saved_mask, NULL);
+  return sig;
+}
+
+// Unblocks SIGTERM and SIGINT on the calling thread: what a worker does once it listens for them
+// (it may have been exec'd with them parked, i.e. blocked and pending).
+int jw_unblock_stops(void) {
+  sigset_t stops;
+  stop_set(&stops);
+  return pthread_sigmask(SIG_UNBLOCK, &stops, NULL) == 0 ? 0 : -EINVAL;
+}

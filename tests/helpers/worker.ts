@@ -15,8 +15,10 @@ export interface WorkerOptions {
   stateDir?: string;
   /** Run this jobworker executable (e.g. the compiled bin/jobworker) instead of main.ts. */
   program?: string;
-  /** Run main.ts with this deno executable instead of the test's own. */
+  /** Run main.ts with this deno executable (e.g. a copy a test replaces) instead of the test's. */
   deno?: string;
+  /** A command (and its arguments) that execs the worker's command line appended to it. */
+  wrapper?: string[];
 }
 
 export class WorkerProcess {
@@ -49,6 +51,7 @@ export class WorkerProcess {
       "--cached-only",
       MAIN,
     ];
+    launch.unshift(...options.wrapper ?? []);
     const process = new Deno.Command(launch[0]!, {
       args: [...launch.slice(1), "serve", ...options.args ?? []],
       env: {

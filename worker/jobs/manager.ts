@@ -24,6 +24,7 @@ import { sameSpec } from "./spec_compare.ts";
 import { applyDefaultTerm, type DefaultTerm, recordedSignal } from "./pid1_term.ts";
 import type { JobEvents, StopKind } from "./events.ts";
 import { StartGate } from "./start_gate.ts";
+import { LoopTurns } from "./turns.ts";
 
 export interface ManagerOptions {
   stateDir: string;
@@ -102,6 +103,8 @@ export class JobManager {
   readonly #unsaved = new Map<string, Job>();
   /** Creates with a requestId in progress, by owner and key: a retry waits for the first. */
   readonly #pendingKeys = new Map<string, Promise<Job>>();
+  /** Heavy synchronous sections take turns on the event loop (see turns.ts). */
+  readonly #turns = new LoopTurns();
   /** Creates past the limit check that have not reached #running yet. */
   #starting = 0;
   #shuttingDown = false;
@@ -385,9 +388,9 @@ export class JobManager {
   /**
    * First step of a reload: refuses new creates and waits (up to `ms`) until no job is starting
    * or being cleaned up, so every live job is simply running. False if that did not happen (the
-   * reload is then called off and creates are accepted again).
+   * reload is then called off and creates are accepted again), or if `abort` fired first.
    */
-  async quiesce(ms: number): Promise<boolean> {
+  async quiesce(ms: number, abort?: AbortSignal): Promise<boolean> {
     this.#reloading = true;
     const deadline = Date.now() + ms;
     const settled = () =>
@@ -395,7 +398,7 @@ export class JobManager {
       [...this.#running.values()].every((r) => !r.reaped) &&
       [...this.#live.values()].every((j) => j.status === "RUNNING" && this.#running.has(j.id));
     while (!settled()) {
-      if (Date.now() > deadline) {
+      if (Date.now() > deadline || abort?.aborted) {
         this.#reloading = false;
         return false;
       }
@@ -618,6 +621,7 @@ export class JobManager {
       job.output?.markIncomplete();
     }
     job.output?.finish();
+    await this.#turns.next();
     try {
       const usage = running.cgroup.usage();
       job.finalUsage = { ...usage, memoryBytes: 0, pids: 0 };

@@ -1,0 +1,356 @@
+/**
+ * Reload in place (SIGHUP) at awkward moments, with real workers and real jobs:
+ * - a job INITIALIZING (its init held in the chdir to a workDir on a FUSE mount the test serves):
+ *   the reload waits for it, or is refused when it waits too long; nothing stops either way;
+ * - a SIGTERM during a reload: honoured (the reload is abandoned and the worker stops), and a stop
+ *   parked across the exec is honoured by the new process;
+ * - the program on disk replaced: by a broken one (refused, nothing stops), then by a good one
+ *   (exec'd: the worker runs the new file);
+ * - a stop whose SIGKILL is pending while 20 clients stream: the SIGKILL comes on time.
+ * Output is checked byte-exact across every reload.
+ *
+ * Run: `deno test -A tests/record_reload_faults_test.ts` (as root).
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { jobworker } from "../proto/service.ts";
+import { makePki } from "./helpers/pki.ts";
+import { WorkerProcess } from "./helpers/worker.ts";
+import { ApiCalls } from "./helpers/api_calls.ts";
+import { clientFor } from "./helpers/clients.ts";
+import { waitFor } from "./helpers/host_procs.ts";
+import { FuseGate } from "./helpers/fuse_gate.ts";
+import {
+  isCounterPrefix,
+  logCount,
+  nextLog,
+  retrying,
+  streamResuming,
+  WRITER,
+} from "./helpers/reload.ts";
+import { unless, withSkip } from "./helpers/skip.ts";
+import type { JobClient } from "../cli/client.ts";
+
+const S = jobworker.JobStatus;
+const pki = await makePki();
+const workers = new Set<WorkerProcess>();
+const gates = new Set<FuseGate>();
+
+globalThis.addEventListener("unload", () => {
+  for (const w of workers) {
+    try {
+      w.process.kill("SIGKILL");
+    } catch { /* gone */ }
+  }
+});
+
+const hasFuse = (() => {
+  try {
+    return Deno.statSync("/dev/fuse").isCharDevice === true;
+  } catch {
+    return false;
+  }
+})();
+
+function test(name: string, fn: () => Promise<void>, needsFuse = false): void {
+  Deno.test(withSkip(
+    { name, sanitizeResources: false, sanitizeOps: false, fn },
+    needsFuse ? unless(hasFuse, "no /dev/fuse to hold a job in INITIALIZING") : undefined,
+  ));
+}
+
+// "listening" as the message in logfmt (msg=listening) and text ( listening ).
+const LISTENING = /[ =]listening( |$)/;
+const RELOADED = /listening .*reloaded=true/;
+const SETTLING = /waiting for jobs to settle/;
+const REFUSED = /reload refused/;
+const EXECING = /reloading: exec'ing/;
+
+/** A worker with its clients, stopped and cleaned up by `close`. */
+async function startWorker(options: Partial<Parameters<typeof WorkerProcess.start>[0]> = {}) {
+  const worker = await WorkerProcess.start({ certDir: pki.dir, ...options });
+  workers.add(worker);
+  const api = new ApiCalls(pki.dir, worker.address);
+  const client = clientFor(pki.dir, worker.address);
+  return {
+    worker,
+    api,
+    client,
+    close: async () => {
+      api.close();
+      client.close();
+      const status = await worker.stop();
+      workers.delete(worker);
+      return status;
+    },
+  };
+}
+
+async function mountGate(): Promise<FuseGate> {
+  const gate = await FuseGate.mount();
+  gates.add(gate);
+  return gate;
+}
+
+/** Starts a WRITER whose init is held at the gate; resolves once it waits there. */
+async function heldWriter(api: ApiCalls, gate: FuseGate) {
+  const created = api.createJob({ ...WRITER, workDir: gate.dir });
+  created.catch(() => {});
+  await waitFor("the job's init to wait at the gate", () => gate.waiting === 1);
+  const { jobs } = await api.listJobs({ statuses: [S.INITIALIZING] });
+  assert.equal(jobs.length, 1, "one job INITIALIZING");
+  return { id: jobs[0]!.id!, created };
+}
+
+/** Stops the jobs and checks each one's whole output, streamed across the reloads, is exact. */
+async function stopAndCheck(
+  api: ApiCalls,
+  client: JobClient,
+  streams: Map<string, ReturnType<typeof streamResuming>>,
+): Promise<void> {
+  for (const id of streams.keys()) await retrying(() => api.stopJob(id));
+  for (const [id, stream] of streams) {
+    const r = await stream;
+    const job = await retrying(() => api.getJob(id));
+    assert.equal(job.status, S.STOPPED);
+    assert.equal(r.bytes, Number(job.outputBytes), "every byte streamed once");
+    assert.ok(r.bytes > 0 && isCounterPrefix(r.text), "in order, no gap, no duplicate");
+    const again = await streamResuming(client, id);
+    assert.equal(again.bytes, r.bytes);
+    assert.equal(again.text, r.text, "the record's output is the streamed one");
+  }
+}
+
+test("a reload while a job is INITIALIZING waits for it; output exact across", async () => {
+  const { worker, api, client, close } = await startWorker();
+  const gate = await mountGate();
+  try {
+    const pid = worker.process.pid;
+    const writer = await api.createJob(WRITER);
+    const held = await heldWriter(api, gate);
+    const streams = new Map([[writer.id, streamResuming(client, writer.id)]]);
+    const settling = logCount(worker, SETTLING);
+    const reloaded = logCount(worker, RELOADED);
+    worker.process.kill("SIGHUP");
+    await nextLog(worker, SETTLING, settling);
+    // The reload waits: the old process still serves, the job is still starting.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(logCount(worker, EXECING), 0, "no exec while a job initializes");
+    assert.equal((await api.getJob(held.id)).status, S.INITIALIZING);
+    gate.open();
+    const started = await held.created;
+    assert.equal(started.id, held.id);
+    streams.set(held.id, streamResuming(client, held.id));
+    const line = await nextLog(worker, RELOADED, reloaded);
+    assert.match(line, /jobsKept=2/);
+    assert.equal(worker.process.pid, pid, "the same process");
+    for (const id of streams.keys()) {
+      assert.equal((await retrying(() => api.getJob(id))).status, S.RUNNING);
+    }
+    const size = Number((await retrying(() => api.getJob(held.id))).outputBytes);
+    await waitFor(
+      "the once-held job to write on after the reload",
+      async () => Number((await api.getJob(held.id)).outputBytes) > size + 10_000,
+    );
+    await stopAndCheck(api, client, streams);
+  } finally {
+    gate.open();
+    assert.equal((await close()).code, 0);
+    await gate.unmount();
+  }
+}, true);
+
+test("a job INITIALIZING longer than a reload waits: refused, nothing stops", async () => {
+  const { worker, api, client, close } = await startWorker();
+  const gate = await mountGate();
+  try {
+    const writer = await api.createJob(WRITER);
+    const held = await heldWriter(api, gate);
+    const streams = new Map([[writer.id, streamResuming(client, writer.id)]]);
+    const refused = logCount(worker, REFUSED);
+    const listening = logCount(worker, LISTENING);
+    worker.process.kill("SIGHUP");
+    const line = await nextLog(worker, REFUSED, refused, 60_000);
+    assert.match(line, /jobs kept starting or ending; nothing stopped/);
+    assert.equal(logCount(worker, LISTENING), listening, "no new process");
+    assert.equal((await api.getJob(writer.id)).status, S.RUNNING);
+    assert.equal((await api.getJob(held.id)).status, S.INITIALIZING);
+    gate.open();
+    assert.equal((await held.created).status, S.RUNNING, "creates are accepted again");
+    streams.set(held.id, streamResuming(client, held.id));
+    await stopAndCheck(api, client, streams);
+  } finally {
+    gate.open();
+    assert.equal((await close()).code, 0);
+    await gate.unmount();
+  }
+}, true);
+
+test(
+  "a SIGTERM during a reload is honoured: the reload is abandoned, the worker stops",
+  async () => {
+    const { worker, api, close } = await startWorker();
+    const gate = await mountGate();
+    try {
+      const writer = await api.createJob(WRITER);
+      const held = await heldWriter(api, gate);
+      worker.process.kill("SIGHUP");
+      await nextLog(worker, SETTLING, 0);
+      worker.process.kill("SIGTERM");
+      // Let the held job start: nothing would keep the reload from going on to the exec now.
+      gate.open();
+      const status = await Promise.race([
+        worker.exited,
+        new Promise<null>((r) => setTimeout(() => r(null), 60_000)),
+      ]);
+      assert.ok(status !== null, "the worker stopped");
+      assert.equal(status.code, 0, "gracefully");
+      assert.equal(logCount(worker, EXECING), 0, "no exec");
+      assert.equal(logCount(worker, RELOADED), 0);
+      assert.ok(worker.logs.some((l) => /reload abandoned: a stop signal arrived/.test(l)));
+      assert.ok(worker.logs.some((l) => /shutting down .*signal=SIGTERM/.test(l)));
+      const ended = worker.logs.find((l) => l.includes("job ended") && l.includes(writer.id));
+      assert.match(ended ?? "", /status=STOPPED.*the worker shut down/);
+      await held.created.catch(() => {});
+    } finally {
+      gate.open();
+      await close();
+      await gate.unmount();
+    }
+  },
+  true,
+);
+
+test("a stop signal pending at start (parked across an exec) is honoured once serving", async () => {
+  // What the old process leaves behind when a SIGTERM arrives in the last moment before its exec:
+  // SIGTERM blocked and pending (see jwshim.c, jw_park_stops).
+  const park = "import os, signal, sys\n" +
+    "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])\n" +
+    "os.kill(os.getpid(), signal.SIGTERM)\n" +
+    "os.execv(sys.argv[1], sys.argv[1:])\n";
+  const { worker, close } = await startWorker({ wrapper: ["python3", "-c", park] });
+  const status = await Promise.race([
+    worker.exited,
+    new Promise<null>((r) => setTimeout(() => r(null), 60_000)),
+  ]);
+  assert.ok(status !== null, "the worker stopped by itself");
+  assert.equal(status.code, 0);
+  assert.ok(worker.logs.some((l) => /shutting down .*signal=SIGTERM/.test(l)));
+  await close();
+});
+
+test("the program replaced: a broken one is refused, nothing stops; a good one is exec'd", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "jobworker-program-" });
+  const program = `${dir}/deno`;
+  await Deno.copyFile(Deno.execPath(), program);
+  /** Installs a new file at `program` the way package managers do: write aside, rename over. */
+  const install = async (write: (path: string) => Promise<void>) => {
+    await write(`${program}.new`);
+    await Deno.chmod(`${program}.new`, 0o755);
+    await Deno.rename(`${program}.new`, program);
+  };
+  const { worker, api, client, close } = await startWorker({ deno: program });
+  try {
+    const pid = worker.process.pid;
+    const writer = await api.createJob(WRITER);
+    const streams = new Map([[writer.id, streamResuming(client, writer.id)]]);
+    const listening = logCount(worker, LISTENING);
+    const broken: [string, (path: string) => Promise<void>, RegExp][] = [
+      [
+        "a program that fails its check",
+        (p) => Deno.writeTextFile(p, "#!/bin/sh\necho this program is broken >&2\nexit 1\n"),
+        /the check exited with 1: this program is broken/,
+      ],
+      [
+        "a copy cut short",
+        async (p) => {
+          const whole = await Deno.readFile(Deno.execPath());
+          await Deno.writeFile(p, whole.subarray(0, whole.length >> 4));
+        },
+        /the check (exited with \d+|could not run)/,
+      ],
+      [
+        "random bytes",
+        (p) => Deno.writeFile(p, crypto.getRandomValues(new Uint8Array(4096))),
+        // Not an executable format: the check runs it through /bin/sh, which fails.
+        /the check (exited with \d+|could not run)/,
+      ],
+    ];
+    for (const [what, write, problem] of broken) {
+      await install(write);
+      const refused = logCount(worker, REFUSED);
+      worker.process.kill("SIGHUP");
+      const line = await nextLog(worker, REFUSED, refused);
+      assert.match(line, /the new program or configuration cannot start; nothing stopped/, what);
+      assert.match(line, problem, `${what}: ${line}`);
+      assert.equal(logCount(worker, LISTENING), listening, `${what}: no new process`);
+      assert.equal((await api.getJob(writer.id)).status, S.RUNNING, `${what}: the job runs on`);
+      await api.serverInfo();
+    }
+    // The running program's file is gone from disk now; a good one takes its place.
+    assert.match(Deno.readLinkSync(`/proc/${pid}/exe`), /\(deleted\)$/);
+    await install((p) => Deno.copyFile(Deno.execPath(), p));
+    const reloaded = logCount(worker, RELOADED);
+    worker.process.kill("SIGHUP");
+    assert.match(await nextLog(worker, RELOADED, reloaded), /jobsKept=1/);
+    assert.equal(worker.process.pid, pid);
+    assert.equal(Deno.readLinkSync(`/proc/${pid}/exe`), program, "runs the file on disk now");
+    assert.equal(Deno.statSync(`/proc/${pid}/exe`).ino, Deno.statSync(program).ino);
+    assert.equal((await retrying(() => api.getJob(writer.id))).status, S.RUNNING);
+    // A new job starts too: its init is the new program.
+    const after = await retrying(() => api.createJob({ command: "echo", args: ["upgraded"] }));
+    await waitFor("the new job", async () => (await api.getJob(after.id)).status === S.COMPLETED);
+    await stopAndCheck(api, client, streams);
+  } finally {
+    assert.equal((await close()).code, 0);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+test("a reload while a stop is pending and 20 clients stream: the SIGKILL comes on time", async () => {
+  const { worker, api, client, close } = await startWorker();
+  try {
+    // Ignores SIGTERM, so only the SIGKILL at the end of the grace ends it.
+    const deaf = await api.createJob({
+      command: "sh",
+      args: ["-c", "trap '' TERM; i=0; while :; do echo \"$i\"; i=$((i+1)); done"],
+    });
+    const ids = [deaf.id];
+    for (let i = 0; i < 19; i++) ids.push((await api.createJob(WRITER)).id);
+    const streams = new Map(ids.map((id) => [id, streamResuming(client, id)]));
+    await waitFor("every job to write", async () => {
+      const jobs = await Promise.all(ids.map((id) => api.getJob(id)));
+      return jobs.every((j) => Number(j.outputBytes) > 1000);
+    }, 30_000);
+    const stopAt = Date.now();
+    const stopping = client.stopJob(deaf.id, { graceSeconds: 5 }).catch(() => null);
+    // The SIGTERM goes out at once; the reload comes well inside the 5 s grace.
+    await new Promise((r) => setTimeout(r, 300));
+    const reloaded = logCount(worker, RELOADED);
+    worker.process.kill("SIGHUP");
+    assert.match(await nextLog(worker, RELOADED, reloaded), /jobsKept=20/);
+    await stopping;
+    const ended = await waitFor("the pending SIGKILL", async () => {
+      const j = await retrying(() => api.getJob(deaf.id));
+      return j.status === S.RUNNING ? null : j;
+    }, 30_000);
+    assert.equal(ended.status, S.STOPPED);
+    assert.match(ended.reason, /stopped by request; killed by SIGKILL/);
+    const endMs = Number(ended.endTime!.seconds) * 1000;
+    assert.ok(endMs - stopAt >= 4000 && endMs - stopAt <= 9000, `killed ${endMs - stopAt} ms in`);
+    const deafStream = streams.get(deaf.id)!;
+    streams.delete(deaf.id);
+    await stopAndCheck(api, client, streams);
+    const r = await deafStream;
+    assert.equal(r.bytes, Number(ended.outputBytes));
+    assert.ok(isCounterPrefix(r.text), "the stopped job's output is exact too");
+  } finally {
+    assert.equal((await close()).code, 0);
+  }
+});
+
+test("cleanup", async () => {
+  for (const gate of gates) await gate.unmount();
+  await pki.remove();
+});
