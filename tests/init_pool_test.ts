@@ -40,6 +40,8 @@ async function startWorker(env: Record<string, string> = {}): Promise<WorkerProc
       JOB_WORKER_INIT_POOL: String(POOL),
       JOB_WORKER_ALLOW_PRIVILEGED: "1",
       JOB_WORKER_METRICS_ADDR: "127.0.0.1:0",
+      // Starts at once, not queued by the start gate: a burst must be able to drain the pool.
+      JOB_WORKER_MAX_STARTING: "64",
       ...env,
     },
   });
@@ -281,6 +283,27 @@ test("a burst drains the pool: the rest start fresh, all succeed, and the pool r
   await poolFull(worker);
   const after = await client.createJob({ command: "true" });
   assert.equal(await pooled(worker, after.id), true);
+});
+
+test("a mount made on the host after the pool filled is seen by the next job", async () => {
+  await poolFull(worker);
+  const dir = await Deno.makeTempDir({ prefix: "jobworker-pool-mount-" });
+  const mount = (args: string[]) => new Deno.Command(args[0]!, { args: args.slice(1) }).output();
+  assert.ok((await mount(["mount", "-t", "tmpfs", "pool-test", dir])).success, "mounted");
+  try {
+    await Deno.writeTextFile(`${dir}/file`, "on the new mount\n");
+    const job = await run(client, { command: "cat", args: ["file"], workDir: dir });
+    assert.equal(job.job.status, S.COMPLETED, `${job.job.reason} ${job.stderr}`);
+    assert.equal(job.stdout, "on the new mount\n");
+    // The stale members were replaced; the new ones see the mount and serve from the pool again.
+    await poolFull(worker);
+    const next = await run(client, { command: "cat", args: ["file"], workDir: dir });
+    assert.equal(next.stdout, "on the new mount\n");
+    assert.equal(await pooled(worker, next.id), true);
+  } finally {
+    await mount(["umount", dir]);
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 test("a killed waiting init is dropped and replaced; no job is handed to it", async () => {

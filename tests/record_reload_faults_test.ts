@@ -209,7 +209,7 @@ test(
       assert.equal(logCount(worker, EXECING), 0, "no exec");
       assert.equal(logCount(worker, RELOADED), 0);
       assert.ok(worker.logs.some((l) => /reload abandoned: a stop signal arrived/.test(l)));
-      assert.ok(worker.logs.some((l) => /shutting down .*signal=SIGTERM/.test(l)));
+      assert.ok(worker.logs.some((l) => /shutting down.*signal=SIGTERM/.test(l)));
       const ended = worker.logs.find((l) => l.includes("job ended") && l.includes(writer.id));
       assert.match(ended ?? "", /status=STOPPED.*the worker shut down/);
       await held.created.catch(() => {});
@@ -236,7 +236,7 @@ test("a stop signal pending at start (parked across an exec) is honoured once se
   ]);
   assert.ok(status !== null, "the worker stopped by itself");
   assert.equal(status.code, 0);
-  assert.ok(worker.logs.some((l) => /shutting down .*signal=SIGTERM/.test(l)));
+  assert.ok(worker.logs.some((l) => /shutting down.*signal=SIGTERM/.test(l)));
   await close();
 });
 

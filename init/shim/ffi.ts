@@ -17,6 +17,8 @@ const symbols = {
   jw_read: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   jw_pidfd_send_signal: { parameters: ["i32", "i32"], result: "i32" },
   jw_pidfd_exited: { parameters: ["i32"], result: "i32" },
+  jw_mounts_open: { parameters: [], result: "i32" },
+  jw_mounts_changed: { parameters: ["i32"], result: "i32" },
   jw_unshare_net: { parameters: [], result: "i32" },
   jw_lock_file: { parameters: ["buffer"], result: "i32" },
   jw_make_mounts_private: { parameters: [], result: "i32" },
@@ -197,6 +199,16 @@ export class Shim {
   /** True once the process behind `pidfd` has ended (reaped or not). */
   pidfdExited(pidfd: number): boolean {
     return this.#check("poll pidfd", this.#lib.symbols.jw_pidfd_exited(pidfd)) === 1;
+  }
+
+  /** This process's mount table as a descriptor for {@link mountsChanged}. */
+  mountsOpen(): number {
+    return this.#check("open /proc/self/mounts", this.#lib.symbols.jw_mounts_open());
+  }
+
+  /** Whether a mount or unmount happened in this mount namespace since the last look at `fd`. */
+  mountsChanged(fd: number): boolean {
+    return this.#check("poll /proc/self/mounts", this.#lib.symbols.jw_mounts_changed(fd)) === 1;
   }
 
   /** A new network namespace for this (main) thread, with only a loopback interface (down). */

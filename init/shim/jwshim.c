@@ -223,6 +223,21 @@ int jw_pidfd_exited(int pidfd) {
   return r > 0 ? 1 : 0;
 }
 
+// The worker's mount table, opened to be polled by jw_mounts_changed().
+int jw_mounts_open(void) {
+  int fd = open("/proc/self/mounts", O_RDONLY | O_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+// 1 if a mount or unmount happened in the worker's mount namespace since the last call with this
+// fd (proc(5): /proc/pid/mounts is pollable, POLLPRI on a change), 0 if not; never blocks.
+int jw_mounts_changed(int fd) {
+  struct pollfd p = {fd, POLLPRI, 0};
+  int r = poll(&p, 1, 0);
+  if (r < 0) return -errno;
+  return r > 0 && (p.revents & (POLLPRI | POLLERR)) ? 1 : 0;
+}
+
 // --- used by `jobworker init`, inside the new namespaces ---
 
 // Makes every mount private, so nothing mounted inside the job propagates to the host.

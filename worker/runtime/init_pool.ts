@@ -49,6 +49,8 @@ export class InitPool {
   #scheduled = false;
   #failures = 0;
   #pausedUntil = 0;
+  /** The worker's mount table, polled at each claim (-1: not open). */
+  #mounts = -1;
   /** Reaps of dismissed members still outstanding. */
   readonly #dismissed = new Set<Promise<unknown>>();
 
@@ -73,6 +75,7 @@ export class InitPool {
   /** Starts (or restarts) filling the pool. */
   start(): void {
     if (this.size <= 0) return;
+    if (this.#mounts < 0) this.#mounts = this.shim.mountsOpen();
     this.#stopped = false;
     this.#schedule();
   }
@@ -85,6 +88,14 @@ export class InitPool {
     if (this.size <= 0) {
       this.events?.claimed(false);
       return undefined;
+    }
+    if (this.#mountsChangedSinceFill()) {
+      // Members copied the mount table when they were cloned: none of them would see the new
+      // mount (an NFS share, a FUSE file system a job's workDir is on). Fresh ones will.
+      log.info("the host's mounts changed: replacing the waiting inits", {
+        count: this.#members.length,
+      });
+      for (const member of this.#members.splice(0)) this.#dismiss(member);
     }
     let found: InitProcess | undefined;
     while (found === undefined) {
@@ -101,6 +112,14 @@ export class InitPool {
     this.events?.claimed(found !== undefined);
     this.#schedule();
     return found;
+  }
+
+  #mountsChangedSinceFill(): boolean {
+    try {
+      return this.#mounts >= 0 && this.shim.mountsChanged(this.#mounts);
+    } catch {
+      return true;
+    }
   }
 
   /**
