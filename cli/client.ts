@@ -25,6 +25,8 @@ export interface ConnectionSettings {
   keyPem: string;
   /** Extra grpc-js channel options; they override the client's own (grpc-js transport only). */
   channelOptions?: Record<string, string | number>;
+  /** Deadline of each unary call (default {@linkcode UNARY_DEADLINE_MS}); StopJob adds the grace. */
+  callTimeoutMs?: number;
   /**
    * How calls travel: `grpc-js` (the library; the default) or `http2` (node:http2 directly,
    * much faster to load: the command line's).
@@ -86,10 +88,12 @@ const DEFAULT_GRACE_ALLOWANCE_S = 60;
 export class JobClient {
   readonly #transport: RpcTransport;
   readonly #retry: boolean;
+  readonly #timeoutMs: number;
 
-  private constructor(transport: RpcTransport, retry: boolean) {
+  private constructor(transport: RpcTransport, retry: boolean, timeoutMs: number) {
     this.#transport = transport;
     this.#retry = retry;
+    this.#timeoutMs = timeoutMs;
   }
 
   /**
@@ -116,7 +120,11 @@ export class JobClient {
       : new LazyTransport(async () =>
         new (await import("./transport/grpc_js.ts")).GrpcJsTransport(transportSettings)
       );
-    return new JobClient(transport, settings.retry ?? false);
+    return new JobClient(
+      transport,
+      settings.retry ?? false,
+      settings.callTimeoutMs ?? UNARY_DEADLINE_MS,
+    );
   }
 
   /**
@@ -127,7 +135,7 @@ export class JobClient {
     const res = await this.#unary(
       jobServiceDefinition.CreateJob,
       jobworker.CreateJobReq.create(req),
-      UNARY_DEADLINE_MS,
+      this.#timeoutMs,
       req.requestId ? [STATUS_UNAVAILABLE, STATUS_DEADLINE_EXCEEDED] : [STATUS_UNAVAILABLE],
     );
     return jobOf(res.job);
@@ -142,7 +150,7 @@ export class JobClient {
       const res = await this.#unary(
         jobServiceDefinition.ListJobs,
         jobworker.ListJobsReq.create(req),
-        UNARY_DEADLINE_MS,
+        this.#timeoutMs,
       );
       return res instanceof jobworker.Jobs ? res : jobworker.Jobs.create(res);
     } catch (err) {
@@ -167,7 +175,7 @@ export class JobClient {
     await this.#unary(
       jobServiceDefinition.DeleteJob,
       jobworker.DeleteJobReq.create({ id }),
-      UNARY_DEADLINE_MS,
+      this.#timeoutMs,
     );
   }
 
@@ -176,7 +184,7 @@ export class JobClient {
     const res = await this.#unary(
       jobServiceDefinition.GetServerInfo,
       jobworker.EmptyRequest.create(),
-      UNARY_DEADLINE_MS,
+      this.#timeoutMs,
     );
     return res instanceof jobworker.ServerInfo ? res : jobworker.ServerInfo.create(res);
   }
@@ -186,7 +194,7 @@ export class JobClient {
     const res = await this.#unary(
       jobServiceDefinition.GetJob,
       jobworker.GetJobReq.create({ id }),
-      UNARY_DEADLINE_MS,
+      this.#timeoutMs,
     );
     return jobOf(res.job);
   }
@@ -200,7 +208,7 @@ export class JobClient {
     const res = await this.#unary(
       jobServiceDefinition.StopJob,
       jobworker.StopJobReq.create({ id, graceSeconds: grace, force: options.force ?? false }),
-      UNARY_DEADLINE_MS + allowance * 1000,
+      this.#timeoutMs + allowance * 1000,
     );
     return jobOf(res.job);
   }
@@ -210,7 +218,7 @@ export class JobClient {
     const res = await this.#unary(
       jobServiceDefinition.GetJobs,
       jobworker.EmptyRequest.create(),
-      UNARY_DEADLINE_MS,
+      this.#timeoutMs,
     );
     return res instanceof jobworker.Jobs ? res : jobworker.Jobs.create(res);
   }
