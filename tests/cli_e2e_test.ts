@@ -230,6 +230,42 @@ test("create retried after UNAVAILABLE (connection cut mid-create) keeps its req
   }
 });
 
+test("TLS stays strict: a server not signed by --ca, an IP the certificate lacks, a client of another CA", async () => {
+  // The server's certificate checked against a CA that did not sign it.
+  const unknownCa = await cli(["--ca", `${pki.dir}/otherca-client-cert.pem`, "list"]);
+  assert.equal(unknownCa.code, 1, unknownCa.stderr);
+  assert.match(unknownCa.stderr, /TLS handshake .* failed: the server's certificate is not signed/);
+  // 127.0.0.2 reaches the same worker (a relay), but the certificate names only 127.0.0.1.
+  const relay = net.createServer((inbound) => {
+    const outbound = net.connect(worker.port, "127.0.0.1");
+    inbound.pipe(outbound).pipe(inbound);
+    inbound.on("error", () => outbound.destroy()).on("close", () => outbound.destroy());
+    outbound.on("error", () => inbound.destroy()).on("close", () => inbound.destroy());
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.2", resolve));
+  try {
+    const port = (relay.address() as net.AddressInfo).port;
+    const wrongIp = await runProgram(
+      Deno.execPath(),
+      sourceCommand(["--server", `127.0.0.2:${port}`, "--cert-path", pki.dir, "list"])[1],
+    );
+    assert.equal(wrongIp.code, 1, wrongIp.stderr);
+    assert.match(wrongIp.stderr, /the server's certificate does not name "127\.0\.0\.2"/);
+  } finally {
+    await new Promise((resolve) => relay.close(resolve));
+  }
+  // The server refuses a client certificate from another CA.
+  const otherClient = await cli([
+    "--cert",
+    `${pki.dir}/otherca-client-cert.pem`,
+    "--key",
+    `${pki.dir}/otherca-client-key.pem`,
+    "list",
+  ]);
+  assert.equal(otherClient.code, 1, otherClient.stderr);
+  assert.match(otherClient.stderr, /the server refused the client certificate/);
+});
+
 test("the server's own errors reach the user as one line, exit 1, no stack trace", async () => {
   const unknown = crypto.randomUUID();
   const cases: [string[], string, RegExp][] = [
