@@ -28,7 +28,7 @@ else
   echo "deno bundle failed (see build/bundle.log): the client runs from main.ts (slower to start)" >&2
 fi
 cat > bin/jobworker <<LAUNCHER
-#!/usr/bin/env bash
+#!/bin/sh
 # jobworker launcher (no denort here): runs main.ts from $(pwd) under deno; the client commands
 # run from the bundle make build wrote (build/jobworker-client.js) when there is one.
 export DENO_DIR=\${DENO_DIR:-$(pwd)/.cache/deno} DENO_NO_UPDATE_CHECK=1

@@ -272,6 +272,31 @@ test("completion scripts load in the shells that are installed", async () => {
     `COMP_WORDS=(jobworker run --net); COMP_CWORD=2; _jobworker; echo "\${COMPREPLY[@]}"`,
   ]);
   assert.equal(words.stdout, "list\n--network\n", words.stderr);
+  // Job ids come from the server, asked with the connection flags already on the line.
+  const id = await createJob("true");
+  const bin = `${home}/bin`;
+  await Deno.mkdir(bin, { recursive: true });
+  await Deno.writeTextFile(
+    `${bin}/jobworker`,
+    `#!/bin/sh\nexec "${Deno.execPath()}" ${DENO_RUN.join(" ")} "$@"\n`,
+    { mode: 0o755 },
+  );
+  const ids = await runProgram("bash", [
+    "-c",
+    `source <(jobworker completion bash); COMP_WORDS=(jobworker ${connection().join(" ")} get ${
+      id.slice(0, 6)
+    }); COMP_CWORD=6; _jobworker; echo "\${COMPREPLY[@]}"`,
+  ], { env: { PATH: `${bin}:${Deno.env.get("PATH")}`, XDG_CONFIG_HOME: `${home}/config` } });
+  assert.equal(ids.stdout.trim(), id, ids.stderr);
+  if ((await runProgram("sh", ["-c", "command -v fish"])).code === 0) {
+    const fishIds = await runProgram("fish", [
+      "-c",
+      `jobworker completion fish | source; complete -C "jobworker ${connection().join(" ")} stop ${
+        id.slice(0, 8)
+      }"`,
+    ], { env: { PATH: `${bin}:${Deno.env.get("PATH")}`, XDG_CONFIG_HOME: `${home}/config` } });
+    assert.equal(fishIds.stdout.trim(), `${id}\tjob`, fishIds.stderr);
+  }
   for (const shell of ["zsh", "fish"]) {
     if ((await runProgram("sh", ["-c", `command -v ${shell}`])).code !== 0) {
       console.warn(`${shell} is not installed: its completion script is not checked`);
