@@ -103,48 +103,76 @@ function statusOf(headers: IncomingHttpHeaders): { code: number; details: string
     : { code: Status.UNKNOWN, details: `bad grpc-status ${JSON.stringify(raw)}: ${details}` };
 }
 
-/** Splits the response body into gRPC messages. */
-class MessageReader {
-  #buffer: Uint8Array = new Uint8Array(0);
+/**
+ * Splits the response body into gRPC messages. Chunks are kept as they came and joined once per
+ * message, so a large message (a page of jobs) costs one copy, not one per HTTP/2 frame.
+ */
+export class MessageReader {
+  #chunks: Uint8Array[] = [];
+  #length = 0;
+  /** Length of the message whose prefix was read, or -1 while waiting for a prefix. */
+  #expected = -1;
 
   /** Feed bytes; returns the messages now complete. */
   push(bytes: Uint8Array): Uint8Array[] {
-    this.#buffer = this.#buffer.length === 0 ? bytes : concat(this.#buffer, bytes);
+    this.#chunks.push(bytes);
+    this.#length += bytes.length;
     const messages: Uint8Array[] = [];
-    while (this.#buffer.length >= 5) {
-      const view = new DataView(this.#buffer.buffer, this.#buffer.byteOffset, 5);
-      const compressed = view.getUint8(0);
-      const length = view.getUint32(1);
-      if (compressed !== 0) {
-        throw new RpcError(Status.INTERNAL, "the server sent a compressed message unasked");
+    for (;;) {
+      if (this.#expected < 0) {
+        if (this.#length < 5) break;
+        const prefix = this.#take(5);
+        const view = new DataView(prefix.buffer, prefix.byteOffset, 5);
+        if (view.getUint8(0) !== 0) {
+          throw new RpcError(Status.INTERNAL, "the server sent a compressed message unasked");
+        }
+        const length = view.getUint32(1);
+        if (length > MAX_RECEIVE_BYTES) {
+          throw new RpcError(
+            Status.RESOURCE_EXHAUSTED,
+            `Received message larger than max (${length} vs. ${MAX_RECEIVE_BYTES})`,
+          );
+        }
+        this.#expected = length;
       }
-      if (length > MAX_RECEIVE_BYTES) {
-        throw new RpcError(
-          Status.RESOURCE_EXHAUSTED,
-          `Received message larger than max (${length} vs. ${MAX_RECEIVE_BYTES})`,
-        );
-      }
-      if (this.#buffer.length < 5 + length) break;
-      messages.push(this.#buffer.subarray(5, 5 + length));
-      this.#buffer = this.#buffer.subarray(5 + length);
+      if (this.#length < this.#expected) break;
+      messages.push(this.#take(this.#expected));
+      this.#expected = -1;
     }
     return messages;
   }
 
   /** Whether a message was cut off by the end of the body. */
   get pending(): boolean {
-    return this.#buffer.length > 0;
+    return this.#length > 0 || this.#expected >= 0;
+  }
+
+  /** The next `n` bytes (n <= the bytes held), copied only when they span chunks. */
+  #take(n: number): Uint8Array {
+    const first = this.#chunks[0];
+    let out: Uint8Array;
+    if (first && first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(n);
+    } else {
+      out = new Uint8Array(n);
+      let filled = 0;
+      while (filled < n) {
+        const chunk = this.#chunks[0]!;
+        const part = Math.min(chunk.length, n - filled);
+        out.set(chunk.subarray(0, part), filled);
+        filled += part;
+        if (part === chunk.length) this.#chunks.shift();
+        else this.#chunks[0] = chunk.subarray(part);
+      }
+    }
+    this.#length -= n;
+    return out;
   }
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-
-function frame(message: Uint8Array): Uint8Array {
+export function frame(message: Uint8Array): Uint8Array {
   const out = new Uint8Array(5 + message.length);
   new DataView(out.buffer).setUint32(1, message.length);
   out.set(message, 5);
