@@ -2,14 +2,16 @@
  * A typed client of jobworker.JobService over mutual TLS 1.3. The command line uses it, and so do
  * the end-to-end tests: it knows nothing about flags, files or terminals.
  *
- * Errors of the calls are grpc-js `ServiceError`s (`code`, `details`), passed on unchanged.
+ * Errors of the calls are gRPC status errors (`code`, `details`: grpc-js's `ServiceError`, or
+ * the same shape from the `http2` transport), passed on unchanged.
  *
  * @module
  */
-import * as grpc from "@grpc/grpc-js";
-import { checkServerIdentity, createSecureContext } from "node:tls";
 import { jobServiceDefinition, jobworker } from "../proto/service.ts";
 import { parseServerAddress } from "./address.ts";
+import { Status } from "./status.ts";
+import { Http2Transport } from "./transport/http2.ts";
+import type { RpcMethod, RpcTransport, TransportSettings } from "./transport/types.ts";
 
 /** Where and how to connect. */
 export interface ConnectionSettings {
@@ -21,8 +23,15 @@ export interface ConnectionSettings {
   certPem: string;
   /** PEM of the client certificate's private key. */
   keyPem: string;
-  /** Extra grpc channel options; they override the client's own. */
+  /** Extra grpc-js channel options; they override the client's own (grpc-js transport only). */
   channelOptions?: Record<string, string | number>;
+  /** Deadline of each unary call (default {@linkcode UNARY_DEADLINE_MS}); StopJob adds the grace. */
+  callTimeoutMs?: number;
+  /**
+   * How calls travel: `grpc-js` (the library; the default) or `http2` (node:http2 directly,
+   * much faster to load: the command line's).
+   */
+  transport?: "grpc-js" | "http2";
   /**
    * Retry unary calls that fail UNAVAILABLE (the server not reached, or restarting), and creates
    * that carry a requestId also on DEADLINE_EXCEEDED (the key makes a repeat return the same job).
@@ -33,9 +42,9 @@ export interface ConnectionSettings {
 
 /** Delays before the retries of a call, when retrying is on. */
 const RETRY_DELAYS_MS = [100, 300, 1000];
-const STATUS_UNAVAILABLE = grpc.status.UNAVAILABLE;
-const STATUS_DEADLINE_EXCEEDED = grpc.status.DEADLINE_EXCEEDED;
-const STATUS_UNIMPLEMENTED = grpc.status.UNIMPLEMENTED;
+const STATUS_UNAVAILABLE = Status.UNAVAILABLE;
+const STATUS_DEADLINE_EXCEEDED = Status.DEADLINE_EXCEEDED;
+const STATUS_UNIMPLEMENTED = Status.UNIMPLEMENTED;
 
 /** Options of {@linkcode JobClient.stopJob}. */
 export interface StopOptions {
@@ -61,16 +70,6 @@ export const UNARY_DEADLINE_MS = 30_000;
 const MAX_DEADLINE_MS = 7 * 24 * 3600 * 1000;
 /** Grace period StopJob is assumed to take when the server's default applies. */
 const DEFAULT_GRACE_ALLOWANCE_S = 60;
-/** Server name sent (SNI) when the target is an IP address, which TLS cannot carry as a name. */
-const IP_TARGET_SERVERNAME = "jobworker-server";
-const MiB = 1024 * 1024;
-
-/** Channel options every client gets unless `channelOptions` overrides them. */
-const BASE_CHANNEL_OPTIONS: Record<string, string | number> = {
-  // A larger HTTP/2 window about doubles streaming throughput (see shared/platform.md).
-  "grpc-node.flow_control_window": 8 * MiB,
-  "grpc.max_receive_message_length": 64 * MiB,
-};
 
 /**
  * A connection to a jobworker server.
@@ -87,12 +86,14 @@ const BASE_CHANNEL_OPTIONS: Record<string, string | number> = {
  * ```
  */
 export class JobClient {
-  readonly #client: grpc.Client;
+  readonly #transport: RpcTransport;
   readonly #retry: boolean;
+  readonly #timeoutMs: number;
 
-  private constructor(client: grpc.Client, retry: boolean) {
-    this.#client = client;
+  private constructor(transport: RpcTransport, retry: boolean, timeoutMs: number) {
+    this.#transport = transport;
     this.#retry = retry;
+    this.#timeoutMs = timeoutMs;
   }
 
   /**
@@ -100,30 +101,29 @@ export class JobClient {
    * verifies the server's certificate against `caPem`: for a host name, as usual; for an IP address,
    * the certificate must hold that IP address as a subject alternative name.
    *
-   * @throws {Error} When the PEM data cannot be loaded, or the address is malformed (`TypeError`).
+   * @throws {TypeError} When the address is malformed.
    */
   static connect(settings: ConnectionSettings): JobClient {
     const address = parseServerAddress(settings.server);
-    const options: Record<string, string | number> = {
-      ...BASE_CHANNEL_OPTIONS,
-      ...settings.channelOptions,
+    const transportSettings: TransportSettings = {
+      target: address.target,
+      host: address.host,
+      port: address.port,
+      family: address.family,
+      caPem: settings.caPem,
+      certPem: settings.certPem,
+      keyPem: settings.keyPem,
+      channelOptions: settings.channelOptions,
     };
-    const verifyOptions: grpc.VerifyOptions = {};
-    if (address.family !== 0 && options["grpc.ssl_target_name_override"] === undefined) {
-      // Node's TLS refuses an IP address as servername, so send a name and check the IP ourselves.
-      options["grpc.ssl_target_name_override"] = IP_TARGET_SERVERNAME;
-      verifyOptions.checkServerIdentity = (_name, cert) => checkServerIdentity(address.host, cert);
-    }
-    const secureContext = createSecureContext({
-      ca: settings.caPem,
-      cert: settings.certPem,
-      key: settings.keyPem,
-      minVersion: "TLSv1.3",
-    });
-    const credentials = grpc.credentials.createFromSecureContext(secureContext, verifyOptions);
+    const transport = settings.transport === "http2"
+      ? new Http2Transport(transportSettings)
+      : new LazyTransport(async () =>
+        new (await import("./transport/grpc_js.ts")).GrpcJsTransport(transportSettings)
+      );
     return new JobClient(
-      new grpc.Client(address.target, credentials, options),
+      transport,
       settings.retry ?? false,
+      settings.callTimeoutMs ?? UNARY_DEADLINE_MS,
     );
   }
 
@@ -135,7 +135,7 @@ export class JobClient {
     const res = await this.#unary(
       jobServiceDefinition.CreateJob,
       jobworker.CreateJobReq.create(req),
-      UNARY_DEADLINE_MS,
+      this.#timeoutMs,
       req.requestId ? [STATUS_UNAVAILABLE, STATUS_DEADLINE_EXCEEDED] : [STATUS_UNAVAILABLE],
     );
     return jobOf(res.job);
@@ -150,7 +150,7 @@ export class JobClient {
       const res = await this.#unary(
         jobServiceDefinition.ListJobs,
         jobworker.ListJobsReq.create(req),
-        UNARY_DEADLINE_MS,
+        this.#timeoutMs,
       );
       return res instanceof jobworker.Jobs ? res : jobworker.Jobs.create(res);
     } catch (err) {
@@ -175,7 +175,7 @@ export class JobClient {
     await this.#unary(
       jobServiceDefinition.DeleteJob,
       jobworker.DeleteJobReq.create({ id }),
-      UNARY_DEADLINE_MS,
+      this.#timeoutMs,
     );
   }
 
@@ -184,7 +184,7 @@ export class JobClient {
     const res = await this.#unary(
       jobServiceDefinition.GetServerInfo,
       jobworker.EmptyRequest.create(),
-      UNARY_DEADLINE_MS,
+      this.#timeoutMs,
     );
     return res instanceof jobworker.ServerInfo ? res : jobworker.ServerInfo.create(res);
   }
@@ -194,7 +194,7 @@ export class JobClient {
     const res = await this.#unary(
       jobServiceDefinition.GetJob,
       jobworker.GetJobReq.create({ id }),
-      UNARY_DEADLINE_MS,
+      this.#timeoutMs,
     );
     return jobOf(res.job);
   }
@@ -208,7 +208,7 @@ export class JobClient {
     const res = await this.#unary(
       jobServiceDefinition.StopJob,
       jobworker.StopJobReq.create({ id, graceSeconds: grace, force: options.force ?? false }),
-      UNARY_DEADLINE_MS + allowance * 1000,
+      this.#timeoutMs + allowance * 1000,
     );
     return jobOf(res.job);
   }
@@ -218,7 +218,7 @@ export class JobClient {
     const res = await this.#unary(
       jobServiceDefinition.GetJobs,
       jobworker.EmptyRequest.create(),
-      UNARY_DEADLINE_MS,
+      this.#timeoutMs,
     );
     return res instanceof jobworker.Jobs ? res : jobworker.Jobs.create(res);
   }
@@ -229,44 +229,24 @@ export class JobClient {
    * `options.signal` cancels the call.
    */
   async *stream(id: string, options: StreamOptions = {}): AsyncIterable<jobworker.DataChunk> {
-    const { signal } = options;
-    signal?.throwIfAborted();
-    const method = jobServiceDefinition.GetJobsStream;
-    const call = this.#client.makeServerStreamRequest(
-      method.path,
-      method.requestSerialize,
-      method.responseDeserialize,
+    yield* this.#transport.serverStream(
+      jobServiceDefinition.GetJobsStream,
       jobworker.GetJobsStreamReq.create({
         id,
         offset: options.offset ?? 0,
         noFollow: options.noFollow ?? false,
       }),
-      new grpc.Metadata(),
-      {},
-    );
-    const cancel = () => call.cancel();
-    signal?.addEventListener("abort", cancel, { once: true });
-    let ended = false;
-    try {
-      for await (const chunk of call as AsyncIterable<jobworker.DataChunk>) yield chunk;
-      ended = true;
-    } catch (err) {
-      ended = true;
-      if (signal?.aborted) throw signal.reason;
-      throw err;
-    } finally {
-      signal?.removeEventListener("abort", cancel);
-      if (!ended) call.cancel(); // the consumer stopped early
-    }
+      options.signal,
+    ) as AsyncIterable<jobworker.DataChunk>;
   }
 
   /** Close the channel; calls in progress are cancelled. */
   close(): void {
-    this.#client.close();
+    this.#transport.close();
   }
 
   async #unary<Req, Res>(
-    method: grpc.MethodDefinition<Req, Res>,
+    method: RpcMethod<Req, Res>,
     request: Req,
     deadlineMs: number,
     retryOn: readonly number[] = [STATUS_UNAVAILABLE],
@@ -283,28 +263,32 @@ export class JobClient {
     }
   }
 
-  #unaryOnce<Req, Res>(
-    method: grpc.MethodDefinition<Req, Res>,
-    request: Req,
-    deadlineMs: number,
-  ): Promise<Res> {
-    return new Promise((resolve, reject) => {
-      this.#client.makeUnaryRequest(
-        method.path,
-        method.requestSerialize,
-        method.responseDeserialize,
-        request,
-        new grpc.Metadata(),
-        // Capped: timers fire at once beyond 2^31 - 1 ms, and grpc-js servers round a long
-        // grpc-timeout up past that, so an enormous grace would end the call immediately.
-        { deadline: Date.now() + Math.min(deadlineMs, MAX_DEADLINE_MS) },
-        (err, res) => {
-          if (err) reject(err);
-          else if (res === undefined) reject(new Error(`Empty response to ${method.path}`));
-          else resolve(res);
-        },
-      );
-    });
+  #unaryOnce<Req, Res>(method: RpcMethod<Req, Res>, request: Req, deadlineMs: number) {
+    // Capped: timers fire at once beyond 2^31 - 1 ms, and grpc-js servers round a long
+    // grpc-timeout up past that, so an enormous grace would end the call immediately.
+    return this.#transport.unary(method, request, Math.min(deadlineMs, MAX_DEADLINE_MS));
+  }
+}
+
+/** A transport whose module is loaded at the first call (grpc-js is slow to load). */
+class LazyTransport implements RpcTransport {
+  readonly #loading: Promise<RpcTransport>;
+
+  constructor(load: () => Promise<RpcTransport>) {
+    this.#loading = load();
+    this.#loading.catch(() => {}); // reported by the first call
+  }
+
+  async unary<Req, Res>(method: RpcMethod<Req, Res>, request: Req, deadlineMs: number) {
+    return await (await this.#loading).unary(method, request, deadlineMs);
+  }
+
+  async *serverStream<Req, Res>(method: RpcMethod<Req, Res>, request: Req, signal?: AbortSignal) {
+    yield* (await this.#loading).serverStream(method, request, signal);
+  }
+
+  close(): void {
+    this.#loading.then((transport) => transport.close(), () => {});
   }
 }
 

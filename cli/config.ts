@@ -53,6 +53,8 @@ export interface ConnectionFlags {
   key?: string;
   /** `--context NAME` */
   context?: string;
+  /** `--request-timeout SECONDS` */
+  requestTimeout?: number;
 }
 
 /** Settings as the client uses them, plus which files they came from. */
@@ -184,7 +186,14 @@ export async function loadConnectionSettings(
     readCertFile(files.key),
   ]);
   checkTlsFiles(files, { caPem, certPem, keyPem });
-  return { server, caPem, certPem, keyPem, files: { ca: files.ca.path, cert: files.cert.path } };
+  return {
+    server,
+    caPem,
+    certPem,
+    keyPem,
+    files: { ca: files.ca.path, cert: files.cert.path },
+    ...(flags.requestTimeout !== undefined ? { callTimeoutMs: flags.requestTimeout * 1000 } : {}),
+  };
 }
 
 /**

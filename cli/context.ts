@@ -23,6 +23,7 @@ import {
 } from "./errors.ts";
 import { fileSink, type Sink } from "./io.ts";
 import { connectionFlags } from "./options.ts";
+import { startTlsWarmUp } from "./tls_warmup.ts";
 
 /** The calls of {@linkcode JobClient} the commands use. */
 export type JobApi = Pick<
@@ -81,7 +82,11 @@ export function defaultDeps(): CliDeps {
     stderrIsTerminal: Deno.stderr.isTerminal(),
     loadSettings: (flags) => loadConnectionSettings(flags, env),
     connect: async (settings) =>
-      (await import("./client.ts")).JobClient.connect({ ...settings, retry: true }),
+      (await import("./client.ts")).JobClient.connect({
+        ...settings,
+        retry: true,
+        transport: "http2",
+      }),
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     onInterrupt(handler, options = {}) {
       let interrupts = 0;
@@ -107,6 +112,7 @@ export async function withClient<T>(
   call: Omit<CallContext, "server">,
   fn: (client: JobApi) => Promise<T>,
 ): Promise<T> {
+  startTlsWarmUp();
   const settings = await deps.loadSettings(connectionFlags(command));
   let client: JobApi;
   try {

@@ -104,9 +104,11 @@ export async function runCli(argv: string[], deps: CliDeps = defaultDeps()): Pro
   let message = "";
   // `--version` before any command is the `version` command.
   const versionAt = argv.indexOf("--version");
-  const commandNames = buildProgram(deps).commands.flatMap((c) => [c.name(), ...c.aliases()]);
-  if (versionAt >= 0 && !argv.slice(0, versionAt).some((a) => commandNames.includes(a))) {
-    argv = [...argv.slice(0, versionAt), "version", ...argv.slice(versionAt + 1)];
+  if (versionAt >= 0) {
+    const commandNames = buildProgram(deps).commands.flatMap((c) => [c.name(), ...c.aliases()]);
+    if (!argv.slice(0, versionAt).some((a) => commandNames.includes(a))) {
+      argv = [...argv.slice(0, versionAt), "version", ...argv.slice(versionAt + 1)];
+    }
   }
   try {
     await buildProgram(deps, output).parseAsync(argv, { from: "user" });

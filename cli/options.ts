@@ -40,6 +40,10 @@ export function addConnectionOptions<C extends CommandUnknownOpts>(command: C): 
     new Option("--cert <file>", "client certificate file (overrides the directory's)"),
     new Option("--key <file>", "client key file (overrides the directory's)"),
     new Option("--context <name>", "use a named server from the config file (jobworker context)"),
+    new Option(
+      "--request-timeout <seconds>",
+      "how long to wait for each answer of the server (default 30; stop adds the grace period)",
+    ).argParser(positiveInteger(24 * 3600)),
   ];
   for (const option of options) command.addOption(option.helpGroup(CONNECTION_GROUP));
   return command;
@@ -61,6 +65,10 @@ export function connectionFlags(command: CommandUnknownOpts): ConnectionFlags {
     }
     const role = values.role;
     if (flags.role === undefined && isRole(role)) flags.role = role;
+    const timeout = values.requestTimeout;
+    if (flags.requestTimeout === undefined && typeof timeout === "number") {
+      flags.requestTimeout = timeout;
+    }
   }
   return flags;
 }
@@ -83,6 +91,16 @@ export function nonNegativeInteger(max: number): (value: string) => number {
     if (!(n <= max)) {
       throw new InvalidArgumentError(`Expected a whole number from 0 to ${max}.`);
     }
+    return n;
+  };
+}
+
+/** A commander argument parser for whole numbers from 1 to `max`. */
+export function positiveInteger(max: number): (value: string) => number {
+  const parse = nonNegativeInteger(max);
+  return (value) => {
+    const n = parse(value);
+    if (n === 0) throw new InvalidArgumentError(`Expected a whole number from 1 to ${max}.`);
     return n;
   };
 }

@@ -273,6 +273,31 @@ test("completion scripts load in the shells that are installed", async () => {
     `COMP_WORDS=(jobworker run --net); COMP_CWORD=2; _jobworker; echo "\${COMPREPLY[@]}"`,
   ]);
   assert.equal(words.stdout, "list\n--network\n", words.stderr);
+  // Job ids come from the server, asked with the connection flags already on the line.
+  const id = await createJob("true");
+  const bin = `${home}/bin`;
+  await Deno.mkdir(bin, { recursive: true });
+  await Deno.writeTextFile(
+    `${bin}/jobworker`,
+    `#!/bin/sh\nexec "${Deno.execPath()}" ${DENO_RUN.join(" ")} "$@"\n`,
+    { mode: 0o755 },
+  );
+  const ids = await runProgram("bash", [
+    "-c",
+    `source <(jobworker completion bash); COMP_WORDS=(jobworker ${connection().join(" ")} get ${
+      id.slice(0, 6)
+    }); COMP_CWORD=6; _jobworker; echo "\${COMPREPLY[@]}"`,
+  ], { env: { PATH: `${bin}:${Deno.env.get("PATH")}`, XDG_CONFIG_HOME: `${home}/config` } });
+  assert.equal(ids.stdout.trim(), id, ids.stderr);
+  if ((await runProgram("sh", ["-c", "command -v fish"])).code === 0) {
+    const fishIds = await runProgram("fish", [
+      "-c",
+      `jobworker completion fish | source; complete -C "jobworker ${connection().join(" ")} stop ${
+        id.slice(0, 8)
+      }"`,
+    ], { env: { PATH: `${bin}:${Deno.env.get("PATH")}`, XDG_CONFIG_HOME: `${home}/config` } });
+    assert.equal(fishIds.stdout.trim(), `${id}\tjob`, fishIds.stderr);
+  }
   for (const shell of ["zsh", "fish"]) {
     if ((await runProgram("sh", ["-c", `command -v ${shell}`])).code !== 0) {
       console.warn(`${shell} is not installed: its completion script is not checked`);
@@ -547,12 +572,40 @@ test("stop several ids; rm", async () => {
   const b = await createJob("sleep", "100");
   const stopped = await jw(["stop", "--force", a.slice(0, 13), b]);
   assert.equal(stopped.code, 0, stopped.stderr);
+  assert.equal(stopped.stderr, "", "no progress line when stderr is not a terminal");
   assert.match(stopped.stdout, new RegExp(`${a} STOPPED`));
   assert.match(stopped.stdout, new RegExp(`${b} STOPPED`));
   const removed = await jw(["rm", a, b]);
   assert.equal(removed.code, 0, removed.stderr);
   assert.equal(removed.stdout, `${a}\n${b}\n`);
   assert.equal((await jw(["get", a])).code, 1);
+});
+
+test("stop of several ids on a terminal: progress while it waits, a line per job as it ends", async () => {
+  const quick = await createJob("sleep", "100");
+  // Ignores SIGTERM: it ends only when the 2 s grace runs out (SIGKILL).
+  const slow = await createJob(
+    "bash",
+    "-c",
+    'trap "" TERM; echo ready; while :; do sleep 0.1; done',
+  );
+  for (let i = 0; i < 200; i++) {
+    if ((await jw(["stream", slow, "--no-follow"])).stdout.includes("ready")) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const shown = await onTerminal(["stop", quick, slow, "--grace", "2"], { NO_COLOR: "1" });
+  assert.equal(shown.code, 0, shown.stdout);
+  const out = shown.stdout;
+  const quickAt = out.indexOf(`${quick} STOPPED (SIGTERM)`);
+  const slowAt = out.indexOf(`${slow} STOPPED (SIGKILL)`);
+  assert.ok(quickAt >= 0 && slowAt > quickAt, `each job's line, in the order they ended: ${out}`);
+  // While the slow one runs out its grace, the line says what is awaited, and is then cleared.
+  const waiting = out.lastIndexOf(
+    "stopping 1 job: SIGTERM sent, waiting for them to end " +
+      "(SIGKILL after 2s)",
+  );
+  assert.ok(waiting > quickAt && waiting < slowAt, `a progress line between the two: ${out}`);
+  assert.ok(out.slice(waiting, slowAt).includes("\r\x1b[K"), "the progress line is cleared");
 });
 
 test("stop the worker", async () => {

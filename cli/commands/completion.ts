@@ -11,6 +11,16 @@ import { writeText } from "../io.ts";
 
 /** Commands whose arguments are job ids. */
 const ID_COMMANDS = ["get", "stop", "stream", "rm"];
+/** The options that say which server to ask for job ids, with their values. */
+const CONNECTION_FLAGS = [
+  "--server",
+  "--cert-path",
+  "--role",
+  "--ca",
+  "--cert",
+  "--key",
+  "--context",
+];
 
 interface CommandInfo {
   name: string;
@@ -56,7 +66,7 @@ _jobworker() {
   for ((i = 1; i < COMP_CWORD; i++)); do
     w="\${COMP_WORDS[i]}"
     case "$w" in
-      --server|--cert-path|--role|--ca|--cert|--key|--context)
+      ${CONNECTION_FLAGS.join("|")})
         conn+=("$w" "\${COMP_WORDS[i+1]}"); i=$((i + 1)) ;;
       ${[...valueFlags].join("|")}) i=$((i + 1)) ;;
       -*) ;;
@@ -114,6 +124,21 @@ export function fishScript(root: CommandUnknownOpts): string {
   const lines = [
     "# jobworker completion for fish: jobworker completion fish | source",
     "complete -c jobworker -f",
+    // Job ids from the server, asked with the connection flags already on the line.
+    "function __jobworker_ids",
+    "    set -l words (commandline -opc)",
+    "    set -l conn",
+    "    set -l i 2",
+    "    while test $i -lt (count $words)",
+    "        switch $words[$i]",
+    `            case ${CONNECTION_FLAGS.join(" ")}`,
+    "                set -a conn $words[$i] $words[(math $i + 1)]",
+    "                set i (math $i + 1)",
+    "        end",
+    "        set i (math $i + 1)",
+    "    end",
+    "    $words[1] $conn list -q 2>/dev/null",
+    "end",
   ];
   const names = commands.map((c) => c.name).join(" ");
   for (const c of commands) {
@@ -137,7 +162,7 @@ export function fishScript(root: CommandUnknownOpts): string {
   lines.push(
     `complete -c jobworker -n "__fish_seen_subcommand_from ${
       ID_COMMANDS.join(" ")
-    }" -a "(jobworker list -q 2>/dev/null)" -d job`,
+    }" -a "(__jobworker_ids)" -d job`,
     `complete -c jobworker -n "__fish_seen_subcommand_from completion" -a "bash zsh fish"`,
     `complete -c jobworker -n "__fish_seen_subcommand_from context" -a "add use list rm"`,
   );

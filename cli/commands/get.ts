@@ -16,7 +16,7 @@ export function getCommand(deps: CliDeps): CommandUnknownOpts {
   const command = new Command("get")
     .description("Show a job: status, how it ended, times, limits, resource usage")
     .argument("<id>", "the job's id or a unique prefix of it")
-    .option("--json", 'print the job as JSON (shape in the README, "JSON output")')
+    .option("--json", 'print the job as JSON (shape in the README, "Output for scripts")')
     .addHelpText(
       "after",
       `

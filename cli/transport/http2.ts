@@ -1,0 +1,414 @@
+/**
+ * gRPC over node:http2, for the command line: unary and server-streaming calls, which is all
+ * jobworker.JobService has. It exists for start-up time: loading grpc-js and its module graph
+ * costs a short-lived `jobworker list` more than the call itself (see bench/client_start.ts).
+ *
+ * The TLS connection is made exactly as grpc-js makes it: `tls.connect` with the CA, the client
+ * pair, TLS 1.3 at least, ALPN h2, and for an IP address a fixed server name plus our own check
+ * that the certificate holds that IP address as a SAN.
+ *
+ * The wire format (gRPC over HTTP/2): a POST to the method's path with `content-type:
+ * application/grpc` and `te: trailers`; each message is framed as one flag byte (compressed or
+ * not; we never compress and accept no compressed message), a 4-byte big-endian length and the
+ * bytes; the status arrives in the trailers (`grpc-status`, `grpc-message`), or in the headers
+ * of a response that has no body ("Trailers-Only").
+ *
+ * @module
+ */
+import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders } from "node:http2";
+import { Buffer } from "node:buffer";
+import { Status } from "../status.ts";
+import {
+  IP_TARGET_SERVERNAME,
+  RpcError,
+  type RpcMethod,
+  type RpcTransport,
+  type TransportSettings,
+} from "./types.ts";
+
+const MiB = 1024 * 1024;
+/** The largest message accepted from the server (as the grpc-js client is configured). */
+const MAX_RECEIVE_BYTES = 64 * MiB;
+/** HTTP/2 flow-control window for the connection and each stream (streaming throughput). */
+const WINDOW_BYTES = 8 * MiB;
+
+/** HTTP/2 error codes (node:http2's constants, which load with the module). */
+const NGHTTP2_NO_ERROR = 0;
+const NGHTTP2_REFUSED_STREAM = 7;
+const NGHTTP2_CANCEL = 8;
+const NGHTTP2_ENHANCE_YOUR_CALM = 11;
+const NGHTTP2_INADEQUATE_SECURITY = 12;
+
+/**
+ * node:http2 and node:tls, loaded at the first call rather than with this module: loading them
+ * takes longer than anything else the command line does before it connects, and commands that
+ * do not connect (help, completion, context) need neither.
+ */
+let netModules: Promise<[typeof import("node:http2"), typeof import("node:tls")]> | undefined;
+function loadNetModules() {
+  return netModules ??= Promise.all([import("node:http2"), import("node:tls")]);
+}
+
+/** gRPC statuses for HTTP statuses that are not 200 (the gRPC HTTP/2 mapping). */
+const HTTP_TO_GRPC: Record<number, number> = {
+  400: Status.INTERNAL,
+  401: Status.UNAUTHENTICATED,
+  403: Status.PERMISSION_DENIED,
+  404: Status.UNIMPLEMENTED,
+  429: Status.UNAVAILABLE,
+  502: Status.UNAVAILABLE,
+  503: Status.UNAVAILABLE,
+  504: Status.UNAVAILABLE,
+};
+
+/** gRPC statuses for the HTTP/2 error codes of a reset stream. */
+function statusOfReset(code: number): number {
+  switch (code) {
+    case NGHTTP2_REFUSED_STREAM:
+      return Status.UNAVAILABLE;
+    case NGHTTP2_CANCEL:
+      return Status.CANCELLED;
+    case NGHTTP2_ENHANCE_YOUR_CALM:
+      return Status.RESOURCE_EXHAUSTED;
+    case NGHTTP2_INADEQUATE_SECURITY:
+      return Status.PERMISSION_DENIED;
+    default:
+      return Status.INTERNAL;
+  }
+}
+
+/** The `grpc-timeout` header: at most 8 digits and a unit. */
+export function grpcTimeout(ms: number): string {
+  const whole = Math.max(0, Math.ceil(ms));
+  if (whole < 1e8) return `${whole}m`;
+  const seconds = Math.ceil(whole / 1000);
+  if (seconds < 1e8) return `${seconds}S`;
+  return `${Math.min(99_999_999, Math.ceil(seconds / 3600))}H`;
+}
+
+/** The status of a finished response from its trailers (or Trailers-Only headers). */
+function statusOf(headers: IncomingHttpHeaders): { code: number; details: string } | undefined {
+  const raw = headers["grpc-status"];
+  if (raw === undefined) return undefined;
+  const code = Number(Array.isArray(raw) ? raw[0] : raw);
+  const message = headers["grpc-message"];
+  let details = Array.isArray(message) ? message.join(",") : message ?? "";
+  try {
+    details = decodeURIComponent(details);
+  } catch {
+    // Not percent-encoded after all: keep it as it came.
+  }
+  return Number.isInteger(code) && code >= 0 && code <= 16
+    ? { code, details }
+    : { code: Status.UNKNOWN, details: `bad grpc-status ${JSON.stringify(raw)}: ${details}` };
+}
+
+/**
+ * Splits the response body into gRPC messages. Chunks are kept as they came and joined once per
+ * message, so a large message (a page of jobs) costs one copy, not one per HTTP/2 frame.
+ */
+export class MessageReader {
+  #chunks: Uint8Array[] = [];
+  #length = 0;
+  /** Length of the message whose prefix was read, or -1 while waiting for a prefix. */
+  #expected = -1;
+
+  /** Feed bytes; returns the messages now complete. */
+  push(bytes: Uint8Array): Uint8Array[] {
+    this.#chunks.push(bytes);
+    this.#length += bytes.length;
+    const messages: Uint8Array[] = [];
+    for (;;) {
+      if (this.#expected < 0) {
+        if (this.#length < 5) break;
+        const prefix = this.#take(5);
+        const view = new DataView(prefix.buffer, prefix.byteOffset, 5);
+        if (view.getUint8(0) !== 0) {
+          throw new RpcError(Status.INTERNAL, "the server sent a compressed message unasked");
+        }
+        const length = view.getUint32(1);
+        if (length > MAX_RECEIVE_BYTES) {
+          throw new RpcError(
+            Status.RESOURCE_EXHAUSTED,
+            `Received message larger than max (${length} vs. ${MAX_RECEIVE_BYTES})`,
+          );
+        }
+        this.#expected = length;
+      }
+      if (this.#length < this.#expected) break;
+      messages.push(this.#take(this.#expected));
+      this.#expected = -1;
+    }
+    return messages;
+  }
+
+  /** Whether a message was cut off by the end of the body. */
+  get pending(): boolean {
+    return this.#length > 0 || this.#expected >= 0;
+  }
+
+  /** The next `n` bytes (n <= the bytes held), copied only when they span chunks. */
+  #take(n: number): Uint8Array {
+    const first = this.#chunks[0];
+    let out: Uint8Array;
+    if (first && first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(n);
+    } else {
+      out = new Uint8Array(n);
+      let filled = 0;
+      while (filled < n) {
+        const chunk = this.#chunks[0]!;
+        const part = Math.min(chunk.length, n - filled);
+        out.set(chunk.subarray(0, part), filled);
+        filled += part;
+        if (part === chunk.length) this.#chunks.shift();
+        else this.#chunks[0] = chunk.subarray(part);
+      }
+    }
+    this.#length -= n;
+    return out;
+  }
+}
+
+export function frame(message: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + message.length);
+  new DataView(out.buffer).setUint32(1, message.length);
+  out.set(message, 5);
+  return out;
+}
+
+/** One HTTP/2 connection and what became of it. */
+interface Connection {
+  session: ClientHttp2Session;
+  /** The first error of its socket or session. */
+  error?: Error;
+  /** Our side of the TLS handshake completed. */
+  secure: boolean;
+  /** The server's SETTINGS arrived: HTTP/2 began, so the TLS handshake was accepted. */
+  started: boolean;
+}
+
+/** gRPC calls over one HTTP/2 connection, made at the first call and again after it broke. */
+export class Http2Transport implements RpcTransport {
+  readonly #settings: TransportSettings;
+  #connection: Connection | undefined;
+  readonly #calls = new Set<ClientHttp2Stream>();
+  #closed = false;
+
+  constructor(settings: TransportSettings) {
+    this.#settings = settings;
+  }
+
+  async unary<Req, Res>(method: RpcMethod<Req, Res>, request: Req, deadlineMs: number) {
+    let response: Res | undefined;
+    let count = 0;
+    for await (const message of this.#call(method, request, deadlineMs)) {
+      response = message;
+      count++;
+    }
+    if (count !== 1) {
+      throw new RpcError(
+        count === 0 ? Status.UNIMPLEMENTED : Status.INTERNAL,
+        `${count} response messages to the unary call ${method.path}`,
+      );
+    }
+    return response as Res;
+  }
+
+  serverStream<Req, Res>(method: RpcMethod<Req, Res>, request: Req, signal?: AbortSignal) {
+    return this.#call(method, request, undefined, signal);
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const call of this.#calls) call.close(NGHTTP2_CANCEL);
+    this.#connection?.session.close();
+    this.#connection = undefined;
+  }
+
+  async #connect(): Promise<Connection> {
+    const current = this.#connection;
+    if (current && !current.session.closed && !current.session.destroyed) return current;
+    const [{ connect: http2Connect }, { checkServerIdentity, connect: tlsConnect }] =
+      await loadNetModules();
+    const again = this.#connection; // made by a call that loaded the modules first
+    if (again && !again.session.closed && !again.session.destroyed) return again;
+    const s = this.#settings;
+    const ip = s.family !== 0;
+    const fail = (err: Error) => {
+      connection.error ??= err;
+      if (this.#connection === connection) this.#connection = undefined;
+      connection.session.destroy();
+    };
+    const session = http2Connect(`https://${s.target}`, {
+      settings: { initialWindowSize: WINDOW_BYTES, enablePush: false },
+      createConnection: () => {
+        const socket = tlsConnect({
+          host: s.host,
+          port: s.port,
+          ca: s.caPem,
+          cert: s.certPem,
+          key: s.keyPem,
+          minVersion: "TLSv1.3",
+          ALPNProtocols: ["h2"],
+          // Node's TLS refuses an IP address as servername: send a name, check the IP ourselves.
+          servername: ip ? IP_TARGET_SERVERNAME : s.host,
+          checkServerIdentity: ip
+            ? (_name, cert) => checkServerIdentity(s.host, cert)
+            : checkServerIdentity,
+        });
+        socket.on("error", fail);
+        socket.once("secureConnect", () => void (connection.secure = true));
+        return socket;
+      },
+    });
+    const connection: Connection = { session, secure: false, started: false };
+    session.on("error", fail);
+    const forget = () => {
+      if (this.#connection === connection) this.#connection = undefined;
+    };
+    session.on("goaway", forget);
+    session.on("close", forget);
+    session.once("remoteSettings", () => void (connection.started = true));
+    session.once("connect", () => {
+      try {
+        session.setLocalWindowSize(WINDOW_BYTES);
+      } catch {
+        // Only throughput depends on it.
+      }
+    });
+    this.#connection = connection;
+    return connection;
+  }
+
+  async *#call<Req, Res>(
+    method: RpcMethod<Req, Res>,
+    request: Req,
+    deadlineMs?: number,
+    signal?: AbortSignal,
+  ): AsyncGenerator<Res> {
+    signal?.throwIfAborted();
+    if (this.#closed) throw new RpcError(Status.CANCELLED, "the client was closed");
+    const connection = await this.#connect();
+    const headers: Record<string, string> = {
+      ":method": "POST",
+      ":path": method.path,
+      "content-type": "application/grpc",
+      te: "trailers",
+      "user-agent": "jobworker-cli",
+    };
+    if (deadlineMs !== undefined) headers["grpc-timeout"] = grpcTimeout(deadlineMs);
+    let stream: ClientHttp2Stream;
+    try {
+      stream = connection.session.request(headers);
+    } catch (err) {
+      throw unavailable(connection, err);
+    }
+    this.#calls.add(stream);
+    let responseHeaders: IncomingHttpHeaders | undefined;
+    let trailers: IncomingHttpHeaders | undefined;
+    let local: RpcError | undefined;
+    stream.on("response", (h) => void (responseHeaders = h));
+    stream.on("trailers", (t) => void (trailers = t));
+    const end = (error: RpcError) => {
+      local ??= error;
+      stream.close(NGHTTP2_CANCEL);
+    };
+    const timer = deadlineMs === undefined ? undefined : setTimeout(
+      () => end(new RpcError(Status.DEADLINE_EXCEEDED, "Deadline exceeded")),
+      deadlineMs,
+    );
+    const onAbort = () => end(new RpcError(Status.CANCELLED, "Cancelled on client"));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let finished = false;
+    try {
+      yield* this.#read(stream, connection, method, request, {
+        local: () => local,
+        headers: () => responseHeaders,
+        trailers: () => trailers,
+      });
+      finished = true;
+    } catch (err) {
+      // The consumer learns of its own abort through the signal's reason.
+      if (signal?.aborted) throw signal.reason;
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      this.#calls.delete(stream);
+      if (!finished && !stream.closed) stream.close(NGHTTP2_CANCEL);
+    }
+  }
+
+  /** Send the request, yield the response messages, then check the status. */
+  async *#read<Req, Res>(
+    stream: ClientHttp2Stream,
+    connection: Connection,
+    method: RpcMethod<Req, Res>,
+    request: Req,
+    call: {
+      local(): RpcError | undefined;
+      headers(): IncomingHttpHeaders | undefined;
+      trailers(): IncomingHttpHeaders | undefined;
+    },
+  ): AsyncGenerator<Res> {
+    const reader = new MessageReader();
+    stream.end(Buffer.from(frame(method.requestSerialize(request))));
+    try {
+      for await (const chunk of stream as AsyncIterable<Uint8Array>) {
+        for (const message of reader.push(chunk)) {
+          if (call.local()) break;
+          yield method.responseDeserialize(message);
+        }
+      }
+    } catch (err) {
+      throw call.local() ?? (err instanceof RpcError ? err : streamError(connection, stream, err));
+    }
+    const local = call.local();
+    if (local) throw local;
+    if (stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR) {
+      throw streamError(connection, stream, undefined);
+    }
+    const headers = call.headers();
+    const status = statusOf(call.trailers() ?? {}) ?? statusOf(headers ?? {});
+    if (!status) {
+      const httpStatus = Number(headers?.[":status"] ?? 0);
+      if (headers && httpStatus !== 200) {
+        throw new RpcError(
+          HTTP_TO_GRPC[httpStatus] ?? Status.UNKNOWN,
+          `Received HTTP status code ${httpStatus}`,
+        );
+      }
+      throw streamError(connection, stream, new Error("the response ended without a gRPC status"));
+    }
+    if (status.code !== Status.OK) throw new RpcError(status.code, status.details);
+    if (reader.pending) throw new RpcError(Status.INTERNAL, "the response ended mid-message");
+  }
+}
+
+/** Why a call's stream ended without a status: its connection's fate, or its reset code. */
+function streamError(connection: Connection, stream: ClientHttp2Stream, err: unknown): RpcError {
+  const rst = stream.rstCode;
+  const broken = connection.error !== undefined || connection.session.destroyed ||
+    connection.session.closed;
+  if (!broken && rst !== undefined && rst !== NGHTTP2_NO_ERROR) {
+    return new RpcError(statusOfReset(rst), `Received RST_STREAM with code ${rst}`);
+  }
+  return unavailable(connection, connection.error ?? err);
+}
+
+/** UNAVAILABLE, saying why; a connection closed before HTTP/2 began was refused in TLS. */
+function unavailable(connection: Connection, err: unknown): RpcError {
+  const reason = err instanceof Error ? err.message : "the connection closed";
+  if (!connection.secure || connection.started) {
+    return new RpcError(Status.UNAVAILABLE, reason);
+  }
+  // TLS 1.3 clients finish their handshake before the server checks the client certificate;
+  // a server that refuses it closes the connection before HTTP/2 starts.
+  return new RpcError(
+    Status.UNAVAILABLE,
+    `the server closed the connection after the TLS handshake, before HTTP/2 began (${reason})`,
+  );
+}

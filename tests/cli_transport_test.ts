@@ -1,0 +1,59 @@
+/**
+ * Unit tests of the command line's own gRPC transport (cli/transport/http2.ts): message framing
+ * however the body is cut into chunks, the size cap, compressed messages refused, and the
+ * `grpc-timeout` header. The transport against a real worker is covered by the CLI end-to-end
+ * tests (every command, TLS failures, dropped connections, reloads).
+ */
+import assert from "node:assert/strict";
+import { frame, grpcTimeout, MessageReader } from "../cli/transport/http2.ts";
+import { RpcError } from "../cli/transport/types.ts";
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+Deno.test("MessageReader: the same messages however the body is split", () => {
+  const sizes = [0, 1, 4, 5, 70_000, 3, 16_384, 0];
+  const messages = sizes.map((n, i) =>
+    Uint8Array.from({ length: n }, (_, j) => (i * 31 + j) % 251)
+  );
+  const body = concat(messages.map(frame));
+  let seed = 7;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  for (let round = 0; round < 50; round++) {
+    const reader = new MessageReader();
+    const got: Uint8Array[] = [];
+    const maxChunk = round === 0 ? 1 : 1 + Math.floor(random() * 40_000);
+    for (let at = 0; at < body.length;) {
+      const n = Math.min(body.length - at, 1 + Math.floor(random() * maxChunk));
+      got.push(...reader.push(body.slice(at, at + n)));
+      at += n;
+    }
+    assert.equal(reader.pending, false);
+    assert.deepEqual(got.map((m) => [...m]), messages.map((m) => [...m]), `round ${round}`);
+  }
+});
+
+Deno.test("MessageReader: a cut-off message is pending; oversized and compressed ones are refused", () => {
+  const cut = new MessageReader();
+  assert.deepEqual(cut.push(frame(new Uint8Array(10)).subarray(0, 8)), []);
+  assert.equal(cut.pending, true);
+  const big = new Uint8Array([0, 0x04, 0, 0, 1]); // 64 MiB + 1
+  assert.throws(() => new MessageReader().push(big), (e: RpcError) => e.code === 8);
+  const compressed = new Uint8Array([1, 0, 0, 0, 0]);
+  assert.throws(() => new MessageReader().push(compressed), (e: RpcError) => e.code === 13);
+});
+
+Deno.test("grpcTimeout: at most 8 digits, in the smallest unit that fits", () => {
+  assert.equal(grpcTimeout(30_000), "30000m");
+  assert.equal(grpcTimeout(0.4), "1m");
+  assert.equal(grpcTimeout(99_999_999), "99999999m");
+  assert.equal(grpcTimeout(100_000_000), "100000S");
+  assert.equal(grpcTimeout(7 * 24 * 3600 * 1000), "604800S");
+});
