@@ -173,7 +173,6 @@ test(
       } MiB, after +${((after - idle) / MiB).toFixed(0)} MiB, GetJobs p99 ${p99.toFixed(0)} ms`,
     );
   },
-  NOT_YET,
 );
 
 test(
