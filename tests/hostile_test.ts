@@ -213,6 +213,8 @@ test(
       } MiB, after +${((after - idle) / MiB).toFixed(0)} MiB, GetJobs p99 ${p99.toFixed(0)} ms`,
     );
   },
+  // Alone it passes (peak +115 MiB, +39 MiB after); beside tests/streaming_test.ts the peak holds
+  // (+100..+124 MiB) but RSS after the readers left was +79..+84 MiB in 3 of 4 runs (bound 64).
   NOT_YET,
 );
 

@@ -1,0 +1,413 @@
+/**
+ * Streaming figures for `make bench` (issue 8, and issue 12's stalled readers), each beside a
+ * baseline measured in the same run:
+ *
+ * - throughput of one job's output to one client over mTLS, from an ended job and while the job
+ *   writes at full speed, to our own client (cli/client.ts) and to a C-core gRPC client
+ *   (bench/grpc_client.py, Debian's python3-grpcio), against the same bytes read from a local pipe;
+ *   50 clients of one job in aggregate, same baseline;
+ * - write-to-client latency: a job prints its clock every 10 ms and the client stamps arrival; p99
+ *   with 200 other jobs writing, against the same on the otherwise idle worker;
+ * - memory: the worker's RSS after streaming 4 GiB through 4 clients, with 500 sleeping jobs, at
+ *   the peak of 100 jobs writing 100 MiB each, and with 50 stalled readers (and after they left),
+ *   against its idle RSS.
+ *
+ * Standalone: `deno run -A bench/streaming.ts [--quick]` starts its own worker; `make bench` calls
+ * {@link streamingRows} with its worker.
+ *
+ * @module
+ */
+import type { JobClient } from "../cli/client.ts";
+import { jobworker } from "../proto/service.ts";
+import { clientFor } from "../tests/helpers/clients.ts";
+import { rssBytes } from "../tests/helpers/rss.ts";
+import { type StalledReader, startStalledReader } from "../tests/helpers/stalled_reader.ts";
+
+export interface StreamingContext {
+  address: string;
+  certDir: string;
+  workerPid: number;
+  quick: boolean;
+}
+
+export interface BenchRow {
+  name: string;
+  ours: number;
+  base: number;
+  unit: string;
+  higherIsBetter: boolean;
+}
+
+const MiB = 1024 * 1024;
+const PYTHON = "/usr/bin/python3";
+const GRPC_CLIENT = new URL("./grpc_client.py", import.meta.url).pathname;
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const progress = (what: string) => console.error(`bench streaming: ${what}`);
+
+function quantile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? NaN;
+}
+
+async function waitEnded(client: JobClient, id: string): Promise<jobworker.Job> {
+  for (;;) {
+    const job = await client.getJob(id);
+    if (job.status >= jobworker.JobStatus.COMPLETED) return job;
+    await delay(50);
+  }
+}
+
+/** `head -c bytes /dev/zero` read through a local pipe, MiB/s. */
+async function pipeThroughput(bytes: number): Promise<number> {
+  const t0 = performance.now();
+  const child = new Deno.Command("head", {
+    args: ["-c", String(bytes), "/dev/zero"],
+    stdout: "piped",
+  }).spawn();
+  let total = 0;
+  for await (const chunk of child.stdout) total += chunk.length;
+  await child.status;
+  if (total !== bytes) throw new Error(`pipe read ${total} bytes`);
+  return bytes / MiB / ((performance.now() - t0) / 1000);
+}
+
+/** Reads `id`'s whole output with our client; MiB/s from the first chunk to the last. */
+async function readOurs(client: JobClient, id: string, expected: number): Promise<number> {
+  let total = 0;
+  let first = 0;
+  for await (const chunk of client.stream(id)) {
+    if (first === 0) first = performance.now();
+    total += chunk.payload.length;
+  }
+  if (total !== expected) throw new Error(`our client got ${total} of ${expected} bytes`);
+  return total / MiB / ((performance.now() - first) / 1000);
+}
+
+/** Reads `id`'s whole output with the C-core client; MiB/s from the first chunk to the last. */
+async function readGrpcio(ctx: StreamingContext, id: string, expected: number): Promise<number> {
+  const out = await new Deno.Command(PYTHON, {
+    args: [GRPC_CLIENT, ctx.address, ctx.certDir, id],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  if (!out.success) {
+    throw new Error(`grpc_client.py failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  const result = JSON.parse(text) as { bytes: number; seconds: number };
+  if (result.bytes !== expected) throw new Error(`grpcio got ${result.bytes} of ${expected} bytes`);
+  return result.bytes / MiB / result.seconds;
+}
+
+/** A job writing `bytes` zeros at full speed, starting `afterSeconds` from now. */
+function writer(client: JobClient, bytes: number, afterSeconds = 0): Promise<jobworker.Job> {
+  const head = `head -c ${bytes} /dev/zero`;
+  return afterSeconds > 0
+    ? client.createJob({ command: "/bin/sh", args: ["-c", `sleep ${afterSeconds}; ${head}`] })
+    : client.createJob({ command: "head", args: ["-c", String(bytes), "/dev/zero"] });
+}
+
+export function grpcioAvailable(): boolean {
+  try {
+    return new Deno.Command(PYTHON, { args: ["-c", "import grpc"], stderr: "null" }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+async function throughput(ctx: StreamingContext, client: JobClient): Promise<BenchRow[]> {
+  const bytes = (ctx.quick ? 256 : 1024) * MiB;
+  const rows: BenchRow[] = [];
+  const row = (name: string, ours: number, base: number) =>
+    rows.push({ name, ours, base, unit: "MiB/s", higherIsBetter: true });
+  const size = `${bytes / MiB} MiB`;
+
+  progress(`${size} from an ended job, our client`);
+  const ended = await writer(client, bytes);
+  await waitEnded(client, ended.id);
+  row(`stream ${size}, ended job, our client`, await readOurs(client, ended.id, bytes), 0);
+  rows.at(-1)!.base = await pipeThroughput(bytes);
+
+  progress(`${size} from a job writing at full speed, our client`);
+  const live = await writer(client, bytes, 1);
+  const liveOurs = await readOurs(client, live.id, bytes);
+  row(`stream ${size}, live job, our client`, liveOurs, await pipeThroughput(bytes));
+
+  if (grpcioAvailable()) {
+    progress(`${size}, C-core client (python3-grpcio)`);
+    const grpcEnded = await readGrpcio(ctx, ended.id, bytes);
+    row(`stream ${size}, ended job, grpcio`, grpcEnded, await pipeThroughput(bytes));
+    const live2 = await writer(client, bytes, 1);
+    const grpcLive = await readGrpcio(ctx, live2.id, bytes);
+    row(`stream ${size}, live job, grpcio`, grpcLive, await pipeThroughput(bytes));
+    await client.deleteJob(live2.id).catch(() => {});
+  } else {
+    progress("python3-grpcio missing: no C-core rows (apt-get install python3-grpcio)");
+  }
+
+  const readers = 50;
+  const each = (ctx.quick ? 32 : 128) * MiB;
+  progress(`${readers} clients of one ${each / MiB} MiB job`);
+  const shared = await writer(client, each);
+  await waitEnded(client, shared.id);
+  const clients = Array.from({ length: 5 }, () => clientFor(ctx.certDir, ctx.address));
+  try {
+    await Promise.all(clients.map((c) => c.listJobs()));
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: readers }, async (_, i) => {
+        let total = 0;
+        for await (const chunk of clients[i % clients.length]!.stream(shared.id)) {
+          total += chunk.payload.length;
+        }
+        if (total !== each) throw new Error(`a reader got ${total} of ${each} bytes`);
+      }),
+    );
+    const aggregate = (readers * each) / MiB / ((performance.now() - t0) / 1000);
+    row(`${readers} clients of one job, aggregate`, aggregate, await pipeThroughput(bytes));
+  } finally {
+    for (const c of clients) c.close();
+  }
+  for (const id of [ended.id, live.id, shared.id]) await client.deleteJob(id).catch(() => {});
+  return rows;
+}
+
+/** Arrival minus the job's stamp of every line for `seconds`, in ms. */
+async function lineDelays(client: JobClient, seconds: number): Promise<number[]> {
+  const ticker = await client.createJob({
+    command: PYTHON,
+    args: [
+      "-c",
+      "import time\nwhile True:\n  print(time.time_ns(), flush=True)\n  time.sleep(0.01)",
+    ],
+  });
+  const delays: number[] = [];
+  const stop = AbortSignal.timeout(seconds * 1000);
+  const decoder = new TextDecoder();
+  let partial = "";
+  try {
+    for await (const chunk of client.stream(ticker.id, { signal: stop })) {
+      const now = (performance.timeOrigin + performance.now()) * 1e6;
+      const lines = (partial + decoder.decode(chunk.payload, { stream: true })).split("\n");
+      partial = lines.pop()!;
+      for (const line of lines) {
+        const stamp = Number(line);
+        if (Number.isFinite(stamp) && stamp > 0) delays.push((now - stamp) / 1e6);
+      }
+    }
+  } catch (e) {
+    if (!stop.aborted) throw e;
+  }
+  await client.stopJob(ticker.id, { force: true }).catch(() => {});
+  // The first lines were written before the stream started: leave the first half second out.
+  return delays.slice(50);
+}
+
+async function latency(ctx: StreamingContext, client: JobClient): Promise<BenchRow[]> {
+  const seconds = ctx.quick ? 4 : 10;
+  const others = ctx.quick ? 50 : 200;
+  progress("write-to-client latency, idle worker");
+  const idle = await lineDelays(client, seconds);
+  progress(`write-to-client latency, ${others} other jobs writing`);
+  const writers: string[] = [];
+  try {
+    for (let i = 0; i < others; i += 20) {
+      const batch = await Promise.all(
+        Array.from({ length: Math.min(20, others - i) }, () =>
+          client.createJob({
+            command: "sh",
+            args: ["-c", "while :; do echo 0123456789abcdef0123456789abcdef; done"],
+          })),
+      );
+      writers.push(...batch.map((j) => j.id));
+    }
+    await delay(1000);
+    const busy = await lineDelays(client, seconds);
+    return [
+      {
+        name: `line latency p50, ${others} jobs writing (ms)`,
+        ours: quantile(busy, 0.5),
+        base: quantile(idle, 0.5),
+        unit: "ms",
+        higherIsBetter: false,
+      },
+      {
+        name: `line latency p99, ${others} jobs writing (ms)`,
+        ours: quantile(busy, 0.99),
+        base: quantile(idle, 0.99),
+        unit: "ms",
+        higherIsBetter: false,
+      },
+    ];
+  } finally {
+    await Promise.all(writers.map((id) => client.stopJob(id, { force: true }).catch(() => {})));
+    await Promise.all(writers.map((id) => client.deleteJob(id).catch(() => {})));
+  }
+}
+
+/** Resident memory once it has settled (two readings 1 s apart within 4 MiB), bytes. */
+async function settledRss(pid: number): Promise<number> {
+  let last = rssBytes(pid);
+  for (let i = 0; i < 15; i++) {
+    await delay(1000);
+    const now = rssBytes(pid);
+    if (Math.abs(now - last) < 4 * MiB) return now;
+    last = now;
+  }
+  return last;
+}
+
+/** Peak RSS while `during` runs, sampled every 50 ms, bytes. */
+async function peakRss(pid: number, during: Promise<unknown>): Promise<number> {
+  let peak = rssBytes(pid);
+  let done = false;
+  during.finally(() => done = true).catch(() => {});
+  while (!done) {
+    peak = Math.max(peak, rssBytes(pid));
+    await delay(50);
+  }
+  await during;
+  return peak;
+}
+
+async function memory(ctx: StreamingContext, client: JobClient): Promise<BenchRow[]> {
+  const pid = ctx.workerPid;
+  const rows: BenchRow[] = [];
+  const row = (name: string, ours: number, base: number) =>
+    rows.push({ name, ours: ours / MiB, base: base / MiB, unit: "MiB", higherIsBetter: false });
+
+  const perClient = (ctx.quick ? 256 : 1024) * MiB;
+  progress(`RSS: ${(4 * perClient) / MiB} MiB through 4 clients`);
+  const idle = await settledRss(pid);
+  const job = await writer(client, perClient);
+  await waitEnded(client, job.id);
+  const clients = Array.from({ length: 4 }, () => clientFor(ctx.certDir, ctx.address));
+  try {
+    await Promise.all(clients.map((c) => readOurs(c, job.id, perClient)));
+  } finally {
+    for (const c of clients) c.close();
+  }
+  await client.deleteJob(job.id).catch(() => {});
+  row(`RSS after ${(4 * perClient) / MiB} MiB through 4 clients`, await settledRss(pid), idle);
+
+  const sleepers = ctx.quick ? 100 : 500;
+  progress(`RSS: ${sleepers} sleeping jobs`);
+  const idle2 = await settledRss(pid);
+  const ids: string[] = [];
+  try {
+    for (let i = 0; i < sleepers; i += 20) {
+      const batch = await Promise.all(
+        Array.from(
+          { length: Math.min(20, sleepers - i) },
+          () => client.createJob({ command: "sleep", args: ["600"] }),
+        ),
+      );
+      ids.push(...batch.map((j) => j.id));
+    }
+    row(`RSS, ${sleepers} sleeping jobs`, await settledRss(pid), idle2);
+  } finally {
+    await Promise.all(ids.map((id) => client.stopJob(id, { force: true }).catch(() => {})));
+    await Promise.all(ids.map((id) => client.deleteJob(id).catch(() => {})));
+  }
+
+  const writers = ctx.quick ? 20 : 100;
+  progress(`RSS: ${writers} jobs writing 100 MiB each at once`);
+  const idle3 = await settledRss(pid);
+  const written: string[] = [];
+  const peak = await peakRss(
+    pid,
+    (async () => {
+      for (let i = 0; i < writers; i += 20) {
+        const batch = await Promise.all(
+          Array.from({ length: Math.min(20, writers - i) }, () => writer(client, 100 * MiB, 2)),
+        );
+        written.push(...batch.map((j) => j.id));
+      }
+      for (const id of written) await waitEnded(client, id);
+    })(),
+  );
+  await Promise.all(written.map((id) => client.deleteJob(id).catch(() => {})));
+  row(`RSS peak, ${writers} jobs writing 100 MiB each`, peak, idle3);
+
+  const stalled = ctx.quick ? 10 : 50;
+  progress(`RSS: ${stalled} stalled readers on 200 MiB jobs`);
+  const idle4 = await settledRss(pid);
+  const jobs = await Promise.all(
+    Array.from({ length: Math.ceil(stalled / 10) }, () => writer(client, 200 * MiB, 1)),
+  );
+  const readers: StalledReader[] = [];
+  let stalledPeak = idle4;
+  try {
+    stalledPeak = await peakRss(
+      pid,
+      (async () => {
+        await Promise.all(
+          Array.from({ length: stalled }, async (_, i) => {
+            const kind = i % 2 ? "grpc" : "http2";
+            const id = jobs[i % jobs.length]!.id;
+            readers.push(await startStalledReader(kind, ctx.certDir, ctx.address, id));
+          }),
+        );
+        for (const j of jobs) await waitEnded(client, j.id);
+        await delay(2000);
+      })(),
+    );
+  } finally {
+    await Promise.all(readers.map((r) => r.kill()));
+  }
+  row(`RSS peak, ${stalled} stalled readers`, stalledPeak, idle4);
+  row(`RSS after ${stalled} stalled readers left`, await settledRss(pid), idle4);
+  for (const j of jobs) await client.deleteJob(j.id).catch(() => {});
+  return rows;
+}
+
+/** Every streaming figure, each with its baseline from this run. */
+export async function streamingRows(ctx: StreamingContext): Promise<BenchRow[]> {
+  const only = Deno.env.get("BENCH_STREAMING_ONLY"); // throughput | latency | memory
+  const client = clientFor(ctx.certDir, ctx.address);
+  try {
+    await client.listJobs();
+    const rows: BenchRow[] = [];
+    if (!only || only === "throughput") rows.push(...await throughput(ctx, client));
+    if (!only || only === "latency") rows.push(...await latency(ctx, client));
+    if (!only || only === "memory") rows.push(...await memory(ctx, client));
+    return rows;
+  } finally {
+    client.close();
+  }
+}
+
+if (import.meta.main) {
+  const { makePki } = await import("../tests/helpers/pki.ts");
+  const { WorkerProcess } = await import("../tests/helpers/worker.ts");
+  const pki = await makePki();
+  const worker = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: {
+      JOB_WORKER_MAX_JOBS: "1000",
+      JOB_WORKER_MAX_STREAMS_PER_CLIENT: "512",
+      JOB_WORKER_MAX_CONNECTIONS_PER_PEER: "300",
+      ...JSON.parse(Deno.env.get("BENCH_WORKER_ENV") ?? "{}"),
+    },
+  });
+  try {
+    const rows = await streamingRows({
+      address: worker.address,
+      certDir: pki.dir,
+      workerPid: worker.process.pid,
+      quick: Deno.args.includes("--quick"),
+    });
+    for (const r of rows) {
+      const ratio = r.higherIsBetter ? r.base / r.ours : r.ours / r.base;
+      console.log(
+        `${r.name.padEnd(48)} ${r.ours.toFixed(1).padStart(9)} ${r.unit.padEnd(5)} base ${
+          r.base.toFixed(1).padStart(9)
+        } ${r.unit.padEnd(5)} ratio ${ratio.toFixed(2)}`,
+      );
+    }
+  } finally {
+    await worker.stop();
+    await pki.remove();
+  }
+}
