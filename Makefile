@@ -92,8 +92,8 @@ test-cgroup-v2: deps shim test-tools
 
 # The peers `make bench` runs beside jobworker: bubblewrap, runc and a static busybox for its bundle.
 bench-tools:
-	@for c in unshare bwrap runc busybox; do command -v $$c >/dev/null || missing=1; done; \
-	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq --no-install-recommends util-linux bubblewrap runc busybox-static)
+	@for c in unshare bwrap runc busybox; do command -v $$c >/dev/null || missing=1; done; /usr/bin/python3 -c "import grpc" 2>/dev/null || missing=1; \
+	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq --no-install-recommends util-linux bubblewrap runc busybox-static python3-grpcio)
 
 # `make bench [QUICK=1]`: the table, JSON under bench/results/; fails when a ratio is worse than 2x
 # its recorded value (bench/recorded.json). `make bench-record [QUICK=1]` rewrites that record.

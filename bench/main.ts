@@ -6,7 +6,7 @@
  *
  * Options: --quick (fewer rounds, smaller streams, no stalled readers: under two minutes),
  * --record (rewrite this mode's recorded ratios from this run), --only=a,b (only these sections:
- * starts, stream, client, storm, stalled, burst, creep; for working on one; not with --record).
+ * starts, stream, streaming, client, storm, stalled, burst, creep; for working on one; not with --record).
  * SUMMARY_FILE=path also writes `passed failed 0` (checked ratios) there, for tests/run_all.sh.
  *
  * Sections: starts.ts (start against unshare and the peers of peers.ts), stream.ts, client_start.ts,
@@ -29,7 +29,7 @@ import { progress, type Row } from "./rows.ts";
 import { startRows } from "./starts.ts";
 import { stormRows } from "./storm.ts";
 import { streamRow } from "./stream.ts";
-// MERGE (t8b): import { streamingRows } from "./streaming.ts";
+import { streamingRows } from "./streaming.ts";
 
 const { values: options } = parseArgs({
   args: Deno.args,
@@ -72,7 +72,23 @@ try {
     progress("stream");
     rows.push(await streamRow(ctx));
   }
-  // MERGE (t8b): rows.push(...await streamingRows({ address: worker.address, certDir: pki.dir, workerPid: worker.process.pid, quick }));
+  if (wanted("streaming") && !quick) {
+    progress("streaming: throughput (ours and C-core gRPC), latency, memory");
+    const streaming = await streamingRows({
+      address: worker.address,
+      certDir: pki.dir,
+      workerPid: worker.process.pid,
+      quick,
+    });
+    // Tails and RSS against an idle baseline swing far more than 2x on a shared machine.
+    rows.push(
+      ...streaming.map((row) =>
+        row.unit === "MiB/s"
+          ? row
+          : { ...row, unchecked: "a tail or an RSS: too noisy to hold to a record" }
+      ),
+    );
+  }
   if (wanted("client")) {
     progress("client start");
     const start = await measureClientStart(worker.address, pki.dir, quick ? 5 : 15);
