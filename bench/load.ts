@@ -8,7 +8,7 @@ import type { JobClient } from "../cli/client.ts";
 import { jobworker } from "../proto/service.ts";
 import { clientFor, collectOutput } from "../tests/helpers/clients.ts";
 import { type StalledReader, startStalledReader } from "../tests/helpers/stalled_reader.ts";
-import { rssBytes } from "../tests/helpers/rss.ts";
+import { rssBytes, settledRss } from "../tests/helpers/rss.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
 import type { BenchContext } from "./context.ts";
 import type { Row } from "./rows.ts";
@@ -263,18 +263,6 @@ export interface CreepFigures {
   afterFuzzMiB: number;
   connections: number;
   requests: number;
-}
-
-/** Resident memory once it has settled (two readings 1 s apart within 4 MiB). */
-async function settledRss(pid: number): Promise<number> {
-  let last = rssBytes(pid);
-  for (let i = 0; i < 15; i++) {
-    await delay(1000);
-    const now = rssBytes(pid);
-    if (Math.abs(now - last) < 4 * MiB) return now;
-    last = now;
-  }
-  return last;
 }
 
 /**

@@ -20,7 +20,7 @@
 import type { JobClient } from "../cli/client.ts";
 import { jobworker } from "../proto/service.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
-import { rssBytes } from "../tests/helpers/rss.ts";
+import { rssBytes, settledRss } from "../tests/helpers/rss.ts";
 import { type StalledReader, startStalledReader } from "../tests/helpers/stalled_reader.ts";
 
 export interface StreamingContext {
@@ -244,18 +244,6 @@ async function latency(ctx: StreamingContext, client: JobClient): Promise<BenchR
     await Promise.all(writers.map((id) => client.stopJob(id, { force: true }).catch(() => {})));
     await Promise.all(writers.map((id) => client.deleteJob(id).catch(() => {})));
   }
-}
-
-/** Resident memory once it has settled (two readings 1 s apart within 4 MiB), bytes. */
-async function settledRss(pid: number): Promise<number> {
-  let last = rssBytes(pid);
-  for (let i = 0; i < 15; i++) {
-    await delay(1000);
-    const now = rssBytes(pid);
-    if (Math.abs(now - last) < 4 * MiB) return now;
-    last = now;
-  }
-  return last;
 }
 
 /** Peak RSS while `during` runs, sampled every 50 ms, bytes. */

@@ -17,7 +17,7 @@ import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor } from "./helpers/clients.ts";
 import { RawGrpcClient } from "./helpers/raw_grpc.ts";
 import { cgroupDirsNamed, jobProcesses } from "./helpers/host_procs.ts";
-import { openFds, poolFull, rssBytes } from "./helpers/rss.ts";
+import { openFds, poolFull, settledRss } from "./helpers/rss.ts";
 import { churnConnections } from "./helpers/tls_churn.ts";
 import { type Skip, withSkip } from "./helpers/skip.ts";
 import { fuzzRequests } from "./helpers/fuzz.ts";
@@ -88,18 +88,6 @@ Deno.test({
 });
 
 const MiB = 1024 * 1024;
-
-/** Resident memory once it has settled (two readings 1 s apart within 4 MiB). */
-async function settledRss(pid: number): Promise<number> {
-  let last = rssBytes(pid);
-  for (let i = 0; i < 15; i++) {
-    await delay(1000);
-    const now = rssBytes(pid);
-    if (Math.abs(now - last) < 4 * MiB) return now;
-    last = now;
-  }
-  return last;
-}
 
 /**
  * Deno 2.8.3 never frees a closed HTTP/2 session's native nghttp2 state (about 18 KiB, measured;

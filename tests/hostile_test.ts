@@ -14,7 +14,7 @@ import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor } from "./helpers/clients.ts";
 import { type StalledReader, startStalledReader } from "./helpers/stalled_reader.ts";
-import { openFds, poolFull, rssBytes } from "./helpers/rss.ts";
+import { openFds, poolFull, rssBytes, settledRss } from "./helpers/rss.ts";
 import net from "node:net";
 import tls from "node:tls";
 import { RawGrpcClient } from "./helpers/raw_grpc.ts";
@@ -75,18 +75,6 @@ function tlsHandshake(certDir: string, port: number, localAddress: string): Prom
   });
 }
 
-/** Resident memory once it has settled (two readings 1 s apart within 8 MiB). */
-async function settledRss(pid: number): Promise<number> {
-  let last = rssBytes(pid);
-  for (let i = 0; i < 10; i++) {
-    await delay(1000);
-    const now = rssBytes(pid);
-    if (Math.abs(now - last) < 8 * MiB) return now;
-    last = now;
-  }
-  return last;
-}
-
 test("start a worker", async () => {
   pki = await makePki();
   worker = await WorkerProcess.start({
@@ -144,7 +132,7 @@ test(
   async () => {
     const pid = worker.process.pid;
     await client.listJobs();
-    const idle = await settledRss(pid);
+    const idle = await settledRss(pid, 8, 10);
     const JOBS = 5;
     const READERS_PER_JOB = 10;
     const jobs: jobworker.Job[] = [];
@@ -198,7 +186,7 @@ test(
         (idle / MiB).toFixed(0)
       } MiB with stalled readers (bound: 256 MiB)`,
     );
-    const after = await settledRss(pid);
+    const after = await settledRss(pid, 8, 10);
     assert.ok(
       after - idle < 64 * MiB,
       `worker RSS ${((after - idle) / MiB).toFixed(0)} MiB over idle after the readers left`,

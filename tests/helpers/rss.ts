@@ -40,3 +40,18 @@ export async function poolFull(pid: number, size = 4, ms = 30_000): Promise<void
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
 }
+
+/**
+ * A process's resident memory once it has settled: two readings 1 s apart within `toleranceMiB`
+ * (at most `tries` seconds; the last reading then).
+ */
+export async function settledRss(pid: number, toleranceMiB = 4, tries = 15): Promise<number> {
+  let last = rssBytes(pid);
+  for (let i = 0; i < tries; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const now = rssBytes(pid);
+    if (Math.abs(now - last) < toleranceMiB * 1024 * 1024) return now;
+    last = now;
+  }
+  return last;
+}
