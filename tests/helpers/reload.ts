@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import type { JobClient } from "../../cli/client.ts";
 import type { WorkerProcess } from "./worker.ts";
 import { waitFor } from "./host_procs.ts";
+import { isConnectionLoss } from "../../cli/output.ts";
 
 /** Writes 0, 1, 2, ... one number a line, as fast as it can. */
 export const WRITER = {
@@ -42,7 +43,9 @@ export async function streamResuming(
       return { bytes: offset, text, reconnects };
     } catch (e) {
       const code = (e as { code?: number }).code;
-      if (code !== GRPC_UNAVAILABLE && code !== 4 && code !== 1) throw e; // DEADLINE, CANCELLED
+      // A lost connection as the CLI's stream sees it (UNAVAILABLE, or INTERNAL for a stream cut
+      // mid-write), a deadline, or a cancel: resume from the offset.
+      if (!isConnectionLoss(e) && code !== 4 && code !== 1) throw e;
       reconnects++;
       await new Promise((r) => setTimeout(r, 100));
     }
