@@ -45,7 +45,7 @@ async function updateSystemStore(): Promise<void> {
   assert.equal(r.code, 0, `update-ca-certificates: ${r.stderr}`);
 }
 
-/** Puts `caPem` into the system store; undone by removeFromSystemStore (also at unload). */
+/** Puts `caPem` into the system store; undone by removeFromSystemStoreSync (also at unload). */
 async function addToSystemStore(caPem: string): Promise<void> {
   await Deno.mkdir(SYSTEM_CA_DIR, { recursive: true });
   installed = true;
@@ -53,21 +53,41 @@ async function addToSystemStore(caPem: string): Promise<void> {
   await updateSystemStore();
 }
 
-async function removeFromSystemStore(): Promise<void> {
+/**
+ * Takes our file out of the system store: update-ca-certificates rebuilds the bundle without it
+ * but leaves its links in /etc/ssl/certs (the name's and the hash's) dangling, so they go too.
+ */
+function removeFromSystemStoreSync(): void {
   if (!installed) return;
   installed = false;
-  await Deno.remove(SYSTEM_CA_FILE).catch(() => {});
-  await updateSystemStore();
+  const base = SYSTEM_CA_FILE.slice(SYSTEM_CA_FILE.lastIndexOf("/") + 1, -".crt".length);
+  for (const path of [SYSTEM_CA_FILE, ...linksTo(base)]) {
+    try {
+      Deno.removeSync(path);
+    } catch { /* gone */ }
+  }
+  const r = new Deno.Command("update-ca-certificates", { stdout: "null", stderr: "piped" })
+    .outputSync();
+  assert.equal(r.code, 0, `update-ca-certificates: ${new TextDecoder().decode(r.stderr)}`);
 }
 
-// A test run that is killed or throws before the last step still restores the store.
-globalThis.addEventListener("unload", () => {
-  if (!installed) return;
-  try {
-    Deno.removeSync(SYSTEM_CA_FILE);
-  } catch { /* gone */ }
-  new Deno.Command("update-ca-certificates", { stdout: "null", stderr: "null" }).outputSync();
-});
+/** The links in /etc/ssl/certs that lead to our file (`<base>.pem` and the hash link to it). */
+function linksTo(base: string): string[] {
+  const dir = "/etc/ssl/certs";
+  const links: string[] = [];
+  for (const entry of Deno.readDirSync(dir)) {
+    if (!entry.isSymlink) continue;
+    try {
+      if (Deno.readLinkSync(`${dir}/${entry.name}`).includes(base)) {
+        links.push(`${dir}/${entry.name}`);
+      }
+    } catch { /* gone */ }
+  }
+  return links;
+}
+
+// A run that throws before its `finally` still restores the store (a SIGKILL does not).
+globalThis.addEventListener("unload", () => removeFromSystemStoreSync());
 
 async function openssl(args: string[]): Promise<string> {
   const r = await runProgram("openssl", args);
@@ -293,7 +313,7 @@ Deno.test(withSkip({
       );
     } finally {
       for (const w of workers) await w.stop();
-      await removeFromSystemStore();
+      removeFromSystemStoreSync();
       await pki.remove();
       await Deno.remove(foreignDir, { recursive: true });
     }
