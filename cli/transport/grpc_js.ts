@@ -14,6 +14,7 @@ import {
   type RpcTransport,
   type TransportSettings,
 } from "./types.ts";
+import { signedByOurCa } from "./our_ca.ts";
 
 const MiB = 1024 * 1024;
 /** The longest deadline a call gets (a week). */
@@ -36,12 +37,15 @@ export class GrpcJsTransport implements RpcTransport {
       ...BASE_CHANNEL_OPTIONS,
       ...settings.channelOptions,
     };
-    const verifyOptions: grpc.VerifyOptions = {};
+    let checkName = checkServerIdentity;
     if (settings.family !== 0 && options["grpc.ssl_target_name_override"] === undefined) {
       // Node's TLS refuses an IP address as servername, so send a name and check the IP ourselves.
       options["grpc.ssl_target_name_override"] = IP_TARGET_SERVERNAME;
-      verifyOptions.checkServerIdentity = (_name, cert) => checkServerIdentity(settings.host, cert);
+      checkName = (_name, cert) => checkServerIdentity(settings.host, cert);
     }
+    const verifyOptions: grpc.VerifyOptions = {
+      checkServerIdentity: signedByOurCa(settings.caPem, checkName),
+    };
     const secureContext = createSecureContext({
       ca: settings.caPem,
       cert: settings.certPem,

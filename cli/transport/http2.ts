@@ -44,9 +44,15 @@ const NGHTTP2_INADEQUATE_SECURITY = 12;
  * takes longer than anything else the command line does before it connects, and commands that
  * do not connect (help, completion, context) need neither.
  */
-let netModules: Promise<[typeof import("node:http2"), typeof import("node:tls")]> | undefined;
+let netModules:
+  | Promise<[typeof import("node:http2"), typeof import("node:tls"), typeof import("./our_ca.ts")]>
+  | undefined;
 function loadNetModules() {
-  return netModules ??= Promise.all([import("node:http2"), import("node:tls")]);
+  return netModules ??= Promise.all([
+    import("node:http2"),
+    import("node:tls"),
+    import("./our_ca.ts"),
+  ]);
 }
 
 /** gRPC statuses for HTTP statuses that are not 200 (the gRPC HTTP/2 mapping). */
@@ -231,8 +237,11 @@ export class Http2Transport implements RpcTransport {
   async #connect(): Promise<Connection> {
     const current = this.#connection;
     if (current && !current.session.closed && !current.session.destroyed) return current;
-    const [{ connect: http2Connect }, { checkServerIdentity, connect: tlsConnect }] =
-      await loadNetModules();
+    const [
+      { connect: http2Connect },
+      { checkServerIdentity, connect: tlsConnect },
+      { signedByOurCa },
+    ] = await loadNetModules();
     const again = this.#connection; // made by a call that loaded the modules first
     if (again && !again.session.closed && !again.session.destroyed) return again;
     const s = this.#settings;
@@ -255,9 +264,10 @@ export class Http2Transport implements RpcTransport {
           ALPNProtocols: ["h2"],
           // Node's TLS refuses an IP address as servername: send a name, check the IP ourselves.
           servername: ip ? IP_TARGET_SERVERNAME : s.host,
-          checkServerIdentity: ip
-            ? (_name, cert) => checkServerIdentity(s.host, cert)
-            : checkServerIdentity,
+          checkServerIdentity: signedByOurCa(
+            s.caPem,
+            ip ? (_name, cert) => checkServerIdentity(s.host, cert) : checkServerIdentity,
+          ),
         });
         socket.on("error", fail);
         socket.once("secureConnect", () => void (connection.secure = true));
