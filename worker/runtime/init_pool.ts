@@ -41,6 +41,8 @@ export interface InitPoolEvents {
 interface Member {
   init: InitProcess;
   ready: boolean;
+  /** The worker's mount table just before the member was cloned (it has this one or newer). */
+  mounts: string;
 }
 
 export class InitPool {
@@ -51,6 +53,8 @@ export class InitPool {
   #pausedUntil = 0;
   /** The worker's mount table, polled at each claim (-1: not open). */
   #mounts = -1;
+  /** Its text as last read (read again only when the poll says it changed). */
+  #mountTable = "";
   /** Reaps of dismissed members still outstanding. */
   readonly #dismissed = new Set<Promise<unknown>>();
 
@@ -75,7 +79,10 @@ export class InitPool {
   /** Starts (or restarts) filling the pool. */
   start(): void {
     if (this.size <= 0) return;
-    if (this.#mounts < 0) this.#mounts = this.shim.mountsOpen();
+    if (this.#mounts < 0) {
+      this.#mounts = this.shim.mountsOpen();
+      this.#mountTable = readMountTable();
+    }
     this.#stopped = false;
     this.#schedule();
   }
@@ -89,13 +96,17 @@ export class InitPool {
       this.events?.claimed(false);
       return undefined;
     }
-    if (this.#mountsChangedSinceFill()) {
-      // Members copied the mount table when they were cloned: none of them would see the new
-      // mount (an NFS share, a FUSE file system a job's workDir is on). Fresh ones will.
-      log.info("the host's mounts changed: replacing the waiting inits", {
-        count: this.#members.length,
-      });
-      for (const member of this.#members.splice(0)) this.#dismiss(member);
+    // Members copied the mount table when they were cloned: one cloned before a mount that is still
+    // there would not see it (an NFS share, a FUSE file system a job's workDir is on). Mounts that
+    // came and went since (another runtime's container start) leave the table as it was.
+    this.#mountsChanged();
+    const stale = this.#members.filter((m) => m.mounts !== this.#mountTable);
+    if (stale.length > 0) {
+      log.info("the host's mounts changed: replacing the waiting inits", { count: stale.length });
+      for (const member of stale) {
+        this.#members.splice(this.#members.indexOf(member), 1);
+        this.#dismiss(member);
+      }
     }
     let found: InitProcess | undefined;
     while (found === undefined) {
@@ -114,12 +125,16 @@ export class InitPool {
     return found;
   }
 
-  #mountsChangedSinceFill(): boolean {
+  /** Reads the mount table again if it changed since the last look (a poll, no read, if not). */
+  #mountsChanged(): void {
+    if (this.#mounts < 0) return;
+    let changed: boolean;
     try {
-      return this.#mounts >= 0 && this.shim.mountsChanged(this.#mounts);
+      changed = this.shim.mountsChanged(this.#mounts);
     } catch {
-      return true;
+      changed = true;
     }
+    if (changed) this.#mountTable = readMountTable();
   }
 
   /**
@@ -173,6 +188,10 @@ export class InitPool {
     if (this.#stopped || this.#members.length >= this.size) return;
     if (this.#members.filter((m) => !m.ready).length >= WARMING) return;
     let init: InitProcess;
+    // Read before the clone: a mount made in between makes the member look older than it is
+    // (replaced once too often), never newer.
+    this.#mountsChanged();
+    const mounts = this.#mountTable;
     try {
       init = spawnInit(this.shim, this.self, { pooled: true, newNetwork: false });
     } catch (e) {
@@ -180,7 +199,7 @@ export class InitPool {
       this.#schedule();
       return;
     }
-    const member: Member = { init, ready: false };
+    const member: Member = { init, ready: false, mounts };
     this.#members.push(member);
     init.status.firstData.then(() => {
       // Anything else first (a failure of its mounts) is no readiness: it exits and is replaced.
@@ -243,5 +262,14 @@ export class InitPool {
     closeQuietly(this.shim, [init.specW, init.outR, init.errR, init.pidfd]);
     init.status.destroy();
     init.initLog.destroy();
+  }
+}
+
+/** The worker's mount table as text ("" if it cannot be read: every member then looks current). */
+function readMountTable(): string {
+  try {
+    return Deno.readTextFileSync("/proc/self/mountinfo");
+  } catch {
+    return "";
   }
 }
