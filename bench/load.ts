@@ -8,7 +8,7 @@ import type { JobClient } from "../cli/client.ts";
 import { jobworker } from "../proto/service.ts";
 import { clientFor, collectOutput } from "../tests/helpers/clients.ts";
 import { type StalledReader, startStalledReader } from "../tests/helpers/stalled_reader.ts";
-import { rssBytes, settledRss } from "../tests/helpers/rss.ts";
+import { peakRss, rssBytes, settledRss } from "../tests/helpers/rss.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
 import type { BenchContext } from "./context.ts";
 import type { Row } from "./rows.ts";
@@ -30,15 +30,7 @@ async function ended(client: JobClient, id: string): Promise<void> {
 
 /** Peak RSS growth over `idle` while `during` runs, sampled every 50 ms. */
 async function peakGrowth(pid: number, idle: number, during: Promise<unknown>): Promise<number> {
-  let peak = idle;
-  let done = false;
-  during.finally(() => done = true).catch(() => {});
-  while (!done) {
-    peak = Math.max(peak, rssBytes(pid));
-    await delay(50);
-  }
-  await during;
-  return (peak - idle) / MiB;
+  return (Math.max(idle, await peakRss(pid, during)) - idle) / MiB;
 }
 
 export interface MemoryFigures {

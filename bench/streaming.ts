@@ -20,7 +20,8 @@
 import type { JobClient } from "../cli/client.ts";
 import { jobworker } from "../proto/service.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
-import { rssBytes, settledRss } from "../tests/helpers/rss.ts";
+import { peakRss, settledRss } from "../tests/helpers/rss.ts";
+import { pipeThroughput } from "./stream.ts";
 import { type StalledReader, startStalledReader } from "../tests/helpers/stalled_reader.ts";
 
 export interface StreamingContext {
@@ -55,20 +56,6 @@ async function waitEnded(client: JobClient, id: string): Promise<jobworker.Job> 
     if (job.status >= jobworker.JobStatus.COMPLETED) return job;
     await delay(50);
   }
-}
-
-/** `head -c bytes /dev/zero` read through a local pipe, MiB/s. */
-async function pipeThroughput(bytes: number): Promise<number> {
-  const t0 = performance.now();
-  const child = new Deno.Command("head", {
-    args: ["-c", String(bytes), "/dev/zero"],
-    stdout: "piped",
-  }).spawn();
-  let total = 0;
-  for await (const chunk of child.stdout) total += chunk.length;
-  await child.status;
-  if (total !== bytes) throw new Error(`pipe read ${total} bytes`);
-  return bytes / MiB / ((performance.now() - t0) / 1000);
 }
 
 /** Reads `id`'s whole output with our client; MiB/s from the first chunk to the last. */
@@ -244,19 +231,6 @@ async function latency(ctx: StreamingContext, client: JobClient): Promise<BenchR
     await Promise.all(writers.map((id) => client.stopJob(id, { force: true }).catch(() => {})));
     await Promise.all(writers.map((id) => client.deleteJob(id).catch(() => {})));
   }
-}
-
-/** Peak RSS while `during` runs, sampled every 50 ms, bytes. */
-async function peakRss(pid: number, during: Promise<unknown>): Promise<number> {
-  let peak = rssBytes(pid);
-  let done = false;
-  during.finally(() => done = true).catch(() => {});
-  while (!done) {
-    peak = Math.max(peak, rssBytes(pid));
-    await delay(50);
-  }
-  await during;
-  return peak;
 }
 
 async function memory(ctx: StreamingContext, client: JobClient): Promise<BenchRow[]> {

@@ -55,3 +55,16 @@ export async function settledRss(pid: number, toleranceMiB = 4, tries = 15): Pro
   }
   return last;
 }
+
+/** A process's peak resident memory while `during` runs, sampled every 50 ms, bytes. */
+export async function peakRss(pid: number, during: Promise<unknown>): Promise<number> {
+  let peak = rssBytes(pid);
+  let done = false;
+  during.finally(() => done = true).catch(() => {});
+  while (!done) {
+    peak = Math.max(peak, rssBytes(pid));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await during;
+  return peak;
+}
