@@ -17,7 +17,6 @@ import { OutputLog, type StreamId } from "./output_log.ts";
 import { signalName } from "../../proto/signals.ts";
 import { jobEnvironment } from "./environment.ts";
 import { pipeHasWriters } from "../runtime/pipe_writers.ts";
-import { passedThrough } from "../runtime/memory_trim.ts";
 import { type JobFilter, type JobStore, StoreWriteError } from "./store.ts";
 import { Stopper } from "./stopper.ts";
 import type { HandedJob } from "../runtime/reexec.ts";
@@ -572,7 +571,6 @@ export class JobManager {
     return new Promise((resolve) => {
       socket.on("data", (chunk: Uint8Array) => {
         this.options.events?.outputIngested(chunk.byteLength);
-        passedThrough(chunk.byteLength);
         this.#append(job, stream, chunk);
       });
       socket.on(
