@@ -290,7 +290,9 @@ test("ps in a job lists only the job's processes, the command as PID 1", async (
   assert.equal(alone.job.status, S.COMPLETED);
   assert.deepEqual(psLines(alone.stdout), [{ pid: 1, comm: "ps" }], alone.stdout);
 
-  const withChild = await run({ command: "sh", args: ["-c", "sleep 5 & ps -eo pid,comm"] });
+  // Wait for the background child to have exec'd sleep: before that it is still a second "sh".
+  const script = 'sleep 5 & while [ "$(cat /proc/$!/comm)" != sleep ]; do :; done; ps -eo pid,comm';
+  const withChild = await run({ command: "sh", args: ["-c", script] });
   const procs = psLines(withChild.stdout);
   assert.deepEqual(procs[0], { pid: 1, comm: "sh" }, withChild.stdout);
   assert.deepEqual(procs.map((p) => p.comm).sort(), ["ps", "sh", "sleep"], withChild.stdout);
