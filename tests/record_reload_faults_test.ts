@@ -93,6 +93,28 @@ async function mountGate(): Promise<FuseGate> {
   return gate;
 }
 
+type Gated = Awaited<ReturnType<typeof startWorker>> & { gate: FuseGate };
+
+/**
+ * A test with a worker and a FUSE gate that can hold a job's init in INITIALIZING. However the
+ * test ends, the gate is opened, the worker stopped (exit 0 unless `cleanStop` is false) and the
+ * gate unmounted.
+ */
+function gatedTest(name: string, fn: (t: Gated) => Promise<void>, cleanStop = true): void {
+  test(name, async () => {
+    const started = await startWorker();
+    const gate = await mountGate();
+    try {
+      await fn({ ...started, gate });
+    } finally {
+      gate.open();
+      const status = await started.close();
+      await gate.unmount();
+      if (cleanStop) assert.equal(status.code, 0);
+    }
+  }, true);
+}
+
 /** Starts a WRITER whose init is held at the gate; resolves once it waits there. */
 async function heldWriter(api: ApiCalls, gate: FuseGate) {
   const created = api.createJob({ ...WRITER, workDir: gate.dir });
@@ -122,10 +144,9 @@ async function stopAndCheck(
   }
 }
 
-test("a reload while a job is INITIALIZING waits for it; output exact across", async () => {
-  const { worker, api, client, close } = await startWorker();
-  const gate = await mountGate();
-  try {
+gatedTest(
+  "a reload while a job is INITIALIZING waits for it; output exact across",
+  async ({ worker, api, client, gate }) => {
     const pid = worker.process.pid;
     const writer = await api.createJob(WRITER);
     const held = await heldWriter(api, gate);
@@ -154,17 +175,12 @@ test("a reload while a job is INITIALIZING waits for it; output exact across", a
       async () => Number((await api.getJob(held.id)).outputBytes) > size + 10_000,
     );
     await stopAndCheck(api, client, streams);
-  } finally {
-    gate.open();
-    assert.equal((await close()).code, 0);
-    await gate.unmount();
-  }
-}, true);
+  },
+);
 
-test("a job INITIALIZING longer than a reload waits: refused, nothing stops", async () => {
-  const { worker, api, client, close } = await startWorker();
-  const gate = await mountGate();
-  try {
+gatedTest(
+  "a job INITIALIZING longer than a reload waits: refused, nothing stops",
+  async ({ worker, api, client, gate }) => {
     const writer = await api.createJob(WRITER);
     const held = await heldWriter(api, gate);
     const streams = new Map([[writer.id, streamResuming(client, writer.id)]]);
@@ -180,46 +196,34 @@ test("a job INITIALIZING longer than a reload waits: refused, nothing stops", as
     assert.equal((await held.created).status, S.RUNNING, "creates are accepted again");
     streams.set(held.id, streamResuming(client, held.id));
     await stopAndCheck(api, client, streams);
-  } finally {
-    gate.open();
-    assert.equal((await close()).code, 0);
-    await gate.unmount();
-  }
-}, true);
-
-test(
-  "a SIGTERM during a reload is honoured: the reload is abandoned, the worker stops",
-  async () => {
-    const { worker, api, close } = await startWorker();
-    const gate = await mountGate();
-    try {
-      const writer = await api.createJob(WRITER);
-      const held = await heldWriter(api, gate);
-      worker.process.kill("SIGHUP");
-      await nextLog(worker, SETTLING, 0);
-      worker.process.kill("SIGTERM");
-      // Let the held job start: nothing would keep the reload from going on to the exec now.
-      gate.open();
-      const status = await Promise.race([
-        worker.exited,
-        new Promise<null>((r) => setTimeout(() => r(null), 60_000)),
-      ]);
-      assert.ok(status !== null, "the worker stopped");
-      assert.equal(status.code, 0, "gracefully");
-      assert.equal(logCount(worker, EXECING), 0, "no exec");
-      assert.equal(logCount(worker, RELOADED), 0);
-      assert.ok(worker.logs.some((l) => /reload abandoned: a stop signal arrived/.test(l)));
-      assert.ok(worker.logs.some((l) => /shutting down.*signal=SIGTERM/.test(l)));
-      const ended = worker.logs.find((l) => l.includes("job ended") && l.includes(writer.id));
-      assert.match(ended ?? "", /status=STOPPED.*the worker shut down/);
-      await held.created.catch(() => {});
-    } finally {
-      gate.open();
-      await close();
-      await gate.unmount();
-    }
   },
-  true,
+);
+
+gatedTest(
+  "a SIGTERM during a reload is honoured: the reload is abandoned, the worker stops",
+  async ({ worker, api, gate }) => {
+    const writer = await api.createJob(WRITER);
+    const held = await heldWriter(api, gate);
+    worker.process.kill("SIGHUP");
+    await nextLog(worker, SETTLING, 0);
+    worker.process.kill("SIGTERM");
+    // Let the held job start: nothing would keep the reload from going on to the exec now.
+    gate.open();
+    const status = await Promise.race([
+      worker.exited,
+      new Promise<null>((r) => setTimeout(() => r(null), 60_000)),
+    ]);
+    assert.ok(status !== null, "the worker stopped");
+    assert.equal(status.code, 0, "gracefully");
+    assert.equal(logCount(worker, EXECING), 0, "no exec");
+    assert.equal(logCount(worker, RELOADED), 0);
+    assert.ok(worker.logs.some((l) => /reload abandoned: a stop signal arrived/.test(l)));
+    assert.ok(worker.logs.some((l) => /shutting down.*signal=SIGTERM/.test(l)));
+    const ended = worker.logs.find((l) => l.includes("job ended") && l.includes(writer.id));
+    assert.match(ended ?? "", /status=STOPPED.*the worker shut down/);
+    await held.created.catch(() => {});
+  },
+  false,
 );
 
 test("a stop signal pending at start (parked across an exec) is honoured once serving", async () => {
