@@ -25,6 +25,7 @@ import { ControlSignals, serveUntilStopped, takeHandover } from "./runtime/reloa
 import { ISOLATION } from "./runtime/isolation.ts";
 import { VERSION } from "./version.ts";
 import { startMetrics } from "./metrics/operations.ts";
+import { checkInternals } from "./tls/internals.ts";
 
 /**
  * Exit status when the state cannot be used as it is (a damaged database, a state directory
@@ -215,7 +216,11 @@ async function serve(config: Config): Promise<number> {
     // An ephemeral port stays the same across reloads, so clients find the worker again.
     config = { ...config, address: config.address.replace(/:0$/, `:${handover.port}`) };
   }
-  const listen = () => startServer(config, tls, manager, facts, revoked, metrics.rpcObservers);
+  const listen = async () => {
+    const running = await startServer(config, tls, manager, facts, revoked, metrics.rpcObservers);
+    checkInternals(running.server);
+    return running;
+  };
   let { server, port, health } = await listen();
   const host = config.address.slice(0, config.address.lastIndexOf(":"));
   startPool(pool, cgroups);
