@@ -15,6 +15,7 @@ import type { Row } from "./rows.ts";
 import { RawGrpcClient } from "../tests/helpers/raw_grpc.ts";
 import { churnConnections } from "../tests/helpers/tls_churn.ts";
 import { fuzzRequests } from "../tests/helpers/fuzz.ts";
+import { recycled } from "../tests/helpers/recycled.ts";
 
 const MiB = 1024 * 1024;
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -253,6 +254,11 @@ export interface CreepFigures {
   afterConnectionsMiB: number;
   /** MiB over start after `requests` fuzzed requests more, once settled. */
   afterFuzzMiB: number;
+  /**
+   * MiB over start once every client has left and the worker has recycled itself in place
+   * (worker/tls/session_recycle.ts; NaN if it did not within a minute).
+   */
+  idleMiB: number;
   connections: number;
   requests: number;
 }
@@ -293,11 +299,15 @@ export async function connectionCreep(
     await fuzzRequests(raws, { live: live.id, done: done.id }, { requests, seed: 2 });
     const afterFuzz = await settledRss(pid);
     await client.stopJob(live.id, { force: true });
+    for (const raw of raws) raw.close();
+    client.close();
+    const idle = await recycled(worker) ? await settledRss(pid) : NaN;
     return {
       startMiB: start / MiB,
       oneConnectionMiB: (oneConnection - start) / MiB,
       afterConnectionsMiB: (afterConnections - start) / MiB,
       afterFuzzMiB: (afterFuzz - start) / MiB,
+      idleMiB: (idle - start) / MiB,
       connections,
       requests,
     };
@@ -328,6 +338,7 @@ export async function creepRows(ctx: BenchContext): Promise<Row[]> {
     return [
       row(`RSS over start, ${creep.connections} TLS connections`, creep.afterConnectionsMiB),
       row(`RSS over start, + ${creep.requests} fuzzed requests`, creep.afterFuzzMiB),
+      row("RSS over start, clients gone (worker recycled)", creep.idleMiB),
     ];
   } finally {
     await worker.stop();

@@ -25,6 +25,8 @@ import { ControlSignals, serveUntilStopped, takeHandover } from "./runtime/reloa
 import { ISOLATION } from "./runtime/isolation.ts";
 import { VERSION } from "./version.ts";
 import { startMetrics } from "./metrics/operations.ts";
+import { SessionRecycler } from "./tls/session_recycle.ts";
+import { checkInternals } from "./tls/internals.ts";
 
 /**
  * Exit status when the state cannot be used as it is (a damaged database, a state directory
@@ -215,7 +217,14 @@ async function serve(config: Config): Promise<number> {
     // An ephemeral port stays the same across reloads, so clients find the worker again.
     config = { ...config, address: config.address.replace(/:0$/, `:${handover.port}`) };
   }
-  const listen = () => startServer(config, tls, manager, facts, revoked, metrics.rpcObservers);
+  const recycler = new SessionRecycler(config.recycleAfterSessions, () => signals.requestReload());
+  metrics.watchSessions(recycler);
+  const listen = async () => {
+    const running = await startServer(config, tls, manager, facts, revoked, metrics.rpcObservers);
+    checkInternals(running.server);
+    recycler.attach(running.server);
+    return running;
+  };
   let { server, port, health } = await listen();
   const host = config.address.slice(0, config.address.lastIndexOf(":"));
   startPool(pool, cgroups);
@@ -245,8 +254,14 @@ async function serve(config: Config): Promise<number> {
     port: () => port,
     stopServing: () => server.forceShutdown(),
     // Waiting inits are not handed over: the new process fills its own pool.
-    beforeExec: () => pool.drain(),
-    afterNoReload: () => startPool(pool, cgroups),
+    beforeExec: async () => {
+      await pool.drain();
+      recycler.checkStillIdle();
+    },
+    afterNoReload: () => {
+      startPool(pool, cgroups);
+      recycler.notRecycled();
+    },
     serveAgain: async () => {
       ({ server, port, health } = await listen());
       log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });

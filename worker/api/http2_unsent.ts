@@ -30,6 +30,8 @@
  * @module
  */
 
+import { http2StreamOfCall, sessionSocketOf } from "../tls/internals.ts";
+
 const FRAME_HEADER_BYTES = 9;
 const FRAME_DATA = 0x0;
 /** Highest frame type this server can send (ORIGIN, RFC 8336). */
@@ -156,39 +158,13 @@ export interface UnsentMeter {
   close(): void;
 }
 
-function isObject(value: unknown): value is Record<PropertyKey, unknown> {
-  return typeof value === "object" && value !== null;
-}
-
-/**
- * The http2 stream under a grpc-js server call: `call.call` is the call's BaseServerInterceptingCall
- * (grpc-js 1.14, no server interceptors), whose `stream` is the ServerHttp2Stream.
- */
-function http2StreamOf(call: unknown): { id: number; session: object } | null {
-  const inner = isObject(call) ? call["call"] : undefined;
-  const stream = isObject(inner) ? inner["stream"] : undefined;
-  if (!isObject(stream)) return null;
-  const id = stream["id"];
-  const session = stream["session"];
-  return typeof id === "number" && id > 0 && isObject(session) ? { id, session } : null;
-}
-
-/** The session's own socket (its public `socket` is a proxy that refuses `write`). */
-function socketOf(session: object): WritableSocket | null {
-  const key = Object.getOwnPropertySymbols(session).find((s) => s.description === "socket");
-  const socket = key === undefined ? undefined : Reflect.get(session, key);
-  return isObject(socket) && typeof socket["write"] === "function"
-    ? socket as unknown as WritableSocket
-    : null;
-}
-
 /**
  * A meter for the HTTP/2 stream under `call`, or null when it cannot be reached. Call it before
  * the first write, so that the stream's HEADERS go through the tap.
  */
 export function unsentMeter(call: unknown): UnsentMeter | null {
-  const stream = http2StreamOf(call);
-  const socket = stream && socketOf(stream.session);
+  const stream = http2StreamOfCall(call);
+  const socket = stream && sessionSocketOf(stream.session) as WritableSocket | null;
   if (!stream || !socket) return null;
   let tap = taps.get(socket);
   if (!tap) {

@@ -5,7 +5,12 @@
 import { log } from "../log/logger.ts";
 import type { JobEvents } from "../jobs/events.ts";
 import type { RpcObserver } from "../api/instrument.ts";
-import { type InitPoolView, type JobTable, WorkerMetrics } from "./metrics.ts";
+import {
+  type Http2SessionsView,
+  type InitPoolView,
+  type JobTable,
+  WorkerMetrics,
+} from "./metrics.ts";
 import type { InitPoolEvents } from "../runtime/init_pool.ts";
 import { serveMetrics } from "./http.ts";
 import { watchEventLoop } from "./event_loop.ts";
@@ -19,6 +24,7 @@ export interface Metrics {
   poolEvents: InitPoolEvents | undefined;
   watch(jobs: JobTable): void;
   watchPool(pool: InitPoolView): void;
+  watchSessions(sessions: Http2SessionsView): void;
   stop(): Promise<void>;
 }
 
@@ -30,6 +36,7 @@ export async function startMetrics(address: string | undefined): Promise<Metrics
       poolEvents: undefined,
       watch: () => {},
       watchPool: () => {},
+      watchSessions: () => {},
       stop: async () => {},
     };
   }
@@ -44,6 +51,7 @@ export async function startMetrics(address: string | undefined): Promise<Metrics
     poolEvents: metrics,
     watch: (jobs) => metrics.watch(jobs),
     watchPool: (pool) => metrics.watchPool(pool),
+    watchSessions: (sessions) => metrics.watchSessions(sessions),
     stop: async () => {
       stopWatching();
       await endpoint.stop();

@@ -81,6 +81,11 @@ export class ControlSignals {
     return this.#stopSignal;
   }
 
+  /** Asks for a reload, as SIGHUP does (the worker recycling itself: tls/session_recycle.ts). */
+  requestReload(): void {
+    this.#reload.resolve();
+  }
+
   /** Fires at the first stop signal. */
   get stopping(): AbortSignal {
     return this.#stopping.signal;

@@ -4,31 +4,19 @@
  * can use up the process's descriptors and lock everyone else out.
  *
  * grpc-js creates its HTTP/2 servers itself; this hooks their 'connection' event, which hands over
- * each accepted TCP socket (checked with grpc-js 1.14 on Deno 2.8.3).
+ * each accepted TCP socket (reached through internals.ts).
  */
 import type { Server } from "@grpc/grpc-js";
 import type { Socket } from "node:net";
 import { log } from "../log/logger.ts";
 import { trimSoon } from "../runtime/memory_trim.ts";
+import { http2ServersOf } from "./internals.ts";
 
 export interface ConnectionLimits {
   /** Most connections at once. */
   maxConnections: number;
   /** Most connections at once from one IP address. */
   maxConnectionsPerPeer: number;
-}
-
-interface ConnectionEmitter {
-  prependListener(event: "connection", listener: (socket: Socket) => void): unknown;
-}
-
-/** The HTTP/2 servers under a grpc-js Server (a private field of grpc-js 1.14). */
-export function http2ServersOf(server: Server): ConnectionEmitter[] {
-  const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
-  if (!(servers instanceof Map)) return [];
-  return [...servers.keys()].filter((s): s is ConnectionEmitter =>
-    typeof (s as { prependListener?: unknown })?.prependListener === "function"
-  );
 }
 
 export class ConnectionGuard {

@@ -10,26 +10,21 @@
  * native nghttp2 state stay behind. The binding's owner becomes a stand-in that says "destroyed":
  * Deno's callbacks check `owner.destroyed` first, so a late callback returns at once.
  */
-import type { EventEmitter } from "node:events";
 import type { Server } from "@grpc/grpc-js";
-import { http2ServersOf } from "./connection_guard.ts";
+import {
+  http2ServersOf,
+  type Http2SessionLike,
+  isBindingOwnerKey,
+  sessionBindingOf,
+} from "./internals.ts";
 
 export interface SessionEmitter {
-  on(event: "session", listener: (session: EventEmitter) => void): unknown;
-}
-
-/** The binding object Deno keeps behind `session[kHandle]` (a symbol of that description). */
-function bindingOf(session: object): Record<PropertyKey, unknown> | undefined {
-  const key = Object.getOwnPropertySymbols(session).find((s) => s.description === "kHandle");
-  const binding = key === undefined ? undefined : (session as Record<symbol, unknown>)[key];
-  return typeof binding === "object" && binding !== null
-    ? binding as Record<PropertyKey, unknown>
-    : undefined;
+  on(event: "session", listener: (session: Http2SessionLike & object) => void): unknown;
 }
 
 function empty(binding: Record<PropertyKey, unknown>): void {
   for (const key of Reflect.ownKeys(binding)) {
-    if (typeof key === "symbol" && key.description === "ownerSymbol") {
+    if (isBindingOwnerKey(key)) {
       binding[key] = { destroyed: true };
     } else {
       delete binding[key];
@@ -40,14 +35,14 @@ function empty(binding: Record<PropertyKey, unknown>): void {
 /** Empties each session of `http2Server` (a node:http2 server) once it has closed. */
 export function releaseSessionsOf(http2Server: SessionEmitter): void {
   http2Server.on("session", (session) => {
-    const binding = bindingOf(session);
+    const binding = sessionBindingOf(session);
     if (binding !== undefined) session.once("close", () => empty(binding));
   });
 }
 
 /** Hooks every HTTP/2 server of `server` (call after bindAsync); false when none was found. */
 export function releaseClosedSessions(server: Server): boolean {
-  const servers = http2ServersOf(server) as unknown as SessionEmitter[];
+  const servers = http2ServersOf(server);
   for (const s of servers) releaseSessionsOf(s);
   return servers.length > 0;
 }

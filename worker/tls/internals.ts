@@ -1,0 +1,121 @@
+/**
+ * Every reach into private parts of grpc-js and of Deno's node:http2, in one place. The worker
+ * needs them to work around Deno 2.8.3 defects and to guard connections (see the users: the
+ * connection guard, session_release.ts, session_recycle.ts, api/http2_unsent.ts).
+ *
+ * Checked against {@link CHECKED_AGAINST}: grpc-js is pinned exactly in deno.json, Deno by the
+ * Makefile. Each accessor returns undefined (or an empty list) when the shape is not what it was
+ * checked against; {@link checkInternals} runs once at start and logs, as an error, each part
+ * that is missing and what the worker then does without it, so an upgrade that moves them is
+ * loud rather than a silent loss of protection.
+ *
+ * @module
+ */
+import type { Server } from "@grpc/grpc-js";
+import type { Socket } from "node:net";
+import { log } from "../log/logger.ts";
+
+export const CHECKED_AGAINST = { deno: "2.8.3", grpcJs: "1.14.7" } as const;
+
+type Obj = Record<PropertyKey, unknown>;
+
+function isObject(value: unknown): value is Obj {
+  return typeof value === "object" && value !== null;
+}
+
+/** An own symbol-keyed property of `target` by the symbol's description (Deno's private keys). */
+function symbolProperty(target: object, description: string): unknown {
+  const key = Object.getOwnPropertySymbols(target).find((s) => s.description === description);
+  return key === undefined ? undefined : Reflect.get(target, key);
+}
+
+/** What the worker uses of node:http2's server (a public API, reached through grpc-js). */
+export interface Http2ServerEvents {
+  prependListener(event: "connection", listener: (socket: Socket) => void): unknown;
+  on(event: "session", listener: (session: Http2SessionLike) => void): unknown;
+}
+
+/** A node:http2 server session, as an event emitter. */
+export interface Http2SessionLike {
+  once(event: "close", listener: () => void): unknown;
+}
+
+/** grpc-js: the HTTP/2 servers a Server created in bindAsync (its private `http2Servers` Map). */
+export function http2ServersOf(server: Server): Http2ServerEvents[] {
+  const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
+  if (!(servers instanceof Map)) return [];
+  return [...servers.keys()].filter((s): s is Http2ServerEvents =>
+    isObject(s) && typeof s["prependListener"] === "function" && typeof s["on"] === "function"
+  );
+}
+
+/**
+ * grpc-js: the HTTP/2 stream under a server call. `call.call` is the call's
+ * BaseServerInterceptingCall (no server interceptors), whose `stream` is the ServerHttp2Stream.
+ */
+export function http2StreamOfCall(call: unknown): { id: number; session: object } | null {
+  const inner = isObject(call) ? call["call"] : undefined;
+  const stream = isObject(inner) ? inner["stream"] : undefined;
+  if (!isObject(stream)) return null;
+  const id = stream["id"];
+  const session = stream["session"];
+  return typeof id === "number" && id > 0 && isObject(session) ? { id, session } : null;
+}
+
+/** Deno: the socket a session writes its frames to (`session[kSocket]`; the public one is a proxy). */
+export function sessionSocketOf(session: object): Obj | null {
+  const socket = symbolProperty(session, "socket");
+  return isObject(socket) && typeof socket["write"] === "function" ? socket : null;
+}
+
+/** Deno: the native binding object behind a session (`session[kHandle]`). */
+export function sessionBindingOf(session: object): Obj | undefined {
+  const binding = symbolProperty(session, "kHandle");
+  return isObject(binding) ? binding : undefined;
+}
+
+/** Deno: whether a key of a session's binding is its owner (the `owner_symbol` the callbacks read). */
+export function isBindingOwnerKey(key: PropertyKey): boolean {
+  return typeof key === "symbol" && key.description === "ownerSymbol";
+}
+
+/**
+ * Checks at start, after bindAsync, what can be checked before a client connects, and logs each
+ * missing part as an error; the per-session parts are checked on the first session (logged once).
+ */
+export function checkInternals(server: Server): void {
+  if (Deno.version.deno !== CHECKED_AGAINST.deno) {
+    log.warn("HTTP/2 internals were checked against another Deno version", {
+      checked: CHECKED_AGAINST.deno,
+      running: Deno.version.deno,
+    });
+  }
+  const servers = http2ServersOf(server);
+  if (servers.length === 0) {
+    log.error(
+      "grpc-js's HTTP/2 servers are not where expected: connections are not capped, closed " +
+        "sessions are not released, the worker does not recycle",
+      { checkedAgainst: `grpc-js ${CHECKED_AGAINST.grpcJs}` },
+    );
+    return;
+  }
+  let checked = false;
+  for (const s of servers) {
+    s.on("session", (session) => {
+      if (checked) return;
+      checked = true;
+      const missing = [
+        ...(sessionBindingOf(session) ? [] : ["kHandle: closed sessions are not released"]),
+        ...(sessionSocketOf(session)
+          ? []
+          : ["socket: output streams rely on write()/'drain' alone"]),
+      ];
+      if (missing.length > 0) {
+        log.error("Deno's HTTP/2 session internals are not where expected", {
+          missing: missing.join("; "),
+          checkedAgainst: `Deno ${CHECKED_AGAINST.deno}`,
+        });
+      }
+    });
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * Recycles the worker in place once it has served many HTTP/2 sessions, at a moment when no client
+ * is connected: the same reload as SIGHUP (same PID, running jobs kept, see runtime/reload.ts).
+ *
+ * Why: Deno 2.8.3 never frees a closed HTTP/2 session's native state. Its Http2Session never calls
+ * nghttp2_session_del (there is no Drop for it), so the nghttp2 session, its callback table and
+ * Deno's per-session struct (~18 KiB measured) stay allocated for every connection ever served,
+ * and nothing reachable from JavaScript frees them (session_release.ts frees everything else).
+ * Fixed upstream by denoland/deno#36043, first released in 2.9.1, which this worker cannot take
+ * (2.9 aborts inside nghttp2, see README). Only a new process image gives that memory back.
+ *
+ * Like gunicorn's max_requests, but gentler: it waits for an idle moment (no TCP connection open),
+ * and calls the recycle off if a client connected while the reload got ready, so no call is cut.
+ * A recycle that did not happen is tried again at the next idle moment after {@link RETRY_MS}.
+ */
+import type { Server } from "@grpc/grpc-js";
+import { log } from "../log/logger.ts";
+import { http2ServersOf } from "./internals.ts";
+
+/** Native state Deno 2.8.3 keeps per session served (measured, issue 12): for the log line. */
+const KIB_PER_SESSION = 18;
+
+/** After a refused recycle, the next try waits at least this long. */
+export const RETRY_MS = 60_000;
+
+export class SessionRecycler {
+  #served = 0;
+  #open = 0;
+  #requested = false;
+  #notBefore = 0;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+
+  /**
+   * `limit`: sessions served before a recycle is due (0: never). `recycle` starts the reload; it
+   * is called at most once until {@link notRecycled}.
+   */
+  constructor(
+    private readonly limit: number,
+    private readonly recycle: () => void,
+  ) {}
+
+  /** HTTP/2 sessions this process has served: each holds native memory until the process ends. */
+  get served(): number {
+    return this.#served;
+  }
+
+  /** Counts the sessions and connections of every HTTP/2 server of `server` (after bindAsync). */
+  attach(server: Server): boolean {
+    const servers = http2ServersOf(server);
+    for (const s of servers) {
+      s.prependListener("connection", (socket) => {
+        this.#open++;
+        socket.once("close", () => {
+          this.#open--;
+          this.#maybeRecycle();
+        });
+      });
+      s.on("session", () => this.#served++);
+    }
+    return servers.length > 0;
+  }
+
+  /**
+   * Called last before the reload stops serving: a client that connected since the recycle was
+   * decided would have its calls cut, so the recycle is called off (throws). A SIGHUP reload is
+   * not affected.
+   */
+  checkStillIdle(): void {
+    if (this.#requested && this.#open > 0) {
+      throw new Error("a client connected while the worker was getting ready to recycle");
+    }
+  }
+
+  /** The reload did not happen (refused, abandoned or failed): try again later. */
+  notRecycled(): void {
+    if (!this.#requested) return;
+    this.#requested = false;
+    this.#notBefore = Date.now() + RETRY_MS;
+    clearTimeout(this.#retry);
+    const retry = setTimeout(() => this.#maybeRecycle(), RETRY_MS);
+    Deno.unrefTimer(retry);
+    this.#retry = retry;
+  }
+
+  #maybeRecycle(): void {
+    if (this.limit === 0 || this.#requested || this.#served < this.limit) return;
+    if (this.#open > 0 || Date.now() < this.#notBefore) return;
+    this.#requested = true;
+    log.info(
+      "recycling the worker in place: no client connected, and the HTTP/2 sessions served " +
+        "hold native memory Deno 2.8.3 never frees",
+      {
+        sessions: this.#served,
+        heldMiB: Math.round(this.#served * KIB_PER_SESSION / 1024),
+        limit: "JOB_WORKER_RECYCLE_AFTER_SESSIONS=" + this.limit,
+      },
+    );
+    this.recycle();
+  }
+}
