@@ -116,6 +116,8 @@ export interface CgroupManager {
 export interface CgroupSlots {
   /** Makes slot `name` (no limits) in every hierarchy; its cgroup.procs files. Throws LimitError. */
   make(name: string): string[];
+  /** Throws the LimitError adopt() would for a bad job id or limits, before any slot is touched. */
+  check(jobId: string, limits: Limits): void;
   /**
    * Makes slot `name` the job's cgroup: checks and writes `limits` (as create() does), then renames
    * each directory to `jobId`. Throws LimitError, after which the slot is unusable (remove it).

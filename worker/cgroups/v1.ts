@@ -282,6 +282,7 @@ export class V1Manager implements DetectedCgroupManager {
         throw error;
       }
     },
+    check: (jobId, limits) => this.#check(jobId, limits),
     adopt: (name, jobId, limits) => {
       this.#check(jobId, limits);
       const dirs: ControllerDirs = new Map();

@@ -127,6 +127,8 @@ export class InitPool {
    */
   adopt(jobId: string, limits: Limits): JobCgroup | undefined {
     if (this.size <= 0 || this.slots === undefined) return undefined;
+    // Limits the job cannot have cost no member: only a failure to write them does.
+    this.slots.check(jobId, limits);
     const member = this.#take((m) => m.slot !== undefined);
     if (member === undefined) return undefined;
     let cgroup: JobCgroup;
