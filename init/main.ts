@@ -9,6 +9,7 @@ import {
   JOB_STDERR_FD,
   JOB_STDOUT_FD,
   POOL_READY,
+  SLOT_FD_BASE,
   SPEC_FD,
   STATUS_FD,
 } from "./spec.ts";
@@ -49,10 +50,25 @@ function isolateMounts(shim: Shim): void {
   step("proc", "mounting /proc", () => shim.mountProc());
 }
 
+/**
+ * Joins the pooled init's slot cgroups through the descriptors the worker handed it: after Deno's
+ * start (whose memory stays charged to the worker's cgroup, as v1 moves no charges), before
+ * POOL_READY (so the kernel's cgroup move is paid while no job waits).
+ */
+function joinSlot(shim: Shim, slots: number): void {
+  for (let fd = SLOT_FD_BASE; fd < SLOT_FD_BASE + slots; fd++) {
+    step("cgroup", "joining the pool slot's cgroup", () => {
+      shim.writeAll(fd, new TextEncoder().encode("0"));
+      shim.close(fd);
+    });
+  }
+}
+
 /** Becomes the job; returns only when pooled and dismissed before any job claimed it. */
-function become(shim: Shim, pooled: boolean): void {
+function become(shim: Shim, pooled: boolean, slots: number): void {
   if (pooled) {
     isolateMounts(shim);
+    joinSlot(shim, slots);
     shim.writeAll(STATUS_FD, new TextEncoder().encode(POOL_READY));
   }
   const spec = step("spec", "reading the job spec", () => readSpec(shim));
@@ -113,7 +129,8 @@ export function runInit(args: string[]): number {
   }
   const shim = new Shim(shimPath);
   try {
-    become(shim, args.includes("--pooled"));
+    const slotsAt = args.indexOf("--slots");
+    become(shim, args.includes("--pooled"), slotsAt < 0 ? 0 : Number(args[slotsAt + 1]) || 0);
     return 0;
   } catch (e) {
     const failure: InitFailure = e instanceof StageError

@@ -28,12 +28,21 @@
  * worker writes the spec and closes the pipe; init goes on from the hostname as above (creating
  * the job's network namespace itself when {@link InitSpec.unshareNetwork}). An empty spec (the
  * worker closed the pipe without one: the pool is being emptied) makes init exit 0 quietly.
+ *
+ * On cgroup v1 a pooled init is also handed a "slot" (worker/runtime/init_pool.ts): one cgroup per
+ * hierarchy, made for it alone, whose `cgroup.procs` files it gets open as fds 7, 8, ...
+ * ({@link SLOT_FD_BASE}, `--slots N`). It joins them once it is ready, before POOL_READY: its Deno
+ * start-up stays charged to the worker, and the cgroup move (an RCU grace period in the kernel)
+ * happens before any job waits for it. A job that claims it gets the slot renamed to the job's
+ * cgroup, with the job's limits written first; its spec then lists no cgroup to join.
  */
 export const SPEC_FD = 3;
 export const STATUS_FD = 4;
 /** The job's output pipes; they become fds 1 and 2 only at the final exec. */
 export const JOB_STDOUT_FD = 5;
 export const JOB_STDERR_FD = 6;
+/** A pooled init's slot: the first of its `cgroup.procs` descriptors (one per hierarchy). */
+export const SLOT_FD_BASE = 7;
 /** What a pooled init writes to the status pipe once it waits for a spec (never part of a failure). */
 export const POOL_READY = "\n";
 
@@ -74,10 +83,17 @@ export interface JobUser {
 
 /**
  * init's command line after the program: `init --shim <path of the C shim library>`, with
- * `--pooled` for an init cloned ahead of demand.
+ * `--pooled` for an init cloned ahead of demand, and `--slots N` for one handed N slot
+ * descriptors from {@link SLOT_FD_BASE} on.
  */
-export function initArgs(shimPath: string, pooled = false): string[] {
-  return ["init", "--shim", shimPath, ...(pooled ? ["--pooled"] : [])];
+export function initArgs(shimPath: string, pooled = false, slots = 0): string[] {
+  return [
+    "init",
+    "--shim",
+    shimPath,
+    ...(pooled ? ["--pooled"] : []),
+    ...(slots > 0 ? ["--slots", String(slots)] : []),
+  ];
 }
 
 /** What init reports on the status pipe when it cannot start the command. */

@@ -4,7 +4,9 @@
  *
  * A job says whether it started from the pool in its 'job started' log line (`pooled`); the
  * metrics count the same (jobworker_init_starts_total{source}). Waiting inits are found from the
- * host: children of the worker whose command line carries `--pooled`.
+ * host: children of the worker whose command line carries `--pooled`. On cgroup v1 each waits in a
+ * slot (a cgroup of its own per hierarchy, `jobworker-<instance>/pool-*`) that becomes its job's
+ * cgroup by a rename; the slot tests run only there.
  *
  * Run: `deno test -A tests/init_pool_test.ts` (as root).
  *
@@ -18,6 +20,9 @@ import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { waitFor } from "./helpers/host_procs.ts";
+import { unless, withSkip } from "./helpers/skip.ts";
+import { cgroupLayout } from "../worker/cgroups/layout.ts";
+import { cgroupDir } from "../worker/cgroups/paths.ts";
 
 const S = jobworker.JobStatus;
 const POOL = 3;
@@ -32,9 +37,13 @@ globalThis.addEventListener("unload", () => {
   }
 });
 
-async function startWorker(env: Record<string, string> = {}): Promise<WorkerProcess> {
+async function startWorker(
+  env: Record<string, string> = {},
+  stateDir?: string,
+): Promise<WorkerProcess> {
   const worker = await WorkerProcess.start({
     certDir: pki.dir,
+    ...(stateDir === undefined ? {} : { stateDir }),
     env: {
       LOG_FORMAT: "json",
       JOB_WORKER_INIT_POOL: String(POOL),
@@ -51,6 +60,52 @@ async function startWorker(env: Record<string, string> = {}): Promise<WorkerProc
 
 function test(name: string, fn: () => Promise<void>): void {
   Deno.test({ name, sanitizeResources: false, sanitizeOps: false, fn });
+}
+
+const layout = cgroupLayout();
+/** Pool slots exist on cgroup v1 only. */
+const slotSkip = unless(layout.version === 1, "pool slots are made on cgroup v1 only", {
+  allowedOnCI: true,
+});
+
+function slotTest(name: string, fn: () => Promise<void>): void {
+  Deno.test(withSkip({ name, sanitizeResources: false, sanitizeOps: false, fn }, slotSkip));
+}
+
+/** The directory of each v1 cgroup `pid` is in, for the hierarchies the worker uses. */
+function cgroupDirsOf(pid: number): string[] {
+  if (layout.version !== 1) return [];
+  const dirs: string[] = [];
+  for (const line of (readOrNull(`/proc/${pid}/cgroup`) ?? "").split("\n")) {
+    const match = /^\d+:([^:]+):(.*)$/.exec(line);
+    const hierarchy = layout.hierarchies.find((h) => h.controllers.join(",") === match?.[1]);
+    if (match && hierarchy) dirs.push(cgroupDir(hierarchy.mountPoint, match[2]!));
+  }
+  return dirs;
+}
+
+const SLOT = /\/jobworker-[^/]+\/pool-[^/]+$/;
+
+/** The slot directories (one per hierarchy) a waiting init sits in. */
+function slotDirsOf(pid: number): string[] {
+  return cgroupDirsOf(pid).filter((dir) => SLOT.test(dir));
+}
+
+/** The slot directories of every waiting init given. */
+function slotsOf(procs: Proc[]): string[] {
+  return procs.flatMap((p) => slotDirsOf(p.pid));
+}
+
+/** The cgroup file of a dir list whose hierarchy carries `file`'s controller. */
+function fileIn(dirs: string[], file: string): string {
+  const dir = dirs.find((d) => readOrNull(`${d}/${file}`) !== null);
+  assert.ok(dir, `a hierarchy with ${file} among ${dirs.join(", ")}`);
+  return readOrNull(`${dir}/${file}`)!.trim();
+}
+
+/** The directories among `dirs` that still exist. */
+function existing(dirs: string[]): string[] {
+  return dirs.filter((d) => readOrNull(`${d}/cgroup.procs`) !== null);
 }
 
 interface LogLine {
@@ -255,13 +310,32 @@ test("waiting inits are not jobs: no job cgroup, not listed, not counted", async
     );
     const listed = await c.listJobs();
     assert.deepEqual(listed.jobs.map((j) => j.id).sort(), [a.id, b.id].sort());
-    // Each waiting init sits in the worker's own cgroup, not in any job's.
-    const workerCgroup = readOrNull(`/proc/${limited.process.pid}/cgroup`);
-    for (const proc of waitingInits(limited.process.pid)) {
+    // Each waiting init sits in no job's cgroup: on v2 in the worker's own; on v1 in a slot of its
+    // own (the same in each hierarchy the worker uses, the worker's cgroup in the others), which
+    // has no limit.
+    const workerCgroup = readOrNull(`/proc/${limited.process.pid}/cgroup`) ?? "";
+    // (Ready ones: a member still starting has not joined its slot yet.)
+    for (const proc of await poolFull(limited)) {
       const cgroup = readOrNull(`/proc/${proc.pid}/cgroup`) ?? "";
       assert.ok(!cgroup.includes(a.id) && !cgroup.includes(b.id), cgroup);
       assert.doesNotMatch(cgroup, /jobworker-[^/\n]+\/[0-9a-f-]{36}$/m, cgroup);
-      assert.equal(cgroup, workerCgroup, "in the worker's cgroup");
+      if (layout.version === 2) {
+        assert.equal(cgroup, workerCgroup, "in the worker's cgroup");
+        continue;
+      }
+      const slots = slotDirsOf(proc.pid);
+      assert.ok(slots.length > 0, cgroup);
+      assert.equal(slots.length, cgroupDirsOf(proc.pid).length, cgroup);
+      assert.equal(new Set(slots.map((d) => d.slice(d.lastIndexOf("/")))).size, 1, "one slot");
+      // In the hierarchies the worker does not use (cpuset, devices, name=systemd): its own.
+      const others = (text: string) =>
+        text.split("\n").filter((l) =>
+          !layout.hierarchies.some((h) => l.split(":")[1] === h.controllers.join(","))
+        );
+      assert.deepEqual(others(cgroup), others(workerCgroup), "elsewhere in the worker's cgroup");
+      assert.equal(fileIn(slots, "pids.max"), "max");
+      assert.equal(fileIn(slots, "cpu.cfs_quota_us"), "-1");
+      assert.ok(Number(fileIn(slots, "memory.limit_in_bytes")) > 2 ** 60, "no memory limit");
     }
     assert.ok(waiting.length === POOL);
     await c.stopJob(a.id, { force: true });
@@ -271,6 +345,71 @@ test("waiting inits are not jobs: no job cgroup, not listed, not counted", async
     await limited.stop();
   }
 });
+
+const MiB = 1024 * 1024;
+
+slotTest("a job made from a pool slot has exactly its limits, in its own cgroup", async () => {
+  const limits = [
+    { maxCPU: 50, maxMemory: 64, maxPids: 20 },
+    { maxCPU: 150, maxMemory: 96, maxPids: 40 },
+  ];
+  for (const want of limits) {
+    const waiting = await poolFull(worker);
+    const slots = new Map(waiting.map((p) => [p.pid, slotDirsOf(p.pid)]));
+    const job = await client.createJob({ command: "sleep", args: ["30"], ...want });
+    try {
+      assert.equal(await pooled(worker, job.id), true);
+      // The waiting init that became the job: its slot is the job's cgroup now, in every hierarchy.
+      const became = waiting.filter((p) =>
+        cgroupDirsOf(p.pid).some((d) => d.endsWith(`/${job.id}`))
+      );
+      assert.equal(became.length, 1, "one waiting init became the job");
+      const dirs = cgroupDirsOf(became[0]!.pid).filter((d) => d.includes("/jobworker-"));
+      const slot = slots.get(became[0]!.pid)!;
+      assert.equal(dirs.length, slot.length, dirs.join(" "));
+      assert.ok(dirs.every((d) => d.endsWith(`/${job.id}`)), dirs.join(" "));
+      assert.deepEqual(existing(slot), [], "the slot's name is gone");
+      assert.deepEqual(
+        dirs.map((d) => d.slice(0, d.lastIndexOf("/"))),
+        slot.map((d) => d.slice(0, d.lastIndexOf("/"))),
+        "renamed in place",
+      );
+      assert.equal(fileIn(dirs, "memory.limit_in_bytes"), String(want.maxMemory * MiB));
+      assert.equal(fileIn(dirs, "pids.max"), String(want.maxPids));
+      assert.equal(fileIn(dirs, "cpu.cfs_period_us"), "100000");
+      assert.equal(fileIn(dirs, "cpu.cfs_quota_us"), String(want.maxCPU * 1000));
+      // The other waiting inits' slots are untouched: still no limits.
+      for (const [pid, other] of slots) {
+        if (pid === became[0]!.pid) continue;
+        assert.equal(fileIn(other, "pids.max"), "max");
+        assert.equal(fileIn(other, "cpu.cfs_quota_us"), "-1");
+      }
+      const got = await client.getJob(job.id);
+      assert.equal(got.maxMemory, want.maxMemory);
+    } finally {
+      await client.stopJob(job.id, { force: true });
+    }
+  }
+});
+
+slotTest(
+  "a waiting init's own start is not charged to its slot (nor to the job it becomes)",
+  async () => {
+    for (const proc of await poolFull(worker)) {
+      const slot = slotDirsOf(proc.pid);
+      const rollup = readOrNull(`/proc/${proc.pid}/smaps_rollup`) ?? "";
+      const anonymous = Number(/^Anonymous:\s+(\d+) kB/m.exec(rollup)?.[1] ?? 0) * 1024;
+      // Deno's start-up: its heap and the rest of its private memory, tens of MiB.
+      assert.ok(anonymous > 8 * MiB, `a waiting init holds ${anonymous} bytes of its own`);
+      // What the slot was ever charged: only what the init touched after joining it.
+      const peak = Number(fileIn(slot, "memory.max_usage_in_bytes"));
+      assert.ok(
+        peak < anonymous / 4,
+        `slot charged ${peak} bytes at most; the init holds ${anonymous}`,
+      );
+    }
+  },
+);
 
 test("a burst drains the pool: the rest start fresh, all succeed, and the pool refills", async () => {
   await poolFull(worker);
@@ -335,6 +474,8 @@ test("a reload empties the pool before its exec, then refills it; jobs go on", a
     await poolFull(reloading);
     const running = await c.createJob({ command: "sleep", args: ["30"] });
     const old = await poolFull(reloading);
+    const oldSlots = slotsOf(old);
+    assert.equal(oldSlots.length > 0, layout.version === 1, "slots on v1");
     reloading.process.kill("SIGHUP");
     await waitFor(
       "the reloaded worker listening",
@@ -344,6 +485,14 @@ test("a reload empties the pool before its exec, then refills it; jobs go on", a
     for (const proc of old) assert.equal(stateOf(proc), null, `old init ${proc.pid} is gone`);
     const fresh = await poolFull(reloading);
     assert.ok(fresh.every((p) => !old.some((o) => o.pid === p.pid)));
+    // The old members' slots went with them; the new ones have their own.
+    assert.deepEqual(existing(oldSlots), [], "no slot of the old process is left");
+    // Removed by the old process's drain, not left to the new one's clean-up of stale cgroups.
+    assert.ok(
+      !logLines(reloading).some((l) => l.msg === "removed job cgroups of a previous run"),
+      "nothing stale for the new process",
+    );
+    assert.equal(slotsOf(fresh).length, oldSlots.length);
     const c2 = clientFor(pki.dir, reloading.address);
     try {
       assert.equal((await c2.getJob(running.id)).status, S.RUNNING, "the job survived");
@@ -371,6 +520,37 @@ test("graceful shutdown and SIGKILL of the worker leave no waiting init", async 
     );
   }
 });
+
+slotTest(
+  "no pool slot is left after a shutdown, nor after a crash once the worker starts again",
+  async () => {
+    const stateDir = await Deno.makeTempDir({ prefix: "jobworker-pool-slots-" });
+    try {
+      // A shutdown removes the slots (and the instance's parent cgroups).
+      let w = await startWorker({}, stateDir);
+      let slots = slotsOf(await poolFull(w));
+      assert.ok(slots.length > 0);
+      await w.stop("SIGTERM");
+      assert.deepEqual(existing(slots), [], "no slot after SIGTERM");
+      // A crash leaves them (the inits die with the worker); the next start on the same state
+      // directory removes them before it serves.
+      w = await startWorker({}, stateDir);
+      const procs = await poolFull(w);
+      slots = slotsOf(procs);
+      await w.stop("SIGKILL");
+      await waitFor("the inits gone", () => procs.every((p) => stateOf(p) === null), 10_000);
+      assert.equal(existing(slots).length, slots.length, "a crash leaves its slots");
+      w = await startWorker({}, stateDir);
+      assert.deepEqual(existing(slots), [], "the next start removed the crashed worker's slots");
+      const fresh = slotsOf(await poolFull(w));
+      assert.equal(fresh.length, slots.length, "and made its own");
+      await w.stop("SIGTERM");
+      assert.deepEqual(existing(fresh), []);
+    } finally {
+      await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+    }
+  },
+);
 
 test("leaves no pooled init behind", async () => {
   client.close();

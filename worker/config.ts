@@ -29,6 +29,8 @@ export interface WorkerConfig {
   maxStarting: number;
   /** `init` processes kept started ahead of demand (0: every job clones its own). */
   initPool: number;
+  /** cgroup v1: each waiting init waits in a cgroup of its own, renamed to its job's at a claim. */
+  initSlots: boolean;
   /** Ended jobs kept with their output; the oldest are forgotten beyond it. */
   maxEndedJobs: number;
   /** Ended jobs are forgotten this many milliseconds after they ended; 0 = no age limit. */
@@ -91,6 +93,8 @@ Options:
   --max-starting N        jobs starting at once     JOB_WORKER_MAX_STARTING (2 per CPU, >= 2)
   --init-pool N           inits started ahead of jobs JOB_WORKER_INIT_POOL (4; 0 = off)
                           (each waiting init costs about 20 MiB of memory)
+  --init-slots 0|1        cgroup v1: waiting inits wait in cgroups renamed to their job's
+                                                    JOB_WORKER_INIT_SLOTS (1)
   --max-ended-jobs N      ended jobs kept           JOB_WORKER_MAX_ENDED_JOBS (1000)
   --retention AGE         ended jobs kept this long JOB_WORKER_RETENTION (7d; 0 = no limit)
                           (a number with s, m, h or d; both limits apply)
@@ -148,6 +152,7 @@ const FLAGS = {
     fallback: String(Math.max(2, 2 * (navigator.hardwareConcurrency || 1))),
   },
   "init-pool": { env: "JOB_WORKER_INIT_POOL", fallback: "4" },
+  "init-slots": { env: "JOB_WORKER_INIT_SLOTS", fallback: "1" },
   "max-ended-jobs": { env: "JOB_WORKER_MAX_ENDED_JOBS", fallback: "1000" },
   "retention": { env: "JOB_WORKER_RETENTION", fallback: "7d" },
   "max-streams": { env: "JOB_WORKER_MAX_STREAMS", fallback: "512" },
@@ -265,6 +270,10 @@ export function loadConfig(
   if (priv !== "0" && priv !== "1") {
     throw new ConfigError(`${privName} must be 0 or 1, got "${priv}"`);
   }
+  const [slotsName, slots] = get("init-slots");
+  if (slots !== "0" && slots !== "1") {
+    throw new ConfigError(`${slotsName} must be 0 or 1, got "${slots}"`);
+  }
   const [maskName, masks] = get("mask");
   const maskPaths = masks.split(",").map((p) => p.trim()).filter(Boolean);
   for (const p of maskPaths) {
@@ -293,6 +302,7 @@ export function loadConfig(
     maxRunningJobs: num("max-jobs", 1),
     maxStarting: num("max-starting", 1),
     initPool: poolSize(get("init-pool")),
+    initSlots: slots === "1",
     maxEndedJobs: num("max-ended-jobs"),
     retentionMs: parseDuration(...get("retention")),
     maxStreams: num("max-streams", 1),

@@ -9,6 +9,7 @@ import { ShimError } from "../init/shim/ffi.ts";
 import { programPaths, selfCommand } from "./runtime/self_exec.ts";
 import { Launcher, type WorkerPaths } from "./runtime/launcher.ts";
 import { InitPool } from "./runtime/init_pool.ts";
+import { PoolCgroups } from "./runtime/pool_cgroups.ts";
 import { resolveUser } from "./runtime/users.ts";
 import { RevocationList } from "./auth/revocation.ts";
 import { Reaper } from "./runtime/reaper.ts";
@@ -179,12 +180,19 @@ async function serve(config: Config): Promise<number> {
   if (stale > 0) log.info("removed job cgroups of a previous run", { count: stale });
   const metrics = await startMetrics(config.metricsAddr);
   const self = selfCommand();
-  const pool = new InitPool(shim, self, reaper, config.initPool, metrics.poolEvents);
+  const pool = new InitPool(
+    shim,
+    self,
+    reaper,
+    config.initPool,
+    metrics.poolEvents,
+    config.initSlots ? cgroups.slots : undefined,
+  );
   metrics.watchPool(pool);
   const manager = new JobManager(
     new Launcher(shim, self, paths, reaper, pool),
     reaper,
-    cgroups,
+    new PoolCgroups(cgroups, pool),
     store,
     {
       stateDir: config.stateDir,

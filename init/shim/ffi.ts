@@ -39,6 +39,7 @@ const symbols = {
   jw_no_new_privs: { parameters: [], result: "i32" },
   jw_access: { parameters: ["buffer", "i32"], result: "i32" },
   jw_open_path: { parameters: ["buffer"], result: "i32" },
+  jw_open_write: { parameters: ["buffer"], result: "i32" },
   jw_park_stops: { parameters: [], result: "i32" },
   jw_unpark_stops: { parameters: [], result: "i32" },
   jw_unblock_stops: { parameters: [], result: "i32" },
@@ -311,6 +312,11 @@ export class Shim {
   /** An O_PATH, close-on-exec descriptor of `path`. */
   openPath(path: string): number {
     return this.#check(`open ${path}`, this.#lib.symbols.jw_open_path(cString(path)));
+  }
+
+  /** A write-only, close-on-exec descriptor of an existing file. */
+  openWrite(path: string): number {
+    return this.#check(`open ${path}`, this.#lib.symbols.jw_open_write(cString(path)));
   }
 
   /**

@@ -449,6 +449,13 @@ int jw_open_path(const char *path) {
   return fd < 0 ? -errno : fd;
 }
 
+// A write-only, close-on-exec descriptor of an existing file (a cgroup's cgroup.procs, handed to
+// a pooled init: it keeps naming the same cgroup after the directory is renamed).
+int jw_open_write(const char *path) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
 // --- the worker's reload in place (worker/runtime/reexec.ts) ---
 
 // A stop (SIGTERM, SIGINT) must survive the worker's exec of itself. Deno's own handler only notes

@@ -103,6 +103,28 @@ export interface CgroupManager {
    * the first job would; a process left in the base cgroup would stop that. Throws LimitError.
    */
   prepare?(): void;
+  /** Cgroups made ahead of a job for a pooled init (cgroup v1 only; see {@link CgroupSlots}). */
+  readonly slots?: CgroupSlots;
+}
+
+/**
+ * "Slots" (cgroup v1): a cgroup per hierarchy, made under this instance's parent for one pooled
+ * init, which joins it while it waits. A job that claims that init gets the slot renamed to its own
+ * cgroup (rename(2) of each directory), its limits written first: no process moves on the job's
+ * start path. A slot is never a job: its name is not a job id, and it has no limits.
+ */
+export interface CgroupSlots {
+  /** Makes slot `name` (no limits) in every hierarchy; its cgroup.procs files. Throws LimitError. */
+  make(name: string): string[];
+  /** Throws the LimitError adopt() would for a bad job id or limits, before any slot is touched. */
+  check(jobId: string, limits: Limits): void;
+  /**
+   * Makes slot `name` the job's cgroup: checks and writes `limits` (as create() does), then renames
+   * each directory to `jobId`. Throws LimitError, after which the slot is unusable (remove it).
+   */
+  adopt(name: string, jobId: string, limits: Limits): JobCgroup;
+  /** Removes slot `name` (retrying while its process is still exiting). */
+  remove(name: string): Promise<void>;
 }
 
 /** What the managers detectCgroups() returns also tell, for logs and tests. */

@@ -5,6 +5,8 @@
  */
 import {
   childDirs,
+  describeErrno,
+  errnoOf,
   exists,
   mkdirOnce,
   parseKeyValues,
@@ -21,6 +23,7 @@ import { type BaseSetting, cgroupDir, checkName, instanceDirName, normalizeBase 
 import { killAndRemoveAll, removeCgroupDirs } from "./remove.ts";
 import {
   type CgroupOptions,
+  type CgroupSlots,
   type DetectedCgroupManager,
   type JobCgroup,
   LimitError,
@@ -214,7 +217,8 @@ export class V1Manager implements DetectedCgroupManager {
     return place;
   }
 
-  create(jobId: string, limits: Limits): JobCgroup {
+  /** Throws what create() would for this id and these limits before making anything. */
+  #check(jobId: string, limits: Limits): void {
     checkName("job id", jobId);
     checkLimits(limits, this.ioDevices);
     if (limits.cpuPercent > 0) this.#placeOf("cpu", "maxCPU");
@@ -223,7 +227,10 @@ export class V1Manager implements DetectedCgroupManager {
     if (limits.pids > 0) this.#placeOf("pids", "maxPids");
     const problem = this.#problem();
     if (problem) throw new LimitError(problem);
+  }
 
+  create(jobId: string, limits: Limits): JobCgroup {
+    this.#check(jobId, limits);
     const dirs: ControllerDirs = new Map();
     const createdParents: string[] = [];
     const createdJobs: string[] = [];
@@ -254,6 +261,60 @@ export class V1Manager implements DetectedCgroupManager {
       [...names].filter((name) => !keep.has(name)).map((name) => this.#existing(name)),
     );
   }
+
+  readonly slots: CgroupSlots = {
+    make: (name) => {
+      checkName("slot", name);
+      const problem = this.#problem();
+      if (problem) throw new LimitError(problem);
+      const made: string[] = [];
+      try {
+        return this.#places.map((place) => {
+          if (mkdirOnce(place.parentDir)) initCpuset(place.parentDir, place.controllers);
+          const dir = `${place.parentDir}/${name}`;
+          if (!mkdirOnce(dir)) throw new LimitError(`cgroup ${dir} already exists`);
+          made.push(dir);
+          initCpuset(dir, place.controllers);
+          return `${dir}/cgroup.procs`;
+        });
+      } catch (error) {
+        for (const dir of made) rmdirQuietly(dir);
+        throw error;
+      }
+    },
+    check: (jobId, limits) => this.#check(jobId, limits),
+    adopt: (name, jobId, limits) => {
+      this.#check(jobId, limits);
+      const dirs: ControllerDirs = new Map();
+      for (const place of this.#places) {
+        assign(dirs, place.controllers, `${place.parentDir}/${name}`);
+      }
+      // The limits first: the job's cgroup never exists without them.
+      applyLimits(dirs, limits, this.ioDevices);
+      const renamed: [string, string][] = [];
+      try {
+        for (const place of this.#places) {
+          const from = `${place.parentDir}/${name}`;
+          const to = `${place.parentDir}/${jobId}`;
+          Deno.renameSync(from, to);
+          renamed.push([from, to]);
+          assign(dirs, place.controllers, to);
+        }
+      } catch (error) {
+        for (const [from, to] of renamed) {
+          try {
+            Deno.renameSync(to, from);
+          } catch { /* left for cleanupStale */ }
+        }
+        throw new LimitError(
+          `Cannot make the job's cgroup from pool slot ${name}: ${describeErrno(error)}`,
+          { errno: errnoOf(error), cause: error },
+        );
+      }
+      return new V1JobCgroup(dirs);
+    },
+    remove: (name) => removeCgroupDirs(this.#places.map((p) => `${p.parentDir}/${name}`)),
+  };
 
   open(jobId: string): JobCgroup {
     checkName("job id", jobId);

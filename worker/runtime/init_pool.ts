@@ -5,9 +5,15 @@
  * reading a job's spec. Everything job-specific (hostname, network namespace, cgroup, profile,
  * user, workDir) happens only once the Launcher hands it a spec.
  *
- * A waiting member is not a job: it sits in the worker's own cgroup (it joins the job's only when
- * claimed), the job table never sees it, and it counts against no limit. Its pipes and pidfd are
- * made at fill time and handed to the job that claims it.
+ * A waiting member is not a job: the job table never sees it, and it counts against no limit. Its
+ * pipes and pidfd are made at fill time and handed to the job that claims it. Without slots it sits
+ * in the worker's own cgroup and joins the job's when claimed (a cgroup move: an RCU grace period,
+ * 5-24 ms here, on the start path). With slots (cgroup v1, {@link CgroupSlots}) each member gets a
+ * cgroup of its own, without limits, which it joins once its Deno start is done (that memory stays
+ * charged to the worker); a job claims a member through {@link InitPool.adopt}, which writes the
+ * job's limits into the member's slot and renames it to the job's cgroup, so nothing moves on the
+ * start path. A slot goes when its member goes (drain, death, dismissal); slots a crashed worker
+ * left are removed at start like any stale job cgroup.
  *
  * The pool refills one clone per event-loop turn, at most {@link WARMING} Deno starts at a time,
  * after every claim. A burst that drains it falls back to cloning a fresh init per job. A member
@@ -15,6 +21,7 @@
  * members keep dying before they are ready, so a broken program does not clone in a loop).
  */
 import type { Shim } from "../../init/shim/ffi.ts";
+import type { CgroupSlots, JobCgroup, Limits } from "../cgroups/types.ts";
 import type { Reaper } from "./reaper.ts";
 import type { SelfCommand } from "./self_exec.ts";
 import { closeQuietly, type InitProcess, spawnInit } from "./init_process.ts";
@@ -41,6 +48,10 @@ export interface InitPoolEvents {
 interface Member {
   init: InitProcess;
   ready: boolean;
+  /** Its slot's name (it joins the slot once started); undefined: it waits in the worker's cgroup. */
+  slot?: string;
+  /** Given to a job: its slot, if any, is the job's cgroup now. */
+  handed?: boolean;
   /** The worker's mount table just before the member was cloned (it has this one or newer). */
   mounts: string;
 }
@@ -55,8 +66,12 @@ export class InitPool {
   #mounts = -1;
   /** Its text as last read (read again only when the poll says it changed). */
   #mountTable = "";
-  /** Reaps of dismissed members still outstanding. */
+  /** Reaps of dismissed members and removals of their slots still outstanding. */
   readonly #dismissed = new Set<Promise<unknown>>();
+  /** Members adopted by a job's cgroup (by job id), until the Launcher claims them. */
+  readonly #adopted = new Map<string, Member>();
+  /** Set when making slots failed: members wait in the worker's cgroup from then on. */
+  #slotsBroken = false;
 
   constructor(
     private readonly shim: Shim,
@@ -64,6 +79,7 @@ export class InitPool {
     private readonly reaper: Reaper,
     readonly size: number,
     private readonly events?: InitPoolEvents,
+    private readonly slots?: CgroupSlots,
   ) {}
 
   /** Members waiting for a job (ready or still starting). */
@@ -88,14 +104,59 @@ export class InitPool {
   }
 
   /**
-   * A member for a job, taken out of the pool (ready ones first); undefined when the pool is
-   * empty (the caller clones a fresh init). Dead members are dropped on the way.
+   * A member for job `jobId`, taken out of the pool: the one {@link adopt} gave the job's cgroup,
+   * else one without a slot (ready ones first); undefined when there is none (the caller clones a
+   * fresh init). Dead members are dropped on the way.
    */
-  claim(): InitProcess | undefined {
+  claim(jobId?: string): InitProcess | undefined {
     if (this.size <= 0) {
       this.events?.claimed(false);
       return undefined;
     }
+    const adopted = jobId === undefined ? undefined : this.#adopted.get(jobId);
+    if (adopted !== undefined) this.#adopted.delete(jobId!);
+    const found = adopted?.init ?? this.#take((m) => m.slot === undefined)?.init;
+    this.events?.claimed(found !== undefined);
+    return found;
+  }
+
+  /**
+   * The cgroup of job `jobId` made from a waiting member's slot (limits written, then renamed to
+   * the job's), that member kept for the job's {@link claim}; undefined when no member with a slot
+   * waits (the caller creates the cgroup as usual). Throws LimitError as creating it would.
+   */
+  adopt(jobId: string, limits: Limits): JobCgroup | undefined {
+    if (this.size <= 0 || this.slots === undefined) return undefined;
+    // Limits the job cannot have cost no member: only a failure to write them does.
+    this.slots.check(jobId, limits);
+    const member = this.#take((m) => m.slot !== undefined);
+    if (member === undefined) return undefined;
+    let cgroup: JobCgroup;
+    try {
+      cgroup = this.slots.adopt(member.slot!, jobId, limits);
+    } catch (e) {
+      this.#dismiss(member);
+      throw e;
+    }
+    member.handed = true;
+    this.#adopted.set(jobId, member);
+    const remove = cgroup.remove.bind(cgroup);
+    // A job that fails before its launch takes the member: the member goes with the cgroup.
+    cgroup.remove = () => {
+      if (this.#adopted.get(jobId) === member) {
+        this.#adopted.delete(jobId);
+        this.#dismiss({ ...member, slot: undefined });
+      }
+      return remove();
+    };
+    return cgroup;
+  }
+
+  /**
+   * Takes the first usable member that `fits` out of the pool (ready ones first). Members cloned
+   * before a mount that is still there go (they would not see it); dead ones are dropped.
+   */
+  #take(fits: (member: Member) => boolean): Member | undefined {
     // Members copied the mount table when they were cloned: one cloned before a mount that is still
     // there would not see it (an NFS share, a FUSE file system a job's workDir is on). Mounts that
     // came and went since (another runtime's container start) leave the table as it was.
@@ -108,19 +169,18 @@ export class InitPool {
         this.#dismiss(member);
       }
     }
-    let found: InitProcess | undefined;
+    let found: Member | undefined;
     while (found === undefined) {
-      const at = this.#members.findIndex((m) => m.ready);
-      const index = at >= 0 ? at : this.#members.length > 0 ? 0 : -1;
+      const at = this.#members.findIndex((m) => m.ready && fits(m));
+      const index = at >= 0 ? at : this.#members.findIndex(fits);
       if (index < 0) break;
       const [member] = this.#members.splice(index, 1);
       if (!this.#alive(member!.init)) {
         this.#lost(member!, "claim");
         continue;
       }
-      found = member!.init;
+      found = member;
     }
-    this.events?.claimed(found !== undefined);
     this.#schedule();
     return found;
   }
@@ -192,14 +252,22 @@ export class InitPool {
     // (replaced once too often), never newer.
     this.#mountsChanged();
     const mounts = this.#mountTable;
+    const slot = this.#makeSlot();
     try {
-      init = spawnInit(this.shim, this.self, { pooled: true, newNetwork: false });
+      init = spawnInit(this.shim, this.self, {
+        pooled: true,
+        newNetwork: false,
+        slotFds: slot?.fds ?? [],
+      });
     } catch (e) {
       this.#failed(`cannot clone a pooled init: ${e instanceof Error ? e.message : e}`);
+      if (slot) this.#dropSlot(slot.name);
       this.#schedule();
       return;
+    } finally {
+      closeQuietly(this.shim, slot?.fds ?? []);
     }
-    const member: Member = { init, ready: false, mounts };
+    const member: Member = { init, ready: false, mounts, ...(slot ? { slot: slot.name } : {}) };
     this.#members.push(member);
     init.status.firstData.then(() => {
       // Anything else first (a failure of its mounts) is no readiness: it exits and is replaced.
@@ -210,6 +278,8 @@ export class InitPool {
     });
     // Once claimed, the job's own watch takes the pid over and this one never settles.
     this.reaper.watch(init.pid).then((status) => {
+      // Dead while waiting or at a claim that found it dead: its slot goes too.
+      if (member.slot !== undefined && !member.handed) this.#dropSlot(member.slot);
       const at = this.#members.indexOf(member);
       if (at < 0) return;
       this.#members.splice(at, 1);
@@ -251,11 +321,41 @@ export class InitPool {
     try {
       this.shim.pidfdSignal(init.pidfd, SIGKILL);
     } catch { /* already ended */ }
-    const reaped = this.reaper.watch(init.pid).then(() => {
+    const reaped = this.reaper.watch(init.pid).then(async () => {
       this.#release(init);
+      if (member.slot !== undefined) await this.#dropSlot(member.slot);
       this.#dismissed.delete(reaped);
     });
     this.#dismissed.add(reaped);
+  }
+
+  /** A new slot and its cgroup.procs files opened for the member; undefined: none (no slots). */
+  #makeSlot(): { name: string; fds: number[] } | undefined {
+    if (this.slots === undefined || this.#slotsBroken) return undefined;
+    const name = `pool-${crypto.randomUUID().slice(0, 13)}`;
+    const fds: number[] = [];
+    try {
+      for (const file of this.slots.make(name)) fds.push(this.shim.openWrite(file));
+      return { name, fds };
+    } catch (e) {
+      closeQuietly(this.shim, fds);
+      this.#dropSlot(name);
+      // Every start then pays the cgroup move again, as without slots; it still works.
+      this.#slotsBroken = true;
+      log.warn("pool slots off: waiting inits join a job's cgroup when claimed", {
+        error: e instanceof Error ? e.message : String(e),
+      });
+      return undefined;
+    }
+  }
+
+  /** Removes a slot once its member is gone (drain waits for it). */
+  #dropSlot(name: string): Promise<void> {
+    const removed = this.slots!.remove(name).catch((e: unknown) => {
+      log.warn("cannot remove a pool slot", { slot: name, error: String(e) });
+    }).finally(() => this.#dismissed.delete(removed));
+    this.#dismissed.add(removed);
+    return removed;
   }
 
   #release(init: InitProcess): void {

@@ -57,6 +57,8 @@ export interface InitProcess {
   pid: number;
   pidfd: number;
   pooled: boolean;
+  /** It joins a cgroup of its own once started (a pool slot): its job's spec lists none to join. */
+  slotted: boolean;
   /** The write end of the spec pipe (init's fd 3); closed once the spec is written. */
   specW: number;
   specCapacity: number;
@@ -71,14 +73,17 @@ export interface InitProcess {
 
 /**
  * Clones `jobworker init` into new PID, mount, IPC and UTS namespaces (and network, with
- * `newNetwork`; a pooled init makes that itself once it knows the job wants one).
+ * `newNetwork`; a pooled init makes that itself once it knows the job wants one). `slotFds`: a pool
+ * slot's cgroup.procs files, open for writing, which the init joins once started (the caller
+ * closes its own copies).
  * Throws ShimError when the process cannot be created at all; nothing is left open then.
  */
 export function spawnInit(
   shim: Shim,
   self: SelfCommand,
-  options: { pooled: boolean; newNetwork: boolean },
+  options: { pooled: boolean; newNetwork: boolean; slotFds?: readonly number[] },
 ): InitProcess {
+  const slotFds = options.slotFds ?? [];
   const open: number[] = [];
   const pipe = (size = 0) => {
     const [r, w, capacity] = shim.pipe(size);
@@ -94,9 +99,9 @@ export function spawnInit(
     // Layout: see init/spec.ts (negative = /dev/null).
     const { pid, pidfd } = shim.spawn(
       self.path,
-      [...self.argv, ...initArgs(shim.path, options.pooled)],
+      [...self.argv, ...initArgs(shim.path, options.pooled, slotFds.length)],
       self.env,
-      [-1, -1, initLogW, specR, statusW, outW, errW],
+      [-1, -1, initLogW, specR, statusW, outW, errW, ...slotFds],
       options.newNetwork,
     );
     closeQuietly(shim, [outW, errW, specR, statusW, initLogW]);
@@ -104,6 +109,7 @@ export function spawnInit(
       pid,
       pidfd,
       pooled: options.pooled,
+      slotted: slotFds.length > 0,
       specW,
       specCapacity,
       outR,

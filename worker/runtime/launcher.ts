@@ -84,9 +84,11 @@ export class Launcher {
   /** Starts init for `job`; throws ShimError when the process cannot be created at all. */
   launch(job: JobLaunch): LaunchedProcess {
     const { init: minimal, ...rest } = job;
-    const spec = (unshareNetwork: boolean): Uint8Array<ArrayBuffer> => {
+    const spec = (unshareNetwork: boolean, slotted = false): Uint8Array<ArrayBuffer> => {
       const full: InitSpec = {
         ...rest,
+        // A pooled init in a slot is in the job's cgroup already (InitPool.adopt renamed it).
+        ...(slotted ? { cgroupProcsFiles: [] } : {}),
         unshareNetwork,
         maskPaths: this.paths.maskPaths,
         readonlyPaths: this.paths.readonlyPaths,
@@ -98,7 +100,8 @@ export class Launcher {
     // A pooled init has the host's network: it makes the job's namespace itself.
     let bytes = spec(noNetwork);
     if (bytes.length > MAX_SPEC_BYTES) throw new RangeError("job spec too large");
-    let init = this.pool?.claim();
+    let init = this.pool?.claim(job.jobId);
+    if (init?.slotted) bytes = spec(noNetwork, true);
     if (init === undefined) {
       bytes = spec(false);
       init = spawnInit(this.shim, this.self, { pooled: false, newNetwork: noNetwork });
