@@ -4,10 +4,18 @@
  * `list` is bin/jobworker as `make build` leaves it (the compiled binary, or the launcher of the
  * pre-bundled client); `source` is `deno run main.ts`, as the tests run the client.
  *
+ * Beside them, three floors that say where the time of `list` goes (each a new process too):
+ * - `offline`: `bin/jobworker context list`, the command line loaded and run without a connection;
+ * - `transportModules`: a script that only imports node:http2 and node:tls (the transport's);
+ * - `tlsFloor`: bench/tls_floor.ts, one mutual-TLS handshake through Deno's own TLS and nothing
+ *   else, the least any TLS client written for Deno 2.8.3 pays.
+ *
  * Run alone: `deno run -A bench/client_start.ts` (starts its own worker).
  *
  * @module
  */
+
+import type { Row } from "./rows.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MAIN = `${ROOT}main.ts`;
@@ -30,6 +38,12 @@ export interface ClientStartTimes {
   list: number;
   /** `jobworker list` from the sources (`deno run main.ts`), for reference. */
   source: number;
+  /** `bin/jobworker context list`: the command line without a connection. */
+  offline: number;
+  /** `deno run` of a script that only imports node:http2 and node:tls. */
+  transportModules: number;
+  /** bench/tls_floor.ts: one mutual-TLS handshake through `Deno.connectTls`, then exit. */
+  tlsFloor: number;
 }
 
 /** Build bin/jobworker from this checkout (scripts/build.sh), so the measure is of this code. */
@@ -76,22 +90,55 @@ export async function measureClientStart(
 ): Promise<ClientStartTimes> {
   await build();
   const listArgs = ["--server", address, "--cert-path", certDir, "list"];
+  const modules = await Deno.makeTempFile({ prefix: "jobworker-bench-", suffix: ".js" });
+  await Deno.writeTextFile(modules, 'import "node:http2";\nimport "node:tls";\n');
+  const denoRun = [Deno.execPath(), "run", "--allow-all", "--no-prompt", "--no-config"] as const;
   const commands: Record<keyof ClientStartTimes, [string, string[]]> = {
     baseline: [Deno.execPath(), ["eval", ""]],
     list: [BUILT_PROGRAM, listArgs],
     source: sourceCommand(listArgs),
+    offline: [BUILT_PROGRAM, ["context", "list"]],
+    transportModules: [denoRun[0], [...denoRun.slice(1), modules]],
+    tlsFloor: [denoRun[0], [...denoRun.slice(1), `${ROOT}bench/tls_floor.ts`, address, certDir]],
   };
   const keys = Object.keys(commands) as (keyof ClientStartTimes)[];
-  for (const key of keys) await timed(commands[key]);
-  const times: Record<keyof ClientStartTimes, number[]> = { baseline: [], list: [], source: [] };
-  for (let i = 0; i < rounds; i++) {
-    for (const key of keys) times[key].push(await timed(commands[key]));
+  const times = Object.fromEntries(keys.map((key) => [key, [] as number[]])) as Record<
+    keyof ClientStartTimes,
+    number[]
+  >;
+  try {
+    for (const key of keys) await timed(commands[key]);
+    for (let i = 0; i < rounds; i++) {
+      for (const key of keys) times[key].push(await timed(commands[key]));
+    }
+  } finally {
+    await Deno.remove(modules);
   }
-  return {
-    baseline: median(times.baseline),
-    list: median(times.list),
-    source: median(times.source),
-  };
+  return Object.fromEntries(keys.map((key) => [key, median(times[key])])) as Record<
+    keyof ClientStartTimes,
+    number
+  >;
+}
+
+/**
+ * The floors beside the `list` row, against the same `deno eval ''`: shown, never held to a
+ * record (they measure Deno, not jobworker).
+ */
+export function clientFloorRows(times: ClientStartTimes): Row[] {
+  const floor = (name: string, ours: number): Row => ({
+    name,
+    ours,
+    base: times.baseline,
+    baseLabel: "deno eval ''",
+    unit: "ms",
+    higherIsBetter: false,
+    unchecked: "a floor for reading the list row: Deno's cost, not jobworker's",
+  });
+  return [
+    floor("floor: jobworker context list (no connection)", times.offline),
+    floor("floor: import node:http2 and node:tls", times.transportModules),
+    floor("floor: one mTLS handshake, Deno.connectTls", times.tlsFloor),
+  ];
 }
 
 if (import.meta.main) {
@@ -100,12 +147,12 @@ if (import.meta.main) {
   const pki = await makePki();
   const worker = await WorkerProcess.start({ certDir: pki.dir });
   try {
-    const { baseline, list, source } = await measureClientStart(worker.address, pki.dir);
-    console.log(
-      `bin/jobworker list ${list.toFixed(0)} ms (ratio ${(list / baseline).toFixed(2)}), ` +
-        `from the sources ${source.toFixed(0)} ms (ratio ${(source / baseline).toFixed(2)}), ` +
-        `deno eval '' ${baseline.toFixed(0)} ms`,
-    );
+    const times = await measureClientStart(worker.address, pki.dir);
+    for (const [key, ms] of Object.entries(times)) {
+      console.log(
+        `${key.padEnd(16)} ${ms.toFixed(1)} ms  ratio ${(ms / times.baseline).toFixed(2)}`,
+      );
+    }
   } finally {
     await worker.stop();
     await pki.remove();

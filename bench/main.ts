@@ -19,7 +19,7 @@ import { parseArgs } from "node:util";
 import { makePki } from "../tests/helpers/pki.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
-import { measureClientStart } from "./client_start.ts";
+import { clientFloorRows, measureClientStart } from "./client_start.ts";
 import type { BenchContext } from "./context.ts";
 import { burstRows, creepRows, stalledReaderRows } from "./load.ts";
 import { machineInfo } from "./machine.ts";
@@ -100,7 +100,7 @@ const sections: { name: string; full?: true; run: () => Promise<Row[]> }[] = [
         unit: "ms",
         higherIsBetter: false,
         target: { ratioAtMost: 2 },
-      }];
+      }, ...clientFloorRows(start)];
     },
   },
   { name: "stalled", full: true, run: () => stalledReaderRows(ctx) },
