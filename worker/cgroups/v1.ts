@@ -6,13 +6,18 @@
 import {
   childDirs,
   exists,
-  mkdirOnce,
+  type FileReader,
+  mkdirOnceAsync,
   parseKeyValues,
-  readNumber,
+  parseNumber,
+  readAhead,
   readText,
+  readTextAsync,
   rmdirQuietly,
-  writeLimit,
+  Serial,
+  writeLimitAsync,
   writeSetup,
+  writeSetupAsync,
 } from "./files.ts";
 import { freezeKillThaw, listPids, signalPids } from "./kill.ts";
 import { V1_CONTROLLERS, type V1Controller, type V1Hierarchy } from "./layout.ts";
@@ -52,12 +57,12 @@ function assign(dirs: ControllerDirs, controllers: string[], dir: string): void 
  * In a hierarchy that also carries cpuset, copies cpuset.cpus and cpuset.mems from the parent of
  * a new cgroup (a cpuset cgroup without them cannot take processes).
  */
-function initCpuset(dir: string, controllers: string[]): void {
+async function initCpuset(dir: string, controllers: string[]): Promise<void> {
   if (!controllers.includes("cpuset")) return;
   const parent = dir.slice(0, dir.lastIndexOf("/"));
   for (const file of ["cpuset.cpus", "cpuset.mems"]) {
-    const value = readText(`${parent}/${file}`)?.trim();
-    if (value) writeSetup("Cannot set up cpuset", `${dir}/${file}`, value);
+    const value = (await readTextAsync(`${parent}/${file}`))?.trim();
+    if (value) await writeSetupAsync("Cannot set up cpuset", `${dir}/${file}`, value);
   }
 }
 
@@ -94,9 +99,9 @@ export class V1JobCgroup implements JobCgroup {
     return dir === undefined ? undefined : `${dir}/${name}`;
   }
 
-  #number(controller: V1Controller, name: string): number {
+  #number(read: FileReader, controller: V1Controller, name: string): number {
     const file = this.#file(controller, name);
-    return file === undefined ? 0 : readNumber(file);
+    return file === undefined ? 0 : parseNumber(read(file));
   }
 
   pids(): number[] {
@@ -105,29 +110,51 @@ export class V1JobCgroup implements JobCgroup {
 
   usage(): Usage {
     if (this.#final) return { ...this.#final };
-    const memory = this.#number("memory", "memory.usage_in_bytes");
-    this.#peak = Math.max(this.#peak, memory, this.#number("memory", "memory.max_usage_in_bytes"));
+    return this.#usage(readText);
+  }
+
+  async final(): Promise<{ usage: Usage; oomKilled: boolean }> {
+    if (this.#final) return { usage: { ...this.#final }, oomKilled: this.oomKilled() };
+    const read = await readAhead((read) => {
+      this.#usage(read);
+      this.#oomKilled(read);
+    });
+    this.#final = this.#usage(read);
+    return { usage: { ...this.#final }, oomKilled: this.#oomKilled(read) };
+  }
+
+  #usage(read: FileReader): Usage {
+    const memory = this.#number(read, "memory", "memory.usage_in_bytes");
+    this.#peak = Math.max(
+      this.#peak,
+      memory,
+      this.#number(read, "memory", "memory.max_usage_in_bytes"),
+    );
     const recursive = this.#file("blkio", "blkio.throttle.io_service_bytes_recursive");
     const io = blkioBytes(
-      (recursive && readText(recursive)) ??
-        readText(this.#file("blkio", "blkio.throttle.io_service_bytes") ?? ""),
+      (recursive && read(recursive)) ??
+        read(this.#file("blkio", "blkio.throttle.io_service_bytes") ?? ""),
     );
-    const cpuStat = parseKeyValues(readText(this.#file("cpu", "cpu.stat") ?? ""));
+    const cpuStat = parseKeyValues(read(this.#file("cpu", "cpu.stat") ?? ""));
     return {
-      cpuUsec: Math.floor(this.#number("cpuacct", "cpuacct.usage") / 1000),
+      cpuUsec: Math.floor(this.#number(read, "cpuacct", "cpuacct.usage") / 1000),
       memoryBytes: memory,
       memoryPeakBytes: this.#peak,
       ioReadBytes: io.read,
       ioWriteBytes: io.write,
-      pids: this.#number("pids", "pids.current"),
+      pids: this.#number(read, "pids", "pids.current"),
       cpuThrottledCount: cpuStat.get("nr_throttled") ?? 0,
       cpuThrottledUsec: Math.floor((cpuStat.get("throttled_time") ?? 0) / 1000),
     };
   }
 
   oomKilled(): boolean {
+    return this.#oomKilled(readText);
+  }
+
+  #oomKilled(read: FileReader): boolean {
     const file = this.#file("memory", "memory.oom_control");
-    return (parseKeyValues(file && readText(file)).get("oom_kill") ?? 0) > 0;
+    return (parseKeyValues(file && read(file)).get("oom_kill") ?? 0) > 0;
   }
 
   signalAll(signal: Deno.Signal): number {
@@ -160,6 +187,7 @@ export class V1Manager implements DetectedCgroupManager {
   readonly parentDirs: readonly string[];
   readonly #places: Place[];
   readonly #base: BaseSetting;
+  readonly #creates = new Serial();
 
   constructor(hierarchies: V1Hierarchy[], options: CgroupOptions, ioDevices: readonly string[]) {
     checkName("instance", options.instance);
@@ -214,7 +242,12 @@ export class V1Manager implements DetectedCgroupManager {
     return place;
   }
 
-  create(jobId: string, limits: Limits): JobCgroup {
+  create(jobId: string, limits: Limits): Promise<JobCgroup> {
+    return this.#creates.run(() => this.#create(jobId, limits));
+  }
+
+  /** The directories and limit writes go through the blocking pool (see files.ts). */
+  async #create(jobId: string, limits: Limits): Promise<JobCgroup> {
     checkName("job id", jobId);
     checkLimits(limits, this.ioDevices);
     if (limits.cpuPercent > 0) this.#placeOf("cpu", "maxCPU");
@@ -229,17 +262,17 @@ export class V1Manager implements DetectedCgroupManager {
     const createdJobs: string[] = [];
     try {
       for (const place of this.#places) {
-        if (mkdirOnce(place.parentDir)) {
+        if (await mkdirOnceAsync(place.parentDir)) {
           createdParents.push(place.parentDir);
-          initCpuset(place.parentDir, place.controllers);
+          await initCpuset(place.parentDir, place.controllers);
         }
         const jobDir = `${place.parentDir}/${jobId}`;
-        if (!mkdirOnce(jobDir)) throw new LimitError(`cgroup ${jobDir} already exists`);
+        if (!await mkdirOnceAsync(jobDir)) throw new LimitError(`cgroup ${jobDir} already exists`);
         createdJobs.push(jobDir);
-        initCpuset(jobDir, place.controllers);
+        await initCpuset(jobDir, place.controllers);
         assign(dirs, place.controllers, jobDir);
       }
-      applyLimits(dirs, limits, this.ioDevices);
+      await applyLimits(dirs, limits, this.ioDevices);
     } catch (error) {
       for (const dir of [...createdJobs, ...createdParents]) rmdirQuietly(dir);
       if (error instanceof LimitError) throw error;
@@ -271,24 +304,34 @@ export class V1Manager implements DetectedCgroupManager {
 }
 
 /** Writes the requested limits into the job's directories (memsw after memory). */
-function applyLimits(dirs: ControllerDirs, limits: Limits, ioDevices: readonly string[]): void {
+async function applyLimits(
+  dirs: ControllerDirs,
+  limits: Limits,
+  ioDevices: readonly string[],
+): Promise<void> {
   const dir = (controller: V1Controller): string => dirs.get(controller) ?? "";
   if (limits.cpuPercent > 0) {
-    writeLimit("maxCPU", `${dir("cpu")}/cpu.cfs_period_us`, String(CPU_PERIOD_USEC));
-    writeLimit("maxCPU", `${dir("cpu")}/cpu.cfs_quota_us`, String(cpuQuotaUsec(limits.cpuPercent)));
+    await writeLimitAsync("maxCPU", `${dir("cpu")}/cpu.cfs_period_us`, String(CPU_PERIOD_USEC));
+    await writeLimitAsync(
+      "maxCPU",
+      `${dir("cpu")}/cpu.cfs_quota_us`,
+      String(cpuQuotaUsec(limits.cpuPercent)),
+    );
   }
   if (limits.memoryMiB > 0) {
     const bytes = String(memoryBytes(limits.memoryMiB));
-    writeLimit("maxMemory", `${dir("memory")}/memory.limit_in_bytes`, bytes);
+    await writeLimitAsync("maxMemory", `${dir("memory")}/memory.limit_in_bytes`, bytes);
     const memsw = `${dir("memory")}/memory.memsw.limit_in_bytes`;
-    if (exists(memsw)) writeLimit("maxMemory", memsw, bytes);
+    if (exists(memsw)) await writeLimitAsync("maxMemory", memsw, bytes);
   }
   if (limits.ioBps > 0) {
     for (const device of ioDevices) {
       for (const file of ["blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"]) {
-        writeLimit("maxIOBPS", `${dir("blkio")}/${file}`, `${device} ${limits.ioBps}`);
+        await writeLimitAsync("maxIOBPS", `${dir("blkio")}/${file}`, `${device} ${limits.ioBps}`);
       }
     }
   }
-  if (limits.pids > 0) writeLimit("maxPids", `${dir("pids")}/pids.max`, String(limits.pids));
+  if (limits.pids > 0) {
+    await writeLimitAsync("maxPids", `${dir("pids")}/pids.max`, String(limits.pids));
+  }
 }

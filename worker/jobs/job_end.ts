@@ -53,9 +53,9 @@ export async function finishJob(
   job.output?.finish();
   await ctx.turns.next();
   try {
-    const usage = running.cgroup.usage();
-    job.finalUsage = { ...usage, memoryBytes: 0, pids: 0 };
-    job.oomKilled = running.cgroup.oomKilled();
+    const final = await running.cgroup.final();
+    job.finalUsage = { ...final.usage, memoryBytes: 0, pids: 0 };
+    job.oomKilled = final.oomKilled;
   } catch (e) {
     log.warn("cannot read the job's final usage", { id: job.id, error: String(e) });
     job.finalUsage = ZERO_USAGE;

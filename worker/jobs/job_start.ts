@@ -98,7 +98,7 @@ export async function startJob(
   ctx.setLive(job, true);
   let cgroup: JobCgroup;
   try {
-    cgroup = ctx.cgroups.create(id, spec.limits);
+    cgroup = await ctx.cgroups.create(id, spec.limits);
   } catch (e) {
     await forget();
     if (e instanceof LimitError) throw new JobError("failed-precondition", e.message);
