@@ -87,8 +87,15 @@ export async function startJob(
   // The record is durable before anything runs: a job a caller hears of is never forgotten.
   try {
     ctx.store.insert(job.toRecord());
+    await ctx.store.durable();
   } catch (e) {
     job.output.finish();
+    if (e instanceof StoreWriteError) {
+      // Written but not durable: no job may be left behind that the caller was not told of.
+      try {
+        ctx.store.delete(id);
+      } catch { /* the record was not written at all */ }
+    }
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     if (e instanceof StoreWriteError) {
       throw new JobError("resource-exhausted", `cannot record the job: ${e.message}`);
