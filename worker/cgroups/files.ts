@@ -224,19 +224,3 @@ export function rmdirQuietly(dir: string): void {
     // not empty (another job's), busy or gone
   }
 }
-
-/**
- * Runs async sections one after another. A job's cgroup is set up in steps off the event loop;
- * two creates interleaving could see each other's half-made parent (a v1 cpuset parent not yet
- * given its cpus, a v2 parent without its controllers), so creates take turns as when they were
- * synchronous.
- */
-export class Serial {
-  #last: Promise<unknown> = Promise.resolve();
-
-  run<T>(section: () => Promise<T>): Promise<T> {
-    const result = this.#last.then(section);
-    this.#last = result.catch(() => {});
-    return result;
-  }
-}

@@ -96,7 +96,7 @@ export interface CgroupManager {
   readonly version: 1 | 2;
   /** One line for the startup log: version, where job cgroups go, IO devices. */
   describe(): string;
-  /** Create the job's cgroup(s) and apply limits, off the event loop (creates take turns). Fail closed: throws LimitError when any requested (non-zero) limit cannot be applied, after removing what it created. */
+  /** Create the job's cgroup(s) and apply limits, the job's own part off the event loop. Fail closed: throws LimitError when any requested (non-zero) limit cannot be applied, after removing what it created. */
   create(jobId: string, limits: Limits): Promise<JobCgroup>;
   /** Kill and remove job cgroups left under this instance's parent by a previous run, except those named in `keep` (jobs a reload handed over); returns how many. */
   cleanupStale(keep?: ReadonlySet<string>): Promise<number>;

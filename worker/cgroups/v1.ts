@@ -7,6 +7,7 @@ import {
   childDirs,
   exists,
   type FileReader,
+  mkdirOnce,
   mkdirOnceAsync,
   parseKeyValues,
   parseNumber,
@@ -14,7 +15,6 @@ import {
   readText,
   readTextAsync,
   rmdirQuietly,
-  Serial,
   writeLimitAsync,
   writeSetup,
   writeSetupAsync,
@@ -57,7 +57,17 @@ function assign(dirs: ControllerDirs, controllers: string[], dir: string): void 
  * In a hierarchy that also carries cpuset, copies cpuset.cpus and cpuset.mems from the parent of
  * a new cgroup (a cpuset cgroup without them cannot take processes).
  */
-async function initCpuset(dir: string, controllers: string[]): Promise<void> {
+function initCpuset(dir: string, controllers: string[]): void {
+  if (!controllers.includes("cpuset")) return;
+  const parent = dir.slice(0, dir.lastIndexOf("/"));
+  for (const file of ["cpuset.cpus", "cpuset.mems"]) {
+    const value = readText(`${parent}/${file}`)?.trim();
+    if (value) writeSetup("Cannot set up cpuset", `${dir}/${file}`, value);
+  }
+}
+
+/** initCpuset off the event loop (see files.ts), for a job's own cgroup. */
+async function initCpusetAsync(dir: string, controllers: string[]): Promise<void> {
   if (!controllers.includes("cpuset")) return;
   const parent = dir.slice(0, dir.lastIndexOf("/"));
   for (const file of ["cpuset.cpus", "cpuset.mems"]) {
@@ -187,7 +197,6 @@ export class V1Manager implements DetectedCgroupManager {
   readonly parentDirs: readonly string[];
   readonly #places: Place[];
   readonly #base: BaseSetting;
-  readonly #creates = new Serial();
 
   constructor(hierarchies: V1Hierarchy[], options: CgroupOptions, ioDevices: readonly string[]) {
     checkName("instance", options.instance);
@@ -242,12 +251,11 @@ export class V1Manager implements DetectedCgroupManager {
     return place;
   }
 
-  create(jobId: string, limits: Limits): Promise<JobCgroup> {
-    return this.#creates.run(() => this.#create(jobId, limits));
-  }
-
-  /** The directories and limit writes go through the blocking pool (see files.ts). */
-  async #create(jobId: string, limits: Limits): Promise<JobCgroup> {
+  /**
+   * The instance's parent cgroups are made (once) synchronously, so that no other create sees them
+   * half set up; the job's own directories and limits go through the blocking pool (see files.ts).
+   */
+  async create(jobId: string, limits: Limits): Promise<JobCgroup> {
     checkName("job id", jobId);
     checkLimits(limits, this.ioDevices);
     if (limits.cpuPercent > 0) this.#placeOf("cpu", "maxCPU");
@@ -260,23 +268,33 @@ export class V1Manager implements DetectedCgroupManager {
     const dirs: ControllerDirs = new Map();
     const createdParents: string[] = [];
     const createdJobs: string[] = [];
+    const fail = (error: unknown, undo: string[]): never => {
+      for (const dir of undo) rmdirQuietly(dir);
+      if (error instanceof LimitError) throw error;
+      throw new LimitError(`Cannot create the job's cgroup: ${error}`, { cause: error });
+    };
     try {
       for (const place of this.#places) {
-        if (await mkdirOnceAsync(place.parentDir)) {
+        if (mkdirOnce(place.parentDir)) {
           createdParents.push(place.parentDir);
-          await initCpuset(place.parentDir, place.controllers);
+          initCpuset(place.parentDir, place.controllers);
         }
+      }
+    } catch (error) {
+      fail(error, createdParents);
+    }
+    // From here on other creates may use the parents: only this job's directories are undone.
+    try {
+      for (const place of this.#places) {
         const jobDir = `${place.parentDir}/${jobId}`;
         if (!await mkdirOnceAsync(jobDir)) throw new LimitError(`cgroup ${jobDir} already exists`);
         createdJobs.push(jobDir);
-        await initCpuset(jobDir, place.controllers);
+        await initCpusetAsync(jobDir, place.controllers);
         assign(dirs, place.controllers, jobDir);
       }
       await applyLimits(dirs, limits, this.ioDevices);
     } catch (error) {
-      for (const dir of [...createdJobs, ...createdParents]) rmdirQuietly(dir);
-      if (error instanceof LimitError) throw error;
-      throw new LimitError(`Cannot create the job's cgroup: ${error}`, { cause: error });
+      fail(error, createdJobs);
     }
     return new V1JobCgroup(dirs);
   }

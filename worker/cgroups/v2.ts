@@ -14,9 +14,7 @@ import {
   parseNumber,
   readAhead,
   readText,
-  readTextAsync,
   rmdirQuietly,
-  Serial,
   writeLimitAsync,
   writeSetup,
 } from "./files.ts";
@@ -170,7 +168,6 @@ export class V2Manager implements DetectedCgroupManager {
   readonly #baseDir: string;
   readonly #parentDir: string;
   readonly #procSelf: string;
-  readonly #creates = new Serial();
 
   constructor(mount: V2Mount, options: CgroupOptions, ioDevices: readonly string[]) {
     checkName("instance", options.instance);
@@ -216,19 +213,18 @@ export class V2Manager implements DetectedCgroupManager {
     );
   }
 
-  create(jobId: string, limits: Limits): Promise<JobCgroup> {
-    return this.#creates.run(() => this.#create(jobId, limits));
-  }
-
-  /** The job's directory and limit writes go through the blocking pool (see files.ts). */
-  async #create(jobId: string, limits: Limits): Promise<JobCgroup> {
+  /**
+   * The instance's parent cgroup is made and given its controllers synchronously, so that no other
+   * create sees it half set up; the job's own directory and limits go through the blocking pool
+   * (see files.ts).
+   */
+  async create(jobId: string, limits: Limits): Promise<JobCgroup> {
     checkName("job id", jobId);
     checkLimits(limits, this.ioDevices);
     const problem = this.#problem();
     if (problem) throw new LimitError(problem);
 
-    const available = ((await readTextAsync(`${this.#baseDir}/cgroup.controllers`)) ?? "").trim()
-      .split(/\s+/);
+    const available = (readText(`${this.#baseDir}/cgroup.controllers`) ?? "").trim().split(/\s+/);
     for (const controller of CONTROLLERS) {
       const { key, name } = LIMIT_OF[controller];
       if (limits[key] > 0 && !available.includes(controller)) {
@@ -245,14 +241,17 @@ export class V2Manager implements DetectedCgroupManager {
     const createdParent = mkdirOnce(this.#parentDir);
     const jobDir = `${this.#parentDir}/${jobId}`;
     let createdJob = false;
+    /** Until the first wait, no other create can have used a parent this one made. */
+    let parentShared = false;
     try {
       this.#enable(this.#parentDir, wanted, false);
+      parentShared = true;
       createdJob = await mkdirOnceAsync(jobDir);
       if (!createdJob) throw new LimitError(`cgroup ${jobDir} already exists`);
       await applyLimits(jobDir, limits, this.ioDevices);
     } catch (error) {
       if (createdJob) rmdirQuietly(jobDir);
-      if (createdParent) rmdirQuietly(this.#parentDir);
+      if (createdParent && !parentShared) rmdirQuietly(this.#parentDir);
       if (error instanceof LimitError) throw error;
       throw new LimitError(`Cannot create the job's cgroup: ${error}`, { cause: error });
     }
