@@ -113,6 +113,8 @@ export class SqliteStore implements JobStore {
   /** The sync under way, and the one queued behind it for writes made after it began. */
   #syncing: Promise<void> | undefined;
   #queued: Promise<void> | undefined;
+  /** Commits the sync under way covers (those made before it began). */
+  #syncCovers = 0;
   #checkpointer: Checkpointer | undefined;
   #commits = 0;
 
@@ -227,8 +229,9 @@ export class SqliteStore implements JobStore {
     try {
       this.#transaction(fn);
       // On disk soon, off the loop; a failure shows in the next durable() a caller awaits.
+      this.#commits++;
       this.durable().catch(() => {});
-      if (++this.#commits % COMMITS_PER_CHECKPOINT === 0) this.#checkpointer?.request();
+      if (this.#commits % COMMITS_PER_CHECKPOINT === 0) this.#checkpointer?.request();
     } catch (e) {
       throw new StoreWriteError(
         `cannot write the job database ${this.path} (${what}): ${
@@ -346,13 +349,15 @@ export class SqliteStore implements JobStore {
   /** Resolves once every write made so far is on disk (an fdatasync of the WAL, off the loop). */
   durable(): Promise<void> {
     if (this.#syncing === undefined) {
+      this.#syncCovers = this.#commits;
       const sync = this.#syncWal().finally(() => {
         if (this.#syncing === sync) this.#syncing = undefined;
       });
       this.#syncing = sync;
       return sync;
     }
-    // The sync under way may have begun before this caller's write: one more after it.
+    if (this.#syncCovers >= this.#commits) return this.#syncing;
+    // The sync under way began before this caller's write: one more after it.
     this.#queued ??= this.#syncing.catch(() => {}).then(() => {
       this.#queued = undefined;
       return this.durable();
