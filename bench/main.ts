@@ -58,6 +58,8 @@ const worker = await WorkerProcess.start({
   certDir: pki.dir,
   env: {
     LOG_FORMAT: "json",
+    // The storm section reads the worker's own event-loop delay from its metrics.
+    JOB_WORKER_METRICS_ADDR: "127.0.0.1:0",
     // The same limits as the runc bundle's.
     JOB_WORKER_DEFAULT_MEMORY: String(JOB_LIMITS.memoryMiB),
     JOB_WORKER_DEFAULT_CPU: String(JOB_LIMITS.cpuPercent),

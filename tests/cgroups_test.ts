@@ -106,7 +106,7 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
     assert.equal(m.version, version);
     assert.ok(m.ioDevices.length > 0, `no IO device: ${m.describe()}`);
     const device = m.ioDevices[0];
-    const cg = m.create("limits", { cpuPercent: 150, memoryMiB: 64, ioBps: MiB, pids: 32 });
+    const cg = await m.create("limits", { cpuPercent: 150, memoryMiB: 64, ioBps: MiB, pids: 32 });
     if (version === 2) {
       assert.equal(cg.procsFiles.length, 1);
       assert.equal(control(cg, "cpu.max"), "150000 100000");
@@ -130,10 +130,10 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
     assert.deepEqual(dirs.filter(exists), []);
   });
 
-  test("fail closed: unusable limits throw LimitError and leave no directory", () => {
+  test("fail closed: unusable limits throw LimitError and leave no directory", async () => {
     const m = manager();
     // 0.5% is a 500 us quota, below the kernel's 1 ms minimum; the memory limit is fine.
-    assert.throws(
+    await assert.rejects(
       () => m.create("badcpu", { ...NO_LIMITS, memoryMiB: 64, cpuPercent: 0.5 }),
       (e) => {
         assert.ok(e instanceof LimitError);
@@ -148,21 +148,24 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
     // 1:3 is /dev/null, not a block device; CPU and memory are written before IO, then undone.
     const io = detectCgroups({ instance, ioDevices: ["1:3"] });
     const all = { cpuPercent: 50, memoryMiB: 64, ioBps: MiB, pids: 0 };
-    assert.throws(() => io.create("badio", all), (e) => {
+    await assert.rejects(() => io.create("badio", all), (e) => {
       assert.ok(e instanceof LimitError);
       assert.match(e.message, /^Cannot apply maxIOBPS: writing "1:3 .*" to \/\S+ failed: E[A-Z]+/);
       return true;
     });
-    assert.throws(() => m.create("neg", { ...NO_LIMITS, pids: -1 }), /maxPids: invalid value -1/);
+    await assert.rejects(
+      () => m.create("neg", { ...NO_LIMITS, pids: -1 }),
+      /maxPids: invalid value -1/,
+    );
     for (const dir of m.parentDirs) {
       for (const name of ["badcpu", "badio", "neg"]) assert.ok(!exists(`${dir}/${name}`));
     }
   });
 
-  test("a missing JOB_WORKER_CGROUP_BASE fails create(), not detection", () => {
+  test("a missing JOB_WORKER_CGROUP_BASE fails create(), not detection", async () => {
     const m = detectCgroups({ instance, base: `/jobworker-missing-${Deno.pid}` });
     assert.match(m.describe(), /does not exist/);
-    assert.throws(
+    await assert.rejects(
       () => m.create("x", NO_LIMITS),
       new RegExp(`^LimitError: cgroup base /jobworker-missing-${Deno.pid} does not exist`),
     );
@@ -170,8 +173,8 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
 
   test("memory: OOM-killed above maxMemory, plausible peak below it", async () => {
     const m = manager();
-    const big = m.create("oom", { ...NO_LIMITS, memoryMiB: 32 });
-    const small = m.create("fits", { ...NO_LIMITS, memoryMiB: 64 });
+    const big = await m.create("oom", { ...NO_LIMITS, memoryMiB: 32 });
+    const small = await m.create("fits", { ...NO_LIMITS, memoryMiB: 64 });
     const [bigStatus, smallStatus] = await Promise.all([
       startIn(big, `${PYTHON} -S -c 'b=bytearray(100*1024*1024)'`).status,
       startIn(small, `${PYTHON} -S -c 'b=bytearray(16*1024*1024)'`).status,
@@ -193,7 +196,7 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
   });
 
   test("cpu: a busy loop at 20% for 3 s gets about 0.6 s and is throttled", async () => {
-    const cg = manager().create("cpu", { ...NO_LIMITS, cpuPercent: 20 });
+    const cg = await manager().create("cpu", { ...NO_LIMITS, cpuPercent: 20 });
     await startIn(cg, `timeout 3 sh -c 'while :; do :; done'`).status;
     const usage = cg.usage();
     console.log(
@@ -213,7 +216,7 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
       const disk = diskOf(target.slice(0, target.lastIndexOf("/")));
       assert.ok(m.ioDevices.includes(disk), `${disk} not in ${m.ioDevices}`);
     }
-    const cg = m.create("io", { ...NO_LIMITS, ioBps: MiB });
+    const cg = await m.create("io", { ...NO_LIMITS, ioBps: MiB });
     const start = performance.now();
     const status = await startIn(
       cg,
@@ -229,7 +232,7 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
   }, unless(config.ioTarget !== undefined, config.noIoTargetReason ?? "no IO target"));
 
   test(`pids: a fork loop stays within maxPids ${config.pidsLimit}; killAll ends it`, async () => {
-    const cg = manager().create("pids", { ...NO_LIMITS, pids: config.pidsLimit });
+    const cg = await manager().create("pids", { ...NO_LIMITS, pids: config.pidsLimit });
     const child = startIn(
       cg,
       `sh -c 'i=0; while [ $i -lt ${config.pidsTries} ]; do sleep 300 & i=$((i+1)); done; wait'`,
@@ -251,7 +254,7 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
   });
 
   test("signalAll signals every process and counts them", async () => {
-    const cg = manager().create("signal", NO_LIMITS);
+    const cg = await manager().create("signal", NO_LIMITS);
     const child = startIn(cg, `sh -c 'sleep 300 & sleep 300 & wait'`);
     await waitFor("three processes", () => cg.pids().length === 3);
     assert.equal(cg.signalAll("SIGTERM"), 3);
@@ -262,10 +265,10 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
 
   test("cleanupStale kills and removes this instance's leftovers only", async () => {
     const old = manager();
-    const busy = old.create("stale1", NO_LIMITS);
-    old.create("stale2", { ...NO_LIMITS, pids: 10 });
+    const busy = await old.create("stale1", NO_LIMITS);
+    await old.create("stale2", { ...NO_LIMITS, pids: 10 });
     const otherInstance = detectCgroups({ instance: `${instance}-other` });
-    const other = otherInstance.create("keep", NO_LIMITS);
+    const other = await otherInstance.create("keep", NO_LIMITS);
     try {
       const child = startIn(busy, "sleep 300");
       await waitFor("the stale job to run", () => busy.pids().length === 1);
@@ -371,18 +374,21 @@ function detectionTests(): void {
       m.describe(),
       /^cgroup v1: .*IO devices: 8:0,259:0; cgroup base .* does not exist/,
     );
-    assert.throws(() => m.create("j1", NO_LIMITS), /LimitError: cgroup base .* does not exist/);
+    await assert.rejects(
+      () => m.create("j1", NO_LIMITS),
+      /LimitError: cgroup base .* does not exist/,
+    );
 
     // With the base directories present, create() lays the job out in each hierarchy.
     for (const dir of m.parentDirs) {
       Deno.mkdirSync(dir.replace(/\/jobworker-t$/, ""), { recursive: true });
     }
-    const job = m.create("j1", NO_LIMITS);
+    const job = await m.create("j1", NO_LIMITS);
     assert.deepEqual(
       [...job.procsFiles].sort(),
       [...m.parentDirs].sort().map((d) => `${d}/j1/cgroup.procs`),
     );
-    assert.throws(() => m.create("../x", NO_LIMITS), TypeError);
+    await assert.rejects(() => m.create("../x", NO_LIMITS), TypeError);
     await job.remove();
     assert.equal(await m.cleanupStale(), 0);
 
@@ -404,7 +410,7 @@ function detectionTests(): void {
     Deno.removeSync(proc.replace(/\/proc\/self$/, ""), { recursive: true });
   });
 
-  Deno.test("cgroup detection: v1 with cpu and cpuacct mounted separately", () => {
+  Deno.test("cgroup detection: v1 with cpu and cpuacct mounted separately", async () => {
     const { proc, sys } = fakeTree([
       "22 1 254:0 / / rw - ext4 /dev/vda rw",
       "32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu",
@@ -421,14 +427,14 @@ function detectionTests(): void {
       `${sys}/fs/cgroup/memory/process_api/abc/jobworker-t`,
     ]);
     assert.match(m.describe(), /not mounted: blkio, pids, freezer/);
-    assert.throws(
+    await assert.rejects(
       () => m.create("j", { ...NO_LIMITS, pids: 5 }),
       /Cannot apply maxPids: the pids controller is not mounted/,
     );
     Deno.removeSync(proc.replace(/\/proc\/self$/, ""), { recursive: true });
   });
 
-  Deno.test("cgroup detection: v2 unified layout", () => {
+  Deno.test("cgroup detection: v2 unified layout", async () => {
     const { proc, sys } = fakeTree([
       ...FS_MOUNTS,
       "30 22 0:22 / /sys rw - sysfs sysfs rw",
@@ -444,9 +450,9 @@ function detectionTests(): void {
       const b = detectCgroups({ instance: "t", base, procSelf: proc, sysRoot: sys });
       assert.deepEqual(b.parentDirs, [`${sys}/fs/cgroup/jw/jobworker-t`]);
     }
-    assert.throws(
-      () =>
-        detectCgroups({ instance: "t", base: "/a/../b", procSelf: proc, sysRoot: sys })
+    await assert.rejects(
+      async () =>
+        await detectCgroups({ instance: "t", base: "/a/../b", procSelf: proc, sysRoot: sys })
           .create("j", NO_LIMITS),
       /must not contain/,
     );
@@ -457,7 +463,7 @@ function detectionTests(): void {
       sysRoot: `${sys}-none`,
     });
     assert.deepEqual(noDisk.ioDevices, []);
-    assert.throws(
+    await assert.rejects(
       () => noDisk.create("j", { ...NO_LIMITS, ioBps: 1 }),
       /maxIOBPS: no block device/,
     );

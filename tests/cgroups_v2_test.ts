@@ -45,7 +45,7 @@ Deno.test(withSkip(
         Deno.writeTextFileSync(`${baseDir}/cgroup.procs`, String(Deno.pid));
         assert.equal(ownCgroup(), base);
         const m = detectCgroups({ instance: "leaf", base });
-        const cg = m.create("job", { cpuPercent: 50, memoryMiB: 64, ioBps: 0, pids: 16 });
+        const cg = await m.create("job", { cpuPercent: 50, memoryMiB: 64, ioBps: 0, pids: 16 });
         assert.equal(ownCgroup(), `${base}/jobworker-worker`);
         const enabled = Deno.readTextFileSync(`${baseDir}/cgroup.subtree_control`).trim().split(
           " ",

@@ -8,6 +8,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { status } from "@grpc/grpc-js";
 import { jobworker } from "../proto/service.ts";
 import { makePki } from "./helpers/pki.ts";
@@ -347,6 +348,81 @@ test("a damaged database: a clear error naming the file, no start over it, not r
   assert.ok(error.message.includes(path), error.message);
   assert.match(error.message, /move it aside/);
   assert.deepEqual(await Deno.readFile(path), bytes, "left as it was");
+});
+
+/** Starts a worker on `stateDir` that must refuse; its error (exit status, message). */
+async function refusal(stateDir: string): Promise<Error> {
+  return await WorkerProcess.start({ certDir: pki.dir, stateDir }).then(
+    (w) => {
+      live.add(w);
+      throw new Error("the worker started over a torn database");
+    },
+    (e: Error) => e,
+  );
+}
+
+test("a torn end of the main database file: records intact where the WAL covers it, else a clear refusal", async () => {
+  const stateDir = await newStateDir();
+  const first = await start(stateDir);
+  for (let i = 0; i < 40; i++) {
+    const job = await first.api.createJob({ command: "echo", args: [String(i), "x".repeat(3000)] });
+    await waitEnded(first.api, job.id);
+  }
+  const ids = (await first.api.listAll()).jobs.map((j) => j.id);
+  await stop(first, "SIGKILL");
+  const path = `${stateDir}/jobs.db`;
+  // A crash in the middle of a checkpoint: the pages were being copied from the WAL into the main
+  // file, which ends torn (its last page cut short, then garbage appended), while the WAL, synced
+  // before any checkpoint starts, still holds them.
+  const wal = await Deno.readFile(`${path}-wal`);
+  const raw = new DatabaseSync(path);
+  raw.exec("PRAGMA wal_checkpoint(PASSIVE)");
+  raw.close(); // the last connection: SQLite checkpoints and deletes the WAL here
+  await Deno.writeFile(`${path}-wal`, wal);
+  const main = await Deno.readFile(path);
+  const pageSize = new DataView(main.buffer).getUint16(16);
+  assert.ok(main.length >= 4 * pageSize, `pages in the main file: ${main.length} bytes`);
+  const torn = new Uint8Array(main.length - pageSize / 2 + 700);
+  torn.set(main.subarray(0, main.length - pageSize / 2));
+  torn.set(crypto.getRandomValues(new Uint8Array(700)), main.length - pageSize / 2);
+  await Deno.writeFile(path, torn);
+  const second = await start(stateDir);
+  try {
+    const after = await second.api.listAll();
+    assert.deepEqual(after.jobs.map((j) => j.id), ids, "every record is there");
+    assert.ok(after.jobs.every((j) => j.status === S.COMPLETED));
+    // It takes new commits over the torn end.
+    const fresh = await second.api.createJob({ command: "true" });
+    await waitEnded(second.api, fresh.id);
+    ids.unshift(fresh.id);
+  } finally {
+    await stop(second, "SIGTERM");
+  }
+
+  // Tears where nothing covers them (the WAL checkpointed and gone after the clean stop): the
+  // main file cut mid-page, and a page halfway through it torn in place (its first half
+  // overwritten, as a power loss during a checkpoint's write of it leaves it). The worker refuses,
+  // naming the file, exit 78, each time it is started, and leaves the file alone.
+  await Deno.remove(`${path}-wal`).catch(() => {});
+  const whole = await Deno.readFile(path);
+  const middle = Math.floor(whole.length / pageSize / 2) * pageSize;
+  const inPlace = whole.slice();
+  inPlace.set(crypto.getRandomValues(new Uint8Array(pageSize / 2)), middle);
+  for (
+    const [tear, bytes] of [
+      ["cut mid-page", whole.slice(0, whole.length - pageSize - pageSize / 2)],
+      ["a page torn in place", inPlace],
+    ] as const
+  ) {
+    await Deno.writeFile(path, bytes);
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const error = await refusal(stateDir);
+      assert.match(error.message, /exited \(78\)/, `${tear}: exit status 78, do not restart`);
+      assert.ok(error.message.includes(`the job database ${path} cannot be used`), error.message);
+      assert.match(error.message, /malformed|btreeInitPage|corrupt/, error.message);
+      assert.deepEqual(await Deno.readFile(path), bytes, `${tear}: left as it was`);
+    }
+  }
 });
 
 test("an unusable state directory: a clear error, exit 78", async () => {

@@ -35,10 +35,47 @@ export function readText(path: string): string | undefined {
   }
 }
 
+/**
+ * readText off the event loop: Deno's async file operations run on its blocking thread pool, so a
+ * cgroup file that takes the kernel long to produce (its locks are busy under load) stalls no one.
+ */
+export async function readTextAsync(path: string): Promise<string | undefined> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The file's first number (e.g. memory.current), or 0 when unreadable or not a number ("max"). */
 export function readNumber(path: string): number {
-  const value = Number.parseInt(readText(path) ?? "", 10);
+  return parseNumber(readText(path));
+}
+
+/** A file's text's first number, or 0 when absent or not a number. */
+export function parseNumber(text: string | undefined): number {
+  const value = Number.parseInt(text ?? "", 10);
   return Number.isFinite(value) ? value : 0;
+}
+
+/** Reads a file's text, or undefined (readText, or texts read ahead by {@link readAhead}). */
+export type FileReader = (path: string) => string | undefined;
+
+/**
+ * Reads every file `use` reads off the event loop, all at once, and returns a reader of those
+ * texts. `use` is first run with a reader that finds nothing, which lists the files it wants (it
+ * must read the same files or more when they are missing, as the usage readers do).
+ */
+export async function readAhead(use: (read: FileReader) => void): Promise<FileReader> {
+  const paths = new Set<string>();
+  use((path) => {
+    paths.add(path);
+    return undefined;
+  });
+  const texts = new Map(
+    await Promise.all([...paths].map(async (path) => [path, await readTextAsync(path)] as const)),
+  );
+  return (path) => texts.get(path);
 }
 
 /** Parses "key value" lines (cpu.stat, memory.events, memory.oom_control) into a map. */
@@ -80,6 +117,44 @@ export function writeSetup(what: string, path: string, value: string): void {
   writeOrThrow(what, undefined, path, value);
 }
 
+/** writeLimit off the event loop (see readTextAsync). */
+export function writeLimitAsync(limit: LimitName, path: string, value: string): Promise<void> {
+  return writeOrThrowAsync(`Cannot apply ${limit}`, limit, path, value);
+}
+
+/** writeSetup off the event loop (see readTextAsync). */
+export function writeSetupAsync(what: string, path: string, value: string): Promise<void> {
+  return writeOrThrowAsync(what, undefined, path, value);
+}
+
+async function writeOrThrowAsync(
+  what: string,
+  limit: LimitName | undefined,
+  path: string,
+  value: string,
+): Promise<void> {
+  try {
+    await Deno.writeTextFile(path, value, { create: false });
+  } catch (error) {
+    throw writeError(what, limit, path, value, error);
+  }
+}
+
+function writeError(
+  what: string,
+  limit: LimitName | undefined,
+  path: string,
+  value: string,
+  error: unknown,
+): LimitError {
+  return new LimitError(`${what}: writing "${value}" to ${path} failed: ${describeErrno(error)}`, {
+    limit,
+    path,
+    errno: errnoOf(error),
+    cause: error,
+  });
+}
+
 function writeOrThrow(
   what: string,
   limit: LimitName | undefined,
@@ -89,12 +164,7 @@ function writeOrThrow(
   try {
     Deno.writeTextFileSync(path, value, { create: false });
   } catch (error) {
-    throw new LimitError(`${what}: writing "${value}" to ${path} failed: ${describeErrno(error)}`, {
-      limit,
-      path,
-      errno: errnoOf(error),
-      cause: error,
-    });
+    throw writeError(what, limit, path, value, error);
   }
 }
 
@@ -120,6 +190,21 @@ export function sleep(ms: number): Promise<void> {
 export function mkdirOnce(dir: string): boolean {
   try {
     Deno.mkdirSync(dir);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.AlreadyExists) return false;
+    throw new LimitError(`Cannot create cgroup ${dir}: ${describeErrno(error)}`, {
+      path: dir,
+      errno: errnoOf(error),
+      cause: error,
+    });
+  }
+}
+
+/** mkdirOnce off the event loop (see readTextAsync). */
+export async function mkdirOnceAsync(dir: string): Promise<boolean> {
+  try {
+    await Deno.mkdir(dir);
     return true;
   } catch (error) {
     if (error instanceof Deno.errors.AlreadyExists) return false;

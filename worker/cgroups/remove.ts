@@ -14,10 +14,13 @@ function postOrder(dir: string): string[] {
   return [...childDirs(dir).flatMap((child) => postOrder(`${dir}/${child}`)), dir];
 }
 
-/** Tries to rmdir one cgroup directory: true if gone, false if busy; throws on other errors. */
-function tryRmdir(dir: string): boolean {
+/**
+ * Tries to rmdir one cgroup directory: true if gone, false if busy; throws on other errors. Off the
+ * event loop: the kernel may take long to take a cgroup offline under load.
+ */
+async function tryRmdir(dir: string): Promise<boolean> {
   try {
-    Deno.removeSync(dir);
+    await Deno.remove(dir);
     return true;
   } catch (error) {
     const errno = errnoOf(error);
@@ -28,8 +31,11 @@ function tryRmdir(dir: string): boolean {
 }
 
 /** Removes a cgroup and those below it, deepest first; false if one of them is still busy. */
-function removeTree(dir: string): boolean {
-  return postOrder(dir).every(tryRmdir);
+async function removeTree(dir: string): Promise<boolean> {
+  for (const each of postOrder(dir)) {
+    if (!await tryRmdir(each)) return false;
+  }
+  return true;
 }
 
 /**
@@ -43,7 +49,8 @@ export async function removeCgroupDirs(
   const deadline = performance.now() + timeoutMs;
   let pending = [...dirs];
   for (;;) {
-    pending = pending.filter((dir) => !removeTree(dir));
+    const removed = await Promise.all(pending.map(removeTree));
+    pending = pending.filter((_, i) => !removed[i]);
     if (pending.length === 0) return;
     if (performance.now() > deadline) {
       const pids = listPids(pending);

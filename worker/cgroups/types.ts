@@ -78,6 +78,11 @@ export interface JobCgroup {
   usage(): Usage;
   /** True if the kernel OOM killer killed a process in this cgroup. */
   oomKilled(): boolean;
+  /**
+   * Usage and OOM state at the job's end, read off the event loop; usage() returns this usage from
+   * then on (also after remove()).
+   */
+  final(): Promise<{ usage: Usage; oomKilled: boolean }>;
   /** Send a signal to every process of the cgroup; returns how many were signalled. */
   signalAll(signal: Deno.Signal): number;
   /** Kill everything at once: v2 cgroup.kill; v1 freeze (freezer.state FROZEN, wait until frozen), SIGKILL each pid, thaw. Resolves when done, never rejects; the waits do not block the event loop. */
@@ -91,8 +96,8 @@ export interface CgroupManager {
   readonly version: 1 | 2;
   /** One line for the startup log: version, where job cgroups go, IO devices. */
   describe(): string;
-  /** Create the job's cgroup(s) and apply limits. Fail closed: throws LimitError when any requested (non-zero) limit cannot be applied, after removing what it created. */
-  create(jobId: string, limits: Limits): JobCgroup;
+  /** Create the job's cgroup(s) and apply limits, the job's own part off the event loop. Fail closed: throws LimitError when any requested (non-zero) limit cannot be applied, after removing what it created. */
+  create(jobId: string, limits: Limits): Promise<JobCgroup>;
   /** Kill and remove job cgroups left under this instance's parent by a previous run, except those named in `keep` (jobs a reload handed over); returns how many. */
   cleanupStale(keep?: ReadonlySet<string>): Promise<number>;
   /** The cgroup of a job that already exists (a job handed over by a reload). */
@@ -122,7 +127,7 @@ export interface CgroupSlots {
    * Makes slot `name` the job's cgroup: checks and writes `limits` (as create() does), then renames
    * each directory to `jobId`. Throws LimitError, after which the slot is unusable (remove it).
    */
-  adopt(name: string, jobId: string, limits: Limits): JobCgroup;
+  adopt(name: string, jobId: string, limits: Limits): Promise<JobCgroup>;
   /** Removes slot `name` (retrying while its process is still exiting). */
   remove(name: string): Promise<void>;
 }

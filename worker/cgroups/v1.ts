@@ -8,13 +8,18 @@ import {
   describeErrno,
   errnoOf,
   exists,
+  type FileReader,
   mkdirOnce,
+  mkdirOnceAsync,
   parseKeyValues,
-  readNumber,
+  parseNumber,
+  readAhead,
   readText,
+  readTextAsync,
   rmdirQuietly,
-  writeLimit,
+  writeLimitAsync,
   writeSetup,
+  writeSetupAsync,
 } from "./files.ts";
 import { freezeKillThaw, listPids, signalPids } from "./kill.ts";
 import { V1_CONTROLLERS, type V1Controller, type V1Hierarchy } from "./layout.ts";
@@ -64,6 +69,16 @@ function initCpuset(dir: string, controllers: string[]): void {
   }
 }
 
+/** initCpuset off the event loop (see files.ts), for a job's own cgroup. */
+async function initCpusetAsync(dir: string, controllers: string[]): Promise<void> {
+  if (!controllers.includes("cpuset")) return;
+  const parent = dir.slice(0, dir.lastIndexOf("/"));
+  for (const file of ["cpuset.cpus", "cpuset.mems"]) {
+    const value = (await readTextAsync(`${parent}/${file}`))?.trim();
+    if (value) await writeSetupAsync("Cannot set up cpuset", `${dir}/${file}`, value);
+  }
+}
+
 /** Sums "major:minor Read|Write bytes" lines of blkio.throttle.io_service_bytes. */
 function blkioBytes(text: string | undefined): { read: number; write: number } {
   let read = 0;
@@ -97,9 +112,9 @@ export class V1JobCgroup implements JobCgroup {
     return dir === undefined ? undefined : `${dir}/${name}`;
   }
 
-  #number(controller: V1Controller, name: string): number {
+  #number(read: FileReader, controller: V1Controller, name: string): number {
     const file = this.#file(controller, name);
-    return file === undefined ? 0 : readNumber(file);
+    return file === undefined ? 0 : parseNumber(read(file));
   }
 
   pids(): number[] {
@@ -108,29 +123,51 @@ export class V1JobCgroup implements JobCgroup {
 
   usage(): Usage {
     if (this.#final) return { ...this.#final };
-    const memory = this.#number("memory", "memory.usage_in_bytes");
-    this.#peak = Math.max(this.#peak, memory, this.#number("memory", "memory.max_usage_in_bytes"));
+    return this.#usage(readText);
+  }
+
+  async final(): Promise<{ usage: Usage; oomKilled: boolean }> {
+    if (this.#final) return { usage: { ...this.#final }, oomKilled: this.oomKilled() };
+    const read = await readAhead((read) => {
+      this.#usage(read);
+      this.#oomKilled(read);
+    });
+    this.#final = this.#usage(read);
+    return { usage: { ...this.#final }, oomKilled: this.#oomKilled(read) };
+  }
+
+  #usage(read: FileReader): Usage {
+    const memory = this.#number(read, "memory", "memory.usage_in_bytes");
+    this.#peak = Math.max(
+      this.#peak,
+      memory,
+      this.#number(read, "memory", "memory.max_usage_in_bytes"),
+    );
     const recursive = this.#file("blkio", "blkio.throttle.io_service_bytes_recursive");
     const io = blkioBytes(
-      (recursive && readText(recursive)) ??
-        readText(this.#file("blkio", "blkio.throttle.io_service_bytes") ?? ""),
+      (recursive && read(recursive)) ??
+        read(this.#file("blkio", "blkio.throttle.io_service_bytes") ?? ""),
     );
-    const cpuStat = parseKeyValues(readText(this.#file("cpu", "cpu.stat") ?? ""));
+    const cpuStat = parseKeyValues(read(this.#file("cpu", "cpu.stat") ?? ""));
     return {
-      cpuUsec: Math.floor(this.#number("cpuacct", "cpuacct.usage") / 1000),
+      cpuUsec: Math.floor(this.#number(read, "cpuacct", "cpuacct.usage") / 1000),
       memoryBytes: memory,
       memoryPeakBytes: this.#peak,
       ioReadBytes: io.read,
       ioWriteBytes: io.write,
-      pids: this.#number("pids", "pids.current"),
+      pids: this.#number(read, "pids", "pids.current"),
       cpuThrottledCount: cpuStat.get("nr_throttled") ?? 0,
       cpuThrottledUsec: Math.floor((cpuStat.get("throttled_time") ?? 0) / 1000),
     };
   }
 
   oomKilled(): boolean {
+    return this.#oomKilled(readText);
+  }
+
+  #oomKilled(read: FileReader): boolean {
     const file = this.#file("memory", "memory.oom_control");
-    return (parseKeyValues(file && readText(file)).get("oom_kill") ?? 0) > 0;
+    return (parseKeyValues(file && read(file)).get("oom_kill") ?? 0) > 0;
   }
 
   signalAll(signal: Deno.Signal): number {
@@ -229,28 +266,42 @@ export class V1Manager implements DetectedCgroupManager {
     if (problem) throw new LimitError(problem);
   }
 
-  create(jobId: string, limits: Limits): JobCgroup {
+  /**
+   * The instance's parent cgroups are made (once) synchronously, so that no other create sees them
+   * half set up; the job's own directories and limits go through the blocking pool (see files.ts).
+   */
+  async create(jobId: string, limits: Limits): Promise<JobCgroup> {
     this.#check(jobId, limits);
     const dirs: ControllerDirs = new Map();
     const createdParents: string[] = [];
     const createdJobs: string[] = [];
+    const fail = (error: unknown, undo: string[]): never => {
+      for (const dir of undo) rmdirQuietly(dir);
+      if (error instanceof LimitError) throw error;
+      throw new LimitError(`Cannot create the job's cgroup: ${error}`, { cause: error });
+    };
     try {
       for (const place of this.#places) {
         if (mkdirOnce(place.parentDir)) {
           createdParents.push(place.parentDir);
           initCpuset(place.parentDir, place.controllers);
         }
+      }
+    } catch (error) {
+      fail(error, createdParents);
+    }
+    // From here on other creates may use the parents: only this job's directories are undone.
+    try {
+      for (const place of this.#places) {
         const jobDir = `${place.parentDir}/${jobId}`;
-        if (!mkdirOnce(jobDir)) throw new LimitError(`cgroup ${jobDir} already exists`);
+        if (!await mkdirOnceAsync(jobDir)) throw new LimitError(`cgroup ${jobDir} already exists`);
         createdJobs.push(jobDir);
-        initCpuset(jobDir, place.controllers);
+        await initCpusetAsync(jobDir, place.controllers);
         assign(dirs, place.controllers, jobDir);
       }
-      applyLimits(dirs, limits, this.ioDevices);
+      await applyLimits(dirs, limits, this.ioDevices);
     } catch (error) {
-      for (const dir of [...createdJobs, ...createdParents]) rmdirQuietly(dir);
-      if (error instanceof LimitError) throw error;
-      throw new LimitError(`Cannot create the job's cgroup: ${error}`, { cause: error });
+      fail(error, createdJobs);
     }
     return new V1JobCgroup(dirs);
   }
@@ -283,14 +334,14 @@ export class V1Manager implements DetectedCgroupManager {
       }
     },
     check: (jobId, limits) => this.#check(jobId, limits),
-    adopt: (name, jobId, limits) => {
+    adopt: async (name, jobId, limits) => {
       this.#check(jobId, limits);
       const dirs: ControllerDirs = new Map();
       for (const place of this.#places) {
         assign(dirs, place.controllers, `${place.parentDir}/${name}`);
       }
       // The limits first: the job's cgroup never exists without them.
-      applyLimits(dirs, limits, this.ioDevices);
+      await applyLimits(dirs, limits, this.ioDevices);
       const renamed: [string, string][] = [];
       try {
         for (const place of this.#places) {
@@ -332,24 +383,34 @@ export class V1Manager implements DetectedCgroupManager {
 }
 
 /** Writes the requested limits into the job's directories (memsw after memory). */
-function applyLimits(dirs: ControllerDirs, limits: Limits, ioDevices: readonly string[]): void {
+async function applyLimits(
+  dirs: ControllerDirs,
+  limits: Limits,
+  ioDevices: readonly string[],
+): Promise<void> {
   const dir = (controller: V1Controller): string => dirs.get(controller) ?? "";
   if (limits.cpuPercent > 0) {
-    writeLimit("maxCPU", `${dir("cpu")}/cpu.cfs_period_us`, String(CPU_PERIOD_USEC));
-    writeLimit("maxCPU", `${dir("cpu")}/cpu.cfs_quota_us`, String(cpuQuotaUsec(limits.cpuPercent)));
+    await writeLimitAsync("maxCPU", `${dir("cpu")}/cpu.cfs_period_us`, String(CPU_PERIOD_USEC));
+    await writeLimitAsync(
+      "maxCPU",
+      `${dir("cpu")}/cpu.cfs_quota_us`,
+      String(cpuQuotaUsec(limits.cpuPercent)),
+    );
   }
   if (limits.memoryMiB > 0) {
     const bytes = String(memoryBytes(limits.memoryMiB));
-    writeLimit("maxMemory", `${dir("memory")}/memory.limit_in_bytes`, bytes);
+    await writeLimitAsync("maxMemory", `${dir("memory")}/memory.limit_in_bytes`, bytes);
     const memsw = `${dir("memory")}/memory.memsw.limit_in_bytes`;
-    if (exists(memsw)) writeLimit("maxMemory", memsw, bytes);
+    if (exists(memsw)) await writeLimitAsync("maxMemory", memsw, bytes);
   }
   if (limits.ioBps > 0) {
     for (const device of ioDevices) {
       for (const file of ["blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"]) {
-        writeLimit("maxIOBPS", `${dir("blkio")}/${file}`, `${device} ${limits.ioBps}`);
+        await writeLimitAsync("maxIOBPS", `${dir("blkio")}/${file}`, `${device} ${limits.ioBps}`);
       }
     }
   }
-  if (limits.pids > 0) writeLimit("maxPids", `${dir("pids")}/pids.max`, String(limits.pids));
+  if (limits.pids > 0) {
+    await writeLimitAsync("maxPids", `${dir("pids")}/pids.max`, String(limits.pids));
+  }
 }

@@ -7,12 +7,15 @@
 import {
   childDirs,
   exists,
+  type FileReader,
   mkdirOnce,
+  mkdirOnceAsync,
   parseKeyValues,
-  readNumber,
+  parseNumber,
+  readAhead,
   readText,
   rmdirQuietly,
-  writeLimit,
+  writeLimitAsync,
   writeSetup,
 } from "./files.ts";
 import { freezeKillThaw, listPids, signalPids } from "./kill.ts";
@@ -77,26 +80,43 @@ export class V2JobCgroup implements JobCgroup {
 
   usage(): Usage {
     if (this.#final) return { ...this.#final };
+    return this.#usage(readText);
+  }
+
+  async final(): Promise<{ usage: Usage; oomKilled: boolean }> {
+    if (this.#final) return { usage: { ...this.#final }, oomKilled: this.oomKilled() };
+    const read = await readAhead((read) => {
+      this.#usage(read);
+      this.#oomKilled(read);
+    });
+    this.#final = this.#usage(read);
+    return { usage: { ...this.#final }, oomKilled: this.#oomKilled(read) };
+  }
+
+  #usage(read: FileReader): Usage {
     const dir = this.#dir;
-    const cpu = parseKeyValues(readText(`${dir}/cpu.stat`));
-    const memory = readNumber(`${dir}/memory.current`);
-    this.#peak = Math.max(this.#peak, memory, readNumber(`${dir}/memory.peak`));
-    const io = ioStatBytes(readText(`${dir}/io.stat`));
+    const cpu = parseKeyValues(read(`${dir}/cpu.stat`));
+    const memory = parseNumber(read(`${dir}/memory.current`));
+    this.#peak = Math.max(this.#peak, memory, parseNumber(read(`${dir}/memory.peak`)));
+    const io = ioStatBytes(read(`${dir}/io.stat`));
     return {
       cpuUsec: cpu.get("usage_usec") ?? 0,
       memoryBytes: memory,
       memoryPeakBytes: this.#peak,
       ioReadBytes: io.read,
       ioWriteBytes: io.write,
-      pids: readNumber(`${dir}/pids.current`),
+      pids: parseNumber(read(`${dir}/pids.current`)),
       cpuThrottledCount: cpu.get("nr_throttled") ?? 0,
       cpuThrottledUsec: cpu.get("throttled_usec") ?? 0,
     };
   }
 
   oomKilled(): boolean {
-    const kills = (file: string) =>
-      parseKeyValues(readText(`${this.#dir}/${file}`)).get("oom_kill");
+    return this.#oomKilled(readText);
+  }
+
+  #oomKilled(read: FileReader): boolean {
+    const kills = (file: string) => parseKeyValues(read(`${this.#dir}/${file}`)).get("oom_kill");
     return (kills("memory.events") ?? 0) > 0 || (kills("memory.events.local") ?? 0) > 0;
   }
 
@@ -193,7 +213,12 @@ export class V2Manager implements DetectedCgroupManager {
     );
   }
 
-  create(jobId: string, limits: Limits): JobCgroup {
+  /**
+   * The instance's parent cgroup is made and given its controllers synchronously, so that no other
+   * create sees it half set up; the job's own directory and limits go through the blocking pool
+   * (see files.ts).
+   */
+  async create(jobId: string, limits: Limits): Promise<JobCgroup> {
     checkName("job id", jobId);
     checkLimits(limits, this.ioDevices);
     const problem = this.#problem();
@@ -216,14 +241,17 @@ export class V2Manager implements DetectedCgroupManager {
     const createdParent = mkdirOnce(this.#parentDir);
     const jobDir = `${this.#parentDir}/${jobId}`;
     let createdJob = false;
+    /** Until the first wait, no other create can have used a parent this one made. */
+    let parentShared = false;
     try {
       this.#enable(this.#parentDir, wanted, false);
-      createdJob = mkdirOnce(jobDir);
+      parentShared = true;
+      createdJob = await mkdirOnceAsync(jobDir);
       if (!createdJob) throw new LimitError(`cgroup ${jobDir} already exists`);
-      applyLimits(jobDir, limits, this.ioDevices);
+      await applyLimits(jobDir, limits, this.ioDevices);
     } catch (error) {
       if (createdJob) rmdirQuietly(jobDir);
-      if (createdParent) rmdirQuietly(this.#parentDir);
+      if (createdParent && !parentShared) rmdirQuietly(this.#parentDir);
       if (error instanceof LimitError) throw error;
       throw new LimitError(`Cannot create the job's cgroup: ${error}`, { cause: error });
     }
@@ -287,23 +315,31 @@ export class V2Manager implements DetectedCgroupManager {
 }
 
 /** Writes the requested limits into the job's cgroup. */
-function applyLimits(dir: string, limits: Limits, ioDevices: readonly string[]): void {
+async function applyLimits(
+  dir: string,
+  limits: Limits,
+  ioDevices: readonly string[],
+): Promise<void> {
   if (limits.cpuPercent > 0) {
-    writeLimit("maxCPU", `${dir}/cpu.max`, `${cpuQuotaUsec(limits.cpuPercent)} ${CPU_PERIOD_USEC}`);
+    await writeLimitAsync(
+      "maxCPU",
+      `${dir}/cpu.max`,
+      `${cpuQuotaUsec(limits.cpuPercent)} ${CPU_PERIOD_USEC}`,
+    );
   }
   if (limits.memoryMiB > 0) {
-    writeLimit("maxMemory", `${dir}/memory.max`, String(memoryBytes(limits.memoryMiB)));
+    await writeLimitAsync("maxMemory", `${dir}/memory.max`, String(memoryBytes(limits.memoryMiB)));
     const swap = `${dir}/memory.swap.max`;
-    if (exists(swap)) writeLimit("maxMemory", swap, "0");
+    if (exists(swap)) await writeLimitAsync("maxMemory", swap, "0");
   }
   if (limits.ioBps > 0) {
     for (const device of ioDevices) {
-      writeLimit(
+      await writeLimitAsync(
         "maxIOBPS",
         `${dir}/io.max`,
         `${device} rbps=${limits.ioBps} wbps=${limits.ioBps}`,
       );
     }
   }
-  if (limits.pids > 0) writeLimit("maxPids", `${dir}/pids.max`, String(limits.pids));
+  if (limits.pids > 0) await writeLimitAsync("maxPids", `${dir}/pids.max`, String(limits.pids));
 }

@@ -49,6 +49,8 @@ KillMode=mixed
 TimeoutStopSec=60
 Restart=on-failure
 RestartSec=2
+# 78: the configuration, state directory or job database cannot be used; restarting cannot help.
+RestartPreventExitStatus=78
 LimitNOFILE=1048576
 TasksMax=infinity
 # No systemd sandboxing (ProtectSystem=, PrivateTmp=, NoNewPrivileges=...): the jobs are the

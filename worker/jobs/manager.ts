@@ -2,29 +2,29 @@
  * The live jobs and every job's lifecycle: record, start through the launcher inside a fresh
  * cgroup, capture output, reap, stop, time out, clean up, forget. The record store keeps every
  * job (live or ended); this class keeps only what a running job needs in memory. Knows nothing of
- * gRPC or SQL.
+ * gRPC or SQL. The start of a job is job_start.ts, its output job_output.ts, its end job_end.ts.
  */
 import type { CgroupManager, JobCgroup, Usage } from "../cgroups/types.ts";
-import { LimitError } from "../cgroups/types.ts";
-import type { WaitStatus } from "../../init/shim/ffi.ts";
-import type { InitFailure } from "../../init/spec.ts";
 import type { LaunchedProcess, Launcher } from "../runtime/launcher.ts";
 import type { Reaper } from "../runtime/reaper.ts";
 import { log } from "../log/logger.ts";
 import { Job, type JobRecord, type JobSpec, type JobStatus } from "./job.ts";
 import { JobError } from "./errors.ts";
-import { OutputLog, type StreamId } from "./output_log.ts";
-import { signalName } from "../../proto/signals.ts";
-import { jobEnvironment } from "./environment.ts";
-import { pipeHasWriters } from "../runtime/pipe_writers.ts";
-import { type JobFilter, type JobStore, StoreWriteError } from "./store.ts";
+import { OutputLog } from "./output_log.ts";
+import { type JobFilter, type JobStore } from "./store.ts";
 import { Stopper } from "./stopper.ts";
 import type { HandedJob } from "../runtime/reexec.ts";
 import { sameSpec } from "./spec_compare.ts";
-import { applyDefaultTerm, type DefaultTerm, recordedSignal } from "./pid1_term.ts";
+import { applyDefaultTerm } from "./pid1_term.ts";
 import type { JobEvents, StopKind } from "./events.ts";
 import { StartGate } from "./start_gate.ts";
 import { LoopTurns } from "./turns.ts";
+import { jobDir, type StartContext, startJob } from "./job_start.ts";
+import { type EndContext, finishJob } from "./job_end.ts";
+import { appendOutput, pumpOutput } from "./job_output.ts";
+import { delay, message, type Running, ZERO_USAGE } from "./running.ts";
+
+export { jobDir };
 
 export interface ManagerOptions {
   stateDir: string;
@@ -56,45 +56,6 @@ export interface JobPage {
   more: boolean;
 }
 
-const ZERO_USAGE: Usage = {
-  cpuUsec: 0,
-  memoryBytes: 0,
-  memoryPeakBytes: 0,
-  ioReadBytes: 0,
-  ioWriteBytes: 0,
-  pids: 0,
-};
-
-/**
- * How long a job's output pipes may stay open, with no process of the job left, through a writer
- * that escaped the job (a descriptor passed to a process outside it). Without such a writer the
- * output is read to its end however long that takes.
- */
-const OUTPUT_DRAIN_MS = 5000;
-const DRAIN_CHECK_MS = 250;
-
-const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-interface Running {
-  process: LaunchedProcess;
-  cgroup: JobCgroup;
-  /** Resolves when the job's PID 1 has been reaped. */
-  exited: Promise<WaitStatus>;
-  timeout: ReturnType<typeof setTimeout> | undefined;
-  /** Epoch ms when the timeout fires; undefined: none. */
-  timeoutAt: number | undefined;
-  stopper: Stopper;
-  /** PID 1 has been reaped: the job is being cleaned up. */
-  reaped: boolean;
-  /** SIGTERM's default action for a PID 1 without a handler (see pid1_term.ts). */
-  defaultTerm?: DefaultTerm | null;
-}
-
-/** Where a job's output files live under the state directory. */
-export function jobDir(stateDir: string, id: string): string {
-  return `${stateDir}/jobs/${id}`;
-}
-
 export class JobManager {
   /** Jobs not yet ended and cleaned up; every other job lives only in the store. */
   readonly #live = new Map<string, Job>();
@@ -112,6 +73,8 @@ export class JobManager {
   #reloading = false;
   #seq: number;
   readonly #startGate: StartGate;
+  /** What the end of a job (job_end.ts) changes here. */
+  readonly #endContext: EndContext;
 
   constructor(
     private readonly launcher: Launcher,
@@ -122,6 +85,13 @@ export class JobManager {
   ) {
     this.#seq = store.lastSeq();
     this.#startGate = new StartGate(options.maxStarting ?? 4);
+    this.#endContext = {
+      turns: this.#turns,
+      events: options.events,
+      transition: (job, to, reason) => this.#transition(job, to, reason),
+      cleanedUp: (id) => this.#running.delete(id),
+      ended: (id) => this.#live.delete(id),
+    };
   }
 
   get(id: string): Job | undefined {
@@ -244,94 +214,12 @@ export class JobManager {
       if (this.#shuttingDown || this.#reloading) {
         throw new JobError("unavailable", "the worker is shutting down or reloading; retry");
       }
-      const id = crypto.randomUUID();
-      const dir = jobDir(this.options.stateDir, id);
-      const job = new Job(id, ++this.#seq, owner, spec);
-      try {
-        await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-        job.output = OutputLog.create(`${dir}/output`, this.options.maxOutputBytes);
-      } catch (e) {
-        await Deno.remove(dir, { recursive: true }).catch(() => {});
-        throw new JobError("resource-exhausted", `cannot store the job's output: ${message(e)}`);
-      }
-      const forget = async () => {
-        this.#live.delete(id);
-        job.output?.finish();
-        try {
-          this.store.delete(id);
-        } catch (e) {
-          log.error("cannot delete the record of a job that did not start", {
-            id,
-            error: message(e),
-          });
-        }
-        await Deno.remove(dir, { recursive: true }).catch(() => {});
-      };
-      // The record is durable before anything runs: a job a caller hears of is never forgotten.
-      try {
-        this.store.insert(job.toRecord());
-      } catch (e) {
-        job.output.finish();
-        await Deno.remove(dir, { recursive: true }).catch(() => {});
-        if (e instanceof StoreWriteError) {
-          throw new JobError("resource-exhausted", `cannot record the job: ${e.message}`);
-        }
-        throw e;
-      }
-      this.#live.set(id, job);
-      let cgroup: JobCgroup;
-      try {
-        cgroup = this.cgroups.create(id, spec.limits);
-      } catch (e) {
-        await forget();
-        if (e instanceof LimitError) throw new JobError("failed-precondition", e.message);
-        throw e;
-      }
-      let process: LaunchedProcess;
-      try {
-        process = this.launcher.launch({
-          jobId: id,
-          command: spec.command,
-          args: spec.args,
-          env: jobEnvironment(id, spec.env, spec.user.home),
-          workDir: spec.workDir,
-          cgroupProcsFiles: cgroup.procsFiles,
-          user: { uid: spec.user.uid, gid: spec.user.gid, groups: spec.user.groups },
-          network: spec.network,
-          privileged: spec.privileged,
-          init: spec.init,
-        });
-      } catch (e) {
-        await cgroup.remove().catch(() => {});
-        await forget();
-        throw new JobError("internal", `cannot start the job: ${message(e)}`);
-      }
-      const running = this.#runningOf(process, cgroup);
-      this.#running.set(id, running);
-      release();
-      const outputDone = Promise.all([
-        this.#pump(job, process.stdout, 1),
-        this.#pump(job, process.stderr, 2),
-      ]);
-      const failure = await process.started;
-      leaveGate();
-      if (failure) {
-        await this.#finish(job, running, outputDone);
-        await forget();
-        throw startError(failure);
-      }
-      this.#transition(job, "RUNNING");
-      const startMs = performance.now() - began;
-      this.options.events?.started(job, startMs / 1000);
-      log.info("job started", {
-        id,
+      const { job, running, outputDone } = await startJob(
+        this.#startContext(release, () => leaveGate()),
+        spec,
         owner,
-        command: spec.command,
-        pid: process.pid,
-        pooled: process.pooled,
-        startMs: Math.round(startMs * 100) / 100,
-      });
-      running.stopper.started();
+        began,
+      );
       if (spec.timeoutSeconds > 0) {
         this.#armTimeout(job, running, Date.now() + spec.timeoutSeconds * 1000);
       }
@@ -344,6 +232,31 @@ export class JobManager {
       leaveGate();
       release();
     }
+  }
+
+  /** What the start of a job (job_start.ts) uses; `release`: the job no longer counts as starting. */
+  #startContext(release: () => void, leaveGate: () => void): StartContext {
+    return {
+      stateDir: this.options.stateDir,
+      maxOutputBytes: this.options.maxOutputBytes,
+      store: this.store,
+      cgroups: this.cgroups,
+      launcher: this.launcher,
+      events: this.options.events,
+      nextSeq: () => ++this.#seq,
+      setLive: (job, live) => {
+        if (live) this.#live.set(job.id, job);
+        else this.#live.delete(job.id);
+      },
+      runningOf: (process, cgroup) => this.#runningOf(process, cgroup),
+      launched: (id, running) => {
+        this.#running.set(id, running);
+        release();
+      },
+      answered: leaveGate,
+      finish: (job, running, outputDone) => this.#finish(job, running, outputDone),
+      transition: (job, to, reason) => this.#transition(job, to, reason),
+    };
   }
 
   #runningOf(process: LaunchedProcess, cgroup: JobCgroup): Running {
@@ -429,7 +342,7 @@ export class JobManager {
         socket.pause();
         // Bytes the socket already read but did not deliver yet.
         for (let chunk = socket.read(); chunk !== null; chunk = socket.read()) {
-          this.#append(job, stream, chunk as Uint8Array);
+          appendOutput(job, stream, chunk as Uint8Array);
         }
       }
       handed.push({
@@ -478,10 +391,7 @@ export class JobManager {
     const running = this.#runningOf(process, this.cgroups.open(job.id));
     this.#live.set(job.id, job);
     this.#running.set(job.id, running);
-    const outputDone = Promise.all([
-      this.#pump(job, process.stdout, 1),
-      this.#pump(job, process.stderr, 2),
-    ]);
+    const outputDone = pumpOutput(job, process, this.options.events);
     running.stopper.adopted();
     if (handed.terminated) running.stopper.markTerminated();
     if (handed.killAt !== null) running.stopper.killBy(handed.killAt);
@@ -566,108 +476,9 @@ export class JobManager {
     );
   }
 
-  /** Appends everything a job stream writes to the job's log; resolves at EOF. */
-  #pump(job: Job, socket: LaunchedProcess["stdout"], stream: StreamId): Promise<void> {
-    return new Promise((resolve) => {
-      socket.on("data", (chunk: Uint8Array) => {
-        this.options.events?.outputIngested(chunk.byteLength);
-        this.#append(job, stream, chunk);
-      });
-      socket.on(
-        "error",
-        (e: Error) => log.warn("job output error", { id: job.id, error: e.message }),
-      );
-      socket.on("close", () => resolve());
-    });
-  }
-
-  #append(job: Job, stream: StreamId, chunk: Uint8Array): void {
-    const output = job.output!;
-    try {
-      output.append(stream, chunk);
-    } catch (e) {
-      // Disk full or the like: the output log stops here (readers see it end), but the
-      // pipe is still drained so the job itself is not blocked and the worker lives on.
-      if (!output.finished) {
-        job.outputLost = { offset: output.size, error: message(e) };
-        log.error("cannot store the job's output; the rest of it is lost", {
-          id: job.id,
-          offset: output.size,
-          error: message(e),
-        });
-        output.finish();
-      }
-    }
-  }
-
   /** Waits for the job's end, then records how it ended and removes what it used. */
-  async #finish(job: Job, running: Running, outputDone: Promise<unknown>): Promise<void> {
-    const exited = await running.exited;
-    running.defaultTerm?.cancel();
-    const status = {
-      ...exited,
-      signal: recordedSignal(running.defaultTerm ?? undefined, exited.signal),
-    };
-    clearTimeout(running.timeout);
-    running.stopper.cancel();
-    // PID 1 is gone, so the kernel kills the rest of the namespace; make sure through the cgroup.
-    for (let i = 0; i < 250 && running.cgroup.pids().length > 0; i++) {
-      if (i % 25 === 0) running.cgroup.killAll();
-      await delay(20);
-    }
-    const outputComplete = await drainOutput(running.process, outputDone);
-    if (!outputComplete) {
-      log.warn("job output still open after its processes ended", { id: job.id });
-      job.output?.markIncomplete();
-    }
-    job.output?.finish();
-    await this.#turns.next();
-    try {
-      const usage = running.cgroup.usage();
-      job.finalUsage = { ...usage, memoryBytes: 0, pids: 0 };
-      job.oomKilled = running.cgroup.oomKilled();
-    } catch (e) {
-      log.warn("cannot read the job's final usage", { id: job.id, error: String(e) });
-      job.finalUsage = ZERO_USAGE;
-    }
-    try {
-      await running.cgroup.remove();
-    } catch (e) {
-      log.error("cannot remove the job's cgroup", { id: job.id, error: String(e) });
-    }
-    this.#running.delete(job.id);
-    running.process.release();
-    job.exit = { exitCode: status.exitCode ?? -1, signal: status.signal ?? 0 };
-    if (job.status === "INITIALIZING") {
-      this.#transition(job, "FAILED", "the job could not start");
-      this.#live.delete(job.id);
-      this.options.events?.ended(job);
-      return;
-    }
-    const how =
-      (status.signal !== null
-        ? `killed by ${signalName(status.signal)}`
-        : `exited with code ${status.exitCode}`) +
-      (outputComplete ? "" : "; output may be incomplete: a process outside the job held its pipe");
-    const lost = job.outputLost
-      ? `; output from byte ${job.outputLost.offset} on was lost (${job.outputLost.error})`
-      : "";
-    if (job.stopReason !== undefined) {
-      this.#transition(job, "STOPPED", `${job.stopReason}; ${how}${lost}`);
-    } else if (job.oomKilled) {
-      this.#transition(
-        job,
-        "FAILED",
-        `killed by the OOM killer: memory limit ${job.spec.limits.memoryMiB} MiB; ${how}${lost}`,
-      );
-    } else if (status.exitCode === 0) {
-      this.#transition(job, "COMPLETED", how + lost);
-    } else {
-      this.#transition(job, "FAILED", how + lost);
-    }
-    this.#live.delete(job.id);
-    log.info("job ended", { id: job.id, status: job.status, reason: job.reason });
-    this.options.events?.ended(job);
+  #finish(job: Job, running: Running, outputDone: Promise<unknown>): Promise<void> {
+    return finishJob(this.#endContext, job, running, outputDone);
   }
 
   /** Forgets ended jobs beyond the retention limits (count and age), with their output. */
@@ -707,42 +518,5 @@ export class JobManager {
     this.#unsaved.delete(id);
     // Streams still reading it keep their open handles; the files go when they close them.
     await Deno.remove(jobDir(this.options.stateDir, id), { recursive: true }).catch(() => {});
-  }
-}
-
-/**
- * Reads the job's output pipes to their end; false when a writer outside the job held one open for
- * OUTPUT_DRAIN_MS (the pipes are then closed, the rest of the output lost).
- */
-async function drainOutput(process: LaunchedProcess, outputDone: Promise<unknown>) {
-  const done = outputDone.then(() => true);
-  let heldMs = 0;
-  for (;;) {
-    if (await Promise.race([done, delay(DRAIN_CHECK_MS).then(() => false)])) return true;
-    const held = pipeHasWriters(process.stdout) || pipeHasWriters(process.stderr);
-    heldMs = held ? heldMs + DRAIN_CHECK_MS : 0;
-    if (heldMs >= OUTPUT_DRAIN_MS) {
-      process.stdout.destroy();
-      process.stderr.destroy();
-      return false;
-    }
-  }
-}
-
-function message(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
-function startError(failure: InitFailure): JobError {
-  switch (failure.stage) {
-    case "lookup":
-    case "exec":
-      return new JobError("invalid-argument", `command: ${failure.message}`);
-    case "workdir":
-      return new JobError("invalid-argument", `workDir: ${failure.message}`);
-    case "cgroup":
-      return new JobError("failed-precondition", failure.message);
-    default:
-      return new JobError("internal", `the job could not be isolated: ${failure.message}`);
   }
 }

@@ -27,8 +27,13 @@ export class StoreWriteError extends Error {
 }
 
 export interface JobStore {
-  /** Adds a new job's record; durable when it returns. Throws StoreWriteError. */
+  /** Adds a new job's record; durable once durable() resolves. Throws StoreWriteError. */
   insert(record: JobRecord): void;
+  /**
+   * Resolves once every write made so far is on disk (the disk work happens off the event loop).
+   * Rejects with StoreWriteError when it cannot be made durable.
+   */
+  durable(): Promise<void>;
   /** Replaces a job's record with this newer state. Throws StoreWriteError. */
   update(record: JobRecord): void;
   get(id: string): JobRecord | undefined;

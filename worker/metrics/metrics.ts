@@ -103,9 +103,11 @@ export class WorkerMetrics implements JobEvents, RpcObserver, InitPoolEvents {
   readonly eventLoopDelay = new Histogram({
     name: "jobworker_event_loop_delay_seconds",
     help: "How late a periodic timer fired: time the event loop was busy with other work.",
-    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],
   });
+  /** The longest delay since the previous scrape (a histogram cannot say how long the worst was). */
+  #loopDelayMax = 0;
 
   constructor() {
     const counts = () => this.#jobs?.countByStatus({});
@@ -150,6 +152,19 @@ export class WorkerMetrics implements JobEvents, RpcObserver, InitPoolEvents {
         this.set(sessions()?.served ?? 0);
       },
     });
+    const loopDelayMax = () => {
+      const max = this.#loopDelayMax;
+      this.#loopDelayMax = 0;
+      return max;
+    };
+    new Gauge({
+      name: "jobworker_event_loop_delay_max_seconds",
+      help: "The longest event-loop delay since the previous scrape.",
+      registers: [this.registry],
+      collect() {
+        this.set(loopDelayMax());
+      },
+    });
     // Every label value from the start, so rate() sees the first increment.
     for (const kind of STOP_KINDS) this.#stops.inc({ kind }, 0);
     for (const source of ["pool", "fresh"]) this.#initStarts.inc({ source }, 0);
@@ -158,6 +173,12 @@ export class WorkerMetrics implements JobEvents, RpcObserver, InitPoolEvents {
   /** The HTTP/2 session count the gauge reads when scraped. */
   watchSessions(sessions: Http2SessionsView): void {
     this.#sessions = sessions;
+  }
+
+  /** How late the event loop's periodic timer fired (see event_loop.ts). */
+  loopDelayed(seconds: number): void {
+    this.eventLoopDelay.observe(seconds);
+    this.#loopDelayMax = Math.max(this.#loopDelayMax, seconds);
   }
 
   /** The init pool the gauges read when scraped. */

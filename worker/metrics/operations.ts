@@ -42,7 +42,7 @@ export async function startMetrics(address: string | undefined): Promise<Metrics
   }
   const metrics = new WorkerMetrics();
   const endpoint = await serveMetrics(address, metrics);
-  const stopWatching = watchEventLoop((s) => metrics.eventLoopDelay.observe(s));
+  const stopWatching = watchEventLoop((s) => metrics.loopDelayed(s));
   const host = address.slice(0, address.lastIndexOf(":"));
   log.info("metrics listening", { address: `${host}:${endpoint.port}`, port: endpoint.port });
   return {

@@ -123,9 +123,10 @@ export class InitPool {
   /**
    * The cgroup of job `jobId` made from a waiting member's slot (limits written, then renamed to
    * the job's), that member kept for the job's {@link claim}; undefined when no member with a slot
-   * waits (the caller creates the cgroup as usual). Throws LimitError as creating it would.
+   * waits, or when the slot could not become the job's cgroup (the caller creates the cgroup as
+   * usual, which reports any real problem). Throws LimitError for limits no cgroup can have.
    */
-  adopt(jobId: string, limits: Limits): JobCgroup | undefined {
+  async adopt(jobId: string, limits: Limits): Promise<JobCgroup | undefined> {
     if (this.size <= 0 || this.slots === undefined) return undefined;
     // Limits the job cannot have cost no member: only a failure to write them does.
     this.slots.check(jobId, limits);
@@ -133,10 +134,15 @@ export class InitPool {
     if (member === undefined) return undefined;
     let cgroup: JobCgroup;
     try {
-      cgroup = this.slots.adopt(member.slot!, jobId, limits);
+      cgroup = await this.slots.adopt(member.slot!, jobId, limits);
     } catch (e) {
+      log.warn("a pool slot could not become a job's cgroup; creating the cgroup as usual", {
+        job: jobId,
+        slot: member.slot,
+        error: String(e),
+      });
       this.#dismiss(member);
-      throw e;
+      return undefined;
     }
     member.handed = true;
     this.#adopted.set(jobId, member);

@@ -17,8 +17,8 @@ export class PoolCgroups implements CgroupManager {
     return this.cgroups.describe();
   }
 
-  create(jobId: string, limits: Limits): JobCgroup {
-    return this.pool.adopt(jobId, limits) ?? this.cgroups.create(jobId, limits);
+  async create(jobId: string, limits: Limits): Promise<JobCgroup> {
+    return await this.pool.adopt(jobId, limits) ?? await this.cgroups.create(jobId, limits);
   }
 
   cleanupStale(keep?: ReadonlySet<string>): Promise<number> {

@@ -17,6 +17,10 @@ export class MemoryStore implements JobStore {
     this.#lastSeq = Math.max(this.#lastSeq, record.seq);
   }
 
+  durable(): Promise<void> {
+    return Promise.resolve();
+  }
+
   update(record: JobRecord): void {
     if (this.#records.has(record.id)) this.#records.set(record.id, structuredClone(record));
   }

@@ -1,0 +1,93 @@
+/**
+ * A running job's output: its two pipes pumped into the job's log as they are read, a log that
+ * cannot be written (disk full) turned into recorded loss rather than a blocked job, and the pipes
+ * drained at the job's end.
+ */
+import type { LaunchedProcess } from "../runtime/launcher.ts";
+import { log } from "../log/logger.ts";
+import type { Job } from "./job.ts";
+import type { StreamId } from "./output_log.ts";
+import type { JobEvents } from "./events.ts";
+import { pipeHasWriters } from "../runtime/pipe_writers.ts";
+import { delay, message } from "./running.ts";
+
+/**
+ * How long a job's output pipes may stay open, with no process of the job left, through a writer
+ * that escaped the job (a descriptor passed to a process outside it). Without such a writer the
+ * output is read to its end however long that takes.
+ */
+const OUTPUT_DRAIN_MS = 5000;
+const DRAIN_CHECK_MS = 250;
+
+/** Pumps both of the job's pipes into its log; resolves when both reached EOF. */
+export function pumpOutput(
+  job: Job,
+  process: LaunchedProcess,
+  events: JobEvents | undefined,
+): Promise<unknown> {
+  return Promise.all([
+    pump(job, process.stdout, 1, events),
+    pump(job, process.stderr, 2, events),
+  ]);
+}
+
+/** Appends everything a job stream writes to the job's log; resolves at EOF. */
+function pump(
+  job: Job,
+  socket: LaunchedProcess["stdout"],
+  stream: StreamId,
+  events: JobEvents | undefined,
+): Promise<void> {
+  return new Promise((resolve) => {
+    socket.on("data", (chunk: Uint8Array) => {
+      events?.outputIngested(chunk.byteLength);
+      appendOutput(job, stream, chunk);
+    });
+    socket.on(
+      "error",
+      (e: Error) => log.warn("job output error", { id: job.id, error: e.message }),
+    );
+    socket.on("close", () => resolve());
+  });
+}
+
+export function appendOutput(job: Job, stream: StreamId, chunk: Uint8Array): void {
+  const output = job.output!;
+  try {
+    output.append(stream, chunk);
+  } catch (e) {
+    // Disk full or the like: the output log stops here (readers see it end), but the
+    // pipe is still drained so the job itself is not blocked and the worker lives on.
+    if (!output.finished) {
+      job.outputLost = { offset: output.size, error: message(e) };
+      log.error("cannot store the job's output; the rest of it is lost", {
+        id: job.id,
+        offset: output.size,
+        error: message(e),
+      });
+      output.finish();
+    }
+  }
+}
+
+/**
+ * Reads the job's output pipes to their end; false when a writer outside the job held one open for
+ * OUTPUT_DRAIN_MS (the pipes are then closed, the rest of the output lost).
+ */
+export async function drainOutput(
+  process: LaunchedProcess,
+  outputDone: Promise<unknown>,
+): Promise<boolean> {
+  const done = outputDone.then(() => true);
+  let heldMs = 0;
+  for (;;) {
+    if (await Promise.race([done, delay(DRAIN_CHECK_MS).then(() => false)])) return true;
+    const held = pipeHasWriters(process.stdout) || pipeHasWriters(process.stderr);
+    heldMs = held ? heldMs + DRAIN_CHECK_MS : 0;
+    if (heldMs >= OUTPUT_DRAIN_MS) {
+      process.stdout.destroy();
+      process.stderr.destroy();
+      return false;
+    }
+  }
+}

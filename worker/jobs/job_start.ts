@@ -1,0 +1,170 @@
+/**
+ * The start of a job, from its spec to RUNNING: its output files, its durable record, its cgroup,
+ * its init (claimed from the pool or cloned) and the init's answer. A job that cannot start leaves
+ * nothing behind (record, files, cgroup) and the caller gets a JobError saying why.
+ */
+import type { CgroupManager, JobCgroup } from "../cgroups/types.ts";
+import { LimitError } from "../cgroups/types.ts";
+import type { InitFailure } from "../../init/spec.ts";
+import type { LaunchedProcess, Launcher } from "../runtime/launcher.ts";
+import { log } from "../log/logger.ts";
+import { Job, type JobSpec, type JobStatus } from "./job.ts";
+import { JobError } from "./errors.ts";
+import { OutputLog } from "./output_log.ts";
+import { jobEnvironment } from "./environment.ts";
+import { type JobStore, StoreWriteError } from "./store.ts";
+import type { JobEvents } from "./events.ts";
+import { pumpOutput } from "./job_output.ts";
+import { message, type Running } from "./running.ts";
+
+/** Where a job's output files live under the state directory. */
+export function jobDir(stateDir: string, id: string): string {
+  return `${stateDir}/jobs/${id}`;
+}
+
+/** What the start of a job uses and tells the manager. */
+export interface StartContext {
+  stateDir: string;
+  maxOutputBytes: number;
+  store: JobStore;
+  cgroups: CgroupManager;
+  launcher: Launcher;
+  events?: JobEvents;
+  /** The next job's seq. */
+  nextSeq(): number;
+  /** The job's record exists: it is live (`true`), or, having failed to start, no more (`false`). */
+  setLive(job: Job, live: boolean): void;
+  /** What the manager holds for a launched job (the reaper's watch, the stopper). */
+  runningOf(process: LaunchedProcess, cgroup: JobCgroup): Running;
+  /** The job's first process exists: it runs (for the limits), it no longer counts as starting. */
+  launched(id: string, running: Running): void;
+  /** The init answered (exec'd or failed): the next job may start (see start_gate.ts). */
+  answered(): void;
+  /** The end of a job (job_end.ts), for a job whose init failed. */
+  finish(job: Job, running: Running, outputDone: Promise<unknown>): Promise<void>;
+  /** Moves the job to `to` and records it at once. */
+  transition(job: Job, to: JobStatus, reason?: string): void;
+}
+
+/** A job that reached RUNNING. */
+export interface Started {
+  job: Job;
+  running: Running;
+  /** Resolves when both output pipes reached EOF. */
+  outputDone: Promise<unknown>;
+}
+
+/** Starts the job; resolves once it runs. `began`: performance.now() when its create began. */
+export async function startJob(
+  ctx: StartContext,
+  spec: JobSpec,
+  owner: string,
+  began: number,
+): Promise<Started> {
+  const id = crypto.randomUUID();
+  const dir = jobDir(ctx.stateDir, id);
+  const job = new Job(id, ctx.nextSeq(), owner, spec);
+  try {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    job.output = OutputLog.create(`${dir}/output`, ctx.maxOutputBytes);
+  } catch (e) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw new JobError("resource-exhausted", `cannot store the job's output: ${message(e)}`);
+  }
+  const forget = async () => {
+    ctx.setLive(job, false);
+    job.output?.finish();
+    try {
+      ctx.store.delete(id);
+    } catch (e) {
+      log.error("cannot delete the record of a job that did not start", {
+        id,
+        error: message(e),
+      });
+    }
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  // The record is durable before anything runs: a job a caller hears of is never forgotten.
+  try {
+    ctx.store.insert(job.toRecord());
+    await ctx.store.durable();
+  } catch (e) {
+    job.output.finish();
+    if (e instanceof StoreWriteError) {
+      // Written but not durable: no job may be left behind that the caller was not told of.
+      try {
+        ctx.store.delete(id);
+      } catch { /* the record was not written at all */ }
+    }
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    if (e instanceof StoreWriteError) {
+      throw new JobError("resource-exhausted", `cannot record the job: ${e.message}`);
+    }
+    throw e;
+  }
+  ctx.setLive(job, true);
+  let cgroup: JobCgroup;
+  try {
+    cgroup = await ctx.cgroups.create(id, spec.limits);
+  } catch (e) {
+    await forget();
+    if (e instanceof LimitError) throw new JobError("failed-precondition", e.message);
+    throw e;
+  }
+  let process: LaunchedProcess;
+  try {
+    process = ctx.launcher.launch({
+      jobId: id,
+      command: spec.command,
+      args: spec.args,
+      env: jobEnvironment(id, spec.env, spec.user.home),
+      workDir: spec.workDir,
+      cgroupProcsFiles: cgroup.procsFiles,
+      user: { uid: spec.user.uid, gid: spec.user.gid, groups: spec.user.groups },
+      network: spec.network,
+      privileged: spec.privileged,
+      init: spec.init,
+    });
+  } catch (e) {
+    await cgroup.remove().catch(() => {});
+    await forget();
+    throw new JobError("internal", `cannot start the job: ${message(e)}`);
+  }
+  const running = ctx.runningOf(process, cgroup);
+  ctx.launched(id, running);
+  const outputDone = pumpOutput(job, process, ctx.events);
+  const failure = await process.started;
+  ctx.answered();
+  if (failure) {
+    await ctx.finish(job, running, outputDone);
+    await forget();
+    throw startError(failure);
+  }
+  ctx.transition(job, "RUNNING");
+  const startMs = performance.now() - began;
+  ctx.events?.started(job, startMs / 1000);
+  log.info("job started", {
+    id,
+    owner,
+    command: spec.command,
+    pid: process.pid,
+    pooled: process.pooled,
+    startMs: Math.round(startMs * 100) / 100,
+  });
+  running.stopper.started();
+  return { job, running, outputDone };
+}
+
+function startError(failure: InitFailure): JobError {
+  switch (failure.stage) {
+    case "lookup":
+    case "exec":
+      return new JobError("invalid-argument", `command: ${failure.message}`);
+    case "workdir":
+      return new JobError("invalid-argument", `workDir: ${failure.message}`);
+    case "cgroup":
+      return new JobError("failed-precondition", failure.message);
+    default:
+      return new JobError("internal", `the job could not be isolated: ${failure.message}`);
+  }
+}
