@@ -60,6 +60,13 @@ export class JobManager {
   /** Jobs not yet ended and cleaned up; every other job lives only in the store. */
   readonly #live = new Map<string, Job>();
   readonly #running = new Map<string, Running>();
+  /** Stops waiting on a job that has no process yet, resolved if it never gets one. */
+  readonly #notStarted = new Map<string, PromiseWithResolvers<void>>();
+  /** Stops asked for while a job's cgroup was still being made (no process yet): done at launch. */
+  readonly #stopsBeforeLaunch = new Map<
+    string,
+    { options: StopOptions; reason: string; kind: StopKind }
+  >();
   /** Ended jobs whose last state the store could not take yet (disk full): retried. */
   readonly #unsaved = new Map<string, Job>();
   /** Creates with a requestId in progress, by owner and key: a retry waits for the first. */
@@ -246,12 +253,22 @@ export class JobManager {
       nextSeq: () => ++this.#seq,
       setLive: (job, live) => {
         if (live) this.#live.set(job.id, job);
-        else this.#live.delete(job.id);
+        else {
+          this.#live.delete(job.id);
+          this.#stopsBeforeLaunch.delete(job.id);
+          this.#notStarted.get(job.id)?.resolve();
+          this.#notStarted.delete(job.id);
+        }
       },
       runningOf: (process, cgroup) => this.#runningOf(process, cgroup),
       launched: (id, running) => {
         this.#running.set(id, running);
         release();
+        const early = this.#stopsBeforeLaunch.get(id);
+        this.#stopsBeforeLaunch.delete(id);
+        this.#notStarted.delete(id);
+        const job = this.#live.get(id);
+        if (early && job) this.#stop(job, running, early.options, early.reason, early.kind);
       },
       answered: leaveGate,
       finish: (job, running, outputDone) => this.#finish(job, running, outputDone),
@@ -405,6 +422,14 @@ export class JobManager {
     if (!job) throw new JobError("not-found", `no job with id "${id}"`);
     const running = this.#running.get(id);
     if (running && !job.isEnded) this.#stop(job, running, options, "stopped by request", "request");
+    else if (!job.isEnded) {
+      this.#stopBeforeLaunch(id, options, "stopped by request", "request");
+      // It may also never start (its cgroup or init failed): then it is forgotten, not ended.
+      let notStarted = this.#notStarted.get(id);
+      if (!notStarted) this.#notStarted.set(id, notStarted = Promise.withResolvers<void>());
+      await Promise.race([job.ended, notStarted.promise]);
+      if (!job.isEnded) throw new JobError("not-found", `job ${id} failed to start`);
+    }
     await job.ended;
     return job;
   }
@@ -430,7 +455,25 @@ export class JobManager {
       const running = this.#running.get(job.id);
       if (running) this.#stop(job, running, { graceSeconds }, "the worker shut down", "shutdown");
     }
+    for (const job of this.#live.values()) {
+      if (!this.#running.has(job.id) && !job.isEnded) {
+        this.#stopBeforeLaunch(job.id, { graceSeconds }, "the worker shut down", "shutdown");
+      }
+    }
     await Promise.all(jobs.map((job) => job.ended));
+  }
+
+  /** A stop for a job whose first process does not exist yet; the earliest SIGKILL wins. */
+  #stopBeforeLaunch(id: string, options: StopOptions, reason: string, kind: StopKind): void {
+    const earlier = this.#stopsBeforeLaunch.get(id);
+    const graceOf = (o: StopOptions) =>
+      o.force ? 0 : (o.graceSeconds ?? this.options.stopGraceSeconds);
+    if (earlier && graceOf(earlier.options) <= graceOf(options)) return;
+    this.#stopsBeforeLaunch.set(id, {
+      options,
+      reason: earlier?.reason ?? reason,
+      kind: earlier?.kind ?? kind,
+    });
   }
 
   /**
