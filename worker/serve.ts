@@ -16,6 +16,7 @@ import { Reaper } from "./runtime/reaper.ts";
 import { detectCgroups } from "./cgroups/detect.ts";
 import type { CgroupManager } from "./cgroups/types.ts";
 import { removeCgroupDirs } from "./cgroups/remove.ts";
+import { instanceName } from "./cgroups/paths.ts";
 import { JobManager } from "./jobs/manager.ts";
 import { readServerTlsFiles } from "./tls/server_credentials.ts";
 import { startServer } from "./api/server.ts";
@@ -72,13 +73,6 @@ async function workerPaths(
   const maskPaths = (await all([config.stateDir, config.certPath, ...config.maskPaths]))
     .filter((p) => p !== "/");
   return { maskPaths, readonlyPaths: await all(programPaths()), minimalInit };
-}
-
-/** A short stable name for this state directory, so two workers never share job cgroups. */
-async function instanceName(stateDir: string): Promise<string> {
-  const bytes = new TextEncoder().encode(await Deno.realPath(stateDir));
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest.slice(0, 4), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 export async function runServe(args: string[]): Promise<number> {

@@ -4,6 +4,10 @@
  */
 import { TextLineStream } from "./lines.ts";
 import { parseLogLine } from "./log_lines.ts";
+import { cgroupDirsNamed } from "./host_procs.ts";
+import { instanceDirName, instanceName } from "../../worker/cgroups/paths.ts";
+import { listPids, signalPids } from "../../worker/cgroups/kill.ts";
+import { removeCgroupDirs } from "../../worker/cgroups/remove.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -117,17 +121,35 @@ export class WorkerProcess {
     );
   }
 
-  /** SIGTERM, then waits for exit; returns the exit status. */
+  /**
+   * SIGTERM, then waits for exit; returns the exit status. A worker that did not stop cleanly on a
+   * state directory of its own (no later worker will clean up after it) has its cgroups removed.
+   */
   async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    const instance = this.ownsStateDir ? await instanceName(this.stateDir).catch(() => "") : "";
     try {
       this.process.kill(signal);
     } catch { /* already exited */ }
     const status = await this.#exited;
-    if (this.ownsStateDir) await Deno.remove(this.stateDir, { recursive: true }).catch(() => {});
+    if (this.ownsStateDir) {
+      if (!status.success && instance) await removeInstanceCgroups(instance);
+      await Deno.remove(this.stateDir, { recursive: true }).catch(() => {});
+    }
     return status;
   }
 
   get exited(): Promise<Deno.CommandStatus> {
     return this.#exited;
   }
+}
+
+/** Kills what is left in a dead worker instance's cgroups (pool slots, jobs) and removes them. */
+async function removeInstanceCgroups(instance: string): Promise<void> {
+  const dirs = await cgroupDirsNamed([instanceDirName(instance)]);
+  const all = dirs.flatMap(function below(dir: string): string[] {
+    const children = [...Deno.readDirSync(dir)].filter((e) => e.isDirectory);
+    return [dir, ...children.flatMap((c) => below(`${dir}/${c.name}`))];
+  });
+  signalPids(listPids(all), "SIGKILL");
+  await removeCgroupDirs(dirs, 10_000).catch((e) => console.error(`test cleanup: ${e}`));
 }

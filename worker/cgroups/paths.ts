@@ -10,6 +10,13 @@ export function instanceDirName(instance: string): string {
   return `jobworker-${instance}`;
 }
 
+/** A short stable name for this state directory, so two workers never share job cgroups. */
+export async function instanceName(stateDir: string): Promise<string> {
+  const bytes = new TextEncoder().encode(await Deno.realPath(stateDir));
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest.slice(0, 4), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** The v2 leaf the worker moves itself into when its own cgroup must delegate controllers. */
 export const WORKER_LEAF = "jobworker-worker";
 
