@@ -23,6 +23,7 @@ import { JobClient } from "../cli/client.ts";
 import { FuseGate } from "./helpers/fuse_gate.ts";
 import { waitFor } from "./helpers/host_procs.ts";
 import { unless, withSkip } from "./helpers/skip.ts";
+import { ControlSignals } from "../worker/runtime/reload.ts";
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -247,3 +248,31 @@ Deno.test(withSkip({
 function linesWith(worker: WorkerProcess, msg: string) {
   return worker.logs.map(parseLogLine).filter((line) => line?.msg.startsWith(msg)).map((l) => l!);
 }
+
+Deno.test("reload requests carry who asked: a recycle joins a reload in progress, a SIGHUP queues", async () => {
+  const signals = new ControlSignals();
+  try {
+    // The recycler alone: its reload may be called off.
+    signals.requestReload("recycle");
+    assert.equal(await signals.next(), undefined);
+    assert.equal(signals.recycleOnly, true);
+    // The operator asks during it: queued for after (the program may have changed since).
+    signals.requestReload("SIGHUP");
+    assert.equal(signals.recycleOnly, true);
+    assert.equal(await signals.next(), undefined);
+    assert.equal(signals.recycleOnly, false, "a SIGHUP reload may never be called off");
+    // The recycler asks during the SIGHUP's reload: it joins it, and nothing is queued after.
+    signals.requestReload("recycle");
+    assert.equal(signals.recycleOnly, false);
+    const next = signals.next();
+    const none = Symbol("none");
+    // After every microtask has run (a timer), the next reload must still be waiting.
+    const later = new Promise((resolve) => setTimeout(() => resolve(none), 0));
+    assert.equal(await Promise.race([next, later]), none, "a queued reload");
+    signals.requestReload("SIGHUP");
+    assert.equal(await next, undefined);
+    assert.equal(signals.recycleOnly, false);
+  } finally {
+    signals.close();
+  }
+});
