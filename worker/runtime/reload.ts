@@ -12,8 +12,8 @@
  *
  * Hooks for other parts of the worker: {@link ReloadOptions.beforeExec} runs once the reload is
  * decided, before anything is handed over, {@link ReloadOptions.lastCheck} right before the server
- * stops, and {@link ReloadOptions.afterNoReload} when a reload did not happen; the new process's "after start" is simply serve.ts going on after
- * {@link takeHandover} (marked there).
+ * stops, and {@link ReloadOptions.afterNoReload} when a reload did not happen; the new process's
+ * "after start" is simply serve.ts going on after {@link takeHandover} (marked there).
  */
 import { log } from "../log/logger.ts";
 import {
