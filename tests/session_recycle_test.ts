@@ -249,7 +249,9 @@ function linesWith(worker: WorkerProcess, msg: string) {
   return worker.logs.map(parseLogLine).filter((line) => line?.msg.startsWith(msg)).map((l) => l!);
 }
 
-Deno.test("reload requests carry who asked: a recycle joins a reload in progress, a SIGHUP queues", async () => {
+const REASONS = "reload requests carry who asked: a recycle joins a reload in progress, a " +
+  "SIGHUP queues";
+Deno.test(REASONS, async () => {
   const signals = new ControlSignals();
   try {
     // The recycler alone: its reload may be called off.
