@@ -5,6 +5,10 @@
  * gauge starts again from the new process's own sessions. (Why it recycles, and what 20,000
  * connections leave without it: tests/fuzz_test.ts.)
  *
+ * The races are held open with a FUSE gate (helpers/fuse_gate.ts): a job whose init waits at the
+ * gate keeps a reload waiting for jobs to settle for as long as the test wants, so a client can
+ * connect "while the recycle gets ready" without any sleep.
+ *
  * @module
  */
 import assert from "node:assert/strict";
@@ -14,7 +18,12 @@ import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor } from "./helpers/clients.ts";
 import { churnConnections } from "./helpers/tls_churn.ts";
 import { parseLogLine } from "./helpers/log_lines.ts";
-import { recycled } from "./helpers/recycled.ts";
+import { recycled, timesLogged } from "./helpers/recycled.ts";
+import { JobClient } from "../cli/client.ts";
+import { FuseGate } from "./helpers/fuse_gate.ts";
+import { waitFor } from "./helpers/host_procs.ts";
+import { unless, withSkip } from "./helpers/skip.ts";
+import { ControlSignals } from "../worker/runtime/reload.ts";
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -78,4 +87,194 @@ Deno.test({
       assert.equal(exit.code, 0, "the worker did not stop cleanly");
     }
   },
+});
+
+const hasFuse = (() => {
+  try {
+    return Deno.statSync("/dev/fuse").isCharDevice === true && Deno.uid() === 0;
+  } catch {
+    return false;
+  }
+})();
+const needsFuse = unless(
+  hasFuse,
+  "no /dev/fuse (as root) to hold a reload while a client connects",
+);
+
+const LIMIT = 5;
+const SETTLING = "reload: the new program checked out; waiting for jobs to settle";
+const CALLED_OFF = "reload called off";
+
+/**
+ * A worker past its recycle limit (JOB_WORKER_RECYCLE_RETRY_MS short, so a retry comes soon), a
+ * job writing a line every 100 ms, and a job whose init waits at a FUSE gate. The client that
+ * created them is still connected: closing it (`idle()`) lets the recycle start, and the held job
+ * keeps that reload waiting for jobs to settle until the gate opens.
+ */
+async function pastLimitWithHeldJob() {
+  const pki = await makePki();
+  const gate = await FuseGate.mount();
+  const worker = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: {
+      JOB_WORKER_RECYCLE_AFTER_SESSIONS: String(LIMIT),
+      JOB_WORKER_RECYCLE_RETRY_MS: "500",
+    },
+  });
+  const read = (file: string) => Deno.readTextFileSync(`${pki.dir}/${file}`);
+  // Its calls end after 2 s: the create held at the gate does not keep the connection busy.
+  const first = JobClient.connect({
+    server: worker.address,
+    caPem: read("ca-cert.pem"),
+    certPem: read("admin-client-cert.pem"),
+    keyPem: read("admin-client-key.pem"),
+    callTimeoutMs: 2000,
+  });
+  const ticker = await first.createJob({
+    command: "sh",
+    args: ["-c", "while :; do echo tick; sleep 0.1; done"],
+  });
+  assert.equal(await churnConnections(pki.dir, worker.address, LIMIT + 5), LIMIT + 5);
+  await assert.rejects(first.createJob({ command: "sleep", args: ["600"], workDir: gate.dir }));
+  await waitFor("the job's init to wait at the gate", () => gate.waiting === 1);
+  assert.equal(timesLogged(worker, "recycling"), 0, "recycled with a client connected");
+  return {
+    pki,
+    gate,
+    worker,
+    ticker: ticker.id!,
+    idle: () => first.close(),
+    async close() {
+      first.close();
+      gate.open();
+      const exit = await worker.stop();
+      await gate.unmount();
+      await pki.remove();
+      assert.equal(exit.code, 0, "the worker did not stop cleanly");
+    },
+  };
+}
+
+Deno.test(withSkip({
+  name: "a client that connects while a recycle gets ready calls it off: no call cut, and the " +
+    "recycle happens at the next idle moment",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const w = await pastLimitWithHeldJob();
+    let client: JobClient | undefined;
+    try {
+      // The last client leaves: the recycle starts, and waits for the held job to settle.
+      w.idle();
+      await waitFor("the recycle to wait for jobs", () => timesLogged(w.worker, SETTLING) === 1);
+      assert.equal(timesLogged(w.worker, "recycling the worker in place"), 1);
+
+      // A client connects meanwhile and follows the job's output.
+      client = clientFor(w.pki.dir, w.worker.address);
+      assert.equal((await client.getJob(w.ticker)).status, jobworker.JobStatus.RUNNING);
+      const stream = client.stream(w.ticker)[Symbol.asyncIterator]();
+      assert.equal((await stream.next()).done, false);
+
+      // The held job starts: the reload would go on to the exec, but the recycle is called off.
+      w.gate.open();
+      await waitFor(
+        "the reload to end",
+        () => timesLogged(w.worker, CALLED_OFF) || timesLogged(w.worker, "reloading"),
+        30_000,
+      );
+      assert.equal(timesLogged(w.worker, "reloading"), 0, "the worker exec'd with a client");
+      const line = linesWith(w.worker, CALLED_OFF)[0]!;
+      assert.match(String(line.fields.reason), /a client connected/);
+      assert.equal(timesLogged(w.worker, "listening"), 1);
+      // Its stream goes on: no call was cut.
+      for (let i = 0; i < 5; i++) assert.equal((await stream.next()).done, false, "stream cut");
+      assert.equal((await client.getJob(w.ticker)).status, jobworker.JobStatus.RUNNING);
+
+      // The client leaves: the recycle is tried again (after JOB_WORKER_RECYCLE_RETRY_MS).
+      await stream.return?.();
+      client.close();
+      assert.ok(await recycled(w.worker), `no recycle:\n${w.worker.logs.slice(-20).join("\n")}`);
+      assert.equal(timesLogged(w.worker, "recycling the worker in place"), 2);
+      const listening = linesWith(w.worker, "listening").at(-1)!;
+      assert.equal(String(listening.fields.jobsKept), "2");
+      client = clientFor(w.pki.dir, w.worker.address);
+      assert.equal((await client.getJob(w.ticker)).status, jobworker.JobStatus.RUNNING);
+    } finally {
+      client?.close();
+      await w.close();
+    }
+  },
+}, needsFuse));
+
+Deno.test(withSkip({
+  name: "a recycle that comes while a SIGHUP reload gets ready joins it: the SIGHUP is never " +
+    "refused for the recycler, and no second reload follows",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const w = await pastLimitWithHeldJob();
+    let client: JobClient | undefined;
+    try {
+      // The operator reloads while a client is connected; the reload waits for the held job.
+      w.worker.process.kill("SIGHUP");
+      await waitFor("the reload to wait for jobs", () => timesLogged(w.worker, SETTLING) === 1);
+      // The last client leaves during that reload: the recycler asks for a reload too.
+      w.idle();
+      await waitFor("the recycle", () => timesLogged(w.worker, "recycling the worker in place"));
+      // A client connects: the operator's reload goes on all the same.
+      client = clientFor(w.pki.dir, w.worker.address);
+      assert.equal((await client.getJob(w.ticker)).status, jobworker.JobStatus.RUNNING);
+      w.gate.open();
+      await waitFor(
+        "the reload to end",
+        () => timesLogged(w.worker, "listening") === 2 || timesLogged(w.worker, "reload refused"),
+        30_000,
+      );
+      assert.equal(timesLogged(w.worker, "reload refused"), 0, "the SIGHUP was refused");
+      assert.equal(timesLogged(w.worker, CALLED_OFF), 0, "the SIGHUP was called off");
+      assert.equal(timesLogged(w.worker, "listening"), 2);
+      assert.equal(timesLogged(w.worker, "reload requested"), 1, "a second reload");
+      client.close();
+      client = clientFor(w.pki.dir, w.worker.address);
+      assert.equal((await client.getJob(w.ticker)).status, jobworker.JobStatus.RUNNING);
+      assert.equal(timesLogged(w.worker, "reload requested"), 1, "a second reload");
+    } finally {
+      client?.close();
+      await w.close();
+    }
+  },
+}, needsFuse));
+
+function linesWith(worker: WorkerProcess, msg: string) {
+  return worker.logs.map(parseLogLine).filter((line) => line?.msg.startsWith(msg)).map((l) => l!);
+}
+
+const REASONS = "reload requests carry who asked: a recycle joins a reload in progress, a " +
+  "SIGHUP queues";
+Deno.test(REASONS, async () => {
+  const signals = new ControlSignals();
+  try {
+    // The recycler alone: its reload may be called off.
+    signals.requestReload("recycle");
+    assert.equal(await signals.next(), undefined);
+    assert.equal(signals.recycleOnly, true);
+    // The operator asks during it: queued for after (the program may have changed since).
+    signals.requestReload("SIGHUP");
+    assert.equal(signals.recycleOnly, true);
+    assert.equal(await signals.next(), undefined);
+    assert.equal(signals.recycleOnly, false, "a SIGHUP reload may never be called off");
+    // The recycler asks during the SIGHUP's reload: it joins it, and nothing is queued after.
+    signals.requestReload("recycle");
+    assert.equal(signals.recycleOnly, false);
+    const next = signals.next();
+    const none = Symbol("none");
+    // After every microtask has run (a timer), the next reload must still be waiting.
+    const later = new Promise((resolve) => setTimeout(() => resolve(none), 0));
+    assert.equal(await Promise.race([next, later]), none, "a queued reload");
+    signals.requestReload("SIGHUP");
+    assert.equal(await next, undefined);
+    assert.equal(signals.recycleOnly, false);
+  } finally {
+    signals.close();
+  }
 });

@@ -27,7 +27,7 @@ import { ControlSignals, serveUntilStopped, takeHandover } from "./runtime/reloa
 import { ISOLATION } from "./runtime/isolation.ts";
 import { VERSION } from "./version.ts";
 import { startMetrics } from "./metrics/operations.ts";
-import { SessionRecycler } from "./tls/session_recycle.ts";
+import { retryMs, SessionRecycler } from "./tls/session_recycle.ts";
 import { checkInternals } from "./tls/internals.ts";
 
 /**
@@ -219,7 +219,11 @@ async function serve(config: Config): Promise<number> {
     // An ephemeral port stays the same across reloads, so clients find the worker again.
     config = { ...config, address: config.address.replace(/:0$/, `:${handover.port}`) };
   }
-  const recycler = new SessionRecycler(config.recycleAfterSessions, () => signals.requestReload());
+  const recycler = new SessionRecycler(
+    config.recycleAfterSessions,
+    () => signals.requestReload("recycle"),
+    retryMs((n) => Deno.env.get(n)),
+  );
   metrics.watchSessions(recycler);
   const listen = async () => {
     const running = await startServer(config, tls, manager, facts, revoked, metrics.rpcObservers);
@@ -256,9 +260,10 @@ async function serve(config: Config): Promise<number> {
     port: () => port,
     stopServing: () => server.forceShutdown(),
     // Waiting inits are not handed over: the new process fills its own pool.
-    beforeExec: async () => {
-      await pool.drain();
-      recycler.checkStillIdle();
+    beforeExec: () => pool.drain(),
+    // A recycle (and only a recycle: never a SIGHUP) is called off if a client connected.
+    lastCheck: () => {
+      if (signals.recycleOnly) recycler.checkStillIdle();
     },
     afterNoReload: () => {
       startPool(pool, cgroups);

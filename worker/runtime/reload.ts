@@ -11,9 +11,9 @@
  *   listens; if the exec fails they reach this process instead.
  *
  * Hooks for other parts of the worker: {@link ReloadOptions.beforeExec} runs once the reload is
- * decided, before anything is handed over, and {@link ReloadOptions.afterNoReload} when a reload
- * did not happen; the new process's "after start" is simply serve.ts going on after
- * {@link takeHandover} (marked there).
+ * decided, before anything is handed over, {@link ReloadOptions.lastCheck} right before the server
+ * stops, and {@link ReloadOptions.afterNoReload} when a reload did not happen; the new process's
+ * "after start" is simply serve.ts going on after {@link takeHandover} (marked there).
  */
 import { log } from "../log/logger.ts";
 import {
@@ -54,12 +54,22 @@ export interface StopParking {
   unblockStops(): void;
 }
 
+/**
+ * Who asked for a reload: the operator (SIGHUP) or the worker recycling itself
+ * (tls/session_recycle.ts). Only a reload that the recycler alone asked for may be called off.
+ */
+export type ReloadReason = "SIGHUP" | "recycle";
+
 /** SIGTERM/SIGINT (stop) and SIGHUP (reload), listened for from the very start. */
 export class ControlSignals {
   readonly #stop = Promise.withResolvers<string>();
   readonly #stopping = new AbortController();
   #stopSignal: string | undefined;
   #reload = Promise.withResolvers<void>();
+  /** Why the next reload was asked for (not started yet). */
+  #pending = new Set<ReloadReason>();
+  /** Why the reload in progress was asked for: from {@link next} handing it out to the next call. */
+  #current: Set<ReloadReason> | undefined;
   readonly #handlers: [Deno.Signal, () => void][];
 
   constructor() {
@@ -71,7 +81,7 @@ export class ControlSignals {
     this.#handlers = [
       ["SIGTERM", stop("SIGTERM")],
       ["SIGINT", stop("SIGINT")],
-      ["SIGHUP", () => this.#reload.resolve()],
+      ["SIGHUP", () => this.requestReload("SIGHUP")],
     ];
     for (const [s, h] of this.#handlers) Deno.addSignalListener(s, h);
   }
@@ -81,9 +91,25 @@ export class ControlSignals {
     return this.#stopSignal;
   }
 
-  /** Asks for a reload, as SIGHUP does (the worker recycling itself: tls/session_recycle.ts). */
-  requestReload(): void {
+  /**
+   * Asks for a reload. A recycle asked for while a reload is in progress joins that one (which
+   * replaces the process image all the same; if it does not happen, afterNoReload says so): it is
+   * never queued to run after it, where it would be a second reload nobody checked for clients.
+   * A SIGHUP during a reload is queued: the operator may have changed the program since.
+   */
+  requestReload(reason: ReloadReason): void {
+    if (reason === "recycle" && this.#current !== undefined) {
+      this.#current.add(reason);
+      return;
+    }
+    this.#pending.add(reason);
     this.#reload.resolve();
+  }
+
+  /** True while the reload in progress was asked for by the recycler alone: it may be called off. */
+  get recycleOnly(): boolean {
+    const reasons = this.#current;
+    return reasons !== undefined && reasons.size > 0 && [...reasons].every((r) => r === "recycle");
   }
 
   /** Fires at the first stop signal. */
@@ -93,11 +119,16 @@ export class ControlSignals {
 
   /** The next event: a stop (its signal's name) or a reload request (undefined). */
   async next(): Promise<string | undefined> {
+    this.#current = undefined;
     const event = await Promise.race([
       this.#stop.promise,
       this.#reload.promise.then(() => undefined),
     ]);
-    if (event === undefined) this.#reload = Promise.withResolvers<void>();
+    if (event === undefined) {
+      this.#reload = Promise.withResolvers<void>();
+      this.#current = this.#pending;
+      this.#pending = new Set();
+    }
     return event;
   }
 
@@ -122,6 +153,11 @@ export interface ReloadOptions {
    * anything is handed over: release what cannot cross the exec. Throwing abandons the reload.
    */
   beforeExec?: () => Promise<void>;
+  /**
+   * Runs synchronously right before the server stops, stop signals already parked: the last
+   * moment to call the reload off (throw: nothing is stopped, jobs go on, afterNoReload runs).
+   */
+  lastCheck?: () => void;
   /** Runs when a reload did not happen (refused, abandoned, or the exec failed): undo beforeExec. */
   afterNoReload?: () => void;
 }
@@ -181,6 +217,17 @@ export async function reload(o: ReloadOptions): Promise<ReloadOutcome> {
     o.jobs.resumeAfterFailedHandover();
     return "refused";
   }
+  try {
+    o.lastCheck?.();
+  } catch (e) {
+    log.info("reload called off; nothing stopped", {
+      reason: e instanceof Error ? e.message : String(e),
+    });
+    o.parking.unparkStops();
+    o.jobs.resumeAfterFailedHandover();
+    return "refused";
+  }
+  // Nothing may wait between the last check and here: a client accepted meanwhile would be cut.
   const reloadTime = new Date();
   o.stopServing();
   const jobs = o.jobs.handOver();

@@ -10,8 +10,10 @@
  * (2.9 aborts inside nghttp2, see README). Only a new process image gives that memory back.
  *
  * Like gunicorn's max_requests, but gentler: it waits for an idle moment (no TCP connection open),
- * and calls the recycle off if a client connected while the reload got ready, so no call is cut.
- * A recycle that did not happen is tried again at the next idle moment after {@link RETRY_MS}.
+ * and calls the recycle off if a client connected while the reload got ready (checked at the last
+ * moment, right before the server stops), so no call is cut. A recycle that did not happen is
+ * tried again at the next idle moment after {@link RETRY_MS}. Only a reload the recycler alone
+ * asked for is called off: a SIGHUP is the operator's, and cuts calls as it always does.
  */
 import type { Server } from "@grpc/grpc-js";
 import { log } from "../log/logger.ts";
@@ -23,6 +25,19 @@ const KIB_PER_SESSION = 18;
 /** After a refused recycle, the next try waits at least this long. */
 export const RETRY_MS = 60_000;
 
+/** A testing knob: {@link RETRY_MS} in milliseconds, so a test sees the retry without waiting. */
+export const RETRY_MS_ENV = "JOB_WORKER_RECYCLE_RETRY_MS";
+
+/** The retry delay: {@link RETRY_MS_ENV} when set to a positive integer, else {@link RETRY_MS}. */
+export function retryMs(env: (name: string) => string | undefined): number {
+  const text = env(RETRY_MS_ENV);
+  if (text === undefined || text === "") return RETRY_MS;
+  const ms = Number(text);
+  if (Number.isSafeInteger(ms) && ms >= 1) return ms;
+  log.warn(`${RETRY_MS_ENV} is not a positive number of milliseconds; ignored`, { value: text });
+  return RETRY_MS;
+}
+
 export class SessionRecycler {
   #served = 0;
   #open = 0;
@@ -32,11 +47,12 @@ export class SessionRecycler {
 
   /**
    * `limit`: sessions served before a recycle is due (0: never). `recycle` starts the reload; it
-   * is called at most once until {@link notRecycled}.
+   * is called at most once until {@link notRecycled}. `retryAfterMs`: see {@link RETRY_MS}.
    */
   constructor(
     private readonly limit: number,
     private readonly recycle: () => void,
+    private readonly retryAfterMs = RETRY_MS,
   ) {}
 
   /** HTTP/2 sessions this process has served: each holds native memory until the process ends. */
@@ -61,12 +77,12 @@ export class SessionRecycler {
   }
 
   /**
-   * Called last before the reload stops serving: a client that connected since the recycle was
-   * decided would have its calls cut, so the recycle is called off (throws). A SIGHUP reload is
-   * not affected.
+   * Called right before the server stops, for a reload the recycler alone asked for (never for
+   * a SIGHUP): a client that connected since the recycle was decided would have its calls cut,
+   * so the recycle is called off (throws).
    */
   checkStillIdle(): void {
-    if (this.#requested && this.#open > 0) {
+    if (this.#open > 0) {
       throw new Error("a client connected while the worker was getting ready to recycle");
     }
   }
@@ -75,9 +91,9 @@ export class SessionRecycler {
   notRecycled(): void {
     if (!this.#requested) return;
     this.#requested = false;
-    this.#notBefore = Date.now() + RETRY_MS;
+    this.#notBefore = Date.now() + this.retryAfterMs;
     clearTimeout(this.#retry);
-    const retry = setTimeout(() => this.#maybeRecycle(), RETRY_MS);
+    const retry = setTimeout(() => this.#maybeRecycle(), this.retryAfterMs);
     Deno.unrefTimer(retry);
     this.#retry = retry;
   }
