@@ -7,14 +7,16 @@ import type { ServerWritableStream } from "@grpc/grpc-js";
 import { jobworker } from "../../proto/service.ts";
 import type { OutputLog } from "../jobs/output_log.ts";
 import { unsentMeter } from "./http2_unsent.ts";
+import { passedThrough } from "../runtime/memory_trim.ts";
 
 /**
  * Most bytes of one stream left unsent inside the HTTP/2 layer before the stream waits (then until
  * half of it is left). write()/'drain' alone do not bound this on Deno 2.8.3: see http2_unsent.ts.
  * A stalled client thus holds about this much here, beyond what its flow-control window let
- * through. 2 MiB keeps a fast client's pipe full (measured: no less throughput than unbounded).
+ * through: 50 stalled streams hold 25 MiB at 512 KiB each (100 MiB at the former 2 MiB). A fast
+ * client's pipe stays full (the streaming rows of `make bench`).
  */
-const MAX_UNSENT_BYTES = 2 * 1024 * 1024;
+const MAX_UNSENT_BYTES = 512 * 1024;
 /**
  * Most bytes queued in the connection's socket beyond the kernel before its streams wait for the
  * socket to drain: what a client with a huge flow-control window that stopped reading TCP can make
@@ -75,6 +77,7 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
           stream: chunk.stream,
         }));
         unsent?.wrote(chunk.bytes.length);
+        passedThrough(chunk.bytes.length);
         if (!more) await drainOrCancel(call);
         if (unsent && unsent.unsent > MAX_UNSENT_BYTES) {
           await Promise.race([unsent.waitUntilAtMost(MAX_UNSENT_BYTES / 2), whenCancelled.promise]);

@@ -4,6 +4,7 @@
  * offset and learn which stream wrote each byte. Both live on disk, never in memory, however much
  * or however interleaved the output; each reader has its own handles and cursor.
  */
+import { passedThrough } from "../runtime/memory_trim.ts";
 
 export type StreamId = 1 | 2;
 
@@ -179,6 +180,7 @@ export class OutputLog {
     }
     writeAll(this.#file!, bytes);
     this.#size += bytes.length;
+    passedThrough(bytes.length);
     this.#wake();
   }
 
