@@ -25,7 +25,6 @@ import { ControlSignals, serveUntilStopped, takeHandover } from "./runtime/reloa
 import { ISOLATION } from "./runtime/isolation.ts";
 import { VERSION } from "./version.ts";
 import { startMetrics } from "./metrics/operations.ts";
-import { returnLargeBuffers } from "./runtime/memory_trim.ts";
 
 /**
  * Exit status when the state cannot be used as it is (a damaged database, a state directory
@@ -216,7 +215,6 @@ async function serve(config: Config): Promise<number> {
     // An ephemeral port stays the same across reloads, so clients find the worker again.
     config = { ...config, address: config.address.replace(/:0$/, `:${handover.port}`) };
   }
-  if (!returnLargeBuffers()) log.debug("mallopt unavailable: freed buffers may stay in the heap");
   const listen = () => startServer(config, tls, manager, facts, revoked, metrics.rpcObservers);
   let { server, port, health } = await listen();
   const host = config.address.slice(0, config.address.lastIndexOf(":"));

@@ -18,20 +18,14 @@
 import v8 from "node:v8";
 import vm from "node:vm";
 
-type Libc = Deno.DynamicLibrary<{
-  malloc_trim: { parameters: ["usize"]; result: "i32" };
-  mallopt: { parameters: ["i32", "i32"]; result: "i32" };
-}>;
+type Libc = Deno.DynamicLibrary<{ malloc_trim: { parameters: ["usize"]; result: "i32" } }>;
 
 let libc: Libc | null | undefined;
 
 function glibc(): Libc | null {
   if (libc === undefined) {
     try {
-      libc = Deno.dlopen("libc.so.6", {
-        malloc_trim: { parameters: ["usize"], result: "i32" },
-        mallopt: { parameters: ["i32", "i32"], result: "i32" },
-      });
+      libc = Deno.dlopen("libc.so.6", { malloc_trim: { parameters: ["usize"], result: "i32" } });
     } catch {
       libc = null; // not glibc: nothing to do
     }
@@ -108,20 +102,4 @@ export function passedThrough(bytes: number): void {
   passed = 0;
   glibc()?.symbols.malloc_trim(0n);
   trimSoon();
-}
-
-/** glibc's mallopt parameter for the size from which allocations get their own mapping. */
-const M_MMAP_THRESHOLD = -3;
-/**
- * Every pipe read of job output is a 64 KiB native buffer that lives until V8 collects it. Below
- * glibc's (self-raising) mmap threshold these come from the heap, which they fragment and keep.
- */
-const MMAP_THRESHOLD_BYTES = 64 * 1024;
-
-/**
- * Makes large native buffers (64 KiB and more: job output reads, stream messages) separate
- * mappings, returned to the system when freed instead of kept in glibc's heaps. Call once at start.
- */
-export function returnLargeBuffers(): boolean {
-  return glibc()?.symbols.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) === 1;
 }
