@@ -10,6 +10,7 @@ import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 
 import protobuf from "protobufjs/minimal";
 import { MalformedMessage, strictDecoding } from "./strict_decoding.ts";
+import { EncodedDataChunk } from "./data_chunk.ts";
 
 // int64 fields as plain numbers (offsets stay far below 2^53), never Long objects.
 protobuf.util.Long = undefined as unknown as typeof protobuf.util.Long;
@@ -36,7 +37,7 @@ function decodeRequest<T>(request: MessageClass<T>, bytes: Uint8Array): T {
   }
 }
 
-export { google, jobworker };
+export { EncodedDataChunk, google, jobworker };
 export type Job = jobworker.Job;
 export type IJob = jobworker.IJob;
 
@@ -45,19 +46,32 @@ interface MessageClass<T> {
   decode(reader: Uint8Array): T;
 }
 
+/** The bytes as a Buffer for grpc-js, without copying them (protobufjs gives a Buffer already). */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+}
+
+/** Encodes a DataChunk; one built in its wire form (see data_chunk.ts) is sent as it is. */
+function serializeDataChunk(chunk: jobworker.DataChunk): Buffer {
+  return chunk instanceof EncodedDataChunk
+    ? chunk.wire
+    : asBuffer(jobworker.DataChunk.encode(chunk).finish());
+}
+
 function method<Req, Res>(
   name: string,
   request: MessageClass<Req>,
   response: MessageClass<Res>,
   responseStream = false,
+  responseSerialize = (value: Res) => asBuffer(response.encode(value).finish()),
 ): MethodDefinition<Req, Res> {
   return {
     path: `/jobworker.JobService/${name}`,
     requestStream: false,
     responseStream,
-    requestSerialize: (value: Req) => Buffer.from(request.encode(value).finish()),
+    requestSerialize: (value: Req) => asBuffer(request.encode(value).finish()),
     requestDeserialize: (bytes: Uint8Array) => decodeRequest(request, bytes),
-    responseSerialize: (value: Res) => Buffer.from(response.encode(value).finish()),
+    responseSerialize,
     responseDeserialize: (bytes: Uint8Array) => response.decode(bytes),
     originalName: name.charAt(0).toLowerCase() + name.slice(1),
   };
@@ -68,7 +82,13 @@ export const jobServiceDefinition = {
   GetJob: method("GetJob", jobworker.GetJobReq, jobworker.GetJobRes),
   StopJob: method("StopJob", jobworker.StopJobReq, jobworker.StopJobRes),
   GetJobs: method("GetJobs", jobworker.EmptyRequest, jobworker.Jobs),
-  GetJobsStream: method("GetJobsStream", jobworker.GetJobsStreamReq, jobworker.DataChunk, true),
+  GetJobsStream: method(
+    "GetJobsStream",
+    jobworker.GetJobsStreamReq,
+    jobworker.DataChunk,
+    true,
+    serializeDataChunk,
+  ),
   ListJobs: method("ListJobs", jobworker.ListJobsReq, jobworker.Jobs),
   DeleteJob: method("DeleteJob", jobworker.DeleteJobReq, jobworker.DeleteJobRes),
   GetServerInfo: method("GetServerInfo", jobworker.EmptyRequest, jobworker.ServerInfo),

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { loadTest as test, NOT_YET } from "./helpers/skip.ts";
+import { loadTest as test } from "./helpers/skip.ts";
 import assert from "node:assert/strict";
 import { jobworker } from "../proto/service.ts";
 import type { JobClient } from "../cli/client.ts";
@@ -201,9 +201,6 @@ test(
       } MiB, after +${((after - idle) / MiB).toFixed(0)} MiB, GetJobs p99 ${p99.toFixed(0)} ms`,
     );
   },
-  // Alone it passes (peak +115 MiB, +39 MiB after); beside tests/streaming_test.ts the peak holds
-  // (+100..+124 MiB) but RSS after the readers left was +79..+84 MiB in 3 of 4 runs (bound 64).
-  NOT_YET,
 );
 
 test(

@@ -301,7 +301,7 @@ Deno.test({
     const pid = worker.process.pid;
     // Six paused clients: a worker that buffered what they do not read would hold 6 x 100 MiB.
     // Storing the output alone costs the worker about its size in RSS (allocator). Each paused
-    // stream may hold what the worker writes before it waits (2 MiB unsent, README "Output"),
+    // stream may hold what the worker writes before it waits (512 KiB unsent, README "Output"),
     // HTTP/2 and TLS buffers and socket windows: 16 MiB each, with slack. So the bound is
     // 100 + 6 x 16 = 196 MiB, below the 200 MiB that even one fully buffered client would take.
     // (This test runs early, while the worker's heap is still small, so growth is visible.)

@@ -17,6 +17,7 @@ import type { ServerFacts } from "./server_info.ts";
 import type { RevocationList } from "../auth/revocation.ts";
 import { Health } from "./health.ts";
 import { auditLog } from "./audit.ts";
+import { trimSoon } from "../runtime/memory_trim.ts";
 import { instrumented, type RpcObserver } from "./instrument.ts";
 
 export interface RunningServer {
@@ -35,7 +36,8 @@ export async function startServer(
   revoked?: RevocationList,
   observers: RpcObserver[] = [],
 ): Promise<RunningServer> {
-  const watchers = [auditLog, ...observers];
+  // Every call's end counts as work for the collection and trim that follow once quiet.
+  const watchers = [auditLog, { rpcEnded: trimSoon }, ...observers];
   const fds = raiseFdLimit();
   if (fds === null) log.warn("cannot raise the open-file limit (RLIMIT_NOFILE)");
   else log.debug("open-file limit", { soft: Number(fds.soft), hard: Number(fds.hard) });

@@ -4,17 +4,19 @@
  * is complete (or, without follow, until the size seen at the start).
  */
 import type { ServerWritableStream } from "@grpc/grpc-js";
-import { jobworker } from "../../proto/service.ts";
+import { EncodedDataChunk, type jobworker } from "../../proto/service.ts";
 import type { OutputLog } from "../jobs/output_log.ts";
 import { unsentMeter } from "./http2_unsent.ts";
+import { passedThrough } from "../runtime/memory_trim.ts";
 
 /**
  * Most bytes of one stream left unsent inside the HTTP/2 layer before the stream waits (then until
  * half of it is left). write()/'drain' alone do not bound this on Deno 2.8.3: see http2_unsent.ts.
  * A stalled client thus holds about this much here, beyond what its flow-control window let
- * through. 2 MiB keeps a fast client's pipe full (measured: no less throughput than unbounded).
+ * through: 50 stalled streams hold 25 MiB at 512 KiB each (100 MiB at the former 2 MiB). A fast
+ * client's pipe stays full (the streaming rows of `make bench`).
  */
-const MAX_UNSENT_BYTES = 2 * 1024 * 1024;
+const MAX_UNSENT_BYTES = 512 * 1024;
 /**
  * Most bytes queued in the connection's socket beyond the kernel before its streams wait for the
  * socket to drain: what a client with a huge flow-control window that stopped reading TCP can make
@@ -62,19 +64,20 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
   let offset = options.offset;
   try {
     while (!call.cancelled) {
-      const chunk = offset < stopAt
-        ? reader.read(offset, Math.min(options.chunkBytes, stopAt - offset))
+      const span = offset < stopAt
+        ? reader.span(offset, Math.min(options.chunkBytes, stopAt - offset))
         : null;
-      // A short file (its writes failed) must end the stream, not spin on empty reads.
-      if (chunk && chunk.bytes.length === 0) break;
-      if (chunk) {
-        offset += chunk.bytes.length;
-        const more = call.write(jobworker.DataChunk.create({
-          payload: chunk.bytes,
-          offset: chunk.offset,
-          stream: chunk.stream,
-        }));
-        unsent?.wrote(chunk.bytes.length);
+      if (span) {
+        // Read straight into the encoded message: the payload is copied once on its way out.
+        let chunk = EncodedDataChunk.allocate(span.length, offset, span.stream);
+        const got = reader.readAt(offset, chunk.payload);
+        // A short file (its writes failed) must end the stream, not spin on empty reads.
+        if (got === 0) break;
+        if (got < span.length) chunk = chunk.shortened(got);
+        offset += got;
+        const more = call.write(chunk);
+        unsent?.wrote(got);
+        passedThrough(got);
         if (!more) await drainOrCancel(call);
         if (unsent && unsent.unsent > MAX_UNSENT_BYTES) {
           await Promise.race([unsent.waitUntilAtMost(MAX_UNSENT_BYTES / 2), whenCancelled.promise]);

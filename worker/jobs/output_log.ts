@@ -4,6 +4,7 @@
  * offset and learn which stream wrote each byte. Both live on disk, never in memory, however much
  * or however interleaved the output; each reader has its own handles and cursor.
  */
+import { passedThrough } from "../runtime/memory_trim.ts";
 
 export type StreamId = 1 | 2;
 
@@ -179,6 +180,7 @@ export class OutputLog {
     }
     writeAll(this.#file!, bytes);
     this.#size += bytes.length;
+    passedThrough(bytes.length);
     this.#wake();
   }
 
@@ -229,6 +231,8 @@ export class OutputReader {
   readonly #record = new Uint8Array(RECORD_BYTES);
   /** The segment the last read fell in: reads mostly move forward through one. */
   #segment = 0;
+  /** The file's read position (sequential reads need no seek). */
+  #position = 0;
 
   constructor(private readonly log: OutputLog) {
     this.#file = Deno.openSync(log.path, { read: true });
@@ -268,17 +272,37 @@ export class OutputReader {
 
   /** Up to `max` bytes from `offset`, all of one stream; null when nothing is there yet. */
   read(offset: number, max: number): OutputChunk | null {
+    const span = this.span(offset, max);
+    if (!span) return null;
+    const buf = new Uint8Array(span.length);
+    const got = this.readAt(offset, buf);
+    return { offset, stream: span.stream, bytes: got === buf.length ? buf : buf.subarray(0, got) };
+  }
+
+  /**
+   * Where the next read from `offset` would stop: how many bytes (at most `max`) follow it that
+   * one stream wrote, and which. Null when nothing is there yet.
+   */
+  span(offset: number, max: number): { stream: StreamId; length: number } | null {
     if (offset >= this.log.size) return null;
     const { stream, end } = this.#segmentAt(offset);
-    const buf = new Uint8Array(Math.min(max, end - offset));
-    this.#file.seekSync(offset, Deno.SeekMode.Start);
+    return { stream, length: Math.min(max, end - offset) };
+  }
+
+  /**
+   * Reads output bytes from `offset` into `target` (the caller's buffer, so they are copied once);
+   * returns how many were read: fewer than asked only when the file is shorter than the log says.
+   */
+  readAt(offset: number, target: Uint8Array): number {
+    if (this.#position !== offset) this.#file.seekSync(offset, Deno.SeekMode.Start);
     let got = 0;
-    while (got < buf.length) {
-      const n = this.#file.readSync(buf.subarray(got));
+    while (got < target.length) {
+      const n = this.#file.readSync(target.subarray(got));
       if (n === null || n === 0) break;
       got += n;
     }
-    return { offset, stream, bytes: got === buf.length ? buf : buf.subarray(0, got) };
+    this.#position = offset + got;
+    return got;
   }
 
   close(): void {

@@ -1,0 +1,74 @@
+/**
+ * A DataChunk built in its wire form, so the server can read a job's output straight into the
+ * bytes it sends: one buffer holds the encoded `offset` and `stream` fields, then the `payload`
+ * field's tag and length, then the payload itself, which the caller fills in place. Encoding the
+ * same chunk through protobufjs copies the payload twice more (into its writer, then into a Buffer
+ * for grpc-js): measured on Deno 2.8.3, those copies were a quarter of the worker's CPU time when
+ * streaming.
+ *
+ * The fields are written in the order offset, stream, payload; protobuf decoders accept fields in
+ * any order (protobufjs, grpcio and every conforming decoder do).
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+// @ts-types="./gen/jobworker.d.ts"
+import { jobworker } from "./gen/jobworker.js";
+
+const TAG_PAYLOAD = (1 << 3) | 2;
+const TAG_OFFSET = (2 << 3) | 0;
+const TAG_STREAM = (3 << 3) | 0;
+/** Tags and varints before the payload: 3 tags, offset (≤ 8 bytes below 2^53), stream, length. */
+const MAX_HEADER_BYTES = 3 + 8 + 5 + 5;
+
+function writeVarint(target: Uint8Array, at: number, value: number): number {
+  while (value >= 0x80) {
+    target[at++] = (value % 0x80) | 0x80;
+    value = Math.floor(value / 0x80);
+  }
+  target[at++] = value;
+  return at;
+}
+
+/** A DataChunk whose encoding is already done: its `payload` is a view into `wire`. */
+export class EncodedDataChunk extends jobworker.DataChunk {
+  private constructor(
+    /** The encoded message: what the server sends. */
+    readonly wire: Buffer,
+    payloadAt: number,
+    offset: number,
+    stream: jobworker.OutputStream,
+  ) {
+    super({ payload: wire.subarray(payloadAt), offset, stream });
+  }
+
+  /**
+   * A chunk of `length` payload bytes at output `offset`, written by `stream`; the payload's
+   * bytes are left for the caller to fill (they are not initialised).
+   */
+  static allocate(
+    length: number,
+    offset: number,
+    stream: jobworker.OutputStream,
+  ): EncodedDataChunk {
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`bad offset ${offset}`);
+    const header = new Uint8Array(MAX_HEADER_BYTES);
+    let at = 0;
+    header[at++] = TAG_OFFSET;
+    at = writeVarint(header, at, offset);
+    header[at++] = TAG_STREAM;
+    at = writeVarint(header, at, stream);
+    header[at++] = TAG_PAYLOAD;
+    at = writeVarint(header, at, length);
+    const wire = Buffer.allocUnsafe(at + length);
+    wire.set(header.subarray(0, at));
+    return new EncodedDataChunk(wire, at, offset, stream);
+  }
+
+  /** The same chunk with only the first `length` payload bytes (a copy: for short reads). */
+  shortened(length: number): EncodedDataChunk {
+    const chunk = EncodedDataChunk.allocate(length, this.offset, this.stream);
+    chunk.payload.set(this.payload.subarray(0, length));
+    return chunk;
+  }
+}
