@@ -53,12 +53,6 @@ export function hasProgram(name: string): boolean {
   return false;
 }
 
-/** Tests not passing yet on the loaded 2-core machine; issue 12 stays open until they do. */
-export const NOT_YET: Skip = {
-  reason: "not passing yet under the full suite's load (issue 12 open)",
-  allowedOnCI: true,
-};
-
 /** A test of a shared live worker (no sanitizers: the worker outlives each test), maybe skipped. */
 export const loadTest = (name: string, fn: () => Promise<void>, skip?: Skip) =>
   Deno.test(withSkip({ name, sanitizeOps: false, sanitizeResources: false, fn }, skip));
