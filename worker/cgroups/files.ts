@@ -186,18 +186,23 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** A failed mkdir of `dir`: false if it already existed, else a LimitError naming it. */
+function mkdirFailed(dir: string, error: unknown): false {
+  if (error instanceof Deno.errors.AlreadyExists) return false;
+  throw new LimitError(`Cannot create cgroup ${dir}: ${describeErrno(error)}`, {
+    path: dir,
+    errno: errnoOf(error),
+    cause: error,
+  });
+}
+
 /** mkdir; false if it already existed; other errors throw a LimitError naming the directory. */
 export function mkdirOnce(dir: string): boolean {
   try {
     Deno.mkdirSync(dir);
     return true;
   } catch (error) {
-    if (error instanceof Deno.errors.AlreadyExists) return false;
-    throw new LimitError(`Cannot create cgroup ${dir}: ${describeErrno(error)}`, {
-      path: dir,
-      errno: errnoOf(error),
-      cause: error,
-    });
+    return mkdirFailed(dir, error);
   }
 }
 
@@ -207,12 +212,7 @@ export async function mkdirOnceAsync(dir: string): Promise<boolean> {
     await Deno.mkdir(dir);
     return true;
   } catch (error) {
-    if (error instanceof Deno.errors.AlreadyExists) return false;
-    throw new LimitError(`Cannot create cgroup ${dir}: ${describeErrno(error)}`, {
-      path: dir,
-      errno: errnoOf(error),
-      cause: error,
-    });
+    return mkdirFailed(dir, error);
   }
 }
 
