@@ -50,7 +50,6 @@ export async function finishJob(
     log.warn("job output still open after its processes ended", { id: job.id });
     job.output?.markIncomplete();
   }
-  job.output?.finish();
   await ctx.turns.next();
   try {
     const final = await running.cgroup.final();
@@ -70,6 +69,7 @@ export async function finishJob(
   job.exit = { exitCode: status.exitCode ?? -1, signal: status.signal ?? 0 };
   if (job.status === "INITIALIZING") {
     ctx.transition(job, "FAILED", "the job could not start");
+    job.output?.finish();
     ctx.ended(job.id);
     ctx.events?.ended(job);
     return;
@@ -95,6 +95,8 @@ export async function finishJob(
   } else {
     ctx.transition(job, "FAILED", how + lost);
   }
+  // Only now do streams of the job end: a client that then asks sees how the job ended.
+  job.output?.finish();
   ctx.ended(job.id);
   log.info("job ended", { id: job.id, status: job.status, reason: job.reason });
   ctx.events?.ended(job);
