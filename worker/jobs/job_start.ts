@@ -85,10 +85,13 @@ export async function startJob(
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
   // The record is durable before anything runs: a job a caller hears of is never forgotten.
+  // It is live from its insert on, so a stop that finds it in a list meanwhile acts on this Job.
+  ctx.setLive(job, true);
   try {
     ctx.store.insert(job.toRecord());
     await ctx.store.durable();
   } catch (e) {
+    ctx.setLive(job, false);
     job.output.finish();
     if (e instanceof StoreWriteError) {
       // Written but not durable: no job may be left behind that the caller was not told of.
@@ -102,7 +105,6 @@ export async function startJob(
     }
     throw e;
   }
-  ctx.setLive(job, true);
   let cgroup: JobCgroup;
   try {
     cgroup = await ctx.cgroups.create(id, spec.limits);
