@@ -34,6 +34,18 @@ cgroupSuite(2, {
 const ownCgroup = (): string =>
   /^0::(.*)$/m.exec(Deno.readTextFileSync("/proc/self/cgroup"))?.[1] ?? "?";
 
+/** Moves this process back to the root cgroup and removes a test's base (and the worker leaf). */
+function leaveBase(baseDir: string): void {
+  Deno.writeTextFileSync("/sys/fs/cgroup/cgroup.procs", String(Deno.pid));
+  for (const dir of [`${baseDir}/jobworker-worker`, baseDir]) {
+    try {
+      Deno.removeSync(dir);
+    } catch {
+      // already gone
+    }
+  }
+}
+
 Deno.test(withSkip(
   {
     name: "cgroup v2: a base holding the worker itself makes the worker move into a leaf",
@@ -56,14 +68,7 @@ Deno.test(withSkip(
         await cg.remove();
         Deno.removeSync(`${baseDir}/jobworker-leaf`);
       } finally {
-        Deno.writeTextFileSync("/sys/fs/cgroup/cgroup.procs", String(Deno.pid));
-        for (const dir of [`${baseDir}/jobworker-worker`, baseDir]) {
-          try {
-            Deno.removeSync(dir);
-          } catch {
-            // already gone
-          }
-        }
+        leaveBase(baseDir);
       }
     },
   }, // Only from the root cgroup (as under UML): the test moves this process into a new base.
@@ -90,14 +95,7 @@ Deno.test(withSkip(
         const enabled = Deno.readTextFileSync(`${baseDir}/cgroup.subtree_control`).trim();
         assert.match(enabled, /\bpids\b/);
       } finally {
-        Deno.writeTextFileSync("/sys/fs/cgroup/cgroup.procs", String(Deno.pid));
-        for (const dir of [`${baseDir}/jobworker-worker`, baseDir]) {
-          try {
-            Deno.removeSync(dir);
-          } catch {
-            // already gone
-          }
-        }
+        leaveBase(baseDir);
       }
     },
   },

@@ -33,21 +33,14 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const oversized = () => new Uint8Array(5 * 1024 * 1024).fill(0x0a);
-    const pki = await makePki();
-    const worker = await WorkerProcess.start({ certDir: pki.dir });
-    const client = clientFor(pki.dir, worker.address);
-    const raws = [
-      new RawGrpcClient(pki.dir, worker.address, "admin"),
-      new RawGrpcClient(pki.dir, worker.address, "viewer"),
-    ];
+    const target = await fuzzTarget();
+    const { worker, client, raws, jobs } = target;
     try {
-      const live = await client.createJob({ command: "sleep", args: ["600"] });
-      const done = await client.createJob({ command: "echo", args: ["hello"] });
       await client.listJobs();
       await poolFull(worker.process.pid);
       const baselineFds = openFds(worker.process.pid);
 
-      const { counts, bad } = await fuzzRequests(raws, { live: live.id, done: done.id }, {
+      const { counts, bad } = await fuzzRequests(raws, jobs, {
         requests: REQUESTS,
         seed: SEED,
         concurrency: CONCURRENCY,
@@ -62,7 +55,7 @@ Deno.test({
 
       // The worker lives on and answers; every job it started ends and leaves nothing behind.
       assert.equal(worker.process.pid > 0 && (await client.listJobs()).jobs.length > 0, true);
-      await client.stopJob(live.id, { force: true });
+      await client.stopJob(jobs.live, { force: true });
       const jobIds = (await client.listJobs()).jobs.map((job) => job.id ?? "");
       for (const id of jobIds) {
         for (let i = 0; (await client.getJob(id)).status < jobworker.JobStatus.COMPLETED; i++) {
@@ -78,11 +71,7 @@ Deno.test({
       const fds = openFds(worker.process.pid);
       assert.ok(fds - baselineFds <= 8, `descriptors: ${baselineFds} before, ${fds} after`);
     } finally {
-      for (const raw of raws) raw.close();
-      client.close();
-      const exit = await worker.stop();
-      await pki.remove();
-      assert.equal(exit.code, 0, "the worker did not stop cleanly");
+      await target.close();
     }
   },
 });
@@ -104,7 +93,11 @@ const MAX_KIB_PER_CONNECTION = 28;
  * once it has served JOB_WORKER_RECYCLE_AFTER_SESSIONS sessions and no client is connected
  * (worker/tls/session_recycle.ts); the tests below hold it to that.
  */
-async function creepWorker() {
+/**
+ * A worker, a client, raw clients of both roles and two jobs (one running, one ended) to aim
+ * requests at; `close` stops the worker and checks it exited cleanly.
+ */
+async function fuzzTarget() {
   const pki = await makePki();
   const worker = await WorkerProcess.start({ certDir: pki.dir });
   const client = clientFor(pki.dir, worker.address);
@@ -115,9 +108,6 @@ async function creepWorker() {
   const live = await client.createJob({ command: "sleep", args: ["3600"] });
   const done = await client.createJob({ command: "echo", args: ["hello"] });
   const jobs = { live: live.id, done: done.id };
-  // Warm up: code, pools and arenas the first calls create are not creep.
-  await churnConnections(pki.dir, worker.address, 1000);
-  await fuzzRequests(raws, jobs, { requests: 500, seed: 1 });
   return {
     worker,
     pki,
@@ -134,6 +124,14 @@ async function creepWorker() {
       assert.equal(exit.code, 0, "the worker did not stop cleanly");
     },
   };
+}
+
+/** A fuzz target warmed up: code, pools and arenas the first calls create are not creep. */
+async function creepWorker() {
+  const target = await fuzzTarget();
+  await churnConnections(target.pki.dir, target.worker.address, 1000);
+  await fuzzRequests(target.raws, target.jobs, { requests: 500, seed: 1 });
+  return target;
 }
 
 Deno.test({
