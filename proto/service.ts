@@ -11,6 +11,7 @@ import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 import protobuf from "protobufjs/minimal";
 import { MalformedMessage, strictDecoding } from "./strict_decoding.ts";
 import { EncodedDataChunk } from "./data_chunk.ts";
+import { EncodedJobs, jobEntryBytes } from "./encoded_jobs.ts";
 
 // int64 fields as plain numbers (offsets stay far below 2^53), never Long objects.
 protobuf.util.Long = undefined as unknown as typeof protobuf.util.Long;
@@ -37,7 +38,7 @@ function decodeRequest<T>(request: MessageClass<T>, bytes: Uint8Array): T {
   }
 }
 
-export { EncodedDataChunk, google, jobworker };
+export { EncodedDataChunk, EncodedJobs, google, jobEntryBytes, jobworker };
 export type Job = jobworker.Job;
 export type IJob = jobworker.IJob;
 
@@ -56,6 +57,11 @@ function serializeDataChunk(chunk: jobworker.DataChunk): Buffer {
   return chunk instanceof EncodedDataChunk
     ? chunk.wire
     : asBuffer(jobworker.DataChunk.encode(chunk).finish());
+}
+
+/** Encodes a Jobs page; one built in its wire form (see encoded_jobs.ts) is sent as it is. */
+function serializeJobs(jobs: jobworker.Jobs): Buffer {
+  return jobs instanceof EncodedJobs ? jobs.wire : asBuffer(jobworker.Jobs.encode(jobs).finish());
 }
 
 function method<Req, Res>(
@@ -81,7 +87,7 @@ export const jobServiceDefinition = {
   CreateJob: method("CreateJob", jobworker.CreateJobReq, jobworker.CreateJobRes),
   GetJob: method("GetJob", jobworker.GetJobReq, jobworker.GetJobRes),
   StopJob: method("StopJob", jobworker.StopJobReq, jobworker.StopJobRes),
-  GetJobs: method("GetJobs", jobworker.EmptyRequest, jobworker.Jobs),
+  GetJobs: method("GetJobs", jobworker.EmptyRequest, jobworker.Jobs, false, serializeJobs),
   GetJobsStream: method(
     "GetJobsStream",
     jobworker.GetJobsStreamReq,
@@ -89,7 +95,7 @@ export const jobServiceDefinition = {
     true,
     serializeDataChunk,
   ),
-  ListJobs: method("ListJobs", jobworker.ListJobsReq, jobworker.Jobs),
+  ListJobs: method("ListJobs", jobworker.ListJobsReq, jobworker.Jobs, false, serializeJobs),
   DeleteJob: method("DeleteJob", jobworker.DeleteJobReq, jobworker.DeleteJobRes),
   GetServerInfo: method("GetServerInfo", jobworker.EmptyRequest, jobworker.ServerInfo),
 } satisfies ServiceDefinition;

@@ -124,6 +124,11 @@ Deno.test(
     await expectCode(victor.getJob(job.id), status.NOT_FOUND, new RegExp(job.id));
     await expectCode(collectOutput(victor, job.id), status.NOT_FOUND, new RegExp(job.id));
     assert.ok(!(await victor.listJobs()).jobs.some((j) => j.id === job.id));
+    // An admin lists the ended job first: the worker keeps its list entry (list_jobs.ts), which
+    // must not be what a viewer who may not see env values gets.
+    assert.ok(
+      (await admin.listJobs()).jobs.some((j) => j.id === job.id && j.env?.[0] === "SECRET=s3cr3t"),
+    );
     const alice = client("alice-viewer"); // viewer with the owner's CN
     const seen = await alice.getJob(job.id);
     assert.deepEqual(seen.env, ["SECRET=<hidden>"]);
@@ -134,6 +139,10 @@ Deno.test(
     );
     assert.equal((await collectOutput(alice, job.id)).stdout, "out\n");
     assert.deepEqual((await admin.getJob(job.id)).env, ["SECRET=s3cr3t"], "admins see values");
+    assert.ok(
+      (await admin.listJobs()).jobs.some((j) => j.id === job.id && j.env?.[0] === "SECRET=s3cr3t"),
+      "and list them, after a viewer's list",
+    );
     // The same calls on a worker with the default (all): victor sees the job and its env.
     const openAdmin = client("admin", open);
     const other = await openAdmin.createJob({ command: "true", env: ["SECRET=s3cr3t"] });

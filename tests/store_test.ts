@@ -107,6 +107,27 @@ Deno.test("store: pages newest first, filters, counts; seqs are never reused", a
   });
 });
 
+Deno.test("store: pages read again show every update and delete in between", async () => {
+  await withStores((store, name) => {
+    for (let seq = 1; seq <= 5; seq++) store.insert(record(seq));
+    store.insert(record(6, { status: "RUNNING", endTime: undefined, exit: undefined }));
+    const page = () => store.page({ limit: 10 });
+    const same = () =>
+      assert.deepEqual(page(), [6, 5, 4, 3, 2, 1].map((seq) => store.get(`job-${seq}`)), name);
+    same();
+    same(); // the second read finds the ended jobs kept from the first (sqlite)
+    // An update that keeps status and output size: the page must still show it.
+    store.update(record(3, { reason: "changed" }));
+    assert.equal(page().find((r) => r.id === "job-3")?.reason, "changed", name);
+    store.update(record(6, { outputBytes: 99 }));
+    assert.equal(page()[0]?.status, "COMPLETED");
+    assert.equal(page()[0]?.outputBytes, 99);
+    store.delete("job-2");
+    assert.deepEqual(page().map((r) => r.seq), [6, 5, 4, 3, 1], name);
+    assert.deepEqual(store.page({ limit: 2, beforeSeq: 5 }).map((r) => r.seq), [4, 3]);
+  });
+});
+
 Deno.test("store: retention by count and by age, both limits apply", async () => {
   await withStores((store, name) => {
     for (let seq = 1; seq <= 6; seq++) {

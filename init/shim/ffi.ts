@@ -90,12 +90,44 @@ export function decodeWaitStatus(status: number): WaitStatus {
   return { exitCode: null, signal: termSig };
 }
 
-/** The shim, loaded. Every method throws {@link ShimError} on failure. */
+type Symbols = typeof symbols;
+type SymbolName = keyof Symbols;
+type Bound<K extends SymbolName> = Deno.DynamicLibrary<Pick<Symbols, K>>["symbols"][K];
+
+/**
+ * The shim, loaded. Every method throws {@link ShimError} on failure.
+ *
+ * Each function is bound at its first call: Deno builds a call trampoline per bound symbol (about
+ * 0.12 ms each here), and `jobworker init`, a new Deno process for every job, calls about half of
+ * them (binding them all cost 27.3 ms of CPU against 25.5 ms for init's 15, median of four rounds
+ * of 40 starts). The worker binds them all at start ({@link bindAll}), so a library that lacks one
+ * fails there.
+ */
 export class Shim {
-  readonly #lib: Deno.DynamicLibrary<typeof symbols>;
+  readonly #bound = new Map<SymbolName, unknown>();
+  /** The libraries opened for bound symbols, kept open for the process's lifetime. */
+  readonly #libraries: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
 
   constructor(readonly path: string) {
-    this.#lib = Deno.dlopen(path, symbols);
+    // A library that cannot be loaded at all fails here, not at the first call.
+    this.#libraries.push(Deno.dlopen(path, {}));
+  }
+
+  /** Binds every function now (the worker: a stale library fails at start, naming the symbol). */
+  bindAll(): this {
+    for (const name of Object.keys(symbols) as SymbolName[]) this.#fn(name);
+    return this;
+  }
+
+  #fn<K extends SymbolName>(name: K): Bound<K> {
+    let fn = this.#bound.get(name) as Bound<K> | undefined;
+    if (fn === undefined) {
+      const library = Deno.dlopen(this.path, { [name]: symbols[name] } as Pick<Symbols, K>);
+      this.#libraries.push(library);
+      fn = library.symbols[name];
+      this.#bound.set(name, fn);
+    }
+    return fn;
   }
 
   #check(call: string, result: number): number {
@@ -121,7 +153,7 @@ export class Shim {
     const pidfdBuf = new Int32Array([-1]);
     const pid = this.#check(
       "clone3",
-      this.#lib.symbols.jw_spawn(
+      this.#fn("jw_spawn")(
         cString(path),
         packStrings(argv),
         argv.length,
@@ -142,24 +174,24 @@ export class Shim {
    */
   pipe(size = 0): [number, number, number] {
     const fds = new Int32Array(2);
-    const capacity = this.#check("pipe2", this.#lib.symbols.jw_pipe(fds, size));
+    const capacity = this.#check("pipe2", this.#fn("jw_pipe")(fds, size));
     return [fds[0]!, fds[1]!, capacity];
   }
 
   /** Takes an exclusive lock on `path` for the rest of this process's life; EWOULDBLOCK if held. */
   lockFile(path: string): number {
-    return this.#check("flock", this.#lib.symbols.jw_lock_file(cString(path)));
+    return this.#check("flock", this.#fn("jw_lock_file")(cString(path)));
   }
 
   /** Non-blocking waitpid: the status once `pid` has ended (and is reaped), else null. */
   waitpid(pid: number): WaitStatus | null {
     const status = new Int32Array(1);
-    const r = this.#check("waitpid", this.#lib.symbols.jw_waitpid(pid, status));
+    const r = this.#check("waitpid", this.#fn("jw_waitpid")(pid, status));
     return r === 0 ? null : decodeWaitStatus(status[0]!);
   }
 
   close(fd: number): void {
-    this.#check("close", this.#lib.symbols.jw_close(fd));
+    this.#check("close", this.#fn("jw_close")(fd));
   }
 
   /** Writes all of `data` to a blocking descriptor. */
@@ -167,7 +199,7 @@ export class Shim {
     let at = 0;
     while (at < data.length) {
       const chunk = data.subarray(at);
-      at += this.#check("write", this.#lib.symbols.jw_write(fd, chunk, chunk.length));
+      at += this.#check("write", this.#fn("jw_write")(fd, chunk, chunk.length));
     }
   }
 
@@ -177,7 +209,7 @@ export class Shim {
     let total = 0;
     const buf = new Uint8Array(65536);
     for (;;) {
-      const n = this.#check("read", this.#lib.symbols.jw_read(fd, buf, buf.length));
+      const n = this.#check("read", this.#fn("jw_read")(fd, buf, buf.length));
       if (n === 0) break;
       total += n;
       if (total > limit) throw new ShimError("read", 7);
@@ -194,43 +226,43 @@ export class Shim {
 
   /** Sends a signal through a pidfd (no pid-reuse race). */
   pidfdSignal(pidfd: number, signal: number): void {
-    this.#check("pidfd_send_signal", this.#lib.symbols.jw_pidfd_send_signal(pidfd, signal));
+    this.#check("pidfd_send_signal", this.#fn("jw_pidfd_send_signal")(pidfd, signal));
   }
 
   /** True once the process behind `pidfd` has ended (reaped or not). */
   pidfdExited(pidfd: number): boolean {
-    return this.#check("poll pidfd", this.#lib.symbols.jw_pidfd_exited(pidfd)) === 1;
+    return this.#check("poll pidfd", this.#fn("jw_pidfd_exited")(pidfd)) === 1;
   }
 
   /** This process's mount table as a descriptor for {@link mountsChanged}. */
   mountsOpen(): number {
-    return this.#check("open /proc/self/mounts", this.#lib.symbols.jw_mounts_open());
+    return this.#check("open /proc/self/mounts", this.#fn("jw_mounts_open")());
   }
 
   /** Whether a mount or unmount happened in this mount namespace since the last look at `fd`. */
   mountsChanged(fd: number): boolean {
-    return this.#check("poll /proc/self/mounts", this.#lib.symbols.jw_mounts_changed(fd)) === 1;
+    return this.#check("poll /proc/self/mounts", this.#fn("jw_mounts_changed")(fd)) === 1;
   }
 
   /** A new network namespace for this (main) thread, with only a loopback interface (down). */
   unshareNetwork(): void {
-    this.#check("unshare network", this.#lib.symbols.jw_unshare_net());
+    this.#check("unshare network", this.#fn("jw_unshare_net")());
   }
 
   makeMountsPrivate(): void {
-    this.#check("mount / private", this.#lib.symbols.jw_make_mounts_private());
+    this.#check("mount / private", this.#fn("jw_make_mounts_private")());
   }
 
   mountProc(): void {
-    this.#check("mount /proc", this.#lib.symbols.jw_mount_proc());
+    this.#check("mount /proc", this.#fn("jw_mount_proc")());
   }
 
   setHostname(name: string): void {
-    this.#check("sethostname", this.#lib.symbols.jw_set_hostname(cString(name)));
+    this.#check("sethostname", this.#fn("jw_set_hostname")(cString(name)));
   }
 
   chdir(dir: string): void {
-    this.#check("chdir", this.#lib.symbols.jw_chdir(cString(dir)));
+    this.#check("chdir", this.#fn("jw_chdir")(cString(dir)));
   }
 
   /**
@@ -245,7 +277,7 @@ export class Shim {
     stderrFd: number,
     execFd = -1,
   ): never {
-    const r = this.#lib.symbols.jw_exec(
+    const r = this.#fn("jw_exec")(
       cString(path),
       packStrings(argv),
       argv.length,
@@ -262,61 +294,61 @@ export class Shim {
   makeReadonly(path: string, recursive: boolean): void {
     this.#check(
       `read-only ${path}`,
-      this.#lib.symbols.jw_make_readonly(cString(path), recursive ? 1 : 0),
+      this.#fn("jw_make_readonly")(cString(path), recursive ? 1 : 0),
     );
   }
 
   /** Binds `path` onto itself, read-only; nothing happens when it does not exist. */
   bindReadonly(path: string): void {
-    this.#check(`bind read-only ${path}`, this.#lib.symbols.jw_bind_readonly(cString(path)));
+    this.#check(`bind read-only ${path}`, this.#fn("jw_bind_readonly")(cString(path)));
   }
 
   /** Covers `path` (empty read-only tmpfs, or /dev/null for a file); nothing if it is absent. */
   mask(path: string): void {
-    this.#check(`mask ${path}`, this.#lib.symbols.jw_mask(cString(path)));
+    this.#check(`mask ${path}`, this.#fn("jw_mask")(cString(path)));
   }
 
   /** Replaces /dev by a private one with only the harmless devices, devpts and /dev/shm. */
   privateDev(): void {
-    this.#check("private /dev", this.#lib.symbols.jw_private_dev());
+    this.#check("private /dev", this.#fn("jw_private_dev")());
   }
 
   loopbackUp(): void {
-    this.#check("loopback up", this.#lib.symbols.jw_loopback_up());
+    this.#check("loopback up", this.#fn("jw_loopback_up")());
   }
 
   /** Bounding, permitted, effective (and inheritable) sets limited to `keep`; ambient cleared. */
   limitCapabilities(keep: bigint, inheritable: boolean): void {
     this.#check(
       "capabilities",
-      this.#lib.symbols.jw_limit_capabilities(keep, inheritable ? 1 : 0),
+      this.#fn("jw_limit_capabilities")(keep, inheritable ? 1 : 0),
     );
   }
 
   setUser(uid: number, gid: number, groups: readonly number[]): void {
     const buf = new Uint32Array(groups.length || 1);
     buf.set(groups);
-    this.#check("setuid", this.#lib.symbols.jw_set_user(uid, gid, buf, groups.length));
+    this.#check("setuid", this.#fn("jw_set_user")(uid, gid, buf, groups.length));
   }
 
   noNewPrivs(): void {
-    this.#check("no_new_privs", this.#lib.symbols.jw_no_new_privs());
+    this.#check("no_new_privs", this.#fn("jw_no_new_privs")());
   }
 
   /** access(2) with the effective ids: 0 when allowed, else the errno. */
   access(path: string, mode: number): number {
-    const r = this.#lib.symbols.jw_access(cString(path), mode);
+    const r = this.#fn("jw_access")(cString(path), mode);
     return r < 0 ? -r : 0;
   }
 
   /** An O_PATH, close-on-exec descriptor of `path`. */
   openPath(path: string): number {
-    return this.#check(`open ${path}`, this.#lib.symbols.jw_open_path(cString(path)));
+    return this.#check(`open ${path}`, this.#fn("jw_open_path")(cString(path)));
   }
 
   /** A write-only, close-on-exec descriptor of an existing file. */
   openWrite(path: string): number {
-    return this.#check(`open ${path}`, this.#lib.symbols.jw_open_write(cString(path)));
+    return this.#check(`open ${path}`, this.#fn("jw_open_write")(cString(path)));
   }
 
   /**
@@ -325,16 +357,16 @@ export class Shim {
    * {@link unparkStops}.
    */
   parkStops(): void {
-    this.#check("park stop signals", this.#lib.symbols.jw_park_stops());
+    this.#check("park stop signals", this.#fn("jw_park_stops")());
   }
 
   /** Ends {@link parkStops}; a parked signal reaches Deno now. Returns its number, 0 if none. */
   unparkStops(): number {
-    return this.#lib.symbols.jw_unpark_stops();
+    return this.#fn("jw_unpark_stops")();
   }
 
   /** Unblocks SIGTERM and SIGINT on this thread (they may arrive blocked across an exec). */
   unblockStops(): void {
-    this.#check("unblock stop signals", this.#lib.symbols.jw_unblock_stops());
+    this.#check("unblock stop signals", this.#fn("jw_unblock_stops")());
   }
 }

@@ -22,7 +22,7 @@ import type { JobFilter } from "../jobs/store.ts";
 import { streamOutput } from "./stream_output.ts";
 import { isServiceError, serviceError, toServiceError } from "./status.ts";
 import { toProtoJob } from "./convert.ts";
-import { listPage } from "./list_jobs.ts";
+import { EntryCache, type JobView, listPage } from "./list_jobs.ts";
 import { type ServerFacts, serverInfo } from "./server_info.ts";
 import {
   graceFrom,
@@ -108,6 +108,12 @@ export function jobServiceHandlers(
     if (hidesEnv(caller, viewersSee)) proto.env = withoutValues(proto.env);
     return proto;
   };
+  /** How `caller` sees jobs in a list: the same entry for everyone who sees them alike. */
+  const listView = (caller: Identity): JobView => ({
+    key: hidesEnv(caller, viewersSee) ? "env-hidden" : "full",
+    of: (job) => view(job, caller),
+  });
+  const listed = new EntryCache();
   /** The filter narrowed to what `caller` may see (a viewer's own jobs with VIEWERS_SEE=own). */
   const visibleTo = (caller: Identity, filter: JobFilter): JobFilter => {
     if (!hidesEnv(caller, viewersSee)) return filter;
@@ -149,23 +155,23 @@ export function jobServiceHandlers(
     "GetJobs",
     revoked,
     (_req, caller) =>
-      listPage(manager, (job) => view(job, caller), {
+      listPage(manager, listView(caller), {
         filter: visibleTo(caller, {}),
         pageSize: 0,
         pageToken: "",
         maxBytes: options.maxSendMsgSize,
-      }),
+      }, listed),
   );
   const listJobs = unary<jobworker.ListJobsReq, jobworker.Jobs>(
     "ListJobs",
     revoked,
     (req, caller) =>
-      listPage(manager, (job) => view(job, caller), {
+      listPage(manager, listView(caller), {
         filter: visibleTo(caller, { statuses: statusesFrom(req), owner: req.owner ?? "" }),
         pageSize: pageSizeFrom(req),
         pageToken: req.pageToken ?? "",
         maxBytes: options.maxSendMsgSize,
-      }),
+      }, listed),
   );
   const deleteJob = unary<jobworker.DeleteJobReq, jobworker.DeleteJobRes>(
     "DeleteJob",

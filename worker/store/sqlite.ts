@@ -30,6 +30,8 @@ import { Checkpointer } from "./checkpointer.ts";
 
 /** Commits between two checkpoint requests (SQLite's own default is every 1000 WAL pages). */
 const COMMITS_PER_CHECKPOINT = 100;
+/** Parsed records of ended jobs kept for pages (see SqliteStore.page). */
+const ENDED_RECORDS = 10_000;
 
 /** The database cannot be used as it is; the message names the file and what to do. */
 export class StoreOpenError extends Error {
@@ -117,6 +119,12 @@ export class SqliteStore implements JobStore {
   #syncCovers = 0;
   #checkpointer: Checkpointer | undefined;
   #commits = 0;
+  /**
+   * Records of ended jobs as last read, by id, least recently listed first: a page reads only the
+   * keys of the jobs it finds here (a client polling GetJobs over hundreds of jobs read and parsed
+   * every row each time). Checked against the row's status and output size, dropped at any write.
+   */
+  readonly #ended = new Map<string, JobRecord>();
 
   private constructor(readonly path: string, db: DatabaseSync) {
     this.#db = db;
@@ -256,6 +264,7 @@ export class SqliteStore implements JobStore {
   }
 
   update(record: JobRecord): void {
+    this.#ended.delete(record.id);
     const params = toParams(record);
     delete params.seq;
     this.#write("a job's state", () => {
@@ -298,11 +307,46 @@ export class SqliteStore implements JobStore {
     return { sql: clauses.length ? `WHERE ${clauses.join(" AND ")}` : "", params };
   }
 
+  /**
+   * Jobs matching the query, newest first. Ended jobs' records are shared with later pages: treat
+   * them as read-only.
+   */
   page(query: JobPageQuery): JobRecord[] {
     const { sql, params } = this.#where(query, query.beforeSeq);
-    const rows = this.#statement(`SELECT ${COLUMNS} FROM jobs ${sql} ORDER BY seq DESC LIMIT ?`)
-      .all(...params, query.limit);
-    return rows.map((row) => fromRow(row as unknown as Row));
+    const keys = this.#statement(
+      `SELECT seq, id, status, output_bytes FROM jobs ${sql} ORDER BY seq DESC LIMIT ?`,
+    ).all(...params, query.limit) as unknown as Pick<
+      Row,
+      "seq" | "id" | "status" | "output_bytes"
+    >[];
+    const records = keys.map((key) => {
+      const kept = this.#ended.get(key.id);
+      if (kept?.status !== key.status || kept.outputBytes !== key.output_bytes) return undefined;
+      this.#ended.delete(key.id);
+      this.#ended.set(key.id, kept);
+      return kept;
+    });
+    const missing = keys.filter((_, i) => records[i] === undefined).map((key) => key.seq);
+    if (missing.length === 0) return records as JobRecord[];
+    const read = new Map<number, JobRecord>();
+    const rows = this.#statement(
+      `SELECT ${COLUMNS} FROM jobs WHERE seq IN (SELECT value FROM json_each(?))`,
+    ).all(JSON.stringify(missing));
+    for (const row of rows) {
+      const record = fromRow(row as unknown as Row);
+      read.set(record.seq, record);
+      if (END_STATES.includes(record.status)) this.#keep(record);
+    }
+    // A row deleted between the two reads is left out, as if the page had been read after.
+    return keys.flatMap((key, i) => records[i] ?? read.get(key.seq) ?? []);
+  }
+
+  #keep(record: JobRecord): void {
+    this.#ended.delete(record.id);
+    this.#ended.set(record.id, record);
+    if (this.#ended.size > ENDED_RECORDS) {
+      this.#ended.delete(this.#ended.keys().next().value!);
+    }
   }
 
   countByStatus(filter: JobFilter): Record<JobStatus, number> {
@@ -341,6 +385,7 @@ export class SqliteStore implements JobStore {
   }
 
   delete(id: string): void {
+    this.#ended.delete(id);
     this.#write("deleting a job", () => {
       this.#statement("DELETE FROM jobs WHERE id = ?").run(id);
     });
