@@ -121,17 +121,19 @@ let passed = 0;
 /** How much output may pass through between two checks of the worker's memory. */
 const CHECK_EVERY_BYTES = 32 * 1024 * 1024;
 /** RSS growth, over the lowest RSS seen at a check since the last collection, that forces one. */
-const COLLECT_AFTER_GROWTH = 48 * 1024 * 1024;
+const COLLECT_AFTER_GROWTH = 24 * 1024 * 1024;
 let lowestRss = Infinity;
 
 /**
  * Counts `bytes` of job output ingested or streamed. Every 32 MiB glibc's heaps are trimmed off the
  * loop (glibc keeps the space freed buffers leave between longer-lived allocations), and when the
- * worker's RSS grew by 48 MiB since the lowest it was at such a check, a collection frees the dead
+ * worker's RSS grew by 24 MiB since the lowest it was at such a check, a collection frees the dead
  * buffers V8 lets pile up in its old generation (stalled readers' frames). 5 jobs writing 200 MiB
  * with 50 stalled readers peaked at +113..+386 MiB over idle with neither, +90..+102 MiB with a
  * collection and a trim every 32 MiB; 200 jobs writing 33-byte lines as fast as they could paid
- * 20-60 ms of loop every 32 MiB for that collection, and no longer do.
+ * 20-60 ms of loop every 32 MiB for that collection. With the growth rule (the hostile test's 50
+ * stalled readers, one run each): +128 MiB peak at 16 MiB of growth, +108 at 24, +155..+174 at 48;
+ * the 200 writers then forced about one collection in 20 s at 24 MiB, five at 16.
  */
 export function passedThrough(bytes: number): void {
   passedSinceArm += bytes;
