@@ -13,24 +13,46 @@
  * timer; once nothing happened for QUIET_MS, one full collection and malloc_trim run. An idle
  * worker has no timer at all.
  *
+ * What this costs the event loop matters as much (issue 8's line latency): the collection Deno
+ * 2.8.3 gives JavaScript (`gc` of a vm context) is always a full one, "reduce" mode, two or more
+ * mark-compacts, whatever type is asked for (measured: `{type: "minor"}` 18-90 ms on a 6 MiB heap,
+ * 20-60 ms each in the worker with 200 jobs writing), and malloc_trim over a worker's heaps took up
+ * to 70 ms. So malloc_trim runs on Deno's blocking pool, never on the loop, and while output flows
+ * a collection is forced only when the worker's RSS has grown (a stalled reader holding buffers);
+ * a storm that holds its memory steady forces none.
+ *
  * @module
  */
 import v8 from "node:v8";
 import vm from "node:vm";
 
-type Libc = Deno.DynamicLibrary<{ malloc_trim: { parameters: ["usize"]; result: "i32" } }>;
+const LIBC_SYMBOLS = {
+  // On the blocking pool: glibc locks one arena at a time, so the loop's own allocations wait at
+  // most for the trim of one arena, not for all of them.
+  malloc_trim: { parameters: ["usize"], result: "i32", nonblocking: true },
+} as const;
+type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>;
 
 let libc: Libc | null | undefined;
 
 function glibc(): Libc | null {
   if (libc === undefined) {
     try {
-      libc = Deno.dlopen("libc.so.6", { malloc_trim: { parameters: ["usize"], result: "i32" } });
+      libc = Deno.dlopen("libc.so.6", LIBC_SYMBOLS);
     } catch {
       libc = null; // not glibc: nothing to do
     }
   }
   return libc;
+}
+
+let trimming: Promise<unknown> | undefined;
+
+/** glibc's malloc_trim, off the loop; one at a time (a trim asked for meanwhile is dropped). */
+function trimHeaps(): void {
+  const lib = glibc();
+  if (!lib || trimming) return;
+  trimming = lib.symbols.malloc_trim(0n).catch(() => {}).finally(() => trimming = undefined);
 }
 
 type Collect = (options?: { type: "minor" | "major"; execution?: "sync" }) => void;
@@ -57,16 +79,25 @@ const SWEEP_DELAY_MS = 500;
 
 let lastWork = 0;
 let timer: ReturnType<typeof setTimeout> | undefined;
+/** Output bytes passed through since the timer was armed. */
+let passedSinceArm = 0;
+/**
+ * Output at this rate per QUIET_MS is work that pushes the collection back (it would stall the
+ * flow); a trickle (a job logging now and then) is not, or the worker would never trim.
+ */
+const BUSY_BYTES = 1024 * 1024;
 
 function trimNow(): void {
   collector()?.({ type: "major" });
-  glibc()?.symbols.malloc_trim(0n);
-  const sweep = setTimeout(() => glibc()?.symbols.malloc_trim(0n), SWEEP_DELAY_MS);
+  trimHeaps();
+  const sweep = setTimeout(trimHeaps, SWEEP_DELAY_MS);
   Deno.unrefTimer(sweep as unknown as number);
 }
 
 function arm(delayMs: number): void {
+  passedSinceArm = 0;
   timer = setTimeout(() => {
+    if (passedSinceArm >= BUSY_BYTES) lastWork = performance.now();
     const quietFor = performance.now() - lastWork;
     if (quietFor < QUIET_MS) return arm(QUIET_MS - quietFor);
     timer = undefined;
@@ -85,23 +116,36 @@ export function trimSoon(): void {
   if (timer === undefined) arm(QUIET_MS);
 }
 
-/** Bytes of job output ingested or streamed since glibc's heaps were last trimmed. */
+/** Bytes of job output ingested or streamed since the last check of the worker's memory. */
 let passed = 0;
-/** How much output may pass through between two trims of glibc's heaps. */
-const TRIM_EVERY_BYTES = 32 * 1024 * 1024;
+/** How much output may pass through between two checks of the worker's memory. */
+const CHECK_EVERY_BYTES = 32 * 1024 * 1024;
+/** RSS growth, over the lowest RSS seen at a check since the last collection, that forces one. */
+const COLLECT_AFTER_GROWTH = 24 * 1024 * 1024;
+let lowestRss = Infinity;
 
 /**
- * Counts `bytes` of job output ingested or streamed. Every 32 MiB a young-generation collection
- * (about a millisecond) frees the dead buffers V8 otherwise lets pile up, and glibc's heaps are
- * trimmed: glibc keeps the space freed buffers leave between longer-lived allocations. 5 jobs
- * writing 200 MiB with 50 stalled readers peaked at +113..+386 MiB over idle without either
- * (165 MiB of one such peak free in glibc's heaps), +90..+102 MiB with both.
+ * Counts `bytes` of job output ingested or streamed. Every 32 MiB glibc's heaps are trimmed off the
+ * loop (glibc keeps the space freed buffers leave between longer-lived allocations), and when the
+ * worker's RSS grew by 24 MiB since the lowest it was at such a check, a collection frees the dead
+ * buffers V8 lets pile up in its old generation (stalled readers' frames). 5 jobs writing 200 MiB
+ * with 50 stalled readers peaked at +113..+386 MiB over idle with neither, +90..+102 MiB with a
+ * collection and a trim every 32 MiB; 200 jobs writing 33-byte lines as fast as they could paid
+ * 20-60 ms of loop every 32 MiB for that collection. With the growth rule (the hostile test's 50
+ * stalled readers, one run each): +128 MiB peak at 16 MiB of growth, +108 at 24, +155..+174 at 48;
+ * bench/latency_probe.ts's run with 200 writers then forced 3 collections at 24 MiB, 10 at 16.
  */
 export function passedThrough(bytes: number): void {
+  passedSinceArm += bytes;
   passed += bytes;
-  if (passed < TRIM_EVERY_BYTES) return;
+  if (passed < CHECK_EVERY_BYTES) return;
   passed = 0;
-  collector()?.({ type: "minor" });
-  glibc()?.symbols.malloc_trim(0n);
+  const rss = Deno.memoryUsage().rss;
+  lowestRss = Math.min(lowestRss, rss);
+  if (rss - lowestRss > COLLECT_AFTER_GROWTH) {
+    collector()?.({ type: "major" });
+    lowestRss = Infinity;
+  }
+  trimHeaps();
   trimSoon();
 }

@@ -1,0 +1,165 @@
+/**
+ * Write-to-client latency alone, against its idle baseline in the same run (issue 8): a job prints
+ * its clock every 10 ms and the client stamps arrival, first on the idle worker, then with N other
+ * jobs writing 33-byte lines as fast as they can (the bench's storm writers). Beside the line
+ * delays: the worker's own event-loop delay (p99 from its histogram, and max) in each phase, the
+ * output it ingested per second and its CPU use.
+ *
+ * Usage: deno run -A bench/latency_probe.ts [writers=200] [seconds=8]. BENCH_WORKER_ENV (JSON) adds
+ * to the worker's environment; BENCH_WORKER_PROGRAM runs the worker through another launcher (for
+ * example a script adding --cpu-prof). Prints one JSON object.
+ */
+import { makePki } from "../tests/helpers/pki.ts";
+import { WorkerProcess } from "../tests/helpers/worker.ts";
+import { clientFor } from "../tests/helpers/clients.ts";
+import type { JobClient } from "../cli/client.ts";
+import { JOB_LIMITS } from "./peers.ts";
+
+const WRITERS = Number(Deno.args[0] ?? 200);
+const SECONDS = Number(Deno.args[1] ?? 8);
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const round = (n: number) => Math.round(n * 100) / 100;
+
+function quantile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? NaN;
+}
+
+interface Scrape {
+  buckets: [number, number][];
+  max: number;
+  ingested: number;
+  cpu: number;
+  at: number;
+}
+
+async function scrape(url: string, pid: number): Promise<Scrape> {
+  const text = await (await fetch(url)).text();
+  const buckets: [number, number][] = [];
+  let max = 0;
+  let ingested = 0;
+  for (const line of text.split("\n")) {
+    const bucket = /^jobworker_event_loop_delay_seconds_bucket\{le="([^"]+)"\} (\S+)$/.exec(line);
+    if (bucket) buckets.push([Number(bucket[1]), Number(bucket[2])]);
+    const gauge = /^jobworker_event_loop_delay_max_seconds (\S+)$/.exec(line);
+    if (gauge) max = Number(gauge[1]);
+    const bytes = /^jobworker_output_ingested_bytes_total (\S+)$/.exec(line);
+    if (bytes) ingested = Number(bytes[1]);
+  }
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]!.split(" ");
+  const cpu = (Number(stat[11]) + Number(stat[12])) / 100;
+  return { buckets, max, ingested, cpu, at: performance.now() };
+}
+
+function loopP99(before: Scrape, after: Scrape): number {
+  const counts = after.buckets.map(([le, n], i) => [le, n - (before.buckets[i]?.[1] ?? 0)]);
+  const total = counts.at(-1)?.[1] ?? 0;
+  const rank = 0.99 * total;
+  let lower = 0;
+  let below = 0;
+  for (const [le, n] of counts) {
+    if (n! >= rank) {
+      if (!Number.isFinite(le)) return lower * 1000;
+      return (lower + (le! - lower) * (n === below ? 0 : (rank - below) / (n! - below))) * 1000;
+    }
+    lower = le!;
+    below = n!;
+  }
+  return lower * 1000;
+}
+
+async function lineDelays(client: JobClient, seconds: number): Promise<number[]> {
+  const ticker = await client.createJob({
+    command: "/usr/bin/python3",
+    args: [
+      "-c",
+      "import time\nwhile True:\n  print(time.time_ns(), flush=True)\n  time.sleep(0.01)",
+    ],
+  });
+  const delays: number[] = [];
+  const stop = AbortSignal.timeout(seconds * 1000);
+  const decoder = new TextDecoder();
+  let partial = "";
+  try {
+    for await (const chunk of client.stream(ticker.id, { signal: stop })) {
+      const now = (performance.timeOrigin + performance.now()) * 1e6;
+      const lines = (partial + decoder.decode(chunk.payload, { stream: true })).split("\n");
+      partial = lines.pop()!;
+      for (const line of lines) {
+        const stamp = Number(line);
+        if (Number.isFinite(stamp) && stamp > 0) delays.push((now - stamp) / 1e6);
+      }
+    }
+  } catch (e) {
+    if (!stop.aborted) throw e;
+  }
+  await client.stopJob(ticker.id, { force: true }).catch(() => {});
+  return delays.slice(50);
+}
+
+async function phase(client: JobClient, url: string, pid: number) {
+  const before = await scrape(url, pid);
+  const delays = await lineDelays(client, SECONDS);
+  const after = await scrape(url, pid);
+  const seconds = (after.at - before.at) / 1000;
+  return {
+    lineP50: round(quantile(delays, 0.5)),
+    lineP99: round(quantile(delays, 0.99)),
+    lineMax: round(Math.max(...delays)),
+    loopP99: round(Math.min(loopP99(before, after), after.max * 1000)),
+    loopMax: round(after.max * 1000),
+    ingestMiBs: round((after.ingested - before.ingested) / 1048576 / seconds),
+    workerCpu: round((after.cpu - before.cpu) / seconds),
+  };
+}
+
+const pki = await makePki();
+const program = Deno.env.get("BENCH_WORKER_PROGRAM");
+const worker = await WorkerProcess.start({
+  certDir: pki.dir,
+  ...(program ? { program } : {}),
+  env: {
+    LOG_FORMAT: "json",
+    JOB_WORKER_METRICS_ADDR: "127.0.0.1:0",
+    JOB_WORKER_MAX_JOBS: "1000",
+    JOB_WORKER_MAX_STREAMS_PER_CLIENT: "512",
+    JOB_WORKER_DEFAULT_MEMORY: String(JOB_LIMITS.memoryMiB),
+    JOB_WORKER_DEFAULT_CPU: String(JOB_LIMITS.cpuPercent),
+    JOB_WORKER_DEFAULT_PIDS: String(JOB_LIMITS.pids),
+    ...JSON.parse(Deno.env.get("BENCH_WORKER_ENV") ?? "{}"),
+  },
+});
+let url = "";
+for (const line of worker.logs) {
+  if (!line.startsWith("{")) continue;
+  const parsed = JSON.parse(line) as { msg?: string; port?: number };
+  if (parsed.msg === "metrics listening" && parsed.port) {
+    url = `http://127.0.0.1:${parsed.port}/metrics`;
+  }
+}
+// A launcher given in BENCH_WORKER_PROGRAM must exec the worker (same pid).
+const pid = worker.process.pid;
+const client = clientFor(pki.dir, worker.address);
+const writers: string[] = [];
+try {
+  await client.listJobs();
+  const idle = await phase(client, url, pid);
+  for (let i = 0; i < WRITERS; i += 20) {
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(20, WRITERS - i) }, () =>
+        client.createJob({
+          command: "sh",
+          args: ["-c", "while :; do echo 0123456789abcdef0123456789abcdef; done"],
+        })),
+    );
+    writers.push(...batch.map((j) => j.id));
+  }
+  await delay(1000);
+  const busy = await phase(client, url, pid);
+  console.log(JSON.stringify({ writers: WRITERS, idle, busy }));
+} finally {
+  await Promise.all(writers.map((id) => client.stopJob(id, { force: true }).catch(() => {})));
+  client.close();
+  await worker.stop();
+  await pki.remove();
+}
