@@ -13,7 +13,6 @@ import {
   mkdirOnceAsync,
   parseKeyValues,
   parseNumber,
-  readAhead,
   readText,
   readTextAsync,
   rmdirQuietly,
@@ -21,7 +20,8 @@ import {
   writeSetup,
   writeSetupAsync,
 } from "./files.ts";
-import { freezeKillThaw, listPids, signalPids } from "./kill.ts";
+import { freezeKillThaw } from "./kill.ts";
+import { JobCgroupDirs } from "./job_cgroup.ts";
 import { V1_CONTROLLERS, type V1Controller, type V1Hierarchy } from "./layout.ts";
 import { checkLimits, CPU_PERIOD_USEC, cpuQuotaUsec, memoryBytes } from "./limits.ts";
 import { type BaseSetting, cgroupDir, checkName, instanceDirName, normalizeBase } from "./paths.ts";
@@ -93,18 +93,13 @@ function blkioBytes(text: string | undefined): { read: number; write: number } {
 }
 
 /** The cgroups of one job on v1. */
-export class V1JobCgroup implements JobCgroup {
-  readonly procsFiles: string[];
+export class V1JobCgroup extends JobCgroupDirs {
   readonly #dirs: ControllerDirs;
-  readonly #all: string[];
-  #peak = 0;
-  #final: Usage | undefined;
 
   /** `dirs`: the job's directory for each controller that has a hierarchy. */
   constructor(dirs: ControllerDirs) {
+    super([...new Set(dirs.values())]);
     this.#dirs = dirs;
-    this.#all = [...new Set(dirs.values())];
-    this.procsFiles = this.#all.map((dir) => `${dir}/cgroup.procs`);
   }
 
   #file(controller: V1Controller, name: string): string | undefined {
@@ -117,32 +112,7 @@ export class V1JobCgroup implements JobCgroup {
     return file === undefined ? 0 : parseNumber(read(file));
   }
 
-  pids(): number[] {
-    return listPids(this.#all);
-  }
-
-  usage(): Usage {
-    if (this.#final) return { ...this.#final };
-    return this.#usage(readText);
-  }
-
-  async final(): Promise<{ usage: Usage; oomKilled: boolean }> {
-    if (this.#final) return { usage: { ...this.#final }, oomKilled: this.oomKilled() };
-    const read = await readAhead((read) => {
-      this.#usage(read);
-      this.#oomKilled(read);
-    });
-    this.#final = this.#usage(read);
-    return { usage: { ...this.#final }, oomKilled: this.#oomKilled(read) };
-  }
-
-  #usage(read: FileReader): Usage {
-    const memory = this.#number(read, "memory", "memory.usage_in_bytes");
-    this.#peak = Math.max(
-      this.#peak,
-      memory,
-      this.#number(read, "memory", "memory.max_usage_in_bytes"),
-    );
+  protected readUsage(read: FileReader): Usage {
     const recursive = this.#file("blkio", "blkio.throttle.io_service_bytes_recursive");
     const io = blkioBytes(
       (recursive && read(recursive)) ??
@@ -151,8 +121,8 @@ export class V1JobCgroup implements JobCgroup {
     const cpuStat = parseKeyValues(read(this.#file("cpu", "cpu.stat") ?? ""));
     return {
       cpuUsec: Math.floor(this.#number(read, "cpuacct", "cpuacct.usage") / 1000),
-      memoryBytes: memory,
-      memoryPeakBytes: this.#peak,
+      memoryBytes: this.#number(read, "memory", "memory.usage_in_bytes"),
+      memoryPeakBytes: this.#number(read, "memory", "memory.max_usage_in_bytes"),
       ioReadBytes: io.read,
       ioWriteBytes: io.write,
       pids: this.#number(read, "pids", "pids.current"),
@@ -161,17 +131,9 @@ export class V1JobCgroup implements JobCgroup {
     };
   }
 
-  oomKilled(): boolean {
-    return this.#oomKilled(readText);
-  }
-
-  #oomKilled(read: FileReader): boolean {
+  protected readOomKilled(read: FileReader): boolean {
     const file = this.#file("memory", "memory.oom_control");
     return (parseKeyValues(file && read(file)).get("oom_kill") ?? 0) > 0;
-  }
-
-  signalAll(signal: Deno.Signal): number {
-    return signalPids(this.pids(), signal);
   }
 
   killAll(): Promise<void> {
@@ -185,11 +147,6 @@ export class V1JobCgroup implements JobCgroup {
       thaw: () => state !== undefined && writeSetup("Cannot thaw", state, "THAWED"),
       pids: () => this.pids(),
     });
-  }
-
-  async remove(): Promise<void> {
-    if (!this.#final) this.#final = this.usage();
-    await removeCgroupDirs(this.#all);
   }
 }
 
