@@ -299,23 +299,27 @@ export class V1Manager implements DetectedCgroupManager {
       }
       // The limits first: the job's cgroup never exists without them.
       await applyLimits(dirs, limits, this.ioDevices);
-      const renamed: [string, string][] = [];
+      const renamed: [Place, string, string][] = [];
       try {
         for (const place of this.#places) {
           const from = `${place.parentDir}/${name}`;
           const to = `${place.parentDir}/${jobId}`;
           Deno.renameSync(from, to);
-          renamed.push([from, to]);
+          renamed.push([place, from, to]);
           assign(dirs, place.controllers, to);
         }
       } catch (error) {
-        for (const [from, to] of renamed) {
+        const stray: ControllerDirs = new Map();
+        for (const [place, from, to] of renamed) {
           try {
             Deno.renameSync(to, from);
-          } catch { /* left for cleanupStale */ }
+          } catch {
+            assign(stray, place.controllers, to);
+          }
         }
+        const left = await removeStray(stray);
         throw new LimitError(
-          `Cannot make the job's cgroup from pool slot ${name}: ${describeErrno(error)}`,
+          `Cannot make the job's cgroup from pool slot ${name}: ${describeErrno(error)}${left}`,
           { errno: errnoOf(error), cause: error },
         );
       }
@@ -336,6 +340,24 @@ export class V1Manager implements DetectedCgroupManager {
       if (exists(dir)) assign(dirs, place.controllers, dir);
     }
     return new V1JobCgroup(dirs);
+  }
+}
+
+/**
+ * A slot's directories that kept the job's name when a failed adopt could not rename them back:
+ * they would make the job's cgroup, created as usual next, fail ("already exists"), and would stay
+ * until the next start. Everything in them (the slot's init, which the pool dismisses anyway) is
+ * killed and they are removed now. "" when none is left, else what the error adds.
+ */
+async function removeStray(stray: ControllerDirs): Promise<string> {
+  if (stray.size === 0) return "";
+  const cgroup = new V1JobCgroup(stray);
+  await cgroup.killAll();
+  try {
+    await cgroup.remove();
+    return "";
+  } catch (error) {
+    return `; ${[...new Set(stray.values())].join(", ")} left for the next start (${error})`;
   }
 }
 
