@@ -552,6 +552,54 @@ slotTest(
   },
 );
 
+/** Kills every waiting init of a full pool; the new ones once the pool is full again. */
+async function replaceAll(w: WorkerProcess): Promise<Proc[]> {
+  const old = await poolFull(w);
+  for (const proc of old) Deno.kill(proc.pid, "SIGKILL");
+  return await waitFor("the pool refilled with new inits", async () => {
+    const now = waitingInits(w.process.pid);
+    const fresh = now.length === POOL && now.every((p) => !old.some((o) => o.pid === p.pid));
+    return fresh && await metric(w, readyGauge) === POOL ? now : null;
+  }, 60_000);
+}
+
+slotTest(
+  "slots that keep failing go off with one warning, the pool goes on, and they come back",
+  async () => {
+    const w = await startWorker();
+    const sh = (args: string[]) => new Deno.Command(args[0]!, { args: args.slice(1) }).output();
+    const said = (msg: string) => logLines(w).filter((l) => l.msg.startsWith(msg)).length;
+    const seen: string[] = [];
+    try {
+      const before = slotsOf(await poolFull(w));
+      assert.ok(before.length > 0);
+      seen.push(...before);
+      // The instance's parent cgroup in one hierarchy, read-only: no slot can be made there.
+      const parent = before[0]!.slice(0, before[0]!.lastIndexOf("/"));
+      assert.ok((await sh(["mount", "--bind", "-o", "ro", parent, parent])).success);
+      try {
+        const off = await replaceAll(w);
+        assert.deepEqual(slotsOf(off), [], "the new inits wait without slots");
+        assert.equal(said("pool slots off"), 1, "one warning");
+        seen.push(...slotsOf(await replaceAll(w)));
+        assert.equal(said("pool slots off"), 1, "still one warning");
+      } finally {
+        assert.ok((await sh(["umount", parent])).success);
+      }
+      // Once slots can be made again they come back, a back-off later (not never).
+      const back = await waitFor("waiting inits in slots again", async () => {
+        const slots = slotsOf(await replaceAll(w));
+        return slots.length > 0 ? slots : null;
+      }, 120_000);
+      seen.push(...back);
+      assert.equal(said("pool slots on again"), 1);
+    } finally {
+      await w.stop();
+    }
+    assert.deepEqual(existing(seen), [], "no slot is left (nor those the read-only parent kept)");
+  },
+);
+
 test("leaves no pooled init behind", async () => {
   client.close();
   await Promise.all(workers.map((w) => w.stop()));

@@ -110,3 +110,45 @@ Deno.test("stopper: a deadline carried over a reload (killBy an absolute time)",
   await tick(60);
   assert.deepEqual(calls, ["SIGTERM", "KILL"]);
 });
+
+Deno.test("stopper: a stop before the job has processes is kept, carried out at attach", async () => {
+  const { calls, target } = recorder();
+  const s = new Stopper();
+  s.stop(5000);
+  s.stop(20); // sooner: the shortest grace wins
+  s.stop(10_000);
+  await tick(40);
+  assert.deepEqual(calls, [], "nothing to signal before attach");
+  s.attach(target);
+  assert.deepEqual(calls, ["SIGTERM"]);
+  await tick(60);
+  assert.deepEqual(calls, ["SIGTERM", "KILL"], "the grace counts from attach");
+  s.cancel();
+});
+
+Deno.test("stopper: a forced stop before attach is SIGKILL at attach, without SIGTERM", async () => {
+  const { calls, target } = recorder();
+  const s = new Stopper();
+  s.stop(30_000);
+  s.stop(0);
+  s.attach(target);
+  await tick(10);
+  assert.deepEqual(calls, ["KILL"]);
+  s.cancel();
+});
+
+Deno.test("stopper: abandoned before attach, the kept stop is dropped and waiters hear it", async () => {
+  const s = new Stopper();
+  s.stop(0);
+  s.abandon();
+  await s.abandoned;
+  assert.equal(s.killAt, undefined);
+  assert.equal(s.terminated, false);
+  // Attached without a stop kept, nothing is signalled.
+  const { calls, target } = recorder();
+  const t = new Stopper();
+  t.attach(target);
+  await tick(10);
+  assert.deepEqual(calls, []);
+  t.cancel();
+});

@@ -13,7 +13,6 @@ import {
   mkdirOnceAsync,
   parseKeyValues,
   parseNumber,
-  readAhead,
   readText,
   readTextAsync,
   rmdirQuietly,
@@ -21,7 +20,8 @@ import {
   writeSetup,
   writeSetupAsync,
 } from "./files.ts";
-import { freezeKillThaw, listPids, signalPids } from "./kill.ts";
+import { freezeKillThaw } from "./kill.ts";
+import { JobCgroupDirs } from "./job_cgroup.ts";
 import { V1_CONTROLLERS, type V1Controller, type V1Hierarchy } from "./layout.ts";
 import { checkLimits, CPU_PERIOD_USEC, cpuQuotaUsec, memoryBytes } from "./limits.ts";
 import { type BaseSetting, cgroupDir, checkName, instanceDirName, normalizeBase } from "./paths.ts";
@@ -93,18 +93,13 @@ function blkioBytes(text: string | undefined): { read: number; write: number } {
 }
 
 /** The cgroups of one job on v1. */
-export class V1JobCgroup implements JobCgroup {
-  readonly procsFiles: string[];
+export class V1JobCgroup extends JobCgroupDirs {
   readonly #dirs: ControllerDirs;
-  readonly #all: string[];
-  #peak = 0;
-  #final: Usage | undefined;
 
   /** `dirs`: the job's directory for each controller that has a hierarchy. */
   constructor(dirs: ControllerDirs) {
+    super([...new Set(dirs.values())]);
     this.#dirs = dirs;
-    this.#all = [...new Set(dirs.values())];
-    this.procsFiles = this.#all.map((dir) => `${dir}/cgroup.procs`);
   }
 
   #file(controller: V1Controller, name: string): string | undefined {
@@ -117,32 +112,7 @@ export class V1JobCgroup implements JobCgroup {
     return file === undefined ? 0 : parseNumber(read(file));
   }
 
-  pids(): number[] {
-    return listPids(this.#all);
-  }
-
-  usage(): Usage {
-    if (this.#final) return { ...this.#final };
-    return this.#usage(readText);
-  }
-
-  async final(): Promise<{ usage: Usage; oomKilled: boolean }> {
-    if (this.#final) return { usage: { ...this.#final }, oomKilled: this.oomKilled() };
-    const read = await readAhead((read) => {
-      this.#usage(read);
-      this.#oomKilled(read);
-    });
-    this.#final = this.#usage(read);
-    return { usage: { ...this.#final }, oomKilled: this.#oomKilled(read) };
-  }
-
-  #usage(read: FileReader): Usage {
-    const memory = this.#number(read, "memory", "memory.usage_in_bytes");
-    this.#peak = Math.max(
-      this.#peak,
-      memory,
-      this.#number(read, "memory", "memory.max_usage_in_bytes"),
-    );
+  protected readUsage(read: FileReader): Usage {
     const recursive = this.#file("blkio", "blkio.throttle.io_service_bytes_recursive");
     const io = blkioBytes(
       (recursive && read(recursive)) ??
@@ -151,8 +121,8 @@ export class V1JobCgroup implements JobCgroup {
     const cpuStat = parseKeyValues(read(this.#file("cpu", "cpu.stat") ?? ""));
     return {
       cpuUsec: Math.floor(this.#number(read, "cpuacct", "cpuacct.usage") / 1000),
-      memoryBytes: memory,
-      memoryPeakBytes: this.#peak,
+      memoryBytes: this.#number(read, "memory", "memory.usage_in_bytes"),
+      memoryPeakBytes: this.#number(read, "memory", "memory.max_usage_in_bytes"),
       ioReadBytes: io.read,
       ioWriteBytes: io.write,
       pids: this.#number(read, "pids", "pids.current"),
@@ -161,17 +131,9 @@ export class V1JobCgroup implements JobCgroup {
     };
   }
 
-  oomKilled(): boolean {
-    return this.#oomKilled(readText);
-  }
-
-  #oomKilled(read: FileReader): boolean {
+  protected readOomKilled(read: FileReader): boolean {
     const file = this.#file("memory", "memory.oom_control");
     return (parseKeyValues(file && read(file)).get("oom_kill") ?? 0) > 0;
-  }
-
-  signalAll(signal: Deno.Signal): number {
-    return signalPids(this.pids(), signal);
   }
 
   killAll(): Promise<void> {
@@ -185,11 +147,6 @@ export class V1JobCgroup implements JobCgroup {
       thaw: () => state !== undefined && writeSetup("Cannot thaw", state, "THAWED"),
       pids: () => this.pids(),
     });
-  }
-
-  async remove(): Promise<void> {
-    if (!this.#final) this.#final = this.usage();
-    await removeCgroupDirs(this.#all);
   }
 }
 
@@ -342,23 +299,27 @@ export class V1Manager implements DetectedCgroupManager {
       }
       // The limits first: the job's cgroup never exists without them.
       await applyLimits(dirs, limits, this.ioDevices);
-      const renamed: [string, string][] = [];
+      const renamed: [Place, string, string][] = [];
       try {
         for (const place of this.#places) {
           const from = `${place.parentDir}/${name}`;
           const to = `${place.parentDir}/${jobId}`;
           Deno.renameSync(from, to);
-          renamed.push([from, to]);
+          renamed.push([place, from, to]);
           assign(dirs, place.controllers, to);
         }
       } catch (error) {
-        for (const [from, to] of renamed) {
+        const stray: ControllerDirs = new Map();
+        for (const [place, from, to] of renamed) {
           try {
             Deno.renameSync(to, from);
-          } catch { /* left for cleanupStale */ }
+          } catch {
+            assign(stray, place.controllers, to);
+          }
         }
+        const left = await removeStray(stray);
         throw new LimitError(
-          `Cannot make the job's cgroup from pool slot ${name}: ${describeErrno(error)}`,
+          `Cannot make the job's cgroup from pool slot ${name}: ${describeErrno(error)}${left}`,
           { errno: errnoOf(error), cause: error },
         );
       }
@@ -379,6 +340,24 @@ export class V1Manager implements DetectedCgroupManager {
       if (exists(dir)) assign(dirs, place.controllers, dir);
     }
     return new V1JobCgroup(dirs);
+  }
+}
+
+/**
+ * A slot's directories that kept the job's name when a failed adopt could not rename them back:
+ * they would make the job's cgroup, created as usual next, fail ("already exists"), and would stay
+ * until the next start. Everything in them (the slot's init, which the pool dismisses anyway) is
+ * killed and they are removed now. "" when none is left, else what the error adds.
+ */
+async function removeStray(stray: ControllerDirs): Promise<string> {
+  if (stray.size === 0) return "";
+  const cgroup = new V1JobCgroup(stray);
+  await cgroup.killAll();
+  try {
+    await cgroup.remove();
+    return "";
+  } catch (error) {
+    return `; ${[...new Set(stray.values())].join(", ")} left for the next start (${error})`;
   }
 }
 

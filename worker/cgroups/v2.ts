@@ -12,13 +12,13 @@ import {
   mkdirOnceAsync,
   parseKeyValues,
   parseNumber,
-  readAhead,
   readText,
   rmdirQuietly,
   writeLimitAsync,
   writeSetup,
 } from "./files.ts";
-import { freezeKillThaw, listPids, signalPids } from "./kill.ts";
+import { freezeKillThaw, listPids } from "./kill.ts";
+import { JobCgroupDirs } from "./job_cgroup.ts";
 import { currentUnifiedPath } from "./layout.ts";
 import { checkLimits, CPU_PERIOD_USEC, cpuQuotaUsec, memoryBytes } from "./limits.ts";
 import {
@@ -29,7 +29,7 @@ import {
   normalizeBase,
   WORKER_LEAF,
 } from "./paths.ts";
-import { killAndRemoveAll, removeCgroupDirs } from "./remove.ts";
+import { killAndRemoveAll } from "./remove.ts";
 import {
   type CgroupOptions,
   type DetectedCgroupManager,
@@ -63,46 +63,22 @@ function ioStatBytes(text: string | undefined): { read: number; write: number } 
 }
 
 /** The cgroup of one job on v2. */
-export class V2JobCgroup implements JobCgroup {
-  readonly procsFiles: string[];
+export class V2JobCgroup extends JobCgroupDirs {
   readonly #dir: string;
-  #peak = 0;
-  #final: Usage | undefined;
 
   constructor(dir: string) {
+    super([dir]);
     this.#dir = dir;
-    this.procsFiles = [`${dir}/cgroup.procs`];
   }
 
-  pids(): number[] {
-    return listPids([this.#dir]);
-  }
-
-  usage(): Usage {
-    if (this.#final) return { ...this.#final };
-    return this.#usage(readText);
-  }
-
-  async final(): Promise<{ usage: Usage; oomKilled: boolean }> {
-    if (this.#final) return { usage: { ...this.#final }, oomKilled: this.oomKilled() };
-    const read = await readAhead((read) => {
-      this.#usage(read);
-      this.#oomKilled(read);
-    });
-    this.#final = this.#usage(read);
-    return { usage: { ...this.#final }, oomKilled: this.#oomKilled(read) };
-  }
-
-  #usage(read: FileReader): Usage {
+  protected readUsage(read: FileReader): Usage {
     const dir = this.#dir;
     const cpu = parseKeyValues(read(`${dir}/cpu.stat`));
-    const memory = parseNumber(read(`${dir}/memory.current`));
-    this.#peak = Math.max(this.#peak, memory, parseNumber(read(`${dir}/memory.peak`)));
     const io = ioStatBytes(read(`${dir}/io.stat`));
     return {
       cpuUsec: cpu.get("usage_usec") ?? 0,
-      memoryBytes: memory,
-      memoryPeakBytes: this.#peak,
+      memoryBytes: parseNumber(read(`${dir}/memory.current`)),
+      memoryPeakBytes: parseNumber(read(`${dir}/memory.peak`)),
       ioReadBytes: io.read,
       ioWriteBytes: io.write,
       pids: parseNumber(read(`${dir}/pids.current`)),
@@ -111,17 +87,9 @@ export class V2JobCgroup implements JobCgroup {
     };
   }
 
-  oomKilled(): boolean {
-    return this.#oomKilled(readText);
-  }
-
-  #oomKilled(read: FileReader): boolean {
+  protected readOomKilled(read: FileReader): boolean {
     const kills = (file: string) => parseKeyValues(read(`${this.#dir}/${file}`)).get("oom_kill");
     return (kills("memory.events") ?? 0) > 0 || (kills("memory.events.local") ?? 0) > 0;
-  }
-
-  signalAll(signal: Deno.Signal): number {
-    return signalPids(this.pids(), signal);
   }
 
   killAll(): Promise<void> {
@@ -141,11 +109,6 @@ export class V2JobCgroup implements JobCgroup {
       thaw: () => writeSetup("Cannot thaw", freeze, "0"),
       pids: () => this.pids(),
     });
-  }
-
-  async remove(): Promise<void> {
-    if (!this.#final) this.#final = this.usage();
-    await removeCgroupDirs([this.#dir]);
   }
 }
 

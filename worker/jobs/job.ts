@@ -6,6 +6,7 @@
  */
 import type { Limits, Usage } from "../cgroups/types.ts";
 import type { OutputLog } from "./output_log.ts";
+import type { Stopper } from "./stopper.ts";
 import type { ResolvedUser } from "../runtime/users.ts";
 
 export type JobStatus = "INITIALIZING" | "RUNNING" | "COMPLETED" | "FAILED" | "STOPPED";
@@ -99,6 +100,8 @@ export class Job {
   outputLost: { offset: number; error: string } | undefined;
   /** The live output log while the job runs; ended jobs loaded from the record have none. */
   output: OutputLog | undefined;
+  /** Its stop escalation while it is live (from its record's insert); loaded jobs have none. */
+  stopper: Stopper | undefined;
   #outputBytes = 0;
   #outputTruncated = false;
   readonly #ended = Promise.withResolvers<void>();

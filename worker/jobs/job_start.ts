@@ -15,6 +15,7 @@ import { jobEnvironment } from "./environment.ts";
 import { type JobStore, StoreWriteError } from "./store.ts";
 import type { JobEvents } from "./events.ts";
 import { pumpOutput } from "./job_output.ts";
+import { Stopper } from "./stopper.ts";
 import { message, type Running } from "./running.ts";
 
 /** Where a job's output files live under the state directory. */
@@ -32,10 +33,16 @@ export interface StartContext {
   events?: JobEvents;
   /** The next job's seq. */
   nextSeq(): number;
-  /** The job's record exists: it is live (`true`), or, having failed to start, no more (`false`). */
+  /**
+   * The job's record exists: it is live (`true`), or, having failed to start, no more (`false`;
+   * its stopper is abandoned then).
+   */
   setLive(job: Job, live: boolean): void;
-  /** What the manager holds for a launched job (the reaper's watch, the stopper). */
-  runningOf(process: LaunchedProcess, cgroup: JobCgroup): Running;
+  /**
+   * What the manager holds for a launched job (the reaper's watch); `stopper` gets its target
+   * there, and a stop asked for while the job was starting goes out.
+   */
+  runningOf(process: LaunchedProcess, cgroup: JobCgroup, stopper: Stopper): Running;
   /** The job's first process exists: it runs (for the limits), it no longer counts as starting. */
   launched(id: string, running: Running): void;
   /** The init answered (exec'd or failed): the next job may start (see start_gate.ts). */
@@ -64,6 +71,8 @@ export async function startJob(
   const id = crypto.randomUUID();
   const dir = jobDir(ctx.stateDir, id);
   const job = new Job(id, ctx.nextSeq(), owner, spec);
+  // Stops can come from the record's insert on; they are carried out once the job has processes.
+  const stopper = job.stopper = new Stopper();
   try {
     await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
     job.output = OutputLog.create(`${dir}/output`, ctx.maxOutputBytes);
@@ -73,6 +82,7 @@ export async function startJob(
   }
   const forget = async () => {
     ctx.setLive(job, false);
+    stopper.abandon();
     job.output?.finish();
     try {
       ctx.store.delete(id);
@@ -92,6 +102,7 @@ export async function startJob(
     await ctx.store.durable();
   } catch (e) {
     ctx.setLive(job, false);
+    stopper.abandon();
     job.output.finish();
     if (e instanceof StoreWriteError) {
       // Written but not durable: no job may be left behind that the caller was not told of.
@@ -132,7 +143,7 @@ export async function startJob(
     await forget();
     throw new JobError("internal", `cannot start the job: ${message(e)}`);
   }
-  const running = ctx.runningOf(process, cgroup);
+  const running = ctx.runningOf(process, cgroup, stopper);
   ctx.launched(id, running);
   const outputDone = pumpOutput(job, process, ctx.events);
   const failure = await process.started;

@@ -60,13 +60,6 @@ export class JobManager {
   /** Jobs not yet ended and cleaned up; every other job lives only in the store. */
   readonly #live = new Map<string, Job>();
   readonly #running = new Map<string, Running>();
-  /** Stops waiting on a job that has no process yet, resolved if it never gets one. */
-  readonly #notStarted = new Map<string, PromiseWithResolvers<void>>();
-  /** Stops asked for while a job's cgroup was still being made (no process yet): done at launch. */
-  readonly #stopsBeforeLaunch = new Map<
-    string,
-    { options: StopOptions; reason: string; kind: StopKind }
-  >();
   /** Ended jobs whose last state the store could not take yet (disk full): retried. */
   readonly #unsaved = new Map<string, Job>();
   /** Creates with a requestId in progress, by owner and key: a retry waits for the first. */
@@ -253,22 +246,12 @@ export class JobManager {
       nextSeq: () => ++this.#seq,
       setLive: (job, live) => {
         if (live) this.#live.set(job.id, job);
-        else {
-          this.#live.delete(job.id);
-          this.#stopsBeforeLaunch.delete(job.id);
-          this.#notStarted.get(job.id)?.resolve();
-          this.#notStarted.delete(job.id);
-        }
+        else this.#live.delete(job.id);
       },
-      runningOf: (process, cgroup) => this.#runningOf(process, cgroup),
+      runningOf: (process, cgroup, stopper) => this.#runningOf(process, cgroup, stopper),
       launched: (id, running) => {
         this.#running.set(id, running);
         release();
-        const early = this.#stopsBeforeLaunch.get(id);
-        this.#stopsBeforeLaunch.delete(id);
-        this.#notStarted.delete(id);
-        const job = this.#live.get(id);
-        if (early && job) this.#stop(job, running, early.options, early.reason, early.kind);
       },
       answered: leaveGate,
       finish: (job, running, outputDone) => this.#finish(job, running, outputDone),
@@ -276,7 +259,8 @@ export class JobManager {
     };
   }
 
-  #runningOf(process: LaunchedProcess, cgroup: JobCgroup): Running {
+  /** The job's Running; `stopper` gets the job's processes as its target. */
+  #runningOf(process: LaunchedProcess, cgroup: JobCgroup, stopper: Stopper): Running {
     const running: Running = {
       process,
       cgroup,
@@ -287,23 +271,24 @@ export class JobManager {
       timeout: undefined,
       timeoutAt: undefined,
       reaped: false,
-      stopper: new Stopper({
-        signalAll: (s) => cgroup.signalAll(s),
-        killAll: () => {
-          cgroup.killAll();
-          // Also through the pidfd, which reaches PID 1 even before it has joined the cgroup.
-          process.signal(9);
-        },
-        afterTerm: () => this.#termPid1(running),
-      }),
+      stopper,
     };
+    stopper.attach({
+      signalAll: (s) => cgroup.signalAll(s),
+      killAll: () => {
+        cgroup.killAll();
+        // Also through the pidfd, which reaches PID 1 even before it has joined the cgroup.
+        process.signal(9);
+      },
+      afterTerm: () => this.#termPid1(running),
+    });
     return running;
   }
 
   #armTimeout(job: Job, running: Running, at: number): void {
     running.timeoutAt = at;
     running.timeout = setTimeout(() => {
-      this.#stop(job, running, {}, `timed out after ${job.spec.timeoutSeconds} s`, "timeout");
+      this.#stop(job, {}, `timed out after ${job.spec.timeoutSeconds} s`, "timeout");
     }, Math.max(0, at - Date.now()));
   }
 
@@ -405,7 +390,8 @@ export class JobManager {
       this.options.maxOutputBytes,
     );
     if (handed.outputLost) job.output.finish();
-    const running = this.#runningOf(process, this.cgroups.open(job.id));
+    job.stopper = new Stopper();
+    const running = this.#runningOf(process, this.cgroups.open(job.id), job.stopper);
     this.#live.set(job.id, job);
     this.#running.set(job.id, running);
     const outputDone = pumpOutput(job, process, this.options.events);
@@ -420,14 +406,10 @@ export class JobManager {
   async stop(id: string, options: StopOptions = {}): Promise<Job> {
     const job = this.get(id);
     if (!job) throw new JobError("not-found", `no job with id "${id}"`);
-    const running = this.#running.get(id);
-    if (running && !job.isEnded) this.#stop(job, running, options, "stopped by request", "request");
-    else if (!job.isEnded) {
-      this.#stopBeforeLaunch(id, options, "stopped by request", "request");
-      // It may also never start (its cgroup or init failed): then it is forgotten, not ended.
-      let notStarted = this.#notStarted.get(id);
-      if (!notStarted) this.#notStarted.set(id, notStarted = Promise.withResolvers<void>());
-      await Promise.race([job.ended, notStarted.promise]);
+    if (!job.isEnded && job.stopper) {
+      this.#stop(job, options, "stopped by request", "request");
+      // A job still starting may never start (its cgroup or launch failed): forgotten, not ended.
+      await Promise.race([job.ended, job.stopper.abandoned]);
       if (!job.isEnded) throw new JobError("not-found", `job ${id} failed to start`);
     }
     await job.ended;
@@ -450,43 +432,27 @@ export class JobManager {
   /** Stops every job (SIGTERM, then SIGKILL after `graceSeconds`) and waits for all to end. */
   async shutdown(graceSeconds: number): Promise<void> {
     this.#shuttingDown = true;
+    // Jobs still starting are stopped too (at launch, see stopper.ts); only running ones are
+    // waited for.
     const jobs = [...this.#running.keys()].map((id) => this.#live.get(id)!);
-    for (const job of jobs) {
-      const running = this.#running.get(job.id);
-      if (running) this.#stop(job, running, { graceSeconds }, "the worker shut down", "shutdown");
-    }
     for (const job of this.#live.values()) {
-      if (!this.#running.has(job.id) && !job.isEnded) {
-        this.#stopBeforeLaunch(job.id, { graceSeconds }, "the worker shut down", "shutdown");
-      }
+      if (!job.isEnded) this.#stop(job, { graceSeconds }, "the worker shut down", "shutdown");
     }
     await Promise.all(jobs.map((job) => job.ended));
   }
 
-  /** A stop for a job whose first process does not exist yet; the earliest SIGKILL wins. */
-  #stopBeforeLaunch(id: string, options: StopOptions, reason: string, kind: StopKind): void {
-    const earlier = this.#stopsBeforeLaunch.get(id);
-    const graceOf = (o: StopOptions) =>
-      o.force ? 0 : (o.graceSeconds ?? this.options.stopGraceSeconds);
-    if (earlier && graceOf(earlier.options) <= graceOf(options)) return;
-    this.#stopsBeforeLaunch.set(id, {
-      options,
-      reason: earlier?.reason ?? reason,
-      kind: earlier?.kind ?? kind,
-    });
-  }
-
   /**
    * SIGTERM to every process of the job (once), SIGKILL when the grace period ends. A later stop
-   * with a shorter grace (or force) brings the SIGKILL forward; none ever delays it.
+   * with a shorter grace (or force) brings the SIGKILL forward; none ever delays it. A job still
+   * starting is stopped once it has processes.
    */
-  #stop(job: Job, running: Running, options: StopOptions, reason: string, kind: StopKind): void {
+  #stop(job: Job, options: StopOptions, reason: string, kind: StopKind): void {
     if (job.stopReason === undefined) this.options.events?.stopping(job, kind);
     job.stopReason ??= reason;
     const graceMs = options.force
       ? 0
       : 1000 * (options.graceSeconds ?? this.options.stopGraceSeconds);
-    running.stopper.stop(graceMs);
+    job.stopper?.stop(graceMs);
   }
 
   /** Moves the job to `to` and records it at once; a record that cannot be written is logged. */

@@ -2,6 +2,12 @@
  * Stop escalation of one job: SIGTERM to every process of the job (once), SIGKILL when the grace
  * period ends. A later stop with a shorter grace (or force) brings the SIGKILL forward; none ever
  * delays it. The SIGKILL deadline is an absolute time, so it can be carried over a reload.
+ *
+ * A job has its Stopper from its record's insert on, before it has any process: a stop asked for
+ * while the job is still starting (its cgroup being made) is kept, the shortest grace winning, and
+ * carried out when the job's processes exist ({@link Stopper.attach}, at launch; the grace counts
+ * from there). A job that never gets processes (its cgroup or launch failed) is
+ * {@link Stopper.abandon}ed: whoever waits for it to end hears that instead.
  */
 
 /** What a stop acts on: the job's cgroup and its first process. */
@@ -17,6 +23,11 @@ export interface StopTarget {
 }
 
 export class Stopper {
+  /** What the stop acts on; undefined until the job's first process exists. */
+  #target: StopTarget | undefined;
+  /** The shortest grace asked for before there was a target: carried out at attach. */
+  #pendingGraceMs: number | undefined;
+  readonly #abandoned = Promise.withResolvers<void>();
   /** SIGTERM went out to the job's processes. */
   #terminated = false;
   /** When the job gets SIGKILL (epoch ms). */
@@ -26,7 +37,10 @@ export class Stopper {
   /** The command runs in the job's cgroup (adopted jobs are). */
   #started = false;
 
-  constructor(private readonly target: StopTarget) {}
+  /** `target`: the job's processes, when they exist already; else see {@link attach}. */
+  constructor(target?: StopTarget) {
+    this.#target = target;
+  }
 
   get terminated(): boolean {
     return this.#terminated;
@@ -36,13 +50,26 @@ export class Stopper {
     return this.#killAt;
   }
 
-  /** Starts (or hurries) the stop: SIGTERM now unless `graceMs` is 0, SIGKILL after `graceMs`. */
+  /** Resolves when the job was abandoned: it will never have processes, nor end. */
+  get abandoned(): Promise<void> {
+    return this.#abandoned.promise;
+  }
+
+  /**
+   * Starts (or hurries) the stop: SIGTERM now unless `graceMs` is 0, SIGKILL after `graceMs`.
+   * Before {@link attach}, the stop is kept (the shortest grace wins) and carried out there.
+   */
   stop(graceMs: number, now = Date.now()): void {
     if (this.#done) return;
+    const target = this.#target;
+    if (target === undefined) {
+      this.#pendingGraceMs = Math.min(this.#pendingGraceMs ?? Infinity, graceMs);
+      return;
+    }
     if (!this.#terminated && graceMs > 0) {
       this.#terminated = true;
-      this.target.signalAll("SIGTERM");
-      if (this.#started) this.target.afterTerm?.();
+      target.signalAll("SIGTERM");
+      if (this.#started) target.afterTerm?.();
     }
     this.killBy(now + graceMs, now);
   }
@@ -51,9 +78,30 @@ export class Stopper {
   killBy(at: number, now = Date.now()): void {
     if (this.#done) return;
     if (this.#killAt !== undefined && this.#killAt <= at) return;
+    const target = this.#target;
+    if (target === undefined) throw new Error("a SIGKILL deadline needs the job's processes");
     this.#killAt = at;
     clearTimeout(this.#killTimer);
-    this.#killTimer = setTimeout(() => this.target.killAll(), Math.max(0, at - now));
+    this.#killTimer = setTimeout(() => target.killAll(), Math.max(0, at - now));
+  }
+
+  /**
+   * The job's first process exists (launched, or handed over by a reload): from now on stops act
+   * on `target`, and a stop asked for before is carried out now.
+   */
+  attach(target: StopTarget): void {
+    if (this.#target !== undefined) throw new Error("the stopper has a target already");
+    this.#target = target;
+    const pending = this.#pendingGraceMs;
+    this.#pendingGraceMs = undefined;
+    if (pending !== undefined) this.stop(pending);
+  }
+
+  /** The job will never have processes (its cgroup or launch failed): a kept stop is dropped. */
+  abandon(): void {
+    this.#done = true;
+    this.#pendingGraceMs = undefined;
+    this.#abandoned.resolve();
   }
 
   /** SIGTERM went out before a reload handed the job over: do not send it again. */
@@ -67,9 +115,9 @@ export class Stopper {
    */
   started(): void {
     this.#started = true;
-    if (this.#terminated && !this.#done) {
-      this.target.signalAll("SIGTERM");
-      this.target.afterTerm?.();
+    if (this.#terminated && !this.#done && this.#target !== undefined) {
+      this.#target.signalAll("SIGTERM");
+      this.#target.afterTerm?.();
     }
   }
 

@@ -27,6 +27,7 @@ import type { SelfCommand } from "./self_exec.ts";
 import { closeQuietly, type InitProcess, spawnInit } from "./init_process.ts";
 import { POOL_READY } from "../../init/spec.ts";
 import { log } from "../log/logger.ts";
+import { SlotHealth } from "./slot_health.ts";
 
 /** Deno starts of members under way at once (the machine's other work needs the CPU too). */
 const WARMING = 2;
@@ -70,8 +71,8 @@ export class InitPool {
   readonly #dismissed = new Set<Promise<unknown>>();
   /** Members adopted by a job's cgroup (by job id), until the Launcher claims them. */
   readonly #adopted = new Map<string, Member>();
-  /** Set when making slots failed: members wait in the worker's cgroup from then on. */
-  #slotsBroken = false;
+  /** Whether members get slots: off for a while when slots keep failing (see slot_health.ts). */
+  readonly #slotHealth = new SlotHealth();
 
   constructor(
     private readonly shim: Shim,
@@ -279,6 +280,7 @@ export class InitPool {
       // Anything else first (a failure of its mounts) is no readiness: it exits and is replaced.
       if (!this.#members.includes(member) || !init.status.text.startsWith(POOL_READY)) return;
       member.ready = true;
+      if (member.slot !== undefined) this.#slotHealth.worked();
       this.#failures = 0;
       this.#schedule();
     });
@@ -308,6 +310,9 @@ export class InitPool {
       log.warn("a pooled init had died; not handing it a job", { pid: member.init.pid });
     }
     this.#release(member.init);
+    if (!member.ready && member.slot !== undefined) {
+      this.#slotHealth.failed("join", "a pooled init in a slot died before it was ready");
+    }
     if (!member.ready) this.#failed("a pooled init died before it was ready");
     this.#schedule();
   }
@@ -337,7 +342,7 @@ export class InitPool {
 
   /** A new slot and its cgroup.procs files opened for the member; undefined: none (no slots). */
   #makeSlot(): { name: string; fds: number[] } | undefined {
-    if (this.slots === undefined || this.#slotsBroken) return undefined;
+    if (this.slots === undefined || !this.#slotHealth.on) return undefined;
     const name = `pool-${crypto.randomUUID().slice(0, 13)}`;
     const fds: number[] = [];
     try {
@@ -346,11 +351,8 @@ export class InitPool {
     } catch (e) {
       closeQuietly(this.shim, fds);
       this.#dropSlot(name);
-      // Every start then pays the cgroup move again, as without slots; it still works.
-      this.#slotsBroken = true;
-      log.warn("pool slots off: waiting inits join a job's cgroup when claimed", {
-        error: e instanceof Error ? e.message : String(e),
-      });
+      // This member waits in the worker's cgroup and pays the cgroup move when claimed; it works.
+      this.#slotHealth.failed("make", e instanceof Error ? e.message : String(e));
       return undefined;
     }
   }

@@ -1,0 +1,73 @@
+/**
+ * What the cgroup of one job is on both versions: a set of directories (v2: one; v1: one per
+ * hierarchy), whose processes are listed, signalled and removed the same way, and whose usage is
+ * read live, then once more off the event loop at the job's end and kept as final, with the highest
+ * memory charge seen. Which files hold the numbers, and how everything is killed at once, is each
+ * version's own (v1.ts, v2.ts).
+ */
+import { type FileReader, readAhead, readText } from "./files.ts";
+import { listPids, signalPids } from "./kill.ts";
+import { removeCgroupDirs } from "./remove.ts";
+import type { JobCgroup, Usage } from "./types.ts";
+
+export abstract class JobCgroupDirs implements JobCgroup {
+  readonly procsFiles: string[];
+  readonly #dirs: readonly string[];
+  #peak = 0;
+  #final: Usage | undefined;
+
+  /** `dirs`: every directory of the job's cgroup, each once. */
+  protected constructor(dirs: readonly string[]) {
+    this.#dirs = dirs;
+    this.procsFiles = dirs.map((dir) => `${dir}/cgroup.procs`);
+  }
+
+  /**
+   * The usage the version's files show through `read` (which may find nothing); its
+   * memoryPeakBytes is the kernel's own peak (0 where it keeps none).
+   */
+  protected abstract readUsage(read: FileReader): Usage;
+
+  /** Whether the version's files show an OOM kill, through `read`. */
+  protected abstract readOomKilled(read: FileReader): boolean;
+
+  abstract killAll(): Promise<void>;
+
+  pids(): number[] {
+    return listPids(this.#dirs);
+  }
+
+  signalAll(signal: Deno.Signal): number {
+    return signalPids(this.pids(), signal);
+  }
+
+  usage(): Usage {
+    if (this.#final) return { ...this.#final };
+    return this.#usage(readText);
+  }
+
+  oomKilled(): boolean {
+    return this.readOomKilled(readText);
+  }
+
+  async final(): Promise<{ usage: Usage; oomKilled: boolean }> {
+    if (this.#final) return { usage: { ...this.#final }, oomKilled: this.oomKilled() };
+    const read = await readAhead((read) => {
+      this.readUsage(read);
+      this.readOomKilled(read);
+    });
+    this.#final = this.#usage(read);
+    return { usage: { ...this.#final }, oomKilled: this.readOomKilled(read) };
+  }
+
+  async remove(): Promise<void> {
+    if (!this.#final) this.#final = this.usage();
+    await removeCgroupDirs(this.#dirs);
+  }
+
+  #usage(read: FileReader): Usage {
+    const usage = this.readUsage(read);
+    this.#peak = Math.max(this.#peak, usage.memoryBytes, usage.memoryPeakBytes);
+    return { ...usage, memoryPeakBytes: this.#peak };
+  }
+}
