@@ -33,7 +33,8 @@ function glibc(): Libc | null {
   return libc;
 }
 
-type Collect = (options?: { type: "minor" | "major"; execution?: "sync" }) => void;
+/** Deno 2.8.3's `gc` ignores V8's options ({type: "minor"}): every call is a full collection. */
+type Collect = () => void;
 let collect: Collect | null | undefined;
 
 /** V8's full collection, asked for directly (`gc` of a context made after --expose-gc). */
@@ -59,7 +60,7 @@ let lastWork = 0;
 let timer: ReturnType<typeof setTimeout> | undefined;
 
 function trimNow(): void {
-  collector()?.({ type: "major" });
+  collector()?.();
   glibc()?.symbols.malloc_trim(0n);
   const sweep = setTimeout(() => glibc()?.symbols.malloc_trim(0n), SWEEP_DELAY_MS);
   Deno.unrefTimer(sweep as unknown as number);
@@ -89,19 +90,30 @@ export function trimSoon(): void {
 let passed = 0;
 /** How much output may pass through between two trims of glibc's heaps. */
 const TRIM_EVERY_BYTES = 32 * 1024 * 1024;
+/** RSS growth since the last collection that makes the next trim collect first. */
+const COLLECT_AFTER_GROWTH_BYTES = 32 * 1024 * 1024;
+/** The worker's RSS right after the last collection (0: none yet). */
+let rssAfterCollect = 0;
 
 /**
- * Counts `bytes` of job output ingested or streamed. Every 32 MiB a young-generation collection
- * (about a millisecond) frees the dead buffers V8 otherwise lets pile up, and glibc's heaps are
- * trimmed: glibc keeps the space freed buffers leave between longer-lived allocations. 5 jobs
- * writing 200 MiB with 50 stalled readers peaked at +113..+386 MiB over idle without either
- * (165 MiB of one such peak free in glibc's heaps), +90..+102 MiB with both.
+ * Counts `bytes` of job output ingested or streamed. Every 32 MiB glibc's heaps are trimmed (glibc
+ * keeps the space freed buffers leave between longer-lived allocations), after a collection when
+ * the worker's RSS grew by 32 MiB since the last one: dead buffers V8 lets pile up are freed only
+ * by a collection. 5 jobs writing 200 MiB with 50 stalled readers peaked at +113..+386 MiB over
+ * idle with neither, +90..+102 MiB with both.
+ *
+ * Only when memory grew: the `gc()` Deno gives (see collector()) ignores its options and always
+ * runs V8's low-memory collection, two full mark-compacts of 10-25 ms on the event loop. Run every
+ * 32 MiB, they took a third of the worker's CPU while it streamed one job's output (`--cpu-prof`),
+ * and stalled every stream and call for their duration.
  */
 export function passedThrough(bytes: number): void {
   passed += bytes;
   if (passed < TRIM_EVERY_BYTES) return;
   passed = 0;
-  collector()?.({ type: "minor" });
+  const collect = Deno.memoryUsage().rss - rssAfterCollect > COLLECT_AFTER_GROWTH_BYTES;
+  if (collect) collector()?.();
   glibc()?.symbols.malloc_trim(0n);
+  if (collect) rssAfterCollect = Deno.memoryUsage().rss;
   trimSoon();
 }
