@@ -48,3 +48,15 @@ Deno.test("the GetJobsStream serializer sends an EncodedDataChunk as it is", asy
     jobworker.DataChunk.decode(serialized),
   );
 });
+
+Deno.test("an EncodedDataChunk's framed form is gRPC's uncompressed prefix, then its wire bytes", () => {
+  for (const [offset, length, stream] of cases) {
+    const chunk = EncodedDataChunk.allocate(length, offset, stream);
+    const { framed, wire } = chunk;
+    assert.equal(framed.length, wire.length + 5);
+    assert.equal(framed[0], 0);
+    assert.equal(framed.readUInt32BE(1), wire.length);
+    assert.equal(framed.buffer, wire.buffer);
+    assert.equal(framed.byteOffset + 5, wire.byteOffset);
+  }
+});

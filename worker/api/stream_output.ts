@@ -7,6 +7,7 @@ import type { ServerWritableStream } from "@grpc/grpc-js";
 import { EncodedDataChunk, type jobworker } from "../../proto/service.ts";
 import type { OutputLog } from "../jobs/output_log.ts";
 import { unsentMeter } from "./http2_unsent.ts";
+import { sendPreFramed } from "../tls/internals.ts";
 import { passedThrough } from "../runtime/memory_trim.ts";
 
 /**
@@ -61,6 +62,8 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
   const stopAt = options.follow ? Infinity : log.size;
   const whenCancelled = cancelled(call);
   const unsent = unsentMeter(call);
+  // Each chunk carries its gRPC prefix: grpc-js sends it without copying the message again.
+  sendPreFramed(call, (value) => value instanceof EncodedDataChunk ? value.framed : undefined);
   let offset = options.offset;
   try {
     while (!call.cancelled) {

@@ -62,6 +62,24 @@ export function http2StreamOfCall(call: unknown): { id: number; session: object 
   return typeof id === "number" && id > 0 && isObject(session) ? { id, session } : null;
 }
 
+/**
+ * grpc-js: makes a server call send the messages `framed` gives a buffer for as they are. Such a
+ * buffer holds the message behind its 5-byte gRPC prefix (flag 0, big-endian length), which
+ * grpc-js otherwise writes into a fresh copy of every message (the call's `serializeMessage`,
+ * BaseServerInterceptingCall, without compression: grpc-js's server never compresses). For other
+ * values `framed` returns undefined and grpc-js serializes as usual. Returns false, changing
+ * nothing, when the call is not shaped as checked.
+ */
+export function sendPreFramed(call: unknown, framed: (value: unknown) => Uint8Array | undefined) {
+  const inner = isObject(call) ? call["call"] : undefined;
+  const serialize = isObject(inner) ? inner["serializeMessage"] : undefined;
+  if (!isObject(inner) || typeof serialize !== "function") return false;
+  inner["serializeMessage"] = function (this: unknown, value: unknown): unknown {
+    return framed(value) ?? Reflect.apply(serialize, this, [value]);
+  };
+  return true;
+}
+
 /** Deno: the socket a session writes its frames to (`session[kSocket]`; the public one is a proxy). */
 export function sessionSocketOf(session: object): Obj | null {
   const socket = symbolProperty(session, "socket");
