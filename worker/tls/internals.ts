@@ -62,18 +62,30 @@ export function http2StreamOfCall(call: unknown): { id: number; session: object 
   return typeof id === "number" && id > 0 && isObject(session) ? { id, session } : null;
 }
 
+/** sendPreFramed found a call it could not change (logged once). */
+let preFramedMissing = false;
+
 /**
  * grpc-js: makes a server call send the messages `framed` gives a buffer for as they are. Such a
  * buffer holds the message behind its 5-byte gRPC prefix (flag 0, big-endian length), which
  * grpc-js otherwise writes into a fresh copy of every message (the call's `serializeMessage`,
  * BaseServerInterceptingCall, without compression: grpc-js's server never compresses). For other
  * values `framed` returns undefined and grpc-js serializes as usual. Returns false, changing
- * nothing, when the call is not shaped as checked.
+ * nothing (and logs that once, as an error), when the call is not shaped as checked.
  */
 export function sendPreFramed(call: unknown, framed: (value: unknown) => Uint8Array | undefined) {
   const inner = isObject(call) ? call["call"] : undefined;
   const serialize = isObject(inner) ? inner["serializeMessage"] : undefined;
-  if (!isObject(inner) || typeof serialize !== "function") return false;
+  if (!isObject(inner) || typeof serialize !== "function") {
+    if (!preFramedMissing) {
+      preFramedMissing = true;
+      log.error("grpc-js's call internals are not where expected: output is copied once more", {
+        missing: "call.serializeMessage",
+        checkedAgainst: `grpc-js ${CHECKED_AGAINST.grpcJs}`,
+      });
+    }
+    return false;
+  }
   inner["serializeMessage"] = function (this: unknown, value: unknown): unknown {
     return framed(value) ?? Reflect.apply(serialize, this, [value]);
   };
