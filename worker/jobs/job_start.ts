@@ -149,6 +149,9 @@ export async function startJob(
   const failure = await process.started;
   ctx.answered();
   if (failure) {
+    // Before its end is recorded: a stop waiting for this job answers NOT_FOUND, as the job is
+    // forgotten right after.
+    stopper.abandon();
     await ctx.finish(job, running, outputDone);
     await forget();
     throw startError(failure);

@@ -432,13 +432,13 @@ export class JobManager {
   /** Stops every job (SIGTERM, then SIGKILL after `graceSeconds`) and waits for all to end. */
   async shutdown(graceSeconds: number): Promise<void> {
     this.#shuttingDown = true;
-    // Jobs still starting are stopped too (at launch, see stopper.ts); only running ones are
-    // waited for.
-    const jobs = [...this.#running.keys()].map((id) => this.#live.get(id)!);
-    for (const job of this.#live.values()) {
-      if (!job.isEnded) this.#stop(job, { graceSeconds }, "the worker shut down", "shutdown");
-    }
-    await Promise.all(jobs.map((job) => job.ended));
+    // Jobs still starting are stopped at launch (stopper.ts) and waited for like the others, or
+    // until their start fails: none is left running in a cgroup nobody removes.
+    const jobs = [...this.#live.values()].filter((job) => !job.isEnded);
+    for (const job of jobs) this.#stop(job, { graceSeconds }, "the worker shut down", "shutdown");
+    await Promise.all(
+      jobs.map((job) => Promise.race([job.ended, job.stopper?.abandoned ?? job.ended])),
+    );
   }
 
   /**

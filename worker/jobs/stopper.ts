@@ -97,9 +97,13 @@ export class Stopper {
     if (pending !== undefined) this.stop(pending);
   }
 
-  /** The job will never have processes (its cgroup or launch failed): a kept stop is dropped. */
+  /**
+   * The job will never run (its cgroup, launch or init failed) and is forgotten: stops are dropped,
+   * and whoever waits for it to end hears this instead.
+   */
   abandon(): void {
     this.#done = true;
+    clearTimeout(this.#killTimer);
     this.#pendingGraceMs = undefined;
     this.#abandoned.resolve();
   }

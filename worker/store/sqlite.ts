@@ -30,8 +30,10 @@ import { Checkpointer } from "./checkpointer.ts";
 
 /** Commits between two checkpoint requests (SQLite's own default is every 1000 WAL pages). */
 const COMMITS_PER_CHECKPOINT = 100;
-/** Parsed records of ended jobs kept for pages (see SqliteStore.page). */
+/** Parsed records of ended jobs kept for pages (see SqliteStore.page): at most so many, */
 const ENDED_RECORDS = 10_000;
+/** and about so many bytes (one spec can be near 1 MiB). */
+const ENDED_RECORDS_BYTES = 16 * 1024 * 1024;
 
 /** The database cannot be used as it is; the message names the file and what to do. */
 export class StoreOpenError extends Error {
@@ -124,7 +126,7 @@ export class SqliteStore implements JobStore {
    * keys of the jobs it finds here (a client polling GetJobs over hundreds of jobs read and parsed
    * every row each time). Checked against the row's status and output size, dropped at any write.
    */
-  readonly #ended = new Map<string, JobRecord>();
+  readonly #ended = new EndedRecords();
 
   private constructor(readonly path: string, db: DatabaseSync) {
     this.#db = db;
@@ -264,7 +266,7 @@ export class SqliteStore implements JobStore {
   }
 
   update(record: JobRecord): void {
-    this.#ended.delete(record.id);
+    this.#ended.drop(record.id);
     const params = toParams(record);
     delete params.seq;
     this.#write("a job's state", () => {
@@ -319,13 +321,12 @@ export class SqliteStore implements JobStore {
       Row,
       "seq" | "id" | "status" | "output_bytes"
     >[];
-    const records = keys.map((key) => {
-      const kept = this.#ended.get(key.id);
-      if (kept?.status !== key.status || kept.outputBytes !== key.output_bytes) return undefined;
-      this.#ended.delete(key.id);
-      this.#ended.set(key.id, kept);
-      return kept;
-    });
+    const records = keys.map((key) =>
+      this.#ended.get(
+        key.id,
+        (kept) => kept.status === key.status && kept.outputBytes === key.output_bytes,
+      )
+    );
     const missing = keys.filter((_, i) => records[i] === undefined).map((key) => key.seq);
     if (missing.length === 0) return records as JobRecord[];
     const read = new Map<number, JobRecord>();
@@ -335,18 +336,10 @@ export class SqliteStore implements JobStore {
     for (const row of rows) {
       const record = fromRow(row as unknown as Row);
       read.set(record.seq, record);
-      if (END_STATES.includes(record.status)) this.#keep(record);
+      if (END_STATES.includes(record.status)) this.#ended.keep(record, rowBytes(row));
     }
     // A row deleted between the two reads is left out, as if the page had been read after.
     return keys.flatMap((key, i) => records[i] ?? read.get(key.seq) ?? []);
-  }
-
-  #keep(record: JobRecord): void {
-    this.#ended.delete(record.id);
-    this.#ended.set(record.id, record);
-    if (this.#ended.size > ENDED_RECORDS) {
-      this.#ended.delete(this.#ended.keys().next().value!);
-    }
   }
 
   countByStatus(filter: JobFilter): Record<JobStatus, number> {
@@ -385,7 +378,7 @@ export class SqliteStore implements JobStore {
   }
 
   delete(id: string): void {
-    this.#ended.delete(id);
+    this.#ended.drop(id);
     this.#write("deleting a job", () => {
       this.#statement("DELETE FROM jobs WHERE id = ?").run(id);
     });
@@ -432,5 +425,44 @@ export class SqliteStore implements JobStore {
       this.#wal?.close();
     } catch { /* already closed */ }
     this.#wal = undefined;
+  }
+}
+
+/** About what a row costs once parsed: its strings (UTF-16) and a word per other value. */
+function rowBytes(row: Record<string, unknown>): number {
+  let bytes = 0;
+  for (const value of Object.values(row)) bytes += typeof value === "string" ? 2 * value.length : 8;
+  return bytes;
+}
+
+/** Records of ended jobs, least recently listed first, within ENDED_RECORDS and its byte budget. */
+class EndedRecords {
+  readonly #entries = new Map<string, { record: JobRecord; bytes: number }>();
+  #bytes = 0;
+
+  /** The kept record of `id` if `current` still holds for it (then it counts as just listed). */
+  get(id: string, current: (record: JobRecord) => boolean): JobRecord | undefined {
+    const entry = this.#entries.get(id);
+    if (entry === undefined || !current(entry.record)) return undefined;
+    this.#entries.delete(id);
+    this.#entries.set(id, entry);
+    return entry.record;
+  }
+
+  keep(record: JobRecord, bytes: number): void {
+    this.drop(record.id);
+    if (bytes > ENDED_RECORDS_BYTES / 64) return;
+    this.#entries.set(record.id, { record, bytes });
+    this.#bytes += bytes;
+    while (this.#entries.size > ENDED_RECORDS || this.#bytes > ENDED_RECORDS_BYTES) {
+      this.drop(this.#entries.keys().next().value!);
+    }
+  }
+
+  drop(id: string): void {
+    const entry = this.#entries.get(id);
+    if (entry === undefined) return;
+    this.#entries.delete(id);
+    this.#bytes -= entry.bytes;
   }
 }
