@@ -18,6 +18,7 @@
 import { Buffer } from "node:buffer";
 // @ts-types="./gen/jobworker.d.ts"
 import { jobworker } from "./gen/jobworker.js";
+import { writeVarint } from "./varint.ts";
 
 const TAG_PAYLOAD = (1 << 3) | 2;
 const TAG_OFFSET = (2 << 3) | 0;
@@ -26,15 +27,6 @@ const TAG_STREAM = (3 << 3) | 0;
 const GRPC_PREFIX_BYTES = 5;
 /** Tags and varints before the payload: 3 tags, offset (≤ 8 bytes below 2^53), stream, length. */
 const MAX_HEADER_BYTES = 3 + 8 + 5 + 5;
-
-function writeVarint(target: Uint8Array, at: number, value: number): number {
-  while (value >= 0x80) {
-    target[at++] = (value % 0x80) | 0x80;
-    value = Math.floor(value / 0x80);
-  }
-  target[at++] = value;
-  return at;
-}
 
 /** A DataChunk whose encoding is already done: its `payload` is a view into `wire`. */
 export class EncodedDataChunk extends jobworker.DataChunk {

@@ -12,27 +12,10 @@
 import { Buffer } from "node:buffer";
 // @ts-types="./gen/jobworker.d.ts"
 import { jobworker } from "./gen/jobworker.js";
+import { varintBytes, writeVarint } from "./varint.ts";
 
 /** `repeated Job jobs = 1`: length-delimited. */
 const TAG_JOBS = (1 << 3) | 2;
-
-function varintBytes(n: number): number {
-  let bytes = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 0x80);
-    bytes++;
-  }
-  return bytes;
-}
-
-function writeVarint(target: Uint8Array, at: number, value: number): number {
-  while (value >= 0x80) {
-    target[at++] = (value % 0x80) | 0x80;
-    value = Math.floor(value / 0x80);
-  }
-  target[at++] = value;
-  return at;
-}
 
 /** Bytes an encoded Job of `length` bytes takes as one `jobs` entry of a Jobs message. */
 export function jobEntryBytes(length: number): number {

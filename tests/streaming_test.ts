@@ -291,6 +291,20 @@ Deno.test({
 });
 
 Deno.test({
+  name: "streams use grpc-js's internals as checked: chunks go out pre-framed, no error logged",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const created = await client.createJob(sh("head -c 300000 /dev/zero"));
+    await waitEnded(client, created.id);
+    const { bytes } = await chunksOf(client, created.id);
+    assert.equal(bytes.length, 300000);
+    const missing = worker.logs.filter((line) => line.includes("not where expected"));
+    assert.deepEqual(missing, []);
+  },
+});
+
+Deno.test({
   name: "paused clients of a 100 MiB job do not make the worker buffer it (RSS bounded)",
   sanitizeResources: false,
   sanitizeOps: false,

@@ -302,7 +302,10 @@ export class InitPool {
     this.#schedule();
   }
 
-  /** A member found dead: its descriptors go, and a member that never got ready counts as a failure. */
+  /**
+   * A member found dead: its descriptors go, and a member that never got ready counts as a
+   * failure.
+   */
   #lost(member: Member, how: "claim" | "reaped"): void {
     this.events?.memberLost();
     if (how === "claim") {

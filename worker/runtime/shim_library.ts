@@ -33,7 +33,10 @@ async function install(stateDir: string, from: URL, name: string, suffix: string
   return path;
 }
 
-/** Installs the shim under `<stateDir>/lib/` (content-addressed) and loads it, every function bound. */
+/**
+ * Installs the shim under `<stateDir>/lib/` (content-addressed) and loads it, every function
+ * bound.
+ */
 export async function installShim(stateDir: string): Promise<Shim> {
   return new Shim(await install(stateDir, EMBEDDED, "libjwshim", ".so")).bindAll();
 }

@@ -40,7 +40,10 @@ export class SlotHealth {
     return this.now() >= this.#offUntil;
   }
 
-  /** A slot failed; `error` says how. Failures of slots made before they were turned off are not counted. */
+  /**
+   * A slot failed; `error` says how. Failures of slots made before they were turned off are not
+   * counted.
+   */
   failed(kind: SlotFailure, error: string): void {
     if (!this.on) return;
     this.#failures++;
