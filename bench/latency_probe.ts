@@ -14,6 +14,8 @@ import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
 import type { JobClient } from "../cli/client.ts";
 import { JOB_LIMITS } from "./peers.ts";
+import { loopQuantile } from "./storm.ts";
+import { lineDelays } from "./streaming.ts";
 
 const WRITERS = Number(Deno.args[0] ?? 200);
 const SECONDS = Number(Deno.args[1] ?? 8);
@@ -51,52 +53,6 @@ async function scrape(url: string, pid: number): Promise<Scrape> {
   return { buckets, max, ingested, cpu, at: performance.now() };
 }
 
-function loopP99(before: Scrape, after: Scrape): number {
-  const counts = after.buckets.map(([le, n], i) => [le, n - (before.buckets[i]?.[1] ?? 0)]);
-  const total = counts.at(-1)?.[1] ?? 0;
-  const rank = 0.99 * total;
-  let lower = 0;
-  let below = 0;
-  for (const [le, n] of counts) {
-    if (n! >= rank) {
-      if (!Number.isFinite(le)) return lower * 1000;
-      return (lower + (le! - lower) * (n === below ? 0 : (rank - below) / (n! - below))) * 1000;
-    }
-    lower = le!;
-    below = n!;
-  }
-  return lower * 1000;
-}
-
-async function lineDelays(client: JobClient, seconds: number): Promise<number[]> {
-  const ticker = await client.createJob({
-    command: "/usr/bin/python3",
-    args: [
-      "-c",
-      "import time\nwhile True:\n  print(time.time_ns(), flush=True)\n  time.sleep(0.01)",
-    ],
-  });
-  const delays: number[] = [];
-  const stop = AbortSignal.timeout(seconds * 1000);
-  const decoder = new TextDecoder();
-  let partial = "";
-  try {
-    for await (const chunk of client.stream(ticker.id, { signal: stop })) {
-      const now = (performance.timeOrigin + performance.now()) * 1e6;
-      const lines = (partial + decoder.decode(chunk.payload, { stream: true })).split("\n");
-      partial = lines.pop()!;
-      for (const line of lines) {
-        const stamp = Number(line);
-        if (Number.isFinite(stamp) && stamp > 0) delays.push((now - stamp) / 1e6);
-      }
-    }
-  } catch (e) {
-    if (!stop.aborted) throw e;
-  }
-  await client.stopJob(ticker.id, { force: true }).catch(() => {});
-  return delays.slice(50);
-}
-
 async function phase(client: JobClient, url: string, pid: number) {
   const before = await scrape(url, pid);
   const delays = await lineDelays(client, SECONDS);
@@ -106,7 +62,7 @@ async function phase(client: JobClient, url: string, pid: number) {
     lineP50: round(quantile(delays, 0.5)),
     lineP99: round(quantile(delays, 0.99)),
     lineMax: round(Math.max(...delays)),
-    loopP99: round(Math.min(loopP99(before, after), after.max * 1000)),
+    loopP99: round(Math.min(loopQuantile(before, after, 0.99), after.max * 1000)),
     loopMax: round(after.max * 1000),
     ingestMiBs: round((after.ingested - before.ingested) / 1048576 / seconds),
     workerCpu: round((after.cpu - before.cpu) / seconds),

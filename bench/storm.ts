@@ -26,7 +26,7 @@ async function probeLoop(api: ApiCalls, until: Promise<unknown>): Promise<number
 }
 
 /** The worker's event-loop delay histogram (cumulative counts by upper bound) and max gauge. */
-interface LoopScrape {
+export interface LoopScrape {
   buckets: [number, number][];
   max: number;
 }
@@ -45,7 +45,7 @@ async function scrapeLoop(url: string): Promise<LoopScrape> {
 }
 
 /** The q-quantile (ms) of the delays observed between two scrapes, as Prometheus interpolates. */
-function loopQuantile(before: LoopScrape, after: LoopScrape, q: number): number {
+export function loopQuantile(before: LoopScrape, after: LoopScrape, q: number): number {
   const counts = after.buckets.map(([le, n], i) =>
     [le, n - (before.buckets[i]?.[1] ?? 0)] as const
   );

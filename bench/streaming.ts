@@ -161,7 +161,7 @@ async function throughput(ctx: StreamingContext, client: JobClient): Promise<Ben
 }
 
 /** Arrival minus the job's stamp of every line for `seconds`, in ms. */
-async function lineDelays(client: JobClient, seconds: number): Promise<number[]> {
+export async function lineDelays(client: JobClient, seconds: number): Promise<number[]> {
   const ticker = await client.createJob({
     command: PYTHON,
     args: [
