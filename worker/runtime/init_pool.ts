@@ -173,7 +173,9 @@ export class InitPool {
       log.info("the host's mounts changed: replacing the waiting inits", { count: stale.length });
       for (const member of stale) {
         this.#members.splice(this.#members.indexOf(member), 1);
-        this.#dismiss(member);
+        // One found dead here is lost like one found dead below (the metric counts both).
+        if (this.#alive(member.init)) this.#dismiss(member);
+        else this.#lost(member, "claim");
       }
     }
     let found: Member | undefined;
