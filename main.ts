@@ -14,7 +14,7 @@ async function dispatch(): Promise<number> {
     case "serve":
       return await (await import("./worker/serve.ts")).runServe(rest);
     default:
-      return await (await import("./cli/main.ts")).runCli(Deno.args);
+      return await (await import("./cli/bin.ts")).runClient(Deno.args);
   }
 }
 

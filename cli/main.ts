@@ -43,42 +43,59 @@ Examples:
   jobworker stream 9b1c --tail 20
   jobworker --context prod get 9b1c --json`;
 
+/** The commands, in the order of the help, each with the names that run it. */
+const COMMANDS: {
+  names: string[];
+  group: "Job commands:" | "Setup commands:";
+  make: (deps: CliDeps) => CommandUnknownOpts;
+  /** It reads the whole program (completion scripts are made from it): never built alone. */
+  needsAll?: true;
+}[] = [
+  { names: ["run"], group: "Job commands:", make: runCommand },
+  { names: ["create"], group: "Job commands:", make: createCommand },
+  { names: ["list", "ls"], group: "Job commands:", make: listCommand },
+  { names: ["get"], group: "Job commands:", make: getCommand },
+  { names: ["stream"], group: "Job commands:", make: streamCommand },
+  { names: ["stop"], group: "Job commands:", make: stopCommand },
+  { names: ["rm"], group: "Job commands:", make: rmCommand },
+  { names: ["certs"], group: "Setup commands:", make: () => certsCommand() },
+  { names: ["context"], group: "Setup commands:", make: contextCommand },
+  { names: ["completion"], group: "Setup commands:", make: completionCommand, needsAll: true },
+  { names: ["version"], group: "Setup commands:", make: versionCommand },
+];
+
+/** Every name and alias of the commands {@linkcode buildProgram} adds (not `help`, `serve`, `init`). */
+export const COMMAND_NAMES: readonly string[] = COMMANDS.flatMap((c) => c.names);
+
 /**
  * Build the program. Commander's own output (help, usage errors) goes to `output`, to be written
  * once parsing is over.
+ *
+ * @param only The name (or alias) of the one command to build besides the program itself, for a
+ *   command line known to run it (see {@linkcode commandNameIn}): building all of them takes longer
+ *   than parsing. Absent: all of them (help, unknown names, `help <command>`).
  */
 export function buildProgram(
   deps: CliDeps,
   output: { out: string; err: string } = { out: "", err: "" },
+  only?: string,
 ): CommandUnknownOpts {
-  const program = addConnectionOptions(new Command("jobworker"))
-    .description("Run commands as jobs on a jobworker server, and watch and stop them.")
-    .usage("[connection options] <command> [options]")
-    .enablePositionalOptions()
-    .addHelpText("after", HELP_AFTER);
-
-  program.commandsGroup("Job commands:");
-  for (
-    const command of [
-      runCommand,
-      createCommand,
-      listCommand,
-      getCommand,
-      streamCommand,
-      stopCommand,
-      rmCommand,
-    ]
-  ) {
-    program.addCommand(command(deps));
+  const program = rootCommand();
+  const wanted = only === undefined ? COMMANDS : COMMANDS.filter((c) => c.names.includes(only));
+  for (const group of ["Job commands:", "Setup commands:"] as const) {
+    const commands = wanted.filter((c) => c.group === group);
+    if (commands.length === 0) continue;
+    program.commandsGroup(group);
+    for (const command of commands) program.addCommand(command.make(deps));
   }
-  program.commandsGroup("Setup commands:");
-  program.addCommand(certsCommand());
-  program.addCommand(contextCommand(deps));
-  program.addCommand(completionCommand(deps));
-  program.addCommand(versionCommand(deps));
-  addWorkerStub(program, "serve", "Run the worker (the server); see: jobworker serve --help");
-  addWorkerStub(program, "init", "Internal: set up a job's process", true);
-  program.commandsGroup("Other commands:").helpCommand("help [command]", "show help for a command");
+  if (only === undefined) {
+    addWorkerStub(program, "serve", "Run the worker (the server); see: jobworker serve --help");
+    addWorkerStub(program, "init", "Internal: set up a job's process", true);
+    program.commandsGroup("Other commands:").helpCommand(
+      "help [command]",
+      "show help for a command",
+    );
+  }
 
   forEachCommand(program, (command) =>
     command
@@ -89,6 +106,40 @@ export function buildProgram(
         writeErr: (text) => void (output.err += text),
       }));
   return program;
+}
+
+/** The program without its commands. */
+function rootCommand(): CommandUnknownOpts {
+  return addConnectionOptions(new Command("jobworker"))
+    .description("Run commands as jobs on a jobworker server, and watch and stop them.")
+    .usage("[connection options] <command> [options]")
+    .enablePositionalOptions()
+    .addHelpText("after", HELP_AFTER);
+}
+
+let rootOptions: CommandUnknownOpts["options"] | undefined;
+
+/**
+ * The command `argv` runs, when that is plain from the program's own options before it (as
+ * commander reads them: an option that takes a value takes the next argument unless written
+ * `--name=value`); undefined when it is not (help asked for, an unknown option, no command, a
+ * name that is not one of {@linkcode COMMAND_NAMES}) or when the command reads the whole program
+ * (`completion`), and then the whole program is built.
+ */
+export function commandNameIn(argv: string[]): string | undefined {
+  const options = rootOptions ??= rootCommand().options;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith("-") || arg === "-") {
+      const command = COMMANDS.find((c) => c.names.includes(arg));
+      return command && !command.needsAll ? arg : undefined;
+    }
+    const flag = arg.startsWith("--") ? arg.split("=", 1)[0] : arg;
+    const option = options.find((o) => o.long === flag || o.short === flag);
+    if (!option) return undefined; // --help, --version, --, or a mistake: commander says which
+    if ((option.required || option.optional) && flag === arg) i++;
+  }
+  return undefined;
 }
 
 /**
@@ -111,7 +162,7 @@ export async function runCli(argv: string[], deps: CliDeps = defaultDeps()): Pro
     }
   }
   try {
-    await buildProgram(deps, output).parseAsync(argv, { from: "user" });
+    await buildProgram(deps, output, commandNameIn(argv)).parseAsync(argv, { from: "user" });
   } catch (err) {
     ({ message, exitCode } = describeFailure(err));
   }

@@ -6,7 +6,7 @@
  * entropy, about 18 ms of CPU, on the thread of the first operation that needs it. A TLS
  * handshake runs on the main thread; WebCrypto's key generation runs on a worker thread. Asking
  * for one throw-away key first moves that cost off the path of `jobworker list`
- * (bench/client_start.ts measures it).
+ * (bench/client_start.ts measures it). cli/bin.ts starts it before the command line loads.
  *
  * @module
  */
@@ -20,4 +20,16 @@ export function startTlsWarmUp(): void {
   crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]).catch(
     () => {},
   );
+}
+
+/** Arguments that mean no connection will be made (help, or a command that makes none). */
+const OFFLINE = new Set(["help", "--help", "-h", "context", "certs", "completion"]);
+
+/**
+ * Whether a command line may connect to a server, told before it is parsed: a guess that errs
+ * towards yes (a wrong yes costs the set-up's CPU on another thread, a wrong no only the time
+ * the warm-up would have saved).
+ */
+export function mayConnect(argv: string[]): boolean {
+  return !argv.some((arg) => OFFLINE.has(arg));
 }

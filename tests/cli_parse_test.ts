@@ -32,7 +32,7 @@ import {
 } from "../cli/format.ts";
 import { signalName } from "../proto/signals.ts";
 import { OutputClosedError, type Sink } from "../cli/io.ts";
-import { runCli } from "../cli/main.ts";
+import { buildProgram, COMMAND_NAMES, commandNameIn, runCli } from "../cli/main.ts";
 import { shortIdLength } from "../cli/jobs.ts";
 import { startFailure } from "../cli/errors.ts";
 import { formatCounts, jobToJson, renderJobList, statusSummary } from "../cli/render.ts";
@@ -366,6 +366,69 @@ Deno.test("unknown commands and options are usage errors; --help is not", async 
     const r = await run([sub, "--help"]);
     assert.equal(r.code, 0, sub);
     assert.match(r.stdout(), new RegExp(`Usage: jobworker ${sub}`), sub);
+  }
+});
+
+Deno.test("the command line builds only the command it runs, with the whole program's result", async () => {
+  const whole = buildProgram(fake().deps);
+  const names = whole.commands.flatMap((c) => [c.name(), ...c.aliases()]);
+  assert.deepEqual(
+    [...COMMAND_NAMES].sort(),
+    names.filter((n) => n !== "serve" && n !== "init").sort(),
+  );
+
+  assert.equal(commandNameIn(["list"]), "list");
+  assert.equal(commandNameIn(["ls", "--json"]), "ls");
+  assert.equal(commandNameIn(["--server", "a:1", "--role", "viewer", "stop", "x"]), "stop");
+  assert.equal(commandNameIn(["--server=a:1", "get", "x"]), "get");
+  assert.equal(
+    commandNameIn(["--context", "list", "get", "x"]),
+    "get",
+    "list is --context's value",
+  );
+  for (
+    const argv of [
+      [],
+      ["--help", "list"],
+      ["help", "list"],
+      ["frobnicate"],
+      ["--bogus", "list"],
+      ["completion", "bash"], // made from the whole program
+    ]
+  ) {
+    assert.equal(commandNameIn(argv), undefined, argv.join(" "));
+  }
+
+  // The same outcome either way: calls made, output, error.
+  const outcome = async (argv: string[], only: string | undefined) => {
+    const f = fake();
+    const output = { out: "", err: "" };
+    let error = "";
+    try {
+      await buildProgram(f.deps, output, only).parseAsync(argv, { from: "user" });
+    } catch (err) {
+      error = String(err);
+    }
+    return { calls: f.calls, flags: f.flags, output, error, stdout: f.stdout() };
+  };
+  for (
+    const argv of [
+      ["--server", "a:1", "list", "--status", "running"],
+      ["--context", "list", "get", "job-1"],
+      ["--request-timeout", "5", "ls", "-q"],
+      ["list", "--help"],
+      ["create", "--server", "c:3", "ls", "--server", "z"],
+      ["stop", "--bogus"],
+    ]
+  ) {
+    const name = commandNameIn(argv);
+    assert.ok(name, argv.join(" "));
+    const [one, all] = [await outcome(argv, name), await outcome(argv, undefined)];
+    assert.deepEqual(
+      { ...one, calls: one.calls.map((c) => c.method) },
+      { ...all, calls: all.calls.map((c) => c.method) },
+      argv.join(" "),
+    );
   }
 });
 
