@@ -19,6 +19,8 @@ import { delay, median, progress, quantile, type Row } from "./rows.ts";
 class StartLog {
   #seen = 0;
   readonly #startMs = new Map<string, number>();
+  /** Each start's `phasesMs` (ms from CreateJob received to the end of each phase). */
+  readonly phases = new Map<string, Record<string, number>>();
 
   constructor(private readonly logs: readonly string[]) {}
 
@@ -28,9 +30,14 @@ class StartLog {
       for (; this.#seen < this.logs.length; this.#seen++) {
         const line = this.logs[this.#seen]!;
         if (!line.includes('"job started"')) continue;
-        const fields = JSON.parse(line) as { id?: string; startMs?: number };
+        const fields = JSON.parse(line) as {
+          id?: string;
+          startMs?: number;
+          phasesMs?: Record<string, number>;
+        };
         if (fields.id !== undefined && typeof fields.startMs === "number") {
           this.#startMs.set(fields.id, fields.startMs);
+          if (fields.phasesMs) this.phases.set(fields.id, fields.phasesMs);
         }
       }
       const ms = this.#startMs.get(id);
@@ -63,6 +70,7 @@ export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]>
   const peerTimes = peers.others.map(() => [] as number[]);
   const server: number[] = [];
   const roundTrip: number[] = [];
+  const ids: string[] = [];
   const toEnded: number[] = [];
   // Warm-up: the first of each pays for cold caches.
   await peers.floor.start();
@@ -79,10 +87,18 @@ export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]>
     const t0 = performance.now();
     const job = await client.createJob({ command: "true" });
     roundTrip.push(performance.now() - t0);
+    ids.push(job.id);
     server.push(await log.of(job.id));
     while ((await client.getJob(job.id)).status < jobworker.JobStatus.COMPLETED) await delay(1);
     toEnded.push(performance.now() - t0);
   }
+  // The tail is one or two starts: say where the slowest spent its time (the worker's phases).
+  const slowest = roundTrip.indexOf(Math.max(...roundTrip));
+  const phases = Object.entries(log.phases.get(ids[slowest]!) ?? {}).map(([k, v]) => `${k} ${v}`);
+  progress(
+    `slowest CreateJob round trip: #${slowest + 1}, ${roundTrip[slowest]!.toFixed(1)} ms; ` +
+      `worker ${server[slowest]} ms, phases ending at (ms): ${phases.join(", ")}`,
+  );
   progress("100 starts, 20 at a time: unshare, jobworker, unshare again");
   // The floor before and after ours, the faster of the two: one burst of unshare runs is short
   // enough for a neighbour's hiccup to double it.

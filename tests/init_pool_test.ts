@@ -22,20 +22,65 @@ import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { waitFor } from "./helpers/host_procs.ts";
 import { unless, withSkip } from "./helpers/skip.ts";
 import { cgroupLayout } from "../worker/cgroups/layout.ts";
-import { cgroupDir } from "../worker/cgroups/paths.ts";
+import { cgroupDir, instanceName } from "../worker/cgroups/paths.ts";
+import { cgroupDirsNamed } from "./helpers/cgroup_probe.ts";
 
 const S = jobworker.JobStatus;
 const POOL = 3;
 
 const pki = await makePki();
 const workers: WorkerProcess[] = [];
-globalThis.addEventListener("unload", () => {
-  for (const w of workers) {
+/** The cgroup instance name of each worker's state directory (`jobworker-<instance>` trees). */
+const instances = new Map<WorkerProcess, string>();
+// A run that ends with workers still up (a test failed before stopping its worker, or a filter
+// left out the last test) kills them and removes their cgroup trees (pool slots, jobs): nothing
+// else would, no later worker starting on their state directory. (A run interrupted with SIGINT
+// is not covered: `deno test` exits on it by itself, without running this.)
+globalThis.addEventListener("unload", killLeftWorkers);
+
+/** Synchronous (an unload listener cannot wait): SIGKILL, then the trees removed bottom-up. */
+function killLeftWorkers(): void {
+  const left = workers.filter((w) => instances.has(w));
+  for (const w of left) {
     try {
       w.process.kill("SIGKILL");
     } catch { /* gone */ }
   }
-});
+  const trees = left.flatMap((w) => cgroupDirsNamed(`jobworker-${instances.get(w)}`));
+  const deadline = Date.now() + 10_000;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let dirs = treeDirs(trees); dirs.length > 0; dirs = treeDirs(trees)) {
+    for (const dir of dirs) {
+      for (const pid of (readOrNull(`${dir}/cgroup.procs`) ?? "").split("\n").filter(Boolean)) {
+        try {
+          Deno.kill(Number(pid), "SIGKILL");
+        } catch { /* gone */ }
+      }
+      try {
+        Deno.removeSync(dir); // rmdir: a cgroup directory holds only the kernel's files
+      } catch { /* not empty yet: its processes are still dying, or a child is left */ }
+    }
+    if (Date.now() > deadline) {
+      console.error(`init pool test: cgroups left behind: ${dirs.join(" ")}`);
+      return;
+    }
+    Atomics.wait(pause, 0, 0, 20);
+  }
+}
+
+/** Every directory of the trees under `roots` that still exists, deepest first. */
+function treeDirs(roots: string[]): string[] {
+  const below = (dir: string): string[] => {
+    let children: Deno.DirEntry[];
+    try {
+      children = [...Deno.readDirSync(dir)].filter((e) => e.isDirectory);
+    } catch {
+      return [];
+    }
+    return [...children.flatMap((c) => below(`${dir}/${c.name}`)), dir];
+  };
+  return roots.flatMap(below);
+}
 
 async function startWorker(
   env: Record<string, string> = {},
@@ -55,6 +100,7 @@ async function startWorker(
     },
   });
   workers.push(worker);
+  instances.set(worker, await instanceName(worker.stateDir));
   return worker;
 }
 

@@ -1,6 +1,6 @@
 /**
  * When the init pool turns its cgroup slots off and on again (worker/runtime/slot_health.ts), on a
- * fake clock: repeated failures of either kind turn them off, a back-off later they are tried
+ * fake clock: repeated failures of one step turn them off, a back-off later they are tried
  * again, a retry that fails turns them off for longer, a success puts everything back.
  *
  * @module
@@ -37,7 +37,7 @@ Deno.test("slot health: a success between failures starts the count again", () =
   for (let i = 0; i < 10; i++) {
     health.failed("join", "died");
     health.failed("make", "EMFILE");
-    health.worked();
+    health.worked("ready");
   }
   assert.equal(health.on, true);
 });
@@ -76,7 +76,7 @@ Deno.test("slot health: a success puts slots back on with the first back-off", (
   clock.now += FIRST_BACKOFF_MS;
   health.failed("make", "EROFS");
   assert.equal(health.on, false);
-  health.worked(); // a member made before got ready in its slot
+  health.worked("ready"); // a member made before got ready in its slot
   assert.equal(health.on, true);
   // Back to the first state: it takes a full run of failures again, then the first back-off.
   health.failed("make", "EROFS");
@@ -85,4 +85,26 @@ Deno.test("slot health: a success puts slots back on with the first back-off", (
   assert.equal(health.on, false);
   clock.now += FIRST_BACKOFF_MS;
   assert.equal(health.on, true);
+});
+
+Deno.test("slot health: adopts that keep failing turn slots off, though members get ready between", () => {
+  const { clock, health } = clocked();
+  // Slots that are made and joined fine but never become a job's cgroup: each claim's adopt fails
+  // and the member waiting next is ready in its slot meanwhile.
+  for (let i = 0; i < FAILURES_TO_TURN_OFF - 1; i++) {
+    health.failed("adopt", "EBUSY");
+    health.worked("ready");
+  }
+  assert.equal(health.on, true);
+  health.failed("adopt", "EBUSY");
+  assert.equal(health.on, false, "three adopts in a row failed");
+  clock.now += FIRST_BACKOFF_MS;
+  assert.equal(health.on, true, "tried again after the back-off");
+  health.worked("ready");
+  health.failed("adopt", "EBUSY");
+  assert.equal(health.on, false, "a member ready is no success of the adopt that turned them off");
+  clock.now += 2 * FIRST_BACKOFF_MS;
+  health.worked("adopt");
+  health.failed("adopt", "EBUSY");
+  assert.equal(health.on, true, "an adopt that worked starts everything again");
 });

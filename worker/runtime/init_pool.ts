@@ -142,9 +142,11 @@ export class InitPool {
         slot: member.slot,
         error: String(e),
       });
+      this.#slotHealth.failed("adopt", String(e));
       this.#dismiss(member);
       return undefined;
     }
+    this.#slotHealth.worked("adopt");
     member.handed = true;
     this.#adopted.set(jobId, member);
     const remove = cgroup.remove.bind(cgroup);
@@ -282,7 +284,7 @@ export class InitPool {
       // Anything else first (a failure of its mounts) is no readiness: it exits and is replaced.
       if (!this.#members.includes(member) || !init.status.text.startsWith(POOL_READY)) return;
       member.ready = true;
-      if (member.slot !== undefined) this.#slotHealth.worked();
+      if (member.slot !== undefined) this.#slotHealth.worked("ready");
       this.#failures = 0;
       this.#schedule();
     });
