@@ -152,3 +152,29 @@ Deno.test("stopper: abandoned before attach, the kept stop is dropped and waiter
   assert.deepEqual(calls, []);
   t.cancel();
 });
+
+Deno.test("stopper: a stop is reported carried out when it reaches processes, never if abandoned", () => {
+  const heard: string[] = [];
+  const running = new Stopper(recorder().target);
+  running.whenCarriedOut(() => heard.push("running"));
+  assert.equal(heard.length, 0, "not before the stop itself");
+  running.stop(0);
+  running.whenCarriedOut(() => heard.push("running, asked again"));
+  assert.deepEqual(heard, ["running", "running, asked again"]);
+  running.cancel();
+
+  const starting = new Stopper();
+  starting.whenCarriedOut(() => heard.push("starting"));
+  starting.stop(5000);
+  assert.deepEqual(heard.slice(2), [], "kept, not carried out");
+  starting.attach(recorder().target);
+  assert.deepEqual(heard.slice(2), ["starting"]);
+  starting.cancel();
+
+  const failed = new Stopper();
+  failed.whenCarriedOut(() => heard.push("failed"));
+  failed.stop(0);
+  failed.abandon();
+  failed.whenCarriedOut(() => heard.push("failed, asked again"));
+  assert.deepEqual(heard.slice(3), [], "a job whose start failed was never stopped");
+});

@@ -447,7 +447,12 @@ export class JobManager {
    * starting is stopped once it has processes.
    */
   #stop(job: Job, options: StopOptions, reason: string, kind: StopKind): void {
-    if (job.stopReason === undefined) this.options.events?.stopping(job, kind);
+    const events = this.options.events;
+    if (job.stopReason === undefined && events !== undefined) {
+      // Counted when it reaches the job's processes: a job whose start fails was never stopped.
+      if (job.stopper === undefined) events.stopping(job, kind);
+      else job.stopper.whenCarriedOut(() => events.stopping(job, kind));
+    }
     job.stopReason ??= reason;
     const graceMs = options.force
       ? 0

@@ -27,6 +27,8 @@ export class Stopper {
   #target: StopTarget | undefined;
   /** The shortest grace asked for before there was a target: carried out at attach. */
   #pendingGraceMs: number | undefined;
+  /** Told when the first stop reaches the job's processes (see {@link whenCarriedOut}). */
+  #onCarriedOut: (() => void) | undefined;
   readonly #abandoned = Promise.withResolvers<void>();
   /** SIGTERM went out to the job's processes. */
   #terminated = false;
@@ -66,12 +68,26 @@ export class Stopper {
       this.#pendingGraceMs = Math.min(this.#pendingGraceMs ?? Infinity, graceMs);
       return;
     }
+    const carriedOut = this.#onCarriedOut;
+    this.#onCarriedOut = undefined;
+    carriedOut?.();
     if (!this.#terminated && graceMs > 0) {
       this.#terminated = true;
       target.signalAll("SIGTERM");
       if (this.#started) target.afterTerm?.();
     }
     this.killBy(now + graceMs, now);
+  }
+
+  /**
+   * Calls `then` once, when a stop first acts on the job's processes: now if it has already, at
+   * {@link attach} if one is kept, never if the job is abandoned (a stop of a job whose start
+   * failed stopped nothing).
+   */
+  whenCarriedOut(then: () => void): void {
+    if (this.#done && this.#killAt === undefined && !this.#terminated) return;
+    if (this.#terminated || this.#killAt !== undefined) then();
+    else this.#onCarriedOut ??= then;
   }
 
   /** SIGKILL at `at` (epoch ms) unless one is already due earlier. */
@@ -105,6 +121,7 @@ export class Stopper {
     this.#done = true;
     clearTimeout(this.#killTimer);
     this.#pendingGraceMs = undefined;
+    this.#onCarriedOut = undefined;
     this.#abandoned.resolve();
   }
 
