@@ -251,6 +251,7 @@ async function serve(config: Config): Promise<number> {
   });
 
   // After start (a first start or a reload): everything is up and serving from here on.
+  let failure: unknown;
   const signal = await serveUntilStopped({
     stateDir: config.stateDir,
     startTime,
@@ -273,6 +274,12 @@ async function serve(config: Config): Promise<number> {
       ({ server, port, health } = await listen());
       log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });
     },
+  }).catch((error: unknown) => {
+    // Serving cannot go on (a reload's exec failed, then listening again failed too): shut down
+    // as for a signal, so no waiting init, job or cgroup of this worker outlives it.
+    failure = error;
+    log.error("cannot serve any more", { error: String(error) });
+    return "error";
   });
   log.info("shutting down", { signal, cleanupTimeout: config.cleanupTimeoutSeconds });
   health.drain();
@@ -292,6 +299,7 @@ async function serve(config: Config): Promise<number> {
   await metrics.stop();
   signals.close();
   log.info("stopped");
+  if (failure !== undefined) throw failure;
   return 0;
 }
 
