@@ -24,6 +24,26 @@ const MAX_UNSENT_BYTES = 512 * 1024;
  * the server hold per connection (plus one chunk per stream).
  */
 const MAX_QUEUED_BYTES = 256 * 1024;
+/**
+ * The streams of one connection share this many unsent bytes: each may leave MAX_CONNECTION_UNSENT
+ * divided by their number unsent (at least MIN_UNSENT_BYTES, at most MAX_UNSENT_BYTES), so a lone
+ * stream keeps MAX_UNSENT_BYTES. Each stream waits only on its own bytes: one that its client
+ * stopped reading never holds back the others. Why: what is unsent is what nghttp2 frames in one
+ * go when the client's connection window opens, and on Deno 2.8.3 the worker's CPU per byte grows
+ * with that (memmove in Deno's native code was most of the worker's samples with 10 streams on
+ * each of 5 connections and 8 MiB windows). Shared, 10 streams on each of 5 connections went from
+ * about 135 to about 200 MiB/s in aggregate (`make bench`), and a client with many stalled streams
+ * on one connection makes the worker hold far less (tests/stream_budget_test.ts).
+ */
+const MAX_CONNECTION_UNSENT_BYTES = 512 * 1024;
+/** One HTTP/2 DATA frame's worth (the default SETTINGS_MAX_FRAME_SIZE). */
+const MIN_UNSENT_BYTES = 16 * 1024;
+
+/** How many bytes one of `streams` streams of a connection may leave unsent. */
+function unsentShare(streams: number): number {
+  const share = Math.floor(MAX_CONNECTION_UNSENT_BYTES / Math.max(1, streams));
+  return Math.min(MAX_UNSENT_BYTES, Math.max(MIN_UNSENT_BYTES, share));
+}
 
 export interface StreamOptions {
   offset: number;
@@ -82,8 +102,9 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
         unsent?.wrote(got);
         passedThrough(got);
         if (!more) await drainOrCancel(call);
-        if (unsent && unsent.unsent > MAX_UNSENT_BYTES) {
-          await Promise.race([unsent.waitUntilAtMost(MAX_UNSENT_BYTES / 2), whenCancelled.promise]);
+        const share = unsent ? unsentShare(unsent.streamsOnConnection) : MAX_UNSENT_BYTES;
+        if (unsent && unsent.unsent > share) {
+          await Promise.race([unsent.waitUntilAtMost(share / 2), whenCancelled.promise]);
         }
         while (unsent && unsent.queued > MAX_QUEUED_BYTES && !call.cancelled) {
           await Promise.race([unsent.waitForSocketDrain(), whenCancelled.promise]);
