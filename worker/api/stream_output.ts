@@ -30,10 +30,11 @@ const MAX_QUEUED_BYTES = 256 * 1024;
  * stream keeps MAX_UNSENT_BYTES. Each stream waits only on its own bytes: one that its client
  * stopped reading never holds back the others. Why: what is unsent is what nghttp2 frames in one
  * go when the client's connection window opens, and on Deno 2.8.3 the worker's CPU per byte grows
- * with that (memmove in Deno's native code was most of the worker's samples with 10 streams on
- * each of 5 connections and 8 MiB windows). Shared, 10 streams on each of 5 connections went from
- * about 135 to about 200 MiB/s in aggregate (`make bench`), and a client with many stalled streams
- * on one connection makes the worker hold far less (tests/stream_budget_test.ts).
+ * with that burst (50 streams on one connection, 1.6 GiB: 5.5 s of worker CPU at a 64 KiB client
+ * window, 10-11 s at 8 MiB, 27 s at 32 MiB; memmove in Deno's native code was 62% of its samples).
+ * Shared, 10 streams on each of 5 connections (the bench's 50 clients) cost the worker 5.0 s
+ * instead of 9.3 s for the same bytes, and a client with many stalled streams on one connection
+ * makes the worker hold far less (tests/stream_budget_test.ts).
  */
 const MAX_CONNECTION_UNSENT_BYTES = 512 * 1024;
 /** One HTTP/2 DATA frame's worth (the default SETTINGS_MAX_FRAME_SIZE). */
