@@ -71,8 +71,8 @@ Deno.test({
         `handed to calls: one stalled stream ${(one / MiB).toFixed(1)} MiB, ${STREAMS} on one ` +
           `connection ${(many / MiB).toFixed(1)} MiB`,
       );
-      // Sharing 512 KiB, each of 60 streams may hold 16 KiB and one 128 KiB chunk beyond it:
-      // about 8.4 MiB in all. Each holding PER_STREAM_HOLD as a lone stream may: about 37.5 MiB.
+      // Sharing 512 KiB, each of 60 streams may hold 16 KiB and one 32 KiB message beyond it:
+      // about 2.8 MiB in all. Each holding PER_STREAM_HOLD as a lone stream may: about 37.5 MiB.
       assert.ok(
         many - one < (STREAMS * PER_STREAM_HOLD) / 2,
         `${STREAMS} stalled streams made the worker take ${((many - one) / MiB).toFixed(1)} MiB ` +

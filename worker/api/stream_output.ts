@@ -39,6 +39,12 @@ const MAX_QUEUED_BYTES = 256 * 1024;
 const MAX_CONNECTION_UNSENT_BYTES = 512 * 1024;
 /** One HTTP/2 DATA frame's worth (the default SETTINGS_MAX_FRAME_SIZE). */
 const MIN_UNSENT_BYTES = 16 * 1024;
+/**
+ * The smallest message a stream sends while it shares its connection (a lone stream sends the
+ * server's chunkBytes): 50 streams on one connection, 1.6 GiB, took 10.1 s of worker CPU with
+ * 128 KiB messages and 6.2 s with 32 KiB ones (138 and 184 MiB/s in aggregate).
+ */
+const MIN_CHUNK = 32 * 1024;
 
 /** How many bytes one of `streams` streams of a connection may leave unsent. */
 function unsentShare(streams: number): number {
@@ -88,8 +94,13 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
   let offset = options.offset;
   try {
     while (!call.cancelled) {
+      // A stream may write one chunk past its share: with many streams on a connection, smaller
+      // chunks keep what they all leave unsent near MAX_CONNECTION_UNSENT_BYTES.
+      const chunkBytes = unsent
+        ? Math.min(options.chunkBytes, Math.max(unsentShare(unsent.streamsOnConnection), MIN_CHUNK))
+        : options.chunkBytes;
       const span = offset < stopAt
-        ? reader.span(offset, Math.min(options.chunkBytes, stopAt - offset))
+        ? reader.span(offset, Math.min(chunkBytes, stopAt - offset))
         : null;
       if (span) {
         // Read straight into the encoded message: the payload is copied once on its way out.
