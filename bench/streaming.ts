@@ -12,8 +12,9 @@
  *   the peak of 100 jobs writing 100 MiB each, and with 50 stalled readers (and after they left),
  *   against its idle RSS.
  *
- * Standalone: `deno run -A bench/streaming.ts [--quick]` starts its own worker; `make bench` calls
- * {@link streamingRows} with its worker.
+ * Standalone: `deno run -A bench/streaming.ts [--quick]` starts its own worker (BENCH_WORKER_PROGRAM:
+ * another jobworker program to run, e.g. a launcher of an older checkout, for before-and-after
+ * figures in one run); `make bench` calls {@link streamingRows} with its worker.
  *
  * @module
  */
@@ -135,29 +136,44 @@ async function throughput(ctx: StreamingContext, client: JobClient): Promise<Ben
 
   const readers = 50;
   const each = (ctx.quick ? 32 : 128) * MiB;
-  progress(`${readers} clients of one ${each / MiB} MiB job`);
   const shared = await writer(client, each);
   await waitEnded(client, shared.id);
-  const clients = Array.from({ length: 5 }, () => clientFor(ctx.certDir, ctx.address));
+  progress(`${readers} clients of one ${each / MiB} MiB job, 10 streams on each of 5 connections`);
+  const onFive = await aggregate(ctx, shared.id, each, readers, 5);
+  row(`${readers} clients of one job, aggregate`, onFive, await pipeThroughput(bytes));
+  // 50 clients in real life are 50 processes, each with its own connection.
+  progress(`${readers} clients of one ${each / MiB} MiB job, a connection each`);
+  const onOwn = await aggregate(ctx, shared.id, each, readers, readers);
+  row(`${readers} clients, a connection each, aggregate`, onOwn, await pipeThroughput(bytes));
+  for (const id of [ended.id, live.id, shared.id]) await client.deleteJob(id).catch(() => {});
+  return rows;
+}
+
+/** `readers` streams of `id`'s whole output at once over `connections` connections; MiB/s. */
+async function aggregate(
+  ctx: StreamingContext,
+  id: string,
+  each: number,
+  readers: number,
+  connections: number,
+): Promise<number> {
+  const clients = Array.from({ length: connections }, () => clientFor(ctx.certDir, ctx.address));
   try {
     await Promise.all(clients.map((c) => c.listJobs()));
     const t0 = performance.now();
     await Promise.all(
       Array.from({ length: readers }, async (_, i) => {
         let total = 0;
-        for await (const chunk of clients[i % clients.length]!.stream(shared.id)) {
+        for await (const chunk of clients[i % clients.length]!.stream(id)) {
           total += chunk.payload.length;
         }
         if (total !== each) throw new Error(`a reader got ${total} of ${each} bytes`);
       }),
     );
-    const aggregate = (readers * each) / MiB / ((performance.now() - t0) / 1000);
-    row(`${readers} clients of one job, aggregate`, aggregate, await pipeThroughput(bytes));
+    return (readers * each) / MiB / ((performance.now() - t0) / 1000);
   } finally {
     for (const c of clients) c.close();
   }
-  for (const id of [ended.id, live.id, shared.id]) await client.deleteJob(id).catch(() => {});
-  return rows;
 }
 
 /** Arrival minus the job's stamp of every line for `seconds`, in ms. */
@@ -344,8 +360,10 @@ if (import.meta.main) {
   const { makePki } = await import("../tests/helpers/pki.ts");
   const { WorkerProcess } = await import("../tests/helpers/worker.ts");
   const pki = await makePki();
+  const program = Deno.env.get("BENCH_WORKER_PROGRAM");
   const worker = await WorkerProcess.start({
     certDir: pki.dir,
+    ...(program ? { program } : {}),
     env: {
       JOB_WORKER_MAX_JOBS: "1000",
       JOB_WORKER_MAX_STREAMS_PER_CLIENT: "512",

@@ -150,6 +150,8 @@ export interface UnsentMeter {
   readonly unsent: number;
   /** Bytes of the whole connection queued in its socket, not taken by the kernel yet. */
   readonly queued: number;
+  /** How many streams of the connection are measured now (this one included). */
+  readonly streamsOnConnection: number;
   /** Resolves once `unsent` is at most `bytes`, or measuring turned out impossible, or on close(). */
   waitUntilAtMost(bytes: number): Promise<void>;
   /** Resolves once the connection's socket queue is empty (or the socket closed), or on close(). */
@@ -194,6 +196,9 @@ export function unsentMeter(call: unknown): UnsentMeter | null {
     },
     get queued() {
       return queued();
+    },
+    get streamsOnConnection() {
+      return theTap.watches.size;
     },
     waitForSocketDrain() {
       return queued() === 0 ? Promise.resolve() : theTap.drained();

@@ -24,6 +24,33 @@ const MAX_UNSENT_BYTES = 512 * 1024;
  * the server hold per connection (plus one chunk per stream).
  */
 const MAX_QUEUED_BYTES = 256 * 1024;
+/**
+ * The streams of one connection share this many unsent bytes: each may leave MAX_CONNECTION_UNSENT
+ * divided by their number unsent (at least MIN_UNSENT_BYTES, at most MAX_UNSENT_BYTES), so a lone
+ * stream keeps MAX_UNSENT_BYTES. Each stream waits only on its own bytes: one that its client
+ * stopped reading never holds back the others. Why: what is unsent is what nghttp2 frames in one
+ * go when the client's connection window opens, and on Deno 2.8.3 the worker's CPU per byte grows
+ * with that burst (50 streams on one connection, 1.6 GiB: 5.5 s of worker CPU at a 64 KiB client
+ * window, 10-11 s at 8 MiB, 27 s at 32 MiB; memmove in Deno's native code was 62% of its samples).
+ * Shared, 10 streams on each of 5 connections (the bench's 50 clients) cost the worker 5.0 s
+ * instead of 9.3 s for the same bytes, and a client with many stalled streams on one connection
+ * makes the worker hold far less (tests/stream_budget_test.ts).
+ */
+const MAX_CONNECTION_UNSENT_BYTES = 512 * 1024;
+/** One HTTP/2 DATA frame's worth (the default SETTINGS_MAX_FRAME_SIZE). */
+const MIN_UNSENT_BYTES = 16 * 1024;
+/**
+ * The smallest message a stream sends while it shares its connection (a lone stream sends the
+ * server's chunkBytes): 50 streams on one connection, 1.6 GiB, took 10.1 s of worker CPU with
+ * 128 KiB messages and 6.2 s with 32 KiB ones (138 and 184 MiB/s in aggregate).
+ */
+const MIN_CHUNK = 32 * 1024;
+
+/** How many bytes one of `streams` streams of a connection may leave unsent. */
+function unsentShare(streams: number): number {
+  const share = Math.floor(MAX_CONNECTION_UNSENT_BYTES / Math.max(1, streams));
+  return Math.min(MAX_UNSENT_BYTES, Math.max(MIN_UNSENT_BYTES, share));
+}
 
 export interface StreamOptions {
   offset: number;
@@ -67,8 +94,13 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
   let offset = options.offset;
   try {
     while (!call.cancelled) {
+      // A stream may write one chunk past its share: with many streams on a connection, smaller
+      // chunks keep what they all leave unsent near MAX_CONNECTION_UNSENT_BYTES.
+      const chunkBytes = unsent
+        ? Math.min(options.chunkBytes, Math.max(unsentShare(unsent.streamsOnConnection), MIN_CHUNK))
+        : options.chunkBytes;
       const span = offset < stopAt
-        ? reader.span(offset, Math.min(options.chunkBytes, stopAt - offset))
+        ? reader.span(offset, Math.min(chunkBytes, stopAt - offset))
         : null;
       if (span) {
         // Read straight into the encoded message: the payload is copied once on its way out.
@@ -82,8 +114,9 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
         unsent?.wrote(got);
         passedThrough(got);
         if (!more) await drainOrCancel(call);
-        if (unsent && unsent.unsent > MAX_UNSENT_BYTES) {
-          await Promise.race([unsent.waitUntilAtMost(MAX_UNSENT_BYTES / 2), whenCancelled.promise]);
+        const share = unsent ? unsentShare(unsent.streamsOnConnection) : MAX_UNSENT_BYTES;
+        if (unsent && unsent.unsent > share) {
+          await Promise.race([unsent.waitUntilAtMost(share / 2), whenCancelled.promise]);
         }
         while (unsent && unsent.queued > MAX_QUEUED_BYTES && !call.cancelled) {
           await Promise.race([unsent.waitForSocketDrain(), whenCancelled.promise]);
