@@ -18,8 +18,8 @@
  * mark-compacts, whatever type is asked for (measured: `{type: "minor"}` 18-90 ms on a 6 MiB heap,
  * 20-60 ms each in the worker with 200 jobs writing), and malloc_trim over a worker's heaps took up
  * to 70 ms. So malloc_trim runs on Deno's blocking pool, never on the loop, and while output flows
- * a collection is forced only when what V8 holds has grown (a stalled reader holding buffers); a
- * storm that holds its memory steady forces none.
+ * a collection is forced only when the worker's RSS has grown (a stalled reader holding buffers);
+ * a storm that holds its memory steady forces none.
  *
  * @module
  */
@@ -120,46 +120,38 @@ export function trimSoon(): void {
 let passed = 0;
 /** How much output may pass through between two checks of the worker's memory. */
 const CHECK_EVERY_BYTES = 32 * 1024 * 1024;
-/**
- * Growth of what V8 holds (its heap and the buffers JavaScript objects own), over the lowest seen
- * at a check since the last collection, that forces one.
- */
+/** RSS growth, over the lowest RSS seen at a check since the last collection, that forces one. */
 const COLLECT_AFTER_GROWTH = 24 * 1024 * 1024;
-let lowestHeld = Infinity;
-let forced = 0;
-
-/** How many collections passedThrough forced so far (this process). */
-export function collectionsForced(): number {
-  return forced;
-}
+let lowestRss = Infinity;
 
 /**
  * Counts `bytes` of job output ingested or streamed. Every 32 MiB glibc's heaps are trimmed off the
- * loop (glibc keeps the space freed buffers leave between longer-lived allocations), and when what
- * V8 holds (heap used plus external memory: the dead buffers it lets pile up in its old generation,
- * stalled readers' frames) grew by 24 MiB since the lowest it was at such a check, a collection
- * frees them. 5 jobs writing 200 MiB with 50 stalled readers peaked at +113..+386 MiB over idle with
- * neither, +90..+102 MiB with a collection and a trim every 32 MiB; 200 jobs writing 33-byte lines
- * as fast as they could paid 20-60 ms of loop every 32 MiB for that collection. With the growth rule
- * (the hostile test's 50 stalled readers, one run each): +128 MiB peak at 16 MiB of growth, +108 at
- * 24, +155..+174 at 48.
+ * loop (glibc keeps the space freed buffers leave between longer-lived allocations), and when the
+ * worker's RSS grew by 24 MiB since the lowest it was at such a check, a collection frees the dead
+ * buffers V8 lets pile up in its old generation (stalled readers' frames). 5 jobs writing 200 MiB
+ * with 50 stalled readers peaked at +113..+386 MiB over idle with neither, +90..+102 MiB with a
+ * collection and a trim every 32 MiB; 200 jobs writing 33-byte lines as fast as they could paid
+ * 20-60 ms of loop every 32 MiB for that collection. With the growth rule (the hostile test's 50
+ * stalled readers, one run each): +128 MiB peak at 16 MiB of growth, +108 at 24, +155..+174 at 48;
+ * bench/latency_probe.ts's run with 200 writers then forced 3 collections at 24 MiB, 10 at 16.
  *
- * The growth is V8's, not the process's RSS: with 200 jobs writing, V8 held a steady 19-22 MiB while
- * RSS wandered 124-156 MiB (glibc's heaps, which the trim gives back, not a collection), and a
- * rule on RSS forced a useless collection (two mark-compacts, 40-90 ms of loop) every 4-5 s.
+ * Tried and undone (2026-12): during that storm V8 holds a steady ~20 MiB (heap used + external)
+ * while RSS wanders 124-156 MiB, so the RSS rule still forces a double mark-compact every 4-5 s.
+ * Triggering on V8's growth instead removed those, but line latency p99 got worse (bench row, old
+ * and new interleaved: 6.4/6.3 ms against 42.5/44.2 ms): without them V8's young generation grew
+ * (1,250 scavenges of 1.5 ms on average instead of 6,456 of 0.5 ms) and its own incremental marking
+ * took steps of up to 36 ms. Cap the young generation before trying that again.
  */
 export function passedThrough(bytes: number): void {
   passedSinceArm += bytes;
   passed += bytes;
   if (passed < CHECK_EVERY_BYTES) return;
   passed = 0;
-  const { heapUsed, external } = Deno.memoryUsage();
-  const held = heapUsed + external;
-  lowestHeld = Math.min(lowestHeld, held);
-  if (held - lowestHeld > COLLECT_AFTER_GROWTH) {
+  const rss = Deno.memoryUsage().rss;
+  lowestRss = Math.min(lowestRss, rss);
+  if (rss - lowestRss > COLLECT_AFTER_GROWTH) {
     collector()?.({ type: "major" });
-    forced++;
-    lowestHeld = Infinity;
+    lowestRss = Infinity;
   }
   trimHeaps();
   trimSoon();
