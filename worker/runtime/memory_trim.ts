@@ -140,9 +140,8 @@ let lowestRss = Infinity;
  * Triggering on V8's growth instead removed those, but line latency p99 did not improve and likely
  * got worse (bench row, interleaved: old 6.4, 6.3, 39.0 ms; new 42.5, 44.2, 11.6 ms; the latency
  * probe: old 11.5, 4.6, 5.3, 13.3 ms; new 9.8, 84.9, 20.5, 30.0 ms): without them V8's young
- * generation grew
- * (1,250 scavenges of 1.5 ms on average instead of 6,456 of 0.5 ms) and its own incremental marking
- * took steps of up to 36 ms. Cap the young generation before trying that again.
+ * generation grew (1,250 scavenges of 1.5 ms on average instead of 6,456 of 0.5 ms) and its own
+ * incremental marking took steps of up to 36 ms. Cap the young generation before trying again.
  */
 export function passedThrough(bytes: number): void {
   passedSinceArm += bytes;
