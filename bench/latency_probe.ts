@@ -14,7 +14,7 @@ import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
 import type { JobClient } from "../cli/client.ts";
 import { JOB_LIMITS } from "./peers.ts";
-import { loopQuantile } from "./storm.ts";
+import { loopQuantile, type LoopScrape, scrapeLoop } from "./storm.ts";
 import { lineDelays } from "./streaming.ts";
 
 const WRITERS = Number(Deno.args[0] ?? 200);
@@ -27,31 +27,22 @@ function quantile(values: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? NaN;
 }
 
-interface Scrape {
-  buckets: [number, number][];
-  max: number;
-  ingested: number;
+interface Scrape extends LoopScrape {
   cpu: number;
+  /** Time the worker's main thread spent runnable but waiting for a CPU (s, from schedstat). */
+  waited: number;
   at: number;
 }
 
 async function scrape(url: string, pid: number): Promise<Scrape> {
-  const text = await (await fetch(url)).text();
-  const buckets: [number, number][] = [];
-  let max = 0;
-  let ingested = 0;
-  for (const line of text.split("\n")) {
-    const bucket = /^jobworker_event_loop_delay_seconds_bucket\{le="([^"]+)"\} (\S+)$/.exec(line);
-    if (bucket) buckets.push([Number(bucket[1]), Number(bucket[2])]);
-    const gauge = /^jobworker_event_loop_delay_max_seconds (\S+)$/.exec(line);
-    if (gauge) max = Number(gauge[1]);
-    const bytes = /^jobworker_output_ingested_bytes_total (\S+)$/.exec(line);
-    if (bytes) ingested = Number(bytes[1]);
-  }
+  const metrics = await scrapeLoop(url);
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]!.split(" ");
   const cpu = (Number(stat[11]) + Number(stat[12])) / 100;
-  return { buckets, max, ingested, cpu, at: performance.now() };
+  const waited = Number(Deno.readTextFileSync(`/proc/${pid}/schedstat`).split(" ")[1]) / 1e9;
+  return { ...metrics, cpu, waited, at: performance.now() };
 }
+
+const ingested = (s: Scrape) => s.samples.get("jobworker_output_ingested_bytes_total") ?? 0;
 
 async function phase(client: JobClient, url: string, pid: number) {
   const before = await scrape(url, pid);
@@ -64,8 +55,10 @@ async function phase(client: JobClient, url: string, pid: number) {
     lineMax: round(Math.max(...delays)),
     loopP99: round(Math.min(loopQuantile(before, after, 0.99), after.max * 1000)),
     loopMax: round(after.max * 1000),
-    ingestMiBs: round((after.ingested - before.ingested) / 1048576 / seconds),
+    ingestMiBs: round((ingested(after) - ingested(before)) / 1048576 / seconds),
     workerCpu: round((after.cpu - before.cpu) / seconds),
+    /** Share of the phase the worker's main thread was ready to run but had no CPU. */
+    workerRunqueue: round((after.waited - before.waited) / seconds),
   };
 }
 

@@ -29,19 +29,21 @@ async function probeLoop(api: ApiCalls, until: Promise<unknown>): Promise<number
 export interface LoopScrape {
   buckets: [number, number][];
   max: number;
+  /** Every sample without labels, by metric name (e.g. jobworker_output_ingested_bytes_total). */
+  samples: Map<string, number>;
 }
 
-async function scrapeLoop(url: string): Promise<LoopScrape> {
+export async function scrapeLoop(url: string): Promise<LoopScrape> {
   const text = await (await fetch(url)).text();
   const buckets: [number, number][] = [];
-  let max = 0;
+  const samples = new Map<string, number>();
   for (const line of text.split("\n")) {
     const bucket = /^jobworker_event_loop_delay_seconds_bucket\{le="([^"]+)"\} (\S+)$/.exec(line);
     if (bucket) buckets.push([Number(bucket[1]), Number(bucket[2])]);
-    const gauge = /^jobworker_event_loop_delay_max_seconds (\S+)$/.exec(line);
-    if (gauge) max = Number(gauge[1]);
+    const sample = /^(\w+) (\S+)$/.exec(line);
+    if (sample) samples.set(sample[1]!, Number(sample[2]));
   }
-  return { buckets, max };
+  return { buckets, max: samples.get("jobworker_event_loop_delay_max_seconds") ?? 0, samples };
 }
 
 /** The q-quantile (ms) of the delays observed between two scrapes, as Prometheus interpolates. */

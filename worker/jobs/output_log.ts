@@ -214,6 +214,7 @@ export class OutputLog {
   }
 
   #wake(): void {
+    if (this.#waiters.length === 0) return; // most appends (no follower): allocate nothing
     const waiters = this.#waiters;
     this.#waiters = [];
     for (const wake of waiters) wake();

@@ -134,6 +134,14 @@ let lowestRss = Infinity;
  * 20-60 ms of loop every 32 MiB for that collection. With the growth rule (the hostile test's 50
  * stalled readers, one run each): +128 MiB peak at 16 MiB of growth, +108 at 24, +155..+174 at 48;
  * bench/latency_probe.ts's run with 200 writers then forced 3 collections at 24 MiB, 10 at 16.
+ *
+ * Tried and undone (2026-12): during that storm V8 holds a steady ~20 MiB (heap used + external)
+ * while RSS wanders 124-156 MiB, so the RSS rule still forces a double mark-compact every 4-5 s.
+ * Triggering on V8's growth instead removed those, but line latency p99 did not improve and likely
+ * got worse (bench row, interleaved: old 6.4, 6.3, 39.0 ms; new 42.5, 44.2, 11.6 ms; the latency
+ * probe: old 11.5, 4.6, 5.3, 13.3 ms; new 9.8, 84.9, 20.5, 30.0 ms): without them V8's young
+ * generation grew (1,250 scavenges of 1.5 ms on average instead of 6,456 of 0.5 ms) and its own
+ * incremental marking took steps of up to 36 ms. Cap the young generation before trying again.
  */
 export function passedThrough(bytes: number): void {
   passedSinceArm += bytes;
