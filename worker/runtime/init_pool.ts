@@ -29,6 +29,11 @@ import { POOL_READY } from "../../init/spec.ts";
 import { log } from "../log/logger.ts";
 import { SlotHealth } from "./slot_health.ts";
 
+/** A slot that could not become a job's cgroup (see {@link InitPool.adopt}). */
+export interface AdoptFailure {
+  readonly adoptError: string;
+}
+
 /** Deno starts of members under way at once (the machine's other work needs the CPU too). */
 const WARMING = 2;
 /** Pause after members keep dying before they are ready: doubles from here, up to the max. */
@@ -121,13 +126,18 @@ export class InitPool {
     return found;
   }
 
+  /** A slot could not take limits that an ordinary cgroup then took: the slot was at fault. */
+  adoptFailed(failure: AdoptFailure): void {
+    this.#slotHealth.failed("adopt", failure.adoptError);
+  }
+
   /**
    * The cgroup of job `jobId` made from a waiting member's slot (limits written, then renamed to
    * the job's), that member kept for the job's {@link claim}; undefined when no member with a slot
    * waits, or when the slot could not become the job's cgroup (the caller creates the cgroup as
    * usual, which reports any real problem). Throws LimitError for limits no cgroup can have.
    */
-  async adopt(jobId: string, limits: Limits): Promise<JobCgroup | undefined> {
+  async adopt(jobId: string, limits: Limits): Promise<JobCgroup | AdoptFailure | undefined> {
     if (this.size <= 0 || this.slots === undefined) return undefined;
     // Limits the job cannot have cost no member: only a failure to write them does.
     this.slots.check(jobId, limits);
@@ -142,9 +152,10 @@ export class InitPool {
         slot: member.slot,
         error: String(e),
       });
-      this.#slotHealth.failed("adopt", String(e));
       this.#dismiss(member);
-      return undefined;
+      // Counted against the slots only once the same limits made an ordinary cgroup
+      // (adoptFailed): limits the kernel refuses anyway are the job's fault, not the slot's.
+      return { adoptError: String(e) };
     }
     this.#slotHealth.worked("adopt");
     member.handed = true;

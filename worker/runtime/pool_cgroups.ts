@@ -18,7 +18,11 @@ export class PoolCgroups implements CgroupManager {
   }
 
   async create(jobId: string, limits: Limits): Promise<JobCgroup> {
-    return await this.pool.adopt(jobId, limits) ?? await this.cgroups.create(jobId, limits);
+    const adopted = await this.pool.adopt(jobId, limits);
+    if (adopted !== undefined && !("adoptError" in adopted)) return adopted;
+    const cgroup = await this.cgroups.create(jobId, limits);
+    if (adopted !== undefined) this.pool.adoptFailed(adopted);
+    return cgroup;
   }
 
   cleanupStale(keep?: ReadonlySet<string>): Promise<number> {
