@@ -199,14 +199,20 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   args.pidfd = (uint64_t)(uintptr_t)&pidfd;
   args.exit_signal = SIGCHLD;
 #ifdef JW_SHARED_SPAWN
-  void *stack = mmap(NULL, JW_CHILD_STACK, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) {
+  // One page more, below the stack and never accessible: an overflow faults in the child
+  // instead of writing over the worker's memory, which the child shares.
+  size_t guard = (size_t)sysconf(_SC_PAGESIZE);
+  char *mapping = mmap(NULL, JW_CHILD_STACK + guard, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (mapping == MAP_FAILED ||
+      mprotect(mapping + guard, JW_CHILD_STACK, PROT_READ | PROT_WRITE) != 0) {
     int err = errno;
+    if (mapping != MAP_FAILED) munmap(mapping, JW_CHILD_STACK + guard);
     free(child_args.argv);
     free(child_args.envp);
     return -err;
   }
+  char *stack = mapping + guard;
   // CLONE_VFORK: this thread sleeps until the child has exec'd or exited, so the stack, the
   // vectors and child_args stay valid for as long as it uses them.
   args.flags |= CLONE_VM | CLONE_VFORK;
@@ -227,7 +233,7 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
 #endif
   pthread_sigmask(SIG_SETMASK, &previous, NULL);
 #ifdef JW_SHARED_SPAWN
-  munmap(stack, JW_CHILD_STACK);
+  munmap(mapping, JW_CHILD_STACK + guard);
 #endif
   free(child_args.argv);
   free(child_args.envp);
