@@ -278,8 +278,8 @@ async function serve(config: Config): Promise<number> {
     // Serving cannot go on (a reload's exec failed, then listening again failed too): shut down
     // as for a signal, so no waiting init, job or cgroup of this worker outlives it.
     failure = error;
-    log.error("cannot serve any more", { error: String(error) });
-    return "error";
+    log.error("cannot serve any more: shutting down", { error: String(error) });
+    return "none (serving failed)";
   });
   log.info("shutting down", { signal, cleanupTimeout: config.cleanupTimeoutSeconds });
   health.drain();
@@ -298,9 +298,8 @@ async function serve(config: Config): Promise<number> {
   reaper.stop();
   await metrics.stop();
   signals.close();
-  log.info("stopped");
-  if (failure !== undefined) throw failure;
-  return 0;
+  log.info(failure === undefined ? "stopped" : "stopped after serving failed");
+  return failure === undefined ? 0 : 1;
 }
 
 /** Fills the init pool once the cgroups can take processes beside the worker; else leaves it off. */

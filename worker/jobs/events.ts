@@ -12,7 +12,8 @@ export interface JobEvents {
   started(job: Job, seconds: number): void;
   /** A job could not be started (cgroup, launch or init failure). */
   startFailed(): void;
-  /** The first stop of a job that still runs. */
+  /** The first stop of a job, once it reaches the job's processes (a stop while a job starts
+   * counts at its launch; one of a job whose start fails before launch never does). */
   stopping(job: Job, kind: StopKind): void;
   /** The job has ended and is cleaned up (its status, exit and oomKilled are final). */
   ended(job: Job): void;

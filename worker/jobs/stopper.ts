@@ -81,8 +81,9 @@ export class Stopper {
 
   /**
    * Calls `then` once, when a stop first acts on the job's processes: now if it has already, at
-   * {@link attach} if one is kept, never if the job is abandoned (a stop of a job whose start
-   * failed stopped nothing).
+   * {@link attach} if one is kept, never if the job is abandoned before attach (a stop kept for a
+   * job whose launch failed stopped nothing). A stop that reached init before its exec failed
+   * did act on a process and counts.
    */
   whenCarriedOut(then: () => void): void {
     if (this.#done && this.#killAt === undefined && !this.#terminated) return;

@@ -73,7 +73,7 @@ export class WorkerMetrics implements JobEvents, RpcObserver, InitPoolEvents {
   });
   readonly #stops = new Counter({
     name: "jobworker_job_stops_total",
-    help: "Stops of running jobs by kind: request (StopJob), timeout, shutdown.",
+    help: "Stops that reached a job's processes, by kind: request (StopJob), timeout, shutdown.",
     labelNames: ["kind"] as const,
     registers: [this.registry],
   });
