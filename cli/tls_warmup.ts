@@ -28,8 +28,13 @@ const OFFLINE = new Set(["help", "--help", "-h", "context", "certs", "completion
 /**
  * Whether a command line may connect to a server, told before it is parsed: a guess that errs
  * towards yes (a wrong yes costs the set-up's CPU on another thread, a wrong no only the time
- * the warm-up would have saved).
+ * the warm-up would have saved). Only the words up to the command's name are looked at: what
+ * follows may be a job's own arguments (`jobworker run grep -h x`).
  */
 export function mayConnect(argv: string[]): boolean {
-  return !argv.some((arg) => OFFLINE.has(arg));
+  for (const arg of argv) {
+    if (OFFLINE.has(arg)) return false;
+    if (!arg.startsWith("-")) return true;
+  }
+  return true;
 }

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { mayConnect } from "../cli/tls_warmup.ts";
 import { concatBytes } from "./helpers/process.ts";
 import assert from "node:assert/strict";
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
@@ -853,4 +854,13 @@ Deno.test("contexts sit below flags and environment", () => {
     resolveCertFiles({}, env({ JOB_WORKER_CERT_PATH: "/env" }), "/default", context).ca.path,
     "/env/ca-cert.pem",
   );
+});
+
+Deno.test("TLS warm-up: judged from the words up to the command's name, not a job's arguments", () => {
+  assert.equal(mayConnect(["list"]), true);
+  assert.equal(mayConnect(["run", "grep", "-h", "x", "file"]), true);
+  assert.equal(mayConnect(["run", "cat", "certs"]), true);
+  assert.equal(mayConnect(["--help"]), false);
+  assert.equal(mayConnect(["context", "list"]), false);
+  assert.equal(mayConnect(["--no-color", "completion", "bash"]), false);
 });

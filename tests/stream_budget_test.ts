@@ -72,9 +72,10 @@ Deno.test({
           `connection ${(many / MiB).toFixed(1)} MiB`,
       );
       // Sharing 512 KiB, each of 60 streams may hold 16 KiB and one 32 KiB message beyond it:
-      // about 2.8 MiB in all. Each holding PER_STREAM_HOLD as a lone stream may: about 37.5 MiB.
+      // about 2.8 MiB in all. Each holding PER_STREAM_HOLD as a lone stream may: about 37.5 MiB
+      // (39.1 MiB measured with the share taken out, by hand: this fails).
       assert.ok(
-        many - one < (STREAMS * PER_STREAM_HOLD) / 2,
+        many - one < (STREAMS * PER_STREAM_HOLD) / 4,
         `${STREAMS} stalled streams made the worker take ${((many - one) / MiB).toFixed(1)} MiB ` +
           "more than one stalled stream",
       );
