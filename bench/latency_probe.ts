@@ -16,16 +16,11 @@ import type { JobClient } from "../cli/client.ts";
 import { JOB_LIMITS } from "./peers.ts";
 import { loopQuantile, type LoopScrape, scrapeLoop } from "./storm.ts";
 import { lineDelays } from "./streaming.ts";
+import { delay, quantile } from "./rows.ts";
 
 const WRITERS = Number(Deno.args[0] ?? 200);
 const SECONDS = Number(Deno.args[1] ?? 8);
-const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const round = (n: number) => Math.round(n * 100) / 100;
-
-function quantile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? NaN;
-}
 
 interface Scrape extends LoopScrape {
   cpu: number;

@@ -102,9 +102,21 @@ static void report_errno(int fd, int err) {
   (void)ignored;
 }
 
-// The child between clone3 and execve: only async-signal-safe calls.
+// What the child execs, and with which descriptors (see jw_spawn).
+struct child_args {
+  const char *path;
+  char **argv;
+  char **envp;
+  const int *fds;
+  int nfds;
+};
+
+// The child between clone3 and execve (`opaque` is its child_args): only async-signal-safe calls.
 // A negative fds[i] gives the child /dev/null as descriptor i.
-static void child(const char *path, char **argv, char **envp, const int *fds, int nfds) {
+static void child(void *opaque) {
+  const struct child_args *a = opaque;
+  const int *fds = a->fds;
+  int nfds = a->nfds;
   // Park every source above the target range first, so no dup2 clobbers a later source.
   int parked[JW_MAX_FDS];
   for (int i = 0; i < nfds; i++) {
@@ -129,23 +141,10 @@ static void child(const char *path, char **argv, char **envp, const int *fds, in
   // every other process of the namespace with it.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   reset_signals();  // also unblocks what jw_spawn blocked around clone3
-  execve(path, argv, envp);
+  execve(a->path, a->argv, a->envp);
   int err = errno;
   if (nfds > 4) report_errno(4, err);
   _exit(127);
-}
-
-struct child_args {
-  const char *path;
-  char **argv;
-  char **envp;
-  const int *fds;
-  int nfds;
-};
-
-static void child_entry(void *opaque) {
-  const struct child_args *a = opaque;
-  child(a->path, a->argv, a->envp, a->fds, a->nfds);
 }
 
 #if defined(__x86_64__)
@@ -224,11 +223,11 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &previous);
 #ifdef JW_SHARED_SPAWN
-  long pid = clone3_calling(&args, child_entry, &child_args);
+  long pid = clone3_calling(&args, child, &child_args);
   int err = pid < 0 ? (int)-pid : 0;
 #else
   long pid = syscall(SYS_clone3, &args, sizeof args);
-  if (pid == 0) child_entry(&child_args);
+  if (pid == 0) child(&child_args);
   int err = errno;
 #endif
   pthread_sigmask(SIG_SETMASK, &previous, NULL);
