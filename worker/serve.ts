@@ -252,7 +252,7 @@ async function serve(config: Config): Promise<number> {
 
   // After start (a first start or a reload): everything is up and serving from here on.
   let failure: unknown;
-  const signal = await serveUntilStopped({
+  const signal: string | undefined = await serveUntilStopped({
     stateDir: config.stateDir,
     startTime,
     jobs: manager,
@@ -279,9 +279,12 @@ async function serve(config: Config): Promise<number> {
     // as for a signal, so no waiting init, job or cgroup of this worker outlives it.
     failure = error;
     log.error("cannot serve any more: shutting down", { error: String(error) });
-    return "none (serving failed)";
+    return undefined;
   });
-  log.info("shutting down", { signal, cleanupTimeout: config.cleanupTimeoutSeconds });
+  log.info("shutting down", {
+    ...(signal === undefined ? { reason: "serving failed" } : { signal }),
+    cleanupTimeout: config.cleanupTimeoutSeconds,
+  });
   health.drain();
   // No new calls from here on; streams of running jobs end as their jobs end.
   const drained = new Promise<void>((done) => server.tryShutdown(() => done()));

@@ -86,7 +86,6 @@ export class Stopper {
    * did act on a process and counts.
    */
   whenCarriedOut(then: () => void): void {
-    if (this.#done && this.#killAt === undefined && !this.#terminated) return;
     if (this.#terminated || this.#killAt !== undefined) then();
     else this.#onCarriedOut ??= then;
   }
