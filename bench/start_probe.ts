@@ -11,7 +11,9 @@
  *   takes to be full again.
  *
  * Usage: deno run -A bench/start_probe.ts [rounds]; JOB_WORKER_INIT_POOL is passed to the worker
- * (unset: the worker's default). Prints one JSON object.
+ * (unset: the worker's default); BENCH_WORKER_PROGRAM runs the worker through another launcher
+ * (which must exec the worker, same pid), e.g. another checkout's, to interleave old and new code.
+ * Prints one JSON object.
  */
 import { makePki } from "../tests/helpers/pki.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
@@ -93,7 +95,12 @@ const pki = await makePki();
 const env: Record<string, string> = { LOG_FORMAT: "json" };
 const poolSetting = Deno.env.get("JOB_WORKER_INIT_POOL");
 if (poolSetting !== undefined) env.JOB_WORKER_INIT_POOL = poolSetting;
-const worker = await WorkerProcess.start({ certDir: pki.dir, env });
+const program = Deno.env.get("BENCH_WORKER_PROGRAM");
+const worker = await WorkerProcess.start({
+  certDir: pki.dir,
+  env,
+  ...(program ? { program } : {}),
+});
 const client = clientFor(pki.dir, worker.address);
 try {
   await unshareTrue();

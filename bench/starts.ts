@@ -99,6 +99,16 @@ export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]>
     `slowest CreateJob round trip: #${slowest + 1}, ${roundTrip[slowest]!.toFixed(1)} ms; ` +
       `worker ${server[slowest]} ms, phases ending at (ms): ${phases.join(", ")}`,
   );
+  // And where a typical start spends it: each phase's end, median over the sequential starts.
+  const ends = new Map<string, number[]>();
+  for (const id of ids) {
+    for (const [name, ms] of Object.entries(log.phases.get(id) ?? {})) {
+      ends.set(name, [...ends.get(name) ?? [], ms]);
+    }
+  }
+  const typical = [...ends].map(([name, ms]) => [name, median(ms)] as const)
+    .sort((a, b) => a[1] - b[1]).map(([name, ms]) => `${name} ${ms.toFixed(2)}`);
+  progress(`phases ending at, median (ms): ${typical.join(", ")}`);
   progress("100 starts, 20 at a time: unshare, jobworker, unshare again");
   // The floor before and after ours, the faster of the two: one burst of unshare runs is short
   // enough for a neighbour's hiccup to double it.

@@ -91,7 +91,7 @@ export function decodeWaitStatus(status: number): WaitStatus {
 }
 
 type Symbols = typeof symbols;
-type SymbolName = keyof Symbols;
+export type SymbolName = keyof Symbols;
 type Bound<K extends SymbolName> = Deno.DynamicLibrary<Pick<Symbols, K>>["symbols"][K];
 
 /**
@@ -115,7 +115,12 @@ export class Shim {
 
   /** Binds every function now (the worker: a stale library fails at start, naming the symbol). */
   bindAll(): this {
-    for (const name of Object.keys(symbols) as SymbolName[]) this.#fn(name);
+    return this.bind(Object.keys(symbols) as SymbolName[]);
+  }
+
+  /** Binds these functions now rather than at their first call (a pooled init, while it waits). */
+  bind(names: readonly SymbolName[]): this {
+    for (const name of names) this.#fn(name);
     return this;
   }
 

@@ -103,12 +103,18 @@ export async function startJob(
   // The record is durable before anything runs: a job a caller hears of is never forgotten.
   // It is live from its insert on, so a stop that finds it in a list meanwhile acts on this Job.
   ctx.setLive(job, true);
+  // The job's cgroup is made while the record is being synced (an fdatasync on another thread):
+  // nothing runs in it until both are done, and a record that cannot be made durable removes it.
+  let cgroupMade: Promise<JobCgroup> | undefined;
   try {
     ctx.store.insert(job.toRecord());
     phase("record");
+    cgroupMade = ctx.cgroups.create(id, spec.limits);
+    cgroupMade.then(() => phase("cgroup"), () => {});
     await ctx.store.durable();
     phase("durable");
   } catch (e) {
+    await cgroupMade?.then((made) => made.remove(), () => {}).catch(() => {});
     ctx.setLive(job, false);
     stopper.abandon();
     job.output.finish();
@@ -126,8 +132,7 @@ export async function startJob(
   }
   let cgroup: JobCgroup;
   try {
-    cgroup = await ctx.cgroups.create(id, spec.limits);
-    phase("cgroup");
+    cgroup = await cgroupMade;
   } catch (e) {
     await forget();
     if (e instanceof LimitError) throw new JobError("failed-precondition", e.message);
