@@ -23,19 +23,6 @@ client=""
 if "$deno_bin" bundle --quiet --platform deno --external ./transport/grpc_js.ts \
      --external ../pki/provision.ts --output build/jobworker-client.js cli/bin.ts >build/bundle.log 2>&1; then
   client="$(pwd)/build/jobworker-client.js"
-  # commander requires node:child_process when it loads, for executable subcommands (separate
-  # programs it spawns), which jobworker does not have: loading that module costs every client
-  # command about 2 ms (bench/client_start.ts). In the bundle, commander's `childProcess` becomes
-  # an object that loads the module at its first `spawn`. Only an exact match is rewritten: a
-  # commander whose line differs keeps its eager require (correct, a little slower).
-  eager='    var childProcess = __require("node:child_process");'
-  lazy='    var childProcess = { get spawn() { return __require("node:child_process").spawn; } };'
-  if [ "$(grep -cxF "$eager" "$client")" = 1 ] && [ "$(grep -c 'childProcess\.[a-zA-Z]' "$client")" = \
-       "$(grep -c 'childProcess\.spawn(' "$client")" ]; then
-    EAGER="$eager" LAZY="$lazy" perl -0pi -e 's/^\Q$ENV{EAGER}\E$/$ENV{LAZY}/m' "$client"
-  else
-    echo "note: commander's require of node:child_process not found as expected; left eager" >&2
-  fi
 else
   rm -f build/jobworker-client.js
   echo "deno bundle failed (see build/bundle.log): the client runs from main.ts (slower to start)" >&2
