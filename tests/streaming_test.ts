@@ -570,6 +570,42 @@ test("stdout and stderr written alternately (5 MiB each) keep each stream's cont
   assert.equal(finalSums.all, sums.all);
 });
 
+test("30 jobs writing both streams at once each store exactly their own bytes (one shared read buffer)", async () => {
+  // Every job's pipes are read into one buffer (worker/runtime/output_pipe.ts): a read that is
+  // consumed late, or handed to the wrong job, shows up as another window of the file here.
+  const jobs = 30;
+  const blocks = 32; // 2 MiB per stream, in 64 KiB writes
+  const source = await randomFile("shared-buffer", (2 * jobs + blocks) * 65536);
+  const bytes = await Deno.readFile(source.path);
+  const windowSha = (skip: number) => sha256(bytes.subarray(skip * 65536, (skip + blocks) * 65536));
+  const gate = `${dataDir}/shared-buffer-go`;
+  const ids: string[] = [];
+  try {
+    for (let i = 0; i < jobs; i++) {
+      const dd = (skip: number) =>
+        `dd if=${source.path} bs=65536 skip=${skip} count=${blocks} status=none`;
+      const job = await client.createJob(sh(
+        `while [ ! -e ${gate} ]; do sleep 0.05; done; ${dd(i)} & ${dd(jobs + i)} >&2; wait`,
+      ));
+      ids.push(job.id);
+    }
+    await Deno.writeTextFile(gate, "");
+    for (const [i, id] of ids.entries()) {
+      const ended = await waitEnded(client, id);
+      assert.equal(ended.status, COMPLETED, `job ${i}: ${ended.reason}`);
+      const read = await digestStream(client, id, { noFollow: true });
+      assert.equal(read.stdoutBytes, blocks * 65536, `job ${i} stdout size`);
+      assert.equal(read.stderrBytes, blocks * 65536, `job ${i} stderr size`);
+      const sums = read.finish();
+      assert.equal(sums.stdout, windowSha(i), `job ${i}: stdout is not what it wrote`);
+      assert.equal(sums.stderr, windowSha(jobs + i), `job ${i}: stderr is not what it wrote`);
+    }
+  } finally {
+    await Deno.remove(gate).catch(() => {});
+    await Promise.all(ids.map((id) => client.deleteJob(id).catch(() => {})));
+  }
+});
+
 Deno.test(withSkip({
   name: "nothing but the job's own output reaches its streams while Deno waits for a lock (init)",
   // Under `deno run`, init is Deno itself; it waits for the node_modules lock when another Deno

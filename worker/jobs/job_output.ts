@@ -9,6 +9,7 @@ import type { Job } from "./job.ts";
 import type { StreamId } from "./output_log.ts";
 import type { JobEvents } from "./events.ts";
 import { pipeHasWriters } from "../runtime/pipe_writers.ts";
+import { onOutput } from "../runtime/output_pipe.ts";
 import { delay, message } from "./running.ts";
 
 /**
@@ -39,9 +40,10 @@ function pump(
   events: JobEvents | undefined,
 ): Promise<void> {
   return new Promise((resolve) => {
-    socket.on("data", (chunk: Uint8Array) => {
-      events?.outputIngested(chunk.byteLength);
-      appendOutput(job, stream, chunk);
+    // The bytes are valid only during the call (output_pipe.ts): appended synchronously.
+    onOutput(socket, (bytes) => {
+      events?.outputIngested(bytes.byteLength);
+      appendOutput(job, stream, bytes);
     });
     socket.on(
       "error",

@@ -3,9 +3,9 @@
  * when one waits there (worker/runtime/init_pool.ts), else cloned now through the shim
  * (worker/runtime/init_process.ts); then the job's spec written into init's spec pipe (see
  * init/spec.ts). Pipe read ends are read through node:net sockets, which libuv polls without a
- * thread per pipe.
+ * thread per pipe (output pipes into one shared buffer: output_pipe.ts).
  */
-import net from "node:net";
+import type net from "node:net";
 import type { Shim } from "../../init/shim/ffi.ts";
 import type { InitFailure, InitSpec } from "../../init/spec.ts";
 import type { SelfCommand } from "./self_exec.ts";
@@ -19,6 +19,7 @@ import {
 } from "./init_process.ts";
 import type { InitPool } from "./init_pool.ts";
 import type { Reaper } from "./reaper.ts";
+import { openOutputPipe } from "./output_pipe.ts";
 
 export { MAX_SPEC_BYTES };
 
@@ -136,7 +137,6 @@ export class Launcher {
 
   #launched(init: InitProcess): LaunchedProcess {
     const { pid, pidfd } = init;
-    const socket = (fd: number) => new net.Socket({ fd, readable: true, writable: false });
     let released = false;
     return {
       pid,
@@ -152,8 +152,8 @@ export class Launcher {
         if (!released) closeQuietly(this.shim, [pidfd]);
         released = true;
       },
-      stdout: socket(init.outR),
-      stderr: socket(init.errR),
+      stdout: openOutputPipe(init.outR),
+      stderr: openOutputPipe(init.errR),
       stdoutFd: init.outR,
       stderrFd: init.errR,
       started: Promise.all([init.status.closed, init.initLog.closed]).then(

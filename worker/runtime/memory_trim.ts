@@ -1,8 +1,9 @@
 /**
  * Gives freed memory back to the system once the worker goes quiet.
  *
- * The bytes a connection queued (TLS records, HTTP/2 frames), the messages written to streams and
- * the buffers job output is read into are native memory owned by JavaScript objects: freed only
+ * The bytes a connection queued (TLS records, HTTP/2 frames) and the messages written to streams
+ * are native memory owned by JavaScript objects (job output is read into one shared buffer since
+ * 2026-12, worker/runtime/output_pipe.ts, so pipe reads no longer add to them): freed only
  * when V8 collects those objects, and then kept by glibc in its heaps. A worker that goes idle
  * allocates nothing, so V8 never collects again. Measured on Deno 2.8.3: 50 stalled readers that
  * disconnected left the worker +343 MiB over idle (+247 MiB after a full collection alone, +24 MiB

@@ -18,8 +18,8 @@
  *                                                   serve again
  * ```
  */
-import net from "node:net";
 import type { LaunchedProcess } from "./launcher.ts";
+import { openOutputPipe } from "./output_pipe.ts";
 
 /** The environment variable naming the handover file in the new process. */
 export const HANDOVER_ENV = "JOBWORKER_HANDOVER";
@@ -181,8 +181,8 @@ export function adoptedProcess(
   return {
     pid: job.pid,
     pidfd: job.pidfd,
-    stdout: new net.Socket({ fd: job.stdoutFd, readable: true, writable: false }),
-    stderr: new net.Socket({ fd: job.stderrFd, readable: true, writable: false }),
+    stdout: openOutputPipe(job.stdoutFd),
+    stderr: openOutputPipe(job.stderrFd),
     stdoutFd: job.stdoutFd,
     stderrFd: job.stderrFd,
     pooled: false,
