@@ -50,6 +50,19 @@ class StartLog {
   }
 }
 
+/**
+ * The worker's main thread (its event loop) from /proc/<pid>/task/<pid>/schedstat: ms on a CPU and
+ * ms runnable but waiting for one; undefined where the kernel does not keep schedstats.
+ */
+function loopThread(pid: number): { cpuMs: number; waitMs: number } | undefined {
+  try {
+    const [cpu, wait] = Deno.readTextFileSync(`/proc/${pid}/task/${pid}/schedstat`).split(" ");
+    return { cpuMs: Number(cpu) / 1e6, waitMs: Number(wait) / 1e6 };
+  } catch {
+    return undefined;
+  }
+}
+
 async function inBatches(
   count: number,
   width: number,
@@ -72,6 +85,9 @@ export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]>
   const roundTrip: number[] = [];
   const ids: string[] = [];
   const toEnded: number[] = [];
+  /** Per start, the worker's loop thread during the round trip: ms on a CPU, ms waiting for one. */
+  const loop: ({ cpuMs: number; waitMs: number } | undefined)[] = [];
+  const workerPid = ctx.worker.process.pid;
   // Warm-up: the first of each pays for cold caches.
   await peers.floor.start();
   for (const peer of peers.others) await peer.start();
@@ -84,20 +100,37 @@ export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]>
   for (let i = 0; i < rounds; i++) {
     floor.push(await peers.floor.start());
     for (const [j, peer] of peers.others.entries()) peerTimes[j]!.push(await peer.start());
+    const before = loopThread(workerPid);
     const t0 = performance.now();
     const job = await client.createJob({ command: "true" });
     roundTrip.push(performance.now() - t0);
+    const after = loopThread(workerPid);
+    loop.push(
+      before && after
+        ? { cpuMs: after.cpuMs - before.cpuMs, waitMs: after.waitMs - before.waitMs }
+        : undefined,
+    );
     ids.push(job.id);
     server.push(await log.of(job.id));
     while ((await client.getJob(job.id)).status < jobworker.JobStatus.COMPLETED) await delay(1);
     toEnded.push(performance.now() - t0);
   }
-  // The tail is one or two starts: say where the slowest spent its time (the worker's phases).
+  // The tail is one or two starts: say where the slowest spent its time (the worker's phases), and
+  // whether its loop thread worked more than usual (a V8 mark-compact: the first comes around the
+  // 18th start of a fresh worker) or waited for a CPU (the machine's other work).
   const slowest = roundTrip.indexOf(Math.max(...roundTrip));
   const phases = Object.entries(log.phases.get(ids[slowest]!) ?? {}).map(([k, v]) => `${k} ${v}`);
+  const thread = (at: number) => {
+    const l = loop[at];
+    return l ? `${l.cpuMs.toFixed(1)} ms on a CPU, ${l.waitMs.toFixed(1)} ms waiting for one` : "?";
+  };
+  const typicalLoop = (key: "cpuMs" | "waitMs") =>
+    median(loop.flatMap((l) => l ? [l[key]] : [])).toFixed(1);
   progress(
     `slowest CreateJob round trip: #${slowest + 1}, ${roundTrip[slowest]!.toFixed(1)} ms; ` +
-      `worker ${server[slowest]} ms, phases ending at (ms): ${phases.join(", ")}`,
+      `worker ${server[slowest]} ms, phases ending at (ms): ${phases.join(", ")}; ` +
+      `the worker's loop thread: ${thread(slowest)} (median ${typicalLoop("cpuMs")} and ` +
+      `${typicalLoop("waitMs")})`,
   );
   // And where a typical start spends it: each phase's end, median over the sequential starts.
   const ends = new Map<string, number[]>();
