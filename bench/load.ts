@@ -11,7 +11,7 @@ import { type StalledReader, startStalledReader } from "../tests/helpers/stalled
 import { peakRss, rssBytes, settledRss } from "../tests/helpers/rss.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
 import type { BenchContext } from "./context.ts";
-import type { Row } from "./rows.ts";
+import { quantile, type Row } from "./rows.ts";
 import { RawGrpcClient } from "../tests/helpers/raw_grpc.ts";
 import { churnConnections } from "../tests/helpers/tls_churn.ts";
 import { fuzzRequests } from "../tests/helpers/fuzz.ts";
@@ -19,11 +19,6 @@ import { recycled } from "../tests/helpers/recycled.ts";
 
 const MiB = 1024 * 1024;
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-function percentile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!;
-}
 
 async function ended(client: JobClient, id: string): Promise<void> {
   while ((await client.getJob(id)).status < jobworker.JobStatus.COMPLETED) await delay(50);
@@ -138,7 +133,7 @@ async function sample(certDir: string, address: string, until: Promise<unknown>)
   }
   await Promise.all(connecting);
   client.close();
-  return { getJobs: percentile(getJobs, 0.99), connects: percentile(connects, 0.99) };
+  return { getJobs: quantile(getJobs, 0.99), connects: quantile(connects, 0.99) };
 }
 
 /** `creates` jobs from `threads` clients at once, against as many one after another. */

@@ -62,10 +62,15 @@ export function targetText(row: Row): string {
 }
 
 /** The q-quantile (0..1) by nearest rank. */
+/**
+ * The nearest-rank quantile: the smallest value with at least `q` of the values at or below it. Of
+ * 100 values, p99 is the 99th smallest, not the largest, so one outlier alone does not set it.
+ */
 export function quantile(values: readonly number[], q: number): number {
   if (values.length === 0) throw new Error("no values to take a quantile of");
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!;
+  const rank = Math.ceil(sorted.length * q);
+  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!;
 }
 
 export const median = (values: readonly number[]): number => quantile(values, 0.5);

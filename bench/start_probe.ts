@@ -19,13 +19,10 @@ import { makePki } from "../tests/helpers/pki.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
 import { jobworker } from "../proto/service.ts";
+import { quantile } from "./rows.ts";
 
 const ROUNDS = Number(Deno.args[0] ?? 40);
 
-function quantile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!;
-}
 const round = (n: number) => Math.round(n * 100) / 100;
 
 async function unshareTrue(): Promise<number> {

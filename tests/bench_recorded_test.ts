@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { loadRecords, verdict, writeRecord } from "../bench/recorded.ts";
-import { meetsTarget, ratio, type Row } from "../bench/rows.ts";
+import { meetsTarget, quantile, ratio, type Row } from "../bench/rows.ts";
 import type { MachineInfo } from "../bench/machine.ts";
 
 const machine: MachineInfo = {
@@ -24,6 +24,16 @@ const time = (name: string, ours: number, base: number): Row => ({
   base,
   unit: "ms",
   higherIsBetter: false,
+});
+
+Deno.test("bench quantile: nearest rank, so one outlier of 100 does not set p99", () => {
+  const hundred = Array.from({ length: 100 }, (_, i) => 100 - i);
+  assert.equal(quantile(hundred, 0.99), 99);
+  assert.equal(quantile(hundred, 0.5), 50);
+  assert.equal(quantile(hundred, 1), 100);
+  assert.equal(quantile([7, 3, 5], 0.5), 5);
+  assert.equal(quantile([4], 0.99), 4);
+  assert.throws(() => quantile([], 0.5));
 });
 
 Deno.test("bench ratio: worse is higher for times and for throughput alike", () => {
