@@ -46,6 +46,32 @@ const GRPC_CLIENT = new URL("./grpc_client.py", import.meta.url).pathname;
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const progress = (what: string) => console.error(`bench streaming: ${what}`);
 
+/** CPU seconds (user + system) a process used so far, from /proc/<pid>/stat; NaN if unreadable. */
+function cpuSeconds(pid: number | "self"): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
+  } catch {
+    return NaN;
+  }
+}
+
+/** Runs `work`, then says how much CPU the worker and this process (the clients) spent on it. */
+async function withCpu<T>(ctx: StreamingContext, what: string, work: () => Promise<T>): Promise<T> {
+  const before = [cpuSeconds(ctx.workerPid), cpuSeconds("self"), performance.now()] as const;
+  const result = await work();
+  const seconds = (performance.now() - before[2]) / 1000;
+  const worker = cpuSeconds(ctx.workerPid) - before[0];
+  const clients = cpuSeconds("self") - before[1];
+  progress(
+    `${what}: ${seconds.toFixed(2)} s, CPU worker ${worker.toFixed(2)} s, clients ${
+      clients.toFixed(2)
+    } s`,
+  );
+  return result;
+}
+
 function quantile(values: number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? NaN;
@@ -114,20 +140,33 @@ async function throughput(ctx: StreamingContext, client: JobClient): Promise<Ben
   progress(`${size} from an ended job, our client`);
   const ended = await writer(client, bytes);
   await waitEnded(client, ended.id);
-  row(`stream ${size}, ended job, our client`, await readOurs(client, ended.id, bytes), 0);
+  const endedOurs = await withCpu(
+    ctx,
+    "ended job, our client",
+    () => readOurs(client, ended.id, bytes),
+  );
+  row(`stream ${size}, ended job, our client`, endedOurs, 0);
   rows.at(-1)!.base = await pipeThroughput(bytes);
 
   progress(`${size} from a job writing at full speed, our client`);
   const live = await writer(client, bytes, 1);
-  const liveOurs = await readOurs(client, live.id, bytes);
+  const liveOurs = await withCpu(
+    ctx,
+    "live job, our client",
+    () => readOurs(client, live.id, bytes),
+  );
   row(`stream ${size}, live job, our client`, liveOurs, await pipeThroughput(bytes));
 
   if (grpcioAvailable()) {
     progress(`${size}, C-core client (python3-grpcio)`);
-    const grpcEnded = await readGrpcio(ctx, ended.id, bytes);
+    const grpcEnded = await withCpu(
+      ctx,
+      "ended job, grpcio",
+      () => readGrpcio(ctx, ended.id, bytes),
+    );
     row(`stream ${size}, ended job, grpcio`, grpcEnded, await pipeThroughput(bytes));
     const live2 = await writer(client, bytes, 1);
-    const grpcLive = await readGrpcio(ctx, live2.id, bytes);
+    const grpcLive = await withCpu(ctx, "live job, grpcio", () => readGrpcio(ctx, live2.id, bytes));
     row(`stream ${size}, live job, grpcio`, grpcLive, await pipeThroughput(bytes));
     await client.deleteJob(live2.id).catch(() => {});
   } else {
@@ -139,11 +178,19 @@ async function throughput(ctx: StreamingContext, client: JobClient): Promise<Ben
   const shared = await writer(client, each);
   await waitEnded(client, shared.id);
   progress(`${readers} clients of one ${each / MiB} MiB job, 10 streams on each of 5 connections`);
-  const onFive = await aggregate(ctx, shared.id, each, readers, 5);
+  const onFive = await withCpu(
+    ctx,
+    "5 connections",
+    () => aggregate(ctx, shared.id, each, readers, 5),
+  );
   row(`${readers} clients of one job, aggregate`, onFive, await pipeThroughput(bytes));
   // 50 clients in real life are 50 processes, each with its own connection.
   progress(`${readers} clients of one ${each / MiB} MiB job, a connection each`);
-  const onOwn = await aggregate(ctx, shared.id, each, readers, readers);
+  const onOwn = await withCpu(
+    ctx,
+    "a connection each",
+    () => aggregate(ctx, shared.id, each, readers, readers),
+  );
   row(`${readers} clients, a connection each, aggregate`, onOwn, await pipeThroughput(bytes));
   for (const id of [ended.id, live.id, shared.id]) await client.deleteJob(id).catch(() => {});
   return rows;

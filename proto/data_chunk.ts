@@ -42,14 +42,21 @@ export class EncodedDataChunk extends jobworker.DataChunk {
     super({ payload: wire.subarray(payloadAt), offset, stream });
   }
 
+  /** Bytes a chunk of `length` payload bytes takes at most, prefix and fields included. */
+  static capacityFor(length: number): number {
+    return GRPC_PREFIX_BYTES + MAX_HEADER_BYTES + length;
+  }
+
   /**
    * A chunk of `length` payload bytes at output `offset`, written by `stream`; the payload's
-   * bytes are left for the caller to fill (they are not initialised).
+   * bytes are left for the caller to fill (they are not initialised). It is built at the start of
+   * `backing` when that is large enough ({@link capacityFor}), in a new buffer otherwise.
    */
   static allocate(
     length: number,
     offset: number,
     stream: jobworker.OutputStream,
+    backing?: Buffer,
   ): EncodedDataChunk {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`bad offset ${offset}`);
     const header = new Uint8Array(MAX_HEADER_BYTES);
@@ -60,7 +67,10 @@ export class EncodedDataChunk extends jobworker.DataChunk {
     at = writeVarint(header, at, stream);
     header[at++] = TAG_PAYLOAD;
     at = writeVarint(header, at, length);
-    const framed = Buffer.allocUnsafe(GRPC_PREFIX_BYTES + at + length);
+    const size = GRPC_PREFIX_BYTES + at + length;
+    const framed = backing && backing.length >= size
+      ? backing.subarray(0, size)
+      : Buffer.allocUnsafe(size);
     framed[0] = 0;
     framed.writeUInt32BE(at + length, 1);
     framed.set(header.subarray(0, at), GRPC_PREFIX_BYTES);

@@ -3,6 +3,7 @@
  * same message protobufjs would have encoded, for small and large offsets and payload lengths.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { EncodedDataChunk, jobworker } from "../proto/service.ts";
 
 const cases: [number, number, jobworker.OutputStream][] = [
@@ -59,4 +60,23 @@ Deno.test("an EncodedDataChunk's framed form is gRPC's uncompressed prefix, then
     assert.equal(framed.buffer, wire.buffer);
     assert.equal(framed.byteOffset + 5, wire.byteOffset);
   }
+});
+
+Deno.test("an EncodedDataChunk is built in a backing buffer large enough for it, else anew", () => {
+  const backing = Buffer.alloc(EncodedDataChunk.capacityFor(1000));
+  for (const [offset, length, stream] of [...cases, [7, 1000, 1] as const]) {
+    if (length > 1000) continue;
+    const chunk = EncodedDataChunk.allocate(length, offset, stream, backing);
+    assert.equal(chunk.framed.buffer, backing.buffer);
+    assert.equal(chunk.framed.byteOffset, backing.byteOffset);
+    chunk.payload.fill(3);
+    const decoded = jobworker.DataChunk.decode(chunk.wire);
+    assert.equal(decoded.offset, offset);
+    assert.equal(decoded.stream, stream);
+    assert.equal(decoded.payload.length, length);
+    assert.ok(decoded.payload.every((b) => b === 3));
+  }
+  const big = EncodedDataChunk.allocate(1100, Number.MAX_SAFE_INTEGER, 2, backing);
+  assert.notEqual(big.framed.buffer, backing.buffer);
+  assert.equal(jobworker.DataChunk.decode(big.wire).payload.length, 1100);
 });

@@ -4,6 +4,7 @@
  * is complete (or, without follow, until the size seen at the start).
  */
 import type { ServerWritableStream } from "@grpc/grpc-js";
+import { Buffer } from "node:buffer";
 import { EncodedDataChunk, type jobworker } from "../../proto/service.ts";
 import type { OutputLog } from "../jobs/output_log.ts";
 import { unsentMeter } from "./http2_unsent.ts";
@@ -45,6 +46,34 @@ const MIN_UNSENT_BYTES = 16 * 1024;
  * 128 KiB messages and 6.2 s with 32 KiB ones (138 and 184 MiB/s in aggregate).
  */
 const MIN_CHUNK = 32 * 1024;
+
+/**
+ * Message buffers whose writes completed, for the next chunk of any stream. Deno 2.8.3's HTTP/2
+ * stream copies what is written into its own native buffer before the write's callback runs
+ * (synchronously), so a buffer is free again once that callback ran, and never before. A new
+ * 128 KiB buffer per message was 8,192 ArrayBuffers per GiB streamed: zeroed fresh pages, page
+ * faults, and the external memory that drives V8's collections. At most POOLED_BUFFERS wait
+ * here (2 MiB at the default chunk size), and none once no stream is left.
+ */
+const pool: Buffer[] = [];
+const POOLED_BUFFERS = 16;
+let poolCapacity = 0;
+let activeStreams = 0;
+
+function takeBuffer(chunkBytes: number): Buffer {
+  const capacity = EncodedDataChunk.capacityFor(chunkBytes);
+  if (capacity !== poolCapacity) {
+    pool.length = 0; // another chunk size (one server has one): start over
+    poolCapacity = capacity;
+  }
+  return pool.pop() ?? Buffer.allocUnsafe(capacity);
+}
+
+function releaseBuffer(buffer: Buffer): void {
+  if (activeStreams > 0 && buffer.length === poolCapacity && pool.length < POOLED_BUFFERS) {
+    pool.push(buffer);
+  }
+}
 
 /** How many bytes one of `streams` streams of a connection may leave unsent. */
 function unsentShare(streams: number): number {
@@ -92,6 +121,7 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
   // Each chunk carries its gRPC prefix: grpc-js sends it without copying the message again.
   sendPreFramed(call, (value) => value instanceof EncodedDataChunk ? value.framed : undefined);
   let offset = options.offset;
+  activeStreams++;
   try {
     while (!call.cancelled) {
       // A stream may write one chunk past its share: with many streams on a connection, smaller
@@ -104,13 +134,17 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
         : null;
       if (span) {
         // Read straight into the encoded message: the payload is copied once on its way out.
-        let chunk = EncodedDataChunk.allocate(span.length, offset, span.stream);
+        const backing = takeBuffer(options.chunkBytes);
+        let chunk = EncodedDataChunk.allocate(span.length, offset, span.stream, backing);
         const got = reader.readAt(offset, chunk.payload);
         // A short file (its writes failed) must end the stream, not spin on empty reads.
         if (got === 0) break;
         if (got < span.length) chunk = chunk.shortened(got);
         offset += got;
-        const more = call.write(chunk);
+        // Back to the pool only once the write is done with it (see `pool`).
+        const more = chunk.framed.buffer === backing.buffer
+          ? call.write(chunk, () => releaseBuffer(backing))
+          : (releaseBuffer(backing), call.write(chunk));
         unsent?.wrote(got);
         passedThrough(got);
         if (!more) await drainOrCancel(call);
@@ -128,6 +162,7 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
     }
     if (!call.cancelled) call.end();
   } finally {
+    if (--activeStreams === 0) pool.length = 0;
     unsent?.close();
     reader.close();
   }
