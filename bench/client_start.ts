@@ -15,7 +15,7 @@
  * @module
  */
 
-import type { Row } from "./rows.ts";
+import { median, type Row } from "./rows.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MAIN = `${ROOT}main.ts`;
@@ -72,11 +72,6 @@ async function timed([program, args]: [string, string[]]): Promise<number> {
     throw new Error(`${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
   }
   return elapsed;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 /**

@@ -61,7 +61,6 @@ export function targetText(row: Row): string {
   return `≥ ${t.atLeast} ${row.unit}`;
 }
 
-/** The q-quantile (0..1) by nearest rank. */
 /**
  * The nearest-rank quantile: the smallest value with at least `q` of the values at or below it. Of
  * 100 values, p99 is the 99th smallest, not the largest, so one outlier alone does not set it.

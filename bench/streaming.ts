@@ -23,6 +23,7 @@ import { jobworker } from "../proto/service.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
 import { peakRss, settledRss } from "../tests/helpers/rss.ts";
 import { pipeThroughput } from "./stream.ts";
+import { quantile } from "./rows.ts";
 import { type StalledReader, startStalledReader } from "../tests/helpers/stalled_reader.ts";
 
 export interface StreamingContext {
@@ -72,10 +73,8 @@ async function withCpu<T>(ctx: StreamingContext, what: string, work: () => Promi
   return result;
 }
 
-function quantile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? NaN;
-}
+/** {@link quantile}, or NaN when no line arrived (the row then reads as missing). */
+const quantileOrNaN = (values: number[], q: number) => values.length ? quantile(values, q) : NaN;
 
 async function waitEnded(client: JobClient, id: string): Promise<jobworker.Job> {
   for (;;) {
@@ -277,15 +276,15 @@ async function latency(ctx: StreamingContext, client: JobClient): Promise<BenchR
     return [
       {
         name: `line latency p50, ${others} jobs writing (ms)`,
-        ours: quantile(busy, 0.5),
-        base: quantile(idle, 0.5),
+        ours: quantileOrNaN(busy, 0.5),
+        base: quantileOrNaN(idle, 0.5),
         unit: "ms",
         higherIsBetter: false,
       },
       {
         name: `line latency p99, ${others} jobs writing (ms)`,
-        ours: quantile(busy, 0.99),
-        base: quantile(idle, 0.99),
+        ours: quantileOrNaN(busy, 0.99),
+        base: quantileOrNaN(idle, 0.99),
         unit: "ms",
         higherIsBetter: false,
       },

@@ -134,15 +134,31 @@ function become(shim: Shim, pooled: boolean, slots: number): void {
 }
 
 /**
+ * Whether this process is where the worker's clone puts init: PID 1 of a new PID namespace, in a
+ * mount namespace of its own. Until init mounts its own, /proc is the parent's, so its PID 1 is
+ * the parent side's init: sharing that process's mount namespace means none was made for us (as
+ * with `unshare --pid --fork jobworker init` run by hand). When /proc/1 cannot be read, only the
+ * PID is checked.
+ */
+function inOwnNamespaces(): boolean {
+  if (Deno.pid !== 1) return false;
+  try {
+    return Deno.readLinkSync("/proc/self/ns/mnt") !== Deno.readLinkSync("/proc/1/ns/mnt");
+  } catch {
+    return true;
+  }
+}
+
+/**
  * Runs init; returns only when the job could not be started (exit code 127), or with 0 when a
  * pooled init was dismissed without a job.
  */
 export function runInit(args: string[]): number {
   const shimAt = args.indexOf("--shim");
   const shimPath = args[shimAt + 1];
-  // Not PID 1: not in the namespaces the worker's clone made, where making mounts private and
-  // mounting /proc would change the host's (as root, by hand, `init --pooled` replaced its /proc).
-  if (shimAt < 0 || !shimPath || Deno.pid !== 1) {
+  // Outside the namespaces the worker's clone made, making mounts private and mounting /proc would
+  // change the caller's (as root, by hand, `init --pooled` replaced the host's /proc).
+  if (shimAt < 0 || !shimPath || !inOwnNamespaces()) {
     console.error("jobworker init is started by the worker for each job; it is not run by hand");
     return 2;
   }

@@ -50,7 +50,7 @@ const MIN_CHUNK = 32 * 1024;
 /**
  * Message buffers whose writes completed, for the next chunk of any stream. Deno 2.8.3's HTTP/2
  * stream copies what is written into its own native buffer before the write's callback runs
- * (synchronously), so a buffer is free again once that callback ran, and never before. A new
+ * (after the native write completes), so a buffer is free again once that callback ran, and never before. A new
  * 128 KiB buffer per message was 8,192 ArrayBuffers per GiB streamed: zeroed fresh pages, page
  * faults, and the external memory that drives V8's collections. At most POOLED_BUFFERS wait
  * here (2 MiB at the default chunk size), and none once no stream is left.

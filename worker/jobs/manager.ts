@@ -21,7 +21,7 @@ import { StartGate } from "./start_gate.ts";
 import { LoopTurns } from "./turns.ts";
 import { jobDir, type StartContext, startJob } from "./job_start.ts";
 import { type EndContext, finishJob } from "./job_end.ts";
-import { appendOutput, pumpOutput } from "./job_output.ts";
+import { pumpOutput } from "./job_output.ts";
 import { delay, message, type Running, ZERO_USAGE } from "./running.ts";
 
 export { jobDir };
@@ -324,7 +324,10 @@ export class JobManager {
 
   /**
    * Last step of a reload, right before the exec: stops reading every job's output (what is
-   * not read yet stays in its pipe for the new process) and describes each running job.
+   * not read yet stays in its pipe for the new process) and describes each running job. Output
+   * pipes hand each read to the job's log as it happens (worker/runtime/output_pipe.ts), so the
+   * positions recorded here are final only because nothing awaits between this call and the
+   * exec: no read can land in between.
    */
   handOver(): HandedJob[] {
     this.#saveUnsaved();
@@ -335,18 +338,8 @@ export class JobManager {
     for (const [id, running] of this.#running) {
       const job = this.#live.get(id)!;
       const output = job.output!;
-      for (
-        const [socket, stream] of [[running.process.stdout, 1], [
-          running.process.stderr,
-          2,
-        ]] as const
-      ) {
-        socket.pause();
-        // Bytes the socket already read but did not deliver yet.
-        for (let chunk = socket.read(); chunk !== null; chunk = socket.read()) {
-          appendOutput(job, stream, chunk as Uint8Array);
-        }
-      }
+      running.process.stdout.pause();
+      running.process.stderr.pause();
       handed.push({
         id,
         pid: running.process.pid,
