@@ -7,23 +7,14 @@
 import assert from "node:assert/strict";
 import { frame, grpcTimeout, MessageReader } from "../cli/transport/http2.ts";
 import { RpcError } from "../cli/transport/types.ts";
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
+import { concatBytes } from "./helpers/process.ts";
 
 Deno.test("MessageReader: the same messages however the body is split", () => {
   const sizes = [0, 1, 4, 5, 70_000, 3, 16_384, 0];
   const messages = sizes.map((n, i) =>
     Uint8Array.from({ length: n }, (_, j) => (i * 31 + j) % 251)
   );
-  const body = concat(messages.map(frame));
+  const body = concatBytes(messages.map(frame));
   let seed = 7;
   const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   for (let round = 0; round < 50; round++) {

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import type net from "node:net";
 import { onOutput, openOutputPipe } from "../worker/runtime/output_pipe.ts";
+import { concatBytes } from "./helpers/process.ts";
 
 const libc = Deno.dlopen("libc.so.6", {
   pipe2: { parameters: ["buffer", "i32"], result: "i32" },
@@ -41,16 +42,6 @@ function collect(socket: net.Socket): { chunks: Uint8Array[]; closed: Promise<vo
   return { chunks, closed: new Promise((resolve) => socket.on("close", () => resolve())) };
 }
 
-const joined = (chunks: Uint8Array[]) => {
-  const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.length;
-  }
-  return all;
-};
-
 Deno.test("bytes read before the sink is set come first, in order; close marks the end", async () => {
   const { socket, writeFd } = outputPipe();
   const enc = new TextEncoder();
@@ -61,7 +52,7 @@ Deno.test("bytes read before the sink is set come first, in order; close marks t
   await delay(50);
   libc.symbols.close(writeFd);
   await got.closed;
-  assert.equal(new TextDecoder().decode(joined(got.chunks)), "early late");
+  assert.equal(new TextDecoder().decode(concatBytes(got.chunks)), "early late");
 });
 
 Deno.test("pipes written at once each deliver only their own bytes through the shared buffer", async () => {
@@ -82,7 +73,7 @@ Deno.test("pipes written at once each deliver only their own bytes through the s
   await Promise.all(got.map((g) => g.closed));
   for (const [i, g] of got.entries()) {
     assert.ok(g.chunks.length > 1, `pipe ${i} was read in ${g.chunks.length} read(s)`);
-    const all = joined(g.chunks);
+    const all = concatBytes(g.chunks);
     const same = all.length === sent[i]!.length && all.every((b, at) => b === sent[i]![at]);
     assert.ok(same, `pipe ${i} got other bytes than were written to it`);
   }

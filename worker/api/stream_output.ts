@@ -50,10 +50,10 @@ const MIN_CHUNK = 32 * 1024;
 /**
  * Message buffers whose writes completed, for the next chunk of any stream. Deno 2.8.3's HTTP/2
  * stream copies what is written into its own native buffer before the write's callback runs
- * (after the native write completes), so a buffer is free again once that callback ran, and never before. A new
- * 128 KiB buffer per message was 8,192 ArrayBuffers per GiB streamed: zeroed fresh pages, page
- * faults, and the external memory that drives V8's collections. At most POOLED_BUFFERS wait
- * here (2 MiB at the default chunk size), and none once no stream is left.
+ * (after the native write completes), so a buffer is free again once that callback ran, and
+ * never before. A new 128 KiB buffer per message was 8,192 ArrayBuffers per GiB streamed: zeroed
+ * fresh pages, page faults, and the external memory that drives V8's collections. At most
+ * POOLED_BUFFERS wait here (2 MiB at the default chunk size), and none once no stream is left.
  */
 const pool: Buffer[] = [];
 const POOLED_BUFFERS = 16;
@@ -142,9 +142,7 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
         if (got < span.length) chunk = chunk.shortened(got);
         offset += got;
         // Back to the pool only once the write is done with it (see `pool`).
-        const more = chunk.framed.buffer === backing.buffer
-          ? call.write(chunk, () => releaseBuffer(backing))
-          : (releaseBuffer(backing), call.write(chunk));
+        const more = call.write(chunk, () => releaseBuffer(backing));
         unsent?.wrote(got);
         passedThrough(got);
         if (!more) await drainOrCancel(call);
