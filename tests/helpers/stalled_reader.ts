@@ -103,10 +103,31 @@ async function runHttp2(certDir: string, address: string, jobId: string, streams
     });
     stream.on("error", () => {});
     stream.end(grpcRequest(jobId));
-    firstBytes.push(new Promise((resolve) => stream.once("data", () => resolve())));
+    firstBytes.push(firstData(stream, i));
   }
   // Output is flowing: from here on, nothing is read (the parent stops this process).
   await Promise.all(firstBytes);
+}
+
+/**
+ * Resolves at the stream's first DATA frame; rejects, saying how the stream ended, if it closes
+ * before one (otherwise this process would just end with nothing pending and no reason given).
+ */
+function firstData(stream: http2.ClientHttp2Stream, index: number): Promise<void> {
+  let headers: http2.IncomingHttpHeaders = {};
+  stream.once("response", (h) => headers = h);
+  stream.once("trailers", (t) => headers = { ...headers, ...t });
+  return new Promise((resolve, reject) => {
+    stream.once("data", () => resolve());
+    stream.once("close", () => {
+      const said = ["grpc-status", "grpc-message", ":status"]
+        .map((name) => `${name}=${JSON.stringify(headers[name])}`)
+        .join(" ");
+      reject(
+        new Error(`stream ${index} closed before any data: rstCode=${stream.rstCode} ${said}`),
+      );
+    });
+  });
 }
 
 async function runGrpc(certDir: string, address: string, jobId: string, streams: number) {
