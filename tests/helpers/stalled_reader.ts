@@ -91,7 +91,9 @@ async function runHttp2(certDir: string, address: string, jobId: string, streams
   await new Promise<void>((resolve, reject) => {
     session.once("connect", () => resolve());
     session.once("error", reject);
+    session.once("close", () => reject(new Error("the session closed before it connected")));
   });
+  session.once("close", () => console.error("stalled reader: the session closed"));
   session.setLocalWindowSize(MAX_WINDOW);
   const firstBytes: Promise<void>[] = [];
   for (let i = 0; i < streams; i++) {
