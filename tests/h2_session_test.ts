@@ -272,6 +272,36 @@ Deno.test("session: flow control: the window is given back as the consumer reads
   }, /beyond the connection window/);
 });
 
+Deno.test("session: a call cancelled with unread data gives that data's window back to the connection", async () => {
+  const { peer, stream } = Peer.withCall();
+  peer.send(FrameType.HEADERS, Flag.END_HEADERS, 1, OK_HEADERS);
+  const frame = new Uint8Array(16_384);
+  for (let sent = 0; sent < 8 * MiB; sent += frame.length) peer.send(FrameType.DATA, 0, 1, frame);
+  stream.close();
+  const sent = peer.sent();
+  assert.ok(sent.some((f) => f.type === FrameType.RST_STREAM && f.streamId === 1));
+  const credit = sent.filter((f) => f.type === FrameType.WINDOW_UPDATE && f.streamId === 0)
+    .reduce((sum, f) => sum + new DataView(f.payload.buffer, f.payload.byteOffset).getUint32(0), 0);
+  assert.equal(credit, 8 * MiB);
+  // The next call on the same connection can receive a whole window again.
+  const next = peer.session.request([[":path", "/next"]], new Uint8Array(0));
+  peer.send(FrameType.HEADERS, Flag.END_HEADERS, 3, OK_HEADERS);
+  for (let sent = 0; sent < 8 * MiB; sent += frame.length) peer.send(FrameType.DATA, 0, 3, frame);
+  peer.send(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, 3, OK_TRAILERS);
+  assert.equal(peer.closed, false);
+  assert.equal((await drain(next)).length, 8 * MiB);
+  // A call the server has ended, left unread by its consumer: its window comes back on close.
+  const third = peer.session.request([[":path", "/third"]], new Uint8Array(0));
+  peer.send(FrameType.HEADERS, Flag.END_HEADERS, 5, OK_HEADERS);
+  for (let sent = 0; sent < 8 * MiB; sent += frame.length) peer.send(FrameType.DATA, 0, 5, frame);
+  peer.send(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, 5, OK_TRAILERS);
+  peer.sent();
+  third.close();
+  const back = peer.sent().filter((f) => f.type === FrameType.WINDOW_UPDATE && f.streamId === 0)
+    .reduce((sum, f) => sum + new DataView(f.payload.buffer, f.payload.byteOffset).getUint32(0), 0);
+  assert.equal(back, 8 * MiB);
+});
+
 Deno.test("session: a request body larger than the server's window waits for its WINDOW_UPDATE", () => {
   const peer = new Peer();
   peer.settings([[Setting.INITIAL_WINDOW_SIZE, 10]]);

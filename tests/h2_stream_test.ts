@@ -3,7 +3,7 @@
  * real worker over mutual TLS: a job's output three times our 8 MiB flow-control window arrives
  * byte-exact while the job writes and again once it has ended, with a consumer that pauses (so
  * the windows fill and must be given back); unary calls share the connection; a cancelled
- * stream leaves the connection usable. (Deadlines, dropped connections and TLS failures through
+ * stream leaves the connection usable; a TLS server that does not choose h2 is refused. (Deadlines, dropped connections and TLS failures through
  * this transport: tests/cli_e2e_test.ts and tests/auth_test.ts, which run the command line.)
  */
 import assert from "node:assert/strict";
@@ -104,6 +104,45 @@ Deno.test({
       );
     } finally {
       await client.stopJob(job.id, { force: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "h2 client: a TLS server that does not choose h2 by ALPN is refused, saying so",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { createServer } = await import("node:tls");
+    // Mutual TLS 1.3 with our own certificates, but no ALPN: the handshake succeeds.
+    const sockets: { destroy(): void }[] = [];
+    const server = createServer({
+      key: read("server-key.pem"),
+      cert: read("server-cert.pem"),
+      ca: read("ca-cert.pem"),
+      requestCert: true,
+      minVersion: "TLSv1.3",
+    }, (socket) => void sockets.push(socket));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as { port: number }).port;
+    const other = JobClient.connect({
+      server: `127.0.0.1:${port}`,
+      caPem: read("ca-cert.pem"),
+      certPem: read("admin-client-cert.pem"),
+      keyPem: read("admin-client-key.pem"),
+      transport: "http2",
+      callTimeoutMs: 5000,
+    });
+    try {
+      await assert.rejects(other.listJobs(), (e: { code: number; message: string }) => {
+        assert.equal(e.code, Status.UNAVAILABLE, e.message);
+        assert.match(e.message, /did not choose HTTP\/2 in TLS \(ALPN none\)/);
+        return true;
+      });
+    } finally {
+      other.close();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
     }
   },
 });

@@ -326,7 +326,7 @@ export class Http2Transport implements RpcTransport {
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
       this.#calls.delete(stream);
-      if (!finished && !stream.closed) stream.close(ErrorCode.CANCEL);
+      if (!finished) stream.close(ErrorCode.CANCEL); // or give back what it left unread
     }
   }
 

@@ -109,10 +109,13 @@ export class H2Stream implements AsyncIterable<Uint8Array> {
     return this.#ended;
   }
 
-  /** Cancel: RST_STREAM with `code` (CANCEL by default); the iteration ends. */
+  /**
+   * Cancel: RST_STREAM with `code` (CANCEL by default); the iteration ends. On a stream already
+   * over, only gives back the window of what is left unread.
+   */
   close(code: number = ErrorCode.CANCEL): void {
-    if (this.#ended) return;
-    this.session.resetStream(this, code);
+    if (this.#ended) this.session.consumed(this, this.discard());
+    else this.session.resetStream(this, code);
   }
 
   /** @internal Response bytes arrived. */
@@ -120,6 +123,13 @@ export class H2Stream implements AsyncIterable<Uint8Array> {
     if (this.#ended) return;
     if (bytes.length > 0) this.#queue.push(bytes);
     this.#notify();
+  }
+
+  /** @internal Drop what the consumer has not read; returns its size. */
+  discard(): number {
+    const bytes = this.#queue.reduce((sum, chunk) => sum + chunk.length, 0);
+    this.#queue = [];
+    return bytes;
   }
 
   /** @internal The stream is over: no more bytes will come. */
@@ -286,11 +296,14 @@ export class H2Session {
     if (this.#streams.get(stream.id) !== stream) return;
     this.#streams.delete(stream.id);
     if (!this.#closed) this.#write(encodeFrame(FrameType.RST_STREAM, 0, stream.id, u32(code)));
+    // What it held unread still counts against the connection's window: give it back.
+    this.#connectionConsumed(stream.discard());
     stream.end();
     this.#maybeFinish();
   }
 
   #connectionConsumed(n: number): void {
+    if (this.#closed) return;
     this.#unacknowledged += n;
     if (this.#unacknowledged >= this.#window / 4) {
       this.#receiveWindow += this.#unacknowledged;
