@@ -6,7 +6,8 @@
  *
  * Beside them, three floors that say where the time of `list` goes (each a new process too):
  * - `offline`: `bin/jobworker context list`, the command line loaded and run without a connection;
- * - `transportModules`: a script that only imports node:http2 and node:tls (the transport's);
+ * - `transportModules`: a script that only imports node:tls (what the transport loads to connect;
+ *   its HTTP/2 client is our own, cli/transport/h2/, part of the bundle);
  * - `tlsFloor`: bench/tls_floor.ts, one mutual-TLS handshake through Deno's own TLS and nothing
  *   else, the least any TLS client written for Deno 2.8.3 pays.
  *
@@ -40,7 +41,7 @@ export interface ClientStartTimes {
   source: number;
   /** `bin/jobworker context list`: the command line without a connection. */
   offline: number;
-  /** `deno run` of a script that only imports node:http2 and node:tls. */
+  /** `deno run` of a script that only imports node:tls. */
   transportModules: number;
   /** bench/tls_floor.ts: one mutual-TLS handshake through `Deno.connectTls`, then exit. */
   tlsFloor: number;
@@ -86,7 +87,7 @@ export async function measureClientStart(
   await build();
   const listArgs = ["--server", address, "--cert-path", certDir, "list"];
   const modules = await Deno.makeTempFile({ prefix: "jobworker-bench-", suffix: ".js" });
-  await Deno.writeTextFile(modules, 'import "node:http2";\nimport "node:tls";\n');
+  await Deno.writeTextFile(modules, 'import "node:tls";\n');
   const denoRun = [Deno.execPath(), "run", "--allow-all", "--no-prompt", "--no-config"] as const;
   const commands: Record<keyof ClientStartTimes, [string, string[]]> = {
     baseline: [Deno.execPath(), ["eval", ""]],
@@ -131,7 +132,7 @@ export function clientFloorRows(times: ClientStartTimes): Row[] {
   });
   return [
     floor("floor: jobworker context list (no connection)", times.offline),
-    floor("floor: import node:http2 and node:tls", times.transportModules),
+    floor("floor: import node:tls", times.transportModules),
     floor("floor: one mTLS handshake, Deno.connectTls", times.tlsFloor),
   ];
 }

@@ -386,14 +386,65 @@ async function memory(ctx: StreamingContext, client: JobClient): Promise<BenchRo
   return rows;
 }
 
+/**
+ * The command line's own transport (cli/transport/http2.ts over h2/, what `jobworker stream`
+ * uses): one ended job's output, MiB/s against the pipe, and its CPU per GiB in the progress line
+ * (the grpc-js rows above are the library's).
+ */
+async function cliTransportThroughput(
+  ctx: StreamingContext,
+  client: JobClient,
+): Promise<BenchRow[]> {
+  const bytes = (ctx.quick ? 256 : 1024) * MiB;
+  const size = `${bytes / MiB} MiB`;
+  const read = (file: string) => Deno.readTextFileSync(`${ctx.certDir}/${file}`);
+  const { JobClient: Client } = await import("../cli/client.ts");
+  const cli = Client.connect({
+    server: ctx.address,
+    caPem: read("ca-cert.pem"),
+    certPem: read("admin-client-cert.pem"),
+    keyPem: read("admin-client-key.pem"),
+    transport: "http2",
+  });
+  const job = await writer(client, bytes);
+  try {
+    await waitEnded(client, job.id);
+    progress(`${size} from an ended job, CLI transport`);
+    const cpu = cpuSeconds("self");
+    const mibps = await withCpu(
+      ctx,
+      "ended job, CLI transport",
+      () => readOurs(cli, job.id, bytes),
+    );
+    progress(
+      `CLI transport: ${
+        ((cpuSeconds("self") - cpu) / (bytes / 1024 / MiB)).toFixed(2)
+      } s CPU per GiB`,
+    );
+    return [{
+      name: `stream ${size}, ended job, CLI transport`,
+      ours: mibps,
+      base: await pipeThroughput(bytes),
+      unit: "MiB/s",
+      higherIsBetter: true,
+    }];
+  } finally {
+    cli.close();
+    await client.deleteJob(job.id).catch(() => {});
+  }
+}
+
 /** Every streaming figure, each with its baseline from this run. */
 export async function streamingRows(ctx: StreamingContext): Promise<BenchRow[]> {
-  const only = Deno.env.get("BENCH_STREAMING_ONLY"); // throughput | latency | memory
+  const only = Deno.env.get("BENCH_STREAMING_ONLY"); // throughput | cli | latency | memory
   const client = clientFor(ctx.certDir, ctx.address);
   try {
     await client.listJobs();
     const rows: BenchRow[] = [];
     if (!only || only === "throughput") rows.push(...await throughput(ctx, client));
+    if (!only || only === "throughput" || only === "cli") {
+      rows.push(...await cliTransportThroughput(ctx, client));
+    }
     if (!only || only === "latency") rows.push(...await latency(ctx, client));
     if (!only || only === "memory") rows.push(...await memory(ctx, client));
     return rows;

@@ -28,8 +28,8 @@ export interface ConnectionSettings {
   /** Deadline of each unary call (default {@linkcode UNARY_DEADLINE_MS}); StopJob adds the grace. */
   callTimeoutMs?: number;
   /**
-   * How calls travel: `grpc-js` (the library; the default) or `http2` (node:http2 directly,
-   * much faster to load: the command line's).
+   * How calls travel: `grpc-js` (the library; the default) or `http2` (our own HTTP/2
+   * client over node:tls, cli/transport/h2/, much faster to load: the command line's).
    */
   transport?: "grpc-js" | "http2";
   /**

@@ -17,7 +17,7 @@ echo "deno compile could not build a standalone binary (it needs the denort base
 echo "set DENORT_BIN to a denort $("$deno_bin" --version | head -1 | cut -d' ' -f2) binary); see build/compile.log" >&2
 deno_abs=$(cd "$(dirname "$deno_bin")" && pwd)/$(basename "$deno_bin")
 # The client commands run from one pre-bundled file: no module graph, no npm resolution at start.
-# Left out of it (and run from main.ts): grpc-js (the command line talks node:http2) and the
+# Left out of it (and run from main.ts): grpc-js (the command line has its own HTTP/2) and the
 # certificate authority of `certs`.
 client=""
 if "$deno_bin" bundle --quiet --platform deno --external ./transport/grpc_js.ts \

@@ -2,7 +2,8 @@
  * Unit tests of the command line's own gRPC transport (cli/transport/http2.ts): message framing
  * however the body is cut into chunks, the size cap, compressed messages refused, and the
  * `grpc-timeout` header. The transport against a real worker is covered by the CLI end-to-end
- * tests (every command, TLS failures, dropped connections, reloads).
+ * tests (every command, TLS failures, dropped connections, reloads) and tests/h2_stream_test.ts;
+ * its HTTP/2 client (cli/transport/h2/) by tests/h2_hpack_test.ts and tests/h2_session_test.ts.
  */
 import assert from "node:assert/strict";
 import { frame, grpcTimeout, MessageReader } from "../cli/transport/http2.ts";

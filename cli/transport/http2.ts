@@ -1,11 +1,14 @@
 /**
- * gRPC over node:http2, for the command line: unary and server-streaming calls, which is all
+ * gRPC over HTTP/2 for the command line: unary and server-streaming calls, which is all
  * jobworker.JobService has. It exists for start-up time: loading grpc-js and its module graph
- * costs a short-lived `jobworker list` more than the call itself (see bench/client_start.ts).
+ * costs a short-lived `jobworker list` more than the call itself, and so does node:http2 (about
+ * 10 ms of module loading, see README "Start-up"); HTTP/2 itself is our own small client in h2/
+ * (frames, HPACK, one session) over a node:tls connection.
  *
  * The TLS connection is made exactly as grpc-js makes it: `tls.connect` with the CA, the client
- * pair, TLS 1.3 at least, ALPN h2, and for an IP address a fixed server name plus our own check
- * that the certificate holds that IP address as a SAN.
+ * pair, TLS 1.3 at least, ALPN h2 (a server that does not choose h2 is refused), and for an IP
+ * address a fixed server name plus our own check that the certificate holds that IP address as a
+ * SAN; the server's certificate must be signed by our CA (our_ca.ts).
  *
  * The wire format (gRPC over HTTP/2): a POST to the method's path with `content-type:
  * application/grpc` and `te: trailers`; each message is framed as one flag byte (compressed or
@@ -15,9 +18,10 @@
  *
  * @module
  */
-import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders } from "node:http2";
-import { Buffer } from "node:buffer";
+import type { TLSSocket } from "node:tls";
 import { Status } from "../status.ts";
+import { ErrorCode } from "./h2/frames.ts";
+import { H2Session, type H2Stream, type Headers } from "./h2/session.ts";
 import {
   IP_TARGET_SERVERNAME,
   RpcError,
@@ -32,27 +36,15 @@ const MAX_RECEIVE_BYTES = 64 * MiB;
 /** HTTP/2 flow-control window for the connection and each stream (streaming throughput). */
 const WINDOW_BYTES = 8 * MiB;
 
-/** HTTP/2 error codes (node:http2's constants, which load with the module). */
-const NGHTTP2_NO_ERROR = 0;
-const NGHTTP2_REFUSED_STREAM = 7;
-const NGHTTP2_CANCEL = 8;
-const NGHTTP2_ENHANCE_YOUR_CALM = 11;
-const NGHTTP2_INADEQUATE_SECURITY = 12;
-
 /**
- * node:http2 and node:tls, loaded at the first call rather than with this module: loading them
- * takes longer than anything else the command line does before it connects, and commands that
- * do not connect (help, completion, context) need neither.
+ * node:tls (and the CA check), loaded at the first call rather than with this module: commands
+ * that do not connect (help, completion, context) need neither.
  */
 let netModules:
-  | Promise<[typeof import("node:http2"), typeof import("node:tls"), typeof import("./our_ca.ts")]>
+  | Promise<[typeof import("node:tls"), typeof import("./our_ca.ts")]>
   | undefined;
 function loadNetModules() {
-  return netModules ??= Promise.all([
-    import("node:http2"),
-    import("node:tls"),
-    import("./our_ca.ts"),
-  ]);
+  return netModules ??= Promise.all([import("node:tls"), import("./our_ca.ts")]);
 }
 
 /** gRPC statuses for HTTP statuses that are not 200 (the gRPC HTTP/2 mapping). */
@@ -70,13 +62,13 @@ const HTTP_TO_GRPC: Record<number, number> = {
 /** gRPC statuses for the HTTP/2 error codes of a reset stream. */
 function statusOfReset(code: number): number {
   switch (code) {
-    case NGHTTP2_REFUSED_STREAM:
+    case ErrorCode.REFUSED_STREAM:
       return Status.UNAVAILABLE;
-    case NGHTTP2_CANCEL:
+    case ErrorCode.CANCEL:
       return Status.CANCELLED;
-    case NGHTTP2_ENHANCE_YOUR_CALM:
+    case ErrorCode.ENHANCE_YOUR_CALM:
       return Status.RESOURCE_EXHAUSTED;
-    case NGHTTP2_INADEQUATE_SECURITY:
+    case ErrorCode.INADEQUATE_SECURITY:
       return Status.PERMISSION_DENIED;
     default:
       return Status.INTERNAL;
@@ -93,12 +85,11 @@ export function grpcTimeout(ms: number): string {
 }
 
 /** The status of a finished response from its trailers (or Trailers-Only headers). */
-function statusOf(headers: IncomingHttpHeaders): { code: number; details: string } | undefined {
+function statusOf(headers: Headers): { code: number; details: string } | undefined {
   const raw = headers["grpc-status"];
   if (raw === undefined) return undefined;
-  const code = Number(Array.isArray(raw) ? raw[0] : raw);
-  const message = headers["grpc-message"];
-  let details = Array.isArray(message) ? message.join(",") : message ?? "";
+  const code = Number(raw.split(",")[0]);
+  let details = headers["grpc-message"] ?? "";
   try {
     details = decodeURIComponent(details);
   } catch {
@@ -187,20 +178,17 @@ export function frame(message: Uint8Array): Uint8Array {
 
 /** One HTTP/2 connection and what became of it. */
 interface Connection {
-  session: ClientHttp2Session;
-  /** The first error of its socket or session. */
-  error?: Error;
-  /** Our side of the TLS handshake completed. */
+  session: H2Session;
+  socket: TLSSocket;
+  /** Our side of the TLS handshake completed (and the server chose h2). */
   secure: boolean;
-  /** The server's SETTINGS arrived: HTTP/2 began, so the TLS handshake was accepted. */
-  started: boolean;
 }
 
 /** gRPC calls over one HTTP/2 connection, made at the first call and again after it broke. */
 export class Http2Transport implements RpcTransport {
   readonly #settings: TransportSettings;
   #connection: Connection | undefined;
-  readonly #calls = new Set<ClientHttp2Stream>();
+  readonly #calls = new Set<H2Stream>();
   #closed = false;
 
   constructor(settings: TransportSettings) {
@@ -229,65 +217,61 @@ export class Http2Transport implements RpcTransport {
 
   close(): void {
     this.#closed = true;
-    for (const call of this.#calls) call.close(NGHTTP2_CANCEL);
+    for (const call of this.#calls) call.close(ErrorCode.CANCEL);
     this.#connection?.session.close();
     this.#connection = undefined;
   }
 
   async #connect(): Promise<Connection> {
     const current = this.#connection;
-    if (current && !current.session.closed && !current.session.destroyed) return current;
-    const [
-      { connect: http2Connect },
-      { checkServerIdentity, connect: tlsConnect },
-      { signedByOurCa },
-    ] = await loadNetModules();
+    if (current?.session.usable) return current;
+    const [{ checkServerIdentity, connect: tlsConnect }, { signedByOurCa }] =
+      await loadNetModules();
     const again = this.#connection; // made by a call that loaded the modules first
-    if (again && !again.session.closed && !again.session.destroyed) return again;
+    if (again?.session.usable) return again;
     const s = this.#settings;
     const ip = s.family !== 0;
-    const fail = (err: Error) => {
-      connection.error ??= err;
-      if (this.#connection === connection) this.#connection = undefined;
-      connection.session.destroy();
-    };
-    const session = http2Connect(`https://${s.target}`, {
-      settings: { initialWindowSize: WINDOW_BYTES, enablePush: false },
-      createConnection: () => {
-        const socket = tlsConnect({
-          host: s.host,
-          port: s.port,
-          ca: s.caPem,
-          cert: s.certPem,
-          key: s.keyPem,
-          minVersion: "TLSv1.3",
-          ALPNProtocols: ["h2"],
-          // Node's TLS refuses an IP address as servername: send a name, check the IP ourselves.
-          servername: ip ? IP_TARGET_SERVERNAME : s.host,
-          checkServerIdentity: signedByOurCa(
-            s.caPem,
-            ip ? (_name, cert) => checkServerIdentity(s.host, cert) : checkServerIdentity,
-          ),
-        });
-        socket.on("error", fail);
-        socket.once("secureConnect", () => void (connection.secure = true));
-        return socket;
-      },
+    const socket = tlsConnect({
+      host: s.host,
+      port: s.port,
+      ca: s.caPem,
+      cert: s.certPem,
+      key: s.keyPem,
+      minVersion: "TLSv1.3",
+      ALPNProtocols: ["h2"],
+      // Node's TLS refuses an IP address as servername: send a name, check the IP ourselves.
+      servername: ip ? IP_TARGET_SERVERNAME : s.host,
+      checkServerIdentity: signedByOurCa(
+        s.caPem,
+        ip ? (_name, cert) => checkServerIdentity(s.host, cert) : checkServerIdentity,
+      ),
     });
-    const connection: Connection = { session, secure: false, started: false };
-    session.on("error", fail);
+    socket.setNoDelay(true);
+    const session = new H2Session({
+      write: (bytes) => void socket.write(bytes),
+      backlog: () => socket.writableLength,
+      close: () => socket.end(),
+    }, { windowBytes: WINDOW_BYTES });
+    const connection: Connection = { session, socket, secure: false };
     const forget = () => {
       if (this.#connection === connection) this.#connection = undefined;
     };
-    session.on("goaway", forget);
-    session.on("close", forget);
-    session.once("remoteSettings", () => void (connection.started = true));
-    session.once("connect", () => {
-      try {
-        session.setLocalWindowSize(WINDOW_BYTES);
-      } catch {
-        // Only throughput depends on it.
+    session.onUnusable = forget;
+    socket.on("data", (chunk: Uint8Array) => session.receive(chunk));
+    socket.on("error", (err: Error) => {
+      session.destroy(err);
+      socket.destroy();
+    });
+    socket.on("close", () => session.destroy(new Error("the connection closed")));
+    socket.once("secureConnect", () => {
+      if (socket.alpnProtocol !== "h2") {
+        const chosen = socket.alpnProtocol || "none";
+        const err = new Error(`the server did not choose HTTP/2 in TLS (ALPN ${chosen})`);
+        session.destroy(err);
+        socket.destroy();
+        return;
       }
+      connection.secure = true;
     });
     this.#connection = connection;
     return connection;
@@ -302,29 +286,27 @@ export class Http2Transport implements RpcTransport {
     signal?.throwIfAborted();
     if (this.#closed) throw new RpcError(Status.CANCELLED, "the client was closed");
     const connection = await this.#connect();
-    const headers: Record<string, string> = {
-      ":method": "POST",
-      ":path": method.path,
-      "content-type": "application/grpc",
-      te: "trailers",
-      "user-agent": "jobworker-cli",
-    };
-    if (deadlineMs !== undefined) headers["grpc-timeout"] = grpcTimeout(deadlineMs);
-    let stream: ClientHttp2Stream;
+    const headers: [string, string][] = [
+      [":method", "POST"],
+      [":scheme", "https"],
+      [":path", method.path],
+      [":authority", this.#settings.target],
+      ["content-type", "application/grpc"],
+      ["te", "trailers"],
+      ["user-agent", "jobworker-cli"],
+    ];
+    if (deadlineMs !== undefined) headers.push(["grpc-timeout", grpcTimeout(deadlineMs)]);
+    let stream: H2Stream;
     try {
-      stream = connection.session.request(headers);
+      stream = connection.session.request(headers, frame(method.requestSerialize(request)));
     } catch (err) {
       throw unavailable(connection, err);
     }
     this.#calls.add(stream);
-    let responseHeaders: IncomingHttpHeaders | undefined;
-    let trailers: IncomingHttpHeaders | undefined;
     let local: RpcError | undefined;
-    stream.on("response", (h) => void (responseHeaders = h));
-    stream.on("trailers", (t) => void (trailers = t));
     const end = (error: RpcError) => {
       local ??= error;
-      stream.close(NGHTTP2_CANCEL);
+      stream.close(ErrorCode.CANCEL);
     };
     const timer = deadlineMs === undefined ? undefined : setTimeout(
       () => end(new RpcError(Status.DEADLINE_EXCEEDED, "Deadline exceeded")),
@@ -334,11 +316,7 @@ export class Http2Transport implements RpcTransport {
     signal?.addEventListener("abort", onAbort, { once: true });
     let finished = false;
     try {
-      yield* this.#read(stream, connection, method, request, {
-        local: () => local,
-        headers: () => responseHeaders,
-        trailers: () => trailers,
-      });
+      yield* this.#read(stream, connection, method, () => local);
       finished = true;
     } catch (err) {
       // The consumer learns of its own abort through the signal's reason.
@@ -348,41 +326,36 @@ export class Http2Transport implements RpcTransport {
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
       this.#calls.delete(stream);
-      if (!finished && !stream.closed) stream.close(NGHTTP2_CANCEL);
+      if (!finished) stream.close(ErrorCode.CANCEL); // or give back what it left unread
     }
   }
 
-  /** Send the request, yield the response messages, then check the status. */
+  /** Yield the response messages, then check the status. */
   async *#read<Req, Res>(
-    stream: ClientHttp2Stream,
+    stream: H2Stream,
     connection: Connection,
     method: RpcMethod<Req, Res>,
-    request: Req,
-    call: {
-      local(): RpcError | undefined;
-      headers(): IncomingHttpHeaders | undefined;
-      trailers(): IncomingHttpHeaders | undefined;
-    },
+    local: () => RpcError | undefined,
   ): AsyncGenerator<Res> {
     const reader = new MessageReader();
-    stream.end(Buffer.from(frame(method.requestSerialize(request))));
     try {
-      for await (const chunk of stream as AsyncIterable<Uint8Array>) {
+      for await (const chunk of stream) {
         for (const message of reader.push(chunk)) {
-          if (call.local()) break;
+          if (local()) break;
           yield method.responseDeserialize(message);
         }
+        if (local()) break;
       }
     } catch (err) {
-      throw call.local() ?? (err instanceof RpcError ? err : streamError(connection, stream, err));
+      throw local() ?? (err instanceof RpcError ? err : streamError(connection, stream, err));
     }
-    const local = call.local();
-    if (local) throw local;
-    if (stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR) {
+    const failed = local();
+    if (failed) throw failed;
+    if (stream.rstCode !== undefined && stream.rstCode !== ErrorCode.NO_ERROR) {
       throw streamError(connection, stream, undefined);
     }
-    const headers = call.headers();
-    const status = statusOf(call.trailers() ?? {}) ?? statusOf(headers ?? {});
+    const headers = stream.headers;
+    const status = statusOf(stream.trailers ?? {}) ?? statusOf(headers ?? {});
     if (!status) {
       const httpStatus = Number(headers?.[":status"] ?? 0);
       if (headers && httpStatus !== 200) {
@@ -399,20 +372,19 @@ export class Http2Transport implements RpcTransport {
 }
 
 /** Why a call's stream ended without a status: its connection's fate, or its reset code. */
-function streamError(connection: Connection, stream: ClientHttp2Stream, err: unknown): RpcError {
+function streamError(connection: Connection, stream: H2Stream, err: unknown): RpcError {
   const rst = stream.rstCode;
-  const broken = connection.error !== undefined || connection.session.destroyed ||
-    connection.session.closed;
-  if (!broken && rst !== undefined && rst !== NGHTTP2_NO_ERROR) {
+  const broken = connection.session.error !== undefined;
+  if (!broken && rst !== undefined && rst !== ErrorCode.NO_ERROR) {
     return new RpcError(statusOfReset(rst), `Received RST_STREAM with code ${rst}`);
   }
-  return unavailable(connection, connection.error ?? err);
+  return unavailable(connection, connection.session.error ?? err);
 }
 
 /** UNAVAILABLE, saying why; a connection closed before HTTP/2 began was refused in TLS. */
 function unavailable(connection: Connection, err: unknown): RpcError {
   const reason = err instanceof Error ? err.message : "the connection closed";
-  if (!connection.secure || connection.started) {
+  if (!connection.secure || connection.session.started) {
     return new RpcError(Status.UNAVAILABLE, reason);
   }
   // TLS 1.3 clients finish their handshake before the server checks the client certificate;

@@ -1,8 +1,8 @@
 /**
  * What {@linkcode JobClient} needs from a gRPC transport: unary and server-streaming calls of
  * methods described by path and (de)serialisers, over one mutual-TLS connection. Two transports
- * implement it: `grpc_js.ts` (the grpc-js library) and `http2.ts` (node:http2 directly, which
- * starts much faster; the command line uses it).
+ * implement it: `grpc_js.ts` (the grpc-js library) and `http2.ts` (our own HTTP/2 client in h2/
+ * over node:tls, which starts much faster; the command line uses it).
  *
  * @module
  */
