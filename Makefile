@@ -26,12 +26,12 @@ tools: $(DENO)
 deps: tools
 	$(DENO) install --allow-scripts --quiet
 
-$(SHIM): init/shim/jwshim.c | tools
+$(SHIM): init/shim/jwshim.c init/shim/forwarded_signals.h | tools
 	mkdir -p build
 	gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $<
 
 # The minimal init of `init: true` jobs: static, so it needs nothing from the job's filesystem.
-$(JWINIT): init/shim/jwinit.c | tools
+$(JWINIT): init/shim/jwinit.c init/shim/forwarded_signals.h | tools
 	mkdir -p build
 	gcc -Os -Wall -Wextra -Werror -static -s -o $@ $<
 

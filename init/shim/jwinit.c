@@ -12,8 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
-enum { NFORWARDED = sizeof forwarded / sizeof forwarded[0] };
+#include "forwarded_signals.h"
 
 // A handler, not SIG_DFL or SIG_IGN, so that the kernel delivers these to PID 1; they stay blocked
 // and are taken with sigwaitinfo, so it never runs.
@@ -29,18 +28,19 @@ int main(int argc, char **argv) {
     say("jwinit: usage: jwinit PATH ARGV0 [ARGS...]\n");
     return 2;
   }
-  sigset_t waited, previous;
+  // jw_exec hands these over blocked, so one sent before the handlers below exist is still pending.
+  sigset_t waited;
   sigemptyset(&waited);
   sigaddset(&waited, SIGCHLD);
   struct sigaction act;
   memset(&act, 0, sizeof act);
   act.sa_handler = noop;
-  for (int i = 0; i < NFORWARDED; i++) {
-    sigaddset(&waited, forwarded[i]);
-    sigaction(forwarded[i], &act, NULL);
+  for (int i = 0; i < JW_NFORWARDED; i++) {
+    sigaddset(&waited, jw_forwarded[i]);
+    sigaction(jw_forwarded[i], &act, NULL);
   }
   sigaction(SIGCHLD, &act, NULL);
-  sigprocmask(SIG_BLOCK, &waited, &previous);
+  sigprocmask(SIG_BLOCK, &waited, NULL);
 
   pid_t child = fork();
   if (child < 0) {
@@ -51,9 +51,11 @@ int main(int argc, char **argv) {
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
-    for (int i = 0; i < NFORWARDED; i++) sigaction(forwarded[i], &dfl, NULL);
+    for (int i = 0; i < JW_NFORWARDED; i++) sigaction(jw_forwarded[i], &dfl, NULL);
     sigaction(SIGCHLD, &dfl, NULL);
-    sigprocmask(SIG_SETMASK, &previous, NULL);
+    sigset_t none;  // as a command exec'd without jwinit: nothing blocked
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     execv(argv[1], argv + 2);
     say("jwinit: cannot execute the command\n");
     _exit(127);

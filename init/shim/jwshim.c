@@ -36,6 +36,8 @@
 #include <stdio.h>
 #include <poll.h>
 
+#include "forwarded_signals.h"
+
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
 #endif
@@ -344,7 +346,7 @@ int jw_chdir(const char *dir) { return chdir(dir) == 0 ? 0 : -errno; }
 // and mask are reset (Deno ignores SIGPIPE, which a job must not inherit). Returns only on failure,
 // with -errno.
 // With `exec_fd` >= 0 the program is that open file instead of `path` (the job's minimal init, opened
-// before the worker's directories were masked).
+// before the worker's directories were masked), exec'd with the signals it forwards blocked.
 int jw_exec(const char *path, const char *argv_packed, int argc, const char *envp_packed, int envc,
             int stdout_fd, int stderr_fd, int exec_fd) {
   char **argv, **envp;
@@ -358,6 +360,10 @@ int jw_exec(const char *path, const char *argv_packed, int argc, const char *env
   if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) return -errno;
   reset_signals();
   if (exec_fd >= 0) {
+    sigset_t forwarded;
+    sigemptyset(&forwarded);
+    for (int i = 0; i < JW_NFORWARDED; i++) sigaddset(&forwarded, jw_forwarded[i]);
+    sigprocmask(SIG_BLOCK, &forwarded, NULL);
     syscall(SYS_execveat, exec_fd, "", argv, envp, AT_EMPTY_PATH);
   } else {
     execve(path, argv, envp);

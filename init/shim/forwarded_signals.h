@@ -1,0 +1,11 @@
+// The signals jwinit (the minimal init of `init: true` jobs) forwards to its child. jw_exec blocks
+// them when it execs jwinit: a namespace's PID 1 drops a signal it has no handler for, and one
+// sent between the exec and jwinit's sigaction would be lost, while a blocked one waits.
+#ifndef JW_FORWARDED_SIGNALS_H
+#define JW_FORWARDED_SIGNALS_H
+#include <signal.h>
+
+static const int jw_forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+enum { JW_NFORWARDED = sizeof jw_forwarded / sizeof jw_forwarded[0] };
+
+#endif
