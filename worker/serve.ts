@@ -203,7 +203,8 @@ async function serve(config: Config): Promise<number> {
   for (const job of handover?.jobs ?? []) {
     manager.adopt(
       job,
-      adoptedProcess(job, (fd, sig) => shim.pidfdSignal(fd, sig), (fd) => shim.close(fd)),
+      (sinks) =>
+        adoptedProcess(job, sinks, (fd, sig) => shim.pidfdSignal(fd, sig), (fd) => shim.close(fd)),
     );
   }
   const facts = {
