@@ -34,8 +34,10 @@ const workers: WorkerProcess[] = [];
 const instances = new Map<WorkerProcess, string>();
 // A run that ends with workers still up (a test failed before stopping its worker, or a filter
 // left out the last test) kills them and removes their cgroup trees (pool slots, jobs): nothing
-// else would, no later worker starting on their state directory. (A run interrupted with SIGINT
-// is not covered: `deno test` exits on it by itself, without running this.)
+// else would, no later worker starting on their state directory. A run interrupted by a signal
+// (`deno test` exits on SIGINT without running this) ends its workers through their parent-death
+// SIGTERM instead (helpers/worker.ts); only a worker this file crashed on purpose leaves its
+// slots until the next start on its state directory, which an interrupted run may never make.
 globalThis.addEventListener("unload", killLeftWorkers);
 
 /** Synchronous (an unload listener cannot wait): SIGKILL, then the trees removed bottom-up. */
