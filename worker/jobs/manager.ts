@@ -369,15 +369,27 @@ export class JobManager {
 
   /**
    * Takes over a job the previous process of this worker handed over at a reload; `reattach` opens
-   * its process's pipes with the sinks given.
+   * its process's pipes with the sinks given. False when the job could not be kept (stopped).
    */
-  adopt(handed: HandedJob, reattach: (sinks: OutputSinks) => LaunchedProcess): void {
+  adopt(handed: HandedJob, reattach: (sinks: OutputSinks) => LaunchedProcess): boolean {
     const record = this.store.get(handed.id);
     if (!record) {
       log.error("a handed-over job has no record; stopping it", { id: handed.id });
-      // Its output has nowhere to go: read and dropped until the pipes end.
-      reattach({ stdout: () => {}, stderr: () => {} }).signal(9);
-      return;
+      // Nothing of it may be left: its output, which has nowhere to go, is read and dropped
+      // until its pipes end; killed (its PID namespace with it), reaped, its cgroup removed.
+      const process = reattach({ stdout: () => {}, stderr: () => {} });
+      const cgroup = this.cgroups.open(handed.id);
+      process.signal(9);
+      this.reaper.watch(process.pid).then(() => {
+        process.release();
+        return cgroup.remove();
+      }).catch((e: unknown) =>
+        log.warn("cannot remove the cgroup of a handed-over job without a record", {
+          id: handed.id,
+          error: message(e),
+        })
+      );
+      return false;
     }
     const job = Job.fromRecord(record);
     job.stopReason = handed.stopReason ?? undefined;
@@ -399,6 +411,7 @@ export class JobManager {
     if (handed.killAt !== null) running.stopper.killBy(handed.killAt);
     if (handed.timeoutAt !== null) this.#armTimeout(job, running, handed.timeoutAt);
     this.#watch(job, running, outputDone);
+    return true;
   }
 
   /** Stops a job and resolves once nothing of it is left; an ended job is returned as it is. */
