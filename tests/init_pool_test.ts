@@ -13,13 +13,15 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { status } from "@grpc/grpc-js";
 import { jobworker } from "../proto/service.ts";
 import type { JobClient } from "../cli/client.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
-import { waitFor } from "./helpers/host_procs.ts";
+import { isAlive, jobProcesses, waitFor } from "./helpers/host_procs.ts";
+import { retrying } from "./helpers/reload.ts";
 import { unless, withSkip } from "./helpers/skip.ts";
 import { cgroupLayout } from "../worker/cgroups/layout.ts";
 import { cgroupDir, instanceName } from "../worker/cgroups/paths.ts";
@@ -34,8 +36,10 @@ const workers: WorkerProcess[] = [];
 const instances = new Map<WorkerProcess, string>();
 // A run that ends with workers still up (a test failed before stopping its worker, or a filter
 // left out the last test) kills them and removes their cgroup trees (pool slots, jobs): nothing
-// else would, no later worker starting on their state directory. (A run interrupted with SIGINT
-// is not covered: `deno test` exits on it by itself, without running this.)
+// else would, no later worker starting on their state directory. A run interrupted by a signal
+// (`deno test` exits on SIGINT without running this) ends its workers through their parent-death
+// SIGTERM instead (helpers/worker.ts); only a worker this file crashed on purpose leaves its
+// slots until the next start on its state directory, which an interrupted run may never make.
 globalThis.addEventListener("unload", killLeftWorkers);
 
 /** Synchronous (an unload listener cannot wait): SIGKILL, then the trees removed bottom-up. */
@@ -160,6 +164,8 @@ interface LogLine {
   pooled?: boolean;
   port?: number;
   reloaded?: boolean;
+  jobsKept?: number;
+  pid?: number;
 }
 
 function logLines(worker: WorkerProcess): LogLine[] {
@@ -554,6 +560,88 @@ test("a reload empties the pool before its exec, then refills it; jobs go on", a
   } finally {
     c.close();
     await reloading.stop();
+  }
+});
+
+test("after a reload the worker's figures match what happened: jobs kept, pooled starts", async () => {
+  // jobsKept in the reloaded worker's 'listening' line counts the jobs it adopted: not one that
+  // was handed over but has no record any more (deleted here behind the worker's back), which is
+  // stopped and leaves nothing. Pooled starts (the metric, each job's 'pooled') are checked
+  // against the processes that really waited in the pool.
+  const w = await startWorker();
+  const c = clientFor(pki.dir, w.address);
+  const startedPid = (id: string) =>
+    waitFor(
+      `the 'job started' line of ${id}`,
+      () => logLines(w).find((l) => l.msg === "job started" && l.id === id)?.pid,
+    );
+  const starts = async () => ({
+    pool: await metric(w, 'jobworker_init_starts_total{source="pool"}'),
+    fresh: await metric(w, 'jobworker_init_starts_total{source="fresh"}'),
+  });
+  try {
+    // Three jobs from the pool (on v1 each took a slot that became its cgroup: InitPool.adopt)
+    // that run at the reload, and one that ends before it (not handed over).
+    let old = await poolFull(w);
+    const kept = [];
+    for (let i = 0; i < 3; i++) {
+      const job = await c.createJob({ command: "sleep", args: ["300"] });
+      const pid = await startedPid(job.id);
+      assert.equal(await pooled(w, job.id), true);
+      assert.ok(old.some((p) => p.pid === pid), `job ${job.id}'s init waited in the pool`);
+      old = await poolFull(w);
+      kept.push({ id: job.id, procs: jobProcesses(job.id) });
+    }
+    const ended = await run(c, { command: "true" });
+    assert.equal(ended.job.status, S.COMPLETED);
+    assert.deepEqual(await starts(), { pool: 4, fresh: 0 });
+    old = await poolFull(w);
+    const dropped = kept.pop()!;
+    const db = new DatabaseSync(`${w.stateDir}/jobs.db`);
+    try {
+      db.exec("PRAGMA busy_timeout = 10000");
+      assert.equal(db.prepare("DELETE FROM jobs WHERE id = ?").run(dropped.id).changes, 1);
+    } finally {
+      db.close();
+    }
+
+    w.process.kill("SIGHUP");
+    const listening = await waitFor(
+      "the reloaded worker listening",
+      () => logLines(w).find((l) => l.msg === "listening" && l.reloaded === true),
+      120_000,
+    );
+    assert.equal(listening.jobsKept, kept.length, "jobsKept: the jobs adopted");
+    assert.ok(
+      logLines(w).some((l) =>
+        l.msg === "a handed-over job has no record; stopping it" && l.id === dropped.id
+      ),
+    );
+    assert.ok(dropped.procs.length > 0);
+    await waitFor("the job without a record gone", () => dropped.procs.every((p) => !isAlive(p)));
+    await waitFor("its cgroup removed", () => cgroupDirsNamed(dropped.id).length === 0);
+    for (const { id, procs } of kept) {
+      assert.ok(procs.length > 0);
+      for (const p of procs) assert.ok(isAlive(p), `job ${id}'s process ${p.pid} lives on`);
+      assert.equal((await retrying(() => c.getJob(id))).status, S.RUNNING);
+    }
+    // The new process image counts its own starts; the kept jobs were adopted, not started.
+    const fresh = await poolFull(w);
+    assert.ok(fresh.every((p) => !old.some((o) => o.pid === p.pid)), "a pool of its own");
+    assert.deepEqual(await starts(), { pool: 0, fresh: 0 });
+    for (let i = 0; i < 2; i++) {
+      const waiting = waitingInits(w.process.pid);
+      const job = await c.createJob({ command: "true" });
+      const pid = await startedPid(job.id);
+      assert.equal(await pooled(w, job.id), true);
+      assert.ok(waiting.some((p) => p.pid === pid), `job ${job.id}'s init waited in the new pool`);
+      await poolFull(w);
+    }
+    assert.deepEqual(await starts(), { pool: 2, fresh: 0 });
+    for (const { id } of kept) await c.stopJob(id, { force: true });
+  } finally {
+    c.close();
+    await w.stop();
   }
 });
 

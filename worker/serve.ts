@@ -200,11 +200,14 @@ async function serve(config: Config): Promise<number> {
     },
   );
   metrics.watch(manager);
+  let jobsKept = 0;
   for (const job of handover?.jobs ?? []) {
-    manager.adopt(
+    const kept = manager.adopt(
       job,
-      adoptedProcess(job, (fd, sig) => shim.pidfdSignal(fd, sig), (fd) => shim.close(fd)),
+      (sinks) =>
+        adoptedProcess(job, sinks, (fd, sig) => shim.pidfdSignal(fd, sig), (fd) => shim.close(fd)),
     );
+    if (kept) jobsKept++;
   }
   const facts = {
     version: VERSION,
@@ -244,7 +247,7 @@ async function serve(config: Config): Promise<number> {
     ...(handover
       ? {
         reloaded: true,
-        jobsKept: handover.jobs.length,
+        jobsKept,
         notListeningMs: Date.now() - new Date(handover.reloadTime).getTime(),
       }
       : {}),

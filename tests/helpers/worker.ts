@@ -11,6 +11,16 @@ import { removeCgroupDirs } from "../../worker/cgroups/remove.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
+/**
+ * Every worker gets SIGTERM when the test process ends, however it ends (util-linux setpriv sets
+ * its parent-death signal, which survives the execs after it, a reload's included). A worker stops
+ * cleanly on SIGTERM and removes its cgroups; without this, a test run ended by a signal to the
+ * test process alone (`kill -INT`, a timeout) left its workers running on, their init pools and
+ * cgroup trees with them (`deno test` exits on SIGINT without running a test's cleanup). The test
+ * process spawns from its main thread, which lives as long as it does.
+ */
+const PARENT_DEATH = ["setpriv", "--pdeathsig", "TERM", "--"];
+
 export interface WorkerOptions {
   certDir: string;
   env?: Record<string, string>;
@@ -55,7 +65,7 @@ export class WorkerProcess {
       "--cached-only",
       MAIN,
     ];
-    launch.unshift(...options.wrapper ?? []);
+    launch.unshift(...PARENT_DEATH, ...options.wrapper ?? []);
     const process = new Deno.Command(launch[0]!, {
       args: [...launch.slice(1), "serve", ...options.args ?? []],
       env: {

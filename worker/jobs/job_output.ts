@@ -9,7 +9,7 @@ import type { Job } from "./job.ts";
 import type { StreamId } from "./output_log.ts";
 import type { JobEvents } from "./events.ts";
 import { pipeHasWriters } from "../runtime/pipe_writers.ts";
-import { onOutput } from "../runtime/output_pipe.ts";
+import type { OutputSink, OutputSinks } from "../runtime/output_pipe.ts";
 import { delay, message } from "./running.ts";
 
 /**
@@ -20,31 +20,26 @@ import { delay, message } from "./running.ts";
 const OUTPUT_DRAIN_MS = 5000;
 const DRAIN_CHECK_MS = 250;
 
-/** Pumps both of the job's pipes into its log; resolves when both reached EOF. */
-export function pumpOutput(
-  job: Job,
-  process: LaunchedProcess,
-  events: JobEvents | undefined,
-): Promise<unknown> {
-  return Promise.all([
-    pump(job, process.stdout, 1, events),
-    pump(job, process.stderr, 2, events),
-  ]);
+/**
+ * Where the job's pipes deliver (given when they are opened: Launcher.launch, adoptedProcess): each
+ * read appended to the job's log.
+ */
+export function outputSinks(job: Job, events: JobEvents | undefined): OutputSinks {
+  // The bytes are valid only during the call (output_pipe.ts): appended synchronously.
+  const sink = (stream: StreamId): OutputSink => (bytes) => {
+    events?.outputIngested(bytes.byteLength);
+    appendOutput(job, stream, bytes);
+  };
+  return { stdout: sink(1), stderr: sink(2) };
 }
 
-/** Appends everything a job stream writes to the job's log; resolves at EOF. */
-function pump(
-  job: Job,
-  socket: LaunchedProcess["stdout"],
-  stream: StreamId,
-  events: JobEvents | undefined,
-): Promise<void> {
+/** Resolves when both of the job's pipes reached EOF (their reads go to {@link outputSinks}). */
+export function outputEnded(job: Job, process: LaunchedProcess): Promise<unknown> {
+  return Promise.all([untilClosed(job, process.stdout), untilClosed(job, process.stderr)]);
+}
+
+function untilClosed(job: Job, socket: LaunchedProcess["stdout"]): Promise<void> {
   return new Promise((resolve) => {
-    // The bytes are valid only during the call (output_pipe.ts): appended synchronously.
-    onOutput(socket, (bytes) => {
-      events?.outputIngested(bytes.byteLength);
-      appendOutput(job, stream, bytes);
-    });
     socket.on(
       "error",
       (e: Error) => log.warn("job output error", { id: job.id, error: e.message }),

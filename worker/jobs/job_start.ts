@@ -14,7 +14,7 @@ import { OutputLog } from "./output_log.ts";
 import { jobEnvironment } from "./environment.ts";
 import { type JobStore, StoreWriteError } from "./store.ts";
 import type { JobEvents } from "./events.ts";
-import { pumpOutput } from "./job_output.ts";
+import { outputEnded, outputSinks } from "./job_output.ts";
 import { Stopper } from "./stopper.ts";
 import { message, type Running } from "./running.ts";
 
@@ -151,7 +151,7 @@ export async function startJob(
       network: spec.network,
       privileged: spec.privileged,
       init: spec.init,
-    });
+    }, outputSinks(job, ctx.events));
   } catch (e) {
     await cgroup.remove().catch(() => {});
     await forget();
@@ -160,7 +160,7 @@ export async function startJob(
   phase("init");
   const running = ctx.runningOf(process, cgroup, stopper);
   ctx.launched(id, running);
-  const outputDone = pumpOutput(job, process, ctx.events);
+  const outputDone = outputEnded(job, process);
   const failure = await process.started;
   phase("exec");
   ctx.answered();

@@ -14,6 +14,7 @@ import { OutputLog } from "./output_log.ts";
 import { type JobFilter, type JobStore } from "./store.ts";
 import { Stopper } from "./stopper.ts";
 import type { HandedJob } from "../runtime/reexec.ts";
+import type { OutputSinks } from "../runtime/output_pipe.ts";
 import { sameSpec } from "./spec_compare.ts";
 import { applyDefaultTerm } from "./pid1_term.ts";
 import type { JobEvents, StopKind } from "./events.ts";
@@ -21,7 +22,7 @@ import { StartGate } from "./start_gate.ts";
 import { LoopTurns } from "./turns.ts";
 import { jobDir, type StartContext, startJob } from "./job_start.ts";
 import { type EndContext, finishJob } from "./job_end.ts";
-import { pumpOutput } from "./job_output.ts";
+import { outputEnded, outputSinks } from "./job_output.ts";
 import { delay, message, type Running, ZERO_USAGE } from "./running.ts";
 
 export { jobDir };
@@ -366,13 +367,29 @@ export class JobManager {
     this.#reloading = false;
   }
 
-  /** Takes over a job the previous process of this worker handed over at a reload. */
-  adopt(handed: HandedJob, process: LaunchedProcess): void {
+  /**
+   * Takes over a job the previous process of this worker handed over at a reload; `reattach` opens
+   * its process's pipes with the sinks given. False when the job could not be kept (stopped).
+   */
+  adopt(handed: HandedJob, reattach: (sinks: OutputSinks) => LaunchedProcess): boolean {
     const record = this.store.get(handed.id);
     if (!record) {
       log.error("a handed-over job has no record; stopping it", { id: handed.id });
+      // Nothing of it may be left: its output, which has nowhere to go, is read and dropped
+      // until its pipes end; killed (its PID namespace with it), reaped, its cgroup removed.
+      const process = reattach({ stdout: () => {}, stderr: () => {} });
+      const cgroup = this.cgroups.open(handed.id);
       process.signal(9);
-      return;
+      this.reaper.watch(process.pid).then(() => {
+        process.release();
+        return cgroup.remove();
+      }).catch((e: unknown) =>
+        log.warn("cannot remove the cgroup of a handed-over job without a record", {
+          id: handed.id,
+          error: message(e),
+        })
+      );
+      return false;
     }
     const job = Job.fromRecord(record);
     job.stopReason = handed.stopReason ?? undefined;
@@ -384,15 +401,17 @@ export class JobManager {
     );
     if (handed.outputLost) job.output.finish();
     job.stopper = new Stopper();
+    const process = reattach(outputSinks(job, this.options.events));
     const running = this.#runningOf(process, this.cgroups.open(job.id), job.stopper);
     this.#live.set(job.id, job);
     this.#running.set(job.id, running);
-    const outputDone = pumpOutput(job, process, this.options.events);
+    const outputDone = outputEnded(job, process);
     running.stopper.adopted();
     if (handed.terminated) running.stopper.markTerminated();
     if (handed.killAt !== null) running.stopper.killBy(handed.killAt);
     if (handed.timeoutAt !== null) this.#armTimeout(job, running, handed.timeoutAt);
     this.#watch(job, running, outputDone);
+    return true;
   }
 
   /** Stops a job and resolves once nothing of it is left; an ended job is returned as it is. */

@@ -29,10 +29,16 @@ import { POOL_READY } from "../../init/spec.ts";
 import { log } from "../log/logger.ts";
 import { SlotHealth } from "./slot_health.ts";
 
-/** A slot that could not become a job's cgroup (see {@link InitPool.adopt}). */
-export interface AdoptFailure {
-  readonly adoptError: string;
-}
+/**
+ * What {@link InitPool.adopt} made of a job's cgroup: a waiting member's slot became it
+ * (`adopted`); no member with a slot waited (`none`); or the slot could not take the job's limits
+ * or name (`failed`, with why: the caller creates the cgroup as usual and, if that works, tells
+ * the pool through {@link InitPool.adoptFailed} that the slot was at fault).
+ */
+export type Adoption =
+  | { readonly kind: "adopted"; readonly cgroup: JobCgroup }
+  | { readonly kind: "none" }
+  | { readonly kind: "failed"; readonly error: string };
 
 /** Deno starts of members under way at once (the machine's other work needs the CPU too). */
 const WARMING = 2;
@@ -127,22 +133,22 @@ export class InitPool {
   }
 
   /** A slot could not take limits that an ordinary cgroup then took: the slot was at fault. */
-  adoptFailed(failure: AdoptFailure): void {
-    this.#slotHealth.failed("adopt", failure.adoptError);
+  adoptFailed(error: string): void {
+    this.#slotHealth.failed("adopt", error);
   }
 
   /**
    * The cgroup of job `jobId` made from a waiting member's slot (limits written, then renamed to
-   * the job's), that member kept for the job's {@link claim}; undefined when no member with a slot
-   * waits, or when the slot could not become the job's cgroup (the caller creates the cgroup as
-   * usual, which reports any real problem). Throws LimitError for limits no cgroup can have.
+   * the job's), that member kept for the job's {@link claim}; see {@link Adoption} for when it is
+   * not (the caller then creates the cgroup as usual, which reports any real problem). Throws
+   * LimitError for limits no cgroup can have.
    */
-  async adopt(jobId: string, limits: Limits): Promise<JobCgroup | AdoptFailure | undefined> {
-    if (this.size <= 0 || this.slots === undefined) return undefined;
+  async adopt(jobId: string, limits: Limits): Promise<Adoption> {
+    if (this.size <= 0 || this.slots === undefined) return { kind: "none" };
     // Limits the job cannot have cost no member: only a failure to write them does.
     this.slots.check(jobId, limits);
     const member = this.#take((m) => m.slot !== undefined);
-    if (member === undefined) return undefined;
+    if (member === undefined) return { kind: "none" };
     let cgroup: JobCgroup;
     try {
       cgroup = await this.slots.adopt(member.slot!, jobId, limits);
@@ -155,7 +161,7 @@ export class InitPool {
       this.#dismiss(member);
       // Counted against the slots only once the same limits made an ordinary cgroup
       // (adoptFailed): limits the kernel refuses anyway are the job's fault, not the slot's.
-      return { adoptError: String(e) };
+      return { kind: "failed", error: String(e) };
     }
     this.#slotHealth.worked("adopt");
     member.handed = true;
@@ -169,7 +175,7 @@ export class InitPool {
       }
       return remove();
     };
-    return cgroup;
+    return { kind: "adopted", cgroup };
   }
 
   /**

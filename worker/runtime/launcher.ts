@@ -19,7 +19,7 @@ import {
 } from "./init_process.ts";
 import type { InitPool } from "./init_pool.ts";
 import type { Reaper } from "./reaper.ts";
-import { openOutputPipe } from "./output_pipe.ts";
+import { openOutputPipe, type OutputSinks } from "./output_pipe.ts";
 
 export { MAX_SPEC_BYTES };
 
@@ -82,8 +82,11 @@ export class Launcher {
     private readonly pool?: InitPool,
   ) {}
 
-  /** Starts init for `job`; throws ShimError when the process cannot be created at all. */
-  launch(job: JobLaunch): LaunchedProcess {
+  /**
+   * Starts init for `job`, its output pipes read into `sinks` from the first byte; throws ShimError
+   * when the process cannot be created at all.
+   */
+  launch(job: JobLaunch, sinks: OutputSinks): LaunchedProcess {
     const { init: minimal, ...rest } = job;
     const spec = (unshareNetwork: boolean, slotted = false): Uint8Array<ArrayBuffer> => {
       const full: InitSpec = {
@@ -121,7 +124,7 @@ export class Launcher {
       throw e;
     }
     closeQuietly(this.shim, [init.specW]);
-    return this.#launched(init);
+    return this.#launched(init, sinks);
   }
 
   /** An init that will not get its job: killed, reaped, its descriptors closed. */
@@ -135,7 +138,7 @@ export class Launcher {
     init.initLog.destroy();
   }
 
-  #launched(init: InitProcess): LaunchedProcess {
+  #launched(init: InitProcess, sinks: OutputSinks): LaunchedProcess {
     const { pid, pidfd } = init;
     let released = false;
     return {
@@ -152,8 +155,8 @@ export class Launcher {
         if (!released) closeQuietly(this.shim, [pidfd]);
         released = true;
       },
-      stdout: openOutputPipe(init.outR),
-      stderr: openOutputPipe(init.errR),
+      stdout: openOutputPipe(init.outR, sinks.stdout),
+      stderr: openOutputPipe(init.errR, sinks.stderr),
       stdoutFd: init.outR,
       stderrFd: init.errR,
       started: Promise.all([init.status.closed, init.initLog.closed]).then(

@@ -28,19 +28,20 @@ let shared: Uint8Array | undefined;
 /** Receives a read's bytes; they are valid only until it returns (the buffer is reused). */
 export type OutputSink = (bytes: Uint8Array) => void;
 
-interface PipeState {
-  sink?: OutputSink;
-  /** Bytes read before a sink was set (copied, as the buffer is reused). */
-  early: Uint8Array[];
+/** Where a job's two pipes deliver their reads. */
+export interface OutputSinks {
+  stdout: OutputSink;
+  stderr: OutputSink;
 }
 
-const states = new WeakMap<net.Socket, PipeState>();
-
-/** Opens the read end `fd` of a job's output pipe. Reading starts at once; see {@link onOutput}. */
-export function openOutputPipe(fd: number): net.Socket {
-  const state: PipeState = { early: [] };
+/**
+ * Opens the read end `fd` of a job's output pipe with its sink: reading starts at once and every
+ * read goes to `sink`, in order, from the first (bytes written before the open wait in the pipe).
+ * The socket's `'close'` marks the end of the pipe.
+ */
+export function openOutputPipe(fd: number, sink: OutputSink): net.Socket {
   shared ??= new Uint8Array(READ_BYTES);
-  const socket = new net.Socket(
+  return new net.Socket(
     {
       fd,
       readable: true,
@@ -48,27 +49,10 @@ export function openOutputPipe(fd: number): net.Socket {
       onread: {
         buffer: shared,
         callback: (n: number, buffer: Uint8Array) => {
-          const bytes = buffer.subarray(0, n);
-          if (state.sink) state.sink(bytes);
-          else state.early.push(bytes.slice());
+          sink(buffer.subarray(0, n));
           return true;
         },
       },
     } as net.SocketConstructorOpts,
   );
-  states.set(socket, state);
-  return socket;
-}
-
-/**
- * Hands every read of `socket` (opened by {@link openOutputPipe}) to `sink`, first what was read
- * before this call, in order. The socket's `'close'` still marks the end of the pipe.
- */
-export function onOutput(socket: net.Socket, sink: OutputSink): void {
-  const state = states.get(socket);
-  if (!state) throw new TypeError("not an output pipe opened by openOutputPipe");
-  const early = state.early;
-  state.early = [];
-  for (const bytes of early) sink(bytes);
-  state.sink = sink;
 }

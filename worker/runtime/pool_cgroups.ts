@@ -18,10 +18,10 @@ export class PoolCgroups implements CgroupManager {
   }
 
   async create(jobId: string, limits: Limits): Promise<JobCgroup> {
-    const adopted = await this.pool.adopt(jobId, limits);
-    if (adopted !== undefined && !("adoptError" in adopted)) return adopted;
+    const adoption = await this.pool.adopt(jobId, limits);
+    if (adoption.kind === "adopted") return adoption.cgroup;
     const cgroup = await this.cgroups.create(jobId, limits);
-    if (adopted !== undefined) this.pool.adoptFailed(adopted);
+    if (adoption.kind === "failed") this.pool.adoptFailed(adoption.error);
     return cgroup;
   }
 

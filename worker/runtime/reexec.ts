@@ -19,7 +19,7 @@
  * ```
  */
 import type { LaunchedProcess } from "./launcher.ts";
-import { openOutputPipe } from "./output_pipe.ts";
+import { openOutputPipe, type OutputSinks } from "./output_pipe.ts";
 
 /** The environment variable naming the handover file in the new process. */
 export const HANDOVER_ENV = "JOBWORKER_HANDOVER";
@@ -171,9 +171,13 @@ export function execSelf(handoverPath: string, fds: readonly number[]): string {
   }
 }
 
-/** A job's first process as the new worker process re-attaches it. */
+/**
+ * A job's first process as the new worker process re-attaches it, its output pipes read into
+ * `sinks` from where the old process stopped reading.
+ */
 export function adoptedProcess(
   job: HandedJob,
+  sinks: OutputSinks,
   pidfdSignal: (pidfd: number, signal: number) => void,
   close: (fd: number) => void,
 ): LaunchedProcess {
@@ -181,8 +185,8 @@ export function adoptedProcess(
   return {
     pid: job.pid,
     pidfd: job.pidfd,
-    stdout: openOutputPipe(job.stdoutFd),
-    stderr: openOutputPipe(job.stderrFd),
+    stdout: openOutputPipe(job.stdoutFd, sinks.stdout),
+    stderr: openOutputPipe(job.stderrFd, sinks.stderr),
     stdoutFd: job.stdoutFd,
     stderrFd: job.stderrFd,
     pooled: false,

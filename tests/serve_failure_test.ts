@@ -1,0 +1,142 @@
+/**
+ * When serving cannot go on, `serve` shuts down as for a stop signal (worker/serve.ts): the
+ * 'shutting down' line says `reason: "serving failed"`, its jobs are stopped, its waiting inits and
+ * cgroups are gone, and it exits 1. Real worker process, provoked for real: a reload whose exec
+ * fails (the hand-over file cannot be made durable) after which the worker cannot listen again
+ * (its port was taken meanwhile).
+ *
+ * How: `<state>/handover.json` is made a FIFO once the worker listens. On SIGHUP the worker checks
+ * the new program, stops serving (its port is free from here), then blocks opening the FIFO for
+ * writing until this test opens it for reading. The test takes the port first, then reads. The
+ * worker's fsync of a FIFO fails (EINVAL), so the exec is called off; listening again on the
+ * configured port fails (EADDRINUSE), and that is "serving failed".
+ *
+ * Run: `deno test -A tests/serve_failure_test.ts` (as root).
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { makePki } from "./helpers/pki.ts";
+import { WorkerProcess } from "./helpers/worker.ts";
+import { clientFor } from "./helpers/clients.ts";
+import {
+  cgroupDirsNamed,
+  type HostProcess,
+  isAlive,
+  jobProcesses,
+  waitFor,
+} from "./helpers/host_procs.ts";
+import { linesWithMessage } from "./helpers/log_lines.ts";
+import { instanceDirName, instanceName } from "../worker/cgroups/paths.ts";
+
+const pki = await makePki();
+const POOL = 2;
+
+/** The worker's children waiting in its init pool (their command line carries `--pooled`). */
+function waitingInits(parent: number): HostProcess[] {
+  const found: HostProcess[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    let stat: string, cmdline: string;
+    try {
+      stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
+    } catch {
+      continue;
+    }
+    if (!cmdline.split("\0").includes("--pooled")) continue;
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(rest[1]) !== parent || rest[0] === "Z") continue;
+    found.push({ pid: Number(entry.name), startTime: rest[19]!, comm: "", nsPid: 1 });
+  }
+  return found;
+}
+
+/** A port free right now on 127.0.0.1 (the worker must listen on a fixed one to fail again). */
+function freePort(): number {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  return port;
+}
+
+Deno.test({
+  name: "serving that cannot go on shuts the worker down: reason logged, exit 1, nothing left",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const port = freePort();
+    const worker = await WorkerProcess.start({
+      certDir: pki.dir,
+      env: {
+        JOB_WORKER_ADDR: `127.0.0.1:${port}`,
+        LOG_FORMAT: "json",
+        JOB_WORKER_INIT_POOL: String(POOL),
+      },
+    });
+    const client = clientFor(pki.dir, worker.address);
+    let held: Deno.Listener | undefined;
+    try {
+      const instance = await instanceName(worker.stateDir);
+      const job = await client.createJob({ command: "sleep", args: ["300"] });
+      const procs = await waitFor("the job's process", () => {
+        const found = jobProcesses(job.id);
+        return found.length > 0 ? found : null;
+      });
+      const inits = await waitFor("the pool's waiting inits", () => {
+        const found = waitingInits(worker.process.pid);
+        return found.length === POOL ? found : null;
+      }, 60_000);
+      const parents = await cgroupDirsNamed([instanceDirName(instance)]);
+      assert.ok(parents.length > 0, "the worker's cgroups exist (so their absence later counts)");
+
+      const fifo = `${worker.stateDir}/handover.json`;
+      const made = await new Deno.Command("mkfifo", { args: ["-m", "600", fifo] }).output();
+      assert.ok(made.success, "mkfifo");
+      worker.process.kill("SIGHUP");
+      // Free once the worker stopped serving; it then waits in the FIFO's open for a reader.
+      held = await waitFor("the worker's port free", () => {
+        try {
+          return Deno.listen({ hostname: "127.0.0.1", port });
+        } catch {
+          return null;
+        }
+      }, 120_000);
+      const file = await Deno.open(fifo, { read: true });
+      const written = await new Response(file.readable).text();
+      assert.ok(written.includes(job.id), "the worker wrote its hand-over into the FIFO");
+
+      const status = await worker.exited;
+      const said = (msg: string) => linesWithMessage(worker.logs, msg);
+      // The exit can come before the last lines are read from its stderr.
+      await waitFor("the last log line", () => said("stopped after serving failed").length > 0)
+        .catch(() => {});
+      assert.equal(status.code, 1, worker.logs.join("\n"));
+      const execFailed = said("reload failed; serving on with the old program");
+      assert.equal(execFailed.length, 1);
+      assert.match(String(execFailed[0]!.fields.error), /os error 22/, "fsync of a FIFO: EINVAL");
+      const cannotServe = said("cannot serve any more: shutting down");
+      assert.equal(cannotServe.length, 1);
+      assert.match(String(cannotServe[0]!.fields.error), /EADDRINUSE/);
+      const shutdown = said("shutting down");
+      assert.equal(shutdown.length, 1);
+      assert.equal(shutdown[0]!.fields.reason, "serving failed");
+      assert.equal(shutdown[0]!.fields.signal, undefined, "no made-up signal");
+      assert.equal(said("stopped after serving failed").length, 1);
+      assert.equal(said("stopped").length, 0);
+
+      for (const p of [...procs, ...inits]) {
+        assert.equal(isAlive(p), false, `process ${p.pid} (${p.comm || "waiting init"}) is gone`);
+      }
+      assert.deepEqual(
+        await cgroupDirsNamed([instanceDirName(instance), job.id]),
+        [],
+        "no cgroup of the worker or its job is left",
+      );
+    } finally {
+      held?.close();
+      client.close();
+      await worker.stop();
+    }
+  },
+});
