@@ -69,7 +69,8 @@ static int unpack_exec_args(const char *argv_packed, int argc, const char *envp_
   return -ENOMEM;
 }
 
-static void reset_signals(void) {
+// Every disposition back to SIG_DFL, then `mask` as the signal mask.
+static void reset_signals(const sigset_t *mask) {
   struct sigaction dfl;
   memset(&dfl, 0, sizeof dfl);
   dfl.sa_handler = SIG_DFL;
@@ -82,9 +83,13 @@ static void reset_signals(void) {
       syscall(SYS_rt_sigaction, sig, kernel_sigaction, NULL, 64 / 8);  // the kernel sigset size
     }
   }
+  sigprocmask(SIG_SETMASK, mask, NULL);
+}
+
+static void reset_signals_unblocked(void) {
   sigset_t none;
   sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
+  reset_signals(&none);
 }
 
 // Writes "spawn <errno>" to fd so the parent learns why the child could not exec.
@@ -141,7 +146,7 @@ static void child(void *opaque) {
   // The job dies with the worker, even if the worker is killed: PID 1 of a PID namespace taking
   // every other process of the namespace with it.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  reset_signals();  // also unblocks what jw_spawn blocked around clone3
+  reset_signals_unblocked();  // also unblocks what jw_spawn blocked around clone3
   execve(a->path, a->argv, a->envp);
   int err = errno;
   if (nfds > 4) report_errno(4, err);
@@ -358,14 +363,16 @@ int jw_exec(const char *path, const char *argv_packed, int argc, const char *env
     return -err;
   }
   if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) return -errno;
-  reset_signals();
   if (exec_fd >= 0) {
+    // Blocked before their dispositions become SIG_DFL, so none is dropped on the way to jwinit.
     sigset_t forwarded;
     sigemptyset(&forwarded);
     for (int i = 0; i < JW_NFORWARDED; i++) sigaddset(&forwarded, jw_forwarded[i]);
     sigprocmask(SIG_BLOCK, &forwarded, NULL);
+    reset_signals(&forwarded);
     syscall(SYS_execveat, exec_fd, "", argv, envp, AT_EMPTY_PATH);
   } else {
+    reset_signals_unblocked();
     execve(path, argv, envp);
   }
   int err = errno;
