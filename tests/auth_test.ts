@@ -654,18 +654,31 @@ test("server identity: a server certificate for other.example/10.9.9.9 is refuse
   try {
     other = await WorkerProcess.start({ certDir: dir });
     liveWorkers.add(other);
-    for (const host of ["127.0.0.1", "localhost"]) {
-      const client = clientFor(dir, `${host}:${other.port}`, "admin");
-      try {
-        const f = await failure(`GetJobs at ${host}`, () => client.listJobs());
-        assert.equal(f.code, status.UNAVAILABLE, `${host}: ${codeName(f.code)}: ${f.details}`);
-        const c = await failure(
-          `CreateJob at ${host}`,
-          () => client.createJob({ command: "true" }),
-        );
-        assert.equal(c.code, status.UNAVAILABLE, `${host}: ${codeName(c.code)}: ${c.details}`);
-      } finally {
-        client.close();
+    const read = (file: string) => Deno.readTextFileSync(`${dir}/${file}`);
+    // Both transports: grpc-js, and the command line's own HTTP/2 client (its IP check is ours).
+    for (const transport of ["grpc-js", "http2"] as const) {
+      for (const host of ["127.0.0.1", "localhost"]) {
+        const client = transport === "http2"
+          ? JobClient.connect({
+            server: `${host}:${other.port}`,
+            caPem: read("ca-cert.pem"),
+            certPem: read("admin-client-cert.pem"),
+            keyPem: read("admin-client-key.pem"),
+            transport,
+          })
+          : clientFor(dir, `${host}:${other.port}`, "admin");
+        const at = `${host} (${transport})`;
+        try {
+          const f = await failure(`GetJobs at ${at}`, () => client.listJobs());
+          assert.equal(f.code, status.UNAVAILABLE, `${at}: ${codeName(f.code)}: ${f.details}`);
+          const c = await failure(
+            `CreateJob at ${at}`,
+            () => client.createJob({ command: "true" }),
+          );
+          assert.equal(c.code, status.UNAVAILABLE, `${at}: ${codeName(c.code)}: ${c.details}`);
+        } finally {
+          client.close();
+        }
       }
     }
     // Control: the same server and certificates without the name check work, so the refusal above

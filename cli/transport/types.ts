@@ -7,7 +7,10 @@
  * @module
  */
 
-/** Server name sent (SNI) when the target is an IP address, which TLS cannot carry as a name. */
+/**
+ * Server name the grpc-js transport sends (SNI) when the target is an IP address, which TLS cannot
+ * carry as a name (http2.ts sends none).
+ */
 export const IP_TARGET_SERVERNAME = "jobworker-server";
 
 /** One method of the service, as the generated service definition describes it. */
