@@ -38,6 +38,13 @@ const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const DEFAULT_WINDOW = 65_535;
 /** The most bytes waiting in the socket's write buffer before we call the server abusive. */
 const MAX_WRITE_BACKLOG = 4 * 1024 * 1024;
+/** The most frames of one header block (HEADERS and its CONTINUATIONs): 64 KiB needs 4 at most. */
+const MAX_BLOCK_FRAMES = 32;
+/**
+ * A stream's unread data is copied into blocks of this size: what it holds is its unread bytes
+ * (at most our window) plus one block, however small the server's DATA frames.
+ */
+const DATA_BLOCK_BYTES = 16 * 1024;
 
 /** How the session sends bytes and ends the connection. */
 export interface SessionIo {
@@ -84,7 +91,11 @@ export class H2Stream implements AsyncIterable<Uint8Array> {
   trailers: Headers | undefined;
   /** The code of an RST_STREAM the server sent, or REFUSED_STREAM for a stream its GOAWAY left. */
   rstCode: number | undefined;
+  /** Unread data in blocks that are full; then the block being filled from `#read` to `#filled`. */
   #queue: Uint8Array[] = [];
+  #block: Uint8Array | undefined;
+  #filled = 0;
+  #read = 0;
   #ended = false;
   #error: Error | undefined;
   #wake: (() => void) | undefined;
@@ -118,18 +129,54 @@ export class H2Stream implements AsyncIterable<Uint8Array> {
     else this.session.resetStream(this, code);
   }
 
-  /** @internal Response bytes arrived. */
+  /**
+   * @internal Response bytes arrived. They are copied: a view would keep the whole socket chunk
+   * it lies in, and a queue entry per DATA frame would cost an object per byte of 1-byte frames.
+   */
   push(bytes: Uint8Array): void {
     if (this.#ended) return;
-    if (bytes.length > 0) this.#queue.push(bytes);
+    for (let at = 0; at < bytes.length;) {
+      let block = this.#block;
+      if (!block || this.#filled === block.length) {
+        if (block && this.#read < this.#filled) {
+          this.#queue.push(block.subarray(this.#read, this.#filled));
+        }
+        block = this.#block = new Uint8Array(DATA_BLOCK_BYTES);
+        this.#filled = this.#read = 0;
+      }
+      const part = Math.min(bytes.length - at, block.length - this.#filled);
+      block.set(bytes.subarray(at, at + part), this.#filled);
+      this.#filled += part;
+      at += part;
+    }
     this.#notify();
   }
 
   /** @internal Drop what the consumer has not read; returns its size. */
   discard(): number {
-    const bytes = this.#queue.reduce((sum, chunk) => sum + chunk.length, 0);
+    const bytes = this.#queue.reduce((sum, chunk) => sum + chunk.length, this.#filled - this.#read);
     this.#queue = [];
+    this.#block = undefined;
+    this.#filled = this.#read = 0;
     return bytes;
+  }
+
+  /** @internal What the unread data holds: its chunks and the bytes of the buffers they keep. */
+  held(): { chunks: number; bytes: number } {
+    const buffers = new Set<ArrayBufferLike>(this.#queue.map((chunk) => chunk.buffer));
+    if (this.#block) buffers.add(this.#block.buffer);
+    let bytes = 0;
+    for (const buffer of buffers) bytes += buffer.byteLength;
+    return { chunks: this.#queue.length + (this.#filled > this.#read ? 1 : 0), bytes };
+  }
+
+  /** The next unread chunk, if any. */
+  #next(): Uint8Array | undefined {
+    const chunk = this.#queue.shift();
+    if (chunk || !this.#block || this.#read === this.#filled) return chunk;
+    const rest = this.#block.subarray(this.#read, this.#filled);
+    this.#read = this.#filled;
+    return rest;
   }
 
   /** @internal The stream is over: no more bytes will come. */
@@ -148,7 +195,7 @@ export class H2Stream implements AsyncIterable<Uint8Array> {
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
     for (;;) {
-      const chunk = this.#queue.shift();
+      const chunk = this.#next();
       if (chunk) {
         this.session.consumed(this, chunk.length);
         yield chunk;
@@ -252,7 +299,8 @@ export class H2Session {
       }
     } catch (err) {
       if (err instanceof H2ProtocolError) {
-        this.#write(goaway(this.#nextId - 2, err.code, err.message));
+        // The last stream id is the last one the server opened that we processed: none (no push).
+        this.#write(goaway(0, err.code, err.message));
         this.destroy(new Error(`HTTP/2 protocol error from the server: ${err.message}`));
       } else {
         this.destroy(err instanceof Error ? err : new Error(String(err)));
@@ -327,6 +375,8 @@ export class H2Session {
         return this.#headers(frame);
       case FrameType.PRIORITY:
         if (frame.streamId === 0) throw protocol("PRIORITY on stream 0");
+        // A stream error in RFC 9113 6.3, which section 5.4.1 lets us treat as the connection's.
+        if (frame.payload.length !== 5) throw frameSize("PRIORITY", frame);
         return;
       case FrameType.RST_STREAM:
         return this.#rstStream(frame);
@@ -399,6 +449,16 @@ export class H2Session {
     } else {
       if (!block || frame.streamId !== block.streamId) {
         throw protocol("CONTINUATION without a header block in progress on its stream");
+      }
+      // A flood of CONTINUATIONs, each too small to reach the size limit, is refused by count.
+      if (frame.payload.length === 0 && !(frame.flags & Flag.END_HEADERS)) {
+        throw protocol("an empty CONTINUATION without END_HEADERS");
+      }
+      if (block.parts.length >= MAX_BLOCK_FRAMES) {
+        throw new H2ProtocolError(
+          ErrorCode.ENHANCE_YOUR_CALM,
+          `a header block in more than ${MAX_BLOCK_FRAMES} frames`,
+        );
       }
       block.parts.push(frame.payload);
       block.size += frame.payload.length;
@@ -541,11 +601,11 @@ export class H2Session {
   /** Send what flow control allows of a stream's request body, then its END_STREAM. */
   #flush(stream: H2Stream): void {
     while (stream.pendingEnd && !this.#closed) {
-      const n = Math.min(
-        stream.pending.length,
-        stream.sendWindow,
-        this.#sendWindow,
-        this.#peerMaxFrame,
+      // A SETTINGS that lowers the initial window can make a stream's window negative: send
+      // nothing (never a negative count, which would grow the windows) until it is positive.
+      const n = Math.max(
+        0,
+        Math.min(stream.pending.length, stream.sendWindow, this.#sendWindow, this.#peerMaxFrame),
       );
       if (n <= 0 && stream.pending.length > 0) return; // wait for WINDOW_UPDATE
       const part = stream.pending.subarray(0, n);
