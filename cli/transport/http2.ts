@@ -225,7 +225,8 @@ export class Http2Transport implements RpcTransport {
     const session = new H2Session({
       write: (bytes) => void socket.write(bytes),
       backlog: () => socket.writableLength,
-      close: () => socket.end(),
+      // Our FIN after the GOAWAY, then the socket closed: not left half-open until the server's.
+      close: () => void socket.end(() => socket.destroy()),
     }, { windowBytes: WINDOW_BYTES });
     const connection: Connection = { session, socket, secure: false };
     const forget = () => {
