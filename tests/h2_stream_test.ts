@@ -5,8 +5,8 @@
  * the windows fill and must be given back); unary calls share the connection; a cancelled
  * stream leaves the connection usable; a TLS server that does not choose h2 is refused; after a
  * protocol error the socket is closed once our GOAWAY is out, not left half-open. (Deadlines,
- * dropped connections and TLS failures through
- * this transport: tests/cli_e2e_test.ts and tests/auth_test.ts, which run the command line.)
+ * dropped connections and TLS failures through this transport: tests/cli_e2e_test.ts and
+ * tests/auth_test.ts, which run the command line.)
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
