@@ -9,10 +9,17 @@
  * through the {@linkcode SessionIo} it is given, so the transport owns the TLS connection.
  *
  * The server is untrusted input. What it can make us hold is bounded: a frame by the 16 KiB we
- * allow, a header block by the header list size we advertise, the unread data of the connection
- * by our flow-control window (data beyond it is a FLOW_CONTROL_ERROR), and what we write for it
- * (PING and SETTINGS acknowledgements) by a cap on the socket's write buffer. A protocol
- * violation ends the connection with a GOAWAY saying why, and fails every call with the reason.
+ * allow; a header block by the header list size we advertise and by 32 frames (an empty
+ * CONTINUATION without END_HEADERS is refused at once: the CONTINUATION flood); HPACK's table by
+ * its 4096 bytes and its integers by 2^28 in at most 5 continuation bytes (hpack.ts); the unread
+ * data of the connection by our flow-control window (data beyond it is a FLOW_CONTROL_ERROR),
+ * copied into 16 KiB blocks so that it holds its bytes plus one block per stream however small
+ * the DATA frames (a view of each frame would keep its whole socket chunk, and an entry each);
+ * and what we write for it (PING and SETTINGS acknowledgements) by a cap on the socket's write
+ * buffer. Our sends never go below a window, even one a SETTINGS made negative. A protocol
+ * violation (a frame of the wrong size included) ends the connection with a GOAWAY saying why,
+ * whose last stream id is 0 (we process no stream the server opens: push is disabled), then the
+ * connection ({@linkcode SessionIo.close}); every call fails with the reason.
  *
  * @module
  */
@@ -52,7 +59,7 @@ export interface SessionIo {
   write(bytes: Uint8Array): void;
   /** Bytes written but not yet sent. */
   backlog(): number;
-  /** End the connection (after what was written). */
+  /** End the connection once what was written is sent: close it, do not leave it half-open. */
   close(): void;
 }
 
