@@ -483,3 +483,23 @@ Deno.test("session: many tiny DATA frames to a paused reader hold their bytes pl
   assert.ok(body.subarray(0, frames).every((b) => b === 7));
   assert.ok(body.subarray(frames).every((b, i) => b === i % 251));
 });
+
+Deno.test("session: DATA frames each alone in a large socket chunk keep views only within the unread bytes plus a slack", () => {
+  const { peer, stream } = Peer.withCall();
+  peer.send(FrameType.HEADERS, Flag.END_HEADERS, 1, OK_HEADERS);
+  // 512 socket chunks of about 64 KiB, each a 4 KiB DATA frame and 60 KiB of frames of an unknown
+  // type (ignored, and outside flow control): a view of each payload would keep 32 MiB for 2 MiB.
+  const filler = encodeFrame(0xfa, 0, 0, new Uint8Array(15_000));
+  const payload = new Uint8Array(4096).fill(3);
+  for (let i = 0; i < 512; i++) {
+    peer.session.receive(
+      concatBytes([encodeFrame(FrameType.DATA, 0, 1, payload), filler, filler, filler, filler]),
+    );
+  }
+  assert.equal(peer.closed, false);
+  const unread = 512 * 4096;
+  const held = stream.held();
+  // The unread bytes, the 256 KiB slack, one socket chunk beyond it, and one block.
+  const bound = unread + 256 * 1024 + 64 * 1024 + 16 * 1024;
+  assert.ok(held.bytes <= bound, `held ${held.bytes} bytes for ${unread} unread`);
+});

@@ -13,8 +13,10 @@
  * CONTINUATION without END_HEADERS is refused at once: the CONTINUATION flood); HPACK's table by
  * its 4096 bytes and its integers by 2^28 in at most 5 continuation bytes (hpack.ts); the unread
  * data of the connection by our flow-control window (data beyond it is a FLOW_CONTROL_ERROR),
- * copied into 16 KiB blocks so that it holds its bytes plus one block per stream however small
- * the DATA frames (a view of each frame would keep its whole socket chunk, and an entry each);
+ * and the memory it takes by that window plus a small constant per stream however the server
+ * cuts its DATA frames: payloads of 4 KiB or more stay views of their socket chunks only while
+ * the chunks so kept stay within the unread bytes in views plus 256 KiB, others are copied into
+ * 16 KiB blocks (a view of every frame would keep its whole socket chunk, and an entry each);
  * and what we write for it (PING and SETTINGS acknowledgements) by a cap on the socket's write
  * buffer. Our sends never go below a window, even one a SETTINGS made negative. A protocol
  * violation (a frame of the wrong size included) ends the connection with a GOAWAY saying why,
@@ -47,11 +49,16 @@ const DEFAULT_WINDOW = 65_535;
 const MAX_WRITE_BACKLOG = 4 * 1024 * 1024;
 /** The most frames of one header block (HEADERS and its CONTINUATIONs): 64 KiB needs 4 at most. */
 const MAX_BLOCK_FRAMES = 32;
-/**
- * A stream's unread data is copied into blocks of this size: what it holds is its unread bytes
- * (at most our window) plus one block, however small the server's DATA frames.
- */
+/** Small DATA payloads are copied into blocks of this size (an entry per run of them). */
 const DATA_BLOCK_BYTES = 16 * 1024;
+/** A DATA payload this large may be kept as a view of its socket chunk (no copy)... */
+const DATA_VIEW_BYTES = 4 * 1024;
+/**
+ * ... while the socket chunks a stream's views keep stay within its unread bytes plus this;
+ * beyond, payloads are copied. So a stream holds at most our window plus this, a socket chunk
+ * and a block, however the server cuts its DATA frames and pads its chunks.
+ */
+const PIN_SLACK_BYTES = 256 * 1024;
 
 /** How the session sends bytes and ends the connection. */
 export interface SessionIo {
@@ -98,11 +105,18 @@ export class H2Stream implements AsyncIterable<Uint8Array> {
   trailers: Headers | undefined;
   /** The code of an RST_STREAM the server sent, or REFUSED_STREAM for a stream its GOAWAY left. */
   rstCode: number | undefined;
-  /** Unread data in blocks that are full; then the block being filled from `#read` to `#filled`. */
+  /** Unread data: views and copies; then the block being filled, from `#read` to `#filled`. */
   #queue: Uint8Array[] = [];
   #block: Uint8Array | undefined;
   #filled = 0;
   #read = 0;
+  /** Bytes not yet read. */
+  #unread = 0;
+  /** The socket chunks the views in `#queue` keep: how many views each, and their total size. */
+  #pinned = new Map<ArrayBufferLike, number>();
+  #pinnedBytes = 0;
+  /** The unread bytes in views. */
+  #viewed = 0;
   #ended = false;
   #error: Error | undefined;
   #wake: (() => void) | undefined;
@@ -137,11 +151,31 @@ export class H2Stream implements AsyncIterable<Uint8Array> {
   }
 
   /**
-   * @internal Response bytes arrived. They are copied: a view would keep the whole socket chunk
-   * it lies in, and a queue entry per DATA frame would cost an object per byte of 1-byte frames.
+   * @internal Response bytes arrived. A large payload is kept as a view while the socket chunks
+   * kept stay within the unread bytes in views plus a slack; any other is copied into a block
+   * (so a copy is paid only for small payloads, or when a view would keep too much): a view of
+   * each small frame would keep its socket chunk, and an entry each, for a byte or two.
    */
   push(bytes: Uint8Array): void {
     if (this.#ended) return;
+    this.#unread += bytes.length;
+    const buffer = bytes.buffer;
+    const views = this.#pinned.get(buffer);
+    if (
+      bytes.length >= DATA_VIEW_BYTES &&
+      (views !== undefined ||
+        this.#pinnedBytes + buffer.byteLength <= this.#viewed + bytes.length + PIN_SLACK_BYTES)
+    ) {
+      if (this.#block && this.#read < this.#filled) { // what came before it goes first
+        this.#queue.push(this.#block.subarray(this.#read, this.#filled));
+        this.#read = this.#filled;
+      }
+      this.#queue.push(bytes);
+      this.#viewed += bytes.length;
+      this.#pinned.set(buffer, (views ?? 0) + 1);
+      if (views === undefined) this.#pinnedBytes += buffer.byteLength;
+      return this.#notify();
+    }
     for (let at = 0; at < bytes.length;) {
       let block = this.#block;
       if (!block || this.#filled === block.length) {
@@ -161,10 +195,12 @@ export class H2Stream implements AsyncIterable<Uint8Array> {
 
   /** @internal Drop what the consumer has not read; returns its size. */
   discard(): number {
-    const bytes = this.#queue.reduce((sum, chunk) => sum + chunk.length, this.#filled - this.#read);
+    const bytes = this.#unread;
     this.#queue = [];
     this.#block = undefined;
     this.#filled = this.#read = 0;
+    this.#unread = this.#viewed = this.#pinnedBytes = 0;
+    this.#pinned.clear();
     return bytes;
   }
 
@@ -179,11 +215,20 @@ export class H2Stream implements AsyncIterable<Uint8Array> {
 
   /** The next unread chunk, if any. */
   #next(): Uint8Array | undefined {
-    const chunk = this.#queue.shift();
-    if (chunk || !this.#block || this.#read === this.#filled) return chunk;
-    const rest = this.#block.subarray(this.#read, this.#filled);
-    this.#read = this.#filled;
-    return rest;
+    let chunk = this.#queue.shift();
+    if (chunk) {
+      const views = this.#pinned.get(chunk.buffer);
+      if (views !== undefined) this.#viewed -= chunk.length;
+      if (views === 1) {
+        this.#pinned.delete(chunk.buffer);
+        this.#pinnedBytes -= chunk.buffer.byteLength;
+      } else if (views !== undefined) this.#pinned.set(chunk.buffer, views - 1);
+    } else if (this.#block && this.#read < this.#filled) {
+      chunk = this.#block.subarray(this.#read, this.#filled);
+      this.#read = this.#filled;
+    }
+    if (chunk) this.#unread -= chunk.length;
+    return chunk;
   }
 
   /** @internal The stream is over: no more bytes will come. */
