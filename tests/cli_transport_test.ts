@@ -1,11 +1,12 @@
 /**
  * Unit tests of the command line's own gRPC transport (cli/transport/http2.ts): message framing
- * however the body is cut into chunks, the size cap, compressed messages refused, and the
- * `grpc-timeout` header. The transport against a real worker is covered by the CLI end-to-end
+ * however the body is cut into chunks, the size cap, compressed messages refused, what a body
+ * sent a byte at a time holds, and the `grpc-timeout` header. The transport against a real worker is covered by the CLI end-to-end
  * tests (every command, TLS failures, dropped connections, reloads) and tests/h2_stream_test.ts;
  * its HTTP/2 client (cli/transport/h2/) by tests/h2_hpack_test.ts and tests/h2_session_test.ts.
  */
 import assert from "node:assert/strict";
+import { ByteQueue } from "../cli/transport/h2/byte_queue.ts";
 import { frame, grpcTimeout, MessageReader } from "../cli/transport/http2.ts";
 import { RpcError } from "../cli/transport/types.ts";
 import { concatBytes } from "./helpers/process.ts";
@@ -48,4 +49,32 @@ Deno.test("grpcTimeout: at most 8 digits, in the smallest unit that fits", () =>
   assert.equal(grpcTimeout(99_999_999), "99999999m");
   assert.equal(grpcTimeout(100_000_000), "100000S");
   assert.equal(grpcTimeout(7 * 24 * 3600 * 1000), "604800S");
+});
+
+Deno.test("ByteQueue: bytes pushed one at a time are held in 16 KiB blocks, not an entry each; larger chunks as they came", () => {
+  const queue = new ByteQueue();
+  const n = 100_000;
+  for (let i = 0; i < n; i++) queue.push(Uint8Array.of(i % 251));
+  assert.equal(queue.length, n);
+  assert.ok(queue.chunks <= Math.ceil(n / (16 * 1024)), `${queue.chunks} entries for ${n} bytes`);
+  const big = Uint8Array.from({ length: 5000 }, (_, i) => i % 7);
+  queue.push(big);
+  queue.push(Uint8Array.of(1, 2));
+  assert.equal(queue.take(3).join(), "0,1,2");
+  const rest = queue.take(n - 3);
+  assert.ok(rest.every((b, i) => b === (i + 3) % 251));
+  const whole = queue.take(5000);
+  assert.equal(whole.buffer, big.buffer); // kept, not copied
+  assert.equal(queue.take(2).join(), "1,2");
+  assert.equal(queue.length, 0);
+});
+
+Deno.test("MessageReader: a message sent a byte at a time arrives whole", () => {
+  const message = Uint8Array.from({ length: 70_000 }, (_, i) => (i * 13) % 256);
+  const body = frame(message);
+  const reader = new MessageReader();
+  const got: Uint8Array[] = [];
+  for (let i = 0; i < body.length; i++) got.push(...reader.push(body.slice(i, i + 1)));
+  assert.deepEqual(got.map((m) => [...m]), [[...message]]);
+  assert.equal(reader.pending, false);
 });

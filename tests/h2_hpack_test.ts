@@ -158,6 +158,11 @@ Deno.test("hpack: hostile header blocks are refused with a reason", () => {
   rejects(hex("80"), C, /index 0/);
   rejects(hex("be"), C, /index 62 beyond/); // dynamic table empty
   rejects(hex("ff80808080808001"), C, /too large/); // an integer without end in sight
+  // Zero-valued continuation bytes without end: refused before the shift makes the value NaN
+  // (a table size update to NaN would have disabled eviction).
+  rejects(hex("3f" + "80".repeat(150) + "00"), C, /too many continuation bytes/);
+  rejects(hex("3f" + "80".repeat(5) + "00"), C, /too many continuation bytes/);
+  assert.deepEqual(decodeInteger(hex("1f8080808000"), 0, 5), [31, 6]); // 5 continuations: fine
   rejects(hex("ff"), C, /ends inside an integer/);
   rejects(hex("0005616263"), C, /longer than its header block/); // name says 5, 3 follow
   rejects(hex("3fe21f"), C, /update to 4097, above the 4096 allowed/);

@@ -93,11 +93,12 @@ async function drain(stream: H2Stream): Promise<Uint8Array> {
 }
 
 /** The GOAWAY the client sent last, or undefined. */
-function goawayOf(frames: Frame[]): { code: number; debug: string } | undefined {
+function goawayOf(frames: Frame[]): { last: number; code: number; debug: string } | undefined {
   const frame = frames.findLast((f) => f.type === FrameType.GOAWAY);
   if (!frame) return undefined;
   const view = new DataView(frame.payload.buffer, frame.payload.byteOffset);
   return {
+    last: view.getUint32(0),
     code: view.getUint32(4),
     debug: new TextDecoder().decode(frame.payload.subarray(8)),
   };
@@ -231,9 +232,14 @@ Deno.test("session: a request is HEADERS then DATA with END_STREAM; a response i
 
 Deno.test("session: a frame inside a header block is a connection error: GOAWAY PROTOCOL_ERROR, the call fails saying why", async () => {
   const { peer, stream } = Peer.withCall();
+  peer.session.request([[":path", "/y"]], new Uint8Array(0)); // stream 3
   peer.send(FrameType.HEADERS, 0, 1, OK_HEADERS.subarray(0, 2)); // no END_HEADERS
   peer.send(FrameType.PING, 0, 0, new Uint8Array(8));
-  assert.deepEqual(goawayOf(peer.sent())?.code, ErrorCode.PROTOCOL_ERROR);
+  const goaway = goawayOf(peer.sent());
+  assert.equal(goaway?.code, ErrorCode.PROTOCOL_ERROR);
+  // Its last stream id names the server-opened streams we processed: none (push is disabled),
+  // not our own last stream.
+  assert.equal(goaway?.last, 0);
   assert.equal(peer.closed, true);
   await assert.rejects(
     drain(stream),
@@ -388,4 +394,112 @@ Deno.test("session: what a hostile server cannot do: grow a header block without
     assert.equal(peer.closed, true);
     await assert.rejects(drain(stream), /does not read what we send/);
   }
+});
+
+Deno.test("session: a CONTINUATION flood is refused by count: empty ones without END_HEADERS at once, small ones past 32 frames", async () => {
+  {
+    const { peer, stream } = Peer.withCall();
+    peer.send(FrameType.HEADERS, 0, 1, OK_HEADERS.subarray(0, 1));
+    peer.send(FrameType.CONTINUATION, 0, 1, new Uint8Array(0));
+    assert.equal(goawayOf(peer.sent())?.code, ErrorCode.PROTOCOL_ERROR);
+    await assert.rejects(drain(stream), /empty CONTINUATION without END_HEADERS/);
+  }
+  {
+    // A block may come in small pieces, up to 32 frames in all.
+    const { peer, stream } = Peer.withCall();
+    const block = encodeHeaders([[":status", "200"], ["x-pad", "p".repeat(40)]]);
+    assert.ok(block.length > 32);
+    peer.send(FrameType.HEADERS, 0, 1, block.subarray(0, 1));
+    for (let at = 1; at < 31; at++) {
+      peer.send(FrameType.CONTINUATION, 0, 1, block.subarray(at, at + 1));
+    }
+    peer.send(FrameType.CONTINUATION, Flag.END_HEADERS, 1, block.subarray(31));
+    assert.equal(peer.closed, false);
+    assert.equal(stream.headers?.["x-pad"], "p".repeat(40));
+  }
+  {
+    const { peer, stream } = Peer.withCall();
+    peer.send(FrameType.HEADERS, 0, 1, OK_HEADERS.subarray(0, 1));
+    for (let i = 0; i < 31; i++) peer.send(FrameType.CONTINUATION, 0, 1, new Uint8Array(1));
+    assert.equal(peer.closed, false);
+    peer.send(FrameType.CONTINUATION, 0, 1, new Uint8Array(1));
+    assert.equal(goawayOf(peer.sent())?.code, ErrorCode.ENHANCE_YOUR_CALM);
+    await assert.rejects(drain(stream), /header block in more than 32 frames/);
+  }
+});
+
+Deno.test("session: a PRIORITY frame of other than 5 bytes is a FRAME_SIZE_ERROR", async () => {
+  const { peer, stream } = Peer.withCall();
+  peer.send(FrameType.PRIORITY, 0, 1, new Uint8Array(5));
+  assert.equal(peer.closed, false);
+  peer.send(FrameType.PRIORITY, 0, 1, new Uint8Array(4));
+  assert.equal(goawayOf(peer.sent())?.code, ErrorCode.FRAME_SIZE_ERROR);
+  await assert.rejects(drain(stream), /PRIORITY of 4 bytes/);
+});
+
+Deno.test("session: a SETTINGS lowering the initial window below what was sent: nothing more is sent until the window is positive again", () => {
+  const peer = new Peer();
+  peer.settings([[Setting.INITIAL_WINDOW_SIZE, 10]]);
+  peer.sent();
+  peer.session.request([[":path", "/big"]], new Uint8Array(25));
+  const data = () => peer.sent().filter((f) => f.type === FrameType.DATA);
+  assert.deepEqual(data().map((f) => f.payload.length), [10]);
+  peer.settings([[Setting.INITIAL_WINDOW_SIZE, 0]]); // the stream's window is now -10
+  peer.send(FrameType.WINDOW_UPDATE, 0, 1, u32(10)); // back to 0
+  assert.deepEqual(data(), []);
+  peer.send(FrameType.WINDOW_UPDATE, 0, 1, u32(5));
+  assert.deepEqual(data().map((f) => [f.payload.length, f.flags]), [[5, 0]]);
+  peer.send(FrameType.WINDOW_UPDATE, 0, 1, u32(100));
+  assert.deepEqual(data().map((f) => [f.payload.length, f.flags]), [[10, Flag.END_STREAM]]);
+  // The connection window was only spent by what was sent (10 + 5 + 10 of 65,535).
+  const second = peer.session.request([[":path", "/more"]], new Uint8Array(65_535));
+  peer.send(FrameType.WINDOW_UPDATE, 0, 3, u32(70_000));
+  assert.equal(data().reduce((sum, f) => sum + f.payload.length, 0), 65_535 - 25);
+  assert.equal(second.closed, false);
+});
+
+Deno.test("session: many tiny DATA frames to a paused reader hold their bytes plus a block, not a buffer or an object each", async () => {
+  const { peer, stream } = Peer.withCall();
+  peer.send(FrameType.HEADERS, Flag.END_HEADERS, 1, OK_HEADERS);
+  // 256 Ki DATA frames of 1 byte, arriving in socket chunks of 64 KiB (each its own buffer).
+  const frames = 256 * 1024;
+  const one = encodeFrame(FrameType.DATA, 0, 1, new Uint8Array([7]));
+  const wire = new Uint8Array(frames * one.length);
+  for (let i = 0; i < frames; i++) wire.set(one, i * one.length);
+  for (let at = 0; at < wire.length; at += 64 * 1024) {
+    peer.session.receive(wire.slice(at, at + 64 * 1024));
+  }
+  assert.equal(peer.closed, false);
+  const held = stream.held();
+  // What is held is the unread bytes plus at most one block being filled (16 KiB), in chunks of
+  // 16 KiB: not the 2.5 MiB of socket chunks, nor an entry per frame.
+  assert.ok(held.bytes <= frames + 16 * 1024, `held ${held.bytes} bytes for ${frames} unread`);
+  assert.ok(held.chunks <= frames / (16 * 1024) + 1, `held ${held.chunks} chunks`);
+  // And the bytes are all there, in order, with mixed sizes in between.
+  peer.send(FrameType.DATA, 0, 1, Uint8Array.from({ length: 10_000 }, (_, i) => i % 251));
+  peer.send(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, 1, OK_TRAILERS);
+  const body = await drain(stream);
+  assert.equal(body.length, frames + 10_000);
+  assert.ok(body.subarray(0, frames).every((b) => b === 7));
+  assert.ok(body.subarray(frames).every((b, i) => b === i % 251));
+});
+
+Deno.test("session: DATA frames each alone in a large socket chunk keep views only within twice the unread bytes plus a slack", () => {
+  const { peer, stream } = Peer.withCall();
+  peer.send(FrameType.HEADERS, Flag.END_HEADERS, 1, OK_HEADERS);
+  // 512 socket chunks of about 64 KiB, each a 4 KiB DATA frame and 60 KiB of frames of an unknown
+  // type (ignored, and outside flow control): a view of each payload would keep 32 MiB for 2 MiB.
+  const filler = encodeFrame(0xfa, 0, 0, new Uint8Array(15_000));
+  const payload = new Uint8Array(4096).fill(3);
+  for (let i = 0; i < 512; i++) {
+    peer.session.receive(
+      concatBytes([encodeFrame(FrameType.DATA, 0, 1, payload), filler, filler, filler, filler]),
+    );
+  }
+  assert.equal(peer.closed, false);
+  const unread = 512 * 4096;
+  const held = stream.held();
+  // Twice the unread bytes, the 256 KiB slack, one socket chunk beyond it, and one block.
+  const bound = 2 * unread + 256 * 1024 + 64 * 1024 + 16 * 1024;
+  assert.ok(held.bytes <= bound, `held ${held.bytes} bytes for ${unread} unread`);
 });

@@ -3,8 +3,10 @@
  * real worker over mutual TLS: a job's output three times our 8 MiB flow-control window arrives
  * byte-exact while the job writes and again once it has ended, with a consumer that pauses (so
  * the windows fill and must be given back); unary calls share the connection; a cancelled
- * stream leaves the connection usable; a TLS server that does not choose h2 is refused. (Deadlines, dropped connections and TLS failures through
- * this transport: tests/cli_e2e_test.ts and tests/auth_test.ts, which run the command line.)
+ * stream leaves the connection usable; a TLS server that does not choose h2 is refused; after a
+ * protocol error the socket is closed once our GOAWAY is out, not left half-open. (Deadlines,
+ * dropped connections and TLS failures through this transport: tests/cli_e2e_test.ts and
+ * tests/auth_test.ts, which run the command line.)
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -12,6 +14,7 @@ import { JobClient } from "../cli/client.ts";
 import { Status } from "../cli/status.ts";
 import { jobworker } from "../proto/service.ts";
 import { makePki } from "./helpers/pki.ts";
+import { concatBytes } from "./helpers/process.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 
 const MiB = 1024 * 1024;
@@ -140,6 +143,86 @@ Deno.test({
         return true;
       });
     } finally {
+      other.close();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "h2 client: after a protocol error the connection is closed, not left half-open until the server's FIN",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { createServer } = await import("node:tls");
+    const { encodeFrame, ErrorCode, FrameReader, FrameType } = await import(
+      "../cli/transport/h2/frames.ts"
+    );
+    const received: Uint8Array[] = [];
+    const sockets: { destroy(): void }[] = [];
+    const gone = Promise.withResolvers<void>();
+    // A server that sends a bad frame, then never closes: after the client's FIN it keeps
+    // writing, which only a client that closed its socket (not just its side) answers with RST.
+    const server = createServer({
+      key: read("server-key.pem"),
+      cert: read("server-cert.pem"),
+      ca: read("ca-cert.pem"),
+      requestCert: true,
+      minVersion: "TLSv1.3",
+      ALPNProtocols: ["h2"],
+      allowHalfOpen: true,
+    }, (socket) => {
+      sockets.push(socket);
+      socket.on("error", () => {});
+      socket.on("data", (chunk: Uint8Array) => void received.push(chunk));
+      socket.once("data", () => {
+        socket.write(encodeFrame(FrameType.SETTINGS, 0, 0));
+        socket.write(encodeFrame(FrameType.PRIORITY, 0, 1, new Uint8Array(4)));
+      });
+      socket.on("end", () => {
+        const timer = setInterval(
+          () => socket.write(encodeFrame(FrameType.PING, 0, 0, new Uint8Array(8))),
+          20,
+        );
+        socket.on("close", () => {
+          clearInterval(timer);
+          gone.resolve();
+        });
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as { port: number }).port;
+    const other = JobClient.connect({
+      server: `127.0.0.1:${port}`,
+      caPem: read("ca-cert.pem"),
+      certPem: read("admin-client-cert.pem"),
+      keyPem: read("admin-client-key.pem"),
+      transport: "http2",
+      callTimeoutMs: 5000,
+    });
+    let guard: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await assert.rejects(other.listJobs(), (e: { code: number; message: string }) => {
+        assert.equal(e.code, Status.UNAVAILABLE, e.message);
+        assert.match(e.message, /PRIORITY of 4 bytes/);
+        return true;
+      });
+      // A hang guard only: without the fix the connection stays open as long as the server's.
+      const hang = new Promise<string>((resolve) => {
+        guard = setTimeout(() => resolve("still open"), 10_000);
+      });
+      assert.equal(await Promise.race([gone.promise.then(() => "closed"), hang]), "closed");
+      // And the GOAWAY saying why went out before the socket closed.
+      const frames = new FrameReader().push(concatBytes(received).subarray(24));
+      const goaway = frames.find((f) => f.type === FrameType.GOAWAY);
+      assert.equal(
+        goaway && new DataView(goaway.payload.buffer, goaway.payload.byteOffset).getUint32(4),
+        ErrorCode.FRAME_SIZE_ERROR,
+      );
+    } finally {
+      clearTimeout(guard);
       other.close();
       for (const socket of sockets) socket.destroy();
       await new Promise((resolve) => server.close(resolve));

@@ -21,6 +21,7 @@
  */
 import type { TLSSocket } from "node:tls";
 import { Status } from "../status.ts";
+import { ByteQueue } from "./h2/byte_queue.ts";
 import { ErrorCode } from "./h2/frames.ts";
 import { H2Session, type H2Stream, type Headers } from "./h2/session.ts";
 import { RpcError, type RpcMethod, type RpcTransport, type TransportSettings } from "./types.ts";
@@ -100,20 +101,18 @@ function statusOf(headers: Headers): { code: number; details: string } | undefin
  * message, so a large message (a page of jobs) costs one copy, not one per HTTP/2 frame.
  */
 export class MessageReader {
-  #chunks: Uint8Array[] = [];
-  #length = 0;
+  readonly #bytes = new ByteQueue();
   /** Length of the message whose prefix was read, or -1 while waiting for a prefix. */
   #expected = -1;
 
   /** Feed bytes; returns the messages now complete. */
   push(bytes: Uint8Array): Uint8Array[] {
-    this.#chunks.push(bytes);
-    this.#length += bytes.length;
+    this.#bytes.push(bytes);
     const messages: Uint8Array[] = [];
     for (;;) {
       if (this.#expected < 0) {
-        if (this.#length < 5) break;
-        const prefix = this.#take(5);
+        if (this.#bytes.length < 5) break;
+        const prefix = this.#bytes.take(5);
         const view = new DataView(prefix.buffer, prefix.byteOffset, 5);
         if (view.getUint8(0) !== 0) {
           throw new RpcError(Status.INTERNAL, "the server sent a compressed message unasked");
@@ -127,8 +126,8 @@ export class MessageReader {
         }
         this.#expected = length;
       }
-      if (this.#length < this.#expected) break;
-      messages.push(this.#take(this.#expected));
+      if (this.#bytes.length < this.#expected) break;
+      messages.push(this.#bytes.take(this.#expected));
       this.#expected = -1;
     }
     return messages;
@@ -136,31 +135,7 @@ export class MessageReader {
 
   /** Whether a message was cut off by the end of the body. */
   get pending(): boolean {
-    return this.#length > 0 || this.#expected >= 0;
-  }
-
-  /** The next `n` bytes (n <= the bytes held), copied only when they span chunks. */
-  #take(n: number): Uint8Array {
-    const first = this.#chunks[0];
-    let out: Uint8Array;
-    if (first && first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.#chunks.shift();
-      else this.#chunks[0] = first.subarray(n);
-    } else {
-      out = new Uint8Array(n);
-      let filled = 0;
-      while (filled < n) {
-        const chunk = this.#chunks[0]!;
-        const part = Math.min(chunk.length, n - filled);
-        out.set(chunk.subarray(0, part), filled);
-        filled += part;
-        if (part === chunk.length) this.#chunks.shift();
-        else this.#chunks[0] = chunk.subarray(part);
-      }
-    }
-    this.#length -= n;
-    return out;
+    return this.#bytes.length > 0 || this.#expected >= 0;
   }
 }
 
@@ -247,7 +222,8 @@ export class Http2Transport implements RpcTransport {
     const session = new H2Session({
       write: (bytes) => void socket.write(bytes),
       backlog: () => socket.writableLength,
-      close: () => socket.end(),
+      // Our FIN after the GOAWAY, then the socket closed: not left half-open until the server's.
+      close: () => void socket.end(() => socket.destroy()),
     }, { windowBytes: WINDOW_BYTES });
     const connection: Connection = { session, socket, secure: false };
     const forget = () => {

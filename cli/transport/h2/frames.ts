@@ -6,6 +6,8 @@
  * @module
  */
 
+import { ByteQueue } from "./byte_queue.ts";
+
 /** Frame types (RFC 9113 section 6); others are ignored (section 4.1). */
 export const FrameType = {
   DATA: 0x0,
@@ -103,23 +105,19 @@ export function encodeFrame(
  * than `maxFrameSize` (what we advertised) is a connection error before any of it is buffered.
  */
 export class FrameReader {
-  #chunks: Uint8Array[] = [];
-  #length = 0;
+  readonly #bytes = new ByteQueue();
   #header: { length: number; type: number; flags: number; streamId: number } | undefined;
 
   constructor(readonly maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE) {}
 
   /** Feed bytes; returns the frames now complete. */
   push(bytes: Uint8Array): Frame[] {
-    if (bytes.length > 0) {
-      this.#chunks.push(bytes);
-      this.#length += bytes.length;
-    }
+    this.#bytes.push(bytes);
     const frames: Frame[] = [];
     for (;;) {
       if (!this.#header) {
-        if (this.#length < FRAME_HEADER_BYTES) break;
-        const h = this.#take(FRAME_HEADER_BYTES);
+        if (this.#bytes.length < FRAME_HEADER_BYTES) break;
+        const h = this.#bytes.take(FRAME_HEADER_BYTES);
         const view = new DataView(h.buffer, h.byteOffset, FRAME_HEADER_BYTES);
         const length = view.getUint32(0) >>> 8;
         if (length > this.maxFrameSize) {
@@ -135,37 +133,12 @@ export class FrameReader {
           streamId: view.getUint32(5) & MAX_WINDOW,
         };
       }
-      if (this.#length < this.#header.length) break;
+      if (this.#bytes.length < this.#header.length) break;
       const { length, type, flags, streamId } = this.#header;
-      frames.push({ type, flags, streamId, payload: this.#take(length) });
+      frames.push({ type, flags, streamId, payload: this.#bytes.take(length) });
       this.#header = undefined;
     }
     return frames;
-  }
-
-  /** The next `n` bytes (n <= the bytes held), copied only when they span chunks. */
-  #take(n: number): Uint8Array {
-    const first = this.#chunks[0];
-    let out: Uint8Array;
-    if (n === 0) return new Uint8Array(0);
-    if (first && first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.#chunks.shift();
-      else this.#chunks[0] = first.subarray(n);
-    } else {
-      out = new Uint8Array(n);
-      let filled = 0;
-      while (filled < n) {
-        const chunk = this.#chunks[0]!;
-        const part = Math.min(chunk.length, n - filled);
-        out.set(chunk.subarray(0, part), filled);
-        filled += part;
-        if (part === chunk.length) this.#chunks.shift();
-        else this.#chunks[0] = chunk.subarray(part);
-      }
-    }
-    this.#length -= n;
-    return out;
   }
 }
 

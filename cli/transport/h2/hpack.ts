@@ -213,13 +213,17 @@ export function decodeInteger(
   if (pos >= bytes.length) throw bad("a header block ends inside an integer");
   let value = bytes[pos++]! & mask;
   if (value < mask) return [value, pos];
-  for (let shift = 0;; shift += 7) {
+  // MAX_INTEGER needs at most 5 continuation bytes (shifts 0 to 28); a sixth, even of zero bits
+  // (0x80), is refused: unbounded, the shift would reach 1024 and the value NaN, which no
+  // comparison refuses.
+  for (let shift = 0; shift <= 28; shift += 7) {
     if (pos >= bytes.length) throw bad("a header block ends inside an integer");
     const byte = bytes[pos++]!;
     value += (byte & 0x7f) * 2 ** shift;
     if (value > MAX_INTEGER) throw bad("an integer too large in a header block");
     if ((byte & 0x80) === 0) return [value, pos];
   }
+  throw bad("an integer too large in a header block (too many continuation bytes)");
 }
 
 /** A string literal (RFC 7541 section 5.2), Huffman-decoded if flagged. */

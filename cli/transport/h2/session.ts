@@ -9,10 +9,20 @@
  * through the {@linkcode SessionIo} it is given, so the transport owns the TLS connection.
  *
  * The server is untrusted input. What it can make us hold is bounded: a frame by the 16 KiB we
- * allow, a header block by the header list size we advertise, the unread data of the connection
- * by our flow-control window (data beyond it is a FLOW_CONTROL_ERROR), and what we write for it
- * (PING and SETTINGS acknowledgements) by a cap on the socket's write buffer. A protocol
- * violation ends the connection with a GOAWAY saying why, and fails every call with the reason.
+ * allow; a header block by the header list size we advertise and by 32 frames (an empty
+ * CONTINUATION without END_HEADERS is refused at once: the CONTINUATION flood); HPACK's table by
+ * its 4096 bytes and its integers by 2^28 in at most 5 continuation bytes (hpack.ts); the unread
+ * data of the connection by our flow-control window (data beyond it is a FLOW_CONTROL_ERROR),
+ * and the memory it takes by twice that window plus a small constant per stream however the
+ * server cuts its DATA frames: payloads of 4 KiB or more stay views of their socket chunks only
+ * while the chunks so kept stay within twice the unread bytes in views plus 256 KiB, others are
+ * copied into
+ * 16 KiB blocks (a view of every frame would keep its whole socket chunk, and an entry each);
+ * and what we write for it (PING and SETTINGS acknowledgements) by a cap on the socket's write
+ * buffer. Our sends never go below a window, even one a SETTINGS made negative. A protocol
+ * violation (a frame of the wrong size included) ends the connection with a GOAWAY saying why,
+ * whose last stream id is 0 (we process no stream the server opens: push is disabled), then the
+ * connection ({@linkcode SessionIo.close}); every call fails with the reason.
  *
  * @module
  */
@@ -38,6 +48,20 @@ const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const DEFAULT_WINDOW = 65_535;
 /** The most bytes waiting in the socket's write buffer before we call the server abusive. */
 const MAX_WRITE_BACKLOG = 4 * 1024 * 1024;
+/** The most frames of one header block (HEADERS and its CONTINUATIONs): 64 KiB needs 4 at most. */
+const MAX_BLOCK_FRAMES = 32;
+/** Small DATA payloads are copied into blocks of this size (an entry per run of them). */
+const DATA_BLOCK_BYTES = 16 * 1024;
+/** A DATA payload this large may be kept as a view of its socket chunk (no copy)... */
+const DATA_VIEW_BYTES = 4 * 1024;
+/**
+ * ... while the socket chunks a stream's views keep stay within twice its unread bytes in views
+ * plus this; beyond, payloads are copied. So a stream holds at most twice our window plus this,
+ * a socket chunk and a block, however the server cuts its DATA frames and pads its chunks. (Not
+ * once the window: frames straddle socket chunks, so a chunk's views cover about 3/4 of it, and
+ * copying what a tighter bound refuses cost about 0.5 s of CPU per GiB streamed, some 12%.)
+ */
+const PIN_SLACK_BYTES = 256 * 1024;
 
 /** How the session sends bytes and ends the connection. */
 export interface SessionIo {
@@ -45,7 +69,7 @@ export interface SessionIo {
   write(bytes: Uint8Array): void;
   /** Bytes written but not yet sent. */
   backlog(): number;
-  /** End the connection (after what was written). */
+  /** End the connection once what was written is sent: close it, do not leave it half-open. */
   close(): void;
 }
 
@@ -84,7 +108,18 @@ export class H2Stream implements AsyncIterable<Uint8Array> {
   trailers: Headers | undefined;
   /** The code of an RST_STREAM the server sent, or REFUSED_STREAM for a stream its GOAWAY left. */
   rstCode: number | undefined;
+  /** Unread data: views and copies; then the block being filled, from `#read` to `#filled`. */
   #queue: Uint8Array[] = [];
+  #block: Uint8Array | undefined;
+  #filled = 0;
+  #read = 0;
+  /** Bytes not yet read. */
+  #unread = 0;
+  /** The socket chunks the views in `#queue` keep: how many views each, and their total size. */
+  #pinned = new Map<ArrayBufferLike, number>();
+  #pinnedBytes = 0;
+  /** The unread bytes in views. */
+  #viewed = 0;
   #ended = false;
   #error: Error | undefined;
   #wake: (() => void) | undefined;
@@ -118,18 +153,86 @@ export class H2Stream implements AsyncIterable<Uint8Array> {
     else this.session.resetStream(this, code);
   }
 
-  /** @internal Response bytes arrived. */
+  /**
+   * @internal Response bytes arrived. A large payload is kept as a view while the socket chunks
+   * kept stay within twice the unread bytes in views plus a slack; any other is copied into a block
+   * (so a copy is paid only for small payloads, or when a view would keep too much): a view of
+   * each small frame would keep its socket chunk, and an entry each, for a byte or two.
+   */
   push(bytes: Uint8Array): void {
     if (this.#ended) return;
-    if (bytes.length > 0) this.#queue.push(bytes);
+    this.#unread += bytes.length;
+    const buffer = bytes.buffer;
+    const views = this.#pinned.get(buffer);
+    if (
+      bytes.length >= DATA_VIEW_BYTES &&
+      (views !== undefined ||
+        this.#pinnedBytes + buffer.byteLength <=
+          2 * (this.#viewed + bytes.length) + PIN_SLACK_BYTES)
+    ) {
+      if (this.#block && this.#read < this.#filled) { // what came before it goes first
+        this.#queue.push(this.#block.subarray(this.#read, this.#filled));
+        this.#read = this.#filled;
+      }
+      this.#queue.push(bytes);
+      this.#viewed += bytes.length;
+      this.#pinned.set(buffer, (views ?? 0) + 1);
+      if (views === undefined) this.#pinnedBytes += buffer.byteLength;
+      return this.#notify();
+    }
+    for (let at = 0; at < bytes.length;) {
+      let block = this.#block;
+      if (!block || this.#filled === block.length) {
+        if (block && this.#read < this.#filled) {
+          this.#queue.push(block.subarray(this.#read, this.#filled));
+        }
+        block = this.#block = new Uint8Array(DATA_BLOCK_BYTES);
+        this.#filled = this.#read = 0;
+      }
+      const part = Math.min(bytes.length - at, block.length - this.#filled);
+      block.set(bytes.subarray(at, at + part), this.#filled);
+      this.#filled += part;
+      at += part;
+    }
     this.#notify();
   }
 
   /** @internal Drop what the consumer has not read; returns its size. */
   discard(): number {
-    const bytes = this.#queue.reduce((sum, chunk) => sum + chunk.length, 0);
+    const bytes = this.#unread;
     this.#queue = [];
+    this.#block = undefined;
+    this.#filled = this.#read = 0;
+    this.#unread = this.#viewed = this.#pinnedBytes = 0;
+    this.#pinned.clear();
     return bytes;
+  }
+
+  /** @internal What the unread data holds: its chunks and the bytes of the buffers they keep. */
+  held(): { chunks: number; bytes: number } {
+    const buffers = new Set<ArrayBufferLike>(this.#queue.map((chunk) => chunk.buffer));
+    if (this.#block) buffers.add(this.#block.buffer);
+    let bytes = 0;
+    for (const buffer of buffers) bytes += buffer.byteLength;
+    return { chunks: this.#queue.length + (this.#filled > this.#read ? 1 : 0), bytes };
+  }
+
+  /** The next unread chunk, if any. */
+  #next(): Uint8Array | undefined {
+    let chunk = this.#queue.shift();
+    if (chunk) {
+      const views = this.#pinned.get(chunk.buffer);
+      if (views !== undefined) this.#viewed -= chunk.length;
+      if (views === 1) {
+        this.#pinned.delete(chunk.buffer);
+        this.#pinnedBytes -= chunk.buffer.byteLength;
+      } else if (views !== undefined) this.#pinned.set(chunk.buffer, views - 1);
+    } else if (this.#block && this.#read < this.#filled) {
+      chunk = this.#block.subarray(this.#read, this.#filled);
+      this.#read = this.#filled;
+    }
+    if (chunk) this.#unread -= chunk.length;
+    return chunk;
   }
 
   /** @internal The stream is over: no more bytes will come. */
@@ -148,7 +251,7 @@ export class H2Stream implements AsyncIterable<Uint8Array> {
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
     for (;;) {
-      const chunk = this.#queue.shift();
+      const chunk = this.#next();
       if (chunk) {
         this.session.consumed(this, chunk.length);
         yield chunk;
@@ -252,7 +355,8 @@ export class H2Session {
       }
     } catch (err) {
       if (err instanceof H2ProtocolError) {
-        this.#write(goaway(this.#nextId - 2, err.code, err.message));
+        // The last stream id is the last one the server opened that we processed: none (no push).
+        this.#write(goaway(0, err.code, err.message));
         this.destroy(new Error(`HTTP/2 protocol error from the server: ${err.message}`));
       } else {
         this.destroy(err instanceof Error ? err : new Error(String(err)));
@@ -327,6 +431,8 @@ export class H2Session {
         return this.#headers(frame);
       case FrameType.PRIORITY:
         if (frame.streamId === 0) throw protocol("PRIORITY on stream 0");
+        // A stream error in RFC 9113 6.3, which section 5.4.1 lets us treat as the connection's.
+        if (frame.payload.length !== 5) throw frameSize("PRIORITY", frame);
         return;
       case FrameType.RST_STREAM:
         return this.#rstStream(frame);
@@ -399,6 +505,16 @@ export class H2Session {
     } else {
       if (!block || frame.streamId !== block.streamId) {
         throw protocol("CONTINUATION without a header block in progress on its stream");
+      }
+      // A flood of CONTINUATIONs, each too small to reach the size limit, is refused by count.
+      if (frame.payload.length === 0 && !(frame.flags & Flag.END_HEADERS)) {
+        throw protocol("an empty CONTINUATION without END_HEADERS");
+      }
+      if (block.parts.length >= MAX_BLOCK_FRAMES) {
+        throw new H2ProtocolError(
+          ErrorCode.ENHANCE_YOUR_CALM,
+          `a header block in more than ${MAX_BLOCK_FRAMES} frames`,
+        );
       }
       block.parts.push(frame.payload);
       block.size += frame.payload.length;
@@ -541,11 +657,11 @@ export class H2Session {
   /** Send what flow control allows of a stream's request body, then its END_STREAM. */
   #flush(stream: H2Stream): void {
     while (stream.pendingEnd && !this.#closed) {
-      const n = Math.min(
-        stream.pending.length,
-        stream.sendWindow,
-        this.#sendWindow,
-        this.#peerMaxFrame,
+      // A SETTINGS that lowers the initial window can make a stream's window negative: send
+      // nothing (never a negative count, which would grow the windows) until it is positive.
+      const n = Math.max(
+        0,
+        Math.min(stream.pending.length, stream.sendWindow, this.#sendWindow, this.#peerMaxFrame),
       );
       if (n <= 0 && stream.pending.length > 0) return; // wait for WINDOW_UPDATE
       const part = stream.pending.subarray(0, n);
