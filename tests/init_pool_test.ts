@@ -20,12 +20,17 @@ import type { JobClient } from "../cli/client.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
-import { isAlive, jobProcesses, waitFor } from "./helpers/host_procs.ts";
+import {
+  cgroupDirsNamed,
+  isAlive,
+  jobProcesses,
+  waitFor,
+  waitingInits,
+} from "./helpers/host_procs.ts";
 import { retrying } from "./helpers/reload.ts";
 import { unless, withSkip } from "./helpers/skip.ts";
 import { cgroupLayout } from "../worker/cgroups/layout.ts";
 import { cgroupDir, instanceName } from "../worker/cgroups/paths.ts";
-import { cgroupDirsNamed } from "./helpers/cgroup_probe.ts";
 
 const S = jobworker.JobStatus;
 const POOL = 3;
@@ -50,7 +55,7 @@ function killLeftWorkers(): void {
       w.process.kill("SIGKILL");
     } catch { /* gone */ }
   }
-  const trees = left.flatMap((w) => cgroupDirsNamed(`jobworker-${instances.get(w)}`));
+  const trees = left.flatMap((w) => cgroupDirsNamed([`jobworker-${instances.get(w)}`]));
   const deadline = Date.now() + 10_000;
   const pause = new Int32Array(new SharedArrayBuffer(4));
   for (let dirs = treeDirs(trees); dirs.length > 0; dirs = treeDirs(trees)) {
@@ -201,21 +206,6 @@ function stateOf(proc: Proc): string | null {
   if (stat === null) return null;
   const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return rest[19] === proc.startTime ? rest[0]! : null;
-}
-
-/** Live (not zombie) waiting inits anywhere on the host whose parent is `parent`. */
-function waitingInits(parent: number): Proc[] {
-  const found: Proc[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    const stat = readOrNull(`/proc/${entry.name}/stat`);
-    const cmdline = readOrNull(`/proc/${entry.name}/cmdline`);
-    if (stat === null || cmdline === null || !cmdline.split("\0").includes("--pooled")) continue;
-    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (Number(rest[1]) !== parent || rest[0] === "Z") continue;
-    found.push({ pid: Number(entry.name), startTime: rest[19]! });
-  }
-  return found;
 }
 
 /** Every pooled init of this file's workers (by their state directories), whoever its parent. */
@@ -619,7 +609,7 @@ test("after a reload the worker's figures match what happened: jobs kept, pooled
     );
     assert.ok(dropped.procs.length > 0);
     await waitFor("the job without a record gone", () => dropped.procs.every((p) => !isAlive(p)));
-    await waitFor("its cgroup removed", () => cgroupDirsNamed(dropped.id).length === 0);
+    await waitFor("its cgroup removed", () => cgroupDirsNamed([dropped.id]).length === 0);
     for (const { id, procs } of kept) {
       assert.ok(procs.length > 0);
       for (const p of procs) assert.ok(isAlive(p), `job ${id}'s process ${p.pid} lives on`);
