@@ -1,7 +1,8 @@
 /**
  * Looking at a job from the host: its processes (host pids, found through the job's cgroup in
  * /proc/<pid>/cgroup), whether they still live, cgroup directories named after job ids, a worker's
- * waiting pool inits. Independent of the product's code: only /proc and /sys.
+ * waiting pool inits and the descriptors a process holds. Independent of the product's code: only
+ * /proc and /sys.
  */
 
 /** A host process, identified by pid and start time (so a reused pid is not mistaken for it). */
@@ -165,4 +166,33 @@ export function waitingInits(parent: number): ProcessId[] {
     found.push({ pid, startTime: rest[19] ?? "" });
   }
   return found;
+}
+
+/** A descriptor a process holds: what it points at and, for a pidfd, its process. */
+export interface HeldFd {
+  fd: number;
+  /** The link in /proc/<pid>/fd: `pipe:[inode]`, `anon_inode:[pidfd]`, a path... */
+  target: string;
+  /** For a pidfd: the pid it refers to, -1 once that process has been reaped. */
+  pidfdOf?: number;
+}
+
+/** Every descriptor `pid` holds now (those closed while this reads are left out). */
+export function heldFds(pid: number): HeldFd[] {
+  const held: HeldFd[] = [];
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    let target: string;
+    try {
+      target = Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`);
+    } catch {
+      continue;
+    }
+    const fd: HeldFd = { fd: Number(entry.name), target };
+    if (target === "anon_inode:[pidfd]") {
+      const of = /^Pid:\s+(-?\d+)$/m.exec(readOrNull(`/proc/${pid}/fdinfo/${entry.name}`) ?? "");
+      if (of) fd.pidfdOf = Number(of[1]);
+    }
+    held.push(fd);
+  }
+  return held;
 }
