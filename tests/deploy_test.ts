@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import { makePki } from "./helpers/pki.ts";
 import { hasProgram, unless, withSkip } from "./helpers/skip.ts";
 import { jobworker } from "../proto/service.ts";
+import { freePort } from "./helpers/free_port.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -25,13 +26,6 @@ async function sh(args: string[], env: Record<string, string> = {}) {
   }).output();
   const d = new TextDecoder();
   return { code: o.code, out: d.decode(o.stdout) + d.decode(o.stderr) };
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
 }
 
 const SSH = unless(

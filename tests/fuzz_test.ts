@@ -64,7 +64,7 @@ Deno.test({
         }
       }
       assert.deepEqual(jobIds.flatMap((id) => jobProcesses(id)), [], "job processes left");
-      assert.deepEqual(await cgroupDirsNamed(jobIds), [], "job cgroups left");
+      assert.deepEqual(cgroupDirsNamed(jobIds), [], "job cgroups left");
       for (const raw of raws) raw.close();
       await delay(1000);
       await poolFull(worker.process.pid);

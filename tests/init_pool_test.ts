@@ -20,12 +20,18 @@ import type { JobClient } from "../cli/client.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
-import { isAlive, jobProcesses, waitFor } from "./helpers/host_procs.ts";
+import {
+  cgroupDirsNamed,
+  heldFds,
+  isAlive,
+  jobProcesses,
+  waitFor,
+  waitingInits,
+} from "./helpers/host_procs.ts";
 import { retrying } from "./helpers/reload.ts";
 import { unless, withSkip } from "./helpers/skip.ts";
 import { cgroupLayout } from "../worker/cgroups/layout.ts";
 import { cgroupDir, instanceName } from "../worker/cgroups/paths.ts";
-import { cgroupDirsNamed } from "./helpers/cgroup_probe.ts";
 
 const S = jobworker.JobStatus;
 const POOL = 3;
@@ -50,7 +56,7 @@ function killLeftWorkers(): void {
       w.process.kill("SIGKILL");
     } catch { /* gone */ }
   }
-  const trees = left.flatMap((w) => cgroupDirsNamed(`jobworker-${instances.get(w)}`));
+  const trees = left.flatMap((w) => cgroupDirsNamed([`jobworker-${instances.get(w)}`]));
   const deadline = Date.now() + 10_000;
   const pause = new Int32Array(new SharedArrayBuffer(4));
   for (let dirs = treeDirs(trees); dirs.length > 0; dirs = treeDirs(trees)) {
@@ -201,21 +207,6 @@ function stateOf(proc: Proc): string | null {
   if (stat === null) return null;
   const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return rest[19] === proc.startTime ? rest[0]! : null;
-}
-
-/** Live (not zombie) waiting inits anywhere on the host whose parent is `parent`. */
-function waitingInits(parent: number): Proc[] {
-  const found: Proc[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    const stat = readOrNull(`/proc/${entry.name}/stat`);
-    const cmdline = readOrNull(`/proc/${entry.name}/cmdline`);
-    if (stat === null || cmdline === null || !cmdline.split("\0").includes("--pooled")) continue;
-    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (Number(rest[1]) !== parent || rest[0] === "Z") continue;
-    found.push({ pid: Number(entry.name), startTime: rest[19]! });
-  }
-  return found;
 }
 
 /** Every pooled init of this file's workers (by their state directories), whoever its parent. */
@@ -566,7 +557,8 @@ test("a reload empties the pool before its exec, then refills it; jobs go on", a
 test("after a reload the worker's figures match what happened: jobs kept, pooled starts", async () => {
   // jobsKept in the reloaded worker's 'listening' line counts the jobs it adopted: not one that
   // was handed over but has no record any more (deleted here behind the worker's back), which is
-  // stopped and leaves nothing. Pooled starts (the metric, each job's 'pooled') are checked
+  // stopped and leaves nothing: no process, no cgroup, and no descriptor in the worker (its
+  // pipes, its pidfd once reaped). Pooled starts (the metric, each job's 'pooled') are checked
   // against the processes that really waited in the pool.
   const w = await startWorker();
   const c = clientFor(pki.dir, w.address);
@@ -597,6 +589,18 @@ test("after a reload the worker's figures match what happened: jobs kept, pooled
     assert.deepEqual(await starts(), { pool: 4, fresh: 0 });
     old = await poolFull(w);
     const dropped = kept.pop()!;
+    // What the worker holds of it: the pipes it shares with the job's processes, its pidfd.
+    const pipesOf = (pid: number) =>
+      new Set(heldFds(pid).map((f) => f.target).filter((t) => t.startsWith("pipe:")));
+    const jobPipes = new Set(dropped.procs.flatMap((p) => [...pipesOf(p.pid)]));
+    const droppedPids = new Set(dropped.procs.map((p) => p.pid));
+    const heldOfDropped = () =>
+      heldFds(w.process.pid).filter((f) =>
+        jobPipes.has(f.target) || (f.pidfdOf !== undefined && droppedPids.has(f.pidfdOf))
+      );
+    const before = heldOfDropped();
+    assert.ok(before.some((f) => f.target.startsWith("pipe:")), "the worker reads the job's pipes");
+    assert.ok(before.some((f) => f.pidfdOf !== undefined), "the worker holds the job's pidfd");
     const db = new DatabaseSync(`${w.stateDir}/jobs.db`);
     try {
       db.exec("PRAGMA busy_timeout = 10000");
@@ -619,7 +623,11 @@ test("after a reload the worker's figures match what happened: jobs kept, pooled
     );
     assert.ok(dropped.procs.length > 0);
     await waitFor("the job without a record gone", () => dropped.procs.every((p) => !isAlive(p)));
-    await waitFor("its cgroup removed", () => cgroupDirsNamed(dropped.id).length === 0);
+    await waitFor("its cgroup removed", () => cgroupDirsNamed([dropped.id]).length === 0);
+    // Its pidfd is closed before the cgroup's removal starts: no pidfd of a reaped process is
+    // left (-1), none of its pipes either.
+    assert.deepEqual(heldOfDropped(), [], "descriptors of the job without a record left open");
+    assert.deepEqual(heldFds(w.process.pid).filter((f) => f.pidfdOf === -1), []);
     for (const { id, procs } of kept) {
       assert.ok(procs.length > 0);
       for (const p of procs) assert.ok(isAlive(p), `job ${id}'s process ${p.pid} lives on`);

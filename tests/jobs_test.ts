@@ -25,6 +25,7 @@ import {
   jobProcesses,
   waitFor,
 } from "./helpers/host_procs.ts";
+import { freePort } from "./helpers/free_port.ts";
 
 const S = jobworker.JobStatus;
 const STOP_GRACE_S = 2;
@@ -220,13 +221,6 @@ function assertGone(procs: HostProcess[], what: string): void {
   );
 }
 
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  return port;
-}
-
 /** Parses `ps -eo pid,comm` output. */
 function psLines(text: string): { pid: number; comm: string }[] {
   return text.trim().split("\n").slice(1).map((line) => {
@@ -404,7 +398,7 @@ test("StopJob of a job with children: STOPPED, and nothing of it left on the hos
   // The cgroup check of the last test can see job cgroups: this one exists now.
   // One directory in the unified tree (v2), one per controller hierarchy (v1: at least pids,
   // memory and cpu).
-  const dirs = await cgroupDirsNamed([job.id]);
+  const dirs = cgroupDirsNamed([job.id]);
   const v2 = cgroupRoots()[0] === "/sys/fs/cgroup";
   assert.ok(v2 ? dirs.length === 1 : dirs.length >= 3, `job cgroups while running: ${dirs}`);
 
@@ -412,7 +406,7 @@ test("StopJob of a job with children: STOPPED, and nothing of it left on the hos
   assert.equal(stopped.status, S.STOPPED);
   assert.match(stopped.reason, /stop/i);
   assertGone(procs, "after StopJob returned");
-  assert.deepEqual(await cgroupDirsNamed([job.id]), [], "the job's cgroup is left");
+  assert.deepEqual(cgroupDirsNamed([job.id]), [], "the job's cgroup is left");
 });
 
 test("StopJob of jobs ignoring SIGTERM: SIGKILL after the grace, STOPPED, exitCode -1", async () => {
@@ -751,7 +745,7 @@ test("second worker: an oversized message is refused; SIGTERM stops every job, e
     assertGone(procs, "after the worker exited");
     // The stubborn job needed the whole CLEANUP_TIMEOUT before its SIGKILL.
     assert.ok(took >= 2000 - 10, `shutdown took only ${took} ms`);
-    assert.deepEqual(await cgroupDirsNamed([children.id, stubborn.id]), []);
+    assert.deepEqual(cgroupDirsNamed([children.id, stubborn.id]), []);
   } finally {
     c2.close();
     if (liveWorkers.has(second)) {
@@ -785,7 +779,7 @@ test("after all jobs ended: the worker exits 0 and no cgroup of any job is left"
     const running = jobs.filter((j) => !isEnded(j));
     assert.deepEqual(running.map((j) => `${j.command} ${(j.args ?? []).join(" ")}`), []);
     assert.ok(jobIds.size >= 20, `only ${jobIds.size} jobs recorded`);
-    assert.deepEqual(await cgroupDirsNamed(jobIds), [], "job cgroups left");
+    assert.deepEqual(cgroupDirsNamed(jobIds), [], "job cgroups left");
   } finally {
     client.close();
     for (const s of INTERRUPTS) Deno.removeSignalListener(s, onInterrupt);
@@ -794,13 +788,13 @@ test("after all jobs ended: the worker exits 0 and no cgroup of any job is left"
     await pki.remove();
   }
   assert.equal(exit.code, 0);
-  assert.deepEqual(await cgroupDirsNamed(jobIds), [], "job cgroups left after the worker exited");
+  assert.deepEqual(cgroupDirsNamed(jobIds), [], "job cgroups left after the worker exited");
 });
 
 test("a stopped worker leaves no jobworker-<instance> cgroup directory behind", async () => {
   const names = [...instanceNames].filter(Boolean).map((i) => `jobworker-${i}`);
   assert.equal(names.length, 2, "instance names not found in the workers' logs");
-  const left = await cgroupDirsNamed(names);
+  const left = cgroupDirsNamed(names);
   // Clean up after the check either way, so this file leaves nothing behind.
   for (const dir of left) await Deno.remove(dir).catch(() => {});
   assert.deepEqual(left, [], "instance cgroup directories left after the worker exited");

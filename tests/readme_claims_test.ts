@@ -25,6 +25,7 @@ import {
 } from "./helpers/host_procs.ts";
 import { TextLineStream } from "./helpers/lines.ts";
 import { UNDER_UML } from "./helpers/machine.ts";
+import { freePort } from "./helpers/free_port.ts";
 
 const S = jobworker.JobStatus;
 const MiB = 1024 * 1024;
@@ -39,7 +40,7 @@ const test = (name: string, fn: () => Promise<void>) =>
 /** A worker with `env` and `args` for the length of `fn`, stopped (and checked exit 0) after. */
 async function withWorker(
   options: { env?: Record<string, string>; args?: string[]; stateDir?: string },
-  fn: (client: JobClient, worker: WorkerProcess) => Promise<void>,
+  fn: (client: JobClient, worker: WorkerProcess) => Promise<void> | void,
 ): Promise<void> {
   const worker = await WorkerProcess.start({ certDir: pki.dir, ...options });
   const client = clientFor(pki.dir, worker.address);
@@ -65,7 +66,7 @@ async function run(client: JobClient, req: jobworker.ICreateJobReq) {
 
 /** The first of the job's cgroup directories whose path includes `hierarchy` and holds `file`. */
 async function cgroupFile(jobId: string, file: string): Promise<string> {
-  for (const dir of await cgroupDirsNamed([jobId])) {
+  for (const dir of cgroupDirsNamed([jobId])) {
     try {
       return (await Deno.readTextFile(`${dir}/${file}`)).trim();
     } catch {
@@ -335,8 +336,8 @@ test("a SIGKILLed worker takes its jobs with it (PDEATHSIG), before any cleanup 
     // No worker runs now, so nothing but the kernel can end them.
     await waitFor("the job's processes to die", () => procs.every((p) => !isAlive(p)), 20_000);
     // The next worker on the same state directory removes the job's cgroups.
-    await withWorker({ stateDir }, async () => {
-      assert.deepEqual(await cgroupDirsNamed([job.id]), []);
+    await withWorker({ stateDir }, () => {
+      assert.deepEqual(cgroupDirsNamed([job.id]), []);
     });
   } finally {
     await Deno.remove(stateDir, { recursive: true });
@@ -377,7 +378,7 @@ test("a stop during init ends the job STOPPED once its command runs, leaving not
         assert.equal(end.status, S.STOPPED, end.reason);
         if (job !== undefined) assert.equal(job.id, caught);
         assert.deepEqual(jobProcesses(caught), []);
-        assert.deepEqual(await cgroupDirsNamed([caught]), []);
+        assert.deepEqual(cgroupDirsNamed([caught]), []);
       } else {
         const job = await created;
         await client.stopJob(job.id, { force: true });
@@ -477,11 +478,3 @@ test("a full state directory (4 MiB tmpfs) ends a job's output log, not the work
     await Deno.remove(stateDir, { recursive: true });
   }
 });
-
-/** A TCP port nobody listens on right now. */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}

@@ -16,16 +16,10 @@ import { ApiCalls } from "./helpers/api_calls.ts";
 import { clientFor } from "./helpers/clients.ts";
 import { jobProcesses, waitFor } from "./helpers/host_procs.ts";
 import { isCounterPrefix, retrying, streamResuming, WRITER } from "./helpers/reload.ts";
+import { freePort } from "./helpers/free_port.ts";
 
 const S = jobworker.JobStatus;
 const pki = await makePki();
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 const worker = await WorkerProcess.start({
   certDir: pki.dir,

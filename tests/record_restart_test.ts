@@ -164,7 +164,7 @@ test("kill -9 with 20 jobs writing: every record back, output exact, running one
       const followed = await collectOutput(second.client, id);
       assert.equal(followed.bytes.length, bytes.length);
     }
-    assert.deepEqual(await cgroupDirsNamed(writers), [], "no cgroup of the jobs left");
+    assert.deepEqual(cgroupDirsNamed(writers), [], "no cgroup of the jobs left");
     const again = await second.api.createJob({ command: "true", requestId: "restart-key" });
     assert.equal(again.id, keyed.id, "requestId survives the restart");
     await rejectsWith(

@@ -10,7 +10,7 @@ import type { JobClient } from "../cli/client.ts";
 import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
-import { cgroupDirsNamed, cgroupVersion } from "./helpers/cgroup_probe.ts";
+import { cgroupDirsNamed, cgroupVersion } from "./helpers/host_procs.ts";
 
 const { JobStatus } = jobworker;
 const MiB = 1024 * 1024;
@@ -198,7 +198,7 @@ test("a fork bomb at maxPids=64 stays at 64, the host is unaffected, the job can
   assert.equal(other.status, JobStatus.COMPLETED, "another job still runs beside the bomb");
   const stopped = await client.stopJob(job.id, { graceSeconds: 1 });
   assert.equal(stopped.status, JobStatus.STOPPED);
-  assert.deepEqual(cgroupDirsNamed(job.id), []);
+  assert.deepEqual(cgroupDirsNamed([job.id]), []);
 });
 
 test("GetJob shows the limits in force, defaults resolved", async () => {
@@ -222,7 +222,7 @@ test("many jobs leave no cgroup behind", async () => {
     for (const job of jobs) jobIds.push(job.id);
     await Promise.all(jobs.map((job) => waitEnded(job.id)));
   }
-  const leftovers = jobIds.flatMap(cgroupDirsNamed);
+  const leftovers = cgroupDirsNamed(jobIds);
   assert.deepEqual(leftovers, [], "every job's cgroup is removed, OOM-killed and stopped ones too");
 });
 
@@ -256,7 +256,7 @@ test("job cgroups left by a killed worker are removed by the next one", async ()
     const firstClient = clientFor(pki.dir, first.address);
     const job = await firstClient.createJob({ command: "sleep", args: ["1000"] });
     firstClient.close();
-    assert.notDeepEqual(cgroupDirsNamed(job.id), []);
+    assert.notDeepEqual(cgroupDirsNamed([job.id]), []);
     await first.stop("SIGKILL");
     // The job dies with the worker (PDEATHSIG on its PID 1); its cgroup stays until cleaned up.
     const second = await WorkerProcess.start({ certDir: pki.dir, stateDir });
@@ -265,7 +265,7 @@ test("job cgroups left by a killed worker are removed by the next one", async ()
         second.logs.some((l) => l.includes("removed job cgroups of a previous run")),
         second.logs.join("\n"),
       );
-      assert.deepEqual(cgroupDirsNamed(job.id), []);
+      assert.deepEqual(cgroupDirsNamed([job.id]), []);
     } finally {
       await second.stop();
     }
@@ -279,7 +279,7 @@ test("stop the worker", async () => {
   const exit = await worker.stop();
   await pki.remove();
   assert.equal(exit.code, 0);
-  assert.deepEqual(jobIds.flatMap(cgroupDirsNamed), []);
+  assert.deepEqual(cgroupDirsNamed(jobIds), []);
   const parents = worker.logs.join("\n").match(/\/sys\/fs\/cgroup\/\S*jobworker-[0-9a-f]{8}/g);
   assert.ok(parents && parents.length > 0, "the worker logged where job cgroups go");
   for (const dir of parents) {

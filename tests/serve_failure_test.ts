@@ -21,44 +21,17 @@ import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor } from "./helpers/clients.ts";
 import {
   cgroupDirsNamed,
-  type HostProcess,
   isAlive,
   jobProcesses,
   waitFor,
+  waitingInits,
 } from "./helpers/host_procs.ts";
 import { linesWithMessage } from "./helpers/log_lines.ts";
 import { instanceDirName, instanceName } from "../worker/cgroups/paths.ts";
+import { freePort } from "./helpers/free_port.ts";
 
 const pki = await makePki();
 const POOL = 2;
-
-/** The worker's children waiting in its init pool (their command line carries `--pooled`). */
-function waitingInits(parent: number): HostProcess[] {
-  const found: HostProcess[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    let stat: string, cmdline: string;
-    try {
-      stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
-    } catch {
-      continue;
-    }
-    if (!cmdline.split("\0").includes("--pooled")) continue;
-    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (Number(rest[1]) !== parent || rest[0] === "Z") continue;
-    found.push({ pid: Number(entry.name), startTime: rest[19]!, comm: "", nsPid: 1 });
-  }
-  return found;
-}
-
-/** A port free right now on 127.0.0.1 (the worker must listen on a fixed one to fail again). */
-function freePort(): number {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  return port;
-}
 
 Deno.test({
   name: "serving that cannot go on shuts the worker down: reason logged, exit 1, nothing left",
@@ -87,7 +60,7 @@ Deno.test({
         const found = waitingInits(worker.process.pid);
         return found.length === POOL ? found : null;
       }, 60_000);
-      const parents = await cgroupDirsNamed([instanceDirName(instance)]);
+      const parents = cgroupDirsNamed([instanceDirName(instance)]);
       assert.ok(parents.length > 0, "the worker's cgroups exist (so their absence later counts)");
 
       const fifo = `${worker.stateDir}/handover.json`;
@@ -125,11 +98,12 @@ Deno.test({
       assert.equal(said("stopped after serving failed").length, 1);
       assert.equal(said("stopped").length, 0);
 
-      for (const p of [...procs, ...inits]) {
-        assert.equal(isAlive(p), false, `process ${p.pid} (${p.comm || "waiting init"}) is gone`);
+      for (const p of procs) {
+        assert.equal(isAlive(p), false, `process ${p.pid} (${p.comm}) is gone`);
       }
+      for (const p of inits) assert.equal(isAlive(p), false, `waiting init ${p.pid} is gone`);
       assert.deepEqual(
-        await cgroupDirsNamed([instanceDirName(instance), job.id]),
+        cgroupDirsNamed([instanceDirName(instance), job.id]),
         [],
         "no cgroup of the worker or its job is left",
       );

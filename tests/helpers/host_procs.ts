@@ -1,14 +1,19 @@
 /**
  * Looking at a job from the host: its processes (host pids, found through the job's cgroup in
- * /proc/<pid>/cgroup), whether they still live, and cgroup directories named after job ids.
- * Independent of the product's code: only /proc, /sys and `find`.
+ * /proc/<pid>/cgroup), whether they still live, cgroup directories named after job ids, a worker's
+ * waiting pool inits and the descriptors a process holds. Independent of the product's code: only
+ * /proc and /sys.
  */
 
-/** One host process, identified by pid and start time (so a reused pid is not mistaken for it). */
-export interface HostProcess {
+/** A host process, identified by pid and start time (so a reused pid is not mistaken for it). */
+export interface ProcessId {
   pid: number;
   /** Field 22 of /proc/<pid>/stat (clock ticks after boot). */
   startTime: string;
+}
+
+/** One process of a job, as the host sees it. */
+export interface HostProcess extends ProcessId {
   comm: string;
   /** The pid as the job's PID namespace sees it (last NSpid entry). */
   nsPid: number;
@@ -55,7 +60,7 @@ export function jobProcesses(jobId: string): HostProcess[] {
 }
 
 /** True while the process exists and is not a zombie (a reused pid does not count). */
-export function isAlive(proc: HostProcess): boolean {
+export function isAlive(proc: ProcessId): boolean {
   const stat = statOf(proc.pid);
   return stat !== null && stat.startTime === proc.startTime && stat.state !== "Z";
 }
@@ -83,6 +88,16 @@ const isDir = (dir: string): boolean => {
   }
 };
 
+/** 2 when /sys/fs/cgroup is the unified hierarchy, else 1. */
+export function cgroupVersion(): 1 | 2 {
+  try {
+    Deno.statSync("/sys/fs/cgroup/cgroup.controllers");
+    return 2;
+  } catch {
+    return 1;
+  }
+}
+
 /**
  * Where the worker puts job cgroups: the unified tree on a cgroup v2 host, else the v1 controller
  * hierarchies it uses. Throws when none exists, so a "no cgroup left" check never checks nothing.
@@ -103,16 +118,81 @@ export function cgroupRoots(): string[] {
   return roots;
 }
 
-/** Cgroup directories (up to 8 levels deep) whose name is one of `names`. */
-export async function cgroupDirsNamed(names: Iterable<string>): Promise<string[]> {
+/**
+ * Cgroup directories (up to 10 levels under each root of cgroupRoots()) whose name is one of
+ * `names`. Synchronous, so that an unload listener can use it.
+ */
+export function cgroupDirsNamed(names: Iterable<string>): string[] {
   const wanted = new Set(names);
   if (wanted.size === 0) return [];
-  const out = await new Deno.Command("find", {
-    args: ["-H", ...cgroupRoots(), "-maxdepth", "8", "-type", "d"],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  return new TextDecoder().decode(out.stdout).split("\n").filter((dir) =>
-    wanted.has(dir.slice(dir.lastIndexOf("/") + 1))
-  );
+  const found: string[] = [];
+  const walk = (dir: string, depth: number) => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(dir)];
+    } catch {
+      return; // removed meanwhile
+    }
+    for (const entry of entries) {
+      if (!entry.isDirectory) continue;
+      const path = `${dir}/${entry.name}`;
+      if (wanted.has(entry.name)) found.push(path);
+      if (depth < 10) walk(path, depth + 1);
+    }
+  };
+  // v1's cpu and cpuacct are often one hierarchy under two names: walked once.
+  const seen = new Set<string>();
+  for (const root of cgroupRoots()) {
+    const real = Deno.realPathSync(root);
+    if (seen.has(real)) continue;
+    seen.add(real);
+    walk(root, 1);
+  }
+  return found;
+}
+
+/** Live (not zombie) waiting pool inits (their command line carries `--pooled`) of `parent`. */
+export function waitingInits(parent: number): ProcessId[] {
+  const found: ProcessId[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const pid = Number(entry.name);
+    const cmdline = readOrNull(`/proc/${pid}/cmdline`);
+    if (cmdline === null || !cmdline.split("\0").includes("--pooled")) continue;
+    const stat = readOrNull(`/proc/${pid}/stat`);
+    if (stat === null) continue;
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(rest[1]) !== parent || rest[0] === "Z") continue;
+    found.push({ pid, startTime: rest[19] ?? "" });
+  }
+  return found;
+}
+
+/** A descriptor a process holds: what it points at and, for a pidfd, its process. */
+export interface HeldFd {
+  fd: number;
+  /** The link in /proc/<pid>/fd: `pipe:[inode]`, `anon_inode:[pidfd]`, a path... */
+  target: string;
+  /** For a pidfd: the pid it refers to, -1 once that process has been reaped. */
+  pidfdOf?: number;
+}
+
+/** Every descriptor `pid` holds now (those closed while this reads are left out). */
+export function heldFds(pid: number): HeldFd[] {
+  const held: HeldFd[] = [];
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    let target: string;
+    try {
+      target = Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`);
+    } catch {
+      continue;
+    }
+    const fd: HeldFd = { fd: Number(entry.name), target };
+    if (target === "anon_inode:[pidfd]") {
+      const of = /^Pid:\s+(-?\d+)$/m.exec(readOrNull(`/proc/${pid}/fdinfo/${entry.name}`) ?? "");
+      if (of) fd.pidfdOf = Number(of[1]);
+    }
+    held.push(fd);
+  }
+  return held;
 }

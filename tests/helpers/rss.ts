@@ -1,3 +1,5 @@
+import { waitingInits } from "./host_procs.ts";
+
 /** A process's resident memory, from /proc, in bytes. */
 export function rssBytes(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
@@ -15,18 +17,7 @@ export function openFds(pid: number): number {
 
 /** How many waiting `init --pooled` children (not zombies) the worker `pid` has. */
 export function pooledInits(pid: number): number {
-  let n = 0;
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(rest[1]) !== pid || rest[0] === "Z") continue;
-      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
-      if (cmdline.split("\0").includes("--pooled")) n++;
-    } catch { /* gone */ }
-  }
-  return n;
+  return waitingInits(pid).length;
 }
 
 /**

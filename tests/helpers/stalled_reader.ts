@@ -12,9 +12,10 @@
  *
  * @module
  */
-import { Buffer } from "node:buffer";
 import http2 from "node:http2";
 import { jobworker } from "../../proto/service.ts";
+// The product's gRPC message framing (that module loads no node:http2 and node:tls only lazily).
+import { frame } from "../../cli/transport/http2.ts";
 
 export type StalledKind = "http2" | "grpc";
 const MAX_WINDOW = 2 ** 31 - 1;
@@ -70,12 +71,8 @@ export async function startStalledReader(
   };
 }
 
-function grpcRequest(jobId: string): Buffer {
-  const body = jobworker.GetJobsStreamReq.encode({ id: jobId }).finish();
-  const framed = Buffer.alloc(5 + body.length);
-  framed.writeUInt32BE(body.length, 1);
-  framed.set(body, 5);
-  return framed;
+function grpcRequest(jobId: string): Uint8Array {
+  return frame(jobworker.GetJobsStreamReq.encode({ id: jobId }).finish());
 }
 
 async function runHttp2(certDir: string, address: string, jobId: string, streams: number) {

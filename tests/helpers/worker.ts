@@ -155,7 +155,7 @@ export class WorkerProcess {
 
 /** Kills what is left in a dead worker instance's cgroups (pool slots, jobs) and removes them. */
 async function removeInstanceCgroups(instance: string): Promise<void> {
-  const dirs = await cgroupDirsNamed([instanceDirName(instance)]);
+  const dirs = cgroupDirsNamed([instanceDirName(instance)]);
   const all = dirs.flatMap(function below(dir: string): string[] {
     const children = [...Deno.readDirSync(dir)].filter((e) => e.isDirectory);
     return [dir, ...children.flatMap((c) => below(`${dir}/${c.name}`))];

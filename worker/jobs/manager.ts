@@ -24,6 +24,7 @@ import { jobDir, type StartContext, startJob } from "./job_start.ts";
 import { type EndContext, finishJob } from "./job_end.ts";
 import { outputEnded, outputSinks } from "./job_output.ts";
 import { delay, message, type Running, ZERO_USAGE } from "./running.ts";
+import { stopOrphan } from "./adopt_orphan.ts";
 
 export { jobDir };
 
@@ -369,26 +370,13 @@ export class JobManager {
 
   /**
    * Takes over a job the previous process of this worker handed over at a reload; `reattach` opens
-   * its process's pipes with the sinks given. False when the job could not be kept (stopped).
+   * its process's pipes with the sinks given. False when the job could not be kept: it has no
+   * record (stopped, without reattaching: adopt_orphan.ts).
    */
   adopt(handed: HandedJob, reattach: (sinks: OutputSinks) => LaunchedProcess): boolean {
     const record = this.store.get(handed.id);
     if (!record) {
-      log.error("a handed-over job has no record; stopping it", { id: handed.id });
-      // Nothing of it may be left: its output, which has nowhere to go, is read and dropped
-      // until its pipes end; killed (its PID namespace with it), reaped, its cgroup removed.
-      const process = reattach({ stdout: () => {}, stderr: () => {} });
-      const cgroup = this.cgroups.open(handed.id);
-      process.signal(9);
-      this.reaper.watch(process.pid).then(() => {
-        process.release();
-        return cgroup.remove();
-      }).catch((e: unknown) =>
-        log.warn("cannot remove the cgroup of a handed-over job without a record", {
-          id: handed.id,
-          error: message(e),
-        })
-      );
+      void stopOrphan(handed, this.launcher, this.cgroups);
       return false;
     }
     const job = Job.fromRecord(record);

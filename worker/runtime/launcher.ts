@@ -129,13 +129,22 @@ export class Launcher {
 
   /** An init that will not get its job: killed, reaped, its descriptors closed. */
   #abandon(init: InitProcess): void {
-    try {
-      this.shim.pidfdSignal(init.pidfd, 9);
-    } catch { /* gone */ }
-    this.reaper.watch(init.pid);
-    closeQuietly(this.shim, [init.specW, init.outR, init.errR, init.pidfd]);
+    void this.kill(init.pid, init.pidfd, [init.specW, init.outR, init.errR]);
     init.status.destroy();
     init.initLog.destroy();
+  }
+
+  /**
+   * Kills a process of this worker that it will not keep (SIGKILL through its pidfd; an init is
+   * its PID namespace's PID 1, so the namespace goes with it) and closes `fds` (pipes it will not
+   * read) at once, its pidfd once it has been reaped. Resolves then; never rejects.
+   */
+  kill(pid: number, pidfd: number, fds: readonly number[]): Promise<void> {
+    try {
+      this.shim.pidfdSignal(pidfd, 9);
+    } catch { /* gone */ }
+    closeQuietly(this.shim, fds);
+    return this.reaper.watch(pid).then(() => closeQuietly(this.shim, [pidfd]));
   }
 
   #launched(init: InitProcess, sinks: OutputSinks): LaunchedProcess {
