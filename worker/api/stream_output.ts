@@ -35,7 +35,9 @@ const MAX_QUEUED_BYTES = 256 * 1024;
  * window, 10-11 s at 8 MiB, 27 s at 32 MiB; memmove in Deno's native code was 62% of its samples).
  * Shared, 10 streams on each of 5 connections (the bench's 50 clients) cost the worker 5.0 s
  * instead of 9.3 s for the same bytes, and a client with many stalled streams on one connection
- * makes the worker hold far less (tests/stream_budget_test.ts).
+ * makes the worker hold far less (tests/stream_budget_test.ts). Most of that memmove was Deno's TLS
+ * layer copying the rest of each large write again after every 48 KiB (quadratic in the burst):
+ * tls_write_groups.ts now keeps those writes at most 48 KiB, so a burst costs about linearly.
  */
 const MAX_CONNECTION_UNSENT_BYTES = 512 * 1024;
 /** One HTTP/2 DATA frame's worth (the default SETTINGS_MAX_FRAME_SIZE). */
