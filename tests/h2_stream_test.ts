@@ -26,13 +26,18 @@ const worker = await WorkerProcess.start({ certDir: pki.dir }).catch(async (e) =
   throw e;
 });
 const read = (file: string) => Deno.readTextFileSync(`${pki.dir}/${file}`);
-const client = JobClient.connect({
-  server: worker.address,
-  caPem: read("ca-cert.pem"),
-  certPem: read("admin-client-cert.pem"),
-  keyPem: read("admin-client-key.pem"),
-  transport: "http2",
-});
+/** A client of the command line's transport (admin) for `server`. */
+function http2Client(server: string, callTimeoutMs?: number): JobClient {
+  return JobClient.connect({
+    server,
+    caPem: read("ca-cert.pem"),
+    certPem: read("admin-client-cert.pem"),
+    keyPem: read("admin-client-key.pem"),
+    transport: "http2",
+    ...(callTimeoutMs === undefined ? {} : { callTimeoutMs }),
+  });
+}
+const client = http2Client(worker.address);
 
 async function randomFile(size: number): Promise<{ path: string; sha: string }> {
   const data = new Uint8Array(size);
@@ -128,14 +133,7 @@ Deno.test({
     }, (socket) => void sockets.push(socket));
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     const port = (server.address() as { port: number }).port;
-    const other = JobClient.connect({
-      server: `127.0.0.1:${port}`,
-      caPem: read("ca-cert.pem"),
-      certPem: read("admin-client-cert.pem"),
-      keyPem: read("admin-client-key.pem"),
-      transport: "http2",
-      callTimeoutMs: 5000,
-    });
+    const other = http2Client(`127.0.0.1:${port}`, 5000);
     try {
       await assert.rejects(other.listJobs(), (e: { code: number; message: string }) => {
         assert.equal(e.code, Status.UNAVAILABLE, e.message);
@@ -194,14 +192,7 @@ Deno.test({
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     const port = (server.address() as { port: number }).port;
-    const other = JobClient.connect({
-      server: `127.0.0.1:${port}`,
-      caPem: read("ca-cert.pem"),
-      certPem: read("admin-client-cert.pem"),
-      keyPem: read("admin-client-key.pem"),
-      transport: "http2",
-      callTimeoutMs: 5000,
-    });
+    const other = http2Client(`127.0.0.1:${port}`, 5000);
     let guard: ReturnType<typeof setTimeout> | undefined;
     try {
       await assert.rejects(other.listJobs(), (e: { code: number; message: string }) => {
