@@ -8,6 +8,7 @@ import net from "node:net";
 import { type ProgramResult, runProgram } from "./helpers/process.ts";
 import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
+import { freePort } from "./helpers/free_port.ts";
 import { parseLogLine } from "./helpers/log_lines.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -485,9 +486,7 @@ test("stream resumes where it was when the connection drops: every byte once", a
 
 test("stream resumes across a server reload (SIGHUP): every byte once", async () => {
   // A worker of its own on a fixed port, since a reload listens anew on the configured address.
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
+  const port = freePort();
   const reloading = await WorkerProcess.start({
     certDir: pki.dir,
     env: { JOB_WORKER_ADDR: `127.0.0.1:${port}` },

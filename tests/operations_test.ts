@@ -14,6 +14,7 @@ import { service as healthService } from "grpc-health-check";
 import { jobworker } from "../proto/service.ts";
 import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
+import { freePort } from "./helpers/free_port.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
 import type { ClientName } from "./helpers/pki.ts";
 
@@ -361,9 +362,7 @@ test("LOG_FORMAT=text stays selectable: `time LEVEL message key=value`", async (
 
 test("audit: LOG_LEVEL=warn leaves the audit lines out", async () => {
   // The worker logs nothing at this level, not even "listening": find it through the health check.
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = probe.addr.port;
-  probe.close();
+  const port = freePort();
   const stateDir = await Deno.makeTempDir({ prefix: "jobworker-test-state-" });
   const child = new Deno.Command(Deno.execPath(), {
     args: [

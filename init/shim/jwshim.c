@@ -349,7 +349,7 @@ int jw_chdir(const char *dir) { return chdir(dir) == 0 ? 0 : -errno; }
 // Every descriptor above 2 becomes close-on-exec (the status pipe's EOF tells the worker the exec
 // succeeded; Deno's own descriptors must stay usable in case the exec fails); signal dispositions
 // and mask are reset (Deno ignores SIGPIPE, which a job must not inherit). Returns only on failure,
-// with -errno.
+// with -errno, and with the signals already reset: the caller (init) only reports and exits.
 // With `exec_fd` >= 0 the program is that open file instead of `path` (the job's minimal init, opened
 // before the worker's directories were masked), exec'd with the signals it forwards blocked.
 int jw_exec(const char *path, const char *argv_packed, int argc, const char *envp_packed, int envc,
@@ -362,7 +362,12 @@ int jw_exec(const char *path, const char *argv_packed, int argc, const char *env
     free(envp);
     return -err;
   }
-  if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) return -errno;
+  if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+    int err = errno;
+    free(argv);
+    free(envp);
+    return -err;
+  }
   if (exec_fd >= 0) {
     // Blocked before their dispositions become SIG_DFL, so none is dropped on the way to jwinit.
     sigset_t forwarded;

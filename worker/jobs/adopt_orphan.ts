@@ -20,9 +20,8 @@ export function stopOrphan(
   cgroups: CgroupManager,
 ): Promise<void> {
   log.error("a handed-over job has no record; stopping it", { id: handed.id });
-  const cgroup = cgroups.open(handed.id);
   return launcher.kill(handed.pid, handed.pidfd, [handed.stdoutFd, handed.stderrFd])
-    .then(() => cgroup.remove())
+    .then(() => cgroups.open(handed.id).remove())
     .catch((e: unknown) =>
       log.warn("cannot remove the cgroup of a handed-over job without a record", {
         id: handed.id,
