@@ -67,6 +67,13 @@ export function writeGroups(chunks: Chunks, maxBytes = MAX_WRITE_BYTES): Chunks[
  * Makes `socket` (a node:tls socket) write what its Writable buffered in groups of at most
  * {@link MAX_WRITE_BYTES}. Returns false, changing nothing, when the socket has no `_writev`.
  * Applied once per socket.
+ *
+ * Each group is handed on once the previous one completed. A write that completes synchronously
+ * (its callback called before it returns) is followed in a loop, not from within its callback, so
+ * a burst of many groups never nests calls. The first error ends the burst: `callback` gets it,
+ * the groups after it are not written, and `callback` is called exactly once either way (a socket
+ * destroyed mid-burst fails the group in flight with ECANCELED, or the next one with
+ * ERR_SOCKET_CLOSED: tests/tls_write_groups_test.ts).
  */
 export function groupBufferedWrites(socket: object): boolean {
   if (grouped.has(socket)) return true;
@@ -77,11 +84,32 @@ export function groupBufferedWrites(socket: object): boolean {
     if (chunks.length <= 1) return Reflect.apply(writev, this, [chunks, callback]);
     const groups = writeGroups(chunks);
     let next = 0;
-    const writeNext = (error?: Error | null) => {
-      if (error || next === groups.length) return callback(error);
-      Reflect.apply(writev, this, [groups[next++], writeNext]);
+    let finished = false;
+    const finish = (error?: Error | null) => {
+      if (finished) return;
+      finished = true;
+      callback(error);
     };
-    writeNext();
+    /** Writes groups while their writes complete synchronously; returns on the first that does not. */
+    const writeFrom = () => {
+      while (!finished) {
+        if (next === groups.length) return finish();
+        let inCall = true;
+        let completedInCall = false;
+        let called = false;
+        const done = (error?: Error | null) => {
+          if (called || finished) return; // a write's callback counts once
+          called = true;
+          if (error) return finish(error);
+          if (inCall) completedInCall = true;
+          else writeFrom();
+        };
+        Reflect.apply(writev, this, [groups[next++], done]);
+        inCall = false;
+        if (!completedInCall) return; // done() continues once the write completes
+      }
+    };
+    writeFrom();
   };
   Reflect.set(socket, "_writev", groupedWritev);
   grouped.add(socket);
