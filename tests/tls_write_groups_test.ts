@@ -6,15 +6,21 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as tls from "node:tls";
+import * as http2 from "node:http2";
 import { Writable } from "node:stream";
+import type { EventEmitter } from "node:events";
 import type { AddressInfo } from "node:net";
+import * as grpc from "@grpc/grpc-js";
 import { makePki } from "./helpers/pki.ts";
 import { concatBytes } from "./helpers/process.ts";
 import {
   groupBufferedWrites,
+  groupSessionWrites,
   MAX_WRITE_BYTES,
   writeGroups,
 } from "../worker/api/tls_write_groups.ts";
+import { mutualTls13, readServerTlsFiles } from "../worker/tls/server_credentials.ts";
+import { http2ServersOf, sessionSocketOf } from "../worker/tls/internals.ts";
 
 const FRAME = 16 * 1024 + 9; // one HTTP/2 DATA frame of 16 KiB with its header
 
@@ -194,3 +200,66 @@ for (const when of ["in flight", "between groups"] as const) {
     assert(outcomes[0] instanceof Error, "a burst cut short ends with an error");
   });
 }
+
+Deno.test("every server session's socket is grouped, with no stream on it (unary responses too)", async () => {
+  const pki = await makePki();
+  const read = (file: string) => Deno.readTextFileSync(`${pki.dir}/${file}`);
+  const server = new grpc.Server();
+  const port = await new Promise<number>((resolve, reject) => {
+    readServerTlsFiles(pki.dir).then((files) =>
+      server.bindAsync(
+        "127.0.0.1:0",
+        mutualTls13(files, 16 * 1024),
+        (error, port) => error ? reject(error) : resolve(port),
+      ), reject);
+  });
+  const writevBytes: number[] = [];
+  let burstDone!: () => void;
+  const burst = new Promise<void>((resolve) => burstDone = resolve);
+  const servers = http2ServersOf(server) as unknown as EventEmitter[];
+  assert(servers.length > 0, "grpc-js's HTTP/2 servers");
+  for (const s of servers) {
+    s.on("session", (session: object) => {
+      // Under the grouping (this listener runs before the worker's): what reaches the TLS layer.
+      const socket = sessionSocketOf(session);
+      assert(socket, "the session's socket");
+      wrapWritev(socket, (next, self, chunks, cb) => {
+        writevBytes.push(
+          chunks.reduce((n, e) => n + (e.chunk instanceof Uint8Array ? e.chunk.byteLength : 0), 0),
+        );
+        return Reflect.apply(next, self, [chunks, cb]);
+      });
+    });
+  }
+  assert(groupSessionWrites(server), "hooked as startServer does");
+  for (const s of servers) {
+    s.on("session", (session: object) => {
+      // A burst of frames on a fresh session with no stream: as a large unary response's DATA
+      // frames reach its socket, one write each (their content does not matter here).
+      const socket = sessionSocketOf(session)!;
+      const write = Reflect.get(socket, "write") as (chunk: Uint8Array, cb?: () => void) => void;
+      setTimeout(() => {
+        for (let i = 0; i < 63; i++) Reflect.apply(write, socket, [new Uint8Array(FRAME)]);
+        Reflect.apply(write, socket, [new Uint8Array(FRAME), () => burstDone()]);
+      }, 0);
+    });
+  }
+  const client = http2.connect(`https://127.0.0.1:${port}`, {
+    ca: read("ca-cert.pem"),
+    cert: read("admin-client-cert.pem"),
+    key: read("admin-client-key.pem"),
+    minVersion: "TLSv1.3",
+  });
+  client.on("error", () => {}); // the frames are not valid HTTP/2: the client gives up on them
+  try {
+    await burst;
+    const total = writevBytes.reduce((a, b) => a + b, 0);
+    assert(total >= 32 * FRAME, `the burst went through _writev (${total} bytes)`);
+    const largest = Math.max(...writevBytes);
+    assert(largest <= MAX_WRITE_BYTES, `a write of ${largest} bytes reached the TLS layer`);
+  } finally {
+    client.destroy();
+    server.forceShutdown();
+    await pki.remove();
+  }
+});

@@ -16,8 +16,13 @@
  * completed, and reports completion once the last did. A single chunk larger than that is passed
  * on alone (an HTTP/2 session's frames are 16 KiB and 9 bytes).
  *
+ * Applied to every server session's socket as the session starts ({@link groupSessionWrites}, from
+ * server.ts), so unary responses and streams alike are grouped.
+ *
  * @module
  */
+import type { Server } from "@grpc/grpc-js";
+import { http2ServersOf, sessionSocketOf } from "../tls/internals.ts";
 
 /** Deno 2.8.3's `MAX_CLEAR_IN`: what its TLS layer takes from one write without the copy. */
 export const MAX_WRITE_BYTES = 48 * 1024;
@@ -114,4 +119,22 @@ export function groupBufferedWrites(socket: object): boolean {
   Reflect.set(socket, "_writev", groupedWritev);
   grouped.add(socket);
   return true;
+}
+
+/**
+ * Groups the writes of every session's socket on the HTTP/2 servers of `server` (a grpc-js Server,
+ * after bindAsync), as each session starts: whatever the connection carries (streams, unary
+ * responses such as a ListJobs of up to the send limit, control frames). Returns false, changing
+ * nothing, when grpc-js's HTTP/2 servers are not where expected; a session whose socket has no
+ * `_writev` (or is not reachable) is left as it is.
+ */
+export function groupSessionWrites(server: Server): boolean {
+  const servers = http2ServersOf(server);
+  for (const s of servers) {
+    s.on("session", (session) => {
+      const socket = sessionSocketOf(session);
+      if (socket) groupBufferedWrites(socket);
+    });
+  }
+  return servers.length > 0;
 }
