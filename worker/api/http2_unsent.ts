@@ -31,7 +31,6 @@
  */
 
 import { http2StreamOfCall, sessionSocketOf } from "../tls/internals.ts";
-import { groupBufferedWrites } from "./tls_write_groups.ts";
 
 const FRAME_HEADER_BYTES = 9;
 const FRAME_DATA = 0x0;
@@ -173,7 +172,6 @@ export function unsentMeter(call: unknown): UnsentMeter | null {
   if (!tap) {
     tap = new FrameTap(socket);
     taps.set(socket, tap);
-    groupBufferedWrites(socket); // see tls_write_groups.ts: bursts of frames cost quadratic copies
   }
   const watch: Watch = { framed: 0, seen: false, wake: undefined };
   tap.watches.set(stream.id, watch);

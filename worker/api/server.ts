@@ -19,6 +19,7 @@ import { Health } from "./health.ts";
 import { auditLog } from "./audit.ts";
 import { trimSoon } from "../runtime/memory_trim.ts";
 import { instrumented, type RpcObserver } from "./instrument.ts";
+import { groupSessionWrites } from "./tls_write_groups.ts";
 
 export interface RunningServer {
   server: Server;
@@ -88,5 +89,7 @@ export async function startServer(
     log.warn("cannot limit connections: grpc-js's HTTP/2 servers are not where expected");
   }
   releaseClosedSessions(server);
+  // Every session's socket, not only those of metered streams: see tls_write_groups.ts.
+  if (!groupSessionWrites(server)) log.warn("cannot group TLS writes: no HTTP/2 servers found");
   return { server, port, health };
 }

@@ -37,7 +37,9 @@ const MAX_QUEUED_BYTES = 256 * 1024;
  * instead of 9.3 s for the same bytes, and a client with many stalled streams on one connection
  * makes the worker hold far less (tests/stream_budget_test.ts). Most of that memmove was Deno's TLS
  * layer copying the rest of each large write again after every 48 KiB (quadratic in the burst):
- * tls_write_groups.ts now keeps those writes at most 48 KiB, so a burst costs about linearly.
+ * tls_write_groups.ts now keeps the writes of every session's socket (hooked in server.ts as each
+ * session starts, streams and unary responses alike) at most 48 KiB, so a burst costs about
+ * linearly.
  */
 const MAX_CONNECTION_UNSENT_BYTES = 512 * 1024;
 /** One HTTP/2 DATA frame's worth (the default SETTINGS_MAX_FRAME_SIZE). */

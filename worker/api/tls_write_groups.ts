@@ -16,8 +16,13 @@
  * completed, and reports completion once the last did. A single chunk larger than that is passed
  * on alone (an HTTP/2 session's frames are 16 KiB and 9 bytes).
  *
+ * Applied to every server session's socket as the session starts ({@link groupSessionWrites}, from
+ * server.ts), so unary responses and streams alike are grouped.
+ *
  * @module
  */
+import type { Server } from "@grpc/grpc-js";
+import { http2ServersOf, sessionSocketOf } from "../tls/internals.ts";
 
 /** Deno 2.8.3's `MAX_CLEAR_IN`: what its TLS layer takes from one write without the copy. */
 export const MAX_WRITE_BYTES = 48 * 1024;
@@ -67,6 +72,13 @@ export function writeGroups(chunks: Chunks, maxBytes = MAX_WRITE_BYTES): Chunks[
  * Makes `socket` (a node:tls socket) write what its Writable buffered in groups of at most
  * {@link MAX_WRITE_BYTES}. Returns false, changing nothing, when the socket has no `_writev`.
  * Applied once per socket.
+ *
+ * Each group is handed on once the previous one completed. A write that completes synchronously
+ * (its callback called before it returns) is followed in a loop, not from within its callback, so
+ * a burst of many groups never nests calls. The first error ends the burst: `callback` gets it,
+ * the groups after it are not written, and `callback` is called exactly once either way (a socket
+ * destroyed mid-burst fails the group in flight with ECANCELED, or the next one with
+ * ERR_SOCKET_CLOSED: tests/tls_write_groups_test.ts).
  */
 export function groupBufferedWrites(socket: object): boolean {
   if (grouped.has(socket)) return true;
@@ -77,13 +89,52 @@ export function groupBufferedWrites(socket: object): boolean {
     if (chunks.length <= 1) return Reflect.apply(writev, this, [chunks, callback]);
     const groups = writeGroups(chunks);
     let next = 0;
-    const writeNext = (error?: Error | null) => {
-      if (error || next === groups.length) return callback(error);
-      Reflect.apply(writev, this, [groups[next++], writeNext]);
+    let finished = false;
+    const finish = (error?: Error | null) => {
+      if (finished) return;
+      finished = true;
+      callback(error);
     };
-    writeNext();
+    /** Writes groups while their writes complete synchronously; returns on the first that does not. */
+    const writeFrom = () => {
+      while (!finished) {
+        if (next === groups.length) return finish();
+        let inCall = true;
+        let completedInCall = false;
+        let called = false;
+        const done = (error?: Error | null) => {
+          if (called || finished) return; // a write's callback counts once
+          called = true;
+          if (error) return finish(error);
+          if (inCall) completedInCall = true;
+          else writeFrom();
+        };
+        Reflect.apply(writev, this, [groups[next++], done]);
+        inCall = false;
+        if (!completedInCall) return; // done() continues once the write completes
+      }
+    };
+    writeFrom();
   };
   Reflect.set(socket, "_writev", groupedWritev);
   grouped.add(socket);
   return true;
+}
+
+/**
+ * Groups the writes of every session's socket on the HTTP/2 servers of `server` (a grpc-js Server,
+ * after bindAsync), as each session starts: whatever the connection carries (streams, unary
+ * responses such as a ListJobs of up to the send limit, control frames). Returns false, changing
+ * nothing, when grpc-js's HTTP/2 servers are not where expected; a session whose socket has no
+ * `_writev` (or is not reachable) is left as it is.
+ */
+export function groupSessionWrites(server: Server): boolean {
+  const servers = http2ServersOf(server);
+  for (const s of servers) {
+    s.on("session", (session) => {
+      const socket = sessionSocketOf(session);
+      if (socket) groupBufferedWrites(socket);
+    });
+  }
+  return servers.length > 0;
 }
