@@ -29,6 +29,8 @@ const MiB = 1024 * 1024;
 class Peer {
   written: Uint8Array[] = [];
   closed = false;
+  /** Whether the session asked for what it wrote to be sent before the connection closes. */
+  drained: boolean | undefined;
   backlog = 0;
   readonly session: H2Session;
   #reader = new FrameReader(2 ** 24 - 1);
@@ -38,7 +40,10 @@ class Peer {
     this.session = new H2Session({
       write: (bytes) => void this.written.push(bytes),
       backlog: () => this.backlog,
-      close: () => void (this.closed = true),
+      close: (drain) => {
+        this.closed = true;
+        this.drained = drain;
+      },
     }, { windowBytes, maxHeaderListSize });
   }
 
@@ -393,6 +398,7 @@ Deno.test("session: what a hostile server cannot do: grow a header block without
     peer.backlog = 4 * MiB + 1;
     peer.send(FrameType.PING, 0, 0, new Uint8Array(8));
     assert.equal(peer.closed, true);
+    assert.equal(peer.drained, false); // closed at once: waiting for it to drain would keep it
     await assert.rejects(drain(stream), /does not read what we send/);
   }
 });

@@ -19,10 +19,11 @@
  *
  * @module
  */
+import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { Status } from "../status.ts";
 import { ErrorCode } from "./h2/frames.ts";
-import { H2Session, type H2Stream, type Headers } from "./h2/session.ts";
+import { H2Session, type H2Stream, type Headers, type SessionIo } from "./h2/session.ts";
 import { RpcError, type RpcMethod, type RpcTransport, type TransportSettings } from "./types.ts";
 
 const MiB = 1024 * 1024;
@@ -30,6 +31,8 @@ const MiB = 1024 * 1024;
 const MAX_RECEIVE_BYTES = 64 * MiB;
 /** HTTP/2 flow-control window for the connection and each stream (streaming throughput). */
 const WINDOW_BYTES = 8 * MiB;
+/** How long an ended connection may take to send what is left (its GOAWAY) before it is closed. */
+const CLOSE_GRACE_MS = 2000;
 
 /**
  * node:tls (and the CA check), loaded at the first call rather than with this module: commands
@@ -172,6 +175,27 @@ export function frame(message: Uint8Array): Uint8Array {
   return out;
 }
 
+/**
+ * How a session writes to its socket and ends it. Ending: our FIN after the GOAWAY, then the
+ * socket destroyed once that is sent, not left half-open until the server's FIN; destroyed at
+ * once when the server does not read (the session gave up on its backlog), and at the latest
+ * {@linkcode CLOSE_GRACE_MS} after the end otherwise (a server that stops reading below the
+ * backlog cap would keep it, and what is unsent, open for good).
+ */
+export function socketIo(socket: Socket): SessionIo {
+  return {
+    write: (bytes) => void socket.write(bytes),
+    backlog: () => socket.writableLength,
+    close: (drain) => {
+      if (!drain) return void socket.destroy();
+      socket.end(() => socket.destroy());
+      const timer = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+      Deno.unrefTimer(timer);
+      socket.once("close", () => clearTimeout(timer));
+    },
+  };
+}
+
 /** One HTTP/2 connection and what became of it. */
 interface Connection {
   session: H2Session;
@@ -245,12 +269,7 @@ export class Http2Transport implements RpcTransport {
       ),
     });
     socket.setNoDelay(true);
-    const session = new H2Session({
-      write: (bytes) => void socket.write(bytes),
-      backlog: () => socket.writableLength,
-      // Our FIN after the GOAWAY, then the socket closed: not left half-open until the server's.
-      close: () => void socket.end(() => socket.destroy()),
-    }, { windowBytes: WINDOW_BYTES });
+    const session = new H2Session(socketIo(socket), { windowBytes: WINDOW_BYTES });
     const connection: Connection = { session, socket, secure: false };
     const forget = () => {
       if (this.#connection === connection) this.#connection = undefined;

@@ -69,8 +69,11 @@ export interface SessionIo {
   write(bytes: Uint8Array): void;
   /** Bytes written but not yet sent. */
   backlog(): number;
-  /** End the connection once what was written is sent: close it, do not leave it half-open. */
-  close(): void;
+  /**
+   * End the connection: with `drain`, once what was written is sent (then close it, do not leave
+   * it half-open); without, at once (the server does not read what we send: it never would be).
+   */
+  close(drain: boolean): void;
 }
 
 /** Options of a session. */
@@ -371,14 +374,17 @@ export class H2Session {
     this.destroy(new Error("the HTTP/2 connection was closed"));
   }
 
-  /** The connection ended or failed: every stream still open fails with `error`. */
-  destroy(error: Error): void {
+  /**
+   * The connection ended or failed: every stream still open fails with `error`. With `drain`
+   * false, what is left unsent is dropped (the connection is closed at once).
+   */
+  destroy(error: Error, drain = true): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#error ??= error;
     for (const stream of this.#streams.values()) stream.end(this.#error);
     this.#streams.clear();
-    this.#io.close();
+    this.#io.close(drain);
     this.onUnusable?.();
   }
 
@@ -689,7 +695,10 @@ export class H2Session {
     if (this.#closed) return;
     this.#io.write(bytes);
     if (this.#io.backlog() > MAX_WRITE_BACKLOG) {
-      this.destroy(new Error("the server does not read what we send (write backlog over 4 MiB)"));
+      this.destroy(
+        new Error("the server does not read what we send (write backlog over 4 MiB)"),
+        false,
+      );
     }
   }
 }
