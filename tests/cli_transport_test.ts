@@ -1,13 +1,17 @@
 /**
  * Unit tests of the command line's own gRPC transport (cli/transport/http2.ts): message framing
  * however the body is cut into chunks, the size cap, compressed messages refused, what a body
- * sent a byte at a time holds, and the `grpc-timeout` header. The transport against a real worker is covered by the CLI end-to-end
+ * sent a byte at a time holds, the `grpc-timeout` header, and the socket closed at once when the
+ * server does not read. The transport against a real worker is covered by the CLI end-to-end
  * tests (every command, TLS failures, dropped connections, reloads) and tests/h2_stream_test.ts;
  * its HTTP/2 client (cli/transport/h2/) by tests/h2_hpack_test.ts and tests/h2_session_test.ts.
  */
 import assert from "node:assert/strict";
 import { ByteQueue } from "../cli/transport/h2/byte_queue.ts";
-import { frame, grpcTimeout, MessageReader } from "../cli/transport/http2.ts";
+import { connect, createServer, type Socket } from "node:net";
+import { encodeFrame, FrameType, Setting } from "../cli/transport/h2/frames.ts";
+import { H2Session } from "../cli/transport/h2/session.ts";
+import { frame, grpcTimeout, MessageReader, socketIo } from "../cli/transport/http2.ts";
 import { RpcError } from "../cli/transport/types.ts";
 import { concatBytes } from "./helpers/process.ts";
 
@@ -77,4 +81,44 @@ Deno.test("MessageReader: a message sent a byte at a time arrives whole", () => 
   for (let i = 0; i < body.length; i++) got.push(...reader.push(body.slice(i, i + 1)));
   assert.deepEqual(got.map((m) => [...m]), [[...message]]);
   assert.equal(reader.pending, false);
+});
+
+Deno.test("socketIo: a session that gives up on a server that does not read closes its socket at once", async () => {
+  // A real socket to a server that never reads (paused from the start), which opens all its
+  // windows so that our request body is sent until the socket's write buffer passes the cap.
+  const accepted: Socket[] = [];
+  const server = createServer({ pauseOnConnect: true }, (peer) => {
+    accepted.push(peer);
+    const settings = new Uint8Array(6);
+    new DataView(settings.buffer).setUint16(0, Setting.INITIAL_WINDOW_SIZE);
+    new DataView(settings.buffer).setUint32(2, 2 ** 31 - 1);
+    const increment = new Uint8Array(4);
+    new DataView(increment.buffer).setUint32(0, 2 ** 31 - 1 - 65_535);
+    peer.write(encodeFrame(FrameType.SETTINGS, 0, 0, settings));
+    peer.write(encodeFrame(FrameType.WINDOW_UPDATE, 0, 0, increment));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  const socket = connect(port, "127.0.0.1");
+  const closed = new Promise((resolve) => socket.once("close", resolve));
+  const session = new H2Session(socketIo(socket));
+  const started = new Promise<void>((resolve) => {
+    socket.on("data", (chunk: Uint8Array) => {
+      session.receive(chunk);
+      if (session.started) resolve();
+    });
+  });
+  await started;
+  const stream = session.request([[":path", "/x"]], new Uint8Array(64 * 1024 * 1024));
+  await assert.rejects(
+    (async () => {
+      for await (const _ of stream) { /* nothing comes */ }
+    })(),
+    /does not read what we send/,
+  );
+  // Not waiting for a 'finish' that never comes: the socket and its backlog are gone now.
+  assert.equal(socket.destroyed, true);
+  await closed;
+  for (const peer of accepted) peer.destroy();
+  await new Promise((resolve) => server.close(resolve));
 });

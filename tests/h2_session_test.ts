@@ -19,6 +19,7 @@ import {
 } from "../cli/transport/h2/frames.ts";
 import { encodeHeaders } from "../cli/transport/h2/hpack.ts";
 import { H2Session, type H2Stream } from "../cli/transport/h2/session.ts";
+import { frame, MessageReader } from "../cli/transport/http2.ts";
 import { concatBytes } from "./helpers/process.ts";
 
 const PREFACE = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -28,6 +29,8 @@ const MiB = 1024 * 1024;
 class Peer {
   written: Uint8Array[] = [];
   closed = false;
+  /** Whether the session asked for what it wrote to be sent before the connection closes. */
+  drained: boolean | undefined;
   backlog = 0;
   readonly session: H2Session;
   #reader = new FrameReader(2 ** 24 - 1);
@@ -37,7 +40,10 @@ class Peer {
     this.session = new H2Session({
       write: (bytes) => void this.written.push(bytes),
       backlog: () => this.backlog,
-      close: () => void (this.closed = true),
+      close: (drain) => {
+        this.closed = true;
+        this.drained = drain;
+      },
     }, { windowBytes, maxHeaderListSize });
   }
 
@@ -392,6 +398,7 @@ Deno.test("session: what a hostile server cannot do: grow a header block without
     peer.backlog = 4 * MiB + 1;
     peer.send(FrameType.PING, 0, 0, new Uint8Array(8));
     assert.equal(peer.closed, true);
+    assert.equal(peer.drained, false); // closed at once: waiting for it to drain would keep it
     await assert.rejects(drain(stream), /does not read what we send/);
   }
 });
@@ -502,4 +509,36 @@ Deno.test("session: DATA frames each alone in a large socket chunk keep views on
   // Twice the unread bytes, the 256 KiB slack, one socket chunk beyond it, and one block.
   const bound = 2 * unread + 256 * 1024 + 64 * 1024 + 16 * 1024;
   assert.ok(held.bytes <= bound, `held ${held.bytes} bytes for ${unread} unread`);
+});
+
+Deno.test("session + MessageReader: a large message in DATA frames each alone in a large socket chunk, read promptly, holds the message, not the socket chunks", async () => {
+  const { peer, stream } = Peer.withCall();
+  peer.send(FrameType.HEADERS, Flag.END_HEADERS, 1, OK_HEADERS);
+  // A 4 MiB message in 4 KiB DATA frames, each alone with 60 KiB of unknown-type frames in a
+  // socket chunk of about 64 KiB: the stream pins nothing once a payload is read, but a reader
+  // that kept the views until the message was whole would keep 64 MiB of socket chunks.
+  const message = Uint8Array.from({ length: 4 * MiB }, (_, i) => (i * 7) % 253);
+  const body = frame(message);
+  const filler = encodeFrame(0xfa, 0, 0, new Uint8Array(15_000));
+  const reader = new MessageReader();
+  const chunks = stream[Symbol.asyncIterator]();
+  const got: Uint8Array[] = [];
+  const buffers = new Set<ArrayBufferLike>();
+  let most = 0;
+  for (let at = 0; at < body.length; at += 4096) {
+    const data = encodeFrame(FrameType.DATA, 0, 1, body.subarray(at, at + 4096));
+    const wire = concatBytes([data, filler, filler, filler, filler]);
+    buffers.add(wire.buffer);
+    peer.session.receive(wire);
+    const next = await chunks.next(); // a prompt reader: each payload read as it comes
+    assert.equal(next.done, false);
+    got.push(...reader.push(next.value as Uint8Array));
+    most = Math.max(most, reader.held);
+  }
+  assert.equal(peer.closed, false);
+  assert.equal(got.length, 1);
+  assert.ok(got[0]!.every((b, i) => b === message[i]), "the message arrives whole, in order");
+  // The message's own buffer and a prefix; never a socket chunk.
+  assert.ok(most <= message.length + 64, `held ${most} bytes for a ${message.length}-byte message`);
+  assert.ok(!buffers.has(got[0]!.buffer), "the message is not a view of a socket chunk");
 });

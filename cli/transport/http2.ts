@@ -19,11 +19,11 @@
  *
  * @module
  */
+import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { Status } from "../status.ts";
-import { ByteQueue } from "./h2/byte_queue.ts";
 import { ErrorCode } from "./h2/frames.ts";
-import { H2Session, type H2Stream, type Headers } from "./h2/session.ts";
+import { H2Session, type H2Stream, type Headers, type SessionIo } from "./h2/session.ts";
 import { RpcError, type RpcMethod, type RpcTransport, type TransportSettings } from "./types.ts";
 
 const MiB = 1024 * 1024;
@@ -31,6 +31,8 @@ const MiB = 1024 * 1024;
 const MAX_RECEIVE_BYTES = 64 * MiB;
 /** HTTP/2 flow-control window for the connection and each stream (streaming throughput). */
 const WINDOW_BYTES = 8 * MiB;
+/** How long an ended connection may take to send what is left (its GOAWAY) before it is closed. */
+const CLOSE_GRACE_MS = 2000;
 
 /**
  * node:tls (and the CA check), loaded at the first call rather than with this module: commands
@@ -97,23 +99,33 @@ function statusOf(headers: Headers): { code: number; details: string } | undefin
 }
 
 /**
- * Splits the response body into gRPC messages. Chunks are kept as they came and joined once per
- * message, so a large message (a page of jobs) costs one copy, not one per HTTP/2 frame.
+ * Splits the response body into gRPC messages. A message within one chunk is a view of it (no
+ * copy); one that spans chunks is copied, as its chunks come, into a buffer of its length, made
+ * when its prefix is read: one copy per message, not one per HTTP/2 frame, and nothing held but
+ * that buffer and a prefix. (Keeping the chunks until the message is whole would keep the socket
+ * chunks they are views of: 4 KiB DATA frames each in a 64 KiB socket chunk made one 64 MiB
+ * message keep 1 GiB.)
  */
 export class MessageReader {
-  readonly #bytes = new ByteQueue();
-  /** Length of the message whose prefix was read, or -1 while waiting for a prefix. */
-  #expected = -1;
+  /** The prefix being read (5 bytes), and how much of it has come. */
+  readonly #prefix = new Uint8Array(5);
+  #prefixFilled = 0;
+  /** The message whose prefix was read, and how much of it has come; undefined between them. */
+  #message: Uint8Array | undefined;
+  #filled = 0;
 
   /** Feed bytes; returns the messages now complete. */
   push(bytes: Uint8Array): Uint8Array[] {
-    this.#bytes.push(bytes);
     const messages: Uint8Array[] = [];
+    let at = 0;
     for (;;) {
-      if (this.#expected < 0) {
-        if (this.#bytes.length < 5) break;
-        const prefix = this.#bytes.take(5);
-        const view = new DataView(prefix.buffer, prefix.byteOffset, 5);
+      if (!this.#message) {
+        const part = Math.min(5 - this.#prefixFilled, bytes.length - at);
+        this.#prefix.set(bytes.subarray(at, at + part), this.#prefixFilled);
+        this.#prefixFilled += part;
+        at += part;
+        if (this.#prefixFilled < 5) break;
+        const view = new DataView(this.#prefix.buffer);
         if (view.getUint8(0) !== 0) {
           throw new RpcError(Status.INTERNAL, "the server sent a compressed message unasked");
         }
@@ -124,18 +136,35 @@ export class MessageReader {
             `Received message larger than max (${length} vs. ${MAX_RECEIVE_BYTES})`,
           );
         }
-        this.#expected = length;
+        this.#prefixFilled = 0;
+        if (bytes.length - at >= length) { // all of it in this chunk: a view
+          messages.push(bytes.subarray(at, at + length));
+          at += length;
+          continue;
+        }
+        this.#message = new Uint8Array(length);
+        this.#filled = 0;
       }
-      if (this.#bytes.length < this.#expected) break;
-      messages.push(this.#bytes.take(this.#expected));
-      this.#expected = -1;
+      const message = this.#message;
+      const part = Math.min(message.length - this.#filled, bytes.length - at);
+      message.set(bytes.subarray(at, at + part), this.#filled);
+      this.#filled += part;
+      at += part;
+      if (this.#filled < message.length) break;
+      messages.push(message);
+      this.#message = undefined;
     }
     return messages;
   }
 
+  /** The bytes of the buffers held for messages not yet complete (the prefix's 5 included). */
+  get held(): number {
+    return 5 + (this.#message?.length ?? 0);
+  }
+
   /** Whether a message was cut off by the end of the body. */
   get pending(): boolean {
-    return this.#bytes.length > 0 || this.#expected >= 0;
+    return this.#prefixFilled > 0 || this.#message !== undefined;
   }
 }
 
@@ -144,6 +173,27 @@ export function frame(message: Uint8Array): Uint8Array {
   new DataView(out.buffer).setUint32(1, message.length);
   out.set(message, 5);
   return out;
+}
+
+/**
+ * How a session writes to its socket and ends it. Ending: our FIN after the GOAWAY, then the
+ * socket destroyed once that is sent, not left half-open until the server's FIN; destroyed at
+ * once when the server does not read (the session gave up on its backlog), and at the latest
+ * {@linkcode CLOSE_GRACE_MS} after the end otherwise (a server that stops reading below the
+ * backlog cap would keep it, and what is unsent, open for good).
+ */
+export function socketIo(socket: Socket): SessionIo {
+  return {
+    write: (bytes) => void socket.write(bytes),
+    backlog: () => socket.writableLength,
+    close: (drain) => {
+      if (!drain) return void socket.destroy();
+      socket.end(() => socket.destroy());
+      const timer = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+      Deno.unrefTimer(timer);
+      socket.once("close", () => clearTimeout(timer));
+    },
+  };
 }
 
 /** One HTTP/2 connection and what became of it. */
@@ -219,12 +269,7 @@ export class Http2Transport implements RpcTransport {
       ),
     });
     socket.setNoDelay(true);
-    const session = new H2Session({
-      write: (bytes) => void socket.write(bytes),
-      backlog: () => socket.writableLength,
-      // Our FIN after the GOAWAY, then the socket closed: not left half-open until the server's.
-      close: () => void socket.end(() => socket.destroy()),
-    }, { windowBytes: WINDOW_BYTES });
+    const session = new H2Session(socketIo(socket), { windowBytes: WINDOW_BYTES });
     const connection: Connection = { session, socket, secure: false };
     const forget = () => {
       if (this.#connection === connection) this.#connection = undefined;

@@ -1,6 +1,6 @@
 /**
  * Bytes that arrive in chunks and are read in pieces of a known length: the frames of a
- * connection (frames.ts) and the messages of a gRPC body (http2.ts). A chunk of 1 KiB or more is
+ * connection (frames.ts; a gRPC body's messages are copied as they come instead, http2.ts). A chunk of 1 KiB or more is
  * kept as it came; a piece within one chunk is a view of it (no copy), one that spans chunks is
  * copied once. Smaller chunks are copied into blocks of 16 KiB, each run of them one entry: a
  * server that sends its bytes one at a time costs the bytes, not an object (and a buffer) each.

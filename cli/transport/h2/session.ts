@@ -16,10 +16,12 @@
  * and the memory it takes by twice that window plus a small constant per stream however the
  * server cuts its DATA frames: payloads of 4 KiB or more stay views of their socket chunks only
  * while the chunks so kept stay within twice the unread bytes in views plus 256 KiB, others are
- * copied into
- * 16 KiB blocks (a view of every frame would keep its whole socket chunk, and an entry each);
- * and what we write for it (PING and SETTINGS acknowledgements) by a cap on the socket's write
- * buffer. Our sends never go below a window, even one a SETTINGS made negative. A protocol
+ * copied into 16 KiB blocks (a view of every frame would keep its whole socket chunk, and an
+ * entry each). A payload read is no longer counted: its reader must not keep it (http2.ts's
+ * MessageReader copies a message that spans payloads into a buffer of the message's length as
+ * they come). What we write for it (PING and SETTINGS acknowledgements) is bounded by a cap on
+ * the socket's write buffer, past which the connection is closed at once, what is unsent dropped
+ * ({@linkcode SessionIo.close} without drain). Our sends never go below a window, even one a SETTINGS made negative. A protocol
  * violation (a frame of the wrong size included) ends the connection with a GOAWAY saying why,
  * whose last stream id is 0 (we process no stream the server opens: push is disabled), then the
  * connection ({@linkcode SessionIo.close}); every call fails with the reason.
@@ -69,8 +71,11 @@ export interface SessionIo {
   write(bytes: Uint8Array): void;
   /** Bytes written but not yet sent. */
   backlog(): number;
-  /** End the connection once what was written is sent: close it, do not leave it half-open. */
-  close(): void;
+  /**
+   * End the connection: with `drain`, once what was written is sent (then close it, do not leave
+   * it half-open); without, at once (the server does not read what we send: it never would be).
+   */
+  close(drain: boolean): void;
 }
 
 /** Options of a session. */
@@ -371,14 +376,17 @@ export class H2Session {
     this.destroy(new Error("the HTTP/2 connection was closed"));
   }
 
-  /** The connection ended or failed: every stream still open fails with `error`. */
-  destroy(error: Error): void {
+  /**
+   * The connection ended or failed: every stream still open fails with `error`. With `drain`
+   * false, what is left unsent is dropped (the connection is closed at once).
+   */
+  destroy(error: Error, drain = true): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#error ??= error;
     for (const stream of this.#streams.values()) stream.end(this.#error);
     this.#streams.clear();
-    this.#io.close();
+    this.#io.close(drain);
     this.onUnusable?.();
   }
 
@@ -689,7 +697,10 @@ export class H2Session {
     if (this.#closed) return;
     this.#io.write(bytes);
     if (this.#io.backlog() > MAX_WRITE_BACKLOG) {
-      this.destroy(new Error("the server does not read what we send (write backlog over 4 MiB)"));
+      this.destroy(
+        new Error("the server does not read what we send (write backlog over 4 MiB)"),
+        false,
+      );
     }
   }
 }
