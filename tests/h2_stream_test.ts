@@ -39,6 +39,17 @@ function http2Client(server: string, callTimeoutMs?: number): JobClient {
 }
 const client = http2Client(worker.address);
 
+/** A mutual TLS 1.3 server's options with the worker's certificate (no ALPN). */
+function serverTls() {
+  return {
+    key: read("server-key.pem"),
+    cert: read("server-cert.pem"),
+    ca: read("ca-cert.pem"),
+    requestCert: true,
+    minVersion: "TLSv1.3" as const,
+  };
+}
+
 async function randomFile(size: number): Promise<{ path: string; sha: string }> {
   const data = new Uint8Array(size);
   for (let i = 0; i < size; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
@@ -124,13 +135,7 @@ Deno.test({
     const { createServer } = await import("node:tls");
     // Mutual TLS 1.3 with our own certificates, but no ALPN: the handshake succeeds.
     const sockets: { destroy(): void }[] = [];
-    const server = createServer({
-      key: read("server-key.pem"),
-      cert: read("server-cert.pem"),
-      ca: read("ca-cert.pem"),
-      requestCert: true,
-      minVersion: "TLSv1.3",
-    }, (socket) => void sockets.push(socket));
+    const server = createServer(serverTls(), (socket) => void sockets.push(socket));
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     const port = (server.address() as { port: number }).port;
     const other = http2Client(`127.0.0.1:${port}`, 5000);
@@ -163,15 +168,8 @@ Deno.test({
     const gone = Promise.withResolvers<void>();
     // A server that sends a bad frame, then never closes: after the client's FIN it keeps
     // writing, which only a client that closed its socket (not just its side) answers with RST.
-    const server = createServer({
-      key: read("server-key.pem"),
-      cert: read("server-cert.pem"),
-      ca: read("ca-cert.pem"),
-      requestCert: true,
-      minVersion: "TLSv1.3",
-      ALPNProtocols: ["h2"],
-      allowHalfOpen: true,
-    }, (socket) => {
+    const options = { ...serverTls(), ALPNProtocols: ["h2"], allowHalfOpen: true };
+    const server = createServer(options, (socket) => {
       sockets.push(socket);
       socket.on("error", () => {});
       socket.on("data", (chunk: Uint8Array) => void received.push(chunk));
