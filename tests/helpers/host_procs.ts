@@ -37,12 +37,17 @@ function statOf(pid: number): { state: string; startTime: string; comm: string }
   return { state: rest[0] ?? "", startTime: rest[19] ?? "", comm: stat.slice(open + 1, close) };
 }
 
+/** The PIDs /proc lists right now. */
+function* hostPids(): Generator<number> {
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (/^\d+$/.test(entry.name)) yield Number(entry.name);
+  }
+}
+
 /** Every host process whose cgroup (in any hierarchy) is named `jobId`. */
 export function jobProcesses(jobId: string): HostProcess[] {
   const found: HostProcess[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    const pid = Number(entry.name);
+  for (const pid of hostPids()) {
     const cgroup = readOrNull(`/proc/${pid}/cgroup`);
     if (cgroup === null || !cgroup.split("\n").some((l) => l.endsWith(`/${jobId}`))) continue;
     const stat = statOf(pid);
@@ -154,9 +159,7 @@ export function cgroupDirsNamed(names: Iterable<string>): string[] {
 /** Live (not zombie) waiting pool inits (their command line carries `--pooled`) of `parent`. */
 export function waitingInits(parent: number): ProcessId[] {
   const found: ProcessId[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    const pid = Number(entry.name);
+  for (const pid of hostPids()) {
     const cmdline = readOrNull(`/proc/${pid}/cmdline`);
     if (cmdline === null || !cmdline.split("\0").includes("--pooled")) continue;
     const stat = readOrNull(`/proc/${pid}/stat`);
