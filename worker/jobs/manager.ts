@@ -2,7 +2,8 @@
  * The live jobs and every job's lifecycle: record, start through the launcher inside a fresh
  * cgroup, capture output, reap, stop, time out, clean up, forget. The record store keeps every
  * job (live or ended); this class keeps only what a running job needs in memory. Knows nothing of
- * gRPC or SQL. The start of a job is job_start.ts, its output job_output.ts, its end job_end.ts.
+ * gRPC or SQL. The start of a job is job_start.ts, its output job_output.ts, its end job_end.ts,
+ * a reload's hand-over handover.ts.
  */
 import type { CgroupManager, JobCgroup, Usage } from "../cgroups/types.ts";
 import type { LaunchedProcess, Launcher } from "../runtime/launcher.ts";
@@ -22,9 +23,8 @@ import { StartGate } from "./start_gate.ts";
 import { LoopTurns } from "./turns.ts";
 import { jobDir, type StartContext, startJob } from "./job_start.ts";
 import { type EndContext, finishJob } from "./job_end.ts";
-import { outputEnded, outputSinks } from "./job_output.ts";
-import { delay, message, type Running, ZERO_USAGE } from "./running.ts";
-import { stopOrphan } from "./adopt_orphan.ts";
+import { adoptJob, handOver, type HandoverContext, resumeOutput, settle } from "./handover.ts";
+import { message, type Running, ZERO_USAGE } from "./running.ts";
 
 export { jobDir };
 
@@ -77,6 +77,8 @@ export class JobManager {
   readonly #startGate: StartGate;
   /** What the end of a job (job_end.ts) changes here. */
   readonly #endContext: EndContext;
+  /** What a reload (handover.ts) reads and changes here. */
+  readonly #handover: HandoverContext;
 
   constructor(
     private readonly launcher: Launcher,
@@ -93,6 +95,24 @@ export class JobManager {
       transition: (job, to, reason) => this.#transition(job, to, reason),
       cleanedUp: (id) => this.#running.delete(id),
       ended: (id) => this.#live.delete(id),
+    };
+    this.#handover = {
+      stateDir: options.stateDir,
+      maxOutputBytes: options.maxOutputBytes,
+      events: options.events,
+      store,
+      launcher,
+      cgroups,
+      live: this.#live,
+      running: this.#running,
+      starting: () => this.#starting,
+      saveUnsaved: () => {
+        this.#saveUnsaved();
+        return this.#unsaved.keys();
+      },
+      runningOf: (process, cgroup, stopper) => this.#runningOf(process, cgroup, stopper),
+      armTimeout: (job, running, at) => this.#armTimeout(job, running, at),
+      watch: (job, running, outputDone) => this.#watch(job, running, outputDone),
     };
   }
 
@@ -303,103 +323,31 @@ export class JobManager {
   }
 
   /**
-   * First step of a reload: refuses new creates and waits (up to `ms`) until no job is starting
-   * or being cleaned up, so every live job is simply running. False if that did not happen (the
-   * reload is then called off and creates are accepted again), or if `abort` fired first.
+   * First step of a reload: refuses new creates and waits (up to `ms`) until every live job is
+   * simply running (handover.ts). False if that did not happen (the reload is then called off and
+   * creates are accepted again), or if `abort` fired first.
    */
   async quiesce(ms: number, abort?: AbortSignal): Promise<boolean> {
     this.#reloading = true;
-    const deadline = Date.now() + ms;
-    const settled = () =>
-      this.#starting === 0 &&
-      [...this.#running.values()].every((r) => !r.reaped) &&
-      [...this.#live.values()].every((j) => j.status === "RUNNING" && this.#running.has(j.id));
-    while (!settled()) {
-      if (Date.now() > deadline || abort?.aborted) {
-        this.#reloading = false;
-        return false;
-      }
-      await delay(10);
-    }
-    return true;
+    const settled = await settle(this.#handover, ms, abort);
+    if (!settled) this.#reloading = false;
+    return settled;
   }
 
-  /**
-   * Last step of a reload, right before the exec: stops reading every job's output (what is
-   * not read yet stays in its pipe for the new process) and describes each running job. Output
-   * pipes hand each read to the job's log as it happens (worker/runtime/output_pipe.ts), so the
-   * positions recorded here are final only because nothing awaits between this call and the
-   * exec: no read can land in between.
-   */
+  /** Last step of a reload, right before the exec: see handover.ts. */
   handOver(): HandedJob[] {
-    this.#saveUnsaved();
-    for (const id of this.#unsaved.keys()) {
-      log.error("a job's final state could not be recorded before the reload", { id });
-    }
-    const handed: HandedJob[] = [];
-    for (const [id, running] of this.#running) {
-      const job = this.#live.get(id)!;
-      const output = job.output!;
-      running.process.stdout.pause();
-      running.process.stderr.pause();
-      handed.push({
-        id,
-        pid: running.process.pid,
-        pidfd: running.process.pidfd,
-        stdoutFd: running.process.stdoutFd,
-        stderrFd: running.process.stderrFd,
-        timeoutAt: running.timeoutAt ?? null,
-        killAt: running.stopper.killAt ?? null,
-        terminated: running.stopper.terminated,
-        stopReason: job.stopReason ?? null,
-        output: output.state,
-        outputLost: job.outputLost ?? null,
-      });
-    }
-    return handed;
+    return handOver(this.#handover);
   }
 
   /** The exec failed: go on as before. */
   resumeAfterFailedHandover(): void {
-    for (const running of this.#running.values()) {
-      running.process.stdout.resume();
-      running.process.stderr.resume();
-    }
+    resumeOutput(this.#handover);
     this.#reloading = false;
   }
 
-  /**
-   * Takes over a job the previous process of this worker handed over at a reload; `reattach` opens
-   * its process's pipes with the sinks given. False when the job could not be kept: it has no
-   * record (stopped, without reattaching: adopt_orphan.ts).
-   */
+  /** Takes over a job the previous process handed over at a reload (handover.ts). */
   adopt(handed: HandedJob, reattach: (sinks: OutputSinks) => LaunchedProcess): boolean {
-    const record = this.store.get(handed.id);
-    if (!record) {
-      void stopOrphan(handed, this.launcher, this.cgroups);
-      return false;
-    }
-    const job = Job.fromRecord(record);
-    job.stopReason = handed.stopReason ?? undefined;
-    job.outputLost = handed.outputLost ?? undefined;
-    job.output = OutputLog.resume(
-      `${jobDir(this.options.stateDir, job.id)}/output`,
-      handed.output,
-      this.options.maxOutputBytes,
-    );
-    if (handed.outputLost) job.output.finish();
-    job.stopper = new Stopper();
-    const process = reattach(outputSinks(job, this.options.events));
-    const running = this.#runningOf(process, this.cgroups.open(job.id), job.stopper);
-    this.#live.set(job.id, job);
-    this.#running.set(job.id, running);
-    const outputDone = outputEnded(job, process);
-    running.stopper.adopted();
-    if (handed.terminated) running.stopper.markTerminated();
-    if (handed.killAt !== null) running.stopper.killBy(handed.killAt);
-    if (handed.timeoutAt !== null) this.#armTimeout(job, running, handed.timeoutAt);
-    this.#watch(job, running, outputDone);
-    return true;
+    return adoptJob(this.#handover, handed, reattach);
   }
 
   /** Stops a job and resolves once nothing of it is left; an ended job is returned as it is. */
