@@ -3,7 +3,7 @@
  * cgroup, capture output, reap, stop, time out, clean up, forget. The record store keeps every
  * job (live or ended); this class keeps only what a running job needs in memory. Knows nothing of
  * gRPC or SQL. The start of a job is job_start.ts, its output job_output.ts, its end job_end.ts,
- * a reload's hand-over handover.ts.
+ * a reload's hand-over handover.ts, forgetting ended jobs retention.ts.
  */
 import type { CgroupManager, JobCgroup, Usage } from "../cgroups/types.ts";
 import type { LaunchedProcess, Launcher } from "../runtime/launcher.ts";
@@ -25,6 +25,7 @@ import { jobDir, type StartContext, startJob } from "./job_start.ts";
 import { type EndContext, finishJob } from "./job_end.ts";
 import { adoptJob, handOver, type HandoverContext, resumeOutput, settle } from "./handover.ts";
 import { message, type Running, ZERO_USAGE } from "./running.ts";
+import { forget, forgetExpired, type RetentionContext } from "./retention.ts";
 
 export { jobDir };
 
@@ -79,6 +80,7 @@ export class JobManager {
   readonly #endContext: EndContext;
   /** What a reload (handover.ts) reads and changes here. */
   readonly #handover: HandoverContext;
+  readonly #retention: RetentionContext;
 
   constructor(
     private readonly launcher: Launcher,
@@ -95,6 +97,11 @@ export class JobManager {
       transition: (job, to, reason) => this.#transition(job, to, reason),
       cleanedUp: (id) => this.#running.delete(id),
       ended: (id) => this.#live.delete(id),
+    };
+    this.#retention = {
+      stateDir: options.stateDir,
+      store,
+      forgotten: (id) => this.#unsaved.delete(id),
     };
     this.#handover = {
       stateDir: options.stateDir,
@@ -374,7 +381,7 @@ export class JobManager {
         `job ${id} is ${job.status}; only an ended job can be deleted (stop it first)`,
       );
     }
-    await this.#forget(id);
+    await forget(this.#retention, id);
   }
 
   /** Stops every job (SIGTERM, then SIGKILL after `graceSeconds`) and waits for all to end. */
@@ -445,20 +452,7 @@ export class JobManager {
 
   /** Forgets ended jobs beyond the retention limits (count and age), with their output. */
   #evict(): void {
-    const retention = this.options.retentionMs ?? 0;
-    const endedBefore = retention > 0 ? new Date(Date.now() - retention) : undefined;
-    let expired: string[];
-    try {
-      expired = this.store.expired(this.options.maxEndedJobs, endedBefore);
-    } catch (e) {
-      log.warn("cannot apply the retention limits", { error: message(e) });
-      return;
-    }
-    for (const id of expired) {
-      this.#forget(id).catch((e) =>
-        log.warn("cannot forget an expired job", { id, error: message(e) })
-      );
-    }
+    forgetExpired(this.#retention, this.options.maxEndedJobs, this.options.retentionMs ?? 0);
   }
 
   /**
@@ -468,17 +462,5 @@ export class JobManager {
   applyRetention(): void {
     this.#saveUnsaved();
     this.#evict();
-  }
-
-  /** Deletes the record first, then the output: a record never points at missing output. */
-  async #forget(id: string): Promise<void> {
-    try {
-      this.store.delete(id);
-    } catch (e) {
-      throw new JobError("resource-exhausted", `cannot delete the record: ${message(e)}`);
-    }
-    this.#unsaved.delete(id);
-    // Streams still reading it keep their open handles; the files go when they close them.
-    await Deno.remove(jobDir(this.options.stateDir, id), { recursive: true }).catch(() => {});
   }
 }
