@@ -20,6 +20,7 @@ import { instanceName } from "./cgroups/paths.ts";
 import { JobManager } from "./jobs/manager.ts";
 import { readServerTlsFiles } from "./tls/server_credentials.ts";
 import { startServer } from "./api/server.ts";
+import { flushAuditLog } from "./api/audit.ts";
 import { SqliteStore, StoreOpenError } from "./store/sqlite.ts";
 import { recover } from "./jobs/recovery.ts";
 import { adoptedProcess } from "./runtime/reexec.ts";
@@ -29,6 +30,7 @@ import { VERSION } from "./version.ts";
 import { startMetrics } from "./metrics/operations.ts";
 import { retryMs, SessionRecycler } from "./tls/session_recycle.ts";
 import { checkInternals } from "./tls/internals.ts";
+import { warmUpTlsCrypto } from "./tls/warm_up.ts";
 
 /**
  * Exit status when the state cannot be used as it is (a damaged database, a state directory
@@ -127,6 +129,8 @@ async function serve(config: Config): Promise<number> {
   // Listen for the signals first: one that arrives while starting up is then handled once the
   // server is up, instead of killing the process half set up.
   const signals = new ControlSignals();
+  // On another thread while the worker starts, so the first client's handshake does not pay it.
+  const warmedUp = warmUpTlsCrypto();
   checkKernel();
   await prepareStateDir(config.stateDir);
   const tls = await readServerTlsFiles(config.certPath);
@@ -234,6 +238,7 @@ async function serve(config: Config): Promise<number> {
     recycler.attach(running.server);
     return running;
   };
+  await warmedUp; // long done by now, as a rule
   let { server, port, health } = await listen();
   const host = config.address.slice(0, config.address.lastIndexOf(":"));
   startPool(pool, cgroups);
@@ -262,7 +267,10 @@ async function serve(config: Config): Promise<number> {
     parking: shim,
     signals,
     port: () => port,
-    stopServing: () => server.forceShutdown(),
+    stopServing: () => {
+      server.forceShutdown();
+      flushAuditLog(); // before a reload's exec: the calls that ended keep their lines
+    },
     // Waiting inits are not handed over: the new process fills its own pool.
     beforeExec: () => pool.drain(),
     // A recycle (and only a recycle: never a SIGHUP) is called off if a client connected.
@@ -304,6 +312,7 @@ async function serve(config: Config): Promise<number> {
   reaper.stop();
   await metrics.stop();
   signals.close();
+  flushAuditLog(); // the calls the shutdown cut included
   log.info(failure === undefined ? "stopped" : "stopped after serving failed");
   return failure === undefined ? 0 : 1;
 }

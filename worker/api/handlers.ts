@@ -11,7 +11,7 @@ import {
 } from "@grpc/grpc-js";
 import { jobworker } from "../../proto/service.ts";
 import type { Limits } from "../cgroups/types.ts";
-import { type Identity, identityOf } from "../auth/identity.ts";
+import { callerOf, type Identity } from "../auth/identity.ts";
 import { denial, type Rpc } from "../auth/policy.ts";
 import type { RevocationList } from "../auth/revocation.ts";
 import { canSee, hidesEnv, type ViewersSee, withoutValues } from "../auth/visibility.ts";
@@ -60,7 +60,7 @@ type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown,
  * PERMISSION_DENIED for a role that may not.
  */
 function authorize(call: AnyCall, rpc: Rpc, revoked: RevocationList | undefined): Identity {
-  const identity = identityOf(call.getAuthContext());
+  const identity = callerOf(call);
   if (revoked?.isRevoked(identity.serialNumber)) {
     throw serviceError(
       status.UNAUTHENTICATED,

@@ -13,7 +13,7 @@ import {
   type UntypedHandleCall,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { identityOf } from "../auth/identity.ts";
+import { callerOf } from "../auth/identity.ts";
 
 export interface RpcRecord {
   /** The full service name, e.g. `jobworker.JobService`. */
@@ -80,7 +80,7 @@ function begin(service: string, method: string, call: AnyCall, observers: RpcObs
       let caller = "";
       let role = "none";
       try {
-        const identity = identityOf(call.getAuthContext());
+        const identity = callerOf(call);
         caller = identity.commonName;
         role = identity.role ?? "none";
       } catch { /* the connection is gone */ }

@@ -54,6 +54,9 @@ export async function startServer(
     "grpc.max_connection_idle_ms": config.idleTimeoutSeconds * 1000,
     "grpc.keepalive_time_ms": config.keepaliveSeconds * 1000,
     "grpc.keepalive_timeout_ms": config.keepaliveTimeoutSeconds * 1000,
+    // No channelz (grpc-js's introspection registry, which this server does not serve): it
+    // registered every connection and counted every call.
+    "grpc.enable_channelz": 0,
   });
   const handlers = jobServiceHandlers(manager, {
     defaults: config.defaults,

@@ -38,3 +38,24 @@ export function identityOf(context: AuthContext): Identity {
     serialNumber: certificate?.serialNumber ?? "",
   };
 }
+
+/** What {@link callerOf} needs of a grpc-js server call. */
+export interface AuthenticatedCall {
+  getAuthContext(): AuthContext;
+}
+
+const byCall = new WeakMap<AuthenticatedCall, Identity>();
+
+/**
+ * The identity of a call's caller, read once per call: the handler's authorization and the audit
+ * record at the call's end share it. Each `getAuthContext()` has Deno's TLS socket build the
+ * peer certificate object anew (about 50 µs); the certificate of a connection never changes.
+ */
+export function callerOf(call: AuthenticatedCall): Identity {
+  let identity = byCall.get(call);
+  if (identity === undefined) {
+    identity = identityOf(call.getAuthContext());
+    byCall.set(call, identity);
+  }
+  return identity;
+}
