@@ -20,7 +20,6 @@ import { instanceName } from "./cgroups/paths.ts";
 import { JobManager } from "./jobs/manager.ts";
 import { readServerTlsFiles } from "./tls/server_credentials.ts";
 import { startServer } from "./api/server.ts";
-import { flushAuditLog } from "./api/audit.ts";
 import { SqliteStore, StoreOpenError } from "./store/sqlite.ts";
 import { recover } from "./jobs/recovery.ts";
 import { adoptedProcess } from "./runtime/reexec.ts";
@@ -267,10 +266,7 @@ async function serve(config: Config): Promise<number> {
     parking: shim,
     signals,
     port: () => port,
-    stopServing: () => {
-      server.forceShutdown();
-      flushAuditLog(); // before a reload's exec: the calls that ended keep their lines
-    },
+    stopServing: () => server.forceShutdown(),
     // Waiting inits are not handed over: the new process fills its own pool.
     beforeExec: () => pool.drain(),
     // A recycle (and only a recycle: never a SIGHUP) is called off if a client connected.
@@ -312,7 +308,6 @@ async function serve(config: Config): Promise<number> {
   reaper.stop();
   await metrics.stop();
   signals.close();
-  flushAuditLog(); // the calls the shutdown cut included
   log.info(failure === undefined ? "stopped" : "stopped after serving failed");
   return failure === undefined ? 0 : 1;
 }
