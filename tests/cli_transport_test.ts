@@ -83,6 +83,28 @@ Deno.test("MessageReader: a message sent a byte at a time arrives whole", () => 
   assert.equal(reader.pending, false);
 });
 
+Deno.test("MessageReader: what a message holds follows the bytes that came, not the length its prefix claims", () => {
+  const MiB = 1024 * 1024;
+  const claimed = new Uint8Array([0, 0x04, 0, 0, 0]); // exactly 64 MiB, the most allowed
+  const idle = new MessageReader();
+  assert.deepEqual(idle.push(claimed), []);
+  assert.ok(idle.held <= MiB + 5, `5 bytes made the reader hold ${idle.held}`);
+
+  const length = 6 * MiB + 123;
+  const message = Uint8Array.from({ length }, (_, i) => (i * 7) % 253);
+  const body = frame(message);
+  const reader = new MessageReader();
+  const got: Uint8Array[] = [];
+  for (let at = 0; at < body.length; at += 100_000) {
+    got.push(...reader.push(body.subarray(at, at + 100_000)));
+    const came = Math.min(body.length, at + 100_000);
+    if (got.length === 0) assert.ok(reader.held <= 2 * came + MiB, `${reader.held} for ${came}`);
+  }
+  assert.equal(got.length, 1);
+  assert.equal(got[0]!.length, length);
+  assert.ok(got[0]!.every((b, i) => b === (i * 7) % 253));
+});
+
 Deno.test("socketIo: a session that gives up on a server that does not read closes its socket at once", async () => {
   // A real socket to a server that never reads (paused from the start), which opens all its
   // windows so that our request body is sent until the socket's write buffer passes the cap.

@@ -29,6 +29,8 @@ import { RpcError, type RpcMethod, type RpcTransport, type TransportSettings } f
 const MiB = 1024 * 1024;
 /** The largest message accepted from the server (as the grpc-js client is configured). */
 const MAX_RECEIVE_BYTES = 64 * MiB;
+/** What a message's buffer may hold beyond the bytes that came (MessageReader). */
+const GROW_BYTES = MiB;
 /** HTTP/2 flow-control window for the connection and each stream (streaming throughput). */
 const WINDOW_BYTES = 8 * MiB;
 /** How long an ended connection may take to send what is left (its GOAWAY) before it is closed. */
@@ -100,18 +102,21 @@ function statusOf(headers: Headers): { code: number; details: string } | undefin
 
 /**
  * Splits the response body into gRPC messages. A message within one chunk is a view of it (no
- * copy); one that spans chunks is copied, as its chunks come, into a buffer of its length, made
- * when its prefix is read: one copy per message, not one per HTTP/2 frame, and nothing held but
- * that buffer and a prefix. (Keeping the chunks until the message is whole would keep the socket
- * chunks they are views of: 4 KiB DATA frames each in a 64 KiB socket chunk made one 64 MiB
- * message keep 1 GiB.)
+ * copy); one that spans chunks is copied, as its chunks come, into one buffer: one copy per
+ * message, not one per HTTP/2 frame, and nothing held but that buffer and a prefix. (Keeping the
+ * chunks until the message is whole would keep the socket chunks they are views of: 4 KiB DATA
+ * frames each in a 64 KiB socket chunk made one 64 MiB message keep 1 GiB.) The buffer follows
+ * the bytes that came, not the length the prefix claims: it starts at what has come plus
+ * {@link GROW_BYTES} and doubles as needed, so a server cannot make us hold 64 MiB with 5 bytes.
  */
 export class MessageReader {
   /** The prefix being read (5 bytes), and how much of it has come. */
   readonly #prefix = new Uint8Array(5);
   #prefixFilled = 0;
-  /** The message whose prefix was read, and how much of it has come; undefined between them. */
+  /** The buffer of the message whose prefix was read; undefined between messages. */
   #message: Uint8Array | undefined;
+  /** That message's length, as its prefix said, and how much of it has come. */
+  #length = 0;
   #filled = 0;
 
   /** Feed bytes; returns the messages now complete. */
@@ -142,15 +147,23 @@ export class MessageReader {
           at += length;
           continue;
         }
-        this.#message = new Uint8Array(length);
+        this.#message = new Uint8Array(Math.min(length, bytes.length - at + GROW_BYTES));
+        this.#length = length;
         this.#filled = 0;
       }
-      const message = this.#message;
-      const part = Math.min(message.length - this.#filled, bytes.length - at);
+      const part = Math.min(this.#length - this.#filled, bytes.length - at);
+      let message = this.#message;
+      if (this.#filled + part > message.length) {
+        const grown = new Uint8Array(
+          Math.min(this.#length, Math.max(2 * message.length, this.#filled + part)),
+        );
+        grown.set(message.subarray(0, this.#filled));
+        message = this.#message = grown;
+      }
       message.set(bytes.subarray(at, at + part), this.#filled);
       this.#filled += part;
       at += part;
-      if (this.#filled < message.length) break;
+      if (this.#filled < this.#length) break;
       messages.push(message);
       this.#message = undefined;
     }
