@@ -144,3 +144,28 @@ Deno.test("socketIo: a session that gives up on a server that does not read clos
   for (const peer of accepted) peer.destroy();
   await new Promise((resolve) => server.close(resolve));
 });
+
+Deno.test("socketIo: a socket ended towards a server that stopped reading is destroyed after the grace", async () => {
+  // Below the session's backlog cap nothing gives up: only the close timer ends this socket.
+  const accepted: Socket[] = [];
+  const server = createServer({ pauseOnConnect: true }, (peer) => void accepted.push(peer));
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  const socket = connect(port, "127.0.0.1");
+  await new Promise((resolve) => socket.once("connect", resolve));
+  const closed = new Promise((resolve) => socket.once("close", resolve));
+  const io = socketIo(socket);
+  for (let i = 0; i < 64; i++) io.write(new Uint8Array(512 * 1024));
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.ok(io.backlog() > 0, "the kernel took all of it: nothing is left unsent");
+  io.close(true);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    closed.then(() => "closed"),
+    new Promise((resolve) => timer = setTimeout(() => resolve("still open"), 15_000)),
+  ]);
+  clearTimeout(timer);
+  assert.equal(outcome, "closed");
+  for (const peer of accepted) peer.destroy();
+  await new Promise((resolve) => server.close(resolve));
+});
