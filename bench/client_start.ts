@@ -116,6 +116,46 @@ export async function measureClientStart(
   >;
 }
 
+/** Medians of `rounds` fresh workers, in milliseconds. */
+export interface FirstListTimes {
+  /** The first `list` against a worker that has just started (its first TLS connection). */
+  first: number;
+  /** The `list` right after it, against the same worker. */
+  second: number;
+}
+
+/** How long a fresh worker is left to settle before its first `list`. */
+const SETTLE_MS = 2000;
+
+/**
+ * The first `list` against a worker that has just started, beside the next one: a worker's first
+ * connection used to pay Deno's one-time TLS crypto set-up (worker/tls/warm_up.ts), about 35 ms.
+ * Each round starts a worker of its own with `start`, lets it settle, and stops it.
+ */
+export async function measureFirstList(
+  start: () => Promise<{ address: string; stop(): Promise<unknown> }>,
+  certDir: string,
+  rounds = 5,
+): Promise<FirstListTimes> {
+  await build();
+  const first: number[] = [];
+  const second: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const worker = await start();
+    try {
+      // Past its start-up work (the init pool fills in the background): the first connection's
+      // own cost, not the CPU it shares with the pool's Deno starts.
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+      const list = [BUILT_PROGRAM, ["--server", worker.address, "--cert-path", certDir, "list"]];
+      first.push(await timed(list as [string, string[]]));
+      second.push(await timed(list as [string, string[]]));
+    } finally {
+      await worker.stop();
+    }
+  }
+  return { first: median(first), second: median(second) };
+}
+
 /**
  * The floors beside the `list` row, against the same `deno eval ''`: shown, never held to a
  * record (they measure Deno, not jobworker).

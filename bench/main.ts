@@ -19,7 +19,7 @@ import { parseArgs } from "node:util";
 import { makePki } from "../tests/helpers/pki.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
-import { clientFloorRows, measureClientStart } from "./client_start.ts";
+import { clientFloorRows, measureClientStart, measureFirstList } from "./client_start.ts";
 import type { BenchContext } from "./context.ts";
 import { burstRows, creepRows, stalledReaderRows } from "./load.ts";
 import { machineInfo } from "./machine.ts";
@@ -94,6 +94,11 @@ const sections: { name: string; full?: true; run: () => Promise<Row[]> }[] = [
     name: "client",
     run: async () => {
       const start = await measureClientStart(worker.address, pki.dir, quick ? 5 : 15);
+      const fresh = await measureFirstList(
+        () => WorkerProcess.start({ certDir: pki.dir }),
+        pki.dir,
+        quick ? 3 : 5,
+      );
       return [{
         name: "jobworker list, a new process",
         ours: start.list,
@@ -102,6 +107,14 @@ const sections: { name: string; full?: true; run: () => Promise<Row[]> }[] = [
         unit: "ms",
         higherIsBetter: false,
         target: { ratioAtMost: 2 },
+      }, {
+        name: "jobworker list, the first against a fresh worker",
+        ours: fresh.first,
+        base: fresh.second,
+        baseLabel: "the next list, same worker",
+        unit: "ms",
+        higherIsBetter: false,
+        unchecked: "one list per fresh worker, a few workers: shown, not held to a record",
       }, ...clientFloorRows(start)];
     },
   },

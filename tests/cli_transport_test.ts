@@ -93,6 +93,12 @@ Deno.test("MessageReader: what a message holds follows the bytes that came, not 
   const length = 6 * MiB + 123;
   const message = Uint8Array.from({ length }, (_, i) => (i * 7) % 253);
   const body = frame(message);
+  const small = frame(message.subarray(0, 700_000)); // up to 1 MiB: a buffer of its length
+  const once = new MessageReader();
+  assert.deepEqual(once.push(small.subarray(0, 1000)), []);
+  assert.equal(once.held, 700_000 + 5);
+  assert.equal(once.push(small.subarray(1000))[0]!.byteLength, 700_000);
+
   const reader = new MessageReader();
   const got: Uint8Array[] = [];
   for (let at = 0; at < body.length; at += 100_000) {
@@ -152,20 +158,24 @@ Deno.test("socketIo: a socket ended towards a server that stopped reading is des
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as { port: number };
   const socket = connect(port, "127.0.0.1");
-  await new Promise((resolve) => socket.once("connect", resolve));
-  const closed = new Promise((resolve) => socket.once("close", resolve));
-  const io = socketIo(socket);
-  for (let i = 0; i < 64; i++) io.write(new Uint8Array(512 * 1024));
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  assert.ok(io.backlog() > 0, "the kernel took all of it: nothing is left unsent");
-  io.close(true);
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const outcome = await Promise.race([
-    closed.then(() => "closed"),
-    new Promise((resolve) => timer = setTimeout(() => resolve("still open"), 15_000)),
-  ]);
-  clearTimeout(timer);
-  assert.equal(outcome, "closed");
-  for (const peer of accepted) peer.destroy();
-  await new Promise((resolve) => server.close(resolve));
+  try {
+    await new Promise((resolve) => socket.once("connect", resolve));
+    const closed = new Promise((resolve) => socket.once("close", resolve));
+    const io = socketIo(socket);
+    // 32 MiB: the loopback buffers of a peer that never reads take a few MiB.
+    for (let i = 0; i < 64; i++) io.write(new Uint8Array(512 * 1024));
+    assert.ok(io.backlog() > 0, "the kernel took all of it: nothing is left unsent");
+    io.close(true);
+    const outcome = await Promise.race([
+      closed.then(() => "closed"),
+      new Promise((resolve) => timer = setTimeout(() => resolve("still open"), 15_000)),
+    ]);
+    assert.equal(outcome, "closed");
+  } finally {
+    clearTimeout(timer);
+    socket.destroy();
+    for (const peer of accepted) peer.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  }
 });

@@ -129,7 +129,7 @@ async function serve(config: Config): Promise<number> {
   // server is up, instead of killing the process half set up.
   const signals = new ControlSignals();
   // On another thread while the worker starts, so the first client's handshake does not pay it.
-  const warmedUp = warmUpTlsCrypto();
+  warmUpTlsCrypto();
   checkKernel();
   await prepareStateDir(config.stateDir);
   const tls = await readServerTlsFiles(config.certPath);
@@ -237,7 +237,6 @@ async function serve(config: Config): Promise<number> {
     recycler.attach(running.server);
     return running;
   };
-  await warmedUp; // long done by now, as a rule
   let { server, port, health } = await listen();
   const host = config.address.slice(0, config.address.lastIndexOf(":"));
   startPool(pool, cgroups);

@@ -103,7 +103,8 @@ function statusOf(headers: Headers): { code: number; details: string } | undefin
 /**
  * Splits the response body into gRPC messages. A message within one chunk is a view of it (no
  * copy); one that spans chunks is copied, as its chunks come, into one buffer: one copy per
- * message, not one per HTTP/2 frame, and nothing held but that buffer and a prefix. (Keeping the
+ * message up to 1 MiB (about two beyond), not one per HTTP/2 frame, and nothing held but that
+ * buffer and a prefix. (Keeping the
  * chunks until the message is whole would keep the socket chunks they are views of: 4 KiB DATA
  * frames each in a 64 KiB socket chunk made one 64 MiB message keep 1 GiB.) The buffer follows
  * the bytes that came, not the length the prefix claims: it starts at what has come plus

@@ -83,7 +83,7 @@ function begin(service: string, method: string, call: AnyCall, observers: RpcObs
         const identity = callerOf(call);
         caller = identity.commonName;
         role = identity.role ?? "none";
-      } catch { /* the connection is gone */ }
+      } catch { /* the connection was gone before the call read its caller */ }
       const record: RpcRecord = {
         service,
         method,

@@ -32,8 +32,8 @@ export interface HandoverContext {
   running: Map<string, Running>;
   /** Creates past the limit check that have not reached `running` yet. */
   starting(): number;
-  /** Ids of ended jobs whose last state the store has not taken yet (after a retry). */
-  saveUnsaved(): Iterable<string>;
+  /** Retries the records the store could not take; the ids of the jobs still unrecorded. */
+  saveUnsaved(): string[];
   runningOf(process: LaunchedProcess, cgroup: JobCgroup, stopper: Stopper): Running;
   armTimeout(job: Job, running: Running, at: number): void;
   /** Cleans up after the job once it ends. */

@@ -115,7 +115,7 @@ export class JobManager {
       starting: () => this.#starting,
       saveUnsaved: () => {
         this.#saveUnsaved();
-        return this.#unsaved.keys();
+        return [...this.#unsaved.keys()];
       },
       runningOf: (process, cgroup, stopper) => this.#runningOf(process, cgroup, stopper),
       armTimeout: (job, running, at) => this.#armTimeout(job, running, at),

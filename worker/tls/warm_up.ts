@@ -13,11 +13,14 @@
  *
  * @module
  */
+import { log } from "../log/logger.ts";
 
-/** Begins the set-up; resolves when it is done (nothing needs to wait for it). */
-export function warmUpTlsCrypto(): Promise<void> {
-  return crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]).then(
-    () => {},
-    () => {},
+/**
+ * Begins the set-up; nothing waits for it (the worker's start takes far longer). Should it fail,
+ * the first handshake does the set-up itself, as before.
+ */
+export function warmUpTlsCrypto(): void {
+  crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]).catch((e) =>
+    log.debug("the TLS crypto warm-up failed", { error: String(e) })
   );
 }
