@@ -9,7 +9,7 @@ import { EncodedDataChunk, type jobworker } from "../../proto/service.ts";
 import type { OutputLog } from "../jobs/output_log.ts";
 import { unsentMeter } from "./http2_unsent.ts";
 import { sendPreFramed } from "../tls/internals.ts";
-import { passedThrough } from "../runtime/memory_trim.ts";
+import { streamedOut } from "../runtime/memory_trim.ts";
 
 /**
  * Most bytes of one stream left unsent inside the HTTP/2 layer before the stream waits (then until
@@ -148,7 +148,7 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
         // Back to the pool only once the write is done with it (see `pool`).
         const more = call.write(chunk, () => releaseBuffer(backing));
         unsent?.wrote(got);
-        passedThrough(got);
+        streamedOut(got);
         if (!more) await drainOrCancel(call);
         const share = unsent ? unsentShare(unsent.streamsOnConnection) : MAX_UNSENT_BYTES;
         if (unsent && unsent.unsent > share) {
