@@ -172,6 +172,17 @@ async function throughput(ctx: StreamingContext, client: JobClient): Promise<Ben
     progress("python3-grpcio missing: no C-core rows (apt-get install python3-grpcio)");
   }
 
+  rows.push(...await aggregateRows(ctx, client));
+  for (const id of [ended.id, live.id]) await client.deleteJob(id).catch(() => {});
+  return rows;
+}
+
+/** 50 clients of one ended job: on 5 connections, then on a connection each. */
+async function aggregateRows(ctx: StreamingContext, client: JobClient): Promise<BenchRow[]> {
+  const bytes = (ctx.quick ? 256 : 1024) * MiB; // the pipe baseline's size, as the rows above
+  const rows: BenchRow[] = [];
+  const row = (name: string, ours: number, base: number) =>
+    rows.push({ name, ours, base, unit: "MiB/s", higherIsBetter: true });
   const readers = 50;
   const each = (ctx.quick ? 32 : 128) * MiB;
   const shared = await writer(client, each);
@@ -191,7 +202,7 @@ async function throughput(ctx: StreamingContext, client: JobClient): Promise<Ben
     () => aggregate(ctx, shared.id, each, readers, readers),
   );
   row(`${readers} clients, a connection each, aggregate`, onOwn, await pipeThroughput(bytes));
-  for (const id of [ended.id, live.id, shared.id]) await client.deleteJob(id).catch(() => {});
+  await client.deleteJob(shared.id).catch(() => {});
   return rows;
 }
 
@@ -436,12 +447,14 @@ async function cliTransportThroughput(
 
 /** Every streaming figure, each with its baseline from this run. */
 export async function streamingRows(ctx: StreamingContext): Promise<BenchRow[]> {
-  const only = Deno.env.get("BENCH_STREAMING_ONLY"); // throughput | cli | latency | memory
+  // throughput | aggregate (only the 50-client rows, also part of throughput) | cli | latency | memory
+  const only = Deno.env.get("BENCH_STREAMING_ONLY");
   const client = clientFor(ctx.certDir, ctx.address);
   try {
     await client.listJobs();
     const rows: BenchRow[] = [];
     if (!only || only === "throughput") rows.push(...await throughput(ctx, client));
+    if (only === "aggregate") rows.push(...await aggregateRows(ctx, client));
     if (!only || only === "throughput" || only === "cli") {
       rows.push(...await cliTransportThroughput(ctx, client));
     }

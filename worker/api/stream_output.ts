@@ -9,7 +9,7 @@ import { EncodedDataChunk, type jobworker } from "../../proto/service.ts";
 import type { OutputLog } from "../jobs/output_log.ts";
 import { unsentMeter } from "./http2_unsent.ts";
 import { sendPreFramed } from "../tls/internals.ts";
-import { passedThrough } from "../runtime/memory_trim.ts";
+import { streamedOut } from "../runtime/memory_trim.ts";
 
 /**
  * Most bytes of one stream left unsent inside the HTTP/2 layer before the stream waits (then until
@@ -106,6 +106,25 @@ function drainOrCancel(call: Call): Promise<void> {
   });
 }
 
+/**
+ * Resolves when `promise` does or when the call is cancelled, and leaves nothing behind on either.
+ * Not `Promise.race([promise, whenCancelled])`: every race adds a reaction to the long-lived
+ * cancellation promise that stays until the call ends, a few hundred bytes per wait. The send loop
+ * waits once per message when streams share a connection, so 10 streams on each of 5 connections
+ * grew the worker's heap by about 25 MiB over 6.25 GiB, and V8's every mark-compact marked it all.
+ */
+function unlessCancelled(call: Call, promise: Promise<void>): Promise<void> {
+  if (call.cancelled) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      call.off("cancelled", done);
+      resolve();
+    };
+    call.on("cancelled", done);
+    promise.then(done, done);
+  });
+}
+
 function cancelled(call: Call): { promise: Promise<void>; signal: AbortSignal } {
   const controller = new AbortController();
   if (call.cancelled) controller.abort();
@@ -148,14 +167,14 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
         // Back to the pool only once the write is done with it (see `pool`).
         const more = call.write(chunk, () => releaseBuffer(backing));
         unsent?.wrote(got);
-        passedThrough(got);
+        streamedOut(got);
         if (!more) await drainOrCancel(call);
         const share = unsent ? unsentShare(unsent.streamsOnConnection) : MAX_UNSENT_BYTES;
         if (unsent && unsent.unsent > share) {
-          await Promise.race([unsent.waitUntilAtMost(share / 2), whenCancelled.promise]);
+          await unlessCancelled(call, unsent.waitUntilAtMost(share / 2));
         }
         while (unsent && unsent.queued > MAX_QUEUED_BYTES && !call.cancelled) {
-          await Promise.race([unsent.waitForSocketDrain(), whenCancelled.promise]);
+          await unlessCancelled(call, unsent.waitForSocketDrain());
         }
         continue;
       }

@@ -119,6 +119,8 @@ export function trimSoon(): void {
 
 /** Bytes of job output ingested or streamed since the last check of the worker's memory. */
 let passed = 0;
+/** Bytes of job output ingested (captured from jobs) since the last check. */
+let ingested = 0;
 /** How much output may pass through between two checks of the worker's memory. */
 const CHECK_EVERY_BYTES = 32 * 1024 * 1024;
 /** RSS growth, over the lowest RSS seen at a check since the last collection, that forces one. */
@@ -126,15 +128,17 @@ const COLLECT_AFTER_GROWTH = 24 * 1024 * 1024;
 let lowestRss = Infinity;
 
 /**
- * Counts `bytes` of job output ingested or streamed. Every 32 MiB glibc's heaps are trimmed off the
- * loop (glibc keeps the space freed buffers leave between longer-lived allocations), and when the
- * worker's RSS grew by 24 MiB since the lowest it was at such a check, a collection frees the dead
- * buffers V8 lets pile up in its old generation (stalled readers' frames). 5 jobs writing 200 MiB
- * with 50 stalled readers peaked at +113..+386 MiB over idle with neither, +90..+102 MiB with a
- * collection and a trim every 32 MiB; 200 jobs writing 33-byte lines as fast as they could paid
- * 20-60 ms of loop every 32 MiB for that collection. With the growth rule (the hostile test's 50
- * stalled readers, one run each): +128 MiB peak at 16 MiB of growth, +108 at 24, +155..+174 at 48;
- * bench/latency_probe.ts's run with 200 writers then forced 3 collections at 24 MiB, 10 at 16.
+ * Counts `bytes` of job output ingested (captured from a job). Every 32 MiB of output (ingested or
+ * streamed) glibc's heaps are trimmed off the loop (glibc keeps the space freed buffers leave
+ * between longer-lived allocations), and when the worker's RSS grew by 24 MiB since the lowest it
+ * was at such a check and output was ingested since the last check, a collection frees the dead
+ * buffers V8 lets pile up in its old generation (stalled readers' frames while jobs write).
+ * 5 jobs writing 200 MiB with 50 stalled readers peaked at +113..+386 MiB over idle with neither,
+ * +90..+102 MiB with a collection and a trim every 32 MiB; 200 jobs writing 33-byte lines as fast
+ * as they could paid 20-60 ms of loop every 32 MiB for that collection. With the growth rule (the
+ * hostile test's 50 stalled readers, one run each): +128 MiB peak at 16 MiB of growth, +108 at 24,
+ * +155..+174 at 48; bench/latency_probe.ts's run with 200 writers then forced 3 collections at
+ * 24 MiB, 10 at 16.
  *
  * Tried and undone (2026-12): during that storm V8 holds a steady ~20 MiB (heap used + external)
  * while RSS wanders 124-156 MiB, so the RSS rule still forces a double mark-compact every 4-5 s.
@@ -145,16 +149,38 @@ let lowestRss = Infinity;
  * incremental marking took steps of up to 36 ms. Cap the young generation before trying again.
  */
 export function passedThrough(bytes: number): void {
+  ingested += bytes;
+  counted(bytes);
+}
+
+/**
+ * Counts `bytes` of job output streamed to a client: they pace the trims and push the quiet-time
+ * collection back as ingested bytes do, but never force a collection by themselves.
+ *
+ * Why: streaming an ended job's output to many clients makes RSS wander by more than the growth
+ * rule allows while V8 already collects on its own (an incremental mark-compact every 100-150 ms,
+ * driven by the ArrayBuffers each frame takes). 50 clients of one 128 MiB job (issue 8's bench
+ * row, 6.25 GiB) forced 114 full collections, 3.3 s of loop in all, and after each V8 sized its
+ * heap down again: the worker's CPU for the row fell from 22.6 to 17.6 s without them (20.5 to
+ * 15.4 s with a connection each). A job that writes while clients stall still forces them, through
+ * its ingested bytes (tests/hostile_test.ts's 50 stalled readers).
+ */
+export function streamedOut(bytes: number): void {
+  counted(bytes);
+}
+
+function counted(bytes: number): void {
   passedSinceArm += bytes;
   passed += bytes;
   if (passed < CHECK_EVERY_BYTES) return;
   passed = 0;
   const rss = Deno.memoryUsage().rss;
   lowestRss = Math.min(lowestRss, rss);
-  if (rss - lowestRss > COLLECT_AFTER_GROWTH) {
+  if (ingested > 0 && rss - lowestRss > COLLECT_AFTER_GROWTH) {
     collector()?.({ type: "major" });
     lowestRss = Infinity;
   }
+  ingested = 0;
   trimHeaps();
   trimSoon();
 }
