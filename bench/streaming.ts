@@ -19,10 +19,18 @@
  * @module
  */
 import type { JobClient } from "../cli/client.ts";
-import { jobworker } from "../proto/service.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
 import { peakRss, settledRss } from "../tests/helpers/rss.ts";
 import { pipeThroughput } from "./stream.ts";
+import {
+  cpuSeconds,
+  grpcioAvailable,
+  PYTHON,
+  readGrpcio,
+  readOurs,
+  waitEnded,
+  writer,
+} from "./stream_readers.ts";
 import { quantile } from "./rows.ts";
 import { type StalledReader, startStalledReader } from "../tests/helpers/stalled_reader.ts";
 
@@ -42,21 +50,8 @@ export interface BenchRow {
 }
 
 const MiB = 1024 * 1024;
-const PYTHON = "/usr/bin/python3";
-const GRPC_CLIENT = new URL("./grpc_client.py", import.meta.url).pathname;
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const progress = (what: string) => console.error(`bench streaming: ${what}`);
-
-/** CPU seconds (user + system) a process used so far, from /proc/<pid>/stat; NaN if unreadable. */
-function cpuSeconds(pid: number | "self"): number {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks
-  } catch {
-    return NaN;
-  }
-}
 
 /** Runs `work`, then says how much CPU the worker and this process (the clients) spent on it. */
 async function withCpu<T>(ctx: StreamingContext, what: string, work: () => Promise<T>): Promise<T> {
@@ -76,59 +71,6 @@ async function withCpu<T>(ctx: StreamingContext, what: string, work: () => Promi
 /** {@link quantile}, or NaN when no line arrived (the row then reads as missing). */
 const quantileOrNaN = (values: number[], q: number) => values.length ? quantile(values, q) : NaN;
 
-async function waitEnded(client: JobClient, id: string): Promise<jobworker.Job> {
-  for (;;) {
-    const job = await client.getJob(id);
-    if (job.status >= jobworker.JobStatus.COMPLETED) return job;
-    await delay(50);
-  }
-}
-
-/** Reads `id`'s whole output with our client; MiB/s from the first chunk to the last. */
-async function readOurs(client: JobClient, id: string, expected: number): Promise<number> {
-  let total = 0;
-  let first = 0;
-  for await (const chunk of client.stream(id)) {
-    if (first === 0) first = performance.now();
-    total += chunk.payload.length;
-  }
-  if (total !== expected) throw new Error(`our client got ${total} of ${expected} bytes`);
-  return total / MiB / ((performance.now() - first) / 1000);
-}
-
-/** Reads `id`'s whole output with the C-core client; MiB/s from the first chunk to the last. */
-async function readGrpcio(ctx: StreamingContext, id: string, expected: number): Promise<number> {
-  const out = await new Deno.Command(PYTHON, {
-    args: [GRPC_CLIENT, ctx.address, ctx.certDir, id],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  if (!out.success) {
-    throw new Error(`grpc_client.py failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  const result = JSON.parse(text) as { bytes: number; seconds: number };
-  if (result.bytes !== expected) throw new Error(`grpcio got ${result.bytes} of ${expected} bytes`);
-  return result.bytes / MiB / result.seconds;
-}
-
-/** A job writing `bytes` zeros at full speed, starting `afterSeconds` from now. */
-function writer(client: JobClient, bytes: number, afterSeconds = 0): Promise<jobworker.Job> {
-  const head = `head -c ${bytes} /dev/zero`;
-  return afterSeconds > 0
-    ? client.createJob({ command: "/bin/sh", args: ["-c", `sleep ${afterSeconds}; ${head}`] })
-    : client.createJob({ command: "head", args: ["-c", String(bytes), "/dev/zero"] });
-}
-
-export function grpcioAvailable(): boolean {
-  try {
-    return new Deno.Command(PYTHON, { args: ["-c", "import grpc"], stderr: "null" }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-}
-
 async function throughput(ctx: StreamingContext, client: JobClient): Promise<BenchRow[]> {
   const bytes = (ctx.quick ? 256 : 1024) * MiB;
   const rows: BenchRow[] = [];
@@ -142,7 +84,7 @@ async function throughput(ctx: StreamingContext, client: JobClient): Promise<Ben
   const endedOurs = await withCpu(
     ctx,
     "ended job, our client",
-    () => readOurs(client, ended.id, bytes),
+    async () => (await readOurs(client, ended.id, bytes)).mibps,
   );
   row(`stream ${size}, ended job, our client`, endedOurs, 0);
   rows.at(-1)!.base = await pipeThroughput(bytes);
@@ -152,7 +94,7 @@ async function throughput(ctx: StreamingContext, client: JobClient): Promise<Ben
   const liveOurs = await withCpu(
     ctx,
     "live job, our client",
-    () => readOurs(client, live.id, bytes),
+    async () => (await readOurs(client, live.id, bytes)).mibps,
   );
   row(`stream ${size}, live job, our client`, liveOurs, await pipeThroughput(bytes));
 
@@ -161,11 +103,15 @@ async function throughput(ctx: StreamingContext, client: JobClient): Promise<Ben
     const grpcEnded = await withCpu(
       ctx,
       "ended job, grpcio",
-      () => readGrpcio(ctx, ended.id, bytes),
+      async () => (await readGrpcio(ctx.address, ctx.certDir, ended.id, bytes)).mibps,
     );
     row(`stream ${size}, ended job, grpcio`, grpcEnded, await pipeThroughput(bytes));
     const live2 = await writer(client, bytes, 1);
-    const grpcLive = await withCpu(ctx, "live job, grpcio", () => readGrpcio(ctx, live2.id, bytes));
+    const grpcLive = await withCpu(
+      ctx,
+      "live job, grpcio",
+      async () => (await readGrpcio(ctx.address, ctx.certDir, live2.id, bytes)).mibps,
+    );
     row(`stream ${size}, live job, grpcio`, grpcLive, await pipeThroughput(bytes));
     await client.deleteJob(live2.id).catch(() => {});
   } else {
@@ -425,7 +371,7 @@ async function cliTransportThroughput(
     const mibps = await withCpu(
       ctx,
       "ended job, CLI transport",
-      () => readOurs(cli, job.id, bytes),
+      async () => (await readOurs(cli, job.id, bytes)).mibps,
     );
     progress(
       `CLI transport: ${

@@ -145,6 +145,12 @@ async function failure(what: string, fn: () => Promise<unknown>): Promise<CallFa
   assert.fail(`${what} succeeded, expected a failure; it returned ${JSON.stringify(result)}`);
 }
 
+/** The call fails with `code` (an assertion naming `what` if not). */
+async function failsWith(code: number, what: string, fn: () => Promise<unknown>): Promise<void> {
+  const f = await failure(what, fn);
+  assert.equal(f.code, code, `${what}: ${codeName(f.code)}: ${f.details}`);
+}
+
 function codeName(code: number | undefined): string {
   return code === undefined ? "(none)" : `${status[code] ?? "?"} (${code})`;
 }
@@ -540,9 +546,8 @@ for (const name of ["otherca", "expired"] as const) {
     const client = clientFor(pki.dir, worker.address, name);
     try {
       for (const [rpc, call] of unaryCalls(client, job.id)) {
-        const f = await failure(`${name} ${rpc}`, call);
         // A handler never ran: the connection itself failed.
-        assert.equal(f.code, status.UNAVAILABLE, `${rpc}: ${codeName(f.code)}: ${f.details}`);
+        await failsWith(status.UNAVAILABLE, `${name} ${rpc}`, call);
       }
       const stream = await readStream(client, job.id);
       assert.equal(stream.chunks, 0);
@@ -669,13 +674,12 @@ test("server identity: a server certificate for other.example/10.9.9.9 is refuse
           : clientFor(dir, `${host}:${other.port}`, "admin");
         const at = `${host} (${transport})`;
         try {
-          const f = await failure(`GetJobs at ${at}`, () => client.listJobs());
-          assert.equal(f.code, status.UNAVAILABLE, `${at}: ${codeName(f.code)}: ${f.details}`);
-          const c = await failure(
+          await failsWith(status.UNAVAILABLE, `GetJobs at ${at}`, () => client.listJobs());
+          await failsWith(
+            status.UNAVAILABLE,
             `CreateJob at ${at}`,
             () => client.createJob({ command: "true" }),
           );
-          assert.equal(c.code, status.UNAVAILABLE, `${at}: ${codeName(c.code)}: ${c.details}`);
         } finally {
           client.close();
         }
@@ -713,11 +717,11 @@ test("server identity: a client trusting another CA refuses the normal worker", 
         keyPem: read(`${pki.dir}/admin-client-key.pem`),
       });
       try {
-        const f = await failure(
+        await failsWith(
+          status.UNAVAILABLE,
           `CreateJob at ${host}`,
           () => client.createJob({ command: "true" }),
         );
-        assert.equal(f.code, status.UNAVAILABLE, `${host}: ${codeName(f.code)}: ${f.details}`);
       } finally {
         client.close();
       }
@@ -754,8 +758,7 @@ test("server identity: a client certificate used as the server certificate is re
     for (const host of ["127.0.0.1", "localhost"]) {
       const client = clientFor(dir, `${host}:${eku.port}`, "admin");
       try {
-        const f = await failure(`GetJobs at ${host}`, () => client.listJobs());
-        assert.equal(f.code, status.UNAVAILABLE, `${host}: ${codeName(f.code)}: ${f.details}`);
+        await failsWith(status.UNAVAILABLE, `GetJobs at ${host}`, () => client.listJobs());
       } finally {
         client.close();
       }
@@ -763,11 +766,11 @@ test("server identity: a client certificate used as the server certificate is re
     // Without the name check it is still refused: the chain is fine, the purpose is not.
     const raw = rawClient(`localhost:${eku.port}`, noNameCheckCredentials(dir));
     try {
-      const f = await failure(
+      await failsWith(
+        status.UNAVAILABLE,
         "GetJobs without the name check",
         () => rawUnary(raw, jobServiceDefinition.GetJobs, jobworker.EmptyRequest.create()),
       );
-      assert.equal(f.code, status.UNAVAILABLE, `${codeName(f.code)}: ${f.details}`);
     } finally {
       raw.close();
     }
