@@ -92,8 +92,7 @@ async function runHttp2(certDir: string, address: string, jobId: string, streams
   });
   session.once("close", () => console.error("stalled reader: the session closed"));
   session.setLocalWindowSize(MAX_WINDOW);
-  const firstBytes: Promise<void>[] = [];
-  for (let i = 0; i < streams; i++) {
+  const open = (i: number) => {
     const stream = session.request({
       ":method": "POST",
       ":path": "/jobworker.JobService/GetJobsStream",
@@ -102,8 +101,17 @@ async function runHttp2(certDir: string, address: string, jobId: string, streams
     });
     stream.on("error", () => {});
     stream.end(grpcRequest(jobId));
-    firstBytes.push(firstData(stream, i));
-  }
+    return firstData(stream, i);
+  };
+  // A stream reset with CANCEL before any response, on a session that stays open, was seen
+  // twice in many suite runs on a loaded machine (its cause not found yet, nothing in the logs):
+  // said on stderr and opened once more, so the memory check still gets all its stalled streams.
+  const firstBytes = Array.from({ length: streams }, (_, i) =>
+    open(i).catch((e: Error) => {
+      if (!/rstCode=8 grpc-status=undefined/.test(e.message)) throw e;
+      console.error(`stalled reader: ${e.message}; opening it again`);
+      return open(i);
+    }));
   // Output is flowing: from here on, nothing is read (the parent stops this process).
   await Promise.all(firstBytes);
 }
