@@ -11,6 +11,7 @@ import { mutualTls13, type ServerTlsFiles } from "../tls/server_credentials.ts";
 import { jobServiceHandlers } from "./handlers.ts";
 import { refuseMalformed } from "./malformed.ts";
 import { ConnectionGuard } from "../tls/connection_guard.ts";
+import { backstopMs, HandshakeDeadline } from "../tls/handshake_deadline.ts";
 import { releaseClosedSessions } from "../tls/session_release.ts";
 import { raiseFdLimit } from "../runtime/fd_limit.ts";
 import type { ServerFacts } from "./server_info.ts";
@@ -80,13 +81,22 @@ export async function startServer(
   );
   const health = new Health(["jobworker.JobService"]);
   health.addTo(server, watchers);
+  // The handshake deadline is HandshakeDeadline's; node:tls's own timeout is only its backstop.
+  const handshakeMs = config.handshakeTimeoutSeconds * 1000;
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(
       config.address,
-      mutualTls13(tls, config.maxHeaderListSize, config.handshakeTimeoutSeconds * 1000),
+      mutualTls13(tls, config.maxHeaderListSize, backstopMs(handshakeMs)),
       (error, port) => error ? reject(error) : resolve(port),
     );
   });
+  // Before the guard: its 'connection' listener is prepended in front of this one's, so a connection
+  // it refuses is closed before a deadline is set for it.
+  if (!new HandshakeDeadline(handshakeMs).attach(server)) {
+    log.warn("cannot time TLS handshakes fairly: node:tls's own timeout applies", {
+      timeoutSeconds: backstopMs(handshakeMs) / 1000,
+    });
+  }
   const guard = new ConnectionGuard(config);
   if (!guard.attach(server)) {
     log.warn("cannot limit connections: grpc-js's HTTP/2 servers are not where expected");

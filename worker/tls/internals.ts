@@ -33,6 +33,7 @@ function symbolProperty(target: object, description: string): unknown {
 export interface Http2ServerEvents {
   prependListener(event: "connection", listener: (socket: Socket) => void): unknown;
   on(event: "session", listener: (session: Http2SessionLike) => void): unknown;
+  on(event: "secureConnection", listener: (socket: Socket) => void): unknown;
 }
 
 /** A node:http2 server session, as an event emitter. */
