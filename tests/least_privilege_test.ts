@@ -444,6 +444,18 @@ test("init: a minimal init forwards SIGTERM and reaps orphans", async () => {
   console.log(`jwinit as PID 1: ${mem.stdout.replace(/\s+/g, " ")}`);
 });
 
+test("init: jwinit runs the command as a non-root user too", async () => {
+  // jwinit was installed 0500 (root only): the job's init, already the job's user, could not exec
+  // it, and every `init: true` job with a user failed ("cannot execute": EACCES).
+  const r = await sh("id -u; cat /proc/1/comm; grep NoNewPrivs /proc/self/status", {
+    init: true,
+    user: "nobody",
+    network: "none",
+  });
+  assert.equal(r.job.status, S.COMPLETED, `${r.job.reason} ${r.stderr}`);
+  assert.match(r.stdout, /^65534\njwinit[-0-9a-f]*\nNoNewPrivs:\s+1\n$/);
+});
+
 // ---------------------------------------------------------------------------------------------
 // Stops of a PID 1 without a SIGTERM handler
 
