@@ -332,6 +332,14 @@ test("user: a name, uid:gid; HOME follows; no_new_privs and no capabilities", as
   assert.match(root.stdout, /^0\nNoNewPrivs:\s+0/);
 });
 
+test("user: ids above 2^31 - 1 (up to 4294967294) are the job's ids", async () => {
+  // The shim took them as C ints: 2147483648 and up failed INTERNAL ("Invalid FFI i32 type").
+  const r = await sh("id -u; id -g; id -G", { user: "3000000000:4294967294" });
+  assert.equal(r.job.status, S.COMPLETED, `${r.job.reason} ${r.stderr}`);
+  assert.equal(r.job.user, "3000000000:4294967294");
+  assert.equal(r.stdout, "3000000000\n4294967294\n4294967294\n");
+});
+
 test("user: the default comes from JOB_WORKER_DEFAULT_USER; bad users are INVALID_ARGUMENT", async () => {
   const r = await sh("id -u", {}, strictClient);
   assert.equal(r.job.user, "65534:65534");
