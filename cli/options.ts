@@ -97,10 +97,11 @@ export function nonNegativeInteger(max: number): (value: string) => number {
 
 /** A commander argument parser for whole numbers from 1 to `max`. */
 export function positiveInteger(max: number): (value: string) => number {
-  const parse = nonNegativeInteger(max);
   return (value) => {
-    const n = parse(value);
-    if (n === 0) throw new InvalidArgumentError(`Expected a whole number from 1 to ${max}.`);
+    const n = /^\d+$/.test(value) ? Number(value) : NaN;
+    if (!(n >= 1 && n <= max)) {
+      throw new InvalidArgumentError(`Expected a whole number from 1 to ${max}.`);
+    }
     return n;
   };
 }

@@ -314,6 +314,24 @@ Deno.test("bad numbers are usage errors, checked before connecting", async () =>
   }
 });
 
+Deno.test("options that must be at least 1 say so for any bad value", async () => {
+  // `list --watch --interval 0` was accepted and polled the server in a loop without a pause
+  // (about 250 ListJobs a second); and a non-number for --request-timeout said "from 0".
+  for (
+    const [argv, range] of [
+      [["list", "--interval", "0"], "from 1 to 3600"],
+      [["list", "--interval", "x"], "from 1 to 3600"],
+      [["--request-timeout", "0", "list"], "from 1 to 86400"],
+      [["--request-timeout", "abc", "list"], "from 1 to 86400"],
+    ] as const
+  ) {
+    const r = await run([...argv]);
+    assert.equal(r.code, 2, argv.join(" "));
+    assert.match(r.stderr(), new RegExp(`is invalid\\. Expected a whole number ${range}\\.`));
+    assert.equal(r.calls.length, 0, argv.join(" "));
+  }
+});
+
 Deno.test("largest valid numbers pass", async () => {
   const r = await run(["create", "--max-iobps", "2147483647", "ls"]);
   assert.equal(r.code, 0, r.stderr());

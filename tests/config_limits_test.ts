@@ -21,3 +21,16 @@ Deno.test("connection limits have defaults, read the environment, and flags win"
   assert.throws(() => load(["--handshake-timeout", "0"]), ConfigError);
   assert.throws(() => load([], { JOB_WORKER_MAX_CONNECTIONS_PER_PEER: "many" }), ConfigError);
 });
+
+Deno.test("addresses: a port beyond 65535 is a configuration error, not a failure to listen", () => {
+  // It passed as HOST:PORT (up to five digits), and the start failed later with Node's
+  // "options.port should be >= 0 and < 65536".
+  for (const flag of ["--addr", "--metrics-addr"]) {
+    assert.throws(
+      () => load([flag, "127.0.0.1:99999"]),
+      (e: Error) => e instanceof ConfigError && /port must be 0\.\.65535.*99999/.test(e.message),
+    );
+  }
+  assert.equal(load(["--addr", "127.0.0.1:65535"]).address, "127.0.0.1:65535");
+  assert.equal(load(["--addr", "[::1]:0"]).address, "[::1]:0");
+});

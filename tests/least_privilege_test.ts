@@ -332,6 +332,14 @@ test("user: a name, uid:gid; HOME follows; no_new_privs and no capabilities", as
   assert.match(root.stdout, /^0\nNoNewPrivs:\s+0/);
 });
 
+test("user: ids above 2^31 - 1 (up to 4294967294) are the job's ids", async () => {
+  // The shim took them as C ints: 2147483648 and up failed INTERNAL ("Invalid FFI i32 type").
+  const r = await sh("id -u; id -g; id -G", { user: "3000000000:4294967294" });
+  assert.equal(r.job.status, S.COMPLETED, `${r.job.reason} ${r.stderr}`);
+  assert.equal(r.job.user, "3000000000:4294967294");
+  assert.equal(r.stdout, "3000000000\n4294967294\n4294967294\n");
+});
+
 test("user: the default comes from JOB_WORKER_DEFAULT_USER; bad users are INVALID_ARGUMENT", async () => {
   const r = await sh("id -u", {}, strictClient);
   assert.equal(r.job.user, "65534:65534");
@@ -442,6 +450,18 @@ test("init: a minimal init forwards SIGTERM and reaps orphans", async () => {
   );
   assert.match(mem.stdout, /Name:\s+jwinit/);
   console.log(`jwinit as PID 1: ${mem.stdout.replace(/\s+/g, " ")}`);
+});
+
+test("init: jwinit runs the command as a non-root user too", async () => {
+  // jwinit was installed 0500 (root only): the job's init, already the job's user, could not exec
+  // it, and every `init: true` job with a user failed ("cannot execute": EACCES).
+  const r = await sh("id -u; cat /proc/1/comm; grep NoNewPrivs /proc/self/status", {
+    init: true,
+    user: "nobody",
+    network: "none",
+  });
+  assert.equal(r.job.status, S.COMPLETED, `${r.job.reason} ${r.stderr}`);
+  assert.match(r.stdout, /^65534\njwinit[-0-9a-f]*\nNoNewPrivs:\s+1\n$/);
 });
 
 // ---------------------------------------------------------------------------------------------

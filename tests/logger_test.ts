@@ -49,3 +49,16 @@ Deno.test("the tests' log reader (tests/helpers/log_lines.ts) reads every format
   }
   assert.equal(parseLogLine("not a log line"), undefined);
 });
+
+Deno.test("control characters from callers never reach the log raw, in any format", () => {
+  // A job id, owner or path comes from the caller: an ESC sequence (colours, cursor moves, a
+  // terminal title), a NUL, DEL or a C1 control (U+009B is CSI) written raw reached whoever reads
+  // the log on a terminal (`tail -f`, `less -R`), and NUL made grep call the log binary.
+  const hostile = "a\x1b[2J\x1b]0;owned\x07b\0c\x7fd\u009b31me";
+  for (const format of ["logfmt", "json", "text"] as const) {
+    const line = formatLine(format, time, "info", "audit", { job: hostile }).trimEnd();
+    // deno-lint-ignore no-control-regex
+    assert.doesNotMatch(line, /[\u0000-\u001f\u007f-\u009f]/, `${format}: ${JSON.stringify(line)}`);
+    assert.equal(parseLogLine(line)?.fields.job, hostile, format);
+  }
+});

@@ -33,6 +33,7 @@ import { unless, withSkip } from "./helpers/skip.ts";
 import type { JobClient } from "../cli/client.ts";
 
 const S = jobworker.JobStatus;
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const pki = await makePki();
 const workers = new Set<WorkerProcess>();
 const gates = new Set<FuseGate>();
@@ -306,6 +307,56 @@ test("the program replaced: a broken one is refused, nothing stops; a good one i
     const after = await retrying(() => api.createJob({ command: "echo", args: ["upgraded"] }));
     await waitFor("the new job", async () => (await api.getJob(after.id)).status === S.COMPLETED);
     await stopAndCheck(api, client, streams);
+  } finally {
+    assert.equal((await close()).code, 0);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+test("a configuration file gone bad since the start: the reload is refused, nothing stops", async () => {
+  // `serve --check` read only the certificates and the database: a revocation list removed or
+  // mangled since the start passed it, the new process then failed to start ("cannot start"),
+  // and the worker was gone with every running job (a recycle reloads the same way, unasked).
+  const dir = await Deno.makeTempDir({ prefix: "jobworker-revoked-" });
+  const revoked = `${dir}/revoked`;
+  await Deno.writeTextFile(revoked, "# none revoked\n");
+  const { worker, api, close } = await startWorker({ env: { JOB_WORKER_REVOKED: revoked } });
+  try {
+    const job = await api.createJob({ command: "sleep", args: ["300"] });
+    const listening = logCount(worker, LISTENING);
+    const bad: [string, () => Promise<void>, RegExp][] = [
+      ["the list removed", () => Deno.remove(revoked), /revoked: cannot be read/],
+      ["the list mangled", () => Deno.writeTextFile(revoked, "not a serial\n"), /is not a hex/],
+    ];
+    for (const [what, spoil, problem] of bad) {
+      await spoil();
+      const refused = logCount(worker, REFUSED);
+      worker.process.kill("SIGHUP");
+      const line = await nextLog(worker, REFUSED, refused);
+      assert.match(line, problem, `${what}: ${line}`);
+      assert.equal(logCount(worker, LISTENING), listening, `${what}: no new process`);
+      assert.equal((await api.getJob(job.id)).status, S.RUNNING, `${what}: the job runs on`);
+    }
+    // The default user is read at the start as well: the check refuses one that is gone.
+    const check = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--no-prompt", "--cached-only", MAIN, "serve", "--check"],
+      env: {
+        JOB_WORKER_CERT_PATH: pki.dir,
+        JOB_WORKER_STATE_DIR: worker.stateDir,
+        JOB_WORKER_DEFAULT_USER: "no-such-user-t47",
+      },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(check.code, 1);
+    assert.match(new TextDecoder().decode(check.stderr), /JOB_WORKER_DEFAULT_USER: no user/);
+    // Mended: the reload goes through, the job kept.
+    await Deno.writeTextFile(revoked, "# none revoked\n");
+    const reloaded = logCount(worker, RELOADED);
+    worker.process.kill("SIGHUP");
+    assert.match(await nextLog(worker, RELOADED, reloaded), /jobsKept=1/);
+    assert.equal((await retrying(() => api.getJob(job.id))).status, S.RUNNING);
+    await api.stopJob(job.id);
   } finally {
     assert.equal((await close()).code, 0);
     await Deno.remove(dir, { recursive: true });

@@ -256,6 +256,9 @@ export function loadConfig(
     if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(address)) {
       throw new ConfigError(`${name} must be HOST:PORT, got "${address}"`);
     }
+    if (Number(address.slice(address.lastIndexOf(":") + 1)) > 65535) {
+      throw new ConfigError(`${name}: the port must be 0..65535, got "${address}"`);
+    }
     return address;
   };
   const address = hostPort("addr");

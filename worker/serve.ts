@@ -109,17 +109,34 @@ type Config = Exclude<ReturnType<typeof loadConfig>, "help">;
 
 /**
  * `serve --check`: what a reload runs first with the program as it is on disk now. Loads the
- * configuration and certificates and checks the job database can be read, then exits 0.
+ * configuration, the certificates, the default user and the revocation list and checks the job
+ * database can be read, then exits 0.
  */
 async function checkOnly(config: Config): Promise<number> {
   try {
     await readServerTlsFiles(config.certPath);
+    readUserAndRevocations(config);
     SqliteStore.check(`${config.stateDir}/jobs.db`);
     return 0;
   } catch (e) {
     console.error(`jobworker serve --check: ${e instanceof Error ? e.message : e}`);
     return 1;
   }
+}
+
+/**
+ * What the start reads from files other than the certificates and the database: the default
+ * user (from /etc/passwd and /etc/group) and the revocation list. Shared with `serve --check`:
+ * a file gone bad since the start (the list removed or mangled, the user deleted) must make a
+ * reload refused, not the new process fail to start and take the running jobs with it.
+ */
+function readUserAndRevocations(config: Config): RevocationList | undefined {
+  try {
+    resolveUser(config.defaultUser);
+  } catch (e) {
+    throw new Error(`JOB_WORKER_DEFAULT_USER: ${(e as Error).message}`);
+  }
+  return config.revokedFile ? new RevocationList(config.revokedFile) : undefined;
 }
 
 async function serve(config: Config): Promise<number> {
@@ -133,12 +150,7 @@ async function serve(config: Config): Promise<number> {
   checkKernel();
   await prepareStateDir(config.stateDir);
   const tls = await readServerTlsFiles(config.certPath);
-  try {
-    resolveUser(config.defaultUser);
-  } catch (e) {
-    throw new Error(`JOB_WORKER_DEFAULT_USER: ${(e as Error).message}`);
-  }
-  const revoked = config.revokedFile ? new RevocationList(config.revokedFile) : undefined;
+  const revoked = readUserAndRevocations(config);
   const shim = await installShim(config.stateDir);
   const paths = await workerPaths(config, await installMinimalInit(config.stateDir));
   try {

@@ -10,7 +10,7 @@ import { type CliDeps, withClient } from "../context.ts";
 import { UsageError } from "../errors.ts";
 import { writeText } from "../io.ts";
 import { listAllJobs } from "../jobs.ts";
-import { addConnectionOptions, nonNegativeInteger } from "../options.ts";
+import { addConnectionOptions, positiveInteger } from "../options.ts";
 import { jobsToJson, renderJobList } from "../render.ts";
 
 const STATUSES = ["INITIALIZING", "RUNNING", "COMPLETED", "FAILED", "STOPPED"];
@@ -39,8 +39,9 @@ export function listCommand(deps: CliDeps): CommandUnknownOpts {
     .option("-q, --quiet", "only the full ids, one a line")
     .option("-w, --watch", "refresh in place until Ctrl-C (on a terminal)")
     .addOption(
+      // At least 1: with 0 --watch polled the server in a loop without a pause.
       new Option("--interval <seconds>", "refresh interval of --watch").argParser(
-        nonNegativeInteger(3600),
+        positiveInteger(3600),
       ).default(2),
     )
     .option("--json", "print JSON: { jobs: [...], countByStatus: {...} }")

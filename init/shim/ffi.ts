@@ -35,7 +35,7 @@ const symbols = {
   jw_private_dev: { parameters: [], result: "i32" },
   jw_loopback_up: { parameters: [], result: "i32" },
   jw_limit_capabilities: { parameters: ["u64", "i32"], result: "i32" },
-  jw_set_user: { parameters: ["i32", "i32", "buffer", "i32"], result: "i32" },
+  jw_set_user: { parameters: ["u32", "u32", "buffer", "i32"], result: "i32" },
   jw_no_new_privs: { parameters: [], result: "i32" },
   jw_access: { parameters: ["buffer", "i32"], result: "i32" },
   jw_open_path: { parameters: ["buffer"], result: "i32" },

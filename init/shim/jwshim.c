@@ -529,7 +529,7 @@ int jw_limit_capabilities(uint64_t keep, int inheritable) {
 // path). Like the capability calls above it is meant for init's main thread, which runs the checks
 // that follow as the job's user and then execs; the exec ends Deno's other threads, and the job gets
 // this thread's credentials. Leaving root clears the permitted and effective capabilities.
-int jw_set_user(int uid, int gid, const uint32_t *groups, int ngroups) {
+int jw_set_user(uint32_t uid, uint32_t gid, const uint32_t *groups, int ngroups) {
   if (syscall(SYS_setgroups, (size_t)ngroups, (const gid_t *)groups) != 0) return -errno;
   if (syscall(SYS_setresgid, (gid_t)gid, (gid_t)gid, (gid_t)gid) != 0) return -errno;
   if (syscall(SYS_setresuid, (uid_t)uid, (uid_t)uid, (uid_t)uid) != 0) return -errno;

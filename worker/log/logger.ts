@@ -34,9 +34,26 @@ export function isLogged(level: LogLevel): boolean {
   return ORDER[level] >= threshold;
 }
 
+/**
+ * C0 and C1 controls and DEL. Values come from callers (job ids, owners, paths): written raw, an
+ * ESC or CSI sequence acts on the terminal of whoever reads the log, and a NUL makes it "binary".
+ */
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/** DEL and the C1 controls in JSON text as \u escapes (JSON.stringify leaves them raw). */
+function quotedControls(json: string): string {
+  return json.replace(
+    /[\u007f-\u009f]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+const quoted = (text: string) => quotedControls(JSON.stringify(text));
+
 function value(v: unknown): string {
   const text = typeof v === "string" ? v : JSON.stringify(v) ?? String(v);
-  return text === "" || /[\s"=\\]/.test(text) ? JSON.stringify(text) : text;
+  return text === "" || /[\s"=\\]/.test(text) || CONTROL.test(text) ? quoted(text) : text;
 }
 
 const pairs = (fields: Record<string, unknown>) =>
@@ -53,11 +70,14 @@ export function formatLine(
   const iso = time.toISOString();
   switch (format) {
     case "json":
-      return JSON.stringify({ time: iso, level, msg: message, ...fields }) + "\n";
+      // A control character can only be inside a string of the object: escaping it keeps JSON.
+      return quotedControls(JSON.stringify({ time: iso, level, msg: message, ...fields })) + "\n";
     case "logfmt":
       return `time=${iso} level=${level} msg=${value(message)}${pairs(fields)}\n`;
     case "text":
-      return `${iso} ${level.toUpperCase().padEnd(5)} ${message}${pairs(fields)}\n`;
+      return `${iso} ${level.toUpperCase().padEnd(5)} ${
+        CONTROL.test(message) ? quoted(message) : message
+      }${pairs(fields)}\n`;
   }
 }
 

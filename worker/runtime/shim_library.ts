@@ -13,8 +13,11 @@ async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Copies an embedded file to `<stateDir>/lib/<name>-<hash><suffix>` once; returns the path. */
-async function install(stateDir: string, from: URL, name: string, suffix: string) {
+/**
+ * Copies an embedded file to `<stateDir>/lib/<name>-<hash><suffix>` once, with `mode`; returns the
+ * path.
+ */
+async function install(stateDir: string, from: URL, name: string, suffix: string, mode: number) {
   let bytes: Uint8Array<ArrayBuffer>;
   try {
     bytes = await Deno.readFile(from);
@@ -27,8 +30,11 @@ async function install(stateDir: string, from: URL, name: string, suffix: string
   const existing = await Deno.readFile(path).catch(() => null);
   if (existing === null || (await sha256Hex(existing)) !== (await sha256Hex(bytes))) {
     const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-    await Deno.writeFile(tmp, bytes, { mode: 0o500 });
+    await Deno.writeFile(tmp, bytes, { mode });
+    await Deno.chmod(tmp, mode); // not narrowed by the umask
     await Deno.rename(tmp, path);
+  } else if (((await Deno.stat(path)).mode! & 0o7777) !== mode) {
+    await Deno.chmod(path, mode); // installed by a version that used another mode
   }
   return path;
 }
@@ -38,10 +44,15 @@ async function install(stateDir: string, from: URL, name: string, suffix: string
  * bound.
  */
 export async function installShim(stateDir: string): Promise<Shim> {
-  return new Shim(await install(stateDir, EMBEDDED, "libjwshim", ".so")).bindAll();
+  return new Shim(await install(stateDir, EMBEDDED, "libjwshim", ".so", 0o500)).bindAll();
 }
 
-/** Installs the minimal init of `init: true` jobs under `<stateDir>/lib/`; returns its path. */
+/**
+ * Installs the minimal init of `init: true` jobs under `<stateDir>/lib/`; returns its path.
+ * Executable by everyone: a job's init execs it (through a descriptor opened as root, so the
+ * root-only directory is no obstacle) after becoming the job's user, who may be anyone; with
+ * 0500 every `init: true` job with a `user` other than root failed with EACCES.
+ */
 export function installMinimalInit(stateDir: string): Promise<string> {
-  return install(stateDir, EMBEDDED_INIT, "jwinit", "");
+  return install(stateDir, EMBEDDED_INIT, "jwinit", "", 0o555);
 }
