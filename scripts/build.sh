@@ -16,21 +16,23 @@ fi
 echo "deno compile could not build a standalone binary (it needs the denort base runtime:" >&2
 echo "set DENORT_BIN to a denort $("$deno_bin" --version | head -1 | cut -d' ' -f2) binary); see build/compile.log" >&2
 deno_abs=$(cd "$(dirname "$deno_bin")" && pwd)/$(basename "$deno_bin")
-# The client commands run from one pre-bundled file: no module graph, no npm resolution at start.
-# Left out of it (and run from main.ts): grpc-js (the command line has its own HTTP/2) and the
-# certificate authority of `certs`.
+# The client commands run from pre-bundled files: no module graph, no npm resolution at start.
+# Code split, so that the entry (cli/bin.ts) is tiny and starts its work (cli/bin.ts says why)
+# before the bulk of the command line loads. Left out (and run from main.ts): grpc-js (the
+# command line has its own HTTP/2) and the certificate authority of `certs`.
 client=""
-if "$deno_bin" bundle --quiet --platform deno --external ./transport/grpc_js.ts \
-     --external ../pki/provision.ts --output build/jobworker-client.js cli/bin.ts >build/bundle.log 2>&1; then
-  client="$(pwd)/build/jobworker-client.js"
+rm -rf build/client build/jobworker-client.js
+if "$deno_bin" bundle --quiet --platform deno --code-splitting --external ./transport/grpc_js.ts \
+     --external ../pki/provision.ts --outdir build/client cli/bin.ts >build/bundle.log 2>&1; then
+  client="$(pwd)/build/client/bin.js"
 else
-  rm -f build/jobworker-client.js
+  rm -rf build/client
   echo "deno bundle failed (see build/bundle.log): the client runs from main.ts (slower to start)" >&2
 fi
 cat > bin/jobworker <<LAUNCHER
 #!/bin/sh
 # jobworker launcher (no denort here): runs main.ts from $(pwd) under deno; the client commands
-# run from the bundle make build wrote (build/jobworker-client.js) when there is one.
+# run from the bundle make build wrote (build/client/) when there is one.
 export DENO_DIR=\${DENO_DIR:-$(pwd)/.cache/deno} DENO_NO_UPDATE_CHECK=1
 case "\${1:-}" in
   serve | init | install | uninstall | certs) ;;
@@ -39,4 +41,4 @@ esac
 exec "$deno_abs" run --allow-all --no-prompt --cached-only "$(pwd)/main.ts" "\$@"
 LAUNCHER
 chmod +x bin/jobworker
-echo "built bin/jobworker as a launcher of main.ts under deno run${client:+ (client commands: build/jobworker-client.js)}"
+echo "built bin/jobworker as a launcher of main.ts under deno run${client:+ (client commands: build/client/)}"
