@@ -186,26 +186,6 @@ export function loadConnectionSettings(
 }
 
 function readConnectionSettings(flags: ConnectionFlags, env: EnvReader): ResolvedSettings {
-  const { server, files, pems } = readConnectionFiles(flags, env);
-  checkTlsFiles(files, pems);
-  return {
-    server,
-    ...pems,
-    files: { ca: files.ca.path, cert: files.cert.path },
-    ...(flags.requestTimeout !== undefined ? { callTimeoutMs: flags.requestTimeout * 1000 } : {}),
-  };
-}
-
-/**
- * The server address and the PEM files the flags, environment and context name, read but not
- * checked ({@linkcode loadConnectionSettings} checks them).
- *
- * @throws {ConfigError} When the address is malformed or a file cannot be read.
- */
-export function readConnectionFiles(
-  flags: ConnectionFlags,
-  env: EnvReader,
-): { server: string; files: CertFiles; pems: { caPem: string; certPem: string; keyPem: string } } {
   const context = loadContext(flags, env);
   const server = resolveServer(flags, env, context);
   const files = resolveCertFiles(flags, env, defaultCertDir(), context);
@@ -214,7 +194,15 @@ export function readConnectionFiles(
   const caPem = readCertFile(files.ca);
   const certPem = readCertFile(files.cert);
   const keyPem = readCertFile(files.key);
-  return { server, files, pems: { caPem, certPem, keyPem } };
+  checkTlsFiles(files, { caPem, certPem, keyPem });
+  return {
+    server,
+    caPem,
+    certPem,
+    keyPem,
+    files: { ca: files.ca.path, cert: files.cert.path },
+    ...(flags.requestTimeout !== undefined ? { callTimeoutMs: flags.requestTimeout * 1000 } : {}),
+  };
 }
 
 /**

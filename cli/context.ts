@@ -112,7 +112,7 @@ export async function withClient<T>(
   call: Omit<CallContext, "server">,
   fn: (client: JobApi) => Promise<T>,
 ): Promise<T> {
-  void startTlsWarmUp();
+  startTlsWarmUp();
   const settings = await deps.loadSettings(connectionFlags(command));
   let client: JobApi;
   try {

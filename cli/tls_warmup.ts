@@ -11,18 +11,15 @@
  * @module
  */
 
-let started: Promise<void> | undefined;
+let started = false;
 
-/**
- * Begin the set-up (once). The promise settles when it is done (it never rejects): a TLS
- * handshake begun before then waits for it on the main thread (cli/early_connect.ts waits).
- */
-export function startTlsWarmUp(): Promise<void> {
-  return started ??= crypto.subtle.generateKey(
-    { name: "ECDSA", namedCurve: "P-256" },
-    false,
-    ["sign"],
-  ).then(() => {}, () => {});
+/** Begin the set-up (once); nothing waits for it. */
+export function startTlsWarmUp(): void {
+  if (started) return;
+  started = true;
+  crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]).catch(
+    () => {},
+  );
 }
 
 /** Arguments that mean no connection will be made (help, or a command that makes none). */

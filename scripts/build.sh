@@ -17,14 +17,21 @@ echo "deno compile could not build a standalone binary (it needs the denort base
 echo "set DENORT_BIN to a denort $("$deno_bin" --version | head -1 | cut -d' ' -f2) binary); see build/compile.log" >&2
 deno_abs=$(cd "$(dirname "$deno_bin")" && pwd)/$(basename "$deno_bin")
 # The client commands run from pre-bundled files: no module graph, no npm resolution at start.
-# Code split, so that the entry (cli/bin.ts) is tiny and starts its work (cli/bin.ts says why)
-# before the bulk of the command line loads. Left out (and run from main.ts): grpc-js (the
-# command line has its own HTTP/2) and the certificate authority of `certs`.
+# Code split (one file per dynamic import): the entry (cli/bin.ts) is a few hundred bytes and
+# starts the TLS warm-up before anything else loads, and a command loads only the parts it
+# reaches (`context list` no transport). Left out (and run from main.ts): grpc-js (the command
+# line has its own HTTP/2) and the certificate authority of `certs`.
 client=""
 rm -rf build/client build/jobworker-client.js
 if "$deno_bin" bundle --quiet --platform deno --code-splitting --external ./transport/grpc_js.ts \
      --external ../pki/provision.ts --outdir build/client cli/bin.ts >build/bundle.log 2>&1; then
   client="$(pwd)/build/client/bin.js"
+  # commander loads node:child_process at start, for executable subcommands (jobworker has none):
+  # about 5 ms of a short command's start. The bundle loads it only if spawn is ever called.
+  sed -i 's/^\( *\)var childProcess = __require("node:child_process");$/\1var childProcess = { spawn: (...args) => __require("node:child_process").spawn(...args) };/' \
+    build/client/*.js
+  grep -q 'var childProcess = { spawn: ' build/client/*.js ||
+    echo "note: commander's node:child_process is loaded eagerly (its code changed); the client starts ~5 ms slower" >&2
 else
   rm -rf build/client
   echo "deno bundle failed (see build/bundle.log): the client runs from main.ts (slower to start)" >&2

@@ -40,8 +40,9 @@ const CLOSE_GRACE_MS = 2000;
  * node:tls (and the CA check), loaded at the first call rather than with this module: commands
  * that do not connect (help, completion, context) need neither.
  */
-type NetModules = [typeof import("node:tls"), typeof import("./our_ca.ts")];
-let netModules: Promise<NetModules> | undefined;
+let netModules:
+  | Promise<[typeof import("node:tls"), typeof import("./our_ca.ts")]>
+  | undefined;
 function loadNetModules() {
   return netModules ??= Promise.all([import("node:tls"), import("./our_ca.ts")]);
 }
@@ -258,18 +259,52 @@ export class Http2Transport implements RpcTransport {
   async #connect(): Promise<Connection> {
     const current = this.#connection;
     if (current?.session.usable) return current;
-    const early = takeEarlyConnection(this.#settings);
-    const adopted = early ? await early : undefined;
-    const modules = adopted ? undefined : await loadNetModules();
+    const [{ checkServerIdentity, connect: tlsConnect }, { signedByOurCa }] =
+      await loadNetModules();
     const again = this.#connection; // made by a call that loaded the modules first
-    if (again?.session.usable) {
-      adopted?.socket.destroy();
-      return again;
-    }
-    const connection = adopted ?? openConnection(this.#settings, modules!);
-    connection.session.onUnusable = () => {
+    if (again?.session.usable) return again;
+    const s = this.#settings;
+    const ip = s.family !== 0;
+    const socket = tlsConnect({
+      host: s.host,
+      port: s.port,
+      ca: s.caPem,
+      cert: s.certPem,
+      key: s.keyPem,
+      minVersion: "TLSv1.3",
+      ALPNProtocols: ["h2"],
+      // No SNI for an IP address (RFC 6066 has no IP names; Node's TLS refuses one): the IP is
+      // checked by us below. Not a made-up name either: node:tls tests every servername against
+      // its IPv6 pattern, which costs about 1 ms to compile at the first use (README "Start-up").
+      servername: ip ? undefined : s.host,
+      checkServerIdentity: signedByOurCa(
+        s.caPem,
+        ip ? (_name, cert) => checkServerIdentity(s.host, cert) : checkServerIdentity,
+      ),
+    });
+    socket.setNoDelay(true);
+    const session = new H2Session(socketIo(socket), { windowBytes: WINDOW_BYTES });
+    const connection: Connection = { session, socket, secure: false };
+    const forget = () => {
       if (this.#connection === connection) this.#connection = undefined;
     };
+    session.onUnusable = forget;
+    socket.on("data", (chunk: Uint8Array) => session.receive(chunk));
+    socket.on("error", (err: Error) => {
+      session.destroy(err);
+      socket.destroy();
+    });
+    socket.on("close", () => session.destroy(new Error("the connection closed")));
+    socket.once("secureConnect", () => {
+      if (socket.alpnProtocol !== "h2") {
+        const chosen = socket.alpnProtocol || "none";
+        const err = new Error(`the server did not choose HTTP/2 in TLS (ALPN ${chosen})`);
+        session.destroy(err);
+        socket.destroy();
+        return;
+      }
+      connection.secure = true;
+    });
     this.#connection = connection;
     return connection;
   }
@@ -366,112 +401,6 @@ export class Http2Transport implements RpcTransport {
     if (status.code !== Status.OK) throw new RpcError(status.code, status.details);
     if (reader.pending) throw new RpcError(Status.INTERNAL, "the response ended mid-message");
   }
-}
-
-/**
- * A new connection: TCP, TLS (begun at once; the HTTP/2 preface and SETTINGS wait in the socket
- * until it is done) and the HTTP/2 session over it.
- */
-function openConnection(
-  s: TransportSettings,
-  [{ checkServerIdentity, connect: tlsConnect }, { signedByOurCa }]: NetModules,
-): Connection {
-  const ip = s.family !== 0;
-  const socket = tlsConnect({
-    host: s.host,
-    port: s.port,
-    ca: s.caPem,
-    cert: s.certPem,
-    key: s.keyPem,
-    minVersion: "TLSv1.3",
-    ALPNProtocols: ["h2"],
-    // No SNI for an IP address (RFC 6066 has no IP names; Node's TLS refuses one): the IP is
-    // checked by us below. Not a made-up name either: node:tls tests every servername against
-    // its IPv6 pattern, which costs about 1 ms to compile at the first use (README "Start-up").
-    servername: ip ? undefined : s.host,
-    checkServerIdentity: signedByOurCa(
-      s.caPem,
-      ip ? (_name, cert) => checkServerIdentity(s.host, cert) : checkServerIdentity,
-    ),
-  });
-  socket.setNoDelay(true);
-  const session = new H2Session(socketIo(socket), { windowBytes: WINDOW_BYTES });
-  const connection: Connection = { session, socket, secure: false };
-  socket.on("data", (chunk: Uint8Array) => session.receive(chunk));
-  socket.on("error", (err: Error) => {
-    session.destroy(err);
-    socket.destroy();
-  });
-  socket.on("close", () => session.destroy(new Error("the connection closed")));
-  socket.once("secureConnect", () => {
-    if (socket.alpnProtocol !== "h2") {
-      const chosen = socket.alpnProtocol || "none";
-      const err = new Error(`the server did not choose HTTP/2 in TLS (ALPN ${chosen})`);
-      session.destroy(err);
-      socket.destroy();
-      return;
-    }
-    connection.secure = true;
-  });
-  return connection;
-}
-
-/**
- * The connection {@linkcode connectEarly} began, for the settings it was begun with: at most one
- * per process, taken by the first transport whose settings are the same, or dropped.
- */
-let early: { key: string; connection: Promise<Connection | undefined> } | undefined;
-/** Set once the early connection was taken or dropped: none is begun after that. */
-let earlyOver = false;
-
-function settingsKey(s: TransportSettings): string {
-  return JSON.stringify([s.target, s.host, s.port, s.family, s.caPem, s.certPem, s.keyPem]);
-}
-
-/**
- * Begin a connection before the command line has asked for one (cli/early_connect.ts, while the
- * rest of the command line loads), once `ready` has settled: the first {@linkcode Http2Transport}
- * with the same settings uses it instead of making its own (waiting for it if it has not begun
- * yet). A failure here is kept quiet: a transport then connects as usual and meets (and reports)
- * the failure itself.
- *
- * @returns A promise that resolves once the connection has begun (or could not).
- */
-export function connectEarly(settings: TransportSettings, ready: Promise<unknown>): Promise<void> {
-  if (early || earlyOver) return Promise.resolve();
-  const connection = Promise.all([loadNetModules(), ready]).then(([modules]) =>
-    earlyOver && !taken ? undefined : openConnection(settings, modules)
-  ).catch(() => undefined);
-  early = { key: settingsKey(settings), connection };
-  return connection.then(() => {});
-}
-
-/** Whether a transport took the early connection (so it opens even after {@linkcode dropEarlyConnection}). */
-let taken = false;
-
-/** The early connection, if it was begun with these settings (asked once: later it is too late). */
-function takeEarlyConnection(
-  settings: TransportSettings,
-): Promise<Connection | undefined> | undefined {
-  const begun = early;
-  if (earlyOver) return undefined;
-  earlyOver = true;
-  early = undefined;
-  if (!begun) return undefined;
-  if (begun.key === settingsKey(settings)) {
-    taken = true;
-    return begun.connection.then((c) => c?.session.usable ? c : (c?.socket.destroy(), undefined));
-  }
-  void begun.connection.then((c) => c?.socket.destroy());
-  return undefined;
-}
-
-/** Close the early connection if nothing took it, and begin none after this. */
-export function dropEarlyConnection(): void {
-  earlyOver = true;
-  const dropped = early;
-  early = undefined;
-  void dropped?.connection.then((c) => c?.socket.destroy());
 }
 
 /** Why a call's stream ended without a status: its connection's fate, or its reset code. */
