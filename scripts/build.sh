@@ -23,6 +23,14 @@ client=""
 if "$deno_bin" bundle --quiet --platform deno --external ./transport/grpc_js.ts \
      --external ../pki/provision.ts --output build/jobworker-client.js cli/bin.ts >build/bundle.log 2>&1; then
   client="$(pwd)/build/jobworker-client.js"
+  # commander loads node:child_process when it loads, for executable subcommands (jobworker has
+  # none): about 5 ms of a short command's start (README "Start-up"). The bundle's copy of
+  # commander loads it at its first spawn instead; if commander's code changes, the line is not
+  # found and the bundle stays as deno made it (slower, same behaviour).
+  sed -i 's/^\( *\)var childProcess = __require("node:child_process");$/\1var childProcess = { spawn: (...args) => __require("node:child_process").spawn(...args) };/' \
+    build/jobworker-client.js
+  grep -q '^ *var childProcess = { spawn: ' build/jobworker-client.js ||
+    echo "note: commander's node:child_process stays eager in build/jobworker-client.js (its code changed)" >&2
 else
   rm -f build/jobworker-client.js
   echo "deno bundle failed (see build/bundle.log): the client runs from main.ts (slower to start)" >&2
