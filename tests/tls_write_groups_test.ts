@@ -1,7 +1,8 @@
 /**
  * worker/api/tls_write_groups.ts: a TLS socket hands what its Writable buffered to Deno's TLS
  * layer in writes of at most 48 KiB (larger ones are copied quadratically by Deno 2.8.3), and the
- * bytes still arrive whole and in order. Real node:tls sockets with the test PKI.
+ * bytes still arrive whole and in order. Real node:tls sockets with the test PKI; the last test goes
+ * through a real worker process (startServer's hook) and reads the TLS records on the wire.
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
@@ -11,7 +12,10 @@ import { Writable } from "node:stream";
 import type { EventEmitter } from "node:events";
 import type { AddressInfo } from "node:net";
 import * as grpc from "@grpc/grpc-js";
+import { jobworker } from "../proto/service.ts";
 import { makePki } from "./helpers/pki.ts";
+import { WorkerProcess } from "./helpers/worker.ts";
+import { clientFor } from "./helpers/clients.ts";
 import { concatBytes } from "./helpers/process.ts";
 import {
   groupBufferedWrites,
@@ -262,4 +266,113 @@ Deno.test("every server session's socket is grouped, with no stream on it (unary
     server.forceShutdown();
     await pki.remove();
   }
+});
+
+/**
+ * A TCP relay in front of `port` that passes bytes both ways unchanged and notes the length of
+ * every record the server sends (a TLS record's 5-byte header is cleartext: type, version,
+ * length).
+ */
+function recordingRelay(port: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const records: number[] = [];
+  const relay = async (client: Deno.Conn) => {
+    const server = await Deno.connect({ hostname: "127.0.0.1", port });
+    conns.push(client, server);
+    client.readable.pipeTo(server.writable).catch(() => {});
+    const header = new Uint8Array(5);
+    let have = 0; // header bytes collected
+    let body = 0; // bytes of the current record's body still to pass
+    const toClient = client.writable.getWriter();
+    try {
+      for await (const chunk of server.readable) {
+        for (let i = 0; i < chunk.length;) {
+          if (body > 0) {
+            const n = Math.min(body, chunk.length - i);
+            body -= n;
+            i += n;
+            continue;
+          }
+          header[have++] = chunk[i++]!;
+          if (have < 5) continue;
+          have = 0;
+          body = (header[3]! << 8) | header[4]!;
+          records.push(body);
+        }
+        await toClient.write(chunk);
+      }
+    } catch { /* either side closed */ }
+    toClient.close().catch(() => {});
+  };
+  (async () => {
+    for await (const conn of listener) relay(conn);
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    records,
+    close() {
+      listener.close();
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch { /* already closed */ }
+      }
+    },
+  };
+}
+
+/** The longest run of consecutive values equal to `value` in `list`. */
+function longestRun(list: number[], value: number): number {
+  let longest = 0;
+  let run = 0;
+  for (const n of list) {
+    run = n === value ? run + 1 : 0;
+    longest = Math.max(longest, run);
+  }
+  return longest;
+}
+
+Deno.test({
+  name:
+    "a real worker (startServer) groups its sessions' writes: no TLS record run longer than 48 KiB",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    // Deno's TLS layer makes each write into records of 16 KiB of cleartext and a shorter last
+    // one. An HTTP/2 frame of DATA is 16,393 bytes, so a group of two frames is two full records
+    // and one of 18 bytes, and no write of at most 48 KiB makes more than three full records in a
+    // row. Ungrouped, an ended job's frames reach the TLS layer in bursts of many frames per write:
+    // with the groupSessionWrites call in worker/api/server.ts deleted, the longest run was 24
+    // full records (3 of 3 runs); with it, at most 3.
+    const pki = await makePki();
+    const worker = await WorkerProcess.start({ certDir: pki.dir });
+    const relay = recordingRelay(worker.port);
+    const client = clientFor(pki.dir, `127.0.0.1:${relay.port}`);
+    try {
+      const size = 4 * 1024 * 1024;
+      const job = await client.createJob({
+        command: "/bin/sh",
+        args: ["-c", `head -c ${size} /dev/zero`],
+      });
+      while ((await client.getJob(job.id)).status < jobworker.JobStatus.COMPLETED) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const first = relay.records.length;
+      let received = 0;
+      for await (const chunk of client.stream(job.id)) received += chunk.payload.byteLength;
+      assert.equal(received, size);
+      const records = relay.records.slice(first);
+      const full = Math.max(...records); // 16 KiB of cleartext and the cipher's overhead
+      const fullRecords = records.filter((n) => n === full).length;
+      assert(fullRecords * 16 * 1024 >= size / 2, `the stream's records: ${fullRecords} full ones`);
+      const run = longestRun(records, full);
+      assert(run <= 3, `${run} full TLS records in a row: a write of more than 48 KiB`);
+    } finally {
+      client.close();
+      relay.close();
+      await worker.stop();
+      await pki.remove();
+    }
+  },
 });

@@ -77,6 +77,10 @@ async function start(
       "run",
       "-A",
       "--cached-only",
+      // node_modules as `make deps` made it and the parent, loading the same packages, checked
+      // it: with "auto" every start locks the directory to check it again, and readers started
+      // together printed "Blocking waiting for file lock on node_modules directory".
+      "--node-modules-dir=manual",
       new URL(import.meta.url).pathname,
       kind,
       certDir,
