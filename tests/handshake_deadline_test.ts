@@ -123,7 +123,7 @@ test("start a worker with a 1 s handshake deadline", async () => {
 });
 
 test("a handshake that reached a stalled worker in time is served, not cancelled", async () => {
-  // Longer than the deadline, shorter than node:tls's own timeout behind it (4x).
+  // Longer than the deadline, shorter than node:tls's own timeout behind it (3x).
   const relay = await stallingRelay(2.5 * DEADLINE_S * 1000);
   const read = (f: string) => Deno.readTextFileSync(`${pki.dir}/${f}`);
   const session = http2.connect(`https://127.0.0.1:${relay.port}`, {

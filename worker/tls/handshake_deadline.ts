@@ -14,9 +14,9 @@
  *
  * Here each connection's timer notes how late it ran. Later than {@link LATE_MS} means the worker
  * was not reading: what the client sent may be waiting unread, so the connection gets that time
- * again (at most the whole deadline) before it is judged. A client that does not finish is closed
- * once the worker has been responsive for the deadline. node:tls's timer stays as a backstop at
- * {@link backstopMs}.
+ * again before it is judged, at most one deadline in all: no connection outlives twice the deadline
+ * (plus the worker's own lateness), so handshakes that slow the worker buy themselves no more.
+ * node:tls's timer stays as a backstop at {@link backstopMs}.
  *
  * @module
  */
@@ -28,9 +28,9 @@ import { http2ServersOf } from "./internals.ts";
 /** A timer that runs this much after its time says the worker was busy, not the client slow. */
 export const LATE_MS = 100;
 
-/** node:tls's own handshake timeout, kept as a backstop behind this deadline. */
+/** node:tls's own handshake timeout, kept as a backstop behind this deadline and its grace. */
 export function backstopMs(deadlineMs: number): number {
-  return deadlineMs * 4;
+  return deadlineMs * 3;
 }
 
 interface Pending {
@@ -39,7 +39,7 @@ interface Pending {
 }
 
 export class HandshakeDeadline {
-  /** Connections still in their handshake, by peer address and port. */
+  /** Connections still in their handshake, by {@link connectionKey}. */
   readonly #pending = new Map<string, Pending>();
   #dropped = 0;
   #lastWarning = 0;
@@ -58,21 +58,25 @@ export class HandshakeDeadline {
 
   #watch(socket: Socket): void {
     if (socket.destroyed) return; // refused by the connection guard
-    const key = peerKey(socket);
+    const key = connectionKey(socket);
+    let graceLeft = this.deadlineMs;
     const arm = (ms: number) => {
       const due = performance.now() + ms;
       const timer = setTimeout(() => {
         const late = performance.now() - due;
-        if (late > LATE_MS) {
+        if (late > LATE_MS && graceLeft > 0) {
+          const grace = Math.min(late, graceLeft);
+          graceLeft -= grace;
           log.debug("TLS handshake given more time: the worker was late to read it", {
             peer: key,
             lateMs: Math.round(late),
           });
-          return arm(Math.min(late, this.deadlineMs));
+          return arm(grace);
         }
-        this.#pending.delete(key);
+        if (this.#pending.get(key)?.socket === socket) this.#pending.delete(key);
         if (!socket.destroyed) this.#drop(socket);
       }, ms);
+      Deno.unrefTimer(timer); // never what keeps a stopping worker alive
       this.#pending.set(key, { socket, timer });
     };
     arm(this.deadlineMs);
@@ -84,9 +88,9 @@ export class HandshakeDeadline {
     });
   }
 
-  /** The handshake of the connection under `tlsSocket` (same peer address and port) finished. */
+  /** The handshake of the connection under `tlsSocket` (the same four addresses) finished. */
   #settle(tlsSocket: Socket): void {
-    const key = peerKey(tlsSocket);
+    const key = connectionKey(tlsSocket);
     const pending = this.#pending.get(key);
     if (pending === undefined) return;
     clearTimeout(pending.timer);
@@ -108,6 +112,11 @@ export class HandshakeDeadline {
   }
 }
 
-function peerKey(socket: Socket): string {
-  return `${socket.remoteAddress}:${socket.remotePort}`;
+/**
+ * A live TCP connection's four addresses: unique among open connections, and the same on the raw
+ * socket and the TLS socket over it (the peer's address and port alone are not: one client port
+ * may reach two of the worker's addresses at once).
+ */
+function connectionKey(socket: Socket): string {
+  return `${socket.remoteAddress}:${socket.remotePort}>${socket.localAddress}:${socket.localPort}`;
 }
