@@ -52,6 +52,8 @@ Deno.test("varints longer than 10 bytes, invalid UTF-8 and bad wire types are re
 Deno.test("error messages quote a short, escaped prefix of what was sent", () => {
   assert.equal(quote("abc"), '"abc"');
   assert.equal(quote('a"\n\u0000'), '"a\\"\\n\\u0000"');
+  // DEL and the C1 controls (CSI among them) too: JSON.stringify alone leaves them raw.
+  assert.equal(quote("\u009b2J\u007f"), '"\\u009b2J\\u007f"');
   const long = quote("x".repeat(4 * 1024 * 1024));
   assert.ok(long.length < 100, long);
   assert.match(long, /\.\.\. \(4194304 characters\)$/);

@@ -5,6 +5,7 @@ import { jobworker } from "../../proto/service.ts";
 import type { Limits } from "../cgroups/types.ts";
 import { JOB_STATUSES, type JobSpec, type JobStatus } from "../jobs/job.ts";
 import { resolveUser, UnknownUser } from "../runtime/users.ts";
+import { quoted } from "../log/quoted.ts";
 
 /** A request field that is not acceptable. */
 export class InvalidField extends Error {
@@ -57,8 +58,8 @@ const QUOTE_CHARS = 64;
  */
 export function quote(value: string): string {
   const chars = Array.from(value);
-  if (chars.length <= QUOTE_CHARS) return JSON.stringify(value);
-  return `${JSON.stringify(chars.slice(0, QUOTE_CHARS).join(""))}... (${chars.length} characters)`;
+  if (chars.length <= QUOTE_CHARS) return quoted(value);
+  return `${quoted(chars.slice(0, QUOTE_CHARS).join(""))}... (${chars.length} characters)`;
 }
 
 function checkString(field: string, value: string): void {

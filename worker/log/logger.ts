@@ -5,6 +5,7 @@
  * - `json`: one JSON object per line (`time`, `level`, `msg`, then the fields), for log shippers;
  * - `text`: `time LEVEL message key=value...`, a little easier on the eye at a terminal.
  */
+import { escapedControls, quoted } from "./quoted.ts";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type LogFormat = "text" | "logfmt" | "json";
@@ -41,16 +42,6 @@ export function isLogged(level: LogLevel): boolean {
 // deno-lint-ignore no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
-/** DEL and the C1 controls in JSON text as \u escapes (JSON.stringify leaves them raw). */
-function quotedControls(json: string): string {
-  return json.replace(
-    /[\u007f-\u009f]/g,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
-  );
-}
-
-const quoted = (text: string) => quotedControls(JSON.stringify(text));
-
 function value(v: unknown): string {
   const text = typeof v === "string" ? v : JSON.stringify(v) ?? String(v);
   return text === "" || /[\s"=\\]/.test(text) || CONTROL.test(text) ? quoted(text) : text;
@@ -71,7 +62,7 @@ export function formatLine(
   switch (format) {
     case "json":
       // A control character can only be inside a string of the object: escaping it keeps JSON.
-      return quotedControls(JSON.stringify({ time: iso, level, msg: message, ...fields })) + "\n";
+      return escapedControls(JSON.stringify({ time: iso, level, msg: message, ...fields })) + "\n";
     case "logfmt":
       return `time=${iso} level=${level} msg=${value(message)}${pairs(fields)}\n`;
     case "text":
