@@ -77,6 +77,17 @@ function isRole(value: unknown): value is Role {
   return (ROLES as readonly unknown[]).includes(value);
 }
 
+/** A commander argument parser for whole numbers from `min` to `max`. */
+function integerIn(min: number, max: number): (value: string) => number {
+  return (value) => {
+    const n = /^\d+$/.test(value) ? Number(value) : NaN;
+    if (!(n >= min && n <= max)) {
+      throw new InvalidArgumentError(`Expected a whole number from ${min} to ${max}.`);
+    }
+    return n;
+  };
+}
+
 /**
  * A commander argument parser for whole numbers from 0 to `max`.
  *
@@ -86,24 +97,12 @@ function isRole(value: unknown): value is Role {
  * ```
  */
 export function nonNegativeInteger(max: number): (value: string) => number {
-  return (value) => {
-    const n = /^\d+$/.test(value) ? Number(value) : NaN;
-    if (!(n <= max)) {
-      throw new InvalidArgumentError(`Expected a whole number from 0 to ${max}.`);
-    }
-    return n;
-  };
+  return integerIn(0, max);
 }
 
 /** A commander argument parser for whole numbers from 1 to `max`. */
 export function positiveInteger(max: number): (value: string) => number {
-  return (value) => {
-    const n = /^\d+$/.test(value) ? Number(value) : NaN;
-    if (!(n >= 1 && n <= max)) {
-      throw new InvalidArgumentError(`Expected a whole number from 1 to ${max}.`);
-    }
-    return n;
-  };
+  return integerIn(1, max);
 }
 
 /** A commander collector of repeated `KEY=VALUE` options, checking the form. */

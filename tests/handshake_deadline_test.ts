@@ -21,8 +21,8 @@ import { loadTest as test } from "./helpers/skip.ts";
 import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor } from "./helpers/clients.ts";
-import { jobworker } from "../proto/service.ts";
-import { frame } from "../cli/transport/http2.ts";
+import { requestJobsStream } from "./helpers/stalled_reader.ts";
+import { within } from "./helpers/within.ts";
 
 const DEADLINE_S = 1;
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -30,19 +30,6 @@ const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 let pki: PkiFixture;
 let worker: WorkerProcess;
 let jobId: string;
-
-/** `promise`, or a failure naming `what` after `ms` (so a broken worker fails instead of hanging). */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * A TCP relay to the worker that stops the worker (SIGSTOP) for `stallMs` just before handing it
@@ -86,14 +73,7 @@ async function stallingRelay(stallMs: number) {
 
 /** Opens GetJobsStream of `jobId` on `session`: "data", or how the stream closed before any. */
 function firstData(session: http2.ClientHttp2Session): Promise<string> {
-  const stream = session.request({
-    ":method": "POST",
-    ":path": "/jobworker.JobService/GetJobsStream",
-    "content-type": "application/grpc",
-    "te": "trailers",
-  });
-  stream.on("error", () => {});
-  stream.end(frame(jobworker.GetJobsStreamReq.encode({ id: jobId }).finish()));
+  const stream = requestJobsStream(session, jobId);
   let status: string | undefined;
   stream.once("response", (h) => status = String(h[":status"]));
   return new Promise((resolve) => {

@@ -20,6 +20,7 @@ import tls from "node:tls";
 import { RawGrpcClient } from "./helpers/raw_grpc.ts";
 import { status } from "@grpc/grpc-js";
 import { raiseFdLimit } from "../worker/runtime/fd_limit.ts";
+import { within } from "./helpers/within.ts";
 
 const MiB = 1024 * 1024;
 const { JobStatus } = jobworker;
@@ -34,19 +35,6 @@ async function waitEnded(c: JobClient, id: string): Promise<jobworker.Job> {
     const job = await c.getJob(id);
     if (job.status >= JobStatus.COMPLETED) return job;
     await delay(50);
-  }
-}
-
-/** `promise`, or a failure naming `what` when it takes longer than `ms`. */
-async function deadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
@@ -274,7 +262,7 @@ test(
       const t = performance.now();
       const fresh = clientFor(pki.dir, worker.address, "viewer");
       try {
-        await deadline(fresh.listJobs(), 10_000, "a new client after the flood");
+        await within(fresh.listJobs(), 10_000, "a new client after the flood");
       } finally {
         fresh.close();
       }

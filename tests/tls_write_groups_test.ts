@@ -278,8 +278,9 @@ function recordingRelay(port: number) {
   const conns: Deno.Conn[] = [];
   const records: number[] = [];
   const relay = async (client: Deno.Conn) => {
+    conns.push(client);
     const server = await Deno.connect({ hostname: "127.0.0.1", port });
-    conns.push(client, server);
+    conns.push(server);
     client.readable.pipeTo(server.writable).catch(() => {});
     const header = new Uint8Array(5);
     let have = 0; // header bytes collected
@@ -306,7 +307,7 @@ function recordingRelay(port: number) {
     toClient.close().catch(() => {});
   };
   (async () => {
-    for await (const conn of listener) relay(conn);
+    for await (const conn of listener) relay(conn).catch(() => {}); // the worker is gone: close() closes the client's side
   })().catch(() => {});
   return {
     port: (listener.addr as Deno.NetAddr).port,

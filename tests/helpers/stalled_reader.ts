@@ -27,14 +27,8 @@ export interface StalledReader {
 }
 
 /**
- * Readers started at once. Each is a Deno process (about 0.1 s of CPU until it stalls); 50
- * started together on 2 cores beside a busy worker starved each other between the TLS handshake's
- * flights (handshakes of up to 2.7 s measured here), and on a loaded machine past the worker's
- * handshake deadline (JOB_WORKER_HANDSHAKE_TIMEOUT, 5 s). The worker then closed the connection:
- * a reader whose TLS 1.3 handshake was already complete on its side had sent its request and saw
- * its stream close with NGHTTP2_CANCEL and no response (Deno's node:http2 client reports a closed
- * connection so, from `handle.onstreamclose`). A few at a time, each handshake is quick (max 0.4 s
- * measured) and starting all 50 takes about as long (7.0 s against 5.9 s).
+ * Readers started at once: 50 Deno processes started together on 2 cores starved each other's TLS
+ * handshakes past the worker's deadline (commit b97594e has the figures).
  */
 const STARTING_AT_ONCE = 4;
 let starting = 0;
@@ -117,6 +111,22 @@ function grpcRequest(jobId: string): Uint8Array {
   return frame(jobworker.GetJobsStreamReq.encode({ id: jobId }).finish());
 }
 
+/** A GetJobsStream request for `jobId` sent on `session` as a raw HTTP/2 stream (errors ignored). */
+export function requestJobsStream(
+  session: http2.ClientHttp2Session,
+  jobId: string,
+): http2.ClientHttp2Stream {
+  const stream = session.request({
+    ":method": "POST",
+    ":path": "/jobworker.JobService/GetJobsStream",
+    "content-type": "application/grpc",
+    "te": "trailers",
+  });
+  stream.on("error", () => {});
+  stream.end(grpcRequest(jobId));
+  return stream;
+}
+
 async function runHttp2(certDir: string, address: string, jobId: string, streams: number) {
   const read = (f: string) => Deno.readTextFileSync(`${certDir}/${f}`);
   const session = http2.connect(`https://${address}`, {
@@ -147,15 +157,7 @@ async function runHttp2(certDir: string, address: string, jobId: string, streams
   session.setLocalWindowSize(MAX_WINDOW);
   const firstBytes: Promise<void>[] = [];
   for (let i = 0; i < streams; i++) {
-    const stream = session.request({
-      ":method": "POST",
-      ":path": "/jobworker.JobService/GetJobsStream",
-      "content-type": "application/grpc",
-      "te": "trailers",
-    });
-    stream.on("error", () => {});
-    stream.end(grpcRequest(jobId));
-    firstBytes.push(firstData(stream, i));
+    firstBytes.push(firstData(requestJobsStream(session, jobId), i));
   }
   // Output is flowing: from here on, nothing is read (the parent stops this process).
   await Promise.all(firstBytes);

@@ -9,6 +9,7 @@
 import type { Server } from "@grpc/grpc-js";
 import type { Socket } from "node:net";
 import { log } from "../log/logger.ts";
+import { WarningPace } from "../log/pace.ts";
 import { trimSoon } from "../runtime/memory_trim.ts";
 import { http2ServersOf } from "./internals.ts";
 
@@ -23,7 +24,7 @@ export class ConnectionGuard {
   #total = 0;
   readonly #perPeer = new Map<string, number>();
   #refused = 0;
-  #lastWarning = 0;
+  readonly #warnings = new WarningPace();
 
   constructor(private readonly limits: ConnectionLimits) {}
 
@@ -60,9 +61,7 @@ export class ConnectionGuard {
   #refuse(socket: Socket, peer: string, scope: string): void {
     socket.destroy();
     this.#refused++;
-    const now = Date.now();
-    if (now - this.#lastWarning < 10_000) return; // one line per 10 s, however hard the flood
-    this.#lastWarning = now;
+    if (!this.#warnings.due()) return;
     log.warn("connection refused: too many connections " + scope, {
       peer,
       open: this.#total,

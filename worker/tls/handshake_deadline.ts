@@ -23,6 +23,7 @@
 import type { Server } from "@grpc/grpc-js";
 import type { Socket } from "node:net";
 import { log } from "../log/logger.ts";
+import { WarningPace } from "../log/pace.ts";
 import { http2ServersOf } from "./internals.ts";
 
 /** A timer that runs this much after its time says the worker was busy, not the client slow. */
@@ -42,7 +43,7 @@ export class HandshakeDeadline {
   /** Connections still in their handshake, by {@link connectionKey}. */
   readonly #pending = new Map<string, Pending>();
   #dropped = 0;
-  #lastWarning = 0;
+  readonly #warnings = new WarningPace();
 
   constructor(private readonly deadlineMs: number) {}
 
@@ -101,9 +102,7 @@ export class HandshakeDeadline {
     const peer = socket.remoteAddress ?? "unknown";
     socket.destroy();
     this.#dropped++;
-    const now = Date.now();
-    if (now - this.#lastWarning < 10_000) return; // one line per 10 s, however many
-    this.#lastWarning = now;
+    if (!this.#warnings.due()) return;
     log.warn("connection closed: TLS handshake not finished in time", {
       peer,
       closedSoFar: this.#dropped,
