@@ -307,7 +307,7 @@ function recordingRelay(port: number) {
     toClient.close().catch(() => {});
   };
   (async () => {
-    for await (const conn of listener) relay(conn).catch(() => {}); // the worker is gone: close() closes the client's side
+    for await (const conn of listener) relay(conn).catch(() => {}); // worker gone: close() ends it
   })().catch(() => {});
   return {
     port: (listener.addr as Deno.NetAddr).port,
