@@ -145,7 +145,7 @@ const ERRNO_WORDS: Record<string, string> = {
 export function startFailure(details: string): string | undefined {
   const path = /command not found: "([^"]*\/[^"]*)"/.exec(details);
   if (path) return `${path[1]}: no such file`;
-  const name = /command not found: "([^"]*)" \(PATH=([^)]*)\)/.exec(details);
+  const name = /command not found: "([^"]*)" \(PATH="?([^)"]*)"?\)/.exec(details);
   if (name) return `${name[1]}: command not found (the job's PATH is ${name[2]})`;
   const workdir = /entering workDir "([^"]*)".*?\b(E[A-Z]+)\b/.exec(details);
   if (workdir) {

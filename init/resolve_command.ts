@@ -1,4 +1,5 @@
 /** Finds the file a job's command names, the way execvp would, so that failures are clear. */
+import { quote } from "../worker/log/quoted.ts";
 
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -16,24 +17,32 @@ function executable(path: string, access?: AccessCheck): Resolution {
   // (init's first few failed stats cost it 0.4-2 ms, on the job's start path).
   const absent = access?.(path, F_OK) ?? 0;
   if (absent !== 0 && absent !== EACCES) {
-    return { ok: false, errno: 2, message: `command not found: "${path}"` };
+    return { ok: false, errno: 2, message: `command not found: ${quote(path)}` };
   }
   let info: Deno.FileInfo;
   try {
     info = Deno.statSync(path);
   } catch (e) {
     if (e instanceof Deno.errors.PermissionDenied) {
-      return { ok: false, errno: 13, message: `"${path}" cannot be reached by the job's user` };
+      return {
+        ok: false,
+        errno: 13,
+        message: `${quote(path)} cannot be reached by the job's user`,
+      };
     }
-    return { ok: false, errno: 2, message: `command not found: "${path}"` };
+    return { ok: false, errno: 2, message: `command not found: ${quote(path)}` };
   }
-  if (info.isDirectory) return { ok: false, errno: 21, message: `"${path}" is a directory` };
+  if (info.isDirectory) return { ok: false, errno: 21, message: `${quote(path)} is a directory` };
   if (((info.mode ?? 0) & 0o111) === 0) {
-    return { ok: false, errno: 13, message: `"${path}" is not executable` };
+    return { ok: false, errno: 13, message: `${quote(path)} is not executable` };
   }
   const denied = access?.(path, X_OK) ?? 0;
   if (denied !== 0) {
-    return { ok: false, errno: denied, message: `"${path}" is not executable by the job's user` };
+    return {
+      ok: false,
+      errno: denied,
+      message: `${quote(path)} is not executable by the job's user`,
+    };
   }
   return { ok: true, path };
 }
@@ -56,5 +65,9 @@ export function resolveCommand(
     if (found.errno !== 2) firstProblem ??= found;
   }
   return firstProblem ??
-    { ok: false, errno: 2, message: `command not found: "${command}" (PATH=${pathVar})` };
+    {
+      ok: false,
+      errno: 2,
+      message: `command not found: ${quote(command)} (PATH=${quote(pathVar)})`,
+    };
 }

@@ -580,6 +580,19 @@ test("a nonexistent workDir: CreateJob fails INVALID_ARGUMENT naming workDir", a
   assert.ok(!jobs.some((j) => j.workDir === dir), "a job is listed for the failed CreateJob");
 });
 
+test("a start failure quotes the caller's value short and escaped, as other errors do", async () => {
+  // A terminal escape and a long tail in the command and the workDir: the message carries neither
+  // raw (init writes these messages; validation's errors already quoted this way).
+  const odd = "/no\u001b[2J\u009b" + "x".repeat(300);
+  for (const spec of [{ command: odd }, { command: "pwd", workDir: odd }]) {
+    const error = await expectError(create(spec), status.INVALID_ARGUMENT);
+    // deno-lint-ignore no-control-regex
+    assert.ok(!/[\u0000-\u001f\u007f-\u009f]/.test(error.details), error.details);
+    assert.ok(error.details.includes("\\u001b[2J\\u009b"), error.details);
+    assert.ok(error.details.includes("... (308 characters)"), error.details);
+  }
+});
+
 test("timeout: sleep 100 with timeoutSeconds 1 ends STOPPED, the reason names the timeout", async () => {
   // `sleep` as PID 1 has no SIGTERM handler: the timeout's SIGTERM takes its default action at
   // once (worker/jobs/pid1_term.ts), 1 s after the start. One that ignores SIGTERM ends with

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { jobServiceDefinition, jobworker, MalformedRequest } from "../proto/service.ts";
-import { quote } from "../worker/api/validation.ts";
+import { quote } from "../worker/log/quoted.ts";
 
 const createJob = (b: Uint8Array) =>
   jobServiceDefinition.CreateJob.requestDeserialize(Buffer.from(b));

@@ -30,9 +30,9 @@ import {
   jobSpecFrom,
   offsetFrom,
   pageSizeFrom,
-  quote,
   statusesFrom,
 } from "./validation.ts";
+import { quote } from "../log/quoted.ts";
 
 export interface HandlerOptions {
   defaults: Limits;

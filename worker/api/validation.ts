@@ -5,7 +5,7 @@ import { jobworker } from "../../proto/service.ts";
 import type { Limits } from "../cgroups/types.ts";
 import { JOB_STATUSES, type JobSpec, type JobStatus } from "../jobs/job.ts";
 import { resolveUser, UnknownUser } from "../runtime/users.ts";
-import { quoted } from "../log/quoted.ts";
+import { quote } from "../log/quoted.ts";
 
 /** A request field that is not acceptable. */
 export class InvalidField extends Error {
@@ -48,19 +48,6 @@ const MAX_REQUEST_ID = 128;
 const MAX_PIDS = 4_194_304;
 
 const byteLength = (s: string) => new TextEncoder().encode(s).length;
-
-/** Most characters of a client's value quoted back in an error message. */
-const QUOTE_CHARS = 64;
-
-/**
- * A client's value as it may appear in an error message: at most a short prefix, quoted and
- * escaped (control characters and quotes cannot forge the message), with the length of the rest.
- */
-export function quote(value: string): string {
-  const chars = Array.from(value);
-  if (chars.length <= QUOTE_CHARS) return quoted(value);
-  return `${quoted(chars.slice(0, QUOTE_CHARS).join(""))}... (${chars.length} characters)`;
-}
 
 function checkString(field: string, value: string): void {
   if (value.includes("\0")) throw new InvalidField(field, "must not contain NUL bytes");

@@ -19,3 +19,16 @@ export function escapedControls(json: string): string {
 export function quoted(text: string): string {
   return escapedControls(JSON.stringify(text));
 }
+
+/** Most characters of a client's value quoted back in an error message. */
+const QUOTE_CHARS = 64;
+
+/**
+ * A client's value as it may appear in an error message: at most a short prefix, quoted and
+ * escaped (control characters and quotes cannot forge the message), with the length of the rest.
+ */
+export function quote(value: string): string {
+  const chars = Array.from(value);
+  if (chars.length <= QUOTE_CHARS) return quoted(value);
+  return `${quoted(chars.slice(0, QUOTE_CHARS).join(""))}... (${chars.length} characters)`;
+}
