@@ -34,3 +34,12 @@ Deno.test("addresses: a port beyond 65535 is a configuration error, not a failur
   assert.equal(load(["--addr", "127.0.0.1:65535"]).address, "127.0.0.1:65535");
   assert.equal(load(["--addr", "[::1]:0"]).address, "[::1]:0");
 });
+
+Deno.test("io devices: one this host does not have is a configuration error, not a failure of every IO-limited job", () => {
+  assert.throws(
+    () => load(["--io-devices", "999:999"]),
+    (e: Error) => e instanceof ConfigError && /999:999 is not a block device/.test(e.message),
+  );
+  const disk = [...Deno.readDirSync("/sys/dev/block")][0]?.name;
+  if (disk) assert.deepEqual(load([], { JOB_WORKER_IO_DEVICES: disk }).ioDevices, [disk]);
+});

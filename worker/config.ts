@@ -4,6 +4,7 @@
  */
 import { parseArgs } from "node:util";
 import { isLogFormat, isLogLevel, type LogFormat, type LogLevel } from "./log/logger.ts";
+import { wholeDisk } from "./cgroups/io_devices.ts";
 
 export interface WorkerConfig {
   /** host:port to listen on. */
@@ -268,6 +269,10 @@ export function loadConfig(
   const ioDevices = devices ? devices.split(",").map((d) => d.trim()).filter(Boolean) : undefined;
   for (const d of ioDevices ?? []) {
     if (!/^\d+:\d+$/.test(d)) throw new ConfigError(`${devName}: "${d}" is not MAJOR:MINOR`);
+    // Else accepted here and refused by the kernel at every job with an IO limit.
+    if (wholeDisk(d) === undefined) {
+      throw new ConfigError(`${devName}: ${d} is not a block device on this host (/sys/dev/block)`);
+    }
   }
   const [privName, priv] = get("allow-privileged");
   if (priv !== "0" && priv !== "1") {
