@@ -181,7 +181,8 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
     if (!call.cancelled) call.end();
   } finally {
     if (--activeStreams === 0) pool.length = 0;
-    unsent?.close();
+    // A stream cut off strands its unsent bytes in native memory (see http2_unsent.ts).
+    unsent?.close(call.cancelled);
     reader.close();
   }
 }
