@@ -46,8 +46,8 @@ function rawClient(pki: PkiFixture, address: string): grpc.Client {
   return new grpc.Client(address, credentials, { "grpc.ssl_target_name_override": "localhost" });
 }
 
-/** Opens a stream of the job's output, and cancels it after its third message. */
-function cancelAfterThree(client: grpc.Client, id: string): Promise<void> {
+/** Opens a stream of the job's output, and cancels it after its `messages`th message. */
+function cancelAfter(client: grpc.Client, id: string, messages = 3): Promise<void> {
   const method = jobServiceDefinition.GetJobsStream as grpc.MethodDefinition<unknown, unknown>;
   const call = client.makeServerStreamRequest(
     method.path,
@@ -62,7 +62,7 @@ function cancelAfterThree(client: grpc.Client, id: string): Promise<void> {
     call.on("error", () => resolve());
     call.on("end", () => resolve());
     call.on("data", () => {
-      if (++got === 3) call.cancel();
+      if (++got === messages) call.cancel();
     });
   });
 }
@@ -128,13 +128,13 @@ Deno.test({
     let raw: grpc.Client | undefined;
     try {
       raw = rawClient(w.pki, w.worker.address);
-      for (let i = 0; i < 3; i++) await cancelAfterThree(raw, w.big);
+      for (let i = 0; i < 3; i++) await cancelAfter(raw, w.big);
       const three = await strandedBytes(w.worker);
       // Each leaves about its share of unsent bytes (MAX_UNSENT, then waits until half is left).
       assert.ok(three >= 3 * MAX_UNSENT / 4 && three <= 3 * (MAX_UNSENT + 256 * 1024), `${three}`);
 
       // Past the soft limit (each strands about 1 MiB of native memory), but connected: no recycle.
-      for (let i = 0; i < 5; i++) await cancelAfterThree(raw, w.big);
+      for (let i = 0; i < 5; i++) await cancelAfter(raw, w.big);
       const eight = await strandedBytes(w.worker);
       assert.ok(eight * 2 > 4 * MIB, `only ${eight} bytes stranded`);
       await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -199,7 +199,7 @@ Deno.test({
       let cancels = 0;
       while (timesLogged(w.worker, FORCED) === 0) {
         assert.ok(++cancels <= 40, "no forced recycle after 40 cancels");
-        await cancelAfterThree(raw, w.big);
+        await cancelAfter(raw, w.big);
       }
       assert.ok(await recycled(w.worker), `no recycle:\n${w.worker.logs.slice(-20).join("\n")}`);
       const line = w.worker.logs.map(parseLogLine).find((l) => l?.msg.startsWith(FORCED))!;
@@ -234,6 +234,49 @@ Deno.test({
       stopper.close();
       const exit = await w.worker.stop();
       await w.pki.remove();
+      assert.equal(exit.code, 0, "the worker did not stop cleanly");
+    }
+  },
+});
+
+Deno.test({
+  name: "a stream whose output was all written, but not sent, when its client cancels counts " +
+    "as stranded too",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const pki = await makePki();
+    const worker = await WorkerProcess.start({
+      certDir: pki.dir,
+      env: { JOB_WORKER_METRICS_ADDR: "127.0.0.1:0" },
+    });
+    const client = clientFor(pki.dir, worker.address);
+    const raw = rawClient(pki, worker.address);
+    try {
+      // Less than a stream may leave unsent: the send loop writes it all and ends the call.
+      const job = await client.createJob({
+        command: "sh",
+        args: ["-c", "head -c 360000 /dev/zero | base64"],
+      });
+      await waitFor(
+        "the job to end",
+        async () => (await client.getJob(job.id!)).status !== jobworker.JobStatus.RUNNING,
+      );
+      const size = Number((await client.getJob(job.id!)).outputBytes);
+      assert.ok(size < MAX_UNSENT, `${size}`);
+      await cancelAfter(raw, job.id!, 1);
+      // Past the first message and the client's 64 KiB window, the rest was stranded.
+      const stranded = await waitFor("the stream to close", async () => {
+        const bytes = await strandedBytes(worker);
+        return bytes > 0 ? bytes : undefined;
+      });
+      assert.ok(stranded >= size - 128 * 1024 - 2 * 65535 && stranded <= size, `${stranded}`);
+      console.log(`${stranded} of ${size} bytes stranded`);
+    } finally {
+      raw.close();
+      client.close();
+      const exit = await worker.stop();
+      await pki.remove();
       assert.equal(exit.code, 0, "the worker did not stop cleanly");
     }
   },

@@ -129,10 +129,12 @@ export class SessionRecycler {
   /**
    * Called right before the server stops, for a reload the recycler alone asked for (never for
    * a SIGHUP): a client that connected since the recycle was decided would have its calls cut,
-   * so the recycle is called off (throws).
+   * so the recycle is called off (throws), unless the native memory held is past the hard limit.
    */
   checkStillIdle(): void {
-    if (this.#open > 0 && !this.#forced) {
+    const { hard } = this.native;
+    const pastHard = hard > 0 && this.nativeBytes > hard;
+    if (this.#open > 0 && !this.#forced && !pastHard) {
       throw new Error("a client connected while the worker was getting ready to recycle");
     }
   }
