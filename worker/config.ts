@@ -45,6 +45,13 @@ export interface WorkerConfig {
   maxConnectionsPerPeer: number;
   /** HTTP/2 sessions served before the worker recycles itself in place when idle; 0 = never. */
   recycleAfterSessions: number;
+  /**
+   * MiB of native memory Deno 2.8.3 never frees (closed sessions and the unsent output of streams
+   * that ended early) past which the worker recycles itself when idle; 0 = never.
+   */
+  recycleAtNativeMiB: number;
+  /** MiB of that memory past which the worker recycles even with clients connected; 0 = never. */
+  recycleForceAtNativeMiB: number;
   /** Seconds a client gets to complete its TLS handshake. */
   handshakeTimeoutSeconds: number;
   /** Seconds a connection with no call in progress is kept. */
@@ -106,6 +113,11 @@ Options:
   --recycle-after-sessions N  after N HTTP/2 sessions JOB_WORKER_RECYCLE_AFTER_SESSIONS (10000; 0 = never)
                           (reload in place once no client is connected: Deno 2.8.3 keeps
                           about 18 KiB of every session until the process image is replaced)
+  --recycle-at-native-mib N  or at N MiB held JOB_WORKER_RECYCLE_AT_NATIVE_MIB (256; 0 = never)
+                          (sessions, plus the unsent output of streams cancelled or cut off,
+                          which Deno 2.8.3 never frees either)
+  --recycle-force-native-mib N  past N MiB, recycle even with clients connected (their
+                          calls are cut) JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB (1024; 0 = never)
   --handshake-timeout S   TLS handshake deadline    JOB_WORKER_HANDSHAKE_TIMEOUT (5)
   --idle-timeout S        close idle connections    JOB_WORKER_IDLE_TIMEOUT (300)
   --keepalive S           ping clients this often   JOB_WORKER_KEEPALIVE (60)
@@ -161,6 +173,11 @@ const FLAGS = {
   "max-connections": { env: "JOB_WORKER_MAX_CONNECTIONS", fallback: "4096" },
   "max-connections-per-peer": { env: "JOB_WORKER_MAX_CONNECTIONS_PER_PEER", fallback: "512" },
   "recycle-after-sessions": { env: "JOB_WORKER_RECYCLE_AFTER_SESSIONS", fallback: "10000" },
+  "recycle-at-native-mib": { env: "JOB_WORKER_RECYCLE_AT_NATIVE_MIB", fallback: "256" },
+  "recycle-force-native-mib": {
+    env: "JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB",
+    fallback: "1024",
+  },
   "handshake-timeout": { env: "JOB_WORKER_HANDSHAKE_TIMEOUT", fallback: "5" },
   "idle-timeout": { env: "JOB_WORKER_IDLE_TIMEOUT", fallback: "300" },
   "keepalive": { env: "JOB_WORKER_KEEPALIVE", fallback: "60" },
@@ -318,6 +335,8 @@ export function loadConfig(
     maxConnections: num("max-connections", 1),
     maxConnectionsPerPeer: num("max-connections-per-peer", 1),
     recycleAfterSessions: num("recycle-after-sessions"),
+    recycleAtNativeMiB: num("recycle-at-native-mib"),
+    recycleForceAtNativeMiB: num("recycle-force-native-mib"),
     handshakeTimeoutSeconds: num("handshake-timeout", 1),
     idleTimeoutSeconds: num("idle-timeout", 1),
     keepaliveSeconds: num("keepalive", 1),

@@ -28,6 +28,7 @@ import { ISOLATION } from "./runtime/isolation.ts";
 import { VERSION } from "./version.ts";
 import { startMetrics } from "./metrics/operations.ts";
 import { retryMs, SessionRecycler } from "./tls/session_recycle.ts";
+import { reportStrandedTo } from "./api/http2_unsent.ts";
 import { checkInternals } from "./tls/internals.ts";
 import { warmUpTlsCrypto } from "./tls/warm_up.ts";
 
@@ -241,7 +242,12 @@ async function serve(config: Config): Promise<number> {
     config.recycleAfterSessions,
     () => signals.requestReload("recycle"),
     retryMs((n) => Deno.env.get(n)),
+    {
+      soft: config.recycleAtNativeMiB * 1024 * 1024,
+      hard: config.recycleForceAtNativeMiB * 1024 * 1024,
+    },
   );
+  reportStrandedTo(recycler);
   metrics.watchSessions(recycler);
   const listen = async () => {
     const running = await startServer(config, tls, manager, facts, revoked, metrics.rpcObservers);

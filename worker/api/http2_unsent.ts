@@ -139,6 +139,22 @@ class FrameTap {
   }
 }
 
+/**
+ * Where the bytes go that a stream leaves unsent when it ends before its output was sent: on
+ * Deno 2.8.3 they stay in the stream's native buffer for good (tls/session_recycle.ts owns the
+ * total and recycles the worker on it).
+ */
+export interface StrandedSink {
+  strand(bytes: number): void;
+}
+
+let strandedSink: StrandedSink | undefined;
+
+/** Every meter's {@link UnsentMeter.close} with `abandoned` reports to `sink` from now on. */
+export function reportStrandedTo(sink: StrandedSink | undefined): void {
+  strandedSink = sink;
+}
+
 /** One tap per socket (the session's streams share it). */
 const taps = new WeakMap<object, FrameTap>();
 
@@ -156,8 +172,11 @@ export interface UnsentMeter {
   waitUntilAtMost(bytes: number): Promise<void>;
   /** Resolves once the connection's socket queue is empty (or the socket closed), or on close(). */
   waitForSocketDrain(): Promise<void>;
-  /** Stops watching the stream; a pending wait resolves. */
-  close(): void;
+  /**
+   * Stops watching the stream; a pending wait resolves. `abandoned`: the stream ended before its
+   * output was sent (cancelled, or its connection gone): what is unsent now is stranded.
+   */
+  close(abandoned?: boolean): void;
 }
 
 /**
@@ -223,7 +242,8 @@ export function unsentMeter(call: unknown): UnsentMeter | null {
         };
       });
     },
-    close() {
+    close(abandoned = false) {
+      if (abandoned && !closed) strandedSink?.strand(unsent());
       closed = true;
       theTap.watches.delete(stream.id);
       watch.wake?.();

@@ -7,7 +7,7 @@ import type { ServerWritableStream } from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { EncodedDataChunk, type jobworker } from "../../proto/service.ts";
 import type { OutputLog } from "../jobs/output_log.ts";
-import { unsentMeter } from "./http2_unsent.ts";
+import { type UnsentMeter, unsentMeter } from "./http2_unsent.ts";
 import { sendPreFramed } from "../tls/internals.ts";
 import { streamedOut } from "../runtime/memory_trim.ts";
 
@@ -133,6 +133,17 @@ function cancelSignal(call: Call): AbortSignal {
   return controller.signal;
 }
 
+/**
+ * Stops the meter once its stream closed. A stream cut off before its output left strands the
+ * unsent bytes in native memory (see http2_unsent.ts): what is unsent as the client cancels or the
+ * connection drops is counted, also when the loop had already written everything and ended the
+ * call (grpc-js emits 'cancelled' as the HTTP/2 stream closes, however it closes).
+ */
+function closeMeter(call: Call, unsent: UnsentMeter): void {
+  if (call.cancelled || unsent.unsent === 0) unsent.close(call.cancelled);
+  else call.once("cancelled", () => unsent.close(true));
+}
+
 export async function streamOutput(call: Call, log: OutputLog, options: StreamOptions) {
   const reader = log.openReader();
   const stopAt = options.follow ? Infinity : log.size;
@@ -181,7 +192,7 @@ export async function streamOutput(call: Call, log: OutputLog, options: StreamOp
     if (!call.cancelled) call.end();
   } finally {
     if (--activeStreams === 0) pool.length = 0;
-    unsent?.close();
+    if (unsent) closeMeter(call, unsent);
     reader.close();
   }
 }

@@ -29,6 +29,7 @@ export interface InitPoolView {
 /** What the metrics read of the HTTP/2 sessions at scrape time (tls/session_recycle.ts). */
 export interface Http2SessionsView {
   readonly served: number;
+  readonly stranded: number;
 }
 
 export class WorkerMetrics implements JobEvents, RpcObserver, InitPoolEvents {
@@ -150,6 +151,16 @@ export class WorkerMetrics implements JobEvents, RpcObserver, InitPoolEvents {
       registers: [this.registry],
       collect() {
         this.set(sessions()?.served ?? 0);
+      },
+    });
+    new Gauge({
+      name: "jobworker_http2_stranded_bytes",
+      help: "Output bytes left unsent in native HTTP/2 stream buffers by streams that ended " +
+        "early (cancelled by the client or cut off): Deno 2.8.3 never frees them, so the worker " +
+        "recycles (JOB_WORKER_RECYCLE_AT_NATIVE_MIB, JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB).",
+      registers: [this.registry],
+      collect() {
+        this.set(sessions()?.stranded ?? 0);
       },
     });
     const loopDelayMax = () => {

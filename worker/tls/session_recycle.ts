@@ -14,13 +14,39 @@
  * moment, right before the server stops), so no call is cut. A recycle that did not happen is
  * tried again at the next idle moment after {@link RETRY_MS}. Only a reload the recycler alone
  * asked for is called off: a SIGHUP is the operator's, and cuts calls as it always does.
+ *
+ * Streams leave native memory behind too: an HTTP/2 stream that ends before its output left
+ * (the client cancelled it, or its connection dropped) keeps the bytes still in Deno's native
+ * per-stream buffer for good (Deno 2.8.3 queues every write there; fixed upstream by
+ * denoland/deno#36044, 2.9.x). The send loop reports those bytes as it ends
+ * ({@link strand}, the meter of api/http2_unsent.ts), so the recycle is also due, at an idle
+ * moment, once the native memory held (sessions and stranded bytes) passes a soft limit. A client
+ * that stays connected and cancels in a loop would never let the worker be idle: past a hard
+ * limit the recycle goes ahead with clients connected, like a SIGHUP (their calls are cut; the
+ * CLI's `stream` resumes where it was).
  */
 import type { Server } from "@grpc/grpc-js";
 import { log } from "../log/logger.ts";
 import { http2ServersOf } from "./internals.ts";
 
-/** Native state Deno 2.8.3 keeps per session served (measured, issue 12): for the log line. */
+/** Native state Deno 2.8.3 keeps per session served (measured, issue 12). */
 const KIB_PER_SESSION = 18;
+const MIB = 1024 * 1024;
+/**
+ * Native memory per stranded byte: over 600 streams on a large ended job, each cancelled after 3
+ * messages, the worker's RSS grew by 1.9 times the stranded figure on one connection (107 to 555
+ * MiB, 232 MiB stranded) and 2.2 times on a connection each (105 to 795 MiB, 312 MiB, sessions
+ * included); per 100 cancels the ratio swung from 1.2 to 3.0.
+ */
+const NATIVE_PER_STRANDED_BYTE = 2;
+
+/** The limits on the native memory held (bytes; 0: none). */
+export interface NativeLimits {
+  /** Past this, recycle at an idle moment. */
+  soft: number;
+  /** Past this, recycle even with clients connected. */
+  hard: number;
+}
 
 /** After a refused recycle, the next try waits at least this long. */
 export const RETRY_MS = 60_000;
@@ -44,20 +70,45 @@ export class SessionRecycler {
   #requested = false;
   #notBefore = 0;
   #retry: ReturnType<typeof setTimeout> | undefined;
+  #stranded = 0;
+  /** The recycle asked for was forced (past the hard limit): it is not called off for clients. */
+  #forced = false;
 
   /**
    * `limit`: sessions served before a recycle is due (0: never). `recycle` starts the reload; it
    * is called at most once until {@link notRecycled}. `retryAfterMs`: see {@link RETRY_MS}.
+   * `native`: the limits on the native memory held ({@link nativeBytes}).
    */
   constructor(
     private readonly limit: number,
     private readonly recycle: () => void,
     private readonly retryAfterMs = RETRY_MS,
+    private readonly native: NativeLimits = { soft: 0, hard: 0 },
   ) {}
 
   /** HTTP/2 sessions this process has served: each holds native memory until the process ends. */
   get served(): number {
     return this.#served;
+  }
+
+  /** Output bytes left in native stream buffers by streams that ended before it was sent. */
+  get stranded(): number {
+    return this.#stranded;
+  }
+
+  /** The native memory Deno 2.8.3 holds for good, as far as it is known: sessions and streams. */
+  get nativeBytes(): number {
+    return this.#served * KIB_PER_SESSION * 1024 + this.#stranded * NATIVE_PER_STRANDED_BYTE;
+  }
+
+  /**
+   * A stream ended with `bytes` of its output still in its native buffer (called once per
+   * stream, as it ends: nothing on the send loop's path).
+   */
+  strand(bytes: number): void {
+    if (!(bytes > 0)) return;
+    this.#stranded += bytes;
+    this.#maybeRecycle();
   }
 
   /** Counts the sessions and connections of every HTTP/2 server of `server` (after bindAsync). */
@@ -79,10 +130,12 @@ export class SessionRecycler {
   /**
    * Called right before the server stops, for a reload the recycler alone asked for (never for
    * a SIGHUP): a client that connected since the recycle was decided would have its calls cut,
-   * so the recycle is called off (throws).
+   * so the recycle is called off (throws), unless the native memory held is past the hard limit.
    */
   checkStillIdle(): void {
-    if (this.#open > 0) {
+    const { hard } = this.native;
+    const pastHard = hard > 0 && this.nativeBytes > hard;
+    if (this.#open > 0 && !this.#forced && !pastHard) {
       throw new Error("a client connected while the worker was getting ready to recycle");
     }
   }
@@ -91,6 +144,7 @@ export class SessionRecycler {
   notRecycled(): void {
     if (!this.#requested) return;
     this.#requested = false;
+    this.#forced = false;
     this.#notBefore = Date.now() + this.retryAfterMs;
     clearTimeout(this.#retry);
     const retry = setTimeout(() => this.#maybeRecycle(), this.retryAfterMs);
@@ -99,18 +153,44 @@ export class SessionRecycler {
   }
 
   #maybeRecycle(): void {
-    if (this.limit === 0 || this.#requested || this.#served < this.limit) return;
-    if (this.#open > 0 || Date.now() < this.#notBefore) return;
+    if (this.#requested) return;
+    const held = this.nativeBytes;
+    const { soft, hard } = this.native;
+    const pastHard = hard > 0 && held > hard;
+    if (Date.now() < this.#notBefore) return;
+    if (pastHard && this.#open > 0) {
+      // Never idle (a client cancelling streams in a loop): go ahead, and cut the calls.
+      this.#requested = true;
+      this.#forced = true;
+      log.warn(
+        "recycling the worker in place with clients connected, cutting their calls: the native " +
+          "memory Deno 2.8.3 never frees passed the hard limit",
+        { ...this.#figures(), connections: this.#open },
+      );
+      this.recycle();
+      return;
+    }
+    const due = (this.limit > 0 && this.#served >= this.limit) || (soft > 0 && held > soft) ||
+      pastHard;
+    if (!due || this.#open > 0) return;
     this.#requested = true;
     log.info(
       "recycling the worker in place: no client connected, and the HTTP/2 sessions served " +
-        "hold native memory Deno 2.8.3 never frees",
-      {
-        sessions: this.#served,
-        heldMiB: Math.round(this.#served * KIB_PER_SESSION / 1024),
-        limit: "JOB_WORKER_RECYCLE_AFTER_SESSIONS=" + this.limit,
-      },
+        "and streams cut off hold native memory Deno 2.8.3 never frees",
+      this.#figures(),
     );
     this.recycle();
+  }
+
+  #figures() {
+    const { soft, hard } = this.native;
+    return {
+      sessions: this.#served,
+      heldMiB: Math.round(this.#served * KIB_PER_SESSION / 1024),
+      strandedMiB: Math.round(this.#stranded / MIB * 10) / 10,
+      nativeMiB: Math.round(this.nativeBytes / MIB * 10) / 10,
+      limit: "JOB_WORKER_RECYCLE_AFTER_SESSIONS=" + this.limit,
+      nativeLimitMiB: `soft ${Math.round(soft / MIB)}, hard ${Math.round(hard / MIB)}`,
+    };
   }
 }
