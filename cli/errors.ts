@@ -139,15 +139,26 @@ const ERRNO_WORDS: Record<string, string> = {
 };
 
 /**
+ * A caller's value as init quotes it in a start failure (a JSON string literal): its text is shown
+ * as it came, escapes and all, so no control character reaches the terminal.
+ */
+const QUOTED = String.raw`"((?:[^"\\]|\\.)*)"`;
+const NOT_FOUND_IN_PATH = new RegExp(
+  String.raw`command not found: ${QUOTED} \(PATH=(?:${QUOTED}|([^)]*))\)`,
+);
+const NOT_FOUND = new RegExp(`command not found: ${QUOTED}`);
+const NO_WORKDIR = new RegExp(String.raw`entering workDir ${QUOTED}.*?\b(E[A-Z]+)\b`);
+
+/**
  * A job that could not start, said as a shell would: `/no/such: no such file`,
  * `--workdir /nope: no such directory`; undefined for other messages.
  */
 export function startFailure(details: string): string | undefined {
-  const path = /command not found: "([^"]*\/[^"]*)"/.exec(details);
-  if (path) return `${path[1]}: no such file`;
-  const name = /command not found: "([^"]*)" \(PATH="?([^)"]*)"?\)/.exec(details);
-  if (name) return `${name[1]}: command not found (the job's PATH is ${name[2]})`;
-  const workdir = /entering workDir "([^"]*)".*?\b(E[A-Z]+)\b/.exec(details);
+  const name = NOT_FOUND_IN_PATH.exec(details);
+  if (name) return `${name[1]}: command not found (the job's PATH is ${name[2] ?? name[3]})`;
+  const path = NOT_FOUND.exec(details);
+  if (path?.[1]?.includes("/")) return `${path[1]}: no such file`;
+  const workdir = NO_WORKDIR.exec(details);
   if (workdir) {
     return `--workdir ${workdir[1]}: ${ERRNO_WORDS[workdir[2]!] ?? workdir[2]!.toLowerCase()}`;
   }

@@ -16,7 +16,7 @@ import {
 import { Shim, ShimError, type SymbolName } from "./shim/ffi.ts";
 import { resolveCommand } from "./resolve_command.ts";
 import { dropPrivileges, protectFilesystem } from "./profile.ts";
-import { quote } from "../worker/log/quoted.ts";
+import { quoted } from "../worker/log/quoted.ts";
 
 const SPEC_LIMIT = 64 * 1024 * 1024;
 
@@ -115,13 +115,13 @@ function become(shim: Shim, pooled: boolean, slots: number): void {
   }
   step("user", `becoming ${spec.user.uid}:${spec.user.gid}`, () => dropPrivileges(shim, spec));
   // From here on as the job's user: the checks below are the ones the job itself would meet.
-  step("workdir", `entering workDir ${quote(spec.workDir)}`, () => shim.chdir(spec.workDir));
+  step("workdir", `entering workDir ${quoted(spec.workDir)}`, () => shim.chdir(spec.workDir));
   const path = resolveCommand(spec.command, spec.env, (p, mode) => shim.access(p, mode));
   if (!path.ok) throw new StageError("lookup", path.errno, path.message);
   const argv = [spec.command, ...spec.args];
   return step(
     "exec",
-    `cannot execute ${quote(spec.command)}`,
+    `cannot execute ${quoted(spec.command)}`,
     () =>
       initFd < 0 ? shim.exec(path.path, argv, spec.env, JOB_STDOUT_FD, JOB_STDERR_FD) : shim.exec(
         "jwinit",

@@ -1,5 +1,5 @@
 /** Finds the file a job's command names, the way execvp would, so that failures are clear. */
-import { quote } from "../worker/log/quoted.ts";
+import { quoted } from "../worker/log/quoted.ts";
 
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -17,7 +17,7 @@ function executable(path: string, access?: AccessCheck): Resolution {
   // (init's first few failed stats cost it 0.4-2 ms, on the job's start path).
   const absent = access?.(path, F_OK) ?? 0;
   if (absent !== 0 && absent !== EACCES) {
-    return { ok: false, errno: 2, message: `command not found: ${quote(path)}` };
+    return { ok: false, errno: 2, message: `command not found: ${quoted(path)}` };
   }
   let info: Deno.FileInfo;
   try {
@@ -27,21 +27,21 @@ function executable(path: string, access?: AccessCheck): Resolution {
       return {
         ok: false,
         errno: 13,
-        message: `${quote(path)} cannot be reached by the job's user`,
+        message: `${quoted(path)} cannot be reached by the job's user`,
       };
     }
-    return { ok: false, errno: 2, message: `command not found: ${quote(path)}` };
+    return { ok: false, errno: 2, message: `command not found: ${quoted(path)}` };
   }
-  if (info.isDirectory) return { ok: false, errno: 21, message: `${quote(path)} is a directory` };
+  if (info.isDirectory) return { ok: false, errno: 21, message: `${quoted(path)} is a directory` };
   if (((info.mode ?? 0) & 0o111) === 0) {
-    return { ok: false, errno: 13, message: `${quote(path)} is not executable` };
+    return { ok: false, errno: 13, message: `${quoted(path)} is not executable` };
   }
   const denied = access?.(path, X_OK) ?? 0;
   if (denied !== 0) {
     return {
       ok: false,
       errno: denied,
-      message: `${quote(path)} is not executable by the job's user`,
+      message: `${quoted(path)} is not executable by the job's user`,
     };
   }
   return { ok: true, path };
@@ -68,6 +68,6 @@ export function resolveCommand(
     {
       ok: false,
       errno: 2,
-      message: `command not found: ${quote(command)} (PATH=${quote(pathVar)})`,
+      message: `command not found: ${quoted(command)} (PATH=${quoted(pathVar)})`,
     };
 }

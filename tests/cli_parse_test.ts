@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { resolveCommand } from "../init/resolve_command.ts";
 import { mayConnect } from "../cli/tls_warmup.ts";
 import { concatBytes } from "./helpers/process.ts";
 import assert from "node:assert/strict";
@@ -856,6 +857,25 @@ Deno.test("start failures are said as a shell would", () => {
     "--workdir /nope: no such directory",
   );
   assert.equal(startFailure("something else"), undefined);
+});
+
+Deno.test("start failures as init words them are said as a shell would, whatever the value", () => {
+  const said = (command: string, env: string[] = []) => {
+    const found = resolveCommand(command, env);
+    assert.ok(!found.ok);
+    return startFailure(`command: ${found.message}`);
+  };
+  const path = "/opt/" + "long/".repeat(20) + "bin:/usr/bin";
+  assert.equal(
+    said("nope", [`PATH=${path}`]),
+    `nope: command not found (the job's PATH is ${path})`,
+  );
+  assert.equal(said('/no/such"dir/x'), '/no/such\\"dir/x: no such file');
+  assert.equal(said("/no/\u001b[2J"), "/no/\\u001b[2J: no such file");
+  assert.equal(
+    startFailure('workDir: entering workDir "/we\\"ird": chdir failed: ENOENT (No such file)'),
+    '--workdir /we\\"ird: no such directory',
+  );
 });
 
 Deno.test("contexts sit below flags and environment", () => {

@@ -287,8 +287,14 @@ export function loadConfig(
   for (const d of ioDevices ?? []) {
     if (!/^\d+:\d+$/.test(d)) throw new ConfigError(`${devName}: "${d}" is not MAJOR:MINOR`);
     // Else accepted here and refused by the kernel at every job with an IO limit.
-    if (wholeDisk(d) === undefined) {
+    const disk = wholeDisk(d);
+    if (disk === undefined) {
       throw new ConfigError(`${devName}: ${d} is not a block device on this host (/sys/dev/block)`);
+    }
+    if (disk !== d) {
+      throw new ConfigError(
+        `${devName}: ${d} is a partition; IO limits apply to its disk, ${disk}`,
+      );
     }
   }
   const [privName, priv] = get("allow-privileged");
