@@ -307,6 +307,60 @@ Deno.test(withSkip({
   },
 }, needsFuse));
 
+Deno.test(withSkip({
+  name: "a forced recycle (stranded output past the hard limit) that comes while a SIGHUP " +
+    "reload gets ready joins it: one reload, never refused or called off",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const w = await pastLimitWithHeldJob({
+      JOB_WORKER_RECYCLE_AFTER_SESSIONS: "0",
+      JOB_WORKER_RECYCLE_RETRY_MS: "600000",
+      JOB_WORKER_RECYCLE_AT_NATIVE_MIB: "0",
+      JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB: "4",
+    });
+    let raw: RawGrpcClient | undefined;
+    try {
+      const early = clientFor(w.pki.dir, w.worker.address);
+      const big = await early.createJob({
+        command: "sh",
+        args: ["-c", "head -c 3000000 /dev/zero | base64"],
+      });
+      await waitFor(
+        "the big job to end",
+        async () => (await early.getJob(big.id!)).status !== jobworker.JobStatus.RUNNING,
+      );
+      early.close();
+
+      // The operator reloads; the reload waits for the held job. Meanwhile a client strands
+      // output past the hard limit, connected: the recycler's forced reload joins the SIGHUP's.
+      w.worker.process.kill("SIGHUP");
+      await waitFor("the reload to wait for jobs", () => timesLogged(w.worker, SETTLING) === 1);
+      raw = new RawGrpcClient(w.pki.dir, w.worker.address, "viewer");
+      const request = jobworker.GetJobsStreamReq.encode({ id: big.id! }).finish();
+      let cancels = 0;
+      while (timesLogged(w.worker, FORCED) === 0) {
+        assert.ok(++cancels <= 40, "no forced recycle after 40 cancels");
+        await raw.cancelAfter("GetJobsStream", request, 3);
+      }
+      w.gate.open();
+      await waitFor(
+        "the reload to end",
+        () => timesLogged(w.worker, "listening") === 2 || timesLogged(w.worker, "reload refused"),
+        30_000,
+      );
+      assert.equal(timesLogged(w.worker, "reload refused"), 0, "the SIGHUP was refused");
+      assert.equal(timesLogged(w.worker, CALLED_OFF), 0, "the SIGHUP was called off");
+      assert.equal(timesLogged(w.worker, "reload requested"), 1, "a second reload");
+      assert.equal(timesLogged(w.worker, "reloading"), 1);
+      console.log(`forced after ${cancels} cancels, joined the SIGHUP reload`);
+    } finally {
+      raw?.close();
+      await w.close();
+    }
+  },
+}, needsFuse));
+
 function linesWith(worker: WorkerProcess, msg: string) {
   return worker.logs.map(parseLogLine).filter((line) => line?.msg.startsWith(msg)).map((l) => l!);
 }
