@@ -199,8 +199,9 @@ Deno.test({
         assert.ok(await recycled(w.worker), `no recycle:\n${w.worker.logs.slice(-20).join("\n")}`);
         const line = w.worker.logs.map(parseLogLine).find((l) => l?.msg.startsWith(FORCED))!;
         assert.equal(line.level, "warn");
+        // Past 8 MiB, logged to a tenth of a MiB (8.04 shows as 8).
         assert.ok(
-          Number(line.fields.strandedEstimateMiB) > 8,
+          Number(line.fields.strandedEstimateMiB) >= 8,
           `${line.fields.strandedEstimateMiB}`,
         );
         assert.ok(Number(line.fields.connections) >= 1);
