@@ -46,3 +46,39 @@ Deno.test("io devices: one this host does not have is a configuration error, not
   );
   if (disk) assert.deepEqual(load([], { JOB_WORKER_IO_DEVICES: disk }).ioDevices, [disk]);
 });
+
+Deno.test("stranded-output limits: a hard limit below the soft one is a configuration error naming both", () => {
+  assert.throws(
+    () => load(["--recycle-at-native-mib", "512", "--recycle-force-native-mib", "256"]),
+    (e: Error) =>
+      e instanceof ConfigError &&
+      /--recycle-force-native-mib \(256\) must be at least --recycle-at-native-mib \(512\)/.test(
+        e.message,
+      ),
+  );
+  assert.throws(
+    () =>
+      load([], {
+        JOB_WORKER_RECYCLE_AT_NATIVE_MIB: "64",
+        JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB: "8",
+      }),
+    (e: Error) =>
+      e instanceof ConfigError &&
+      /JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB.*JOB_WORKER_RECYCLE_AT_NATIVE_MIB/.test(e.message),
+  );
+  // Either one 0 (never) is fine, and so are equal limits.
+  assert.equal(
+    load(["--recycle-at-native-mib", "512", "--recycle-force-native-mib", "0"])
+      .recycleForceAtNativeMiB,
+    0,
+  );
+  assert.equal(
+    load(["--recycle-at-native-mib", "0", "--recycle-force-native-mib", "8"]).recycleAtNativeMiB,
+    0,
+  );
+  assert.equal(
+    load(["--recycle-at-native-mib", "8", "--recycle-force-native-mib", "8"])
+      .recycleForceAtNativeMiB,
+    8,
+  );
+});

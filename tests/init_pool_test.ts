@@ -32,6 +32,7 @@ import { retrying } from "./helpers/reload.ts";
 import { unless, withSkip } from "./helpers/skip.ts";
 import { cgroupLayout } from "../worker/cgroups/layout.ts";
 import { cgroupDir, instanceName } from "../worker/cgroups/paths.ts";
+import { metricValue } from "./helpers/metrics.ts";
 
 const S = jobworker.JobStatus;
 const POOL = 3;
@@ -224,21 +225,13 @@ function anyPooledInit(): Proc[] {
   return found;
 }
 
-async function metric(worker: WorkerProcess, name: string): Promise<number> {
-  const port = logLines(worker).findLast((l) => l.msg === "metrics listening")?.port;
-  assert.ok(port, "the worker serves metrics");
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
-  return line === undefined ? NaN : Number(line.slice(name.length + 1));
-}
-
 const readyGauge = 'jobworker_init_pool_waiting{state="ready"}';
 
 /** Waits until the pool holds `n` ready inits. */
 async function poolFull(worker: WorkerProcess, n = POOL): Promise<Proc[]> {
   await waitFor(
     `${n} ready pooled inits`,
-    async () => await metric(worker, readyGauge) === n,
+    async () => await metricValue(worker, readyGauge) === n,
     60_000,
   );
   const procs = waitingInits(worker.process.pid);
@@ -323,7 +316,9 @@ test("every kind of job starts from the pool, isolated as before", async () => {
     check(r);
     assert.equal(await pooled(worker, r.id), true, `${what}: served from the pool`);
   }
-  assert.ok(await metric(worker, 'jobworker_init_starts_total{source="pool"}') >= kinds.length);
+  assert.ok(
+    await metricValue(worker, 'jobworker_init_starts_total{source="pool"}') >= kinds.length,
+  );
 });
 
 test("a job from the pool that cannot start fails as before, with its reason", async () => {
@@ -495,7 +490,7 @@ test("a killed waiting init is dropped and replaced; no job is handed to it", as
   await run(client, { command: "true" });
   const before = await poolFull(worker);
   const fdsBefore = fds();
-  const lostBefore = await metric(worker, "jobworker_init_pool_lost_total");
+  const lostBefore = await metricValue(worker, "jobworker_init_pool_lost_total");
   for (const proc of before) Deno.kill(proc.pid, "SIGKILL");
   // Dead (a zombie, or reaped already), maybe not yet noticed by the worker: never handed the job.
   await waitFor(
@@ -509,7 +504,7 @@ test("a killed waiting init is dropped and replaced; no job is handed to it", as
   assert.ok(after.every((p) => !before.some((b) => b.pid === p.pid)), "all replaced");
   for (const proc of before) assert.equal(stateOf(proc), null, `${proc.pid} was reaped`);
   assert.equal(waitingInits(worker.process.pid).length, POOL);
-  assert.ok(await metric(worker, "jobworker_init_pool_lost_total") >= lostBefore + POOL);
+  assert.ok(await metricValue(worker, "jobworker_init_pool_lost_total") >= lostBefore + POOL);
   assert.equal(fds(), fdsBefore, "no descriptor of a dead init is left open");
 });
 
@@ -568,8 +563,8 @@ test("after a reload the worker's figures match what happened: jobs kept, pooled
       () => logLines(w).find((l) => l.msg === "job started" && l.id === id)?.pid,
     );
   const starts = async () => ({
-    pool: await metric(w, 'jobworker_init_starts_total{source="pool"}'),
-    fresh: await metric(w, 'jobworker_init_starts_total{source="fresh"}'),
+    pool: await metricValue(w, 'jobworker_init_starts_total{source="pool"}'),
+    fresh: await metricValue(w, 'jobworker_init_starts_total{source="fresh"}'),
   });
   try {
     // Three jobs from the pool (on v1 each took a slot that became its cgroup: InitPool.adopt)
@@ -704,7 +699,7 @@ async function replaceAll(w: WorkerProcess): Promise<Proc[]> {
   return await waitFor("the pool refilled with new inits", async () => {
     const now = waitingInits(w.process.pid);
     const fresh = now.length === POOL && now.every((p) => !old.some((o) => o.pid === p.pid));
-    return fresh && await metric(w, readyGauge) === POOL ? now : null;
+    return fresh && await metricValue(w, readyGauge) === POOL ? now : null;
   }, 60_000);
 }
 

@@ -24,19 +24,13 @@ import { FuseGate } from "./helpers/fuse_gate.ts";
 import { waitFor } from "./helpers/host_procs.ts";
 import { unless, withSkip } from "./helpers/skip.ts";
 import { ControlSignals } from "../worker/runtime/reload.ts";
+import { metricValue } from "./helpers/metrics.ts";
+import { RawGrpcClient } from "./helpers/raw_grpc.ts";
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 const times = (worker: WorkerProcess, msg: string) =>
   worker.logs.map(parseLogLine).filter((line) => line?.msg.startsWith(msg));
-
-async function sessionsServed(worker: WorkerProcess): Promise<number> {
-  const port = times(worker, "metrics listening").at(-1)?.fields.port;
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const value = /^jobworker_http2_sessions_served (\d+)$/m.exec(text);
-  assert.ok(value, "no jobworker_http2_sessions_served in /metrics");
-  return Number(value[1]);
-}
 
 Deno.test({
   name: "after JOB_WORKER_RECYCLE_AFTER_SESSIONS sessions the worker recycles once no client is " +
@@ -57,7 +51,7 @@ Deno.test({
     try {
       const job = await client.createJob({ command: "sleep", args: ["600"] });
       assert.equal(await churnConnections(pki.dir, worker.address, LIMIT + 50), LIMIT + 50);
-      assert.ok(await sessionsServed(worker) > LIMIT);
+      assert.ok(await metricValue(worker, "jobworker_http2_sessions_served") > LIMIT);
 
       // Past the limit, but a client is still connected: nothing happens.
       await delay(2000);
@@ -78,7 +72,10 @@ Deno.test({
 
       client = clientFor(pki.dir, worker.address);
       assert.equal((await client.getJob(job.id)).status, jobworker.JobStatus.RUNNING);
-      assert.ok(await sessionsServed(worker) < 10, "the new process counts only its own sessions");
+      assert.ok(
+        await metricValue(worker, "jobworker_http2_sessions_served") < 10,
+        "the new process counts only its own sessions",
+      );
       await client.stopJob(job.id, { force: true });
     } finally {
       client.close();
@@ -104,6 +101,7 @@ const needsFuse = unless(
 const LIMIT = 5;
 const SETTLING = "reload: the new program checked out; waiting for jobs to settle";
 const CALLED_OFF = "reload called off";
+const FORCED = "recycling the worker in place with clients connected";
 
 /**
  * A worker past its recycle limit (JOB_WORKER_RECYCLE_RETRY_MS short, so a retry comes soon), a
@@ -111,7 +109,7 @@ const CALLED_OFF = "reload called off";
  * created them is still connected: closing it (`idle()`) lets the recycle start, and the held job
  * keeps that reload waiting for jobs to settle until the gate opens.
  */
-async function pastLimitWithHeldJob() {
+async function pastLimitWithHeldJob(env: Record<string, string> = {}) {
   const pki = await makePki();
   const gate = await FuseGate.mount();
   const worker = await WorkerProcess.start({
@@ -119,6 +117,7 @@ async function pastLimitWithHeldJob() {
     env: {
       JOB_WORKER_RECYCLE_AFTER_SESSIONS: String(LIMIT),
       JOB_WORKER_RECYCLE_RETRY_MS: "500",
+      ...env,
     },
   });
   const read = (file: string) => Deno.readTextFileSync(`${pki.dir}/${file}`);
@@ -207,6 +206,69 @@ Deno.test(withSkip({
 }, needsFuse));
 
 Deno.test(withSkip({
+  name: "a recycle called off for a client does not hold the forced recycle back: a client that " +
+    "then strands output past JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB is cut well before the retry",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    // The retry is 10 minutes: only a forced recycle can come within this test.
+    const w = await pastLimitWithHeldJob({
+      JOB_WORKER_RECYCLE_RETRY_MS: "600000",
+      JOB_WORKER_RECYCLE_AT_NATIVE_MIB: "0",
+      JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB: "4",
+      JOB_WORKER_METRICS_ADDR: "127.0.0.1:0",
+    });
+    let client: JobClient | undefined;
+    let raw: RawGrpcClient | undefined;
+    try {
+      // A job with a few MiB of output to strand.
+      const early = clientFor(w.pki.dir, w.worker.address);
+      const big = await early.createJob({
+        command: "sh",
+        args: ["-c", "head -c 3000000 /dev/zero | base64"],
+      });
+      await waitFor(
+        "the big job to end",
+        async () => (await early.getJob(big.id!)).status !== jobworker.JobStatus.RUNNING,
+      );
+      early.close();
+
+      // The hostile client's way in: leave so the recycle starts, reconnect while it gets ready.
+      w.idle();
+      await waitFor("the recycle to wait for jobs", () => timesLogged(w.worker, SETTLING) === 1);
+      client = clientFor(w.pki.dir, w.worker.address);
+      assert.equal((await client.getJob(w.ticker)).status, jobworker.JobStatus.RUNNING);
+      w.gate.open();
+      await waitFor(
+        "the recycle to be called off",
+        () => timesLogged(w.worker, CALLED_OFF),
+        30_000,
+      );
+
+      // Then it strands output in a loop, connected: the forced recycle is not held back.
+      raw = new RawGrpcClient(w.pki.dir, w.worker.address, "viewer");
+      const request = jobworker.GetJobsStreamReq.encode({ id: big.id! }).finish();
+      const estimate = () => metricValue(w.worker, "jobworker_http2_stranded_estimate_bytes");
+      let cancels = 0;
+      while (await estimate() <= 4 * 1024 * 1024 && timesLogged(w.worker, FORCED) === 0) {
+        assert.ok(++cancels <= 40, "40 cancels did not strand 4 MiB");
+        await raw.cancelAfter("GetJobsStream", request, 3);
+      }
+      // Past the hard limit, still connected: the recycle comes within seconds, not the retry's
+      // ten minutes (it was held back by the call-off's retry delay).
+      await waitFor("the forced recycle", () => timesLogged(w.worker, FORCED) > 0, 30_000);
+      assert.ok(await recycled(w.worker), `no recycle:\n${w.worker.logs.slice(-20).join("\n")}`);
+      assert.equal(timesLogged(w.worker, "reloading"), 1);
+      console.log(`forced after ${cancels} cancels, past the call-off`);
+    } finally {
+      raw?.close();
+      client?.close();
+      await w.close();
+    }
+  },
+}, needsFuse));
+
+Deno.test(withSkip({
   name: "a recycle that comes while a SIGHUP reload gets ready joins it: the SIGHUP is never " +
     "refused for the recycler, and no second reload follows",
   sanitizeOps: false,
@@ -240,6 +302,60 @@ Deno.test(withSkip({
       assert.equal(timesLogged(w.worker, "reload requested"), 1, "a second reload");
     } finally {
       client?.close();
+      await w.close();
+    }
+  },
+}, needsFuse));
+
+Deno.test(withSkip({
+  name: "a forced recycle (stranded output past the hard limit) that comes while a SIGHUP " +
+    "reload gets ready joins it: one reload, never refused or called off",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const w = await pastLimitWithHeldJob({
+      JOB_WORKER_RECYCLE_AFTER_SESSIONS: "0",
+      JOB_WORKER_RECYCLE_RETRY_MS: "600000",
+      JOB_WORKER_RECYCLE_AT_NATIVE_MIB: "0",
+      JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB: "4",
+    });
+    let raw: RawGrpcClient | undefined;
+    try {
+      const early = clientFor(w.pki.dir, w.worker.address);
+      const big = await early.createJob({
+        command: "sh",
+        args: ["-c", "head -c 3000000 /dev/zero | base64"],
+      });
+      await waitFor(
+        "the big job to end",
+        async () => (await early.getJob(big.id!)).status !== jobworker.JobStatus.RUNNING,
+      );
+      early.close();
+
+      // The operator reloads; the reload waits for the held job. Meanwhile a client strands
+      // output past the hard limit, connected: the recycler's forced reload joins the SIGHUP's.
+      w.worker.process.kill("SIGHUP");
+      await waitFor("the reload to wait for jobs", () => timesLogged(w.worker, SETTLING) === 1);
+      raw = new RawGrpcClient(w.pki.dir, w.worker.address, "viewer");
+      const request = jobworker.GetJobsStreamReq.encode({ id: big.id! }).finish();
+      let cancels = 0;
+      while (timesLogged(w.worker, FORCED) === 0) {
+        assert.ok(++cancels <= 40, "no forced recycle after 40 cancels");
+        await raw.cancelAfter("GetJobsStream", request, 3);
+      }
+      w.gate.open();
+      await waitFor(
+        "the reload to end",
+        () => timesLogged(w.worker, "listening") === 2 || timesLogged(w.worker, "reload refused"),
+        30_000,
+      );
+      assert.equal(timesLogged(w.worker, "reload refused"), 0, "the SIGHUP was refused");
+      assert.equal(timesLogged(w.worker, CALLED_OFF), 0, "the SIGHUP was called off");
+      assert.equal(timesLogged(w.worker, "reload requested"), 1, "a second reload");
+      assert.equal(timesLogged(w.worker, "reloading"), 1);
+      console.log(`forced after ${cancels} cancels, joined the SIGHUP reload`);
+    } finally {
+      raw?.close();
       await w.close();
     }
   },

@@ -9,9 +9,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import * as grpc from "@grpc/grpc-js";
-import { createSecureContext } from "node:tls";
-import { jobServiceDefinition, jobworker } from "../proto/service.ts";
+import { jobworker } from "../proto/service.ts";
 import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor } from "./helpers/clients.ts";
@@ -20,51 +18,48 @@ import { recycled, timesLogged } from "./helpers/recycled.ts";
 import { waitFor } from "./helpers/host_procs.ts";
 import { defaultDeps } from "../cli/context.ts";
 import { writeOutput } from "../cli/output.ts";
+import { metricValue } from "./helpers/metrics.ts";
+import { RawGrpcClient } from "./helpers/raw_grpc.ts";
 
 const MIB = 1024 * 1024;
 /** What one stream may leave unsent (stream_output.ts's MAX_UNSENT_BYTES). */
 const MAX_UNSENT = 512 * 1024;
 const FORCED = "recycling the worker in place with clients connected";
 
-async function strandedBytes(worker: WorkerProcess): Promise<number> {
-  const line = worker.logs.map(parseLogLine).filter((l) => l?.msg.startsWith("metrics listening"))
-    .at(-1);
-  const text = await (await fetch(`http://127.0.0.1:${line?.fields.port}/metrics`)).text();
-  const value = /^jobworker_http2_stranded_bytes (\d+)$/m.exec(text);
-  assert.ok(value, "no jobworker_http2_stranded_bytes in /metrics");
-  return Number(value[1]);
-}
+const strandedBytes = (worker: WorkerProcess) =>
+  metricValue(worker, "jobworker_http2_stranded_bytes");
 
-/** A plain grpc-js client (its default 64 KiB window: the worker's output piles up unsent). */
-function rawClient(pki: PkiFixture, address: string): grpc.Client {
-  const read = (file: string) => Deno.readTextFileSync(`${pki.dir}/${file}`);
-  const credentials = grpc.credentials.createFromSecureContext(createSecureContext({
-    ca: read("ca-cert.pem"),
-    cert: read("admin-client-cert.pem"),
-    key: read("admin-client-key.pem"),
-  }));
-  return new grpc.Client(address, credentials, { "grpc.ssl_target_name_override": "localhost" });
-}
+/**
+ * A viewer's client (grpc-js's default 64 KiB window: the worker's output piles up unsent), the
+ * hostile case of README's "Hostile clients": anyone who may read a job's output.
+ */
+const viewer = (pki: PkiFixture, address: string) => new RawGrpcClient(pki.dir, address, "viewer");
 
 /** Opens a stream of the job's output, and cancels it after its `messages`th message. */
-function cancelAfter(client: grpc.Client, id: string, messages = 3): Promise<void> {
-  const method = jobServiceDefinition.GetJobsStream as grpc.MethodDefinition<unknown, unknown>;
-  const call = client.makeServerStreamRequest(
-    method.path,
-    method.requestSerialize,
-    method.responseDeserialize,
-    jobworker.GetJobsStreamReq.create({ id }),
-    new grpc.Metadata(),
-    {},
-  );
-  let got = 0;
-  return new Promise((resolve) => {
-    call.on("error", () => resolve());
-    call.on("end", () => resolve());
-    call.on("data", () => {
-      if (++got === messages) call.cancel();
-    });
-  });
+function cancelAfter(client: RawGrpcClient, id: string, messages = 3): Promise<void> {
+  const request = jobworker.GetJobsStreamReq.encode({ id }).finish();
+  return client.cancelAfter("GetJobsStream", request, messages);
+}
+
+type WithJobs = Awaited<ReturnType<typeof workerWithJobs>>;
+
+/**
+ * Runs `fn` with a worker holding an ended job of ~40 MiB of output and a running job counting
+ * lines; then stops the counter and the worker, which must stop cleanly.
+ */
+async function withJobs(env: Record<string, string>, fn: (w: WithJobs) => Promise<void>) {
+  const w = await workerWithJobs(env);
+  try {
+    await fn(w);
+  } finally {
+    w.client.close();
+    const stopper = clientFor(w.pki.dir, w.worker.address);
+    await stopper.stopJob(w.counter, { force: true }).catch(() => {});
+    stopper.close();
+    const exit = await w.worker.stop();
+    await w.pki.remove();
+    assert.equal(exit.code, 0, "the worker did not stop cleanly");
+  }
 }
 
 /** A worker with an ended job of ~40 MiB of output and a running job counting lines. */
@@ -120,50 +115,50 @@ Deno.test({
     "JOB_WORKER_RECYCLE_AT_NATIVE_MIB the worker recycles once idle: job and output kept",
   sanitizeOps: false,
   sanitizeResources: false,
-  fn: async () => {
-    const w = await workerWithJobs({
+  fn: () =>
+    withJobs({
       JOB_WORKER_RECYCLE_AT_NATIVE_MIB: "4",
       JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB: "0",
-    });
-    let raw: grpc.Client | undefined;
-    try {
-      raw = rawClient(w.pki, w.worker.address);
-      for (let i = 0; i < 3; i++) await cancelAfter(raw, w.big);
-      const three = await strandedBytes(w.worker);
-      // Each leaves about its share of unsent bytes (MAX_UNSENT, then waits until half is left).
-      assert.ok(three >= 3 * MAX_UNSENT / 4 && three <= 3 * (MAX_UNSENT + 256 * 1024), `${three}`);
+    }, async (w) => {
+      const raw = viewer(w.pki, w.worker.address);
+      try {
+        for (let i = 0; i < 3; i++) await cancelAfter(raw, w.big);
+        const three = await strandedBytes(w.worker);
+        // Each leaves about its share of unsent bytes (MAX_UNSENT, then waits until half is left).
+        assert.ok(
+          three >= 3 * MAX_UNSENT / 4 && three <= 3 * (MAX_UNSENT + 256 * 1024),
+          `${three}`,
+        );
 
-      // Past the soft limit (each strands about 1 MiB of native memory), but connected: no recycle.
-      for (let i = 0; i < 5; i++) await cancelAfter(raw, w.big);
-      const eight = await strandedBytes(w.worker);
-      assert.ok(eight * 2 > 4 * MIB, `only ${eight} bytes stranded`);
-      await new Promise((resolve) => setTimeout(resolve, 1000));
-      assert.equal(timesLogged(w.worker, "recycling"), 0, "recycled with a client connected");
+        // Past the soft limit (each strands about 1 MiB of native memory, by the estimate), but
+        // connected: no recycle. A stream's end may come after its client's cancel: wait for it.
+        for (let i = 0; i < 5; i++) await cancelAfter(raw, w.big);
+        const eight = await waitFor("8 cancels' stranded bytes past the soft limit", async () => {
+          const bytes = await strandedBytes(w.worker);
+          return bytes * 2 > 4 * MIB ? bytes : undefined;
+        }, 10_000);
+        const estimate = await metricValue(w.worker, "jobworker_http2_stranded_estimate_bytes");
+        assert.ok(estimate >= 2 * eight, `estimate ${estimate} for ${eight} stranded`);
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        assert.equal(timesLogged(w.worker, "recycling"), 0, "recycled with a client connected");
 
-      // The clients leave: the worker recycles, and says why.
-      raw.close();
-      w.client.close();
-      assert.ok(await recycled(w.worker), `no recycle:\n${w.worker.logs.slice(-20).join("\n")}`);
-      const line = w.worker.logs.map(parseLogLine).find((l) => l?.msg.startsWith("recycling"))!;
-      // At least what the metric said (a stream's end may come after its client's cancel).
-      assert.ok(Number(line.fields.strandedMiB) >= Math.floor(eight / MIB * 10) / 10);
-      const listening = w.worker.logs.map(parseLogLine).filter((l) => l?.msg === "listening")
-        .at(-1)!;
-      assert.equal(String(listening.fields.jobsKept), "1");
-      assert.equal(await strandedBytes(w.worker), 0, "the new process starts from nothing");
-      const lines = assertCounting(await outputOf(w.worker, w.pki, w.counter));
-      console.log(`stranded ${three} bytes by 3 cancels, ${eight} by 8; ${lines} lines kept`);
-    } finally {
-      raw?.close();
-      w.client.close();
-      const stopper = clientFor(w.pki.dir, w.worker.address);
-      await stopper.stopJob(w.counter, { force: true }).catch(() => {});
-      stopper.close();
-      const exit = await w.worker.stop();
-      await w.pki.remove();
-      assert.equal(exit.code, 0, "the worker did not stop cleanly");
-    }
-  },
+        // The clients leave: the worker recycles, and says why.
+        raw.close();
+        w.client.close();
+        assert.ok(await recycled(w.worker), `no recycle:\n${w.worker.logs.slice(-20).join("\n")}`);
+        const line = w.worker.logs.map(parseLogLine).find((l) => l?.msg.startsWith("recycling"))!;
+        // At least what the metric said (a stream's end may come after its client's cancel).
+        assert.ok(Number(line.fields.strandedMiB) >= Math.floor(eight / MIB * 10) / 10);
+        const listening = w.worker.logs.map(parseLogLine).filter((l) => l?.msg === "listening")
+          .at(-1)!;
+        assert.equal(String(listening.fields.jobsKept), "1");
+        assert.equal(await strandedBytes(w.worker), 0, "the new process starts from nothing");
+        const lines = assertCounting(await outputOf(w.worker, w.pki, w.counter));
+        console.log(`stranded ${three} bytes by 3 cancels, ${eight} by 8; ${lines} lines kept`);
+      } finally {
+        raw.close();
+      }
+    }),
 });
 
 Deno.test({
@@ -172,71 +167,66 @@ Deno.test({
     "survive, and the CLI's follower resumes",
   sanitizeOps: false,
   sanitizeResources: false,
-  fn: async () => {
-    const w = await workerWithJobs({
+  fn: () =>
+    withJobs({
       JOB_WORKER_RECYCLE_AT_NATIVE_MIB: "2",
       JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB: "8",
-    });
-    const raw = rawClient(w.pki, w.worker.address);
-    const follow = new AbortController();
-    const followed: Uint8Array[] = [];
-    const reconnects: string[] = [];
-    const sink = {
-      write: (bytes: Uint8Array) => Promise.resolve(void followed.push(bytes.slice())),
-    };
-    const follower = clientFor(w.pki.dir, w.worker.address);
-    const following = writeOutput(
-      { ...defaultDeps(), stdout: sink, stderr: sink },
-      follower,
-      w.counter,
-      {
-        signal: follow.signal,
-        onReconnect: (_attempt, error) => reconnects.push(error),
-      },
-    ).catch((error: unknown) => follow.signal.aborted ? -1 : Promise.reject(error));
-    try {
-      // The hostile client never lets the worker be idle; it stops at the recycle (cut off).
-      let cancels = 0;
-      while (timesLogged(w.worker, FORCED) === 0) {
-        assert.ok(++cancels <= 40, "no forced recycle after 40 cancels");
-        await cancelAfter(raw, w.big);
-      }
-      assert.ok(await recycled(w.worker), `no recycle:\n${w.worker.logs.slice(-20).join("\n")}`);
-      const line = w.worker.logs.map(parseLogLine).find((l) => l?.msg.startsWith(FORCED))!;
-      assert.equal(line.level, "warn");
-      assert.ok(Number(line.fields.nativeMiB) > 8, `${line.fields.nativeMiB}`);
-      assert.ok(Number(line.fields.connections) >= 1);
-      const listening = w.worker.logs.map(parseLogLine).filter((l) => l?.msg === "listening")
-        .at(-1)!;
-      assert.equal(String(listening.fields.jobsKept), "1");
+    }, async (w) => {
+      const raw = viewer(w.pki, w.worker.address);
+      const follow = new AbortController();
+      const followed: Uint8Array[] = [];
+      const reconnects: string[] = [];
+      const sink = {
+        write: (bytes: Uint8Array) => Promise.resolve(void followed.push(bytes.slice())),
+      };
+      const follower = clientFor(w.pki.dir, w.worker.address);
+      const following = writeOutput(
+        { ...defaultDeps(), stdout: sink, stderr: sink },
+        follower,
+        w.counter,
+        {
+          signal: follow.signal,
+          onReconnect: (_attempt, error) => reconnects.push(error),
+        },
+      ).catch((error: unknown) => follow.signal.aborted ? -1 : Promise.reject(error));
+      try {
+        // The hostile client never lets the worker be idle; it stops at the recycle (cut off).
+        let cancels = 0;
+        while (timesLogged(w.worker, FORCED) === 0) {
+          assert.ok(++cancels <= 40, "no forced recycle after 40 cancels");
+          await cancelAfter(raw, w.big);
+        }
+        assert.ok(await recycled(w.worker), `no recycle:\n${w.worker.logs.slice(-20).join("\n")}`);
+        const line = w.worker.logs.map(parseLogLine).find((l) => l?.msg.startsWith(FORCED))!;
+        assert.equal(line.level, "warn");
+        // Past 8 MiB, logged to a tenth of a MiB (8.04 shows as 8).
+        assert.ok(
+          Number(line.fields.strandedEstimateMiB) >= 8,
+          `${line.fields.strandedEstimateMiB}`,
+        );
+        assert.ok(Number(line.fields.connections) >= 1);
+        const listening = w.worker.logs.map(parseLogLine).filter((l) => l?.msg === "listening")
+          .at(-1)!;
+        assert.equal(String(listening.fields.jobsKept), "1");
 
-      // The follower resumed, and the job's output is whole, both stored and as followed.
-      const stored = await outputOf(w.worker, w.pki, w.counter);
-      const lines = assertCounting(stored);
-      await waitFor("the follower to catch up", () => {
-        const sofar = text(followed);
-        return sofar.split("\n").length > lines;
-      }, 30_000);
-      follow.abort();
-      await following;
-      assertCounting(
-        text(followed),
-      );
-      assert.ok(reconnects.length >= 1, "the follower was not cut off");
-      console.log(`forced after ${cancels} cancels; follower reconnected: ${reconnects[0]}`);
-    } finally {
-      follow.abort();
-      raw.close();
-      follower.close();
-      w.client.close();
-      const stopper = clientFor(w.pki.dir, w.worker.address);
-      await stopper.stopJob(w.counter, { force: true }).catch(() => {});
-      stopper.close();
-      const exit = await w.worker.stop();
-      await w.pki.remove();
-      assert.equal(exit.code, 0, "the worker did not stop cleanly");
-    }
-  },
+        // The follower resumed, and the job's output is whole, both stored and as followed.
+        const stored = await outputOf(w.worker, w.pki, w.counter);
+        const lines = assertCounting(stored);
+        await waitFor("the follower to catch up", () => {
+          const sofar = text(followed);
+          return sofar.split("\n").length > lines;
+        }, 30_000);
+        follow.abort();
+        await following;
+        assertCounting(text(followed));
+        assert.ok(reconnects.length >= 1, "the follower was not cut off");
+        console.log(`forced after ${cancels} cancels; follower reconnected: ${reconnects[0]}`);
+      } finally {
+        follow.abort();
+        raw.close();
+        follower.close();
+      }
+    }),
 });
 
 Deno.test({
@@ -251,7 +241,7 @@ Deno.test({
       env: { JOB_WORKER_METRICS_ADDR: "127.0.0.1:0" },
     });
     const client = clientFor(pki.dir, worker.address);
-    const raw = rawClient(pki, worker.address);
+    const raw = viewer(pki, worker.address);
     try {
       // Less than a stream may leave unsent: the send loop writes it all and ends the call.
       const job = await client.createJob({
@@ -265,12 +255,13 @@ Deno.test({
       const size = Number((await client.getJob(job.id!)).outputBytes);
       assert.ok(size < MAX_UNSENT, `${size}`);
       await cancelAfter(raw, job.id!, 1);
-      // Past the first message and the client's 64 KiB window, the rest was stranded.
       const stranded = await waitFor("the stream to close", async () => {
         const bytes = await strandedBytes(worker);
         return bytes > 0 ? bytes : undefined;
       });
-      assert.ok(stranded >= size - 128 * 1024 - 2 * 65535 && stranded <= size, `${stranded}`);
+      // Past the first message and the client's 64 KiB window, most of the rest (a wide margin:
+      // 0 was counted before the meter waited for the stream's close).
+      assert.ok(stranded >= size / 4 && stranded <= size, `${stranded}`);
       console.log(`${stranded} of ${size} bytes stranded`);
     } finally {
       raw.close();

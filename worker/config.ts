@@ -46,8 +46,8 @@ export interface WorkerConfig {
   /** HTTP/2 sessions served before the worker recycles itself in place when idle; 0 = never. */
   recycleAfterSessions: number;
   /**
-   * MiB of native memory Deno 2.8.3 never frees (closed sessions and the unsent output of streams
-   * that ended early) past which the worker recycles itself when idle; 0 = never.
+   * MiB of native memory Deno 2.8.3 never frees for the unsent output of streams that ended early
+   * (estimated as 2x those bytes) past which the worker recycles itself when idle; 0 = never.
    */
   recycleAtNativeMiB: number;
   /** MiB of that memory past which the worker recycles even with clients connected; 0 = never. */
@@ -113,11 +113,13 @@ Options:
   --recycle-after-sessions N  after N HTTP/2 sessions JOB_WORKER_RECYCLE_AFTER_SESSIONS (10000; 0 = never)
                           (reload in place once no client is connected: Deno 2.8.3 keeps
                           about 18 KiB of every session until the process image is replaced)
-  --recycle-at-native-mib N  or at N MiB held JOB_WORKER_RECYCLE_AT_NATIVE_MIB (256; 0 = never)
-                          (sessions, plus the unsent output of streams cancelled or cut off,
-                          which Deno 2.8.3 never frees either)
-  --recycle-force-native-mib N  past N MiB, recycle even with clients connected (their
-                          calls are cut) JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB (1024; 0 = never)
+  --recycle-at-native-mib N  or past N MiB stranded JOB_WORKER_RECYCLE_AT_NATIVE_MIB (256; 0 = never)
+                          (the unsent output of streams cancelled or cut off, which Deno 2.8.3
+                          never frees; estimated as 2x the stranded bytes, measured 1.2-3x;
+                          sessions count only toward --recycle-after-sessions)
+  --recycle-force-native-mib N  past N MiB of that, recycle even with clients connected
+                          (their calls are cut) JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB (1024; 0 = never;
+                          at least --recycle-at-native-mib)
   --handshake-timeout S   TLS handshake deadline    JOB_WORKER_HANDSHAKE_TIMEOUT (5)
   --idle-timeout S        close idle connections    JOB_WORKER_IDLE_TIMEOUT (300)
   --keepalive S           ping clients this often   JOB_WORKER_KEEPALIVE (60)
@@ -316,6 +318,12 @@ export function loadConfig(
   if (see !== "all" && see !== "own") {
     throw new ConfigError(`${seeName} must be "all" or "own", got "${see}"`);
   }
+  const [softName] = get("recycle-at-native-mib");
+  const [hardName] = get("recycle-force-native-mib");
+  const [soft, hard] = [num("recycle-at-native-mib"), num("recycle-force-native-mib")];
+  if (soft > 0 && hard > 0 && hard < soft) {
+    throw new ConfigError(`${hardName} (${hard}) must be at least ${softName} (${soft}), or 0`);
+  }
   const defaultUser = get("default-user")[1].trim() || "root";
   const revokedFile = get("revoked")[1];
   return {
@@ -341,8 +349,8 @@ export function loadConfig(
     maxConnections: num("max-connections", 1),
     maxConnectionsPerPeer: num("max-connections-per-peer", 1),
     recycleAfterSessions: num("recycle-after-sessions"),
-    recycleAtNativeMiB: num("recycle-at-native-mib"),
-    recycleForceAtNativeMiB: num("recycle-force-native-mib"),
+    recycleAtNativeMiB: soft,
+    recycleForceAtNativeMiB: hard,
     handshakeTimeoutSeconds: num("handshake-timeout", 1),
     idleTimeoutSeconds: num("idle-timeout", 1),
     keepaliveSeconds: num("keepalive", 1),

@@ -305,6 +305,8 @@ async function serve(config: Config): Promise<number> {
     log.error("cannot serve any more: shutting down", { error: String(error) });
     return undefined;
   });
+  // Streams cut by this shutdown are not a reason to recycle (nor to warn about one).
+  reportStrandedTo(undefined);
   log.info("shutting down", {
     ...(signal === undefined ? { reason: "serving failed" } : { signal }),
     cleanupTimeout: config.cleanupTimeoutSeconds,

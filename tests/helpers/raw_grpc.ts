@@ -82,6 +82,30 @@ export class RawGrpcClient {
     });
   }
 
+  /**
+   * Opens a streaming call to /jobworker.JobService/<method> and cancels it after its
+   * `messages`th message (grpc-js's default 64 KiB window: the worker's output piles up unsent);
+   * resolves once the call ended.
+   */
+  cancelAfter(method: string, body: Uint8Array, messages: number): Promise<void> {
+    const call = this.#client.makeServerStreamRequest(
+      `/jobworker.JobService/${method}`,
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      Buffer.from(body),
+      new grpc.Metadata(),
+      {},
+    );
+    let got = 0;
+    return new Promise((resolve) => {
+      call.on("error", () => resolve());
+      call.on("end", () => resolve());
+      call.on("data", () => {
+        if (++got === messages) call.cancel();
+      });
+    });
+  }
+
   close(): void {
     this.#client.close();
   }

@@ -20,10 +20,17 @@
  * per-stream buffer for good (Deno 2.8.3 queues every write there; fixed upstream by
  * denoland/deno#36044, 2.9.x). The send loop reports those bytes as it ends
  * ({@link strand}, the meter of api/http2_unsent.ts), so the recycle is also due, at an idle
- * moment, once the native memory held (sessions and stranded bytes) passes a soft limit. A client
- * that stays connected and cancels in a loop would never let the worker be idle: past a hard
- * limit the recycle goes ahead with clients connected, like a SIGHUP (their calls are cut; the
- * CLI's `stream` resumes where it was).
+ * moment, once the native memory they hold (estimated as {@link NATIVE_PER_STRANDED_BYTE} times
+ * the stranded bytes) passes a soft limit. A client that stays connected and cancels in a loop
+ * would never let the worker be idle: past a hard limit the recycle goes ahead with clients
+ * connected, like a SIGHUP (their calls are cut; the CLI's `stream` resumes where it was). The
+ * sessions served keep their own limit (a count, 0: never): they do not count toward these two.
+ *
+ * A recycle called off because a client connected holds the idle recycle back for
+ * {@link RETRY_MS}, but the forced one only for {@link FORCED_RETRY_MS}: a client could otherwise
+ * have a recycle called off on purpose (disconnect, reconnect while it gets ready) and then strand
+ * freely for a minute past the hard limit. A reload refused (starting jobs did not settle, the exec
+ * failed) holds both back for {@link RETRY_MS}.
  */
 import type { Server } from "@grpc/grpc-js";
 import { log } from "../log/logger.ts";
@@ -38,9 +45,12 @@ const MIB = 1024 * 1024;
  * MiB, 232 MiB stranded) and 2.2 times on a connection each (105 to 795 MiB, 312 MiB, sessions
  * included); per 100 cancels the ratio swung from 1.2 to 3.0.
  */
-const NATIVE_PER_STRANDED_BYTE = 2;
+export const NATIVE_PER_STRANDED_BYTE = 2;
 
-/** The limits on the native memory held (bytes; 0: none). */
+/**
+ * The limits on the native memory held by stranded output, as estimated by
+ * {@link SessionRecycler.strandedEstimate} (bytes; 0: none).
+ */
 export interface NativeLimits {
   /** Past this, recycle at an idle moment. */
   soft: number;
@@ -50,6 +60,12 @@ export interface NativeLimits {
 
 /** After a refused recycle, the next try waits at least this long. */
 export const RETRY_MS = 60_000;
+
+/**
+ * After a recycle was called off for a client that connected, a forced recycle (past the hard
+ * limit) waits at least this long (at most the retry delay).
+ */
+export const FORCED_RETRY_MS = 1_000;
 
 /** A testing knob: {@link RETRY_MS} in milliseconds, so a test sees the retry without waiting. */
 export const RETRY_MS_ENV = "JOB_WORKER_RECYCLE_RETRY_MS";
@@ -68,8 +84,14 @@ export class SessionRecycler {
   #served = 0;
   #open = 0;
   #requested = false;
+  /** The idle recycle is not tried before this (a refusal or a call-off). */
   #notBefore = 0;
+  /** The forced recycle is not tried before this (a refusal; a call-off only briefly). */
+  #forcedNotBefore = 0;
+  /** The last recycle asked for was called off by {@link checkStillIdle} (not refused). */
+  #calledOff = false;
   #retry: ReturnType<typeof setTimeout> | undefined;
+  #forcedRetry: ReturnType<typeof setTimeout> | undefined;
   #stranded = 0;
   /** The recycle asked for was forced (past the hard limit): it is not called off for clients. */
   #forced = false;
@@ -77,7 +99,7 @@ export class SessionRecycler {
   /**
    * `limit`: sessions served before a recycle is due (0: never). `recycle` starts the reload; it
    * is called at most once until {@link notRecycled}. `retryAfterMs`: see {@link RETRY_MS}.
-   * `native`: the limits on the native memory held ({@link nativeBytes}).
+   * `native`: the limits on the native memory held by stranded output ({@link strandedEstimate}).
    */
   constructor(
     private readonly limit: number,
@@ -96,9 +118,12 @@ export class SessionRecycler {
     return this.#stranded;
   }
 
-  /** The native memory Deno 2.8.3 holds for good, as far as it is known: sessions and streams. */
-  get nativeBytes(): number {
-    return this.#served * KIB_PER_SESSION * 1024 + this.#stranded * NATIVE_PER_STRANDED_BYTE;
+  /**
+   * The native memory the stranded output holds, estimated as {@link NATIVE_PER_STRANDED_BYTE}
+   * times the stranded bytes (measured 1.2 to 3 times): what the two native limits apply to.
+   */
+  get strandedEstimate(): number {
+    return this.#stranded * NATIVE_PER_STRANDED_BYTE;
   }
 
   /**
@@ -130,56 +155,82 @@ export class SessionRecycler {
   /**
    * Called right before the server stops, for a reload the recycler alone asked for (never for
    * a SIGHUP): a client that connected since the recycle was decided would have its calls cut,
-   * so the recycle is called off (throws), unless the native memory held is past the hard limit.
+   * so the recycle is called off (throws), unless the stranded output is past the hard limit.
    */
   checkStillIdle(): void {
-    const { hard } = this.native;
-    const pastHard = hard > 0 && this.nativeBytes > hard;
-    if (this.#open > 0 && !this.#forced && !pastHard) {
-      throw new Error("a client connected while the worker was getting ready to recycle");
+    if (this.#open === 0 || this.#forced) return;
+    if (this.#pastHard()) {
+      this.#forced = true;
+      this.#warnForced();
+      return;
     }
+    this.#calledOff = true;
+    throw new Error("a client connected while the worker was getting ready to recycle");
   }
 
   /** The reload did not happen (refused, abandoned or failed): try again later. */
   notRecycled(): void {
     if (!this.#requested) return;
+    const calledOff = this.#calledOff;
     this.#requested = false;
     this.#forced = false;
-    this.#notBefore = Date.now() + this.retryAfterMs;
+    this.#calledOff = false;
+    const now = Date.now();
+    this.#notBefore = now + this.retryAfterMs;
+    const forcedAfter = calledOff
+      ? Math.min(FORCED_RETRY_MS, this.retryAfterMs)
+      : this.retryAfterMs;
+    this.#forcedNotBefore = now + forcedAfter;
     clearTimeout(this.#retry);
-    const retry = setTimeout(() => this.#maybeRecycle(), this.retryAfterMs);
+    clearTimeout(this.#forcedRetry);
+    this.#retry = this.#retryIn(this.retryAfterMs);
+    if (forcedAfter < this.retryAfterMs) this.#forcedRetry = this.#retryIn(forcedAfter);
+  }
+
+  #retryIn(ms: number): ReturnType<typeof setTimeout> {
+    const retry = setTimeout(() => this.#maybeRecycle(), ms);
     Deno.unrefTimer(retry);
-    this.#retry = retry;
+    return retry;
+  }
+
+  #pastHard(): boolean {
+    const { hard } = this.native;
+    return hard > 0 && this.strandedEstimate > hard;
   }
 
   #maybeRecycle(): void {
     if (this.#requested) return;
-    const held = this.nativeBytes;
-    const { soft, hard } = this.native;
-    const pastHard = hard > 0 && held > hard;
-    if (Date.now() < this.#notBefore) return;
+    const now = Date.now();
+    const pastHard = this.#pastHard();
     if (pastHard && this.#open > 0) {
+      if (now < this.#forcedNotBefore) return;
       // Never idle (a client cancelling streams in a loop): go ahead, and cut the calls.
       this.#requested = true;
       this.#forced = true;
-      log.warn(
-        "recycling the worker in place with clients connected, cutting their calls: the native " +
-          "memory Deno 2.8.3 never frees passed the hard limit",
-        { ...this.#figures(), connections: this.#open },
-      );
+      this.#warnForced();
       this.recycle();
       return;
     }
-    const due = (this.limit > 0 && this.#served >= this.limit) || (soft > 0 && held > soft) ||
-      pastHard;
+    if (now < this.#notBefore && !(pastHard && now >= this.#forcedNotBefore)) return;
+    const { soft } = this.native;
+    const due = (this.limit > 0 && this.#served >= this.limit) ||
+      (soft > 0 && this.strandedEstimate > soft) || pastHard;
     if (!due || this.#open > 0) return;
     this.#requested = true;
     log.info(
       "recycling the worker in place: no client connected, and the HTTP/2 sessions served " +
-        "and streams cut off hold native memory Deno 2.8.3 never frees",
+        "or the output of streams cut off hold native memory Deno 2.8.3 never frees",
       this.#figures(),
     );
     this.recycle();
+  }
+
+  #warnForced(): void {
+    log.warn(
+      "recycling the worker in place with clients connected, cutting their calls: the native " +
+        "memory held by output stranded by streams cut off passed the hard limit",
+      { ...this.#figures(), connections: this.#open },
+    );
   }
 
   #figures() {
@@ -187,10 +238,10 @@ export class SessionRecycler {
     return {
       sessions: this.#served,
       heldMiB: Math.round(this.#served * KIB_PER_SESSION / 1024),
-      strandedMiB: Math.round(this.#stranded / MIB * 10) / 10,
-      nativeMiB: Math.round(this.nativeBytes / MIB * 10) / 10,
       limit: "JOB_WORKER_RECYCLE_AFTER_SESSIONS=" + this.limit,
-      nativeLimitMiB: `soft ${Math.round(soft / MIB)}, hard ${Math.round(hard / MIB)}`,
+      strandedMiB: Math.round(this.#stranded / MIB * 10) / 10,
+      strandedEstimateMiB: Math.round(this.strandedEstimate / MIB * 10) / 10,
+      strandedLimitMiB: `soft ${Math.round(soft / MIB)}, hard ${Math.round(hard / MIB)}`,
     };
   }
 }
