@@ -205,6 +205,24 @@ Deno.test(withSkip({
   },
 }, needsFuse));
 
+/** A job that has ended with a few MiB of output: what a client can strand by cancelling. */
+async function endedJobToStrand(w: { pki: { dir: string }; worker: { address: string } }) {
+  const client = clientFor(w.pki.dir, w.worker.address);
+  try {
+    const big = await client.createJob({
+      command: "sh",
+      args: ["-c", "head -c 3000000 /dev/zero | base64"],
+    });
+    await waitFor(
+      "the big job to end",
+      async () => (await client.getJob(big.id!)).status !== jobworker.JobStatus.RUNNING,
+    );
+    return big;
+  } finally {
+    client.close();
+  }
+}
+
 Deno.test(withSkip({
   name: "a recycle called off for a client does not hold the forced recycle back: a client that " +
     "then strands output past JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB is cut well before the retry",
@@ -221,17 +239,7 @@ Deno.test(withSkip({
     let client: JobClient | undefined;
     let raw: RawGrpcClient | undefined;
     try {
-      // A job with a few MiB of output to strand.
-      const early = clientFor(w.pki.dir, w.worker.address);
-      const big = await early.createJob({
-        command: "sh",
-        args: ["-c", "head -c 3000000 /dev/zero | base64"],
-      });
-      await waitFor(
-        "the big job to end",
-        async () => (await early.getJob(big.id!)).status !== jobworker.JobStatus.RUNNING,
-      );
-      early.close();
+      const big = await endedJobToStrand(w);
 
       // The hostile client's way in: leave so the recycle starts, reconnect while it gets ready.
       w.idle();
@@ -321,16 +329,7 @@ Deno.test(withSkip({
     });
     let raw: RawGrpcClient | undefined;
     try {
-      const early = clientFor(w.pki.dir, w.worker.address);
-      const big = await early.createJob({
-        command: "sh",
-        args: ["-c", "head -c 3000000 /dev/zero | base64"],
-      });
-      await waitFor(
-        "the big job to end",
-        async () => (await early.getJob(big.id!)).status !== jobworker.JobStatus.RUNNING,
-      );
-      early.close();
+      const big = await endedJobToStrand(w);
 
       // The operator reloads; the reload waits for the held job. Meanwhile a client strands
       // output past the hard limit, connected: the recycler's forced reload joins the SIGHUP's.
