@@ -141,3 +141,24 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a stopped recycler (the worker shutting down) recycles nothing: not past the hard limit " +
+    "with a client connected, not when the last client leaves",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const w = await served((recycle) =>
+      new SessionRecycler(1, recycle, 600_000, { soft: 1 * MIB, hard: 2 * MIB })
+    );
+    try {
+      const client = await w.connect();
+      w.recycler.stop();
+      w.recycler.strand(100 * MIB);
+      await client.leave();
+      assert.equal(w.recycles(), 0, "recycled while shutting down");
+    } finally {
+      w.close();
+    }
+  },
+});

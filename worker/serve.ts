@@ -305,8 +305,9 @@ async function serve(config: Config): Promise<number> {
     log.error("cannot serve any more: shutting down", { error: String(error) });
     return undefined;
   });
-  // Streams cut by this shutdown are not a reason to recycle (nor to warn about one).
+  // Streams cut and clients gone in this shutdown are not a reason to recycle (nor to warn).
   reportStrandedTo(undefined);
+  recycler.stop();
   log.info("shutting down", {
     ...(signal === undefined ? { reason: "serving failed" } : { signal }),
     cleanupTimeout: config.cleanupTimeoutSeconds,

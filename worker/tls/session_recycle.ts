@@ -90,6 +90,8 @@ export class SessionRecycler {
   #forcedNotBefore = 0;
   /** The last recycle asked for was called off by {@link checkStillIdle} (not refused). */
   #calledOff = false;
+  /** The worker is shutting down: nothing more is recycled, or warned about. */
+  #stopped = false;
   #retry: ReturnType<typeof setTimeout> | undefined;
   #forcedRetry: ReturnType<typeof setTimeout> | undefined;
   #stranded = 0;
@@ -168,6 +170,13 @@ export class SessionRecycler {
     throw new Error("a client connected while the worker was getting ready to recycle");
   }
 
+  /** The worker is shutting down: no recycle from now on (its retry timers are cleared). */
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#retry);
+    clearTimeout(this.#forcedRetry);
+  }
+
   /** The reload did not happen (refused, abandoned or failed): try again later. */
   notRecycled(): void {
     if (!this.#requested) return;
@@ -175,7 +184,7 @@ export class SessionRecycler {
     this.#requested = false;
     this.#forced = false;
     this.#calledOff = false;
-    const now = Date.now();
+    const now = performance.now();
     this.#notBefore = now + this.retryAfterMs;
     const forcedAfter = calledOff
       ? Math.min(FORCED_RETRY_MS, this.retryAfterMs)
@@ -187,8 +196,12 @@ export class SessionRecycler {
     if (forcedAfter < this.retryAfterMs) this.#forcedRetry = this.#retryIn(forcedAfter);
   }
 
+  /**
+   * Back-offs are on the monotonic clock (a wall-clock step would strand a deadline), and the
+   * timer runs 1 ms past its deadline: a timer is never early, but the two clocks round apart.
+   */
   #retryIn(ms: number): ReturnType<typeof setTimeout> {
-    const retry = setTimeout(() => this.#maybeRecycle(), ms);
+    const retry = setTimeout(() => this.#maybeRecycle(), ms + 1);
     Deno.unrefTimer(retry);
     return retry;
   }
@@ -199,8 +212,8 @@ export class SessionRecycler {
   }
 
   #maybeRecycle(): void {
-    if (this.#requested) return;
-    const now = Date.now();
+    if (this.#requested || this.#stopped) return;
+    const now = performance.now();
     const pastHard = this.#pastHard();
     if (pastHard && this.#open > 0) {
       if (now < this.#forcedNotBefore) return;
