@@ -22,6 +22,7 @@ import { recycled, timesLogged } from "./helpers/recycled.ts";
 import { JobClient } from "../cli/client.ts";
 import { FuseGate } from "./helpers/fuse_gate.ts";
 import { waitFor } from "./helpers/host_procs.ts";
+import { waitJobEnded } from "./helpers/job_end.ts";
 import { unless, withSkip } from "./helpers/skip.ts";
 import { ControlSignals } from "../worker/runtime/reload.ts";
 import { metricValue } from "./helpers/metrics.ts";
@@ -213,10 +214,7 @@ async function endedJobToStrand(w: { pki: { dir: string }; worker: { address: st
       command: "sh",
       args: ["-c", "head -c 3000000 /dev/zero | base64"],
     });
-    await waitFor(
-      "the big job to end",
-      async () => (await client.getJob(big.id!)).status !== jobworker.JobStatus.RUNNING,
-    );
+    await waitJobEnded(client, big.id!);
     return big;
   } finally {
     client.close();

@@ -16,6 +16,7 @@ import { clientFor } from "./helpers/clients.ts";
 import { parseLogLine } from "./helpers/log_lines.ts";
 import { recycled, timesLogged } from "./helpers/recycled.ts";
 import { waitFor } from "./helpers/host_procs.ts";
+import { waitJobEnded } from "./helpers/job_end.ts";
 import { defaultDeps } from "../cli/context.ts";
 import { writeOutput } from "../cli/output.ts";
 import { metricValue } from "./helpers/metrics.ts";
@@ -78,11 +79,7 @@ async function workerWithJobs(env: Record<string, string>) {
     command: "sh",
     args: ["-c", "i=0; while :; do echo $i; i=$((i+1)); sleep 0.02; done"],
   });
-  await waitFor(
-    "the big job to end",
-    async () => (await client.getJob(big.id!)).status !== jobworker.JobStatus.RUNNING,
-    60_000,
-  );
+  await waitJobEnded(client, big.id!);
   return { pki, worker, client, big: big.id!, counter: counter.id! };
 }
 
@@ -248,10 +245,7 @@ Deno.test({
         command: "sh",
         args: ["-c", "head -c 360000 /dev/zero | base64"],
       });
-      await waitFor(
-        "the job to end",
-        async () => (await client.getJob(job.id!)).status !== jobworker.JobStatus.RUNNING,
-      );
+      await waitJobEnded(client, job.id!);
       const size = Number((await client.getJob(job.id!)).outputBytes);
       assert.ok(size < MAX_UNSENT, `${size}`);
       await cancelAfter(raw, job.id!, 1);
