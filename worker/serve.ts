@@ -216,6 +216,9 @@ async function serve(config: Config): Promise<number> {
     },
   );
   metrics.watch(manager);
+  // Interrupted jobs whose FAILED state the database could not take (a full disk): kept and
+  // written again like any final state that could not be written.
+  manager.keepUnsaved(recovered.unsaved);
   let jobsKept = 0;
   for (const job of handover?.jobs ?? []) {
     const kept = manager.adopt(
@@ -350,6 +353,12 @@ function startPool(pool: InitPool, cgroups: CgroupManager): void {
 /** The state cannot be used as it is; restarting will not help. */
 class StateError extends Error {}
 
+/** The write failed for want of space (ENOSPC) or quota (EDQUOT), not because it is not allowed. */
+function isDiskFull(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === "ENOSPC" || code === "EDQUOT";
+}
+
 /** Makes the state directory if needed and checks that the worker can write it. */
 async function prepareStateDir(dir: string): Promise<void> {
   try {
@@ -357,8 +366,24 @@ async function prepareStateDir(dir: string): Promise<void> {
     // Root runs a library from here in every job: nobody else may write it.
     await Deno.chmod(dir, 0o700);
     const probe = `${dir}/.write-check`;
-    await Deno.writeTextFile(probe, "ok");
-    await Deno.remove(probe);
+    try {
+      await Deno.writeTextFile(probe, "ok");
+    } catch (e) {
+      // A full disk is no reason to stay down (nor for exit 78, after which systemd would not
+      // start the worker again once space is freed): the worker serves what it has, refuses
+      // creates (RESOURCE_EXHAUSTED) and writes what it could not once there is room again.
+      if (!isDiskFull(e)) throw e;
+      log.warn(
+        "the state directory's filesystem is full: jobs cannot be created until space is freed",
+        {
+          stateDir: dir,
+          error: e instanceof Error ? e.message : String(e),
+        },
+      );
+    }
+    await Deno.remove(probe).catch((e) => {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    });
   } catch (e) {
     throw new StateError(
       `the state directory ${dir} cannot be used: ${e instanceof Error ? e.message : e}. ` +

@@ -211,6 +211,7 @@ export function jobServiceHandlers(
       }
       streams++;
       streamsOf.set(caller.commonName, mine + 1);
+      const read = manager.reading(job.id);
       try {
         await streamOutput(call, manager.output(job), {
           offset,
@@ -218,6 +219,7 @@ export function jobServiceHandlers(
           chunkBytes: options.chunkBytes,
         });
       } finally {
+        read();
         streams--;
         const left = (streamsOf.get(caller.commonName) ?? 1) - 1;
         if (left > 0) streamsOf.set(caller.commonName, left);

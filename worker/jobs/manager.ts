@@ -26,6 +26,7 @@ import { type EndContext, finishJob } from "./job_end.ts";
 import { adoptJob, handOver, type HandoverContext, resumeOutput, settle } from "./handover.ts";
 import { message, type Running, ZERO_USAGE } from "./running.ts";
 import { forget, forgetExpired, type RetentionContext } from "./retention.ts";
+import { JobReaders } from "./readers.ts";
 
 export { jobDir };
 
@@ -81,6 +82,8 @@ export class JobManager {
   /** What a reload (handover.ts) reads and changes here. */
   readonly #handover: HandoverContext;
   readonly #retention: RetentionContext;
+  /** Jobs whose output is being read or was just read: retention leaves them for later. */
+  readonly #readers = new JobReaders();
 
   constructor(
     private readonly launcher: Launcher,
@@ -101,6 +104,7 @@ export class JobManager {
     this.#retention = {
       stateDir: options.stateDir,
       store,
+      readers: this.#readers,
       forgotten: (id) => this.#unsaved.delete(id),
     };
     this.#handover = {
@@ -132,20 +136,36 @@ export class JobManager {
 
   /** Jobs matching `filter` created before `beforeSeq`, newest first, at most `limit`. */
   page(filter: JobFilter, limit: number, beforeSeq?: number): JobPage {
+    // Jobs whose end the store could not take yet (a full disk) are still RUNNING there: a status
+    // filter must judge them by the state they are in, so they are read whatever their stored
+    // status and filtered here (at most that many read rows are dropped).
+    const byStatus = filter.statuses?.length ? filter.statuses : undefined;
+    const alsoIds = byStatus && this.#unsaved.size > 0 ? [...this.#unsaved.keys()] : [];
     const records = this.store.page({
       ...filter,
-      limit: limit + 1,
+      limit: limit + 1 + alsoIds.length,
       ...(beforeSeq !== undefined ? { beforeSeq } : {}),
+      ...(alsoIds.length > 0 ? { alsoIds } : {}),
     });
-    const more = records.length > limit;
-    const jobs = records.slice(0, limit).map((r) =>
-      this.#live.get(r.id) ?? this.#unsaved.get(r.id) ?? Job.fromRecord(r)
-    );
-    return { jobs, more };
+    const jobs = records
+      .map((r) => this.#live.get(r.id) ?? this.#unsaved.get(r.id) ?? Job.fromRecord(r))
+      .filter((job) => byStatus === undefined || byStatus.includes(job.status));
+    return { jobs: jobs.slice(0, limit), more: jobs.length > limit };
   }
 
+  /** How many jobs match `filter`, per status: unsaved ends counted as what they are. */
   countByStatus(filter: JobFilter): Record<JobStatus, number> {
-    return this.store.countByStatus(filter);
+    const counts = this.store.countByStatus(filter);
+    const counted = (status: JobStatus) =>
+      !filter.statuses?.length || filter.statuses.includes(status);
+    for (const job of this.#unsaved.values()) {
+      if (filter.owner && job.owner !== filter.owner) continue;
+      const stored = this.store.get(job.id)?.status;
+      if (stored === undefined || stored === job.status) continue;
+      if (counted(stored)) counts[stored]--;
+      if (counted(job.status)) counts[job.status]++;
+    }
+    return counts;
   }
 
   /** The newest seq handed out so far. */
@@ -181,6 +201,14 @@ export class JobManager {
       }
       throw e;
     }
+  }
+
+  /**
+   * A stream of the job's output opened; call the result once it closed. Until a while after that
+   * the retention limits do not forget the job (readers.ts): its reader may ask how it ended.
+   */
+  reading(id: string): () => void {
+    return this.#readers.open(id);
   }
 
   /**
@@ -321,10 +349,13 @@ export class JobManager {
     }, Math.max(0, at - Date.now()));
   }
 
-  /** Cleans up after the job once it ends, then applies retention. */
+  /**
+   * Cleans up after the job once it ends, then writes what the store could not take before (the
+   * end of this job shows the disk may have room again) and applies retention.
+   */
   #watch(job: Job, running: Running, outputDone: Promise<unknown>): void {
     this.#finish(job, running, outputDone).then(
-      () => this.#evict(),
+      () => this.applyRetention(),
       (e) => log.error("job cleanup failed", { id: job.id, error: String(e) }),
     );
   }
@@ -394,6 +425,12 @@ export class JobManager {
     await Promise.all(
       jobs.map((job) => Promise.race([job.ended, job.stopper?.abandoned ?? job.ended])),
     );
+    // A last try for what the store could not take; what still fails is settled by the next
+    // start as an interrupted job (its end unknown), and the log says so.
+    this.#saveUnsaved();
+    for (const id of this.#unsaved.keys()) {
+      log.error("the job's last state could not be written before the worker stopped", { id });
+    }
   }
 
   /**
@@ -422,13 +459,23 @@ export class JobManager {
   }
 
   #save(job: Job): void {
+    const retry = this.#unsaved.has(job.id);
     try {
       this.store.update(job.toRecord());
       this.#unsaved.delete(job.id);
+      if (retry) log.info("the job's state is recorded now", { id: job.id });
     } catch (e) {
-      log.error("cannot record the job's state; will retry", { id: job.id, error: message(e) });
+      // Once per job: retries run at every job's end, and on a full disk each would fail again.
+      if (!retry) {
+        log.error("cannot record the job's state; will retry", { id: job.id, error: message(e) });
+      }
       this.#unsaved.set(job.id, job);
     }
+  }
+
+  /** Ended jobs whose last state the store could not take at the start: written again later. */
+  keepUnsaved(jobs: readonly Job[]): void {
+    for (const job of jobs) this.#unsaved.set(job.id, job);
   }
 
   /** Retries the records the store could not take. */

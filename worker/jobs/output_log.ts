@@ -42,6 +42,14 @@ function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
   while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
 }
 
+/** Shrinks a file being written to `length` and writes on from there; best effort. */
+function cutTo(file: Deno.FsFile, length: number): void {
+  try {
+    file.truncateSync(length);
+    file.seekSync(length, Deno.SeekMode.Start);
+  } catch { /* the log is finished after a failed write; readers stop at its size anyway */ }
+}
+
 export class OutputLog {
   readonly #file: Deno.FsFile | undefined;
   /** Segment i of the index covers [start(i), start(i+1)) and was written by stream(i). */
@@ -170,18 +178,37 @@ export class OutputLog {
       bytes = bytes.subarray(0, this.#limit - this.#size);
       if (bytes.length === 0) return;
     }
-    // The index record goes first: after a crash between the two writes, a record pointing at
-    // the end of the output is dropped by open(), and no byte is ever attributed to the wrong
-    // stream.
-    if (this.#lastStream !== stream) {
-      writeAll(this.#index!, encodeRecord(this.#size, stream));
-      this.#segments++;
-      this.#lastStream = stream;
+    const before = { segments: this.#segments, lastStream: this.#lastStream };
+    try {
+      // The index record goes first: after a crash between the two writes, a record pointing at
+      // the end of the output is dropped by open(), and no byte is ever attributed to the wrong
+      // stream.
+      if (this.#lastStream !== stream) {
+        writeAll(this.#index!, encodeRecord(this.#size, stream));
+        this.#segments++;
+        this.#lastStream = stream;
+      }
+      writeAll(this.#file!, bytes);
+    } catch (e) {
+      this.#undoPartial(before.segments, before.lastStream);
+      throw e;
     }
-    writeAll(this.#file!, bytes);
     this.#size += bytes.length;
     passedThrough(bytes.length);
     this.#wake();
+  }
+
+  /**
+   * A write that failed (a full disk) may have stored part of its bytes: cut both files back to
+   * what the log counts, so a reader never gets bytes beyond the size recorded for the job (with
+   * a full disk, it got up to a block of them that `outputBytes` and the reason's "output from
+   * byte N on was lost" did not count). Shrinking a file needs no space.
+   */
+  #undoPartial(segments: number, lastStream: StreamId | undefined): void {
+    this.#segments = segments;
+    this.#lastStream = lastStream;
+    cutTo(this.#file!, this.#size);
+    cutTo(this.#index!, segments * RECORD_BYTES);
   }
 
   /** No more output: closes the file for writing and wakes every waiting reader. */

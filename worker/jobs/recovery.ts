@@ -10,7 +10,7 @@ import { log } from "../log/logger.ts";
 import { Job } from "./job.ts";
 import { jobDir } from "./manager.ts";
 import { OutputLog } from "./output_log.ts";
-import type { JobStore } from "./store.ts";
+import { type JobStore, StoreWriteError } from "./store.ts";
 
 export const WORKER_STOPPED_REASON =
   "the worker stopped while the job ran (found when the worker started again)";
@@ -20,6 +20,8 @@ export interface RecoveryResult {
   failed: string[];
   /** Output directories without a record, removed. */
   orphans: number;
+  /** Of `failed`, those whose new state the store could not take (a full disk): write them later. */
+  unsaved: Job[];
 }
 
 export async function recover(
@@ -30,6 +32,7 @@ export async function recover(
   handedOver: ReadonlySet<string> = new Set(),
 ): Promise<RecoveryResult> {
   const failed: string[] = [];
+  const unsaved: Job[] = [];
   for (const record of store.unended()) {
     if (handedOver.has(record.id)) continue;
     const job = Job.fromRecord(record);
@@ -43,7 +46,13 @@ export async function recover(
     }
     job.transition("FAILED", WORKER_STOPPED_REASON, now);
     job.output = undefined;
-    store.update(job.toRecord());
+    try {
+      store.update(job.toRecord());
+    } catch (e) {
+      if (!(e instanceof StoreWriteError)) throw e;
+      log.error("cannot record the job's state; will retry", { id: job.id, error: e.message });
+      unsaved.push(job);
+    }
     failed.push(job.id);
   }
   let orphans = 0;
@@ -62,5 +71,5 @@ export async function recover(
     });
   }
   if (orphans > 0) log.info("removed output without a job record", { count: orphans });
-  return { failed, orphans };
+  return { failed, orphans, unsaved };
 }

@@ -16,6 +16,11 @@ export interface JobPageQuery extends JobFilter {
   /** Only jobs created before the one with this seq (a page continues there); absent = newest. */
   beforeSeq?: number;
   limit: number;
+  /**
+   * These jobs too, whatever their status in the store (other filters still apply): jobs whose
+   * newer state the store could not take yet, which the caller judges by that state.
+   */
+  alsoIds?: readonly string[];
 }
 
 /** The store cannot take a write (disk full, read-only, I/O error); the message says why. */

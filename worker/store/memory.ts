@@ -2,8 +2,10 @@
 import { END_STATES, JOB_STATUSES, type JobRecord, type JobStatus } from "../jobs/job.ts";
 import type { JobFilter, JobPageQuery, JobStore } from "../jobs/store.ts";
 
-function matches(r: JobRecord, filter: JobFilter): boolean {
-  if (filter.statuses?.length && !filter.statuses.includes(r.status)) return false;
+function matches(r: JobRecord, filter: JobFilter, alsoIds?: readonly string[]): boolean {
+  if (
+    filter.statuses?.length && !filter.statuses.includes(r.status) && !alsoIds?.includes(r.id)
+  ) return false;
   return !filter.owner || r.owner === filter.owner;
 }
 
@@ -42,7 +44,7 @@ export class MemoryStore implements JobStore {
     for (const r of [...this.#records.values()].reverse()) {
       if (out.length >= query.limit) break;
       if (query.beforeSeq !== undefined && r.seq >= query.beforeSeq) continue;
-      if (matches(r, query)) out.push(structuredClone(r));
+      if (matches(r, query, query.alsoIds)) out.push(structuredClone(r));
     }
     return out;
   }

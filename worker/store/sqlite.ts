@@ -291,12 +291,22 @@ export class SqliteStore implements JobStore {
     return row ? fromRow(row as unknown as Row) : undefined;
   }
 
-  #where(filter: JobFilter, beforeSeq?: number): { sql: string; params: SQLInputValue[] } {
+  #where(
+    filter: JobFilter,
+    beforeSeq?: number,
+    alsoIds: readonly string[] = [],
+  ): { sql: string; params: SQLInputValue[] } {
     const clauses: string[] = [];
     const params: SQLInputValue[] = [];
     if (filter.statuses?.length) {
-      clauses.push(`status IN (${filter.statuses.map(() => "?").join(", ")})`);
+      const statuses = `status IN (${filter.statuses.map(() => "?").join(", ")})`;
       params.push(...filter.statuses);
+      if (alsoIds.length > 0) {
+        clauses.push(`(${statuses} OR id IN (SELECT value FROM json_each(?)))`);
+        params.push(JSON.stringify(alsoIds));
+      } else {
+        clauses.push(statuses);
+      }
     }
     if (filter.owner) {
       clauses.push("owner = ?");
@@ -314,7 +324,7 @@ export class SqliteStore implements JobStore {
    * them as read-only.
    */
   page(query: JobPageQuery): JobRecord[] {
-    const { sql, params } = this.#where(query, query.beforeSeq);
+    const { sql, params } = this.#where(query, query.beforeSeq, query.alsoIds);
     const keys = this.#statement(
       `SELECT seq, id, status, output_bytes FROM jobs ${sql} ORDER BY seq DESC LIMIT ?`,
     ).all(...params, query.limit) as unknown as Pick<
