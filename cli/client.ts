@@ -256,8 +256,11 @@ export class JobClient {
         return await this.#unaryOnce(method, request, deadlineMs);
       } catch (err) {
         const delay = RETRY_DELAYS_MS[attempt];
-        const code = (err as { code?: unknown }).code;
+        const { code, unanswered } = err as { code?: unknown; unanswered?: unknown };
         if (!this.#retry || delay === undefined || !retryOn.includes(code as number)) throw err;
+        // A server that never answered on the connection (see RpcError.unanswered) gets no
+        // second deadline to wait out.
+        if (unanswered === true) throw err;
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
     }

@@ -19,6 +19,7 @@ import {
   EXIT_FAILURE,
   EXIT_INTERRUPTED,
   isServiceError,
+  ResumeAbandoned,
   rpcErrorMessage,
 } from "./errors.ts";
 import { fileSink, type Sink } from "./io.ts";
@@ -124,8 +125,14 @@ export async function withClient<T>(
   try {
     return await fn(client);
   } catch (err) {
-    if (!isServiceError(err)) throw err;
     const context = { ...call, ...files, server: settings.server };
+    if (err instanceof ResumeAbandoned) {
+      throw new CliError(
+        `${rpcErrorMessage(err.lastError, context)} (${err.message})`,
+        EXIT_FAILURE,
+      );
+    }
+    if (!isServiceError(err)) throw err;
     throw new CliError(rpcErrorMessage(err, context), EXIT_FAILURE);
   } finally {
     client.close();

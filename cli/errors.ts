@@ -32,6 +32,29 @@ export class CliError extends Error {
   }
 }
 
+/**
+ * `stream` or `run` lost its connection and could not resume the job's output in time: the last
+ * error, and where the output written so far ends (how to go on from there).
+ */
+export class ResumeAbandoned extends Error {
+  /** The error's name. */
+  override name = "ResumeAbandoned";
+
+  /** `lastError`: the last try's error; `offset`: the byte after the last one written. */
+  constructor(
+    readonly lastError: ServiceError,
+    readonly jobId: string,
+    readonly offset: number,
+    readonly triedMs: number,
+  ) {
+    super(
+      `gave up resuming job ${jobId}'s output after ${Math.round(triedMs / 1000)} s; ` +
+        `what was written ends at byte ${offset}: go on with ` +
+        `"jobworker stream ${jobId} --offset ${offset}"`,
+    );
+  }
+}
+
 /** A bad command line found after parsing (exit code 2). */
 export class UsageError extends CliError {
   /** The error's name. */

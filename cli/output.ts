@@ -5,9 +5,10 @@
  *
  * @module
  */
+import type { ServiceError } from "@grpc/grpc-js";
 import { jobworker } from "../proto/service.ts";
 import type { CliDeps, JobApi } from "./context.ts";
-import { isServiceError, Status } from "./errors.ts";
+import { isServiceError, ResumeAbandoned, Status } from "./errors.ts";
 
 /** What to write. */
 export interface OutputOptions {
@@ -36,7 +37,7 @@ function wanted(chunk: jobworker.IDataChunk, only: OutputOptions["only"]): boole
 }
 
 /** Whether an error means the server was not reachable or went away (retry from the offset). */
-export function isConnectionLoss(err: unknown): boolean {
+export function isConnectionLoss(err: unknown): err is ServiceError {
   return isServiceError(err) &&
     (err.code === Status.UNAVAILABLE ||
       (err.code === Status.INTERNAL && /RST_STREAM|Connection|GOAWAY/i.test(err.details)));
@@ -81,7 +82,8 @@ export async function writeOutput(
     } catch (err) {
       if (options.signal?.aborted || !isConnectionLoss(err)) throw err;
       lostSince ??= Date.now();
-      if (Date.now() - lostSince > RESUME_PATIENCE_MS) throw err;
+      const lostFor = Date.now() - lostSince;
+      if (lostFor > RESUME_PATIENCE_MS) throw new ResumeAbandoned(err, id, next, lostFor);
       const delay = RESUME_DELAYS_MS[Math.min(attempt, RESUME_DELAYS_MS.length - 1)]!;
       attempt++;
       options.onReconnect?.(attempt, isServiceError(err) ? err.details : String(err));

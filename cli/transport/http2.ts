@@ -340,10 +340,12 @@ export class Http2Transport implements RpcTransport {
       local ??= error;
       stream.close(ErrorCode.CANCEL);
     };
-    const timer = deadlineMs === undefined ? undefined : setTimeout(
-      () => end(new RpcError(Status.DEADLINE_EXCEEDED, "Deadline exceeded")),
-      deadlineMs,
-    );
+    const timer = deadlineMs === undefined ? undefined : setTimeout(() => {
+      const error = deadlineExceeded(connection, deadlineMs);
+      end(error);
+      // A connection that never got going is not kept for the next call: that one starts afresh.
+      if (error.unanswered) connection.socket.destroy();
+    }, deadlineMs);
     const onAbort = () => end(new RpcError(Status.CANCELLED, "Cancelled on client"));
     signal?.addEventListener("abort", onAbort, { once: true });
     let finished = false;
@@ -401,6 +403,33 @@ export class Http2Transport implements RpcTransport {
     if (status.code !== Status.OK) throw new RpcError(status.code, status.details);
     if (reader.pending) throw new RpcError(Status.INTERNAL, "the response ended mid-message");
   }
+}
+
+/**
+ * The deadline passed: say how far the connection got. Something that accepts TCP but never
+ * completes a TLS handshake, or never begins HTTP/2 after it, is not a working jobworker server
+ * (a hung process, another service on that port); such a call is marked unanswered, so that a
+ * create is not asked again (each try waited the whole deadline: four of them, two minutes).
+ */
+function deadlineExceeded(connection: Connection, deadlineMs: number): RpcError {
+  const seconds = Math.round(deadlineMs / 100) / 10;
+  if (!connection.secure) {
+    return new RpcError(
+      Status.DEADLINE_EXCEEDED,
+      `it accepted the connection but did not complete a TLS handshake in ${seconds} s: ` +
+        "a hung server, or another service on that port",
+      true,
+    );
+  }
+  if (!connection.session.started) {
+    return new RpcError(
+      Status.DEADLINE_EXCEEDED,
+      `the TLS handshake completed but HTTP/2 did not begin in ${seconds} s: ` +
+        "a hung server, or a TLS service other than jobworker on that port",
+      true,
+    );
+  }
+  return new RpcError(Status.DEADLINE_EXCEEDED, "Deadline exceeded");
 }
 
 /** Why a call's stream ended without a status: its connection's fate, or its reset code. */

@@ -70,7 +70,15 @@ export class RpcError extends Error {
    * @param code The gRPC status code.
    * @param details The status message (the server's words, or what went wrong locally).
    */
-  constructor(readonly code: number, readonly details: string) {
+  constructor(
+    readonly code: number,
+    readonly details: string,
+    /**
+     * True when the server never answered on the connection at all (no TLS handshake, or no
+     * HTTP/2 after it): the request cannot have reached it, and asking again is pointless.
+     */
+    readonly unanswered = false,
+  ) {
     super(`${code} ${STATUS_WORDS[code] ?? "STATUS"}: ${details}`);
   }
 }
