@@ -7,7 +7,10 @@
  */
 import { jobworker } from "../proto/service.ts";
 import type { CliDeps, JobApi } from "./context.ts";
-import { isServiceError, Status } from "./errors.ts";
+import { isServiceError } from "./errors.ts";
+import { isConnectionLoss, RECONNECT_PATIENCE_MS, reconnectDelay } from "./reconnect.ts";
+
+export { isConnectionLoss };
 
 /** What to write. */
 export interface OutputOptions {
@@ -25,21 +28,10 @@ export interface OutputOptions {
   onReconnect?: (attempt: number, error: string) => void;
 }
 
-/** How long a lost connection is retried before giving up. */
-const RESUME_PATIENCE_MS = 60_000;
-const RESUME_DELAYS_MS = [100, 250, 500, 1000, 2000];
-
 function wanted(chunk: jobworker.IDataChunk, only: OutputOptions["only"]): boolean {
   if (only === undefined) return true;
   const stderr = chunk.stream === jobworker.OutputStream.STDERR;
   return only === "stderr" ? stderr : !stderr;
-}
-
-/** Whether an error means the server was not reachable or went away (retry from the offset). */
-export function isConnectionLoss(err: unknown): boolean {
-  return isServiceError(err) &&
-    (err.code === Status.UNAVAILABLE ||
-      (err.code === Status.INTERNAL && /RST_STREAM|Connection|GOAWAY/i.test(err.details)));
 }
 
 /**
@@ -81,11 +73,10 @@ export async function writeOutput(
     } catch (err) {
       if (options.signal?.aborted || !isConnectionLoss(err)) throw err;
       lostSince ??= Date.now();
-      if (Date.now() - lostSince > RESUME_PATIENCE_MS) throw err;
-      const delay = RESUME_DELAYS_MS[Math.min(attempt, RESUME_DELAYS_MS.length - 1)]!;
+      if (Date.now() - lostSince > RECONNECT_PATIENCE_MS) throw err;
       attempt++;
       options.onReconnect?.(attempt, isServiceError(err) ? err.details : String(err));
-      await deps.sleep(delay);
+      await deps.sleep(reconnectDelay(attempt));
     }
   }
 }
