@@ -5,10 +5,12 @@
  *
  * @module
  */
-import type { ServiceError } from "@grpc/grpc-js";
 import { jobworker } from "../proto/service.ts";
 import type { CliDeps, JobApi } from "./context.ts";
-import { isServiceError, ResumeAbandoned, Status } from "./errors.ts";
+import { isServiceError, ResumeAbandoned } from "./errors.ts";
+import { isConnectionLoss, RECONNECT_PATIENCE_MS, reconnectDelay } from "./reconnect.ts";
+
+export { isConnectionLoss };
 
 /** What to write. */
 export interface OutputOptions {
@@ -26,21 +28,10 @@ export interface OutputOptions {
   onReconnect?: (attempt: number, error: string) => void;
 }
 
-/** How long a lost connection is retried before giving up. */
-const RESUME_PATIENCE_MS = 60_000;
-const RESUME_DELAYS_MS = [100, 250, 500, 1000, 2000];
-
 function wanted(chunk: jobworker.IDataChunk, only: OutputOptions["only"]): boolean {
   if (only === undefined) return true;
   const stderr = chunk.stream === jobworker.OutputStream.STDERR;
   return only === "stderr" ? stderr : !stderr;
-}
-
-/** Whether an error means the server was not reachable or went away (retry from the offset). */
-export function isConnectionLoss(err: unknown): err is ServiceError {
-  return isServiceError(err) &&
-    (err.code === Status.UNAVAILABLE ||
-      (err.code === Status.INTERNAL && /RST_STREAM|Connection|GOAWAY/i.test(err.details)));
 }
 
 /**
@@ -83,11 +74,10 @@ export async function writeOutput(
       if (options.signal?.aborted || !isConnectionLoss(err)) throw err;
       lostSince ??= Date.now();
       const lostFor = Date.now() - lostSince;
-      if (lostFor > RESUME_PATIENCE_MS) throw new ResumeAbandoned(err, id, next, lostFor);
-      const delay = RESUME_DELAYS_MS[Math.min(attempt, RESUME_DELAYS_MS.length - 1)]!;
+      if (lostFor > RECONNECT_PATIENCE_MS) throw new ResumeAbandoned(err, id, next, lostFor);
       attempt++;
       options.onReconnect?.(attempt, isServiceError(err) ? err.details : String(err));
-      await deps.sleep(delay);
+      await deps.sleep(reconnectDelay(attempt));
     }
   }
 }

@@ -102,6 +102,10 @@ interface FakeOptions {
   stdoutClosed?: boolean;
   interruptAfterChunks?: number;
   jobs?: jobworker.IJob[];
+  /** listJobsPage fails with these first, one per call, then answers. */
+  listFailures?: ServiceError[];
+  /** Ctrl-C after this many answered listJobsPage calls. */
+  interruptAfterLists?: number;
 }
 
 function fake(options: FakeOptions = {}): Fake {
@@ -125,12 +129,20 @@ function fake(options: FakeOptions = {}): Fake {
       ),
     listJobs: () =>
       answer("listJobs", [], jobworker.Jobs.create({ jobs: [sampleJob()], countByStatus: {} })),
-    listJobsPage: (req) =>
-      answer(
+    listJobsPage: (req) => {
+      const failure = options.listFailures?.shift();
+      if (failure) {
+        calls.push({ method: "listJobsPage-failed", args: [req] });
+        return Promise.reject(failure);
+      }
+      const answered = calls.filter((c) => c.method === "listJobsPage").length + 1;
+      if (answered === options.interruptAfterLists) interrupt?.(1);
+      return answer(
         "listJobsPage",
         [req],
         jobworker.Jobs.create({ jobs: options.jobs ?? [sampleJob()], countByStatus: {} }),
-      ),
+      );
+    },
     deleteJob: (id) => answer("deleteJob", [id], undefined),
     serverInfo: () =>
       answer(
@@ -331,6 +343,23 @@ Deno.test("options that must be at least 1 say so for any bad value", async () =
     assert.match(r.stderr(), new RegExp(`is invalid\\. Expected a whole number ${range}\\.`));
     assert.equal(r.calls.length, 0, argv.join(" "));
   }
+});
+
+Deno.test("list --watch goes on across a lost connection (a worker reloading), and gives up on other errors", async () => {
+  // More failures than a call's own retries: the worker did not listen for a while.
+  const lost = () => rpcError(status.UNAVAILABLE, "connect ECONNREFUSED 127.0.0.1:50051");
+  const r = await run(["list", "--watch"], {
+    listFailures: [lost(), lost(), lost(), lost(), lost()],
+    interruptAfterLists: 2,
+  });
+  assert.equal(r.code, 0, r.stderr());
+  assert.equal(r.calls.filter((c) => c.method === "listJobsPage-failed").length, 5);
+  assert.equal(r.stdout().split("Every 2s: jobworker list").length - 1, 2, r.stdout());
+  const denied = await run(["list", "--watch"], {
+    listFailures: [rpcError(status.PERMISSION_DENIED, "no")],
+  });
+  assert.equal(denied.code, 1);
+  assert.equal(denied.calls.filter((c) => c.method === "listJobsPage").length, 0);
 });
 
 Deno.test("largest valid numbers pass", async () => {

@@ -21,22 +21,14 @@ import { RawGrpcClient } from "./helpers/raw_grpc.ts";
 import { status } from "@grpc/grpc-js";
 import { raiseFdLimit } from "../worker/runtime/fd_limit.ts";
 import { within } from "./helpers/within.ts";
+import { waitJobEnded } from "./helpers/job_end.ts";
 
 const MiB = 1024 * 1024;
-const { JobStatus } = jobworker;
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 let pki: PkiFixture;
 let worker: WorkerProcess;
 let client: JobClient;
-
-async function waitEnded(c: JobClient, id: string): Promise<jobworker.Job> {
-  for (;;) {
-    const job = await c.getJob(id);
-    if (job.status >= JobStatus.COMPLETED) return job;
-    await delay(50);
-  }
-}
 
 /** Attempts a TLS handshake with the admin certificate from `localAddress`: "ok" or the error. */
 function tlsHandshake(certDir: string, port: number, localAddress: string): Promise<string> {
@@ -159,7 +151,7 @@ test(
           await delay(100);
         }
         for (const job of jobs) {
-          assert.equal((await waitEnded(client, job.id)).outputBytes, 200 * MiB);
+          assert.equal((await waitJobEnded(client, job.id, 300_000)).outputBytes, 200 * MiB);
         }
       } finally {
         other.close();

@@ -17,6 +17,7 @@ import type { JobClient } from "../cli/client.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
+import { waitJobEnded } from "./helpers/job_end.ts";
 import {
   cgroupDirsNamed,
   cgroupRoots,
@@ -113,19 +114,11 @@ function isEnded(job: jobworker.IJob): boolean {
   return job.status === S.COMPLETED || job.status === S.FAILED || job.status === S.STOPPED;
 }
 
-/** Polls GetJob until the job has ended. */
-async function waitEnded(id: string, c: JobClient = client): Promise<jobworker.Job> {
-  return await waitFor(`job ${id} to end`, async () => {
-    const job = await c.getJob(id);
-    return isEnded(job) ? job : null;
-  }, 30_000);
-}
-
 /** Runs a job to its end: its output and its final state. */
 async function run(req: jobworker.ICreateJobReq, c: JobClient = client) {
   const created = await create(req, c);
   const output = await collectOutput(c, created.id);
-  const job = await waitEnded(created.id, c);
+  const job = await waitJobEnded(c, created.id, 30_000);
   return { job, ...output };
 }
 
@@ -268,7 +261,7 @@ test("bash loop: lines arrive live, a second apart, while the job runs", async (
     for (const line of lines) arrivals.push({ line, at: Date.now() });
   }
   assert.deepEqual(arrivals.map((a) => a.line), ["1", "2", "3"]);
-  const ended = await waitEnded(job.id);
+  const ended = await waitJobEnded(client, job.id, 30_000);
   assert.equal(ended.status, S.COMPLETED);
   const [first, , third] = arrivals as [typeof arrivals[0], typeof arrivals[0], typeof arrivals[0]];
   assert.ok(third.at - first.at >= 1500, `line 1 arrived only ${third.at - first.at} ms before 3`);
@@ -512,7 +505,7 @@ test("killed by a signal: FAILED, exitCode -1, the signal number", async () => {
   const [pid1] = await waitProcesses(sleeper.id, ["sleep"]);
   assert.ok(pid1);
   Deno.kill(pid1.pid, "SIGKILL");
-  const killed = await waitEnded(sleeper.id);
+  const killed = await waitJobEnded(client, sleeper.id, 30_000);
   assert.equal(killed.status, S.FAILED);
   assert.equal(killed.exitCode, -1);
   assert.equal(killed.signal, 9);
@@ -606,7 +599,7 @@ test("timeout: sleep 100 with timeoutSeconds 1 ends STOPPED, the reason names th
   });
   assert.equal(plain.timeoutSeconds, 1);
   for (const [job, graceS, signal] of [[plain, 0, 15], [ignoring, STOP_GRACE_S, 9]] as const) {
-    const ended = await waitEnded(job.id);
+    const ended = await waitJobEnded(client, job.id, 30_000);
     assert.equal(ended.status, S.STOPPED);
     assert.match(ended.reason, /time(d)? ?out/i);
     const took = ms(ended.endTime) - ms(ended.startTime);

@@ -20,7 +20,7 @@ import type { JobClient } from "../cli/client.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
-import { waitFor } from "./helpers/host_procs.ts";
+import { waitJobEnded } from "./helpers/job_end.ts";
 import { runProgram } from "./helpers/process.ts";
 
 const S = jobworker.JobStatus;
@@ -77,28 +77,17 @@ function test(name: string, fn: () => Promise<void>): void {
   });
 }
 
-function isEnded(job: jobworker.IJob): boolean {
-  return job.status === S.COMPLETED || job.status === S.FAILED || job.status === S.STOPPED;
-}
-
 async function create(req: jobworker.ICreateJobReq, c: JobClient = client) {
   const job = await c.createJob(req);
   created.push({ c, id: job.id });
   return job;
 }
 
-async function waitEnded(id: string, c: JobClient = client): Promise<jobworker.Job> {
-  return await waitFor(`job ${id} to end`, async () => {
-    const job = await c.getJob(id);
-    return isEnded(job) ? job : null;
-  }, 60_000);
-}
-
 /** Runs `script` with bash in a job; its end state and output. */
 async function sh(script: string, extra: jobworker.ICreateJobReq = {}, c: JobClient = client) {
   const job = await create({ command: "bash", args: ["-c", script], ...extra }, c);
   const output = await collectOutput(c, job.id);
-  return { job: await waitEnded(job.id, c), ...output };
+  return { job: await waitJobEnded(c, job.id), ...output };
 }
 
 /** Runs `script` in a default job and in a privileged one. */
@@ -437,7 +426,7 @@ test("init: a minimal init forwards SIGTERM and reaps orphans", async () => {
   const run = async (init: boolean) => {
     const job = await create({ ...orphan, init });
     const out = await collectOutput(client, job.id);
-    await waitEnded(job.id);
+    await waitJobEnded(client, job.id);
     return out;
   };
   const withInit = await run(true);
@@ -504,7 +493,7 @@ test("a PID 1 with a SIGTERM handler still gets its whole grace", async () => {
 test("timeoutSeconds ends a PID 1 without a handler at the timeout", async () => {
   const started = performance.now();
   const job = await create({ command: "sleep", args: ["1000"], timeoutSeconds: 1 });
-  const ended = await waitEnded(job.id);
+  const ended = await waitJobEnded(client, job.id);
   const ms = performance.now() - started;
   assert.equal(ended.status, S.STOPPED);
   assert.equal(ended.signal, 15);

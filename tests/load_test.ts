@@ -14,6 +14,7 @@ import type { JobClient } from "../cli/client.ts";
 import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
+import { waitJobEnded } from "./helpers/job_end.ts";
 import { jobProcesses, waitFor } from "./helpers/host_procs.ts";
 
 const { JobStatus } = jobworker;
@@ -23,16 +24,6 @@ const sha256 = (bytes: Uint8Array | string) => createHash("sha256").update(bytes
 let pki: PkiFixture;
 let worker: WorkerProcess;
 let client: JobClient;
-
-async function waitEnded(c: JobClient, id: string, ms = 300_000): Promise<jobworker.Job> {
-  const deadline = performance.now() + ms;
-  for (;;) {
-    const job = await c.getJob(id);
-    if (job.status >= JobStatus.COMPLETED) return job;
-    if (performance.now() > deadline) throw new Error(`job ${id} still ${job.status}`);
-    await delay(200);
-  }
-}
 
 test("start a worker", async () => {
   pki = await makePki();
@@ -70,7 +61,7 @@ test("300 jobs started at once, 200 lines each: every byte stored and streamed",
         if (i < followers.length) followers[i] = collectOutput(c, jobs[i]!.id);
       }
     }));
-    const ended = await Promise.all(jobs.map((job) => waitEnded(client, job.id)));
+    const ended = await Promise.all(jobs.map((job) => waitJobEnded(client, job.id, 300_000, 200)));
     const followed = await Promise.all(followers);
     const lost: string[] = [];
     for (const [i, job] of ended.entries()) {
@@ -101,7 +92,7 @@ test("a writer outside the job holding its pipe: the job ends, its record says o
   // This test process becomes a writer the job's cgroup does not contain.
   const escaped = Deno.openSync(`/proc/${proc!.pid}/fd/1`, { write: true });
   try {
-    const ended = await waitEnded(client, job.id, 60_000);
+    const ended = await waitJobEnded(client, job.id, 60_000, 200);
     assert.equal(ended.status, JobStatus.COMPLETED, ended.reason);
     assert.equal(ended.outputTruncated, true);
     assert.match(ended.reason, /output may be incomplete/);

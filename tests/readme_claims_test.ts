@@ -14,6 +14,7 @@ import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { parseLogLine } from "./helpers/log_lines.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
+import { waitJobEnded } from "./helpers/job_end.ts";
 import { runProgram } from "./helpers/process.ts";
 import {
   cgroupDirsNamed,
@@ -52,15 +53,8 @@ async function withWorker(
   }
 }
 
-async function waitEnded(client: JobClient, id: string, ms = 120_000): Promise<jobworker.Job> {
-  return await waitFor(`job ${id} to end`, async () => {
-    const job = await client.getJob(id);
-    return job.status >= S.COMPLETED ? job : null;
-  }, ms);
-}
-
 async function run(client: JobClient, req: jobworker.ICreateJobReq) {
-  const job = await waitEnded(client, (await client.createJob(req)).id);
+  const job = await waitJobEnded(client, (await client.createJob(req)).id, 120_000);
   return { job, ...await collectOutput(client, job.id) };
 }
 

@@ -14,6 +14,7 @@ import { jobworker } from "../proto/service.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { ApiCalls, rejectsWith } from "./helpers/api_calls.ts";
+import { waitJobEnded } from "./helpers/job_end.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { cgroupDirsNamed, jobProcesses, waitFor } from "./helpers/host_procs.ts";
 import { SqliteStore } from "../worker/store/sqlite.ts";
@@ -67,16 +68,6 @@ async function stop(
   return result;
 }
 
-const isEnded = (j: jobworker.IJob) =>
-  j.status === S.COMPLETED || j.status === S.FAILED || j.status === S.STOPPED;
-
-async function waitEnded(api: ApiCalls, id: string): Promise<jobworker.Job> {
-  return await waitFor(`job ${id} to end`, async () => {
-    const j = await api.getJob(id);
-    return isEnded(j) ? j : null;
-  }, 60_000);
-}
-
 async function sha256(bytes: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", new Uint8Array(bytes));
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -103,14 +94,14 @@ test("kill -9 with 20 jobs writing: every record back, output exact, running one
   const finished: { id: string; sum: string }[] = [];
   for (const n of [1, 5000, 200000]) {
     const job = await first.api.createJob({ command: "seq", args: ["1", String(n)] });
-    await waitEnded(first.api, job.id);
+    await waitJobEnded(first.api, job.id);
     finished.push({ id: job.id, sum: await sha256(await localOutput("seq", ["1", String(n)])) });
   }
   const mixed = await first.api.createJob({
     command: "sh",
     args: ["-c", "echo out1; echo err1 >&2; echo out2; exit 3"],
   });
-  await waitEnded(first.api, mixed.id);
+  await waitJobEnded(first.api, mixed.id);
   const keyed = await first.api.createJob({ command: "true", requestId: "restart-key" });
   const writers: string[] = [];
   for (let i = 0; i < 20; i++) writers.push((await first.api.createJob(WRITER)).id);
@@ -207,7 +198,7 @@ test("torn tails after kill -9 (WAL cut mid-frame plus garbage, index records): 
       command: "sh",
       args: ["-c", `seq 1 ${n}; echo err${n} >&2; seq ${n} ${2 * n}`],
     });
-    await waitEnded(first.api, job.id);
+    await waitJobEnded(first.api, job.id);
     const { stdout, stderr } = await collectOutput(first.client, job.id);
     finished.push({ id: job.id, stdout, stderr });
   }
@@ -257,7 +248,7 @@ test("torn tails after kill -9 (WAL cut mid-frame plus garbage, index records): 
       }
       // The database takes new commits after the torn tail.
       const fresh = await w.api.createJob({ command: "true" });
-      await waitEnded(w.api, fresh.id);
+      await waitJobEnded(w.api, fresh.id);
       ids.unshift(fresh.id);
     } finally {
       // The first is killed to tear the next tail; the last stops cleanly, since no later worker
@@ -300,7 +291,7 @@ test("retention: by count and by age, records and output go together", async () 
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) {
       const job = await w.api.createJob({ command: "echo", args: [String(i)] });
-      await waitEnded(w.api, job.id);
+      await waitJobEnded(w.api, job.id);
       ids.push(job.id);
     }
     await waitFor(
@@ -316,7 +307,7 @@ test("retention: by count and by age, records and output go together", async () 
     // By age: after 3 s the next job's end forgets the others.
     await new Promise((r) => setTimeout(r, 3500));
     const last = await w.api.createJob({ command: "true" });
-    await waitEnded(w.api, last.id);
+    await waitJobEnded(w.api, last.id);
     await waitFor(
       "the old ones to be forgotten",
       async () => (await w.api.listAll()).jobs.length === 1,
@@ -333,7 +324,7 @@ test("a damaged database: a clear error naming the file, no start over it, not r
   const stateDir = await newStateDir();
   const w = await start(stateDir);
   const job = await w.api.createJob({ command: "true" });
-  await waitEnded(w.api, job.id);
+  await waitJobEnded(w.api, job.id);
   await stop(w, "SIGTERM");
   const path = `${stateDir}/jobs.db`;
   const bytes = await Deno.readFile(path);
@@ -368,7 +359,7 @@ test("a torn end of the main database file: records intact where the WAL covers 
   const first = await start(stateDir);
   for (let i = 0; i < 40; i++) {
     const job = await first.api.createJob({ command: "echo", args: [String(i), "x".repeat(3000)] });
-    await waitEnded(first.api, job.id);
+    await waitJobEnded(first.api, job.id);
   }
   const ids = (await first.api.listAll()).jobs.map((j) => j.id);
   await stop(first, "SIGKILL");
@@ -395,7 +386,7 @@ test("a torn end of the main database file: records intact where the WAL covers 
     assert.ok(after.jobs.every((j) => j.status === S.COMPLETED));
     // It takes new commits over the torn end.
     const fresh = await second.api.createJob({ command: "true" });
-    await waitEnded(second.api, fresh.id);
+    await waitJobEnded(second.api, fresh.id);
     ids.unshift(fresh.id);
   } finally {
     await stop(second, "SIGTERM");

@@ -10,6 +10,7 @@ import type { JobClient } from "../cli/client.ts";
 import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
+import { waitJobEnded } from "./helpers/job_end.ts";
 import { cgroupDirsNamed, cgroupVersion } from "./helpers/host_procs.ts";
 
 const { JobStatus } = jobworker;
@@ -39,20 +40,10 @@ const test = (name: string, fn: () => Promise<void>) =>
     fn,
   });
 
-async function waitEnded(id: string, timeoutMs = 120_000): Promise<jobworker.Job> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const job = await client.getJob(id);
-    if (job.status >= JobStatus.COMPLETED) return job;
-    if (Date.now() > deadline) throw new Error(`job ${id} still ${JobStatus[job.status]}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 async function run(req: jobworker.ICreateJobReq): Promise<jobworker.Job> {
   const job = await client.createJob(req);
   jobIds.push(job.id);
-  return await waitEnded(job.id);
+  return await waitJobEnded(client, job.id, 120_000);
 }
 
 test("start a worker", async () => {
@@ -220,7 +211,7 @@ test("many jobs leave no cgroup behind", async () => {
       ),
     );
     for (const job of jobs) jobIds.push(job.id);
-    await Promise.all(jobs.map((job) => waitEnded(job.id)));
+    await Promise.all(jobs.map((job) => waitJobEnded(client, job.id, 120_000)));
   }
   const leftovers = cgroupDirsNamed(jobIds);
   assert.deepEqual(leftovers, [], "every job's cgroup is removed, OOM-killed and stopped ones too");

@@ -11,6 +11,7 @@ import { makePki, type PkiFixture } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { parseLogLine } from "./helpers/log_lines.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
+import { waitJobEnded } from "./helpers/job_end.ts";
 import { runProgram } from "./helpers/process.ts";
 import { UNDER_UML } from "./helpers/machine.ts";
 import { waitFor } from "./helpers/host_procs.ts";
@@ -43,14 +44,6 @@ async function withWorker(
   }
 }
 
-async function waitEnded(c: JobClient, id: string): Promise<jobworker.Job> {
-  for (;;) {
-    const job = await c.getJob(id);
-    if (job.status >= JobStatus.COMPLETED) return job;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 test("start a worker", async () => {
   pki = await makePki();
   worker = await WorkerProcess.start({
@@ -70,7 +63,7 @@ test("unmounting /proc inside a job uncovers nothing of the host", async () => {
     ],
     privileged: true,
   });
-  await waitEnded(client, job.id);
+  await waitJobEnded(client, job.id);
   const [fsType, count] = (await collectOutput(client, job.id)).stdout.trim().split("\n");
   // No procfs is left under the job's own: the host's was detached, not just covered.
   assert.notEqual(fsType, "proc", "a procfs is still mounted on /proc");
@@ -211,7 +204,7 @@ test("ended jobs beyond JOB_WORKER_MAX_ENDED_JOBS are forgotten, oldest first", 
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) {
       const job = await c.createJob({ command: "echo", args: [String(i)] });
-      await waitEnded(c, job.id);
+      await waitJobEnded(c, job.id);
       ids.push(job.id);
     }
     const kept = (await c.listJobs()).jobs.map((j) => j.id);
@@ -247,7 +240,7 @@ test("output beyond JOB_WORKER_MAX_OUTPUT_BYTES is discarded, the job unhindered
       command: "sh",
       args: ["-c", "head -c 1000000 /dev/zero; echo done >&2"],
     });
-    const ended = await waitEnded(c, job.id);
+    const ended = await waitJobEnded(c, job.id);
     assert.equal(ended.status, JobStatus.COMPLETED, "the job was not blocked by the limit");
     assert.equal(ended.outputBytes, 100000);
     assert.equal(ended.outputTruncated, true);
@@ -255,7 +248,7 @@ test("output beyond JOB_WORKER_MAX_OUTPUT_BYTES is discarded, the job unhindered
     assert.equal(out.bytes.length, 100000);
     assert.equal(out.stderr, "", "what came after the limit is gone");
     const small = await c.createJob({ command: "echo", args: ["fits"] });
-    assert.equal((await waitEnded(c, small.id)).outputTruncated, false);
+    assert.equal((await waitJobEnded(c, small.id)).outputTruncated, false);
   });
 });
 

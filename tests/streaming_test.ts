@@ -21,6 +21,7 @@ import type { JobClient } from "../cli/client.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
+import { waitJobEnded } from "./helpers/job_end.ts";
 
 const MiB = 1024 * 1024;
 /** The lock Deno takes on the repository's node_modules directory (nodeModulesDir "auto"). */
@@ -99,7 +100,6 @@ globalThis.addEventListener("unload", () => {
 // Helpers
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-const isEnded = (job: jobworker.Job) => job.status >= COMPLETED;
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 const endMs = (job: jobworker.Job) =>
@@ -109,19 +109,6 @@ const endMs = (job: jobworker.Job) =>
 
 function sh(script: string): jobworker.ICreateJobReq {
   return { command: "/bin/sh", args: ["-c", script] };
-}
-
-/** Polls the job until it has ended; returns it. */
-async function waitEnded(c: JobClient, id: string, ms = 60_000): Promise<jobworker.Job> {
-  const deadline = performance.now() + ms;
-  for (;;) {
-    const job = await c.getJob(id);
-    if (isEnded(job)) return job;
-    if (performance.now() > deadline) {
-      throw new Error(`job ${id} still ${job.status} after ${ms} ms`);
-    }
-    await delay(50);
-  }
 }
 
 function existsSync(path: string): boolean {
@@ -269,7 +256,7 @@ function test(name: string, fn: (t: Deno.TestContext) => Promise<void>): void {
 
 test("a late client gets the whole output from byte 0, in order, with the right stream tags", async () => {
   const created = await client.createJob(sh("echo out1; echo err1 >&2; echo out2"));
-  const job = await waitEnded(client, created.id);
+  const job = await waitJobEnded(client, created.id);
   assert.equal(job.status, COMPLETED);
   const { chunks, bytes, stdout, stderr } = await chunksOf(client, job.id);
   assert.equal(stdout, "out1\nout2\n");
@@ -292,7 +279,7 @@ test("a late client gets the whole output from byte 0, in order, with the right 
 
 test("streams use grpc-js's internals as checked: chunks go out pre-framed, no error logged", async () => {
   const created = await client.createJob(sh("head -c 300000 /dev/zero"));
-  await waitEnded(client, created.id);
+  await waitJobEnded(client, created.id);
   const { bytes } = await chunksOf(client, created.id);
   assert.equal(bytes.length, 300000);
   const missing = worker.logs.filter((line) => line.includes("not where expected"));
@@ -324,7 +311,7 @@ test("paused clients of a 100 MiB job do not make the worker buffer it (RSS boun
       d.add(first.value as jobworker.DataChunk);
       return d;
     });
-    const ended = await waitEnded(client, job.id);
+    const ended = await waitJobEnded(client, job.id);
     assert.equal(ended.status, COMPLETED);
     assert.equal(ended.outputBytes, size);
     // Paused for a few seconds after the whole output exists: every byte is available to send.
@@ -376,7 +363,7 @@ test("a paused client stalls neither the job nor other clients, then gets every 
     const start = performance.now();
     const otherDigest = await digestStream(other, job.id);
     const otherMs = performance.now() - start;
-    const ended = await waitEnded(client, job.id);
+    const ended = await waitJobEnded(client, job.id);
     assert.equal(ended.status, COMPLETED, "the job completed while a client was paused");
     assert.equal(ended.outputBytes, size);
     assert.equal(otherDigest.bytes, size);
@@ -413,7 +400,7 @@ test("20 concurrent clients of a running job get identical bytes, equal to a fin
   const clients = Array.from({ length: 20 }, () => clientFor(pki.dir, worker.address));
   try {
     const digests = await Promise.all(clients.map((c) => digestStream(c, job.id)));
-    const ended = await waitEnded(client, job.id);
+    const ended = await waitJobEnded(client, job.id);
     assert.equal(ended.status, COMPLETED);
     const final = await digestStream(client, job.id, { noFollow: true });
     const expected = {
@@ -452,7 +439,7 @@ test("20 concurrent clients of a running job get identical bytes, equal to a fin
 
 test("streaming from an offset gets exactly the bytes from there; past the end waits or ends", async (t) => {
   const created = await client.createJob({ command: "seq", args: ["1", "10000"] });
-  const job = await waitEnded(client, created.id);
+  const job = await waitJobEnded(client, created.id);
   assert.equal(job.status, COMPLETED);
   let expected = "";
   for (let i = 1; i <= 10000; i++) expected += `${i}\n`;
@@ -490,7 +477,7 @@ test("streaming from an offset gets exactly the bytes from there; past the end w
       assert.equal(text(bytes), "def");
       assert.equal(chunks[0]?.offset, 3);
       assert.equal(chunks[0]?.stream, 1);
-      const ended = await waitEnded(client, running.id);
+      const ended = await waitJobEnded(client, running.id);
       assert.equal(ended.outputBytes, 6);
     },
   );
@@ -522,7 +509,7 @@ test("50 MiB of output arrives byte-exact", async () => {
   const created = await client.createJob({ command: "cat", args: [data.path] });
   // Follow while it runs.
   const live = await digestStream(client, created.id);
-  const job = await waitEnded(client, created.id);
+  const job = await waitJobEnded(client, created.id);
   assert.equal(job.status, COMPLETED);
   assert.equal(job.outputBytes, size);
   assert.equal(live.bytes, size);
@@ -551,7 +538,7 @@ test("stdout and stderr written alternately (5 MiB each) keep each stream's cont
       `i=$((i + 1)); done`,
   ));
   const live = await digestStream(client, job.id);
-  const ended = await waitEnded(client, job.id);
+  const ended = await waitJobEnded(client, job.id);
   assert.equal(ended.status, COMPLETED);
   assert.equal(ended.outputBytes, 2 * size);
   assert.equal(live.bytes, 2 * size);
@@ -591,7 +578,7 @@ test("30 jobs writing both streams at once each store exactly their own bytes (o
     }
     await Deno.writeTextFile(gate, "");
     for (const [i, id] of ids.entries()) {
-      const ended = await waitEnded(client, id);
+      const ended = await waitJobEnded(client, id);
       assert.equal(ended.status, COMPLETED, `job ${i}: ${ended.reason}`);
       const read = await digestStream(client, id, { noFollow: true });
       assert.equal(read.stdoutBytes, blocks * 65536, `job ${i} stdout size`);
@@ -634,7 +621,7 @@ Deno.test(withSkip({
         await delay(10);
       }
       const created = await client.createJob({ command: "echo", args: ["hi"] });
-      const job = await waitEnded(client, created.id);
+      const job = await waitJobEnded(client, created.id);
       const { stdout, stderr } = await chunksOf(client, job.id);
       assert.equal(stderr, "", "the job wrote nothing to stderr");
       assert.equal(stdout, "hi\n");
@@ -701,7 +688,7 @@ test(`${MANY_JOBS} jobs run at once, all producing output, none stalled`, async 
     let expected = "";
     for (let i = 1; i <= 20; i++) expected += `${i}\n`;
     for (const [i, id] of ids.entries()) {
-      const job = await waitEnded(client, id);
+      const job = await waitJobEnded(client, id);
       const r = results[i]!;
       const output = text(concatBytes(r.parts));
       assert.equal(
@@ -732,7 +719,7 @@ test(`closing the connection right after streaming ${BIG_MIB} MiB never brings t
     command: "head",
     args: ["-c", String(size), "/dev/zero"],
   });
-  const job = await waitEnded(client, created.id);
+  const job = await waitJobEnded(client, created.id);
   assert.equal(job.status, COMPLETED);
   assert.equal(job.outputBytes, size);
   const rates: string[] = [];

@@ -318,11 +318,19 @@ export function loadConfig(
   if (see !== "all" && see !== "own") {
     throw new ConfigError(`${seeName} must be "all" or "own", got "${see}"`);
   }
-  const [softName] = get("recycle-at-native-mib");
-  const [hardName] = get("recycle-force-native-mib");
   const [soft, hard] = [num("recycle-at-native-mib"), num("recycle-force-native-mib")];
   if (soft > 0 && hard > 0 && hard < soft) {
-    throw new ConfigError(`${hardName} (${hard}) must be at least ${softName} (${soft}), or 0`);
+    // Name what the operator set as set, and a default as the default: with only the hard limit
+    // set, the soft one's 256 is nothing they wrote.
+    const said = (flag: Flag, value: number) => {
+      const isDefault = typeof values[flag] !== "string" && env(FLAGS[flag].env) === undefined;
+      return `${get(flag)[0]} (${value}${isDefault ? ", the default" : ""})`;
+    };
+    throw new ConfigError(
+      `${said("recycle-force-native-mib", hard)} is below ` +
+        `${said("recycle-at-native-mib", soft)}: the hard limit must be at least the soft one, ` +
+        `or either 0 (never)`,
+    );
   }
   const defaultUser = get("default-user")[1].trim() || "root";
   const revokedFile = get("revoked")[1];

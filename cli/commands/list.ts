@@ -10,6 +10,7 @@ import { type CliDeps, withClient } from "../context.ts";
 import { UsageError } from "../errors.ts";
 import { writeText } from "../io.ts";
 import { listAllJobs } from "../jobs.ts";
+import { isConnectionLoss, RECONNECT_PATIENCE_MS, reconnectDelay } from "../reconnect.ts";
 import { addConnectionOptions, positiveInteger } from "../options.ts";
 import { jobsToJson, renderJobList } from "../render.ts";
 
@@ -75,15 +76,34 @@ Examples:
         if (!flags.watch) return await writeText(deps.stdout, await render(client));
         let stop = false;
         const stopListening = deps.onInterrupt(() => (stop = true), { repeats: true });
+        const pause = async (ms: number) => {
+          for (let waited = 0; waited < ms && !stop; waited += 100) await deps.sleep(100);
+        };
+        let lostSince: number | undefined;
+        let attempt = 0;
         try {
           while (!stop) {
-            const text = await render(client);
+            let text: string;
+            try {
+              text = await render(client);
+            } catch (err) {
+              // The worker reloading or recycling in place cuts the call and does not listen for
+              // a moment, longer than a call's own retries wait on a loaded host: keep watching.
+              if (!isConnectionLoss(err)) throw err;
+              lostSince ??= Date.now();
+              if (Date.now() - lostSince > RECONNECT_PATIENCE_MS) throw err;
+              if (++attempt === 1 && deps.stderrIsTerminal) {
+                await writeText(deps.stderr, "jobworker: connection lost; retrying\n");
+              }
+              await pause(reconnectDelay(attempt));
+              continue;
+            }
+            lostSince = undefined;
+            attempt = 0;
             const clear = deps.stdoutIsTerminal ? "\x1b[H\x1b[2J" : "";
             const stamp = `Every ${flags.interval}s: jobworker list (Ctrl-C to quit)\n\n`;
             await writeText(deps.stdout, clear + stamp + text);
-            for (let waited = 0; waited < flags.interval * 1000 && !stop; waited += 100) {
-              await deps.sleep(100);
-            }
+            await pause(flags.interval * 1000);
           }
         } finally {
           stopListening();

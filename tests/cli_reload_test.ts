@@ -1,0 +1,185 @@
+/**
+ * The command line across the worker's in-place reload (SIGHUP, the same reload a recycle does:
+ * worker/tls/session_recycle.ts), which cuts every client's calls: `jobworker run` keeps streaming
+ * the job it created (never creating it twice) and exits with its status, `jobworker stream`
+ * resumes with no byte lost or repeated, `jobworker list --watch` goes on, also when the worker
+ * does not listen for longer than a call's own retries wait. The real program
+ * against a real worker; only what a user sees: exit codes, stdout and stderr.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import type { JobClient } from "../cli/client.ts";
+import { makePki, type PkiFixture } from "./helpers/pki.ts";
+import { WorkerProcess } from "./helpers/worker.ts";
+import { clientFor } from "./helpers/clients.ts";
+import { timesLogged } from "./helpers/recycled.ts";
+import { parseLogLine } from "./helpers/log_lines.ts";
+import { waitFor } from "./helpers/host_procs.ts";
+import { sourceCommand } from "../bench/client_start.ts";
+
+/** What the worker logs right before it execs itself in a reload. */
+const EXEC = "reloading: exec'ing the program in place";
+/** A line of a stack trace: never shown to a user. */
+const STACK = /^\s+at .*:\d+:\d+\)?$/m;
+
+let pki: PkiFixture;
+let worker: WorkerProcess;
+let client: JobClient;
+
+const test = (name: string, fn: () => Promise<void>) =>
+  Deno.test({ name: `cli reload: ${name}`, sanitizeOps: false, sanitizeResources: false, fn });
+
+/** A running `jobworker` command whose output is collected as it comes. */
+class Cli {
+  readonly #child: Deno.ChildProcess;
+  stdout = "";
+  stderr = "";
+  readonly #done: Promise<void>;
+
+  constructor(args: string[]) {
+    const argv = sourceCommand(["--server", worker.address, "--cert-path", pki.dir, ...args])[1];
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: argv,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const collect = async (from: ReadableStream<Uint8Array>, to: "stdout" | "stderr") => {
+      const decoder = new TextDecoder();
+      for await (const bytes of from) this[to] += decoder.decode(bytes, { stream: true });
+    };
+    this.#done = Promise.all([
+      collect(this.#child.stdout, "stdout"),
+      collect(this.#child.stderr, "stderr"),
+    ]).then(() => {});
+  }
+
+  async exit(): Promise<Deno.CommandStatus> {
+    const status = await this.#child.status;
+    await this.#done;
+    return status;
+  }
+
+  /** Ctrl-C, as a user would press it (nothing if it has exited). */
+  interrupt(): void {
+    try {
+      this.#child.kill("SIGINT");
+    } catch {
+      // Exited already.
+    }
+  }
+}
+
+/** `sh` printing 0, 1, 2, ... up to `count` - 1, one a line, `pause` seconds apart. */
+function counter(count: number, pause: number, then = ""): string[] {
+  return [
+    "sh",
+    "-c",
+    `i=0; while [ $i -lt ${count} ]; do echo $i; i=$((i+1)); sleep ${pause}; done${then}`,
+  ];
+}
+
+/** The text is exactly 0..count-1, one a line: no line lost, none repeated. */
+function assertCounted(text: string, count: number, what: string): void {
+  const lines = text.split("\n");
+  assert.equal(lines.pop(), "", `${what}: the output does not end with a newline`);
+  const wrong = lines.findIndex((line, i) => line !== String(i));
+  assert.equal(wrong, -1, `${what}: line ${wrong} is "${lines[wrong]}"`);
+  assert.equal(lines.length, count, `${what}: ${lines.length} of ${count} lines`);
+}
+
+/**
+ * SIGHUP, then wait until the worker listens again (its jobs re-attached). With `slowMs`, the new
+ * program is held stopped that long before it listens, as a loaded host can hold it: longer than
+ * a call's own retries (100 + 300 + 1000 ms, cli/client.ts) wait.
+ */
+async function reload(slowMs = 0): Promise<void> {
+  const [execs, listening] = [timesLogged(worker, EXEC), timesLogged(worker, "listening")];
+  worker.process.kill("SIGHUP");
+  if (slowMs > 0) {
+    await waitFor("the reload's exec", () => timesLogged(worker, EXEC) > execs, 60_000);
+    Deno.kill(worker.process.pid, "SIGSTOP");
+    try {
+      await new Promise((resolve) => setTimeout(resolve, slowMs));
+      assert.equal(timesLogged(worker, "listening"), listening, "it listened before it was held");
+    } finally {
+      Deno.kill(worker.process.pid, "SIGCONT");
+    }
+  }
+  await waitFor("the reload", () => timesLogged(worker, "listening") > listening, 60_000);
+}
+
+test("start a worker", async () => {
+  pki = await makePki();
+  worker = await WorkerProcess.start({ certDir: pki.dir });
+  client = clientFor(pki.dir, worker.address);
+});
+
+test("run, stream and list --watch go on across in-place reloads, one of them slow", async () => {
+  const marker = `reload-${crypto.randomUUID()}`;
+  // About 20 s of output each, so that all four reloads come while they follow.
+  const LINES = 900;
+  const streamed = await client.createJob({
+    command: "sh",
+    args: counter(LINES, 0.02).slice(1),
+  });
+  const stream = new Cli(["stream", streamed.id]);
+  const run = new Cli(["run", ...counter(LINES, 0.02, "; exit 7"), marker]);
+  const watch = new Cli(["list", "--watch", "--interval", "1"]);
+  const frames = () => watch.stdout.split("Every 1s: jobworker list").length - 1;
+  try {
+    await waitFor("output from stream and run", () => stream.stdout && run.stdout, 30_000);
+    // Three as they come, then one that does not listen for 3 s.
+    for (const slowMs of [0, 0, 0, 3000]) {
+      await reload(slowMs);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+    const framesAtLastReload = frames();
+
+    const ran = await run.exit();
+    assert.equal(ran.code, 7, `run: ${ran.code}\n${run.stderr}`);
+    assertCounted(run.stdout, LINES, "run");
+    assert.doesNotMatch(run.stderr, STACK);
+    const created = (await client.listJobs()).jobs.filter((job) => job.args?.includes(marker));
+    assert.equal(created.length, 1, "run created its job more than once");
+
+    const streamedExit = await stream.exit();
+    assert.equal(streamedExit.code, 0, `stream: ${streamedExit.code}\n${stream.stderr}`);
+    assertCounted(stream.stdout, LINES, "stream");
+
+    // Refreshed at least twice since (every second): it goes on.
+    const until = performance.now() + 10_000;
+    while (frames() <= framesAtLastReload + 1 && performance.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.ok(
+      frames() > framesAtLastReload + 1,
+      `list --watch stopped refreshing (${frames()} frames; ${watch.stderr})`,
+    );
+    watch.interrupt();
+    const watched = await watch.exit();
+    assert.equal(watched.code, 0, `list --watch: ${watched.code}\n${watch.stderr}`);
+    console.log(
+      `run and stream: ${LINES} lines each; list --watch: ${frames()} frames; ` +
+        `notListeningMs ${notListening().join(", ")}`,
+    );
+  } finally {
+    watch.interrupt();
+    await Promise.all([run.exit(), stream.exit(), watch.exit()]);
+  }
+});
+
+/** How long each reload did not listen, from the worker's "listening" lines. */
+function notListening(): unknown[] {
+  return worker.logs.map(parseLogLine).filter((line) => line?.msg === "listening")
+    .map((line) => line!.fields.notListeningMs).filter((ms) => ms !== undefined);
+}
+
+test("stop the worker", async () => {
+  client.close();
+  const exit = await worker.stop();
+  await pki.remove();
+  assert.equal(exit.code, 0);
+});
