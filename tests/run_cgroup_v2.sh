@@ -49,10 +49,17 @@ WRAP
 chmod +x build/linux-uml
 disk=$root/build/uml-disk.img
 rm -f "$disk" && truncate -s 64M "$disk"
+# The guest is made more like a real host before the tests: loop devices (least_privilege's block
+# device test attaches one) and a network interface besides loopback (a dummy one: the guest has no
+# NIC; the network tests tell the host's network from a job's own by it). The modules are UML's own.
+guest_setup='mods=/usr/lib/uml/modules/$(uname -r)/kernel/drivers
+  insmod $mods/block/loop.ko && insmod $mods/net/dummy.ko && ip link set dummy0 up ||
+  { echo "cgroup v2 suite: cannot set up loop devices and dummy0 in the guest" >&2; exit 1; }'
 start=$(date +%s)
 UML_BIN=$root/build/linux-uml UML_DISK=$disk UML_MEM=${UML_MEM:-3G} \
   UML_TIMEOUT=$((part_timeout + 120)) \
-  bash "$runner" "export DENO_DIR='$DENO_DIR' DENO_NO_UPDATE_CHECK=1 SUMMARY_FILE='$summary' \
+  bash "$runner" "$guest_setup
+    export DENO_DIR='$DENO_DIR' DENO_NO_UPDATE_CHECK=1 SUMMARY_FILE='$summary' \
     PART_TIMEOUT='$part_timeout' DENO_TEST_ARGS=--no-check JOBWORKER_UML=1; bash tests/run.sh '$deno_bin' $*"
 rc=$?
 echo "cgroup v2 suite took $(($(date +%s) - start)) s (exit $rc)"
