@@ -11,10 +11,13 @@ deno_bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 shift
 cd "$(dirname "$0")/.."
 root=$(pwd)
-# The v2 driver tests and the end-to-end suites (whatever touches cgroups, namespaces or jobs).
+# The v2 driver tests and the end-to-end suites (whatever touches cgroups, namespaces or jobs):
+# least privilege (a job's cgroup files), the init pool (waiting inits in the worker's cgroup) and
+# operations (OOM kills counted from memory.events) included.
 V2_FILES=(tests/cgroups_v2_test.ts tests/resources_test.ts tests/jobs_test.ts
   tests/streaming_test.ts tests/auth_test.ts tests/robustness_test.ts tests/readme_claims_test.ts
-  tests/cli_e2e_test.ts)
+  tests/cli_e2e_test.ts tests/least_privilege_test.ts tests/init_pool_test.ts
+  tests/operations_test.ts)
 [ $# -gt 0 ] || set -- "${V2_FILES[@]}"
 summary=${SUMMARY_FILE:-$root/build/cgroup-v2-summary}
 case "$summary" in /*) ;; *) summary=$root/$summary ;; esac
