@@ -13,6 +13,15 @@ import assert from "node:assert/strict";
 import { detectCgroups } from "../worker/cgroups/detect.ts";
 import { cgroupSuite, hostCgroupVersion } from "./cgroups_test.ts";
 import { unless, withSkip } from "./helpers/skip.ts";
+import { jobworker } from "../proto/service.ts";
+import { instanceName } from "../worker/cgroups/paths.ts";
+import { ApiCalls } from "./helpers/api_calls.ts";
+import { jobProcesses, waitFor, waitingInits } from "./helpers/host_procs.ts";
+import { makePki } from "./helpers/pki.ts";
+import { logCount, retrying } from "./helpers/reload.ts";
+import { WorkerProcess } from "./helpers/worker.ts";
+
+const S = jobworker.JobStatus;
 
 const UML_DISK = "/dev/ubda";
 const hasDisk = (() => {
@@ -95,6 +104,97 @@ Deno.test(withSkip(
         const enabled = Deno.readTextFileSync(`${baseDir}/cgroup.subtree_control`).trim();
         assert.match(enabled, /\bpids\b/);
       } finally {
+        leaveBase(baseDir);
+      }
+    },
+  },
+  unless(hostCgroupVersion() === 2, "needs a cgroup v2 host", { allowedOnCI: true }) ??
+    unless(Deno.uid() === 0, "needs root") ??
+    unless(ownCgroup() === "/", `needs to run in the root cgroup, not ${ownCgroup()}`),
+));
+
+/** The cgroup v2 path of `pid` ("?" when it is gone). */
+const cgroupOf = (pid: number): string => {
+  try {
+    return /^0::(.*)$/m.exec(Deno.readTextFileSync(`/proc/${pid}/cgroup`))?.[1] ?? "?";
+  } catch {
+    return "?";
+  }
+};
+
+Deno.test(withSkip(
+  {
+    name: "cgroup v2: a worker started in a delegated cgroup (systemd Delegate=yes): pool, " +
+      "jobs, reload and stop stay inside it",
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: async () => {
+      // As systemd starts the unit: the worker's first process sits in the service's cgroup,
+      // which has every controller available and no other process.
+      const base = `/jwsvc-${Deno.pid}`;
+      const baseDir = `/sys/fs/cgroup${base}`;
+      const leaf = `${base}/jobworker-worker`;
+      Deno.mkdirSync(baseDir);
+      const pki = await makePki();
+      let worker: WorkerProcess | undefined;
+      let api: ApiCalls | undefined;
+      try {
+        worker = await WorkerProcess.start({
+          certDir: pki.dir,
+          env: { JOB_WORKER_INIT_POOL: "2" },
+          wrapper: ["sh", "-c", `echo $$ > ${baseDir}/cgroup.procs && exec "$@"`, "sh"],
+        });
+        const w = worker;
+        api = new ApiCalls(pki.dir, w.address);
+        const pid = w.process.pid;
+        const jobsPath = `${base}/jobworker-${await instanceName(w.stateDir)}`;
+        /** The worker and its waiting inits sit in the leaf; jobs in their own cgroups. */
+        const checkPlaces = async () => {
+          assert.equal(cgroupOf(pid), leaf, "the worker is in its leaf");
+          const inits = await waitFor("the pool to fill", () => {
+            const found = waitingInits(pid);
+            return found.length === 2 ? found : null;
+          }, 60_000);
+          for (const init of inits) assert.equal(cgroupOf(init.pid), leaf, "a waiting init");
+          const job = await api!.createJob({
+            command: "sleep",
+            args: ["600"],
+            maxPids: 8,
+            maxMemory: 64,
+          });
+          const [proc] = await waitFor("the job's process", () => {
+            const found = jobProcesses(job.id);
+            return found.length > 0 ? found : null;
+          });
+          assert.equal(cgroupOf(proc!.pid), `${jobsPath}/${job.id}`);
+          const dir = `/sys/fs/cgroup${jobsPath}/${job.id}`;
+          assert.equal(Deno.readTextFileSync(`${dir}/pids.max`).trim(), "8");
+          assert.equal(Deno.readTextFileSync(`${dir}/memory.max`).trim(), String(64 << 20));
+          return job.id;
+        };
+        const first = await checkPlaces();
+
+        // Reload in place: the same process, still in the leaf; the job kept; new jobs limited.
+        const listening = () => logCount(w, /msg=listening /);
+        const before = listening();
+        w.process.kill("SIGHUP");
+        await waitFor("the worker to listen again", () => listening() > before, 60_000);
+        assert.equal((await retrying(() => api!.getJob(first))).status, S.RUNNING);
+        const second = await checkPlaces();
+        for (const id of [first, second]) await api.stopJob(id);
+
+        api.close();
+        api = undefined;
+        assert.equal((await w.stop()).code, 0);
+        worker = undefined;
+        // Nothing of the worker is left in its cgroup but the (empty) leaf it ran in.
+        const left = [...Deno.readDirSync(baseDir)].filter((e) => e.isDirectory).map((e) => e.name);
+        assert.deepEqual(left, ["jobworker-worker"]);
+        assert.equal(Deno.readTextFileSync(`/sys/fs/cgroup${leaf}/cgroup.procs`).trim(), "");
+      } finally {
+        api?.close();
+        await worker?.stop("SIGKILL");
+        await pki.remove();
         leaveBase(baseDir);
       }
     },

@@ -11,10 +11,13 @@ deno_bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 shift
 cd "$(dirname "$0")/.."
 root=$(pwd)
-# The v2 driver tests and the end-to-end suites (whatever touches cgroups, namespaces or jobs).
+# The v2 driver tests and the end-to-end suites (whatever touches cgroups, namespaces or jobs):
+# least privilege (a job's cgroup files), the init pool (waiting inits in the worker's cgroup) and
+# operations (OOM kills counted from memory.events) included.
 V2_FILES=(tests/cgroups_v2_test.ts tests/resources_test.ts tests/jobs_test.ts
   tests/streaming_test.ts tests/auth_test.ts tests/robustness_test.ts tests/readme_claims_test.ts
-  tests/cli_e2e_test.ts)
+  tests/cli_e2e_test.ts tests/least_privilege_test.ts tests/init_pool_test.ts
+  tests/operations_test.ts)
 [ $# -gt 0 ] || set -- "${V2_FILES[@]}"
 summary=${SUMMARY_FILE:-$root/build/cgroup-v2-summary}
 case "$summary" in /*) ;; *) summary=$root/$summary ;; esac
@@ -49,10 +52,17 @@ WRAP
 chmod +x build/linux-uml
 disk=$root/build/uml-disk.img
 rm -f "$disk" && truncate -s 64M "$disk"
+# The guest is made more like a real host before the tests: loop devices (least_privilege's block
+# device test attaches one) and a network interface besides loopback (a dummy one: the guest has no
+# NIC; the network tests tell the host's network from a job's own by it). The modules are UML's own.
+guest_setup='mods=/usr/lib/uml/modules/$(uname -r)/kernel/drivers
+  insmod $mods/block/loop.ko && insmod $mods/net/dummy.ko && ip link set dummy0 up ||
+  { echo "cgroup v2 suite: cannot set up loop devices and dummy0 in the guest" >&2; exit 1; }'
 start=$(date +%s)
 UML_BIN=$root/build/linux-uml UML_DISK=$disk UML_MEM=${UML_MEM:-3G} \
   UML_TIMEOUT=$((part_timeout + 120)) \
-  bash "$runner" "export DENO_DIR='$DENO_DIR' DENO_NO_UPDATE_CHECK=1 SUMMARY_FILE='$summary' \
+  bash "$runner" "$guest_setup
+    export DENO_DIR='$DENO_DIR' DENO_NO_UPDATE_CHECK=1 SUMMARY_FILE='$summary' \
     PART_TIMEOUT='$part_timeout' DENO_TEST_ARGS=--no-check JOBWORKER_UML=1; bash tests/run.sh '$deno_bin' $*"
 rc=$?
 echo "cgroup v2 suite took $(($(date +%s) - start)) s (exit $rc)"
