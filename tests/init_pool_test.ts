@@ -483,6 +483,59 @@ test("a mount made on the host after the pool filled is seen by the next job", a
   }
 });
 
+test("waiting inits never keep a file system the host unmounted alive", async () => {
+  const sh = (args: string[]) => new Deno.Command(args[0]!, { args: args.slice(1) }).output();
+  const base = await Deno.makeTempDir({ prefix: "jobworker-pool-unmount-" });
+  const image = `${base}/disk.img`;
+  const dir = `${base}/disk`;
+  const later = `${base}/later`;
+  await Deno.mkdir(dir);
+  await Deno.mkdir(later);
+  const listed = (pid: number) => (readOrNull(`/proc/${pid}/mountinfo`) ?? "").includes(` ${dir} `);
+  const attached = async () =>
+    new TextDecoder().decode((await sh(["losetup", "-j", image])).stdout);
+  try {
+    await Deno.writeFile(image, new Uint8Array(8 << 20));
+    assert.ok((await sh(["mkfs.ext4", "-q", "-F", image])).success, "mkfs");
+    // `mount -o loop` sets the loop device's autoclear: it detaches once no mount holds the image.
+    assert.ok((await sh(["mount", "-o", "loop", image, dir])).success, "mounted");
+    // A claim replaces the members cloned before the mount: the pool then holds only copies of it.
+    await run(client, { command: "true" });
+    const members = await waitFor("every waiting init holding the image", async () => {
+      const procs = await poolFull(worker);
+      return procs.every((p) => listed(p.pid)) ? procs : null;
+    }, 60_000);
+    assert.ok(members.length > 0);
+    assert.notEqual(await attached(), "", "the image is on a loop device");
+    assert.ok((await sh(["umount", dir])).success, "unmounted on the host");
+    // No job is claimed meanwhile: the pool lets the file system go while its members wait.
+    await waitFor("the image released by the waiting inits", async () => {
+      const holding = waitingInits(worker.process.pid).filter((p) => listed(p.pid));
+      return holding.length === 0 && await attached() === "";
+    }, 10_000);
+    assert.ok(members.every((p) => stateOf(p) === null), "the members holding it were replaced");
+    // The refilled pool still serves jobs, which see the mounts of their moment.
+    await poolFull(worker);
+    assert.ok((await sh(["mount", "-t", "tmpfs", "pool-later", later])).success, "mounted later");
+    await Deno.writeTextFile(`${later}/file`, "mounted after the replacement\n");
+    const job = await run(client, { command: "cat", args: ["file"], workDir: later });
+    assert.equal(job.job.status, S.COMPLETED, `${job.job.reason} ${job.stderr}`);
+    assert.equal(job.stdout, "mounted after the replacement\n");
+    await poolFull(worker);
+    const next = await run(client, { command: "cat", args: ["file"], workDir: later });
+    assert.equal(next.stdout, "mounted after the replacement\n");
+    assert.equal(await pooled(worker, next.id), true, "from the pool");
+  } finally {
+    await sh(["umount", later]);
+    await sh(["umount", dir]);
+    const loops = new TextDecoder().decode((await sh(["losetup", "-j", image])).stdout);
+    for (const line of loops.split("\n").filter(Boolean)) {
+      await sh(["losetup", "-d", line.split(":")[0]!]);
+    }
+    await Deno.remove(base, { recursive: true });
+  }
+});
+
 test("a killed waiting init is dropped and replaced; no job is handed to it", async () => {
   const fds = () => [...Deno.readDirSync(`/proc/${worker.process.pid}/fd`)].length;
   // Members cloned before the last test's umount would be replaced as stale at the next claim,

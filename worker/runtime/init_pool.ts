@@ -48,6 +48,8 @@ const MAX_BACKOFF_MS = 60_000;
 const SIGKILL = 9;
 /** How long emptying the pool waits for its members to be reaped. */
 const DRAIN_MS = 5000;
+/** How often the mount table is polled while members wait (a poll syscall; read only on a change). */
+const MOUNT_WATCH_MS = 1000;
 
 /** What the pool tells an observer (metrics). */
 export interface InitPoolEvents {
@@ -64,7 +66,10 @@ interface Member {
   slot?: string;
   /** Given to a job: its slot, if any, is the job's cgroup now. */
   handed?: boolean;
-  /** The worker's mount table just before the member was cloned (it has this one or newer). */
+  /**
+   * The worker's mount table just before the member was cloned (it has this one or newer); with
+   * the lines of the table read just after, if it changed during the clone (it may hold those too).
+   */
   mounts: string;
 }
 
@@ -78,6 +83,11 @@ export class InitPool {
   #mounts = -1;
   /** Its text as last read (read again only when the poll says it changed). */
   #mountTable = "";
+  /** Bumped at each read of the table; the watch compares members once per new version. */
+  #tableVersion = 0;
+  #watchedVersion = 0;
+  /** The pool-wide poll of the mount table while members wait (undefined: not running). */
+  #watch: ReturnType<typeof setInterval> | undefined;
   /** Reaps of dismissed members and removals of their slots still outstanding. */
   readonly #dismissed = new Set<Promise<unknown>>();
   /** Members adopted by a job's cgroup (by job id), until the Launcher claims them. */
@@ -213,16 +223,66 @@ export class InitPool {
     return found;
   }
 
-  /** Reads the mount table again if it changed since the last look (a poll, no read, if not). */
-  #mountsChanged(): void {
-    if (this.#mounts < 0) return;
+  /**
+   * Reads the mount table again if it changed since the last look (a poll, no read, if not);
+   * whether it did.
+   */
+  #mountsChanged(): boolean {
+    if (this.#mounts < 0) return false;
     let changed: boolean;
     try {
       changed = this.shim.mountsChanged(this.#mounts);
     } catch {
       changed = true;
     }
-    if (changed) this.#mountTable = readMountTable();
+    if (!changed) return false;
+    this.#mountTable = readMountTable();
+    this.#tableVersion++;
+    return true;
+  }
+
+  /**
+   * Polls the mount table once a second while members wait: a waiting member's private copy of a
+   * mount the host has since unmounted keeps that file system alive (a USB disk, an NFS share, a
+   * loop image the operator released), and a member may wait for hours. One unref'd timer for the
+   * pool, running only while it holds members.
+   */
+  #startWatch(): void {
+    if (this.#watch !== undefined || this.#mounts < 0) return;
+    const watch = setInterval(() => {
+      if (this.#stopped || this.#members.length === 0) return this.#stopWatch();
+      this.#mountsChanged();
+      if (this.#watchedVersion === this.#tableVersion) return;
+      this.#watchedVersion = this.#tableVersion;
+      this.#dropPinning();
+    }, MOUNT_WATCH_MS);
+    Deno.unrefTimer(watch);
+    this.#watch = watch;
+  }
+
+  #stopWatch(): void {
+    if (this.#watch !== undefined) clearInterval(this.#watch);
+    this.#watch = undefined;
+  }
+
+  /**
+   * Dismisses the members that hold a mount the worker no longer has (a line of their table is not
+   * in today's); the refill replaces them. Members that only lack a newer mount wait on: the claim
+   * replaces those.
+   */
+  #dropPinning(): void {
+    const today = new Set(this.#mountTable.split("\n"));
+    const pinning = this.#members.filter((m) => m.mounts.split("\n").some((l) => !today.has(l)));
+    if (pinning.length === 0) return;
+    log.info("the host unmounted a file system: replacing the waiting inits that hold it", {
+      count: pinning.length,
+    });
+    for (const member of pinning) {
+      this.#members.splice(this.#members.indexOf(member), 1);
+      if (this.#alive(member.init)) this.#dismiss(member);
+      else this.#lost(member, "claim");
+    }
+    this.#schedule();
   }
 
   /**
@@ -250,6 +310,7 @@ export class InitPool {
    */
   async drain(): Promise<void> {
     this.#stopped = true;
+    this.#stopWatch();
     for (const member of this.#members.splice(0)) this.#dismiss(member);
     // SIGKILL ends them at once; a process stuck in the kernel must not hang a shutdown.
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -295,8 +356,17 @@ export class InitPool {
     } finally {
       closeQuietly(this.shim, slot?.fds ?? []);
     }
-    const member: Member = { init, ready: false, mounts, ...(slot ? { slot: slot.name } : {}) };
+    // A mount made during the clone may be in the member and not in `mounts`: had it been
+    // unmounted later, no line would tell. Counting the later table's lines too covers it.
+    const recorded = this.#mountsChanged() ? `${mounts}\n${this.#mountTable}` : mounts;
+    const member: Member = {
+      init,
+      ready: false,
+      mounts: recorded,
+      ...(slot ? { slot: slot.name } : {}),
+    };
     this.#members.push(member);
+    this.#startWatch();
     init.status.firstData.then(() => {
       // Anything else first (a failure of its mounts) is no readiness: it exits and is replaced.
       if (!this.#members.includes(member) || !init.status.text.startsWith(POOL_READY)) return;
