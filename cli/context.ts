@@ -85,7 +85,7 @@ export function defaultDeps(): CliDeps {
     connect: async (settings) =>
       (await import("./client.ts")).JobClient.connect({
         ...settings,
-        retry: true,
+        retry: settings.retry ?? true,
         transport: "http2",
       }),
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
@@ -101,7 +101,8 @@ export function defaultDeps(): CliDeps {
 }
 
 /**
- * Connect with the connection flags `command` was given, run `fn`, close. A failed call becomes a
+ * Connect with the connection flags `command` was given (and `connection`: `retry: false` for a
+ * caller that retries itself), run `fn`, close. A failed call becomes a
  * {@linkcode CliError} with a friendly message naming the server (and `jobId` for NOT_FOUND).
  *
  * @throws {ConfigError} When the settings are wrong or the TLS files cannot be used.
@@ -112,12 +113,13 @@ export async function withClient<T>(
   command: CommandUnknownOpts,
   call: Omit<CallContext, "server">,
   fn: (client: JobApi) => Promise<T>,
+  connection: Pick<ConnectionSettings, "retry"> = {},
 ): Promise<T> {
   startTlsWarmUp();
   const settings = await deps.loadSettings(connectionFlags(command));
   let client: JobApi;
   try {
-    client = await deps.connect(settings);
+    client = await deps.connect({ ...settings, ...connection });
   } catch (err) {
     throw new ConfigError(`Cannot use the TLS certificate files: ${(err as Error).message}`);
   }

@@ -10,8 +10,6 @@ import type { CliDeps, JobApi } from "./context.ts";
 import { isServiceError, ResumeAbandoned } from "./errors.ts";
 import { isConnectionLoss, RECONNECT_PATIENCE_MS, reconnectDelay } from "./reconnect.ts";
 
-export { isConnectionLoss };
-
 /** What to write. */
 export interface OutputOptions {
   /** First byte (stdout and stderr counted together). */

@@ -23,6 +23,7 @@ import {
   resolveServer,
 } from "../cli/config.ts";
 import type { CliDeps, JobApi } from "../cli/context.ts";
+import type { ConnectionSettings } from "../cli/client.ts";
 import {
   formatBytes,
   formatCommandLine,
@@ -54,6 +55,10 @@ interface Fake {
   deps: CliDeps;
   calls: Call[];
   flags: ConnectionFlags[];
+  /** The settings each client was made with. */
+  connected: ConnectionSettings[];
+  /** How long the command slept, in all (the fake clock, with `clock`). */
+  slept(): number;
   stdout(): string;
   stderr(): string;
   stdoutBytes(): Uint8Array;
@@ -106,6 +111,10 @@ interface FakeOptions {
   listFailures?: ServiceError[];
   /** Ctrl-C after this many answered listJobsPage calls. */
   interruptAfterLists?: number;
+  /** listJobsPage call number `n` (from 1) fails with what this returns, or answers. */
+  listScript?: (n: number) => Error | undefined;
+  /** `now()` moves on by what `sleep` waits (otherwise it stays at NOW). */
+  clock?: boolean;
 }
 
 function fake(options: FakeOptions = {}): Fake {
@@ -113,6 +122,9 @@ function fake(options: FakeOptions = {}): Fake {
   const err: Uint8Array[] = [];
   const calls: Call[] = [];
   const flags: ConnectionFlags[] = [];
+  const connected: ConnectionSettings[] = [];
+  let slept = 0;
+  let listCalls = 0;
   let interrupt: ((count: number) => void) | undefined;
   const answer = <T>(method: string, args: unknown[], value: T): Promise<T> => {
     calls.push({ method, args });
@@ -130,7 +142,7 @@ function fake(options: FakeOptions = {}): Fake {
     listJobs: () =>
       answer("listJobs", [], jobworker.Jobs.create({ jobs: [sampleJob()], countByStatus: {} })),
     listJobsPage: (req) => {
-      const failure = options.listFailures?.shift();
+      const failure = options.listFailures?.shift() ?? options.listScript?.(++listCalls);
       if (failure) {
         calls.push({ method: "listJobsPage-failed", args: [req] });
         return Promise.reject(failure);
@@ -174,11 +186,14 @@ function fake(options: FakeOptions = {}): Fake {
     stdout: sink(out, options.stdoutClosed),
     stderr: sink(err),
     env: () => undefined,
-    now: () => NOW,
+    now: () => options.clock ? new Date(NOW.getTime() + slept) : NOW,
     columns: () => undefined,
     stdoutIsTerminal: false,
     stderrIsTerminal: false,
-    sleep: () => Promise.resolve(),
+    sleep: (ms) => {
+      slept += ms;
+      return Promise.resolve();
+    },
     loadSettings: (f) => {
       flags.push(f);
       return Promise.resolve({
@@ -188,7 +203,10 @@ function fake(options: FakeOptions = {}): Fake {
         keyPem: "",
       });
     },
-    connect: () => api,
+    connect: (settings) => {
+      connected.push(settings);
+      return api;
+    },
     onInterrupt: (handler) => {
       interrupt = handler;
       return () => (interrupt = undefined);
@@ -199,6 +217,8 @@ function fake(options: FakeOptions = {}): Fake {
     deps,
     calls,
     flags,
+    connected,
+    slept: () => slept,
     stdout: () => text(out),
     stderr: () => text(err),
     stdoutBytes: () => concatBytes(out),
@@ -349,17 +369,56 @@ Deno.test("list --watch goes on across a lost connection (a worker reloading), a
   // More failures than a call's own retries: the worker did not listen for a while.
   const lost = () => rpcError(status.UNAVAILABLE, "connect ECONNREFUSED 127.0.0.1:50051");
   const r = await run(["list", "--watch"], {
-    listFailures: [lost(), lost(), lost(), lost(), lost()],
+    listScript: (n) => n >= 2 && n <= 6 ? lost() : undefined,
     interruptAfterLists: 2,
   });
   assert.equal(r.code, 0, r.stderr());
   assert.equal(r.calls.filter((c) => c.method === "listJobsPage-failed").length, 5);
   assert.equal(r.stdout().split("Every 2s: jobworker list").length - 1, 2, r.stdout());
   const denied = await run(["list", "--watch"], {
-    listFailures: [rpcError(status.PERMISSION_DENIED, "no")],
+    listScript: (n) => n === 2 ? rpcError(status.PERMISSION_DENIED, "no") : undefined,
   });
   assert.equal(denied.code, 1);
-  assert.equal(denied.calls.filter((c) => c.method === "listJobsPage").length, 0);
+  assert.equal(denied.calls.filter((c) => c.method === "listJobsPage").length, 1);
+});
+
+Deno.test("list --watch: a server never reached fails at once, as plain list does", async () => {
+  // A wrong --server or a stopped worker: nothing to ride out. It waited out the whole minute.
+  const r = await run(["list", "--watch"], {
+    listScript: (n) =>
+      n === 1
+        ? rpcError(status.UNAVAILABLE, "connect ECONNREFUSED 127.0.0.1:50051")
+        : new Error("tried again"),
+  });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr(), /^error: Cannot reach the jobworker server at 127\.0\.0\.1:50051/);
+  assert.equal(r.calls.filter((c) => c.method === "listJobsPage-failed").length, 1);
+  assert.equal(r.slept(), 0);
+});
+
+Deno.test("list --watch gives up after a minute of lost connection (by its clock)", async () => {
+  const lost = () => rpcError(status.UNAVAILABLE, "connect ECONNREFUSED 127.0.0.1:50051");
+  // A cap, so that a watch timing its patience by another clock fails instead of spinning.
+  const r = await run(["list", "--watch"], {
+    clock: true,
+    listScript: (n) => n === 1 ? undefined : n < 500 ? lost() : new Error("still retrying"),
+  });
+  assert.equal(r.code, 1, r.stderr());
+  assert.match(r.stderr(), /^error: Cannot reach the jobworker server/);
+  // Lost 2 s in (after the first refresh's pause); given up once more than 60 s had passed,
+  // the last pause (2 s) late at most.
+  const lostFor = r.slept() - 2000;
+  assert.ok(lostFor > 60_000 && lostFor <= 62_000, `gave up after ${lostFor} ms lost`);
+});
+
+Deno.test("list --watch retries by its own pauses only; single commands keep the call's retries", async () => {
+  const watch = await run(["list", "--watch"], { interruptAfterLists: 1 });
+  assert.deepEqual(watch.connected.map((s) => s.retry), [false]);
+  for (const argv of [["list"], ["get", "job-1"], ["create", "true"]]) {
+    const r = await run(argv);
+    assert.equal(r.code, 0, r.stderr());
+    assert.deepEqual(r.connected.map((s) => s.retry), [undefined], argv.join(" "));
+  }
 });
 
 Deno.test("largest valid numbers pass", async () => {

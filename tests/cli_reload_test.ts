@@ -18,14 +18,16 @@ import { parseLogLine } from "./helpers/log_lines.ts";
 import { waitFor } from "./helpers/host_procs.ts";
 import { sourceCommand } from "../bench/client_start.ts";
 
-/** What the worker logs right before it execs itself in a reload. */
-const EXEC = "reloading: exec'ing the program in place";
 /** A line of a stack trace: never shown to a user. */
 const STACK = /^\s+at .*:\d+:\d+\)?$/m;
 
 let pki: PkiFixture;
 let worker: WorkerProcess;
 let client: JobClient;
+/** Where the test keeps the jobs' gate and the worker's test-only listen delay. */
+let dir: string;
+/** Read by the worker before it listens (JOB_WORKER_TEST_LISTEN_DELAY_FILE, worker/serve.ts). */
+const listenDelayFile = () => `${dir}/listen-delay-ms`;
 
 const test = (name: string, fn: () => Promise<void>) =>
   Deno.test({ name: `cli reload: ${name}`, sanitizeOps: false, sanitizeResources: false, fn });
@@ -35,6 +37,8 @@ class Cli {
   readonly #child: Deno.ChildProcess;
   stdout = "";
   stderr = "";
+  /** Whether the program has exited. */
+  exited = false;
   readonly #done: Promise<void>;
 
   constructor(args: string[]) {
@@ -46,6 +50,7 @@ class Cli {
       stderr: "piped",
       env: { NO_COLOR: "1" },
     }).spawn();
+    this.#child.status.then(() => (this.exited = true));
     const collect = async (from: ReadableStream<Uint8Array>, to: "stdout" | "stderr") => {
       const decoder = new TextDecoder();
       for await (const bytes of from) this[to] += decoder.decode(bytes, { stream: true });
@@ -72,12 +77,16 @@ class Cli {
   }
 }
 
-/** `sh` printing 0, 1, 2, ... up to `count` - 1, one a line, `pause` seconds apart. */
-function counter(count: number, pause: number, then = ""): string[] {
+/**
+ * `sh` printing 0, 1, 2, ... up to `count` - 1, one a line, `pause` seconds apart, then waiting
+ * until the file `gate` exists (the test releases it), then `then`.
+ */
+function counter(count: number, pause: number, gate: string, then = ""): string[] {
   return [
     "sh",
     "-c",
-    `i=0; while [ $i -lt ${count} ]; do echo $i; i=$((i+1)); sleep ${pause}; done${then}`,
+    `i=0; while [ $i -lt ${count} ]; do echo $i; i=$((i+1)); sleep ${pause}; done; ` +
+    `while [ ! -e ${gate} ]; do sleep 0.05; done${then}`,
   ];
 }
 
@@ -92,51 +101,64 @@ function assertCounted(text: string, count: number, what: string): void {
 
 /**
  * SIGHUP, then wait until the worker listens again (its jobs re-attached). With `slowMs`, the new
- * program is held stopped that long before it listens, as a loaded host can hold it: longer than
- * a call's own retries (100 + 300 + 1000 ms, cli/client.ts) wait.
+ * program waits that long before it listens (the worker's test-only listen delay), as a loaded host
+ * can hold it: longer than a call's own retries (100 + 300 + 1000 ms, cli/client.ts) wait.
  */
 async function reload(slowMs = 0): Promise<void> {
-  const [execs, listening] = [timesLogged(worker, EXEC), timesLogged(worker, "listening")];
-  worker.process.kill("SIGHUP");
-  if (slowMs > 0) {
-    await waitFor("the reload's exec", () => timesLogged(worker, EXEC) > execs, 60_000);
-    Deno.kill(worker.process.pid, "SIGSTOP");
-    try {
-      await new Promise((resolve) => setTimeout(resolve, slowMs));
-      assert.equal(timesLogged(worker, "listening"), listening, "it listened before it was held");
-    } finally {
-      Deno.kill(worker.process.pid, "SIGCONT");
-    }
+  const listening = timesLogged(worker, "listening");
+  if (slowMs > 0) await Deno.writeTextFile(listenDelayFile(), String(slowMs));
+  try {
+    worker.process.kill("SIGHUP");
+    await waitFor("the reload", () => timesLogged(worker, "listening") > listening, 60_000);
+  } finally {
+    await Deno.remove(listenDelayFile()).catch(() => {});
   }
-  await waitFor("the reload", () => timesLogged(worker, "listening") > listening, 60_000);
+  if (slowMs > 0) {
+    const notListeningMs = Number(notListening().at(-1));
+    assert.ok(notListeningMs >= slowMs, `did not listen for ${notListeningMs} ms, not ${slowMs}`);
+  }
 }
 
 test("start a worker", async () => {
   pki = await makePki();
-  worker = await WorkerProcess.start({ certDir: pki.dir });
+  dir = await Deno.makeTempDir({ prefix: "jobworker-test-cli-reload-" });
+  worker = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: { JOB_WORKER_TEST_LISTEN_DELAY_FILE: listenDelayFile() },
+  });
   client = clientFor(pki.dir, worker.address);
 });
 
 test("run, stream and list --watch go on across in-place reloads, one of them slow", async () => {
   const marker = `reload-${crypto.randomUUID()}`;
-  // About 20 s of output each, so that all four reloads come while they follow.
-  const LINES = 900;
+  // Output while the reloads come; the jobs end only when the test releases them after the last.
+  const LINES = 500;
+  const gate = `${dir}/release-${marker}`;
   const streamed = await client.createJob({
     command: "sh",
-    args: counter(LINES, 0.02).slice(1),
+    args: counter(LINES, 0.02, gate).slice(1),
   });
   const stream = new Cli(["stream", streamed.id]);
-  const run = new Cli(["run", ...counter(LINES, 0.02, "; exit 7"), marker]);
+  const run = new Cli(["run", ...counter(LINES, 0.02, gate, "; exit 7"), marker]);
   const watch = new Cli(["list", "--watch", "--interval", "1"]);
   const frames = () => watch.stdout.split("Every 1s: jobworker list").length - 1;
   try {
-    await waitFor("output from stream and run", () => stream.stdout && run.stdout, 30_000);
+    // list --watch rides out a lost connection only after its first refresh.
+    await waitFor(
+      "output from stream, run and list --watch",
+      () => stream.stdout && run.stdout && frames() > 0,
+      30_000,
+    );
     // Three as they come, then one that does not listen for 3 s.
     for (const slowMs of [0, 0, 0, 3000]) {
       await reload(slowMs);
       await new Promise((resolve) => setTimeout(resolve, 1000));
     }
     const framesAtLastReload = frames();
+    // Still following after the last reload, their jobs not yet ended: then release the jobs.
+    assert.equal(run.exited, false, `run exited before its job ended\n${run.stderr}`);
+    assert.equal(stream.exited, false, `stream exited before its job ended\n${stream.stderr}`);
+    await Deno.writeTextFile(gate, "");
 
     const ran = await run.exit();
     assert.equal(ran.code, 7, `run: ${ran.code}\n${run.stderr}`);
@@ -166,6 +188,7 @@ test("run, stream and list --watch go on across in-place reloads, one of them sl
         `notListeningMs ${notListening().join(", ")}`,
     );
   } finally {
+    await Deno.writeTextFile(gate, "");
     watch.interrupt();
     await Promise.all([run.exit(), stream.exit(), watch.exit()]);
   }
@@ -181,5 +204,6 @@ test("stop the worker", async () => {
   client.close();
   const exit = await worker.stop();
   await pki.remove();
+  await Deno.remove(dir, { recursive: true });
   assert.equal(exit.code, 0);
 });

@@ -42,15 +42,46 @@ test("a listener that accepts and never answers: one try, and the message says t
       assert.equal(result.code, 1, result.stderr);
       assert.match(result.stderr, /did not complete a TLS handshake in 2 s/);
       assert.doesNotMatch(result.stderr, STACK);
-      // A create is asked again when it timed out, as the server may have started the job; one
-      // that never got past the handshake cannot have reached it (it was asked four times, each
-      // waiting out the whole deadline).
+      // create: asked again when it timed out, as the server may have started the job; one that
+      // never got past the handshake cannot have reached it (it was asked four times, each
+      // waiting out the whole deadline: this half fails without RpcError.unanswered, checked).
+      // list: a read is retried on UNAVAILABLE only, never after a deadline, so this half passed
+      // before that change too; it stays as a guard that one call never dials twice.
       assert.equal(held.length - before, 1, `${args[0]}: connections made`);
     }
   } finally {
     listener.close();
     await accepting.catch(() => {});
     for (const conn of held) conn.close();
+  }
+});
+
+test("a server that was never there: list --watch fails at once, in one connection; plain list keeps its call's retries", async () => {
+  // Accepts and closes at once (UNAVAILABLE each time), counting the connections.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let connections = 0;
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      connections++;
+      conn.close();
+    }
+  })();
+  try {
+    const server = `127.0.0.1:${listener.addr.port}`;
+    // list --watch retries a lost connection only after a first refresh, by its own pauses
+    // (cli/reconnect.ts), never with the call's retries inside; it waited out a minute here.
+    // Plain list: the call's own retries (cli/client.ts), 1 + 3 tries.
+    for (const [args, tries] of [[["list", "--watch"], 1], [["list"], 4]] as const) {
+      const before = connections;
+      const result = await runProgram(Deno.execPath(), cliArgs(server, [...args]));
+      assert.equal(result.code, 1, result.stderr);
+      assert.match(result.stderr, /^error: Cannot reach the jobworker server at /);
+      assert.doesNotMatch(result.stderr, STACK);
+      assert.equal(connections - before, tries, `${args.join(" ")}: connections made`);
+    }
+  } finally {
+    listener.close();
+    await accepting.catch(() => {});
   }
 });
 

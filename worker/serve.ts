@@ -253,6 +253,7 @@ async function serve(config: Config): Promise<number> {
   reportStrandedTo(recycler);
   metrics.watchSessions(recycler);
   const listen = async () => {
+    await testOnlyListenDelay();
     const running = await startServer(config, tls, manager, facts, revoked, metrics.rpcObservers);
     checkInternals(running.server);
     recycler.attach(running.server);
@@ -390,4 +391,17 @@ async function prepareStateDir(dir: string): Promise<void> {
         `It must be a writable directory on a writable filesystem (JOB_WORKER_STATE_DIR)`,
     );
   }
+}
+
+/**
+ * TEST ONLY (tests/cli_reload_test.ts), never set in a deployment: when the environment variable
+ * JOB_WORKER_TEST_LISTEN_DELAY_FILE names a file that exists, wait the milliseconds it holds before
+ * listening, as a loaded host can hold a reloading worker back, longer than a client's retries.
+ * A file, not a number, so that a test can make one reload of a running worker slow.
+ */
+async function testOnlyListenDelay(): Promise<void> {
+  const file = Deno.env.get("JOB_WORKER_TEST_LISTEN_DELAY_FILE");
+  if (!file) return;
+  const ms = await Deno.readTextFile(file).then(Number, () => 0);
+  if (ms > 0) await new Promise((resolve) => setTimeout(resolve, ms));
 }

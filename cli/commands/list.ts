@@ -72,6 +72,9 @@ Examples:
         if (flags.quiet) return jobs.jobs.map((job) => `${job.id}\n`).join("");
         return renderJobList(jobs, { now: deps.now(), width: deps.columns(), color });
       };
+      // A watch retries a lost connection itself (cli/reconnect.ts), so its client does not:
+      // one backoff, not the call's own retries inside each of the watch's.
+      const connect = flags.watch ? { retry: false } : {};
       await withClient(deps, cmd, {}, async (client) => {
         if (!flags.watch) return await writeText(deps.stdout, await render(client));
         let stop = false;
@@ -79,6 +82,8 @@ Examples:
         const pause = async (ms: number) => {
           for (let waited = 0; waited < ms && !stop; waited += 100) await deps.sleep(100);
         };
+        const now = () => deps.now().getTime();
+        let rendered = false;
         let lostSince: number | undefined;
         let attempt = 0;
         try {
@@ -89,15 +94,17 @@ Examples:
             } catch (err) {
               // The worker reloading or recycling in place cuts the call and does not listen for
               // a moment, longer than a call's own retries wait on a loaded host: keep watching.
-              if (!isConnectionLoss(err)) throw err;
-              lostSince ??= Date.now();
-              if (Date.now() - lostSince > RECONNECT_PATIENCE_MS) throw err;
+              // A server never reached (a wrong --server, a stopped worker) fails at once.
+              if (!rendered || !isConnectionLoss(err)) throw err;
+              lostSince ??= now();
+              if (now() - lostSince > RECONNECT_PATIENCE_MS) throw err;
               if (++attempt === 1 && deps.stderrIsTerminal) {
                 await writeText(deps.stderr, "jobworker: connection lost; retrying\n");
               }
               await pause(reconnectDelay(attempt));
               continue;
             }
+            rendered = true;
             lostSince = undefined;
             attempt = 0;
             const clear = deps.stdoutIsTerminal ? "\x1b[H\x1b[2J" : "";
@@ -108,7 +115,7 @@ Examples:
         } finally {
           stopListening();
         }
-      });
+      }, connect);
     });
   return addConnectionOptions(command);
 }

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import type { JobClient } from "../../cli/client.ts";
 import type { WorkerProcess } from "./worker.ts";
 import { waitFor } from "./host_procs.ts";
-import { isConnectionLoss } from "../../cli/output.ts";
+import { isConnectionLoss } from "../../cli/reconnect.ts";
 
 /** Writes 0, 1, 2, ... one number a line, as fast as it can. */
 export const WRITER = {
