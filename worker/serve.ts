@@ -22,6 +22,7 @@ import { readServerTlsFiles } from "./tls/server_credentials.ts";
 import { startServer } from "./api/server.ts";
 import { SqliteStore, StoreOpenError } from "./store/sqlite.ts";
 import { recover } from "./jobs/recovery.ts";
+import { unsavedJob } from "./jobs/handover.ts";
 import { adoptedProcess } from "./runtime/reexec.ts";
 import { ControlSignals, serveUntilStopped, takeHandover } from "./runtime/reload.ts";
 import { ISOLATION } from "./runtime/isolation.ts";
@@ -174,7 +175,14 @@ async function serve(config: Config): Promise<number> {
     await Deno.remove(`${config.stateDir}/handover.json`).catch(() => {});
   }
   const handedIds = new Set(handover?.jobs.map((j) => j.id) ?? []);
-  const recovered = await recover(store, config.stateDir, new Date(), handedIds);
+  // Ended before the reload, their end not in the database yet (a full disk): written from here.
+  const handedUnsaved = (handover?.unsaved ?? []).map(unsavedJob);
+  const recovered = await recover(
+    store,
+    config.stateDir,
+    new Date(),
+    new Set([...handedIds, ...handedUnsaved.map((job) => job.id)]),
+  );
   const reaper = new Reaper(shim);
   reaper.start();
   const cgroups = detectCgroups({
@@ -218,7 +226,7 @@ async function serve(config: Config): Promise<number> {
   metrics.watch(manager);
   // Interrupted jobs whose FAILED state the database could not take (a full disk): kept and
   // written again like any final state that could not be written.
-  manager.keepUnsaved(recovered.unsaved);
+  manager.keepUnsaved([...recovered.unsaved, ...handedUnsaved]);
   let jobsKept = 0;
   for (const job of handover?.jobs ?? []) {
     const kept = manager.adopt(
