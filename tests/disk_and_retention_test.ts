@@ -248,6 +248,52 @@ test("retention: a job followed to its end is still there when its reader asks h
   }
 });
 
+test("a stop and start on a full disk: serves on after a stop on it; a clear, retryable error if it filled while stopped", async () => {
+  await withSmallDisk(async (stateDir) => {
+    const first = await startWorker(stateDir);
+    const api1 = new ApiCalls(pki.dir, first.address);
+    const job = await api1.createJob({ command: "echo", args: ["kept"] });
+    await waitJobEnded(api1, job.id);
+    api1.close();
+    // Filled while it runs, then a graceful stop: SQLite keeps its -wal and -shm files.
+    await fillUp(`${stateDir}/filler`);
+    await stopWorker(first, "SIGTERM");
+    const second = await startWorker(stateDir);
+    const api = new ApiCalls(pki.dir, second.address);
+    try {
+      assert.equal((await api.getJob(job.id)).status, S.COMPLETED);
+    } finally {
+      api.close();
+    }
+    // A stop with room removes them; filled while stopped, the open must create them again.
+    await Deno.remove(`${stateDir}/filler`);
+    await stopWorker(second, "SIGTERM");
+    await assert.rejects(Deno.stat(`${stateDir}/jobs.db-shm`), Deno.errors.NotFound);
+    await fillUp(`${stateDir}/filler`);
+    // exited 78 before, saying the database was damaged and should be moved aside
+    const error = await startWorker(stateDir).then(
+      () => assert.fail("the worker started"),
+      (e: Error) => e.message,
+    );
+    assert.match(error, /the worker exited \(1\)/);
+    assert.match(error, /the disk is full .*Free space on the state directory's filesystem/);
+    assert.doesNotMatch(error, /move it aside/);
+    assert.deepEqual(
+      [...Deno.readDirSync(`${stateDir}/lib`)].filter((e) => e.name.endsWith(".tmp")),
+      [],
+    );
+    await Deno.remove(`${stateDir}/filler`);
+    const third = await startWorker(stateDir);
+    const api3 = new ApiCalls(pki.dir, third.address);
+    try {
+      assert.equal((await api3.getJob(job.id)).status, S.COMPLETED, "the history is whole");
+    } finally {
+      api3.close();
+      await stopWorker(third);
+    }
+  });
+});
+
 test("a job whose end the database could not take before a reload keeps that end after it", async () => {
   const stateDir = await Deno.makeTempDir({ prefix: "jobworker-unsaved-reload-" });
   const worker = await startWorker(stateDir);

@@ -167,7 +167,20 @@ async function serve(config: Config): Promise<number> {
   try {
     store = SqliteStore.open(`${config.stateDir}/jobs.db`);
   } catch (e) {
-    if (e instanceof StoreOpenError) throw new StateError(e.message);
+    if (e instanceof StoreOpenError) {
+      // SQLite creates the database's -wal and -shm files at the open (they are gone after a
+      // clean stop): on a full disk that fails like a damaged database would. Not exit 78, and
+      // not "move it aside": the operator would throw away a sound history.
+      if (await diskIsFull(config.stateDir)) {
+        throw new Error(
+          `cannot open the job database ${config.stateDir}/jobs.db: the disk is full ` +
+            `(SQLite: ${
+              e.cause instanceof Error ? e.cause.message : String(e.cause)
+            }). Free space on the state directory's filesystem and start again`,
+        );
+      }
+      throw new StateError(e.message);
+    }
     throw e;
   }
   if (!handover) {
@@ -365,6 +378,22 @@ class StateError extends Error {}
 function isDiskFull(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   return code === "ENOSPC" || code === "EDQUOT";
+}
+
+/**
+ * True when the state directory's filesystem has no room for what opening the job database
+ * writes (its -shm file is 32 KiB): a probe of that size cannot be written for want of space.
+ */
+async function diskIsFull(dir: string): Promise<boolean> {
+  const probe = `${dir}/.space-check`;
+  try {
+    await Deno.writeFile(probe, new Uint8Array(64 * 1024));
+    return false;
+  } catch (e) {
+    return isDiskFull(e);
+  } finally {
+    await Deno.remove(probe).catch(() => {});
+  }
 }
 
 /** Makes the state directory if needed and checks that the worker can write it. */
