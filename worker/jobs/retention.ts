@@ -70,18 +70,20 @@ export async function forget(ctx: RetentionContext, id: string): Promise<void> {
   ctx.forgetting.delete(id);
 }
 
-/** Failures of forgetting logged once until the first success: a full disk fails each pass. */
-let failing = false;
+/**
+ * Per manager: forgetting failed and that was logged. Logged once until the first success: on a
+ * full disk every pass (each job's end, every minute) would fail again for every expired job.
+ */
+const failing = new WeakSet<RetentionContext>();
 
-function forgetFailed(what: string, id: string, e: unknown): void {
-  if (failing) return;
-  failing = true;
+function forgetFailed(ctx: RetentionContext, what: string, id: string, e: unknown): void {
+  if (failing.has(ctx)) return;
+  failing.add(ctx);
   log.warn(`cannot forget ${what} (logged again once it works)`, { id, error: message(e) });
 }
 
-function forgetWorked(): void {
-  if (!failing) return;
-  failing = false;
+function forgetWorked(ctx: RetentionContext): void {
+  if (!failing.delete(ctx)) return;
   log.info("forgetting ended jobs works again");
 }
 
@@ -103,9 +105,9 @@ export function forgetExpired(
       ctx.store.delete(id);
       ctx.forgetting.delete(id);
       ctx.forgotten(id);
-      forgetWorked();
+      forgetWorked(ctx);
     } catch (e) {
-      forgetFailed("the record of a job whose output is gone", id, e);
+      forgetFailed(ctx, "the record of a job whose output is gone", id, e);
     }
   }
   const endedBefore = retentionMs > 0 ? new Date(now - retentionMs) : undefined;
@@ -120,6 +122,9 @@ export function forgetExpired(
   for (const id of expired) {
     if (ctx.forgetting.has(id)) continue;
     if (ctx.readers.has(id) && ctx.readers.held(id, ctx.store.get(id)?.endTime, now)) continue;
-    forget(ctx, id).then(forgetWorked, (e) => forgetFailed("an expired job", id, e));
+    forget(ctx, id).then(
+      () => forgetWorked(ctx),
+      (e) => forgetFailed(ctx, "an expired job", id, e),
+    );
   }
 }
