@@ -330,6 +330,40 @@ test("a job whose end the database could not take before a reload keeps that end
   }
 });
 
+test("a state the database cannot take is logged once per state, and again once recorded", async () => {
+  const stateDir = await Deno.makeTempDir({ prefix: "jobworker-unsaved-log-" });
+  const worker = await startWorker(stateDir);
+  const api = new ApiCalls(pki.dir, worker.address);
+  const db = new DatabaseSync(`${stateDir}/jobs.db`);
+  try {
+    db.exec(
+      `CREATE TRIGGER full BEFORE UPDATE ON jobs
+       BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END`,
+    );
+    const job = await api.createJob({ command: "true" });
+    await waitJobEnded(api, job.id);
+    await waitJobEnded(api, (await api.createJob({ command: "true" })).id); // a retry: not logged
+    const lines = (msg: string) =>
+      worker.logs.map(parseLogLine).filter((l) => l?.msg === msg && l.fields.id === job.id);
+    // Its RUNNING state failed, then its end: the end was not logged before.
+    assert.deepEqual(
+      lines("cannot record the job's state; will retry").map((l) => l?.fields.status),
+      ["RUNNING", "COMPLETED"],
+    );
+    db.exec("DROP TRIGGER full");
+    await waitJobEnded(api, (await api.createJob({ command: "true" })).id);
+    await waitFor(
+      "the recovery logged",
+      () => lines("the job's state is recorded now").length === 1,
+    );
+  } finally {
+    db.close();
+    api.close();
+    await stopWorker(worker);
+    await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+  }
+});
+
 test("a handover file the disk has no room for is an error, not a truncated file", async () => {
   await withSmallDisk(async (dir) => {
     await Deno.writeFile(`${dir}/room`, new Uint8Array(8192));
