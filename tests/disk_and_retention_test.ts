@@ -16,6 +16,10 @@ import { ApiCalls } from "./helpers/api_calls.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { waitFor } from "./helpers/host_procs.ts";
 import { unless, withSkip } from "./helpers/skip.ts";
+import { waitJobEnded } from "./helpers/job_end.ts";
+import { parseLogLine } from "./helpers/log_lines.ts";
+import { DatabaseSync } from "node:sqlite";
+import { writeHandover } from "../worker/runtime/reexec.ts";
 
 const S = jobworker.JobStatus;
 const MiB = 1024 * 1024;
@@ -93,12 +97,7 @@ async function freeBytes(dir: string): Promise<number> {
   return Number(new TextDecoder().decode(out.stdout).trim().split("\n")[1]);
 }
 
-async function ended(api: ApiCalls, id: string): Promise<jobworker.Job> {
-  return await waitFor("the job to end", async () => {
-    const job = await api.getJob(id);
-    return job.status === S.RUNNING || job.status === S.INITIALIZING ? null : job;
-  }, 60_000);
-}
+const ended = (api: ApiCalls, id: string) => waitJobEnded(api, id);
 
 async function rejectsWith(promise: Promise<unknown>, code: number): Promise<string> {
   const error = await promise.then(
@@ -247,6 +246,140 @@ test("retention: a job followed to its end is still there when its reader asks h
     await stopWorker(worker);
     await Deno.remove(worker.stateDir, { recursive: true }).catch(() => {});
   }
+});
+
+test("a stop and start on a full disk: serves on after a stop on it; a clear, retryable error if it filled while stopped", async () => {
+  await withSmallDisk(async (stateDir) => {
+    const first = await startWorker(stateDir);
+    const api1 = new ApiCalls(pki.dir, first.address);
+    const job = await api1.createJob({ command: "echo", args: ["kept"] });
+    await waitJobEnded(api1, job.id);
+    api1.close();
+    // Filled while it runs, then a graceful stop: SQLite keeps its -wal and -shm files.
+    await fillUp(`${stateDir}/filler`);
+    await stopWorker(first, "SIGTERM");
+    const second = await startWorker(stateDir);
+    const api = new ApiCalls(pki.dir, second.address);
+    try {
+      assert.equal((await api.getJob(job.id)).status, S.COMPLETED);
+    } finally {
+      api.close();
+    }
+    // A stop with room removes them; filled while stopped, the open must create them again.
+    await Deno.remove(`${stateDir}/filler`);
+    await stopWorker(second, "SIGTERM");
+    await assert.rejects(Deno.stat(`${stateDir}/jobs.db-shm`), Deno.errors.NotFound);
+    await fillUp(`${stateDir}/filler`);
+    // exited 78 before, saying the database was damaged and should be moved aside
+    const error = await startWorker(stateDir).then(
+      () => assert.fail("the worker started"),
+      (e: Error) => e.message,
+    );
+    assert.match(error, /the worker exited \(1\)/);
+    assert.match(error, /the disk is full .*Free space on the state directory's filesystem/);
+    assert.doesNotMatch(error, /move it aside/);
+    assert.deepEqual(
+      [...Deno.readDirSync(`${stateDir}/lib`)].filter((e) => e.name.endsWith(".tmp")),
+      [],
+    );
+    await Deno.remove(`${stateDir}/filler`);
+    const third = await startWorker(stateDir);
+    const api3 = new ApiCalls(pki.dir, third.address);
+    try {
+      assert.equal((await api3.getJob(job.id)).status, S.COMPLETED, "the history is whole");
+    } finally {
+      api3.close();
+      await stopWorker(third);
+    }
+  });
+});
+
+test("a job whose end the database could not take before a reload keeps that end after it", async () => {
+  const stateDir = await Deno.makeTempDir({ prefix: "jobworker-unsaved-reload-" });
+  const worker = await startWorker(stateDir);
+  const api = new ApiCalls(pki.dir, worker.address);
+  // Another connection to the worker's database refuses the state of a job that exited with 3, as
+  // a full disk would (the reload itself must still be able to write its handover file).
+  const db = new DatabaseSync(`${stateDir}/jobs.db`);
+  try {
+    db.exec(
+      `CREATE TRIGGER full BEFORE UPDATE ON jobs WHEN NEW.exit_code = 3
+       BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END`,
+    );
+    const job = await api.createJob({ command: "sh", args: ["-c", "exit 3"] });
+    const before = await waitJobEnded(api, job.id);
+    assert.match(before.reason, /exited with code 3/);
+    const listens = () => worker.logs.filter((l) => parseLogLine(l)?.msg === "listening").length;
+    const listened = listens();
+    worker.process.kill("SIGHUP");
+    await waitFor("the worker to listen again", () => listens() > listened, 60_000);
+    const after = await api.getJob(job.id); // "the worker stopped while the job ran" before
+    assert.equal(after.status, S.FAILED);
+    assert.match(after.reason, /exited with code 3/);
+    assert.equal(after.exitCode, 3);
+    // Room again: the next job's end writes it.
+    db.exec("DROP TRIGGER full");
+    await waitJobEnded(api, (await api.createJob({ command: "true" })).id);
+    const row = db.prepare("SELECT status, exit_code FROM jobs WHERE id = ?").get(job.id);
+    assert.deepEqual({ ...row }, { status: "FAILED", exit_code: 3 });
+  } finally {
+    db.close();
+    api.close();
+    await stopWorker(worker);
+    await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+  }
+});
+
+test("a state the database cannot take is logged once per state, and again once recorded", async () => {
+  const stateDir = await Deno.makeTempDir({ prefix: "jobworker-unsaved-log-" });
+  const worker = await startWorker(stateDir);
+  const api = new ApiCalls(pki.dir, worker.address);
+  const db = new DatabaseSync(`${stateDir}/jobs.db`);
+  try {
+    db.exec(
+      `CREATE TRIGGER full BEFORE UPDATE ON jobs
+       BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END`,
+    );
+    const job = await api.createJob({ command: "true" });
+    await waitJobEnded(api, job.id);
+    await waitJobEnded(api, (await api.createJob({ command: "true" })).id); // a retry: not logged
+    const lines = (msg: string) =>
+      worker.logs.map(parseLogLine).filter((l) => l?.msg === msg && l.fields.id === job.id);
+    // Its RUNNING state failed, then its end: the end was not logged before.
+    assert.deepEqual(
+      lines("cannot record the job's state; will retry").map((l) => l?.fields.status),
+      ["RUNNING", "COMPLETED"],
+    );
+    db.exec("DROP TRIGGER full");
+    await waitJobEnded(api, (await api.createJob({ command: "true" })).id);
+    await waitFor(
+      "the recovery logged",
+      () => lines("the job's state is recorded now").length === 1,
+    );
+  } finally {
+    db.close();
+    api.close();
+    await stopWorker(worker);
+    await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+  }
+});
+
+test("a handover file the disk has no room for is an error, not a truncated file", async () => {
+  await withSmallDisk(async (dir) => {
+    await Deno.writeFile(`${dir}/room`, new Uint8Array(8192));
+    await fillUp(`${dir}/filler`);
+    await Deno.remove(`${dir}/room`);
+    const handover = {
+      startTime: new Date().toISOString(),
+      reloadTime: new Date().toISOString(),
+      port: 1,
+      jobs: [],
+      unsaved: [],
+      padding: "x".repeat(100_000),
+    };
+    // One write() took what fitted and returned short before: the file was left truncated.
+    assert.throws(() => writeHandover(`${dir}/handover.json`, handover));
+  });
 });
 
 test("cleanup", async () => {

@@ -22,6 +22,7 @@ import { readServerTlsFiles } from "./tls/server_credentials.ts";
 import { startServer } from "./api/server.ts";
 import { SqliteStore, StoreOpenError } from "./store/sqlite.ts";
 import { recover } from "./jobs/recovery.ts";
+import { unsavedJob } from "./jobs/handover.ts";
 import { adoptedProcess } from "./runtime/reexec.ts";
 import { ControlSignals, serveUntilStopped, takeHandover } from "./runtime/reload.ts";
 import { ISOLATION } from "./runtime/isolation.ts";
@@ -166,7 +167,20 @@ async function serve(config: Config): Promise<number> {
   try {
     store = SqliteStore.open(`${config.stateDir}/jobs.db`);
   } catch (e) {
-    if (e instanceof StoreOpenError) throw new StateError(e.message);
+    if (e instanceof StoreOpenError) {
+      // SQLite creates the database's -wal and -shm files at the open (they are gone after a
+      // clean stop): on a full disk that fails like a damaged database would. Not exit 78, and
+      // not "move it aside": the operator would throw away a sound history.
+      if (await diskIsFull(config.stateDir)) {
+        throw new Error(
+          `cannot open the job database ${config.stateDir}/jobs.db: the disk is full ` +
+            `(SQLite: ${
+              e.cause instanceof Error ? e.cause.message : String(e.cause)
+            }). Free space on the state directory's filesystem and start again`,
+        );
+      }
+      throw new StateError(e.message);
+    }
     throw e;
   }
   if (!handover) {
@@ -174,7 +188,14 @@ async function serve(config: Config): Promise<number> {
     await Deno.remove(`${config.stateDir}/handover.json`).catch(() => {});
   }
   const handedIds = new Set(handover?.jobs.map((j) => j.id) ?? []);
-  const recovered = await recover(store, config.stateDir, new Date(), handedIds);
+  // Ended before the reload, their end not in the database yet (a full disk): written from here.
+  const handedUnsaved = (handover?.unsaved ?? []).map(unsavedJob);
+  const recovered = await recover(
+    store,
+    config.stateDir,
+    new Date(),
+    new Set([...handedIds, ...handedUnsaved.map((job) => job.id)]),
+  );
   const reaper = new Reaper(shim);
   reaper.start();
   const cgroups = detectCgroups({
@@ -218,7 +239,7 @@ async function serve(config: Config): Promise<number> {
   metrics.watch(manager);
   // Interrupted jobs whose FAILED state the database could not take (a full disk): kept and
   // written again like any final state that could not be written.
-  manager.keepUnsaved(recovered.unsaved);
+  manager.keepUnsaved([...recovered.unsaved, ...handedUnsaved]);
   let jobsKept = 0;
   for (const job of handover?.jobs ?? []) {
     const kept = manager.adopt(
@@ -358,6 +379,22 @@ class StateError extends Error {}
 function isDiskFull(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   return code === "ENOSPC" || code === "EDQUOT";
+}
+
+/**
+ * True when the state directory's filesystem has no room for what opening the job database
+ * writes (its -shm file is 32 KiB): a probe of that size cannot be written for want of space.
+ */
+async function diskIsFull(dir: string): Promise<boolean> {
+  const probe = `${dir}/.space-check`;
+  try {
+    await Deno.writeFile(probe, new Uint8Array(64 * 1024));
+    return false;
+  } catch (e) {
+    return isDiskFull(e);
+  } finally {
+    await Deno.remove(probe).catch(() => {});
+  }
 }
 
 /** Makes the state directory if needed and checks that the worker can write it. */

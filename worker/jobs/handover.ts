@@ -5,10 +5,10 @@
  */
 import type { CgroupManager, JobCgroup } from "../cgroups/types.ts";
 import type { LaunchedProcess, Launcher } from "../runtime/launcher.ts";
-import type { HandedJob } from "../runtime/reexec.ts";
+import type { HandedJob, HandedRecord } from "../runtime/reexec.ts";
 import type { OutputSinks } from "../runtime/output_pipe.ts";
 import { log } from "../log/logger.ts";
-import { Job } from "./job.ts";
+import { Job, type JobRecord } from "./job.ts";
 import type { JobEvents } from "./events.ts";
 import type { JobStore } from "./store.ts";
 import { OutputLog } from "./output_log.ts";
@@ -32,8 +32,8 @@ export interface HandoverContext {
   running: Map<string, Running>;
   /** Creates past the limit check that have not reached `running` yet. */
   starting(): number;
-  /** Retries the records the store could not take; the ids of the jobs still unrecorded. */
-  saveUnsaved(): string[];
+  /** Retries the records the store could not take; the jobs still unrecorded. */
+  saveUnsaved(): Job[];
   runningOf(process: LaunchedProcess, cgroup: JobCgroup, stopper: Stopper): Running;
   armTimeout(job: Job, running: Running, at: number): void;
   /** Cleans up after the job once it ends. */
@@ -63,9 +63,12 @@ export async function settle(ctx: HandoverContext, ms: number, abort?: AbortSign
  * log as it happens (worker/runtime/output_pipe.ts), so the positions recorded here are final only
  * because nothing awaits between this call and the exec: no read can land in between.
  */
-export function handOver(ctx: HandoverContext): HandedJob[] {
-  for (const id of ctx.saveUnsaved()) {
-    log.error("a job's final state could not be recorded before the reload", { id });
+export function handOver(ctx: HandoverContext): { jobs: HandedJob[]; unsaved: HandedRecord[] } {
+  // Still RUNNING in the database: the new process would take them for jobs the stop of the
+  // worker interrupted, and their real end (an exit code) would be lost. It writes them instead.
+  const unsaved = ctx.saveUnsaved().map((job) => handedRecord(job.toRecord()));
+  for (const { id } of unsaved) {
+    log.warn("a job's final state is not recorded yet: the reloaded process writes it", { id });
   }
   const handed: HandedJob[] = [];
   for (const [id, running] of ctx.running) {
@@ -86,7 +89,27 @@ export function handOver(ctx: HandoverContext): HandedJob[] {
       outputLost: job.outputLost ?? null,
     });
   }
-  return handed;
+  return { jobs: handed, unsaved };
+}
+
+/** A record as it crosses the exec (JSON). */
+export function handedRecord(record: JobRecord): HandedRecord {
+  return {
+    ...record,
+    createTime: record.createTime.toISOString(),
+    startTime: record.startTime?.toISOString() ?? null,
+    endTime: record.endTime?.toISOString() ?? null,
+  };
+}
+
+/** The job a handed record describes, in the new process. */
+export function unsavedJob(handed: HandedRecord): Job {
+  return Job.fromRecord({
+    ...handed,
+    createTime: new Date(handed.createTime),
+    startTime: handed.startTime === null ? undefined : new Date(handed.startTime),
+    endTime: handed.endTime === null ? undefined : new Date(handed.endTime),
+  });
 }
 
 /** The exec failed: every job's output is read again. */

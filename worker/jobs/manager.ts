@@ -14,7 +14,7 @@ import { JobError } from "./errors.ts";
 import { OutputLog } from "./output_log.ts";
 import { type JobFilter, type JobStore } from "./store.ts";
 import { Stopper } from "./stopper.ts";
-import type { HandedJob } from "../runtime/reexec.ts";
+import type { HandedJob, HandedRecord } from "../runtime/reexec.ts";
 import type { OutputSinks } from "../runtime/output_pipe.ts";
 import { sameSpec } from "./spec_compare.ts";
 import { applyDefaultTerm } from "./pid1_term.ts";
@@ -66,6 +66,8 @@ export class JobManager {
   readonly #running = new Map<string, Running>();
   /** Ended jobs whose last state the store could not take yet (disk full): retried. */
   readonly #unsaved = new Map<string, Job>();
+  /** Per job in #unsaved: the state whose failed save was logged (logged again once saved). */
+  readonly #failedSaves = new Map<string, JobStatus>();
   /** Creates with a requestId in progress, by owner and key: a retry waits for the first. */
   readonly #pendingKeys = new Map<string, Promise<Job>>();
   /** Heavy synchronous sections take turns on the event loop (see turns.ts). */
@@ -84,6 +86,8 @@ export class JobManager {
   readonly #retention: RetentionContext;
   /** Jobs whose output is being read or was just read: retention leaves them for later. */
   readonly #readers = new JobReaders();
+  /** Jobs being forgotten whose record may remain a while (retention.ts): answered as forgotten. */
+  readonly #forgetting = new Map<string, boolean>();
 
   constructor(
     private readonly launcher: Launcher,
@@ -105,7 +109,11 @@ export class JobManager {
       stateDir: options.stateDir,
       store,
       readers: this.#readers,
-      forgotten: (id) => this.#unsaved.delete(id),
+      forgetting: this.#forgetting,
+      forgotten: (id) => {
+        this.#unsaved.delete(id);
+        this.#failedSaves.delete(id);
+      },
     };
     this.#handover = {
       stateDir: options.stateDir,
@@ -119,7 +127,7 @@ export class JobManager {
       starting: () => this.#starting,
       saveUnsaved: () => {
         this.#saveUnsaved();
-        return [...this.#unsaved.keys()];
+        return [...this.#unsaved.values()];
       },
       runningOf: (process, cgroup, stopper) => this.#runningOf(process, cgroup, stopper),
       armTimeout: (job, running, at) => this.#armTimeout(job, running, at),
@@ -128,6 +136,7 @@ export class JobManager {
   }
 
   get(id: string): Job | undefined {
+    if (this.#forgetting.has(id)) return undefined;
     const live = this.#live.get(id) ?? this.#unsaved.get(id);
     if (live) return live;
     const record = this.store.get(id);
@@ -141,13 +150,15 @@ export class JobManager {
     // status and filtered here (at most that many read rows are dropped).
     const byStatus = filter.statuses?.length ? filter.statuses : undefined;
     const alsoIds = byStatus && this.#unsaved.size > 0 ? [...this.#unsaved.keys()] : [];
+    // Jobs being forgotten are left out too (their records may stay a while on a full disk).
     const records = this.store.page({
       ...filter,
-      limit: limit + 1 + alsoIds.length,
+      limit: limit + 1 + alsoIds.length + this.#forgetting.size,
       ...(beforeSeq !== undefined ? { beforeSeq } : {}),
       ...(alsoIds.length > 0 ? { alsoIds } : {}),
     });
     const jobs = records
+      .filter((r) => !this.#forgetting.has(r.id))
       .map((r) => this.#live.get(r.id) ?? this.#unsaved.get(r.id) ?? Job.fromRecord(r))
       .filter((job) => byStatus === undefined || byStatus.includes(job.status));
     return { jobs: jobs.slice(0, limit), more: jobs.length > limit };
@@ -160,10 +171,16 @@ export class JobManager {
       !filter.statuses?.length || filter.statuses.includes(status);
     for (const job of this.#unsaved.values()) {
       if (filter.owner && job.owner !== filter.owner) continue;
+      if (this.#forgetting.has(job.id)) continue; // taken off as stored, below
       const stored = this.store.get(job.id)?.status;
       if (stored === undefined || stored === job.status) continue;
       if (counted(stored)) counts[stored]--;
       if (counted(job.status)) counts[job.status]++;
+    }
+    for (const id of this.#forgetting.keys()) {
+      const stored = this.store.get(id);
+      if (!stored || (filter.owner && stored.owner !== filter.owner)) continue;
+      if (counted(stored.status)) counts[stored.status]--;
     }
     return counts;
   }
@@ -193,14 +210,18 @@ export class JobManager {
   output(job: Job): OutputLog {
     const live = this.#live.get(job.id)?.output;
     if (live) return live;
+    const gone = () => new JobError("not-found", `the output of job "${job.id}" is gone`);
+    let log: OutputLog;
     try {
-      return OutputLog.open(`${jobDir(this.options.stateDir, job.id)}/output`);
+      log = OutputLog.open(`${jobDir(this.options.stateDir, job.id)}/output`);
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) {
-        throw new JobError("not-found", `the output of job "${job.id}" is gone`);
-      }
+      if (e instanceof Deno.errors.NotFound) throw gone();
       throw e;
     }
+    // Opened while its files were being removed, the log may show part of the output, or none, as
+    // if it were all: the job is marked before anything is removed (retention.ts).
+    if (this.#forgetting.has(job.id)) throw gone();
+    return log;
   }
 
   /**
@@ -373,7 +394,7 @@ export class JobManager {
   }
 
   /** Last step of a reload, right before the exec: see handover.ts. */
-  handOver(): HandedJob[] {
+  handOver(): { jobs: HandedJob[]; unsaved: HandedRecord[] } {
     return handOver(this.#handover);
   }
 
@@ -459,15 +480,22 @@ export class JobManager {
   }
 
   #save(job: Job): void {
-    const retry = this.#unsaved.has(job.id);
+    const failed = this.#failedSaves.get(job.id);
     try {
       this.store.update(job.toRecord());
       this.#unsaved.delete(job.id);
-      if (retry) log.info("the job's state is recorded now", { id: job.id });
+      this.#failedSaves.delete(job.id);
+      if (failed !== undefined) log.info("the job's state is recorded now", { id: job.id });
     } catch (e) {
-      // Once per job: retries run at every job's end, and on a full disk each would fail again.
-      if (!retry) {
-        log.error("cannot record the job's state; will retry", { id: job.id, error: message(e) });
+      // Once per state: retries run at every job's end, and on a full disk each would fail again;
+      // a later state (its end after a failed RUNNING) is logged when it fails in its turn.
+      if (failed !== job.status) {
+        log.error("cannot record the job's state; will retry", {
+          id: job.id,
+          status: job.status,
+          error: message(e),
+        });
+        this.#failedSaves.set(job.id, job.status);
       }
       this.#unsaved.set(job.id, job);
     }
@@ -475,7 +503,10 @@ export class JobManager {
 
   /** Ended jobs whose last state the store could not take at the start: written again later. */
   keepUnsaved(jobs: readonly Job[]): void {
-    for (const job of jobs) this.#unsaved.set(job.id, job);
+    for (const job of jobs) {
+      this.#unsaved.set(job.id, job);
+      this.#failedSaves.set(job.id, job.status); // logged where it failed
+    }
   }
 
   /** Retries the records the store could not take. */

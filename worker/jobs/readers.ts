@@ -6,8 +6,11 @@
  */
 
 /**
- * How long after its last stream closed a job stays held: as long as the command line keeps trying
- * to resume a stream whose connection dropped (cli/output.ts), so a resume finds the job too.
+ * How long after its end a job that is being read (or was read) stays held: as long as the
+ * command line keeps trying to resume a stream whose connection dropped (cli/output.ts), so a
+ * resume finds the job too. Bounded by the job's end, not by its streams: a client that keeps a
+ * stream open, or opens one every minute, cannot keep jobs from the retention limits (and the
+ * disk from emptying) forever; so at most the jobs that ended in the last READ_HOLD_MS are held.
  */
 export const READ_HOLD_MS = 60_000;
 
@@ -29,10 +32,20 @@ export class JobReaders {
     };
   }
 
-  /** True while a stream of the job is open, or closed less than READ_HOLD_MS ago. */
-  held(id: string, now = Date.now()): boolean {
+  /**
+   * True while the job, which ended at `endTime`, ended less than READ_HOLD_MS ago and a stream of
+   * it is open or closed less than READ_HOLD_MS ago.
+   */
+  held(id: string, endTime: Date | undefined, now = Date.now()): boolean {
     const entry = this.#jobs.get(id);
-    return entry !== undefined && (entry.open > 0 || now - entry.closedAt < READ_HOLD_MS);
+    if (entry === undefined || endTime === undefined) return false;
+    if (now - endTime.getTime() >= READ_HOLD_MS) return false;
+    return entry.open > 0 || now - entry.closedAt < READ_HOLD_MS;
+  }
+
+  /** True when a stream of the job is open or was opened (until prune() drops it). */
+  has(id: string): boolean {
+    return this.#jobs.has(id);
   }
 
   /** Forgets the jobs no longer held (run with each retention pass: this map stays small). */

@@ -31,6 +31,21 @@ export class StoreWriteError extends Error {
   }
 }
 
+/**
+ * The write failed for want of space (SQLite's "database or disk is full", ENOSPC, EDQUOT), not
+ * because it is not allowed or the disk failed.
+ */
+export function isStoreFull(e: unknown): boolean {
+  for (let err = e; err instanceof Error; err = err.cause) {
+    if (/database or disk is full|SQLITE_FULL|ENOSPC|EDQUOT|No space left/i.test(err.message)) {
+      return true;
+    }
+    const code = (err as { code?: unknown }).code;
+    if (code === "ENOSPC" || code === "EDQUOT" || code === "ERR_SQLITE_FULL") return true;
+  }
+  return false;
+}
+
 export interface JobStore {
   /** Adds a new job's record; durable once durable() resolves. Throws StoreWriteError. */
   insert(record: JobRecord): void;

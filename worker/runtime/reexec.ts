@@ -19,6 +19,7 @@
  * ```
  */
 import type { LaunchedProcess } from "./launcher.ts";
+import type { JobRecord } from "../jobs/job.ts";
 import { openOutputPipe, type OutputSinks } from "./output_pipe.ts";
 
 /** The environment variable naming the handover file in the new process. */
@@ -47,6 +48,16 @@ export interface HandedJob {
   outputLost: { offset: number; error: string } | null;
 }
 
+/**
+ * An ended job whose final state the job database could not take (a full disk), as it crosses the
+ * exec: the new process writes it once it can. Times are ISO strings (JSON).
+ */
+export type HandedRecord = Omit<JobRecord, "createTime" | "startTime" | "endTime"> & {
+  createTime: string;
+  startTime: string | null;
+  endTime: string | null;
+};
+
 export interface Handover {
   /** When the first process of this worker started (startTime survives reloads). */
   startTime: string;
@@ -55,6 +66,8 @@ export interface Handover {
   /** The port the old process listened on (kept when the configured port is 0). */
   port: number;
   jobs: HandedJob[];
+  /** Ended jobs whose final state is not in the job database yet (absent: none). */
+  unsaved?: HandedRecord[];
 }
 
 const libc = () =>
@@ -105,11 +118,18 @@ export async function checkNewProgram(timeoutMs = 60_000): Promise<string | null
   }
 }
 
-/** Writes the handover file durably. */
+/** Writes the handover file durably, all of it; throws if it cannot. */
 export function writeHandover(path: string, handover: Handover): void {
   const file = Deno.openSync(path, { write: true, create: true, truncate: true, mode: 0o600 });
   try {
-    file.writeSync(new TextEncoder().encode(JSON.stringify(handover)));
+    // All of it or an error (the reload is then called off): a write may be cut short (a nearly
+    // full disk), and a truncated handover would lose every running job.
+    const bytes = new TextEncoder().encode(JSON.stringify(handover));
+    for (let done = 0; done < bytes.length;) {
+      const n = file.writeSync(bytes.subarray(done));
+      if (n <= 0) throw new Error(`cannot write the handover file ${path}: no progress`);
+      done += n;
+    }
     file.syncSync();
   } finally {
     file.close();

@@ -20,6 +20,7 @@ import {
   checkNewProgram,
   execSelf,
   type HandedJob,
+  type HandedRecord,
   type Handover,
   takeHandover,
   writeHandover,
@@ -41,7 +42,7 @@ export interface ReloadableJobs {
    */
   quiesce(ms: number, abort?: AbortSignal): Promise<boolean>;
   /** Stops reading the jobs' output and describes each running job. */
-  handOver(): HandedJob[];
+  handOver(): { jobs: HandedJob[]; unsaved: HandedRecord[] };
   /** The exec failed, or the reload was abandoned after quiesce: go on as before. */
   resumeAfterFailedHandover(): void;
 }
@@ -230,12 +231,13 @@ export async function reload(o: ReloadOptions): Promise<ReloadOutcome> {
   // Nothing may wait between the last check and here: a client accepted meanwhile would be cut.
   const reloadTime = new Date();
   o.stopServing();
-  const jobs = o.jobs.handOver();
+  const { jobs, unsaved } = o.jobs.handOver();
   const handover: Handover = {
     startTime: o.startTime.toISOString(),
     reloadTime: reloadTime.toISOString(),
     port: o.port(),
     jobs,
+    unsaved,
   };
   const path = `${o.stateDir}/handover.json`;
   let error: string;

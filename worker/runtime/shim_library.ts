@@ -30,9 +30,15 @@ async function install(stateDir: string, from: URL, name: string, suffix: string
   const existing = await Deno.readFile(path).catch(() => null);
   if (existing === null || (await sha256Hex(existing)) !== (await sha256Hex(bytes))) {
     const tmp = `${path}.${crypto.randomUUID()}.tmp`;
-    await Deno.writeFile(tmp, bytes, { mode });
-    await Deno.chmod(tmp, mode); // not narrowed by the umask
-    await Deno.rename(tmp, path);
+    try {
+      await Deno.writeFile(tmp, bytes, { mode });
+      await Deno.chmod(tmp, mode); // not narrowed by the umask
+      await Deno.rename(tmp, path);
+    } catch (e) {
+      // A full disk leaves a partial copy: none may pile up, start after start.
+      await Deno.remove(tmp).catch(() => {});
+      throw e;
+    }
   } else if (((await Deno.stat(path)).mode! & 0o7777) !== mode) {
     await Deno.chmod(path, mode); // installed by a version that used another mode
   }
