@@ -1,15 +1,21 @@
 /** Real gRPC clients (the product's own JobClient) for a test worker, one per identity. */
-import { JobClient } from "../../cli/client.ts";
+import { type ConnectionSettings, JobClient } from "../../cli/client.ts";
 import type { ClientName } from "./pki.ts";
 import { concatBytes } from "./process.ts";
 
-export function clientFor(certDir: string, address: string, name: ClientName = "admin"): JobClient {
+export function clientFor(
+  certDir: string,
+  address: string,
+  name: ClientName = "admin",
+  settings: Partial<ConnectionSettings> = {},
+): JobClient {
   const read = (file: string) => Deno.readTextFileSync(`${certDir}/${file}`);
   return JobClient.connect({
     server: address,
     caPem: read("ca-cert.pem"),
     certPem: read(`${name}-client-cert.pem`),
     keyPem: read(`${name}-client-key.pem`),
+    ...settings,
   });
 }
 
