@@ -60,7 +60,7 @@ else
   part bench build/summary-bench env SUMMARY_FILE=build/summary-bench \
     timeout -k 30 600 "$deno_bin" run --allow-all --no-prompt --cached-only bench/main.ts --quick
 fi
-HOST_TIMEOUT=${HOST_TIMEOUT:-1500}
+HOST_TIMEOUT=${HOST_TIMEOUT:-2400}
 part host build/summary-host env SUMMARY_FILE=build/summary-host PART_TIMEOUT="$HOST_TIMEOUT" \
   timeout -k 30 $((HOST_TIMEOUT + 120)) bash tests/run.sh "$deno_bin" "${host_files[@]}"
 if [ "${JOBWORKER_SKIP_CGROUP_V2:-0}" = 1 ]; then
