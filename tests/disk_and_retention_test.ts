@@ -20,6 +20,7 @@ import { waitJobEnded } from "./helpers/job_end.ts";
 import { parseLogLine } from "./helpers/log_lines.ts";
 import { DatabaseSync } from "node:sqlite";
 import { writeHandover } from "../worker/runtime/reexec.ts";
+import { fillUp, freeBytes } from "./helpers/disk.ts";
 
 const S = jobworker.JobStatus;
 const MiB = 1024 * 1024;
@@ -73,28 +74,6 @@ async function startWorker(stateDir: string, env: Record<string, string> = {}) {
 async function stopWorker(worker: WorkerProcess, signal: Deno.Signal = "SIGTERM") {
   await worker.stop(signal);
   workers.delete(worker);
-}
-
-/** Writes a file of zeros until the filesystem says it is full. */
-async function fillUp(path: string): Promise<void> {
-  const file = await Deno.open(path, { write: true, create: true, append: true });
-  const block = new Uint8Array(64 * 1024);
-  try {
-    for (;;) await file.write(block);
-  } catch (e) {
-    if ((e as { code?: string }).code !== "ENOSPC") throw e;
-  } finally {
-    file.close();
-  }
-}
-
-async function freeBytes(dir: string): Promise<number> {
-  const out = await new Deno.Command("df", {
-    args: ["-B1", "--output=avail", dir],
-    stdout: "piped",
-  })
-    .output();
-  return Number(new TextDecoder().decode(out.stdout).trim().split("\n")[1]);
 }
 
 const ended = (api: ApiCalls, id: string) => waitJobEnded(api, id);

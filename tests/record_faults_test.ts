@@ -13,6 +13,7 @@ import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { ApiCalls } from "./helpers/api_calls.ts";
 import { waitFor } from "./helpers/host_procs.ts";
+import { fillUp, freeBytes } from "./helpers/disk.ts";
 
 const S = jobworker.JobStatus;
 const MiB = 1024 * 1024;
@@ -55,7 +56,7 @@ test("disk full while a job writes: the job goes on, the loss is said, creates a
     const warm = await api.createJob({ command: "true" });
     await waitFor("warm-up job", async () => (await api.getJob(warm.id)).status === S.COMPLETED);
     // Leave about 4 MiB free, then write 12 MiB.
-    const free = (await statfsFree(stateDir)) - 4 * MiB;
+    const free = (await freeBytes(stateDir)) - 4 * MiB;
     await Deno.writeFile(`${stateDir}/filler`, new Uint8Array(Math.max(0, free)));
     const job = await api.createJob({
       command: "sh",
@@ -103,28 +104,6 @@ test("disk full while a job writes: the job goes on, the loss is said, creates a
     workers.delete(worker);
   }
 });
-
-/** Appends zeros to `path` until the filesystem is full. */
-async function fillUp(path: string): Promise<void> {
-  const file = await Deno.open(path, { write: true, append: true });
-  const block = new Uint8Array(4096);
-  try {
-    for (;;) await file.write(block);
-  } catch (e) {
-    if ((e as { code?: string }).code !== "ENOSPC") throw e;
-  } finally {
-    file.close();
-  }
-}
-
-async function statfsFree(dir: string): Promise<number> {
-  const out = await new Deno.Command("df", {
-    args: ["-B1", "--output=avail", dir],
-    stdout: "piped",
-  })
-    .output();
-  return Number(new TextDecoder().decode(out.stdout).trim().split("\n")[1]);
-}
 
 test("a state directory on a read-only filesystem: a clear error, exit 78", async () => {
   const dir = await tmpfs("size=1m,ro");
