@@ -72,7 +72,7 @@ if [ "${JOBWORKER_SKIP_CGROUP_V2:-0}" = 1 ]; then
     total_skipped=$((total_skipped + 1))
   fi
 else
-  V2_TIMEOUT=${V2_TIMEOUT:-1800}
+  V2_TIMEOUT=${V2_TIMEOUT:-2400}
   part v2 build/summary-v2 env SUMMARY_FILE=build/summary-v2 PART_TIMEOUT="$V2_TIMEOUT" \
     timeout -k 30 $((V2_TIMEOUT + 180)) bash tests/run_cgroup_v2.sh "$deno_bin"
 fi
