@@ -14,25 +14,14 @@ import { JobReaders, READ_HOLD_MS } from "../worker/jobs/readers.ts";
 import { forget, forgetExpired, type RetentionContext } from "../worker/jobs/retention.ts";
 import { jobDir } from "../worker/jobs/job_start.ts";
 import { JobError } from "../worker/jobs/errors.ts";
+import { jobSpec } from "./helpers/job_records.ts";
 
 function record(seq: number, endTime: Date): JobRecord {
   return {
     id: `job-${seq}`,
     seq,
     owner: "alice",
-    spec: {
-      command: "echo",
-      args: [String(seq)],
-      env: [],
-      workDir: "/",
-      timeoutSeconds: 0,
-      limits: { cpuPercent: 100, memoryMiB: 64, ioBps: 0, pids: 10 },
-      requestId: "",
-      user: { uid: 0, gid: 0, groups: [], name: "root", home: "/root" },
-      network: "host",
-      privileged: false,
-      init: false,
-    },
+    spec: jobSpec({ args: [String(seq)] }),
     status: "COMPLETED",
     createTime: new Date(endTime.getTime() - 10),
     startTime: new Date(endTime.getTime() - 5),

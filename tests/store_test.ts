@@ -11,25 +11,14 @@ import { MemoryStore } from "../worker/store/memory.ts";
 import { SqliteStore, StoreOpenError } from "../worker/store/sqlite.ts";
 import { StoreWriteError } from "../worker/jobs/store.ts";
 import { DatabaseSync } from "node:sqlite";
+import { jobSpec } from "./helpers/job_records.ts";
 
 function record(seq: number, over: Partial<JobRecord> = {}): JobRecord {
   return {
     id: `job-${seq}`,
     seq,
     owner: "alice",
-    spec: {
-      command: "echo",
-      args: [String(seq)],
-      env: ["A=1"],
-      workDir: "/",
-      timeoutSeconds: 0,
-      limits: { cpuPercent: 100, memoryMiB: 64, ioBps: 0, pids: 10 },
-      requestId: "",
-      user: { uid: 0, gid: 0, groups: [], name: "root", home: "/root" },
-      network: "host",
-      privileged: false,
-      init: false,
-    },
+    spec: jobSpec({ args: [String(seq)], env: ["A=1"] }),
     status: "COMPLETED",
     createTime: new Date(1_000_000 + seq),
     startTime: new Date(1_000_100 + seq),
