@@ -80,8 +80,8 @@ deploy-status deploy-logs deploy-certs: tools
 
 # Programs the tests run inside jobs or beside them.
 test-tools:
-	@for c in python3 ps openssl unshare hostname timeout strace gcc ping insmod losetup zsh fish promtool sshd ssh ssh-keygen systemd-analyze systemd-nspawn update-ca-certificates; do command -v $$c >/dev/null || missing=1; done; \
-	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 procps openssl ca-certificates util-linux hostname coreutils strace gcc libc6-dev iputils-ping kmod zsh fish \
+	@for c in python3 ps openssl unshare hostname timeout strace gcc ping insmod losetup mkfs.ext4 zsh fish promtool sshd ssh ssh-keygen systemd-analyze systemd-nspawn update-ca-certificates; do command -v $$c >/dev/null || missing=1; done; \
+	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 procps openssl ca-certificates util-linux e2fsprogs hostname coreutils strace gcc libc6-dev iputils-ping kmod zsh fish \
 	    prometheus openssh-server openssh-client systemd systemd-container)
 
 test: deps shim test-tools bench-tools
