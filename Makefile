@@ -26,9 +26,9 @@ tools: $(DENO)
 deps: tools
 	$(DENO) install --allow-scripts --quiet
 
-$(SHIM): init/shim/jwshim.c init/shim/forwarded_signals.h | tools
+$(SHIM): init/shim/jwshim.c init/shim/jwdirect.c init/shim/jwshim.h init/shim/forwarded_signals.h | tools
 	mkdir -p build
-	gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ $<
+	gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ init/shim/jwshim.c init/shim/jwdirect.c
 
 # The minimal init of `init: true` jobs: static, so it needs nothing from the job's filesystem.
 $(JWINIT): init/shim/jwinit.c init/shim/forwarded_signals.h | tools

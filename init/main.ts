@@ -15,7 +15,7 @@ import {
 } from "./spec.ts";
 import { Shim, ShimError, type SymbolName } from "./shim/ffi.ts";
 import { resolveCommand } from "./resolve_command.ts";
-import { dropPrivileges, protectFilesystem } from "./profile.ts";
+import { becomeJob, isolateMounts, type JobSteps, type Stage } from "./job_steps.ts";
 import { quoted } from "../worker/log/quoted.ts";
 
 const SPEC_LIMIT = 64 * 1024 * 1024;
@@ -26,7 +26,7 @@ class StageError extends Error {
   }
 }
 
-function step<T>(stage: InitFailure["stage"], what: string, fn: () => T): T {
+function step<T>(stage: Stage, what: string, fn: () => T): T {
   try {
     return fn();
   } catch (e) {
@@ -41,12 +41,6 @@ function readSpec(shim: Shim): InitSpec | null {
   const bytes = shim.readAll(SPEC_FD, SPEC_LIMIT);
   if (bytes.length === 0) return null;
   return JSON.parse(new TextDecoder().decode(bytes)) as InitSpec;
-}
-
-/** The isolation no job's spec changes: before the spec when pooled, so it is off the start path. */
-function isolateMounts(shim: Shim): void {
-  step("mounts", "making mounts private", () => shim.makeMountsPrivate());
-  step("proc", "mounting /proc", () => shim.mountProc());
 }
 
 /**
@@ -81,10 +75,89 @@ const JOB_CALLS = [
   "jw_exec",
 ] as const satisfies readonly SymbolName[];
 
+/** The job's steps, run here and now through the shim. */
+class LiveSteps implements JobSteps {
+  #initFd = -1;
+
+  constructor(private readonly shim: Shim) {}
+
+  step<T>(stage: Stage, what: string, fn: () => T): T {
+    return step(stage, what, fn);
+  }
+
+  makeMountsPrivate(): void {
+    this.shim.makeMountsPrivate();
+  }
+  mountProc(): void {
+    this.shim.mountProc();
+  }
+  setHostname(name: string): void {
+    this.shim.setHostname(name);
+  }
+  unshareNetwork(): void {
+    this.shim.unshareNetwork();
+  }
+  loopbackUp(): void {
+    this.shim.loopbackUp();
+  }
+  joinCgroup(procsFile: string): void {
+    Deno.writeTextFileSync(procsFile, "0");
+  }
+  openMinimalInit(path: string): void {
+    this.#initFd = this.shim.openPath(path);
+  }
+  privateDev(): void {
+    this.shim.privateDev();
+  }
+  mask(path: string): void {
+    this.shim.mask(path);
+  }
+  bindReadonly(path: string): void {
+    this.shim.bindReadonly(path);
+  }
+  makeReadonly(path: string, recursive: boolean): void {
+    this.shim.makeReadonly(path, recursive);
+  }
+  limitCapabilities(keep: bigint, inheritable: boolean): void {
+    this.shim.limitCapabilities(keep, inheritable);
+  }
+  setUser(uid: number, gid: number, groups: readonly number[]): void {
+    this.shim.setUser(uid, gid, groups);
+  }
+  noNewPrivs(): void {
+    this.shim.noNewPrivs();
+  }
+  chdir(dir: string): void {
+    this.shim.chdir(dir);
+  }
+
+  execCommand(spec: InitSpec): void {
+    const shim = this.shim;
+    const path = resolveCommand(spec.command, spec.env, (p, mode) => shim.access(p, mode));
+    if (!path.ok) throw new StageError("lookup", path.errno, path.message);
+    const argv = [spec.command, ...spec.args];
+    const initFd = this.#initFd;
+    step(
+      "exec",
+      `cannot execute ${quoted(spec.command)}`,
+      () =>
+        initFd < 0 ? shim.exec(path.path, argv, spec.env, JOB_STDOUT_FD, JOB_STDERR_FD) : shim.exec(
+          "jwinit",
+          ["jwinit", path.path, ...argv],
+          spec.env,
+          JOB_STDOUT_FD,
+          JOB_STDERR_FD,
+          initFd,
+        ),
+    );
+  }
+}
+
 /** Becomes the job; returns only when pooled and dismissed before any job claimed it. */
 function become(shim: Shim, pooled: boolean, slots: number): void {
+  const steps = new LiveSteps(shim);
   if (pooled) {
-    isolateMounts(shim);
+    isolateMounts(steps);
     joinSlot(shim, slots);
     shim.bind(JOB_CALLS);
     shim.writeAll(STATUS_FD, new TextEncoder().encode(POOL_READY));
@@ -94,44 +167,8 @@ function become(shim: Shim, pooled: boolean, slots: number): void {
     if (pooled) return;
     throw new StageError("spec", 0, "reading the job spec: the worker sent none");
   }
-  if (!pooled) isolateMounts(shim);
-  step("hostname", "setting the hostname", () => shim.setHostname(spec.jobId));
-  if (spec.network === "none") {
-    if (spec.unshareNetwork) {
-      step("network", "creating the network namespace", () => shim.unshareNetwork());
-    }
-    step("network", "bringing up loopback", () => shim.loopbackUp());
-  }
-  // Before the profile: it makes the cgroup files read-only and drops the rights to write them.
-  for (const file of spec.cgroupProcsFiles) {
-    step("cgroup", `joining the job's cgroup (${file})`, () => Deno.writeTextFileSync(file, "0"));
-  }
-  // Opened before the masks, which may cover the directory it is installed in.
-  const initFd = spec.minimalInit === null
-    ? -1
-    : step("profile", "opening the minimal init", () => shim.openPath(spec.minimalInit!));
-  if (!spec.privileged) {
-    step("profile", "protecting the filesystem", () => protectFilesystem(shim, spec));
-  }
-  step("user", `becoming ${spec.user.uid}:${spec.user.gid}`, () => dropPrivileges(shim, spec));
-  // From here on as the job's user: the checks below are the ones the job itself would meet.
-  step("workdir", `entering workDir ${quoted(spec.workDir)}`, () => shim.chdir(spec.workDir));
-  const path = resolveCommand(spec.command, spec.env, (p, mode) => shim.access(p, mode));
-  if (!path.ok) throw new StageError("lookup", path.errno, path.message);
-  const argv = [spec.command, ...spec.args];
-  return step(
-    "exec",
-    `cannot execute ${quoted(spec.command)}`,
-    () =>
-      initFd < 0 ? shim.exec(path.path, argv, spec.env, JOB_STDOUT_FD, JOB_STDERR_FD) : shim.exec(
-        "jwinit",
-        ["jwinit", path.path, ...argv],
-        spec.env,
-        JOB_STDOUT_FD,
-        JOB_STDERR_FD,
-        initFd,
-      ),
-  );
+  if (!pooled) isolateMounts(steps);
+  becomeJob(steps, spec);
 }
 
 /**

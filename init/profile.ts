@@ -9,10 +9,23 @@
  *   no_new_privs for a non-root user.
  *
  * A privileged job gets neither the filesystem protection nor the capability limit; it still
- * runs as the user it asked for. Imports only the shim bindings, so init stays light.
+ * runs as the user it asked for. Imports only the shim bindings, so init stays light. The same
+ * calls are recorded for a job started directly by the shim (init/direct_plan.ts).
  */
 import type { Shim } from "./shim/ffi.ts";
 import type { InitSpec } from "./spec.ts";
+
+/** The calls the profile makes: the shim's, run by init, or recorded for a direct start. */
+export type ProfileCalls = Pick<
+  Shim,
+  | "privateDev"
+  | "mask"
+  | "bindReadonly"
+  | "makeReadonly"
+  | "limitCapabilities"
+  | "setUser"
+  | "noNewPrivs"
+>;
 
 /** Docker's default capability set without CAP_MKNOD (numbers from linux/capability.h). */
 export const DEFAULT_CAPABILITIES: Readonly<Record<string, number>> = {
@@ -65,7 +78,7 @@ function capabilityMask(caps: Iterable<number>): bigint {
  * Hides what a job must not reach and makes read-only what it must not change. Runs after the
  * job has joined its cgroup (the cgroup files become read-only here) and after /proc is fresh.
  */
-export function protectFilesystem(shim: Shim, spec: InitSpec): void {
+export function protectFilesystem(shim: ProfileCalls, spec: InitSpec): void {
   shim.privateDev();
   for (const path of MASKED_PATHS) shim.mask(path);
   for (const path of READONLY_PROC_PATHS) shim.bindReadonly(path);
@@ -77,7 +90,7 @@ export function protectFilesystem(shim: Shim, spec: InitSpec): void {
 }
 
 /** Limits capabilities and becomes the job's user; the last step before the workDir and exec. */
-export function dropPrivileges(shim: Shim, spec: InitSpec): void {
+export function dropPrivileges(shim: ProfileCalls, spec: InitSpec): void {
   const { uid, gid, groups } = spec.user;
   if (!spec.privileged) {
     // Root keeps the set in all of permitted, effective and inheritable; another user loses

@@ -12,38 +12,55 @@ const EACCES = 13;
 /** errno of access(path, mode) for the job's user (mode F_OK or X_OK); 0 when allowed. */
 export type AccessCheck = (path: string, mode: number) => number;
 
+/** Why a file cannot be the job's command, as init and the direct start (jwdirect.c) find it. */
+export type LookupKind = "not-found" | "unreachable" | "directory" | "not-executable" | "denied";
+
+/** The message for a command that cannot be used ({@link LookupKind}) at `path`. */
+export function lookupMessage(kind: LookupKind, path: string): string {
+  switch (kind) {
+    case "not-found":
+      return `command not found: ${quoted(path)}`;
+    case "unreachable":
+      return `${quoted(path)} cannot be reached by the job's user`;
+    case "directory":
+      return `${quoted(path)} is a directory`;
+    case "not-executable":
+      return `${quoted(path)} is not executable`;
+    case "denied":
+      return `${quoted(path)} is not executable by the job's user`;
+  }
+}
+
+/** The message for a bare command found nowhere in the job's PATH. */
+export function notInPathMessage(command: string, pathVar: string): string {
+  return `command not found: ${quoted(command)} (PATH=${quoted(pathVar)})`;
+}
+
+/** The PATH a bare command is looked up in: the job's own, else execvp's default. */
+export function searchPath(env: readonly string[]): string {
+  return env.findLast((e) => e.startsWith("PATH="))?.slice(5) ?? DEFAULT_PATH;
+}
+
+function problem(kind: LookupKind, errno: number, path: string): Resolution {
+  return { ok: false, errno, message: lookupMessage(kind, path) };
+}
+
 function executable(path: string, access?: AccessCheck): Resolution {
   // Most directories of a PATH do not hold the command: access(2) says so without an exception
   // (init's first few failed stats cost it 0.4-2 ms, on the job's start path).
   const absent = access?.(path, F_OK) ?? 0;
-  if (absent !== 0 && absent !== EACCES) {
-    return { ok: false, errno: 2, message: `command not found: ${quoted(path)}` };
-  }
+  if (absent !== 0 && absent !== EACCES) return problem("not-found", 2, path);
   let info: Deno.FileInfo;
   try {
     info = Deno.statSync(path);
   } catch (e) {
-    if (e instanceof Deno.errors.PermissionDenied) {
-      return {
-        ok: false,
-        errno: 13,
-        message: `${quoted(path)} cannot be reached by the job's user`,
-      };
-    }
-    return { ok: false, errno: 2, message: `command not found: ${quoted(path)}` };
+    if (e instanceof Deno.errors.PermissionDenied) return problem("unreachable", 13, path);
+    return problem("not-found", 2, path);
   }
-  if (info.isDirectory) return { ok: false, errno: 21, message: `${quoted(path)} is a directory` };
-  if (((info.mode ?? 0) & 0o111) === 0) {
-    return { ok: false, errno: 13, message: `${quoted(path)} is not executable` };
-  }
+  if (info.isDirectory) return problem("directory", 21, path);
+  if (((info.mode ?? 0) & 0o111) === 0) return problem("not-executable", 13, path);
   const denied = access?.(path, X_OK) ?? 0;
-  if (denied !== 0) {
-    return {
-      ok: false,
-      errno: denied,
-      message: `${quoted(path)} is not executable by the job's user`,
-    };
-  }
+  if (denied !== 0) return problem("denied", denied, path);
   return { ok: true, path };
 }
 
@@ -57,17 +74,12 @@ export function resolveCommand(
   access?: AccessCheck,
 ): Resolution {
   if (command.includes("/")) return executable(command, access);
-  const pathVar = env.findLast((e) => e.startsWith("PATH="))?.slice(5) ?? DEFAULT_PATH;
+  const pathVar = searchPath(env);
   let firstProblem: Resolution | undefined;
   for (const dir of pathVar.split(":")) {
     const found = executable(`${dir || "."}/${command}`, access);
     if (found.ok) return found;
     if (found.errno !== 2) firstProblem ??= found;
   }
-  return firstProblem ??
-    {
-      ok: false,
-      errno: 2,
-      message: `command not found: ${quoted(command)} (PATH=${quoted(pathVar)})`,
-    };
+  return firstProblem ?? { ok: false, errno: 2, message: notInPathMessage(command, pathVar) };
 }

@@ -32,6 +32,8 @@ export interface WorkerConfig {
   initPool: number;
   /** cgroup v1: each waiting init waits in a cgroup of its own, renamed to its job's at a claim. */
   initSlots: boolean;
+  /** Without a waiting init, the shim's child takes init's steps itself (no Deno start). */
+  directStart: boolean;
   /** Ended jobs kept with their output; the oldest are forgotten beyond it. */
   maxEndedJobs: number;
   /** Ended jobs are forgotten this many milliseconds after they ended; 0 = no age limit. */
@@ -99,10 +101,12 @@ Options:
   --stop-grace S          default StopJob grace     JOB_WORKER_STOP_GRACE (10)
   --max-jobs N            most running jobs         JOB_WORKER_MAX_JOBS (1000)
   --max-starting N        jobs starting at once     JOB_WORKER_MAX_STARTING (2 per CPU, >= 2)
-  --init-pool N           inits started ahead of jobs JOB_WORKER_INIT_POOL (4; 0 = off)
+  --init-pool N           inits started ahead of jobs JOB_WORKER_INIT_POOL (0 = off)
                           (each waiting init costs about 20 MiB of memory)
   --init-slots 0|1        cgroup v1: waiting inits wait in cgroups renamed to their job's
                                                     JOB_WORKER_INIT_SLOTS (1)
+  --direct-start 0|1      no waiting init: the shim starts the job itself, without one
+                                                    JOB_WORKER_DIRECT_START (1)
   --max-ended-jobs N      ended jobs kept           JOB_WORKER_MAX_ENDED_JOBS (1000)
   --retention AGE         ended jobs kept this long JOB_WORKER_RETENTION (7d; 0 = no limit)
                           (a number with s, m, h or d; both limits apply)
@@ -166,8 +170,9 @@ const FLAGS = {
     env: "JOB_WORKER_MAX_STARTING",
     fallback: String(Math.max(2, 2 * (navigator.hardwareConcurrency || 1))),
   },
-  "init-pool": { env: "JOB_WORKER_INIT_POOL", fallback: "4" },
+  "init-pool": { env: "JOB_WORKER_INIT_POOL", fallback: "0" },
   "init-slots": { env: "JOB_WORKER_INIT_SLOTS", fallback: "1" },
+  "direct-start": { env: "JOB_WORKER_DIRECT_START", fallback: "1" },
   "max-ended-jobs": { env: "JOB_WORKER_MAX_ENDED_JOBS", fallback: "1000" },
   "retention": { env: "JOB_WORKER_RETENTION", fallback: "7d" },
   "max-streams": { env: "JOB_WORKER_MAX_STREAMS", fallback: "512" },
@@ -307,6 +312,10 @@ export function loadConfig(
   if (slots !== "0" && slots !== "1") {
     throw new ConfigError(`${slotsName} must be 0 or 1, got "${slots}"`);
   }
+  const [directName, direct] = get("direct-start");
+  if (direct !== "0" && direct !== "1") {
+    throw new ConfigError(`${directName} must be 0 or 1, got "${direct}"`);
+  }
   const [maskName, masks] = get("mask");
   const maskPaths = masks.split(",").map((p) => p.trim()).filter(Boolean);
   for (const p of maskPaths) {
@@ -350,6 +359,7 @@ export function loadConfig(
     maxStarting: num("max-starting", 1),
     initPool: poolSize(get("init-pool")),
     initSlots: slots === "1",
+    directStart: direct === "1",
     maxEndedJobs: num("max-ended-jobs"),
     retentionMs: parseDuration(...get("retention")),
     maxStreams: num("max-streams", 1),

@@ -221,7 +221,7 @@ async function serve(config: Config): Promise<number> {
   );
   metrics.watchPool(pool);
   const manager = new JobManager(
-    new Launcher(shim, self, paths, reaper, pool),
+    new Launcher(shim, self, paths, reaper, pool, config.directStart),
     reaper,
     new PoolCgroups(cgroups, pool),
     store,

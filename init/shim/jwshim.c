@@ -33,10 +33,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <linux/capability.h>
-#include <stdio.h>
 #include <poll.h>
 
 #include "forwarded_signals.h"
+#include "jwshim.h"
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -44,8 +44,6 @@
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
-
-#define JW_MAX_FDS 16
 
 // Splits `count` NUL-terminated strings packed back to back into a NULL-terminated vector.
 static char **unpack(const char *packed, int count) {
@@ -70,7 +68,7 @@ static int unpack_exec_args(const char *argv_packed, int argc, const char *envp_
 }
 
 // Every disposition back to SIG_DFL, then `mask` as the signal mask.
-static void reset_signals(const sigset_t *mask) {
+void jw_reset_signals(const sigset_t *mask) {
   struct sigaction dfl;
   memset(&dfl, 0, sizeof dfl);
   dfl.sa_handler = SIG_DFL;
@@ -86,10 +84,10 @@ static void reset_signals(const sigset_t *mask) {
   sigprocmask(SIG_SETMASK, mask, NULL);
 }
 
-static void reset_signals_unblocked(void) {
+void jw_reset_signals_unblocked(void) {
   sigset_t none;
   sigemptyset(&none);
-  reset_signals(&none);
+  jw_reset_signals(&none);
 }
 
 // Writes "spawn <errno>" to fd so the parent learns why the child could not exec.
@@ -117,39 +115,42 @@ struct child_args {
   int nfds;
 };
 
-// The child between clone3 and execve (`opaque` is its child_args): only async-signal-safe calls.
-// A negative fds[i] gives the child /dev/null as descriptor i.
-static void child(void *opaque) {
-  const struct child_args *a = opaque;
-  const int *fds = a->fds;
-  int nfds = a->nfds;
+// Makes fds[i] descriptor i (a negative fds[i]: /dev/null) and closes every other descriptor; -1
+// on failure. For a child between clone3 and execve: only async-signal-safe calls.
+int jw_place_fds(const int *fds, int nfds) {
   // Park every source above the target range first, so no dup2 clobbers a later source.
   int parked[JW_MAX_FDS];
   for (int i = 0; i < nfds; i++) {
     parked[i] = fds[i] >= 0 ? fcntl(fds[i], F_DUPFD, nfds) : -1;
-    if (fds[i] >= 0 && parked[i] < 0) _exit(126);
+    if (fds[i] >= 0 && parked[i] < 0) return -1;
   }
   for (int i = 0; i < nfds; i++) {
-    if (parked[i] >= 0 && dup2(parked[i], i) != i) _exit(126);
+    if (parked[i] >= 0 && dup2(parked[i], i) != i) return -1;
   }
   for (int i = 0; i < nfds; i++) {
     if (fds[i] >= 0) continue;
     int null_fd = open("/dev/null", O_RDWR);
-    if (null_fd < 0) _exit(126);
+    if (null_fd < 0) return -1;
     if (null_fd != i) {
-      if (dup2(null_fd, i) != i) _exit(126);
+      if (dup2(null_fd, i) != i) return -1;
       if (null_fd >= nfds) close(null_fd);
     }
   }
-  if (syscall(SYS_close_range, (unsigned)nfds, ~0U, 0U) != 0) _exit(126);
+  return syscall(SYS_close_range, (unsigned)nfds, ~0U, 0U) == 0 ? 0 : -1;
+}
+
+// The child between clone3 and execve (`opaque` is its child_args): only async-signal-safe calls.
+static void child(void *opaque) {
+  const struct child_args *a = opaque;
+  if (jw_place_fds(a->fds, a->nfds) != 0) _exit(126);
   setsid();
   // The job dies with the worker, even if the worker is killed: PID 1 of a PID namespace taking
   // every other process of the namespace with it.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  reset_signals_unblocked();  // also unblocks what jw_spawn blocked around clone3
+  jw_reset_signals_unblocked();  // also unblocks what jw_spawn blocked around clone3
   execve(a->path, a->argv, a->envp);
   int err = errno;
-  if (nfds > 4) report_errno(4, err);
+  if (a->nfds > 4) report_errno(4, err);
   _exit(127);
 }
 
@@ -184,18 +185,9 @@ static long clone3_calling(struct clone_args *args, void (*fn)(void *), void *ar
 }
 #endif
 
-// Starts `path` with the given argv/envp in new PID, mount, IPC and UTS namespaces (and a new
-// network namespace when `new_net` is set). fds[i] becomes descriptor i of the child (negative:
-// /dev/null), every other descriptor is closed. Returns the child's pid (in the caller's
-// namespace) or -errno; *pidfd_out receives a pidfd for it.
-int jw_spawn(const char *path, const char *argv_packed, int argc, const char *envp_packed,
-             int envc, const int *fds, int nfds, int *pidfd_out, int new_net) {
-  if (nfds < 0 || nfds > JW_MAX_FDS || argc < 1) return -EINVAL;
-  struct child_args child_args = {.path = path, .fds = fds, .nfds = nfds};
-  if (unpack_exec_args(argv_packed, argc, envp_packed, envc, &child_args.argv,
-                       &child_args.envp) != 0) {
-    return -ENOMEM;
-  }
+// clone3 into new PID, mount, IPC and UTS namespaces (and network, with `new_net`), the child
+// running fn(arg) until it execs or exits (see jwshim.h). Returns the child's pid or -errno.
+int jw_clone_namespaces(void (*fn)(void *), void *arg, int new_net, int *pidfd_out) {
   int pidfd = -1;
   struct clone_args args;
   memset(&args, 0, sizeof args);
@@ -213,13 +205,11 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
       mprotect(mapping + guard, JW_CHILD_STACK, PROT_READ | PROT_WRITE) != 0) {
     int err = errno;
     if (mapping != MAP_FAILED) munmap(mapping, JW_CHILD_STACK + guard);
-    free(child_args.argv);
-    free(child_args.envp);
     return -err;
   }
   char *stack = mapping + guard;
-  // CLONE_VFORK: this thread sleeps until the child has exec'd or exited, so the stack, the
-  // vectors and child_args stay valid for as long as it uses them.
+  // CLONE_VFORK: this thread sleeps until the child has exec'd or exited, so the stack and
+  // whatever `arg` points to stay valid for as long as the child uses them.
   args.flags |= CLONE_VM | CLONE_VFORK;
   args.stack = (uint64_t)(uintptr_t)stack;
   args.stack_size = JW_CHILD_STACK;
@@ -229,22 +219,38 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &previous);
 #ifdef JW_SHARED_SPAWN
-  long pid = clone3_calling(&args, child, &child_args);
+  long pid = clone3_calling(&args, fn, arg);
   int err = pid < 0 ? (int)-pid : 0;
 #else
   long pid = syscall(SYS_clone3, &args, sizeof args);
-  if (pid == 0) child(&child_args);
+  if (pid == 0) fn(arg);
   int err = errno;
 #endif
   pthread_sigmask(SIG_SETMASK, &previous, NULL);
 #ifdef JW_SHARED_SPAWN
   munmap(mapping, JW_CHILD_STACK + guard);
 #endif
-  free(child_args.argv);
-  free(child_args.envp);
   if (pid < 0) return -err;
   if (pidfd_out != NULL) *pidfd_out = pidfd;
   return (int)pid;
+}
+
+// Starts `path` with the given argv/envp in new PID, mount, IPC and UTS namespaces (and a new
+// network namespace when `new_net` is set). fds[i] becomes descriptor i of the child (negative:
+// /dev/null), every other descriptor is closed. Returns the child's pid (in the caller's
+// namespace) or -errno; *pidfd_out receives a pidfd for it.
+int jw_spawn(const char *path, const char *argv_packed, int argc, const char *envp_packed,
+             int envc, const int *fds, int nfds, int *pidfd_out, int new_net) {
+  if (nfds < 0 || nfds > JW_MAX_FDS || argc < 1) return -EINVAL;
+  struct child_args child_args = {.path = path, .fds = fds, .nfds = nfds};
+  if (unpack_exec_args(argv_packed, argc, envp_packed, envc, &child_args.argv,
+                       &child_args.envp) != 0) {
+    return -ENOMEM;
+  }
+  int pid = jw_clone_namespaces(child, &child_args, new_net, pidfd_out);
+  free(child_args.argv);
+  free(child_args.envp);
+  return pid;
 }
 
 // A pipe with both ends close-on-exec, its buffer grown to `size` bytes when the kernel allows.
@@ -374,10 +380,10 @@ int jw_exec(const char *path, const char *argv_packed, int argc, const char *env
     sigemptyset(&forwarded);
     for (int i = 0; i < JW_NFORWARDED; i++) sigaddset(&forwarded, jw_forwarded[i]);
     sigprocmask(SIG_BLOCK, &forwarded, NULL);
-    reset_signals(&forwarded);
+    jw_reset_signals(&forwarded);
     syscall(SYS_execveat, exec_fd, "", argv, envp, AT_EMPTY_PATH);
   } else {
-    reset_signals_unblocked();
+    jw_reset_signals_unblocked();
     execve(path, argv, envp);
   }
   int err = errno;
@@ -430,6 +436,29 @@ int jw_mask(const char *path) {
 // A private /dev as Docker gives one: a tmpfs holding the host's null, zero, full, random, urandom
 // and tty (bind mounted, so no mknod is needed), a new devpts instance with its own ptmx, a
 // private /dev/shm and the usual symlinks. No block device is reachable through it.
+// `prefix` then `name` into `out` (of `size` bytes, always NUL-terminated): snprintf without
+// snprintf, which is not async-signal-safe, for the direct start's child (jwdirect.c).
+static void join_path(char *out, size_t size, const char *prefix, const char *name) {
+  size_t at = 0;
+  for (const char *p = prefix; *p != '\0' && at + 1 < size; p++) out[at++] = *p;
+  for (const char *p = name; *p != '\0' && at + 1 < size; p++) out[at++] = *p;
+  out[at] = '\0';
+}
+
+// "/proc/self/fd/<fd>" into `out` (at least 32 bytes).
+static void fd_path(char *out, int fd) {
+  char digits[12];
+  int n = 0;
+  do {
+    digits[n++] = (char)('0' + fd % 10);
+    fd /= 10;
+  } while (fd > 0 && n < 11);
+  char number[12];
+  for (int i = 0; i < n; i++) number[i] = digits[n - 1 - i];
+  number[n] = '\0';
+  join_path(out, 32, "/proc/self/fd/", number);
+}
+
 int jw_private_dev(void) {
   static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
   enum { N = sizeof nodes / sizeof nodes[0] };
@@ -438,7 +467,7 @@ int jw_private_dev(void) {
   int err = 0;
   for (int i = 0; i < N; i++) fds[i] = -1;
   for (int i = 0; i < N && err == 0; i++) {
-    snprintf(path, sizeof path, "/dev/%s", nodes[i]);
+    join_path(path, sizeof path, "/dev/", nodes[i]);
     fds[i] = open(path, O_PATH | O_CLOEXEC);
     if (fds[i] < 0) err = errno;
   }
@@ -446,9 +475,9 @@ int jw_private_dev(void) {
                         "mode=755,size=65536k") != 0)
     err = errno;
   for (int i = 0; i < N && err == 0; i++) {
-    char source[64];
-    snprintf(path, sizeof path, "/dev/%s", nodes[i]);
-    snprintf(source, sizeof source, "/proc/self/fd/%d", fds[i]);
+    char source[32];
+    join_path(path, sizeof path, "/dev/", nodes[i]);
+    fd_path(source, fds[i]);
     int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
     if (fd < 0 || close(fd) != 0 || mount(source, path, NULL, MS_BIND, NULL) != 0) err = errno;
   }

@@ -24,7 +24,7 @@ export function pooledInits(pid: number): number {
  * Waits until the worker's init pool is full (`size`, the default JOB_WORKER_INIT_POOL), so that a
  * count of its descriptors does not include a refill under way (each waiting init holds six).
  */
-export async function poolFull(pid: number, size = 4, ms = 30_000): Promise<void> {
+export async function poolFull(pid: number, size = 0, ms = 30_000): Promise<void> {
   const deadline = performance.now() + ms;
   while (pooledInits(pid) !== size) {
     if (performance.now() > deadline) throw new Error(`the init pool of ${pid} did not fill`);

@@ -182,6 +182,7 @@ export async function startJob(
     command: spec.command,
     pid: process.pid,
     pooled: process.pooled,
+    direct: process.direct,
     startMs: Math.round(startMs * 100) / 100,
     phasesMs,
   });

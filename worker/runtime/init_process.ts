@@ -10,7 +10,7 @@ import { initArgs, POOL_READY } from "../../init/spec.ts";
 import type { SelfCommand } from "./self_exec.ts";
 
 /** Large pipe buffers let a job write bursts without waiting for the worker. */
-const OUTPUT_PIPE_SIZE = 1024 * 1024;
+export const OUTPUT_PIPE_SIZE = 1024 * 1024;
 /** The spec is written at once, without waiting for init, so it must fit in the pipe. */
 export const MAX_SPEC_BYTES = 1024 * 1024;
 

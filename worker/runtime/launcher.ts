@@ -1,8 +1,9 @@
 /**
  * Starts a job's first process: a `jobworker init` in new namespaces, taken from the init pool
- * when one waits there (worker/runtime/init_pool.ts), else cloned now through the shim
- * (worker/runtime/init_process.ts); then the job's spec written into init's spec pipe (see
- * init/spec.ts). Pipe read ends are read through node:net sockets, which libuv polls without a
+ * when one waits there (worker/runtime/init_pool.ts), then the job's spec written into init's spec
+ * pipe (see init/spec.ts). Without a waiting init the job starts directly (direct_start.ts: the
+ * shim's child takes init's steps itself), or, with the direct start turned off, from an init
+ * cloned now through the shim (init_process.ts). Pipe read ends are read through node:net sockets, which libuv polls without a
  * thread per pipe (output pipes into one shared buffer: output_pipe.ts).
  */
 import type net from "node:net";
@@ -20,6 +21,7 @@ import {
 import type { InitPool } from "./init_pool.ts";
 import type { Reaper } from "./reaper.ts";
 import { openOutputPipe, type OutputSinks } from "./output_pipe.ts";
+import { spawnDirect } from "./direct_start.ts";
 
 export { MAX_SPEC_BYTES };
 
@@ -33,6 +35,8 @@ export interface LaunchedProcess {
   stderrFd: number;
   /** Whether init came from the pool (already started) rather than cloned for this job. */
   pooled: boolean;
+  /** Whether the job started directly (the shim's child took init's steps). */
+  direct: boolean;
   /** Settles once init has exec'd the command (null) or reported why it could not. */
   started: Promise<InitFailure | null>;
   /** Signals the first process through its pidfd (no pid-reuse race); quiet if it is gone. */
@@ -80,6 +84,8 @@ export class Launcher {
     private readonly paths: WorkerPaths,
     private readonly reaper: Reaper,
     private readonly pool?: InitPool,
+    /** Start a job directly when no pooled init waits (else clone an init for it). */
+    private readonly direct = true,
   ) {}
 
   /**
@@ -88,26 +94,25 @@ export class Launcher {
    */
   launch(job: JobLaunch, sinks: OutputSinks): LaunchedProcess {
     const { init: minimal, ...rest } = job;
-    const spec = (unshareNetwork: boolean, slotted = false): Uint8Array<ArrayBuffer> => {
-      const full: InitSpec = {
-        ...rest,
-        // A pooled init in a slot is in the job's cgroup already (InitPool.adopt renamed it).
-        ...(slotted ? { cgroupProcsFiles: [] } : {}),
-        unshareNetwork,
-        maskPaths: this.paths.maskPaths,
-        readonlyPaths: this.paths.readonlyPaths,
-        minimalInit: minimal ? this.paths.minimalInit : null,
-      };
-      return new TextEncoder().encode(JSON.stringify(full));
-    };
+    const spec = (unshareNetwork: boolean, slotted = false): InitSpec => ({
+      ...rest,
+      // A pooled init in a slot is in the job's cgroup already (InitPool.adopt renamed it).
+      ...(slotted ? { cgroupProcsFiles: [] } : {}),
+      unshareNetwork,
+      maskPaths: this.paths.maskPaths,
+      readonlyPaths: this.paths.readonlyPaths,
+      minimalInit: minimal ? this.paths.minimalInit : null,
+    });
+    const encode = (full: InitSpec) => new TextEncoder().encode(JSON.stringify(full));
     const noNetwork = job.network === "none";
     // A pooled init has the host's network: it makes the job's namespace itself.
-    let bytes = spec(noNetwork);
+    let bytes = encode(spec(noNetwork));
     if (bytes.length > MAX_SPEC_BYTES) throw new RangeError("job spec too large");
     let init = this.pool?.claim(job.jobId);
-    if (init?.slotted) bytes = spec(noNetwork, true);
+    if (init?.slotted) bytes = encode(spec(noNetwork, true));
+    if (init === undefined && this.direct) return this.#launchDirect(spec(false), sinks);
     if (init === undefined) {
-      bytes = spec(false);
+      bytes = encode(spec(false));
       init = spawnInit(this.shim, this.self, { pooled: false, newNetwork: noNetwork });
     }
     // Written at once, whether init reads yet or not: a spec larger than the pipe would block.
@@ -147,13 +152,45 @@ export class Launcher {
     return this.reaper.watch(pid).then(() => closeQuietly(this.shim, [pidfd]));
   }
 
+  #launchDirect(spec: InitSpec, sinks: OutputSinks): LaunchedProcess {
+    const child = spawnDirect(this.shim, spec);
+    return this.#process(child.pid, child.pidfd, child.outR, child.errR, sinks, {
+      pooled: false,
+      direct: true,
+      started: child.started,
+    });
+  }
+
   #launched(init: InitProcess, sinks: OutputSinks): LaunchedProcess {
-    const { pid, pidfd } = init;
+    const { pid } = init;
+    return this.#process(init.pid, init.pidfd, init.outR, init.errR, sinks, {
+      pooled: init.pooled,
+      direct: false,
+      started: Promise.all([init.status.closed, init.initLog.closed]).then(
+        ([status, initLog]) => {
+          const failure = parseFailure(statusText(init, status));
+          if (initLog.trim() === "") return failure;
+          if (failure) return { ...failure, message: `${failure.message} (${initLog.trim()})` };
+          log.warn("job init wrote to stderr", { pid, text: initLog.trim().slice(0, 2000) });
+          return null;
+        },
+      ),
+    });
+  }
+
+  #process(
+    pid: number,
+    pidfd: number,
+    outR: number,
+    errR: number,
+    sinks: OutputSinks,
+    how: Pick<LaunchedProcess, "pooled" | "direct" | "started">,
+  ): LaunchedProcess {
     let released = false;
     return {
+      ...how,
       pid,
       pidfd,
-      pooled: init.pooled,
       signal: (signal) => {
         if (released) return;
         try {
@@ -164,19 +201,10 @@ export class Launcher {
         if (!released) closeQuietly(this.shim, [pidfd]);
         released = true;
       },
-      stdout: openOutputPipe(init.outR, sinks.stdout),
-      stderr: openOutputPipe(init.errR, sinks.stderr),
-      stdoutFd: init.outR,
-      stderrFd: init.errR,
-      started: Promise.all([init.status.closed, init.initLog.closed]).then(
-        ([status, initLog]) => {
-          const failure = parseFailure(statusText(init, status));
-          if (initLog.trim() === "") return failure;
-          if (failure) return { ...failure, message: `${failure.message} (${initLog.trim()})` };
-          log.warn("job init wrote to stderr", { pid, text: initLog.trim().slice(0, 2000) });
-          return null;
-        },
-      ),
+      stdout: openOutputPipe(outR, sinks.stdout),
+      stderr: openOutputPipe(errR, sinks.stderr),
+      stdoutFd: outR,
+      stderrFd: errR,
     };
   }
 }

@@ -210,6 +210,7 @@ export function adoptedProcess(
     stdoutFd: job.stdoutFd,
     stderrFd: job.stderrFd,
     pooled: false,
+    direct: false,
     started: Promise.resolve(null),
     signal: (signal) => {
       if (released) return;

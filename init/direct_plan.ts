@@ -1,0 +1,205 @@
+/**
+ * The direct start's plan: a job's steps (init/job_steps.ts) recorded, not run, for the shim's
+ * child to take between clone3 and execve (init/shim/jwdirect.c, which documents the encoding).
+ * With each step the plan keeps how init would have labelled it, so a failure the child reports
+ * ({"step", "errno"}, with "kind" and "path" for the command's lookup) reads exactly as init's.
+ */
+import { becomeJob, isolateMounts, type JobSteps, type Stage } from "./job_steps.ts";
+import type { InitFailure, InitSpec } from "./spec.ts";
+import { type LookupKind, lookupMessage, notInPathMessage, searchPath } from "./resolve_command.ts";
+import { ShimError } from "./shim/ffi.ts";
+import { quoted } from "../worker/log/quoted.ts";
+
+/** The ops, numbered as jwdirect.c numbers them. */
+const Op = {
+  privateMounts: 1,
+  mountProc: 2,
+  hostname: 3,
+  loopbackUp: 4,
+  joinCgroup: 5,
+  openMinimalInit: 6,
+  privateDev: 7,
+  mask: 8,
+  bindReadonly: 9,
+  makeReadonly: 10,
+  limitCapabilities: 11,
+  setUser: 12,
+  noNewPrivs: 13,
+  chdir: 14,
+  exec: 15,
+} as const;
+
+interface Label {
+  stage: Stage;
+  what: string;
+  /** The shim call's name in init's messages (ShimError's). */
+  call: string;
+}
+
+export interface DirectPlan {
+  bytes: Uint8Array<ArrayBuffer>;
+  /** Per step, how init labels it. */
+  labels: readonly Label[];
+  /** The command's lookup: what a "not in PATH" failure names. */
+  command: string;
+  pathVar: string;
+}
+
+const encoder = new TextEncoder();
+
+class PlanRecorder implements JobSteps {
+  readonly #chunks: number[] = [];
+  readonly labels: Label[] = [];
+  #stage: { stage: Stage; what: string } = { stage: "exec", what: "starting the job" };
+
+  bytes(): Uint8Array<ArrayBuffer> {
+    return new Uint8Array(this.#chunks);
+  }
+
+  #op(op: number, call: string): void {
+    this.#chunks.push(op);
+    this.labels.push({ ...this.#stage, call });
+  }
+
+  #text(value: string): void {
+    for (const byte of encoder.encode(value)) this.#chunks.push(byte);
+    this.#chunks.push(0);
+  }
+
+  #u32(value: number): void {
+    this.#chunks.push(value & 0xff, (value >>> 8) & 0xff, (value >>> 16) & 0xff, value >>> 24);
+  }
+
+  step<T>(stage: Stage, what: string, fn: () => T): T {
+    const outer = this.#stage;
+    this.#stage = { stage, what };
+    try {
+      return fn();
+    } finally {
+      this.#stage = outer;
+    }
+  }
+
+  makeMountsPrivate(): void {
+    this.#op(Op.privateMounts, "mount / private");
+  }
+  mountProc(): void {
+    this.#op(Op.mountProc, "mount /proc");
+  }
+  setHostname(name: string): void {
+    this.#op(Op.hostname, "sethostname");
+    this.#text(name);
+  }
+  unshareNetwork(): void {
+    // The direct start's clone3 makes the network namespace itself.
+    throw new Error("a direct start's network namespace comes with its clone");
+  }
+  loopbackUp(): void {
+    this.#op(Op.loopbackUp, "loopback up");
+  }
+  joinCgroup(procsFile: string): void {
+    this.#op(Op.joinCgroup, `write ${procsFile}`);
+    this.#text(procsFile);
+  }
+  openMinimalInit(path: string): void {
+    this.#op(Op.openMinimalInit, `open ${path}`);
+    this.#text(path);
+  }
+  privateDev(): void {
+    this.#op(Op.privateDev, "private /dev");
+  }
+  mask(path: string): void {
+    this.#op(Op.mask, `mask ${path}`);
+    this.#text(path);
+  }
+  bindReadonly(path: string): void {
+    this.#op(Op.bindReadonly, `bind read-only ${path}`);
+    this.#text(path);
+  }
+  makeReadonly(path: string, recursive: boolean): void {
+    this.#op(Op.makeReadonly, `read-only ${path}`);
+    this.#text(path);
+    this.#u32(recursive ? 1 : 0);
+  }
+  limitCapabilities(keep: bigint, inheritable: boolean): void {
+    this.#op(Op.limitCapabilities, "capabilities");
+    this.#u32(Number(keep & 0xffffffffn));
+    this.#u32(Number(keep >> 32n));
+    this.#u32(inheritable ? 1 : 0);
+  }
+  setUser(uid: number, gid: number, groups: readonly number[]): void {
+    this.#op(Op.setUser, "setuid");
+    this.#u32(uid);
+    this.#u32(gid);
+    this.#u32(groups.length);
+    for (const group of groups) this.#u32(group);
+  }
+  noNewPrivs(): void {
+    this.#op(Op.noNewPrivs, "no_new_privs");
+  }
+  chdir(dir: string): void {
+    this.#op(Op.chdir, "chdir");
+    this.#text(dir);
+  }
+  execCommand(spec: InitSpec): void {
+    this.step("exec", `cannot execute ${quoted(spec.command)}`, () => {
+      this.#op(Op.exec, "execve");
+      this.#text(spec.command);
+      this.#text(searchPath(spec.env));
+      const argv = [spec.command, ...spec.args];
+      this.#u32(argv.length);
+      for (const arg of argv) this.#text(arg);
+      this.#u32(spec.env.length);
+      for (const entry of spec.env) this.#text(entry);
+    });
+  }
+}
+
+/**
+ * The plan for `spec`, whose namespaces (network too, for `network: "none"`) come with the
+ * clone; throws if the spec asks for a step the clone cannot leave to its child.
+ */
+export function directPlan(spec: InitSpec): DirectPlan {
+  const recorder = new PlanRecorder();
+  isolateMounts(recorder);
+  becomeJob(recorder, { ...spec, unshareNetwork: false });
+  return {
+    bytes: recorder.bytes(),
+    labels: recorder.labels,
+    command: spec.command,
+    pathVar: searchPath(spec.env),
+  };
+}
+
+interface ChildReport {
+  step?: number;
+  errno?: number;
+  kind?: LookupKind | "not-in-path";
+  path?: string;
+}
+
+/** The child's failure report (the status pipe's text) as init would have told it. */
+export function directFailure(plan: DirectPlan, text: string): InitFailure {
+  let report: ChildReport;
+  try {
+    report = JSON.parse(text) as ChildReport;
+  } catch {
+    return { stage: "exec", errno: 0, message: `the job's start reported: ${text.slice(0, 200)}` };
+  }
+  const errno = report.errno ?? 0;
+  if (report.kind === "not-in-path") {
+    return { stage: "lookup", errno, message: notInPathMessage(plan.command, plan.pathVar) };
+  }
+  if (report.kind !== undefined) {
+    return { stage: "lookup", errno, message: lookupMessage(report.kind, report.path ?? "") };
+  }
+  const label = plan.labels[report.step ?? -1];
+  if (label === undefined) {
+    return { stage: "spawn", errno, message: new ShimError("setting up the job", errno).message };
+  }
+  return {
+    stage: label.stage,
+    errno,
+    message: `${label.what}: ${new ShimError(label.call, errno).message}`,
+  };
+}

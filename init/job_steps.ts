@@ -1,0 +1,61 @@
+/**
+ * The steps that turn a freshly cloned process into a job, in order: one sequence for both ways a
+ * job starts. `jobworker init` runs them as it goes (init/main.ts); the direct start records them
+ * into a plan that the shim's child runs between clone3 and execve (init/direct_plan.ts,
+ * init/shim/jwdirect.c). Either way a failed step is reported at its stage with `what` it was.
+ */
+import { dropPrivileges, type ProfileCalls, protectFilesystem } from "./profile.ts";
+import type { InitFailure, InitSpec } from "./spec.ts";
+import { quoted } from "../worker/log/quoted.ts";
+
+export type Stage = InitFailure["stage"];
+
+export interface JobSteps extends ProfileCalls {
+  /** Runs `fn` as one step of the start: a failure inside it is reported as `what`, at `stage`. */
+  step<T>(stage: Stage, what: string, fn: () => T): T;
+  makeMountsPrivate(): void;
+  mountProc(): void;
+  setHostname(name: string): void;
+  unshareNetwork(): void;
+  loopbackUp(): void;
+  /** Joins a cgroup by writing 0 to its `cgroup.procs` file. */
+  joinCgroup(procsFile: string): void;
+  /** Opens the minimal init to exec later, while its directory is still visible. */
+  openMinimalInit(path: string): void;
+  chdir(dir: string): void;
+  /** Looks the command up as the job's user and execs it (under the minimal init if opened). */
+  execCommand(spec: InitSpec): void;
+}
+
+/** The isolation no job's spec changes (a pooled init takes it before its spec comes). */
+export function isolateMounts(t: JobSteps): void {
+  t.step("mounts", "making mounts private", () => t.makeMountsPrivate());
+  t.step("proc", "mounting /proc", () => t.mountProc());
+}
+
+/** Everything from the hostname to the exec, for the job `spec` describes. */
+export function becomeJob(t: JobSteps, spec: InitSpec): void {
+  t.step("hostname", "setting the hostname", () => t.setHostname(spec.jobId));
+  if (spec.network === "none") {
+    if (spec.unshareNetwork) {
+      t.step("network", "creating the network namespace", () => t.unshareNetwork());
+    }
+    t.step("network", "bringing up loopback", () => t.loopbackUp());
+  }
+  // Before the profile: it makes the cgroup files read-only and drops the rights to write them.
+  for (const file of spec.cgroupProcsFiles) {
+    t.step("cgroup", `joining the job's cgroup (${file})`, () => t.joinCgroup(file));
+  }
+  // Opened before the masks, which may cover the directory it is installed in.
+  if (spec.minimalInit !== null) {
+    const path = spec.minimalInit;
+    t.step("profile", "opening the minimal init", () => t.openMinimalInit(path));
+  }
+  if (!spec.privileged) {
+    t.step("profile", "protecting the filesystem", () => protectFilesystem(t, spec));
+  }
+  t.step("user", `becoming ${spec.user.uid}:${spec.user.gid}`, () => dropPrivileges(t, spec));
+  // From here on as the job's user: the checks below are the ones the job itself would meet.
+  t.step("workdir", `entering workDir ${quoted(spec.workDir)}`, () => t.chdir(spec.workDir));
+  t.execCommand(spec);
+}

@@ -1,0 +1,37 @@
+// What jwshim.c shares with jwdirect.c (hidden: not part of the library's FFI surface).
+#ifndef JWSHIM_H
+#define JWSHIM_H
+#include <signal.h>
+#include <stdint.h>
+
+#define JW_HIDDEN __attribute__((visibility("hidden")))
+#define JW_MAX_FDS 16
+
+// clone3 into new PID, mount, IPC and UTS namespaces (and network, with `new_net`). The child runs
+// fn(arg), which must exec or _exit and may make only async-signal-safe calls; on x86-64 it shares
+// the caller's memory until then, and the caller's thread sleeps until it has exec'd or exited.
+// Returns the child's pid or -errno; *pidfd_out receives its pidfd.
+JW_HIDDEN int jw_clone_namespaces(void (*fn)(void *), void *arg, int new_net, int *pidfd_out);
+
+// In such a child: fds[i] becomes descriptor i (negative: /dev/null), every other one is closed.
+JW_HIDDEN int jw_place_fds(const int *fds, int nfds);
+
+// Every disposition back to SIG_DFL, then `mask` (or nothing) as the signal mask.
+JW_HIDDEN void jw_reset_signals(const sigset_t *mask);
+JW_HIDDEN void jw_reset_signals_unblocked(void);
+
+// The steps of a job's start (exported for init's FFI too; see jwshim.c).
+int jw_make_mounts_private(void);
+int jw_mount_proc(void);
+int jw_set_hostname(const char *name);
+int jw_loopback_up(void);
+int jw_open_path(const char *path);
+int jw_private_dev(void);
+int jw_mask(const char *path);
+int jw_bind_readonly(const char *path);
+int jw_make_readonly(const char *path, int recursive);
+int jw_limit_capabilities(uint64_t keep, int inheritable);
+int jw_set_user(uint32_t uid, uint32_t gid, const uint32_t *groups, int ngroups);
+int jw_no_new_privs(void);
+int jw_chdir(const char *dir);
+#endif
