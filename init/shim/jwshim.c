@@ -557,11 +557,15 @@ int jw_limit_capabilities(uint64_t keep, int inheritable) {
 // changed too, 0.2-0.3 ms of CPU and a wait for every thread to be scheduled, on a job's start
 // path). Like the capability calls above it is meant for init's main thread, which runs the checks
 // that follow as the job's user and then execs; the exec ends Deno's other threads, and the job gets
-// this thread's credentials. Leaving root clears the permitted and effective capabilities.
+// this thread's credentials. Leaving root clears the permitted and effective capabilities (and the
+// parent-death signal, set again here).
 int jw_set_user(uint32_t uid, uint32_t gid, const uint32_t *groups, int ngroups) {
   if (syscall(SYS_setgroups, (size_t)ngroups, (const gid_t *)groups) != 0) return -errno;
   if (syscall(SYS_setresgid, (gid_t)gid, (gid_t)gid, (gid_t)gid) != 0) return -errno;
   if (syscall(SYS_setresuid, (uid_t)uid, (uid_t)uid, (uid_t)uid) != 0) return -errno;
+  // A change of user clears the parent-death signal (prctl(2)): set it again, or a job of another
+  // user would outlive a worker that is killed.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return -errno;
   return 0;
 }
 
