@@ -201,13 +201,8 @@ static void put(struct report *r, const char *s) {
 
 static void put_number(struct report *r, int n) {
   char digits[12];
-  int count = 0;
-  unsigned u = n < 0 ? 0u : (unsigned)n;
-  do {
-    digits[count++] = (char)('0' + u % 10);
-    u /= 10;
-  } while (u > 0 && count < 11);
-  while (count > 0 && r->len + 1 < sizeof r->text) r->text[r->len++] = digits[--count];
+  jw_format_uint(digits, n < 0 ? 0u : (unsigned)n);
+  put(r, digits);
 }
 
 // `s` as the inside of a JSON string.

@@ -90,17 +90,25 @@ void jw_reset_signals_unblocked(void) {
   jw_reset_signals(&none);
 }
 
-// Writes "spawn <errno>" to fd so the parent learns why the child could not exec.
-static void report_errno(int fd, int err) {
-  char msg[32] = "{\"stage\":\"spawn\",\"errno\":";
-  size_t len = strlen(msg);
-  char digits[12];
+// The decimal digits of `value` into `out` (room for 11), NUL-terminated; returns their count.
+// For children between clone3 and execve, where snprintf is not async-signal-safe.
+int jw_format_uint(char *out, unsigned value) {
+  char digits[11];
   int n = 0;
   do {
-    digits[n++] = (char)('0' + err % 10);
-    err /= 10;
-  } while (err > 0 && n < 11);
-  while (n > 0 && len < sizeof msg - 2) msg[len++] = digits[--n];
+    digits[n++] = (char)('0' + value % 10);
+    value /= 10;
+  } while (value > 0);
+  for (int i = 0; i < n; i++) out[i] = digits[n - 1 - i];
+  out[n] = '\0';
+  return n;
+}
+
+// Writes "spawn <errno>" to fd so the parent learns why the child could not exec.
+static void report_errno(int fd, int err) {
+  char msg[48] = "{\"stage\":\"spawn\",\"errno\":";
+  size_t len = strlen(msg);
+  len += (size_t)jw_format_uint(msg + len, (unsigned)err);
   msg[len++] = '}';
   ssize_t ignored = write(fd, msg, len);
   (void)ignored;
@@ -447,15 +455,8 @@ static void join_path(char *out, size_t size, const char *prefix, const char *na
 
 // "/proc/self/fd/<fd>" into `out` (at least 32 bytes).
 static void fd_path(char *out, int fd) {
-  char digits[12];
-  int n = 0;
-  do {
-    digits[n++] = (char)('0' + fd % 10);
-    fd /= 10;
-  } while (fd > 0 && n < 11);
   char number[12];
-  for (int i = 0; i < n; i++) number[i] = digits[n - 1 - i];
-  number[n] = '\0';
+  jw_format_uint(number, (unsigned)fd);
   join_path(out, 32, "/proc/self/fd/", number);
 }
 

@@ -16,6 +16,9 @@ JW_HIDDEN int jw_clone_namespaces(void (*fn)(void *), void *arg, int new_net, in
 // In such a child: fds[i] becomes descriptor i (negative: /dev/null), every other one is closed.
 JW_HIDDEN int jw_place_fds(const int *fds, int nfds);
 
+// The decimal digits of `value` into `out` (room for 11), NUL-terminated; returns their count.
+JW_HIDDEN int jw_format_uint(char *out, unsigned value);
+
 // Every disposition back to SIG_DFL, then `mask` (or nothing) as the signal mask.
 JW_HIDDEN void jw_reset_signals(const sigset_t *mask);
 JW_HIDDEN void jw_reset_signals_unblocked(void);
