@@ -12,6 +12,7 @@ import { status } from "@grpc/grpc-js";
 import { jobworker } from "../proto/service.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
+import { killedAtUnload } from "./helpers/killed_at_unload.ts";
 import { ApiCalls } from "./helpers/api_calls.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { waitFor } from "./helpers/host_procs.ts";
@@ -25,16 +26,8 @@ import { fillUp, freeBytes } from "./helpers/disk.ts";
 const S = jobworker.JobStatus;
 const MiB = 1024 * 1024;
 const pki = await makePki();
-const workers = new Set<WorkerProcess>();
+const workers = killedAtUnload();
 const asRoot = unless(Deno.uid() === 0, "not root: mounting a tmpfs needs it");
-
-globalThis.addEventListener("unload", () => {
-  for (const w of workers) {
-    try {
-      w.process.kill("SIGKILL");
-    } catch { /* gone */ }
-  }
-});
 
 function test(name: string, fn: () => Promise<void>): void {
   Deno.test(withSkip({ name, sanitizeResources: false, sanitizeOps: false, fn }, asRoot));

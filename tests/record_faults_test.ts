@@ -11,6 +11,7 @@ import { status } from "@grpc/grpc-js";
 import { jobworker } from "../proto/service.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
+import { killedAtUnload } from "./helpers/killed_at_unload.ts";
 import { ApiCalls } from "./helpers/api_calls.ts";
 import { waitFor } from "./helpers/host_procs.ts";
 import { fillUp, freeBytes } from "./helpers/disk.ts";
@@ -19,7 +20,7 @@ const S = jobworker.JobStatus;
 const MiB = 1024 * 1024;
 const pki = await makePki();
 const mounts: string[] = [];
-const workers = new Set<WorkerProcess>();
+const workers = killedAtUnload();
 
 async function run(cmd: string, ...args: string[]): Promise<void> {
   const out = await new Deno.Command(cmd, { args, stderr: "piped" }).output();
@@ -34,14 +35,6 @@ async function tmpfs(options: string): Promise<string> {
   mounts.push(dir);
   return dir;
 }
-
-globalThis.addEventListener("unload", () => {
-  for (const w of workers) {
-    try {
-      w.process.kill("SIGKILL");
-    } catch { /* gone */ }
-  }
-});
 
 function test(name: string, fn: () => Promise<void>): void {
   Deno.test({ name, sanitizeResources: false, sanitizeOps: false, fn });

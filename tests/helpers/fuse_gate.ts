@@ -2,7 +2,8 @@
  * A real FUSE filesystem, served by the test process itself through /dev/fuse, with one directory
  * whose lookup waits until the test opens the gate. A job whose workDir is {@link FuseGate.dir}
  * stays INITIALIZING (its init blocks in chdir, before the exec) for exactly as long as the test
- * wants: no sleep, no race. Everything else of the mount (its root) answers at once.
+ * wants: no sleep, no race. Everything else of the mount (its root) answers at once. The root
+ * lists the directory: a recursive removal of a tree the gate is mounted in waits at it too.
  *
  * The protocol subset served: INIT, LOOKUP, GETATTR, ACCESS, OPENDIR/READDIR/RELEASEDIR; the rest
  * is ENOSYS (linux/fuse.h). The device is read non-blocking from a timer: no thread stays blocked
@@ -61,6 +62,19 @@ function dirAttr(view: DataView, at: number, ino: bigint): void {
   view.setUint32(at + 80, 4096, true); // blksize
 }
 
+/** The root's one entry, {@link HELD}: a struct fuse_dirent, padded to 8 bytes. */
+function heldDirent(): Uint8Array<ArrayBuffer> {
+  const name = new TextEncoder().encode(HELD);
+  const out = new Uint8Array(24 + Math.ceil(name.length / 8) * 8);
+  const view = new DataView(out.buffer);
+  view.setBigUint64(0, HELD_NODE, true); // ino
+  view.setBigUint64(8, 1n, true); // off: where the next entry would be
+  view.setUint32(16, name.length, true); // namelen
+  view.setUint32(20, 4, true); // type: DT_DIR
+  out.set(name, 24);
+  return out;
+}
+
 export class FuseGate {
   #open = false;
   #held: bigint[] = [];
@@ -80,8 +94,9 @@ export class FuseGate {
     return this.#held.length;
   }
 
-  static async mount(): Promise<FuseGate> {
-    const mountpoint = await Deno.makeTempDir({ prefix: "jobworker-fuse-gate-" });
+  /** Mounts a gate at `at` (an empty directory, removed at unmount), else at a new temporary one. */
+  static async mount(at?: string): Promise<FuseGate> {
+    const mountpoint = at ?? await Deno.makeTempDir({ prefix: "jobworker-fuse-gate-" });
     const fd = libc.symbols.open(cString("/dev/fuse"), O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) throw new Error(`cannot open /dev/fuse (errno ${errno()})`);
     const options = `fd=${fd},rootmode=40000,user_id=0,group_id=0,allow_other`;
@@ -164,8 +179,12 @@ export class FuseGate {
         return this.#reply(unique, 0);
       case OP.OPENDIR:
         return this.#reply(unique, 0, new Uint8Array(16));
-      case OP.READDIR:
-        return this.#reply(unique, 0);
+      case OP.READDIR: {
+        // struct fuse_read_in after the 40-byte header: fh, then the offset to list from.
+        const offset = view.getBigUint64(48, true);
+        if (node !== 1n || offset > 0n) return this.#reply(unique, 0);
+        return this.#reply(unique, 0, heldDirent());
+      }
       case OP.FORGET:
       case OP.BATCH_FORGET:
       case OP.INTERRUPT:
