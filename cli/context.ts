@@ -20,6 +20,7 @@ import {
   EXIT_INTERRUPTED,
   isServiceError,
   ResumeAbandoned,
+  RetryAbandoned,
   rpcErrorMessage,
 } from "./errors.ts";
 import { fileSink, type Sink } from "./io.ts";
@@ -128,7 +129,7 @@ export async function withClient<T>(
     return await fn(client);
   } catch (err) {
     const context = { ...call, ...files, server: settings.server };
-    if (err instanceof ResumeAbandoned) {
+    if (err instanceof ResumeAbandoned || err instanceof RetryAbandoned) {
       throw new CliError(
         `${rpcErrorMessage(err.lastError, context)} (${err.message})`,
         EXIT_FAILURE,

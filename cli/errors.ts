@@ -33,6 +33,30 @@ export class CliError extends Error {
 }
 
 /**
+ * A call repeated across a lost connection (a worker reloading in place, cli/reconnect.ts) for
+ * longer than the patience: the last try's error, and in the message what was being done.
+ */
+export class RetryAbandoned extends Error {
+  /** The error's name. */
+  override name = "RetryAbandoned";
+
+  /**
+   * `lastError`: the last try's error; `what`: what was given up ("deleting job X"); `advice`: how
+   * to go on, if anything.
+   */
+  constructor(
+    readonly lastError: ServiceError,
+    what: string,
+    readonly triedMs: number,
+    advice = "",
+  ) {
+    super(
+      `gave up ${what} after ${Math.round(triedMs / 1000)} s of retries${advice && `; ${advice}`}`,
+    );
+  }
+}
+
+/**
  * `stream` or `run` lost its connection and could not resume the job's output in time: the last
  * error, and where the output written so far ends (how to go on from there).
  */

@@ -8,7 +8,7 @@
 import { jobworker } from "../proto/service.ts";
 import type { CliDeps, JobApi } from "./context.ts";
 import { isServiceError, ResumeAbandoned } from "./errors.ts";
-import { isConnectionLoss, RECONNECT_PATIENCE_MS, reconnectDelay } from "./reconnect.ts";
+import { isConnectionLoss, Reconnection } from "./reconnect.ts";
 
 /** What to write. */
 export interface OutputOptions {
@@ -45,8 +45,7 @@ export async function writeOutput(
 ): Promise<number> {
   let next = options.offset ?? 0;
   if (options.tail !== undefined) next = await tailStart(client, id, options.tail, options.only);
-  let lostSince: number | undefined;
-  let attempt = 0;
+  const reconnection = new Reconnection();
   for (;;) {
     try {
       const chunks = client.stream(id, {
@@ -55,8 +54,7 @@ export async function writeOutput(
         ...(options.signal ? { signal: options.signal } : {}),
       });
       for await (const chunk of chunks) {
-        lostSince = undefined;
-        attempt = 0;
+        reconnection.reset();
         const start = Number(chunk.offset ?? 0);
         let payload = chunk.payload ?? new Uint8Array();
         // Exactly once: after a resume, skip anything already written.
@@ -70,12 +68,12 @@ export async function writeOutput(
       return next;
     } catch (err) {
       if (options.signal?.aborted || !isConnectionLoss(err)) throw err;
-      lostSince ??= Date.now();
-      const lostFor = Date.now() - lostSince;
-      if (lostFor > RECONNECT_PATIENCE_MS) throw new ResumeAbandoned(err, id, next, lostFor);
-      attempt++;
-      options.onReconnect?.(attempt, isServiceError(err) ? err.details : String(err));
-      await deps.sleep(reconnectDelay(attempt));
+      const pause = reconnection.lost();
+      if (pause === undefined) {
+        throw new ResumeAbandoned(err, id, next, reconnection.lostForMs);
+      }
+      options.onReconnect?.(reconnection.attempt, isServiceError(err) ? err.details : String(err));
+      await deps.sleep(pause);
     }
   }
 }

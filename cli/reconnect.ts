@@ -1,13 +1,15 @@
 /**
  * A lost connection, as the commands that follow a worker over time ride it out: a worker that
  * reloads or recycles in place (README "Reload") cuts every call and does not listen for a moment
- * (0.2 to 0.9 s measured, longer on a loaded host). `stream` and `run` resume their output from
- * the last byte; `list --watch` refreshes again. Both give up after the same minute.
+ * (0.2 to 0.9 s measured, several seconds on a loaded host). `stream` and `run` resume their output
+ * from the last byte; `list --watch` refreshes again; `run` repeats the calls it may repeat (the
+ * GetJob that learns the exit code, the DeleteJob of `--rm`, the StopJob of Ctrl-C). All pause
+ * alike ({@linkcode Reconnection}) and give up after the same minute.
  *
  * @module
  */
 import type { ServiceError } from "@grpc/grpc-js";
-import { isServiceError, Status } from "./errors.ts";
+import { isServiceError, RetryAbandoned, Status } from "./errors.ts";
 
 /** How long a lost connection is retried before giving up. */
 export const RECONNECT_PATIENCE_MS = 60_000;
@@ -24,4 +26,89 @@ export function isConnectionLoss(err: unknown): err is ServiceError {
 /** The pause before retry number `attempt` (1, 2, ...). */
 export function reconnectDelay(attempt: number): number {
   return RECONNECT_DELAYS_MS[Math.min(attempt, RECONNECT_DELAYS_MS.length) - 1]!;
+}
+
+/** One stretch of lost connection: how long it has lasted and which retry comes next. */
+export class Reconnection {
+  #since: number | undefined;
+  #attempt = 0;
+  readonly #now: () => number;
+
+  /** `now`: the clock, in milliseconds. */
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  /** The retries so far in this stretch (0 while connected). */
+  get attempt(): number {
+    return this.#attempt;
+  }
+
+  /** How long the connection has been lost (0 while connected). */
+  get lostForMs(): number {
+    return this.#since === undefined ? 0 : this.#now() - this.#since;
+  }
+
+  /**
+   * The connection was lost (again); `since`: when the lost try began, if not now. Returns the
+   * pause before the next try, or undefined when it has been lost longer than the patience.
+   */
+  lost(since?: number): number | undefined {
+    this.#since ??= since ?? this.#now();
+    if (this.lostForMs > RECONNECT_PATIENCE_MS) return undefined;
+    return reconnectDelay(++this.#attempt);
+  }
+
+  /** The connection works again. */
+  reset(): void {
+    this.#since = undefined;
+    this.#attempt = 0;
+  }
+}
+
+/** How {@linkcode retryAcrossReload} waits and reports. */
+export interface RetryOptions {
+  /** Wait (CliDeps.sleep). */
+  sleep(ms: number): Promise<void>;
+  /** Aborting ends the retries: the last error is thrown. */
+  signal?: AbortSignal;
+  /** How to go on after giving up, for the message ("see jobworker get ID"). */
+  advice?: string;
+  /** Called before each retry, with the error that made it necessary. */
+  onRetry?: (attempt: number, error: ServiceError) => void;
+}
+
+/**
+ * Make a call that may be repeated (idempotent: reading a job, stopping it, deleting the same
+ * id) and repeat it while the connection is lost, as a resumed stream does: a worker reloading in
+ * place does not listen for longer than the client's own short retries wait. `call` gets the try's
+ * number (1, 2, ...).
+ *
+ * @throws {RetryAbandoned} When the connection stays lost longer than the patience (`what` says
+ *   what was being done, and `options.advice` how to go on, for the message).
+ * @throws The call's error when it is not a connection loss, or when `signal` was aborted.
+ */
+export async function retryAcrossReload<T>(
+  what: string,
+  call: (attempt: number) => Promise<T>,
+  options: RetryOptions,
+): Promise<T> {
+  const { advice = "" } = options;
+  const reconnection = new Reconnection();
+  for (let attempt = 1;; attempt++) {
+    const started = Date.now();
+    try {
+      return await call(attempt);
+    } catch (err) {
+      if (options.signal?.aborted || !isConnectionLoss(err)) throw err;
+      // Counted from the start of the first lost try: that one may itself have retried a while.
+      const pause = reconnection.lost(started);
+      if (pause === undefined) {
+        throw new RetryAbandoned(err, what, reconnection.lostForMs, advice);
+      }
+      options.onRetry?.(reconnection.attempt, err);
+      await options.sleep(pause);
+      if (options.signal?.aborted) throw err;
+    }
+  }
 }

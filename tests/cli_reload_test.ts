@@ -3,8 +3,10 @@
  * worker/tls/session_recycle.ts), which cuts every client's calls: `jobworker run` keeps streaming
  * the job it created (never creating it twice) and exits with its status, `jobworker stream`
  * resumes with no byte lost or repeated, `jobworker list --watch` goes on, also when the worker
- * does not listen for longer than a call's own retries wait. The real program
- * against a real worker; only what a user sees: exit codes, stdout and stderr.
+ * does not listen for longer than a call's own retries wait. So do `run`'s calls around the
+ * output: a reload that falls at the GetJob after the output ended (the exit code), at the
+ * DeleteJob of `--rm`, or at the StopJob of Ctrl-C. The real program against a real worker; only
+ * what a user sees: exit codes, stdout and stderr.
  *
  * @module
  */
@@ -17,6 +19,7 @@ import { timesLogged } from "./helpers/recycled.ts";
 import { parseLogLine } from "./helpers/log_lines.ts";
 import { waitFor } from "./helpers/host_procs.ts";
 import { sourceCommand } from "../bench/client_start.ts";
+import { hasEnded } from "../cli/render.ts";
 
 /** A line of a stack trace: never shown to a user. */
 const STACK = /^\s+at .*:\d+:\d+\)?$/m;
@@ -40,8 +43,13 @@ class Cli {
   /** Whether the program has exited. */
   exited = false;
   readonly #done: Promise<void>;
+  #releaseStdout: () => void = () => {};
 
-  constructor(args: string[]) {
+  /**
+   * With `holdStdout`, its stdout is not read until {@linkcode releaseStdout}: once the pipe is
+   * full the program waits in a write, with what the server sent after it still unread.
+   */
+  constructor(args: string[], options: { holdStdout?: boolean } = {}) {
     const argv = sourceCommand(["--server", worker.address, "--cert-path", pki.dir, ...args])[1];
     this.#child = new Deno.Command(Deno.execPath(), {
       args: argv,
@@ -55,13 +63,21 @@ class Cli {
       const decoder = new TextDecoder();
       for await (const bytes of from) this[to] += decoder.decode(bytes, { stream: true });
     };
+    const released = new Promise<void>((resolve) => (this.#releaseStdout = resolve));
+    if (!options.holdStdout) this.#releaseStdout();
     this.#done = Promise.all([
-      collect(this.#child.stdout, "stdout"),
+      released.then(() => collect(this.#child.stdout, "stdout")),
       collect(this.#child.stderr, "stderr"),
     ]).then(() => {});
   }
 
+  /** Read its stdout from now on. */
+  releaseStdout(): void {
+    this.#releaseStdout();
+  }
+
   async exit(): Promise<Deno.CommandStatus> {
+    this.#releaseStdout();
     const status = await this.#child.status;
     await this.#done;
     return status;
@@ -191,6 +207,121 @@ test("run, stream and list --watch go on across in-place reloads, one of them sl
     await Deno.writeTextFile(gate, "");
     watch.interrupt();
     await Promise.all([run.exit(), stream.exit(), watch.exit()]);
+  }
+});
+
+/**
+ * A reload that does not listen for `slowMs`, and `meanwhile` done once the worker has stopped
+ * serving (its calls cut, its port closed) and before it listens again.
+ */
+async function reloadWith(slowMs: number, meanwhile: () => void): Promise<void> {
+  const listening = timesLogged(worker, "listening");
+  const execs = timesLogged(worker, "reloading: exec'ing");
+  await Deno.writeTextFile(listenDelayFile(), String(slowMs));
+  try {
+    worker.process.kill("SIGHUP");
+    await waitFor(
+      "the worker to stop serving",
+      () => timesLogged(worker, "reloading: exec'ing") > execs,
+      60_000,
+    );
+    meanwhile();
+    await waitFor("the reload", () => timesLogged(worker, "listening") > listening, 60_000);
+  } finally {
+    await Deno.remove(listenDelayFile()).catch(() => {});
+  }
+  const notListeningMs = Number(notListening().at(-1));
+  assert.ok(notListeningMs >= slowMs, `did not listen for ${notListeningMs} ms, not ${slowMs}`);
+}
+
+/** The id of the one job whose arguments hold `marker`, once there is one. */
+async function jobMarked(marker: string): Promise<string> {
+  return await waitFor(`the job ${marker}`, async () => {
+    const jobs = (await client.listJobs()).jobs.filter((job) => job.args?.includes(marker));
+    assert.ok(jobs.length <= 1, `${jobs.length} jobs ${marker}`);
+    return jobs[0]?.id;
+  }, 30_000);
+}
+
+/** A worker that does not listen for this long outlasts a call's own retries (1.4 s) by far. */
+const SLOW_RELOAD_MS = 5000;
+/** Output of the jobs that end at once: far more than a pipe holds (64 KiB). */
+const OUTPUT_BYTES = 512 * 1024;
+
+/**
+ * `run [flags] <a job that writes OUTPUT_BYTES and exits 7>`, its stdout held: the job ends and
+ * the worker sends all its output and the stream's end, while `run` waits in a write. The worker
+ * then reloads, slowly; once it has stopped serving, `run` may write again, comes to the end of
+ * the output and asks how the job ended (and with `--rm` deletes it) while nothing listens.
+ */
+async function runEndingInReload(flags: string[]) {
+  const marker = `ending-${crypto.randomUUID()}`;
+  const run = new Cli([
+    "run",
+    ...flags,
+    "sh",
+    "-c",
+    `yes 0123456789abcdef | head -c ${OUTPUT_BYTES}; exit 7`,
+    marker,
+  ], { holdStdout: true });
+  try {
+    const id = await jobMarked(marker);
+    await waitFor("the job's end", async () => hasEnded(await client.getJob(id)), 30_000);
+    // The worker sends the output and the stream's end as soon as the job ended (the stream's
+    // window, 8 MiB, holds it all): give it a moment to be on its way before the reload.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    assert.equal(run.exited, false, `run exited while its stdout was held\n${run.stderr}`);
+    await reloadWith(SLOW_RELOAD_MS, () => run.releaseStdout());
+    const ran = await run.exit();
+    assert.equal(ran.code, 7, `run: exit code ${ran.code}\n${run.stderr}`);
+    assert.equal(run.stdout.length, OUTPUT_BYTES, "run: its output");
+    assert.doesNotMatch(run.stderr, STACK);
+    return { id, marker };
+  } finally {
+    await run.exit();
+  }
+}
+
+test("run: a slow reload at the GetJob after the output, which gives the exit code", async () => {
+  const { id } = await runEndingInReload([]);
+  assert.ok(hasEnded(await client.getJob(id)));
+});
+
+// The reload falls at the GetJob before the DeleteJob: a run that gave up there (or the DeleteJob
+// after it, had the reload outlasted the GetJob) would leave the job behind. A reload that falls
+// between the two calls, and only at the DeleteJob, is not something a test can time.
+test("run --rm: a slow reload after the output still deletes the job", async () => {
+  const { marker } = await runEndingInReload(["--rm"]);
+  const left = (await client.listJobs()).jobs.filter((job) => job.args?.includes(marker));
+  assert.equal(left.length, 0, "run --rm left its job behind");
+});
+
+test("run: Ctrl-C while the worker reloads slowly stops the job", async () => {
+  const marker = `interrupted-${crypto.randomUUID()}`;
+  // Ends on SIGTERM (StopJob's first signal) with 143, as a shell's default would.
+  const run = new Cli([
+    "run",
+    "sh",
+    "-c",
+    "trap 'exit 143' TERM; echo started; while :; do sleep 0.05; done",
+    marker,
+  ]);
+  try {
+    await waitFor("run's output", () => run.stdout.includes("started"), 30_000);
+    await reloadWith(SLOW_RELOAD_MS, () => run.interrupt());
+    // A stop lost in the reload leaves the job running, and run following it: it never ends.
+    await waitFor("run to stop its job and end", () => run.exited, 30_000)
+      .catch((err) => assert.fail(`${err.message}\nrun's stderr: ${run.stderr}`));
+    const ran = await run.exit();
+    assert.equal(ran.code, 143, `run: exit code ${ran.code}\n${run.stderr}`);
+    assert.equal(run.stdout, "started\n");
+    assert.doesNotMatch(run.stderr, STACK);
+    const job = await client.getJob(await jobMarked(marker));
+    assert.ok(hasEnded(job), `the job is ${job.status}`);
+  } finally {
+    const id = await jobMarked(marker);
+    if (!hasEnded(await client.getJob(id))) await client.stopJob(id, { force: true });
+    await run.exit();
   }
 });
 

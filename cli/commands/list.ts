@@ -10,7 +10,7 @@ import { type CliDeps, withClient } from "../context.ts";
 import { UsageError } from "../errors.ts";
 import { writeText } from "../io.ts";
 import { listAllJobs } from "../jobs.ts";
-import { isConnectionLoss, RECONNECT_PATIENCE_MS, reconnectDelay } from "../reconnect.ts";
+import { isConnectionLoss, Reconnection } from "../reconnect.ts";
 import { addConnectionOptions, positiveInteger } from "../options.ts";
 import { jobsToJson, renderJobList } from "../render.ts";
 
@@ -84,8 +84,7 @@ Examples:
         };
         const now = () => deps.now().getTime();
         let rendered = false;
-        let lostSince: number | undefined;
-        let attempt = 0;
+        const reconnection = new Reconnection(now);
         try {
           while (!stop) {
             let text: string;
@@ -96,17 +95,16 @@ Examples:
               // a moment, longer than a call's own retries wait on a loaded host: keep watching.
               // A server never reached (a wrong --server, a stopped worker) fails at once.
               if (!rendered || !isConnectionLoss(err)) throw err;
-              lostSince ??= now();
-              if (now() - lostSince > RECONNECT_PATIENCE_MS) throw err;
-              if (++attempt === 1 && deps.stderrIsTerminal) {
+              const delay = reconnection.lost();
+              if (delay === undefined) throw err;
+              if (reconnection.attempt === 1 && deps.stderrIsTerminal) {
                 await writeText(deps.stderr, "jobworker: connection lost; retrying\n");
               }
-              await pause(reconnectDelay(attempt));
+              await pause(delay);
               continue;
             }
             rendered = true;
-            lostSince = undefined;
-            attempt = 0;
+            reconnection.reset();
             const clear = deps.stdoutIsTerminal ? "\x1b[H\x1b[2J" : "";
             const stamp = `Every ${flags.interval}s: jobworker list (Ctrl-C to quit)\n\n`;
             await writeText(deps.stdout, clear + stamp + text);

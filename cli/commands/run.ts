@@ -10,10 +10,11 @@
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import type { jobworker } from "../../proto/service.ts";
 import { type CliDeps, withClient } from "../context.ts";
-import { CliError, EXIT_INTERRUPTED } from "../errors.ts";
+import { CliError, EXIT_INTERRUPTED, isServiceError, RetryAbandoned, Status } from "../errors.ts";
 import { writeText } from "../io.ts";
 import { addConnectionOptions } from "../options.ts";
 import { writeOutput } from "../output.ts";
+import { retryAcrossReload } from "../reconnect.ts";
 import { addJobOptions, buildCreateRequest } from "./create.ts";
 
 /** The exit code `run` ends with for an ended job: its own, or 128 + the signal that ended it. */
@@ -58,10 +59,31 @@ Examples:
           return 0;
         }
         const controller = new AbortController();
+        // The calls after the create may each meet the worker reloading in place (it does not
+        // listen for a while): they are all safe to repeat, so they ride it out as the output does.
+        const retrying = { sleep: deps.sleep };
         let stopping: Promise<unknown> | undefined;
+        // Whether the stop may not have reached the worker: its call was lost (and is being
+        // retried), or given up.
+        let stopInDoubt = false;
         const stopListening = deps.onInterrupt((count) => {
           if (count === 1) {
-            stopping = client.stopJob(id, {}).catch(() => {});
+            stopping = retryAcrossReload(
+              `stopping job ${id}`,
+              () => client.stopJob(id, {}),
+              { ...retrying, signal: controller.signal, onRetry: () => (stopInDoubt = true) },
+            ).then(() => (stopInDoubt = false), async (err) => {
+              stopInDoubt = true;
+              // The output goes on (a second Ctrl-C detaches); say why the job may not end.
+              if (controller.signal.aborted) return;
+              const why = err instanceof RetryAbandoned
+                ? `${err.lastError.details} (${err.message})`
+                : isServiceError(err)
+                ? err.details
+                : String(err);
+              await writeText(deps.stderr, `jobworker: could not stop job ${id}: ${why}\n`)
+                .catch(() => {});
+            });
             if (deps.stderrIsTerminal) {
               void writeText(
                 deps.stderr,
@@ -81,12 +103,28 @@ Examples:
           stopListening();
         }
         if (controller.signal.aborted) {
-          await writeText(deps.stderr, `jobworker: detached from job ${id}\n`);
+          const unconfirmed = stopInDoubt
+            ? ` (its stop may not have reached the worker: jobworker stop ${id})`
+            : "";
+          await writeText(deps.stderr, `jobworker: detached from job ${id}${unconfirmed}\n`);
           throw new CliError("", EXIT_INTERRUPTED);
         }
         await stopping;
-        const ended = await client.getJob(id);
-        if (flags.rm) await client.deleteJob(id);
+        const ended = await retryAcrossReload(
+          `learning how job ${id} ended`,
+          () => client.getJob(id),
+          { ...retrying, advice: `see jobworker get ${id}` },
+        );
+        if (flags.rm) {
+          await retryAcrossReload(`deleting job ${id}`, async () => {
+            try {
+              await client.deleteJob(id);
+            } catch (err) {
+              // Gone already: a try cut by the reload had deleted it (or someone else did).
+              if (!isServiceError(err) || err.code !== Status.NOT_FOUND) throw err;
+            }
+          }, { ...retrying, advice: `delete it with jobworker rm ${id}` });
+        }
         return jobExitCode(ended);
       });
       if (exitCode !== 0) throw new CliError("", exitCode);
