@@ -30,21 +30,14 @@ import {
   WRITER,
 } from "./helpers/reload.ts";
 import { unless, withSkip } from "./helpers/skip.ts";
+import { killedAtUnload } from "./helpers/killed_at_unload.ts";
 import type { JobClient } from "../cli/client.ts";
 
 const S = jobworker.JobStatus;
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const pki = await makePki();
-const workers = new Set<WorkerProcess>();
+const workers = killedAtUnload();
 const gates = new Set<FuseGate>();
-
-globalThis.addEventListener("unload", () => {
-  for (const w of workers) {
-    try {
-      w.process.kill("SIGKILL");
-    } catch { /* gone */ }
-  }
-});
 
 const hasFuse = (() => {
   try {
