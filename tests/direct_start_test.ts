@@ -211,6 +211,16 @@ const FAILURES: [string, () => jobworker.ICreateJobReq, RegExp][] = [
     /^refused INVALID_ARGUMENT: command: ".*\/a-directory" is a directory$/,
   ],
   [
+    "a missing command whose path is long and full of quotes",
+    () => ({ command: `/nonexistent/${`${'"'.repeat(200)}/`.repeat(17)}x` }),
+    /^refused INVALID_ARGUMENT: command: command not found: /,
+  ],
+  [
+    "a missing command whose path is full of control characters",
+    () => ({ command: `/nonexistent/${`${"\x01".repeat(200)}/`.repeat(10)}x` }),
+    /^refused INVALID_ARGUMENT: command: command not found: /,
+  ],
+  [
     "a directory",
     () => ({ command: fixtures }),
     /^refused INVALID_ARGUMENT: .*is a directory$/,
