@@ -1,0 +1,410 @@
+/**
+ * The direct start (init/shim/jwdirect.c: the shim's child takes init's steps from a plan and
+ * execs the command) against the cloned `jobworker init` (JOB_WORKER_DIRECT_START=0), from real
+ * jobs of two real workers: each kind of job the API allows observes the same from inside, each
+ * start failure reads the same with the same gRPC status, a job of another user dies with a
+ * SIGKILLed worker either way, and a malformed plan is refused before any clone.
+ *
+ * The same probe runs in both workers and the outputs must be equal once job ids and the workers'
+ * own paths are normalised; the worker's "job started" line (direct=true / direct=false) shows
+ * which path each job took, so a worker that quietly fell back to one path would fail here.
+ *
+ * Run: `deno test -A tests/direct_start_test.ts` (as root).
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { status } from "@grpc/grpc-js";
+import { jobworker } from "../proto/service.ts";
+import type { JobClient } from "../cli/client.ts";
+import { Shim, ShimError } from "../init/shim/ffi.ts";
+import { instanceDirName, instanceName } from "../worker/cgroups/paths.ts";
+import { makePki } from "./helpers/pki.ts";
+import { WorkerProcess } from "./helpers/worker.ts";
+import { clientFor, collectOutput } from "./helpers/clients.ts";
+import { waitJobEnded } from "./helpers/job_end.ts";
+import { linesWithMessage } from "./helpers/log_lines.ts";
+import { isAlive, jobProcesses, waitFor } from "./helpers/host_procs.ts";
+
+const S = jobworker.JobStatus;
+
+interface Side {
+  name: "direct" | "cloned init";
+  worker: WorkerProcess;
+  client: JobClient;
+  /** The worker's cgroup directory name (in a job's /proc/self/cgroup). */
+  instanceDir: string;
+}
+
+const pki = await makePki();
+const workers: WorkerProcess[] = [];
+/** Both workers allow privileged jobs; jobs run as root unless they ask for a user. */
+const BASE_ENV = { JOB_WORKER_ALLOW_PRIVILEGED: "1" };
+const CLONED_ENV = { ...BASE_ENV, JOB_WORKER_DIRECT_START: "0" };
+
+async function startWorker(env: Record<string, string>): Promise<WorkerProcess> {
+  const worker = await WorkerProcess.start({ certDir: pki.dir, env });
+  workers.push(worker);
+  return worker;
+}
+
+async function side(name: Side["name"], worker: WorkerProcess): Promise<Side> {
+  const instanceDir = instanceDirName(await instanceName(worker.stateDir));
+  return { name, worker, client: clientFor(pki.dir, worker.address), instanceDir };
+}
+
+let sides: [Side, Side];
+try {
+  sides = [
+    await side("direct", await startWorker(BASE_ENV)),
+    await side("cloned init", await startWorker(CLONED_ENV)),
+  ];
+} catch (e) {
+  await Promise.all(workers.map((w) => w.stop()));
+  await pki.remove();
+  throw e;
+}
+
+globalThis.addEventListener("unload", () => {
+  for (const w of workers) {
+    try {
+      w.process.kill("SIGTERM");
+    } catch { /* gone */ }
+  }
+});
+
+/** Files the failure cases and the workDir job use (0755, so that nobody may enter it). */
+const fixtures = await Deno.makeTempDir({ prefix: "jobworker-test-direct-" });
+await Deno.chmod(fixtures, 0o755);
+
+/** `fn` in both workers at once: [direct, cloned init]. */
+function onBoth<T>(fn: (s: Side) => Promise<T>): Promise<[T, T]> {
+  return Promise.all([fn(sides[0]), fn(sides[1])]);
+}
+
+function test(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name, sanitizeResources: false, sanitizeOps: false, fn });
+}
+
+/** Whether `side`'s worker logged job `id` as started directly. */
+function startedDirect(s: Side, id: string): string {
+  const line = linesWithMessage(s.worker.logs, "job started").find((l) => l.fields.id === id);
+  assert.ok(line, `${s.name}: a "job started" line for ${id}`);
+  return String(line.fields.direct);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. What a job observes
+
+/**
+ * What a job can see of itself and its surroundings. Mount ids, inode numbers and times differ
+ * from job to job and are left out; what is left must not. So are pid numbers other than the
+ * parent's: a cloned init's Deno threads take the namespace's first pids before its exec, so a
+ * job's later processes get higher ones that way (its bash was pid 7 against 2 under a minimal
+ * init, its first child 46 against 41), which a job cannot rely on anyway.
+ */
+const PROBE = String.raw`
+echo "--- id"; id
+echo "--- status"; grep -E '^(Cap|NoNewPrivs|Seccomp|Sig(Blk|Ign)|Cpus_allowed_list)' /proc/self/status
+echo "--- limits"; ulimit -a; umask; cat /proc/self/oom_score_adj
+echo "--- mounts (root, mount point, options, type, source, super options)"
+awk '{ for (i = 7; $i != "-"; i++); print $4, $5, $6, $(i + 1), $(i + 2), $(i + 3) }' /proc/self/mountinfo | sort
+echo "--- dev"; find /dev -maxdepth 2 -printf '%y %m %u:%g %p %l\n' | sort
+echo "--- masks"
+for p in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug /proc/sysrq-trigger; do
+  echo "$p: $(head -c 100 "$p" 2>&1 | od -An -tx1 | head -2 | tr -s ' \n' ' ')"
+done
+ls /proc/acpi /proc/scsi /sys/firmware 2>&1
+echo "--- writable"
+for p in /sys /proc/sys /proc/sysrq-trigger /proc/irq /proc/bus /tmp; do
+  if [ -w "$p" ]; then echo "$p writable"; else echo "$p read-only"; fi
+done
+echo "--- hostname"; hostname | tr -d '\n' | wc -c
+echo "--- pwd"; pwd
+echo "--- net"; wc -l < /proc/net/dev
+echo "--- processes"; ps -e --no-headers | wc -l; ps -eo user=,comm= | sort
+echo "parent $PPID $(cat /proc/$PPID/comm 2>/dev/null); group $(ps -o pgid=,sid= $$)"
+echo "--- fds"; for f in /proc/$$/fd/*; do echo "$(basename "$f") $(readlink "$f" | sed 's/[0-9]\+/N/g')"; done
+echo "--- env"; env | sort
+echo "--- cgroup"; cat /proc/self/cgroup
+echo "--- security"; cat /proc/self/attr/current 2>&1; cat /proc/self/loginuid; echo
+`;
+
+const KINDS: [string, jobworker.ICreateJobReq][] = [
+  ["default", {}],
+  ["user nobody", { user: "nobody" }],
+  ["network none", { network: "none" }],
+  ["init", { init: true }],
+  ["privileged", { privileged: true }],
+  ["workDir", { workDir: fixtures }],
+];
+
+/** Runs the probe in `s`'s worker; its output with this job's and this worker's names replaced. */
+async function probe(s: Side, extra: jobworker.ICreateJobReq) {
+  const job = await s.client.createJob({ command: "bash", args: ["-c", PROBE], ...extra });
+  const output = await collectOutput(s.client, job.id);
+  const ended = await waitJobEnded(s.client, job.id);
+  const normal = (text: string) =>
+    text.replaceAll(job.id, "<job>").replaceAll(s.worker.stateDir, "<state>")
+      .replaceAll(s.instanceDir, "<instance>");
+  return {
+    id: job.id,
+    status: ended.status,
+    exitCode: ended.exitCode,
+    stdout: normal(output.stdout),
+    stderr: normal(output.stderr),
+  };
+}
+
+for (const [kind, extra] of KINDS) {
+  test(`a job (${kind}) observes the same started directly or by a cloned init`, async () => {
+    const [direct, cloned] = await onBoth((s) => probe(s, extra));
+    assert.equal(startedDirect(sides[0], direct.id), "true", "the direct worker: directly");
+    assert.equal(startedDirect(sides[1], cloned.id), "false", "the other through a cloned init");
+    assert.equal(direct.status, S.COMPLETED, direct.stderr);
+    assert.equal(direct.stdout, cloned.stdout);
+    assert.equal(direct.stderr, cloned.stderr);
+    assert.deepEqual([direct.status, direct.exitCode], [cloned.status, cloned.exitCode]);
+    // The probe saw something: the sections are there and /proc is the job's own.
+    assert.match(direct.stdout, /--- mounts[\s\S]*\/ \/proc [\s\S]*--- cgroup\n\S/);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Start failures
+
+/**
+ * What became of a CreateJob: refused (its gRPC status and details), or started and ended (its
+ * end state, reason and output, job id replaced), as one line to compare.
+ */
+async function outcome(s: Side, req: jobworker.ICreateJobReq): Promise<string> {
+  let id: string;
+  try {
+    id = (await s.client.createJob(req)).id;
+  } catch (e) {
+    const { code, details } = e as { code?: number; details?: string };
+    if (code === undefined) throw e;
+    return `refused ${status[code]}: ${details}`;
+  }
+  const output = await collectOutput(s.client, id);
+  const ended = await waitJobEnded(s.client, id);
+  return `started, ended ${S[ended.status]} exit ${ended.exitCode} signal ${ended.signal}: ` +
+    `${ended.reason} | ${JSON.stringify([output.stdout, output.stderr])}`.replaceAll(id, "<job>");
+}
+
+const privateDir = `${fixtures}/private`;
+/** What to ask, and how the outcome must read (`outcome()`'s line). */
+const FAILURES: [string, () => jobworker.ICreateJobReq, RegExp][] = [
+  [
+    "a missing absolute command",
+    () => ({ command: "/nonexistent/jw-missing" }),
+    /^refused INVALID_ARGUMENT: command: command not found: "\/nonexistent\/jw-missing"$/,
+  ],
+  [
+    "a bare name not in PATH",
+    () => ({ command: "jw-no-such-command", env: [`PATH=/nonexistent:${fixtures}`] }),
+    /^refused INVALID_ARGUMENT: command: command not found: "jw-no-such-command" \(PATH="\/nonexistent:.*"\)$/,
+  ],
+  [
+    "a bare name whose first match in PATH is a directory",
+    () => ({ command: "a-directory", env: [`PATH=/nonexistent:${fixtures}:/usr/bin`] }),
+    /^refused INVALID_ARGUMENT: command: ".*\/a-directory" is a directory$/,
+  ],
+  [
+    "a missing command whose path is long and full of quotes",
+    () => ({ command: `/nonexistent/${`${'"'.repeat(200)}/`.repeat(17)}x` }),
+    /^refused INVALID_ARGUMENT: command: command not found: /,
+  ],
+  [
+    "a missing command whose path is full of control characters",
+    () => ({ command: `/nonexistent/${`${"\x01".repeat(200)}/`.repeat(10)}x` }),
+    /^refused INVALID_ARGUMENT: command: command not found: /,
+  ],
+  [
+    "a directory",
+    () => ({ command: fixtures }),
+    /^refused INVALID_ARGUMENT: .*is a directory$/,
+  ],
+  [
+    "a file without x bits",
+    () => ({ command: `${fixtures}/plain` }),
+    /^refused INVALID_ARGUMENT: .*plain" is not executable$/,
+  ],
+  [
+    "a workDir that does not exist",
+    () => ({ command: "true", workDir: "/nonexistent/jw-dir" }),
+    /^refused INVALID_ARGUMENT: workDir: entering workDir "\/nonexistent\/jw-dir": chdir failed: ENOENT/,
+  ],
+  [
+    "a workDir nobody cannot enter",
+    () => ({ command: "true", workDir: privateDir, user: "nobody" }),
+    /^refused INVALID_ARGUMENT: workDir: .*EACCES/,
+  ],
+  [
+    "a command user nobody cannot reach",
+    () => ({ command: `${privateDir}/tool`, user: "nobody" }),
+    /^refused INVALID_ARGUMENT: .*tool" cannot be reached by the job's user$/,
+  ],
+  [
+    "a command only its owner may run, as nobody",
+    () => ({ command: `${fixtures}/owner-only`, user: "nobody" }),
+    /^refused INVALID_ARGUMENT: .*owner-only" is not executable by the job's user$/,
+  ],
+  [
+    "a file with x bits that is no executable (ENOEXEC)",
+    () => ({ command: `${fixtures}/garbage` }),
+    /^refused INVALID_ARGUMENT: command: cannot execute ".*garbage": execve failed: ENOEXEC/,
+  ],
+  [
+    "a file with x bits that is no executable, as nobody under a minimal init",
+    () => ({ command: `${fixtures}/garbage`, user: "nobody", init: true, network: "none" }),
+    /^started, ended FAILED exit 127 .*jwinit: cannot execute the command/,
+  ],
+];
+
+test("start failures read the same either way, with the same status", async () => {
+  await Deno.mkdir(`${fixtures}/a-directory`);
+  await Deno.writeTextFile(`${fixtures}/plain`, "#!/bin/sh\necho plain\n");
+  await Deno.chmod(`${fixtures}/plain`, 0o644);
+  await Deno.writeTextFile(`${fixtures}/owner-only`, "#!/bin/sh\necho owner\n");
+  await Deno.chmod(`${fixtures}/owner-only`, 0o744);
+  // Bytes no loader knows, no "#!": execve says ENOEXEC (a shell would run it as a script).
+  await Deno.writeFile(`${fixtures}/garbage`, new Uint8Array([0x00, 0x13, 0x37, 0xfe, 0xff, 0x0a]));
+  await Deno.chmod(`${fixtures}/garbage`, 0o755);
+  await Deno.mkdir(privateDir, { mode: 0o700 });
+  await Deno.chmod(privateDir, 0o700);
+  await Deno.writeTextFile(`${privateDir}/tool`, "#!/bin/sh\necho tool\n");
+  await Deno.chmod(`${privateDir}/tool`, 0o755);
+  const mismatches: string[] = [];
+  for (const [what, req, pattern] of FAILURES) {
+    const [direct, cloned] = await onBoth((s) => outcome(s, req()));
+    console.log(`${what}: ${direct}`);
+    if (direct !== cloned) {
+      mismatches.push(`${what}:\n  direct:      ${direct}\n  cloned init: ${cloned}`);
+      continue;
+    }
+    assert.match(direct, pattern, what);
+  }
+  assert.deepEqual(mismatches, [], mismatches.join("\n"));
+});
+
+// ---------------------------------------------------------------------------------------------
+// 4. A malformed plan
+
+/** Pids whose parent is this process. */
+function children(): Set<number> {
+  const found = new Set<number>();
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === Deno.pid) found.add(Number(entry.name));
+    } catch { /* gone meanwhile */ }
+  }
+  return found;
+}
+
+const openFds = () => [...Deno.readDirSync("/proc/self/fd")].length;
+
+const u32 = (n: number) => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24];
+
+/** Plan bytes (jwdirect.c's encoding): op bytes, NUL-terminated texts, little-endian words. */
+function planBytes(...parts: (number | string | { u32: number })[]): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(parts.flatMap((part) => {
+    if (typeof part === "number") return [part];
+    if (typeof part === "string") return [...new TextEncoder().encode(part), 0];
+    return u32(part.u32);
+  }));
+}
+
+const OP_PRIVATE_MOUNTS = 1;
+const OP_MOUNT_PROC = 2;
+const OP_SET_USER = 12;
+const OP_EXEC = 15;
+/** exec /bin/true with no environment: the smallest plan there is. */
+const EXEC_TRUE = [OP_EXEC, "/bin/true", "/usr/bin:/bin", { u32: 1 }, "true", { u32: 0 }] as const;
+
+test("a malformed plan is refused before any clone: EINVAL, no child, no descriptor", async () => {
+  const lib = `${sides[0].worker.stateDir}/lib`;
+  const installed = [...Deno.readDirSync(lib)].find((e) => e.name.startsWith("libjwshim-"));
+  assert.ok(installed, "the worker installed its shim");
+  const shim = new Shim(`${lib}/${installed.name}`);
+  const [outR, outW] = shim.pipe();
+  const [statusR, statusW] = shim.pipe();
+  try {
+    const whole = planBytes(OP_PRIVATE_MOUNTS, OP_MOUNT_PROC, ...EXEC_TRUE);
+    const malformed: [string, Uint8Array<ArrayBuffer>][] = [
+      ["garbage", new Uint8Array([0xde, 0xad, 0xbe, 0xef, 0x00, 0x42, 0x99])],
+      ["one byte", new Uint8Array([0])],
+      ["truncated in the exec op", whole.subarray(0, whole.length - 3).slice()],
+      ["truncated after its command", whole.subarray(0, 3 + "/bin/true".length + 1).slice()],
+      ["no exec op at the end", planBytes(OP_PRIVATE_MOUNTS, OP_MOUNT_PROC)],
+      ["an op after the exec", planBytes(...EXEC_TRUE, OP_MOUNT_PROC)],
+      ["an exec without argv", planBytes(OP_EXEC, "/bin/true", "/bin", { u32: 0 }, { u32: 0 })],
+      ["an exec with 2^31 args", planBytes(OP_EXEC, "/bin/true", "/bin", { u32: 2 ** 31 })],
+      [
+        "a user with 2^20 groups and none given",
+        planBytes(OP_SET_USER, { u32: 0 }, { u32: 0 }, { u32: 2 ** 20 }, ...EXEC_TRUE),
+      ],
+    ];
+    const before = { fds: openFds(), children: children() };
+    for (const [what, plan] of malformed) {
+      assert.throws(
+        () => shim.spawnDirect(plan, outW, outW, statusW, false),
+        (e: unknown) => e instanceof ShimError && e.errno === 22,
+        what,
+      );
+      assert.equal(openFds(), before.fds, `${what}: no descriptor left open`);
+      assert.deepEqual(children(), before.children, `${what}: no child`);
+    }
+    // The same counts see a well-formed plan's child and its pidfd (so they can fail).
+    const { pid, pidfd } = shim.spawnDirect(whole, outW, outW, statusW, false);
+    try {
+      assert.ok(children().has(pid), "a well-formed plan's child is seen");
+      assert.equal(openFds(), before.fds + 1, "and its pidfd");
+      const ended = await waitFor(`pid ${pid} to end`, () => shim.waitpid(pid), 5000);
+      assert.deepEqual(ended, { exitCode: 0, signal: null });
+    } finally {
+      shim.close(pidfd);
+    }
+  } finally {
+    for (const fd of [outR, outW, statusR, statusW]) shim.close(fd);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// 3. A job of another user dies with a killed worker (last: the workers are killed)
+
+test("a job of user nobody dies with a SIGKILLed worker, started either way", async () => {
+  const jobs = await Promise.all(sides.map(async (s) => {
+    const job = await s.client.createJob({ command: "sleep", args: ["1000"], user: "nobody" });
+    const procs = await waitFor(`${s.name}: the sleep`, () => {
+      const found = jobProcesses(job.id).filter((p) => p.comm === "sleep");
+      return found.length > 0 ? found : null;
+    });
+    return { s, job, procs };
+  }));
+  for (const { s, job } of jobs) {
+    assert.equal(startedDirect(s, job.id), s.name === "direct" ? "true" : "false");
+    s.client.close();
+    s.worker.process.kill("SIGKILL");
+    await s.worker.exited;
+  }
+  const survivors: string[] = [];
+  for (const { s, procs } of jobs) {
+    try {
+      await waitFor(`${s.name}: the sleep to die`, () => procs.every((p) => !isAlive(p)), 5000);
+    } catch {
+      survivors.push(`${s.name}: ${procs.map((p) => p.pid).join(", ")}`);
+    }
+  }
+  // stop() of a killed worker kills and removes what its cgroups still hold.
+  for (const w of workers) await w.stop();
+  assert.deepEqual(survivors, [], `the job outlived its worker: ${survivors.join("; ")}`);
+});
+
+test("clean up", async () => {
+  await Deno.remove(fixtures, { recursive: true });
+  await pki.remove();
+});
