@@ -10,6 +10,7 @@ SYSTEM_DENO := $(shell d=$$(command -v deno 2>/dev/null) && "$$d" --version 2>/d
 DENO := $(if $(SYSTEM_DENO),$(SYSTEM_DENO),$(TOOLS)/node_modules/.bin/deno)
 SHIM := build/libjwshim.so
 JWINIT := build/jwinit
+JWSTART := build/jwstart
 
 .PHONY: all tools deps shim proto build install-client serve test test-tools test-cgroup-v2 bench bench-tools bench-record fuzz fmt lint check ok clean certs \
   install uninstall deploy deploy-status deploy-logs deploy-certs
@@ -26,16 +27,21 @@ tools: $(DENO)
 deps: tools
 	$(DENO) install --allow-scripts --quiet
 
-$(SHIM): init/shim/jwshim.c init/shim/jwdirect.c init/shim/jwshim.h init/shim/forwarded_signals.h | tools
+$(SHIM): init/shim/jwshim.c init/shim/jwshim.h init/shim/forwarded_signals.h | tools
 	mkdir -p build
-	gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ init/shim/jwshim.c init/shim/jwdirect.c
+	gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ init/shim/jwshim.c
 
 # The minimal init of `init: true` jobs: static, so it needs nothing from the job's filesystem.
 $(JWINIT): init/shim/jwinit.c init/shim/forwarded_signals.h | tools
 	mkdir -p build
 	gcc -Os -Wall -Wextra -Werror -static -s -o $@ $<
 
-shim: $(SHIM) $(JWINIT)
+# The direct start's program (the first program of a job, before its command): static as jwinit.
+$(JWSTART): init/shim/jwdirect.c init/shim/jwshim.c init/shim/jwshim.h init/shim/forwarded_signals.h | tools
+	mkdir -p build
+	gcc -O2 -Wall -Wextra -Werror -static -s -o $@ init/shim/jwdirect.c init/shim/jwshim.c
+
+shim: $(SHIM) $(JWINIT) $(JWSTART)
 
 proto: deps
 	$(DENO) task proto

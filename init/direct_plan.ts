@@ -1,6 +1,6 @@
 /**
- * The direct start's plan: a job's steps (init/job_steps.ts) recorded, not run, for the shim's
- * child to take between clone3 and execve (init/shim/jwdirect.c, which documents the encoding).
+ * The direct start's plan: a job's steps (init/job_steps.ts) recorded, not run, for jwstart to take
+ * in the job's new namespaces (init/shim/jwdirect.c, which documents the encoding).
  * With each step the plan keeps how init would have labelled it, so a failure the child reports
  * ({"step", "errno"}, with "kind" and "path" for the command's lookup) reads exactly as init's.
  */
@@ -62,6 +62,9 @@ class PlanRecorder implements JobSteps {
   }
 
   #text(value: string): void {
+    // The API refuses NUL in what a job names; a NUL here would end the text early and shift
+    // every field after it.
+    if (value.includes("\0")) throw new RangeError("a job's text may not contain NUL");
     for (const byte of encoder.encode(value)) this.#chunks.push(byte);
     this.#chunks.push(0);
   }
@@ -172,6 +175,8 @@ export function directPlan(spec: InitSpec): DirectPlan {
 }
 
 interface ChildReport {
+  /** Only from the shim's clone, when jwstart itself could not be exec'd. */
+  stage?: string;
   step?: number;
   errno?: number;
   kind?: LookupKind | "not-in-path";
@@ -193,9 +198,18 @@ export function directFailure(plan: DirectPlan, text: string): InitFailure {
   if (report.kind !== undefined) {
     return { stage: "lookup", errno, message: lookupMessage(report.kind, report.path ?? "") };
   }
+  if (report.stage !== undefined) {
+    const why = new ShimError("execve", errno).message;
+    return {
+      stage: "spawn",
+      errno,
+      message: `cannot run the job's start program (jwstart): ${why}`,
+    };
+  }
   const label = plan.labels[report.step ?? -1];
   if (label === undefined) {
-    return { stage: "spawn", errno, message: new ShimError("setting up the job", errno).message };
+    const why = new ShimError("reading the plan", errno).message;
+    return { stage: "spawn", errno, message: `the job's start program refused its plan: ${why}` };
   }
   return {
     stage: label.stage,

@@ -8,7 +8,7 @@ deno_bin=$1
 cd "$(dirname "$0")/.."
 mkdir -p bin
 rm -f bin/jobworker
-if timeout 300 "$deno_bin" compile --allow-all --no-prompt --include build/libjwshim.so --include build/jwinit \
+if timeout 300 "$deno_bin" compile --allow-all --no-prompt --include build/libjwshim.so --include build/jwinit --include build/jwstart \
      --output bin/jobworker main.ts >build/compile.log 2>&1; then
   echo "built bin/jobworker: one executable with the shim embedded ($(du -h bin/jobworker | cut -f1))"
   exit 0

@@ -17,7 +17,7 @@ import assert from "node:assert/strict";
 import { status } from "@grpc/grpc-js";
 import { jobworker } from "../proto/service.ts";
 import type { JobClient } from "../cli/client.ts";
-import { Shim, ShimError } from "../init/shim/ffi.ts";
+import { Shim } from "../init/shim/ffi.ts";
 import { instanceDirName, instanceName } from "../worker/cgroups/paths.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
@@ -291,20 +291,6 @@ test("start failures read the same either way, with the same status", async () =
 // ---------------------------------------------------------------------------------------------
 // 4. A malformed plan
 
-/** Pids whose parent is this process. */
-function children(): Set<number> {
-  const found = new Set<number>();
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === Deno.pid) found.add(Number(entry.name));
-    } catch { /* gone meanwhile */ }
-  }
-  return found;
-}
-
 const openFds = () => [...Deno.readDirSync("/proc/self/fd")].length;
 
 const u32 = (n: number) => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24];
@@ -325,52 +311,61 @@ const OP_EXEC = 15;
 /** exec /bin/true with no environment: the smallest plan there is. */
 const EXEC_TRUE = [OP_EXEC, "/bin/true", "/usr/bin:/bin", { u32: 1 }, "true", { u32: 0 }] as const;
 
-test("a malformed plan is refused before any clone: EINVAL, no child, no descriptor", async () => {
-  const lib = `${sides[0].worker.stateDir}/lib`;
-  const installed = [...Deno.readDirSync(lib)].find((e) => e.name.startsWith("libjwshim-"));
-  assert.ok(installed, "the worker installed its shim");
-  const shim = new Shim(`${lib}/${installed.name}`);
-  const [outR, outW] = shim.pipe();
+/** Runs the worker's installed jwstart in new namespaces with `plan`; its exit and status report. */
+async function runStarter(shim: Shim, starter: string, plan: Uint8Array<ArrayBuffer>) {
+  const [planR, planW] = shim.pipe(1024 * 1024);
   const [statusR, statusW] = shim.pipe();
+  shim.writeAll(planW, plan);
+  shim.close(planW);
+  const { pid, pidfd } = shim.spawn(starter, ["jwstart"], [], [-1, -1, -1, planR, statusW]);
+  shim.close(planR);
+  shim.close(statusW);
   try {
-    const whole = planBytes(OP_PRIVATE_MOUNTS, OP_MOUNT_PROC, ...EXEC_TRUE);
-    const malformed: [string, Uint8Array<ArrayBuffer>][] = [
-      ["garbage", new Uint8Array([0xde, 0xad, 0xbe, 0xef, 0x00, 0x42, 0x99])],
-      ["one byte", new Uint8Array([0])],
-      ["truncated in the exec op", whole.subarray(0, whole.length - 3).slice()],
-      ["truncated after its command", whole.subarray(0, 3 + "/bin/true".length + 1).slice()],
-      ["no exec op at the end", planBytes(OP_PRIVATE_MOUNTS, OP_MOUNT_PROC)],
-      ["an op after the exec", planBytes(...EXEC_TRUE, OP_MOUNT_PROC)],
-      ["an exec without argv", planBytes(OP_EXEC, "/bin/true", "/bin", { u32: 0 }, { u32: 0 })],
-      ["an exec with 2^31 args", planBytes(OP_EXEC, "/bin/true", "/bin", { u32: 2 ** 31 })],
-      [
-        "a user with 2^20 groups and none given",
-        planBytes(OP_SET_USER, { u32: 0 }, { u32: 0 }, { u32: 2 ** 20 }, ...EXEC_TRUE),
-      ],
-    ];
-    const before = { fds: openFds(), children: children() };
-    for (const [what, plan] of malformed) {
-      assert.throws(
-        () => shim.spawnDirect(plan, outW, outW, statusW, false),
-        (e: unknown) => e instanceof ShimError && e.errno === 22,
-        what,
-      );
-      assert.equal(openFds(), before.fds, `${what}: no descriptor left open`);
-      assert.deepEqual(children(), before.children, `${what}: no child`);
-    }
-    // The same counts see a well-formed plan's child and its pidfd (so they can fail).
-    const { pid, pidfd } = shim.spawnDirect(whole, outW, outW, statusW, false);
-    try {
-      assert.ok(children().has(pid), "a well-formed plan's child is seen");
-      assert.equal(openFds(), before.fds + 1, "and its pidfd");
-      const ended = await waitFor(`pid ${pid} to end`, () => shim.waitpid(pid), 5000);
-      assert.deepEqual(ended, { exitCode: 0, signal: null });
-    } finally {
-      shim.close(pidfd);
-    }
+    const ended = await waitFor(`pid ${pid} to end`, () => shim.waitpid(pid), 5000);
+    const report = new TextDecoder().decode(shim.readAll(statusR, 65536));
+    return { ended, report };
   } finally {
-    for (const fd of [outR, outW, statusR, statusW]) shim.close(fd);
+    shim.close(pidfd);
+    shim.close(statusR);
   }
+}
+
+test("a malformed plan is refused before any step: jwstart reports step -1, EINVAL, exit 127", async () => {
+  const lib = `${sides[0].worker.stateDir}/lib`;
+  const named = (prefix: string) => {
+    const found = [...Deno.readDirSync(lib)].find((e) => e.name.startsWith(prefix));
+    assert.ok(found, `the worker installed ${prefix}*`);
+    return `${lib}/${found.name}`;
+  };
+  const shim = new Shim(named("libjwshim-"));
+  const starter = named("jwstart-");
+  const whole = planBytes(OP_PRIVATE_MOUNTS, OP_MOUNT_PROC, ...EXEC_TRUE);
+  const malformed: [string, Uint8Array<ArrayBuffer>][] = [
+    ["empty", new Uint8Array(0)],
+    ["garbage", new Uint8Array([0xde, 0xad, 0xbe, 0xef, 0x00, 0x42, 0x99])],
+    ["one byte", new Uint8Array([0])],
+    ["truncated in the exec op", whole.subarray(0, whole.length - 3).slice()],
+    ["truncated after its command", whole.subarray(0, 3 + "/bin/true".length + 1).slice()],
+    ["no exec op at the end", planBytes(OP_PRIVATE_MOUNTS, OP_MOUNT_PROC)],
+    ["an op after the exec", planBytes(...EXEC_TRUE, OP_MOUNT_PROC)],
+    ["an exec without argv", planBytes(OP_EXEC, "/bin/true", "/bin", { u32: 0 }, { u32: 0 })],
+    ["an exec with 2^31 args", planBytes(OP_EXEC, "/bin/true", "/bin", { u32: 2 ** 31 })],
+    [
+      "a user with 2^20 groups and none given",
+      planBytes(OP_SET_USER, { u32: 0 }, { u32: 0 }, { u32: 2 ** 20 }, ...EXEC_TRUE),
+    ],
+  ];
+  const before = openFds();
+  for (const [what, plan] of malformed) {
+    const { ended, report } = await runStarter(shim, starter, plan);
+    assert.deepEqual(ended, { exitCode: 127, signal: null }, what);
+    assert.deepEqual(JSON.parse(report), { step: -1, errno: 22 }, `${what}: ${report}`);
+  }
+  // The same run of a well-formed plan execs its command (so the checks above can fail).
+  const { ended, report } = await runStarter(shim, starter, whole);
+  assert.deepEqual(ended, { exitCode: 0, signal: null }, `a well-formed plan: ${report}`);
+  assert.equal(report, "", "a successful exec closes the status pipe without a word");
+  assert.equal(openFds(), before, "no descriptor left open here");
 });
 
 // ---------------------------------------------------------------------------------------------

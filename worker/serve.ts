@@ -4,7 +4,7 @@
  */
 import { ConfigError, loadConfig, SERVE_HELP } from "./config.ts";
 import { log, setLogFormat, setLogLevel } from "./log/logger.ts";
-import { installMinimalInit, installShim } from "./runtime/shim_library.ts";
+import { installMinimalInit, installShim, installStarter } from "./runtime/shim_library.ts";
 import { ShimError } from "../init/shim/ffi.ts";
 import { programPaths, selfCommand } from "./runtime/self_exec.ts";
 import { Launcher, type WorkerPaths } from "./runtime/launcher.ts";
@@ -155,6 +155,7 @@ async function serve(config: Config): Promise<number> {
   const revoked = readUserAndRevocations(config);
   const shim = await installShim(config.stateDir);
   const paths = await workerPaths(config, await installMinimalInit(config.stateDir));
+  const starter = config.directStart ? await installStarter(config.stateDir) : undefined;
   try {
     shim.lockFile(`${config.stateDir}/lock`);
   } catch (e) {
@@ -221,7 +222,7 @@ async function serve(config: Config): Promise<number> {
   );
   metrics.watchPool(pool);
   const manager = new JobManager(
-    new Launcher(shim, self, paths, reaper, pool, config.directStart),
+    new Launcher(shim, self, paths, reaper, pool, starter),
     reaper,
     new PoolCgroups(cgroups, pool),
     store,

@@ -10,10 +10,6 @@ const symbols = {
     parameters: ["buffer", "buffer", "i32", "buffer", "i32", "buffer", "i32", "buffer", "i32"],
     result: "i32",
   },
-  jw_spawn_direct: {
-    parameters: ["buffer", "i32", "i32", "i32", "i32", "buffer", "i32"],
-    result: "i32",
-  },
   jw_pipe: { parameters: ["buffer", "i32"], result: "i32" },
   jw_waitpid: { parameters: ["i32", "buffer"], result: "i32" },
   jw_close: { parameters: ["i32"], result: "i32" },
@@ -170,35 +166,6 @@ export class Shim {
         envp.length,
         fdBuf,
         fds.length,
-        pidfdBuf,
-        newNetwork ? 1 : 0,
-      ),
-    );
-    return { pid, pidfd: pidfdBuf[0] ?? -1 };
-  }
-
-  /**
-   * Starts a job directly (init/direct_plan.ts): clone3 into new PID, mount, IPC and UTS
-   * namespaces (and network, with `newNetwork`), the child taking the plan's steps and exec'ing
-   * the command with `stdoutFd` and `stderrFd` as its 1 and 2. `statusFd` (the child's 3 until
-   * then) gets the report of a failed step, or closes at the exec.
-   */
-  spawnDirect(
-    plan: Uint8Array<ArrayBuffer>,
-    stdoutFd: number,
-    stderrFd: number,
-    statusFd: number,
-    newNetwork: boolean,
-  ): { pid: number; pidfd: number } {
-    const pidfdBuf = new Int32Array([-1]);
-    const pid = this.#check(
-      "clone3",
-      this.#fn("jw_spawn_direct")(
-        plan,
-        plan.length,
-        stdoutFd,
-        stderrFd,
-        statusFd,
         pidfdBuf,
         newNetwork ? 1 : 0,
       ),

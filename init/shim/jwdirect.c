@@ -1,25 +1,28 @@
-// jwdirect: the direct start. A job's first process is made ready by the worker's own clone,
-// without a `jobworker init` (a Deno start, tens of ms of CPU): the child, between clone3 and
-// execve, takes the steps init would take for the job and execs the command itself.
+// jwstart: the direct start. A job's first process is made ready by this small static program
+// instead of a `jobworker init` (a Deno start, tens of ms of CPU): the worker's clone execs it in
+// the job's new namespaces, and it takes the steps init would take for the job and execs the
+// command.
 //
 // The steps come as a plan the worker recorded (init/direct_plan.ts) from the very sequence init
-// runs (init/job_steps.ts), so what a job gets is decided in one place. jw_spawn_direct reads the
-// plan in the parent, before clone3, into vectors the child walks: the child (sharing the worker's
-// memory until it execs, see jwshim.c) parses, allocates and formats nothing but its one failure
-// report, built on its own stack.
+// runs (init/job_steps.ts), so what a job gets is decided in one place. The worker's clone shares
+// the worker's memory until it execs (see jwshim.c), so it execs this program at once and every
+// step runs here, in a process of its own: a step that waits (a cgroup move's RCU grace period, a
+// workDir on a hung NFS server or a FUSE mount, a CPU limit the job's cgroup puts on it) holds up
+// the job alone, never the worker.
 //
+// Descriptors: 0 /dev/null, 1 and 2 the job's output, 3 the plan (read to EOF), 4 the status pipe.
 // The plan: steps back to back, each an op byte then its operands: text NUL-terminated, numbers
-// as 4-byte little-endian words. On failure the child writes {"step":i,"errno":e} (with "kind"
-// and "path" for a command that cannot be found or run) to the status descriptor and exits 127;
-// the worker turns that into init's InitFailure through the plan's labels. A successful exec
-// closes the status descriptor (close-on-exec): its EOF tells the worker the job runs.
+// as 4-byte little-endian words. On failure it writes {"step":i,"errno":e} (with "kind" and "path"
+// for a command that cannot be found or run; step -1: the plan could not be read) to the status
+// pipe and exits 127; the worker turns that into init's InitFailure through the plan's labels. A
+// successful exec closes the status pipe (close-on-exec): its EOF tells the worker the job runs.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -50,9 +53,10 @@ enum op {
   OP_EXEC = 15,
 };
 
-// The child's descriptors: 0 /dev/null, 1 and 2 the job's output, 3 the status pipe.
-#define STATUS_FD 3
-#define DIRECT_FDS 4
+#define PLAN_FD 3
+#define STATUS_FD 4
+// Far more than any plan: the worker refuses a job spec over 1 MiB.
+#define MAX_PLAN (64 * 1024 * 1024)
 
 struct step {
   int op;
@@ -69,10 +73,9 @@ struct step {
 struct plan {
   struct step *steps;
   int nsteps;
-  int fds[DIRECT_FDS];
 };
 
-// --- reading the plan (in the parent) ---
+// --- reading the plan ---
 
 struct reader {
   const char *at, *end;
@@ -126,11 +129,20 @@ static void free_plan(struct plan *p) {
 
 // Reads the plan into p->steps; -EINVAL when it is malformed, -ENOMEM.
 static int read_plan(const char *bytes, int len, struct plan *p) {
-  p->steps = calloc((size_t)len + 1, sizeof(struct step));  // at least a byte per step
-  if (p->steps == NULL) return -ENOMEM;
+  int room = 0;
   struct reader r = {bytes, bytes + len, 0};
   while (r.at < r.end && !r.bad) {
+    if (p->nsteps == room) {
+      room = room == 0 ? 64 : room * 2;
+      struct step *grown = realloc(p->steps, (size_t)room * sizeof(struct step));
+      if (grown == NULL) {
+        free_plan(p);
+        return -ENOMEM;
+      }
+      p->steps = grown;
+    }
     struct step *s = &p->steps[p->nsteps++];
+    memset(s, 0, sizeof *s);
     s->op = (unsigned char)*r.at++;
     switch (s->op) {
       case OP_PRIVATE_MOUNTS:
@@ -174,7 +186,8 @@ static int read_plan(const char *bytes, int len, struct plan *p) {
         s->argv = read_vector(&r, argc, 2);
         uint32_t envc = read_u32(&r);
         if (!r.bad) s->envp = read_vector(&r, envc, 0);
-        if (!r.bad && argc == 0) r.bad = 1;
+        // The command's argv[0] is required, and nothing may follow the exec.
+        if (!r.bad && (argc == 0 || r.at != r.end)) r.bad = 1;
         break;
       }
       default:
@@ -188,7 +201,7 @@ static int read_plan(const char *bytes, int len, struct plan *p) {
   return 0;
 }
 
-// --- the child ---
+// --- taking its steps ---
 
 struct report {
   char text[6144];
@@ -201,7 +214,8 @@ static void put(struct report *r, const char *s) {
 
 static void put_number(struct report *r, int n) {
   char digits[12];
-  jw_format_uint(digits, n < 0 ? 0u : (unsigned)n);
+  if (n < 0) put(r, "-");
+  jw_format_uint(digits, n < 0 ? 0u - (unsigned)n : (unsigned)n);
   put(r, digits);
 }
 
@@ -260,8 +274,10 @@ static const char *unusable(const char *path, int *err) {
   }
   struct stat st;
   if (stat(path, &st) != 0) {
-    *err = errno == EACCES ? EACCES : ENOENT;
-    return errno == EACCES ? "unreachable" : "not-found";
+    // As Deno's PermissionDenied, which init/resolve_command.ts tells apart, covers both.
+    int denied = errno == EACCES || errno == EPERM;
+    *err = denied ? EACCES : ENOENT;
+    return denied ? "unreachable" : "not-found";
   }
   if (S_ISDIR(st.st_mode)) {
     *err = EISDIR;
@@ -285,7 +301,7 @@ static void look_up(int step, const char *command, const char *search, char *fou
   int err = 0;
   if (strchr(command, '/') != NULL) {
     size_t len = strlen(command);
-    if (len >= 4096) fail(step, ENAMETOOLONG, "not-found", command);
+    if (len >= 4096) fail(step, ENOENT, "not-found", command);
     memcpy(found, command, len + 1);
     const char *why = unusable(found, &err);
     if (why != NULL) fail(step, err, why, found);
@@ -380,34 +396,53 @@ static int run_step(const struct step *s, int *init_fd) {
   return -EINVAL;
 }
 
-static void direct_child(void *opaque) {
-  const struct plan *p = opaque;
-  if (jw_place_fds(p->fds, DIRECT_FDS) != 0) fail(0, errno, NULL, NULL);
-  setsid();
-  // As a cloned init: the job dies with the worker (see jwshim.c's child).
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  int init_fd = -1;
-  for (int i = 0; i < p->nsteps; i++) {
-    const struct step *s = &p->steps[i];
-    if (s->op == OP_EXEC) exec_command(i, s, init_fd);
-    int r = run_step(s, &init_fd);
-    if (r < 0) fail(i, -r, NULL, NULL);
+// All of `fd` until EOF into a buffer of its own (*len bytes); NULL when it cannot be read.
+static char *read_all(int fd, int *len) {
+  size_t size = 64 * 1024, used = 0;
+  char *buf = malloc(size);
+  while (buf != NULL) {
+    if (used == size) {
+      char *grown = size < MAX_PLAN ? realloc(buf, size * 2) : NULL;
+      if (grown == NULL) break;
+      buf = grown;
+      size *= 2;
+    }
+    ssize_t n = read(fd, buf + used, size - used);
+    if (n == 0) {
+      *len = (int)used;
+      return buf;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    used += (size_t)n;
   }
-  _exit(127);
+  free(buf);
+  return NULL;
 }
 
-// Starts a job directly: clone3 into new namespaces (network too with `new_net`), then the plan's
-// steps and the command's exec in the child. `stdout_fd` and `stderr_fd` become the job's 1 and
-// 2, /dev/null its 0, `status_fd` its 3 until the exec. Returns the child's pid or -errno
-// (-EINVAL: a malformed plan); *pidfd_out receives its pidfd. A failed step is reported through
-// the status pipe, not here.
-int jw_spawn_direct(const char *plan, int plan_len, int stdout_fd, int stderr_fd, int status_fd,
-                    int *pidfd_out, int new_net) {
-  if (plan_len <= 0) return -EINVAL;
-  struct plan p = {.steps = NULL, .nsteps = 0, .fds = {-1, stdout_fd, stderr_fd, status_fd}};
-  int r = read_plan(plan, plan_len, &p);
-  if (r < 0) return r;
-  int pid = jw_clone_namespaces(direct_child, &p, new_net, pidfd_out);
-  free_plan(&p);
-  return pid;
+// Whether the worker still reads the status pipe: the parent-death signal covers a worker that dies
+// later, not one that died before it was set (at the clone, or again after the change of user).
+static int worker_gone(void) {
+  struct pollfd p = {STATUS_FD, POLLOUT, 0};
+  return poll(&p, 1, 0) == 1 && (p.revents & POLLERR) != 0;
+}
+
+int main(void) {
+  if (worker_gone()) return 127;
+  int len = 0;
+  char *bytes = read_all(PLAN_FD, &len);
+  if (bytes == NULL) fail(-1, errno != 0 ? errno : ENOMEM, NULL, NULL);
+  close(PLAN_FD);
+  struct plan p = {.steps = NULL, .nsteps = 0};
+  int r = len > 0 ? read_plan(bytes, len, &p) : -EINVAL;
+  if (r < 0) fail(-1, -r, NULL, NULL);
+  int init_fd = -1;
+  for (int i = 0; i < p.nsteps; i++) {
+    const struct step *s = &p.steps[i];
+    if (s->op == OP_EXEC) exec_command(i, s, init_fd);
+    r = run_step(s, &init_fd);
+    if (r < 0) fail(i, -r, NULL, NULL);
+    if (s->op == OP_SET_USER && worker_gone()) return 127;
+  }
+  return 127;
 }

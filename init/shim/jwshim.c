@@ -1,8 +1,9 @@
 // jwshim: the few system calls jobworker cannot make from JavaScript.
 //
 // The worker calls jw_spawn() through Deno FFI to clone3() a child into new PID, mount, IPC and
-// UTS namespaces; the child re-execs the jobworker program as `init`, which calls the jw_* helpers
-// below to finish the isolation and exec the job's command.
+// UTS namespaces; the child execs jwstart (jwdirect.c, the direct start, linked with this file),
+// or the jobworker program as `init`, either of which calls the jw_* helpers below to finish the
+// isolation and exec the job's command.
 //
 // Conventions: every function returns >= 0 on success and -errno on failure. The shim never prints
 // and never allocates after clone3 (the parent is multi-threaded, so the child may only make
@@ -441,11 +442,7 @@ int jw_mask(const char *path) {
   return jw_make_readonly(path, 0);
 }
 
-// A private /dev as Docker gives one: a tmpfs holding the host's null, zero, full, random, urandom
-// and tty (bind mounted, so no mknod is needed), a new devpts instance with its own ptmx, a
-// private /dev/shm and the usual symlinks. No block device is reachable through it.
-// `prefix` then `name` into `out` (of `size` bytes, always NUL-terminated): snprintf without
-// snprintf, which is not async-signal-safe, for the direct start's child (jwdirect.c).
+// `prefix` then `name` into `out` (of `size` bytes, always NUL-terminated).
 static void join_path(char *out, size_t size, const char *prefix, const char *name) {
   size_t at = 0;
   for (const char *p = prefix; *p != '\0' && at + 1 < size; p++) out[at++] = *p;
@@ -460,6 +457,9 @@ static void fd_path(char *out, int fd) {
   join_path(out, 32, "/proc/self/fd/", number);
 }
 
+// A private /dev as Docker gives one: a tmpfs holding the host's null, zero, full, random, urandom
+// and tty (bind mounted, so no mknod is needed), a new devpts instance with its own ptmx, a
+// private /dev/shm and the usual symlinks. No block device is reachable through it.
 int jw_private_dev(void) {
   static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
   enum { N = sizeof nodes / sizeof nodes[0] };

@@ -1,57 +1,73 @@
 /**
- * The direct start: a job's first process made ready by the shim's child between clone3 and
- * execve (init/shim/jwdirect.c), from a plan of init's own steps (init/direct_plan.ts), without a
- * `jobworker init` and so without a Deno start on the job's start path. What the job gets is the
- * same either way; only who takes the steps differs.
+ * The direct start: a job's first process made ready by jwstart (init/shim/jwdirect.c), a small
+ * static program the shim's clone execs in the job's new namespaces, from a plan of init's own steps
+ * (init/direct_plan.ts): no `jobworker init`, and so no Deno start, on the job's start path. What
+ * the job gets is the same either way; only which program takes the steps differs.
  */
 import type { Shim } from "../../init/shim/ffi.ts";
 import type { InitFailure, InitSpec } from "../../init/spec.ts";
 import { directFailure, directPlan } from "../../init/direct_plan.ts";
-import { closeQuietly, OUTPUT_PIPE_SIZE, PipeText } from "./init_process.ts";
+import { closeQuietly, MAX_SPEC_BYTES, OUTPUT_PIPE_SIZE, PipeText } from "./init_process.ts";
 
 export interface DirectProcess {
   pid: number;
   pidfd: number;
   outR: number;
   errR: number;
-  /** Settles at the exec (null) or with why a step failed. */
+  /** Settles at the exec of the command (null) or with why a step failed. */
   started: Promise<InitFailure | null>;
-  /** Stops listening for the child's report (the job was abandoned). */
-  abandon(): void;
 }
 
 /**
- * Clones the job's first process and has it take `spec`'s steps and exec the command. Throws
- * ShimError when the process cannot be created at all (nothing is left open then).
+ * Clones the job's first process into new namespaces, running `starter` (jwstart) with the plan
+ * for `spec`. Throws ShimError when the process cannot be created at all, RangeError when the plan
+ * does not fit its pipe (nothing is left open or running then).
  */
-export function spawnDirect(shim: Shim, spec: InitSpec): DirectProcess {
+export function spawnDirect(shim: Shim, starter: string, spec: InitSpec): DirectProcess {
   const plan = directPlan(spec);
   const open: number[] = [];
   const pipe = (size = 0) => {
-    const [r, w] = shim.pipe(size);
+    const [r, w, capacity] = shim.pipe(size);
     open.push(r, w);
-    return [r, w] as const;
+    return [r, w, capacity] as const;
   };
   try {
     const [outR, outW] = pipe(OUTPUT_PIPE_SIZE);
     const [errR, errW] = pipe(OUTPUT_PIPE_SIZE);
+    const [planR, planW, planCapacity] = pipe(MAX_SPEC_BYTES);
+    // Written before the clone, whole: jwstart reads it to EOF.
+    if (plan.bytes.length > planCapacity) {
+      throw new RangeError(
+        `job plan of ${plan.bytes.length} bytes exceeds the pipe's ${planCapacity}`,
+      );
+    }
+    shim.writeAll(planW, plan.bytes);
+    shim.close(planW);
+    open.splice(open.indexOf(planW), 1);
     const [statusR, statusW] = pipe();
-    const { pid, pidfd } = shim.spawnDirect(
-      plan.bytes,
-      outW,
-      errW,
-      statusW,
-      spec.network === "none",
-    );
-    closeQuietly(shim, [outW, errW, statusW]);
+    // Read from now on (before the clone, so nothing can fail between it and the return).
     const status = new PipeText(statusR);
+    open.splice(open.indexOf(statusR), 1);
+    let child: { pid: number; pidfd: number };
+    try {
+      // Layout: see init/shim/jwdirect.c (negative = /dev/null).
+      child = shim.spawn(
+        starter,
+        ["jwstart"],
+        [],
+        [-1, outW, errW, planR, statusW],
+        spec.network === "none",
+      );
+    } catch (e) {
+      status.destroy();
+      throw e;
+    }
+    closeQuietly(shim, [outW, errW, planR, statusW]);
     return {
-      pid,
-      pidfd,
+      ...child,
       outR,
       errR,
       started: status.closed.then((text) => text === "" ? null : directFailure(plan, text)),
-      abandon: () => status.destroy(),
     };
   } catch (e) {
     closeQuietly(shim, open);

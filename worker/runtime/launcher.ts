@@ -1,9 +1,9 @@
 /**
  * Starts a job's first process: a `jobworker init` in new namespaces, taken from the init pool
  * when one waits there (worker/runtime/init_pool.ts), then the job's spec written into init's spec
- * pipe (see init/spec.ts). Without a waiting init the job starts directly (direct_start.ts: the
- * shim's child takes init's steps itself), or, with the direct start turned off, from an init
- * cloned now through the shim (init_process.ts). Pipe read ends are read through node:net sockets, which libuv polls without a
+ * pipe (see init/spec.ts). Without a waiting init the job starts directly (direct_start.ts: a small
+ * C program takes init's steps), or, with the direct start turned off, from an init cloned now
+ * through the shim (init_process.ts). Pipe read ends are read through node:net sockets, which libuv polls without a
  * thread per pipe (output pipes into one shared buffer: output_pipe.ts).
  */
 import type net from "node:net";
@@ -84,8 +84,11 @@ export class Launcher {
     private readonly paths: WorkerPaths,
     private readonly reaper: Reaper,
     private readonly pool?: InitPool,
-    /** Start a job directly when no pooled init waits (else clone an init for it). */
-    private readonly direct = true,
+    /**
+     * The direct start's program (jwstart): a job no pooled init waits for starts through it;
+     * undefined: through an init cloned for it.
+     */
+    private readonly starter?: string,
   ) {}
 
   /**
@@ -110,7 +113,9 @@ export class Launcher {
     if (bytes.length > MAX_SPEC_BYTES) throw new RangeError("job spec too large");
     let init = this.pool?.claim(job.jobId);
     if (init?.slotted) bytes = encode(spec(noNetwork, true));
-    if (init === undefined && this.direct) return this.#launchDirect(spec(false), sinks);
+    if (init === undefined && this.starter !== undefined) {
+      return this.#launchDirect(this.starter, spec(false), sinks);
+    }
     if (init === undefined) {
       bytes = encode(spec(false));
       init = spawnInit(this.shim, this.self, { pooled: false, newNetwork: noNetwork });
@@ -152,8 +157,8 @@ export class Launcher {
     return this.reaper.watch(pid).then(() => closeQuietly(this.shim, [pidfd]));
   }
 
-  #launchDirect(spec: InitSpec, sinks: OutputSinks): LaunchedProcess {
-    const child = spawnDirect(this.shim, spec);
+  #launchDirect(starter: string, spec: InitSpec, sinks: OutputSinks): LaunchedProcess {
+    const child = spawnDirect(this.shim, starter, spec);
     return this.#process(child.pid, child.pidfd, child.outR, child.errR, sinks, {
       pooled: false,
       direct: true,

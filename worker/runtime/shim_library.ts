@@ -1,5 +1,5 @@
 /**
- * Finds the C shim and the minimal init that ship inside this program and installs them as real
+ * Finds the C shim, the direct start's program and the minimal init that ship inside this program and installs them as real
  * files in the state directory, since dlopen and exec need them (in a compiled binary they are
  * embedded files).
  */
@@ -7,6 +7,7 @@ import { Shim } from "../../init/shim/ffi.ts";
 
 const EMBEDDED = new URL("../../build/libjwshim.so", import.meta.url);
 const EMBEDDED_INIT = new URL("../../build/jwinit", import.meta.url);
+const EMBEDDED_START = new URL("../../build/jwstart", import.meta.url);
 
 async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
@@ -61,4 +62,12 @@ export async function installShim(stateDir: string): Promise<Shim> {
  */
 export function installMinimalInit(stateDir: string): Promise<string> {
   return install(stateDir, EMBEDDED_INIT, "jwinit", "", 0o555);
+}
+
+/**
+ * Installs the direct start's program (jwstart, init/shim/jwdirect.c) under `<stateDir>/lib/`;
+ * returns its path. Root only: the worker's clone execs it as root, before any change of user.
+ */
+export function installStarter(stateDir: string): Promise<string> {
+  return install(stateDir, EMBEDDED_START, "jwstart", "", 0o500);
 }
