@@ -1,7 +1,7 @@
 /**
  * The steps that turn a freshly cloned process into a job, in order: one sequence for both ways a
  * job starts. `jobworker init` runs them as it goes (init/main.ts); the direct start records them
- * into a plan that the shim's child runs between clone3 and execve (init/direct_plan.ts,
+ * into a plan that jwstart, a small C program, runs in the job's new namespaces (init/direct_plan.ts,
  * init/shim/jwdirect.c). Either way a failed step is reported at its stage with `what` it was.
  */
 import { dropPrivileges, type ProfileCalls, protectFilesystem } from "./profile.ts";

@@ -32,7 +32,7 @@ export interface WorkerConfig {
   initPool: number;
   /** cgroup v1: each waiting init waits in a cgroup of its own, renamed to its job's at a claim. */
   initSlots: boolean;
-  /** Without a waiting init, the shim's child takes init's steps itself (no Deno start). */
+  /** Without a waiting init, jobs start through jwstart, which takes init's steps (no Deno start). */
   directStart: boolean;
   /** Ended jobs kept with their output; the oldest are forgotten beyond it. */
   maxEndedJobs: number;
@@ -105,7 +105,7 @@ Options:
                           (each waiting init costs about 20 MiB of memory)
   --init-slots 0|1        cgroup v1: waiting inits wait in cgroups renamed to their job's
                                                     JOB_WORKER_INIT_SLOTS (1)
-  --direct-start 0|1      no waiting init: the shim starts the job itself, without one
+  --direct-start 0|1      start jobs through jwstart (a small C program), not jobworker init
                                                     JOB_WORKER_DIRECT_START (1)
   --max-ended-jobs N      ended jobs kept           JOB_WORKER_MAX_ENDED_JOBS (1000)
   --retention AGE         ended jobs kept this long JOB_WORKER_RETENTION (7d; 0 = no limit)

@@ -35,7 +35,7 @@ export interface LaunchedProcess {
   stderrFd: number;
   /** Whether init came from the pool (already started) rather than cloned for this job. */
   pooled: boolean;
-  /** Whether the job started directly (the shim's child took init's steps). */
+  /** Whether the job started directly (jwstart took init's steps). */
   direct: boolean;
   /** Settles once init has exec'd the command (null) or reported why it could not. */
   started: Promise<InitFailure | null>;
