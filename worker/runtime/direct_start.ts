@@ -7,7 +7,13 @@
 import type { Shim } from "../../init/shim/ffi.ts";
 import type { InitFailure, InitSpec } from "../../init/spec.ts";
 import { directFailure, directPlan } from "../../init/direct_plan.ts";
-import { closeQuietly, MAX_SPEC_BYTES, OUTPUT_PIPE_SIZE, PipeText } from "./init_process.ts";
+import {
+  closeQuietly,
+  MAX_SPEC_BYTES,
+  OUTPUT_PIPE_SIZE,
+  pipeMaker,
+  PipeText,
+} from "./init_process.ts";
 
 export interface DirectProcess {
   pid: number;
@@ -25,12 +31,7 @@ export interface DirectProcess {
  */
 export function spawnDirect(shim: Shim, starter: string, spec: InitSpec): DirectProcess {
   const plan = directPlan(spec);
-  const open: number[] = [];
-  const pipe = (size = 0) => {
-    const [r, w, capacity] = shim.pipe(size);
-    open.push(r, w);
-    return [r, w, capacity] as const;
-  };
+  const { open, pipe } = pipeMaker(shim);
   try {
     const [outR, outW] = pipe(OUTPUT_PIPE_SIZE);
     const [errR, errW] = pipe(OUTPUT_PIPE_SIZE);

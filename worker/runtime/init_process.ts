@@ -72,6 +72,25 @@ export interface InitProcess {
 }
 
 /**
+ * Pipes for one clone, each end listed in `open` (to be closed again if the clone fails):
+ * `pipe(size)` gives [readEnd, writeEnd, bufferBytes].
+ */
+export function pipeMaker(shim: Shim): {
+  open: number[];
+  pipe(size?: number): readonly [number, number, number];
+} {
+  const open: number[] = [];
+  return {
+    open,
+    pipe(size = 0) {
+      const [r, w, capacity] = shim.pipe(size);
+      open.push(r, w);
+      return [r, w, capacity] as const;
+    },
+  };
+}
+
+/**
  * Clones `jobworker init` into new PID, mount, IPC and UTS namespaces (and network, with
  * `newNetwork`; a pooled init makes that itself once it knows the job wants one). `slotFds`: a pool
  * slot's cgroup.procs files, open for writing, which the init joins once started (the caller
@@ -84,12 +103,7 @@ export function spawnInit(
   options: { pooled: boolean; newNetwork: boolean; slotFds?: readonly number[] },
 ): InitProcess {
   const slotFds = options.slotFds ?? [];
-  const open: number[] = [];
-  const pipe = (size = 0) => {
-    const [r, w, capacity] = shim.pipe(size);
-    open.push(r, w);
-    return [r, w, capacity] as const;
-  };
+  const { open, pipe } = pipeMaker(shim);
   try {
     const [outR, outW] = pipe(OUTPUT_PIPE_SIZE);
     const [errR, errW] = pipe(OUTPUT_PIPE_SIZE);
