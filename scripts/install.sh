@@ -4,7 +4,7 @@
 #   scripts/install.sh uninstall DENO   (PURGE=1 also removes /etc/jobworker and /var/lib/jobworker)
 # With a compiled bin/jobworker (see scripts/build.sh) that one file is installed. Without one,
 # PREFIX/lib/jobworker becomes a self-contained directory: the pinned deno binary, the code, its
-# npm packages (node_modules), the C shim and jwinit, with PREFIX/bin/jobworker a launcher running it, so
+# npm packages (node_modules), the C shim, jwinit and jwstart, with PREFIX/bin/jobworker a launcher running it, so
 # the installed program never needs the network or this checkout.
 #   scripts/install.sh place STAGED LIB (moves a staged PREFIX/lib/jobworker into place; deploy
 #                                       runs it on the remote with `bash -s`)
@@ -43,7 +43,7 @@ install_self_contained() {
   local real_deno app
   real_deno=$(readlink -f "$deno_bin")
   local f
-  for f in build/libjwshim.so build/jwinit; do
+  for f in build/libjwshim.so build/jwinit build/jwstart; do
     [ -f "$f" ] || { echo "$f is missing: run make shim" >&2; exit 1; }
   done
   [ -d node_modules ] || { echo "node_modules is missing: run make deps" >&2; exit 1; }
@@ -54,6 +54,7 @@ install_self_contained() {
   cp -a main.ts deno.json deno.lock worker cli init proto "$app/"
   install -m 0644 build/libjwshim.so "$app/build/libjwshim.so"
   install -m 0755 build/jwinit "$app/build/jwinit"
+  install -m 0755 build/jwstart "$app/build/jwstart"
   cp -a node_modules "$app/node_modules"
   # deno-dir: the installed DENO_DIR (compile caches, filled on first run).
   place_lib "$lib.new" "$lib"

@@ -154,7 +154,8 @@ Deno.test({
       assert.equal(exe(), `${lib}/deno`);
       const client = clientFor(pki.dir, worker.address);
       try {
-        // A job needs everything the installation must carry: the shim, init's code, jwinit.
+        // A job needs everything the installation must carry: the shim, jwstart (the direct start
+        // of the first job), init's code, jwinit.
         const first = await client.createJob({ command: "echo", args: ["installed"] });
         assert.equal((await collectOutput(client, first.id)).stdout, "installed\n");
         const minimal = await client.createJob({ command: "true", init: true });
@@ -198,6 +199,7 @@ Deno.test("make install: the compiled bin/jobworker when make build made one, el
       assert.match(made.out, /bin\/jobworker is not a compiled executable/);
       assert.match(made.out, /installed a self-contained jobworker/);
       assert.ok(exists(`${root}/usr/local/lib/jobworker/app/build/jwinit`));
+      assert.ok(exists(`${root}/usr/local/lib/jobworker/app/build/jwstart`));
       // `jobworker install` is for the compiled binary only, and says so.
       const refused = await run(bin, ["install", "--destdir", `${root}/other`]);
       assert.equal(refused.code, 1, refused.out);
