@@ -1,7 +1,7 @@
 /**
  * The direct start's plan: a job's steps (init/job_steps.ts) recorded, not run, for jwstart to take
  * in the job's new namespaces (init/shim/jwdirect.c, which documents the encoding).
- * With each step the plan keeps how init would have labelled it, so a failure the child reports
+ * With each step the plan keeps how init would have labelled it, so a failure jwstart reports
  * ({"step", "errno"}, with "kind" and "path" for the command's lookup) reads exactly as init's.
  */
 import { becomeJob, isolateMounts, type JobSteps, type Stage } from "./job_steps.ts";
@@ -160,7 +160,7 @@ class PlanRecorder implements JobSteps {
 
 /**
  * The plan for `spec`, whose namespaces (network too, for `network: "none"`) come with the
- * clone; throws if the spec asks for a step the clone cannot leave to its child.
+ * clone; throws if the spec asks for a step jwstart does not take (creating a network namespace).
  */
 export function directPlan(spec: InitSpec): DirectPlan {
   const recorder = new PlanRecorder();
@@ -183,7 +183,7 @@ interface ChildReport {
   path?: string;
 }
 
-/** The child's failure report (the status pipe's text) as init would have told it. */
+/** jwstart's failure report (the status pipe's text) as init would have told it. */
 export function directFailure(plan: DirectPlan, text: string): InitFailure {
   let report: ChildReport;
   try {
