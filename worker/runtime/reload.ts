@@ -230,18 +230,20 @@ export async function reload(o: ReloadOptions): Promise<ReloadOutcome> {
   }
   // Nothing may wait between the last check and here: a client accepted meanwhile would be cut.
   const reloadTime = new Date();
-  o.stopServing();
-  const { jobs, unsaved } = o.jobs.handOver();
-  const handover: Handover = {
-    startTime: o.startTime.toISOString(),
-    reloadTime: reloadTime.toISOString(),
-    port: o.port(),
-    jobs,
-    unsaved,
-  };
   const path = `${o.stateDir}/handover.json`;
   let error: string;
+  // Everything from here fails into the same path: were stopping the server or the handover to
+  // throw past it, stop signals would stay parked and the jobs' output paused.
   try {
+    o.stopServing();
+    const { jobs, unsaved } = o.jobs.handOver();
+    const handover: Handover = {
+      startTime: o.startTime.toISOString(),
+      reloadTime: reloadTime.toISOString(),
+      port: o.port(),
+      jobs,
+      unsaved,
+    };
     writeHandover(path, handover);
     log.info("reloading: exec'ing the program in place", { jobs: jobs.length });
     error = execSelf(path, jobs.flatMap((j) => [j.pidfd, j.stdoutFd, j.stderrFd]));
