@@ -18,6 +18,7 @@ import { clientFor } from "./helpers/clients.ts";
 import { timesLogged } from "./helpers/recycled.ts";
 import { parseLogLine } from "./helpers/log_lines.ts";
 import { waitFor } from "./helpers/host_procs.ts";
+import { describeWorker } from "./helpers/worker_state.ts";
 import { sourceCommand } from "../bench/client_start.ts";
 import { hasEnded } from "../cli/render.ts";
 
@@ -125,13 +126,25 @@ async function reload(slowMs = 0): Promise<void> {
   if (slowMs > 0) await Deno.writeTextFile(listenDelayFile(), String(slowMs));
   try {
     worker.process.kill("SIGHUP");
-    await waitFor("the reload", () => timesLogged(worker, "listening") > listening, 60_000);
+    await waitForWorker("the reload", () => timesLogged(worker, "listening") > listening);
   } finally {
     await Deno.remove(listenDelayFile()).catch(() => {});
   }
   if (slowMs > 0) {
     const notListeningMs = Number(notListening().at(-1));
     assert.ok(notListeningMs >= slowMs, `did not listen for ${notListeningMs} ms, not ${slowMs}`);
+  }
+}
+
+/**
+ * Waits up to a minute for the worker to get somewhere in a reload; if it does not, the failure
+ * says what the worker is doing (dead, blocked, stops parked) and what it logged last.
+ */
+async function waitForWorker(what: string, condition: () => boolean): Promise<void> {
+  try {
+    await waitFor(what, condition, 60_000);
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\n${await describeWorker(worker)}`);
   }
 }
 
@@ -220,13 +233,12 @@ async function reloadWith(slowMs: number, meanwhile: () => void): Promise<void> 
   await Deno.writeTextFile(listenDelayFile(), String(slowMs));
   try {
     worker.process.kill("SIGHUP");
-    await waitFor(
+    await waitForWorker(
       "the worker to stop serving",
       () => timesLogged(worker, "reloading: exec'ing") > execs,
-      60_000,
     );
     meanwhile();
-    await waitFor("the reload", () => timesLogged(worker, "listening") > listening, 60_000);
+    await waitForWorker("the reload", () => timesLogged(worker, "listening") > listening);
   } finally {
     await Deno.remove(listenDelayFile()).catch(() => {});
   }

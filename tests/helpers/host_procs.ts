@@ -19,7 +19,7 @@ export interface HostProcess extends ProcessId {
   nsPid: number;
 }
 
-function readOrNull(path: string): string | null {
+export function readOrNull(path: string): string | null {
   try {
     return Deno.readTextFileSync(path);
   } catch {
