@@ -1,6 +1,7 @@
 /**
  * jobworker: one program, several roles. The subcommand picks the role and loads only the modules
- * that role needs, so `init` (run once per job, between clone and exec) stays small and fast.
+ * that role needs, so `init` (run between clone and exec for a job that does not start through
+ * jwstart, see worker/runtime/launcher.ts) stays small and fast.
  */
 const [subcommand, ...rest] = Deno.args;
 

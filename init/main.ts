@@ -64,6 +64,7 @@ function joinSlot(shim: Shim, slots: number): void {
  */
 const JOB_CALLS = [
   "jw_set_hostname",
+  "jw_join_cgroup",
   "jw_private_dev",
   "jw_mask",
   "jw_bind_readonly",
@@ -101,7 +102,7 @@ class LiveSteps implements JobSteps {
     this.shim.loopbackUp();
   }
   joinCgroup(procsFile: string): void {
-    Deno.writeTextFileSync(procsFile, "0");
+    this.shim.joinCgroup(procsFile);
   }
   openMinimalInit(path: string): void {
     this.#initFd = this.shim.openPath(path);

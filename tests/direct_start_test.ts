@@ -1,9 +1,9 @@
 /**
- * The direct start (init/shim/jwdirect.c: the shim's child takes init's steps from a plan and
- * execs the command) against the cloned `jobworker init` (JOB_WORKER_DIRECT_START=0), from real
+ * The direct start (jwstart, init/shim/jwdirect.c: takes init's steps from a plan and execs the
+ * command) against the cloned `jobworker init` (JOB_WORKER_DIRECT_START=0), from real
  * jobs of two real workers: each kind of job the API allows observes the same from inside, each
  * start failure reads the same with the same gRPC status, a job of another user dies with a
- * SIGKILLed worker either way, and a malformed plan is refused before any clone.
+ * SIGKILLed worker either way, and a malformed plan is refused before any step.
  *
  * The same probe runs in both workers and the outputs must be equal once job ids and the workers'
  * own paths are normalised; the worker's "job started" line (direct=true / direct=false) shows

@@ -398,6 +398,45 @@ test("a reload while a stop is pending and 20 clients stream: the SIGKILL comes 
   }
 });
 
+test("serve --check refuses a program that lacks its C files (jwstart with the direct start)", async () => {
+  // A checkout pulled without `make shim`: the check passed, the new process then exited at its
+  // start (jwstart missing) and the handed-over jobs died with it.
+  const root = new URL("..", import.meta.url).pathname;
+  const copy = await Deno.makeTempDir({ prefix: "jobworker-no-jwstart-" });
+  const state = await Deno.makeTempDir({ prefix: "jobworker-no-jwstart-state-" });
+  try {
+    for (const entry of ["main.ts", "deno.json", "deno.lock", "worker", "cli", "init", "proto"]) {
+      await new Deno.Command("cp", { args: ["-a", `${root}/${entry}`, `${copy}/`] }).output();
+    }
+    await Deno.symlink(`${root}/node_modules`, `${copy}/node_modules`);
+    await Deno.mkdir(`${copy}/build`);
+    for (const file of ["libjwshim.so", "jwinit"]) {
+      await Deno.copyFile(`${root}/build/${file}`, `${copy}/build/${file}`);
+    }
+    const check = (direct: string) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--no-prompt", "--cached-only", `${copy}/main.ts`, "serve", "--check"],
+        env: {
+          JOB_WORKER_CERT_PATH: pki.dir,
+          JOB_WORKER_STATE_DIR: state,
+          JOB_WORKER_DIRECT_START: direct,
+        },
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+    const refused = await check("1");
+    const why = new TextDecoder().decode(refused.stderr);
+    assert.equal(refused.code, 1, why);
+    assert.match(why, /build\/jwstart is missing: build it with `make shim`/);
+    // Without the direct start the program needs no jwstart.
+    const passed = await check("0");
+    assert.equal(passed.code, 0, new TextDecoder().decode(passed.stderr));
+  } finally {
+    await Deno.remove(copy, { recursive: true });
+    await Deno.remove(state, { recursive: true });
+  }
+});
+
 test("cleanup", async () => {
   for (const gate of gates) await gate.unmount();
   await pki.remove();

@@ -101,7 +101,7 @@ Options:
   --stop-grace S          default StopJob grace     JOB_WORKER_STOP_GRACE (10)
   --max-jobs N            most running jobs         JOB_WORKER_MAX_JOBS (1000)
   --max-starting N        jobs starting at once     JOB_WORKER_MAX_STARTING (2 per CPU, >= 2)
-  --init-pool N           inits started ahead of jobs JOB_WORKER_INIT_POOL (0 = off)
+  --init-pool N           inits started ahead of jobs JOB_WORKER_INIT_POOL (0: off)
                           (each waiting init costs about 20 MiB of memory)
   --init-slots 0|1        cgroup v1: waiting inits wait in cgroups renamed to their job's
                                                     JOB_WORKER_INIT_SLOTS (1)

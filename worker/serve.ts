@@ -4,7 +4,12 @@
  */
 import { ConfigError, loadConfig, SERVE_HELP } from "./config.ts";
 import { log, setLogFormat, setLogLevel } from "./log/logger.ts";
-import { installMinimalInit, installShim, installStarter } from "./runtime/shim_library.ts";
+import {
+  checkEmbedded,
+  installMinimalInit,
+  installShim,
+  installStarter,
+} from "./runtime/shim_library.ts";
 import { ShimError } from "../init/shim/ffi.ts";
 import { programPaths, selfCommand } from "./runtime/self_exec.ts";
 import { Launcher, type WorkerPaths } from "./runtime/launcher.ts";
@@ -111,14 +116,15 @@ type Config = Exclude<ReturnType<typeof loadConfig>, "help">;
 
 /**
  * `serve --check`: what a reload runs first with the program as it is on disk now. Loads the
- * configuration, the certificates, the default user and the revocation list and checks the job
- * database can be read, then exits 0.
+ * configuration, the certificates, the default user and the revocation list, checks the job
+ * database can be read and the program carries its C files, then exits 0.
  */
 async function checkOnly(config: Config): Promise<number> {
   try {
     await readServerTlsFiles(config.certPath);
     readUserAndRevocations(config);
     SqliteStore.check(`${config.stateDir}/jobs.db`);
+    await checkEmbedded(config.directStart);
     return 0;
   } catch (e) {
     console.error(`jobworker serve --check: ${e instanceof Error ? e.message : e}`);

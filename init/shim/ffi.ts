@@ -40,6 +40,7 @@ const symbols = {
   jw_access: { parameters: ["buffer", "i32"], result: "i32" },
   jw_open_path: { parameters: ["buffer"], result: "i32" },
   jw_open_write: { parameters: ["buffer"], result: "i32" },
+  jw_join_cgroup: { parameters: ["buffer"], result: "i32" },
   jw_park_stops: { parameters: [], result: "i32" },
   jw_unpark_stops: { parameters: [], result: "i32" },
   jw_unblock_stops: { parameters: [], result: "i32" },
@@ -349,6 +350,11 @@ export class Shim {
   /** An O_PATH, close-on-exec descriptor of `path`. */
   openPath(path: string): number {
     return this.#check(`open ${path}`, this.#fn("jw_open_path")(cString(path)));
+  }
+
+  /** Joins the cgroup whose `cgroup.procs` file this is. */
+  joinCgroup(procsFile: string): void {
+    this.#check(`write ${procsFile}`, this.#fn("jw_join_cgroup")(cString(procsFile)));
   }
 
   /** A write-only, close-on-exec descriptor of an existing file. */

@@ -257,15 +257,6 @@ static void fail(int step, int err, const char *kind, const char *path) {
   _exit(127);
 }
 
-static int join_cgroup(const char *procs_file) {
-  int fd = open(procs_file, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return -errno;
-  ssize_t n = write(fd, "0", 1);
-  int err = errno;
-  close(fd);
-  return n == 1 ? 0 : -err;
-}
-
 // Why `path` cannot be the job's command, as init/resolve_command.ts says it (NULL: it can).
 static const char *unusable(const char *path, int *err) {
   if (faccessat(AT_FDCWD, path, F_OK, AT_EACCESS) != 0 && errno != EACCES) {
@@ -341,9 +332,8 @@ static void exec_command(int step, const struct step *s, int init_fd) {
   look_up(step, s->text, s->search, path);
   // The status descriptor (and the minimal init's) close as the exec succeeds.
   if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(step, errno, NULL, NULL);
-  s->argv[2] = (char *)s->text;
   if (init_fd >= 0) {
-    // Blocked before their dispositions become SIG_DFL, so none is dropped on the way to jwinit.
+    // Blocked across the exec, as init execs jwinit: jwinit takes them once its handlers exist.
     sigset_t forwarded;
     sigemptyset(&forwarded);
     for (int i = 0; i < JW_NFORWARDED; i++) sigaddset(&forwarded, jw_forwarded[i]);
@@ -369,7 +359,7 @@ static int run_step(const struct step *s, int *init_fd) {
     case OP_LOOPBACK_UP:
       return jw_loopback_up();
     case OP_JOIN_CGROUP:
-      return join_cgroup(s->text);
+      return jw_join_cgroup(s->text);
     case OP_OPEN_MINIMAL_INIT: {
       int fd = jw_open_path(s->text);
       if (fd < 0) return fd;

@@ -339,7 +339,7 @@ int jw_mounts_changed(int fd) {
   return r > 0 && (p.revents & (POLLPRI | POLLERR)) ? 1 : 0;
 }
 
-// --- used by `jobworker init`, inside the new namespaces ---
+// --- used by `jobworker init` and jwstart, inside the new namespaces ---
 
 // Makes every mount private, so nothing mounted inside the job propagates to the host.
 int jw_make_mounts_private(void) {
@@ -582,6 +582,16 @@ int jw_access(const char *path, int mode) {
 int jw_open_path(const char *path) {
   int fd = open(path, O_PATH | O_CLOEXEC);
   return fd < 0 ? -errno : fd;
+}
+
+// Joins the cgroup whose `cgroup.procs` file is `procs_file` (writes "0": the calling process).
+int jw_join_cgroup(const char *procs_file) {
+  int fd = open(procs_file, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  ssize_t n = write(fd, "0", 1);
+  int err = n < 0 ? errno : EIO;
+  close(fd);
+  return n == 1 ? 0 : -err;
 }
 
 // A write-only, close-on-exec descriptor of an existing file (a cgroup's cgroup.procs, handed to

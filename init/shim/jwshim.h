@@ -37,4 +37,5 @@ int jw_limit_capabilities(uint64_t keep, int inheritable);
 int jw_set_user(uint32_t uid, uint32_t gid, const uint32_t *groups, int ngroups);
 int jw_no_new_privs(void);
 int jw_chdir(const char *dir);
+int jw_join_cgroup(const char *procs_file);
 #endif

@@ -43,8 +43,8 @@ export function spawnDirect(shim: Shim, starter: string, spec: InitSpec): Direct
       );
     }
     shim.writeAll(planW, plan.bytes);
-    shim.close(planW);
     open.splice(open.indexOf(planW), 1);
+    shim.close(planW);
     const [statusR, statusW] = pipe();
     // Read from now on (before the clone, so nothing can fail between it and the return).
     const status = new PipeText(statusR);

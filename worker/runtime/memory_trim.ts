@@ -18,8 +18,8 @@
  * 2.8.3 gives JavaScript (`gc` of a vm context) is always a full one, "reduce" mode, two or more
  * mark-compacts, whatever type is asked for (measured: `{type: "minor"}` 18-90 ms on a 6 MiB heap,
  * 20-60 ms each in the worker with 200 jobs writing), and malloc_trim over a worker's heaps took up
- * to 70 ms. So malloc_trim runs on Deno's blocking pool, never on the loop, and while output flows
- * a collection is forced only when the worker's RSS has grown (a stalled reader holding buffers);
+ * to 70 ms. So malloc_trim runs on Deno's blocking pool, never on the loop, and while output is
+ * ingested a collection is forced only when the worker's RSS has grown (a stalled reader holding buffers);
  * a storm that holds its memory steady forces none.
  *
  * @module

@@ -47,6 +47,22 @@ async function install(stateDir: string, from: URL, name: string, suffix: string
 }
 
 /**
+ * Throws, naming the file, unless this program carries the files the start installs: the shim,
+ * the minimal init, and jwstart when jobs start through it (`serve --check`, which a reload runs
+ * first: a program missing one would exit at its start and take the handed-over jobs with it).
+ */
+export async function checkEmbedded(directStart: boolean): Promise<void> {
+  const files = [EMBEDDED, EMBEDDED_INIT, ...(directStart ? [EMBEDDED_START] : [])];
+  for (const file of files) {
+    try {
+      await Deno.stat(file);
+    } catch {
+      throw new Error(`${file.pathname} is missing: build it with \`make shim\``);
+    }
+  }
+}
+
+/**
  * Installs the shim under `<stateDir>/lib/` (content-addressed) and loads it, every function
  * bound.
  */
