@@ -59,7 +59,7 @@ export class WorkerMetrics implements JobEvents, RpcObserver, InitPoolEvents {
   readonly #initStarts = new Counter({
     name: "jobworker_init_starts_total",
     help:
-      "Job inits by source: pool (started ahead, JOB_WORKER_INIT_POOL) or fresh (cloned for the job).",
+      "Job starts by source: pool (an init started ahead, JOB_WORKER_INIT_POOL) or fresh (jwstart or an init cloned for the job).",
     labelNames: ["source"] as const,
     registers: [this.registry],
   });
