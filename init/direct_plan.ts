@@ -4,7 +4,13 @@
  * With each step the plan keeps how init would have labelled it, so a failure jwstart reports
  * ({"step", "errno"}, with "kind" and "path" for the command's lookup) reads exactly as init's.
  */
-import { becomeJob, isolateMounts, type JobSteps, type Stage } from "./job_steps.ts";
+import {
+  becomeJob,
+  isolateMounts,
+  type JobSteps,
+  type Stage,
+  type StepCalls,
+} from "./job_steps.ts";
 import type { InitFailure, InitSpec } from "./spec.ts";
 import { type LookupKind, lookupMessage, notInPathMessage, searchPath } from "./resolve_command.ts";
 import { ShimError } from "./shim/ffi.ts";
@@ -47,7 +53,9 @@ export interface DirectPlan {
 
 const encoder = new TextEncoder();
 
-class PlanRecorder implements JobSteps {
+class PlanRecorder implements JobSteps, StepCalls {
+  /** The calls are recorded by the recorder itself. */
+  readonly calls: StepCalls = this;
   readonly #chunks: number[] = [];
   readonly labels: Label[] = [];
   #stage: { stage: Stage; what: string } = { stage: "exec", what: "starting the job" };

@@ -6,45 +6,53 @@
  */
 import { dropPrivileges, type ProfileCalls, protectFilesystem } from "./profile.ts";
 import type { InitFailure, InitSpec } from "./spec.ts";
+import type { Shim } from "./shim/ffi.ts";
 import { quoted } from "../worker/log/quoted.ts";
 
 export type Stage = InitFailure["stage"];
 
-export interface JobSteps extends ProfileCalls {
+/** The shim's calls a job's steps make (init makes them; the direct start's plan records them). */
+export type StepCalls =
+  & ProfileCalls
+  & Pick<
+    Shim,
+    | "makeMountsPrivate"
+    | "mountProc"
+    | "setHostname"
+    | "unshareNetwork"
+    | "loopbackUp"
+    | "joinCgroup"
+    | "chdir"
+  >;
+
+export interface JobSteps {
+  readonly calls: StepCalls;
   /** Runs `fn` as one step of the start: a failure inside it is reported as `what`, at `stage`. */
   step<T>(stage: Stage, what: string, fn: () => T): T;
-  makeMountsPrivate(): void;
-  mountProc(): void;
-  setHostname(name: string): void;
-  unshareNetwork(): void;
-  loopbackUp(): void;
-  /** Joins a cgroup by writing 0 to its `cgroup.procs` file. */
-  joinCgroup(procsFile: string): void;
   /** Opens the minimal init to exec later, while its directory is still visible. */
   openMinimalInit(path: string): void;
-  chdir(dir: string): void;
   /** Looks the command up as the job's user and execs it (under the minimal init if opened). */
   execCommand(spec: InitSpec): void;
 }
 
 /** The isolation no job's spec changes (a pooled init takes it before its spec comes). */
 export function isolateMounts(t: JobSteps): void {
-  t.step("mounts", "making mounts private", () => t.makeMountsPrivate());
-  t.step("proc", "mounting /proc", () => t.mountProc());
+  t.step("mounts", "making mounts private", () => t.calls.makeMountsPrivate());
+  t.step("proc", "mounting /proc", () => t.calls.mountProc());
 }
 
 /** Everything from the hostname to the exec, for the job `spec` describes. */
 export function becomeJob(t: JobSteps, spec: InitSpec): void {
-  t.step("hostname", "setting the hostname", () => t.setHostname(spec.jobId));
+  t.step("hostname", "setting the hostname", () => t.calls.setHostname(spec.jobId));
   if (spec.network === "none") {
     if (spec.unshareNetwork) {
-      t.step("network", "creating the network namespace", () => t.unshareNetwork());
+      t.step("network", "creating the network namespace", () => t.calls.unshareNetwork());
     }
-    t.step("network", "bringing up loopback", () => t.loopbackUp());
+    t.step("network", "bringing up loopback", () => t.calls.loopbackUp());
   }
   // Before the profile: it makes the cgroup files read-only and drops the rights to write them.
   for (const file of spec.cgroupProcsFiles) {
-    t.step("cgroup", `joining the job's cgroup (${file})`, () => t.joinCgroup(file));
+    t.step("cgroup", `joining the job's cgroup (${file})`, () => t.calls.joinCgroup(file));
   }
   // Opened before the masks, which may cover the directory it is installed in.
   if (spec.minimalInit !== null) {
@@ -52,10 +60,10 @@ export function becomeJob(t: JobSteps, spec: InitSpec): void {
     t.step("profile", "opening the minimal init", () => t.openMinimalInit(path));
   }
   if (!spec.privileged) {
-    t.step("profile", "protecting the filesystem", () => protectFilesystem(t, spec));
+    t.step("profile", "protecting the filesystem", () => protectFilesystem(t.calls, spec));
   }
-  t.step("user", `becoming ${spec.user.uid}:${spec.user.gid}`, () => dropPrivileges(t, spec));
+  t.step("user", `becoming ${spec.user.uid}:${spec.user.gid}`, () => dropPrivileges(t.calls, spec));
   // From here on as the job's user: the checks below are the ones the job itself would meet.
-  t.step("workdir", `entering workDir ${quoted(spec.workDir)}`, () => t.chdir(spec.workDir));
+  t.step("workdir", `entering workDir ${quoted(spec.workDir)}`, () => t.calls.chdir(spec.workDir));
   t.execCommand(spec);
 }

@@ -15,7 +15,13 @@ import {
 } from "./spec.ts";
 import { Shim, ShimError, type SymbolName } from "./shim/ffi.ts";
 import { resolveCommand } from "./resolve_command.ts";
-import { becomeJob, isolateMounts, type JobSteps, type Stage } from "./job_steps.ts";
+import {
+  becomeJob,
+  isolateMounts,
+  type JobSteps,
+  type Stage,
+  type StepCalls,
+} from "./job_steps.ts";
 import { quoted } from "../worker/log/quoted.ts";
 
 const SPEC_LIMIT = 64 * 1024 * 1024;
@@ -79,57 +85,18 @@ const JOB_CALLS = [
 /** The job's steps, run here and now through the shim. */
 class LiveSteps implements JobSteps {
   #initFd = -1;
+  readonly calls: StepCalls;
 
-  constructor(private readonly shim: Shim) {}
+  constructor(private readonly shim: Shim) {
+    this.calls = shim;
+  }
 
   step<T>(stage: Stage, what: string, fn: () => T): T {
     return step(stage, what, fn);
   }
 
-  makeMountsPrivate(): void {
-    this.shim.makeMountsPrivate();
-  }
-  mountProc(): void {
-    this.shim.mountProc();
-  }
-  setHostname(name: string): void {
-    this.shim.setHostname(name);
-  }
-  unshareNetwork(): void {
-    this.shim.unshareNetwork();
-  }
-  loopbackUp(): void {
-    this.shim.loopbackUp();
-  }
-  joinCgroup(procsFile: string): void {
-    this.shim.joinCgroup(procsFile);
-  }
   openMinimalInit(path: string): void {
     this.#initFd = this.shim.openPath(path);
-  }
-  privateDev(): void {
-    this.shim.privateDev();
-  }
-  mask(path: string): void {
-    this.shim.mask(path);
-  }
-  bindReadonly(path: string): void {
-    this.shim.bindReadonly(path);
-  }
-  makeReadonly(path: string, recursive: boolean): void {
-    this.shim.makeReadonly(path, recursive);
-  }
-  limitCapabilities(keep: bigint, inheritable: boolean): void {
-    this.shim.limitCapabilities(keep, inheritable);
-  }
-  setUser(uid: number, gid: number, groups: readonly number[]): void {
-    this.shim.setUser(uid, gid, groups);
-  }
-  noNewPrivs(): void {
-    this.shim.noNewPrivs();
-  }
-  chdir(dir: string): void {
-    this.shim.chdir(dir);
   }
 
   execCommand(spec: InitSpec): void {

@@ -7,20 +7,12 @@
 import assert from "node:assert/strict";
 import { Job, JOB_STATUSES, type JobStatus, StateTransitionError } from "../worker/jobs/job.ts";
 import { Stopper } from "../worker/jobs/stopper.ts";
+import { jobSpec } from "./helpers/job_records.ts";
 
-const spec = {
+const spec = jobSpec({
   command: "true",
-  args: [],
-  env: [],
-  workDir: "/",
-  timeoutSeconds: 0,
   limits: { cpuPercent: 0, memoryMiB: 0, ioBps: 0, pids: 0 },
-  requestId: "",
-  user: { uid: 0, gid: 0, groups: [], name: "root", home: "/root" },
-  network: "host" as const,
-  privileged: false,
-  init: false,
-};
+});
 
 const ALLOWED = new Set([
   "INITIALIZING>RUNNING",

@@ -18,6 +18,7 @@ import { waitJobEnded } from "./helpers/job_end.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { cgroupDirsNamed, jobProcesses, waitFor } from "./helpers/host_procs.ts";
 import { SqliteStore } from "../worker/store/sqlite.ts";
+import { jobSpec } from "./helpers/job_records.ts";
 
 const S = jobworker.JobStatus;
 const pki = await makePki();
@@ -453,19 +454,11 @@ test("paging 3000 recorded jobs and jobs with 500 KiB of env; filters; counts", 
       id: `00000000-0000-4000-8000-${String(seq).padStart(12, "0")}`,
       seq,
       owner: seq % 4 === 0 ? "bob" : "alice",
-      spec: {
+      spec: jobSpec({
         command: "true",
-        args: [],
         env: big ? bigEnv : [],
-        workDir: "/",
-        timeoutSeconds: 0,
         limits: { cpuPercent: 100, memoryMiB: 512, ioBps: 0, pids: 1024 },
-        requestId: "",
-        user: { uid: 0, gid: 0, groups: [], name: "root", home: "/root" },
-        network: "host",
-        privileged: false,
-        init: false,
-      },
+      }),
       status: statuses[seq % 3]!,
       createTime: new Date(1_700_000_000_000 + seq * 1000),
       startTime: new Date(1_700_000_000_000 + seq * 1000),

@@ -34,6 +34,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <linux/capability.h>
+#include <stdio.h>
 #include <poll.h>
 
 #include "forwarded_signals.h"
@@ -45,6 +46,8 @@
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
+
+#define JW_MAX_FDS 16
 
 // Splits `count` NUL-terminated strings packed back to back into a NULL-terminated vector.
 static char **unpack(const char *packed, int count) {
@@ -124,34 +127,31 @@ struct child_args {
   int nfds;
 };
 
-// Makes fds[i] descriptor i (a negative fds[i]: /dev/null) and closes every other descriptor; -1
-// on failure. For a child between clone3 and execve: only async-signal-safe calls.
-int jw_place_fds(const int *fds, int nfds) {
+// The child between clone3 and execve (`opaque` is its child_args): only async-signal-safe calls.
+// A negative fds[i] gives the child /dev/null as descriptor i.
+static void child(void *opaque) {
+  const struct child_args *a = opaque;
+  const int *fds = a->fds;
+  int nfds = a->nfds;
   // Park every source above the target range first, so no dup2 clobbers a later source.
   int parked[JW_MAX_FDS];
   for (int i = 0; i < nfds; i++) {
     parked[i] = fds[i] >= 0 ? fcntl(fds[i], F_DUPFD, nfds) : -1;
-    if (fds[i] >= 0 && parked[i] < 0) return -1;
+    if (fds[i] >= 0 && parked[i] < 0) _exit(126);
   }
   for (int i = 0; i < nfds; i++) {
-    if (parked[i] >= 0 && dup2(parked[i], i) != i) return -1;
+    if (parked[i] >= 0 && dup2(parked[i], i) != i) _exit(126);
   }
   for (int i = 0; i < nfds; i++) {
     if (fds[i] >= 0) continue;
     int null_fd = open("/dev/null", O_RDWR);
-    if (null_fd < 0) return -1;
+    if (null_fd < 0) _exit(126);
     if (null_fd != i) {
-      if (dup2(null_fd, i) != i) return -1;
+      if (dup2(null_fd, i) != i) _exit(126);
       if (null_fd >= nfds) close(null_fd);
     }
   }
-  return syscall(SYS_close_range, (unsigned)nfds, ~0U, 0U) == 0 ? 0 : -1;
-}
-
-// The child between clone3 and execve (`opaque` is its child_args): only async-signal-safe calls.
-static void child(void *opaque) {
-  const struct child_args *a = opaque;
-  if (jw_place_fds(a->fds, a->nfds) != 0) _exit(126);
+  if (syscall(SYS_close_range, (unsigned)nfds, ~0U, 0U) != 0) _exit(126);
   setsid();
   // The job dies with the worker, even if the worker is killed: PID 1 of a PID namespace taking
   // every other process of the namespace with it.
@@ -159,7 +159,7 @@ static void child(void *opaque) {
   jw_reset_signals_unblocked();  // also unblocks what jw_spawn blocked around clone3
   execve(a->path, a->argv, a->envp);
   int err = errno;
-  if (a->nfds > 4) report_errno(4, err);
+  if (nfds > 4) report_errno(4, err);
   _exit(127);
 }
 
@@ -194,9 +194,18 @@ static long clone3_calling(struct clone_args *args, void (*fn)(void *), void *ar
 }
 #endif
 
-// clone3 into new PID, mount, IPC and UTS namespaces (and network, with `new_net`), the child
-// running fn(arg) until it execs or exits (see jwshim.h). Returns the child's pid or -errno.
-int jw_clone_namespaces(void (*fn)(void *), void *arg, int new_net, int *pidfd_out) {
+// Starts `path` with the given argv/envp in new PID, mount, IPC and UTS namespaces (and a new
+// network namespace when `new_net` is set). fds[i] becomes descriptor i of the child (negative:
+// /dev/null), every other descriptor is closed. Returns the child's pid (in the caller's
+// namespace) or -errno; *pidfd_out receives a pidfd for it.
+int jw_spawn(const char *path, const char *argv_packed, int argc, const char *envp_packed,
+             int envc, const int *fds, int nfds, int *pidfd_out, int new_net) {
+  if (nfds < 0 || nfds > JW_MAX_FDS || argc < 1) return -EINVAL;
+  struct child_args child_args = {.path = path, .fds = fds, .nfds = nfds};
+  if (unpack_exec_args(argv_packed, argc, envp_packed, envc, &child_args.argv,
+                       &child_args.envp) != 0) {
+    return -ENOMEM;
+  }
   int pidfd = -1;
   struct clone_args args;
   memset(&args, 0, sizeof args);
@@ -214,11 +223,13 @@ int jw_clone_namespaces(void (*fn)(void *), void *arg, int new_net, int *pidfd_o
       mprotect(mapping + guard, JW_CHILD_STACK, PROT_READ | PROT_WRITE) != 0) {
     int err = errno;
     if (mapping != MAP_FAILED) munmap(mapping, JW_CHILD_STACK + guard);
+    free(child_args.argv);
+    free(child_args.envp);
     return -err;
   }
   char *stack = mapping + guard;
-  // CLONE_VFORK: this thread sleeps until the child has exec'd or exited, so the stack and
-  // whatever `arg` points to stay valid for as long as the child uses them.
+  // CLONE_VFORK: this thread sleeps until the child has exec'd or exited, so the stack, the
+  // vectors and child_args stay valid for as long as it uses them.
   args.flags |= CLONE_VM | CLONE_VFORK;
   args.stack = (uint64_t)(uintptr_t)stack;
   args.stack_size = JW_CHILD_STACK;
@@ -228,38 +239,22 @@ int jw_clone_namespaces(void (*fn)(void *), void *arg, int new_net, int *pidfd_o
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &previous);
 #ifdef JW_SHARED_SPAWN
-  long pid = clone3_calling(&args, fn, arg);
+  long pid = clone3_calling(&args, child, &child_args);
   int err = pid < 0 ? (int)-pid : 0;
 #else
   long pid = syscall(SYS_clone3, &args, sizeof args);
-  if (pid == 0) fn(arg);
+  if (pid == 0) child(&child_args);
   int err = errno;
 #endif
   pthread_sigmask(SIG_SETMASK, &previous, NULL);
 #ifdef JW_SHARED_SPAWN
   munmap(mapping, JW_CHILD_STACK + guard);
 #endif
+  free(child_args.argv);
+  free(child_args.envp);
   if (pid < 0) return -err;
   if (pidfd_out != NULL) *pidfd_out = pidfd;
   return (int)pid;
-}
-
-// Starts `path` with the given argv/envp in new PID, mount, IPC and UTS namespaces (and a new
-// network namespace when `new_net` is set). fds[i] becomes descriptor i of the child (negative:
-// /dev/null), every other descriptor is closed. Returns the child's pid (in the caller's
-// namespace) or -errno; *pidfd_out receives a pidfd for it.
-int jw_spawn(const char *path, const char *argv_packed, int argc, const char *envp_packed,
-             int envc, const int *fds, int nfds, int *pidfd_out, int new_net) {
-  if (nfds < 0 || nfds > JW_MAX_FDS || argc < 1) return -EINVAL;
-  struct child_args child_args = {.path = path, .fds = fds, .nfds = nfds};
-  if (unpack_exec_args(argv_packed, argc, envp_packed, envc, &child_args.argv,
-                       &child_args.envp) != 0) {
-    return -ENOMEM;
-  }
-  int pid = jw_clone_namespaces(child, &child_args, new_net, pidfd_out);
-  free(child_args.argv);
-  free(child_args.envp);
-  return pid;
 }
 
 // A pipe with both ends close-on-exec, its buffer grown to `size` bytes when the kernel allows.
@@ -442,21 +437,6 @@ int jw_mask(const char *path) {
   return jw_make_readonly(path, 0);
 }
 
-// `prefix` then `name` into `out` (of `size` bytes, always NUL-terminated).
-static void join_path(char *out, size_t size, const char *prefix, const char *name) {
-  size_t at = 0;
-  for (const char *p = prefix; *p != '\0' && at + 1 < size; p++) out[at++] = *p;
-  for (const char *p = name; *p != '\0' && at + 1 < size; p++) out[at++] = *p;
-  out[at] = '\0';
-}
-
-// "/proc/self/fd/<fd>" into `out` (at least 32 bytes).
-static void fd_path(char *out, int fd) {
-  char number[12];
-  jw_format_uint(number, (unsigned)fd);
-  join_path(out, 32, "/proc/self/fd/", number);
-}
-
 // A private /dev as Docker gives one: a tmpfs holding the host's null, zero, full, random, urandom
 // and tty (bind mounted, so no mknod is needed), a new devpts instance with its own ptmx, a
 // private /dev/shm and the usual symlinks. No block device is reachable through it.
@@ -468,7 +448,7 @@ int jw_private_dev(void) {
   int err = 0;
   for (int i = 0; i < N; i++) fds[i] = -1;
   for (int i = 0; i < N && err == 0; i++) {
-    join_path(path, sizeof path, "/dev/", nodes[i]);
+    snprintf(path, sizeof path, "/dev/%s", nodes[i]);
     fds[i] = open(path, O_PATH | O_CLOEXEC);
     if (fds[i] < 0) err = errno;
   }
@@ -476,9 +456,9 @@ int jw_private_dev(void) {
                         "mode=755,size=65536k") != 0)
     err = errno;
   for (int i = 0; i < N && err == 0; i++) {
-    char source[32];
-    join_path(path, sizeof path, "/dev/", nodes[i]);
-    fd_path(source, fds[i]);
+    char source[64];
+    snprintf(path, sizeof path, "/dev/%s", nodes[i]);
+    snprintf(source, sizeof source, "/proc/self/fd/%d", fds[i]);
     int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
     if (fd < 0 || close(fd) != 0 || mount(source, path, NULL, MS_BIND, NULL) != 0) err = errno;
   }

@@ -5,16 +5,6 @@
 #include <stdint.h>
 
 #define JW_HIDDEN __attribute__((visibility("hidden")))
-#define JW_MAX_FDS 16
-
-// clone3 into new PID, mount, IPC and UTS namespaces (and network, with `new_net`). The child runs
-// fn(arg), which must exec or _exit and may make only async-signal-safe calls; on x86-64 it shares
-// the caller's memory until then, and the caller's thread sleeps until it has exec'd or exited.
-// Returns the child's pid or -errno; *pidfd_out receives its pidfd.
-JW_HIDDEN int jw_clone_namespaces(void (*fn)(void *), void *arg, int new_net, int *pidfd_out);
-
-// In such a child: fds[i] becomes descriptor i (negative: /dev/null), every other one is closed.
-JW_HIDDEN int jw_place_fds(const int *fds, int nfds);
 
 // The decimal digits of `value` into `out` (room for 11), NUL-terminated; returns their count.
 JW_HIDDEN int jw_format_uint(char *out, unsigned value);

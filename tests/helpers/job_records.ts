@@ -1,4 +1,4 @@
-/** Job records written straight into a store, for the tests of the store and of retention. */
+/** Job records written straight into a store or a job table, for the tests that need no worker. */
 import type { JobSpec } from "../../worker/jobs/job.ts";
 
 /** The spec of a small job run as root (`echo`), with `over` changed. */
