@@ -71,30 +71,42 @@ async function withCpu<T>(ctx: StreamingContext, what: string, work: () => Promi
 /** {@link quantile}, or NaN when no line arrived (the row then reads as missing). */
 const quantileOrNaN = (values: number[], q: number) => values.length ? quantile(values, q) : NaN;
 
-async function throughput(ctx: StreamingContext, client: JobClient): Promise<BenchRow[]> {
+/**
+ * Throughput rows. "Our client" is the command line's own transport (cli/transport/http2.ts over
+ * h2/, what `jobworker stream` uses); the grpc-js row is the library's client (`JobClient`'s
+ * default transport, the tests'), shown beside it.
+ */
+async function throughput(
+  ctx: StreamingContext,
+  client: JobClient,
+  ours: JobClient,
+): Promise<BenchRow[]> {
   const bytes = (ctx.quick ? 256 : 1024) * MiB;
   const rows: BenchRow[] = [];
-  const row = (name: string, ours: number, base: number) =>
-    rows.push({ name, ours, base, unit: "MiB/s", higherIsBetter: true });
+  const row = (name: string, measured: number, base: number) =>
+    rows.push({ name, ours: measured, base, unit: "MiB/s", higherIsBetter: true });
   const size = `${bytes / MiB} MiB`;
 
   progress(`${size} from an ended job, our client`);
   const ended = await writer(client, bytes);
   await waitEnded(client, ended.id);
+  const cpu = cpuSeconds("self");
   const endedOurs = await withCpu(
     ctx,
     "ended job, our client",
-    async () => (await readOurs(client, ended.id, bytes)).mibps,
+    async () => (await readOurs(ours, ended.id, bytes)).mibps,
   );
-  row(`stream ${size}, ended job, our client`, endedOurs, 0);
-  rows.at(-1)!.base = await pipeThroughput(bytes);
+  progress(
+    `our client: ${((cpuSeconds("self") - cpu) / (bytes / 1024 / MiB)).toFixed(2)} s CPU per GiB`,
+  );
+  row(`stream ${size}, ended job, our client`, endedOurs, await pipeThroughput(bytes));
 
   progress(`${size} from a job writing at full speed, our client`);
   const live = await writer(client, bytes, 1);
   const liveOurs = await withCpu(
     ctx,
     "live job, our client",
-    async () => (await readOurs(client, live.id, bytes)).mibps,
+    async () => (await readOurs(ours, live.id, bytes)).mibps,
   );
   row(`stream ${size}, live job, our client`, liveOurs, await pipeThroughput(bytes));
 
@@ -117,6 +129,14 @@ async function throughput(ctx: StreamingContext, client: JobClient): Promise<Ben
   } else {
     progress("python3-grpcio missing: no C-core rows (apt-get install python3-grpcio)");
   }
+
+  progress(`${size} from an ended job, grpc-js client`);
+  const endedGrpcJs = await withCpu(
+    ctx,
+    "ended job, grpc-js client",
+    async () => (await readOurs(client, ended.id, bytes)).mibps,
+  );
+  row(`stream ${size}, ended job, grpc-js client`, endedGrpcJs, await pipeThroughput(bytes));
 
   rows.push(...await aggregateRows(ctx, client));
   for (const id of [ended.id, live.id]) await client.deleteJob(id).catch(() => {});
@@ -160,7 +180,10 @@ async function aggregate(
   readers: number,
   connections: number,
 ): Promise<number> {
-  const clients = Array.from({ length: connections }, () => clientFor(ctx.certDir, ctx.address));
+  const clients = Array.from(
+    { length: connections },
+    () => clientFor(ctx.certDir, ctx.address, "admin", { transport: "http2" }),
+  );
   try {
     await Promise.all(clients.map((c) => c.listJobs()));
     const t0 = performance.now();
@@ -179,8 +202,12 @@ async function aggregate(
   }
 }
 
-/** Arrival minus the job's stamp of every line for `seconds`, in ms. */
-export async function lineDelays(client: JobClient, seconds: number): Promise<number[]> {
+/** Arrival minus the job's stamp of every line for `seconds`, in ms, as `reader` streams them. */
+export async function lineDelays(
+  client: JobClient,
+  seconds: number,
+  reader: JobClient = client,
+): Promise<number[]> {
   const ticker = await client.createJob({
     command: PYTHON,
     args: [
@@ -193,7 +220,7 @@ export async function lineDelays(client: JobClient, seconds: number): Promise<nu
   const decoder = new TextDecoder();
   let partial = "";
   try {
-    for await (const chunk of client.stream(ticker.id, { signal: stop })) {
+    for await (const chunk of reader.stream(ticker.id, { signal: stop })) {
       const now = (performance.timeOrigin + performance.now()) * 1e6;
       const lines = (partial + decoder.decode(chunk.payload, { stream: true })).split("\n");
       partial = lines.pop()!;
@@ -210,11 +237,16 @@ export async function lineDelays(client: JobClient, seconds: number): Promise<nu
   return delays.slice(50);
 }
 
-async function latency(ctx: StreamingContext, client: JobClient): Promise<BenchRow[]> {
+/** Lines read with `ours` (the command line's transport); `client` starts the jobs. */
+async function latency(
+  ctx: StreamingContext,
+  client: JobClient,
+  ours: JobClient,
+): Promise<BenchRow[]> {
   const seconds = ctx.quick ? 4 : 10;
   const others = ctx.quick ? 50 : 200;
   progress("write-to-client latency, idle worker");
-  const idle = await lineDelays(client, seconds);
+  const idle = await lineDelays(client, seconds, ours);
   progress(`write-to-client latency, ${others} other jobs writing`);
   const writers: string[] = [];
   try {
@@ -229,7 +261,7 @@ async function latency(ctx: StreamingContext, client: JobClient): Promise<BenchR
       writers.push(...batch.map((j) => j.id));
     }
     await delay(1000);
-    const busy = await lineDelays(client, seconds);
+    const busy = await lineDelays(client, seconds, ours);
     return [
       {
         name: `line latency p50, ${others} jobs writing (ms)`,
@@ -343,72 +375,23 @@ async function memory(ctx: StreamingContext, client: JobClient): Promise<BenchRo
   return rows;
 }
 
-/**
- * The command line's own transport (cli/transport/http2.ts over h2/, what `jobworker stream`
- * uses): one ended job's output, MiB/s against the pipe, and its CPU per GiB in the progress line
- * (the grpc-js rows above are the library's).
- */
-async function cliTransportThroughput(
-  ctx: StreamingContext,
-  client: JobClient,
-): Promise<BenchRow[]> {
-  const bytes = (ctx.quick ? 256 : 1024) * MiB;
-  const size = `${bytes / MiB} MiB`;
-  const read = (file: string) => Deno.readTextFileSync(`${ctx.certDir}/${file}`);
-  const { JobClient: Client } = await import("../cli/client.ts");
-  const cli = Client.connect({
-    server: ctx.address,
-    caPem: read("ca-cert.pem"),
-    certPem: read("admin-client-cert.pem"),
-    keyPem: read("admin-client-key.pem"),
-    transport: "http2",
-  });
-  const job = await writer(client, bytes);
-  try {
-    await waitEnded(client, job.id);
-    progress(`${size} from an ended job, CLI transport`);
-    const cpu = cpuSeconds("self");
-    const mibps = await withCpu(
-      ctx,
-      "ended job, CLI transport",
-      async () => (await readOurs(cli, job.id, bytes)).mibps,
-    );
-    progress(
-      `CLI transport: ${
-        ((cpuSeconds("self") - cpu) / (bytes / 1024 / MiB)).toFixed(2)
-      } s CPU per GiB`,
-    );
-    return [{
-      name: `stream ${size}, ended job, CLI transport`,
-      ours: mibps,
-      base: await pipeThroughput(bytes),
-      unit: "MiB/s",
-      higherIsBetter: true,
-    }];
-  } finally {
-    cli.close();
-    await client.deleteJob(job.id).catch(() => {});
-  }
-}
-
 /** Every streaming figure, each with its baseline from this run. */
 export async function streamingRows(ctx: StreamingContext): Promise<BenchRow[]> {
-  // throughput | aggregate (only the 50-client rows, also part of throughput) | cli | latency | memory
+  // throughput | aggregate (only the 50-client rows, also part of throughput) | latency | memory
   const only = Deno.env.get("BENCH_STREAMING_ONLY");
   const client = clientFor(ctx.certDir, ctx.address);
+  const ours = clientFor(ctx.certDir, ctx.address, "admin", { transport: "http2" });
   try {
     await client.listJobs();
     const rows: BenchRow[] = [];
-    if (!only || only === "throughput") rows.push(...await throughput(ctx, client));
+    if (!only || only === "throughput") rows.push(...await throughput(ctx, client, ours));
     if (only === "aggregate") rows.push(...await aggregateRows(ctx, client));
-    if (!only || only === "throughput" || only === "cli") {
-      rows.push(...await cliTransportThroughput(ctx, client));
-    }
-    if (!only || only === "latency") rows.push(...await latency(ctx, client));
+    if (!only || only === "latency") rows.push(...await latency(ctx, client, ours));
     if (!only || only === "memory") rows.push(...await memory(ctx, client));
     return rows;
   } finally {
     client.close();
+    ours.close();
   }
 }
 
