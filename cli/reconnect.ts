@@ -70,6 +70,8 @@ export class Reconnection {
 export interface RetryOptions {
   /** Wait (CliDeps.sleep). */
   sleep(ms: number): Promise<void>;
+  /** The clock, in milliseconds (Date.now unless given). */
+  now?: () => number;
   /** Aborting ends the retries: the last error is thrown. */
   signal?: AbortSignal;
   /** How to go on after giving up, for the message ("see jobworker get ID"). */
@@ -93,10 +95,10 @@ export async function retryAcrossReload<T>(
   call: (attempt: number) => Promise<T>,
   options: RetryOptions,
 ): Promise<T> {
-  const { advice = "" } = options;
-  const reconnection = new Reconnection();
+  const { advice = "", now = Date.now } = options;
+  const reconnection = new Reconnection(now);
   for (let attempt = 1;; attempt++) {
-    const started = Date.now();
+    const started = now();
     try {
       return await call(attempt);
     } catch (err) {

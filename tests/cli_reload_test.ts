@@ -4,8 +4,9 @@
  * the job it created (never creating it twice) and exits with its status, `jobworker stream`
  * resumes with no byte lost or repeated, `jobworker list --watch` goes on, also when the worker
  * does not listen for longer than a call's own retries wait. So do `run`'s calls around the
- * output: a reload that falls at the GetJob after the output ended (the exit code), at the
- * DeleteJob of `--rm`, or at the StopJob of Ctrl-C. The real program against a real worker; only
+ * output: a reload that falls at the GetJob after the output ended (the exit code; `stream
+ * --verbose` asks it too, to say how the job ended), at the DeleteJob of `--rm`, or at the StopJob
+ * of Ctrl-C. The real program against a real worker; only
  * what a user sees: exit codes, stdout and stderr.
  *
  * @module
@@ -306,6 +307,28 @@ test("run --rm: a slow reload after the output still deletes the job", async () 
   const { marker } = await runEndingInReload(["--rm"]);
   const left = (await client.listJobs()).jobs.filter((job) => job.args?.includes(marker));
   assert.equal(left.length, 0, "run --rm left its job behind");
+});
+
+test("stream --verbose: a slow reload at the GetJob after the output, which says how it ended", async () => {
+  const job = await client.createJob({
+    command: "sh",
+    args: ["-c", `yes 0123456789abcdef | head -c ${OUTPUT_BYTES}; exit 7`],
+  });
+  await waitFor("the job's end", async () => hasEnded(await client.getJob(job.id)), 30_000);
+  const stream = new Cli(["stream", "--verbose", job.id], { holdStdout: true });
+  try {
+    // As in runEndingInReload: the output and the stream's end are on their way, stdout held.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    assert.equal(stream.exited, false, `stream exited while its stdout was held\n${stream.stderr}`);
+    await reloadWith(SLOW_RELOAD_MS, () => stream.releaseStdout());
+    const streamed = await stream.exit();
+    assert.equal(streamed.code, 0, `stream: exit code ${streamed.code}\n${stream.stderr}`);
+    assert.equal(stream.stdout.length, OUTPUT_BYTES, "stream: its output");
+    assert.match(stream.stderr, new RegExp(`job ${job.id} FAILED \\(exit code 7\\)`));
+    assert.doesNotMatch(stream.stderr, STACK);
+  } finally {
+    await stream.exit();
+  }
 });
 
 test("run: Ctrl-C while the worker reloads slowly stops the job", async () => {

@@ -61,7 +61,7 @@ Examples:
         const controller = new AbortController();
         // The calls after the create may each meet the worker reloading in place (it does not
         // listen for a while): they are all safe to repeat, so they ride it out as the output does.
-        const retrying = { sleep: deps.sleep };
+        const retrying = { sleep: deps.sleep, now: () => deps.now().getTime() };
         let stopping: Promise<unknown> | undefined;
         // Whether the stop may not have reached the worker: its call was lost (and is being
         // retried), or given up.

@@ -11,6 +11,7 @@ import { writeText } from "../io.ts";
 import { resolveJobId } from "../jobs.ts";
 import { addConnectionOptions, nonNegativeInteger } from "../options.ts";
 import { writeOutput } from "../output.ts";
+import { retryAcrossReload } from "../reconnect.ts";
 import { hasEnded, statusSummary } from "../render.ts";
 import { jobworker } from "../../proto/service.ts";
 
@@ -74,7 +75,17 @@ Examples:
             },
           });
           if (verbose && flags.follow) {
-            const job = await client.getJob(id);
+            // The output ended with the job; a reload may still cut this one call.
+            const job = await retryAcrossReload(
+              `learning how job ${id} ended`,
+              () => client.getJob(id),
+              {
+                sleep: deps.sleep,
+                now: () => deps.now().getTime(),
+                signal: controller.signal,
+                advice: `see jobworker get ${id}`,
+              },
+            );
             if (hasEnded(job) && job.status !== jobworker.JobStatus.COMPLETED) {
               note = `jobworker: job ${id} ${statusSummary(job)}${
                 job.reason ? `: ${job.reason}` : ""
