@@ -18,6 +18,9 @@ import { status } from "@grpc/grpc-js";
 import { jobworker } from "../proto/service.ts";
 import type { JobClient } from "../cli/client.ts";
 import { Shim } from "../init/shim/ffi.ts";
+import type { InitSpec } from "../init/spec.ts";
+import { directFailure, directPlan } from "../init/direct_plan.ts";
+import { resolveCommand } from "../init/resolve_command.ts";
 import { instanceDirName, instanceName } from "../worker/cgroups/paths.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
@@ -330,13 +333,16 @@ async function runStarter(shim: Shim, starter: string, plan: Uint8Array<ArrayBuf
   }
 }
 
-test("a malformed plan is refused before any step: jwstart reports step -1, EINVAL, exit 127", async () => {
+/** The file the direct worker installed under its state directory's lib/ as `prefix`*. */
+function installed(prefix: string): string {
   const lib = `${sides[0].worker.stateDir}/lib`;
-  const named = (prefix: string) => {
-    const found = [...Deno.readDirSync(lib)].find((e) => e.name.startsWith(prefix));
-    assert.ok(found, `the worker installed ${prefix}*`);
-    return `${lib}/${found.name}`;
-  };
+  const found = [...Deno.readDirSync(lib)].find((e) => e.name.startsWith(prefix));
+  assert.ok(found, `the worker installed ${prefix}*`);
+  return `${lib}/${found.name}`;
+}
+
+test("a malformed plan is refused before any step: jwstart reports step -1, EINVAL, exit 127", async () => {
+  const named = installed;
   const shim = new Shim(named("libjwshim-"));
   const starter = named("jwstart-");
   const whole = planBytes(OP_PRIVATE_MOUNTS, OP_MOUNT_PROC, ...EXEC_TRUE);
@@ -366,6 +372,65 @@ test("a malformed plan is refused before any step: jwstart reports step -1, EINV
   assert.deepEqual(ended, { exitCode: 0, signal: null }, `a well-formed plan: ${report}`);
   assert.equal(report, "", "a successful exec closes the status pipe without a word");
   assert.equal(openFds(), before, "no descriptor left open here");
+});
+
+// ---------------------------------------------------------------------------------------------
+// 5. A long path in a lookup failure
+
+/**
+ * jwstart's report names the path it could not use, JSON-escaped (a quote takes 2 bytes, a control
+ * character 6). The API caps a status message at 1024 characters, so the client alone would not
+ * see a path cut short: here the report is read directly and turned into the worker's message,
+ * which must be init's (resolve_command.ts) in full, whatever the path holds.
+ */
+test("a long path in a lookup failure reaches the worker whole, as init words it", async () => {
+  const shim = new Shim(installed("libjwshim-"));
+  const starter = installed("jwstart-");
+  /** Path segments of `n` copies of `c` (each ≤ 255 bytes, so each is a valid name). */
+  const segments = (c: string, n: number, count: number) => `${c.repeat(n)}/`.repeat(count);
+  // A directory PATH_MAX can still name, its name full of quotes, whose subdirectory is the match.
+  const quotedDir = `${fixtures}/${segments('"', 250, 15)}`.slice(0, -1);
+  const room = 4095 - quotedDir.length - "/jw-long-dir".length - 1;
+  const deepDir = `${quotedDir}/${"q".repeat(Math.min(room, 250))}`;
+  await Deno.mkdir(`${deepDir}/jw-long-dir`, { recursive: true });
+  const controls = `/nonexistent/${segments("\x01", 250, 16)}`;
+  const cases: [string, string, string[]][] = [
+    ["a missing command of 4095 bytes, all control characters", controls.slice(0, 4095), []],
+    ["a missing command past PATH_MAX, all quotes", `/nonexistent/${segments('"', 250, 24)}x`, []],
+    [
+      "a bare name whose first match is a directory 4095 bytes long, full of quotes",
+      "jw-long-dir",
+      [`PATH=/nonexistent:${deepDir}:/usr/bin`],
+    ],
+  ];
+  for (const [what, command, env] of cases) {
+    const spec: InitSpec = {
+      jobId: "jw-long-path",
+      command,
+      args: [],
+      env,
+      workDir: "/",
+      cgroupProcsFiles: [],
+      user: { uid: 0, gid: 0, groups: [] },
+      network: "host",
+      unshareNetwork: false,
+      privileged: true,
+      maskPaths: [],
+      readonlyPaths: [],
+      minimalInit: null,
+    };
+    const init = resolveCommand(command, env, (p, mode) => shim.access(p, mode));
+    assert.ok(!init.ok, `${what}: init refuses it too`);
+    const plan = directPlan(spec);
+    const { ended, report } = await runStarter(shim, starter, plan.bytes);
+    assert.deepEqual(ended, { exitCode: 127, signal: null }, what);
+    assert.doesNotThrow(() => JSON.parse(report), `${what}: the report is JSON: ${report}`);
+    assert.deepEqual(
+      directFailure(plan, report),
+      { stage: "lookup", errno: init.errno, message: init.message },
+      what,
+    );
+  }
 });
 
 // ---------------------------------------------------------------------------------------------
