@@ -3,12 +3,15 @@
  * in the job's new namespaces (init/shim/jwdirect.c, which documents the encoding).
  * With each step the plan keeps how init would have labelled it, so a failure jwstart reports
  * ({"step", "errno"}, with "kind" and the PATH "entry" for the command's lookup) reads exactly as
- * init's.
+ * init's; so does the minimal init's report of its command's exec (job_steps.ts).
  */
 import {
   becomeJob,
+  execWhat,
+  isMinimalInitReport,
   isolateMounts,
   type JobSteps,
+  minimalInitFailure,
   type Stage,
   type StepCalls,
 } from "./job_steps.ts";
@@ -154,7 +157,7 @@ class PlanRecorder implements JobSteps, StepCalls {
     this.#text(dir);
   }
   execCommand(spec: InitSpec): void {
-    this.step("exec", `cannot execute ${quoted(spec.command)}`, () => {
+    this.step("exec", execWhat(spec.command), () => {
       this.#op(Op.exec, "execve");
       this.#text(spec.command);
       this.#text(searchPath(spec.env));
@@ -217,6 +220,7 @@ export function directFailure(plan: DirectPlan, text: string): InitFailure {
     return unreadable;
   }
   if (typeof report !== "object" || report === null) return unreadable;
+  if (isMinimalInitReport(report)) return minimalInitFailure(plan.command, report);
   const errno = report.errno ?? 0;
   if (report.kind === "not-in-path") {
     return { stage: "lookup", errno, message: notInPathMessage(plan.command, plan.pathVar) };

@@ -27,7 +27,7 @@ import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { waitJobEnded } from "./helpers/job_end.ts";
 import { linesWithMessage } from "./helpers/log_lines.ts";
-import { isAlive, jobProcesses, waitFor } from "./helpers/host_procs.ts";
+import { heldFds, isAlive, jobProcesses, waitFor } from "./helpers/host_procs.ts";
 
 const S = jobworker.JobStatus;
 
@@ -79,6 +79,14 @@ globalThis.addEventListener("unload", () => {
 /** Files the failure cases and the workDir job use (0755, so that nobody may enter it). */
 const fixtures = await Deno.makeTempDir({ prefix: "jobworker-test-direct-" });
 await Deno.chmod(fixtures, 0o755);
+
+/** Runs a program to its end; throws unless it succeeds. */
+async function run(program: string, ...args: string[]): Promise<void> {
+  const { success, stderr } = await new Deno.Command(program, { args, stderr: "piped" }).output();
+  if (!success) {
+    throw new Error(`${program} ${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
+  }
+}
 
 /** `fn` in both workers at once: [direct, cloned init]. */
 function onBoth<T>(fn: (s: Side) => Promise<T>): Promise<[T, T]> {
@@ -173,6 +181,35 @@ for (const [kind, extra] of KINDS) {
   });
 }
 
+/**
+ * Under the minimal init the worker's status pipe crosses the exec of jwinit (so that jwinit's child
+ * can report a failed exec of the command): it must be gone from the job once the command runs, or
+ * CreateJob would answer only at the job's end.
+ */
+test("under a minimal init CreateJob answers while the command runs, and the job holds only fds 0-2", async () => {
+  await onBoth(async (s) => {
+    const created = s.client.createJob({ command: "sleep", args: ["1000"], init: true });
+    const timer = Promise.withResolvers<never>();
+    const id = setTimeout(() => timer.reject(new Error(`${s.name}: no answer in 10 s`)), 10_000);
+    const job = await Promise.race([created, timer.promise]).finally(() => clearTimeout(id));
+    try {
+      const procs = await waitFor(`${s.name}: jwinit and the sleep`, () => {
+        const found = jobProcesses(job.id);
+        return found.some((p) => p.comm === "sleep") ? found : null;
+      });
+      for (const p of procs) {
+        const fds = heldFds(p.pid).map((f) => f.fd).sort((a, b) => a - b);
+        assert.deepEqual(fds, [0, 1, 2], `${s.name}: ${p.comm} (pid ${p.nsPid} in the job)`);
+      }
+      const names = procs.map((p) => p.comm.replace(/-[0-9a-f]+$/, "")).sort();
+      assert.deepEqual(names, ["jwinit", "sleep"], s.name);
+    } finally {
+      await s.client.stopJob(job.id);
+      await waitJobEnded(s.client, job.id);
+    }
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // 2. Start failures
 
@@ -196,6 +233,8 @@ async function outcome(s: Side, req: jobworker.ICreateJobReq): Promise<string> {
 }
 
 const privateDir = `${fixtures}/private`;
+/** A tmpfs mounted noexec (by the start failures' test), with an executable script in it. */
+const noexecDir = `${fixtures}/noexec`;
 /** What to ask, and how the outcome must read (`outcome()`'s line). */
 const FAILURES: [string, () => jobworker.ICreateJobReq, RegExp][] = [
   [
@@ -258,10 +297,36 @@ const FAILURES: [string, () => jobworker.ICreateJobReq, RegExp][] = [
     () => ({ command: `${fixtures}/garbage` }),
     /^refused INVALID_ARGUMENT: command: cannot execute ".*garbage": execve failed: ENOEXEC/,
   ],
+  // Under a minimal init the command is exec'd by jwinit's child; its failure is refused the same.
+  [
+    "a file with x bits that is no executable, under a minimal init",
+    () => ({ command: `${fixtures}/garbage`, init: true }),
+    /^refused INVALID_ARGUMENT: command: cannot execute ".*garbage": execve failed: ENOEXEC/,
+  ],
   [
     "a file with x bits that is no executable, as nobody under a minimal init",
     () => ({ command: `${fixtures}/garbage`, user: "nobody", init: true, network: "none" }),
-    /^started, ended FAILED exit 127 .*jwinit: cannot execute the command/,
+    /^refused INVALID_ARGUMENT: command: cannot execute ".*garbage": execve failed: ENOEXEC/,
+  ],
+  [
+    "a script whose interpreter is missing",
+    () => ({ command: `${fixtures}/orphan-script` }),
+    /^refused INVALID_ARGUMENT: command: cannot execute ".*orphan-script": execve failed: ENOENT/,
+  ],
+  [
+    "a script whose interpreter is missing, under a minimal init",
+    () => ({ command: `${fixtures}/orphan-script`, init: true }),
+    /^refused INVALID_ARGUMENT: command: cannot execute ".*orphan-script": execve failed: ENOENT/,
+  ],
+  [
+    "a minimal init with no room for its command (maxPids 1)",
+    () => ({ command: "true", init: true, maxPids: 1 }),
+    /^refused INVALID_ARGUMENT: command: the minimal init cannot start "true": fork failed: EAGAIN .*maxPids/,
+  ],
+  [
+    "a command on a noexec mount, under a minimal init",
+    () => ({ command: `${noexecDir}/tool`, init: true }),
+    /^refused INVALID_ARGUMENT: command: ".*tool" is not executable by the job's user$/,
   ],
 ];
 
@@ -278,6 +343,12 @@ test("start failures read the same either way, with the same status", async () =
   await Deno.chmod(privateDir, 0o700);
   await Deno.writeTextFile(`${privateDir}/tool`, "#!/bin/sh\necho tool\n");
   await Deno.chmod(`${privateDir}/tool`, 0o755);
+  await Deno.writeTextFile(`${fixtures}/orphan-script`, "#!/nonexistent/jw-interpreter\n");
+  await Deno.chmod(`${fixtures}/orphan-script`, 0o755);
+  await Deno.mkdir(noexecDir);
+  await run("mount", "-t", "tmpfs", "-o", "noexec,size=64k", "jw-noexec", noexecDir);
+  await Deno.writeTextFile(`${noexecDir}/tool`, "#!/bin/sh\necho tool\n");
+  await Deno.chmod(`${noexecDir}/tool`, 0o755);
   const mismatches: string[] = [];
   for (const [what, req, pattern] of FAILURES) {
     const [direct, cloned] = await onBoth((s) => outcome(s, req()));
@@ -465,6 +536,7 @@ test("a job of user nobody dies with a SIGKILLed worker, started either way", as
 });
 
 test("clean up", async () => {
+  await run("umount", noexecDir).catch(() => {});
   await Deno.remove(fixtures, { recursive: true });
   await pki.remove();
 });

@@ -20,7 +20,8 @@
 // command and PATH in its plan and names the file from them in full, however long (a path of
 // PATH_MAX bytes, JSON-escaped, would be up to six times that; a fixed report once cut such paths
 // short). A successful exec closes the status pipe (close-on-exec): its EOF tells the worker the job
-// runs.
+// runs. Under the minimal init the status pipe stays open across the exec of jwinit, as
+// JW_INIT_STATUS_FD, for jwinit to report its command's exec (see jwinit.c).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -60,6 +61,7 @@ enum op {
 
 #define PLAN_FD 3
 #define STATUS_FD 4
+_Static_assert(STATUS_FD == JW_INIT_STATUS_FD, "jwinit reports on the status pipe as it is here");
 // Far more than any plan: the worker refuses a job spec over 1 MiB.
 #define MAX_PLAN (64 * 1024 * 1024)
 
@@ -326,8 +328,10 @@ static void look_up(int step, const char *command, const char *search, char *fou
 static void exec_command(int step, const struct step *s, int init_fd) {
   char path[4096];
   look_up(step, s->text, s->search, path);
-  // The status descriptor (and the minimal init's) close as the exec succeeds.
+  // The status descriptor (and the minimal init's) close as the exec succeeds; under the minimal
+  // init the status pipe stays open for jwinit, which reports its command's exec on it.
   if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(step, errno, NULL, -1);
+  if (init_fd >= 0 && fcntl(STATUS_FD, F_SETFD, 0) != 0) fail(step, errno, NULL, -1);
   if (init_fd >= 0) {
     // Blocked across the exec, as init execs jwinit: jwinit takes them once its handlers exist.
     sigset_t forwarded;
