@@ -2,12 +2,16 @@
  * The direct start's plan: a job's steps (init/job_steps.ts) recorded, not run, for jwstart to take
  * in the job's new namespaces (init/shim/jwdirect.c, which documents the encoding).
  * With each step the plan keeps how init would have labelled it, so a failure jwstart reports
- * ({"step", "errno"}, with "kind" and "path" for the command's lookup) reads exactly as init's.
+ * ({"step", "errno"}, with "kind" and the PATH "entry" for the command's lookup) reads exactly as
+ * init's; so does the minimal init's report of its command's exec (job_steps.ts).
  */
 import {
   becomeJob,
+  execWhat,
+  isMinimalInitReport,
   isolateMounts,
   type JobSteps,
+  minimalInitFailure,
   type Stage,
   type StepCalls,
 } from "./job_steps.ts";
@@ -153,7 +157,7 @@ class PlanRecorder implements JobSteps, StepCalls {
     this.#text(dir);
   }
   execCommand(spec: InitSpec): void {
-    this.step("exec", `cannot execute ${quoted(spec.command)}`, () => {
+    this.step("exec", execWhat(spec.command), () => {
       this.#op(Op.exec, "execve");
       this.#text(spec.command);
       this.#text(searchPath(spec.env));
@@ -188,23 +192,43 @@ interface ChildReport {
   step?: number;
   errno?: number;
   kind?: LookupKind | "not-in-path";
-  path?: string;
+  /** With `kind`: the index of the PATH entry the file was found under; absent: the command. */
+  entry?: number;
+}
+
+/**
+ * The file a lookup failure names: the command as given, or the command under the PATH entry
+ * jwstart names (split as jwstart splits it, an empty entry being the working directory).
+ */
+function lookedUp(plan: DirectPlan, entry: number | undefined): string | undefined {
+  if (entry === undefined) return plan.command;
+  const dir = plan.pathVar.split(":")[entry];
+  return dir === undefined ? undefined : `${dir || "."}/${plan.command}`;
 }
 
 /** jwstart's failure report (the status pipe's text) as init would have told it. */
 export function directFailure(plan: DirectPlan, text: string): InitFailure {
+  const unreadable = {
+    stage: "exec",
+    errno: 0,
+    message: `the job's start sent a report the worker cannot read: ${quoted(text.slice(0, 200))}`,
+  } as const;
   let report: ChildReport;
   try {
     report = JSON.parse(text) as ChildReport;
   } catch {
-    return { stage: "exec", errno: 0, message: `the job's start reported: ${text.slice(0, 200)}` };
+    return unreadable;
   }
+  if (typeof report !== "object" || report === null) return unreadable;
+  if (isMinimalInitReport(report)) return minimalInitFailure(plan.command, report);
   const errno = report.errno ?? 0;
   if (report.kind === "not-in-path") {
     return { stage: "lookup", errno, message: notInPathMessage(plan.command, plan.pathVar) };
   }
   if (report.kind !== undefined) {
-    return { stage: "lookup", errno, message: lookupMessage(report.kind, report.path ?? "") };
+    const path = lookedUp(plan, report.entry);
+    if (path === undefined) return unreadable;
+    return { stage: "lookup", errno, message: lookupMessage(report.kind, path) };
   }
   if (report.stage !== undefined) {
     const why = new ShimError("execve", errno).message;

@@ -6,10 +6,49 @@
  */
 import { dropPrivileges, type ProfileCalls, protectFilesystem } from "./profile.ts";
 import type { InitFailure, InitSpec } from "./spec.ts";
-import type { Shim } from "./shim/ffi.ts";
+import { type Shim, ShimError } from "./shim/ffi.ts";
 import { quoted } from "../worker/log/quoted.ts";
 
 export type Stage = InitFailure["stage"];
+
+/** What a failed exec of the job's command is reported as (the exec step's `what`). */
+export function execWhat(command: string): string {
+  return `cannot execute ${quoted(command)}`;
+}
+
+/**
+ * The report of the minimal init (jwinit.c) when it could not run the command: its child's exec
+ * failed (or its fork). It reads as the failed exec of the command itself would, without jwinit.
+ */
+export interface MinimalInitReport {
+  minimalInit: "execve" | "fork";
+  errno: number;
+}
+
+/** Whether parsed status text is a {@link MinimalInitReport}. */
+export function isMinimalInitReport(report: unknown): report is MinimalInitReport {
+  const r = report as Partial<MinimalInitReport> | null;
+  return typeof r === "object" && r !== null &&
+    (r.minimalInit === "execve" || r.minimalInit === "fork") && typeof r.errno === "number";
+}
+
+const EAGAIN = 11;
+
+/** The failure a {@link MinimalInitReport} stands for, for the job's command `command`. */
+export function minimalInitFailure(command: string, report: MinimalInitReport): InitFailure {
+  const { errno } = report;
+  const why = new ShimError(report.minimalInit, errno).message;
+  if (report.minimalInit === "execve") {
+    return { stage: "exec", errno, message: `${execWhat(command)}: ${why}` };
+  }
+  // No process for the command: most likely the job's maxPids, which counts jwinit too.
+  const hint = errno === EAGAIN ? " (the job's maxPids counts the minimal init too)" : "";
+  return {
+    stage: "exec",
+    errno,
+    message: `the minimal init cannot start ${quoted(command)}: ${why}${hint}`,
+  };
+}
 
 /** The shim's calls a job's steps make (init makes them; the direct start's plan records them). */
 export type StepCalls =

@@ -17,12 +17,12 @@ import { Shim, ShimError, type SymbolName } from "./shim/ffi.ts";
 import { resolveCommand } from "./resolve_command.ts";
 import {
   becomeJob,
+  execWhat,
   isolateMounts,
   type JobSteps,
   type Stage,
   type StepCalls,
 } from "./job_steps.ts";
-import { quoted } from "../worker/log/quoted.ts";
 
 const SPEC_LIMIT = 64 * 1024 * 1024;
 
@@ -107,7 +107,7 @@ class LiveSteps implements JobSteps {
     const initFd = this.#initFd;
     step(
       "exec",
-      `cannot execute ${quoted(spec.command)}`,
+      execWhat(spec.command),
       () =>
         initFd < 0 ? shim.exec(path.path, argv, spec.env, JOB_STDOUT_FD, JOB_STDERR_FD) : shim.exec(
           "jwinit",

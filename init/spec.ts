@@ -22,6 +22,11 @@
  *   status pipe EOF  ◀──────────────────────  (exec succeeded: the job is RUNNING)
  *   status pipe JSON ◀──────────────────────  (a step failed: InitFailure, then exit 127)
  *
+ * Under the minimal init (`init: true`) the exec is jwinit's, and the status pipe (fd 4,
+ * JW_INIT_STATUS_FD in init/shim/forwarded_signals.h) crosses it: jwinit's child holds it
+ * close-on-exec, so the EOF comes at the command's own exec, and a failed one writes jwinit's report
+ * (init/job_steps.ts MinimalInitReport) instead of an InitFailure.
+ *
  * A pooled init (`init --pooled`, worker/runtime/init_pool.ts) is cloned before any job exists:
  * the worker keeps the spec pipe's write end empty. init makes the mounts private, mounts /proc,
  * writes {@link POOL_READY} to the status pipe and blocks reading the spec. When a job claims it, the

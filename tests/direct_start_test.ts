@@ -18,13 +18,16 @@ import { status } from "@grpc/grpc-js";
 import { jobworker } from "../proto/service.ts";
 import type { JobClient } from "../cli/client.ts";
 import { Shim } from "../init/shim/ffi.ts";
+import type { InitSpec } from "../init/spec.ts";
+import { directFailure, directPlan } from "../init/direct_plan.ts";
+import { resolveCommand } from "../init/resolve_command.ts";
 import { instanceDirName, instanceName } from "../worker/cgroups/paths.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { waitJobEnded } from "./helpers/job_end.ts";
 import { linesWithMessage } from "./helpers/log_lines.ts";
-import { isAlive, jobProcesses, waitFor } from "./helpers/host_procs.ts";
+import { heldFds, isAlive, jobProcesses, waitFor } from "./helpers/host_procs.ts";
 
 const S = jobworker.JobStatus;
 
@@ -76,6 +79,14 @@ globalThis.addEventListener("unload", () => {
 /** Files the failure cases and the workDir job use (0755, so that nobody may enter it). */
 const fixtures = await Deno.makeTempDir({ prefix: "jobworker-test-direct-" });
 await Deno.chmod(fixtures, 0o755);
+
+/** Runs a program to its end; throws unless it succeeds. */
+async function run(program: string, ...args: string[]): Promise<void> {
+  const { success, stderr } = await new Deno.Command(program, { args, stderr: "piped" }).output();
+  if (!success) {
+    throw new Error(`${program} ${args.join(" ")}: ${new TextDecoder().decode(stderr)}`);
+  }
+}
 
 /** `fn` in both workers at once: [direct, cloned init]. */
 function onBoth<T>(fn: (s: Side) => Promise<T>): Promise<[T, T]> {
@@ -170,6 +181,35 @@ for (const [kind, extra] of KINDS) {
   });
 }
 
+/**
+ * Under the minimal init the worker's status pipe crosses the exec of jwinit (so that jwinit's child
+ * can report a failed exec of the command): it must be gone from the job once the command runs, or
+ * CreateJob would answer only at the job's end.
+ */
+test("under a minimal init CreateJob answers while the command runs, and the job holds only fds 0-2", async () => {
+  await onBoth(async (s) => {
+    const created = s.client.createJob({ command: "sleep", args: ["1000"], init: true });
+    const timer = Promise.withResolvers<never>();
+    const id = setTimeout(() => timer.reject(new Error(`${s.name}: no answer in 10 s`)), 10_000);
+    const job = await Promise.race([created, timer.promise]).finally(() => clearTimeout(id));
+    try {
+      const procs = await waitFor(`${s.name}: jwinit and the sleep`, () => {
+        const found = jobProcesses(job.id);
+        return found.some((p) => p.comm === "sleep") ? found : null;
+      });
+      for (const p of procs) {
+        const fds = heldFds(p.pid).map((f) => f.fd).sort((a, b) => a - b);
+        assert.deepEqual(fds, [0, 1, 2], `${s.name}: ${p.comm} (pid ${p.nsPid} in the job)`);
+      }
+      const names = procs.map((p) => p.comm.replace(/-[0-9a-f]+$/, "")).sort();
+      assert.deepEqual(names, ["jwinit", "sleep"], s.name);
+    } finally {
+      await s.client.stopJob(job.id);
+      await waitJobEnded(s.client, job.id);
+    }
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // 2. Start failures
 
@@ -193,6 +233,8 @@ async function outcome(s: Side, req: jobworker.ICreateJobReq): Promise<string> {
 }
 
 const privateDir = `${fixtures}/private`;
+/** A tmpfs mounted noexec (by the start failures' test), with an executable script in it. */
+const noexecDir = `${fixtures}/noexec`;
 /** What to ask, and how the outcome must read (`outcome()`'s line). */
 const FAILURES: [string, () => jobworker.ICreateJobReq, RegExp][] = [
   [
@@ -255,10 +297,36 @@ const FAILURES: [string, () => jobworker.ICreateJobReq, RegExp][] = [
     () => ({ command: `${fixtures}/garbage` }),
     /^refused INVALID_ARGUMENT: command: cannot execute ".*garbage": execve failed: ENOEXEC/,
   ],
+  // Under a minimal init the command is exec'd by jwinit's child; its failure is refused the same.
+  [
+    "a file with x bits that is no executable, under a minimal init",
+    () => ({ command: `${fixtures}/garbage`, init: true }),
+    /^refused INVALID_ARGUMENT: command: cannot execute ".*garbage": execve failed: ENOEXEC/,
+  ],
   [
     "a file with x bits that is no executable, as nobody under a minimal init",
     () => ({ command: `${fixtures}/garbage`, user: "nobody", init: true, network: "none" }),
-    /^started, ended FAILED exit 127 .*jwinit: cannot execute the command/,
+    /^refused INVALID_ARGUMENT: command: cannot execute ".*garbage": execve failed: ENOEXEC/,
+  ],
+  [
+    "a script whose interpreter is missing",
+    () => ({ command: `${fixtures}/orphan-script` }),
+    /^refused INVALID_ARGUMENT: command: cannot execute ".*orphan-script": execve failed: ENOENT/,
+  ],
+  [
+    "a script whose interpreter is missing, under a minimal init",
+    () => ({ command: `${fixtures}/orphan-script`, init: true }),
+    /^refused INVALID_ARGUMENT: command: cannot execute ".*orphan-script": execve failed: ENOENT/,
+  ],
+  [
+    "a minimal init with no room for its command (maxPids 1)",
+    () => ({ command: "true", init: true, maxPids: 1 }),
+    /^refused INVALID_ARGUMENT: command: the minimal init cannot start "true": fork failed: EAGAIN .*maxPids/,
+  ],
+  [
+    "a command on a noexec mount, under a minimal init",
+    () => ({ command: `${noexecDir}/tool`, init: true }),
+    /^refused INVALID_ARGUMENT: command: ".*tool" is not executable by the job's user$/,
   ],
 ];
 
@@ -275,6 +343,12 @@ test("start failures read the same either way, with the same status", async () =
   await Deno.chmod(privateDir, 0o700);
   await Deno.writeTextFile(`${privateDir}/tool`, "#!/bin/sh\necho tool\n");
   await Deno.chmod(`${privateDir}/tool`, 0o755);
+  await Deno.writeTextFile(`${fixtures}/orphan-script`, "#!/nonexistent/jw-interpreter\n");
+  await Deno.chmod(`${fixtures}/orphan-script`, 0o755);
+  await Deno.mkdir(noexecDir);
+  await run("mount", "-t", "tmpfs", "-o", "noexec,size=64k", "jw-noexec", noexecDir);
+  await Deno.writeTextFile(`${noexecDir}/tool`, "#!/bin/sh\necho tool\n");
+  await Deno.chmod(`${noexecDir}/tool`, 0o755);
   const mismatches: string[] = [];
   for (const [what, req, pattern] of FAILURES) {
     const [direct, cloned] = await onBoth((s) => outcome(s, req()));
@@ -330,13 +404,16 @@ async function runStarter(shim: Shim, starter: string, plan: Uint8Array<ArrayBuf
   }
 }
 
-test("a malformed plan is refused before any step: jwstart reports step -1, EINVAL, exit 127", async () => {
+/** The file the direct worker installed under its state directory's lib/ as `prefix`*. */
+function installed(prefix: string): string {
   const lib = `${sides[0].worker.stateDir}/lib`;
-  const named = (prefix: string) => {
-    const found = [...Deno.readDirSync(lib)].find((e) => e.name.startsWith(prefix));
-    assert.ok(found, `the worker installed ${prefix}*`);
-    return `${lib}/${found.name}`;
-  };
+  const found = [...Deno.readDirSync(lib)].find((e) => e.name.startsWith(prefix));
+  assert.ok(found, `the worker installed ${prefix}*`);
+  return `${lib}/${found.name}`;
+}
+
+test("a malformed plan is refused before any step: jwstart reports step -1, EINVAL, exit 127", async () => {
+  const named = installed;
   const shim = new Shim(named("libjwshim-"));
   const starter = named("jwstart-");
   const whole = planBytes(OP_PRIVATE_MOUNTS, OP_MOUNT_PROC, ...EXEC_TRUE);
@@ -366,6 +443,65 @@ test("a malformed plan is refused before any step: jwstart reports step -1, EINV
   assert.deepEqual(ended, { exitCode: 0, signal: null }, `a well-formed plan: ${report}`);
   assert.equal(report, "", "a successful exec closes the status pipe without a word");
   assert.equal(openFds(), before, "no descriptor left open here");
+});
+
+// ---------------------------------------------------------------------------------------------
+// 5. A long path in a lookup failure
+
+/**
+ * jwstart's report names the path it could not use, JSON-escaped (a quote takes 2 bytes, a control
+ * character 6). The API caps a status message at 1024 characters, so the client alone would not
+ * see a path cut short: here the report is read directly and turned into the worker's message,
+ * which must be init's (resolve_command.ts) in full, whatever the path holds.
+ */
+test("a long path in a lookup failure reaches the worker whole, as init words it", async () => {
+  const shim = new Shim(installed("libjwshim-"));
+  const starter = installed("jwstart-");
+  /** Path segments of `n` copies of `c` (each ≤ 255 bytes, so each is a valid name). */
+  const segments = (c: string, n: number, count: number) => `${c.repeat(n)}/`.repeat(count);
+  // A directory PATH_MAX can still name, its name full of quotes, whose subdirectory is the match.
+  const quotedDir = `${fixtures}/${segments('"', 250, 15)}`.slice(0, -1);
+  const room = 4095 - quotedDir.length - "/jw-long-dir".length - 1;
+  const deepDir = `${quotedDir}/${"q".repeat(Math.min(room, 250))}`;
+  await Deno.mkdir(`${deepDir}/jw-long-dir`, { recursive: true });
+  const controls = `/nonexistent/${segments("\x01", 250, 16)}`;
+  const cases: [string, string, string[]][] = [
+    ["a missing command of 4095 bytes, all control characters", controls.slice(0, 4095), []],
+    ["a missing command past PATH_MAX, all quotes", `/nonexistent/${segments('"', 250, 24)}x`, []],
+    [
+      "a bare name whose first match is a directory 4095 bytes long, full of quotes",
+      "jw-long-dir",
+      [`PATH=/nonexistent:${deepDir}:/usr/bin`],
+    ],
+  ];
+  for (const [what, command, env] of cases) {
+    const spec: InitSpec = {
+      jobId: "jw-long-path",
+      command,
+      args: [],
+      env,
+      workDir: "/",
+      cgroupProcsFiles: [],
+      user: { uid: 0, gid: 0, groups: [] },
+      network: "host",
+      unshareNetwork: false,
+      privileged: true,
+      maskPaths: [],
+      readonlyPaths: [],
+      minimalInit: null,
+    };
+    const init = resolveCommand(command, env, (p, mode) => shim.access(p, mode));
+    assert.ok(!init.ok, `${what}: init refuses it too`);
+    const plan = directPlan(spec);
+    const { ended, report } = await runStarter(shim, starter, plan.bytes);
+    assert.deepEqual(ended, { exitCode: 127, signal: null }, what);
+    assert.doesNotThrow(() => JSON.parse(report), `${what}: the report is JSON: ${report}`);
+    assert.deepEqual(
+      directFailure(plan, report),
+      { stage: "lookup", errno: init.errno, message: init.message },
+      what,
+    );
+  }
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -400,6 +536,7 @@ test("a job of user nobody dies with a SIGKILLed worker, started either way", as
 });
 
 test("clean up", async () => {
+  await run("umount", noexecDir).catch(() => {});
   await Deno.remove(fixtures, { recursive: true });
   await pki.remove();
 });

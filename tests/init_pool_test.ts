@@ -321,7 +321,7 @@ test("every kind of job starts from the pool, isolated as before", async () => {
   );
 });
 
-test("a job from the pool that cannot start fails as before, with its reason", async () => {
+test("a job from the pool that cannot start fails as before, with its reason (init: true too)", async () => {
   await poolFull(worker);
   await assert.rejects(
     client.createJob({ command: "/no/such/program" }),
@@ -331,6 +331,25 @@ test("a job from the pool that cannot start fails as before, with its reason", a
       return true;
     },
   );
+  // Under the minimal init the command is exec'd by jwinit's child: refused all the same.
+  const dir = await Deno.makeTempDir({ prefix: "jobworker-test-pool-" });
+  try {
+    await Deno.chmod(dir, 0o755);
+    // Bytes no loader knows, no "#!": execve says ENOEXEC.
+    await Deno.writeFile(`${dir}/garbage`, new Uint8Array([0x00, 0x13, 0x37, 0xfe, 0xff, 0x0a]));
+    await Deno.chmod(`${dir}/garbage`, 0o755);
+    await poolFull(worker);
+    await assert.rejects(
+      client.createJob({ command: `${dir}/garbage`, init: true }),
+      (e: { code?: number; details?: string }) => {
+        assert.equal(e.code, status.INVALID_ARGUMENT, e.details ?? "");
+        assert.match(e.details ?? "", /^command: cannot execute ".*": execve failed: ENOEXEC/);
+        return true;
+      },
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 test("waiting inits are not jobs: no job cgroup, not listed, not counted", async () => {

@@ -12,10 +12,16 @@
 //
 // Descriptors: 0 /dev/null, 1 and 2 the job's output, 3 the plan (read to EOF), 4 the status pipe.
 // The plan: steps back to back, each an op byte then its operands: text NUL-terminated, numbers
-// as 4-byte little-endian words. On failure it writes {"step":i,"errno":e} (with "kind" and "path"
-// for a command that cannot be found or run; step -1: the plan could not be read) to the status
-// pipe and exits 127; the worker turns that into init's InitFailure through the plan's labels. A
-// successful exec closes the status pipe (close-on-exec): its EOF tells the worker the job runs.
+// as 4-byte little-endian words. On failure it writes {"step":i,"errno":e} (step -1: the plan could
+// not be read) to the status pipe and exits 127; the worker turns that into init's InitFailure
+// through the plan's labels. For a command that cannot be found or run the report adds "kind"
+// (as init/resolve_command.ts names it) and, when the file was looked up in PATH, "entry": the
+// index of the PATH entry it was found under. The report never carries a path: the worker has the
+// command and PATH in its plan and names the file from them in full, however long (a path of
+// PATH_MAX bytes, JSON-escaped, would be up to six times that; a fixed report once cut such paths
+// short). A successful exec closes the status pipe (close-on-exec): its EOF tells the worker the job
+// runs. Under the minimal init the status pipe stays open across the exec of jwinit, as
+// JW_INIT_STATUS_FD, for jwinit to report its command's exec (see jwinit.c).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -55,6 +61,7 @@ enum op {
 
 #define PLAN_FD 3
 #define STATUS_FD 4
+_Static_assert(STATUS_FD == JW_INIT_STATUS_FD, "jwinit reports on the status pipe as it is here");
 // Far more than any plan: the worker refuses a job spec over 1 MiB.
 #define MAX_PLAN (64 * 1024 * 1024)
 
@@ -203,8 +210,9 @@ static int read_plan(const char *bytes, int len, struct plan *p) {
 
 // --- taking its steps ---
 
+// The report: a few numbers and a kind's name, far below the size of its buffer.
 struct report {
-  char text[6144];
+  char text[256];
   size_t len;
 };
 
@@ -219,26 +227,10 @@ static void put_number(struct report *r, int n) {
   put(r, digits);
 }
 
-// `s` as the inside of a JSON string.
-static void put_json_text(struct report *r, const char *s) {
-  static const char hex[] = "0123456789abcdef";
-  for (const unsigned char *c = (const unsigned char *)s; *c != '\0'; c++) {
-    if (r->len + 8 >= sizeof r->text) return;
-    if (*c == '"' || *c == '\\') {
-      r->text[r->len++] = '\\';
-      r->text[r->len++] = (char)*c;
-    } else if (*c < 0x20) {
-      put(r, "\\u00");
-      r->text[r->len++] = hex[*c >> 4];
-      r->text[r->len++] = hex[*c & 15];
-    } else {
-      r->text[r->len++] = (char)*c;
-    }
-  }
-}
-
-// Tells the worker which step failed and why, and exits as init does.
-static void fail(int step, int err, const char *kind, const char *path) {
+// Tells the worker which step failed and why, and exits as init does. `kind`: why the command
+// cannot be used (NULL for any other failure); `entry`: the PATH entry of the file, -1 for the
+// command as given.
+static void fail(int step, int err, const char *kind, int entry) {
   struct report r = {.len = 0};
   put(&r, "{\"step\":");
   put_number(&r, step);
@@ -247,13 +239,19 @@ static void fail(int step, int err, const char *kind, const char *path) {
   if (kind != NULL) {
     put(&r, ",\"kind\":\"");
     put(&r, kind);
-    put(&r, "\",\"path\":\"");
-    put_json_text(&r, path);
     put(&r, "\"");
+    if (entry >= 0) {
+      put(&r, ",\"entry\":");
+      put_number(&r, entry);
+    }
   }
   put(&r, "}");
-  ssize_t ignored = write(STATUS_FD, r.text, r.len);
-  (void)ignored;
+  for (size_t done = 0; done < r.len;) {
+    ssize_t n = write(STATUS_FD, r.text + done, r.len - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += (size_t)n;
+  }
   _exit(127);
 }
 
@@ -292,17 +290,17 @@ static void look_up(int step, const char *command, const char *search, char *fou
   int err = 0;
   if (strchr(command, '/') != NULL) {
     size_t len = strlen(command);
-    if (len >= 4096) fail(step, ENOENT, "not-found", command);
+    if (len >= 4096) fail(step, ENOENT, "not-found", -1);
     memcpy(found, command, len + 1);
     const char *why = unusable(found, &err);
-    if (why != NULL) fail(step, err, why, found);
+    if (why != NULL) fail(step, err, why, -1);
     return;
   }
   const char *first_kind = NULL;
-  int first_err = 0;
-  char first_path[4096];
+  int first_err = 0, first_entry = -1;
   size_t command_len = strlen(command);
-  for (const char *dir = search;;) {
+  int entry = 0;
+  for (const char *dir = search;; entry++) {
     const char *colon = strchr(dir, ':');
     size_t dir_len = colon != NULL ? (size_t)(colon - dir) : strlen(dir);
     const char *from = dir_len == 0 ? "." : dir;  // an empty entry is the working directory
@@ -316,22 +314,24 @@ static void look_up(int step, const char *command, const char *search, char *fou
       if (err != ENOENT && first_kind == NULL) {
         first_kind = why;
         first_err = err;
-        memcpy(first_path, found, dir_len + command_len + 2);
+        first_entry = entry;
       }
     }
     if (colon == NULL) break;
     dir = colon + 1;
   }
-  if (first_kind != NULL) fail(step, first_err, first_kind, first_path);
-  fail(step, ENOENT, "not-in-path", command);
+  if (first_kind != NULL) fail(step, first_err, first_kind, first_entry);
+  fail(step, ENOENT, "not-in-path", -1);
 }
 
 // Looks the command up, then execs it (under the minimal init when one is open as `init_fd`).
 static void exec_command(int step, const struct step *s, int init_fd) {
   char path[4096];
   look_up(step, s->text, s->search, path);
-  // The status descriptor (and the minimal init's) close as the exec succeeds.
-  if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(step, errno, NULL, NULL);
+  // The status descriptor (and the minimal init's) close as the exec succeeds; under the minimal
+  // init the status pipe stays open for jwinit, which reports its command's exec on it.
+  if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(step, errno, NULL, -1);
+  if (init_fd >= 0 && fcntl(STATUS_FD, F_SETFD, 0) != 0) fail(step, errno, NULL, -1);
   if (init_fd >= 0) {
     // Blocked across the exec, as init execs jwinit: jwinit takes them once its handlers exist.
     sigset_t forwarded;
@@ -345,7 +345,7 @@ static void exec_command(int step, const struct step *s, int init_fd) {
     jw_reset_signals_unblocked();
     execve(path, s->argv + 2, s->envp);
   }
-  fail(step, errno, NULL, NULL);
+  fail(step, errno, NULL, -1);
 }
 
 static int run_step(const struct step *s, int *init_fd) {
@@ -421,17 +421,17 @@ int main(void) {
   if (worker_gone()) return 127;
   int len = 0;
   char *bytes = read_all(PLAN_FD, &len);
-  if (bytes == NULL) fail(-1, errno != 0 ? errno : ENOMEM, NULL, NULL);
+  if (bytes == NULL) fail(-1, errno != 0 ? errno : ENOMEM, NULL, -1);
   close(PLAN_FD);
   struct plan p = {.steps = NULL, .nsteps = 0};
   int r = len > 0 ? read_plan(bytes, len, &p) : -EINVAL;
-  if (r < 0) fail(-1, -r, NULL, NULL);
+  if (r < 0) fail(-1, -r, NULL, -1);
   int init_fd = -1;
   for (int i = 0; i < p.nsteps; i++) {
     const struct step *s = &p.steps[i];
     if (s->op == OP_EXEC) exec_command(i, s, init_fd);
     r = run_step(s, &init_fd);
-    if (r < 0) fail(i, -r, NULL, NULL);
+    if (r < 0) fail(i, -r, NULL, -1);
     if (s->op == OP_SET_USER && worker_gone()) return 127;
   }
   return 127;

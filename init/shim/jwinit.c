@@ -5,8 +5,17 @@
 // child (a namespace's PID 1 gets a signal from outside only when it handles it, which a plain
 // `sleep` or shell script does not), and orphaned processes are reaped. Exits with the child's
 // exit code, or 128 + the signal that killed it. No allocation, no stdio: a few pages of memory.
+//
+// The worker learns that a job runs from its status pipe's EOF. The job's starter leaves that pipe
+// open as JW_INIT_STATUS_FD (forwarded_signals.h); jwinit keeps it only until it has forked: the
+// child holds it close-on-exec, so the EOF comes when the command's exec succeeds, and when the
+// exec fails the child writes {"minimalInit":"execve","errno":e} there first ("fork" from jwinit
+// when there is no child: a maxPids of 1). The worker then refuses the job at CreateJob with the
+// message it gives a command that fails its exec without jwinit (ENOEXEC, a script's missing
+// interpreter), instead of a started job that ends with 127 (126 for the fork).
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -21,6 +30,25 @@ static void noop(int sig) { (void)sig; }
 static void say(const char *text) {
   ssize_t ignored = write(2, text, strlen(text));
   (void)ignored;
+}
+
+// Writes {"minimalInit":"<call>","errno":<err>} to the status pipe `fd`.
+static void report(int fd, const char *call, int err) {
+  char text[96], digits[12];
+  size_t len = 0, n = 0;
+  for (unsigned v = (unsigned)err; n == 0 || v != 0; v /= 10) digits[n++] = (char)('0' + v % 10);
+  const char *parts[] = {"{\"minimalInit\":\"", call, "\",\"errno\":"};
+  for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+    for (const char *c = parts[i]; *c != '\0' && len < sizeof text - 16; c++) text[len++] = *c;
+  }
+  while (n > 0) text[len++] = digits[--n];
+  text[len++] = '}';
+  for (size_t done = 0; done < len;) {
+    ssize_t w = write(fd, text + done, len - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    done += (size_t)w;
+  }
 }
 
 int main(int argc, char **argv) {
@@ -42,11 +70,16 @@ int main(int argc, char **argv) {
   sigaction(SIGCHLD, &act, NULL);
   sigprocmask(SIG_BLOCK, &waited, NULL);
 
+  // The status pipe, when the starter left it open: the child's until its exec (see above).
+  int status_fd = fcntl(JW_INIT_STATUS_FD, F_SETFD, FD_CLOEXEC) == 0 ? JW_INIT_STATUS_FD : -1;
+
   pid_t child = fork();
   if (child < 0) {
-    say("jwinit: fork failed\n");
+    if (status_fd >= 0) report(status_fd, "fork", errno);
+    else say("jwinit: fork failed\n");
     return 126;
   }
+  if (child > 0 && status_fd >= 0) close(status_fd);
   if (child == 0) {
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
@@ -57,7 +90,8 @@ int main(int argc, char **argv) {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     execv(argv[1], argv + 2);
-    say("jwinit: cannot execute the command\n");
+    if (status_fd >= 0) report(status_fd, "execve", errno);
+    else say("jwinit: cannot execute the command\n");
     _exit(127);
   }
 

@@ -361,7 +361,8 @@ int jw_chdir(const char *dir) { return chdir(dir) == 0 ? 0 : -errno; }
 // and mask are reset (Deno ignores SIGPIPE, which a job must not inherit). Returns only on failure,
 // with -errno, and with the signals already reset: the caller (init) only reports and exits.
 // With `exec_fd` >= 0 the program is that open file instead of `path` (the job's minimal init, opened
-// before the worker's directories were masked), exec'd with the signals it forwards blocked.
+// before the worker's directories were masked), exec'd with the signals it forwards blocked and
+// the status pipe (init's fd 4, JW_INIT_STATUS_FD) left open for it.
 int jw_exec(const char *path, const char *argv_packed, int argc, const char *envp_packed, int envc,
             int stdout_fd, int stderr_fd, int exec_fd) {
   char **argv, **envp;
@@ -373,6 +374,13 @@ int jw_exec(const char *path, const char *argv_packed, int argc, const char *env
     return -err;
   }
   if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+    int err = errno;
+    free(argv);
+    free(envp);
+    return -err;
+  }
+  // The minimal init reports its command's exec on the status pipe (forwarded_signals.h).
+  if (exec_fd >= 0 && fcntl(JW_INIT_STATUS_FD, F_SETFD, 0) != 0) {
     int err = errno;
     free(argv);
     free(envp);

@@ -9,6 +9,7 @@
 import type net from "node:net";
 import type { Shim } from "../../init/shim/ffi.ts";
 import type { InitFailure, InitSpec } from "../../init/spec.ts";
+import { isMinimalInitReport, minimalInitFailure } from "../../init/job_steps.ts";
 import type { SelfCommand } from "./self_exec.ts";
 import { log } from "../log/logger.ts";
 import {
@@ -45,10 +46,15 @@ export interface LaunchedProcess {
   release(): void;
 }
 
-function parseFailure(text: string): InitFailure | null {
+/**
+ * init's status text as a failure (null: the command was exec'd). Under the minimal init the text
+ * may be jwinit's report of its command's exec instead (job_steps.ts), for the job's `command`.
+ */
+function parseFailure(text: string, command: string): InitFailure | null {
   if (text === "") return null;
   try {
     const parsed = JSON.parse(text) as Partial<InitFailure>;
+    if (isMinimalInitReport(parsed)) return minimalInitFailure(command, parsed);
     return {
       stage: parsed.stage ?? "exec",
       errno: parsed.errno ?? 0,
@@ -134,7 +140,7 @@ export class Launcher {
       throw e;
     }
     closeQuietly(this.shim, [init.specW]);
-    return this.#launched(init, sinks);
+    return this.#launched(init, job.command, sinks);
   }
 
   /** An init that will not get its job: killed, reaped, its descriptors closed. */
@@ -166,14 +172,14 @@ export class Launcher {
     });
   }
 
-  #launched(init: InitProcess, sinks: OutputSinks): LaunchedProcess {
+  #launched(init: InitProcess, command: string, sinks: OutputSinks): LaunchedProcess {
     const { pid } = init;
     return this.#process(init.pid, init.pidfd, init.outR, init.errR, sinks, {
       pooled: init.pooled,
       direct: false,
       started: Promise.all([init.status.closed, init.initLog.closed]).then(
         ([status, initLog]) => {
-          const failure = parseFailure(statusText(init, status));
+          const failure = parseFailure(statusText(init, status), command);
           if (initLog.trim() === "") return failure;
           if (failure) return { ...failure, message: `${failure.message} (${initLog.trim()})` };
           log.warn("job init wrote to stderr", { pid, text: initLog.trim().slice(0, 2000) });
