@@ -27,17 +27,17 @@ tools: $(DENO)
 deps: tools
 	$(DENO) install --allow-scripts --quiet
 
-$(SHIM): init/shim/jwshim.c init/shim/jwshim.h init/shim/forwarded_signals.h | tools
+$(SHIM): init/shim/jwshim.c init/shim/jwshim.h init/shim/forwarded_signals.h init/shim/jw_report.h | tools
 	mkdir -p build
 	gcc -O2 -Wall -Wextra -Werror -shared -fPIC -o $@ init/shim/jwshim.c
 
 # The minimal init of `init: true` jobs: static, so it needs nothing from the job's filesystem.
-$(JWINIT): init/shim/jwinit.c init/shim/forwarded_signals.h | tools
+$(JWINIT): init/shim/jwinit.c init/shim/forwarded_signals.h init/shim/jw_report.h | tools
 	mkdir -p build
 	gcc -Os -Wall -Wextra -Werror -static -s -o $@ $<
 
 # The direct start's program (the first program of a job, before its command): static as jwinit.
-$(JWSTART): init/shim/jwdirect.c init/shim/jwshim.c init/shim/jwshim.h init/shim/forwarded_signals.h | tools
+$(JWSTART): init/shim/jwdirect.c init/shim/jwshim.c init/shim/jwshim.h init/shim/forwarded_signals.h init/shim/jw_report.h | tools
 	mkdir -p build
 	gcc -O2 -Wall -Wextra -Werror -static -s -o $@ init/shim/jwdirect.c init/shim/jwshim.c
 

@@ -8,17 +8,24 @@
 import {
   becomeJob,
   execWhat,
+  isErrno,
   isMinimalInitReport,
   isolateMounts,
   type JobSteps,
   minimalInitFailure,
   type Stage,
   type StepCalls,
+  unreadableReport,
 } from "./job_steps.ts";
 import type { InitFailure, InitSpec } from "./spec.ts";
-import { type LookupKind, lookupMessage, notInPathMessage, searchPath } from "./resolve_command.ts";
+import {
+  LOOKUP_KINDS,
+  type LookupKind,
+  lookupMessage,
+  notInPathMessage,
+  searchPath,
+} from "./resolve_command.ts";
 import { ShimError } from "./shim/ffi.ts";
-import { quoted } from "../worker/log/quoted.ts";
 
 /** The ops, numbered as jwdirect.c numbers them. */
 const Op = {
@@ -188,12 +195,36 @@ export function directPlan(spec: InitSpec): DirectPlan {
 
 interface ChildReport {
   /** Only from the shim's clone, when jwstart itself could not be exec'd. */
-  stage?: string;
+  stage?: "spawn";
+  /** The failed step's index in the plan; -1: the plan could not be read. */
   step?: number;
-  errno?: number;
+  errno: number;
   kind?: LookupKind | "not-in-path";
   /** With `kind`: the index of the PATH entry the file was found under; absent: the command. */
   entry?: number;
+}
+
+/** Whether `value` is an integer of at least `min`. */
+const isIndex = (value: unknown, min: number): value is number =>
+  Number.isSafeInteger(value) && (value as number) >= min;
+
+/**
+ * Whether parsed status text is a {@link ChildReport} this plan can explain: an object (not an
+ * array) with an errno, a known kind, and an entry or step that exists in the plan.
+ */
+function isChildReport(plan: DirectPlan, r: unknown): r is ChildReport {
+  if (typeof r !== "object" || r === null || Array.isArray(r)) return false;
+  const report = r as Record<string, unknown>;
+  if (!isErrno(report.errno)) return false;
+  if (report.kind !== undefined) {
+    if (report.kind === "not-in-path") return report.entry === undefined;
+    if (!(LOOKUP_KINDS as readonly unknown[]).includes(report.kind)) return false;
+    if (report.entry === undefined) return true;
+    return isIndex(report.entry, 0) && lookedUp(plan, report.entry) !== undefined;
+  }
+  if (report.entry !== undefined) return false;
+  if (report.stage !== undefined) return report.stage === "spawn" && report.step === undefined;
+  return isIndex(report.step, -1) && report.step < plan.labels.length;
 }
 
 /**
@@ -208,26 +239,20 @@ function lookedUp(plan: DirectPlan, entry: number | undefined): string | undefin
 
 /** jwstart's failure report (the status pipe's text) as init would have told it. */
 export function directFailure(plan: DirectPlan, text: string): InitFailure {
-  const unreadable = {
-    stage: "exec",
-    errno: 0,
-    message: `the job's start sent a report the worker cannot read: ${quoted(text.slice(0, 200))}`,
-  } as const;
-  let report: ChildReport;
+  let report: unknown;
   try {
-    report = JSON.parse(text) as ChildReport;
+    report = JSON.parse(text);
   } catch {
-    return unreadable;
+    return unreadableReport(text);
   }
-  if (typeof report !== "object" || report === null) return unreadable;
   if (isMinimalInitReport(report)) return minimalInitFailure(plan.command, report);
-  const errno = report.errno ?? 0;
+  if (!isChildReport(plan, report)) return unreadableReport(text);
+  const { errno } = report;
   if (report.kind === "not-in-path") {
     return { stage: "lookup", errno, message: notInPathMessage(plan.command, plan.pathVar) };
   }
   if (report.kind !== undefined) {
-    const path = lookedUp(plan, report.entry);
-    if (path === undefined) return unreadable;
+    const path = lookedUp(plan, report.entry)!;
     return { stage: "lookup", errno, message: lookupMessage(report.kind, path) };
   }
   if (report.stage !== undefined) {
@@ -238,7 +263,7 @@ export function directFailure(plan: DirectPlan, text: string): InitFailure {
       message: `cannot run the job's start program (jwstart): ${why}`,
     };
   }
-  const label = plan.labels[report.step ?? -1];
+  const label = plan.labels[report.step!];
   if (label === undefined) {
     const why = new ShimError("reading the plan", errno).message;
     return { stage: "spawn", errno, message: `the job's start program refused its plan: ${why}` };

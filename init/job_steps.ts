@@ -18,36 +18,55 @@ export function execWhat(command: string): string {
 
 /**
  * The report of the minimal init (jwinit.c) when it could not run the command: its child's exec
- * failed (or its fork). It reads as the failed exec of the command itself would, without jwinit.
+ * failed, or it had no child (its fork, or the pipe it makes before, failed).
  */
 export interface MinimalInitReport {
-  minimalInit: "execve" | "fork";
+  minimalInit: "execve" | "fork" | "pipe";
   errno: number;
 }
 
 /** Whether parsed status text is a {@link MinimalInitReport}. */
 export function isMinimalInitReport(report: unknown): report is MinimalInitReport {
   const r = report as Partial<MinimalInitReport> | null;
-  return typeof r === "object" && r !== null &&
-    (r.minimalInit === "execve" || r.minimalInit === "fork") && typeof r.errno === "number";
+  return typeof r === "object" && r !== null && !Array.isArray(r) &&
+    (r.minimalInit === "execve" || r.minimalInit === "fork" || r.minimalInit === "pipe") &&
+    isErrno(r.errno);
 }
 
-const EAGAIN = 11;
-
-/** The failure a {@link MinimalInitReport} stands for, for the job's command `command`. */
+/**
+ * The failure a {@link MinimalInitReport} stands for, for the job's command `command`: a failed exec
+ * reads as the command's own failed exec would without jwinit (refused as the job's `command`); no
+ * process for it is a failure of the start (a job's maxPids below 2 is refused before it starts,
+ * worker/api/validation.ts, so this is the host's limits: the user's RLIMIT_NPROC, memory, pids).
+ */
 export function minimalInitFailure(command: string, report: MinimalInitReport): InitFailure {
   const { errno } = report;
   const why = new ShimError(report.minimalInit, errno).message;
   if (report.minimalInit === "execve") {
     return { stage: "exec", errno, message: `${execWhat(command)}: ${why}` };
   }
-  // No process for the command: most likely the job's maxPids, which counts jwinit too.
-  const hint = errno === EAGAIN ? " (the job's maxPids counts the minimal init too)" : "";
   return {
-    stage: "exec",
+    stage: "spawn",
     errno,
-    message: `the minimal init cannot start ${quoted(command)}: ${why}${hint}`,
+    message: `the minimal init could not start a process for ${quoted(command)}: ${why}`,
   };
+}
+
+/**
+ * The failure for status text the worker cannot make sense of (init's, jwstart's or jwinit's
+ * report, garbled): a fault of the start, not of the job's command.
+ */
+export function unreadableReport(text: string): InitFailure {
+  return {
+    stage: "spawn",
+    errno: 0,
+    message: `the job's start sent a report the worker cannot read: ${quoted(text.slice(0, 200))}`,
+  };
+}
+
+/** Whether `value` is an errno as the reports carry it: an integer, 0 or more. */
+export function isErrno(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
 }
 
 /** The shim's calls a job's steps make (init makes them; the direct start's plan records them). */

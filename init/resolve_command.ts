@@ -13,7 +13,14 @@ const EACCES = 13;
 export type AccessCheck = (path: string, mode: number) => number;
 
 /** Why a file cannot be the job's command, as init and the direct start (jwdirect.c) find it. */
-export type LookupKind = "not-found" | "unreachable" | "directory" | "not-executable" | "denied";
+export const LOOKUP_KINDS = [
+  "not-found",
+  "unreachable",
+  "directory",
+  "not-executable",
+  "denied",
+] as const;
+export type LookupKind = typeof LOOKUP_KINDS[number];
 
 /** The message for a command that cannot be used ({@link LookupKind}) at `path`. */
 export function lookupMessage(kind: LookupKind, path: string): string {

@@ -22,9 +22,9 @@
  *   status pipe EOF  ◀──────────────────────  (exec succeeded: the job is RUNNING)
  *   status pipe JSON ◀──────────────────────  (a step failed: InitFailure, then exit 127)
  *
- * Under the minimal init (`init: true`) the exec is jwinit's, and the status pipe (fd 4,
- * JW_INIT_STATUS_FD in init/shim/forwarded_signals.h) crosses it: jwinit's child holds it
- * close-on-exec, so the EOF comes at the command's own exec, and a failed one writes jwinit's report
+ * Under the minimal init (`init: true`) the exec is jwinit's, and the status pipe crosses it:
+ * jwinit's child holds it close-on-exec (jwinit closes its own copy before the child may exec), so
+ * the EOF comes at the command's own exec, and a failed one writes jwinit's report
  * (init/job_steps.ts MinimalInitReport) instead of an InitFailure.
  *
  * A pooled init (`init --pooled`, worker/runtime/init_pool.ts) is cloned before any job exists:
@@ -42,6 +42,7 @@
  * cgroup, with the job's limits written first; its spec then lists no cgroup to join.
  */
 export const SPEC_FD = 3;
+/** The status pipe; the C side's JW_STATUS_FD (init/shim/jw_report.h) must be the same number. */
 export const STATUS_FD = 4;
 /** The job's output pipes; they become fds 1 and 2 only at the final exec. */
 export const JOB_STDOUT_FD = 5;
@@ -119,4 +120,27 @@ export interface InitFailure {
   /** errno of the failed call, 0 when there is none. */
   errno: number;
   message: string;
+}
+
+const STAGES: Record<InitFailure["stage"], true> = {
+  spawn: true,
+  spec: true,
+  mounts: true,
+  proc: true,
+  hostname: true,
+  workdir: true,
+  cgroup: true,
+  network: true,
+  profile: true,
+  user: true,
+  lookup: true,
+  exec: true,
+};
+
+/** Whether parsed status text is an {@link InitFailure}: a known stage, an errno, a message. */
+export function isInitFailure(value: unknown): value is InitFailure {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+  const { stage, errno, message } = value as Record<string, unknown>;
+  return typeof stage === "string" && Object.hasOwn(STAGES, stage) &&
+    Number.isSafeInteger(errno) && (errno as number) >= 0 && typeof message === "string";
 }

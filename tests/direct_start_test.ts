@@ -319,9 +319,9 @@ const FAILURES: [string, () => jobworker.ICreateJobReq, RegExp][] = [
     /^refused INVALID_ARGUMENT: command: cannot execute ".*orphan-script": execve failed: ENOENT/,
   ],
   [
-    "a minimal init with no room for its command (maxPids 1)",
+    "a minimal init with no room for its command (maxPids 1), refused before it starts",
     () => ({ command: "true", init: true, maxPids: 1 }),
-    /^refused INVALID_ARGUMENT: command: the minimal init cannot start "true": fork failed: EAGAIN .*maxPids/,
+    /^refused INVALID_ARGUMENT: maxPids: init: true needs at least 2 processes \(the minimal init and the command\), but maxPids is 1;/,
   ],
   [
     "a command on a noexec mount, under a minimal init",
@@ -449,10 +449,11 @@ test("a malformed plan is refused before any step: jwstart reports step -1, EINV
 // 5. A long path in a lookup failure
 
 /**
- * jwstart's report names the path it could not use, JSON-escaped (a quote takes 2 bytes, a control
- * character 6). The API caps a status message at 1024 characters, so the client alone would not
- * see a path cut short: here the report is read directly and turned into the worker's message,
- * which must be init's (resolve_command.ts) in full, whatever the path holds.
+ * jwstart's report never carries the path it could not use, only the index of its PATH entry: the
+ * worker names the file from its plan, in full, however long and whatever it holds (quotes,
+ * control characters). The API caps a status message at 1024 characters, so the client alone would
+ * not see a path cut short: here the report is read directly and turned into the worker's message,
+ * which must be init's (resolve_command.ts) in full.
  */
 test("a long path in a lookup failure reaches the worker whole, as init words it", async () => {
   const shim = new Shim(installed("libjwshim-"));

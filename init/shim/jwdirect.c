@@ -21,7 +21,7 @@
 // PATH_MAX bytes, JSON-escaped, would be up to six times that; a fixed report once cut such paths
 // short). A successful exec closes the status pipe (close-on-exec): its EOF tells the worker the job
 // runs. Under the minimal init the status pipe stays open across the exec of jwinit, as
-// JW_INIT_STATUS_FD, for jwinit to report its command's exec (see jwinit.c).
+// JW_STATUS_FD (jw_report.h), for jwinit to report its command's exec (see jwinit.c).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "forwarded_signals.h"
+#include "jw_report.h"
 #include "jwshim.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -61,8 +62,6 @@ enum op {
 };
 
 #define PLAN_FD 3
-#define STATUS_FD 4
-_Static_assert(STATUS_FD == JW_INIT_STATUS_FD, "jwinit reports on the status pipe as it is here");
 // Far more than any plan: the worker refuses a job spec over 1 MiB.
 #define MAX_PLAN (64 * 1024 * 1024)
 
@@ -211,48 +210,26 @@ static int read_plan(const char *bytes, int len, struct plan *p) {
 
 // --- taking its steps ---
 
-// The report: a few numbers and a kind's name, far below the size of its buffer.
-struct report {
-  char text[256];
-  size_t len;
-};
-
-static void put(struct report *r, const char *s) {
-  while (*s != '\0' && r->len + 1 < sizeof r->text) r->text[r->len++] = *s++;
-}
-
-static void put_number(struct report *r, int n) {
-  char digits[12];
-  if (n < 0) put(r, "-");
-  jw_format_uint(digits, n < 0 ? 0u - (unsigned)n : (unsigned)n);
-  put(r, digits);
-}
-
 // Tells the worker which step failed and why, and exits as init does. `kind`: why the command
 // cannot be used (NULL for any other failure); `entry`: the PATH entry of the file, -1 for the
 // command as given.
 static void fail(int step, int err, const char *kind, int entry) {
-  struct report r = {.len = 0};
-  put(&r, "{\"step\":");
-  put_number(&r, step);
-  put(&r, ",\"errno\":");
-  put_number(&r, err);
+  struct jw_report r = {.len = 0};
+  jw_put(&r, "{\"step\":");
+  jw_put_int(&r, step);
+  jw_put(&r, ",\"errno\":");
+  jw_put_int(&r, err);
   if (kind != NULL) {
-    put(&r, ",\"kind\":\"");
-    put(&r, kind);
-    put(&r, "\"");
+    jw_put(&r, ",\"kind\":\"");
+    jw_put(&r, kind);
+    jw_put(&r, "\"");
     if (entry >= 0) {
-      put(&r, ",\"entry\":");
-      put_number(&r, entry);
+      jw_put(&r, ",\"entry\":");
+      jw_put_int(&r, entry);
     }
   }
-  put(&r, "}");
-  for (size_t done = 0; done < r.len;) {
-    ssize_t n = write(STATUS_FD, r.text + done, r.len - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    done += (size_t)n;
-  }
+  jw_put(&r, "}");
+  jw_send(JW_STATUS_FD, &r);
   _exit(127);
 }
 
@@ -332,8 +309,8 @@ static void exec_command(int step, const struct step *s, int init_fd) {
   // The status descriptor (and the minimal init's) close as the exec succeeds; under the minimal
   // init the status pipe stays open for jwinit, which reports its command's exec on it.
   if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(step, errno, NULL, -1);
-  if (init_fd >= 0 && fcntl(STATUS_FD, F_SETFD, 0) != 0) fail(step, errno, NULL, -1);
   if (init_fd >= 0) {
+    if (fcntl(JW_STATUS_FD, F_SETFD, 0) != 0) fail(step, errno, NULL, -1);
     // Blocked across the exec, as init execs jwinit: jwinit takes them once its handlers exist.
     sigset_t forwarded;
     sigemptyset(&forwarded);
@@ -433,7 +410,7 @@ static char *read_all(int fd, int *len) {
 // Whether the worker still reads the status pipe: the parent-death signal covers a worker that dies
 // later, not one that died before it was set (at the clone, or again after the change of user).
 static int worker_gone(void) {
-  struct pollfd p = {STATUS_FD, POLLOUT, 0};
+  struct pollfd p = {JW_STATUS_FD, POLLOUT, 0};
   return poll(&p, 1, 0) == 1 && (p.revents & POLLERR) != 0;
 }
 

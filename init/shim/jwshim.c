@@ -38,6 +38,7 @@
 #include <poll.h>
 
 #include "forwarded_signals.h"
+#include "jw_report.h"
 #include "jwshim.h"
 
 #ifndef CLONE_PIDFD
@@ -362,7 +363,7 @@ int jw_chdir(const char *dir) { return chdir(dir) == 0 ? 0 : -errno; }
 // with -errno, and with the signals already reset: the caller (init) only reports and exits.
 // With `exec_fd` >= 0 the program is that open file instead of `path` (the job's minimal init, opened
 // before the worker's directories were masked), exec'd with the signals it forwards blocked and
-// the status pipe (init's fd 4, JW_INIT_STATUS_FD) left open for it.
+// the status pipe (JW_STATUS_FD, jw_report.h) left open for it.
 int jw_exec(const char *path, const char *argv_packed, int argc, const char *envp_packed, int envc,
             int stdout_fd, int stderr_fd, int exec_fd) {
   char **argv, **envp;
@@ -379,14 +380,14 @@ int jw_exec(const char *path, const char *argv_packed, int argc, const char *env
     free(envp);
     return -err;
   }
-  // The minimal init reports its command's exec on the status pipe (forwarded_signals.h).
-  if (exec_fd >= 0 && fcntl(JW_INIT_STATUS_FD, F_SETFD, 0) != 0) {
-    int err = errno;
-    free(argv);
-    free(envp);
-    return -err;
-  }
   if (exec_fd >= 0) {
+    // The minimal init reports its command's exec on the status pipe (jw_report.h).
+    if (fcntl(JW_STATUS_FD, F_SETFD, 0) != 0) {
+      int err = errno;
+      free(argv);
+      free(envp);
+      return -err;
+    }
     // Blocked before their dispositions become SIG_DFL, so none is dropped on the way to jwinit.
     sigset_t forwarded;
     sigemptyset(&forwarded);

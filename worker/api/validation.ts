@@ -63,6 +63,9 @@ function nonNegative(field: string, value: number | null | undefined, max = 2 **
   return n;
 }
 
+/** The least maxPids of an `init: true` job: the minimal init is one of its processes. */
+export const MIN_PIDS_WITH_INIT = 2;
+
 /** Validates a CreateJobReq and resolves 0 limits to the server's defaults. */
 export function jobSpecFrom(
   req: jobworker.ICreateJobReq,
@@ -125,6 +128,19 @@ export function jobSpecFrom(
         "start it with JOB_WORKER_ALLOW_PRIVILEGED=1 to allow them",
     );
   }
+  const init = req.init === true;
+  const pids = limit("maxPids", req.maxPids, defaults.pids, MAX_PIDS);
+  if (init && pids > 0 && pids < MIN_PIDS_WITH_INIT) {
+    // The minimal init is a process of the job: with one process allowed, the command gets none.
+    const given = (req.maxPids ?? 0) > 0
+      ? `maxPids is ${pids}`
+      : `the server's default maxPids (JOB_WORKER_DEFAULT_PIDS) is ${pids}`;
+    throw new InvalidField(
+      "maxPids",
+      `init: true needs at least ${MIN_PIDS_WITH_INIT} processes (the minimal init and the ` +
+        `command), but ${given}; ask for a larger maxPids or leave init off`,
+    );
+  }
   return {
     command,
     args,
@@ -135,12 +151,12 @@ export function jobSpecFrom(
     user,
     network,
     privileged,
-    init: req.init === true,
+    init,
     limits: {
       cpuPercent: limit("maxCPU", req.maxCPU, defaults.cpuPercent),
       memoryMiB: limit("maxMemory", req.maxMemory, defaults.memoryMiB),
       ioBps: limit("maxIOBPS", req.maxIOBPS, defaults.ioBps),
-      pids: limit("maxPids", req.maxPids, defaults.pids, MAX_PIDS),
+      pids,
     },
   };
 }

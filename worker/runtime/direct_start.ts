@@ -10,9 +10,11 @@ import { directFailure, directPlan } from "../../init/direct_plan.ts";
 import {
   closeQuietly,
   MAX_SPEC_BYTES,
+  MAX_STATUS_BYTES,
   OUTPUT_PIPE_SIZE,
   pipeMaker,
   PipeText,
+  statusOverflow,
 } from "./init_process.ts";
 
 export interface DirectProcess {
@@ -47,7 +49,7 @@ export function spawnDirect(shim: Shim, starter: string, spec: InitSpec): Direct
     shim.close(planW);
     const [statusR, statusW] = pipe();
     // Read from now on (before the clone, so nothing can fail between it and the return).
-    const status = new PipeText(statusR);
+    const status = new PipeText(statusR, MAX_STATUS_BYTES);
     open.splice(open.indexOf(statusR), 1);
     let child: { pid: number; pidfd: number };
     try {
@@ -68,7 +70,10 @@ export function spawnDirect(shim: Shim, starter: string, spec: InitSpec): Direct
       ...child,
       outR,
       errR,
-      started: status.closed.then((text) => text === "" ? null : directFailure(plan, text)),
+      started: status.closed.then((text) => {
+        if (status.overflowed) return statusOverflow();
+        return text === "" ? null : directFailure(plan, text);
+      }),
     };
   } catch (e) {
     closeQuietly(shim, open);

@@ -6,7 +6,7 @@
  */
 import net from "node:net";
 import type { Shim } from "../../init/shim/ffi.ts";
-import { initArgs, POOL_READY } from "../../init/spec.ts";
+import { initArgs, type InitFailure, POOL_READY } from "../../init/spec.ts";
 import type { SelfCommand } from "./self_exec.ts";
 
 /** Large pipe buffers let a job write bursts without waiting for the worker. */
@@ -14,20 +14,39 @@ export const OUTPUT_PIPE_SIZE = 1024 * 1024;
 /** The spec is written at once, without waiting for init, so it must fit in the pipe. */
 export const MAX_SPEC_BYTES = 1024 * 1024;
 
-/** Everything a pipe's read end delivers, collected as text until its end. */
+/**
+ * The most a status pipe's text may be: a report is a few hundred bytes (a pooled init's readiness
+ * mark, then one InitFailure, jwstart's or jwinit's report). Beyond it the worker stops reading.
+ */
+export const MAX_STATUS_BYTES = 64 * 1024;
+
+/**
+ * Everything a pipe's read end delivers, collected as text until its end, or until more than
+ * `maxBytes` came: then the pipe is closed (a writer gets EPIPE) and the text ends there
+ * ({@link overflowed}).
+ */
 export class PipeText {
   #text = "";
+  #bytes = 0;
+  #overflowed = false;
   readonly #decoder = new TextDecoder();
   readonly #socket: net.Socket;
   readonly #firstData = Promise.withResolvers<void>();
-  /** Resolves with all the text once every writer has closed the pipe. */
+  /** Resolves with all the text once every writer has closed the pipe (or it overflowed). */
   readonly closed: Promise<string>;
 
-  constructor(fd: number) {
+  constructor(fd: number, readonly maxBytes = Infinity) {
     this.#socket = new net.Socket({ fd, readable: true, writable: false });
     const { promise, resolve } = Promise.withResolvers<string>();
     this.closed = promise;
     this.#socket.on("data", (chunk: Uint8Array) => {
+      if (this.#overflowed) return;
+      this.#bytes += chunk.length;
+      if (this.#bytes > this.maxBytes) {
+        this.#overflowed = true;
+        this.#socket.destroy();
+        return;
+      }
       this.#text += this.#decoder.decode(chunk, { stream: true });
       this.#firstData.resolve();
     });
@@ -48,6 +67,11 @@ export class PipeText {
     return this.#text;
   }
 
+  /** Whether more than `maxBytes` came, and the pipe was closed for it. */
+  get overflowed(): boolean {
+    return this.#overflowed;
+  }
+
   destroy(): void {
     this.#socket.destroy();
   }
@@ -65,7 +89,10 @@ export interface InitProcess {
   /** Read ends of the job's stdout and stderr. */
   outR: number;
   errR: number;
-  /** init's status pipe: empty at a successful exec, else an InitFailure (after POOL_READY). */
+  /**
+   * init's status pipe: empty at a successful exec, else an InitFailure (after POOL_READY), or the
+   * minimal init's report of its command's exec (init/job_steps.ts MinimalInitReport).
+   */
   status: PipeText;
   /** init's own stderr (Deno's warnings and crashes). */
   initLog: PipeText;
@@ -128,13 +155,23 @@ export function spawnInit(
       specCapacity,
       outR,
       errR,
-      status: new PipeText(statusR),
+      status: new PipeText(statusR, MAX_STATUS_BYTES),
       initLog: new PipeText(initLogR),
     };
   } catch (e) {
     closeQuietly(shim, open);
     throw e;
   }
+}
+
+/** The failure of a start whose status pipe sent more than {@link MAX_STATUS_BYTES}. */
+export function statusOverflow(): InitFailure {
+  return {
+    stage: "spawn",
+    errno: 0,
+    message: `the job's start sent more than ${MAX_STATUS_BYTES} bytes on its status pipe ` +
+      "(a report is a few hundred); the worker stopped reading it",
+  };
 }
 
 /** The status pipe's text without the pooled init's readiness mark. */

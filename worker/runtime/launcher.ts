@@ -8,8 +8,8 @@
  */
 import type net from "node:net";
 import type { Shim } from "../../init/shim/ffi.ts";
-import type { InitFailure, InitSpec } from "../../init/spec.ts";
-import { isMinimalInitReport, minimalInitFailure } from "../../init/job_steps.ts";
+import { type InitFailure, type InitSpec, isInitFailure } from "../../init/spec.ts";
+import { isMinimalInitReport, minimalInitFailure, unreadableReport } from "../../init/job_steps.ts";
 import type { SelfCommand } from "./self_exec.ts";
 import { log } from "../log/logger.ts";
 import {
@@ -17,6 +17,7 @@ import {
   type InitProcess,
   MAX_SPEC_BYTES,
   spawnInit,
+  statusOverflow,
   statusText,
 } from "./init_process.ts";
 import type { InitPool } from "./init_pool.ts";
@@ -49,20 +50,20 @@ export interface LaunchedProcess {
 /**
  * init's status text as a failure (null: the command was exec'd). Under the minimal init the text
  * may be jwinit's report of its command's exec instead (job_steps.ts), for the job's `command`.
+ * Anything else (not JSON, an array, a stage init does not have) is an unreadable report.
  */
-function parseFailure(text: string, command: string): InitFailure | null {
+export function parseFailure(text: string, command: string): InitFailure | null {
   if (text === "") return null;
+  let parsed: unknown;
   try {
-    const parsed = JSON.parse(text) as Partial<InitFailure>;
-    if (isMinimalInitReport(parsed)) return minimalInitFailure(command, parsed);
-    return {
-      stage: parsed.stage ?? "exec",
-      errno: parsed.errno ?? 0,
-      message: parsed.message ?? `could not start the job's init (errno ${parsed.errno ?? "?"})`,
-    };
+    parsed = JSON.parse(text);
   } catch {
-    return { stage: "exec", errno: 0, message: `init reported: ${text.slice(0, 200)}` };
+    return unreadableReport(text);
   }
+  if (isMinimalInitReport(parsed)) return minimalInitFailure(command, parsed);
+  if (!isInitFailure(parsed)) return unreadableReport(text);
+  const { stage, errno, message } = parsed;
+  return { stage, errno, message };
 }
 
 /** What every job's profile shares: set once by the worker's configuration. */
@@ -179,7 +180,9 @@ export class Launcher {
       direct: false,
       started: Promise.all([init.status.closed, init.initLog.closed]).then(
         ([status, initLog]) => {
-          const failure = parseFailure(statusText(init, status), command);
+          const failure = init.status.overflowed
+            ? statusOverflow()
+            : parseFailure(statusText(init, status), command);
           if (initLog.trim() === "") return failure;
           if (failure) return { ...failure, message: `${failure.message} (${initLog.trim()})` };
           log.warn("job init wrote to stderr", { pid, text: initLog.trim().slice(0, 2000) });
