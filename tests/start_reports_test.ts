@@ -2,7 +2,8 @@
  * The reports of a job's start, read by the worker: jwstart's (init/direct_plan.ts directFailure),
  * init's (worker/runtime/launcher.ts parseFailure) and jwinit's (init/job_steps.ts), malformed ones
  * included; the status pipe's size cap (worker/runtime/init_process.ts PipeText); and the refusal of
- * `init: true` with no room for the command (worker/api/validation.ts).
+ * `init: true` with no room for the command (worker/api/validation.ts); and the gRPC status a failed
+ * start gets (worker/jobs/job_start.ts startError).
  *
  * Run: `deno test -A tests/start_reports_test.ts` (no root needed).
  */
@@ -12,6 +13,7 @@ import type { InitFailure } from "../init/spec.ts";
 import { parseFailure } from "../worker/runtime/launcher.ts";
 import { MAX_STATUS_BYTES, PipeText } from "../worker/runtime/init_process.ts";
 import { InvalidField, jobSpecFrom } from "../worker/api/validation.ts";
+import { startError } from "../worker/jobs/job_start.ts";
 
 const plan: DirectPlan = {
   bytes: new Uint8Array(),
@@ -210,4 +212,17 @@ Deno.test("init: true with room for only one process is refused, whoever set the
     5,
   );
   assert.equal(jobSpecFrom({ command: "true", maxPids: 1 }, defaults).limits.pids, 1);
+});
+
+Deno.test("a start that got no process is the host's limits when the kernel says so", () => {
+  const spawn = (errno: number) => startError({ stage: "spawn", errno, message: "fork failed" });
+  for (const errno of [11, 12, 24]) { // EAGAIN, ENOMEM, EMFILE
+    const error = spawn(errno);
+    assert.equal(error.kind, "resource-exhausted", `errno ${errno}`);
+    assert.equal(error.message, "the job could not be started: fork failed");
+  }
+  assert.equal(spawn(0).kind, "internal"); // an unreadable report
+  assert.equal(spawn(1).kind, "internal");
+  const mounts = startError({ stage: "mounts", errno: 1, message: "mount failed" });
+  assert.equal(mounts.message, "the job could not be isolated: mount failed");
 });

@@ -6,6 +6,7 @@
 import type { CgroupManager, JobCgroup } from "../cgroups/types.ts";
 import { LimitError } from "../cgroups/types.ts";
 import type { InitFailure } from "../../init/spec.ts";
+import { errnoName } from "../../init/shim/errno.ts";
 import type { LaunchedProcess, Launcher } from "../runtime/launcher.ts";
 import { log } from "../log/logger.ts";
 import { Job, type JobSpec, type JobStatus } from "./job.ts";
@@ -190,7 +191,7 @@ export async function startJob(
   return { job, running, outputDone };
 }
 
-function startError(failure: InitFailure): JobError {
+export function startError(failure: InitFailure): JobError {
   switch (failure.stage) {
     case "lookup":
     case "exec":
@@ -199,6 +200,14 @@ function startError(failure: InitFailure): JobError {
       return new JobError("invalid-argument", `workDir: ${failure.message}`);
     case "cgroup":
       return new JobError("failed-precondition", failure.message);
+    case "spawn": {
+      // No process (or pipe) for the job: the host's limits when the kernel says so.
+      const exhausted = ["EAGAIN", "ENOMEM", "EMFILE"].includes(errnoName(failure.errno));
+      return new JobError(
+        exhausted ? "resource-exhausted" : "internal",
+        `the job could not be started: ${failure.message}`,
+      );
+    }
     default:
       return new JobError("internal", `the job could not be isolated: ${failure.message}`);
   }
