@@ -384,11 +384,11 @@ async function memory(ctx: StreamingContext, client: JobClient): Promise<BenchRo
 export const STREAMING_SECTIONS = ["throughput", "aggregate", "latency", "memory"] as const;
 
 /**
- * Every streaming figure, each with its baseline from this run.
+ * BENCH_STREAMING_ONLY, checked: undefined (or empty) for every section.
  *
- * @throws {Error} When BENCH_STREAMING_ONLY names no section.
+ * @throws {Error} When it names no section (it would silently measure nothing).
  */
-export async function streamingRows(ctx: StreamingContext): Promise<BenchRow[]> {
+export function streamingOnly(): string | undefined {
   const only = Deno.env.get("BENCH_STREAMING_ONLY");
   if (only && !(STREAMING_SECTIONS as readonly string[]).includes(only)) {
     throw new Error(
@@ -396,6 +396,16 @@ export async function streamingRows(ctx: StreamingContext): Promise<BenchRow[]> 
         "the CLI transport's row is now the throughput section's 'our client')",
     );
   }
+  return only || undefined;
+}
+
+/**
+ * Every streaming figure, each with its baseline from this run.
+ *
+ * @throws {Error} When BENCH_STREAMING_ONLY names no section.
+ */
+export async function streamingRows(ctx: StreamingContext): Promise<BenchRow[]> {
+  const only = streamingOnly();
   const client = clientFor(ctx.certDir, ctx.address);
   const ours = clientFor(ctx.certDir, ctx.address, "admin", { transport: "http2" });
   try {
@@ -415,6 +425,7 @@ export async function streamingRows(ctx: StreamingContext): Promise<BenchRow[]> 
 }
 
 if (import.meta.main) {
+  streamingOnly(); // before a worker is started for nothing
   const { makePki } = await import("../tests/helpers/pki.ts");
   const { WorkerProcess } = await import("../tests/helpers/worker.ts");
   const pki = await makePki();
