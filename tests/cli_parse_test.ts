@@ -119,6 +119,8 @@ interface FakeOptions {
   getScript?: (n: number) => Error | undefined;
   /** What getJob answers (beside the id). */
   job?: jobworker.IJob;
+  /** stream call number `n` (from 1) fails at once with what this returns, or streams. */
+  streamScript?: (n: number) => Error | undefined;
 }
 
 function fake(options: FakeOptions = {}): Fake {
@@ -130,6 +132,7 @@ function fake(options: FakeOptions = {}): Fake {
   let slept = 0;
   let listCalls = 0;
   let getCalls = 0;
+  let streamCalls = 0;
   let interrupt: ((count: number) => void) | undefined;
   const answer = <T>(method: string, args: unknown[], value: T): Promise<T> => {
     calls.push({ method, args });
@@ -176,7 +179,9 @@ function fake(options: FakeOptions = {}): Fake {
       ),
     stream: (id, opts) => {
       calls.push({ method: "stream", args: [id, { ...opts, signal: undefined }] });
+      const failure = options.streamScript?.(++streamCalls);
       return (async function* () {
+        if (failure) throw failure;
         let n = 0;
         try {
           let offset = opts?.offset ?? 0;
@@ -865,6 +870,18 @@ Deno.test("stream: Ctrl-C cancels the stream, exit code 130, no message", async 
   assert.equal(r.code, 130);
   assert.equal(r.stdout(), "AA");
   assert.equal(r.stderr(), "");
+});
+
+Deno.test("stream gives up resuming after a minute of lost connection (by its clock)", async () => {
+  const lost = () => rpcError(status.UNAVAILABLE, "connect ECONNREFUSED 127.0.0.1:50051");
+  const r = await run(["stream", "job-1"], {
+    clock: true,
+    // A cap, so that patience counted on another clock fails instead of spinning.
+    streamScript: (n) => n < 500 ? lost() : new Error("still retrying"),
+  });
+  assert.equal(r.code, 1, r.stderr());
+  assert.match(r.stderr(), /gave up resuming job job-1's output after 6\d s/);
+  assert.ok(r.slept() > 60_000 && r.slept() <= 62_000, `${r.slept()}`);
 });
 
 Deno.test("stream --verbose: the GetJob after the output rides out a reload and says so", async () => {
