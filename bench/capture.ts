@@ -4,7 +4,8 @@
  *
  * - `capture`: a job writing BENCH_CAPTURE_MIB (default 1024) MiB with nobody reading: the pipe read
  *   and the append to the job's log alone;
- * - `ended`: the same bytes streamed to our client once the job ended;
+ * - `ended`: the same bytes streamed to our client (the command line's transport,
+ *   cli/transport/http2.ts, as in bench/streaming.ts) once the job ended;
  * - `follow`: streamed to our client while the job writes them at full speed (the client waits at
  *   offset 0 before the first byte, as the bench's live rows do);
  * - `grpcio`: the same to the C-core client (bench/grpc_client.py, python3-grpcio), when installed.
@@ -43,8 +44,10 @@ const program = Deno.env.get("BENCH_WORKER_PROGRAM");
 const worker = await WorkerProcess.start({ certDir: pki.dir, ...(program ? { program } : {}) });
 const pid = worker.process.pid;
 const client = clientFor(pki.dir, worker.address);
+const ours = clientFor(pki.dir, worker.address, "admin", { transport: "http2" });
 try {
   await client.listJobs();
+  await ours.listJobs();
   for (const name of cases) {
     // The followers wait at offset 0 for a job that starts writing a second later.
     const job = await writer(client, bytes, name === "follow" || name === "grpcio" ? 1 : 0);
@@ -52,7 +55,7 @@ try {
     const before = processCpu(pid);
     const t0 = performance.now();
     let read: Read | undefined;
-    if (name === "ended" || name === "follow") read = await readOurs(client, job.id, bytes);
+    if (name === "ended" || name === "follow") read = await readOurs(ours, job.id, bytes);
     if (name === "grpcio") read = await readGrpcio(worker.address, pki.dir, job.id, bytes);
     await waitEnded(client, job.id);
     const seconds = (performance.now() - t0) / 1000;
@@ -69,6 +72,7 @@ try {
   }
 } finally {
   client.close();
+  ours.close();
   await worker.stop();
   await pki.remove();
 }

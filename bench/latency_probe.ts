@@ -1,6 +1,7 @@
 /**
  * Write-to-client latency alone, against its idle baseline in the same run (issue 8): a job prints
- * its clock every 10 ms and the client stamps arrival, first on the idle worker, then with N other
+ * its clock every 10 ms and our client (the command line's transport, cli/transport/http2.ts, as in
+ * the bench's latency rows) stamps arrival, first on the idle worker, then with N other
  * jobs writing 33-byte lines as fast as they can (the bench's storm writers). Beside the line
  * delays: the worker's own event-loop delay (p99 from its histogram, and max) in each phase, the
  * output it ingested per second and its CPU use.
@@ -39,9 +40,9 @@ async function scrape(url: string, pid: number): Promise<Scrape> {
 
 const ingested = (s: Scrape) => s.samples.get("jobworker_output_ingested_bytes_total") ?? 0;
 
-async function phase(client: JobClient, url: string, pid: number) {
+async function phase(client: JobClient, ours: JobClient, url: string, pid: number) {
   const before = await scrape(url, pid);
-  const delays = await lineDelays(client, SECONDS);
+  const delays = await lineDelays(client, SECONDS, ours);
   const after = await scrape(url, pid);
   const seconds = (after.at - before.at) / 1000;
   return {
@@ -84,10 +85,12 @@ for (const line of worker.logs) {
 // A launcher given in BENCH_WORKER_PROGRAM must exec the worker (same pid).
 const pid = worker.process.pid;
 const client = clientFor(pki.dir, worker.address);
+const ours = clientFor(pki.dir, worker.address, "admin", { transport: "http2" });
 const writers: string[] = [];
 try {
   await client.listJobs();
-  const idle = await phase(client, url, pid);
+  await ours.listJobs();
+  const idle = await phase(client, ours, url, pid);
   for (let i = 0; i < WRITERS; i += 20) {
     const batch = await Promise.all(
       Array.from({ length: Math.min(20, WRITERS - i) }, () =>
@@ -99,11 +102,12 @@ try {
     writers.push(...batch.map((j) => j.id));
   }
   await delay(1000);
-  const busy = await phase(client, url, pid);
+  const busy = await phase(client, ours, url, pid);
   console.log(JSON.stringify({ writers: WRITERS, idle, busy }));
 } finally {
   await Promise.all(writers.map((id) => client.stopJob(id, { force: true }).catch(() => {})));
   client.close();
+  ours.close();
   await worker.stop();
   await pki.remove();
 }

@@ -30,7 +30,7 @@ import { progress, ratio, type Row } from "./rows.ts";
 import { startRows } from "./starts.ts";
 import { stormRows } from "./storm.ts";
 import { streamRow } from "./stream.ts";
-import { streamingRows } from "./streaming.ts";
+import { streamingOnly, streamingRows } from "./streaming.ts";
 
 const { values: options } = parseArgs({
   args: Deno.args,
@@ -45,6 +45,7 @@ const mode: Mode = quick ? "quick" : "full";
 const only = options.only?.split(",");
 if (only && options.record) throw new Error("--record records whole runs: not with --only");
 const wanted = (section: string) => only === undefined || only.includes(section);
+streamingOnly(); // a wrong BENCH_STREAMING_ONLY fails now, not after the other sections
 
 const startedAt = new Date();
 const machine = await machineInfo();

@@ -51,7 +51,7 @@ export function writer(client: JobClient, bytes: number, afterSeconds = 0): Prom
     : client.createJob({ command: "head", args: ["-c", String(bytes), "/dev/zero"] });
 }
 
-/** Reads `id`'s whole output with our client. */
+/** Reads `id`'s whole output with `client` (ours, the command line's transport, or grpc-js's). */
 export async function readOurs(client: JobClient, id: string, expected: number): Promise<Read> {
   let total = 0;
   let messages = 0;

@@ -101,6 +101,16 @@ async function throughput(
   );
   row(`stream ${size}, ended job, our client`, endedOurs, await pipeThroughput(bytes));
 
+  // Right after ours, from the same ended job (its output now in the page cache for both), so
+  // that the two clients are compared on the same footing.
+  progress(`${size} from an ended job, grpc-js client`);
+  const endedGrpcJs = await withCpu(
+    ctx,
+    "ended job, grpc-js client",
+    async () => (await readOurs(client, ended.id, bytes)).mibps,
+  );
+  row(`stream ${size}, ended job, grpc-js client`, endedGrpcJs, await pipeThroughput(bytes));
+
   progress(`${size} from a job writing at full speed, our client`);
   const live = await writer(client, bytes, 1);
   const liveOurs = await withCpu(
@@ -129,14 +139,6 @@ async function throughput(
   } else {
     progress("python3-grpcio missing: no C-core rows (apt-get install python3-grpcio)");
   }
-
-  progress(`${size} from an ended job, grpc-js client`);
-  const endedGrpcJs = await withCpu(
-    ctx,
-    "ended job, grpc-js client",
-    async () => (await readOurs(client, ended.id, bytes)).mibps,
-  );
-  row(`stream ${size}, ended job, grpc-js client`, endedGrpcJs, await pipeThroughput(bytes));
 
   rows.push(...await aggregateRows(ctx, client));
   for (const id of [ended.id, live.id]) await client.deleteJob(id).catch(() => {});
@@ -206,7 +208,7 @@ async function aggregate(
 export async function lineDelays(
   client: JobClient,
   seconds: number,
-  reader: JobClient = client,
+  reader: JobClient,
 ): Promise<number[]> {
   const ticker = await client.createJob({
     command: PYTHON,
@@ -375,14 +377,41 @@ async function memory(ctx: StreamingContext, client: JobClient): Promise<BenchRo
   return rows;
 }
 
-/** Every streaming figure, each with its baseline from this run. */
-export async function streamingRows(ctx: StreamingContext): Promise<BenchRow[]> {
-  // throughput | aggregate (only the 50-client rows, also part of throughput) | latency | memory
+/**
+ * BENCH_STREAMING_ONLY's values: throughput | aggregate (only the 50-client rows, also part of
+ * throughput) | latency | memory.
+ */
+export const STREAMING_SECTIONS = ["throughput", "aggregate", "latency", "memory"] as const;
+
+/**
+ * BENCH_STREAMING_ONLY, checked: undefined (or empty) for every section.
+ *
+ * @throws {Error} When it names no section (it would silently measure nothing).
+ */
+export function streamingOnly(): string | undefined {
   const only = Deno.env.get("BENCH_STREAMING_ONLY");
+  if (only && !(STREAMING_SECTIONS as readonly string[]).includes(only)) {
+    throw new Error(
+      `BENCH_STREAMING_ONLY=${only}: not a section (one of ${STREAMING_SECTIONS.join(", ")}; ` +
+        "the CLI transport's row is now the throughput section's 'our client')",
+    );
+  }
+  return only || undefined;
+}
+
+/**
+ * Every streaming figure, each with its baseline from this run.
+ *
+ * @throws {Error} When BENCH_STREAMING_ONLY names no section.
+ */
+export async function streamingRows(ctx: StreamingContext): Promise<BenchRow[]> {
+  const only = streamingOnly();
   const client = clientFor(ctx.certDir, ctx.address);
   const ours = clientFor(ctx.certDir, ctx.address, "admin", { transport: "http2" });
   try {
+    // Both connected (TLS handshake done) before anything is timed.
     await client.listJobs();
+    await ours.listJobs();
     const rows: BenchRow[] = [];
     if (!only || only === "throughput") rows.push(...await throughput(ctx, client, ours));
     if (only === "aggregate") rows.push(...await aggregateRows(ctx, client));
@@ -396,6 +425,7 @@ export async function streamingRows(ctx: StreamingContext): Promise<BenchRow[]> 
 }
 
 if (import.meta.main) {
+  streamingOnly(); // before a worker is started for nothing
   const { makePki } = await import("../tests/helpers/pki.ts");
   const { WorkerProcess } = await import("../tests/helpers/worker.ts");
   const pki = await makePki();

@@ -8,7 +8,7 @@
 import { jobworker } from "../proto/service.ts";
 import type { CliDeps, JobApi } from "./context.ts";
 import { isServiceError, ResumeAbandoned } from "./errors.ts";
-import { isConnectionLoss, Reconnection } from "./reconnect.ts";
+import { isConnectionLoss, millisecondsOf, Reconnection } from "./reconnect.ts";
 
 /** What to write. */
 export interface OutputOptions {
@@ -45,7 +45,7 @@ export async function writeOutput(
 ): Promise<number> {
   let next = options.offset ?? 0;
   if (options.tail !== undefined) next = await tailStart(client, id, options.tail, options.only);
-  const reconnection = new Reconnection();
+  const reconnection = new Reconnection(millisecondsOf(deps));
   for (;;) {
     try {
       const chunks = client.stream(id, {

@@ -28,14 +28,35 @@ export function reconnectDelay(attempt: number): number {
   return RECONNECT_DELAYS_MS[Math.min(attempt, RECONNECT_DELAYS_MS.length) - 1]!;
 }
 
+/** What a command waits and counts time with (its CliDeps). */
+export interface CommandClock {
+  /** Wait (CliDeps.sleep). */
+  sleep(ms: number): Promise<void>;
+  /** The time (CliDeps.now). */
+  now(): Date;
+}
+
+/** The command's clock in milliseconds, for {@linkcode Reconnection}. */
+export function millisecondsOf(deps: CommandClock): () => number {
+  return () => deps.now().getTime();
+}
+
+/**
+ * The {@linkcode RetryOptions} every command's {@linkcode retryAcrossReload} starts from: its own
+ * sleep and clock (so a test's fake clock counts the minute), to be spread with the rest.
+ */
+export function retryOptions(deps: CommandClock): RetryOptions {
+  return { sleep: deps.sleep, now: millisecondsOf(deps) };
+}
+
 /** One stretch of lost connection: how long it has lasted and which retry comes next. */
 export class Reconnection {
   #since: number | undefined;
   #attempt = 0;
   readonly #now: () => number;
 
-  /** `now`: the clock, in milliseconds. */
-  constructor(now: () => number = Date.now) {
+  /** `now`: the clock, in milliseconds (the command's: {@linkcode millisecondsOf}). */
+  constructor(now: () => number) {
     this.#now = now;
   }
 
@@ -70,8 +91,8 @@ export class Reconnection {
 export interface RetryOptions {
   /** Wait (CliDeps.sleep). */
   sleep(ms: number): Promise<void>;
-  /** The clock, in milliseconds (Date.now unless given). */
-  now?: () => number;
+  /** The clock, in milliseconds (the command's: {@linkcode retryOptions}). */
+  now: () => number;
   /** Aborting ends the retries: the last error is thrown. */
   signal?: AbortSignal;
   /** How to go on after giving up, for the message ("see jobworker get ID"). */
@@ -95,7 +116,7 @@ export async function retryAcrossReload<T>(
   call: (attempt: number) => Promise<T>,
   options: RetryOptions,
 ): Promise<T> {
-  const { advice = "", now = Date.now } = options;
+  const { advice = "", now } = options;
   const reconnection = new Reconnection(now);
   for (let attempt = 1;; attempt++) {
     const started = now();

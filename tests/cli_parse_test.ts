@@ -115,6 +115,12 @@ interface FakeOptions {
   listScript?: (n: number) => Error | undefined;
   /** `now()` moves on by what `sleep` waits (otherwise it stays at NOW). */
   clock?: boolean;
+  /** getJob call number `n` (from 1) fails with what this returns, or answers. */
+  getScript?: (n: number) => Error | undefined;
+  /** What getJob answers (beside the id). */
+  job?: jobworker.IJob;
+  /** stream call number `n` (from 1) fails at once with what this returns, or streams. */
+  streamScript?: (n: number) => Error | undefined;
 }
 
 function fake(options: FakeOptions = {}): Fake {
@@ -125,6 +131,8 @@ function fake(options: FakeOptions = {}): Fake {
   const connected: ConnectionSettings[] = [];
   let slept = 0;
   let listCalls = 0;
+  let getCalls = 0;
+  let streamCalls = 0;
   let interrupt: ((count: number) => void) | undefined;
   const answer = <T>(method: string, args: unknown[], value: T): Promise<T> => {
     calls.push({ method, args });
@@ -132,7 +140,14 @@ function fake(options: FakeOptions = {}): Fake {
   };
   const api: JobApi = {
     createJob: (req) => answer("createJob", [req], sampleJob({ id: "job-1" })),
-    getJob: (id) => answer("getJob", [id], sampleJob({ id })),
+    getJob: (id) => {
+      const failure = options.getScript?.(++getCalls);
+      if (failure) {
+        calls.push({ method: "getJob-failed", args: [id] });
+        return Promise.reject(failure);
+      }
+      return answer("getJob", [id], sampleJob({ ...options.job, id }));
+    },
     stopJob: (id, opts) =>
       answer(
         "stopJob",
@@ -164,7 +179,9 @@ function fake(options: FakeOptions = {}): Fake {
       ),
     stream: (id, opts) => {
       calls.push({ method: "stream", args: [id, { ...opts, signal: undefined }] });
+      const failure = options.streamScript?.(++streamCalls);
       return (async function* () {
+        if (failure) throw failure;
         let n = 0;
         try {
           let offset = opts?.offset ?? 0;
@@ -853,6 +870,66 @@ Deno.test("stream: Ctrl-C cancels the stream, exit code 130, no message", async 
   assert.equal(r.code, 130);
   assert.equal(r.stdout(), "AA");
   assert.equal(r.stderr(), "");
+});
+
+Deno.test("stream gives up resuming after a minute of lost connection (by its clock)", async () => {
+  const lost = () => rpcError(status.UNAVAILABLE, "connect ECONNREFUSED 127.0.0.1:50051");
+  const r = await run(["stream", "job-1"], {
+    clock: true,
+    // A cap, so that patience counted on another clock fails instead of spinning.
+    streamScript: (n) => n < 500 ? lost() : new Error("still retrying"),
+  });
+  assert.equal(r.code, 1, r.stderr());
+  assert.match(r.stderr(), /gave up resuming job job-1's output after 6\d s/);
+  assert.ok(r.slept() > 60_000 && r.slept() <= 62_000, `${r.slept()}`);
+});
+
+Deno.test("stream --verbose: the GetJob after the output rides out a reload and says so", async () => {
+  const lost = () => rpcError(status.UNAVAILABLE, "connect ECONNREFUSED 127.0.0.1:50051");
+  const chunk = {
+    payload: new TextEncoder().encode("out\n"),
+    stream: jobworker.OutputStream.STDOUT,
+  };
+  const r = await run(["stream", "job-1", "--verbose"], {
+    chunks: [chunk],
+    clock: true,
+    getScript: (n) => n <= 3 ? lost() : undefined,
+    job: { status: jobworker.JobStatus.FAILED, exitCode: 3 },
+  });
+  assert.equal(r.code, 0, r.stderr());
+  assert.equal(r.stdout(), "out\n");
+  const lines = r.stderr().split("\n");
+  // Said once, on the first retry, not silently waited.
+  assert.equal(
+    lines[0],
+    "jobworker: connection lost (connect ECONNREFUSED 127.0.0.1:50051); retrying",
+  );
+  assert.equal(r.stderr().split("connection lost").length - 1, 1, r.stderr());
+  assert.match(lines[1]!, /^jobworker: job job-1 /);
+  assert.equal(r.calls.filter((c) => c.method === "getJob-failed").length, 3);
+});
+
+Deno.test("stream --verbose: a worker gone for good after the output: a note, exit code 0", async () => {
+  const lost = () => rpcError(status.UNAVAILABLE, "connect ECONNREFUSED 127.0.0.1:50051");
+  const chunk = {
+    payload: new TextEncoder().encode("out\n"),
+    stream: jobworker.OutputStream.STDOUT,
+  };
+  const r = await run(["stream", "job-1", "--verbose"], {
+    chunks: [chunk],
+    clock: true,
+    // A cap, so that patience counted on another clock fails instead of spinning.
+    getScript: (n) => n < 500 ? lost() : new Error("still retrying"),
+  });
+  assert.equal(r.code, 0, r.stderr());
+  assert.equal(r.stdout(), "out\n");
+  assert.equal(
+    r.stderr(),
+    "jobworker: connection lost (connect ECONNREFUSED 127.0.0.1:50051); retrying\n" +
+      "jobworker: could not learn how job job-1 ended (connect ECONNREFUSED 127.0.0.1:50051; " +
+      "gave up after 62 s of retries; see jobworker get job-1)\n",
+  );
+  assert.ok(r.slept() > 60_000 && r.slept() <= 62_000, `${r.slept()}`);
 });
 
 // ---------------------------------------------------------------------------------------------

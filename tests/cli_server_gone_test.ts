@@ -1,6 +1,7 @@
 /**
  * The command line when its server is gone or is not a jobworker server: every case ends with one
- * clear line and exit code 1, without a hang or a stack trace.
+ * clear line and exit code 1, without a hang or a stack trace; except `stream --verbose` once all
+ * the output was written, whose note on how the job ended is not worth a failure (exit code 0).
  *
  * Run: `deno test -A tests/cli_server_gone_test.ts` (as root: it starts a worker).
  *
@@ -12,6 +13,7 @@ import { WorkerProcess } from "./helpers/worker.ts";
 import { runProgram } from "./helpers/process.ts";
 import { sourceCommand } from "../bench/client_start.ts";
 import { concatBytes } from "./helpers/process.ts";
+import { parseLogLine } from "./helpers/log_lines.ts";
 
 /** A line of a stack trace: never shown to a user. */
 const STACK = /^\s+at .*:\d+:\d+\)?$/m;
@@ -142,6 +144,72 @@ test("the server killed under stream and run: each gives up after a minute, sayi
       assert.equal(Number(gaveUp[3]), result.stdout.length, `${what}: the offset is what it wrote`);
       if (what === "stream") assert.equal(gaveUp[1], id);
     }
+  } finally {
+    if (!stopped) await worker.stop();
+  }
+});
+
+test("the server killed after stream --verbose got all the output: a note that it could not learn how the job ended, exit code 0", async () => {
+  const worker = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: { JOB_WORKER_METRICS_ADDR: "127.0.0.1:0" },
+  });
+  let stopped = false;
+  try {
+    const port = worker.logs.map(parseLogLine).find((l) => l?.msg === "metrics listening")
+      ?.fields.port;
+    assert.ok(port, "the worker logged no 'metrics listening' line");
+    const streamsEnded = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const line = text.split("\n").find((l) =>
+        l.startsWith("jobworker_rpcs_total{") && l.includes('method="GetJobsStream"') &&
+        l.includes('code="OK"')
+      );
+      return line ? Number(line.split(" ").at(-1)) : 0;
+    };
+    // More than a pipe holds, so that the command waits on its stdout (not read yet) with the
+    // whole output and its end received; the job has ended before the stream starts.
+    const bytes = 256 * 1024;
+    const created = await runProgram(
+      Deno.execPath(),
+      cliArgs(worker.address, ["create", "head", "-c", String(bytes), "/dev/zero"]),
+    );
+    assert.equal(created.code, 0, created.stderr);
+    const id = created.stdout.trim();
+    for (let i = 0; i < 50; i++) {
+      const got = await runProgram(Deno.execPath(), cliArgs(worker.address, ["get", id, "--json"]));
+      if (/"status":\s*"COMPLETED"/.test(got.stdout)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const child = new Deno.Command(Deno.execPath(), {
+      args: cliArgs(worker.address, ["stream", id, "--verbose"]),
+      env: { NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const readErr = new Response(child.stderr).text();
+    // The worker has sent it all (the stream's end included), and it has had time to arrive.
+    for (let i = 0; i < 300 && await streamsEnded() < 1; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(await streamsEnded(), 1, "the stream did not end in 30 s");
+    await new Promise((r) => setTimeout(r, 500));
+    await worker.stop("SIGKILL");
+    stopped = true;
+    const out = new Uint8Array(await new Response(child.stdout).arrayBuffer());
+    const status = await child.status;
+    const stderr = await readErr;
+    assert.equal(out.length, bytes, stderr);
+    // All the output was written: how the job ended is a note, not a failure (it waited a
+    // minute in silence and exited 1).
+    assert.equal(status.code, 0, stderr);
+    assert.doesNotMatch(stderr, STACK);
+    assert.match(stderr, /^jobworker: connection lost \(.*\); retrying\n/);
+    assert.match(
+      stderr,
+      new RegExp(`jobworker: could not learn how job ${id} ended \\(.*gave up after 6\\d s`),
+    );
   } finally {
     if (!stopped) await worker.stop();
   }

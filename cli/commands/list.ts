@@ -10,7 +10,7 @@ import { type CliDeps, withClient } from "../context.ts";
 import { UsageError } from "../errors.ts";
 import { writeText } from "../io.ts";
 import { listAllJobs } from "../jobs.ts";
-import { isConnectionLoss, Reconnection } from "../reconnect.ts";
+import { isConnectionLoss, millisecondsOf, Reconnection } from "../reconnect.ts";
 import { addConnectionOptions, positiveInteger } from "../options.ts";
 import { jobsToJson, renderJobList } from "../render.ts";
 
@@ -82,9 +82,8 @@ Examples:
         const pause = async (ms: number) => {
           for (let waited = 0; waited < ms && !stop; waited += 100) await deps.sleep(100);
         };
-        const now = () => deps.now().getTime();
         let rendered = false;
-        const reconnection = new Reconnection(now);
+        const reconnection = new Reconnection(millisecondsOf(deps));
         try {
           while (!stop) {
             let text: string;

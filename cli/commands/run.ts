@@ -14,7 +14,7 @@ import { CliError, EXIT_INTERRUPTED, isServiceError, RetryAbandoned, Status } fr
 import { writeText } from "../io.ts";
 import { addConnectionOptions } from "../options.ts";
 import { writeOutput } from "../output.ts";
-import { retryAcrossReload } from "../reconnect.ts";
+import { retryAcrossReload, retryOptions } from "../reconnect.ts";
 import { addJobOptions, buildCreateRequest } from "./create.ts";
 
 /** The exit code `run` ends with for an ended job: its own, or 128 + the signal that ended it. */
@@ -61,7 +61,7 @@ Examples:
         const controller = new AbortController();
         // The calls after the create may each meet the worker reloading in place (it does not
         // listen for a while): they are all safe to repeat, so they ride it out as the output does.
-        const retrying = { sleep: deps.sleep, now: () => deps.now().getTime() };
+        const retrying = retryOptions(deps);
         let stopping: Promise<unknown> | undefined;
         // Whether the stop may not have reached the worker: its call was lost (and is being
         // retried), or given up.

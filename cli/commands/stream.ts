@@ -6,12 +6,12 @@
  */
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { type CliDeps, withClient } from "../context.ts";
-import { CliError, EXIT_INTERRUPTED, UsageError } from "../errors.ts";
+import { CliError, EXIT_INTERRUPTED, RetryAbandoned, UsageError } from "../errors.ts";
 import { writeText } from "../io.ts";
 import { resolveJobId } from "../jobs.ts";
 import { addConnectionOptions, nonNegativeInteger } from "../options.ts";
 import { writeOutput } from "../output.ts";
-import { retryAcrossReload } from "../reconnect.ts";
+import { retryAcrossReload, retryOptions } from "../reconnect.ts";
 import { hasEnded, statusSummary } from "../render.ts";
 import { jobworker } from "../../proto/service.ts";
 
@@ -75,17 +75,34 @@ Examples:
             },
           });
           if (verbose && flags.follow) {
-            // The output ended with the job; a reload may still cut this one call.
-            const job = await retryAcrossReload(
-              `learning how job ${id} ended`,
-              () => client.getJob(id),
-              {
-                sleep: deps.sleep,
-                now: () => deps.now().getTime(),
-                signal: controller.signal,
-                advice: `see jobworker get ${id}`,
-              },
-            );
+            // The output ended with the job; a reload may still cut this one call. The note is
+            // cosmetic: the output was all written, so giving up says so and still exits 0.
+            let job: jobworker.IJob;
+            try {
+              job = await retryAcrossReload(
+                `learning how job ${id} ended`,
+                () => client.getJob(id),
+                {
+                  ...retryOptions(deps),
+                  signal: controller.signal,
+                  advice: `see jobworker get ${id}`,
+                  onRetry: (attempt, error) => {
+                    if (attempt === 1) {
+                      void writeText(
+                        deps.stderr,
+                        `jobworker: connection lost (${error.details}); retrying\n`,
+                      ).catch(() => {});
+                    }
+                  },
+                },
+              );
+            } catch (err) {
+              if (!(err instanceof RetryAbandoned)) throw err;
+              note = `jobworker: could not learn how job ${id} ended (${err.lastError.details}; ${
+                err.message.replace(/^gave up .* after/, "gave up after")
+              })\n`;
+              return;
+            }
             if (hasEnded(job) && job.status !== jobworker.JobStatus.COMPLETED) {
               note = `jobworker: job ${id} ${statusSummary(job)}${
                 job.reason ? `: ${job.reason}` : ""
