@@ -884,14 +884,17 @@ Deno.test("stream gives up resuming after a minute of lost connection (by its cl
   assert.ok(r.slept() > 60_000 && r.slept() <= 62_000, `${r.slept()}`);
 });
 
+/** What the `stream --verbose` cases below stream, and the connection they lose after it. */
+const verboseChunk = {
+  payload: new TextEncoder().encode("out\n"),
+  stream: jobworker.OutputStream.STDOUT,
+};
+const connectionLost = () => rpcError(status.UNAVAILABLE, "connect ECONNREFUSED 127.0.0.1:50051");
+
 Deno.test("stream --verbose: the GetJob after the output rides out a reload and says so", async () => {
-  const lost = () => rpcError(status.UNAVAILABLE, "connect ECONNREFUSED 127.0.0.1:50051");
-  const chunk = {
-    payload: new TextEncoder().encode("out\n"),
-    stream: jobworker.OutputStream.STDOUT,
-  };
+  const lost = connectionLost;
   const r = await run(["stream", "job-1", "--verbose"], {
-    chunks: [chunk],
+    chunks: [verboseChunk],
     clock: true,
     getScript: (n) => n <= 3 ? lost() : undefined,
     job: { status: jobworker.JobStatus.FAILED, exitCode: 3 },
@@ -910,13 +913,9 @@ Deno.test("stream --verbose: the GetJob after the output rides out a reload and 
 });
 
 Deno.test("stream --verbose: a worker gone for good after the output: a note, exit code 0", async () => {
-  const lost = () => rpcError(status.UNAVAILABLE, "connect ECONNREFUSED 127.0.0.1:50051");
-  const chunk = {
-    payload: new TextEncoder().encode("out\n"),
-    stream: jobworker.OutputStream.STDOUT,
-  };
+  const lost = connectionLost;
   const r = await run(["stream", "job-1", "--verbose"], {
-    chunks: [chunk],
+    chunks: [verboseChunk],
     clock: true,
     // A cap, so that patience counted on another clock fails instead of spinning.
     getScript: (n) => n < 500 ? lost() : new Error("still retrying"),

@@ -6,23 +6,10 @@
 import assert from "node:assert/strict";
 import { openOutputPipe } from "../worker/runtime/output_pipe.ts";
 import { concatBytes } from "./helpers/process.ts";
+import { closeFd, rawPipe, writeFd } from "./helpers/raw_pipe.ts";
 
-const libc = Deno.dlopen("libc.so.6", {
-  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  close: { parameters: ["i32"], result: "i32" },
-});
-const O_CLOEXEC = 0o2000000;
-const O_NONBLOCK = 0o4000;
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** A pipe (read end, write end), not opened as an output pipe yet. */
-function pipe(): { readFd: number; writeFd: number } {
-  const fds = new Int32Array(2);
-  // Non-blocking, so that a full pipe makes the writer wait for the reader instead of hanging.
-  assert.equal(libc.symbols.pipe2(new Uint8Array(fds.buffer), O_CLOEXEC | O_NONBLOCK), 0);
-  return { readFd: fds[0]!, writeFd: fds[1]! };
-}
+const pipe = rawPipe;
 
 /**
  * Collects what an output pipe's sink receives (copied: the buffer is reused) until it closes;
@@ -51,7 +38,7 @@ function randomBytes(n: number): Uint8Array {
 async function write(fd: number, bytes: Uint8Array): Promise<void> {
   let done = 0;
   while (done < bytes.length) {
-    const n = Number(libc.symbols.write(fd, bytes.subarray(done), BigInt(bytes.length - done)));
+    const n = writeFd(fd, bytes.subarray(done));
     if (n > 0) done += n;
     else await delay(1); // EAGAIN: full
   }
@@ -67,7 +54,7 @@ Deno.test("pipes read at the same time each deliver all of their own bytes, once
   for (let at = 0; at < sent[0]!.length; at += 49152) {
     for (const [i, p] of pipes.entries()) await write(p.writeFd, sent[i]!.subarray(at, at + 49152));
   }
-  for (const p of pipes) libc.symbols.close(p.writeFd);
+  for (const p of pipes) closeFd(p.writeFd);
   await Promise.all(got.map((g) => g.closed));
   // The shared buffer really served the pipes by turns: between a pipe's first and last read,
   // every other pipe was read too (so a sink that kept the buffer past its return would see

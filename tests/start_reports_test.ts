@@ -14,6 +14,7 @@ import { parseFailure } from "../worker/runtime/launcher.ts";
 import { MAX_STATUS_BYTES, PipeText } from "../worker/runtime/init_process.ts";
 import { InvalidField, jobSpecFrom } from "../worker/api/validation.ts";
 import { startError } from "../worker/jobs/job_start.ts";
+import { closeFd, rawPipe, writeFd } from "./helpers/raw_pipe.ts";
 
 const plan: DirectPlan = {
   bytes: new Uint8Array(),
@@ -126,18 +127,9 @@ Deno.test("parseFailure refuses malformed reports as unreadable, with the direct
   }
 });
 
-const libc = Deno.dlopen("libc.so.6", {
-  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  close: { parameters: ["i32"], result: "i32" },
-});
-const O_CLOEXEC = 0o2000000;
-const O_NONBLOCK = 0o4000;
-
 function pipe(): [number, number] {
-  const fds = new Int32Array(2);
-  assert.equal(libc.symbols.pipe2(new Uint8Array(fds.buffer), O_CLOEXEC | O_NONBLOCK), 0);
-  return [fds[0]!, fds[1]!];
+  const { readFd, writeFd } = rawPipe();
+  return [readFd, writeFd];
 }
 
 /**
@@ -148,9 +140,7 @@ async function writeUpTo(fd: number, total: number, stop = () => false): Promise
   let written = 0;
   const deadline = Date.now() + 5000;
   while (written < total && Date.now() < deadline && !stop()) {
-    const n = Number(
-      libc.symbols.write(fd, chunk, BigInt(Math.min(chunk.length, total - written))),
-    );
+    const n = writeFd(fd, chunk.subarray(0, Math.min(chunk.length, total - written)));
     if (n > 0) written += n;
     else await new Promise((resolve) => setTimeout(resolve, 1));
   }
@@ -169,14 +159,14 @@ Deno.test("a status pipe that sends more than its cap is closed, its text cut th
   assert.ok(status.overflowed);
   assert.ok(text.length <= MAX_STATUS_BYTES, `${text.length} characters kept`);
   assert.ok((await written) < 64 * MAX_STATUS_BYTES, "the writer was stopped");
-  libc.symbols.close(w);
+  closeFd(w);
 });
 
 Deno.test("a status pipe within its cap is read whole", async () => {
   const [r, w] = pipe();
   const status = new PipeText(r, MAX_STATUS_BYTES);
   assert.equal(await writeUpTo(w, MAX_STATUS_BYTES), MAX_STATUS_BYTES);
-  libc.symbols.close(w);
+  closeFd(w);
   assert.equal((await status.closed).length, MAX_STATUS_BYTES);
   assert.ok(!status.overflowed);
 });
