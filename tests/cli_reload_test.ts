@@ -262,6 +262,19 @@ const SLOW_RELOAD_MS = 5000;
 const OUTPUT_BYTES = 512 * 1024;
 
 /**
+ * `cli`, its stdout held, was sent a whole ended job's output: the worker sends the output and the
+ * stream's end as soon as the job ended (the stream's window, 8 MiB, holds it all). After a moment
+ * for them to be on their way, the worker reloads slowly and `cli` may write again once it has
+ * stopped serving; resolves with how `cli` exited.
+ */
+async function releasedInSlowReload(cli: Cli, name: string): Promise<Deno.CommandStatus> {
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  assert.equal(cli.exited, false, `${name} exited while its stdout was held\n${cli.stderr}`);
+  await reloadWith(SLOW_RELOAD_MS, () => cli.releaseStdout());
+  return await cli.exit();
+}
+
+/**
  * `run [flags] <a job that writes OUTPUT_BYTES and exits 7>`, its stdout held: the job ends and
  * the worker sends all its output and the stream's end, while `run` waits in a write. The worker
  * then reloads, slowly; once it has stopped serving, `run` may write again, comes to the end of
@@ -280,12 +293,7 @@ async function runEndingInReload(flags: string[]) {
   try {
     const id = await jobMarked(marker);
     await waitFor("the job's end", async () => hasEnded(await client.getJob(id)), 30_000);
-    // The worker sends the output and the stream's end as soon as the job ended (the stream's
-    // window, 8 MiB, holds it all): give it a moment to be on its way before the reload.
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    assert.equal(run.exited, false, `run exited while its stdout was held\n${run.stderr}`);
-    await reloadWith(SLOW_RELOAD_MS, () => run.releaseStdout());
-    const ran = await run.exit();
+    const ran = await releasedInSlowReload(run, "run");
     assert.equal(ran.code, 7, `run: exit code ${ran.code}\n${run.stderr}`);
     assert.equal(run.stdout.length, OUTPUT_BYTES, "run: its output");
     assert.doesNotMatch(run.stderr, STACK);
@@ -317,11 +325,7 @@ test("stream --verbose: a slow reload at the GetJob after the output, which says
   await waitFor("the job's end", async () => hasEnded(await client.getJob(job.id)), 30_000);
   const stream = new Cli(["stream", "--verbose", job.id], { holdStdout: true });
   try {
-    // As in runEndingInReload: the output and the stream's end are on their way, stdout held.
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    assert.equal(stream.exited, false, `stream exited while its stdout was held\n${stream.stderr}`);
-    await reloadWith(SLOW_RELOAD_MS, () => stream.releaseStdout());
-    const streamed = await stream.exit();
+    const streamed = await releasedInSlowReload(stream, "stream");
     assert.equal(streamed.code, 0, `stream: exit code ${streamed.code}\n${stream.stderr}`);
     assert.equal(stream.stdout.length, OUTPUT_BYTES, "stream: its output");
     assert.match(stream.stderr, new RegExp(`job ${job.id} FAILED \\(exit code 7\\)`));

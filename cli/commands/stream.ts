@@ -98,9 +98,9 @@ Examples:
               );
             } catch (err) {
               if (!(err instanceof RetryAbandoned)) throw err;
-              note = `jobworker: could not learn how job ${id} ended (${err.lastError.details}; ${
-                err.message.replace(/^gave up .* after/, "gave up after")
-              })\n`;
+              const tried = Math.round(err.triedMs / 1000);
+              note = `jobworker: could not learn how job ${id} ended (${err.lastError.details}; ` +
+                `gave up after ${tried} s of retries; see jobworker get ${id})\n`;
               return;
             }
             if (hasEnded(job) && job.status !== jobworker.JobStatus.COMPLETED) {
