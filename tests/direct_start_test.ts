@@ -133,7 +133,9 @@ done
 echo "--- hostname"; hostname | tr -d '\n' | wc -c
 echo "--- pwd"; pwd
 echo "--- net"; wc -l < /proc/net/dev
-echo "--- processes"; ps -e --no-headers | wc -l; ps -eo user=,comm= | sort
+# One ps, read whole before it is counted and sorted: a ps in a pipeline may see the next
+# command of the pipeline still as the shell that forked it, or not yet at all.
+echo "--- processes"; procs=$(ps -eo user=,comm=); echo "$procs" | wc -l; echo "$procs" | sort
 echo "parent $PPID $(cat /proc/$PPID/comm 2>/dev/null); group $(ps -o pgid=,sid= $$)"
 echo "--- fds"; for f in /proc/$$/fd/*; do echo "$(basename "$f") $(readlink "$f" | sed 's/[0-9]\+/N/g')"; done
 echo "--- env"; env | sort
