@@ -263,6 +263,33 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
     await cg.remove();
   });
 
+  test("isEmpty counts a process in a cgroup below the job's; remove takes that cgroup too", async () => {
+    const cg = await manager().create("inner", NO_LIMITS);
+    const inner = dirsOf(cg).map((dir) => `${dir}/below`);
+    for (const dir of inner) Deno.mkdirSync(dir);
+    assert.ok(cg.isEmpty());
+    const child = startIn(
+      { ...cg, procsFiles: inner.map((dir) => `${dir}/cgroup.procs`) },
+      "sleep 300",
+    );
+    await waitFor("the process to join", () => cg.pids().length === 1);
+    assert.ok(!cg.isEmpty(), "a process below the job's cgroup was not counted");
+    child.kill("SIGKILL");
+    await child.status;
+    await waitFor("the cgroup to empty", () => cg.isEmpty(), 5000);
+    await cg.remove();
+    for (const dir of [...inner, ...dirsOf(cg)]) assert.ok(!exists(dir), `${dir} is left`);
+  });
+
+  test("create makes the instance's parent cgroups again after they were removed", async () => {
+    const m = manager();
+    await (await m.create("before", NO_LIMITS)).remove();
+    for (const dir of m.parentDirs) Deno.removeSync(dir);
+    const cg = await m.create("after", NO_LIMITS);
+    assert.ok(dirsOf(cg).every(exists));
+    await cg.remove();
+  });
+
   test("cleanupStale kills and removes this instance's leftovers only", async () => {
     const old = manager();
     const busy = await old.create("stale1", NO_LIMITS);

@@ -37,6 +37,18 @@ export abstract class JobCgroupDirs implements JobCgroup {
     return listPids(this.#dirs);
   }
 
+  /**
+   * One small read for a job's end, where the cgroup is nearly always empty already: pids() reads
+   * every hierarchy's cgroup.procs and lists its children. A count above 0 may be a process still
+   * being released, so pids() has the last word.
+   */
+  isEmpty(): boolean {
+    return this.kernelCountsNone() || this.pids().length === 0;
+  }
+
+  /** Whether the kernel's own count of the job's processes (with its child cgroups') reads 0. */
+  protected abstract kernelCountsNone(): boolean;
+
   signalAll(signal: Deno.Signal): number {
     return signalPids(this.pids(), signal);
   }

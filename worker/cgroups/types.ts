@@ -74,6 +74,11 @@ export interface JobCgroup {
   readonly procsFiles: string[];
   /** PIDs (host pid namespace) of every process in the job's cgroup. */
   pids(): number[];
+  /**
+   * True when no process is left in the job's cgroups: the kernel's own count where it keeps one
+   * (v1 pids.current, v2 cgroup.events), else, or when that count is not 0, the pids() list.
+   */
+  isEmpty(): boolean;
   /** Current usage; safe to call after all processes exited (until remove()). */
   usage(): Usage;
   /** True if the kernel OOM killer killed a process in this cgroup. */

@@ -131,6 +131,11 @@ export class V1JobCgroup extends JobCgroupDirs {
     };
   }
 
+  protected kernelCountsNone(): boolean {
+    const file = this.#file("pids", "pids.current");
+    return file !== undefined && readText(file)?.trim() === "0";
+  }
+
   protected readOomKilled(read: FileReader): boolean {
     const file = this.#file("memory", "memory.oom_control");
     return (parseKeyValues(file && read(file)).get("oom_kill") ?? 0) > 0;
@@ -157,6 +162,11 @@ export class V1Manager implements DetectedCgroupManager {
   readonly parentDirs: readonly string[];
   readonly #places: Place[];
   readonly #base: BaseSetting;
+  /**
+   * The instance's parent cgroups were made (or found) by an earlier create: later ones skip the
+   * mkdir (an AlreadyExists error per hierarchy per job) until a job's mkdir finds them gone.
+   */
+  #parentsMade = false;
 
   constructor(hierarchies: V1Hierarchy[], options: CgroupOptions, ioDevices: readonly string[]) {
     checkName("instance", options.instance);
@@ -219,7 +229,7 @@ export class V1Manager implements DetectedCgroupManager {
     if (limits.memoryMiB > 0) this.#placeOf("memory", "maxMemory");
     if (limits.ioBps > 0) this.#placeOf("blkio", "maxIOBPS");
     if (limits.pids > 0) this.#placeOf("pids", "maxPids");
-    const problem = this.#problem();
+    const problem = this.#parentsMade ? undefined : this.#problem();
     if (problem) throw new LimitError(problem);
   }
 
@@ -228,6 +238,17 @@ export class V1Manager implements DetectedCgroupManager {
    * half set up; the job's own directories and limits go through the blocking pool (see files.ts).
    */
   async create(jobId: string, limits: Limits): Promise<JobCgroup> {
+    try {
+      return await this.#create(jobId, limits);
+    } catch (error) {
+      const parentGone = error instanceof LimitError && error.errno === "ENOENT";
+      if (!this.#parentsMade || !parentGone) throw error;
+      this.#parentsMade = false; // removed since (the worker's shutdown, an operator): made again
+      return await this.#create(jobId, limits);
+    }
+  }
+
+  async #create(jobId: string, limits: Limits): Promise<JobCgroup> {
     this.#check(jobId, limits);
     const dirs: ControllerDirs = new Map();
     const createdParents: string[] = [];
@@ -238,12 +259,13 @@ export class V1Manager implements DetectedCgroupManager {
       throw new LimitError(`Cannot create the job's cgroup: ${error}`, { cause: error });
     };
     try {
-      for (const place of this.#places) {
+      for (const place of this.#parentsMade ? [] : this.#places) {
         if (mkdirOnce(place.parentDir)) {
           createdParents.push(place.parentDir);
           initCpuset(place.parentDir, place.controllers);
         }
       }
+      this.#parentsMade = true;
     } catch (error) {
       fail(error, createdParents);
     }

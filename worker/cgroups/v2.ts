@@ -87,6 +87,10 @@ export class V2JobCgroup extends JobCgroupDirs {
     };
   }
 
+  protected kernelCountsNone(): boolean {
+    return /^populated 0$/m.test(readText(`${this.#dir}/cgroup.events`) ?? "");
+  }
+
   protected readOomKilled(read: FileReader): boolean {
     const kills = (file: string) => parseKeyValues(read(`${this.#dir}/${file}`)).get("oom_kill");
     return (kills("memory.events") ?? 0) > 0 || (kills("memory.events.local") ?? 0) > 0;

@@ -41,7 +41,7 @@ export async function finishJob(
   clearTimeout(running.timeout);
   running.stopper.cancel();
   // PID 1 is gone, so the kernel kills the rest of the namespace; make sure through the cgroup.
-  for (let i = 0; i < 250 && running.cgroup.pids().length > 0; i++) {
+  for (let i = 0; i < 250 && !running.cgroup.isEmpty(); i++) {
     if (i % 25 === 0) running.cgroup.killAll();
     await delay(20);
   }
