@@ -9,6 +9,8 @@ import type { JobRecord, JobStatus } from "../worker/jobs/job.ts";
 import type { JobStore } from "../worker/jobs/store.ts";
 import { MemoryStore } from "../worker/store/memory.ts";
 import { SqliteStore, StoreOpenError } from "../worker/store/sqlite.ts";
+import { MIGRATIONS } from "../worker/store/migrations.ts";
+import { END_STATES } from "../worker/jobs/job.ts";
 import { StoreWriteError } from "../worker/jobs/store.ts";
 import { DatabaseSync } from "node:sqlite";
 import { jobSpec } from "./helpers/job_records.ts";
@@ -128,6 +130,142 @@ Deno.test("store: retention by count and by age, both limits apply", async () =>
     assert.deepEqual(store.expired(5, new Date(1500)), ["job-1"]);
     assert.deepEqual(store.expired(0, undefined).length, 6, "running jobs never expire");
   });
+});
+
+/** The retention query before migration 2 (it read every ended row): what expired() must match. */
+const ENDED = `status IN (${END_STATES.map((s) => `'${s}'`).join(", ")})`;
+const EXPIRED_BEFORE = `SELECT id FROM jobs WHERE ${ENDED} AND (
+    seq <= coalesce((SELECT seq FROM jobs WHERE ${ENDED} ORDER BY seq DESC LIMIT 1 OFFSET ?), -1)
+    OR end_time < ?)
+  ORDER BY seq`;
+
+function expiredBefore(db: DatabaseSync, keep: number, endedBefore: Date | undefined): string[] {
+  return (db.prepare(EXPIRED_BEFORE).all(keep, endedBefore?.getTime() ?? -1) as { id: string }[])
+    .map((r) => r.id);
+}
+
+/** The ended jobs, as counted by the triggers of migration 2 and by a count of the rows. */
+const endedCount = (db: DatabaseSync) =>
+  [
+    (db.prepare("SELECT value FROM counters WHERE name = 'ended'").get() as { value: number })
+      .value,
+    (db.prepare(`SELECT count(*) AS n FROM jobs WHERE ${ENDED}`).get() as { n: number }).n,
+  ] as const;
+
+Deno.test("sqlite: expired() answers as the query it replaced, count and age limits mixed", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/jobs.db`;
+    const store = SqliteStore.open(path);
+    const raw = new DatabaseSync(path);
+    let seed = 7;
+    const random = (n: number) => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 16) % n;
+    const statuses: JobStatus[] = ["INITIALIZING", "RUNNING", "COMPLETED", "FAILED", "STOPPED"];
+    const ended = (status: JobStatus, endTime: number) =>
+      END_STATES.includes(status) ? { status, endTime: new Date(endTime) } : {
+        status,
+        endTime: undefined,
+        exit: undefined,
+      };
+    let seq = 0;
+    const live: number[] = [];
+    const check = (step: string) => {
+      const [counted, n] = endedCount(raw);
+      assert.equal(counted, n, `the ended count, ${step}`);
+      // Keeps around the number of ended jobs, 0, beyond it; ages at, between and past the end
+      // times (which tie: ten jobs share each second).
+      for (const keep of [0, 1, 2, n - 1, n, n + 1, n + 5, random(n + 3)]) {
+        for (const at of [undefined, 0, 1000, 3000, 3001, 7500, 1000 * random(12), 99_999]) {
+          const endedBefore = at === undefined ? undefined : new Date(at);
+          assert.deepEqual(
+            store.expired(keep, endedBefore),
+            expiredBefore(raw, keep, endedBefore),
+            `${step}: keep ${keep}, ended before ${at}`,
+          );
+        }
+      }
+    };
+    check("empty");
+    for (let step = 0; step < 300; step++) {
+      const op = random(10);
+      if (op < 5 || live.length === 0) {
+        seq++;
+        // The oldest job never ends: the count limit's scan passes it by.
+        const status = seq === 1 ? "RUNNING" : statuses[random(5)]!;
+        store.insert(record(seq, ended(status, 1000 * Math.floor(seq / 10))));
+        live.push(seq);
+      } else if (op < 8) {
+        const s = live[random(live.length)]!;
+        if (s === 1) continue;
+        // Any change of state, ended to not ended too (the count must follow either way).
+        const status = statuses[random(5)]!;
+        store.update(record(s, ended(status, 1000 * random(10))));
+      } else if (op < 9) {
+        const s = live.splice(random(live.length), 1)[0]!;
+        store.delete(`job-${s}`);
+      } else if (random(2) === 0) {
+        // A write that fails (the id is taken) changes nothing.
+        assert.throws(() => store.insert(record(live[0]!)), StoreWriteError);
+      } else {
+        // Another connection's write (an operator's sqlite3): its ended jobs counted all the same.
+        const row = raw.prepare(`SELECT seq FROM jobs WHERE ${ENDED} ORDER BY random()`).get();
+        if (row === undefined) continue;
+        live.splice(live.indexOf(row.seq as number), 1);
+        raw.prepare("DELETE FROM jobs WHERE seq = ?").run(row.seq as number);
+        check(`step ${step}, after another connection's delete`);
+      }
+      if (step % 10 === 0) check(`step ${step}`);
+    }
+    check("last");
+    raw.close();
+    store.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sqlite: a database of schema 1 is brought up to date, its ended jobs counted", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/jobs.db`;
+    // As the jobworker before migration 2 left it.
+    const old = new DatabaseSync(path);
+    old.exec("PRAGMA journal_mode = WAL");
+    old.exec(MIGRATIONS[0]!);
+    old.exec("PRAGMA user_version = 1");
+    const insert = old.prepare(
+      "INSERT INTO jobs (seq, id, owner, status, create_time, end_time, spec) " +
+        "VALUES (?, ?, 'alice', ?, 0, ?, '{}')",
+    );
+    for (let seq = 1; seq <= 50; seq++) {
+      const running = seq % 7 === 0;
+      insert.run(seq, `job-${seq}`, running ? "RUNNING" : "COMPLETED", running ? null : seq);
+    }
+    old.close();
+    const store = SqliteStore.open(path);
+    const raw = new DatabaseSync(path);
+    try {
+      assert.equal(
+        (raw.prepare("PRAGMA user_version").get() as { user_version: number }).user_version,
+        MIGRATIONS.length,
+      );
+      assert.deepEqual(endedCount(raw), [43, 43]);
+      for (const keep of [0, 10, 42, 43, 44]) {
+        for (const at of [undefined, 5, 30]) {
+          const endedBefore = at === undefined ? undefined : new Date(at);
+          assert.deepEqual(store.expired(keep, endedBefore), expiredBefore(raw, keep, endedBefore));
+        }
+      }
+      assert.deepEqual(store.expired(40, new Date(3)), ["job-1", "job-2", "job-3"]);
+      // The migration's status list is END_STATES: its index serves the store's queries.
+      assert.ok(MIGRATIONS[1]!.includes(ENDED), "END_STATES changed: migrate the ended index");
+    } finally {
+      raw.close();
+      store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("store: requestId is per owner", async () => {

@@ -376,12 +376,25 @@ export class SqliteStore implements JobStore {
       .all().map((row) => fromRow(row as unknown as Row));
   }
 
+  /**
+   * Runs at every job's end, so its cost must not grow with the ended jobs kept (up to 100000):
+   * the oldest `ended - keep` ended jobs (the count kept by triggers, migration 2), read from the
+   * table in seq order, which stops after them (and past only the few jobs not ended among them),
+   * and those that ended before `endedBefore`, from a partial index of the ended jobs by end time.
+   * Nothing expired: a counter and an index lookup. NOT INDEXED and INDEXED BY because the
+   * planner, without statistics, would rather read every ended row through jobs_by_status and
+   * sort them (the query this replaced did, 0.37 ms per job's end at 830 ended jobs).
+   */
   expired(keep: number, endedBefore: Date | undefined): string[] {
     const rows = this.#statement(
-      `SELECT id FROM jobs WHERE ${ENDED_SQL} AND (
-         seq <= coalesce((SELECT seq FROM jobs WHERE ${ENDED_SQL}
-                          ORDER BY seq DESC LIMIT 1 OFFSET ?), -1)
-         OR end_time < ?)
+      `SELECT id FROM (
+         SELECT seq, id FROM (
+           SELECT seq, id FROM jobs NOT INDEXED WHERE ${ENDED_SQL}
+           ORDER BY seq
+           LIMIT max((SELECT value FROM counters WHERE name = 'ended') - ?, 0))
+         UNION
+         SELECT seq, id FROM jobs INDEXED BY jobs_ended_by_end_time
+         WHERE ${ENDED_SQL} AND end_time < ?)
        ORDER BY seq`,
     ).all(keep, endedBefore?.getTime() ?? -1) as { id: string }[];
     return rows.map((r) => r.id);
