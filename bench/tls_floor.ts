@@ -6,7 +6,7 @@
  *
  * Why it is well above `deno eval ''`: Deno 2.8.3's crypto library (AWS-LC) seeds its random
  * generator once per process from CPU-jitter entropy (a build-time choice of the library, with no
- * runtime switch), about 18 ms of CPU before the first key share can be made.
+ * runtime switch), about 18 ms of CPU (36-37 ms on an AMD EPYC) before the first key share can be made.
  *
  * Usage: `deno run -A --no-config bench/tls_floor.ts HOST:PORT CERT_DIR`
  *

@@ -3,7 +3,7 @@
  * with loading the modules a call needs instead of delaying the first TLS handshake.
  *
  * Why: Deno 2.8's crypto library seeds its random generator once per process from CPU-jitter
- * entropy, about 18 ms of CPU, on the thread of the first operation that needs it. A TLS
+ * entropy, about 18 ms of CPU (36-37 ms on an AMD EPYC), on the thread of the first operation that needs it. A TLS
  * handshake runs on the main thread; WebCrypto's key generation runs on a worker thread. Asking
  * for one throw-away key first moves that cost off the path of `jobworker list`
  * (bench/client_start.ts measures it). cli/bin.ts starts it before the command line loads.
