@@ -149,6 +149,7 @@ export class SqliteStore implements JobStore {
       }
       const store = new SqliteStore(path, db);
       store.#migrate();
+      store.#recountEnded();
       db.exec("PRAGMA wal_autocheckpoint = 0");
       store.#checkpointer = new Checkpointer(path);
       return store;
@@ -193,6 +194,21 @@ export class SqliteStore implements JobStore {
     } finally {
       db?.close();
     }
+  }
+
+  /**
+   * The triggers keep the count of ended jobs through every insert, update and delete, but not
+   * through what bypasses them (an operator's INSERT OR REPLACE, a hand edit of `counters`, a
+   * recovered copy): a count too high would make retention keep fewer jobs than its limit for
+   * good. So it is counted again at each start, from the partial index alone.
+   */
+  #recountEnded(): void {
+    this.#transaction(() => {
+      this.#db.prepare(
+        `UPDATE counters SET value = (SELECT count(*) FROM jobs INDEXED BY jobs_ended_by_end_time
+                                      WHERE ${ENDED_SQL}) WHERE name = 'ended'`,
+      ).run();
+    });
   }
 
   #migrate(): void {
@@ -377,7 +393,8 @@ export class SqliteStore implements JobStore {
   }
 
   /**
-   * Runs at every job's end, so its cost must not grow with the ended jobs kept (up to 100000):
+   * Runs at every job's end, so its cost must not grow with the ended jobs kept (as many as
+   * JOB_WORKER_MAX_ENDED_JOBS allows):
    * the oldest `ended - keep` ended jobs (the count kept by triggers, migration 2), read from the
    * table in seq order, which stops after them (and past only the few jobs not ended among them),
    * and those that ended before `endedBefore`, from a partial index of the ended jobs by end time.
