@@ -11,6 +11,8 @@ import assert from "node:assert/strict";
 import { detectCgroups } from "../worker/cgroups/detect.ts";
 import { type DetectedCgroupManager, type JobCgroup, LimitError } from "../worker/cgroups/types.ts";
 import { type Skip, unless, withSkip } from "./helpers/skip.ts";
+import { Shim } from "../init/shim/ffi.ts";
+import { shimFileBatch } from "../worker/cgroups/file_batch.ts";
 
 const MiB = 1024 * 1024;
 const NO_LIMITS = { cpuPercent: 0, memoryMiB: 0, ioBps: 0, pids: 0 };
@@ -96,8 +98,11 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
     { allowedOnCI: true },
   ) ?? unless(Deno.uid() === 0, "needs root");
   const instance = `test${version}-${Deno.pid}`;
+  // Files go through the shim's batch, as in the worker (tests/file_batch_test.ts holds Deno's
+  // one-by-one calls to the same results).
+  const files = shimFileBatch(new Shim(new URL("../build/libjwshim.so", import.meta.url).pathname));
   const manager = (): DetectedCgroupManager =>
-    detectCgroups({ instance, ioDevices: config.ioDevices });
+    detectCgroups({ instance, ioDevices: config.ioDevices, files });
   const test = (name: string, fn: () => Promise<void> | void, skip?: Skip) =>
     Deno.test(withSkip({ name: `cgroup v${version}: ${name}`, fn }, suiteSkip ?? skip));
 

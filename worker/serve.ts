@@ -19,6 +19,7 @@ import { resolveUser } from "./runtime/users.ts";
 import { RevocationList } from "./auth/revocation.ts";
 import { Reaper } from "./runtime/reaper.ts";
 import { detectCgroups } from "./cgroups/detect.ts";
+import { shimFileBatch } from "./cgroups/file_batch.ts";
 import type { CgroupManager } from "./cgroups/types.ts";
 import { removeCgroupDirs } from "./cgroups/remove.ts";
 import { instanceName } from "./cgroups/paths.ts";
@@ -207,6 +208,7 @@ async function serve(config: Config): Promise<number> {
   reaper.start();
   const cgroups = detectCgroups({
     instance: await instanceName(config.stateDir),
+    files: shimFileBatch(shim),
     ...(config.cgroupBase !== undefined ? { base: config.cgroupBase } : {}),
     ...(config.ioDevices !== undefined ? { ioDevices: config.ioDevices } : {}),
   });

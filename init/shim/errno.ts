@@ -30,6 +30,8 @@ const ERRNO: Record<number, [string, string]> = {
   39: ["ENOTEMPTY", "directory not empty"],
   40: ["ELOOP", "too many levels of symbolic links"],
   95: ["EOPNOTSUPP", "operation not supported"],
+  105: ["ENOBUFS", "no buffer space available"],
+  125: ["ECANCELED", "operation canceled"],
 };
 
 /** The symbolic name of an errno value, e.g. 2 → "ENOENT". */

@@ -41,6 +41,11 @@ const symbols = {
   jw_open_path: { parameters: ["buffer"], result: "i32" },
   jw_open_write: { parameters: ["buffer"], result: "i32" },
   jw_join_cgroup: { parameters: ["buffer"], result: "i32" },
+  jw_file_batch: {
+    parameters: ["buffer", "i32", "i32", "i32", "buffer", "buffer", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   jw_park_stops: { parameters: [], result: "i32" },
   jw_unpark_stops: { parameters: [], result: "i32" },
   jw_unblock_stops: { parameters: [], result: "i32" },
@@ -182,6 +187,33 @@ export class Shim {
     const fds = new Int32Array(2);
     const capacity = this.#check("pipe2", this.#fn("jw_pipe")(fds, size));
     return [fds[0]!, fds[1]!, capacity];
+  }
+
+  /**
+   * Runs `count` file operations packed as jw_file_batch expects (`ops`) on a thread of Deno's
+   * blocking pool: per operation 0, a read's byte count, or -errno; the bytes read, back to back.
+   */
+  async fileBatch(
+    ops: Uint8Array<ArrayBuffer>,
+    count: number,
+    stopAtFailure: boolean,
+    outBytes: number,
+  ): Promise<{ results: Int32Array; out: Uint8Array }> {
+    const results = new Int32Array(count);
+    const out = new Uint8Array(outBytes);
+    const used = this.#check(
+      "jw_file_batch",
+      await this.#fn("jw_file_batch")(
+        ops,
+        ops.length,
+        count,
+        stopAtFailure ? 1 : 0,
+        results,
+        out,
+        out.length,
+      ),
+    );
+    return { results, out: out.subarray(0, used) };
   }
 
   /** Takes an exclusive lock on `path` for the rest of this process's life; EWOULDBLOCK if held. */

@@ -28,4 +28,6 @@ int jw_set_user(uint32_t uid, uint32_t gid, const uint32_t *groups, int ngroups)
 int jw_no_new_privs(void);
 int jw_chdir(const char *dir);
 int jw_join_cgroup(const char *procs_file);
+int32_t jw_file_batch(const uint8_t *ops, int32_t ops_len, int32_t count, int32_t stop_at_failure,
+                      int32_t *results, uint8_t *out, int32_t out_len);
 #endif

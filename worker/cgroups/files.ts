@@ -5,6 +5,7 @@
  */
 import { LimitError, type LimitName } from "./types.ts";
 import { errnoName } from "../../init/shim/errno.ts";
+import { denoFileBatch, type FileBatch } from "./file_batch.ts";
 
 /**
  * The errno name of a failed Deno file operation ("EBUSY", "ENODEV", ...): from the "(os error N)"
@@ -35,18 +36,6 @@ export function readText(path: string): string | undefined {
   }
 }
 
-/**
- * readText off the event loop: Deno's async file operations run on its blocking thread pool, so a
- * cgroup file that takes the kernel long to produce (its locks are busy under load) stalls no one.
- */
-export async function readTextAsync(path: string): Promise<string | undefined> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch {
-    return undefined;
-  }
-}
-
 /** The file's first number (e.g. memory.current), or 0 when unreadable or not a number ("max"). */
 export function readNumber(path: string): number {
   return parseNumber(readText(path));
@@ -62,19 +51,22 @@ export function parseNumber(text: string | undefined): number {
 export type FileReader = (path: string) => string | undefined;
 
 /**
- * Reads every file `use` reads off the event loop, all at once, and returns a reader of those
- * texts. `use` is first run with a reader that finds nothing, which lists the files it wants (it
- * must read the same files or more when they are missing, as the usage readers do).
+ * Reads every file `use` reads off the event loop, all in one `batch`, and returns a reader of
+ * those texts. `use` is first run with a reader that finds nothing, which lists the files it wants
+ * (it must read the same files or more when they are missing, as the usage readers do).
  */
-export async function readAhead(use: (read: FileReader) => void): Promise<FileReader> {
+export async function readAhead(
+  use: (read: FileReader) => void,
+  batch: FileBatch = denoFileBatch,
+): Promise<FileReader> {
   const paths = new Set<string>();
   use((path) => {
     paths.add(path);
     return undefined;
   });
-  const texts = new Map(
-    await Promise.all([...paths].map(async (path) => [path, await readTextAsync(path)] as const)),
-  );
+  const wanted = [...paths];
+  const results = await batch.run(wanted.map((path) => ({ kind: "read", path })));
+  const texts = new Map(wanted.map((path, i) => [path, results[i]!.text] as const));
   return (path) => texts.get(path);
 }
 
@@ -117,14 +109,9 @@ export function writeSetup(what: string, path: string, value: string): void {
   writeOrThrow(what, undefined, path, value);
 }
 
-/** writeLimit off the event loop (see readTextAsync). */
+/** writeLimit off the event loop: Deno's async file calls run on its blocking thread pool. */
 export function writeLimitAsync(limit: LimitName, path: string, value: string): Promise<void> {
   return writeOrThrowAsync(`Cannot apply ${limit}`, limit, path, value);
-}
-
-/** writeSetup off the event loop (see readTextAsync). */
-export function writeSetupAsync(what: string, path: string, value: string): Promise<void> {
-  return writeOrThrowAsync(what, undefined, path, value);
 }
 
 async function writeOrThrowAsync(
@@ -140,7 +127,7 @@ async function writeOrThrowAsync(
   }
 }
 
-function writeError(
+export function writeError(
   what: string,
   limit: LimitName | undefined,
   path: string,
@@ -189,7 +176,12 @@ export function sleep(ms: number): Promise<void> {
 /** A failed mkdir of `dir`: false if it already existed, else a LimitError naming it. */
 function mkdirFailed(dir: string, error: unknown): false {
   if (error instanceof Deno.errors.AlreadyExists) return false;
-  throw new LimitError(`Cannot create cgroup ${dir}: ${describeErrno(error)}`, {
+  throw mkdirError(dir, error);
+}
+
+/** A failed mkdir of `dir` other than "it exists", as a LimitError naming the directory. */
+export function mkdirError(dir: string, error: unknown): LimitError {
+  return new LimitError(`Cannot create cgroup ${dir}: ${describeErrno(error)}`, {
     path: dir,
     errno: errnoOf(error),
     cause: error,
@@ -206,7 +198,7 @@ export function mkdirOnce(dir: string): boolean {
   }
 }
 
-/** mkdirOnce off the event loop (see readTextAsync). */
+/** mkdirOnce off the event loop (see writeLimitAsync). */
 export async function mkdirOnceAsync(dir: string): Promise<boolean> {
   try {
     await Deno.mkdir(dir);

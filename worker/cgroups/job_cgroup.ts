@@ -8,6 +8,7 @@
 import { type FileReader, readAhead, readText } from "./files.ts";
 import { listPids, signalPids } from "./kill.ts";
 import { removeCgroupDirs } from "./remove.ts";
+import type { FileBatch } from "./file_batch.ts";
 import type { JobCgroup, Usage } from "./types.ts";
 
 export abstract class JobCgroupDirs implements JobCgroup {
@@ -16,8 +17,11 @@ export abstract class JobCgroupDirs implements JobCgroup {
   #peak = 0;
   #final: Usage | undefined;
 
-  /** `dirs`: every directory of the job's cgroup, each once. */
-  protected constructor(dirs: readonly string[]) {
+  /**
+   * `dirs`: every directory of the job's cgroup, each once; `files`: how the job's end reads and
+   * removes them (file_batch.ts).
+   */
+  protected constructor(dirs: readonly string[], private readonly files: FileBatch) {
     this.#dirs = dirs;
     this.procsFiles = dirs.map((dir) => `${dir}/cgroup.procs`);
   }
@@ -37,11 +41,7 @@ export abstract class JobCgroupDirs implements JobCgroup {
     return listPids(this.#dirs);
   }
 
-  /**
-   * One small read for a job's end, where the cgroup is nearly always empty already: pids() reads
-   * every hierarchy's cgroup.procs and lists its children. A count above 0 may be a process still
-   * being released, so pids() has the last word.
-   */
+  /** One small read for a job's end, where pids() would read every hierarchy and list children. */
   isEmpty(): boolean {
     return this.kernelCountsNone() || this.pids().length === 0;
   }
@@ -67,14 +67,14 @@ export abstract class JobCgroupDirs implements JobCgroup {
     const read = await readAhead((read) => {
       this.readUsage(read);
       this.readOomKilled(read);
-    });
+    }, this.files);
     this.#final = this.#usage(read);
     return { usage: { ...this.#final }, oomKilled: this.readOomKilled(read) };
   }
 
   async remove(): Promise<void> {
     if (!this.#final) this.#final = this.usage();
-    await removeCgroupDirs(this.#dirs);
+    await removeCgroupDirs(this.#dirs, undefined, this.files);
   }
 
   #usage(read: FileReader): Usage {

@@ -3,6 +3,7 @@
  * (a manager per worker, a cgroup per job) the rest of the worker talks to. Both cgroup versions
  * implement them (v1.ts, v2.ts); detect.ts picks one.
  */
+import type { FileBatch } from "./file_batch.ts";
 
 /** Resource limits of one job; 0 means unlimited for each. */
 export interface Limits {
@@ -75,8 +76,9 @@ export interface JobCgroup {
   /** PIDs (host pid namespace) of every process in the job's cgroup. */
   pids(): number[];
   /**
-   * True when no process is left in the job's cgroups: the kernel's own count where it keeps one
-   * (v1 pids.current, v2 cgroup.events), else, or when that count is not 0, the pids() list.
+   * True when no process is left in the job's cgroup: the kernel's own count where it keeps one (v1:
+   * pids.current, so the pids hierarchy only; v2: cgroup.events), else, or when that count is not
+   * 0, the pids() list.
    */
   isEmpty(): boolean;
   /** Current usage; safe to call after all processes exited (until remove()). */
@@ -153,6 +155,12 @@ export interface CgroupOptions {
   base?: string;
   /** "major:minor" list for IO limits; default: detected (see io_devices.ts). */
   ioDevices?: string[];
+  /**
+   * How the job cgroups' files are made, read and removed at a job's start and end: the worker
+   * passes the shim's batch (one call per step on Deno's blocking pool); by default each file is
+   * one of Deno's async calls (file_batch.ts).
+   */
+  files?: FileBatch;
   /** For tests: directory read instead of /proc/self (mountinfo, cgroup). */
   procSelf?: string;
   /** For tests: directory read instead of /sys (mount points under /sys are mapped into it). */

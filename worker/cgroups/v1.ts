@@ -9,16 +9,14 @@ import {
   errnoOf,
   exists,
   type FileReader,
+  mkdirError,
   mkdirOnce,
-  mkdirOnceAsync,
   parseKeyValues,
   parseNumber,
   readText,
-  readTextAsync,
   rmdirQuietly,
-  writeLimitAsync,
+  writeError,
   writeSetup,
-  writeSetupAsync,
 } from "./files.ts";
 import { freezeKillThaw } from "./kill.ts";
 import { JobCgroupDirs } from "./job_cgroup.ts";
@@ -26,6 +24,7 @@ import { V1_CONTROLLERS, type V1Controller, type V1Hierarchy } from "./layout.ts
 import { checkLimits, CPU_PERIOD_USEC, cpuQuotaUsec, memoryBytes } from "./limits.ts";
 import { type BaseSetting, cgroupDir, checkName, instanceDirName, normalizeBase } from "./paths.ts";
 import { killAndRemoveAll, removeCgroupDirs } from "./remove.ts";
+import { denoFileBatch, type FileBatch, type FileOp } from "./file_batch.ts";
 import {
   type CgroupOptions,
   type CgroupSlots,
@@ -69,16 +68,6 @@ function initCpuset(dir: string, controllers: string[]): void {
   }
 }
 
-/** initCpuset off the event loop (see files.ts), for a job's own cgroup. */
-async function initCpusetAsync(dir: string, controllers: string[]): Promise<void> {
-  if (!controllers.includes("cpuset")) return;
-  const parent = dir.slice(0, dir.lastIndexOf("/"));
-  for (const file of ["cpuset.cpus", "cpuset.mems"]) {
-    const value = (await readTextAsync(`${parent}/${file}`))?.trim();
-    if (value) await writeSetupAsync("Cannot set up cpuset", `${dir}/${file}`, value);
-  }
-}
-
 /** Sums "major:minor Read|Write bytes" lines of blkio.throttle.io_service_bytes. */
 function blkioBytes(text: string | undefined): { read: number; write: number } {
   let read = 0;
@@ -97,8 +86,8 @@ export class V1JobCgroup extends JobCgroupDirs {
   readonly #dirs: ControllerDirs;
 
   /** `dirs`: the job's directory for each controller that has a hierarchy. */
-  constructor(dirs: ControllerDirs) {
-    super([...new Set(dirs.values())]);
+  constructor(dirs: ControllerDirs, files: FileBatch) {
+    super([...new Set(dirs.values())], files);
     this.#dirs = dirs;
   }
 
@@ -167,10 +156,12 @@ export class V1Manager implements DetectedCgroupManager {
    * mkdir (an AlreadyExists error per hierarchy per job) until a job's mkdir finds them gone.
    */
   #parentsMade = false;
+  readonly #files: FileBatch;
 
   constructor(hierarchies: V1Hierarchy[], options: CgroupOptions, ioDevices: readonly string[]) {
     checkName("instance", options.instance);
     this.ioDevices = ioDevices;
+    this.#files = options.files ?? denoFileBatch;
     this.#base = normalizeBase(options.base, hierarchies.map((h) => h.reportedMountPoint), true);
     const basePath = this.#base && "path" in this.#base ? this.#base.path : undefined;
     this.#places = hierarchies.map((h) => {
@@ -241,7 +232,7 @@ export class V1Manager implements DetectedCgroupManager {
     try {
       return await this.#create(jobId, limits);
     } catch (error) {
-      const parentGone = error instanceof LimitError && error.errno === "ENOENT";
+      const parentGone = this.#places.some((place) => !exists(place.parentDir));
       if (!this.#parentsMade || !parentGone) throw error;
       this.#parentsMade = false; // removed since (the worker's shutdown, an operator): made again
       return await this.#create(jobId, limits);
@@ -252,7 +243,6 @@ export class V1Manager implements DetectedCgroupManager {
     this.#check(jobId, limits);
     const dirs: ControllerDirs = new Map();
     const createdParents: string[] = [];
-    const createdJobs: string[] = [];
     const fail = (error: unknown, undo: string[]): never => {
       for (const dir of undo) rmdirQuietly(dir);
       if (error instanceof LimitError) throw error;
@@ -270,19 +260,35 @@ export class V1Manager implements DetectedCgroupManager {
       fail(error, createdParents);
     }
     // From here on other creates may use the parents: only this job's directories are undone.
-    try {
-      for (const place of this.#places) {
-        const jobDir = `${place.parentDir}/${jobId}`;
-        if (!await mkdirOnceAsync(jobDir)) throw new LimitError(`cgroup ${jobDir} already exists`);
-        createdJobs.push(jobDir);
-        await initCpusetAsync(jobDir, place.controllers);
-        assign(dirs, place.controllers, jobDir);
-      }
-      await applyLimits(dirs, limits, this.ioDevices);
-    } catch (error) {
-      fail(error, createdJobs);
-    }
-    return new V1JobCgroup(dirs);
+    // The directories, their cpuset and the limits in one batch, stopped at the first failure.
+    const jobDirs = this.#places.map((place) => `${place.parentDir}/${jobId}`);
+    this.#places.forEach((place, i) => assign(dirs, place.controllers, jobDirs[i]!));
+    const steps = [
+      ...jobDirs.map(mkdirStep),
+      ...await this.#cpusetSteps(jobDirs),
+      ...limitSteps(dirs, limits, this.ioDevices),
+    ];
+    const failed = await runSteps(this.#files, steps);
+    if (failed) fail(failed.error, jobDirs.slice(0, Math.min(failed.at, jobDirs.length)));
+    return new V1JobCgroup(dirs, this.#files);
+  }
+
+  /** Writes that copy cpuset.cpus and cpuset.mems from the parent, where a hierarchy has cpuset. */
+  async #cpusetSteps(jobDirs: string[]): Promise<Step[]> {
+    const copies = this.#places.flatMap((place, i) =>
+      place.controllers.includes("cpuset")
+        ? CPUSET_FILES.map((file) => ({
+          from: `${place.parentDir}/${file}`,
+          to: `${jobDirs[i]}/${file}`,
+        }))
+        : []
+    );
+    if (copies.length === 0) return [];
+    const values = await this.#files.run(copies.map(({ from }) => ({ kind: "read", path: from })));
+    return copies.flatMap(({ to }, i) => {
+      const value = values[i]!.text?.trim();
+      return value ? [writeStep("Cannot set up cpuset", undefined, to, value)] : [];
+    });
   }
 
   cleanupStale(keep: ReadonlySet<string> = new Set()): Promise<number> {
@@ -320,7 +326,8 @@ export class V1Manager implements DetectedCgroupManager {
         assign(dirs, place.controllers, `${place.parentDir}/${name}`);
       }
       // The limits first: the job's cgroup never exists without them.
-      await applyLimits(dirs, limits, this.ioDevices);
+      const failed = await runSteps(this.#files, limitSteps(dirs, limits, this.ioDevices));
+      if (failed) throw failed.error;
       const renamed: [Place, string, string][] = [];
       try {
         for (const place of this.#places) {
@@ -339,13 +346,13 @@ export class V1Manager implements DetectedCgroupManager {
             assign(stray, place.controllers, to);
           }
         }
-        const left = await removeStray(stray);
+        const left = await removeStray(stray, this.#files);
         throw new LimitError(
           `Cannot make the job's cgroup from pool slot ${name}: ${describeErrno(error)}${left}`,
           { errno: errnoOf(error), cause: error },
         );
       }
-      return new V1JobCgroup(dirs);
+      return new V1JobCgroup(dirs, this.#files);
     },
     remove: (name) => removeCgroupDirs(this.#places.map((p) => `${p.parentDir}/${name}`)),
   };
@@ -361,7 +368,7 @@ export class V1Manager implements DetectedCgroupManager {
       const dir = `${place.parentDir}/${name}`;
       if (exists(dir)) assign(dirs, place.controllers, dir);
     }
-    return new V1JobCgroup(dirs);
+    return new V1JobCgroup(dirs, this.#files);
   }
 }
 
@@ -371,9 +378,9 @@ export class V1Manager implements DetectedCgroupManager {
  * until the next start. Everything in them (the slot's init, which the pool dismisses anyway) is
  * killed and they are removed now. "" when none is left, else what the error adds.
  */
-async function removeStray(stray: ControllerDirs): Promise<string> {
+async function removeStray(stray: ControllerDirs, files: FileBatch): Promise<string> {
   if (stray.size === 0) return "";
-  const cgroup = new V1JobCgroup(stray);
+  const cgroup = new V1JobCgroup(stray, files);
   await cgroup.killAll();
   try {
     await cgroup.remove();
@@ -383,35 +390,70 @@ async function removeStray(stray: ControllerDirs): Promise<string> {
   }
 }
 
-/** Writes the requested limits into the job's directories (memsw after memory). */
-async function applyLimits(
-  dirs: ControllerDirs,
-  limits: Limits,
-  ioDevices: readonly string[],
-): Promise<void> {
+/** One file operation of a create, and the LimitError its failure is told as. */
+interface Step {
+  op: FileOp;
+  failure(error: Error): LimitError;
+}
+
+const CPUSET_FILES = ["cpuset.cpus", "cpuset.mems"];
+
+function mkdirStep(dir: string): Step {
+  return {
+    op: { kind: "mkdir", path: dir },
+    failure: (error) =>
+      errnoOf(error) === "EEXIST"
+        ? new LimitError(`cgroup ${dir} already exists`)
+        : mkdirError(dir, error),
+  };
+}
+
+function writeStep(what: string, limit: LimitName | undefined, path: string, value: string): Step {
+  return {
+    op: { kind: "write", path, data: value },
+    failure: (error) => writeError(what, limit, path, value, error),
+  };
+}
+
+/** Runs the steps as one batch; the first that failed (its index and error), if one did. */
+async function runSteps(
+  files: FileBatch,
+  steps: Step[],
+): Promise<{ at: number; error: LimitError } | undefined> {
+  const results = await files.run(steps.map((step) => step.op), true);
+  const at = results.findIndex((result) => result.error);
+  return at < 0 ? undefined : { at, error: steps[at]!.failure(results[at]!.error!) };
+}
+
+/** The writes of the requested limits into the job's directories (memsw after memory). */
+function limitSteps(dirs: ControllerDirs, limits: Limits, ioDevices: readonly string[]): Step[] {
   const dir = (controller: V1Controller): string => dirs.get(controller) ?? "";
+  const limit = (name: LimitName, path: string, value: string) =>
+    writeStep(`Cannot apply ${name}`, name, path, value);
+  const steps: Step[] = [];
   if (limits.cpuPercent > 0) {
-    await writeLimitAsync("maxCPU", `${dir("cpu")}/cpu.cfs_period_us`, String(CPU_PERIOD_USEC));
-    await writeLimitAsync(
-      "maxCPU",
-      `${dir("cpu")}/cpu.cfs_quota_us`,
-      String(cpuQuotaUsec(limits.cpuPercent)),
+    steps.push(
+      limit("maxCPU", `${dir("cpu")}/cpu.cfs_period_us`, String(CPU_PERIOD_USEC)),
+      limit("maxCPU", `${dir("cpu")}/cpu.cfs_quota_us`, String(cpuQuotaUsec(limits.cpuPercent))),
     );
   }
   if (limits.memoryMiB > 0) {
     const bytes = String(memoryBytes(limits.memoryMiB));
-    await writeLimitAsync("maxMemory", `${dir("memory")}/memory.limit_in_bytes`, bytes);
-    const memsw = `${dir("memory")}/memory.memsw.limit_in_bytes`;
-    if (exists(memsw)) await writeLimitAsync("maxMemory", memsw, bytes);
+    steps.push(limit("maxMemory", `${dir("memory")}/memory.limit_in_bytes`, bytes));
+    // Whether the kernel accounts swap: the parent has the file when the job's cgroup will.
+    const memsw = "memory.memsw.limit_in_bytes";
+    const parent = dir("memory").slice(0, dir("memory").lastIndexOf("/"));
+    if (exists(`${parent}/${memsw}`)) {
+      steps.push(limit("maxMemory", `${dir("memory")}/${memsw}`, bytes));
+    }
   }
   if (limits.ioBps > 0) {
     for (const device of ioDevices) {
       for (const file of ["blkio.throttle.read_bps_device", "blkio.throttle.write_bps_device"]) {
-        await writeLimitAsync("maxIOBPS", `${dir("blkio")}/${file}`, `${device} ${limits.ioBps}`);
+        steps.push(limit("maxIOBPS", `${dir("blkio")}/${file}`, `${device} ${limits.ioBps}`));
       }
     }
   }
-  if (limits.pids > 0) {
-    await writeLimitAsync("maxPids", `${dir("pids")}/pids.max`, String(limits.pids));
-  }
+  if (limits.pids > 0) steps.push(limit("maxPids", `${dir("pids")}/pids.max`, String(limits.pids)));
+  return steps;
 }

@@ -30,6 +30,7 @@ import {
   WORKER_LEAF,
 } from "./paths.ts";
 import { killAndRemoveAll } from "./remove.ts";
+import { denoFileBatch, type FileBatch } from "./file_batch.ts";
 import {
   type CgroupOptions,
   type DetectedCgroupManager,
@@ -66,8 +67,8 @@ function ioStatBytes(text: string | undefined): { read: number; write: number } 
 export class V2JobCgroup extends JobCgroupDirs {
   readonly #dir: string;
 
-  constructor(dir: string) {
-    super([dir]);
+  constructor(dir: string, files: FileBatch) {
+    super([dir], files);
     this.#dir = dir;
   }
 
@@ -135,10 +136,12 @@ export class V2Manager implements DetectedCgroupManager {
   readonly #baseDir: string;
   readonly #parentDir: string;
   readonly #procSelf: string;
+  readonly #files: FileBatch;
 
   constructor(mount: V2Mount, options: CgroupOptions, ioDevices: readonly string[]) {
     checkName("instance", options.instance);
     this.#mount = mount;
+    this.#files = options.files ?? denoFileBatch;
     this.#procSelf = options.procSelf ?? "/proc/self";
     this.ioDevices = ioDevices;
     this.#base = normalizeBase(options.base, [mount.reportedMountPoint, "/sys/fs/cgroup"], false);
@@ -222,7 +225,7 @@ export class V2Manager implements DetectedCgroupManager {
       if (error instanceof LimitError) throw error;
       throw new LimitError(`Cannot create the job's cgroup: ${error}`, { cause: error });
     }
-    return new V2JobCgroup(jobDir);
+    return new V2JobCgroup(jobDir, this.#files);
   }
 
   /**
@@ -271,13 +274,13 @@ export class V2Manager implements DetectedCgroupManager {
   cleanupStale(keep: ReadonlySet<string> = new Set()): Promise<number> {
     return killAndRemoveAll(
       childDirs(this.#parentDir).filter((name) => !keep.has(name))
-        .map((name) => new V2JobCgroup(`${this.#parentDir}/${name}`)),
+        .map((name) => new V2JobCgroup(`${this.#parentDir}/${name}`, this.#files)),
     );
   }
 
   open(jobId: string): JobCgroup {
     checkName("job id", jobId);
-    return new V2JobCgroup(`${this.#parentDir}/${jobId}`);
+    return new V2JobCgroup(`${this.#parentDir}/${jobId}`, this.#files);
   }
 }
 

@@ -1,0 +1,119 @@
+/**
+ * The cgroup layer's file batches (worker/cgroups/file_batch.ts): the shim's one call (jw_file_batch,
+ * what the worker uses) gives what Deno's async calls one by one give, errors included, on real
+ * files; and a failure stops what follows it only when asked.
+ */
+import assert from "node:assert/strict";
+import { Shim } from "../init/shim/ffi.ts";
+import { denoFileBatch, type FileOp, shimFileBatch } from "../worker/cgroups/file_batch.ts";
+import { errnoOf } from "../worker/cgroups/files.ts";
+
+const SHIM = new URL("../build/libjwshim.so", import.meta.url).pathname;
+const shim = shimFileBatch(new Shim(SHIM));
+
+/** Each result as "ok", the read's text, or the errno's name. */
+async function outcomes(batch: typeof shim, ops: FileOp[], stop = false): Promise<string[]> {
+  return (await batch.run(ops, stop)).map((r) =>
+    r.error ? errnoOf(r.error) : r.text !== undefined ? `text:${r.text}` : "ok"
+  );
+}
+
+async function inTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "jobworker-file-batch-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("the shim's batch gives what Deno's calls give, errors included", async () => {
+  const script = (dir: string): FileOp[] => [
+    { kind: "mkdir", path: `${dir}/a` },
+    { kind: "mkdir", path: `${dir}/a` },
+    { kind: "mkdir", path: `${dir}/missing/b` },
+    { kind: "read", path: `${dir}/f` },
+    { kind: "write", path: `${dir}/f`, data: "made?" },
+    { kind: "read", path: `${dir}/a/../g` },
+    { kind: "write", path: `${dir}/g`, data: "12345 ünïcode\n" },
+    { kind: "read", path: `${dir}/g` },
+    { kind: "read", path: `${dir}/a` },
+    { kind: "rmdir", path: dir },
+    { kind: "rmdir", path: `${dir}/a` },
+    { kind: "rmdir", path: `${dir}/a` },
+    { kind: "read", path: `${dir}/empty` },
+  ];
+  const prepare = async (dir: string) => {
+    await Deno.writeTextFile(`${dir}/g`, "old, longer than the new text");
+    await Deno.writeTextFile(`${dir}/empty`, "");
+  };
+  let viaDeno: string[] = [];
+  let viaShim: string[] = [];
+  await inTempDir(async (dir) => {
+    await prepare(dir);
+    viaDeno = (await outcomes(denoFileBatch, script(dir))).map((o) => o.replaceAll(dir, "DIR"));
+  });
+  await inTempDir(async (dir) => {
+    await prepare(dir);
+    viaShim = (await outcomes(shim, script(dir))).map((o) => o.replaceAll(dir, "DIR"));
+  });
+  assert.deepEqual(viaShim, [
+    "ok",
+    "EEXIST",
+    "ENOENT",
+    "ENOENT",
+    "ENOENT",
+    "text:old, longer than the new text",
+    "ok",
+    "text:12345 ünïcode\n",
+    "EISDIR",
+    "ENOTEMPTY",
+    "ok",
+    "ENOENT",
+    "text:",
+  ]);
+  assert.deepEqual(viaShim, viaDeno);
+});
+
+Deno.test("a failed mkdir or write stops the rest only when asked; reads never stop it", async () => {
+  await inTempDir(async (dir) => {
+    const ops: FileOp[] = [
+      { kind: "read", path: `${dir}/none` },
+      { kind: "mkdir", path: `${dir}/a` },
+      { kind: "write", path: `${dir}/none`, data: "x" },
+      { kind: "mkdir", path: `${dir}/b` },
+    ];
+    for (const batch of [shim, denoFileBatch]) {
+      assert.deepEqual(await outcomes(batch, ops, true), ["ENOENT", "ok", "ENOENT", "ECANCELED"]);
+      assert.ok(!await exists(`${dir}/b`), "an operation after the failure ran");
+      await Deno.remove(`${dir}/a`);
+      assert.deepEqual(await outcomes(batch, ops, false), ["ENOENT", "ok", "ENOENT", "ok"]);
+      await Deno.remove(`${dir}/a`);
+      await Deno.remove(`${dir}/b`);
+    }
+  });
+});
+
+Deno.test("a file longer than the batch's room is still read whole", async () => {
+  await inTempDir(async (dir) => {
+    const big = "x".repeat(100_000);
+    await Deno.writeTextFile(`${dir}/big`, big);
+    await Deno.writeTextFile(`${dir}/small`, "small");
+    const results = await shim.run([
+      { kind: "read", path: `${dir}/small` },
+      { kind: "read", path: `${dir}/big` },
+      { kind: "read", path: `${dir}/small` },
+    ]);
+    assert.deepEqual(results.map((r) => r.text?.length), [5, 100_000, 5]);
+    assert.equal(results[1]!.text, big);
+  });
+});
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
