@@ -14,6 +14,7 @@ import { jobworker } from "../proto/service.ts";
 import type { BenchContext } from "./context.ts";
 import type { Peers } from "./peers.ts";
 import { delay, median, progress, quantile, type Row } from "./rows.ts";
+import { cpuSeconds } from "./stream_readers.ts";
 
 /** Reads `startMs` of the worker's 'job started' lines, by job id, as they arrive. */
 class StartLog {
@@ -146,8 +147,21 @@ export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]>
   // The floor before and after ours, the faster of the two: one burst of unshare runs is short
   // enough for a neighbour's hiccup to double it.
   const before = await inBatches(100, 20, peers.floor.start);
+  const [cpu0, loop0] = [cpuSeconds(workerPid), loopThread(workerPid)];
   const parallelOurs = await inBatches(100, 20, () => client.createJob({ command: "true" }));
+  const [cpu1, loop1] = [cpuSeconds(workerPid), loopThread(workerPid)];
   const parallelBase = Math.min(before, await inBatches(100, 20, peers.floor.start));
+  // Whether the burst is bound by the worker's CPU: its share of the burst's time, per start.
+  if (loop0 && loop1 && Number.isFinite(cpu1 - cpu0)) {
+    const perStart = (ms: number) => (ms / 100).toFixed(2);
+    progress(
+      `the burst of ${parallelOurs.toFixed(0)} ms: the worker used ${
+        perStart((cpu1 - cpu0) * 1000)
+      } ms ` +
+        `of CPU per start, its loop thread ${perStart(loop1.cpuMs - loop0.cpuMs)} (the jobs' ` +
+        `cleanup after they ended included, as far as it fell inside the burst)`,
+    );
+  }
 
   const floorP50 = median(floor);
   const vsFloor = (name: string, ours: number, ratioAtMost?: number): Row => ({
