@@ -14,6 +14,7 @@
 import type { JobRecord } from "../worker/jobs/job.ts";
 import type { JobStore } from "../worker/jobs/store.ts";
 import { SqliteStore } from "../worker/store/sqlite.ts";
+import { jobSpec } from "../tests/helpers/job_records.ts";
 
 type Open = (path: string) => JobStore;
 const stores: [string, Open][] = [["this", (path) => SqliteStore.open(path)]];
@@ -30,19 +31,7 @@ function record(seq: number, ended: boolean, endTime: number): JobRecord {
     id: `job-${seq}`,
     seq,
     owner: seq % 3 === 0 ? "bob" : "alice",
-    spec: {
-      command: "sh",
-      args: ["-c", `echo ${seq}`],
-      env: ["PATH=/usr/bin:/bin"],
-      workDir: "/",
-      timeoutSeconds: 0,
-      limits: { cpuPercent: 100, memoryMiB: 64, ioBps: 0, pids: 10 },
-      requestId: "",
-      user: { uid: 0, gid: 0, groups: [], name: "root", home: "/root" },
-      network: "host",
-      privileged: false,
-      init: false,
-    },
+    spec: jobSpec({ command: "sh", args: ["-c", `echo ${seq}`], env: ["PATH=/usr/bin:/bin"] }),
     status: ended ? "COMPLETED" : "RUNNING",
     createTime: new Date(endTime - 50),
     startTime: new Date(endTime - 40),
