@@ -151,7 +151,7 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
       },
     );
     // 1:3 is /dev/null, not a block device; CPU and memory are written before IO, then undone.
-    const io = detectCgroups({ instance, ioDevices: ["1:3"] });
+    const io = detectCgroups({ instance, ioDevices: ["1:3"], files });
     const all = { cpuPercent: 50, memoryMiB: 64, ioBps: MiB, pids: 0 };
     await assert.rejects(() => io.create("badio", all), (e) => {
       assert.ok(e instanceof LimitError);
@@ -168,7 +168,7 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
   });
 
   test("a missing JOB_WORKER_CGROUP_BASE fails create(), not detection", async () => {
-    const m = detectCgroups({ instance, base: `/jobworker-missing-${Deno.pid}` });
+    const m = detectCgroups({ instance, base: `/jobworker-missing-${Deno.pid}`, files });
     assert.match(m.describe(), /does not exist/);
     await assert.rejects(
       () => m.create("x", NO_LIMITS),
@@ -299,7 +299,7 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
     const old = manager();
     const busy = await old.create("stale1", NO_LIMITS);
     await old.create("stale2", { ...NO_LIMITS, pids: 10 });
-    const otherInstance = detectCgroups({ instance: `${instance}-other` });
+    const otherInstance = detectCgroups({ instance: `${instance}-other`, files });
     const other = await otherInstance.create("keep", NO_LIMITS);
     try {
       const child = startIn(busy, "sleep 300");

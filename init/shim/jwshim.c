@@ -639,7 +639,8 @@ static int32_t read_file(const char *path, uint8_t *buf, int32_t cap) {
 // read), a NUL-terminated path, and for 'w' a 4-byte native-endian length and the bytes.
 // results[i] is 0 (a read: its byte count, the bytes appended to `out`) or -errno; after the first
 // failure of a mkdir, rmdir or write, with `stop_at_failure`, the rest are -ECANCELED and not run.
-// Returns the bytes used in `out`, or -EINVAL for malformed `ops`.
+// Returns the bytes used in `out`, or -EINVAL for malformed `ops` (the operations before the
+// malformed one have run).
 int32_t jw_file_batch(const uint8_t *ops, int32_t ops_len, int32_t count, int32_t stop_at_failure,
                       int32_t *results, uint8_t *out, int32_t out_len) {
   const uint8_t *p = ops, *end = ops + ops_len;

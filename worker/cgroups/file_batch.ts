@@ -94,6 +94,10 @@ function encode(ops: readonly FileOp[]): Uint8Array<ArrayBuffer> {
   const KIND = { mkdir: "m", rmdir: "d", write: "w", read: "r" } as const;
   const parts: Uint8Array[] = [];
   for (const op of ops) {
+    // A NUL would end the path early and make the rest another operation; Deno refuses one too.
+    if (op.path.includes("\0")) {
+      throw new TypeError(`a path with a NUL byte: ${JSON.stringify(op.path)}`);
+    }
     parts.push(encoder.encode(`${KIND[op.kind]}${op.path}\0`));
     if (op.kind === "write") {
       const data = encoder.encode(op.data);
@@ -113,12 +117,9 @@ function encode(ops: readonly FileOp[]): Uint8Array<ArrayBuffer> {
 export function shimFileBatch(shim: ShimFileBatch): FileBatch {
   return {
     async run(ops, stopAtFailure = false) {
-      const { results, out } = await shim.fileBatch(
-        encode(ops),
-        ops.length,
-        stopAtFailure,
-        READ_ROOM,
-      );
+      if (ops.length === 0) return [];
+      const room = ops.some((op) => op.kind === "read") ? READ_ROOM : 0;
+      const { results, out } = await shim.fileBatch(encode(ops), ops.length, stopAtFailure, room);
       const done: (FileOpResult | Promise<FileOpResult>)[] = [];
       let at = 0;
       ops.forEach((op, i) => {

@@ -109,24 +109,7 @@ export function writeSetup(what: string, path: string, value: string): void {
   writeOrThrow(what, undefined, path, value);
 }
 
-/** writeLimit off the event loop: Deno's async file calls run on its blocking thread pool. */
-export function writeLimitAsync(limit: LimitName, path: string, value: string): Promise<void> {
-  return writeOrThrowAsync(`Cannot apply ${limit}`, limit, path, value);
-}
-
-async function writeOrThrowAsync(
-  what: string,
-  limit: LimitName | undefined,
-  path: string,
-  value: string,
-): Promise<void> {
-  try {
-    await Deno.writeTextFile(path, value, { create: false });
-  } catch (error) {
-    throw writeError(what, limit, path, value, error);
-  }
-}
-
+/** A failed write of `value` to `path` as a LimitError that says what was being done. */
 export function writeError(
   what: string,
   limit: LimitName | undefined,
@@ -192,16 +175,6 @@ export function mkdirError(dir: string, error: unknown): LimitError {
 export function mkdirOnce(dir: string): boolean {
   try {
     Deno.mkdirSync(dir);
-    return true;
-  } catch (error) {
-    return mkdirFailed(dir, error);
-  }
-}
-
-/** mkdirOnce off the event loop (see writeLimitAsync). */
-export async function mkdirOnceAsync(dir: string): Promise<boolean> {
-  try {
-    await Deno.mkdir(dir);
     return true;
   } catch (error) {
     return mkdirFailed(dir, error);

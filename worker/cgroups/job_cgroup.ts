@@ -14,6 +14,7 @@ import type { JobCgroup, Usage } from "./types.ts";
 export abstract class JobCgroupDirs implements JobCgroup {
   readonly procsFiles: string[];
   readonly #dirs: readonly string[];
+  readonly #files: FileBatch;
   #peak = 0;
   #final: Usage | undefined;
 
@@ -21,8 +22,9 @@ export abstract class JobCgroupDirs implements JobCgroup {
    * `dirs`: every directory of the job's cgroup, each once; `files`: how the job's end reads and
    * removes them (file_batch.ts).
    */
-  protected constructor(dirs: readonly string[], private readonly files: FileBatch) {
+  protected constructor(dirs: readonly string[], files: FileBatch) {
     this.#dirs = dirs;
+    this.#files = files;
     this.procsFiles = dirs.map((dir) => `${dir}/cgroup.procs`);
   }
 
@@ -67,14 +69,14 @@ export abstract class JobCgroupDirs implements JobCgroup {
     const read = await readAhead((read) => {
       this.readUsage(read);
       this.readOomKilled(read);
-    }, this.files);
+    }, this.#files);
     this.#final = this.#usage(read);
     return { usage: { ...this.#final }, oomKilled: this.readOomKilled(read) };
   }
 
   async remove(): Promise<void> {
     if (!this.#final) this.#final = this.usage();
-    await removeCgroupDirs(this.#dirs, undefined, this.files);
+    await removeCgroupDirs(this.#dirs, undefined, this.#files);
   }
 
   #usage(read: FileReader): Usage {

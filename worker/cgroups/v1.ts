@@ -9,13 +9,11 @@ import {
   errnoOf,
   exists,
   type FileReader,
-  mkdirError,
   mkdirOnce,
   parseKeyValues,
   parseNumber,
   readText,
   rmdirQuietly,
-  writeError,
   writeSetup,
 } from "./files.ts";
 import { freezeKillThaw } from "./kill.ts";
@@ -24,7 +22,8 @@ import { V1_CONTROLLERS, type V1Controller, type V1Hierarchy } from "./layout.ts
 import { checkLimits, CPU_PERIOD_USEC, cpuQuotaUsec, memoryBytes } from "./limits.ts";
 import { type BaseSetting, cgroupDir, checkName, instanceDirName, normalizeBase } from "./paths.ts";
 import { killAndRemoveAll, removeCgroupDirs } from "./remove.ts";
-import { denoFileBatch, type FileBatch, type FileOp } from "./file_batch.ts";
+import { denoFileBatch, type FileBatch } from "./file_batch.ts";
+import { limitStep as limit, mkdirStep, runSteps, type Step, writeStep } from "./file_steps.ts";
 import {
   type CgroupOptions,
   type CgroupSlots,
@@ -55,6 +54,8 @@ function assign(dirs: ControllerDirs, controllers: string[], dir: string): void 
   }
 }
 
+const CPUSET_FILES = ["cpuset.cpus", "cpuset.mems"];
+
 /**
  * In a hierarchy that also carries cpuset, copies cpuset.cpus and cpuset.mems from the parent of
  * a new cgroup (a cpuset cgroup without them cannot take processes).
@@ -62,7 +63,7 @@ function assign(dirs: ControllerDirs, controllers: string[], dir: string): void 
 function initCpuset(dir: string, controllers: string[]): void {
   if (!controllers.includes("cpuset")) return;
   const parent = dir.slice(0, dir.lastIndexOf("/"));
-  for (const file of ["cpuset.cpus", "cpuset.mems"]) {
+  for (const file of CPUSET_FILES) {
     const value = readText(`${parent}/${file}`)?.trim();
     if (value) writeSetup("Cannot set up cpuset", `${dir}/${file}`, value);
   }
@@ -153,7 +154,7 @@ export class V1Manager implements DetectedCgroupManager {
   readonly #base: BaseSetting;
   /**
    * The instance's parent cgroups were made (or found) by an earlier create: later ones skip the
-   * mkdir (an AlreadyExists error per hierarchy per job) until a job's mkdir finds them gone.
+   * mkdir (an AlreadyExists error per hierarchy per job) until a failed create finds them gone.
    */
   #parentsMade = false;
   readonly #files: FileBatch;
@@ -226,13 +227,17 @@ export class V1Manager implements DetectedCgroupManager {
 
   /**
    * The instance's parent cgroups are made (once) synchronously, so that no other create sees them
-   * half set up; the job's own directories and limits go through the blocking pool (see files.ts).
+   * half set up; the job's own directories and limits go through the blocking pool (see
+   * file_batch.ts).
    */
   async create(jobId: string, limits: Limits): Promise<JobCgroup> {
     try {
       return await this.#create(jobId, limits);
     } catch (error) {
-      const parentGone = this.#places.some((place) => !exists(place.parentDir));
+      // Gone now, or gone when this create's mkdir ran (another create may have made them since).
+      const jobDirGone = error instanceof LimitError && error.errno === "ENOENT" &&
+        this.#places.some((place) => error.path === `${place.parentDir}/${jobId}`);
+      const parentGone = jobDirGone || this.#places.some((place) => !exists(place.parentDir));
       if (!this.#parentsMade || !parentGone) throw error;
       this.#parentsMade = false; // removed since (the worker's shutdown, an operator): made again
       return await this.#create(jobId, limits);
@@ -260,15 +265,20 @@ export class V1Manager implements DetectedCgroupManager {
       fail(error, createdParents);
     }
     // From here on other creates may use the parents: only this job's directories are undone.
-    // The directories, their cpuset and the limits in one batch, stopped at the first failure.
+    // The directories, their cpuset and the limits in one batch, stopped at the first failure
+    // (where a hierarchy carries cpuset, its parent's values are read in a batch before).
     const jobDirs = this.#places.map((place) => `${place.parentDir}/${jobId}`);
     this.#places.forEach((place, i) => assign(dirs, place.controllers, jobDirs[i]!));
-    const steps = [
-      ...jobDirs.map(mkdirStep),
-      ...await this.#cpusetSteps(jobDirs),
-      ...limitSteps(dirs, limits, this.ioDevices),
-    ];
-    const failed = await runSteps(this.#files, steps);
+    let failed: Awaited<ReturnType<typeof runSteps>>;
+    try {
+      failed = await runSteps(this.#files, [
+        ...jobDirs.map(mkdirStep),
+        ...await this.#cpusetSteps(jobDirs),
+        ...limitSteps(dirs, limits, this.ioDevices),
+      ]);
+    } catch (error) {
+      return fail(error, jobDirs); // the batch itself failed: which directories it made is unknown
+    }
     if (failed) fail(failed.error, jobDirs.slice(0, Math.min(failed.at, jobDirs.length)));
     return new V1JobCgroup(dirs, this.#files);
   }
@@ -354,7 +364,8 @@ export class V1Manager implements DetectedCgroupManager {
       }
       return new V1JobCgroup(dirs, this.#files);
     },
-    remove: (name) => removeCgroupDirs(this.#places.map((p) => `${p.parentDir}/${name}`)),
+    remove: (name) =>
+      removeCgroupDirs(this.#places.map((p) => `${p.parentDir}/${name}`), undefined, this.#files),
   };
 
   open(jobId: string): JobCgroup {
@@ -390,46 +401,9 @@ async function removeStray(stray: ControllerDirs, files: FileBatch): Promise<str
   }
 }
 
-/** One file operation of a create, and the LimitError its failure is told as. */
-interface Step {
-  op: FileOp;
-  failure(error: Error): LimitError;
-}
-
-const CPUSET_FILES = ["cpuset.cpus", "cpuset.mems"];
-
-function mkdirStep(dir: string): Step {
-  return {
-    op: { kind: "mkdir", path: dir },
-    failure: (error) =>
-      errnoOf(error) === "EEXIST"
-        ? new LimitError(`cgroup ${dir} already exists`)
-        : mkdirError(dir, error),
-  };
-}
-
-function writeStep(what: string, limit: LimitName | undefined, path: string, value: string): Step {
-  return {
-    op: { kind: "write", path, data: value },
-    failure: (error) => writeError(what, limit, path, value, error),
-  };
-}
-
-/** Runs the steps as one batch; the first that failed (its index and error), if one did. */
-async function runSteps(
-  files: FileBatch,
-  steps: Step[],
-): Promise<{ at: number; error: LimitError } | undefined> {
-  const results = await files.run(steps.map((step) => step.op), true);
-  const at = results.findIndex((result) => result.error);
-  return at < 0 ? undefined : { at, error: steps[at]!.failure(results[at]!.error!) };
-}
-
 /** The writes of the requested limits into the job's directories (memsw after memory). */
 function limitSteps(dirs: ControllerDirs, limits: Limits, ioDevices: readonly string[]): Step[] {
   const dir = (controller: V1Controller): string => dirs.get(controller) ?? "";
-  const limit = (name: LimitName, path: string, value: string) =>
-    writeStep(`Cannot apply ${name}`, name, path, value);
   const steps: Step[] = [];
   if (limits.cpuPercent > 0) {
     steps.push(

@@ -9,12 +9,10 @@ import {
   exists,
   type FileReader,
   mkdirOnce,
-  mkdirOnceAsync,
   parseKeyValues,
   parseNumber,
   readText,
   rmdirQuietly,
-  writeLimitAsync,
   writeSetup,
 } from "./files.ts";
 import { freezeKillThaw, listPids } from "./kill.ts";
@@ -31,6 +29,7 @@ import {
 } from "./paths.ts";
 import { killAndRemoveAll } from "./remove.ts";
 import { denoFileBatch, type FileBatch } from "./file_batch.ts";
+import { limitStep, mkdirStep, runSteps, type Step } from "./file_steps.ts";
 import {
   type CgroupOptions,
   type DetectedCgroupManager,
@@ -216,9 +215,14 @@ export class V2Manager implements DetectedCgroupManager {
     try {
       this.#enable(this.#parentDir, wanted, false);
       parentShared = true;
-      createdJob = await mkdirOnceAsync(jobDir);
-      if (!createdJob) throw new LimitError(`cgroup ${jobDir} already exists`);
-      await applyLimits(jobDir, limits, this.ioDevices);
+      // The directory and its limits in one batch, stopped at the first failure.
+      const steps = [
+        mkdirStep(jobDir),
+        ...limitSteps(jobDir, this.#parentDir, limits, this.ioDevices),
+      ];
+      const failed = await runSteps(this.#files, steps);
+      createdJob = failed === undefined || failed.at > 0;
+      if (failed) throw failed.error;
     } catch (error) {
       if (createdJob) rmdirQuietly(jobDir);
       if (createdParent && !parentShared) rmdirQuietly(this.#parentDir);
@@ -284,32 +288,41 @@ export class V2Manager implements DetectedCgroupManager {
   }
 }
 
-/** Writes the requested limits into the job's cgroup. */
-async function applyLimits(
+/** The writes of the requested limits into the job's cgroup `dir`, below `parent`. */
+function limitSteps(
   dir: string,
+  parent: string,
   limits: Limits,
   ioDevices: readonly string[],
-): Promise<void> {
+): Step[] {
+  const steps: Step[] = [];
   if (limits.cpuPercent > 0) {
-    await writeLimitAsync(
-      "maxCPU",
-      `${dir}/cpu.max`,
-      `${cpuQuotaUsec(limits.cpuPercent)} ${CPU_PERIOD_USEC}`,
+    steps.push(
+      limitStep(
+        "maxCPU",
+        `${dir}/cpu.max`,
+        `${cpuQuotaUsec(limits.cpuPercent)} ${CPU_PERIOD_USEC}`,
+      ),
     );
   }
   if (limits.memoryMiB > 0) {
-    await writeLimitAsync("maxMemory", `${dir}/memory.max`, String(memoryBytes(limits.memoryMiB)));
-    const swap = `${dir}/memory.swap.max`;
-    if (exists(swap)) await writeLimitAsync("maxMemory", swap, "0");
+    steps.push(limitStep("maxMemory", `${dir}/memory.max`, String(memoryBytes(limits.memoryMiB))));
+    // Whether the kernel accounts swap: the parent has the file when the job's cgroup will.
+    if (exists(`${parent}/memory.swap.max`)) {
+      steps.push(limitStep("maxMemory", `${dir}/memory.swap.max`, "0"));
+    }
   }
   if (limits.ioBps > 0) {
     for (const device of ioDevices) {
-      await writeLimitAsync(
-        "maxIOBPS",
-        `${dir}/io.max`,
-        `${device} rbps=${limits.ioBps} wbps=${limits.ioBps}`,
+      steps.push(
+        limitStep(
+          "maxIOBPS",
+          `${dir}/io.max`,
+          `${device} rbps=${limits.ioBps} wbps=${limits.ioBps}`,
+        ),
       );
     }
   }
-  if (limits.pids > 0) await writeLimitAsync("maxPids", `${dir}/pids.max`, String(limits.pids));
+  if (limits.pids > 0) steps.push(limitStep("maxPids", `${dir}/pids.max`, String(limits.pids)));
+  return steps;
 }

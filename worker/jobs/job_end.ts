@@ -61,9 +61,13 @@ export async function finishJob(
   }
   try {
     await running.cgroup.remove();
-  } catch {
+  } catch (e) {
     // Still busy: a process the quick emptiness check could not see (on v1 one that left the pids
     // hierarchy alone). Everything in the cgroup is killed, and it is removed once more.
+    log.warn("the job's cgroup was still busy at its end; killing what is left", {
+      id: job.id,
+      error: String(e),
+    });
     await running.cgroup.killAll();
     await running.cgroup.remove().catch((e) =>
       log.error("cannot remove the job's cgroup", { id: job.id, error: String(e) })
