@@ -224,7 +224,8 @@ export class V2Manager implements DetectedCgroupManager {
       createdJob = failed === undefined || failed.at > 0;
       if (failed) throw failed.error;
     } catch (error) {
-      if (createdJob) rmdirQuietly(jobDir);
+      // Not a LimitError: the batch itself failed, and whether it made the directory is unknown.
+      if (createdJob || !(error instanceof LimitError)) rmdirQuietly(jobDir);
       if (createdParent && !parentShared) rmdirQuietly(this.#parentDir);
       if (error instanceof LimitError) throw error;
       throw new LimitError(`Cannot create the job's cgroup: ${error}`, { cause: error });
