@@ -19,34 +19,34 @@ function removedOrBusy(dir: string, error: Error | undefined): boolean {
   throw new Error(`Cannot remove cgroup ${dir}: ${describeErrno(error)}`, { cause: error });
 }
 
-/**
- * Tries to rmdir one cgroup directory: true if gone, false if busy; throws on other errors. Off the
- * event loop: the kernel may take long to take a cgroup offline under load.
- */
-async function tryRmdir(dir: string): Promise<boolean> {
-  const [result] = await denoFileBatch.run([{ kind: "rmdir", path: dir }]);
+/** Tries to rmdir one cgroup directory: true if gone, false if busy; throws on other errors. */
+async function tryRmdir(dir: string, batch: FileBatch): Promise<boolean> {
+  const [result] = await batch.run([{ kind: "rmdir", path: dir }]);
   return removedOrBusy(dir, result!.error);
 }
 
-/**
- * Removes a cgroup and those below it, deepest first; false if one of them is still busy. The
- * directory is tried first: a job's cgroup nearly never has cgroups below it, and listing them for
- * every job's end costs the event loop a read of each hierarchy's directory.
- */
-async function removeTree(dir: string): Promise<boolean> {
-  if (await tryRmdir(dir)) return true;
+/** Removes a cgroup and those below it; false if one of them is still busy. */
+async function removeTree(dir: string, batch: FileBatch): Promise<boolean> {
+  return await tryRmdir(dir, batch) ||
+    (await removeBelow(dir, batch) && await tryRmdir(dir, batch));
+}
+
+/** Removes the cgroups below `dir`, deepest first: true if it had some and all are gone. */
+async function removeBelow(dir: string, batch: FileBatch): Promise<boolean> {
   const children = childDirs(dir);
   if (children.length === 0) return false;
   for (const child of children) {
-    if (!await removeTree(`${dir}/${child}`)) return false;
+    if (!await removeTree(`${dir}/${child}`, batch)) return false;
   }
-  return await tryRmdir(dir);
+  return true;
 }
 
 /**
  * Removes the cgroup directories (and any cgroups created below them); retries while busy and
- * throws if one is still busy after about {@link REMOVE_TIMEOUT_MS}. The first try of every
- * directory is one `batch`: a job's cgroup nearly never has cgroups below it.
+ * throws if one is still busy after about {@link REMOVE_TIMEOUT_MS}. Each round tries every
+ * directory in one `batch`, and only a busy one is searched for cgroups below it: a job's cgroup
+ * nearly never has any, and listing them for every job's end costs the event loop a read of each
+ * hierarchy's directory.
  */
 export async function removeCgroupDirs(
   dirs: readonly string[],
@@ -54,13 +54,12 @@ export async function removeCgroupDirs(
   batch: FileBatch = denoFileBatch,
 ): Promise<void> {
   const deadline = performance.now() + timeoutMs;
-  const first = await batch.run(dirs.map((path) => ({ kind: "rmdir", path })));
-  let pending = dirs.filter((dir, i) => !removedOrBusy(dir, first[i]!.error));
+  let pending = [...dirs];
   for (;;) {
+    const tried = await batch.run(pending.map((path) => ({ kind: "rmdir", path })));
+    pending = pending.filter((dir, i) => !removedOrBusy(dir, tried[i]!.error));
     if (pending.length === 0) return;
-    const removed = await Promise.all(pending.map(removeTree));
-    pending = pending.filter((_, i) => !removed[i]);
-    if (pending.length === 0) return;
+    const cleared = await Promise.all(pending.map((dir) => removeBelow(dir, batch)));
     if (performance.now() > deadline) {
       const pids = listPids(pending);
       throw new Error(
@@ -68,7 +67,8 @@ export async function removeCgroupDirs(
           (pids.length ? ` (processes ${pids.join(", ")})` : ""),
       );
     }
-    await sleep(RETRY_MS);
+    // Cgroups below a busy one were removed: it is tried again at once.
+    if (!cleared.some(Boolean)) await sleep(RETRY_MS);
   }
 }
 
