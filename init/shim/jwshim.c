@@ -251,7 +251,7 @@ static int slot_free(const struct slot *s) {
 }
 
 // A free slot of at least `data` bytes after its stack, taken (tid set); NULL with errno set.
-// Free slots beyond JW_FREE_SLOTS, or too small, are unmapped on the way.
+// Free slots beyond JW_FREE_SLOTS are unmapped on the way.
 static struct slot *take_slot(size_t data) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   size_t need = page + JW_CHILD_STACK + ((data + page - 1) / page) * page;
@@ -265,12 +265,12 @@ static struct slot *take_slot(size_t data) {
     } else if (found == NULL && s->mapped >= need) {
       found = s;
       *at = s->next;
-    } else if (s->mapped < need || kept >= JW_FREE_SLOTS) {
-      *at = s->next;
-      munmap((char *)s - page - JW_CHILD_STACK, s->mapped);
-    } else {
+    } else if (kept < JW_FREE_SLOTS) {
       kept++;
       at = &s->next;
+    } else {
+      *at = s->next;
+      munmap((char *)s - page - JW_CHILD_STACK, s->mapped);
     }
   }
   if (found == NULL) {
