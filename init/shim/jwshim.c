@@ -149,8 +149,10 @@ static void child_exit(int code) {
 
 // Writes "spawn <errno>" to fd so the parent learns why the child could not exec.
 static void report_errno(int fd, int err) {
-  char msg[48] = "{\"stage\":\"spawn\",\"errno\":";
-  size_t len = strlen(msg);
+  static const char head[] = "{\"stage\":\"spawn\",\"errno\":";
+  char msg[48];
+  size_t len = sizeof head - 1;  // no strlen: a libc call, which the child does not make
+  memcpy(msg, head, len);
   len += (size_t)jw_format_uint(msg + len, (unsigned)err);
   msg[len++] = '}';
   raw_syscall(SYS_write, fd, (long)msg, (long)len, 0);
@@ -163,6 +165,7 @@ struct child_args {
   char **envp;
   const int *fds;
   int nfds;
+  int worker_pidfd;  // the worker's own pidfd, or -1
 };
 
 // The child between clone3 and execve (`opaque` is its child_args): raw system calls only.
@@ -171,6 +174,17 @@ static void child(void *opaque) {
   const struct child_args *a = opaque;
   const int *fds = a->fds;
   int nfds = a->nfds;
+  // The job dies with the worker, even if the worker is killed: PID 1 of a PID namespace taking
+  // every other process of the namespace with it. Set first, then checked: the worker runs on
+  // beside the child, and a worker gone before the prctl would never send the signal (getppid()
+  // cannot tell: it is 0 in the new PID namespace).
+  raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0);
+  if (a->worker_pidfd >= 0) {
+    struct pollfd worker = {.fd = a->worker_pidfd, .events = POLLIN};
+    if (raw_syscall(SYS_poll, (long)&worker, 1, 0, 0) == 1 && (worker.revents & POLLIN)) {
+      child_exit(126);
+    }
+  }
   // Park every source above the target range first, so no dup2 clobbers a later source.
   int parked[JW_MAX_FDS];
   for (int i = 0; i < nfds; i++) {
@@ -191,19 +205,16 @@ static void child(void *opaque) {
   }
   if (raw_syscall(SYS_close_range, (unsigned)nfds, ~0U, 0U, 0) != 0) child_exit(126);
   raw_syscall(SYS_setsid, 0, 0, 0, 0);
-  // The job dies with the worker, even if the worker is killed: PID 1 of a PID namespace taking
-  // every other process of the namespace with it.
-  raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0);
   // Every disposition back to SIG_DFL (all-zero: no handler, flags or mask; through the kernel,
   // which also takes the signals glibc reserves), then nothing blocked: this also unblocks what
   // jw_spawn blocked around clone3.
-  unsigned long kernel_sigaction[4] = {0};
+  uint64_t kernel_sigaction[4] = {0};
   for (int sig = 1; sig <= 64; sig++) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
-    raw_syscall(SYS_rt_sigaction, sig, (long)kernel_sigaction, 0, 8);
+    raw_syscall(SYS_rt_sigaction, sig, (long)kernel_sigaction, 0, sizeof(uint64_t));
   }
-  unsigned long none = 0;
-  raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, 8);
+  uint64_t none = 0;
+  raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none);
   long err = -raw_syscall(SYS_execve, (long)a->path, (long)a->argv, (long)a->envp, 0);
   if (nfds > 4) report_errno(4, (int)err);
   child_exit(127);
@@ -340,8 +351,10 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   char *text = (char *)(child_fds + nfds);
   if (nfds > 0) memcpy(child_fds, fds, (size_t)nfds * sizeof(int));
   memcpy(text, path, path_size);
+  // Opened for each spawn and closed after it, so the worker holds no descriptor for it between.
+  int worker_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
   slot->args = (struct child_args){.path = text, .argv = argv, .envp = envp, .fds = child_fds,
-                                   .nfds = nfds};
+                                   .nfds = nfds, .worker_pidfd = worker_pidfd};
   text = unpack_into(argv, text + path_size, argv_packed, argc);
   unpack_into(envp, text, envp_packed, envc);
 
@@ -358,10 +371,11 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   args.stack = (uint64_t)(uintptr_t)((char *)slot - JW_CHILD_STACK);
   args.stack_size = JW_CHILD_STACK;
 #endif
-  // No signal handler of the parent may run in the child before it has reset them.
-  sigset_t all, previous;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &previous);
+  // No signal handler of the parent may run in the child before it has reset them: every signal
+  // blocked through the kernel (glibc's sigfillset and pthread_sigmask leave out the two it
+  // reserves for itself).
+  uint64_t all = ~(uint64_t)0, previous = 0;
+  raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, (long)&previous, sizeof all);
 #ifdef JW_SHARED_SPAWN
   long pid = clone3_calling(&args, child, &slot->args);
   int err = pid < 0 ? (int)-pid : 0;
@@ -370,7 +384,8 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   if (pid == 0) child(&slot->args);
   int err = errno;
 #endif
-  pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&previous, 0, sizeof previous);
+  if (worker_pidfd >= 0) close(worker_pidfd);
 #ifndef JW_SHARED_SPAWN
   // The child has its own copy of the slot.
   __atomic_store_n(&slot->tid, 0, __ATOMIC_RELEASE);
