@@ -9,9 +9,9 @@
 // and never allocates after clone3 (the parent is multi-threaded, so the child may only make
 // async-signal-safe calls until it execs).
 //
-// On x86-64 the child shares the worker's memory until it execs (CLONE_VM | CLONE_VFORK, as
-// posix_spawn does): a clone that copies the address space costs the worker about 1 ms per start
-// at 200 MiB of RSS, and more as it grows. Elsewhere it is an ordinary copy-on-write child.
+// On x86-64 the child shares the worker's memory until it execs (CLONE_VM, see jw_spawn): a clone
+// that copies the address space costs the worker about 1 ms per start at 200 MiB of RSS, and more
+// as it grows. Elsewhere it is an ordinary copy-on-write child.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -109,14 +109,53 @@ int jw_format_uint(char *out, unsigned value) {
   return n;
 }
 
+// --- jw_spawn: clone3 into new namespaces and exec ---
+//
+// On x86-64 the child shares the worker's memory until it execs (CLONE_VM), and the worker does
+// not wait for that exec: a vfork-style wait held the worker's event loop for as long as the child
+// took to be scheduled and reach execve (0.3 ms at the median, 1-1.6 ms at p90 during a burst of
+// starts). So everything the child reads is copied first into a mapping of its own (a "slot": its
+// stack, the exec arguments, its descriptors' layout), which stays until the kernel clears the
+// slot's tid (CLONE_CHILD_CLEARTID: done at the child's exec or exit, when it lets go of this
+// memory). And the child writes nothing the worker's threads use: it makes its system calls raw,
+// so no failing call sets errno, which would be the worker thread's errno (the child inherits its
+// thread pointer) while that thread runs on.
+
+#if defined(__x86_64__)
+#define JW_SHARED_SPAWN 1
+// A system call that returns -errno and touches no memory but its arguments'.
+static long raw_syscall(long nr, long a1, long a2, long a3, long a4) {
+  long ret;
+  register long r10 asm("r10") = a4;
+  asm volatile("syscall"
+               : "=a"(ret)
+               : "a"(nr), "D"(a1), "S"(a2), "d"(a3), "r"(r10)
+               : "rcx", "r11", "memory");
+  return ret;
+}
+#else
+// Elsewhere the child is an ordinary copy-on-write one, whose errno is its own.
+static long raw_syscall(long nr, long a1, long a2, long a3, long a4) {
+  long ret = syscall(nr, a1, a2, a3, a4);
+  return ret < 0 ? -errno : ret;
+}
+#endif
+
+static void child_exit(int code) {
+  raw_syscall(SYS_exit_group, code, 0, 0, 0);
+  for (;;) {
+  }
+}
+
 // Writes "spawn <errno>" to fd so the parent learns why the child could not exec.
 static void report_errno(int fd, int err) {
-  char msg[48] = "{\"stage\":\"spawn\",\"errno\":";
-  size_t len = strlen(msg);
+  static const char head[] = "{\"stage\":\"spawn\",\"errno\":";
+  char msg[48];
+  size_t len = sizeof head - 1;  // no strlen: a libc call, which the child does not make
+  memcpy(msg, head, len);
   len += (size_t)jw_format_uint(msg + len, (unsigned)err);
   msg[len++] = '}';
-  ssize_t ignored = write(fd, msg, len);
-  (void)ignored;
+  raw_syscall(SYS_write, fd, (long)msg, (long)len, 0);
 }
 
 // What the child execs, and with which descriptors (see jw_spawn).
@@ -126,53 +165,150 @@ struct child_args {
   char **envp;
   const int *fds;
   int nfds;
+  int worker_pidfd;  // the worker's own pidfd, or -1
 };
 
-// The child between clone3 and execve (`opaque` is its child_args): only async-signal-safe calls.
+// The child between clone3 and execve (`opaque` is its child_args): raw system calls only.
 // A negative fds[i] gives the child /dev/null as descriptor i.
 static void child(void *opaque) {
   const struct child_args *a = opaque;
   const int *fds = a->fds;
   int nfds = a->nfds;
+  // The job dies with the worker, even if the worker is killed: PID 1 of a PID namespace taking
+  // every other process of the namespace with it. Set first, then checked: the worker runs on
+  // beside the child, and a worker gone before the prctl would never send the signal (getppid()
+  // cannot tell: it is 0 in the new PID namespace).
+  raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0);
+  if (a->worker_pidfd >= 0) {
+    struct pollfd worker = {.fd = a->worker_pidfd, .events = POLLIN};
+    if (raw_syscall(SYS_poll, (long)&worker, 1, 0, 0) == 1 && (worker.revents & POLLIN)) {
+      child_exit(126);
+    }
+  }
   // Park every source above the target range first, so no dup2 clobbers a later source.
   int parked[JW_MAX_FDS];
   for (int i = 0; i < nfds; i++) {
-    parked[i] = fds[i] >= 0 ? fcntl(fds[i], F_DUPFD, nfds) : -1;
-    if (fds[i] >= 0 && parked[i] < 0) _exit(126);
+    parked[i] = fds[i] >= 0 ? (int)raw_syscall(SYS_fcntl, fds[i], F_DUPFD, nfds, 0) : -1;
+    if (fds[i] >= 0 && parked[i] < 0) child_exit(126);
   }
   for (int i = 0; i < nfds; i++) {
-    if (parked[i] >= 0 && dup2(parked[i], i) != i) _exit(126);
+    if (parked[i] >= 0 && raw_syscall(SYS_dup3, parked[i], i, 0, 0) != i) child_exit(126);
   }
   for (int i = 0; i < nfds; i++) {
     if (fds[i] >= 0) continue;
-    int null_fd = open("/dev/null", O_RDWR);
-    if (null_fd < 0) _exit(126);
+    int null_fd = (int)raw_syscall(SYS_openat, AT_FDCWD, (long)"/dev/null", O_RDWR, 0);
+    if (null_fd < 0) child_exit(126);
     if (null_fd != i) {
-      if (dup2(null_fd, i) != i) _exit(126);
-      if (null_fd >= nfds) close(null_fd);
+      if (raw_syscall(SYS_dup3, null_fd, i, 0, 0) != i) child_exit(126);
+      if (null_fd >= nfds) raw_syscall(SYS_close, null_fd, 0, 0, 0);
     }
   }
-  if (syscall(SYS_close_range, (unsigned)nfds, ~0U, 0U) != 0) _exit(126);
-  setsid();
-  // The job dies with the worker, even if the worker is killed: PID 1 of a PID namespace taking
-  // every other process of the namespace with it.
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  jw_reset_signals_unblocked();  // also unblocks what jw_spawn blocked around clone3
-  execve(a->path, a->argv, a->envp);
-  int err = errno;
-  if (nfds > 4) report_errno(4, err);
-  _exit(127);
+  if (raw_syscall(SYS_close_range, (unsigned)nfds, ~0U, 0U, 0) != 0) child_exit(126);
+  raw_syscall(SYS_setsid, 0, 0, 0, 0);
+  // Every disposition back to SIG_DFL (all-zero: no handler, flags or mask; through the kernel,
+  // which also takes the signals glibc reserves), then nothing blocked: this also unblocks what
+  // jw_spawn blocked around clone3.
+  uint64_t kernel_sigaction[4] = {0};
+  for (int sig = 1; sig <= 64; sig++) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    raw_syscall(SYS_rt_sigaction, sig, (long)kernel_sigaction, 0, sizeof(uint64_t));
+  }
+  uint64_t none = 0;
+  raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&none, 0, sizeof none);
+  long err = -raw_syscall(SYS_execve, (long)a->path, (long)a->argv, (long)a->envp, 0);
+  if (nfds > 4) report_errno(4, (int)err);
+  child_exit(127);
 }
 
-#if defined(__x86_64__)
-#define JW_SHARED_SPAWN 1
-// The child's own stack: it runs while the parent's thread is suspended, but on the parent's
-// stack it would overwrite the frames the parent returns through.
-#define JW_CHILD_STACK (256 * 1024)
+// The size of `count` NUL-terminated strings packed back to back.
+static size_t packed_size(const char *packed, int count) {
+  size_t size = 0;
+  for (int i = 0; i < count; i++) size += strlen(packed + size) + 1;
+  return size;
+}
 
+// Copies `count` packed strings to `to` and points vec[0..count) at the copies, vec[count] NULL.
+static char *unpack_into(char **vec, char *to, const char *packed, int count) {
+  size_t size = packed_size(packed, count);
+  memcpy(to, packed, size);
+  for (int i = 0; i < count; i++) {
+    vec[i] = to;
+    to += strlen(to) + 1;
+  }
+  vec[count] = NULL;
+  return to;
+}
+
+// A child's own memory: guard page, stack, then a struct slot and the copies it points to.
+struct slot {
+  size_t mapped;  // bytes of the whole mapping
+  // Nonzero while a child may still use the slot; the kernel sets it to 0 once the child has
+  // exec'd or exited (CLONE_CHILD_CLEARTID).
+  int tid;
+  struct slot *next;
+  struct child_args args;
+};
+
+// The child's stack: it runs beside the worker, never on a stack the worker uses.
+#define JW_CHILD_STACK (256 * 1024)
+// Slots kept for reuse once free (a burst of starts reuses them instead of mapping new ones).
+#define JW_FREE_SLOTS 8
+
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct slot *slots;
+
+static int slot_free(const struct slot *s) {
+  return __atomic_load_n(&s->tid, __ATOMIC_ACQUIRE) == 0;
+}
+
+// A free slot of at least `data` bytes after its stack, taken (tid set); NULL with errno set.
+// Free slots beyond JW_FREE_SLOTS are unmapped on the way.
+static struct slot *take_slot(size_t data) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  size_t need = page + JW_CHILD_STACK + ((data + page - 1) / page) * page;
+  struct slot *found = NULL;
+  int kept = 0;
+  pthread_mutex_lock(&slots_lock);
+  for (struct slot **at = &slots; *at != NULL;) {
+    struct slot *s = *at;
+    if (!slot_free(s)) {
+      at = &s->next;
+    } else if (found == NULL && s->mapped >= need) {
+      found = s;
+      *at = s->next;
+    } else if (kept < JW_FREE_SLOTS) {
+      kept++;
+      at = &s->next;
+    } else {
+      *at = s->next;
+      munmap((char *)s - page - JW_CHILD_STACK, s->mapped);
+    }
+  }
+  if (found == NULL) {
+    char *mapping = mmap(NULL, need, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    // The page below the stack stays inaccessible: an overflow faults in the child instead of
+    // writing over the worker's memory, which the child shares.
+    if (mapping == MAP_FAILED || mprotect(mapping + page, need - page, PROT_READ | PROT_WRITE)) {
+      int err = errno;
+      if (mapping != MAP_FAILED) munmap(mapping, need);
+      pthread_mutex_unlock(&slots_lock);
+      errno = err;
+      return NULL;
+    }
+    found = (struct slot *)(mapping + page + JW_CHILD_STACK);
+    found->mapped = need;
+  }
+  found->tid = 1;
+  found->next = slots;
+  slots = found;
+  pthread_mutex_unlock(&slots_lock);
+  return found;
+}
+
+#ifdef JW_SHARED_SPAWN
 // clone3 whose child starts on args->stack and calls fn(arg) straight from here: the kernel
 // resumes it after the syscall instruction with only %rsp changed, so it must not return through
-// any C frame. fn never returns (the child execs or _exits); exit(127) is a backstop.
+// any C frame. fn never returns (the child execs or exits); exit(127) is a backstop.
 static long clone3_calling(struct clone_args *args, void (*fn)(void *), void *arg) {
   long ret;
   register void (*r_fn)(void *) asm("r12") = fn;
@@ -184,7 +320,7 @@ static long clone3_calling(struct clone_args *args, void (*fn)(void *), void *ar
       "xor %%ebp, %%ebp\n\t"
       "mov %%r13, %%rdi\n\t"
       "call *%%r12\n\t"
-      "mov $60, %%eax\n\t"
+      "mov $231, %%eax\n\t"
       "mov $127, %%edi\n\t"
       "syscall\n\t"
       "1:\n\t"
@@ -198,15 +334,30 @@ static long clone3_calling(struct clone_args *args, void (*fn)(void *), void *ar
 // Starts `path` with the given argv/envp in new PID, mount, IPC and UTS namespaces (and a new
 // network namespace when `new_net` is set). fds[i] becomes descriptor i of the child (negative:
 // /dev/null), every other descriptor is closed. Returns the child's pid (in the caller's
-// namespace) or -errno; *pidfd_out receives a pidfd for it.
+// namespace) or -errno; *pidfd_out receives a pidfd for it. The child may not have exec'd yet
+// when this returns; a failed exec is reported on its descriptor 4 when it has one.
 int jw_spawn(const char *path, const char *argv_packed, int argc, const char *envp_packed,
              int envc, const int *fds, int nfds, int *pidfd_out, int new_net) {
-  if (nfds < 0 || nfds > JW_MAX_FDS || argc < 1) return -EINVAL;
-  struct child_args child_args = {.path = path, .fds = fds, .nfds = nfds};
-  if (unpack_exec_args(argv_packed, argc, envp_packed, envc, &child_args.argv,
-                       &child_args.envp) != 0) {
-    return -ENOMEM;
-  }
+  if (nfds < 0 || nfds > JW_MAX_FDS || argc < 1 || envc < 0) return -EINVAL;
+  size_t path_size = strlen(path) + 1;
+  size_t strings = path_size + packed_size(argv_packed, argc) + packed_size(envp_packed, envc);
+  size_t vectors = ((size_t)argc + 1 + (size_t)envc + 1) * sizeof(char *);
+  struct slot *slot = take_slot(sizeof(struct slot) + vectors + (size_t)nfds * sizeof(int) +
+                                strings);
+  if (slot == NULL) return -errno;
+  char **argv = (char **)(slot + 1);
+  char **envp = argv + argc + 1;
+  int *child_fds = (int *)(envp + envc + 1);
+  char *text = (char *)(child_fds + nfds);
+  if (nfds > 0) memcpy(child_fds, fds, (size_t)nfds * sizeof(int));
+  memcpy(text, path, path_size);
+  // Opened for each spawn and closed after it, so the worker holds no descriptor for it between.
+  int worker_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+  slot->args = (struct child_args){.path = text, .argv = argv, .envp = envp, .fds = child_fds,
+                                   .nfds = nfds, .worker_pidfd = worker_pidfd};
+  text = unpack_into(argv, text + path_size, argv_packed, argc);
+  unpack_into(envp, text, envp_packed, envc);
+
   int pidfd = -1;
   struct clone_args args;
   memset(&args, 0, sizeof args);
@@ -215,45 +366,34 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   args.pidfd = (uint64_t)(uintptr_t)&pidfd;
   args.exit_signal = SIGCHLD;
 #ifdef JW_SHARED_SPAWN
-  // One page more, below the stack and never accessible: an overflow faults in the child
-  // instead of writing over the worker's memory, which the child shares.
-  size_t guard = (size_t)sysconf(_SC_PAGESIZE);
-  char *mapping = mmap(NULL, JW_CHILD_STACK + guard, PROT_NONE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (mapping == MAP_FAILED ||
-      mprotect(mapping + guard, JW_CHILD_STACK, PROT_READ | PROT_WRITE) != 0) {
-    int err = errno;
-    if (mapping != MAP_FAILED) munmap(mapping, JW_CHILD_STACK + guard);
-    free(child_args.argv);
-    free(child_args.envp);
-    return -err;
-  }
-  char *stack = mapping + guard;
-  // CLONE_VFORK: this thread sleeps until the child has exec'd or exited, so the stack, the
-  // vectors and child_args stay valid for as long as it uses them.
-  args.flags |= CLONE_VM | CLONE_VFORK;
-  args.stack = (uint64_t)(uintptr_t)stack;
+  args.flags |= CLONE_VM | CLONE_CHILD_CLEARTID;
+  args.child_tid = (uint64_t)(uintptr_t)&slot->tid;
+  args.stack = (uint64_t)(uintptr_t)((char *)slot - JW_CHILD_STACK);
   args.stack_size = JW_CHILD_STACK;
 #endif
-  // No signal handler of the parent may run in the child before it has reset them.
-  sigset_t all, previous;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &previous);
+  // No signal handler of the parent may run in the child before it has reset them: every signal
+  // blocked through the kernel (glibc's sigfillset and pthread_sigmask leave out the two it
+  // reserves for itself).
+  uint64_t all = ~(uint64_t)0, previous = 0;
+  raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&all, (long)&previous, sizeof all);
 #ifdef JW_SHARED_SPAWN
-  long pid = clone3_calling(&args, child, &child_args);
+  long pid = clone3_calling(&args, child, &slot->args);
   int err = pid < 0 ? (int)-pid : 0;
 #else
   long pid = syscall(SYS_clone3, &args, sizeof args);
-  if (pid == 0) child(&child_args);
+  if (pid == 0) child(&slot->args);
   int err = errno;
 #endif
-  pthread_sigmask(SIG_SETMASK, &previous, NULL);
-#ifdef JW_SHARED_SPAWN
-  munmap(mapping, JW_CHILD_STACK + guard);
+  raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&previous, 0, sizeof previous);
+  if (worker_pidfd >= 0) close(worker_pidfd);
+#ifndef JW_SHARED_SPAWN
+  // The child has its own copy of the slot.
+  __atomic_store_n(&slot->tid, 0, __ATOMIC_RELEASE);
 #endif
-  free(child_args.argv);
-  free(child_args.envp);
-  if (pid < 0) return -err;
+  if (pid < 0) {
+    __atomic_store_n(&slot->tid, 0, __ATOMIC_RELEASE);
+    return -err;
+  }
   if (pidfd_out != NULL) *pidfd_out = pidfd;
   return (int)pid;
 }
