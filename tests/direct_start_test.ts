@@ -21,6 +21,7 @@ import { Shim } from "../init/shim/ffi.ts";
 import type { InitSpec } from "../init/spec.ts";
 import { directFailure, directPlan } from "../init/direct_plan.ts";
 import { resolveCommand } from "../init/resolve_command.ts";
+import { type DirectProcess, spawnDirect } from "../worker/runtime/direct_start.ts";
 import { instanceDirName, instanceName } from "../worker/cgroups/paths.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
@@ -444,6 +445,48 @@ test("a malformed plan is refused before any step: jwstart reports step -1, EINV
   const { ended, report } = await runStarter(shim, starter, whole);
   assert.deepEqual(ended, { exitCode: 0, signal: null }, `a well-formed plan: ${report}`);
   assert.equal(report, "", "a successful exec closes the status pipe without a word");
+  assert.equal(openFds(), before, "no descriptor left open here");
+});
+
+/**
+ * On cgroup v2 the launcher hands spawnDirect the job's cgroup directory to clone into (see
+ * tests/cgroups_v2_test.ts); a descriptor the kernel refuses (here "/", no cgroup v2 directory:
+ * EBADF, as a v1 cgroup would be) makes it start as without one, with the plan's join steps.
+ */
+test("a direct start whose clone into a cgroup is refused starts again as without it", async () => {
+  const shim = new Shim(installed("libjwshim-"));
+  const spec: InitSpec = {
+    jobId: "jw-refused-cgroup",
+    command: "true",
+    args: [],
+    env: ["PATH=/usr/bin:/bin"],
+    workDir: "/",
+    cgroupProcsFiles: [],
+    user: { uid: 0, gid: 0, groups: [] },
+    network: "host",
+    unshareNetwork: false,
+    privileged: true,
+    maskPaths: [],
+    readonlyPaths: [],
+    minimalInit: null,
+  };
+  const before = openFds();
+  const notCgroup = shim.openPath("/");
+  let child: DirectProcess;
+  try {
+    child = spawnDirect(shim, installed("jwstart-"), spec, notCgroup);
+  } finally {
+    shim.close(notCgroup);
+  }
+  try {
+    assert.equal(child.intoCgroup, false);
+    assert.equal(child.refused, 9, "EBADF");
+    assert.equal(await child.started, null);
+    const ended = await waitFor(`pid ${child.pid} to end`, () => shim.waitpid(child.pid), 5000);
+    assert.deepEqual(ended, { exitCode: 0, signal: null });
+  } finally {
+    for (const fd of [child.pidfd, child.outR, child.errR]) shim.close(fd);
+  }
   assert.equal(openFds(), before, "no descriptor left open here");
 });
 
