@@ -17,7 +17,9 @@ import assert from "node:assert/strict";
 import { status } from "@grpc/grpc-js";
 import { jobworker } from "../proto/service.ts";
 import type { JobClient } from "../cli/client.ts";
-import { Shim } from "../init/shim/ffi.ts";
+import { Shim, ShimError } from "../init/shim/ffi.ts";
+import { Launcher } from "../worker/runtime/launcher.ts";
+import { Reaper } from "../worker/runtime/reaper.ts";
 import type { InitSpec } from "../init/spec.ts";
 import { directFailure, directPlan } from "../init/direct_plan.ts";
 import { resolveCommand } from "../init/resolve_command.ts";
@@ -487,6 +489,68 @@ test("a direct start whose clone into a cgroup is refused starts again as withou
   } finally {
     for (const fd of [child.pidfd, child.outR, child.errR]) shim.close(fd);
   }
+  assert.equal(openFds(), before, "no descriptor left open here");
+});
+
+/**
+ * A kernel older than 5.7 refuses clone3's CLONE_INTO_CGROUP itself (E2BIG for the larger
+ * clone_args, EINVAL for the flag), whatever the cgroup: the launcher falls back for that job and
+ * asks no more, so later starts pay no failed clone.
+ */
+test("a kernel that refuses CLONE_INTO_CGROUP itself is asked once; every start still runs", async () => {
+  const tried: number[] = [];
+  class OldKernel extends Shim {
+    override spawn(
+      path: string,
+      argv: readonly string[],
+      envp: readonly string[],
+      fds: readonly number[],
+      newNetwork = false,
+      cgroupFd = -1,
+    ) {
+      tried.push(cgroupFd);
+      if (cgroupFd >= 0) throw new ShimError("clone3", 7); // E2BIG
+      return super.spawn(path, argv, envp, fds, newNetwork);
+    }
+  }
+  const shim = new OldKernel(installed("libjwshim-"));
+  const reaper = new Reaper(shim);
+  reaper.start();
+  const self = { path: "/nonexistent", argv: ["jobworker"], env: [] };
+  const paths = { maskPaths: [], readonlyPaths: [], minimalInit: "/nonexistent" };
+  const launcher = new Launcher(shim, self, paths, reaper, undefined, installed("jwstart-"));
+  const before = openFds();
+  try {
+    for (let i = 0; i < 2; i++) {
+      const process = launcher.launch({
+        jobId: `jw-old-kernel-${i}`,
+        command: "true",
+        args: [],
+        env: ["PATH=/usr/bin:/bin"],
+        workDir: "/",
+        cgroupProcsFiles: [],
+        user: { uid: 0, gid: 0, groups: [] },
+        network: "host",
+        privileged: true,
+        init: false,
+        cloneInto: "/",
+      }, { stdout: () => {}, stderr: () => {} });
+      assert.equal(process.intoCgroup, false);
+      assert.equal(await process.started, null);
+      assert.deepEqual(await reaper.watch(process.pid), { exitCode: 0, signal: null });
+      await Promise.all(
+        [process.stdout, process.stderr].map((socket) =>
+          new Promise((resolve) => socket.closed ? resolve(null) : socket.once("close", resolve))
+        ),
+      );
+      process.release();
+    }
+  } finally {
+    reaper.stop();
+  }
+  assert.equal(tried.length, 3, `spawns: ${tried.join(" ")}`);
+  assert.ok(tried[0]! >= 0, "the first start offers the cgroup");
+  assert.deepEqual(tried.slice(1), [-1, -1], "its fallback, then a start that does not ask");
   assert.equal(openFds(), before, "no descriptor left open here");
 });
 
