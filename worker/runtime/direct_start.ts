@@ -46,9 +46,12 @@ export interface DirectProcess {
  * What the job is charged for changes a little: jwstart's exec and its first steps (reading the
  * plan, the mounts made private, a fresh /proc, hostname, loopback) now run in the job's cgroup,
  * under its CPU, memory and pids limits, where a join charged only the steps after it. That is a
- * small static program's work for the job alone (a few hundred KiB, its memory freed at the
- * command's exec, and no process beyond the job's own first one), unlike a `jobworker init`'s Deno
- * start, which is why init still joins only right before its exec (init/spec.ts).
+ * small static program's work for the job alone (about 0.5 MiB at its peak, freed at the command's
+ * exec; no process beyond the job's own first one; its whole run about 1 ms on the host here),
+ * unlike a `jobworker init`'s Deno start, which is why init still joins only right before its exec
+ * (init/spec.ts). A job limited to a sliver of a CPU may wait for its next CPU period during these
+ * steps, as it already could during the later ones: the limit holds from the job's first
+ * instruction, its start included.
  */
 export function spawnDirect(
   shim: Shim,
