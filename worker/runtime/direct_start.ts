@@ -39,7 +39,7 @@ export interface DirectProcess {
  * in the job's cgroup and its plan has no join step: on v2 a write to cgroup.procs always takes
  * the kernel's global migration lock, whose first writer after a quiet moment waits for an RCU
  * grace period (see jwdirect.c's join_cgroup). If the kernel refuses that clone (older than 5.7, or
- * a cgroup that takes no process: removed, threaded, "domain invalid"), the start is made again as
+ * a cgroup that takes no process: removed, "domain invalid"), the start is made again as
  * without it, jwstart joining `spec.cgroupProcsFiles`: a job the join fails for fails as it always
  * did ("joining the job's cgroup"), and one it works for starts.
  *
