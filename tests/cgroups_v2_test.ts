@@ -16,7 +16,11 @@ import { unless, withSkip } from "./helpers/skip.ts";
 import { jobworker } from "../proto/service.ts";
 import { instanceName } from "../worker/cgroups/paths.ts";
 import { ApiCalls } from "./helpers/api_calls.ts";
-import { jobProcesses, waitFor, waitingInits } from "./helpers/host_procs.ts";
+import { heldFds, jobProcesses, waitFor, waitingInits } from "./helpers/host_procs.ts";
+import { linesWithMessage } from "./helpers/log_lines.ts";
+import { Shim } from "../init/shim/ffi.ts";
+import type { InitSpec } from "../init/spec.ts";
+import { type DirectProcess, spawnDirect } from "../worker/runtime/direct_start.ts";
 import { makePki } from "./helpers/pki.ts";
 import { logCount, retrying } from "./helpers/reload.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
@@ -202,4 +206,175 @@ Deno.test(withSkip(
   unless(hostCgroupVersion() === 2, "needs a cgroup v2 host", { allowedOnCI: true }) ??
     unless(Deno.uid() === 0, "needs root") ??
     unless(ownCgroup() === "/", `needs to run in the root cgroup, not ${ownCgroup()}`),
+));
+
+// ---------------------------------------------------------------------------------------------
+// A direct start is born in the job's cgroup (clone3 CLONE_INTO_CGROUP), or joins it as before.
+
+const SHIM_LIB = new URL("../build/libjwshim.so", import.meta.url).pathname;
+const STARTER = new URL("../build/jwstart", import.meta.url).pathname;
+
+/** A direct start's spec for `command` as root with no profile, joining `procsFiles`. */
+const bareSpec = (command: string, args: string[], procsFiles: string[]): InitSpec => ({
+  jobId: "jw-clone-into",
+  command,
+  args,
+  env: ["PATH=/usr/bin:/bin"],
+  workDir: "/",
+  cgroupProcsFiles: procsFiles,
+  user: { uid: 0, gid: 0, groups: [] },
+  network: "host",
+  unshareNetwork: false,
+  privileged: true,
+  maskPaths: [],
+  readonlyPaths: [],
+  minimalInit: null,
+});
+
+/**
+ * Starts `spec` through spawnDirect (with `cgroupFd`, closed here afterwards, as the launcher
+ * does), waits for its end; how it started, its report and its stdout. Nothing is left open.
+ */
+async function startDirect(shim: Shim, spec: InitSpec, cgroupFd: number) {
+  let child: DirectProcess;
+  try {
+    child = spawnDirect(shim, STARTER, spec, cgroupFd);
+  } finally {
+    if (cgroupFd >= 0) shim.close(cgroupFd);
+  }
+  try {
+    const failure = await child.started;
+    const ended = await waitFor(`pid ${child.pid} to end`, () => shim.waitpid(child.pid), 10_000);
+    const stdout = new TextDecoder().decode(shim.readAll(child.outR, 65536));
+    return { ...child, failure, ended, stdout };
+  } finally {
+    for (const fd of [child.pidfd, child.outR, child.errR]) shim.close(fd);
+  }
+}
+
+Deno.test(withSkip(
+  {
+    name: "cgroup v2: a direct start is cloned into the job's cgroup, with no join in its plan; " +
+      "a refused clone falls back to the join, and a cgroup that takes no process fails as the " +
+      "join always did, leaving nothing open",
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const shim = new Shim(SHIM_LIB);
+      const base = `/jwtest-clone-${Deno.pid}`;
+      const baseDir = `/sys/fs/cgroup${base}`;
+      const made: string[] = [];
+      const mkdir = (name: string): string => {
+        const dir = `${baseDir}/${name}`;
+        Deno.mkdirSync(dir);
+        made.unshift(dir);
+        return dir;
+      };
+      Deno.mkdirSync(baseDir);
+      made.push(baseDir);
+      const fdsBefore = [...Deno.readDirSync("/proc/self/fd")].length;
+      try {
+        const job = mkdir("job");
+        const cat = (files: string[]) => bareSpec("cat", ["/proc/self/cgroup"], files);
+
+        // Born there: a join of a file that does not exist would fail, yet the start succeeds.
+        const placed = await startDirect(
+          shim,
+          cat(["/nonexistent/cgroup.procs"]),
+          shim.openPath(job),
+        );
+        assert.equal(placed.failure, null, JSON.stringify(placed.failure));
+        assert.equal(placed.intoCgroup, true);
+        assert.equal(placed.refused, undefined);
+        assert.equal(placed.stdout, `0::${base}/job\n`);
+
+        // Refused (not a cgroup: EBADF): started again as without, jwstart joining the job's.
+        const notCgroup = await startDirect(shim, cat([`${job}/cgroup.procs`]), shim.openPath("/"));
+        assert.equal(notCgroup.failure, null, JSON.stringify(notCgroup.failure));
+        assert.equal(notCgroup.intoCgroup, false);
+        assert.equal(notCgroup.refused, 9, "EBADF");
+        assert.equal(notCgroup.stdout, `0::${base}/job\n`);
+
+        // A cgroup removed after it was opened: refused, then the join's own error, as today.
+        const gone = mkdir("gone");
+        const goneFd = shim.openPath(gone);
+        Deno.removeSync(gone);
+        const removed = await startDirect(shim, cat([`${gone}/cgroup.procs`]), goneFd);
+        assert.equal(removed.intoCgroup, false);
+        assert.ok(removed.refused !== undefined, "the kernel refuses a removed cgroup");
+        assert.equal(removed.failure?.stage, "cgroup", JSON.stringify(removed.failure));
+        assert.match(removed.failure?.message ?? "", /^joining the job's cgroup .*ENOENT/);
+        assert.deepEqual(removed.ended, { exitCode: 127, signal: null });
+
+        // A cgroup below a threaded one is "domain invalid": it takes no process at all.
+        const threaded = mkdir("threaded");
+        Deno.writeTextFileSync(`${threaded}/cgroup.type`, "threaded");
+        const invalid = mkdir("threaded/invalid");
+        assert.equal(Deno.readTextFileSync(`${invalid}/cgroup.type`).trim(), "domain invalid");
+        const refusing = await startDirect(
+          shim,
+          cat([`${invalid}/cgroup.procs`]),
+          shim.openPath(invalid),
+        );
+        assert.equal(refusing.intoCgroup, false);
+        assert.equal(refusing.refused, 95, "EOPNOTSUPP");
+        assert.equal(refusing.failure?.stage, "cgroup", JSON.stringify(refusing.failure));
+        assert.match(refusing.failure?.message ?? "", /^joining the job's cgroup .*EOPNOTSUPP/);
+
+        assert.equal([...Deno.readDirSync("/proc/self/fd")].length, fdsBefore, "no fd left");
+      } finally {
+        for (const dir of made) {
+          try {
+            Deno.removeSync(dir);
+          } catch { /* not made */ }
+        }
+      }
+    },
+  },
+  unless(hostCgroupVersion() === 2, "needs a cgroup v2 host", { allowedOnCI: true }) ??
+    unless(Deno.uid() === 0, "needs root"),
+));
+
+Deno.test(withSkip(
+  {
+    name: "cgroup v2: a worker's direct start lands in the job's cgroup by its clone (the 'job " +
+      "started' line says intoCgroup) and keeps no descriptor of it",
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: async () => {
+      const pki = await makePki();
+      let worker: WorkerProcess | undefined;
+      let api: ApiCalls | undefined;
+      try {
+        worker = await WorkerProcess.start({ certDir: pki.dir });
+        const w = worker;
+        api = new ApiCalls(pki.dir, w.address);
+        const job = await api.createJob({ command: "sleep", args: ["600"], maxPids: 8 });
+        const [proc] = await waitFor("the job's process", () => {
+          const found = jobProcesses(job.id);
+          return found.length > 0 ? found : null;
+        });
+        const jobsPath = `/jobworker-${await instanceName(w.stateDir)}`;
+        const dir = cgroupOf(proc!.pid);
+        assert.ok(dir.endsWith(`${jobsPath}/${job.id}`), dir);
+        const procs = Deno.readTextFileSync(`/sys/fs/cgroup${dir}/cgroup.procs`).trim().split("\n");
+        assert.ok(procs.includes(String(proc!.pid)), `${proc!.pid} in ${procs.join(" ")}`);
+        const started = await waitFor(
+          "the 'job started' line",
+          () => linesWithMessage(w.logs, "job started").find((l) => l.fields.id === job.id) ?? null,
+        );
+        assert.equal(String(started.fields.direct), "true");
+        assert.equal(String(started.fields.intoCgroup), "true");
+        const held = heldFds(w.process.pid).filter((fd) => fd.target.startsWith("/sys/fs/cgroup"));
+        assert.deepEqual(held, [], "the worker keeps no descriptor of a cgroup");
+        await api.stopJob(job.id);
+      } finally {
+        api?.close();
+        await worker?.stop();
+        await pki.remove();
+      }
+    },
+  },
+  unless(hostCgroupVersion() === 2, "needs a cgroup v2 host", { allowedOnCI: true }) ??
+    unless(Deno.uid() === 0, "needs root"),
 ));

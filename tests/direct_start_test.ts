@@ -17,10 +17,13 @@ import assert from "node:assert/strict";
 import { status } from "@grpc/grpc-js";
 import { jobworker } from "../proto/service.ts";
 import type { JobClient } from "../cli/client.ts";
-import { Shim } from "../init/shim/ffi.ts";
+import { Shim, ShimError } from "../init/shim/ffi.ts";
+import { Launcher } from "../worker/runtime/launcher.ts";
+import { Reaper } from "../worker/runtime/reaper.ts";
 import type { InitSpec } from "../init/spec.ts";
 import { directFailure, directPlan } from "../init/direct_plan.ts";
 import { resolveCommand } from "../init/resolve_command.ts";
+import { type DirectProcess, spawnDirect } from "../worker/runtime/direct_start.ts";
 import { instanceDirName, instanceName } from "../worker/cgroups/paths.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
@@ -444,6 +447,110 @@ test("a malformed plan is refused before any step: jwstart reports step -1, EINV
   const { ended, report } = await runStarter(shim, starter, whole);
   assert.deepEqual(ended, { exitCode: 0, signal: null }, `a well-formed plan: ${report}`);
   assert.equal(report, "", "a successful exec closes the status pipe without a word");
+  assert.equal(openFds(), before, "no descriptor left open here");
+});
+
+/**
+ * On cgroup v2 the launcher hands spawnDirect the job's cgroup directory to clone into (see
+ * tests/cgroups_v2_test.ts); a descriptor the kernel refuses (here "/", no cgroup v2 directory:
+ * EBADF, as a v1 cgroup would be) makes it start as without one, with the plan's join steps.
+ */
+test("a direct start whose clone into a cgroup is refused starts again as without it", async () => {
+  const shim = new Shim(installed("libjwshim-"));
+  const spec: InitSpec = {
+    jobId: "jw-refused-cgroup",
+    command: "true",
+    args: [],
+    env: ["PATH=/usr/bin:/bin"],
+    workDir: "/",
+    cgroupProcsFiles: [],
+    user: { uid: 0, gid: 0, groups: [] },
+    network: "host",
+    unshareNetwork: false,
+    privileged: true,
+    maskPaths: [],
+    readonlyPaths: [],
+    minimalInit: null,
+  };
+  const before = openFds();
+  const notCgroup = shim.openPath("/");
+  let child: DirectProcess;
+  try {
+    child = spawnDirect(shim, installed("jwstart-"), spec, notCgroup);
+  } finally {
+    shim.close(notCgroup);
+  }
+  try {
+    assert.equal(child.intoCgroup, false);
+    assert.equal(child.refused, 9, "EBADF");
+    assert.equal(await child.started, null);
+    const ended = await waitFor(`pid ${child.pid} to end`, () => shim.waitpid(child.pid), 5000);
+    assert.deepEqual(ended, { exitCode: 0, signal: null });
+  } finally {
+    for (const fd of [child.pidfd, child.outR, child.errR]) shim.close(fd);
+  }
+  assert.equal(openFds(), before, "no descriptor left open here");
+});
+
+/**
+ * A kernel older than 5.7 refuses clone3's CLONE_INTO_CGROUP itself (E2BIG for the larger
+ * clone_args, EINVAL for the flag), whatever the cgroup: the launcher falls back for that job and
+ * asks no more, so later starts pay no failed clone.
+ */
+test("a kernel that refuses CLONE_INTO_CGROUP itself is asked once; every start still runs", async () => {
+  const tried: number[] = [];
+  class OldKernel extends Shim {
+    override spawn(
+      path: string,
+      argv: readonly string[],
+      envp: readonly string[],
+      fds: readonly number[],
+      newNetwork = false,
+      cgroupFd = -1,
+    ) {
+      tried.push(cgroupFd);
+      if (cgroupFd >= 0) throw new ShimError("clone3", 7); // E2BIG
+      return super.spawn(path, argv, envp, fds, newNetwork);
+    }
+  }
+  const shim = new OldKernel(installed("libjwshim-"));
+  const reaper = new Reaper(shim);
+  reaper.start();
+  const self = { path: "/nonexistent", argv: ["jobworker"], env: [] };
+  const paths = { maskPaths: [], readonlyPaths: [], minimalInit: "/nonexistent" };
+  const launcher = new Launcher(shim, self, paths, reaper, undefined, installed("jwstart-"));
+  const before = openFds();
+  try {
+    for (let i = 0; i < 2; i++) {
+      const process = launcher.launch({
+        jobId: `jw-old-kernel-${i}`,
+        command: "true",
+        args: [],
+        env: ["PATH=/usr/bin:/bin"],
+        workDir: "/",
+        cgroupProcsFiles: [],
+        user: { uid: 0, gid: 0, groups: [] },
+        network: "host",
+        privileged: true,
+        init: false,
+        cloneInto: "/",
+      }, { stdout: () => {}, stderr: () => {} });
+      assert.equal(process.intoCgroup, false);
+      assert.equal(await process.started, null);
+      assert.deepEqual(await reaper.watch(process.pid), { exitCode: 0, signal: null });
+      await Promise.all(
+        [process.stdout, process.stderr].map((socket) =>
+          new Promise((resolve) => socket.closed ? resolve(null) : socket.once("close", resolve))
+        ),
+      );
+      process.release();
+    }
+  } finally {
+    reaper.stop();
+  }
+  assert.equal(tried.length, 3, `spawns: ${tried.join(" ")}`);
+  assert.ok(tried[0]! >= 0, "the first start offers the cgroup");
+  assert.deepEqual(tried.slice(1), [-1, -1], "its fallback, then a start that does not ask");
   assert.equal(openFds(), before, "no descriptor left open here");
 });
 

@@ -7,7 +7,18 @@ import { errnoName, strerror } from "./errno.ts";
 
 const symbols = {
   jw_spawn: {
-    parameters: ["buffer", "buffer", "i32", "buffer", "i32", "buffer", "i32", "buffer", "i32"],
+    parameters: [
+      "buffer",
+      "buffer",
+      "i32",
+      "buffer",
+      "i32",
+      "buffer",
+      "i32",
+      "buffer",
+      "i32",
+      "i32",
+    ],
     result: "i32",
   },
   jw_pipe: { parameters: ["buffer", "i32"], result: "i32" },
@@ -149,6 +160,8 @@ export class Shim {
   /**
    * Starts `path` in new PID, mount, IPC and UTS namespaces (and network, with `newNetwork`);
    * `fds[i]` becomes the child's descriptor i, every other descriptor is closed in the child.
+   * With `cgroupFd` (an open cgroup v2 directory, which the caller keeps) the child is born in
+   * that cgroup (clone3's CLONE_INTO_CGROUP); a kernel that refuses it throws, nothing started.
    */
   spawn(
     path: string,
@@ -156,6 +169,7 @@ export class Shim {
     envp: readonly string[],
     fds: readonly number[],
     newNetwork = false,
+    cgroupFd = -1,
   ): {
     pid: number;
     pidfd: number;
@@ -174,6 +188,7 @@ export class Shim {
         fds.length,
         pidfdBuf,
         newNetwork ? 1 : 0,
+        cgroupFd,
       ),
     );
     return { pid, pidfd: pidfdBuf[0] ?? -1 };

@@ -331,6 +331,8 @@ static void exec_command(int step, const struct step *s, int init_fd) {
 // migration lock, whose first writer after a quiet moment waits for an RCU grace period (7-42 ms
 // measured here: most of a job's start); a write to cgroup.procs (all v2 has) always takes it.
 // Anything but success through `tasks` goes the usual way, and that way's error is the one told.
+// On v2 the plan usually has no join: the worker's clone put this process in the job's cgroup
+// (CLONE_INTO_CGROUP); it joins only when the kernel refused that (worker/runtime/direct_start.ts).
 static int join_cgroup(const char *procs_file) {
   static const char procs[] = "cgroup.procs";
   size_t len = strlen(procs_file);

@@ -44,6 +44,9 @@
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
 #endif
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -336,8 +339,12 @@ static long clone3_calling(struct clone_args *args, void (*fn)(void *), void *ar
 // /dev/null), every other descriptor is closed. Returns the child's pid (in the caller's
 // namespace) or -errno; *pidfd_out receives a pidfd for it. The child may not have exec'd yet
 // when this returns; a failed exec is reported on its descriptor 4 when it has one.
+// With `cgroup_fd` >= 0 (an open cgroup v2 directory) the child is born in that cgroup
+// (CLONE_INTO_CGROUP, Linux 5.7+): no later move, which on v2 waits for an RCU grace period. If
+// the kernel refuses that, nothing was started and the error is returned; the caller decides
+// whether to try again without it. The caller keeps (and closes) the descriptor.
 int jw_spawn(const char *path, const char *argv_packed, int argc, const char *envp_packed,
-             int envc, const int *fds, int nfds, int *pidfd_out, int new_net) {
+             int envc, const int *fds, int nfds, int *pidfd_out, int new_net, int cgroup_fd) {
   if (nfds < 0 || nfds > JW_MAX_FDS || argc < 1 || envc < 0) return -EINVAL;
   size_t path_size = strlen(path) + 1;
   size_t strings = path_size + packed_size(argv_packed, argc) + packed_size(envp_packed, envc);
@@ -363,6 +370,10 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   memset(&args, 0, sizeof args);
   args.flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
   if (new_net) args.flags |= CLONE_NEWNET;
+  if (cgroup_fd >= 0) {
+    args.flags |= CLONE_INTO_CGROUP;
+    args.cgroup = (uint64_t)cgroup_fd;
+  }
   args.pidfd = (uint64_t)(uintptr_t)&pidfd;
   args.exit_signal = SIGCHLD;
 #ifdef JW_SHARED_SPAWN

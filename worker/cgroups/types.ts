@@ -73,6 +73,11 @@ export class LimitError extends Error {
 export interface JobCgroup {
   /** Files a process writes "0" to in order to join this job's cgroup(s) (v2: one; v1: one per hierarchy used). */
   readonly procsFiles: string[];
+  /**
+   * cgroup v2: the job's directory, which a new process can be born in (clone3's
+   * CLONE_INTO_CGROUP takes v2 cgroups only) instead of joining through procsFiles; v1: absent.
+   */
+  readonly cloneInto?: string;
   /** PIDs (host pid namespace) of every process in the job's cgroup. */
   pids(): number[];
   /**

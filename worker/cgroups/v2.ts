@@ -65,10 +65,12 @@ function ioStatBytes(text: string | undefined): { read: number; write: number } 
 /** The cgroup of one job on v2. */
 export class V2JobCgroup extends JobCgroupDirs {
   readonly #dir: string;
+  readonly cloneInto: string;
 
   constructor(dir: string, files: FileBatch) {
     super([dir], files);
     this.#dir = dir;
+    this.cloneInto = dir;
   }
 
   protected readUsage(read: FileReader): Usage {

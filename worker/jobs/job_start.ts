@@ -148,6 +148,7 @@ export async function startJob(
       env: jobEnvironment(id, spec.env, spec.user.home),
       workDir: spec.workDir,
       cgroupProcsFiles: cgroup.procsFiles,
+      cloneInto: cgroup.cloneInto,
       user: { uid: spec.user.uid, gid: spec.user.gid, groups: spec.user.groups },
       network: spec.network,
       privileged: spec.privileged,
@@ -184,6 +185,7 @@ export async function startJob(
     pid: process.pid,
     pooled: process.pooled,
     direct: process.direct,
+    intoCgroup: process.intoCgroup,
     startMs: Math.round(startMs * 100) / 100,
     phasesMs,
   });

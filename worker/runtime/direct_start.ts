@@ -4,7 +4,7 @@
  * (init/direct_plan.ts): no `jobworker init`, and so no Deno start, on the job's start path. What
  * the job gets is the same either way; only which program takes the steps differs.
  */
-import type { Shim } from "../../init/shim/ffi.ts";
+import { type Shim, ShimError } from "../../init/shim/ffi.ts";
 import type { InitFailure, InitSpec } from "../../init/spec.ts";
 import { directFailure, directPlan } from "../../init/direct_plan.ts";
 import {
@@ -24,14 +24,61 @@ export interface DirectProcess {
   errR: number;
   /** Settles at the exec of the command (null) or with why a step failed. */
   started: Promise<InitFailure | null>;
+  /** Whether the clone placed it in the job's cgroup (its plan joins none). */
+  intoCgroup: boolean;
+  /** Why the kernel refused the clone into the job's cgroup (errno), when it did. */
+  refused?: number;
 }
 
 /**
  * Clones the job's first process into new namespaces, running `starter` (jwstart) with the plan
  * for `spec`. Throws ShimError when the process cannot be created at all, RangeError when the plan
  * does not fit its pipe (nothing is left open or running then).
+ *
+ * With `cgroupFd` (the job's cgroup v2 directory, open; the caller closes it) the process is born
+ * in the job's cgroup and its plan has no join step: on v2 a write to cgroup.procs always takes
+ * the kernel's global migration lock, whose first writer after a quiet moment waits for an RCU
+ * grace period (see jwdirect.c's join_cgroup). If the kernel refuses that clone (older than 5.7, or
+ * a cgroup that takes no process: removed, "domain invalid"), the start is made again as
+ * without it, jwstart joining `spec.cgroupProcsFiles`: a job the join fails for fails as it always
+ * did ("joining the job's cgroup"), and one it works for starts.
+ *
+ * What the job is charged for changes a little: jwstart's exec and its first steps (reading the
+ * plan, the mounts made private, a fresh /proc, hostname, loopback) now run in the job's cgroup,
+ * under its CPU, memory and pids limits, where a join charged only the steps after it. That is a
+ * small static program's work for the job alone (about 0.5 MiB at its peak, freed at the command's
+ * exec; no process beyond the job's own first one; its whole run about 1 ms on the host here),
+ * unlike a `jobworker init`'s Deno start, which is why init still joins only right before its exec
+ * (init/spec.ts). A job limited to a sliver of a CPU may wait for its next CPU period during these
+ * steps, as it already could during the later ones: the limit holds from the job's first
+ * instruction, its start included.
  */
-export function spawnDirect(shim: Shim, starter: string, spec: InitSpec): DirectProcess {
+export function spawnDirect(
+  shim: Shim,
+  starter: string,
+  spec: InitSpec,
+  cgroupFd = -1,
+): DirectProcess {
+  let refused: number | undefined;
+  if (cgroupFd >= 0) {
+    try {
+      const placed = { ...spec, cgroupProcsFiles: [] };
+      return { ...spawnStarter(shim, starter, placed, cgroupFd), intoCgroup: true };
+    } catch (e) {
+      // Nothing was started and every descriptor of that attempt is closed: start as without.
+      if (!(e instanceof ShimError) || e.call !== "clone3") throw e;
+      refused = e.errno;
+    }
+  }
+  return { ...spawnStarter(shim, starter, spec, -1), intoCgroup: false, refused };
+}
+
+function spawnStarter(
+  shim: Shim,
+  starter: string,
+  spec: InitSpec,
+  cgroupFd: number,
+): Omit<DirectProcess, "intoCgroup" | "refused"> {
   const plan = directPlan(spec);
   const { open, pipe } = pipeMaker(shim);
   try {
@@ -60,6 +107,7 @@ export function spawnDirect(shim: Shim, starter: string, spec: InitSpec): Direct
         [],
         [-1, outW, errW, planR, statusW],
         spec.network === "none",
+        cgroupFd,
       );
     } catch (e) {
       status.destroy();

@@ -7,7 +7,8 @@
  * thread per pipe (output pipes into one shared buffer: output_pipe.ts).
  */
 import type net from "node:net";
-import type { Shim } from "../../init/shim/ffi.ts";
+import { type Shim, ShimError } from "../../init/shim/ffi.ts";
+import { errnoName } from "../../init/shim/errno.ts";
 import { type InitFailure, type InitSpec, isInitFailure } from "../../init/spec.ts";
 import { isMinimalInitReport, minimalInitFailure, unreadableReport } from "../../init/job_steps.ts";
 import type { SelfCommand } from "./self_exec.ts";
@@ -23,7 +24,7 @@ import {
 import type { InitPool } from "./init_pool.ts";
 import type { Reaper } from "./reaper.ts";
 import { openOutputPipe, type OutputSinks } from "./output_pipe.ts";
-import { spawnDirect } from "./direct_start.ts";
+import { type DirectProcess, spawnDirect } from "./direct_start.ts";
 
 export { MAX_SPEC_BYTES };
 
@@ -39,6 +40,8 @@ export interface LaunchedProcess {
   pooled: boolean;
   /** Whether the job started directly (jwstart took init's steps). */
   direct: boolean;
+  /** Whether the clone placed the first process in the job's cgroup (cgroup v2, direct only). */
+  intoCgroup: boolean;
   /** Settles once init has exec'd the command (null) or reported why it could not. */
   started: Promise<InitFailure | null>;
   /** Signals the first process through its pidfd (no pid-reuse race); quiet if it is gone. */
@@ -82,9 +85,20 @@ export type JobLaunch =
   & {
     /** Run the command under the minimal init. */
     init: boolean;
+    /** The job's cgroup v2 directory, for a direct start to clone into (JobCgroup.cloneInto). */
+    cloneInto?: string;
   };
 
+/**
+ * clone3 errors that say the kernel itself does not take CLONE_INTO_CGROUP (a larger clone_args
+ * than it knows, or an unknown flag), whatever the cgroup.
+ */
+const KERNEL_REFUSALS = ["E2BIG", "EINVAL"];
+
 export class Launcher {
+  /** Whether direct starts are cloned into the job's cgroup (v2) rather than joining it. */
+  #cloneIntoCgroup = true;
+
   constructor(
     private readonly shim: Shim,
     private readonly self: SelfCommand,
@@ -103,7 +117,7 @@ export class Launcher {
    * when the process cannot be created at all.
    */
   launch(job: JobLaunch, sinks: OutputSinks): LaunchedProcess {
-    const { init: minimal, ...rest } = job;
+    const { init: minimal, cloneInto, ...rest } = job;
     const spec = (unshareNetwork: boolean, slotted = false): InitSpec => ({
       ...rest,
       // A pooled init in a slot is in the job's cgroup already (InitPool.adopt renamed it).
@@ -121,7 +135,7 @@ export class Launcher {
     let init = this.pool?.claim(job.jobId);
     if (init?.slotted) bytes = encode(spec(noNetwork, true));
     if (init === undefined && this.starter !== undefined) {
-      return this.#launchDirect(this.starter, spec(false), sinks);
+      return this.#launchDirect(this.starter, spec(false), cloneInto, sinks);
     }
     if (init === undefined) {
       bytes = encode(spec(false));
@@ -164,11 +178,35 @@ export class Launcher {
     return this.reaper.watch(pid).then(() => closeQuietly(this.shim, [pidfd]));
   }
 
-  #launchDirect(starter: string, spec: InitSpec, sinks: OutputSinks): LaunchedProcess {
-    const child = spawnDirect(this.shim, starter, spec);
+  #launchDirect(
+    starter: string,
+    spec: InitSpec,
+    cloneInto: string | undefined,
+    sinks: OutputSinks,
+  ): LaunchedProcess {
+    let cgroupFd = -1;
+    if (cloneInto !== undefined && this.#cloneIntoCgroup) {
+      try {
+        cgroupFd = this.shim.openPath(cloneInto);
+      } catch { /* gone already: jwstart's join says so, as a job's error */ }
+    }
+    let child: DirectProcess;
+    try {
+      child = spawnDirect(this.shim, starter, spec, cgroupFd);
+    } finally {
+      if (cgroupFd >= 0) closeQuietly(this.shim, [cgroupFd]);
+    }
+    if (child.refused !== undefined && KERNEL_REFUSALS.includes(errnoName(child.refused))) {
+      // The kernel does not know the flag (older than 5.7): not worth a failed clone per job.
+      this.#cloneIntoCgroup = false;
+      log.warn("clone3 cannot place jobs in their cgroups; they join them instead", {
+        error: new ShimError("clone3", child.refused).message,
+      });
+    }
     return this.#process(child.pid, child.pidfd, child.outR, child.errR, sinks, {
       pooled: false,
       direct: true,
+      intoCgroup: child.intoCgroup,
       started: child.started,
     });
   }
@@ -178,6 +216,7 @@ export class Launcher {
     return this.#process(init.pid, init.pidfd, init.outR, init.errR, sinks, {
       pooled: init.pooled,
       direct: false,
+      intoCgroup: false,
       started: Promise.all([init.status.closed, init.initLog.closed]).then(
         ([status, initLog]) => {
           const failure = init.status.overflowed
@@ -198,7 +237,7 @@ export class Launcher {
     outR: number,
     errR: number,
     sinks: OutputSinks,
-    how: Pick<LaunchedProcess, "pooled" | "direct" | "started">,
+    how: Pick<LaunchedProcess, "pooled" | "direct" | "intoCgroup" | "started">,
   ): LaunchedProcess {
     let released = false;
     return {

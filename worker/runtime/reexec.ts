@@ -211,6 +211,7 @@ export function adoptedProcess(
     stderrFd: job.stderrFd,
     pooled: false,
     direct: false,
+    intoCgroup: false,
     started: Promise.resolve(null),
     signal: (signal) => {
       if (released) return;
