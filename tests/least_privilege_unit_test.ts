@@ -5,7 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { resolveUser, UnknownUser } from "../worker/runtime/users.ts";
+import { resolveUser, UnknownUser, userDatabaseCache } from "../worker/runtime/users.ts";
 import { normalizeSerial, parseRevoked, RevocationFileError } from "../worker/auth/revocation.ts";
 import { handlesSigterm } from "../worker/jobs/pid1_term.ts";
 
@@ -71,6 +71,83 @@ Deno.test("users: what cannot be a job's user is refused with a reason", () => {
   refused(":5", /not a user name/);
   refused("5:", /not a user name/);
   refused("a b", /not a valid user name/);
+});
+
+// The parsed databases are kept between calls (a parse of /etc/passwd per CreateJob cost the
+// worker's loop), so these check that every kind of change is seen by the next call.
+Deno.test("users: a change of the database files is seen by the next resolution", async () => {
+  const d = await Deno.makeTempDir({ prefix: "jobworker-test-users-cache-" });
+  const db = { passwd: `${d}/passwd`, group: `${d}/group` };
+  const saved = userDatabaseCache.settledMs;
+  // Kept at once, so only the stat's key tells a change (the settling is tested below).
+  userDatabaseCache.settledMs = 0;
+  const pause = () => new Promise((r) => setTimeout(r, 20));
+  try {
+    await Deno.writeTextFile(db.passwd, "alice:x:1000:1000::/home/alice:/bin/sh\n");
+    await Deno.writeTextFile(db.group, "alice:x:1000:\n");
+    assert.equal(resolveUser("alice", db).uid, 1000);
+    assert.throws(() => resolveUser("bob", db), /no user "bob"/);
+    assert.throws(() => resolveUser("alice:staff", db), /no group "staff"/);
+    // An append (size, mtime).
+    await pause();
+    await Deno.writeTextFile(db.passwd, "bob:x:1001:1001::/home/bob:/bin/sh\n", { append: true });
+    await Deno.writeTextFile(db.group, "staff:x:50:bob\n", { append: true });
+    assert.deepEqual(resolveUser("bob", db), {
+      uid: 1001,
+      gid: 1001,
+      groups: [50, 1001],
+      name: "bob",
+      home: "/home/bob",
+    });
+    assert.equal(resolveUser("alice:staff", db).gid, 50);
+    // A rewrite in place of the same size (mtime only).
+    await pause();
+    await Deno.writeTextFile(
+      db.passwd,
+      "alice:x:1000:1000::/home/alice:/bin/sh\ncarl:x:1001:1001::/home/carl:/bin/sh\n",
+    );
+    assert.equal(resolveUser("carl", db).uid, 1001);
+    assert.throws(() => resolveUser("bob", db), /no user "bob"/);
+    // A replacement by rename of the same size and mtime (the inode tells).
+    const before = Deno.statSync(db.passwd);
+    await Deno.writeTextFile(
+      `${d}/passwd.new`,
+      "alice:x:1000:1000::/home/alice:/bin/sh\ndave:x:1001:1001::/home/dave:/bin/sh\n",
+    );
+    await Deno.utime(`${d}/passwd.new`, before.atime!, before.mtime!);
+    await Deno.rename(`${d}/passwd.new`, db.passwd);
+    assert.equal(resolveUser("dave", db).uid, 1001);
+    assert.throws(() => resolveUser("carl", db), /no user "carl"/);
+    // A file that disappears: no users (a uid still resolves, without a name), then comes back.
+    await Deno.remove(db.passwd);
+    assert.throws(() => resolveUser("alice", db), /no user "alice"/);
+    assert.deepEqual(resolveUser("1000", db).name, null);
+    await Deno.writeTextFile(db.passwd, "erin:x:1002:1002::/home/erin:/bin/sh\n");
+    assert.equal(resolveUser("erin", db).uid, 1002);
+    assert.equal(resolveUser("1002", db).name, "erin");
+  } finally {
+    userDatabaseCache.settledMs = saved;
+    await Deno.remove(d, { recursive: true });
+  }
+});
+
+Deno.test("users: a same-size rewrite that keeps mtime, just after a read, is seen", async () => {
+  // Deno's ctime has whole seconds and a tool may set mtime back: a file that changed within the
+  // settling time is read again, so this change (same inode, size and mtime; ctime most likely
+  // in the same second) is seen.
+  const d = await Deno.makeTempDir({ prefix: "jobworker-test-users-racy-" });
+  const db = { passwd: `${d}/passwd`, group: `${d}/group` };
+  try {
+    await Deno.writeTextFile(db.passwd, "frank:x:1000:1000::/home/frank:/bin/sh\n");
+    const before = Deno.statSync(db.passwd);
+    assert.equal(resolveUser("frank", db).uid, 1000);
+    await Deno.writeTextFile(db.passwd, "grace:x:1000:1000::/home/grace:/bin/sh\n");
+    await Deno.utime(db.passwd, before.atime!, before.mtime!);
+    assert.equal(resolveUser("grace", db).uid, 1000);
+    assert.throws(() => resolveUser("frank", db), /no user "frank"/);
+  } finally {
+    await Deno.remove(d, { recursive: true });
+  }
 });
 
 Deno.test("revocation: hex serials in the forms openssl prints", () => {

@@ -99,3 +99,101 @@ Deno.test("byte-by-byte interleaving reads back exactly, from any offset", () =>
     }
     reader.close();
   }));
+
+const exists = (path: string) => {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+};
+
+// The index is made at the first output byte (a job that writes nothing costs one file, not two).
+Deno.test("a log without output has no index and reads back empty, live and finished", () =>
+  withLog((log) => {
+    assert.equal(exists(log.path), true, "the output file is made with the log");
+    assert.equal(exists(`${log.path}.idx`), false, "the index is not");
+    const live = log.openReader();
+    assert.equal(live.read(0, 100), null);
+    live.close();
+    log.finish();
+    assert.equal(exists(`${log.path}.idx`), false);
+    const done = OutputLog.open(log.path);
+    assert.equal(done.size, 0);
+    assert.equal(done.segments, 0);
+    const reader = done.openReader();
+    assert.equal(reader.read(0, 100), null);
+    reader.close();
+  }));
+
+Deno.test("a reader opened before the first byte reads it, also once the files are removed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "jobworker-output-test-" });
+  const log = OutputLog.create(`${dir}/output`);
+  const early = log.openReader();
+  // One closed before the first byte is given nothing (the sanitizer would see a leaked handle).
+  log.openReader().close();
+  try {
+    log.append(1, bytes("out "));
+    assert.equal(exists(`${dir}/output.idx`), true, "made at the first byte");
+    log.append(2, bytes("err"));
+    log.finish();
+    // DeleteJob while a stream reads: the stream keeps its open handles.
+    await Deno.remove(dir, { recursive: true });
+    const first = early.read(0, 100)!;
+    const second = early.read(4, 100)!;
+    assert.deepEqual([first.stream, text(first.bytes)], [1, "out "]);
+    assert.deepEqual([second.stream, text(second.bytes)], [2, "err"]);
+  } finally {
+    early.close();
+    log.finish();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("a resumed silent log (a reload) makes its index at its first byte", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "jobworker-output-test-" });
+  const path = `${dir}/output`;
+  const before = OutputLog.create(path);
+  const state = before.state;
+  // The previous process hands over without finishing its log (its handles just close).
+  before.finish();
+  const log = OutputLog.resume(path, state);
+  try {
+    assert.equal(exists(`${path}.idx`), false);
+    const reader = log.openReader();
+    assert.equal(reader.read(0, 100), null);
+    log.append(2, bytes("late"));
+    log.append(1, bytes(" out"));
+    assert.deepEqual([reader.read(0, 100)!.stream, text(reader.read(0, 100)!.bytes)], [2, "late"]);
+    assert.deepEqual([reader.read(4, 100)!.stream, text(reader.read(4, 100)!.bytes)], [1, " out"]);
+    reader.close();
+    log.finish();
+    const done = OutputLog.open(path);
+    assert.equal(done.segments, 2);
+    assert.equal(done.size, 8);
+  } finally {
+    log.finish();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a resumed log with segments whose index is gone does not start a new one", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "jobworker-output-test-" });
+  const path = `${dir}/output`;
+  const before = OutputLog.create(path);
+  before.append(1, bytes("out"));
+  const state = before.state;
+  before.finish();
+  await Deno.remove(`${path}.idx`);
+  const log = OutputLog.resume(path, state);
+  try {
+    log.append(1, bytes(" more"));
+    assert.throws(() => log.append(2, bytes("err")), Deno.errors.NotFound);
+    assert.equal(exists(`${path}.idx`), false);
+  } finally {
+    log.finish();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

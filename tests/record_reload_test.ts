@@ -13,7 +13,7 @@ import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { parseLogLine } from "./helpers/log_lines.ts";
 import { ApiCalls } from "./helpers/api_calls.ts";
-import { clientFor } from "./helpers/clients.ts";
+import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { jobProcesses, waitFor } from "./helpers/host_procs.ts";
 import { isCounterPrefix, retrying, streamResuming, WRITER } from "./helpers/reload.ts";
 import { freePort } from "./helpers/free_port.ts";
@@ -145,6 +145,65 @@ test("twenty reloads in a row with jobs writing", async () => {
     assert.equal(r.bytes, Number((await api.getJob(writers[i]!)).outputBytes));
     assert.ok(isCounterPrefix(r.text));
   }
+});
+
+const indexOf = (id: string) => `${worker.stateDir}/jobs/${id}/output.idx`;
+const fileExists = (path: string) => {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+};
+
+// A job's output index is made at its first output byte, not at its start.
+test("a silent job has no output index; output after a stream began, across a reload, is streamed", async () => {
+  const silent = await retrying(() => api.createJob({ command: "true" }));
+  await waitFor("the silent job to end", async () => (await api.getJob(silent.id)).endTime);
+  assert.equal(fileExists(`${worker.stateDir}/jobs/${silent.id}/output`), true);
+  assert.equal(fileExists(indexOf(silent.id)), false, "no index for a job that wrote nothing");
+  assert.equal(Number((await api.getJob(silent.id)).outputBytes), 0);
+  const none = await collectOutput(client, silent.id);
+  assert.deepEqual([none.stdout, none.stderr, none.chunks], ["", "", 0]);
+
+  // A stream attached before the job's first byte.
+  const later = await api.createJob({ command: "sh", args: ["-c", "sleep 0.5; echo hi"] });
+  const early = collectOutput(client, later.id);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(fileExists(indexOf(later.id)), false, "no byte yet");
+  assert.equal((await early).stdout, "hi\n");
+
+  // A job silent across a reload: one stream attached before it, one after; output at its stop.
+  const quiet = await api.createJob({
+    command: "sh",
+    args: [
+      "-c",
+      "exec 3>&2 2>/dev/null; trap 'echo bye; sleep 0.1; echo err >&3; exit 0' TERM; " +
+      "while :; do sleep 0.05; done",
+    ],
+  });
+  const before = streamResuming(client, quiet.id);
+  await new Promise((r) => setTimeout(r, 200));
+  await reloadWorker();
+  assert.equal((await retrying(() => api.getJob(quiet.id))).status, S.RUNNING);
+  assert.equal(fileExists(indexOf(quiet.id)), false, "still silent after the reload");
+  // A new connection (the old one may wait out its reconnect backoff).
+  const fresh = clientFor(pki.dir, worker.address);
+  const after = retrying(() => collectOutput(fresh, quiet.id));
+  await new Promise((r) => setTimeout(r, 500));
+  await retrying(() => api.stopJob(quiet.id, false));
+  assert.equal((await before).text, "bye\nerr\n");
+  const got = await after;
+  fresh.close();
+  assert.deepEqual([got.stdout, got.stderr], ["bye\n", "err\n"]);
+  // That stream was open before the first byte (not one opened after the end).
+  const streamed = worker.logs.filter((l) =>
+    l.includes("GetJobsStream") && l.includes(quiet.id) && l.includes("bytes=8")
+  ).map((l) => Number(/duration_ms=([\d.]+)/.exec(l)?.[1]));
+  assert.ok(streamed.some((ms) => ms > 300), `streams of it: ${streamed} ms`);
+  assert.equal(fileExists(indexOf(quiet.id)), true);
 });
 
 test("stop the worker", async () => {

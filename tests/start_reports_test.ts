@@ -1,9 +1,10 @@
 /**
  * The reports of a job's start, read by the worker: jwstart's (init/direct_plan.ts directFailure),
  * init's (worker/runtime/launcher.ts parseFailure) and jwinit's (init/job_steps.ts), malformed ones
- * included; the status pipe's size cap (worker/runtime/init_process.ts PipeText); and the refusal of
- * `init: true` with no room for the command (worker/api/validation.ts); and the gRPC status a failed
- * start gets (worker/jobs/job_start.ts startError).
+ * included; the status pipe's size cap (worker/runtime/init_process.ts PipeText) and init's stderr's
+ * (drained past it); and the refusal of `init: true` with no room for the command
+ * (worker/api/validation.ts); and the gRPC status a failed start gets (worker/jobs/job_start.ts
+ * startError).
  *
  * Run: `deno test -A tests/start_reports_test.ts` (no root needed).
  */
@@ -11,7 +12,13 @@ import assert from "node:assert/strict";
 import { directFailure, type DirectPlan } from "../init/direct_plan.ts";
 import type { InitFailure } from "../init/spec.ts";
 import { parseFailure } from "../worker/runtime/launcher.ts";
-import { MAX_STATUS_BYTES, PipeText } from "../worker/runtime/init_process.ts";
+import {
+  initLogPipe,
+  initLogText,
+  MAX_INIT_LOG_BYTES,
+  MAX_STATUS_BYTES,
+  PipeText,
+} from "../worker/runtime/init_process.ts";
 import { InvalidField, jobSpecFrom } from "../worker/api/validation.ts";
 import { startError } from "../worker/jobs/job_start.ts";
 import { closeFd, rawPipe, writeFd } from "./helpers/raw_pipe.ts";
@@ -169,6 +176,39 @@ Deno.test("a status pipe within its cap is read whole", async () => {
   closeFd(w);
   assert.equal((await status.closed).length, MAX_STATUS_BYTES);
   assert.ok(!status.overflowed);
+});
+
+Deno.test("init's stderr past its cap is read to its end, only its first part kept and marked", async () => {
+  const [r, w] = pipe();
+  const initLog = initLogPipe(r);
+  // A writer of its own (as init is), on the pipe through /proc: blocking writes, and SIGPIPE
+  // (exit 141) if the pipe were closed under it.
+  const total = 64 * MAX_INIT_LOG_BYTES;
+  const writer = await new Deno.Command("sh", {
+    args: ["-c", `yes 0123456789abcdef | head -c ${total} > /proc/${Deno.pid}/fd/${w}`],
+  }).output();
+  closeFd(w);
+  const text = await initLog.closed;
+  assert.equal(writer.code, 0, `the writer finished: ${new TextDecoder().decode(writer.stderr)}`);
+  assert.equal(initLog.bytes, total, "every byte was read");
+  assert.equal(text.length, MAX_INIT_LOG_BYTES, "the first part kept");
+  assert.ok(text.startsWith("0123456789abcdef\n"));
+  assert.ok(initLog.overflowed);
+  assert.match(initLogText(initLog), new RegExp(`\\.\\.\\. \\[cut: init wrote ${total} bytes`));
+  assert.match(initLogText(initLog, text, 100), /^0123456789abcdef\n.{0,90}\.\.\. \[cut:/s);
+});
+
+Deno.test("init's stderr within its cap is kept whole, unmarked", async () => {
+  const [r, w] = pipe();
+  const initLog = initLogPipe(r);
+  assert.equal(writeFd(w, new TextEncoder().encode(" a warning\n")), 11);
+  closeFd(w);
+  assert.equal(await initLog.closed, " a warning\n");
+  assert.equal(initLogText(initLog), "a warning");
+  assert.equal(
+    initLogText(initLog, undefined, 3),
+    "a w... [cut: init wrote 11 bytes to its stderr]",
+  );
 });
 
 const defaults = { cpuPercent: 0, memoryMiB: 0, ioBps: 0, pids: 1024 };

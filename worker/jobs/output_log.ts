@@ -3,6 +3,11 @@
  * index of where the stream changes (a second file, `<path>.idx`), so any reader can start at any
  * offset and learn which stream wrote each byte. Both live on disk, never in memory, however much
  * or however interleaved the output; each reader has its own handles and cursor.
+ *
+ * The index is made at its first record (the first output byte), not with the log: most jobs of a
+ * burst write nothing, and its create was a second file made on the event loop at every start. A
+ * missing index means no segments (no output) to every reader; the output file itself is always
+ * made with the log (a missing one means the output is gone).
  */
 import { passedThrough } from "../runtime/memory_trim.ts";
 
@@ -52,8 +57,14 @@ function cutTo(file: Deno.FsFile, length: number): void {
 
 export class OutputLog {
   readonly #file: Deno.FsFile | undefined;
-  /** Segment i of the index covers [start(i), start(i+1)) and was written by stream(i). */
-  readonly #index: Deno.FsFile | undefined;
+  /**
+   * Segment i of the index covers [start(i), start(i+1)) and was written by stream(i). Opened for
+   * writing at the first record this process writes (created then if it is not there).
+   */
+  #index: Deno.FsFile | undefined;
+  readonly #mode: "create" | "append" | "read";
+  /** Readers opened before the index existed: each is given its handle once it is made. */
+  #indexWaiters = new Set<() => void>();
   #segments = 0;
   #lastStream: StreamId | undefined;
   #size = 0;
@@ -62,12 +73,43 @@ export class OutputLog {
   #waiters: (() => void)[] = [];
 
   private constructor(readonly path: string, mode: "create" | "append" | "read") {
+    this.#mode = mode;
     if (mode === "read") return;
     const options = mode === "create"
       ? { write: true, create: true, truncate: true, mode: 0o600 }
       : { append: true };
     this.#file = Deno.openSync(path, options);
-    this.#index = Deno.openSync(`${path}.idx`, options);
+  }
+
+  /**
+   * The index for writing, made if it is not there: truncated by a created log (a stale index
+   * would not match), appended to by a resumed one. A resumed log without segments (a job silent
+   * until the reload) may have none yet; one with segments must find it (records appended to a new
+   * file would not line up with the segments counted: the write fails, and the output is lost).
+   */
+  #openIndex(): Deno.FsFile {
+    if (this.#index) return this.#index;
+    this.#index = Deno.openSync(
+      `${this.path}.idx`,
+      this.#mode === "create"
+        ? { write: true, create: true, truncate: true, mode: 0o600 }
+        : { append: true, create: this.#segments === 0, mode: 0o600 },
+    );
+    const waiters = this.#indexWaiters;
+    this.#indexWaiters = new Set();
+    for (const give of waiters) give();
+    return this.#index;
+  }
+
+  /**
+   * For a reader: true when the index file exists now (a reader opens it at once), else `give` is
+   * called as it is made (returns what stops that; nothing is called once the log finished).
+   */
+  indexExists(give: () => void): { exists: boolean; stop: () => void } {
+    if (this.#index || this.#segments > 0) return { exists: true, stop: () => {} };
+    if (this.#finished) return { exists: false, stop: () => {} };
+    this.#indexWaiters.add(give);
+    return { exists: false, stop: () => this.#indexWaiters.delete(give) };
   }
 
   /** Where a running log stands: what a reload hands to the new worker process. */
@@ -184,7 +226,7 @@ export class OutputLog {
       // the end of the output is dropped by open(), and no byte is ever attributed to the wrong
       // stream.
       if (this.#lastStream !== stream) {
-        writeAll(this.#index!, encodeRecord(this.#size, stream));
+        writeAll(this.#openIndex(), encodeRecord(this.#size, stream));
         this.#segments++;
         this.#lastStream = stream;
       }
@@ -208,7 +250,7 @@ export class OutputLog {
     this.#segments = segments;
     this.#lastStream = lastStream;
     cutTo(this.#file!, this.#size);
-    cutTo(this.#index!, segments * RECORD_BYTES);
+    if (this.#index) cutTo(this.#index, segments * RECORD_BYTES);
   }
 
   /** No more output: closes the file for writing and wakes every waiting reader. */
@@ -217,6 +259,7 @@ export class OutputLog {
     this.#finished = true;
     this.#file?.close();
     this.#index?.close();
+    this.#indexWaiters.clear();
     this.#wake();
   }
 
@@ -255,7 +298,14 @@ export class OutputLog {
 
 export class OutputReader {
   readonly #file: Deno.FsFile;
-  readonly #index: Deno.FsFile;
+  /**
+   * Opened with the reader when the index exists, else as the writer makes it (at the first
+   * record, before any segment counts), so the reader holds it even if the job's files are removed
+   * later (a DeleteJob while it reads). Undefined while the log has no segments to read.
+   */
+  #index: Deno.FsFile | undefined;
+  #indexError: unknown;
+  readonly #stopWaiting: () => void;
   readonly #record = new Uint8Array(RECORD_BYTES);
   /** The segment the last read fell in: reads mostly move forward through one. */
   #segment = 0;
@@ -264,14 +314,38 @@ export class OutputReader {
 
   constructor(private readonly log: OutputLog) {
     this.#file = Deno.openSync(log.path, { read: true });
-    this.#index = Deno.openSync(`${log.path}.idx`, { read: true });
+    const { exists, stop } = log.indexExists(() => {
+      // Called by the writer as it makes the index: a failure is this reader's, at its next read.
+      try {
+        this.#index = this.#openIndex();
+      } catch (e) {
+        this.#indexError = e;
+      }
+    });
+    this.#stopWaiting = stop;
+    if (exists) {
+      try {
+        this.#index = this.#openIndex();
+      } catch (e) {
+        this.#file.close();
+        throw e;
+      }
+    }
+  }
+
+  #openIndex(): Deno.FsFile {
+    return Deno.openSync(`${this.log.path}.idx`, { read: true });
   }
 
   #entry(i: number): { start: number; stream: StreamId } {
-    this.#index.seekSync(i * RECORD_BYTES, Deno.SeekMode.Start);
+    const index = this.#index;
+    if (!index) {
+      throw this.#indexError ?? new Error(`output index of ${this.log.path} is missing`);
+    }
+    index.seekSync(i * RECORD_BYTES, Deno.SeekMode.Start);
     let got = 0;
     while (got < RECORD_BYTES) {
-      const n = this.#index.readSync(this.#record.subarray(got));
+      const n = index.readSync(this.#record.subarray(got));
       if (!n) throw new Error(`output index of ${this.log.path} is short`);
       got += n;
     }
@@ -334,7 +408,8 @@ export class OutputReader {
   }
 
   close(): void {
+    this.#stopWaiting();
     this.#file.close();
-    this.#index.close();
+    this.#index?.close();
   }
 }

@@ -24,7 +24,7 @@ import type { Shim } from "../../init/shim/ffi.ts";
 import type { CgroupSlots, JobCgroup, Limits } from "../cgroups/types.ts";
 import type { Reaper } from "./reaper.ts";
 import type { SelfCommand } from "./self_exec.ts";
-import { closeQuietly, type InitProcess, spawnInit } from "./init_process.ts";
+import { closeQuietly, initLogText, type InitProcess, spawnInit } from "./init_process.ts";
 import { POOL_READY } from "../../init/spec.ts";
 import { log } from "../log/logger.ts";
 import { SlotHealth } from "./slot_health.ts";
@@ -386,7 +386,9 @@ export class InitPool {
         pid: init.pid,
         exitCode: status.exitCode,
         signal: status.signal,
-        ...(init.initLog.text.trim() ? { stderr: init.initLog.text.trim().slice(0, 500) } : {}),
+        ...(init.initLog.text.trim()
+          ? { stderr: initLogText(init.initLog, init.initLog.text, 500) }
+          : {}),
       });
       this.#lost(member, "reaped");
     });

@@ -21,9 +21,15 @@ export const MAX_SPEC_BYTES = 1024 * 1024;
 export const MAX_STATUS_BYTES = 64 * 1024;
 
 /**
- * Everything a pipe's read end delivers, collected as text until its end, or until more than
- * `maxBytes` came: then the pipe is closed (a writer gets EPIPE) and the text ends there
- * ({@link overflowed}).
+ * The most of init's own stderr (Deno's warnings, a crash's message) the worker keeps: a few
+ * hundred bytes normally; an init that spews is read on, but only this much of it is kept.
+ */
+export const MAX_INIT_LOG_BYTES = 64 * 1024;
+
+/**
+ * Everything a pipe's read end delivers, collected as text until its end, up to `maxBytes`. Past
+ * it ({@link overflowed}), `onOverflow` says what happens: "close" closes the pipe (a writer gets
+ * EPIPE) and the text ends there; "drain" keeps reading to the end, discarding the rest.
  */
 export class PipeText {
   #text = "";
@@ -35,17 +41,25 @@ export class PipeText {
   /** Resolves with all the text once every writer has closed the pipe (or it overflowed). */
   readonly closed: Promise<string>;
 
-  constructor(fd: number, readonly maxBytes = Infinity) {
+  constructor(
+    fd: number,
+    readonly maxBytes = Infinity,
+    readonly onOverflow: "close" | "drain" = "close",
+  ) {
     this.#socket = new net.Socket({ fd, readable: true, writable: false });
     const { promise, resolve } = Promise.withResolvers<string>();
     this.closed = promise;
     this.#socket.on("data", (chunk: Uint8Array) => {
-      if (this.#overflowed) return;
+      const kept = this.#bytes;
       this.#bytes += chunk.length;
+      if (this.#overflowed) return;
       if (this.#bytes > this.maxBytes) {
         this.#overflowed = true;
-        this.#socket.destroy();
-        return;
+        if (this.onOverflow === "close") {
+          this.#socket.destroy();
+          return;
+        }
+        chunk = chunk.subarray(0, this.maxBytes - kept);
       }
       this.#text += this.#decoder.decode(chunk, { stream: true });
       this.#firstData.resolve();
@@ -67,9 +81,14 @@ export class PipeText {
     return this.#text;
   }
 
-  /** Whether more than `maxBytes` came, and the pipe was closed for it. */
+  /** Whether more than `maxBytes` came (and, with "close", the pipe was closed for it). */
   get overflowed(): boolean {
     return this.#overflowed;
+  }
+
+  /** How many bytes came (so far; with "close", until it closed the pipe). */
+  get bytes(): number {
+    return this.#bytes;
   }
 
   destroy(): void {
@@ -94,8 +113,30 @@ export interface InitProcess {
    * minimal init's report of its command's exec (init/job_steps.ts MinimalInitReport).
    */
   status: PipeText;
-  /** init's own stderr (Deno's warnings and crashes). */
+  /** init's own stderr (Deno's warnings and crashes): {@link initLogPipe}. */
   initLog: PipeText;
+}
+
+/**
+ * The reader of init's own stderr: the first {@link MAX_INIT_LOG_BYTES} kept, the rest read and
+ * discarded until every writer closed it. Drained rather than closed past the cap (as the status
+ * pipe is): init is Deno, whose writes to a closed stderr fail (EPIPE; Rust's eprint panics on
+ * it), so closing it would turn a chatty init into a failed start or a dead pool member; and
+ * `closed` keeps meaning that init is done with it (the launcher waits for that at a start).
+ * A pipe left unread would block init at its next write once full.
+ */
+export function initLogPipe(fd: number): PipeText {
+  return new PipeText(fd, MAX_INIT_LOG_BYTES, "drain");
+}
+
+/**
+ * init's stderr as read (trimmed), at most `maxChars` of it, saying so when it was cut there or at
+ * {@link MAX_INIT_LOG_BYTES}.
+ */
+export function initLogText(initLog: PipeText, text = initLog.text, maxChars = Infinity): string {
+  const trimmed = text.trim();
+  if (!initLog.overflowed && trimmed.length <= maxChars) return trimmed;
+  return `${trimmed.slice(0, maxChars)}... [cut: init wrote ${initLog.bytes} bytes to its stderr]`;
 }
 
 /**
@@ -156,7 +197,7 @@ export function spawnInit(
       outR,
       errR,
       status: new PipeText(statusR, MAX_STATUS_BYTES),
-      initLog: new PipeText(initLogR),
+      initLog: initLogPipe(initLogR),
     };
   } catch (e) {
     closeQuietly(shim, open);

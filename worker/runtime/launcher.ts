@@ -15,6 +15,7 @@ import type { SelfCommand } from "./self_exec.ts";
 import { log } from "../log/logger.ts";
 import {
   closeQuietly,
+  initLogText,
   type InitProcess,
   MAX_SPEC_BYTES,
   spawnInit,
@@ -218,13 +219,17 @@ export class Launcher {
       direct: false,
       intoCgroup: false,
       started: Promise.all([init.status.closed, init.initLog.closed]).then(
-        ([status, initLog]) => {
+        ([status, initLogRead]) => {
           const failure = init.status.overflowed
             ? statusOverflow()
             : parseFailure(statusText(init, status), command);
-          if (initLog.trim() === "") return failure;
-          if (failure) return { ...failure, message: `${failure.message} (${initLog.trim()})` };
-          log.warn("job init wrote to stderr", { pid, text: initLog.trim().slice(0, 2000) });
+          const initLog = initLogText(init.initLog, initLogRead);
+          if (initLog === "") return failure;
+          if (failure) return { ...failure, message: `${failure.message} (${initLog})` };
+          log.warn("job init wrote to stderr", {
+            pid,
+            text: initLogText(init.initLog, initLogRead, 2000),
+          });
           return null;
         },
       ),

@@ -75,15 +75,64 @@ function id(text: string, what: string): number {
   return n;
 }
 
+/** A database file as last read: what its stat said then, and what it held. */
+interface CachedFile<T> {
+  key: string;
+  entries: T[];
+}
+
+const passwdCache = new Map<string, CachedFile<PasswdEntry>>();
+const groupCache = new Map<string, CachedFile<GroupEntry>>();
+
+/**
+ * settledMs: how long ago a file must have changed for its parse to be kept (tests lower it). A
+ * change shows in the stat, except a rewrite in place that keeps the size within the same tick of
+ * the file system's clock (Deno's ctime has whole seconds only, and a tool may set mtime back);
+ * so a file changed this recently before it was read is read again at every call until older.
+ */
+export const userDatabaseCache = { settledMs: 2000 };
+
+/**
+ * The entries of one database file, parsed again only when its stat changed: a stat per call is
+ * enough because an edit in place (vipw, sed -i's write, an append) changes mtime/ctime/size and a
+ * replacement (useradd, sed -i, an editor's rename) changes the inode, and the stat is taken
+ * before the read, so a change during the read leaves an old key and is read again next time. A
+ * missing or unreadable file is empty and not kept (a file that comes back is read).
+ */
+function readEntries<T>(
+  path: string,
+  cache: Map<string, CachedFile<T>>,
+  parse: (text: string) => T[],
+): T[] {
+  let key: string;
+  let changedAt: number;
+  try {
+    const st = Deno.statSync(path);
+    changedAt = Math.max(st.mtime?.getTime() ?? Infinity, st.ctime?.getTime() ?? Infinity);
+    key = `${st.dev}:${st.ino}:${st.size}:${st.mtime?.getTime()}:${st.ctime?.getTime()}`;
+  } catch {
+    cache.delete(path);
+    return [];
+  }
+  const cached = cache.get(path);
+  if (cached && cached.key === key) return cached.entries;
+  let entries: T[];
+  try {
+    entries = parse(Deno.readTextFileSync(path));
+  } catch {
+    cache.delete(path);
+    return [];
+  }
+  if (Date.now() - changedAt >= userDatabaseCache.settledMs) cache.set(path, { key, entries });
+  else cache.delete(path);
+  return entries;
+}
+
 function readDatabase(db: UserDatabase): { users: PasswdEntry[]; groups: GroupEntry[] } {
-  const read = (path: string) => {
-    try {
-      return Deno.readTextFileSync(path);
-    } catch {
-      return "";
-    }
+  return {
+    users: readEntries(db.passwd, passwdCache, parsePasswd),
+    groups: readEntries(db.group, groupCache, parseGroup),
   };
-  return { users: parsePasswd(read(db.passwd)), groups: parseGroup(read(db.group)) };
 }
 
 /** Resolves `spec` ("root", "name", "uid", "uid:gid", "name:group"); throws UnknownUser. */
