@@ -169,9 +169,9 @@ test("a silent job has no output index; output after a stream began, across a re
   assert.deepEqual([none.stdout, none.stderr, none.chunks], ["", "", 0]);
 
   // A stream attached before the job's first byte.
-  const later = await api.createJob({ command: "sh", args: ["-c", "sleep 0.5; echo hi"] });
+  const later = await api.createJob({ command: "sh", args: ["-c", "sleep 2; echo hi"] });
   const early = collectOutput(client, later.id);
-  await new Promise((r) => setTimeout(r, 200));
+  await new Promise((r) => setTimeout(r, 200)); // well before the job's first byte, even on a busy machine
   assert.equal(fileExists(indexOf(later.id)), false, "no byte yet");
   assert.equal((await early).stdout, "hi\n");
 
