@@ -24,6 +24,7 @@ import { type DirectProcess, spawnDirect } from "../worker/runtime/direct_start.
 import { makePki } from "./helpers/pki.ts";
 import { logCount, retrying } from "./helpers/reload.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
+import { rootInitSpec } from "./helpers/init_specs.ts";
 
 const S = jobworker.JobStatus;
 
@@ -215,21 +216,8 @@ const SHIM_LIB = new URL("../build/libjwshim.so", import.meta.url).pathname;
 const STARTER = new URL("../build/jwstart", import.meta.url).pathname;
 
 /** A direct start's spec for `command` as root with no profile, joining `procsFiles`. */
-const bareSpec = (command: string, args: string[], procsFiles: string[]): InitSpec => ({
-  jobId: "jw-clone-into",
-  command,
-  args,
-  env: ["PATH=/usr/bin:/bin"],
-  workDir: "/",
-  cgroupProcsFiles: procsFiles,
-  user: { uid: 0, gid: 0, groups: [] },
-  network: "host",
-  unshareNetwork: false,
-  privileged: true,
-  maskPaths: [],
-  readonlyPaths: [],
-  minimalInit: null,
-});
+const bareSpec = (command: string, args: string[], procsFiles: string[]): InitSpec =>
+  rootInitSpec({ jobId: "jw-clone-into", command, args, cgroupProcsFiles: procsFiles });
 
 /**
  * Starts `spec` through spawnDirect (with `cgroupFd`, closed here afterwards, as the launcher

@@ -20,13 +20,13 @@ import type { JobClient } from "../cli/client.ts";
 import { Shim, ShimError } from "../init/shim/ffi.ts";
 import { Launcher } from "../worker/runtime/launcher.ts";
 import { Reaper } from "../worker/runtime/reaper.ts";
-import type { InitSpec } from "../init/spec.ts";
 import { directFailure, directPlan } from "../init/direct_plan.ts";
 import { resolveCommand } from "../init/resolve_command.ts";
 import { type DirectProcess, spawnDirect } from "../worker/runtime/direct_start.ts";
 import { instanceDirName, instanceName } from "../worker/cgroups/paths.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
+import { rootInitSpec } from "./helpers/init_specs.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { waitJobEnded } from "./helpers/job_end.ts";
 import { linesWithMessage } from "./helpers/log_lines.ts";
@@ -457,21 +457,7 @@ test("a malformed plan is refused before any step: jwstart reports step -1, EINV
  */
 test("a direct start whose clone into a cgroup is refused starts again as without it", async () => {
   const shim = new Shim(installed("libjwshim-"));
-  const spec: InitSpec = {
-    jobId: "jw-refused-cgroup",
-    command: "true",
-    args: [],
-    env: ["PATH=/usr/bin:/bin"],
-    workDir: "/",
-    cgroupProcsFiles: [],
-    user: { uid: 0, gid: 0, groups: [] },
-    network: "host",
-    unshareNetwork: false,
-    privileged: true,
-    maskPaths: [],
-    readonlyPaths: [],
-    minimalInit: null,
-  };
+  const spec = rootInitSpec({ jobId: "jw-refused-cgroup", command: "true" });
   const before = openFds();
   const notCgroup = shim.openPath("/");
   let child: DirectProcess;
@@ -585,21 +571,7 @@ test("a long path in a lookup failure reaches the worker whole, as init words it
     ],
   ];
   for (const [what, command, env] of cases) {
-    const spec: InitSpec = {
-      jobId: "jw-long-path",
-      command,
-      args: [],
-      env,
-      workDir: "/",
-      cgroupProcsFiles: [],
-      user: { uid: 0, gid: 0, groups: [] },
-      network: "host",
-      unshareNetwork: false,
-      privileged: true,
-      maskPaths: [],
-      readonlyPaths: [],
-      minimalInit: null,
-    };
+    const spec = rootInitSpec({ jobId: "jw-long-path", command, env });
     const init = resolveCommand(command, env, (p, mode) => shim.access(p, mode));
     assert.ok(!init.ok, `${what}: init refuses it too`);
     const plan = directPlan(spec);

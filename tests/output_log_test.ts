@@ -1,6 +1,7 @@
 /** The job output log on a real file: stream tagging, offsets, readers, waiting. */
 import assert from "node:assert/strict";
 import { OutputLog } from "../worker/jobs/output_log.ts";
+import { pathExists } from "./helpers/disk.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -100,26 +101,16 @@ Deno.test("byte-by-byte interleaving reads back exactly, from any offset", () =>
     reader.close();
   }));
 
-const exists = (path: string) => {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-};
-
 // The index is made at the first output byte (a job that writes nothing costs one file, not two).
 Deno.test("a log without output has no index and reads back empty, live and finished", () =>
   withLog((log) => {
-    assert.equal(exists(log.path), true, "the output file is made with the log");
-    assert.equal(exists(`${log.path}.idx`), false, "the index is not");
+    assert.equal(pathExists(log.path), true, "the output file is made with the log");
+    assert.equal(pathExists(`${log.path}.idx`), false, "the index is not");
     const live = log.openReader();
     assert.equal(live.read(0, 100), null);
     live.close();
     log.finish();
-    assert.equal(exists(`${log.path}.idx`), false);
+    assert.equal(pathExists(`${log.path}.idx`), false);
     const done = OutputLog.open(log.path);
     assert.equal(done.size, 0);
     assert.equal(done.segments, 0);
@@ -136,7 +127,7 @@ Deno.test("a reader opened before the first byte reads it, also once the files a
   log.openReader().close();
   try {
     log.append(1, bytes("out "));
-    assert.equal(exists(`${dir}/output.idx`), true, "made at the first byte");
+    assert.equal(pathExists(`${dir}/output.idx`), true, "made at the first byte");
     log.append(2, bytes("err"));
     log.finish();
     // DeleteJob while a stream reads: the stream keeps its open handles.
@@ -161,7 +152,7 @@ Deno.test("a resumed silent log (a reload) makes its index at its first byte", a
   before.finish();
   const log = OutputLog.resume(path, state);
   try {
-    assert.equal(exists(`${path}.idx`), false);
+    assert.equal(pathExists(`${path}.idx`), false);
     const reader = log.openReader();
     assert.equal(reader.read(0, 100), null);
     log.append(2, bytes("late"));
@@ -191,7 +182,7 @@ Deno.test("a resumed log with segments whose index is gone does not start a new 
   try {
     log.append(1, bytes(" more"));
     assert.throws(() => log.append(2, bytes("err")), Deno.errors.NotFound);
-    assert.equal(exists(`${path}.idx`), false);
+    assert.equal(pathExists(`${path}.idx`), false);
   } finally {
     log.finish();
     await Deno.remove(dir, { recursive: true });

@@ -17,6 +17,7 @@ import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { jobProcesses, waitFor } from "./helpers/host_procs.ts";
 import { isCounterPrefix, retrying, streamResuming, WRITER } from "./helpers/reload.ts";
 import { freePort } from "./helpers/free_port.ts";
+import { pathExists } from "./helpers/disk.ts";
 
 const S = jobworker.JobStatus;
 const pki = await makePki();
@@ -148,22 +149,13 @@ test("twenty reloads in a row with jobs writing", async () => {
 });
 
 const indexOf = (id: string) => `${worker.stateDir}/jobs/${id}/output.idx`;
-const fileExists = (path: string) => {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-};
 
 // A job's output index is made at its first output byte, not at its start.
 test("a silent job has no output index; output after a stream began, across a reload, is streamed", async () => {
   const silent = await retrying(() => api.createJob({ command: "true" }));
   await waitFor("the silent job to end", async () => (await api.getJob(silent.id)).endTime);
-  assert.equal(fileExists(`${worker.stateDir}/jobs/${silent.id}/output`), true);
-  assert.equal(fileExists(indexOf(silent.id)), false, "no index for a job that wrote nothing");
+  assert.equal(pathExists(`${worker.stateDir}/jobs/${silent.id}/output`), true);
+  assert.equal(pathExists(indexOf(silent.id)), false, "no index for a job that wrote nothing");
   assert.equal(Number((await api.getJob(silent.id)).outputBytes), 0);
   const none = await collectOutput(client, silent.id);
   assert.deepEqual([none.stdout, none.stderr, none.chunks], ["", "", 0]);
@@ -172,7 +164,7 @@ test("a silent job has no output index; output after a stream began, across a re
   const later = await api.createJob({ command: "sh", args: ["-c", "sleep 2; echo hi"] });
   const early = collectOutput(client, later.id);
   await new Promise((r) => setTimeout(r, 200)); // well before the job's first byte, even on a busy machine
-  assert.equal(fileExists(indexOf(later.id)), false, "no byte yet");
+  assert.equal(pathExists(indexOf(later.id)), false, "no byte yet");
   assert.equal((await early).stdout, "hi\n");
 
   // A job silent across a reload: one stream attached before it, one after; output at its stop.
@@ -188,7 +180,7 @@ test("a silent job has no output index; output after a stream began, across a re
   await new Promise((r) => setTimeout(r, 200));
   await reloadWorker();
   assert.equal((await retrying(() => api.getJob(quiet.id))).status, S.RUNNING);
-  assert.equal(fileExists(indexOf(quiet.id)), false, "still silent after the reload");
+  assert.equal(pathExists(indexOf(quiet.id)), false, "still silent after the reload");
   // A new connection (the old one may wait out its reconnect backoff).
   const fresh = clientFor(pki.dir, worker.address);
   const after = retrying(() => collectOutput(fresh, quiet.id));
@@ -203,7 +195,7 @@ test("a silent job has no output index; output after a stream began, across a re
     l.includes("GetJobsStream") && l.includes(quiet.id) && l.includes("bytes=8")
   ).map((l) => Number(/duration_ms=([\d.]+)/.exec(l)?.[1]));
   assert.ok(streamed.some((ms) => ms > 300), `streams of it: ${streamed} ms`);
-  assert.equal(fileExists(indexOf(quiet.id)), true);
+  assert.equal(pathExists(indexOf(quiet.id)), true);
 });
 
 test("stop the worker", async () => {

@@ -22,3 +22,14 @@ export async function freeBytes(dir: string): Promise<number> {
   }).output();
   return Number(new TextDecoder().decode(out.stdout).trim().split("\n")[1]);
 }
+
+/** Whether `path` exists (false only for NotFound; other errors are thrown). */
+export function pathExists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
