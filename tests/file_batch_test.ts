@@ -117,3 +117,35 @@ async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
+
+Deno.test("private directories and files: owner-only modes, never over an existing one, either way", async () => {
+  const script = (dir: string): FileOp[] => [
+    { kind: "privateDir", path: `${dir}/job` },
+    { kind: "privateFile", path: `${dir}/job/output` },
+    { kind: "privateFile", path: `${dir}/job/output` },
+    { kind: "privateDir", path: `${dir}/job` },
+    { kind: "privateDir", path: `${dir}/missing/job` },
+    { kind: "privateFile", path: `${dir}/missing/output` },
+  ];
+  for (const batch of [denoFileBatch, shim]) {
+    await inTempDir(async (dir) => {
+      // A umask that would open the modes up must not matter: the modes are the caller's.
+      const umask = Deno.umask(0);
+      try {
+        assert.deepEqual(await outcomes(batch, script(dir)), [
+          "ok",
+          "ok",
+          "EEXIST",
+          "EEXIST",
+          "ENOENT",
+          "ENOENT",
+        ]);
+      } finally {
+        Deno.umask(umask);
+      }
+      assert.equal(Deno.statSync(`${dir}/job`).mode! & 0o777, 0o700);
+      assert.equal(Deno.statSync(`${dir}/job/output`).mode! & 0o777, 0o600);
+      assert.equal(Deno.statSync(`${dir}/job/output`).size, 0);
+    });
+  }
+});

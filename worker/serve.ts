@@ -206,9 +206,11 @@ async function serve(config: Config): Promise<number> {
   );
   const reaper = new Reaper(shim);
   reaper.start();
+  // Cgroup files, and each job's output directory and file, are made off the event loop in batches.
+  const files = shimFileBatch(shim);
   const cgroups = detectCgroups({
     instance: await instanceName(config.stateDir),
-    files: shimFileBatch(shim),
+    files,
     ...(config.cgroupBase !== undefined ? { base: config.cgroupBase } : {}),
     ...(config.ioDevices !== undefined ? { ioDevices: config.ioDevices } : {}),
   });
@@ -243,6 +245,7 @@ async function serve(config: Config): Promise<number> {
       retentionMs: config.retentionMs,
       maxOutputBytes: config.maxOutputBytes,
       events: metrics.jobEvents,
+      files,
     },
   );
   metrics.watch(manager);

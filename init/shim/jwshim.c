@@ -786,10 +786,13 @@ static int32_t read_file(const char *path, uint8_t *buf, int32_t cap) {
 // so it runs on a thread of Deno's blocking pool): a job's cgroup is five or six directories on
 // v1, and every file operation as an async call of its own cost the worker's event loop a wake-up
 // of a pool thread, 15-50 us each, about 2 ms of the loop per job's start and end together.
+// A job's start also makes its output directory and file in one (the file's inode is made here,
+// where a wait for the filesystem's journal holds up no one else).
 // `ops` holds the operations back to back: a kind byte ('m' mkdir, 'd' rmdir, 'w' write, 'r'
-// read), a NUL-terminated path, and for 'w' a 4-byte native-endian length and the bytes.
+// read, 'p' mkdir of a private directory (0700), 'f' a new private file (0600, O_EXCL)), a
+// NUL-terminated path, and for 'w' a 4-byte native-endian length and the bytes.
 // results[i] is 0 (a read: its byte count, the bytes appended to `out`) or -errno; after the first
-// failure of a mkdir, rmdir or write, with `stop_at_failure`, the rest are -ECANCELED and not run.
+// failure of any but a read, with `stop_at_failure`, the rest are -ECANCELED and not run.
 // Returns the bytes used in `out`, or -EINVAL for malformed `ops` (the operations before the
 // malformed one have run).
 int32_t jw_file_batch(const uint8_t *ops, int32_t ops_len, int32_t count, int32_t stop_at_failure,
@@ -826,6 +829,14 @@ int32_t jw_file_batch(const uint8_t *ops, int32_t ops_len, int32_t count, int32_
       case 'd':
         r = rmdir(path) == 0 ? 0 : -errno;
         break;
+      case 'p':
+        r = mkdir(path, 0700) == 0 ? 0 : -errno;
+        break;
+      case 'f': {
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        r = fd < 0 ? -errno : close(fd) == 0 ? 0 : -errno;
+        break;
+      }
       case 'w':
         r = write_file(path, data, len);
         break;

@@ -1,5 +1,5 @@
 /**
- * Cgroup file operations run together. A job's cgroup is five or six directories on v1, made, read
+ * Cgroup file operations (and a job's output directory and file) run together. A job's cgroup is five or six directories on v1, made, read
  * and removed at every job's start and end; run one by one as Deno's async calls, each cost the
  * worker's event loop a wake-up of a thread of Deno's blocking pool (15-50 us under load, about 2
  * ms of the loop per job). The worker runs them as one call to the shim (jw_file_batch) on that
@@ -10,7 +10,9 @@ import { errnoName, strerror } from "../../init/shim/errno.ts";
 
 export type FileOp =
   | { kind: "mkdir" | "rmdir" | "read"; path: string }
-  | { kind: "write"; path: string; data: string };
+  | { kind: "write"; path: string; data: string }
+  /** A directory only its owner may enter (0700); a new empty file only its owner may read (0600). */
+  | { kind: "privateDir" | "privateFile"; path: string };
 
 /** How one operation went: done, or `error` (an errno as Deno's errors carry it); a read's text. */
 export interface FileOpResult {
@@ -62,6 +64,12 @@ async function runOne(op: FileOp): Promise<FileOpResult> {
         return {};
       case "read":
         return { text: await Deno.readTextFile(op.path) };
+      case "privateDir":
+        await Deno.mkdir(op.path, { mode: 0o700 });
+        return {};
+      case "privateFile":
+        (await Deno.open(op.path, { write: true, createNew: true, mode: 0o600 })).close();
+        return {};
     }
   } catch (error) {
     return { error: error instanceof Error ? error : new Error(String(error)) };
@@ -91,7 +99,14 @@ const decoder = new TextDecoder();
 
 /** jw_file_batch's layout: kind byte, NUL-terminated path, for a write a 4-byte length and data. */
 function encode(ops: readonly FileOp[]): Uint8Array<ArrayBuffer> {
-  const KIND = { mkdir: "m", rmdir: "d", write: "w", read: "r" } as const;
+  const KIND = {
+    mkdir: "m",
+    rmdir: "d",
+    write: "w",
+    read: "r",
+    privateDir: "p",
+    privateFile: "f",
+  } as const;
   const parts: Uint8Array[] = [];
   for (const op of ops) {
     // A NUL would end the path early and make the rest another operation; Deno refuses one too.

@@ -6,6 +6,7 @@
  * a reload's hand-over handover.ts, forgetting ended jobs retention.ts.
  */
 import type { CgroupManager, JobCgroup, Usage } from "../cgroups/types.ts";
+import { denoFileBatch, type FileBatch } from "../cgroups/file_batch.ts";
 import type { LaunchedProcess, Launcher } from "../runtime/launcher.ts";
 import type { Reaper } from "../runtime/reaper.ts";
 import { log } from "../log/logger.ts";
@@ -45,6 +46,8 @@ export interface ManagerOptions {
   events?: JobEvents;
   /** Most jobs starting (until their command exec'd) at once; the rest queue. Default 4. */
   maxStarting?: number;
+  /** How a job's output directory and file are made (default: Deno's async calls). */
+  files?: FileBatch;
 }
 
 export interface StopOptions {
@@ -316,6 +319,7 @@ export class JobManager {
   #startContext(release: () => void, leaveGate: () => void): StartContext {
     return {
       stateDir: this.options.stateDir,
+      files: this.options.files ?? denoFileBatch,
       maxOutputBytes: this.options.maxOutputBytes,
       store: this.store,
       cgroups: this.cgroups,

@@ -72,12 +72,12 @@ export class OutputLog {
   #truncated = false;
   #waiters: (() => void)[] = [];
 
-  private constructor(readonly path: string, mode: "create" | "append" | "read") {
+  private constructor(readonly path: string, mode: "create" | "append" | "read", made = false) {
     this.#mode = mode;
     if (mode === "read") return;
-    const options = mode === "create"
-      ? { write: true, create: true, truncate: true, mode: 0o600 }
-      : { append: true };
+    const options = mode === "append" ? { append: true } : made
+      ? { write: true } // opening an empty file as it is writes nothing to the disk
+      : { write: true, create: true, truncate: true, mode: 0o600 };
     this.#file = Deno.openSync(path, options);
   }
 
@@ -135,10 +135,12 @@ export class OutputLog {
 
   /**
    * Creates (truncates) the log at `path` (and `path.idx`), readable only by its owner. Output
-   * beyond `limit` bytes (0: none) is discarded.
+   * beyond `limit` bytes (0: none) is discarded. `made`: the caller has just made `path` a new,
+   * empty file only its owner may read (a job's start makes it with its directory, off the event
+   * loop), and it is opened as it is.
    */
-  static create(path: string, limit = 0): OutputLog {
-    const log = new OutputLog(path, "create");
+  static create(path: string, limit = 0, made = false): OutputLog {
+    const log = new OutputLog(path, "create", made);
     log.#limit = limit;
     return log;
   }
