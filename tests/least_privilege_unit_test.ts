@@ -102,22 +102,25 @@ Deno.test("users: a change of the database files is seen by the next resolution"
     assert.equal(resolveUser("alice:staff", db).gid, 50);
     // A rewrite in place of the same size (mtime only).
     await pause();
+    const sized = Deno.statSync(db.passwd).size;
     await Deno.writeTextFile(
       db.passwd,
-      "alice:x:1000:1000::/home/alice:/bin/sh\ncarl:x:1001:1001::/home/carl:/bin/sh\n",
+      "alice:x:1000:1000::/home/alice:/bin/sh\nbib:x:1001:1001::/home/bib:/bin/sh\n",
     );
-    assert.equal(resolveUser("carl", db).uid, 1001);
+    assert.equal(Deno.statSync(db.passwd).size, sized);
+    assert.equal(resolveUser("bib", db).uid, 1001);
     assert.throws(() => resolveUser("bob", db), /no user "bob"/);
     // A replacement by rename of the same size and mtime (the inode tells).
     const before = Deno.statSync(db.passwd);
     await Deno.writeTextFile(
       `${d}/passwd.new`,
-      "alice:x:1000:1000::/home/alice:/bin/sh\ndave:x:1001:1001::/home/dave:/bin/sh\n",
+      "alice:x:1000:1000::/home/alice:/bin/sh\ndan:x:1001:1001::/home/dan:/bin/sh\n",
     );
+    assert.equal(Deno.statSync(`${d}/passwd.new`).size, before.size);
     await Deno.utime(`${d}/passwd.new`, before.atime!, before.mtime!);
     await Deno.rename(`${d}/passwd.new`, db.passwd);
-    assert.equal(resolveUser("dave", db).uid, 1001);
-    assert.throws(() => resolveUser("carl", db), /no user "carl"/);
+    assert.equal(resolveUser("dan", db).uid, 1001);
+    assert.throws(() => resolveUser("bib", db), /no user "bib"/);
     // A file that disappears: no users (a uid still resolves, without a name), then comes back.
     await Deno.remove(db.passwd);
     assert.throws(() => resolveUser("alice", db), /no user "alice"/);

@@ -223,13 +223,12 @@ export class Launcher {
           const failure = init.status.overflowed
             ? statusOverflow()
             : parseFailure(statusText(init, status), command);
-          const initLog = initLogText(init.initLog, initLogRead);
+          // A failure's message goes to the caller and the job's record: init's stderr is cut
+          // there as in the log line below.
+          const initLog = initLogText(init.initLog, initLogRead, 2000);
           if (initLog === "") return failure;
           if (failure) return { ...failure, message: `${failure.message} (${initLog})` };
-          log.warn("job init wrote to stderr", {
-            pid,
-            text: initLogText(init.initLog, initLogRead, 2000),
-          });
+          log.warn("job init wrote to stderr", { pid, text: initLog });
           return null;
         },
       ),
