@@ -19,6 +19,7 @@ import { jobworker } from "../proto/service.ts";
 import type { JobClient } from "../cli/client.ts";
 import { Shim, ShimError } from "../init/shim/ffi.ts";
 import { Launcher } from "../worker/runtime/launcher.ts";
+import type { InitPool } from "../worker/runtime/init_pool.ts";
 import { Reaper } from "../worker/runtime/reaper.ts";
 import { directFailure, directPlan } from "../init/direct_plan.ts";
 import { resolveCommand } from "../init/resolve_command.ts";
@@ -538,6 +539,58 @@ test("a kernel that refuses CLONE_INTO_CGROUP itself is asked once; every start 
   assert.ok(tried[0]! >= 0, "the first start offers the cgroup");
   assert.deepEqual(tried.slice(1), [-1, -1], "its fallback, then a start that does not ask");
   assert.equal(openFds(), before, "no descriptor left open here");
+});
+
+/**
+ * Beside an init pool a direct start joins its cgroup as before: the pool's members join theirs
+ * through cgroup.procs (on v2 holding the kernel's cgroup mutex for a grace period), and a clone
+ * into a cgroup would wait for that mutex on the worker's event loop.
+ */
+test("beside an init pool, a direct start is never cloned into its cgroup", async () => {
+  const tried: number[] = [];
+  class Recording extends Shim {
+    override spawn(
+      path: string,
+      argv: readonly string[],
+      envp: readonly string[],
+      fds: readonly number[],
+      newNetwork = false,
+      cgroupFd = -1,
+    ) {
+      tried.push(cgroupFd);
+      return super.spawn(path, argv, envp, fds, newNetwork);
+    }
+  }
+  const shim = new Recording(installed("libjwshim-"));
+  const reaper = new Reaper(shim);
+  reaper.start();
+  const self = { path: "/nonexistent", argv: ["jobworker"], env: [] };
+  const paths = { maskPaths: [], readonlyPaths: [], minimalInit: "/nonexistent" };
+  // A pool of two whose members are all claimed: every job starts directly.
+  const drained = { size: 2, claim: () => undefined } as unknown as InitPool;
+  const launcher = new Launcher(shim, self, paths, reaper, drained, installed("jwstart-"));
+  try {
+    const process = launcher.launch({
+      jobId: "jw-beside-pool",
+      command: "true",
+      args: [],
+      env: ["PATH=/usr/bin:/bin"],
+      workDir: "/",
+      cgroupProcsFiles: [],
+      user: { uid: 0, gid: 0, groups: [] },
+      network: "host",
+      privileged: true,
+      init: false,
+      cloneInto: "/",
+    }, { stdout: () => {}, stderr: () => {} });
+    assert.equal(process.intoCgroup, false);
+    assert.equal(await process.started, null);
+    assert.deepEqual(await reaper.watch(process.pid), { exitCode: 0, signal: null });
+    process.release();
+  } finally {
+    reaper.stop();
+  }
+  assert.deepEqual(tried, [-1], "no cgroup offered to the clone");
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -97,8 +97,13 @@ export type JobLaunch =
 const KERNEL_REFUSALS = ["E2BIG", "EINVAL"];
 
 export class Launcher {
-  /** Whether direct starts are cloned into the job's cgroup (v2) rather than joining it. */
-  #cloneIntoCgroup = true;
+  /**
+   * Whether direct starts are cloned into the job's cgroup (v2) rather than joining it. Not beside
+   * an init pool: on v2 its members join their job's cgroup through cgroup.procs, holding the
+   * kernel's cgroup mutex for an RCU grace period, and a clone into a cgroup takes that mutex on
+   * the event loop's thread, so a burst that drains the pool would hold the loop behind each join.
+   */
+  #cloneIntoCgroup: boolean;
 
   constructor(
     private readonly shim: Shim,
@@ -111,7 +116,9 @@ export class Launcher {
      * undefined: through an init cloned for it.
      */
     private readonly starter?: string,
-  ) {}
+  ) {
+    this.#cloneIntoCgroup = (pool?.size ?? 0) === 0;
+  }
 
   /**
    * Starts init for `job`, its output pipes read into `sinks` from the first byte; throws ShimError
