@@ -480,74 +480,10 @@ test("a direct start whose clone into a cgroup is refused starts again as withou
 });
 
 /**
- * A kernel older than 5.7 refuses clone3's CLONE_INTO_CGROUP itself (E2BIG for the larger
- * clone_args, EINVAL for the flag), whatever the cgroup: the launcher falls back for that job and
- * asks no more, so later starts pay no failed clone.
+ * A Launcher of the installed shim and jwstart whose every clone's cgroup descriptor is noted in
+ * `tried` (-1: none offered); `refuse`: such a clone is refused as a kernel older than 5.7 does.
  */
-test("a kernel that refuses CLONE_INTO_CGROUP itself is asked once; every start still runs", async () => {
-  const tried: number[] = [];
-  class OldKernel extends Shim {
-    override spawn(
-      path: string,
-      argv: readonly string[],
-      envp: readonly string[],
-      fds: readonly number[],
-      newNetwork = false,
-      cgroupFd = -1,
-    ) {
-      tried.push(cgroupFd);
-      if (cgroupFd >= 0) throw new ShimError("clone3", 7); // E2BIG
-      return super.spawn(path, argv, envp, fds, newNetwork);
-    }
-  }
-  const shim = new OldKernel(installed("libjwshim-"));
-  const reaper = new Reaper(shim);
-  reaper.start();
-  const self = { path: "/nonexistent", argv: ["jobworker"], env: [] };
-  const paths = { maskPaths: [], readonlyPaths: [], minimalInit: "/nonexistent" };
-  const launcher = new Launcher(shim, self, paths, reaper, undefined, installed("jwstart-"));
-  const before = openFds();
-  try {
-    for (let i = 0; i < 2; i++) {
-      const process = launcher.launch({
-        jobId: `jw-old-kernel-${i}`,
-        command: "true",
-        args: [],
-        env: ["PATH=/usr/bin:/bin"],
-        workDir: "/",
-        cgroupProcsFiles: [],
-        user: { uid: 0, gid: 0, groups: [] },
-        network: "host",
-        privileged: true,
-        init: false,
-        cloneInto: "/",
-      }, { stdout: () => {}, stderr: () => {} });
-      assert.equal(process.intoCgroup, false);
-      assert.equal(await process.started, null);
-      assert.deepEqual(await reaper.watch(process.pid), { exitCode: 0, signal: null });
-      await Promise.all(
-        [process.stdout, process.stderr].map((socket) =>
-          new Promise((resolve) => socket.closed ? resolve(null) : socket.once("close", resolve))
-        ),
-      );
-      process.release();
-    }
-  } finally {
-    reaper.stop();
-  }
-  assert.equal(tried.length, 3, `spawns: ${tried.join(" ")}`);
-  assert.ok(tried[0]! >= 0, "the first start offers the cgroup");
-  assert.deepEqual(tried.slice(1), [-1, -1], "its fallback, then a start that does not ask");
-  assert.equal(openFds(), before, "no descriptor left open here");
-});
-
-/**
- * Beside an init pool a direct start joins its cgroup as before: the pool's members join theirs
- * through cgroup.procs (on v2 holding the kernel's cgroup mutex for a grace period), and a clone
- * into a cgroup would wait for that mutex on the worker's event loop.
- */
-test("beside an init pool, a direct start is never cloned into its cgroup", async () => {
-  const tried: number[] = [];
+function recordingLauncher(tried: number[], options: { refuse?: boolean; pool?: InitPool } = {}) {
   class Recording extends Shim {
     override spawn(
       path: string,
@@ -558,6 +494,7 @@ test("beside an init pool, a direct start is never cloned into its cgroup", asyn
       cgroupFd = -1,
     ) {
       tried.push(cgroupFd);
+      if (options.refuse && cgroupFd >= 0) throw new ShimError("clone3", 7); // E2BIG
       return super.spawn(path, argv, envp, fds, newNetwork);
     }
   }
@@ -566,12 +503,11 @@ test("beside an init pool, a direct start is never cloned into its cgroup", asyn
   reaper.start();
   const self = { path: "/nonexistent", argv: ["jobworker"], env: [] };
   const paths = { maskPaths: [], readonlyPaths: [], minimalInit: "/nonexistent" };
-  // A pool of two whose members are all claimed: every job starts directly.
-  const drained = { size: 2, claim: () => undefined } as unknown as InitPool;
-  const launcher = new Launcher(shim, self, paths, reaper, drained, installed("jwstart-"));
-  try {
+  const launcher = new Launcher(shim, self, paths, reaper, options.pool, installed("jwstart-"));
+  /** Starts `true` as a direct start offered a cgroup to clone into; resolves once it is gone. */
+  const runTrue = async (jobId: string) => {
     const process = launcher.launch({
-      jobId: "jw-beside-pool",
+      jobId,
       command: "true",
       args: [],
       env: ["PATH=/usr/bin:/bin"],
@@ -586,9 +522,50 @@ test("beside an init pool, a direct start is never cloned into its cgroup", asyn
     assert.equal(process.intoCgroup, false);
     assert.equal(await process.started, null);
     assert.deepEqual(await reaper.watch(process.pid), { exitCode: 0, signal: null });
+    await Promise.all(
+      [process.stdout, process.stderr].map((socket) =>
+        new Promise((resolve) => socket.closed ? resolve(null) : socket.once("close", resolve))
+      ),
+    );
     process.release();
+  };
+  return { runTrue, stop: () => reaper.stop() };
+}
+
+/**
+ * A kernel older than 5.7 refuses clone3's CLONE_INTO_CGROUP itself (E2BIG for the larger
+ * clone_args, EINVAL for the flag), whatever the cgroup: the launcher falls back for that job and
+ * asks no more, so later starts pay no failed clone.
+ */
+test("a kernel that refuses CLONE_INTO_CGROUP itself is asked once; every start still runs", async () => {
+  const tried: number[] = [];
+  const launcher = recordingLauncher(tried, { refuse: true });
+  const before = openFds();
+  try {
+    for (let i = 0; i < 2; i++) await launcher.runTrue(`jw-old-kernel-${i}`);
   } finally {
-    reaper.stop();
+    launcher.stop();
+  }
+  assert.equal(tried.length, 3, `spawns: ${tried.join(" ")}`);
+  assert.ok(tried[0]! >= 0, "the first start offers the cgroup");
+  assert.deepEqual(tried.slice(1), [-1, -1], "its fallback, then a start that does not ask");
+  assert.equal(openFds(), before, "no descriptor left open here");
+});
+
+/**
+ * Beside an init pool a direct start joins its cgroup as before: the pool's members join theirs
+ * through cgroup.procs (on v2 holding the kernel's cgroup mutex for a grace period), and a clone
+ * into a cgroup would wait for that mutex on the worker's event loop.
+ */
+test("beside an init pool, a direct start is never cloned into its cgroup", async () => {
+  const tried: number[] = [];
+  // A pool of two whose members are all claimed: every job starts directly.
+  const drained = { size: 2, claim: () => undefined } as unknown as InitPool;
+  const launcher = recordingLauncher(tried, { pool: drained });
+  try {
+    await launcher.runTrue("jw-beside-pool");
+  } finally {
+    launcher.stop();
   }
   assert.deepEqual(tried, [-1], "no cgroup offered to the clone");
 });
