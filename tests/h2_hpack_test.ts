@@ -14,7 +14,7 @@ import {
   type HeaderField,
   HpackDecoder,
 } from "../cli/transport/h2/hpack.ts";
-import { huffmanDecode } from "../cli/transport/h2/huffman.ts";
+import { huffmanDecode, LENGTHS } from "../cli/transport/h2/huffman.ts";
 
 const hex = (s: string) => Uint8Array.from(s.match(/../g)!.map((b) => parseInt(b, 16)));
 
@@ -199,3 +199,36 @@ function encodeIndexed(name: string, value: string): Uint8Array {
   }
   return Uint8Array.from(out);
 }
+
+Deno.test("Huffman: every byte value decodes, with codes built as RFC 7541 defines them", () => {
+  // The canonical code, assigned symbol after symbol by (length, value), each code one more than
+  // the last, shifted left as the length grows; a string of all 256 byte values in reverse.
+  const order = [...Array(256).keys()]
+    .sort((a, b) => LENGTHS.charCodeAt(a) - LENGTHS.charCodeAt(b) || a - b);
+  const codes = new Map<number, { code: bigint; length: number }>();
+  let code = -1n;
+  let previous = 0;
+  for (const symbol of order) {
+    const length = LENGTHS.charCodeAt(symbol) - 48;
+    code = (code + 1n) << BigInt(length - previous);
+    previous = length;
+    codes.set(symbol, { code, length });
+  }
+  const text = [...Array(256).keys()].reverse();
+  let bits = 0n;
+  let count = 0;
+  for (const symbol of text) {
+    const { code, length } = codes.get(symbol)!;
+    bits = (bits << BigInt(length)) | code;
+    count += length;
+  }
+  const padding = (8 - (count % 8)) % 8;
+  bits = (bits << BigInt(padding)) | ((1n << BigInt(padding)) - 1n);
+  const bytes = new Uint8Array((count + padding) / 8);
+  for (let i = bytes.length - 1; i >= 0; i--, bits >>= 8n) bytes[i] = Number(bits & 0xffn);
+  assert.deepEqual([...huffmanDecode(bytes)], text);
+  // Spot checks against Appendix B's table: '0' is 00000, 'a' 00011, 0xff 11111111111111111111101110.
+  assert.deepEqual(codes.get(48), { code: 0n, length: 5 });
+  assert.deepEqual(codes.get(97), { code: 0b00011n, length: 5 });
+  assert.deepEqual(codes.get(255), { code: 0x3ffffeen, length: 26 });
+});
