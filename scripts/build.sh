@@ -16,29 +16,40 @@ fi
 echo "deno compile could not build a standalone binary (it needs the denort base runtime:" >&2
 echo "set DENORT_BIN to a denort $("$deno_bin" --version | head -1 | cut -d' ' -f2) binary); see build/compile.log" >&2
 deno_abs=$(cd "$(dirname "$deno_bin")" && pwd)/$(basename "$deno_bin")
-# The client commands run from one pre-bundled file: no module graph, no npm resolution at start.
-# Left out of it (and run from main.ts): grpc-js (the command line has its own HTTP/2) and the
-# certificate authority of `certs`.
+# The client commands run from pre-bundled files: no module graph, no npm resolution at start.
+# build/jobworker-cli.js is the command line (cli/bin.ts and all it reaches); build/jobworker-client.js,
+# which the launcher runs, is cli/bundle_entry.ts alone: it starts the TLS warm-up before it loads
+# the other (cli/bundle_entry.ts says why). Left out of the command line (and run from main.ts):
+# grpc-js (the command line has its own HTTP/2) and the certificate authority of `certs`.
 client=""
+rm -f build/jobworker-cli.js build/jobworker-client.js
 if "$deno_bin" bundle --quiet --platform deno --external ./transport/grpc_js.ts \
-     --external ../pki/provision.ts --output build/jobworker-client.js cli/bin.ts >build/bundle.log 2>&1; then
-  client="$(pwd)/build/jobworker-client.js"
+     --external ../pki/provision.ts --output build/jobworker-cli.js cli/bin.ts >build/bundle.log 2>&1; then
+  client="$(pwd)/build/jobworker-cli.js"
   # commander loads node:child_process when it loads, for executable subcommands (jobworker has
   # none): about 5 ms of a short command's start (README "Start-up"). The bundle's copy of
   # commander loads it at its first spawn instead; if commander's code changes, the line is not
   # found and the bundle stays as deno made it (slower, same behaviour).
   sed -i 's/^\( *\)var childProcess = __require("node:child_process");$/\1var childProcess = { spawn: (...args) => __require("node:child_process").spawn(...args) };/' \
-    build/jobworker-client.js
-  grep -q '^ *var childProcess = { spawn: ' build/jobworker-client.js ||
-    echo "note: commander's node:child_process stays eager in build/jobworker-client.js (its code changed)" >&2
+    build/jobworker-cli.js
+  grep -q '^ *var childProcess = { spawn: ' build/jobworker-cli.js ||
+    echo "note: commander's node:child_process stays eager in build/jobworker-cli.js (its code changed)" >&2
+  # The entry names jobworker-cli.js by a URL made at run time, which the bundler leaves alone:
+  # were the command line pulled into it, it would be no smaller than the command line.
+  if "$deno_bin" bundle --quiet --platform deno --output build/jobworker-client.js cli/bundle_entry.ts \
+       >>build/bundle.log 2>&1 && [ "$(wc -c <build/jobworker-client.js)" -lt 16384 ]; then
+    client="$(pwd)/build/jobworker-client.js"
+  else
+    rm -f build/jobworker-client.js
+    echo "note: no bundle entry (see build/bundle.log): the client runs build/jobworker-cli.js (slower to start)" >&2
+  fi
 else
-  rm -f build/jobworker-client.js
   echo "deno bundle failed (see build/bundle.log): the client runs from main.ts (slower to start)" >&2
 fi
 cat > bin/jobworker <<LAUNCHER
 #!/bin/sh
 # jobworker launcher (no denort here): runs main.ts from $(pwd) under deno; the client commands
-# run from the bundle make build wrote (build/jobworker-client.js) when there is one.
+# run from the bundle make build wrote ($(basename "${client:-none}") in build/) when there is one.
 export DENO_DIR=\${DENO_DIR:-$(pwd)/.cache/deno} DENO_NO_UPDATE_CHECK=1
 case "\${1:-}" in
   serve | init | install | uninstall | certs) ;;
@@ -47,4 +58,4 @@ esac
 exec "$deno_abs" run --allow-all --no-prompt --cached-only "$(pwd)/main.ts" "\$@"
 LAUNCHER
 chmod +x bin/jobworker
-echo "built bin/jobworker as a launcher of main.ts under deno run${client:+ (client commands: build/jobworker-client.js)}"
+echo "built bin/jobworker as a launcher of main.ts under deno run${client:+ (client commands: build/$(basename "$client"))}"

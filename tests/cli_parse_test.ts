@@ -7,7 +7,7 @@
  * @module
  */
 import { resolveCommand } from "../init/resolve_command.ts";
-import { mayConnect } from "../cli/tls_warmup.ts";
+import { mayConnect, ROOT_OPTIONS_WITH_VALUE } from "../cli/tls_warmup.ts";
 import { concatBytes } from "./helpers/process.ts";
 import assert from "node:assert/strict";
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
@@ -1065,4 +1065,15 @@ Deno.test("TLS warm-up: judged from the words up to the command's name, not a jo
   assert.equal(mayConnect(["--help"]), false);
   assert.equal(mayConnect(["context", "list"]), false);
   assert.equal(mayConnect(["--no-color", "completion", "bash"]), false);
+  // An option's value is not a command's name.
+  assert.equal(mayConnect(["--cert-path", "certs", "list"]), true);
+  assert.equal(mayConnect(["--context", "help", "get", "x"]), true);
+  assert.equal(mayConnect(["--cert-path=certs", "certs", "add"]), false);
+});
+
+Deno.test("TLS warm-up: knows which of the program's options take a value", () => {
+  const takingValue = buildProgram(fake().deps).options
+    .filter((option) => option.required || option.optional)
+    .map((option) => option.long);
+  assert.deepEqual([...ROOT_OPTIONS_WITH_VALUE].sort(), takingValue.sort());
 });

@@ -134,7 +134,12 @@ test("make build leaves a bin/jobworker that works as client", async () => {
     stdout: "piped",
     stderr: "piped",
   }).output();
-  assert.ok(build.success, new TextDecoder().decode(build.stderr));
+  const said = new TextDecoder().decode(build.stdout) + new TextDecoder().decode(build.stderr);
+  assert.ok(build.success, said);
+  // The client commands run from the small bundle entry, which starts the TLS warm-up before the
+  // command line loads (cli/bundle_entry.ts), not from the command line's bundle itself.
+  assert.match(said, /client commands: build\/jobworker-client\.js/);
+  assert.doesNotMatch(said, /no bundle entry/);
   const program = `${root}bin/jobworker`;
   const id = (await jobworker(["create", "echo", "from bin"], program)).stdout.trim();
   assert.match(id, UUID);
