@@ -204,12 +204,19 @@ export class Launcher {
     } finally {
       if (cgroupFd >= 0) closeQuietly(this.shim, [cgroupFd]);
     }
-    if (child.refused !== undefined && KERNEL_REFUSALS.includes(errnoName(child.refused))) {
-      // The kernel does not know the flag (older than 5.7): not worth a failed clone per job.
-      this.#cloneIntoCgroup = false;
-      log.warn("clone3 cannot place jobs in their cgroups; they join them instead", {
-        error: new ShimError("clone3", child.refused).message,
-      });
+    if (child.refused !== undefined) {
+      const error = new ShimError("clone3", child.refused).message;
+      if (KERNEL_REFUSALS.includes(errnoName(child.refused))) {
+        // The kernel does not know the flag (older than 5.7): not worth a failed clone per job.
+        this.#cloneIntoCgroup = false;
+        log.warn("clone3 cannot place jobs in their cgroups; they join them instead", { error });
+      } else {
+        // This cgroup only (removed, or one that takes no process): the job joins it, or fails to.
+        log.info("clone3 could not place a job in its cgroup; it joins it instead", {
+          cgroup: cloneInto,
+          error,
+        });
+      }
     }
     return this.#process(child.pid, child.pidfd, child.outR, child.errR, sinks, {
       pooled: false,
