@@ -12,6 +12,8 @@
  * @module
  */
 
+import { ROOT_OPTIONS_WITH_VALUE } from "./option_names.ts";
+
 /**
  * Set once per process, on the global object: the bundled command line has two copies of this
  * module (its entry's and the command line's), and one set-up is enough.
@@ -32,22 +34,6 @@ export function startTlsWarmUp(): void {
 const OFFLINE = new Set(["help", "--help", "-h", "context", "certs", "completion"]);
 
 /**
- * The program's options that take the next argument as their value (unless written
- * `--name=value`): that argument is not a command's name (`--cert-path certs list` connects).
- * tests/cli_parse_test.ts holds this list to the command line's own.
- */
-export const ROOT_OPTIONS_WITH_VALUE: ReadonlySet<string> = new Set([
-  "--server",
-  "--cert-path",
-  "--role",
-  "--ca",
-  "--cert",
-  "--key",
-  "--context",
-  "--request-timeout",
-]);
-
-/**
  * Whether a command line may connect to a server, told before it is parsed: a guess that errs
  * towards yes (a wrong yes costs the set-up's CPU on another thread, a wrong no only the time
  * the warm-up would have saved). Only the words up to the command's name are looked at: what
@@ -58,7 +44,7 @@ export function mayConnect(argv: string[]): boolean {
     const arg = argv[i]!;
     if (OFFLINE.has(arg)) return false;
     if (!arg.startsWith("-")) return true;
-    if (ROOT_OPTIONS_WITH_VALUE.has(arg)) i++;
+    if (ROOT_OPTIONS_WITH_VALUE.has(arg)) i++; // its value is not a command's name
   }
   return true;
 }

@@ -7,7 +7,8 @@
  * @module
  */
 import { resolveCommand } from "../init/resolve_command.ts";
-import { mayConnect, ROOT_OPTIONS_WITH_VALUE } from "../cli/tls_warmup.ts";
+import { mayConnect } from "../cli/tls_warmup.ts";
+import { ROOT_OPTIONS_WITH_VALUE, SERVER_OPTIONS } from "../cli/option_names.ts";
 import { concatBytes } from "./helpers/process.ts";
 import assert from "node:assert/strict";
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
@@ -1071,9 +1072,9 @@ Deno.test("TLS warm-up: judged from the words up to the command's name, not a jo
   assert.equal(mayConnect(["--cert-path=certs", "certs", "add"]), false);
 });
 
-Deno.test("TLS warm-up: knows which of the program's options take a value", () => {
-  const takingValue = buildProgram(fake().deps).options
-    .filter((option) => option.required || option.optional)
-    .map((option) => option.long);
-  assert.deepEqual([...ROOT_OPTIONS_WITH_VALUE].sort(), takingValue.sort());
+Deno.test("option names known before the command line is built are the program's own", () => {
+  const options = buildProgram(fake().deps).options;
+  const takingValue = options.filter((option) => option.required || option.optional);
+  assert.deepEqual([...ROOT_OPTIONS_WITH_VALUE].sort(), takingValue.map((o) => o.long).sort());
+  for (const name of SERVER_OPTIONS) assert.ok(ROOT_OPTIONS_WITH_VALUE.has(name), name);
 });

@@ -8,20 +8,10 @@
 import { Argument, Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import type { CliDeps } from "../context.ts";
 import { writeText } from "../io.ts";
+import { SERVER_OPTIONS } from "../option_names.ts";
 
 /** Commands whose arguments are job ids. */
 const ID_COMMANDS = ["get", "stop", "stream", "rm"];
-/** The options that say which server to ask for job ids, with their values. */
-const CONNECTION_FLAGS = [
-  "--server",
-  "--cert-path",
-  "--role",
-  "--ca",
-  "--cert",
-  "--key",
-  "--context",
-];
-
 interface CommandInfo {
   name: string;
   description: string;
@@ -66,7 +56,7 @@ _jobworker() {
   for ((i = 1; i < COMP_CWORD; i++)); do
     w="\${COMP_WORDS[i]}"
     case "$w" in
-      ${CONNECTION_FLAGS.join("|")})
+      ${SERVER_OPTIONS.join("|")})
         conn+=("$w" "\${COMP_WORDS[i+1]}"); i=$((i + 1)) ;;
       ${[...valueFlags].join("|")}) i=$((i + 1)) ;;
       -*) ;;
@@ -131,7 +121,7 @@ export function fishScript(root: CommandUnknownOpts): string {
     "    set -l i 2",
     "    while test $i -lt (count $words)",
     "        switch $words[$i]",
-    `            case ${CONNECTION_FLAGS.join(" ")}`,
+    `            case ${SERVER_OPTIONS.join(" ")}`,
     "                set -a conn $words[$i] $words[(math $i + 1)]",
     "                set i (math $i + 1)",
     "        end",
