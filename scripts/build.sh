@@ -49,7 +49,7 @@ fi
 cat > bin/jobworker <<LAUNCHER
 #!/bin/sh
 # jobworker launcher (no denort here): runs main.ts from $(pwd) under deno; the client commands
-# run from the bundle make build wrote ($(basename "${client:-none}") in build/) when there is one.
+# (but certs) run from ${client:-main.ts too (deno bundle failed at build time)}.
 export DENO_DIR=\${DENO_DIR:-$(pwd)/.cache/deno} DENO_NO_UPDATE_CHECK=1
 case "\${1:-}" in
   serve | init | install | uninstall | certs) ;;
