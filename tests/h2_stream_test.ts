@@ -3,10 +3,10 @@
  * real worker over mutual TLS: a job's output three times our 8 MiB flow-control window arrives
  * byte-exact while the job writes and again once it has ended, with a consumer that pauses (so
  * the windows fill and must be given back); unary calls share the connection; a cancelled
- * stream leaves the connection usable; a TLS server that does not choose h2 is refused; after a
- * protocol error the socket is closed once our GOAWAY is out, not left half-open. (Deadlines,
- * dropped connections and TLS failures through this transport: tests/cli_e2e_test.ts and
- * tests/auth_test.ts, which run the command line.)
+ * stream leaves the connection usable; a TLS server that does not choose h2 is refused (and sent
+ * nothing); after a protocol error the socket is closed once our GOAWAY is out, not left
+ * half-open. (Deadlines, dropped connections and TLS failures through this transport:
+ * tests/cli_e2e_test.ts and tests/auth_test.ts, which run the command line.)
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -135,7 +135,11 @@ Deno.test({
     const { createServer } = await import("node:tls");
     // Mutual TLS 1.3 with our own certificates, but no ALPN: the handshake succeeds.
     const sockets: { destroy(): void }[] = [];
-    const server = createServer(serverTls(), (socket) => void sockets.push(socket));
+    let received = 0;
+    const server = createServer(serverTls(), (socket) => {
+      sockets.push(socket);
+      socket.on("data", (bytes: Uint8Array) => void (received += bytes.length));
+    });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     const port = (server.address() as { port: number }).port;
     const other = http2Client(`127.0.0.1:${port}`, 5000);
@@ -145,6 +149,9 @@ Deno.test({
         assert.match(e.message, /did not choose HTTP\/2 in TLS \(ALPN none\)/);
         return true;
       });
+      // Nothing the client wrote (the preface, the request) reached the server it refused.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(received, 0);
     } finally {
       other.close();
       for (const socket of sockets) socket.destroy();
