@@ -11,8 +11,8 @@
  * after a collection.
  *
  * So every sign of work (a call ended, a connection closed, output passed through) pushes back one
- * timer; once nothing happened for QUIET_MS, malloc_trim runs, after one full collection when RSS
- * grew by QUIET_COLLECT_GROWTH since the last such collection. An idle worker has no timer at all.
+ * timer; once nothing happened for QUIET_MS, one full collection and malloc_trim run. An idle
+ * worker has no timer at all.
  *
  * What this costs the event loop matters as much (issue 8's line latency): the collection Deno
  * 2.8.3 gives JavaScript (`gc` of a vm context) is always a full one, "reduce" mode, two or more
@@ -49,15 +49,11 @@ function glibc(): Libc | null {
 
 let trimming: Promise<unknown> | undefined;
 
-/**
- * glibc's malloc_trim, off the loop; one at a time (a trim asked for meanwhile is dropped). Returns
- * the trim under way, if any.
- */
-function trimHeaps(): Promise<unknown> | undefined {
+/** glibc's malloc_trim, off the loop; one at a time (a trim asked for meanwhile is dropped). */
+function trimHeaps(): void {
   const lib = glibc();
-  if (!lib) return undefined;
-  trimming ??= lib.symbols.malloc_trim(0n).catch(() => {}).finally(() => trimming = undefined);
-  return trimming;
+  if (!lib || trimming) return;
+  trimming = lib.symbols.malloc_trim(0n).catch(() => {}).finally(() => trimming = undefined);
 }
 
 type Collect = (options?: { type: "minor" | "major"; execution?: "sync" }) => void;
@@ -92,32 +88,10 @@ let passedSinceArm = 0;
  */
 const BUSY_BYTES = 1024 * 1024;
 
-/**
- * RSS growth since the last quiet-time collection under which a quiet time only trims.
- *
- * Why: a forced collection costs the next call on a new connection, not only the loop while it
- * runs. With a fresh-connection ListJobs every 1.3-1.4 s (an in-process client, interleaved with
- * the code before, 2026-12), each call came after a quiet time and took 12-13% longer with the
- * collection (median 10.2 against 8.9 ms; 12.0 against 10.4 ms); with malloc_trim alone it took
- * as long as with neither. What a few calls leave (a connection's session, its TLS state, a
- * response: tens of KiB) is not worth that: the collection waits until the worker grew by this
- * much (stalled readers that left, a burst of connections), so an idle worker keeps at most about
- * this much more than after its last collection.
- */
-const QUIET_COLLECT_GROWTH = 8 * 1024 * 1024;
-/** RSS once the last quiet-time collection and its sweep were done; 0 before the first. */
-let collectedRss = 0;
-
 function trimNow(): void {
-  if (collectedRss > 0 && Deno.memoryUsage().rss - collectedRss < QUIET_COLLECT_GROWTH) {
-    trimHeaps();
-    return;
-  }
   collector()?.({ type: "major" });
   trimHeaps();
-  const sweep = setTimeout(() => {
-    Promise.resolve(trimHeaps()).finally(() => collectedRss = Deno.memoryUsage().rss);
-  }, SWEEP_DELAY_MS);
+  const sweep = setTimeout(trimHeaps, SWEEP_DELAY_MS);
   Deno.unrefTimer(sweep as unknown as number);
 }
 
