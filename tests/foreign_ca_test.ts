@@ -227,6 +227,15 @@ Deno.test(withSkip({
               ...ourClient,
             ]);
             assert.match(verdict, /^refused: .*certificate/i, `${mode}: ${verdict}`);
+            // Told not to reject unauthorized servers (NODE_TLS_REJECT_UNAUTHORIZED=0, which
+            // node:tls's default follows), the client still refuses: it asks for the check.
+            const lax = { ...trustForeign, NODE_TLS_REJECT_UNAUTHORIZED: "0" };
+            const laxVerdict = await probe(mode, lax, [
+              impostor.address,
+              `${pki.dir}/ca-cert.pem`,
+              ...ourClient,
+            ]);
+            assert.match(laxVerdict, /^refused: .*certificate/i, `${mode} lax: ${laxVerdict}`);
             // Control: the impostor does serve a client that trusts the foreign CA as its `ca`.
             assert.equal(
               await probe(mode, trustForeign, [impostor.address, foreignCa, ...ourClient]),

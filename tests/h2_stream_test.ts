@@ -152,6 +152,38 @@ Deno.test({
       // Nothing the client wrote (the preface, the request) reached the server it refused.
       await new Promise((resolve) => setTimeout(resolve, 200));
       assert.equal(received, 0);
+
+      // Nor from a client closed during its handshake (its GOAWAY's drained close uncorks what it
+      // wrote): a relay holds the server's answer back until the client has closed.
+      const { createServer: createRelay, connect } = await import("node:net");
+      let release = () => {};
+      const held = new Promise<void>((resolve) => release = resolve);
+      let relayed = () => {};
+      const connected = new Promise<void>((resolve) => relayed = resolve);
+      const relay = createRelay((inbound) => {
+        const outbound = connect(port, "127.0.0.1");
+        sockets.push(inbound, outbound);
+        inbound.on("error", () => outbound.destroy()).pipe(outbound);
+        outbound.on("error", () => inbound.destroy());
+        held.then(() => outbound.pipe(inbound));
+        relayed();
+      });
+      await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+      const relayPort = (relay.address() as { port: number }).port;
+      const closing = http2Client(`127.0.0.1:${relayPort}`, 5000);
+      try {
+        const call = closing.listJobs().then(() => "answered", (e: Error) => e.message);
+        await connected;
+        await new Promise((resolve) => setTimeout(resolve, 100)); // the ClientHello is out
+        closing.close();
+        release();
+        assert.doesNotMatch(await call, /^answered$/);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        assert.equal(received, 0);
+      } finally {
+        closing.close();
+        await new Promise((resolve) => relay.close(resolve));
+      }
     } finally {
       other.close();
       for (const socket of sockets) socket.destroy();

@@ -45,6 +45,7 @@ export class GrpcJsTransport implements RpcTransport {
     }
     const verifyOptions: grpc.VerifyOptions = {
       checkServerIdentity: signedByOurCa(settings.caPem, checkName),
+      rejectUnauthorized: true, // whatever NODE_TLS_REJECT_UNAUTHORIZED says
     };
     const secureContext = createSecureContext({
       ca: settings.caPem,

@@ -290,6 +290,9 @@ export class Http2Transport implements RpcTransport {
       cert: s.certPem,
       key: s.keyPem,
       minVersion: "TLSv1.3",
+      // Whatever NODE_TLS_REJECT_UNAUTHORIZED says (node:tls's default follows it): a server whose
+      // certificate fails the checks below is dropped before anything is sent to it.
+      rejectUnauthorized: true,
       ALPNProtocols: ["h2"],
       // No SNI for an IP address (RFC 6066 has no IP names; Node's TLS refuses one): the IP is
       // checked by us below. Not a made-up name either: node:tls tests every servername against
@@ -319,13 +322,20 @@ export class Http2Transport implements RpcTransport {
       if (this.#connection === connection) this.#connection = undefined;
     };
     session.onUnusable = forget;
-    socket.on("error", (err: Error) => session.destroy(err, false));
+    // Destroyed, not drained: what the session wrote may be waiting for the handshake.
+    socket.on("error", (err: Error) => {
+      socket.destroy();
+      session.destroy(err, false);
+    });
     socket.on("close", () => session.destroy(new Error("the connection closed")));
     socket.once("secureConnect", () => {
       if (socket.alpnProtocol !== "h2") {
         const chosen = socket.alpnProtocol || "none";
         const err = new Error(`the server did not choose HTTP/2 in TLS (ALPN ${chosen})`);
-        session.destroy(err, false); // not drained: the corked request must not reach it
+        // The socket first: a session closed meanwhile (`close()` during the handshake) has
+        // uncorked it with its GOAWAY, and what it wrote must not reach this server.
+        socket.destroy();
+        session.destroy(err, false);
         return;
       }
       connection.secure = true;
