@@ -53,7 +53,8 @@ cat > bin/jobworker <<LAUNCHER
 export DENO_DIR=\${DENO_DIR:-$(pwd)/.cache/deno} DENO_NO_UPDATE_CHECK=1
 case "\${1:-}" in
   serve | init | install | uninstall | certs) ;;
-  *) [ -f "$client" ] && exec "$deno_abs" run --allow-all --no-prompt --no-config "$client" "\$@" ;;
+  *) [ -f "$client" ] && [ -f "$(pwd)/build/jobworker-cli.js" ] &&
+       exec "$deno_abs" run --allow-all --no-prompt --no-config "$client" "\$@" ;;
 esac
 exec "$deno_abs" run --allow-all --no-prompt --cached-only "$(pwd)/main.ts" "\$@"
 LAUNCHER
