@@ -27,7 +27,7 @@ import { type DirectProcess, spawnDirect } from "../worker/runtime/direct_start.
 import { instanceDirName, instanceName } from "../worker/cgroups/paths.ts";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
-import { rootInitSpec } from "./helpers/init_specs.ts";
+import { rootInitSpec, rootJobLaunch } from "./helpers/init_specs.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
 import { waitJobEnded } from "./helpers/job_end.ts";
 import { linesWithMessage } from "./helpers/log_lines.ts";
@@ -506,19 +506,10 @@ function recordingLauncher(tried: number[], options: { refuse?: boolean; pool?: 
   const launcher = new Launcher(shim, self, paths, reaper, options.pool, installed("jwstart-"));
   /** Starts `true` as a direct start offered a cgroup to clone into; resolves once it is gone. */
   const runTrue = async (jobId: string) => {
-    const process = launcher.launch({
-      jobId,
-      command: "true",
-      args: [],
-      env: ["PATH=/usr/bin:/bin"],
-      workDir: "/",
-      cgroupProcsFiles: [],
-      user: { uid: 0, gid: 0, groups: [] },
-      network: "host",
-      privileged: true,
-      init: false,
-      cloneInto: "/",
-    }, { stdout: () => {}, stderr: () => {} });
+    const process = launcher.launch(
+      rootJobLaunch({ jobId, command: "true", cloneInto: "/" }),
+      { stdout: () => {}, stderr: () => {} },
+    );
     assert.equal(process.intoCgroup, false);
     assert.equal(await process.started, null);
     assert.deepEqual(await reaper.watch(process.pid), { exitCode: 0, signal: null });
