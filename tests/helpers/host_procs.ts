@@ -17,6 +17,8 @@ export interface HostProcess extends ProcessId {
   comm: string;
   /** The pid as the job's PID namespace sees it (last NSpid entry). */
   nsPid: number;
+  /** /proc/<pid>/stat's state when it was found: R running, S sleeping, D in I/O... */
+  state: string;
 }
 
 export function readOrNull(path: string): string | null {
@@ -59,6 +61,7 @@ export function jobProcesses(jobId: string): HostProcess[] {
       startTime: stat.startTime,
       comm: stat.comm,
       nsPid: nsPids[nsPids.length - 1] ?? 0,
+      state: stat.state,
     });
   }
   return found;
