@@ -77,7 +77,11 @@ async function inBatches(
 }
 
 export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]> {
-  const rounds = ctx.quick ? 30 : 100;
+  // 100 in quick mode too (3 s more, CI's whole quick run 40 s): of 30 starts the p99 was the
+  // slowest, which one start's bad luck sets alone (the first after the warm-up, still cold in
+  // the worker and the client; the fresh worker's first mark-compact, around its 21st start; a
+  // slow sync of the record); of 100 it is the second slowest.
+  const rounds = 100;
   const { client } = ctx;
   const log = new StartLog(ctx.worker.logs);
   const floor: number[] = [];
@@ -118,7 +122,7 @@ export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]>
   }
   // The tail is one or two starts: say where the slowest spent its time (the worker's phases), and
   // whether its loop thread worked more than usual (a V8 mark-compact: the first comes around the
-  // 18th start of a fresh worker) or waited for a CPU (the machine's other work).
+  // 21st start of a fresh worker) or waited for a CPU (the machine's other work).
   const slowest = roundTrip.indexOf(Math.max(...roundTrip));
   const phases = Object.entries(log.phases.get(ids[slowest]!) ?? {}).map(([k, v]) => `${k} ${v}`);
   const thread = (at: number) => {

@@ -18,7 +18,7 @@ import type { ServerFacts } from "./server_info.ts";
 import type { RevocationList } from "../auth/revocation.ts";
 import { Health } from "./health.ts";
 import { auditLog } from "./audit.ts";
-import { trimSoon } from "../runtime/memory_trim.ts";
+import { callEnded, callStarted, trimSoon } from "../runtime/memory_trim.ts";
 import { instrumented, type RpcObserver } from "./instrument.ts";
 import { groupSessionWrites } from "./tls_write_groups.ts";
 
@@ -38,8 +38,20 @@ export async function startServer(
   revoked?: RevocationList,
   observers: RpcObserver[] = [],
 ): Promise<RunningServer> {
-  // Every call's end counts as work for the collection and trim that follow once quiet.
-  const watchers = [auditLog, { rpcEnded: trimSoon }, ...observers];
+  // Every call's end counts as work for the collection and trim that follow once quiet, and no
+  // such collection runs while a unary call is in progress.
+  const streaming = new Set(
+    Object.values(jobServiceDefinition).filter((m) => m.responseStream).map((m) =>
+      m.path.slice(m.path.lastIndexOf("/") + 1)
+    ),
+  );
+  const quietTime: RpcObserver = {
+    rpcStarted: (_service, method) => {
+      if (!streaming.has(method)) callStarted();
+    },
+    rpcEnded: ({ method }) => streaming.has(method) ? trimSoon() : callEnded(),
+  };
+  const watchers = [auditLog, quietTime, ...observers];
   const fds = raiseFdLimit();
   if (fds === null) log.warn("cannot raise the open-file limit (RLIMIT_NOFILE)");
   else log.debug("open-file limit", { soft: Number(fds.soft), hard: Number(fds.hard) });

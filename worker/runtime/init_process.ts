@@ -4,7 +4,8 @@
  * the InitPool clones them ahead of demand (`pooled`). Either way the Launcher hands it a job by
  * writing the spec (see init/spec.ts for the handshake).
  */
-import net from "node:net";
+import type net from "node:net";
+import { pipeSocket } from "./pipe_socket.ts";
 import type { Shim } from "../../init/shim/ffi.ts";
 import { initArgs, type InitFailure, POOL_READY } from "../../init/spec.ts";
 import type { SelfCommand } from "./self_exec.ts";
@@ -46,7 +47,7 @@ export class PipeText {
     readonly maxBytes = Infinity,
     readonly onOverflow: "close" | "drain" = "close",
   ) {
-    this.#socket = new net.Socket({ fd, readable: true, writable: false });
+    this.#socket = pipeSocket({ fd, readable: true, writable: false });
     const { promise, resolve } = Promise.withResolvers<string>();
     this.closed = promise;
     this.#socket.on("data", (chunk: Uint8Array) => {

@@ -15,7 +15,8 @@
  *
  * @module
  */
-import net from "node:net";
+import type net from "node:net";
+import { pipeSocket } from "./pipe_socket.ts";
 
 /**
  * Bytes one read may take from a pipe. Larger than the 64 KiB of the ordinary reads: a job's pipe
@@ -41,7 +42,7 @@ export interface OutputSinks {
  */
 export function openOutputPipe(fd: number, sink: OutputSink): net.Socket {
   shared ??= new Uint8Array(READ_BYTES);
-  return new net.Socket(
+  return pipeSocket(
     {
       fd,
       readable: true,
