@@ -30,10 +30,12 @@ export interface RpcRecord {
   durationMs: number;
   /** Payload bytes of the messages a streaming call sent. */
   streamedBytes: number;
+  /** A server-streaming call (GetJobsStream, the health service's Watch), not a unary one. */
+  streaming: boolean;
 }
 
 export interface RpcObserver {
-  rpcStarted?(service: string, method: string): void;
+  rpcStarted?(service: string, method: string, streaming: boolean): void;
   /** Payload bytes of one message a streaming call sends. */
   streamed?(bytes: number): void;
   rpcEnded(record: RpcRecord): void;
@@ -64,9 +66,15 @@ function payloadBytes(message: unknown): number {
 }
 
 /** Tracks one call and reports it to the observers exactly once. */
-function begin(service: string, method: string, call: AnyCall, observers: RpcObserver[]) {
+function begin(
+  service: string,
+  method: string,
+  streaming: boolean,
+  call: AnyCall,
+  observers: RpcObserver[],
+) {
   const started = performance.now();
-  for (const o of observers) o.rpcStarted?.(service, method);
+  for (const o of observers) o.rpcStarted?.(service, method, streaming);
   let done = false;
   let streamedBytes = 0;
   return {
@@ -93,6 +101,7 @@ function begin(service: string, method: string, call: AnyCall, observers: RpcObs
         code: codeName(code),
         durationMs: Math.round((performance.now() - started) * 1000) / 1000,
         streamedBytes,
+        streaming,
       };
       for (const o of observers) o.rpcEnded(record);
     },
@@ -106,7 +115,7 @@ function wrapUnary(
   observers: RpcObserver[],
 ): handleUnaryCall<unknown, unknown> {
   return (call, callback) => {
-    const rpc = begin(service, method, call, observers);
+    const rpc = begin(service, method, false, call, observers);
     call.on("cancelled", () => rpc.end(status.CANCELLED));
     handler(call, (error, value, ...rest) => {
       rpc.end(error ? (error as { code?: unknown }).code ?? status.UNKNOWN : status.OK, value);
@@ -122,7 +131,7 @@ function wrapServerStreaming(
   observers: RpcObserver[],
 ): handleServerStreamingCall<unknown, unknown> {
   return (call) => {
-    const rpc = begin(service, method, call, observers);
+    const rpc = begin(service, method, true, call, observers);
     // Patched on this call object only: grpc-js reports a streaming call's error through an
     // 'error' event, its success through end(), a client's cancel through 'cancelled'.
     const emit = call.emit.bind(call);

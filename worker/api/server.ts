@@ -40,16 +40,11 @@ export async function startServer(
 ): Promise<RunningServer> {
   // Every call's end counts as work for the collection and trim that follow once quiet, and no
   // such collection runs while a unary call is in progress.
-  const streaming = new Set(
-    Object.values(jobServiceDefinition).filter((m) => m.responseStream).map((m) =>
-      m.path.slice(m.path.lastIndexOf("/") + 1)
-    ),
-  );
   const quietTime: RpcObserver = {
-    rpcStarted: (_service, method) => {
-      if (!streaming.has(method)) callStarted();
+    rpcStarted: (_service, _method, streaming) => {
+      if (!streaming) callStarted();
     },
-    rpcEnded: ({ method }) => streaming.has(method) ? trimSoon() : callEnded(),
+    rpcEnded: ({ streaming }) => streaming ? trimSoon() : callEnded(),
   };
   const watchers = [auditLog, quietTime, ...observers];
   const fds = raiseFdLimit();

@@ -11,8 +11,9 @@
  * after a collection.
  *
  * So every sign of work (a call ended, a connection closed, output passed through) pushes back one
- * timer; once nothing happened for QUIET_MS, one full collection and malloc_trim run. An idle
- * worker has no timer at all.
+ * timer; once nothing happened for QUIET_MS, and no unary call is in progress (callStarted), one
+ * full collection and malloc_trim run. An idle worker has no timer at all; one with a call in
+ * progress re-arms it every QUIET_MS until the call ends.
  *
  * What this costs the event loop matters as much (issue 8's line latency): the collection Deno
  * 2.8.3 gives JavaScript (`gc` of a vm context) is always a full one, "reduce" mode, two or more
@@ -26,6 +27,7 @@
  */
 import v8 from "node:v8";
 import vm from "node:vm";
+import { log } from "../log/logger.ts";
 
 const LIBC_SYMBOLS = {
   // On the blocking pool: glibc locks one arena at a time, so the loop's own allocations wait at
@@ -93,22 +95,31 @@ const BUSY_BYTES = 1024 * 1024;
  * long (a create whose record the disk takes half a second to sync) would otherwise meet the
  * collection in its middle: measured in bench/starts.ts's sequential starts, twice in 600 on this
  * host, a start whose durable phase took 380-480 ms got the collection's two mark-compacts (50-70
- * ms of loop) on top. While one is in progress the collection waits, at most HOLD_MS (a call whose
- * end were never reported must not stop the trims for good). Streams do not count: a client may
- * follow a job for hours.
+ * ms of loop) on top. While calls are in progress the collection waits, for at most holdMs since
+ * the count last rose from 0 (a call whose end were never reported must not stop the trims for
+ * good, however busy the worker stays). Streams do not count: a client may follow a job, or watch
+ * the health service, for hours.
  */
 let callsInProgress = 0;
-const HOLD_MS = 30_000;
+/** When callsInProgress last rose from 0. */
+let heldSince = 0;
+let holdMs = 30_000;
 
-/** A unary call began: no quiet-time collection until it ends (callEnded). */
+/** A unary call began: no quiet-time collection until it ends (callEnded), at most holdMs. */
 export function callStarted(): void {
-  callsInProgress++;
+  if (callsInProgress++ === 0) heldSince = performance.now();
 }
 
 /** A unary call ended: its end counts as work (trimSoon). */
 export function callEnded(): void {
-  callsInProgress = Math.max(0, callsInProgress - 1);
+  if (callsInProgress === 0) log.debug("memory trim: a call ended that was not counted as started");
+  else callsInProgress--;
   trimSoon();
+}
+
+/** For tests: how long calls in progress may hold the collection back. */
+export function setCallHoldMs(ms: number): void {
+  holdMs = ms;
 }
 
 let collections = 0;
@@ -132,7 +143,7 @@ function arm(delayMs: number): void {
     if (passedSinceArm >= BUSY_BYTES) lastWork = performance.now();
     const quietFor = performance.now() - lastWork;
     if (quietFor < QUIET_MS) return arm(QUIET_MS - quietFor);
-    if (callsInProgress > 0 && quietFor < HOLD_MS) return arm(QUIET_MS);
+    if (callsInProgress > 0 && performance.now() - heldSince < holdMs) return arm(QUIET_MS);
     timer = undefined;
     trimNow();
   }, delayMs);
