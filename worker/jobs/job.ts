@@ -65,7 +65,10 @@ export interface ExitInfo {
   signal: number;
 }
 
-/** Everything the record holds of a job (the store keeps exactly this). */
+/**
+ * Everything the record holds of a job (the store keeps exactly this). Its id, seq, owner, spec
+ * and createTime are fixed when it is inserted (JobStore.update leaves them as they are).
+ */
 export interface JobRecord {
   id: string;
   /** Creation order, unique and increasing: "newest first" sorts by it. */

@@ -54,7 +54,11 @@ export interface JobStore {
    * Rejects with StoreWriteError when it cannot be made durable.
    */
   durable(): Promise<void>;
-  /** Replaces a job's record with this newer state. Throws StoreWriteError. */
+  /**
+   * Saves a job's newer state: what its life changes (status, times, exit, reason, final usage,
+   * output size). Its id, seq, owner, spec and create time stay as inserted. Throws
+   * StoreWriteError.
+   */
   update(record: JobRecord): void;
   get(id: string): JobRecord | undefined;
   /** The job `owner` created with this idempotency key, if the store still has it. */

@@ -24,7 +24,10 @@ export class MemoryStore implements JobStore {
   }
 
   update(record: JobRecord): void {
-    if (this.#records.has(record.id)) this.#records.set(record.id, structuredClone(record));
+    const old = this.#records.get(record.id);
+    if (old === undefined) return;
+    const { seq, owner, spec, createTime } = old; // fixed at the insert, as in the SQLite store
+    this.#records.set(record.id, { ...structuredClone(record), seq, owner, spec, createTime });
   }
 
   get(id: string): JobRecord | undefined {

@@ -98,7 +98,7 @@ const MUTABLE_COLUMNS = [
   "final_usage",
   "output_bytes",
   "output_truncated",
-];
+] as const satisfies readonly (keyof Row)[];
 
 // Built once: a statement is looked up by its text at every write.
 const INSERT_SQL = `INSERT INTO jobs (${COLUMNS}) VALUES (${
@@ -108,19 +108,9 @@ const UPDATE_SQL = `UPDATE jobs SET ${
   MUTABLE_COLUMNS.map((c) => `${c} = $${c}`).join(", ")
 } WHERE id = $id`;
 
-/** The record's columns as parameters: all of them, or (`whole` false) the id and MUTABLE_COLUMNS. */
-function toParams(r: JobRecord, whole = true): Record<string, SQLInputValue> {
-  const fixed: Record<string, SQLInputValue> = whole
-    ? {
-      seq: r.seq,
-      owner: r.owner,
-      request_id: r.spec.requestId === "" ? null : r.spec.requestId,
-      create_time: r.createTime.getTime(),
-      spec: JSON.stringify(r.spec),
-    }
-    : {};
+/** The parameters of UPDATE_SQL: the id and MUTABLE_COLUMNS. */
+function updateParams(r: JobRecord): Record<string, SQLInputValue> {
   return {
-    ...fixed,
     id: r.id,
     status: r.status,
     start_time: r.startTime?.getTime() ?? null,
@@ -132,6 +122,18 @@ function toParams(r: JobRecord, whole = true): Record<string, SQLInputValue> {
     final_usage: r.finalUsage ? JSON.stringify(r.finalUsage) : null,
     output_bytes: r.outputBytes,
     output_truncated: r.outputTruncated ? 1 : 0,
+  };
+}
+
+/** The parameters of INSERT_SQL: every column. */
+function insertParams(r: JobRecord): Record<string, SQLInputValue> {
+  return {
+    ...updateParams(r),
+    seq: r.seq,
+    owner: r.owner,
+    request_id: r.spec.requestId === "" ? null : r.spec.requestId,
+    create_time: r.createTime.getTime(),
+    spec: JSON.stringify(r.spec),
   };
 }
 
@@ -298,7 +300,7 @@ export class SqliteStore implements JobStore {
 
   insert(record: JobRecord): void {
     this.#write("a new job", () => {
-      this.#statement(INSERT_SQL).run(toParams(record));
+      this.#statement(INSERT_SQL).run(insertParams(record));
       this.#statement(
         "UPDATE counters SET value = max(value, $seq) WHERE name = 'last_seq'",
       ).run({ seq: record.seq });
@@ -313,7 +315,7 @@ export class SqliteStore implements JobStore {
    */
   update(record: JobRecord): void {
     this.#ended.drop(record.id);
-    const params = toParams(record, false);
+    const params = updateParams(record);
     this.#write("a job's state", () => {
       this.#statement(UPDATE_SQL).run(params);
     });

@@ -8,7 +8,8 @@
  * Makefile. Each accessor returns undefined (or an empty list) when the shape is not what it was
  * checked against; {@link checkInternals} runs once at start and logs, as an error, each part
  * that is missing and what the worker then does without it, so an upgrade that moves them is
- * loud rather than a silent loss of protection.
+ * loud rather than a silent loss of protection. The pipe handle's reach is checked where it is
+ * used, at the first pipe (runtime/pipe_socket.ts logs it the same way).
  *
  * @module
  */
@@ -25,8 +26,12 @@ function isObject(value: unknown): value is Obj {
 }
 
 /** An own symbol-keyed property of `target` by the symbol's description (Deno's private keys). */
+function symbolKey(target: object, description: string): symbol | undefined {
+  return Object.getOwnPropertySymbols(target).find((s) => s.description === description);
+}
+
 function symbolProperty(target: object, description: string): unknown {
-  const key = Object.getOwnPropertySymbols(target).find((s) => s.description === description);
+  const key = symbolKey(target, description);
   return key === undefined ? undefined : Reflect.get(target, key);
 }
 
@@ -111,6 +116,9 @@ export function isBindingOwnerKey(key: PropertyKey): boolean {
   return typeof key === "symbol" && key.description === "ownerSymbol";
 }
 
+/** A pipe Socket's native handle, as {@link pipeHandleOf} found it. */
+export type PipeHandle = object & { readonly __pipeHandle: unique symbol };
+
 /**
  * Deno 2.8.3's node:net: a Socket made on a pipe's descriptor is never freed. Its native handle
  * (a PipeWrap) stays in a V8 global handle after the close and holds the Socket under its private
@@ -120,14 +128,16 @@ export function isBindingOwnerKey(key: PropertyKey): boolean {
  * PipeWraps, 201 Jobs, all reachable only from global handles). The handle of `socket`, taken
  * while it is open (the close clears `socket._handle`), or undefined when it is not as checked.
  */
-export function pipeHandleOf(socket: Socket): object | undefined {
+export function pipeHandleOf(socket: Socket): PipeHandle | undefined {
   const handle = (socket as unknown as { _handle?: unknown })._handle;
-  return isObject(handle) && symbolProperty(handle, "ownerSymbol") === socket ? handle : undefined;
+  return isObject(handle) && symbolProperty(handle, "ownerSymbol") === socket
+    ? handle as PipeHandle
+    : undefined;
 }
 
 /** Cuts a closed pipe's handle from its Socket ({@link pipeHandleOf}): only the handle stays. */
-export function unlinkPipeHandle(handle: object): void {
-  const key = Object.getOwnPropertySymbols(handle).find((k) => k.description === "ownerSymbol");
+export function unlinkPipeHandle(handle: PipeHandle): void {
+  const key = symbolKey(handle, "ownerSymbol");
   if (key !== undefined) Reflect.deleteProperty(handle, key);
 }
 
@@ -137,7 +147,7 @@ export function unlinkPipeHandle(handle: object): void {
  */
 export function checkInternals(server: Server): void {
   if (Deno.version.deno !== CHECKED_AGAINST.deno) {
-    log.warn("HTTP/2 internals were checked against another Deno version", {
+    log.warn("Deno's node:http2 and node:net internals were checked against another Deno version", {
       checked: CHECKED_AGAINST.deno,
       running: Deno.version.deno,
     });
