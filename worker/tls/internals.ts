@@ -120,9 +120,13 @@ export function isBindingOwnerKey(key: PropertyKey): boolean {
 export type PipeHandle = object & { readonly __pipeHandle: unique symbol };
 
 /**
- * Deno 2.8.3's node:net: a Socket made on a pipe's descriptor is never freed. Its native handle
- * (a PipeWrap) stays in a V8 global handle after the close and holds the Socket under its private
- * `ownerSymbol` key, and the Socket's listeners hold what they close over: a job's three pipes
+ * Deno 2.8.3's node:net: a Socket made on a pipe's descriptor is never freed, nor its native handle
+ * (a PipeWrap). The handle's `readStart` keeps a strong V8 global of the handle itself in its read
+ * callback state (ext/node/ops/stream_wrap.rs, `read_start_with_handle`), which only `readStop`
+ * drops; the close (`close_handle`) stops the pipe's reads but never drops that state, and Node's
+ * net calls `readStop` only to pause. So every closed pipe's handle stayed, with its native side
+ * (the libuv-style pipe, its read state: about 3 KiB of RSS), and held the Socket under its
+ * private `ownerSymbol` key, and the Socket's listeners what they close over: a job's three pipes
  * (stdout, stderr, status) kept the job itself, its output log, stopper and cgroup objects, for
  * every job the worker ever ran (a heap snapshot after 200 jobs `true`: 606 Sockets, 603
  * PipeWraps, 201 Jobs, all reachable only from global handles). The handle of `socket`, taken
@@ -130,13 +134,20 @@ export type PipeHandle = object & { readonly __pipeHandle: unique symbol };
  */
 export function pipeHandleOf(socket: Socket): PipeHandle | undefined {
   const handle = (socket as unknown as { _handle?: unknown })._handle;
-  return isObject(handle) && symbolProperty(handle, "ownerSymbol") === socket
+  return isObject(handle) && symbolProperty(handle, "ownerSymbol") === socket &&
+      typeof handle["readStop"] === "function"
     ? handle as PipeHandle
     : undefined;
 }
 
-/** Cuts a closed pipe's handle from its Socket ({@link pipeHandleOf}): only the handle stays. */
-export function unlinkPipeHandle(handle: PipeHandle): void {
+/**
+ * Frees a closed pipe's handle ({@link pipeHandleOf}): `readStop` drops the read state's global
+ * of the handle, so the handle and its native side are collected (after the close it only marks
+ * the closed pipe as not reading: the close already took its descriptor and callbacks), and the
+ * handle's link to its Socket is cut as well, so the Socket goes even if the handle stayed.
+ */
+export function releasePipeHandle(handle: PipeHandle): void {
+  (handle as unknown as { readStop: () => number }).readStop();
   const key = symbolKey(handle, "ownerSymbol");
   if (key !== undefined) Reflect.deleteProperty(handle, key);
 }
