@@ -25,11 +25,12 @@ function isObject(value: unknown): value is Obj {
   return typeof value === "object" && value !== null;
 }
 
-/** An own symbol-keyed property of `target` by the symbol's description (Deno's private keys). */
+/** An own symbol key of `target` by the symbol's description (Deno's private keys). */
 function symbolKey(target: object, description: string): symbol | undefined {
   return Object.getOwnPropertySymbols(target).find((s) => s.description === description);
 }
 
+/** An own symbol-keyed property of `target` by the symbol's description. */
 function symbolProperty(target: object, description: string): unknown {
   const key = symbolKey(target, description);
   return key === undefined ? undefined : Reflect.get(target, key);
