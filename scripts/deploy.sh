@@ -63,6 +63,21 @@ preflight() {
   echo "deploy: $target: Linux $kernel $arch, systemd: $systemd${systemd_version:+ $systemd_version}"
 }
 
+# Packs paths under DIR into the gzipped tarball OUT. GNU tar exits 1 when a file's ctime moved while
+# it read it; CI saw that once (kernel 6.18, ext4) on the staged deno binary, which nothing but this
+# script writes and which was complete: so pack again, at most three times, before giving up.
+pack() {
+  local dir=$1 out=$2 try rc
+  shift 2
+  for try in 1 2 3; do
+    rc=0
+    tar -C "$dir" -czf "$out" "$@" || rc=$?
+    [ "$rc" -eq 1 ] && [ "$try" -lt 3 ] || break
+    echo "deploy: a file changed while it was packed (try $try of 3); packing again" >&2
+  done
+  [ "$rc" -eq 0 ] || die "packing $dir failed (tar exit $rc)"
+}
+
 # Installs into a local staging root and ships PREFIX (bin/jobworker and lib/jobworker) as a
 # tarball; on the remote, scripts/install.sh (sent on stdin) moves lib/jobworker into place so that
 # a running worker keeps its paths (see place_lib there) until it is restarted or reloaded.
@@ -74,8 +89,8 @@ ship() {
   echo "deploy: copying $(du -sh "$stage/usr/local" | cut -f1) to $REMOTE_HOST"
   local d="$REMOTE_DESTDIR/usr/local"
   t=$(remote "set -e; $sudo mkdir -p '$d/bin' '$d/lib'; $sudo mktemp -d '$d/.deploy.XXXXXX'")
-  tar -C "$stage/usr/local" -czf - bin/jobworker $( [ -d "$stage/usr/local/lib/jobworker" ] && echo lib/jobworker) |
-    remote "$sudo tar -C '$t' -xzf -"
+  pack "$stage/usr/local" "$stage/ship.tgz" bin/jobworker $( [ -d "$stage/usr/local/lib/jobworker" ] && echo lib/jobworker)
+  remote "$sudo tar -C '$t' -xzf -" <"$stage/ship.tgz"
   if [ -d "$stage/usr/local/lib/jobworker" ]; then
     remote "$sudo bash -s place '$t/lib/jobworker' '$d/lib/jobworker'" <scripts/install.sh
   fi
