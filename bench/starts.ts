@@ -15,6 +15,7 @@ import type { BenchContext } from "./context.ts";
 import type { Peers } from "./peers.ts";
 import { delay, median, progress, quantile, type Row } from "./rows.ts";
 import { cpuSeconds } from "./stream_readers.ts";
+import { cpuSnapshot, describeCpu } from "./cpu_accounting.ts";
 
 /** Reads `startMs` of the worker's 'job started' lines, by job id, as they arrive. */
 class StartLog {
@@ -151,9 +152,11 @@ export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]>
   // The floor before and after ours, the faster of the two: one burst of unshare runs is short
   // enough for a neighbour's hiccup to double it.
   const before = await inBatches(100, 20, peers.floor.start);
+  const shares0 = cpuSnapshot(workerPid);
   const [cpu0, loop0] = [cpuSeconds(workerPid), loopThread(workerPid)];
   const parallelOurs = await inBatches(100, 20, () => client.createJob({ command: "true" }));
   const [cpu1, loop1] = [cpuSeconds(workerPid), loopThread(workerPid)];
+  const shares1 = cpuSnapshot(workerPid);
   const parallelBase = Math.min(before, await inBatches(100, 20, peers.floor.start));
   // Whether the burst is bound by the worker's CPU: its share of the burst's time, per start.
   if (loop0 && loop1 && Number.isFinite(cpu1 - cpu0)) {
@@ -166,6 +169,8 @@ export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]>
         `cleanup after they ended included, as far as it fell inside the burst)`,
     );
   }
+  // And everything else that shared the CPUs: the burst is bound by all of it together.
+  progress(`the burst, ${describeCpu(shares0, shares1, 100)}`);
 
   const floorP50 = median(floor);
   const vsFloor = (name: string, ours: number, ratioAtMost?: number): Row => ({
