@@ -24,6 +24,7 @@ import type { Server } from "@grpc/grpc-js";
 import type { Socket } from "node:net";
 import { log } from "../log/logger.ts";
 import { WarningPace } from "../log/pace.ts";
+import { isRefused } from "./connection_guard.ts";
 import { http2ServersOf } from "./internals.ts";
 
 /** A timer that runs this much after its time says the worker was busy, not the client slow. */
@@ -58,7 +59,7 @@ export class HandshakeDeadline {
   }
 
   #watch(socket: Socket): void {
-    if (socket.destroyed) return; // refused by the connection guard
+    if (isRefused(socket)) return; // the connection guard closes it on the next tick
     const key = connectionKey(socket);
     let graceLeft = this.deadlineMs;
     const arm = (ms: number) => {
