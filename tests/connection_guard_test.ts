@@ -26,14 +26,47 @@ v8.setFlagsFromString("--expose-gc");
 const gc = vm.runInNewContext("gc") as () => void;
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** The handshake deadline here: node:tls's own timer (the backstop) runs 3 times this after accept. */
-const DEADLINE_MS = 200;
+/**
+ * The handshake deadline here: node:tls's own timer (the backstop) runs 3 times this after accept.
+ * A refused connection must close well before it, or it was the deadline that closed it.
+ */
+const DEADLINE_MS = 1000;
 const REFUSED = 40;
 
 /** What node:tls made of an accepted socket: the TLSSocket its TCP handle now names as owner. */
 function ownerOf(handle: object): unknown {
   const key = Object.getOwnPropertySymbols(handle).find((s) => s.description === "ownerSymbol");
   return key === undefined ? undefined : Reflect.get(handle, key);
+}
+
+/** A client's first flight (its ClientHello), taken from a plain TCP server that reads it. */
+async function clientHello(read: (file: string) => string): Promise<Uint8Array> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  const hello = new Promise<Uint8Array>((resolve) =>
+    server.once("connection", (socket) =>
+      socket.once("data", (d: Uint8Array) => {
+        resolve(d);
+        socket.destroy();
+      }))
+  );
+  const client = tls.connect({
+    host: "127.0.0.1",
+    port,
+    servername: "localhost",
+    ca: read("ca-cert.pem"),
+    cert: read("viewer-client-cert.pem"),
+    key: read("viewer-client-key.pem"),
+    ALPNProtocols: ["h2"],
+  });
+  client.on("error", () => {});
+  try {
+    return await hello;
+  } finally {
+    client.destroy();
+    server.close();
+  }
 }
 
 Deno.test({
@@ -80,6 +113,7 @@ Deno.test({
       // The one connection the cap allows: admitted, its handshake done (so that the deadline
       // leaves it), and held open.
       const read = (file: string) => Deno.readTextFileSync(`${pki.dir}/${file}`);
+      const hello = await clientHello(read);
       let holderClosed = false;
       await new Promise<void>((resolve, reject) => {
         holder = tls.connect({
@@ -94,17 +128,25 @@ Deno.test({
         holder.once("error", reject);
         holder.once("close", () => holderClosed = true);
       });
+      // Each refused client sends a real ClientHello: without the guard the server would answer
+      // it, and without the guard's close only the deadline would end the connection.
       for (let i = 0; i < REFUSED; i++) {
-        const socket = net.connect(port, "127.0.0.1");
+        const socket = net.connect(port, "127.0.0.1", () => socket.write(hello));
+        const opened = performance.now();
         let received = 0;
         socket.on("data", (d) => received += d.length);
         socket.on("error", () => {});
-        const closed = await Promise.race([
-          new Promise<boolean>((resolve) => socket.once("close", () => resolve(true))),
-          delay(5000).then(() => false),
+        const closedAfter = await Promise.race([
+          new Promise<number>((resolve) =>
+            socket.once("close", () => resolve(performance.now() - opened))
+          ),
+          delay(5000).then(() => Infinity),
         ]);
         socket.destroy();
-        assert.ok(closed, `refused connection ${i} was not closed`);
+        assert.ok(
+          closedAfter < DEADLINE_MS / 2,
+          `refused connection ${i} closed after ${closedAfter.toFixed(0)} ms, not by the guard`,
+        );
         assert.equal(received, 0, "a refused connection got bytes (TLS was answered)");
       }
       assert.equal(holderClosed, false, "the admitted connection was closed");
