@@ -98,7 +98,7 @@ export async function startServer(
     );
   });
   // Before the guard: its 'connection' listener is prepended in front of this one's, so a connection
-  // it refuses is closed before a deadline is set for it.
+  // it refuses is marked refused (and closed on the next tick) before the deadline would time it.
   if (!new HandshakeDeadline(handshakeMs).attach(server)) {
     log.warn("cannot time TLS handshakes fairly: node:tls's own timeout applies", {
       timeoutSeconds: backstopMs(handshakeMs) / 1000,

@@ -1,22 +1,14 @@
 /**
  * Caps the connections the server keeps: in total and per peer address. A connection past a cap
- * is closed as soon as it is accepted, before a byte of its TLS handshake is read, so that no
- * client (certificate or not) can use up the process's descriptors and lock everyone else out.
+ * is closed before a byte of its TLS handshake is read, so that no client (certificate or not) can
+ * use up the process's descriptors and lock everyone else out.
  *
  * grpc-js creates its HTTP/2 servers itself; this hooks their 'connection' event, which hands over
  * each accepted TCP socket (reached through internals.ts).
  *
- * A refused socket is closed on the next tick, not at once: node:tls's own 'connection' listener
- * runs after this one and wraps the socket in a TLSSocket whatever this one did. In Deno 2.8.3 a
- * socket already destroyed then is wrapped through a JSStreamSocket, and that TLSSocket is never
- * closed: its TLSWrap keeps a strong global of itself (released only by `destroySsl`), the TCP
- * handle one from its first read (released only by `readStop`), and with them the raw socket,
- * the TLSSocket and the JSStreamSocket stayed for good, about 30 KiB of RSS per refused
- * connection (1,000 refusals: 1,000 of each in a heap snapshot 16 s later). Closed on the next
- * tick, before any I/O, the socket goes the way of any connection closed before its handshake
- * (node:tls wrapped its TCP handle directly, and its close stops the handle's reads and destroys
- * the TLS state): all of it is collected once node:tls's handshake timer has run (the backstop of
- * handshake_deadline.ts, which keeps the closed TLSSocket until then).
+ * A refused socket is closed on the next tick, once node:tls's own 'connection' listener (which
+ * runs after this one) has wrapped it: in Deno 2.8.3 a socket it wraps already destroyed is never
+ * freed (README, "Hostile clients").
  */
 import type { Server } from "@grpc/grpc-js";
 import type { Socket } from "node:net";
