@@ -102,7 +102,8 @@ bench-tools:
 	  [ -z "$${missing:-}" ] || (apt-get update -qq && apt-get install -y -qq --no-install-recommends util-linux bubblewrap runc busybox-static python3-grpcio)
 
 # `make bench [QUICK=1]`: the table, JSON under bench/results/; fails when a ratio is worse than 2x
-# its recorded value (bench/recorded.json). `make bench-record [QUICK=1]` rewrites that record.
+# its recorded value (bench/recorded.json, per kind of machine). `make bench-record [QUICK=1]`
+# rewrites this machine's record from the median of three runs.
 BENCH_ARGS = $(if $(filter 1 yes true,$(QUICK)),--quick)
 bench: deps shim bench-tools
 	$(DENO) run -A bench/main.ts $(BENCH_ARGS)

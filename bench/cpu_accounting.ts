@@ -4,10 +4,11 @@
  * jobs' first processes, with what they reaped) from /proc/<pid>/stat; the bench process's own
  * (its client); and the kernel's own threads (kthreadd's children: kworkers removing cgroups,
  * softirqs, RCU) from their schedstat. What none of these holds is everything else: other
- * processes of the machine, and interrupts.
+ * processes of the machine, interrupts, and jobs not yet reaped at the second snapshot.
  *
  * @module
  */
+import { procStatFields } from "./stream_readers.ts";
 
 /** CPU counters, all in ms, at one moment; NaN where the kernel did not let us read one. */
 export interface CpuSnapshot {
@@ -18,35 +19,33 @@ export interface CpuSnapshot {
   /** Children the worker reaped. */
   jobsMs: number;
   benchMs: number;
-  kernelThreadsMs: number;
+  /** Each kernel thread's ms on a CPU so far, by pid. */
+  kernelThreadsMs: Map<number, number>;
 }
 
 /** The kernel's USER_HZ (clock ticks of /proc/stat and /proc/<pid>/stat): 100 on Linux. */
 const TICK_MS = 10;
 
-function statFields(pid: number | "self"): string[] | undefined {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  } catch {
-    return undefined;
-  }
-}
-
-/** ms on a CPU of the kernel's own threads (kthreadd and its children), from their schedstat. */
-function kernelThreadsMs(): number {
-  let ns = 0;
+/**
+ * ms on a CPU of each of the kernel's own threads (kthreadd and its children), by pid, from their
+ * schedstat: compared by pid, so that a kworker that comes or goes meanwhile counts only for the
+ * time both snapshots saw it.
+ */
+function kernelThreadsMs(): Map<number, number> {
+  const byPid = new Map<number, number>();
   for (const entry of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
-    const fields = statFields(Number(entry.name));
-    if (!fields || (entry.name !== "2" && fields[1] !== "2")) continue;
+    const pid = Number(entry.name);
+    const fields = procStatFields(pid);
+    if (!fields || (pid !== 2 && fields[1] !== "2")) continue;
     try {
-      ns += Number(Deno.readTextFileSync(`/proc/${entry.name}/schedstat`).split(" ")[0]);
+      byPid.set(pid, Number(Deno.readTextFileSync(`/proc/${pid}/schedstat`).split(" ")[0]) / 1e6);
     } catch { /* gone meanwhile */ }
   }
-  return ns / 1e6;
+  return byPid;
 }
 
+/** The counters of {@link CpuSnapshot} at this moment, for the worker `workerPid`. */
 export function cpuSnapshot(workerPid: number): CpuSnapshot {
   let busyMs = NaN;
   let idleMs = NaN;
@@ -57,20 +56,19 @@ export function cpuSnapshot(workerPid: number): CpuSnapshot {
     busyMs = (user! + nice! + system! + irq! + softirq! + (steal ?? 0)) * TICK_MS;
     idleMs = (idle! + iowait!) * TICK_MS;
   } catch { /* no /proc/stat */ }
-  const worker = statFields(workerPid);
-  const bench = statFields("self");
+  const worker = procStatFields(workerPid);
+  const bench = procStatFields("self");
   const ticks = (fields: string[] | undefined, at: number) =>
     fields ? (Number(fields[at]) + Number(fields[at + 1])) * TICK_MS : NaN;
-  let kernel = NaN;
+  let kernel = new Map<number, number>();
   try {
     kernel = kernelThreadsMs();
   } catch { /* no /proc */ }
   return {
     busyMs,
     idleMs,
-    // utime + stime, then cutime + cstime (fields 14-17 of stat, 0-based 11-14 after the name).
-    workerMs: ticks(worker, 11),
-    jobsMs: ticks(worker, 13),
+    workerMs: ticks(worker, 11), // utime + stime
+    jobsMs: ticks(worker, 13), // cutime + cstime
     benchMs: ticks(bench, 11),
     kernelThreadsMs: kernel,
   };
@@ -81,14 +79,19 @@ export function cpuSnapshot(workerPid: number): CpuSnapshot {
  * time over the stretch (busy and idle: on 2 CPUs, twice the wall time).
  */
 export function describeCpu(before: CpuSnapshot, after: CpuSnapshot, starts: number): string {
-  const d = (key: keyof CpuSnapshot) => after[key] - before[key];
+  const d = (key: Exclude<keyof CpuSnapshot, "kernelThreadsMs">) => after[key] - before[key];
+  let kernelMs = 0;
+  for (const [pid, ms] of after.kernelThreadsMs) {
+    const was = before.kernelThreadsMs.get(pid);
+    if (was !== undefined) kernelMs += ms - was;
+  }
   const busy = d("busyMs");
-  const known = d("workerMs") + d("jobsMs") + d("benchMs") + d("kernelThreadsMs");
+  const known = d("workerMs") + d("jobsMs") + d("benchMs") + kernelMs;
   const shares: [string, number][] = [
     ["the worker", d("workerMs")],
     ["the jobs it reaped", d("jobsMs")],
     ["this process (the bench: its client, the worker's log lines)", d("benchMs")],
-    ["kernel threads", d("kernelThreadsMs")],
+    ["kernel threads", kernelMs],
     ["everything else", busy - known],
     ["idle", d("idleMs")],
   ];

@@ -6,8 +6,9 @@
  * a row is measured once more and its better run counts), never on an absolute time.
  *
  * Options: --quick (fewer rounds, smaller streams, no stalled readers: under two minutes),
- * --record (rewrite this mode's recorded ratios from this run), --only=a,b (only these sections:
- * starts, stream, streaming, client, storm, stalled, burst, creep; for working on one; not with --record).
+ * --record (rewrite this machine's recorded ratios of this mode from the median of --runs whole
+ * runs, 3 unless given), --only=a,b (only these sections: starts, stream, streaming, client, storm,
+ * stalled, burst, creep; for working on one; not with --record).
  * SUMMARY_FILE=path also writes `passed failed 0` (checked ratios) there, for tests/run_all.sh.
  *
  * Sections: starts.ts (start against unshare and the peers of peers.ts), stream.ts, client_start.ts,
@@ -24,7 +25,15 @@ import type { BenchContext } from "./context.ts";
 import { burstRows, creepRows, stalledReaderRows } from "./load.ts";
 import { machineInfo } from "./machine.ts";
 import { JOB_LIMITS, preparePeers } from "./peers.ts";
-import { loadRecords, type Mode, REGRESSION_FACTOR, verdict, writeRecord } from "./recorded.ts";
+import {
+  loadRecords,
+  medianRows,
+  type Mode,
+  recordFor,
+  REGRESSION_FACTOR,
+  verdict,
+  writeRecord,
+} from "./recorded.ts";
 import { type Line, printTable, writeResults } from "./report.ts";
 import { progress, ratio, type Row } from "./rows.ts";
 import { startRows } from "./starts.ts";
@@ -37,6 +46,7 @@ const { values: options } = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
     record: { type: "boolean", default: false },
+    runs: { type: "string" },
     only: { type: "string" },
   },
 });
@@ -44,6 +54,11 @@ const quick = options.quick;
 const mode: Mode = quick ? "quick" : "full";
 const only = options.only?.split(",");
 if (only && options.record) throw new Error("--record records whole runs: not with --only");
+// A record is the median of whole runs: one run's ratio of two noisy times can be off by 2x.
+const runs = Number(options.runs ?? (options.record ? 3 : 1));
+if (!Number.isInteger(runs) || runs < 1) {
+  throw new Error(`--runs: a whole number of runs, not ${options.runs}`);
+}
 const wanted = (section: string) => only === undefined || only.includes(section);
 streamingOnly(); // a wrong BENCH_STREAMING_ONLY fails now, not after the other sections
 
@@ -124,24 +139,29 @@ const sections: { name: string; full?: true; run: () => Promise<Row[]> }[] = [
   { name: "burst", run: () => burstRows(ctx) },
   { name: "creep", full: true, run: () => creepRows(ctx) },
 ];
-const record = loadRecords()[mode];
-const rows: Row[] = [];
+const record = recordFor(loadRecords()[mode], machine);
+const measuredRuns: Row[][] = [];
 try {
-  for (const section of sections) {
-    if (!wanted(section.name) || (section.full && quick)) continue;
-    progress(section.name);
-    let measured = await section.run();
-    // A shared machine has moments far noisier than others: a section whose checked ratio looks
-    // worse than 2x its record is measured once more, and its better run counts.
-    if (!options.record && measured.some((row) => verdict(row, record).regressed)) {
-      progress(`${section.name}: a ratio past ${REGRESSION_FACTOR}x its record; measuring again`);
-      const again = await section.run();
-      measured = measured.map((row) => {
-        const other = again.find((r) => r.name === row.name);
-        return other !== undefined && ratio(other) < ratio(row) ? other : row;
-      });
+  for (let run = 1; run <= runs; run++) {
+    if (runs > 1) progress(`whole run ${run} of ${runs}`);
+    const rows: Row[] = [];
+    for (const section of sections) {
+      if (!wanted(section.name) || (section.full && quick)) continue;
+      progress(section.name);
+      let measured = await section.run();
+      // A shared machine has moments far noisier than others: a section whose checked ratio looks
+      // worse than 2x its record is measured once more, and its better run counts.
+      if (!options.record && measured.some((row) => verdict(row, record?.ratios).regressed)) {
+        progress(`${section.name}: a ratio past ${REGRESSION_FACTOR}x its record; measuring again`);
+        const again = await section.run();
+        measured = measured.map((row) => {
+          const other = again.find((r) => r.name === row.name);
+          return other !== undefined && ratio(other) < ratio(row) ? other : row;
+        });
+      }
+      rows.push(...measured);
     }
-    rows.push(...measured);
+    measuredRuns.push(rows);
   }
 } finally {
   client.close();
@@ -150,7 +170,9 @@ try {
   await peers.close();
 }
 
-const lines: Line[] = rows.map((row) => ({ row, verdict: verdict(row, record) }));
+const rows = medianRows(measuredRuns);
+if (runs > 1) progress(`each row below: the median of ${runs} whole runs`);
+const lines: Line[] = rows.map((row) => ({ row, verdict: verdict(row, record?.ratios) }));
 printTable(lines);
 for (const missing of peers.missing) console.log(`peer left out: ${missing}`);
 console.log(`results: ${writeResults(mode, startedAt, machine, lines, peers.missing)}`);
@@ -158,8 +180,8 @@ console.log(`results: ${writeResults(mode, startedAt, machine, lines, peers.miss
 const checked = lines.filter((l) => l.verdict.recorded !== undefined);
 const regressed = checked.filter((l) => l.verdict.regressed);
 if (options.record) {
-  writeRecord(mode, rows, machine);
-  console.log(`recorded the ${mode} ratios in bench/recorded.json`);
+  writeRecord(mode, rows, machine, undefined, runs);
+  console.log(`recorded this machine's ${mode} ratios in bench/recorded.json (median of ${runs})`);
 } else if (record === undefined) {
   console.log(
     `no recorded ${mode} ratios (make bench-record${quick ? " QUICK=1" : ""}): nothing checked`,
@@ -170,7 +192,7 @@ if (options.record) {
     console.log(`recorded but not measured in this run: ${unmeasured.join("; ")}`);
   }
   console.log(
-    `bench: ${checked.length} ratios checked against the ${mode} record of ${record.recordedAt}: ` +
+    `bench: ${checked.length} ratios checked against ${record.from}: ` +
       `${
         checked.length - regressed.length
       } within ${REGRESSION_FACTOR}×, ${regressed.length} worse` +

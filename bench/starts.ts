@@ -14,7 +14,6 @@ import { jobworker } from "../proto/service.ts";
 import type { BenchContext } from "./context.ts";
 import type { Peers } from "./peers.ts";
 import { delay, median, progress, quantile, type Row } from "./rows.ts";
-import { cpuSeconds } from "./stream_readers.ts";
 import { cpuSnapshot, describeCpu } from "./cpu_accounting.ts";
 
 /** Reads `startMs` of the worker's 'job started' lines, by job id, as they arrive. */
@@ -78,7 +77,7 @@ async function inBatches(
 }
 
 export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]> {
-  // 100 in quick mode too (3 s more, CI's whole quick run 40 s): of 30 starts the p99 was the
+  // 100 in quick mode too (3 s more, CI's whole quick run about 45 s): of 30 starts the p99 was the
   // slowest, which one start's bad luck sets alone (the first after the warm-up, still cold in
   // the worker and the client; the fresh worker's first mark-compact, around its 21st start; a
   // slow sync of the record); of 100 it is the second slowest.
@@ -152,24 +151,20 @@ export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]>
   // The floor before and after ours, the faster of the two: one burst of unshare runs is short
   // enough for a neighbour's hiccup to double it.
   const before = await inBatches(100, 20, peers.floor.start);
-  const shares0 = cpuSnapshot(workerPid);
-  const [cpu0, loop0] = [cpuSeconds(workerPid), loopThread(workerPid)];
+  const [shares0, loop0] = [cpuSnapshot(workerPid), loopThread(workerPid)];
   const parallelOurs = await inBatches(100, 20, () => client.createJob({ command: "true" }));
-  const [cpu1, loop1] = [cpuSeconds(workerPid), loopThread(workerPid)];
-  const shares1 = cpuSnapshot(workerPid);
+  const [shares1, loop1] = [cpuSnapshot(workerPid), loopThread(workerPid)];
   const parallelBase = Math.min(before, await inBatches(100, 20, peers.floor.start));
-  // Whether the burst is bound by the worker's CPU: its share of the burst's time, per start.
-  if (loop0 && loop1 && Number.isFinite(cpu1 - cpu0)) {
-    const perStart = (ms: number) => (ms / 100).toFixed(2);
+  // Whether the burst is bound by the worker's loop thread; then where all of the CPUs' time went
+  // (the worker's among it): the burst is bound by all of it together.
+  if (loop0 && loop1) {
     progress(
-      `the burst of ${parallelOurs.toFixed(0)} ms: the worker used ${
-        perStart((cpu1 - cpu0) * 1000)
-      } ms ` +
-        `of CPU per start, its loop thread ${perStart(loop1.cpuMs - loop0.cpuMs)} (the jobs' ` +
-        `cleanup after they ended included, as far as it fell inside the burst)`,
+      `the burst of ${parallelOurs.toFixed(0)} ms: the worker's loop thread used ${
+        ((loop1.cpuMs - loop0.cpuMs) / 100).toFixed(2)
+      } ms of CPU per start (the jobs' cleanup after they ended included, as far as it fell ` +
+        `inside the burst)`,
     );
   }
-  // And everything else that shared the CPUs: the burst is bound by all of it together.
   progress(`the burst, ${describeCpu(shares0, shares1, 100)}`);
 
   const floorP50 = median(floor);

@@ -18,15 +18,24 @@ export interface Read {
   messages: number;
 }
 
-/** User and system CPU seconds a process used so far, from /proc/<pid>/stat; NaN if unreadable. */
-export function processCpu(pid: number | "self"): { user: number; sys: number } {
+/**
+ * The fields of /proc/<pid>/stat after the process's name, from 0 (its state): utime is 11, stime
+ * 12, cutime 13, cstime 14, all in clock ticks (1/100 s). Undefined if unreadable.
+ */
+export function procStatFields(pid: number | "self"): string[] | undefined {
   try {
     const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return { user: Number(fields[11]) / 100, sys: Number(fields[12]) / 100 }; // clock ticks
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   } catch {
-    return { user: NaN, sys: NaN };
+    return undefined;
   }
+}
+
+/** User and system CPU seconds a process used so far, from /proc/<pid>/stat; NaN if unreadable. */
+export function processCpu(pid: number | "self"): { user: number; sys: number } {
+  const fields = procStatFields(pid);
+  if (fields === undefined) return { user: NaN, sys: NaN };
+  return { user: Number(fields[11]) / 100, sys: Number(fields[12]) / 100 };
 }
 
 /** CPU seconds (user + system) a process used so far; NaN if unreadable. */

@@ -1,12 +1,13 @@
 /**
  * The bench's regression check (bench/recorded.ts, bench/rows.ts): a ratio is always "how much
  * worse than the baseline", a row fails only past 2× its recorded ratio, and rows that cannot hold
- * to a record are never recorded or checked. No server needed.
+ * to a record are never recorded or checked; each kind of machine is held to its own record, and a
+ * machine with none to the loosest of the others'. No server needed.
  *
  * @module
  */
 import assert from "node:assert/strict";
-import { loadRecords, verdict, writeRecord } from "../bench/recorded.ts";
+import { loadRecords, medianRows, recordFor, verdict, writeRecord } from "../bench/recorded.ts";
 import { meetsTarget, quantile, ratio, type Row } from "../bench/rows.ts";
 import type { MachineInfo } from "../bench/machine.ts";
 
@@ -55,17 +56,67 @@ Deno.test("bench record: fails only past 2x the recorded ratio; unchecked and in
       time("zero base", 5, 0),
     ];
     writeRecord("quick", rows, machine, file);
-    const record = loadRecords(file).quick;
+    const record = recordFor(loadRecords(file).quick, machine);
     assert.deepEqual(record?.ratios, { start: 20 });
     assert.equal(loadRecords(file).full, undefined);
 
-    assert.deepEqual(verdict(time("start", 40, 1), record), { recorded: 20, regressed: false });
-    assert.deepEqual(verdict(time("start", 41, 1), record), { recorded: 20, regressed: true });
-    assert.deepEqual(verdict(time("start", 5, 1), record), { recorded: 20, regressed: false });
-    assert.deepEqual(verdict({ ...time("start", 99, 1), unchecked: "noisy" }, record), {});
-    assert.deepEqual(verdict(time("new row", 99, 1), record), {});
+    assert.deepEqual(verdict(time("start", 40, 1), record?.ratios), {
+      recorded: 20,
+      regressed: false,
+    });
+    assert.deepEqual(verdict(time("start", 41, 1), record?.ratios), {
+      recorded: 20,
+      regressed: true,
+    });
+    assert.deepEqual(verdict(time("start", 5, 1), record?.ratios), {
+      recorded: 20,
+      regressed: false,
+    });
+    assert.deepEqual(verdict({ ...time("start", 99, 1), unchecked: "noisy" }, record?.ratios), {});
+    assert.deepEqual(verdict(time("new row", 99, 1), record?.ratios), {});
     assert.deepEqual(verdict(time("start", 99, 1), undefined), {});
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("bench record: one per kind of machine; a machine without one is held to the loosest", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "jobworker-bench-record-" });
+  try {
+    const file = `${dir}/recorded.json`;
+    const xeon = { ...machine, cpuModel: "Xeon" };
+    const epyc = { ...machine, cpuModel: "EPYC" };
+    writeRecord("quick", [time("burst", 17, 1), time("list", 2, 1)], xeon, file);
+    writeRecord("quick", [time("burst", 4, 1), time("list", 3, 1)], epyc, file);
+    writeRecord("quick", [time("burst", 5, 1), time("list", 3, 1)], epyc, file, 3);
+    const records = loadRecords(file).quick!;
+    assert.deepEqual(records.map((r) => [r.machine.cpuModel, r.runs]), [["Xeon", 1], ["EPYC", 3]]);
+
+    assert.deepEqual(recordFor(records, epyc)?.ratios, { burst: 5, list: 3 });
+    assert.deepEqual(recordFor(records, xeon)?.ratios, { burst: 17, list: 2 });
+    const other = recordFor(records, { ...machine, cpuModel: "new", cores: 4 });
+    assert.deepEqual(other?.ratios, { burst: 17, list: 3 });
+    assert.match(other!.from, /no record of new, 4 cores/);
+    assert.equal(recordFor([], epyc), undefined);
+    assert.equal(recordFor(undefined, epyc), undefined);
+
+    // A file from before records were kept per machine: one record per mode.
+    Deno.writeTextFileSync(file, JSON.stringify({ full: records[0] }));
+    assert.deepEqual(loadRecords(file).full?.map((r) => r.machine.cpuModel), ["Xeon"]);
+    assert.equal(loadRecords(file).quick, undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bench record: each row is the run whose ratio is that row's median, a measured row", () => {
+  const runs = [
+    [time("a", 9, 1), time("b", 1, 1)],
+    [time("a", 3, 1), time("b", 2, 1)],
+    [time("a", 5, 1), time("b", 8, 1)],
+  ];
+  assert.deepEqual(medianRows(runs), [time("a", 5, 1), time("b", 2, 1)]);
+  assert.deepEqual(medianRows(runs.slice(0, 2)), [time("a", 3, 1), time("b", 1, 1)]);
+  assert.deepEqual(medianRows([runs[0]!]), runs[0]);
+  assert.deepEqual(medianRows([]), []);
 });
