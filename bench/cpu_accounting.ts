@@ -4,13 +4,17 @@
  * jobs' first processes, with what they reaped) from /proc/<pid>/stat; the bench process's own
  * (its client); and the kernel's own threads (kthreadd's children: kworkers removing cgroups,
  * softirqs, RCU) from their schedstat. What none of these holds is everything else: other
- * processes of the machine, interrupts, and jobs not yet reaped at the second snapshot.
+ * processes of the machine, interrupts, jobs not yet reaped at the second snapshot, and kernel
+ * threads that were not there at the first.
  *
  * @module
  */
-import { procStatFields } from "./stream_readers.ts";
+import { procStatFields, TICK_MS } from "./procfs.ts";
 
-/** CPU counters, all in ms, at one moment; NaN where the kernel did not let us read one. */
+/**
+ * CPU counters, all in ms, at one moment; NaN where the kernel did not let us read one (no kernel
+ * thread at all when /proc cannot be listed).
+ */
 export interface CpuSnapshot {
   /** Over all CPUs: ms busy (user, nice, system, irq, softirq, steal) and ms idle (with iowait). */
   busyMs: number;
@@ -22,9 +26,6 @@ export interface CpuSnapshot {
   /** Each kernel thread's ms on a CPU so far, by pid. */
   kernelThreadsMs: Map<number, number>;
 }
-
-/** The kernel's USER_HZ (clock ticks of /proc/stat and /proc/<pid>/stat): 100 on Linux. */
-const TICK_MS = 10;
 
 /**
  * ms on a CPU of each of the kernel's own threads (kthreadd and its children), by pid, from their

@@ -18,6 +18,7 @@ import { JOB_LIMITS } from "./peers.ts";
 import { loopQuantile, type LoopScrape, scrapeLoop } from "./storm.ts";
 import { lineDelays } from "./streaming.ts";
 import { delay, quantile } from "./rows.ts";
+import { procStatFields, TICK_MS } from "./procfs.ts";
 
 const WRITERS = Number(Deno.args[0] ?? 200);
 const SECONDS = Number(Deno.args[1] ?? 8);
@@ -32,8 +33,8 @@ interface Scrape extends LoopScrape {
 
 async function scrape(url: string, pid: number): Promise<Scrape> {
   const metrics = await scrapeLoop(url);
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]!.split(" ");
-  const cpu = (Number(stat[11]) + Number(stat[12])) / 100;
+  const stat = procStatFields(pid) ?? [];
+  const cpu = (Number(stat[11]) + Number(stat[12])) * TICK_MS / 1000;
   const waited = Number(Deno.readTextFileSync(`/proc/${pid}/schedstat`).split(" ")[1]) / 1e9;
   return { ...metrics, cpu, waited, at: performance.now() };
 }

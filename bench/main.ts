@@ -7,7 +7,7 @@
  *
  * Options: --quick (fewer rounds, smaller streams, no stalled readers: under two minutes),
  * --record (rewrite this machine's recorded ratios of this mode from the median of --runs whole
- * runs, 3 unless given), --only=a,b (only these sections: starts, stream, streaming, client, storm,
+ * runs, 3 unless given; without --record, --runs=N checks the median of N runs), --only=a,b (only these sections: starts, stream, streaming, client, storm,
  * stalled, burst, creep; for working on one; not with --record).
  * SUMMARY_FILE=path also writes `passed failed 0` (checked ratios) there, for tests/run_all.sh.
  *
@@ -144,7 +144,7 @@ const measuredRuns: Row[][] = [];
 try {
   for (let run = 1; run <= runs; run++) {
     if (runs > 1) progress(`whole run ${run} of ${runs}`);
-    const rows: Row[] = [];
+    const runRows: Row[] = [];
     for (const section of sections) {
       if (!wanted(section.name) || (section.full && quick)) continue;
       progress(section.name);
@@ -159,9 +159,9 @@ try {
           return other !== undefined && ratio(other) < ratio(row) ? other : row;
         });
       }
-      rows.push(...measured);
+      runRows.push(...measured);
     }
-    measuredRuns.push(rows);
+    measuredRuns.push(runRows);
   }
 } finally {
   client.close();
@@ -175,12 +175,12 @@ if (runs > 1) progress(`each row below: the median of ${runs} whole runs`);
 const lines: Line[] = rows.map((row) => ({ row, verdict: verdict(row, record?.ratios) }));
 printTable(lines);
 for (const missing of peers.missing) console.log(`peer left out: ${missing}`);
-console.log(`results: ${writeResults(mode, startedAt, machine, lines, peers.missing)}`);
+console.log(`results: ${writeResults(mode, startedAt, machine, lines, peers.missing, runs)}`);
 
 const checked = lines.filter((l) => l.verdict.recorded !== undefined);
 const regressed = checked.filter((l) => l.verdict.regressed);
 if (options.record) {
-  writeRecord(mode, rows, machine, undefined, runs);
+  writeRecord(mode, rows, machine, { runs });
   console.log(`recorded this machine's ${mode} ratios in bench/recorded.json (median of ${runs})`);
 } else if (record === undefined) {
   console.log(

@@ -4,8 +4,9 @@
  * absolute time. Each mode (quick, full) has its own records, since their sizes differ, and each
  * kind of machine its own record: the same code's ratios differ by 2x and more between the Intel
  * Xeon and AMD EPYC machines here (a Deno start, the TLS library's seeding and `unshare` itself
- * cost differently). A run is held to its own machine's record; on a machine with none, each row
- * to the loosest record of any machine, so a new kind of machine is never failed by another's.
+ * cost differently). A run is held to its own machine's record (a row it lacks is not checked);
+ * on a machine with none, each row to the loosest value any machine recorded, so a new kind of
+ * machine is held only as tightly as the loosest machine recorded.
  *
  * `make bench-record [QUICK=1]` rewrites the record of that mode for this machine, from the
  * median of three whole runs (bench/main.ts).
@@ -74,24 +75,25 @@ export function recordFor(
 }
 
 /**
- * For each row of the first run, the run whose ratio is the median of that row's across `runs`
- * (the lower of the two middle ones for an even count): a row that was measured, not averaged.
+ * For each row any run measured (in the order first seen), the run whose ratio is the median of
+ * that row's across the runs that measured it (the lower of the two middle ones for an even
+ * count): a row that was measured, not averaged.
  */
 export function medianRows(runs: readonly (readonly Row[])[]): Row[] {
-  return (runs[0] ?? []).map((first) => {
-    const same = runs.flatMap((run) => run.filter((r) => r.name === first.name))
+  const names = [...new Set(runs.flatMap((run) => run.map((r) => r.name)))];
+  return names.map((name) => {
+    const same = runs.flatMap((run) => run.filter((r) => r.name === name))
       .sort((a, b) => ratio(a) - ratio(b));
     return same[Math.floor((same.length - 1) / 2)]!;
   });
 }
 
-/** Replaces this machine's record of `mode` with the checked rows of this run. */
+/** Replaces this machine's record of `mode` with the checked rows, the median of `runs` runs. */
 export function writeRecord(
   mode: Mode,
   rows: readonly Row[],
   machine: MachineInfo,
-  file = RECORDED_FILE,
-  runs = 1,
+  { file = RECORDED_FILE, runs = 1 }: { file?: string; runs?: number } = {},
 ): void {
   const records = loadRecords(file);
   const ratios: Ratios = {};

@@ -44,13 +44,17 @@ export function printTable(lines: readonly Line[]): void {
   );
 }
 
-/** Writes the run to bench/results/<time>-<mode>.json; returns the file's path. */
+/**
+ * Writes the run to bench/results/<time>-<mode>.json; returns the file's path. With `runs` above
+ * 1, each row is the median of that many whole runs.
+ */
 export function writeResults(
   mode: Mode,
   startedAt: Date,
   machine: MachineInfo,
   lines: readonly Line[],
   peersLeftOut: readonly string[],
+  runs = 1,
 ): string {
   Deno.mkdirSync(RESULTS_DIR, { recursive: true });
   const stamp = startedAt.toISOString().replace(/[:.]/g, "-");
@@ -67,6 +71,7 @@ export function writeResults(
     seconds: (Date.now() - startedAt.getTime()) / 1000,
     mode,
     machine,
+    runs,
     rows,
     peersLeftOut,
   };

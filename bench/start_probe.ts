@@ -20,6 +20,7 @@ import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
 import { jobworker } from "../proto/service.ts";
 import { quantile } from "./rows.ts";
+import { procStatFields } from "./procfs.ts";
 
 const ROUNDS = Number(Deno.args[0] ?? 40);
 
@@ -69,8 +70,7 @@ function waitingInits(pid: number): { pid: number; pssKiB: number }[] {
   for (const entry of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
     try {
-      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      const ppid = Number(procStatFields(Number(entry.name))?.[1]);
       if (ppid !== pid) continue;
       const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).split("\0");
       if (!cmdline.includes("--pooled")) continue;

@@ -6,6 +6,7 @@
  */
 import type { JobClient } from "../cli/client.ts";
 import { jobworker } from "../proto/service.ts";
+import { procStatFields, TICK_MS } from "./procfs.ts";
 
 const MiB = 1024 * 1024;
 export const PYTHON = "/usr/bin/python3";
@@ -18,24 +19,11 @@ export interface Read {
   messages: number;
 }
 
-/**
- * The fields of /proc/<pid>/stat after the process's name, from 0 (its state): utime is 11, stime
- * 12, cutime 13, cstime 14, all in clock ticks (1/100 s). Undefined if unreadable.
- */
-export function procStatFields(pid: number | "self"): string[] | undefined {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  } catch {
-    return undefined;
-  }
-}
-
 /** User and system CPU seconds a process used so far, from /proc/<pid>/stat; NaN if unreadable. */
 export function processCpu(pid: number | "self"): { user: number; sys: number } {
   const fields = procStatFields(pid);
   if (fields === undefined) return { user: NaN, sys: NaN };
-  return { user: Number(fields[11]) / 100, sys: Number(fields[12]) / 100 };
+  return { user: Number(fields[11]) * TICK_MS / 1000, sys: Number(fields[12]) * TICK_MS / 1000 };
 }
 
 /** CPU seconds (user + system) a process used so far; NaN if unreadable. */

@@ -14,9 +14,11 @@
 set -euo pipefail
 action=${1:-} deno_bin=${2:-deno}
 cd "$(dirname "$0")/.."
-# Local scratch (the staged install, a new server key): removed however the script ends, die included.
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
+# Local scratch (the staged install, a new server key), made on first use by the deploy action and
+# removed however the script ends, die included.
+scratch=
+trap '[ -z "$scratch" ] || rm -rf "$scratch"' EXIT
+use_scratch() { [ -n "$scratch" ] || scratch=$(mktemp -d); }
 
 die() {
   echo "deploy: $*" >&2
@@ -85,13 +87,14 @@ pack() {
 # tarball; on the remote, scripts/install.sh (sent on stdin) moves lib/jobworker into place so that
 # a running worker keeps its paths (see place_lib there) until it is restarted or reloaded.
 ship() {
+  use_scratch
   local stage="$scratch/stage" t
   DESTDIR="$stage" PREFIX=/usr/local bash scripts/install.sh install "$deno_bin" >/dev/null
   pack "$stage/usr/local" "$scratch/ship.tgz" bin/jobworker $( [ -d "$stage/usr/local/lib/jobworker" ] && echo lib/jobworker)
   echo "deploy: copying $(du -sh "$stage/usr/local" | cut -f1) to $REMOTE_HOST"
   local d="$REMOTE_DESTDIR/usr/local"
   t=$(remote "set -e; $sudo mkdir -p '$d/bin' '$d/lib'; $sudo mktemp -d '$d/.deploy.XXXXXX'")
-  remote "$sudo tar -C '$t' -xzf -" <"$scratch/ship.tgz"
+  remote "$sudo tar -C '$t' -xzf - || { $sudo rm -rf '$t'; exit 1; }" <"$scratch/ship.tgz"
   if [ -d "$stage/usr/local/lib/jobworker" ]; then
     remote "$sudo bash -s place '$t/lib/jobworker' '$d/lib/jobworker'" <scripts/install.sh
   fi
@@ -106,8 +109,9 @@ certificates() {
   fi
   [ -s "$CERT_DIR/ca-cert.pem" ] && [ -s "$CERT_DIR/ca-key.pem" ] ||
     die "$REMOTE_HOST has no server certificate and there is no CA in $CERT_DIR to issue one (make certs)"
+  use_scratch
   local out="$scratch/certs"
-  mkdir -m 0700 "$out"
+  mkdir "$out"
   # shellcheck disable=SC2086
   "$deno_bin" run -A --no-prompt --cached-only scripts/server_cert.ts "$CERT_DIR" "$out" ${SERVER_NAMES:-$REMOTE_HOST}
   tar -C "$out" -cf - ca-cert.pem server-cert.pem server-key.pem |

@@ -55,7 +55,7 @@ Deno.test("bench record: fails only past 2x the recorded ratio; unchecked and in
       { ...time("peer", 7, 1), unchecked: "a peer's figure" },
       time("zero base", 5, 0),
     ];
-    writeRecord("quick", rows, machine, file);
+    writeRecord("quick", rows, machine, { file });
     const record = recordFor(loadRecords(file).quick, machine);
     assert.deepEqual(record?.ratios, { start: 20 });
     assert.equal(loadRecords(file).full, undefined);
@@ -86,9 +86,9 @@ Deno.test("bench record: one per kind of machine; a machine without one is held 
     const file = `${dir}/recorded.json`;
     const xeon = { ...machine, cpuModel: "Xeon" };
     const epyc = { ...machine, cpuModel: "EPYC" };
-    writeRecord("quick", [time("burst", 17, 1), time("list", 2, 1)], xeon, file);
-    writeRecord("quick", [time("burst", 4, 1), time("list", 3, 1)], epyc, file);
-    writeRecord("quick", [time("burst", 5, 1), time("list", 3, 1)], epyc, file, 3);
+    writeRecord("quick", [time("burst", 17, 1), time("list", 2, 1)], xeon, { file });
+    writeRecord("quick", [time("burst", 4, 1), time("list", 3, 1)], epyc, { file });
+    writeRecord("quick", [time("burst", 5, 1), time("list", 3, 1)], epyc, { file, runs: 3 });
     const records = loadRecords(file).quick!;
     assert.deepEqual(records.map((r) => [r.machine.cpuModel, r.runs]), [["Xeon", 1], ["EPYC", 3]]);
 
@@ -119,4 +119,7 @@ Deno.test("bench record: each row is the run whose ratio is that row's median, a
   assert.deepEqual(medianRows(runs.slice(0, 2)), [time("a", 3, 1), time("b", 1, 1)]);
   assert.deepEqual(medianRows([runs[0]!]), runs[0]);
   assert.deepEqual(medianRows([]), []);
+  // A row one run lacks: the median of the runs that have it, kept in the order first seen.
+  const lacking = [[time("a", 9, 1)], [time("a", 3, 1), time("c", 4, 1)], [time("c", 6, 1)]];
+  assert.deepEqual(medianRows(lacking), [time("a", 3, 1), time("c", 4, 1)]);
 });

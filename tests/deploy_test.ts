@@ -74,7 +74,11 @@ Deno.test(withSkip({
         stderr: "null",
       }).spawn();
       const remoteRoot = `${dir}/remote`;
+      // The script's local scratch (the staged install, a new server key) must never stay.
+      const localTmp = `${dir}/local-tmp`;
+      Deno.mkdirSync(localTmp);
       const env = {
+        TMPDIR: localTmp,
         REMOTE_HOST: "localhost",
         REMOTE_USER: "root",
         REMOTE_PORT: String(port),
@@ -154,6 +158,7 @@ Deno.test(withSkip({
       const shown = await deploy("certs");
       assert.equal(shown.code, 0, shown.out);
       assert.match(shown.out, /server-cert\.pem:[\s\S]*DNS:localhost[\s\S]*notAfter=/);
+      assert.deepEqual([...Deno.readDirSync(localTmp)].map((e) => e.name), [], "scratch left");
     } finally {
       if (sshd) {
         sshd.kill("SIGTERM");
