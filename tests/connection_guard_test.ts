@@ -39,6 +39,19 @@ function ownerOf(handle: object): unknown {
   return key === undefined ? undefined : Reflect.get(handle, key);
 }
 
+/** A viewer client's mutual-TLS options for a server on 127.0.0.1:`port`. */
+function clientTls(read: (file: string) => string, port: number): tls.ConnectionOptions {
+  return {
+    host: "127.0.0.1",
+    port,
+    servername: "localhost",
+    ca: read("ca-cert.pem"),
+    cert: read("viewer-client-cert.pem"),
+    key: read("viewer-client-key.pem"),
+    ALPNProtocols: ["h2"],
+  };
+}
+
 /** A client's first flight (its ClientHello), taken from a plain TCP server that reads it. */
 async function clientHello(read: (file: string) => string): Promise<Uint8Array> {
   const server = net.createServer();
@@ -51,15 +64,7 @@ async function clientHello(read: (file: string) => string): Promise<Uint8Array> 
         socket.destroy();
       }))
   );
-  const client = tls.connect({
-    host: "127.0.0.1",
-    port,
-    servername: "localhost",
-    ca: read("ca-cert.pem"),
-    cert: read("viewer-client-cert.pem"),
-    key: read("viewer-client-key.pem"),
-    ALPNProtocols: ["h2"],
-  });
+  const client = tls.connect(clientTls(read, port));
   client.on("error", () => {});
   try {
     return await hello;
@@ -116,15 +121,7 @@ Deno.test({
       const hello = await clientHello(read);
       let holderClosed = false;
       await new Promise<void>((resolve, reject) => {
-        holder = tls.connect({
-          host: "127.0.0.1",
-          port,
-          servername: "localhost",
-          ca: read("ca-cert.pem"),
-          cert: read("viewer-client-cert.pem"),
-          key: read("viewer-client-key.pem"),
-          ALPNProtocols: ["h2"],
-        }, resolve);
+        holder = tls.connect(clientTls(read, port), resolve);
         holder.once("error", reject);
         holder.once("close", () => holderClosed = true);
       });
