@@ -7,8 +7,9 @@
  *
  * Options: --quick (fewer rounds, smaller streams, no stalled readers: under two minutes),
  * --record (rewrite this machine's recorded ratios of this mode from the median of --runs whole
- * runs, 3 unless given; without --record, --runs=N checks the median of N runs), --only=a,b (only these sections: starts, stream, streaming, client, storm,
- * stalled, burst, creep; for working on one; not with --record).
+ * runs, 3 unless given; without --record, --runs=N checks the median of N runs), --only=a,b (only
+ * these sections: starts, stream, streaming, client, storm, stalled, burst, creep; for working on
+ * one; not with --record).
  * SUMMARY_FILE=path also writes `passed failed 0` (checked ratios) there, for tests/run_all.sh.
  *
  * Sections: starts.ts (start against unshare and the peers of peers.ts), stream.ts, client_start.ts,
