@@ -1,10 +1,17 @@
 /**
- * The connection guard (worker/tls/connection_guard.ts): a connection past a cap is closed before
- * its TLS handshake, and nothing of it stays in memory. In Deno 2.8.3 a refused socket destroyed
- * at once, before node:tls's own 'connection' listener wrapped it, stayed for good with its TCP
- * handle, a TLSSocket over a JSStreamSocket and that TLSSocket's TLSWrap (about 30 KiB of RSS per
- * refused connection in the worker). The server here is the worker's: a grpc-js Server with its
- * mutual-TLS credentials, the handshake deadline and the guard attached as startServer does.
+ * Connections that never finish their TLS handshake leave nothing behind in the worker's memory.
+ *
+ * - The connection guard (worker/tls/connection_guard.ts): a connection past a cap is closed
+ *   before its TLS handshake. In Deno 2.8.3 a refused socket destroyed at once, before node:tls's
+ *   own 'connection' listener wrapped it, stayed for good with its TCP handle, a TLSSocket over a
+ *   JSStreamSocket and that TLSSocket's TLSWrap (about 30 KiB of RSS per refused connection).
+ * - The handshake deadline (worker/tls/handshake_deadline.ts) switches off node:tls's own handshake
+ *   timer, which Deno 2.8.3 cancels only when a handshake completes: every connection closed before
+ *   (by the client, by the guard, by the deadline) was kept until that timer ran.
+ *
+ * The server here is the worker's: a grpc-js Server with its mutual-TLS credentials, the handshake
+ * deadline and the guard attached as startServer does. What stays is checked well before node:tls's
+ * timer would have run.
  *
  * Run: `deno test -A tests/connection_guard_test.ts`.
  *
@@ -17,7 +24,11 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import * as grpc from "@grpc/grpc-js";
 import { makePki } from "./helpers/pki.ts";
-import { ConnectionGuard, isRefused } from "../worker/tls/connection_guard.ts";
+import {
+  ConnectionGuard,
+  type ConnectionLimits,
+  isRefused,
+} from "../worker/tls/connection_guard.ts";
 import { backstopMs, HandshakeDeadline } from "../worker/tls/handshake_deadline.ts";
 import { mutualTls13, readServerTlsFiles } from "../worker/tls/server_credentials.ts";
 import { http2ServersOf } from "../worker/tls/internals.ts";
@@ -27,8 +38,9 @@ const gc = vm.runInNewContext("gc") as () => void;
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /**
- * The handshake deadline here: node:tls's own timer (the backstop) runs 3 times this after accept.
- * A refused connection must close well before it, or it was the deadline that closed it.
+ * The handshake deadline here. node:tls's own timer, were it on, would run 3 times this after
+ * accept (backstopMs); a refused connection must close well before the deadline, or it was the
+ * deadline that closed it.
  */
 const DEADLINE_MS = 1000;
 const REFUSED = 40;
@@ -74,50 +86,93 @@ async function clientHello(read: (file: string) => string): Promise<Uint8Array> 
   }
 }
 
+/** The worker's server on 127.0.0.1, with its handshake deadline and connection guard. */
+async function startServer(limits: ConnectionLimits) {
+  const pki = await makePki();
+  const server = new grpc.Server();
+  const files = await readServerTlsFiles(pki.dir);
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(
+      "127.0.0.1:0",
+      mutualTls13(files, 16 * 1024, backstopMs(DEADLINE_MS)),
+      (error, port) => error ? reject(error) : resolve(port),
+    );
+  });
+  assert.ok(new HandshakeDeadline(DEADLINE_MS).attach(server));
+  assert.ok(new ConnectionGuard(limits).attach(server));
+  const read = (file: string) => Deno.readTextFileSync(`${pki.dir}/${file}`);
+  const stop = async () => {
+    server.forceShutdown();
+    await pki.remove();
+  };
+  return { server, port, read, stop };
+}
+
+/**
+ * Weak refs to the server's side of each connection accepted from now on that `which` picks: the
+ * socket, its TCP handle (taken while open) and the TLSSocket node:tls wrapped it in.
+ */
+function trackConnections(server: grpc.Server, which: (socket: net.Socket) => boolean) {
+  const refs: WeakRef<object>[] = [];
+  let count = 0;
+  for (const s of http2ServersOf(server)) {
+    // Prepended after the guard's and the deadline's, so it runs first: the socket is as accepted.
+    s.prependListener("connection", (socket) => {
+      const handle = (socket as unknown as { _handle?: object })._handle;
+      setTimeout(() => {
+        if (!which(socket)) return;
+        count++;
+        refs.push(new WeakRef(socket));
+        if (handle) refs.push(new WeakRef(handle));
+        const tlsSocket = handle ? ownerOf(handle) : undefined;
+        if (typeof tlsSocket === "object" && tlsSocket !== null && tlsSocket !== socket) {
+          refs.push(new WeakRef(tlsSocket));
+        }
+      }, 0);
+    });
+  }
+  return {
+    get count() {
+      return count;
+    },
+    /** How many tracked objects a few collections leave. */
+    async alive(): Promise<{ alive: number; tracked: number }> {
+      for (let i = 0; i < 4; i++) {
+        gc();
+        await delay(50);
+      }
+      return {
+        alive: refs.filter((ref) => ref.deref() !== undefined).length,
+        tracked: refs.length,
+      };
+    },
+  };
+}
+
+/** Resolves with the ms from `opened` until `socket` closed, or Infinity after `limitMs`. */
+function closedAfter(socket: net.Socket, opened: number, limitMs: number): Promise<number> {
+  return Promise.race([
+    new Promise<number>((resolve) =>
+      socket.once("close", () => resolve(performance.now() - opened))
+    ),
+    delay(limitMs).then(() => Infinity),
+  ]);
+}
+
 Deno.test({
   name: "a connection past the cap is closed before TLS, and nothing of it stays in memory",
   sanitizeOps: false, // grpc-js's server timers
   sanitizeResources: false,
   fn: async () => {
-    const pki = await makePki();
-    const server = new grpc.Server();
+    const { server, port, read, stop } = await startServer({
+      maxConnections: 1,
+      maxConnectionsPerPeer: 1,
+    });
     let holder: tls.TLSSocket | undefined;
     try {
-      const files = await readServerTlsFiles(pki.dir);
-      const port = await new Promise<number>((resolve, reject) => {
-        server.bindAsync(
-          "127.0.0.1:0",
-          mutualTls13(files, 16 * 1024, backstopMs(DEADLINE_MS)),
-          (error, port) => error ? reject(error) : resolve(port),
-        );
-      });
-      assert.ok(new HandshakeDeadline(DEADLINE_MS).attach(server));
-      assert.ok(
-        new ConnectionGuard({ maxConnections: 1, maxConnectionsPerPeer: 1 }).attach(server),
-      );
-      // Weak refs to the server's side of each refused connection: the socket, its TCP handle
-      // (taken while open) and the TLSSocket node:tls wrapped it in, if it did.
-      const refs: WeakRef<object>[] = [];
-      let refused = 0;
-      for (const s of http2ServersOf(server)) {
-        // Prepended after the guard's, so it runs first: the socket is as accepted.
-        s.prependListener("connection", (socket) => {
-          const handle = (socket as unknown as { _handle?: object })._handle;
-          setTimeout(() => {
-            if (!isRefused(socket)) return;
-            refused++;
-            refs.push(new WeakRef(socket));
-            if (handle) refs.push(new WeakRef(handle));
-            const tlsSocket = handle ? ownerOf(handle) : undefined;
-            if (typeof tlsSocket === "object" && tlsSocket !== null && tlsSocket !== socket) {
-              refs.push(new WeakRef(tlsSocket));
-            }
-          }, 0);
-        });
-      }
+      const refused = trackConnections(server, isRefused);
       // The one connection the cap allows: admitted, its handshake done (so that the deadline
       // leaves it), and held open.
-      const read = (file: string) => Deno.readTextFileSync(`${pki.dir}/${file}`);
       const hello = await clientHello(read);
       let holderClosed = false;
       await new Promise<void>((resolve, reject) => {
@@ -125,42 +180,86 @@ Deno.test({
         holder.once("error", reject);
         holder.once("close", () => holderClosed = true);
       });
+      const began = performance.now();
       // Each refused client sends a real ClientHello: without the guard the server would answer
       // it, and without the guard's close only the deadline would end the connection.
       for (let i = 0; i < REFUSED; i++) {
         const socket = net.connect(port, "127.0.0.1", () => socket.write(hello));
-        const opened = performance.now();
         let received = 0;
         socket.on("data", (d) => received += d.length);
         socket.on("error", () => {});
-        const closedAfter = await Promise.race([
-          new Promise<number>((resolve) =>
-            socket.once("close", () => resolve(performance.now() - opened))
-          ),
-          delay(5000).then(() => Infinity),
-        ]);
+        const after = await closedAfter(socket, performance.now(), 5000);
         socket.destroy();
         assert.ok(
-          closedAfter < DEADLINE_MS / 2,
-          `refused connection ${i} closed after ${closedAfter.toFixed(0)} ms, not by the guard`,
+          after < DEADLINE_MS / 2,
+          `refused connection ${i} closed after ${after.toFixed(0)} ms, not by the guard`,
         );
         assert.equal(received, 0, "a refused connection got bytes (TLS was answered)");
       }
       assert.equal(holderClosed, false, "the admitted connection was closed");
-      // Until node:tls's handshake timer has run (the backstop), it keeps each TLSSocket.
-      await delay(backstopMs(DEADLINE_MS) + 300);
-      for (let i = 0; i < 4; i++) {
-        gc();
-        await delay(50);
-      }
-      assert.equal(refused, REFUSED);
-      assert.ok(refs.length >= 2 * REFUSED, `only ${refs.length} objects tracked`);
-      const alive = refs.filter((ref) => ref.deref() !== undefined).length;
-      assert.equal(alive, 0, `${alive} of ${refs.length} objects of refused connections stayed`);
+      const { alive, tracked } = await refused.alive();
+      assert.ok(performance.now() - began < backstopMs(DEADLINE_MS), "checked too late");
+      assert.equal(refused.count, REFUSED);
+      assert.ok(tracked >= 2 * REFUSED, `only ${tracked} objects tracked`);
+      assert.equal(alive, 0, `${alive} of ${tracked} objects of refused connections stayed`);
     } finally {
       holder?.destroy();
-      server.forceShutdown();
-      await pki.remove();
+      await stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "connections closed before their TLS handshake, by the client or the deadline, leave nothing",
+  sanitizeOps: false, // grpc-js's server timers
+  sanitizeResources: false,
+  fn: async () => {
+    const { server, port, read, stop } = await startServer({
+      maxConnections: 1000,
+      maxConnectionsPerPeer: 1000,
+    });
+    try {
+      const hello = await clientHello(read);
+      const accepted = trackConnections(server, () => true);
+      const began = performance.now();
+      // Closed by the client: at once, after part of a ClientHello, after a whole one (the server
+      // has answered it).
+      const firstBytes = [undefined, hello.subarray(0, 20), hello];
+      for (let i = 0; i < 30; i++) {
+        const bytes = firstBytes[i % firstBytes.length];
+        const socket = net.connect(port, "127.0.0.1");
+        socket.on("error", () => {});
+        await new Promise<void>((resolve) => socket.once("connect", resolve));
+        if (bytes) {
+          socket.write(bytes);
+          await delay(20);
+        }
+        socket.destroy();
+      }
+      // Closed by the deadline: a client that sends half its ClientHello and waits.
+      const stalled = Array.from({ length: 10 }, () => {
+        const socket = net.connect(port, "127.0.0.1", () => socket.write(hello.subarray(0, 20)));
+        socket.on("error", () => {});
+        return closedAfter(socket, performance.now(), 3 * DEADLINE_MS);
+      });
+      for (const after of await Promise.all(stalled)) {
+        assert.ok(
+          after >= DEADLINE_MS - 50 && after < 2 * DEADLINE_MS,
+          `a stalled handshake was closed after ${after.toFixed(0)} ms, not by the deadline`,
+        );
+      }
+      const { alive, tracked } = await accepted.alive();
+      const checkedAt = performance.now() - began;
+      assert.ok(
+        checkedAt < backstopMs(DEADLINE_MS) - 200,
+        `checked ${checkedAt.toFixed(0)} ms after the first connection: too late to tell`,
+      );
+      assert.equal(accepted.count, 40);
+      assert.ok(tracked >= 2 * 40, `only ${tracked} objects tracked`);
+      assert.equal(alive, 0, `${alive} of ${tracked} objects of closed connections stayed`);
+    } finally {
+      await stop();
     }
   },
 });

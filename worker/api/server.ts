@@ -88,7 +88,8 @@ export async function startServer(
   );
   const health = new Health(["jobworker.JobService"]);
   health.addTo(server, watchers);
-  // The handshake deadline is HandshakeDeadline's; node:tls's own timeout is only its backstop.
+  // The handshake deadline is HandshakeDeadline's, which switches node:tls's own timer off; that
+  // timer (set here) applies only if the deadline cannot attach.
   const handshakeMs = config.handshakeTimeoutSeconds * 1000;
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(

@@ -58,6 +58,20 @@ export function http2ServersOf(server: Server): Http2ServerEvents[] {
 }
 
 /**
+ * Deno 2.8.3's node:tls: switches off the handshake timer its server starts for each accepted
+ * connection (`tls.Server`'s `_handshakeTimeout`, read at every accept; 0 starts none). That timer
+ * is cancelled only when a handshake completes: a connection closed before (a port scan, a client
+ * without a certificate, a refused one) keeps its TLSSocket, TLSWrap and TCP handle until the timer
+ * runs. False, changing nothing, when the server is not as checked.
+ */
+export function disableTlsHandshakeTimer(server: Http2ServerEvents): boolean {
+  const tlsServer = server as unknown as { _handshakeTimeout?: unknown };
+  if (typeof tlsServer._handshakeTimeout !== "number") return false;
+  tlsServer._handshakeTimeout = 0;
+  return true;
+}
+
+/**
  * grpc-js: the HTTP/2 stream under a server call. `call.call` is the call's
  * BaseServerInterceptingCall (no server interceptors), whose `stream` is the ServerHttp2Stream.
  */
