@@ -10,8 +10,8 @@
  *   (by the client, by the guard, by the deadline) was kept until that timer ran.
  *
  * The server here is the worker's: a grpc-js Server with its mutual-TLS credentials, the handshake
- * deadline and the guard attached as startServer does. What stays is checked well before node:tls's
- * timer would have run.
+ * deadline and the guard attached as startServer does, and node:tls's own timer given a minute, so
+ * that what it would hold stays far past the checks here.
  *
  * Run: `deno test -A tests/connection_guard_test.ts`.
  *
@@ -29,7 +29,7 @@ import {
   type ConnectionLimits,
   isRefused,
 } from "../worker/tls/connection_guard.ts";
-import { backstopMs, HandshakeDeadline } from "../worker/tls/handshake_deadline.ts";
+import { HandshakeDeadline } from "../worker/tls/handshake_deadline.ts";
 import { mutualTls13, readServerTlsFiles } from "../worker/tls/server_credentials.ts";
 import { http2ServersOf } from "../worker/tls/internals.ts";
 
@@ -37,12 +37,13 @@ v8.setFlagsFromString("--expose-gc");
 const gc = vm.runInNewContext("gc") as () => void;
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/**
- * The handshake deadline here. node:tls's own timer, were it on, would run 3 times this after
- * accept (backstopMs); a refused connection must close well before the deadline, or it was the
- * deadline that closed it.
- */
+/** The handshake deadline here: a refused connection must close well before it. */
 const DEADLINE_MS = 1000;
+/**
+ * node:tls's own handshake timeout given to the server: were it left on, what it holds would stay
+ * this long, far past every check here.
+ */
+const NODE_TLS_TIMEOUT_MS = 60_000;
 const REFUSED = 40;
 
 /** What node:tls made of an accepted socket: the TLSSocket its TCP handle now names as owner. */
@@ -94,7 +95,7 @@ async function startServer(limits: ConnectionLimits) {
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(
       "127.0.0.1:0",
-      mutualTls13(files, 16 * 1024, backstopMs(DEADLINE_MS)),
+      mutualTls13(files, 16 * 1024, NODE_TLS_TIMEOUT_MS),
       (error, port) => error ? reject(error) : resolve(port),
     );
   });
@@ -180,7 +181,6 @@ Deno.test({
         holder.once("error", reject);
         holder.once("close", () => holderClosed = true);
       });
-      const began = performance.now();
       // Each refused client sends a real ClientHello: without the guard the server would answer
       // it, and without the guard's close only the deadline would end the connection.
       for (let i = 0; i < REFUSED; i++) {
@@ -198,7 +198,6 @@ Deno.test({
       }
       assert.equal(holderClosed, false, "the admitted connection was closed");
       const { alive, tracked } = await refused.alive();
-      assert.ok(performance.now() - began < backstopMs(DEADLINE_MS), "checked too late");
       assert.equal(refused.count, REFUSED);
       assert.ok(tracked >= 2 * REFUSED, `only ${tracked} objects tracked`);
       assert.equal(alive, 0, `${alive} of ${tracked} objects of refused connections stayed`);
@@ -222,7 +221,6 @@ Deno.test({
     try {
       const hello = await clientHello(read);
       const accepted = trackConnections(server, () => true);
-      const began = performance.now();
       // Closed by the client: at once, after part of a ClientHello, after a whole one (the server
       // has answered it).
       const firstBytes = [undefined, hello.subarray(0, 20), hello];
@@ -245,16 +243,11 @@ Deno.test({
       });
       for (const after of await Promise.all(stalled)) {
         assert.ok(
-          after >= DEADLINE_MS - 50 && after < 2 * DEADLINE_MS,
+          after >= DEADLINE_MS - 50 && after < 2 * DEADLINE_MS + 500,
           `a stalled handshake was closed after ${after.toFixed(0)} ms, not by the deadline`,
         );
       }
       const { alive, tracked } = await accepted.alive();
-      const checkedAt = performance.now() - began;
-      assert.ok(
-        checkedAt < backstopMs(DEADLINE_MS) - 200,
-        `checked ${checkedAt.toFixed(0)} ms after the first connection: too late to tell`,
-      );
       assert.equal(accepted.count, 40);
       assert.ok(tracked >= 2 * 40, `only ${tracked} objects tracked`);
       assert.equal(alive, 0, `${alive} of ${tracked} objects of closed connections stayed`);

@@ -224,32 +224,37 @@ export function streamedOut(bytes: number): void {
   passedSinceArm += bytes;
 }
 
-/** Connections closed since the last check of the worker's memory for them. */
-let closedSinceCheck = 0;
-/** How many connections may close between two such checks. */
-const CHECK_EVERY_CLOSES = 256;
-let lowestRssAtCloses = Infinity;
+/** Connections ended before their handshake since the last check of the worker's memory. */
+let unservedSinceCheck = 0;
+/** How many such connections may end between two checks. */
+const CHECK_EVERY_UNSERVED = 256;
+let lowestRssAtUnserved = Infinity;
 
 /**
- * A connection closed: work (trimSoon), and every 256 closes a check of the worker's RSS, which
- * forces a collection once it grew by 24 MiB over the lowest seen at such a check since the last.
+ * A connection ended before its TLS handshake completed (refused by the connection guard, closed
+ * by its client, failed, or dropped by the handshake deadline): work (trimSoon), and every 256 of
+ * them a check of the worker's RSS, which forces a collection once it grew by 24 MiB over the
+ * lowest seen at such a check since the last one. The new lowest is taken at the next check, which
+ * may come before the collection's finalizers have run and so sit a few MiB high.
  *
- * Why: a connection that fails its handshake (a client without a certificate, a scan) leaves its
- * TLS state in native memory owned by small JavaScript objects, freed only when V8 collects them,
- * and V8, seeing only those small objects, collects late; while the connections keep coming the
- * quiet-time collection never runs. One client making certificate-less TLS connections as fast as
- * it could (550-730 a second, Deno 2.8.3, 2 CPUs) took the worker from 105 to 340-360 MiB of RSS
- * within 30-45 s, all of it freed once it stopped.
+ * Why: such a connection leaves its TLS state in native memory owned by small JavaScript objects,
+ * freed only when V8 collects them, and V8, seeing only those small objects, collects late; while
+ * connections keep coming the quiet-time collection never runs. One client making certificate-less
+ * TLS connections as fast as it could (550-730 a second, Deno 2.8.3, 2 CPUs) took the worker from
+ * 105 to 340-360 MiB of RSS within 30-45 s, all of it freed once it stopped. Served connections are
+ * not counted: what a collection could free of them the quiet-time collection frees, and what it
+ * cannot (Deno's never-freed HTTP/2 session, about 21 KiB each) would force a useless collection
+ * every 1,100 or so.
  */
-export function connectionClosed(): void {
+export function endedBeforeHandshake(): void {
   trimSoon();
-  if (++closedSinceCheck < CHECK_EVERY_CLOSES) return;
-  closedSinceCheck = 0;
+  if (++unservedSinceCheck < CHECK_EVERY_UNSERVED) return;
+  unservedSinceCheck = 0;
   const rss = Deno.memoryUsage().rss;
-  lowestRssAtCloses = Math.min(lowestRssAtCloses, rss);
-  if (rss - lowestRssAtCloses <= COLLECT_AFTER_GROWTH) return;
+  lowestRssAtUnserved = Math.min(lowestRssAtUnserved, rss);
+  if (rss - lowestRssAtUnserved <= COLLECT_AFTER_GROWTH) return;
   collectAndTrim();
-  lowestRssAtCloses = Infinity;
+  lowestRssAtUnserved = Infinity;
 }
 
 function counted(bytes: number): void {

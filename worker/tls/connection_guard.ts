@@ -15,7 +15,7 @@ import type { Socket } from "node:net";
 import process from "node:process";
 import { log } from "../log/logger.ts";
 import { WarningPace } from "../log/pace.ts";
-import { connectionClosed } from "../runtime/memory_trim.ts";
+import { endedBeforeHandshake, trimSoon } from "../runtime/memory_trim.ts";
 import { http2ServersOf } from "./internals.ts";
 
 export interface ConnectionLimits {
@@ -63,7 +63,7 @@ export class ConnectionGuard {
     this.#total++;
     this.#perPeer.set(peer, fromPeer + 1);
     socket.once("close", () => {
-      connectionClosed(); // what the connection held can be given back to the system
+      trimSoon(); // what the connection queued was freed: give it back to the system
       this.#total--;
       const left = (this.#perPeer.get(peer) ?? 1) - 1;
       if (left > 0) this.#perPeer.set(peer, left);
@@ -73,6 +73,7 @@ export class ConnectionGuard {
 
   #refuse(socket: Socket, peer: string, scope: string): void {
     refused.add(socket);
+    socket.once("close", endedBeforeHandshake);
     process.nextTick(() => socket.destroy());
     this.#refused++;
     if (!this.#warnings.due()) return;

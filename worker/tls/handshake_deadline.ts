@@ -19,16 +19,16 @@
  *
  * Once attached, this is the only handshake timer: node:tls's is switched off. Deno 2.8.3 cancels
  * that one only when a handshake completes, so each connection closed before (a port scan, a client
- * without a certificate, a refused one) was kept, about 15 KiB, until it ran: a client opening and
- * closing connections as fast as it could (about 700 a second) held the worker 160 MiB above its
- * idle RSS, 118 MiB of it still there 20 s later. node:tls's timer, at {@link backstopMs}, stays
- * only where this deadline cannot attach.
+ * without a certificate, a refused one) was kept until it ran (README, "Hostile clients", has the
+ * figures). node:tls's timer, at {@link backstopMs}, stays only where this deadline cannot attach.
+ * Each connection that ends before its handshake is told to memory_trim.ts (endedBeforeHandshake).
  *
  * @module
  */
 import type { Server } from "@grpc/grpc-js";
 import type { Socket } from "node:net";
 import { log } from "../log/logger.ts";
+import { endedBeforeHandshake } from "../runtime/memory_trim.ts";
 import { WarningPace } from "../log/pace.ts";
 import { isRefused } from "./connection_guard.ts";
 import { CHECKED_AGAINST, disableTlsHandshakeTimer, http2ServersOf } from "./internals.ts";
@@ -87,7 +87,10 @@ export class HandshakeDeadline {
           });
           return arm(grace);
         }
-        if (this.#pending.get(key)?.socket === socket) this.#pending.delete(key);
+        if (this.#pending.get(key)?.socket === socket) {
+          this.#pending.delete(key);
+          endedBeforeHandshake();
+        }
         if (!socket.destroyed) this.#drop(socket);
       }, ms);
       Deno.unrefTimer(timer); // never what keeps a stopping worker alive
@@ -99,6 +102,7 @@ export class HandshakeDeadline {
       if (pending?.socket !== socket) return;
       clearTimeout(pending.timer);
       this.#pending.delete(key);
+      endedBeforeHandshake();
     });
   }
 

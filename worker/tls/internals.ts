@@ -1,15 +1,16 @@
 /**
  * Every reach into private parts of grpc-js and of Deno's node:http2 and node:net, in one place.
  * The worker needs them to work around Deno 2.8.3 defects and to guard connections (see the users:
- * the connection guard, session_release.ts, session_recycle.ts, api/http2_unsent.ts,
- * runtime/pipe_socket.ts).
+ * the connection guard, the handshake deadline, session_release.ts, session_recycle.ts,
+ * api/http2_unsent.ts, runtime/pipe_socket.ts).
  *
  * Checked against {@link CHECKED_AGAINST}: grpc-js is pinned exactly in deno.json, Deno by the
  * Makefile. Each accessor returns undefined (or an empty list) when the shape is not what it was
  * checked against; {@link checkInternals} runs once at start and logs, as an error, each part
  * that is missing and what the worker then does without it, so an upgrade that moves them is
  * loud rather than a silent loss of protection. The pipe handle's reach is checked where it is
- * used, at the first pipe (runtime/pipe_socket.ts logs it the same way).
+ * used, at the first pipe (runtime/pipe_socket.ts logs it the same way), and node:tls's handshake
+ * timer where it is switched off (the handshake deadline's attach).
  *
  * @module
  */
@@ -62,7 +63,8 @@ export function http2ServersOf(server: Server): Http2ServerEvents[] {
  * connection (`tls.Server`'s `_handshakeTimeout`, read at every accept; 0 starts none). That timer
  * is cancelled only when a handshake completes: a connection closed before (a port scan, a client
  * without a certificate, a refused one) keeps its TLSSocket, TLSWrap and TCP handle until the timer
- * runs. False, changing nothing, when the server is not as checked.
+ * runs. Set on the server, not passed to it: `tls.Server` reads a `handshakeTimeout` of 0 as its
+ * default, 120 s. False, changing nothing, when the server is not as checked.
  */
 export function disableTlsHandshakeTimer(server: Http2ServerEvents): boolean {
   const tlsServer = server as unknown as { _handshakeTimeout?: unknown };
