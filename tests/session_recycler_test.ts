@@ -40,7 +40,10 @@ async function served(make: (recycle: () => void) => SessionRecycler) {
     recycles: () => recycles,
     /** Connects (one HTTP/2 session); `leave()` closes it and resolves once the worker saw it. */
     async connect() {
-      const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+      // A subchannel of its own: one connection per client, even beside one still connected.
+      const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+        "grpc.use_local_subchannel_pool": 1,
+      });
       await new Promise<void>((resolve, reject) =>
         client.waitForReady(Date.now() + 10_000, (e) => e ? reject(e) : resolve())
       );
@@ -57,20 +60,45 @@ async function served(make: (recycle: () => void) => SessionRecycler) {
 }
 
 Deno.test({
-  name: "sessions do not count toward the stranded-output limits: with " +
-    "JOB_WORKER_RECYCLE_AFTER_SESSIONS=0 no number of sessions recycles",
+  name: "sessions do not count toward the soft limit: with JOB_WORKER_RECYCLE_AFTER_SESSIONS=0 " +
+    "and no hard limit no number of sessions recycles",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    // The smallest limits there are: one byte, soft and hard.
+    // The smallest soft limit there is: one byte.
     const w = await served((recycle) =>
-      new SessionRecycler(0, recycle, 600_000, { soft: 1, hard: 1 })
+      new SessionRecycler(0, recycle, 600_000, { soft: 1, hard: 0 })
     );
     try {
       for (let i = 0; i < 3; i++) await (await w.connect()).leave();
       assert.equal(w.recycler.served, 3);
       assert.equal(w.recycler.strandedEstimate, 0);
       assert.equal(w.recycles(), 0, "sessions recycled the worker");
+    } finally {
+      w.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "sessions count toward the hard limit: a client that stays connected while others come " +
+    "and go does not keep the worker from recycling for good",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    // Never for sessions alone at an idle moment; forced past 1 MiB: 57 sessions at 18 KiB.
+    const w = await served((recycle) =>
+      new SessionRecycler(0, recycle, 600_000, { soft: 0, hard: 1 * MIB })
+    );
+    try {
+      const holder = await w.connect();
+      for (let i = 0; i < 55; i++) await (await w.connect()).leave(); // 56 sessions with the holder
+      assert.equal(w.recycles(), 0, "forced below the hard limit");
+      await (await w.connect()).leave();
+      assert.ok(w.recycler.nativeEstimate > 1 * MIB);
+      assert.equal(w.recycles(), 1, "not forced past the hard limit with a client connected");
+      w.recycler.checkStillIdle(); // forced: the client connected does not call it off
+      await holder.leave();
     } finally {
       w.close();
     }

@@ -120,10 +120,11 @@ Options:
   --recycle-at-native-mib N  or past N MiB stranded JOB_WORKER_RECYCLE_AT_NATIVE_MIB (256; 0 = never)
                           (the unsent output of streams cancelled or cut off, which Deno 2.8.3
                           never frees; estimated as 2x the stranded bytes, measured 1.2-3x;
-                          sessions count only toward --recycle-after-sessions)
-  --recycle-force-native-mib N  past N MiB of that, recycle even with clients connected
-                          (their calls are cut) JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB (1024; 0 = never;
-                          at least --recycle-at-native-mib)
+                          sessions do not count toward it)
+  --recycle-force-native-mib N  past N MiB of that and of the sessions' 18 KiB each, recycle
+                          even with clients connected (their calls are cut)
+                          JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB (1024; 0 = never; at least
+                          --recycle-at-native-mib)
   --handshake-timeout S   TLS handshake deadline    JOB_WORKER_HANDSHAKE_TIMEOUT (5)
   --idle-timeout S        close idle connections    JOB_WORKER_IDLE_TIMEOUT (300)
   --keepalive S           ping clients this often   JOB_WORKER_KEEPALIVE (60)

@@ -23,8 +23,13 @@
  * moment, once the native memory they hold (estimated as {@link NATIVE_PER_STRANDED_BYTE} times
  * the stranded bytes) passes a soft limit. A client that stays connected and cancels in a loop
  * would never let the worker be idle: past a hard limit the recycle goes ahead with clients
- * connected, like a SIGHUP (their calls are cut; the CLI's `stream` resumes where it was). The
- * sessions served keep their own limit (a count, 0: never): they do not count toward these two.
+ * connected, like a SIGHUP (their calls are cut; the CLI's `stream` resumes where it was).
+ *
+ * The sessions served keep their own limit for the idle recycle (a count, 0: never), but their
+ * native state counts toward the hard limit with the stranded output's ({@link nativeEstimate}):
+ * a client that stays connected (a dashboard following a job, a hostile one holding a connection)
+ * while others connect and leave would otherwise never let the worker be idle, and each session
+ * served would stay for good: about 18 MiB per 1,000 connections, without end.
  *
  * A recycle called off because a client connected holds the idle recycle back for
  * {@link RETRY_MS}, but the forced one only for {@link FORCED_RETRY_MS}: a client could otherwise
@@ -47,14 +52,11 @@ const MIB = 1024 * 1024;
  */
 export const NATIVE_PER_STRANDED_BYTE = 2;
 
-/**
- * The limits on the native memory held by stranded output, as estimated by
- * {@link SessionRecycler.strandedEstimate} (bytes; 0: none).
- */
+/** The limits on the native memory only a recycle frees (bytes; 0: none). */
 export interface NativeLimits {
-  /** Past this, recycle at an idle moment. */
+  /** Past this of stranded output ({@link SessionRecycler.strandedEstimate}), recycle when idle. */
   soft: number;
-  /** Past this, recycle even with clients connected. */
+  /** Past this of all of it ({@link SessionRecycler.nativeEstimate}), recycle even with clients. */
   hard: number;
 }
 
@@ -101,7 +103,7 @@ export class SessionRecycler {
   /**
    * `limit`: sessions served before a recycle is due (0: never). `recycle` starts the reload; it
    * is called at most once until {@link notRecycled}. `retryAfterMs`: see {@link RETRY_MS}.
-   * `native`: the limits on the native memory held by stranded output ({@link strandedEstimate}).
+   * `native`: the limits on the native memory only a recycle frees ({@link NativeLimits}).
    */
   constructor(
     private readonly limit: number,
@@ -126,6 +128,15 @@ export class SessionRecycler {
    */
   get strandedEstimate(): number {
     return this.#stranded * NATIVE_PER_STRANDED_BYTE;
+  }
+
+  /**
+   * All the native memory Deno 2.8.3 keeps that only a recycle frees, estimated: the sessions
+   * served ({@link KIB_PER_SESSION} each) and the stranded output ({@link strandedEstimate}). The
+   * hard limit applies to it.
+   */
+  get nativeEstimate(): number {
+    return this.#served * KIB_PER_SESSION * 1024 + this.strandedEstimate;
   }
 
   /**
@@ -208,7 +219,7 @@ export class SessionRecycler {
 
   #pastHard(): boolean {
     const { hard } = this.native;
-    return hard > 0 && this.strandedEstimate > hard;
+    return hard > 0 && this.nativeEstimate > hard;
   }
 
   #maybeRecycle(): void {
@@ -241,7 +252,8 @@ export class SessionRecycler {
   #warnForced(): void {
     log.warn(
       "recycling the worker in place with clients connected, cutting their calls: the native " +
-        "memory held by output stranded by streams cut off passed the hard limit",
+        "memory Deno 2.8.3 never frees (the sessions served, output stranded by streams cut " +
+        "off) passed the hard limit",
       { ...this.#figures(), connections: this.#open },
     );
   }
@@ -254,7 +266,10 @@ export class SessionRecycler {
       limit: "JOB_WORKER_RECYCLE_AFTER_SESSIONS=" + this.limit,
       strandedMiB: Math.round(this.#stranded / MIB * 10) / 10,
       strandedEstimateMiB: Math.round(this.strandedEstimate / MIB * 10) / 10,
-      strandedLimitMiB: `soft ${Math.round(soft / MIB)}, hard ${Math.round(hard / MIB)}`,
+      nativeEstimateMiB: Math.round(this.nativeEstimate / MIB * 10) / 10,
+      nativeLimitMiB: `soft ${Math.round(soft / MIB)} (stranded output), hard ${
+        Math.round(hard / MIB)
+      } (all)`,
     };
   }
 }
