@@ -329,6 +329,20 @@ Deno.test("create: a missing command is a usage error", async () => {
   assert.equal(r.calls.length, 0);
 });
 
+Deno.test("run: --rm with --detach is a usage error, before any job is created", async () => {
+  // --rm is the client's, once it has followed the job to its end: with --detach the job was
+  // created and --rm silently dropped, so the job stayed.
+  for (const argv of [["run", "--rm", "--detach", "true"], ["run", "-d", "--rm", "sleep", "1"]]) {
+    const r = await run(argv);
+    assert.equal(r.code, 2, argv.join(" "));
+    assert.match(r.stderr(), /^error: --rm cannot be used with --detach: /);
+    assert.equal(r.calls.length, 0, "no call made");
+  }
+  const detached = await run(["run", "--detach", "true"]);
+  assert.equal(detached.code, 0, detached.stderr());
+  assert.equal(detached.stdout(), "job-1\n");
+});
+
 Deno.test("buildCreateRequest leaves absent options out (server defaults)", () => {
   assert.deepEqual(buildCreateRequest("true", [], {}), { command: "true", args: [], env: [] });
   assert.deepEqual(buildCreateRequest("x", ["y"], { maxCpu: 0, workdir: "/w" }), {
