@@ -49,7 +49,7 @@ KillMode=mixed
 TimeoutStopSec=60
 Restart=on-failure
 RestartSec=2
-# 78: the configuration, state directory or job database cannot be used; restarting cannot help.
+# 78: the state directory or job database cannot be used; restarting cannot help.
 RestartPreventExitStatus=78
 LimitNOFILE=1048576
 TasksMax=infinity
