@@ -64,6 +64,9 @@ Deno.test("install: a self-contained program, its unit and directories; uninstal
         "Delegate=yes",
         "KillMode=mixed",
         "Restart=on-failure",
+        // A malformed setting exits 2 and an unusable state 78: restarting every 2 s cannot help
+        // (the unit restarted a bad LOG_LEVEL in jobworker.env for ever; its comment said not).
+        "RestartPreventExitStatus=2 78",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "EnvironmentFile=/etc/jobworker/jobworker.env",
         "ExecStart=/usr/local/bin/jobworker serve",
