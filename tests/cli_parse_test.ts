@@ -996,6 +996,42 @@ Deno.test("signalName uses Linux numbers", () => {
   assert.equal(signalName(99), "signal 99");
 });
 
+Deno.test("get, list and stream's note show a job's text with control characters escaped", async () => {
+  // What a job's creator wrote (env, working directory) and what the server says (owner, reason)
+  // reached the reader's terminal as it was: an escape sequence in an env value recoloured it,
+  // a newline broke the layout. The command line was already quoted.
+  const job: jobworker.IJob = {
+    env: ["PLAIN=1", "K=\x1b[31mred", "T=\x1b]0;title\x07"],
+    workDir: "/tmp/a\nb",
+    owner: "eve\x1b[2J",
+    user: "0:0",
+    status: jobworker.JobStatus.FAILED,
+    exitCode: 3,
+    endTime: { seconds: NOW_S - 1 },
+    reason: "exited with code 3\x1b[1A",
+  };
+  // deno-lint-ignore no-control-regex
+  const control = /[\x00-\x08\x0b-\x1f\x7f]/;
+  const get = await run(["get", "job-1"], { job });
+  assert.equal(get.code, 0, get.stderr());
+  assert.doesNotMatch(get.stdout(), control);
+  assert.match(
+    get.stdout(),
+    /^Env: +PLAIN=1\n +\$'K=\\x1b\[31mred'\n +\$'T=\\x1b\]0;title\\x07'$/m,
+  );
+  assert.match(get.stdout(), /^Workdir: +\$'\/tmp\/a\\nb'$/m);
+  assert.match(get.stdout(), /^Owner: +\$'eve\\x1b\[2J'$/m);
+  assert.match(get.stdout(), /^Reason: +\$'exited with code 3\\x1b\[1A'$/m);
+  const list = await run(["list"], { jobs: [sampleJob({ ...job, id: "job-1" })] });
+  assert.equal(list.code, 0, list.stderr());
+  assert.doesNotMatch(list.stdout(), control);
+  assert.match(list.stdout(), /\$'eve\\x1b\[2J'/);
+  const stream = await run(["stream", "job-1", "--verbose"], { job });
+  assert.equal(stream.code, 0, stream.stderr());
+  assert.doesNotMatch(stream.stderr(), control);
+  assert.match(stream.stderr(), /FAILED \(exit code 3\): \$'exited with code 3\\x1b\[1A'\n$/);
+});
+
 Deno.test("shell quoting and truncation for display", () => {
   assert.equal(shellQuote("ls"), "ls");
   assert.equal(shellQuote("/usr/bin/a-b_c.d=e"), "/usr/bin/a-b_c.d=e");
