@@ -414,6 +414,21 @@ Deno.test("list --watch goes on across a lost connection (a worker reloading), a
   assert.equal(denied.calls.filter((c) => c.method === "listJobsPage").length, 1);
 });
 
+Deno.test("list --watch --json and -q: each refresh is data only, without the heading", async () => {
+  // The heading "Every 2s: jobworker list (Ctrl-C to quit)" came before each refresh, so a
+  // script reading `list --watch --json` got no JSON and `-q` a line that is no id.
+  const json = await run(["list", "--watch", "--json"], { interruptAfterLists: 2 });
+  assert.equal(json.code, 0, json.stderr());
+  const documents = json.stdout().split(/(?<=^\})\n/m).filter((d) => d.trim() !== "");
+  assert.equal(documents.length, 2, json.stdout());
+  for (const d of documents) assert.equal(JSON.parse(d).jobs[0].id, "job-1");
+  const quiet = await run(["list", "--watch", "-q"], { interruptAfterLists: 2 });
+  assert.equal(quiet.code, 0, quiet.stderr());
+  assert.equal(quiet.stdout(), "job-1\njob-1\n");
+  const table = await run(["list", "--watch"], { interruptAfterLists: 1 });
+  assert.match(table.stdout(), /^Every 2s: jobworker list \(Ctrl-C to quit\)\n\nID /);
+});
+
 Deno.test("list --watch: a server never reached fails at once, as plain list does", async () => {
   // A wrong --server or a stopped worker: nothing to ride out. It waited out the whole minute.
   const r = await run(["list", "--watch"], {
