@@ -112,6 +112,20 @@ Deno.test("install: a self-contained program, its unit and directories; uninstal
       /LOG_LEVEL=debug\n$/,
     );
 
+    // The installed program's own uninstall (README: "make uninstall (or jobworker uninstall)")
+    // takes the self-contained directory too: it removed only the launcher and the unit, leaving
+    // PREFIX/lib/jobworker (about 160 MB) with nothing left to remove it.
+    const own = await run(bin, ["uninstall", "--destdir", root]);
+    assert.equal(own.code, 0, own.out);
+    assert.ok(!exists(bin));
+    assert.ok(!exists(`${root}/usr/local/lib/jobworker`), "the self-contained directory is gone");
+    assert.ok(!exists(`${root}/etc/systemd/system/jobworker.service`));
+    assert.ok(exists(`${root}/etc/jobworker/jobworker.env`));
+    assert.equal(
+      (await run("bash", ["scripts/install.sh", "install", Deno.execPath()], env)).code,
+      0,
+    );
+
     Deno.writeTextFileSync(`${root}/etc/jobworker/certs/server-key.pem`, "key");
     Deno.writeTextFileSync(`${root}/var/lib/jobworker/records.db`, "state");
     const removed = await run("bash", ["scripts/install.sh", "uninstall", Deno.execPath()], env);
