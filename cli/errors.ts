@@ -139,6 +139,23 @@ export function describeTlsFailure(details: string, context: CallContext): strin
   return undefined;
 }
 
+/**
+ * What answers at the address when it is not a jobworker server (it answered, so it is not a
+ * server that is down); undefined when `details` does not say so.
+ */
+export function describeForeignService(details: string): string | undefined {
+  // The TLS client read something that is no TLS record: plain HTTP, an SSH banner, ...
+  if (
+    /wrong version number|InvalidContentType|corrupt message|packet length too long/i.test(details)
+  ) {
+    return "it does not speak TLS";
+  }
+  if (/did not choose HTTP\/2/.test(details)) {
+    return "it speaks TLS but not HTTP/2";
+  }
+  return undefined;
+}
+
 /** Whether `err` is a grpc-js status error (it has a numeric `code` and `details`). */
 export function isServiceError(err: unknown): err is ServiceError {
   return err instanceof Error && typeof (err as Partial<ServiceError>).code === "number" &&
@@ -150,6 +167,12 @@ export function rpcErrorMessage(err: ServiceError, context: CallContext): string
   const details = err.details || STATUS_NAMES[err.code] || `status ${err.code}`;
   switch (err.code) {
     case Status.UNAVAILABLE: {
+      const foreign = describeForeignService(details);
+      if (foreign) {
+        return `What answers at ${context.server} is not a jobworker server: ${foreign} ` +
+          `(${plainDetails(details)}). Another service listens there (plain HTTP, ssh, ...): ` +
+          "check the address (--server, JOB_WORKER_ADDR, the context)";
+      }
       const tls = describeTlsFailure(details, context);
       if (tls) {
         return `TLS handshake with the jobworker server at ${context.server} failed: ${tls} ` +

@@ -128,6 +128,16 @@ export function shellQuote(word: string): string {
   return `$'${escaped}'`;
 }
 
+/**
+ * Text from a job (an env entry, a working directory, an owner, a reason) for a terminal: as it
+ * is, unless it holds control characters, which are shown escaped as {@link shellQuote} does, so
+ * that what a job's creator wrote cannot move the cursor, recolour or retitle the reader's
+ * terminal, or break the layout with a newline.
+ */
+export function printable(text: string): string {
+  return CONTROL.test(text) ? shellQuote(text) : text;
+}
+
 /** A command line for display: `bash -c 'echo hi'`. */
 export function formatCommandLine(command: string, args: readonly string[]): string {
   return [command, ...args].map(shellQuote).join(" ");

@@ -14,6 +14,7 @@ import {
   formatLocalTime,
   formatRate,
   formatRelative,
+  printable,
   renderTable,
   truncate,
 } from "./format.ts";
@@ -118,7 +119,7 @@ export function renderJobList(jobs: jobworker.IJobs, options: ListOptions): stri
   const rest = list.map((job) => {
     const created = toDate(job.createTime);
     return [
-      job.owner ?? "",
+      printable(job.owner ?? ""),
       created ? formatRelative(created, options.now) : "-",
       runTime(job, options.now),
       exitColumn(job),
@@ -165,13 +166,13 @@ export function renderJob(job: jobworker.IJob, now: Date, color = false): string
   add("ID", job.id ?? "");
   add("Command", formatCommandLine(job.command ?? "", job.args ?? []));
   add("Status", paintStatus(statusName(job.status), color));
-  add("Owner", job.owner ?? "");
+  add("Owner", printable(job.owner ?? ""));
   if (hasEnded(job)) {
     if (job.signal) add("Signal", `${signalName(job.signal)} (${job.signal})`);
     else add("Exit code", String(job.exitCode ?? 0));
     add("OOM killed", job.oomKilled ? "yes" : "no");
   }
-  if (job.reason) add("Reason", job.reason);
+  if (job.reason) add("Reason", printable(job.reason));
   add("Created", created ? `${formatLocalTime(created)} (${formatRelative(created, now)})` : "-");
   add("Started", started ? `${formatLocalTime(started)} (${formatRelative(started, now)})` : "-");
   if (ended) add("Ended", `${formatLocalTime(ended)} (${formatRelative(ended, now)})`);
@@ -179,14 +180,14 @@ export function renderJob(job: jobworker.IJob, now: Date, color = false): string
     const running = ended ? "" : " (running)";
     add("Duration", formatDuration((ended ?? now).getTime() - started.getTime()) + running);
   }
-  add("Workdir", job.workDir || "/");
-  if (job.user) add("User", job.user);
+  add("Workdir", printable(job.workDir || "/"));
+  if (job.user) add("User", printable(job.user));
   if (job.network) add("Network", job.network);
   if (job.privileged) add("Privileged", "yes");
   if (job.init) add("Init", "yes (a minimal init is PID 1)");
   add("Timeout", job.timeoutSeconds ? formatDuration(job.timeoutSeconds * 1000) : "none");
   const env = job.env ?? [];
-  add("Env", env.length > 0 ? env.join("\n") : "-");
+  add("Env", env.length > 0 ? env.map(printable).join("\n") : "-");
   add(
     "Output",
     `${formatBytes(Number(job.outputBytes ?? 0))} (${Number(job.outputBytes ?? 0)} bytes)` +

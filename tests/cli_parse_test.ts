@@ -329,6 +329,20 @@ Deno.test("create: a missing command is a usage error", async () => {
   assert.equal(r.calls.length, 0);
 });
 
+Deno.test("run: --rm with --detach is a usage error, before any job is created", async () => {
+  // --rm is the client's, once it has followed the job to its end: with --detach the job was
+  // created and --rm silently dropped, so the job stayed.
+  for (const argv of [["run", "--rm", "--detach", "true"], ["run", "-d", "--rm", "sleep", "1"]]) {
+    const r = await run(argv);
+    assert.equal(r.code, 2, argv.join(" "));
+    assert.match(r.stderr(), /^error: --rm cannot be used with --detach: /);
+    assert.equal(r.calls.length, 0, "no call made");
+  }
+  const detached = await run(["run", "--detach", "true"]);
+  assert.equal(detached.code, 0, detached.stderr());
+  assert.equal(detached.stdout(), "job-1\n");
+});
+
 Deno.test("buildCreateRequest leaves absent options out (server defaults)", () => {
   assert.deepEqual(buildCreateRequest("true", [], {}), { command: "true", args: [], env: [] });
   assert.deepEqual(buildCreateRequest("x", ["y"], { maxCpu: 0, workdir: "/w" }), {
@@ -398,6 +412,21 @@ Deno.test("list --watch goes on across a lost connection (a worker reloading), a
   });
   assert.equal(denied.code, 1);
   assert.equal(denied.calls.filter((c) => c.method === "listJobsPage").length, 1);
+});
+
+Deno.test("list --watch --json and -q: each refresh is data only, without the heading", async () => {
+  // The heading "Every 2s: jobworker list (Ctrl-C to quit)" came before each refresh, so a
+  // script reading `list --watch --json` got no JSON and `-q` a line that is no id.
+  const json = await run(["list", "--watch", "--json"], { interruptAfterLists: 2 });
+  assert.equal(json.code, 0, json.stderr());
+  const documents = json.stdout().split(/(?<=^\})\n/m).filter((d) => d.trim() !== "");
+  assert.equal(documents.length, 2, json.stdout());
+  for (const d of documents) assert.equal(JSON.parse(d).jobs[0].id, "job-1");
+  const quiet = await run(["list", "--watch", "-q"], { interruptAfterLists: 2 });
+  assert.equal(quiet.code, 0, quiet.stderr());
+  assert.equal(quiet.stdout(), "job-1\njob-1\n");
+  const table = await run(["list", "--watch"], { interruptAfterLists: 1 });
+  assert.match(table.stdout(), /^Every 2s: jobworker list \(Ctrl-C to quit\)\n\nID /);
 });
 
 Deno.test("list --watch: a server never reached fails at once, as plain list does", async () => {
@@ -980,6 +1009,42 @@ Deno.test("signalName uses Linux numbers", () => {
   assert.equal(signalName(36), "SIGRTMIN+2");
   assert.equal(signalName(64), "SIGRTMAX");
   assert.equal(signalName(99), "signal 99");
+});
+
+Deno.test("get, list and stream's note show a job's text with control characters escaped", async () => {
+  // What a job's creator wrote (env, working directory) and what the server says (owner, reason)
+  // reached the reader's terminal as it was: an escape sequence in an env value recoloured it,
+  // a newline broke the layout. The command line was already quoted.
+  const job: jobworker.IJob = {
+    env: ["PLAIN=1", "K=\x1b[31mred", "T=\x1b]0;title\x07"],
+    workDir: "/tmp/a\nb",
+    owner: "eve\x1b[2J",
+    user: "0:0",
+    status: jobworker.JobStatus.FAILED,
+    exitCode: 3,
+    endTime: { seconds: NOW_S - 1 },
+    reason: "exited with code 3\x1b[1A",
+  };
+  // deno-lint-ignore no-control-regex
+  const control = /[\x00-\x08\x0b-\x1f\x7f]/;
+  const get = await run(["get", "job-1"], { job });
+  assert.equal(get.code, 0, get.stderr());
+  assert.doesNotMatch(get.stdout(), control);
+  assert.match(
+    get.stdout(),
+    /^Env: +PLAIN=1\n +\$'K=\\x1b\[31mred'\n +\$'T=\\x1b\]0;title\\x07'$/m,
+  );
+  assert.match(get.stdout(), /^Workdir: +\$'\/tmp\/a\\nb'$/m);
+  assert.match(get.stdout(), /^Owner: +\$'eve\\x1b\[2J'$/m);
+  assert.match(get.stdout(), /^Reason: +\$'exited with code 3\\x1b\[1A'$/m);
+  const list = await run(["list"], { jobs: [sampleJob({ ...job, id: "job-1" })] });
+  assert.equal(list.code, 0, list.stderr());
+  assert.doesNotMatch(list.stdout(), control);
+  assert.match(list.stdout(), /\$'eve\\x1b\[2J'/);
+  const stream = await run(["stream", "job-1", "--verbose"], { job });
+  assert.equal(stream.code, 0, stream.stderr());
+  assert.doesNotMatch(stream.stderr(), control);
+  assert.match(stream.stderr(), /FAILED \(exit code 3\): \$'exited with code 3\\x1b\[1A'\n$/);
 });
 
 Deno.test("shell quoting and truncation for display", () => {

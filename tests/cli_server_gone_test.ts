@@ -87,6 +87,75 @@ test("a server that was never there: list --watch fails at once, in one connecti
   }
 });
 
+test("a service that is not jobworker (plain HTTP, an ssh banner, TLS without HTTP/2): the message says what answers, not that the server may be down", async () => {
+  const encode = (text: string) => new TextEncoder().encode(text);
+  // An HTTP/1.1 server answers whatever comes with a 400; sshd sends its banner first.
+  const http = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const ssh = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  // TLS with the server's own certificate, but no ALPN: not HTTP/2.
+  const tls = Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: await Deno.readTextFile(`${pki.dir}/server-cert.pem`),
+    key: await Deno.readTextFile(`${pki.dir}/server-key.pem`),
+  });
+  const held: Deno.Conn[] = [];
+  const serving = [
+    (async () => {
+      for await (const conn of http) {
+        held.push(conn);
+        conn.read(new Uint8Array(4096)).then(() =>
+          conn.write(encode("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
+        ).catch(() => {});
+      }
+    })(),
+    (async () => {
+      for await (const conn of ssh) {
+        held.push(conn);
+        conn.write(encode("SSH-2.0-OpenSSH_9.2\r\n")).catch(() => {});
+      }
+    })(),
+    (async () => {
+      for await (const conn of tls) {
+        held.push(conn);
+        conn.handshake().catch(() => {});
+      }
+    })(),
+  ];
+  try {
+    const cases: [Deno.Listener, RegExp][] = [
+      [http, /it does not speak TLS/],
+      [ssh, /it does not speak TLS/],
+      [tls, /it speaks TLS but not HTTP\/2/],
+    ];
+    for (const [listener, why] of cases) {
+      const server = `127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;
+      const result = await runProgram(
+        Deno.execPath(),
+        cliArgs(server, ["--request-timeout", "5", "list"]),
+      );
+      assert.equal(result.code, 1, result.stderr);
+      // It said "Cannot reach the jobworker server at ...: received corrupt message of type
+      // InvalidContentType (...). Is the server running there (make serve, jobworker serve)?"
+      assert.match(
+        result.stderr,
+        new RegExp(`^error: What answers at ${server} is not a jobworker server: ${why.source}`),
+      );
+      assert.match(result.stderr, /check the address \(--server, JOB_WORKER_ADDR, the context\)/);
+      assert.doesNotMatch(result.stderr, /Is the server running there/);
+      assert.doesNotMatch(result.stderr, STACK);
+    }
+  } finally {
+    for (const listener of [http, ssh, tls]) listener.close();
+    await Promise.allSettled(serving);
+    for (const conn of held) {
+      try {
+        conn.close();
+      } catch { /* closed already */ }
+    }
+  }
+});
+
 /** A CLI process whose output is collected as it comes. */
 function spawnCli(server: string, args: string[]) {
   const child = new Deno.Command(Deno.execPath(), {

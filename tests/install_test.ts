@@ -64,6 +64,9 @@ Deno.test("install: a self-contained program, its unit and directories; uninstal
         "Delegate=yes",
         "KillMode=mixed",
         "Restart=on-failure",
+        // A malformed setting exits 2 and an unusable state 78: restarting every 2 s cannot help
+        // (the unit restarted a bad LOG_LEVEL in jobworker.env for ever; its comment said not).
+        "RestartPreventExitStatus=2 78",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "EnvironmentFile=/etc/jobworker/jobworker.env",
         "ExecStart=/usr/local/bin/jobworker serve",
@@ -107,6 +110,20 @@ Deno.test("install: a self-contained program, its unit and directories; uninstal
     assert.match(
       Deno.readTextFileSync(`${root}/etc/jobworker/jobworker.env`),
       /LOG_LEVEL=debug\n$/,
+    );
+
+    // The installed program's own uninstall (README: "make uninstall (or jobworker uninstall)")
+    // takes the self-contained directory too: it removed only the launcher and the unit, leaving
+    // PREFIX/lib/jobworker (about 160 MB) with nothing left to remove it.
+    const own = await run(bin, ["uninstall", "--destdir", root]);
+    assert.equal(own.code, 0, own.out);
+    assert.ok(!exists(bin));
+    assert.ok(!exists(`${root}/usr/local/lib/jobworker`), "the self-contained directory is gone");
+    assert.ok(!exists(`${root}/etc/systemd/system/jobworker.service`));
+    assert.ok(exists(`${root}/etc/jobworker/jobworker.env`));
+    assert.equal(
+      (await run("bash", ["scripts/install.sh", "install", Deno.execPath()], env)).code,
+      0,
     );
 
     Deno.writeTextFileSync(`${root}/etc/jobworker/certs/server-key.pem`, "key");

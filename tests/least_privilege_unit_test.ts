@@ -158,6 +158,11 @@ Deno.test("revocation: hex serials in the forms openssl prints", () => {
   assert.equal(normalizeSerial("0"), "0");
   const set = parseRevoked("# comment\n0A:bc  \n\n1f # trailing comment\n", "f");
   assert.deepEqual([...set].sort(), ["1F", "ABC"]);
+  // What `openssl x509 -noout -serial` prints, pasted as it is (README: "as openssl x509 -serial
+  // prints them"); it was refused as "not a hex serial".
+  const pasted = parseRevoked("serial=5E3672506D1572450D290F3CAC65B0A2\n", "f");
+  assert.deepEqual([...pasted], ["5E3672506D1572450D290F3CAC65B0A2"]);
+  assert.throws(() => parseRevoked("serial=\n", "f"), /f:1: "serial=" is not a hex serial/);
   assert.throws(() => parseRevoked("12\nxyz\n", "revoked.txt"), (e: Error) => {
     assert.ok(e instanceof RevocationFileError);
     assert.match(e.message, /revoked\.txt:2: "xyz"/);

@@ -9,7 +9,8 @@
  * the new program, stops serving (its port is free from here), then blocks opening the FIFO for
  * writing until this test opens it for reading. The test takes the port first, then reads. The
  * worker's fsync of a FIFO fails (EINVAL), so the exec is called off; listening again on the
- * configured port fails (EADDRINUSE), and that is "serving failed".
+ * configured port fails (EADDRINUSE), and that is "serving failed". And a worker whose address is
+ * in use at start says so in words (exit 1).
  *
  * Run: `deno test -A tests/serve_failure_test.ts` (as root).
  *
@@ -26,7 +27,7 @@ import {
   waitFor,
   waitingInits,
 } from "./helpers/host_procs.ts";
-import { linesWithMessage } from "./helpers/log_lines.ts";
+import { linesWithMessage, parseLogLine } from "./helpers/log_lines.ts";
 import { instanceDirName, instanceName } from "../worker/cgroups/paths.ts";
 import { freePort } from "./helpers/free_port.ts";
 
@@ -111,6 +112,37 @@ Deno.test({
       held?.close();
       client.close();
       await worker.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "an address in use at start: exit 1 with a line saying so in words, and what to do",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    // A second `make serve`, or another service on the port: grpc-js's own words were "No address
+    // added out of total 1 resolved errors: [listen EADDRINUSE: address already in use ...]".
+    const held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const address = `127.0.0.1:${(held.addr as Deno.NetAddr).port}`;
+    try {
+      const failure = await WorkerProcess.start({
+        certDir: pki.dir,
+        env: { JOB_WORKER_ADDR: address, LOG_FORMAT: "json" },
+      }).then((worker) => worker.stop().then(() => "it listened"), (e: Error) => e.message);
+      assert.match(failure, /^the worker exited \(1\) before listening:/);
+      const line = failure.split("\n").map((l) => parseLogLine(l)).find((l) =>
+        l?.msg === "cannot start"
+      );
+      assert.ok(line, failure);
+      assert.equal(
+        line.fields.error,
+        `cannot listen on ${address}: the address is in use (EADDRINUSE): another jobworker or ` +
+          "another service listens there; stop it, or choose another address (--addr or " +
+          "JOB_WORKER_ADDR)",
+      );
+    } finally {
+      held.close();
     }
   },
 });

@@ -105,7 +105,11 @@ Examples:
             rendered = true;
             reconnection.reset();
             const clear = deps.stdoutIsTerminal ? "\x1b[H\x1b[2J" : "";
-            const stamp = `Every ${flags.interval}s: jobworker list (Ctrl-C to quit)\n\n`;
+            // With --json or -q each refresh is data only (a JSON document, or ids), so that a
+            // script can read the watch: the heading made it neither.
+            const stamp = flags.json || flags.quiet
+              ? ""
+              : `Every ${flags.interval}s: jobworker list (Ctrl-C to quit)\n\n`;
             await writeText(deps.stdout, clear + stamp + text);
             await pause(flags.interval * 1000);
           }

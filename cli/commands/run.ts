@@ -10,7 +10,14 @@
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import type { jobworker } from "../../proto/service.ts";
 import { type CliDeps, withClient } from "../context.ts";
-import { CliError, EXIT_INTERRUPTED, isServiceError, RetryAbandoned, Status } from "../errors.ts";
+import {
+  CliError,
+  EXIT_INTERRUPTED,
+  isServiceError,
+  RetryAbandoned,
+  Status,
+  UsageError,
+} from "../errors.ts";
 import { writeText } from "../io.ts";
 import { addConnectionOptions } from "../options.ts";
 import { writeOutput } from "../output.ts";
@@ -47,6 +54,14 @@ Examples:
   jobworker run --detach sleep 600`,
     )
     .action(async (commandName, args, flags, cmd) => {
+      // --rm is done by this client once it has followed the job to its end; a detached job is
+      // not followed, so it would stay (the create went ahead and --rm was silently dropped).
+      if (flags.rm && flags.detach) {
+        throw new UsageError(
+          "--rm cannot be used with --detach: run deletes the job once it has followed it to its " +
+            "end, and a detached job is not followed (delete it later with jobworker rm)",
+        );
+      }
       const req = {
         ...buildCreateRequest(commandName, args, flags),
         requestId: crypto.randomUUID(),

@@ -13,6 +13,7 @@ import { addConnectionOptions, nonNegativeInteger } from "../options.ts";
 import { writeOutput } from "../output.ts";
 import { retryAcrossReload, retryOptions } from "../reconnect.ts";
 import { hasEnded, statusSummary } from "../render.ts";
+import { printable } from "../format.ts";
 import { jobworker } from "../../proto/service.ts";
 
 /** The `stream` command. */
@@ -105,7 +106,7 @@ Examples:
             }
             if (hasEnded(job) && job.status !== jobworker.JobStatus.COMPLETED) {
               note = `jobworker: job ${id} ${statusSummary(job)}${
-                job.reason ? `: ${job.reason}` : ""
+                job.reason ? `: ${printable(job.reason)}` : ""
               }\n`;
             }
           }

@@ -95,7 +95,7 @@ export async function startServer(
     server.bindAsync(
       config.address,
       mutualTls13(tls, config.maxHeaderListSize, backstopMs(handshakeMs)),
-      (error, port) => error ? reject(error) : resolve(port),
+      (error, port) => error ? reject(listenError(config.address, error)) : resolve(port),
     );
   });
   // Before the guard: its 'connection' listener is prepended in front of this one's, so a connection
@@ -113,4 +113,23 @@ export async function startServer(
   // Every session's socket, not only those of metered streams: see tls_write_groups.ts.
   if (!groupSessionWrites(server)) log.warn("cannot group TLS writes: no HTTP/2 servers found");
   return { server, port, health };
+}
+
+/**
+ * Why the server cannot listen, in words: grpc-js says "No address added out of total 1 resolved
+ * errors: [listen EADDRINUSE: address already in use 127.0.0.1:50051]" (a second `make serve`).
+ */
+export function listenError(address: string, error: Error): Error {
+  const why = /resolved errors: \[(.*)\]$/s.exec(error.message)?.[1] ?? error.message;
+  if (/EADDRINUSE/.test(why)) {
+    return new Error(
+      `cannot listen on ${address}: the address is in use (EADDRINUSE): another jobworker or ` +
+        "another service listens there; stop it, or choose another address (--addr or " +
+        "JOB_WORKER_ADDR)",
+    );
+  }
+  return new Error(
+    `cannot listen on ${address}: ${why} (--addr or JOB_WORKER_ADDR: an address of this host, ` +
+      "or 0.0.0.0)",
+  );
 }

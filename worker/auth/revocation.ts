@@ -1,6 +1,7 @@
 /**
- * Revoked client certificates: a file of serial numbers (hex, one a line; `#` comments, colons
- * and leading zeros allowed), named by JOB_WORKER_REVOKED. grpc-js ignores CRLs, so the server
+ * Revoked client certificates: a file of serial numbers (hex, one a line; `#` comments, colons,
+ * leading zeros and the `serial=` that `openssl x509 -noout -serial` prints allowed), named by
+ * JOB_WORKER_REVOKED. grpc-js ignores CRLs, so the server
  * checks the serial of the caller's certificate on every call. The file is read again whenever
  * its modification time, size or inode changes (a stat per call), so an edit or a replacement
  * takes effect at the next call without a restart or SIGHUP.
@@ -24,10 +25,12 @@ export function normalizeSerial(serial: string): string {
 export function parseRevoked(text: string, file: string): Set<string> {
   const serials = new Set<string>();
   text.split("\n").forEach((raw, i) => {
-    const line = raw.replace(/#.*/, "").trim();
-    if (line === "") return;
+    const text = raw.replace(/#.*/, "").trim();
+    if (text === "") return;
+    // `openssl x509 -noout -serial` prints `serial=0A1B...`: taken as it is printed.
+    const line = text.replace(/^serial\s*=\s*/i, "");
     if (!/^[0-9A-Fa-f:]+$/.test(line)) {
-      throw new RevocationFileError(`${file}:${i + 1}: "${line.slice(0, 80)}" is not a hex serial`);
+      throw new RevocationFileError(`${file}:${i + 1}: "${text.slice(0, 80)}" is not a hex serial`);
     }
     serials.add(normalizeSerial(line));
   });

@@ -72,6 +72,10 @@ async function uninstall(layout: InstallLayout, purge: boolean): Promise<void> {
     });
   await remove(`${layout.unitDir}/jobworker.service`);
   await remove(layout.program);
+  // A self-contained installation (`make install` without a compiled binary) keeps its deno and
+  // code in PREFIX/lib/jobworker beside PREFIX/bin/jobworker: the program as much as the launcher.
+  const lib = layout.program.replace(/\/bin\/jobworker$/, "/lib/jobworker");
+  if (lib !== layout.program) await remove(lib);
   if (purge) {
     await remove(layout.configDir);
     await remove(layout.stateDir);

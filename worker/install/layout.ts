@@ -49,8 +49,9 @@ KillMode=mixed
 TimeoutStopSec=60
 Restart=on-failure
 RestartSec=2
-# 78: the configuration, state directory or job database cannot be used; restarting cannot help.
-RestartPreventExitStatus=78
+# Restarting cannot help: 2, a malformed setting (in jobworker.env, or a flag); 78, the state
+# directory or job database cannot be used.
+RestartPreventExitStatus=2 78
 LimitNOFILE=1048576
 TasksMax=infinity
 # No systemd sandboxing (ProtectSystem=, PrivateTmp=, NoNewPrivileges=...): the jobs are the
