@@ -66,10 +66,13 @@ test("children started back to back each run their own arguments, environment an
 });
 
 test("the child runs in its own PID, mount, IPC and UTS namespaces, and network when asked", async () => {
-  // The clone makes only the PID namespace; the child unshares the others before its exec.
+  // The clone makes the PID namespace (and without lateMounts the mount namespace); the child
+  // unshares the others before its exec.
   const kinds = ["pid", "mnt", "ipc", "uts", "net"];
   const ours = kinds.map((kind) => Deno.readLinkSync(`/proc/self/ns/${kind}`));
-  for (const newNetwork of [false, true]) {
+  for (
+    const [newNetwork, lateMounts] of [[false, false], [true, false], [false, true], [true, true]]
+  ) {
     const [statusR, statusW] = shim.pipe();
     const script = `echo $$; for k in ${kinds.join(" ")}; do readlink /proc/self/ns/$k; done`;
     const { pid, pidfd } = shim.spawn(
@@ -78,6 +81,8 @@ test("the child runs in its own PID, mount, IPC and UTS namespaces, and network 
       [],
       [-1, -1, -1, -1, statusW],
       newNetwork,
+      -1,
+      lateMounts,
     );
     shim.close(statusW);
     const ended = await waitFor("the child to end", () => shim.waitpid(pid), 10_000);
@@ -90,7 +95,13 @@ test("the child runs in its own PID, mount, IPC and UTS namespaces, and network 
     // /proc is still the host's here: /proc/self is the child's entry there.
     kinds.forEach((kind, i) => {
       const fresh = kind !== "net" || newNetwork;
-      assert.equal(theirs[i] !== ours[i], fresh, `${kind}: ${theirs[i]} against ${ours[i]}`);
+      assert.equal(
+        theirs[i] !== ours[i],
+        fresh,
+        `${kind} (newNetwork ${newNetwork}, lateMounts ${lateMounts}): ${theirs[i]} against ${
+          ours[i]
+        }`,
+      );
     });
   }
 });
