@@ -286,6 +286,36 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
     for (const dir of [...inner, ...dirsOf(cg)]) assert.ok(!exists(dir), `${dir} is left`);
   });
 
+  test("final({ thenRemove }) reads the usage, then removes the cgroup in the same batch", async () => {
+    let batches = 0;
+    const counted = {
+      run: (...args: Parameters<typeof files.run>) => (batches++, files.run(...args)),
+    };
+    const m = detectCgroups({ instance, ioDevices: config.ioDevices, files: counted });
+    const cg = await m.create("final", NO_LIMITS);
+    const dirs = dirsOf(cg);
+    await startIn(cg, `sh -c 'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done'`).status;
+    batches = 0;
+    const final = await cg.final({ thenRemove: true });
+    assert.ok(final.usage.cpuUsec > 0, `cpuUsec ${final.usage.cpuUsec}: read after the removal?`);
+    assert.deepEqual(dirs.filter(exists), [], "final({ thenRemove }) left directories");
+    await cg.remove(); // nothing left to do: no batch
+    assert.equal(batches, 1);
+    assert.equal(cg.usage().cpuUsec, final.usage.cpuUsec);
+
+    // A cgroup still busy at the read is left to remove(), which waits for it as before.
+    const busy = await m.create("final-busy", NO_LIMITS);
+    const child = startIn(busy, "sleep 300");
+    await waitFor("the process to join", () => busy.pids().length === 1);
+    await busy.final({ thenRemove: true });
+    assert.ok(dirsOf(busy).some(exists), "a busy cgroup went");
+    child.kill("SIGKILL");
+    await child.status;
+    await waitFor("the cgroup to empty", () => busy.isEmpty(), 5000);
+    await busy.remove();
+    assert.deepEqual(dirsOf(busy).filter(exists), []);
+  });
+
   test("create makes the instance's parent cgroups again after they were removed", async () => {
     const m = manager();
     await (await m.create("before", NO_LIMITS)).remove();

@@ -5,7 +5,7 @@
  */
 import { LimitError, type LimitName } from "./types.ts";
 import { errnoName } from "../../init/shim/errno.ts";
-import { denoFileBatch, type FileBatch } from "./file_batch.ts";
+import { denoFileBatch, type FileBatch, type FileOp, type FileOpResult } from "./file_batch.ts";
 
 /**
  * The errno name of a failed Deno file operation ("EBUSY", "ENODEV", ...): from the "(os error N)"
@@ -53,21 +53,26 @@ export type FileReader = (path: string) => string | undefined;
 /**
  * Reads every file `use` reads off the event loop, all in one `batch`, and returns a reader of
  * those texts. `use` is first run with a reader that finds nothing, which lists the files it wants
- * (it must read the same files or more when they are missing, as the usage readers do).
+ * (it must read the same files or more when they are missing, as the usage readers do). `then`:
+ * operations the same batch runs after the reads (`after`: how each went).
  */
 export async function readAhead(
   use: (read: FileReader) => void,
   batch: FileBatch = denoFileBatch,
-): Promise<FileReader> {
+  then: readonly FileOp[] = [],
+): Promise<{ read: FileReader; after: FileOpResult[] }> {
   const paths = new Set<string>();
   use((path) => {
     paths.add(path);
     return undefined;
   });
   const wanted = [...paths];
-  const results = await batch.run(wanted.map((path) => ({ kind: "read", path })));
+  const results = await batch.run([
+    ...wanted.map((path) => ({ kind: "read", path }) as const),
+    ...then,
+  ]);
   const texts = new Map(wanted.map((path, i) => [path, results[i]!.text] as const));
-  return (path) => texts.get(path);
+  return { read: (path) => texts.get(path), after: results.slice(wanted.length) };
 }
 
 /** Parses "key value" lines (cpu.stat, memory.events, memory.oom_control) into a map. */

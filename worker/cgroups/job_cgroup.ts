@@ -7,7 +7,7 @@
  */
 import { type FileReader, readAhead, readText } from "./files.ts";
 import { listPids, signalPids } from "./kill.ts";
-import { removeCgroupDirs } from "./remove.ts";
+import { removeCgroupDirs, rmdirDone } from "./remove.ts";
 import type { FileBatch } from "./file_batch.ts";
 import type { JobCgroup, Usage } from "./types.ts";
 
@@ -17,6 +17,8 @@ export abstract class JobCgroupDirs implements JobCgroup {
   readonly #files: FileBatch;
   #peak = 0;
   #final: Usage | undefined;
+  /** Directories final({ thenRemove: true }) already removed: remove() leaves them out. */
+  #removed = new Set<string>();
 
   /**
    * `dirs`: every directory of the job's cgroup, each once; `files`: how the job's end reads and
@@ -64,19 +66,35 @@ export abstract class JobCgroupDirs implements JobCgroup {
     return this.readOomKilled(readText);
   }
 
-  async final(): Promise<{ usage: Usage; oomKilled: boolean }> {
+  async final(
+    options: { thenRemove?: boolean } = {},
+  ): Promise<{ usage: Usage; oomKilled: boolean }> {
     if (this.#final) return { usage: { ...this.#final }, oomKilled: this.oomKilled() };
-    const read = await readAhead((read) => {
-      this.readUsage(read);
-      this.readOomKilled(read);
-    }, this.#files);
+    // Removed in the same batch, right after the reads: a job's end does both, and each batch is
+    // a wake-up of a thread of Deno's blocking pool and a round of the event loop.
+    const rmdirs = options.thenRemove
+      ? this.#dirs.map((path) => ({ kind: "rmdir", path }) as const)
+      : [];
+    const { read, after } = await readAhead(
+      (read) => {
+        this.readUsage(read);
+        this.readOomKilled(read);
+      },
+      this.#files,
+      rmdirs,
+    );
+    // Those still busy (or failing otherwise) are left to remove(), its retries and its errors.
+    this.#removed = new Set(
+      this.#dirs.filter((_, i) => i < after.length && rmdirDone(after[i]!.error)),
+    );
     this.#final = this.#usage(read);
     return { usage: { ...this.#final }, oomKilled: this.readOomKilled(read) };
   }
 
   async remove(): Promise<void> {
     if (!this.#final) this.#final = this.usage();
-    await removeCgroupDirs(this.#dirs, undefined, this.#files);
+    const left = this.#dirs.filter((dir) => !this.#removed.has(dir));
+    if (left.length > 0) await removeCgroupDirs(left, undefined, this.#files);
   }
 
   #usage(read: FileReader): Usage {

@@ -19,6 +19,11 @@ function removedOrBusy(dir: string, error: Error | undefined): boolean {
   throw new Error(`Cannot remove cgroup ${dir}: ${describeErrno(error)}`, { cause: error });
 }
 
+/** Whether an rmdir that ended with `error` (none: it worked) leaves the directory gone. */
+export function rmdirDone(error: Error | undefined): boolean {
+  return error === undefined || errnoOf(error) === "ENOENT";
+}
+
 /** Tries to rmdir one cgroup directory: true if gone, false if busy; throws on other errors. */
 async function tryRmdir(dir: string, batch: FileBatch): Promise<boolean> {
   const [result] = await batch.run([{ kind: "rmdir", path: dir }]);

@@ -92,9 +92,11 @@ export interface JobCgroup {
   oomKilled(): boolean;
   /**
    * Usage and OOM state at the job's end, read off the event loop; usage() returns this usage from
-   * then on (also after remove()).
+   * then on (also after remove()). With `thenRemove` the same batch then tries to remove the
+   * directories (the job's end, which calls remove() right after: one batch instead of two);
+   * remove() must still be called, and removes what is left (busy, or an error to report).
    */
-  final(): Promise<{ usage: Usage; oomKilled: boolean }>;
+  final(options?: { thenRemove?: boolean }): Promise<{ usage: Usage; oomKilled: boolean }>;
   /** Send a signal to every process of the cgroup; returns how many were signalled. */
   signalAll(signal: Deno.Signal): number;
   /** Kill everything at once: v2 cgroup.kill; v1 freeze (freezer.state FROZEN, wait until frozen), SIGKILL each pid, thaw. Resolves when done, never rejects; the waits do not block the event loop. */

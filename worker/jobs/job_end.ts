@@ -52,7 +52,7 @@ export async function finishJob(
   }
   await ctx.turns.next();
   try {
-    const final = await running.cgroup.final();
+    const final = await running.cgroup.final({ thenRemove: true });
     job.finalUsage = { ...final.usage, memoryBytes: 0, pids: 0 };
     job.oomKilled = final.oomKilled;
   } catch (e) {
