@@ -80,10 +80,6 @@ export function cString(value: string): Uint8Array<ArrayBuffer> {
   return out;
 }
 
-/** jw_spawn's options (jwshim.c). */
-const SPAWN_NEW_NET = 1;
-const SPAWN_LATE_MOUNTS = 2;
-
 /** Strings packed back to back, each NUL-terminated, as jw_spawn and jw_exec expect. */
 export function packStrings(values: readonly string[]): Uint8Array<ArrayBuffer> {
   const parts = values.map((v) => encoder.encode(v));
@@ -166,8 +162,6 @@ export class Shim {
    * `fds[i]` becomes the child's descriptor i, every other descriptor is closed in the child.
    * With `cgroupFd` (an open cgroup v2 directory, which the caller keeps) the child is born in
    * that cgroup (clone3's CLONE_INTO_CGROUP); a kernel that refuses it throws, nothing started.
-   * With `lateMounts` the child copies the host's mount table itself, after this returned (off the
-   * caller's thread); without, the copy is made before this returns.
    */
   spawn(
     path: string,
@@ -176,7 +170,6 @@ export class Shim {
     fds: readonly number[],
     newNetwork = false,
     cgroupFd = -1,
-    lateMounts = false,
   ): {
     pid: number;
     pidfd: number;
@@ -194,7 +187,7 @@ export class Shim {
         fdBuf,
         fds.length,
         pidfdBuf,
-        (newNetwork ? SPAWN_NEW_NET : 0) | (lateMounts ? SPAWN_LATE_MOUNTS : 0),
+        newNetwork ? 1 : 0,
         cgroupFd,
       ),
     );

@@ -1,9 +1,9 @@
 // jwshim: the few system calls jobworker cannot make from JavaScript.
 //
-// The worker calls jw_spawn() through Deno FFI to clone3() a child that runs in new PID, mount,
-// IPC and UTS namespaces; the child execs jwstart (jwdirect.c, the direct start, linked with this
-// file), or the jobworker program as `init`, either of which calls the jw_* helpers below to finish
-// the isolation and exec the job's command.
+// The worker calls jw_spawn() through Deno FFI to clone3() a child into new PID, mount, IPC and
+// UTS namespaces; the child execs jwstart (jwdirect.c, the direct start, linked with this file),
+// or the jobworker program as `init`, either of which calls the jw_* helpers below to finish the
+// isolation and exec the job's command.
 //
 // Conventions: every function returns >= 0 on success and -errno on failure. The shim never prints
 // and never allocates after clone3 (the parent is multi-threaded, so the child may only make
@@ -113,11 +113,6 @@ int jw_format_uint(char *out, unsigned value) {
 }
 
 // --- jw_spawn: clone3 into new namespaces and exec ---
-
-// jw_spawn's options: a new network namespace too; the child takes its copy of the mount table
-// itself, after jw_spawn returned (see jw_spawn).
-#define JW_SPAWN_NEW_NET 1
-#define JW_SPAWN_LATE_MOUNTS 2
 //
 // On x86-64 the child shares the worker's memory until it execs (CLONE_VM), and the worker does
 // not wait for that exec: a vfork-style wait held the worker's event loop for as long as the child
@@ -174,7 +169,6 @@ struct child_args {
   const int *fds;
   int nfds;
   int worker_pidfd;  // the worker's own pidfd, or -1
-  unsigned long unshare_flags;  // the namespaces the child makes itself before its exec
 };
 
 // The child between clone3 and execve (`opaque` is its child_args): raw system calls only.
@@ -213,13 +207,6 @@ static void child(void *opaque) {
     }
   }
   if (raw_syscall(SYS_close_range, (unsigned)nfds, ~0U, 0U, 0) != 0) child_exit(126);
-  // The namespaces jw_spawn left to the child (IPC, UTS; network and mount with its options); a
-  // failure (ENOMEM, ENOSPC past the host's namespace limits) is reported as a failed exec is.
-  long unshared = raw_syscall(SYS_unshare, (long)a->unshare_flags, 0, 0, 0);
-  if (unshared != 0) {
-    if (nfds > 4) report_errno(4, (int)-unshared);
-    child_exit(126);
-  }
   raw_syscall(SYS_setsid, 0, 0, 0, 0);
   // Every disposition back to SIG_DFL (all-zero: no handler, flags or mask; through the kernel,
   // which also takes the signals glibc reserves), then nothing blocked: this also unblocks what
@@ -348,8 +335,8 @@ static long clone3_calling(struct clone_args *args, void (*fn)(void *), void *ar
 #endif
 
 // Starts `path` with the given argv/envp in new PID, mount, IPC and UTS namespaces (and a new
-// network namespace with JW_SPAWN_NEW_NET in `options`). fds[i] becomes descriptor i of the child
-// (negative: /dev/null), every other descriptor is closed. Returns the child's pid (in the caller's
+// network namespace when `new_net` is set). fds[i] becomes descriptor i of the child (negative:
+// /dev/null), every other descriptor is closed. Returns the child's pid (in the caller's
 // namespace) or -errno; *pidfd_out receives a pidfd for it. The child may not have exec'd yet
 // when this returns; a failed exec is reported on its descriptor 4 when it has one.
 // With `cgroup_fd` >= 0 (an open cgroup v2 directory) the child is born in that cgroup
@@ -357,7 +344,7 @@ static long clone3_calling(struct clone_args *args, void (*fn)(void *), void *ar
 // the kernel refuses that, nothing was started and the error is returned; the caller decides
 // whether to try again without it. The caller keeps (and closes) the descriptor.
 int jw_spawn(const char *path, const char *argv_packed, int argc, const char *envp_packed,
-             int envc, const int *fds, int nfds, int *pidfd_out, int options, int cgroup_fd) {
+             int envc, const int *fds, int nfds, int *pidfd_out, int new_net, int cgroup_fd) {
   if (nfds < 0 || nfds > JW_MAX_FDS || argc < 1 || envc < 0) return -EINVAL;
   size_t path_size = strlen(path) + 1;
   size_t strings = path_size + packed_size(argv_packed, argc) + packed_size(envp_packed, envc);
@@ -381,22 +368,8 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   int pidfd = -1;
   struct clone_args args;
   memset(&args, 0, sizeof args);
-  // The PID namespace is made by the clone (a process cannot enter a new one of its own); the
-  // child makes the others itself with unshare() before its exec. Made by clone3, they were the
-  // worker's event-loop thread's work (copying the mount table, a new IPC namespace's mqueue
-  // mount: 0.15 ms per start, 3% of that thread's CPU in bursts of starts); the child runs beside
-  // the worker, on whichever CPU is free. The job gets the same namespaces either way, but its
-  // copy of the mount table is then taken after this returns: only with JW_SPAWN_LATE_MOUNTS,
-  // which a caller that records the table it cloned with (a pooled init) leaves out.
-  unsigned long late = CLONE_NEWIPC | CLONE_NEWUTS;
-  if (options & JW_SPAWN_NEW_NET) late |= CLONE_NEWNET;
-  args.flags = CLONE_NEWPID | CLONE_PIDFD;
-  if (options & JW_SPAWN_LATE_MOUNTS) {
-    late |= CLONE_NEWNS;
-  } else {
-    args.flags |= CLONE_NEWNS;
-  }
-  slot->args.unshare_flags = late;
+  args.flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD;
+  if (new_net) args.flags |= CLONE_NEWNET;
   if (cgroup_fd >= 0) {
     args.flags |= CLONE_INTO_CGROUP;
     args.cgroup = (uint64_t)cgroup_fd;

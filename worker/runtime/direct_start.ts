@@ -108,8 +108,6 @@ function spawnStarter(
         [-1, outW, errW, planR, statusW],
         spec.network === "none",
         cgroupFd,
-        // jwstart's own copy of the mount table: nothing here records which one it got.
-        true,
       );
     } catch (e) {
       status.destroy();
