@@ -306,7 +306,10 @@ export function cgroupSuite(version: 1 | 2, config: SuiteConfig): void {
     // A cgroup still busy at the read is left to remove(), which waits for it as before.
     const busy = await m.create("final-busy", NO_LIMITS);
     const child = startIn(busy, "sleep 300");
-    await waitFor("the process to join", () => busy.pids().length === 1);
+    await waitFor(
+      "the process to join every hierarchy",
+      () => busy.procsFiles.every((file) => Deno.readTextFileSync(file).trim() !== ""),
+    );
     await busy.final({ thenRemove: true });
     assert.ok(dirsOf(busy).some(exists), "a busy cgroup went");
     child.kill("SIGKILL");

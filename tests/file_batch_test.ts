@@ -109,6 +109,32 @@ Deno.test("a file longer than the batch's room is still read whole", async () =>
   });
 });
 
+Deno.test("after a read longer than the batch's room no directory is removed: it is read again after", async () => {
+  // A job's end reads its final usage and removes its cgroup in one batch (JobCgroup.final).
+  await inTempDir(async (dir) => {
+    const big = "x".repeat(100_000);
+    await Deno.mkdir(`${dir}/cgroup`);
+    await Deno.writeTextFile(`${dir}/cgroup/big`, big);
+    await Deno.mkdir(`${dir}/empty`);
+    const results = await shim.run([
+      { kind: "rmdir", path: `${dir}/empty` },
+      { kind: "read", path: `${dir}/cgroup/big` },
+      { kind: "rmdir", path: `${dir}/empty-too` },
+    ]);
+    assert.equal(results[0]!.error, undefined, "an rmdir before the long read was not run");
+    assert.equal(results[1]!.text, big);
+    assert.equal(errnoOf(results[2]!.error!), "ECANCELED");
+    await Deno.mkdir(`${dir}/again`);
+    const [read, removed] = await shim.run([
+      { kind: "read", path: `${dir}/cgroup/big` },
+      { kind: "rmdir", path: `${dir}/again` },
+    ]);
+    assert.equal(read!.text, big);
+    assert.equal(errnoOf(removed!.error!), "ECANCELED");
+    assert.ok(await exists(`${dir}/again`), "removed after a read that did not fit");
+  });
+});
+
 async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);

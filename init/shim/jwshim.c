@@ -792,7 +792,9 @@ static int32_t read_file(const char *path, uint8_t *buf, int32_t cap) {
 // read, 'p' mkdir of a private directory (0700), 'f' a new private file (0600, O_EXCL)), a
 // NUL-terminated path, and for 'w' a 4-byte native-endian length and the bytes.
 // results[i] is 0 (a read: its byte count, the bytes appended to `out`) or -errno; after the first
-// failure of any but a read, with `stop_at_failure`, the rest are -ECANCELED and not run.
+// failure of any but a read, with `stop_at_failure`, the rest are -ECANCELED and not run. After a
+// read that did not fit in `out` (-ENOBUFS: the caller reads that file again on its own), every
+// rmdir is -ECANCELED and not run, so that what it reads from is still there then.
 // Returns the bytes used in `out`, or -EINVAL for malformed `ops` (the operations before the
 // malformed one have run).
 int32_t jw_file_batch(const uint8_t *ops, int32_t ops_len, int32_t count, int32_t stop_at_failure,
@@ -800,6 +802,7 @@ int32_t jw_file_batch(const uint8_t *ops, int32_t ops_len, int32_t count, int32_
   const uint8_t *p = ops, *end = ops + ops_len;
   int32_t used = 0;
   int failed = 0;
+  int overflowed = 0;
   for (int32_t i = 0; i < count; i++) {
     if (p >= end) return -EINVAL;
     uint8_t kind = *p++;
@@ -827,6 +830,10 @@ int32_t jw_file_batch(const uint8_t *ops, int32_t ops_len, int32_t count, int32_
         r = mkdir(path, 0777) == 0 ? 0 : -errno;
         break;
       case 'd':
+        if (overflowed) {
+          results[i] = -ECANCELED;
+          continue;
+        }
         r = rmdir(path) == 0 ? 0 : -errno;
         break;
       case 'p':
@@ -843,6 +850,7 @@ int32_t jw_file_batch(const uint8_t *ops, int32_t ops_len, int32_t count, int32_
       case 'r':
         r = read_file(path, out + used, out_len - used);
         if (r > 0) used += r;
+        if (r == -ENOBUFS) overflowed = 1;
         break;
       default:
         return -EINVAL;
