@@ -1047,6 +1047,39 @@ Deno.test("get, list and stream's note show a job's text with control characters
   assert.match(stream.stderr(), /FAILED \(exit code 3\): \$'exited with code 3\\x1b\[1A'\n$/);
 });
 
+Deno.test("C1 controls (CSI U+009B) and DEL are escaped in text and --json output alike", async () => {
+  // CSI alone starts an escape sequence on terminals that take 8-bit controls: printable and
+  // shellQuote let U+0080-U+009F through raw, and JSON.stringify leaves DEL and C1 as they are.
+  const job: jobworker.IJob = {
+    env: ["K=\u009b2J"],
+    owner: "eve\x7f",
+    user: "0:0",
+    status: jobworker.JobStatus.FAILED,
+    exitCode: 3,
+    endTime: { seconds: NOW_S - 1 },
+    reason: "gone\u009b1A",
+  };
+  // deno-lint-ignore no-control-regex
+  const raw = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/;
+  const get = await run(["get", "job-1"], { job });
+  assert.equal(get.code, 0, get.stderr());
+  assert.doesNotMatch(get.stdout(), raw);
+  // In bash's $'...', \u009b is the character; \x9b would be a lone byte.
+  assert.match(get.stdout(), /^Env: +\$'K=\\u009b2J'$/m);
+  assert.match(get.stdout(), /^Owner: +\$'eve\\x7f'$/m);
+  assert.match(get.stdout(), /^Reason: +\$'gone\\u009b1A'$/m);
+  const json = await run(["get", "job-1", "--json"], { job });
+  assert.equal(json.code, 0, json.stderr());
+  assert.doesNotMatch(json.stdout(), raw);
+  assert.match(json.stdout(), /"owner": "eve\\u007f"/);
+  assert.equal(JSON.parse(json.stdout()).reason, "gone\u009b1A", "the same value once parsed");
+  const list = await run(["list", "--json"], { jobs: [sampleJob({ ...job, id: "job-1" })] });
+  assert.equal(list.code, 0, list.stderr());
+  assert.doesNotMatch(list.stdout(), raw);
+  assert.equal(shellQuote("a\u009bb"), `$'a\\u009bb'`);
+  assert.equal(shellQuote("\x7f"), `$'\\x7f'`);
+});
+
 Deno.test("shell quoting and truncation for display", () => {
   assert.equal(shellQuote("ls"), "ls");
   assert.equal(shellQuote("/usr/bin/a-b_c.d=e"), "/usr/bin/a-b_c.d=e");

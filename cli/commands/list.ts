@@ -8,6 +8,7 @@ import { jobworker } from "../../proto/service.ts";
 import { colorEnabled } from "../color.ts";
 import { type CliDeps, withClient } from "../context.ts";
 import { UsageError } from "../errors.ts";
+import { jsonText } from "../format.ts";
 import { writeText } from "../io.ts";
 import { listAllJobs } from "../jobs.ts";
 import { isConnectionLoss, millisecondsOf, Reconnection } from "../reconnect.ts";
@@ -68,7 +69,7 @@ Examples:
       const color = colorEnabled(deps.stdoutIsTerminal, deps.env);
       const render = async (client: Parameters<typeof listAllJobs>[0]) => {
         const jobs = await listAllJobs(client, req);
-        if (flags.json) return JSON.stringify(jobsToJson(jobs), null, 2) + "\n";
+        if (flags.json) return jsonText(jobsToJson(jobs));
         if (flags.quiet) return jobs.jobs.map((job) => `${job.id}\n`).join("");
         return renderJobList(jobs, { now: deps.now(), width: deps.columns(), color });
       };
