@@ -151,6 +151,11 @@ export function jsonText(value: unknown): string {
   return escapedControls(JSON.stringify(value, null, 2)) + "\n";
 }
 
+/** `value` as one line of JSON (JSON Lines), escaped as {@link jsonText}. */
+export function jsonLine(value: unknown): string {
+  return escapedControls(JSON.stringify(value)) + "\n";
+}
+
 /** A command line for display: `bash -c 'echo hi'`. */
 export function formatCommandLine(command: string, args: readonly string[]): string {
   return [command, ...args].map(shellQuote).join(" ");
