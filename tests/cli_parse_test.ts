@@ -335,7 +335,7 @@ Deno.test("run: --rm with --detach is a usage error, before any job is created",
   for (const argv of [["run", "--rm", "--detach", "true"], ["run", "-d", "--rm", "sleep", "1"]]) {
     const r = await run(argv);
     assert.equal(r.code, 2, argv.join(" "));
-    assert.match(r.stderr(), /^error: --rm cannot be used with --detach: /);
+    assert.match(r.stderr(), /^error: --rm and --detach exclude each other: /);
     assert.equal(r.calls.length, 0, "no call made");
   }
   const detached = await run(["run", "--detach", "true"]);
