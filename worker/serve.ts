@@ -287,9 +287,17 @@ async function serve(config: Config): Promise<number> {
   );
   reportStrandedTo(recycler);
   metrics.watchSessions(recycler);
-  const listen = async () => {
+  const listen = async (again = false) => {
     await testOnlyListenDelay();
-    const running = await startServer(config, tls, manager, facts, revoked, metrics.rpcObservers);
+    const running = await startServer(
+      config,
+      tls,
+      manager,
+      facts,
+      revoked,
+      metrics.rpcObservers,
+      again,
+    );
     checkInternals(running.server);
     recycler.attach(running.server);
     return running;
@@ -334,7 +342,7 @@ async function serve(config: Config): Promise<number> {
       recycler.notRecycled();
     },
     serveAgain: async () => {
-      ({ server, port, health } = await listen());
+      ({ server, port, health } = await listen(true));
       log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });
     },
   }).catch((error: unknown) => {
