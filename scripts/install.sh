@@ -105,7 +105,7 @@ case "$action" in
     else
       "$deno_bin" run -A main.ts uninstall --prefix "$PREFIX" --destdir "$DESTDIR" "${purge[@]}"
     fi
-    rm -rf "$lib"
+    # jobworker uninstall removes $lib itself, when it is a self-contained installation.
     if live_systemd; then systemctl daemon-reload; fi
     ;;
   *)

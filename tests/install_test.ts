@@ -253,6 +253,15 @@ Deno.test("uninstall: PREFIX/lib/jobworker goes only with a self-contained insta
     assert.ok(!exists(bin));
     assert.ok(exists(`${lib}/other.txt`), "a directory that is no installation of ours stays");
 
+    // make uninstall neither (it removed PREFIX/lib/jobworker itself, whatever it held).
+    Deno.writeTextFileSync(bin, "\x7fELF not a launcher\n");
+    const made = await run("bash", ["scripts/install.sh", "uninstall", Deno.execPath()], {
+      DESTDIR: root,
+      PREFIX: "/usr/local",
+    });
+    assert.equal(made.code, 0, made.out);
+    assert.ok(exists(`${lib}/other.txt`), "make uninstall leaves it too");
+
     // Without the launcher, a directory holding deno and app/main.ts is still ours.
     Deno.mkdirSync(`${lib}/app`);
     Deno.writeTextFileSync(`${lib}/deno`, "");
