@@ -140,18 +140,27 @@ export function describeTlsFailure(details: string, context: CallContext): strin
 }
 
 /**
- * What answers at the address when it is not a jobworker server (it answered, so it is not a
- * server that is down); undefined when `details` does not say so.
+ * What answers at the address when it is not a jobworker server, as the transport saw it in the
+ * TLS handshake (RpcError.foreign), and what to do about it; undefined for any other error.
  */
-export function describeForeignService(details: string): string | undefined {
-  // The TLS client read something that is no TLS record: plain HTTP, an SSH banner, ...
-  if (
-    /wrong version number|InvalidContentType|corrupt message|packet length too long/i.test(details)
-  ) {
-    return "it does not speak TLS";
+export function describeForeignService(
+  err: ServiceError,
+): { what: string; advice: string } | undefined {
+  const foreign = (err as { foreign?: unknown }).foreign;
+  const check = "check the address (--server, JOB_WORKER_ADDR, the context)";
+  if (foreign === "not-tls") {
+    return {
+      what: "it does not speak TLS",
+      advice: `Another service listens there (plain HTTP, ssh, ...): ${check}`,
+    };
   }
-  if (/did not choose HTTP\/2/.test(details)) {
-    return "it speaks TLS but not HTTP/2";
+  if (foreign === "not-h2") {
+    return {
+      what: "it speaks TLS but not HTTP/2",
+      advice:
+        "Likely a TLS-terminating proxy without HTTP/2 (gRPC) pass-through at that address, " +
+        `or another TLS service: ${check}, or let the proxy pass TLS through to jobworker`,
+    };
   }
   return undefined;
 }
@@ -167,11 +176,10 @@ export function rpcErrorMessage(err: ServiceError, context: CallContext): string
   const details = err.details || STATUS_NAMES[err.code] || `status ${err.code}`;
   switch (err.code) {
     case Status.UNAVAILABLE: {
-      const foreign = describeForeignService(details);
+      const foreign = describeForeignService(err);
       if (foreign) {
-        return `What answers at ${context.server} is not a jobworker server: ${foreign} ` +
-          `(${plainDetails(details)}). Another service listens there (plain HTTP, ssh, ...): ` +
-          "check the address (--server, JOB_WORKER_ADDR, the context)";
+        return `What answers at ${context.server} is not a jobworker server: ${foreign.what} ` +
+          `(${plainDetails(details)}). ${foreign.advice}`;
       }
       const tls = describeTlsFailure(details, context);
       if (tls) {

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { CONTROL, escapedControls } from "../worker/log/quoted.ts";
 
 const BYTE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"] as const;
 
@@ -97,9 +98,7 @@ export function formatLocalTime(date: Date): string {
 
 const SHELL_SAFE = /^[A-Za-z0-9_@%+=:,./-]+$/;
 // deno-lint-ignore no-control-regex
-const CONTROL = /[\x00-\x1f\x7f]/;
-// deno-lint-ignore no-control-regex
-const ANSI_C_SPECIAL = /[\x00-\x1f\x7f\\']/g;
+const ANSI_C_SPECIAL = /[\u0000-\u001f\u007f-\u009f\\']/g;
 const ANSI_C_NAMED: Record<string, string> = {
   "\n": "\\n",
   "\t": "\\t",
@@ -110,7 +109,8 @@ const ANSI_C_NAMED: Record<string, string> = {
 
 /**
  * One word as a POSIX shell would need it: unchanged when safe, else single-quoted, or `$'...'`
- * when it holds control characters (so it stays on one line).
+ * when it holds control characters, C0, DEL or C1 (so it stays on one line and cannot act on the
+ * terminal).
  *
  * @example
  * ```ts
@@ -123,7 +123,12 @@ export function shellQuote(word: string): string {
   if (!CONTROL.test(word)) return `'${word.replaceAll("'", `'\\''`)}'`;
   const escaped = word.replace(
     ANSI_C_SPECIAL,
-    (c) => ANSI_C_NAMED[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+    // A C1 control as \u: \x9b would be the byte 0x9b, not the character U+009B.
+    (c) =>
+      ANSI_C_NAMED[c] ??
+        (c.charCodeAt(0) < 0x80
+          ? `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`
+          : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`),
   );
   return `$'${escaped}'`;
 }
@@ -136,6 +141,19 @@ export function shellQuote(word: string): string {
  */
 export function printable(text: string): string {
   return CONTROL.test(text) ? shellQuote(text) : text;
+}
+
+/**
+ * `value` as indented JSON with a final newline, DEL and the C1 controls escaped as well
+ * (JSON.stringify escapes only C0): `--json` output may reach a terminal too.
+ */
+export function jsonText(value: unknown): string {
+  return escapedControls(JSON.stringify(value, null, 2)) + "\n";
+}
+
+/** `value` as one line of JSON (JSON Lines), escaped as {@link jsonText}. */
+export function jsonLine(value: unknown): string {
+  return escapedControls(JSON.stringify(value)) + "\n";
 }
 
 /** A command line for display: `bash -c 'echo hi'`. */

@@ -58,6 +58,7 @@ install_self_contained() {
   cp -a node_modules "$app/node_modules"
   # deno-dir: the installed DENO_DIR (compile caches, filled on first run).
   place_lib "$lib.new" "$lib"
+  # jobworker uninstall recognises the launcher by its second line: keep it as it is.
   cat > "$bin.new" <<'LAUNCHER'
 #!/bin/sh
 # jobworker: runs the self-contained installation in ../lib/jobworker (written by `make install`).
@@ -104,7 +105,7 @@ case "$action" in
     else
       "$deno_bin" run -A main.ts uninstall --prefix "$PREFIX" --destdir "$DESTDIR" "${purge[@]}"
     fi
-    rm -rf "$lib"
+    # jobworker uninstall removes $lib itself, when it is a self-contained installation.
     if live_systemd; then systemctl daemon-reload; fi
     ;;
   *)

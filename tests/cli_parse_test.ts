@@ -335,7 +335,7 @@ Deno.test("run: --rm with --detach is a usage error, before any job is created",
   for (const argv of [["run", "--rm", "--detach", "true"], ["run", "-d", "--rm", "sleep", "1"]]) {
     const r = await run(argv);
     assert.equal(r.code, 2, argv.join(" "));
-    assert.match(r.stderr(), /^error: --rm cannot be used with --detach: /);
+    assert.match(r.stderr(), /^error: --rm and --detach exclude each other: /);
     assert.equal(r.calls.length, 0, "no call made");
   }
   const detached = await run(["run", "--detach", "true"]);
@@ -414,17 +414,20 @@ Deno.test("list --watch goes on across a lost connection (a worker reloading), a
   assert.equal(denied.calls.filter((c) => c.method === "listJobsPage").length, 1);
 });
 
-Deno.test("list --watch --json and -q: each refresh is data only, without the heading", async () => {
+Deno.test("list --watch --json and -q: each refresh is data only, without the heading, one JSON line, or ids with a blank line between", async () => {
   // The heading "Every 2s: jobworker list (Ctrl-C to quit)" came before each refresh, so a
   // script reading `list --watch --json` got no JSON and `-q` a line that is no id.
   const json = await run(["list", "--watch", "--json"], { interruptAfterLists: 2 });
   assert.equal(json.code, 0, json.stderr());
-  const documents = json.stdout().split(/(?<=^\})\n/m).filter((d) => d.trim() !== "");
-  assert.equal(documents.length, 2, json.stdout());
+  // JSON Lines: one compact document a refresh.
+  const documents = json.stdout().split("\n");
+  assert.equal(documents.length, 3, json.stdout());
+  assert.equal(documents.pop(), "");
   for (const d of documents) assert.equal(JSON.parse(d).jobs[0].id, "job-1");
+  // Ids with nothing between refreshes could not be told apart: a blank line between them.
   const quiet = await run(["list", "--watch", "-q"], { interruptAfterLists: 2 });
   assert.equal(quiet.code, 0, quiet.stderr());
-  assert.equal(quiet.stdout(), "job-1\njob-1\n");
+  assert.equal(quiet.stdout(), "job-1\n\njob-1\n");
   const table = await run(["list", "--watch"], { interruptAfterLists: 1 });
   assert.match(table.stdout(), /^Every 2s: jobworker list \(Ctrl-C to quit\)\n\nID /);
 });
@@ -1045,6 +1048,39 @@ Deno.test("get, list and stream's note show a job's text with control characters
   assert.equal(stream.code, 0, stream.stderr());
   assert.doesNotMatch(stream.stderr(), control);
   assert.match(stream.stderr(), /FAILED \(exit code 3\): \$'exited with code 3\\x1b\[1A'\n$/);
+});
+
+Deno.test("C1 controls (CSI U+009B) and DEL are escaped in text and --json output alike", async () => {
+  // CSI alone starts an escape sequence on terminals that take 8-bit controls: printable and
+  // shellQuote let U+0080-U+009F through raw, and JSON.stringify leaves DEL and C1 as they are.
+  const job: jobworker.IJob = {
+    env: ["K=\u009b2J"],
+    owner: "eve\x7f",
+    user: "0:0",
+    status: jobworker.JobStatus.FAILED,
+    exitCode: 3,
+    endTime: { seconds: NOW_S - 1 },
+    reason: "gone\u009b1A",
+  };
+  // deno-lint-ignore no-control-regex
+  const raw = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/;
+  const get = await run(["get", "job-1"], { job });
+  assert.equal(get.code, 0, get.stderr());
+  assert.doesNotMatch(get.stdout(), raw);
+  // In bash's $'...', \u009b is the character; \x9b would be a lone byte.
+  assert.match(get.stdout(), /^Env: +\$'K=\\u009b2J'$/m);
+  assert.match(get.stdout(), /^Owner: +\$'eve\\x7f'$/m);
+  assert.match(get.stdout(), /^Reason: +\$'gone\\u009b1A'$/m);
+  const json = await run(["get", "job-1", "--json"], { job });
+  assert.equal(json.code, 0, json.stderr());
+  assert.doesNotMatch(json.stdout(), raw);
+  assert.match(json.stdout(), /"owner": "eve\\u007f"/);
+  assert.equal(JSON.parse(json.stdout()).reason, "gone\u009b1A", "the same value once parsed");
+  const list = await run(["list", "--json"], { jobs: [sampleJob({ ...job, id: "job-1" })] });
+  assert.equal(list.code, 0, list.stderr());
+  assert.doesNotMatch(list.stdout(), raw);
+  assert.equal(shellQuote("a\u009bb"), `$'a\\u009bb'`);
+  assert.equal(shellQuote("\x7f"), `$'\\x7f'`);
 });
 
 Deno.test("shell quoting and truncation for display", () => {

@@ -87,7 +87,7 @@ test("a server that was never there: list --watch fails at once, in one connecti
   }
 });
 
-test("a service that is not jobworker (plain HTTP, an ssh banner, TLS without HTTP/2): the message says what answers, not that the server may be down", async () => {
+test("a service that is not jobworker (plain HTTP, an ssh banner, TLS without HTTP/2): one try, and the message says what answers, not that the server may be down", async () => {
   const encode = (text: string) => new TextEncoder().encode(text);
   // An HTTP/1.1 server answers whatever comes with a 400; sshd sends its banner first.
   const http = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -100,10 +100,16 @@ test("a service that is not jobworker (plain HTTP, an ssh banner, TLS without HT
     key: await Deno.readTextFile(`${pki.dir}/server-key.pem`),
   });
   const held: Deno.Conn[] = [];
+  // Connections each listener accepted: one per try.
+  const tries = new Map<Deno.Listener, number>();
+  const accepted = (listener: Deno.Listener, conn: Deno.Conn) => {
+    held.push(conn);
+    tries.set(listener, (tries.get(listener) ?? 0) + 1);
+  };
   const serving = [
     (async () => {
       for await (const conn of http) {
-        held.push(conn);
+        accepted(http, conn);
         conn.read(new Uint8Array(4096)).then(() =>
           conn.write(encode("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
         ).catch(() => {});
@@ -111,24 +117,25 @@ test("a service that is not jobworker (plain HTTP, an ssh banner, TLS without HT
     })(),
     (async () => {
       for await (const conn of ssh) {
-        held.push(conn);
+        accepted(ssh, conn);
         conn.write(encode("SSH-2.0-OpenSSH_9.2\r\n")).catch(() => {});
       }
     })(),
     (async () => {
       for await (const conn of tls) {
-        held.push(conn);
+        accepted(tls, conn);
         conn.handshake().catch(() => {});
       }
     })(),
   ];
   try {
-    const cases: [Deno.Listener, RegExp][] = [
-      [http, /it does not speak TLS/],
-      [ssh, /it does not speak TLS/],
-      [tls, /it speaks TLS but not HTTP\/2/],
+    const notTls = /Another service listens there \(plain HTTP, ssh, \.\.\.\)/;
+    const cases: [Deno.Listener, RegExp, RegExp][] = [
+      [http, /it does not speak TLS/, notTls],
+      [ssh, /it does not speak TLS/, notTls],
+      [tls, /it speaks TLS but not HTTP\/2/, /TLS-terminating proxy without HTTP\/2 \(gRPC\)/],
     ];
-    for (const [listener, why] of cases) {
+    for (const [listener, why, advice] of cases) {
       const server = `127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;
       const result = await runProgram(
         Deno.execPath(),
@@ -141,9 +148,12 @@ test("a service that is not jobworker (plain HTTP, an ssh banner, TLS without HT
         result.stderr,
         new RegExp(`^error: What answers at ${server} is not a jobworker server: ${why.source}`),
       );
+      assert.match(result.stderr, advice);
       assert.match(result.stderr, /check the address \(--server, JOB_WORKER_ADDR, the context\)/);
       assert.doesNotMatch(result.stderr, /Is the server running there/);
       assert.doesNotMatch(result.stderr, STACK);
+      // Not asked again: the same service answers the same (it was tried 1 + 3 times, ~2 s).
+      assert.equal(tries.get(listener), 1, `${server}: one try`);
     }
   } finally {
     for (const listener of [http, ssh, tls]) listener.close();

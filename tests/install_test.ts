@@ -230,3 +230,106 @@ Deno.test("make install: the compiled bin/jobworker when make build made one, el
     await Deno.remove(root, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("uninstall: PREFIX/lib/jobworker goes only with a self-contained installation", async () => {
+  const root = await Deno.makeTempDir({ prefix: "jobworker-install-" });
+  try {
+    const bin = `${root}/usr/local/bin/jobworker`;
+    const lib = `${root}/usr/local/lib/jobworker`;
+    // A compiled-binary install never makes lib/jobworker: what is there is someone else's.
+    Deno.mkdirSync(`${root}/usr/local/bin`, { recursive: true });
+    Deno.mkdirSync(lib, { recursive: true });
+    Deno.writeTextFileSync(bin, "\x7fELF not a launcher\n");
+    Deno.writeTextFileSync(`${lib}/other.txt`, "not jobworker's");
+    const kept = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      "main.ts",
+      "uninstall",
+      "--destdir",
+      root,
+    ]);
+    assert.equal(kept.code, 0, kept.out);
+    assert.ok(!exists(bin));
+    assert.ok(exists(`${lib}/other.txt`), "a directory that is no installation of ours stays");
+
+    // make uninstall neither (it removed PREFIX/lib/jobworker itself, whatever it held).
+    Deno.writeTextFileSync(bin, "\x7fELF not a launcher\n");
+    const made = await run("bash", ["scripts/install.sh", "uninstall", Deno.execPath()], {
+      DESTDIR: root,
+      PREFIX: "/usr/local",
+    });
+    assert.equal(made.code, 0, made.out);
+    assert.ok(exists(`${lib}/other.txt`), "make uninstall leaves it too");
+
+    // Without the launcher, a directory holding deno and app/main.ts is still ours.
+    Deno.mkdirSync(`${lib}/app`);
+    Deno.writeTextFileSync(`${lib}/deno`, "");
+    Deno.writeTextFileSync(`${lib}/app/main.ts`, "");
+    const taken = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      "main.ts",
+      "uninstall",
+      "--destdir",
+      root,
+    ]);
+    assert.equal(taken.code, 0, taken.out);
+    assert.ok(!exists(lib));
+  } finally {
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("uninstall: refused while the service is active, since the running worker runs from the program's directory", async () => {
+  // Without the refusal this uninstall would remove the real unit: only run where there is none.
+  if (exists("/etc/systemd/system/jobworker.service")) return;
+  const prefix = await Deno.makeTempDir({ prefix: "jobworker-install-" });
+  try {
+    const bin = `${prefix}/bin/jobworker`;
+    const lib = `${prefix}/lib/jobworker`;
+    Deno.mkdirSync(`${prefix}/bin`);
+    Deno.mkdirSync(`${lib}/app`, { recursive: true });
+    Deno.writeTextFileSync(`${lib}/deno`, "");
+    Deno.writeTextFileSync(`${lib}/app/main.ts`, "");
+    Deno.writeTextFileSync(bin, "#!/bin/sh\n");
+    // A systemctl that says the service is active (uninstall calls it by name, from PATH).
+    Deno.mkdirSync(`${prefix}/fake`);
+    Deno.writeTextFileSync(
+      `${prefix}/fake/systemctl`,
+      '#!/bin/sh\n[ "$1 $2" = "is-active jobworker" ] && echo active && exit 0\nexit 3\n',
+    );
+    Deno.chmodSync(`${prefix}/fake/systemctl`, 0o755);
+    const env = { PATH: `${prefix}/fake:${Deno.env.get("PATH")}` };
+    const refused = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      "main.ts",
+      "uninstall",
+      "--prefix",
+      prefix,
+    ], env);
+    assert.equal(refused.code, 1, refused.out);
+    assert.match(
+      refused.out,
+      /service is running: stop it first \(systemctl disable --now jobworker\)/,
+    );
+    assert.match(refused.out, /make uninstall/);
+    assert.ok(exists(bin) && exists(`${lib}/app/main.ts`), "nothing removed");
+
+    // Stopped (systemctl says inactive): it goes.
+    Deno.writeTextFileSync(`${prefix}/fake/systemctl`, "#!/bin/sh\necho inactive\nexit 3\n");
+    const done = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      "main.ts",
+      "uninstall",
+      "--prefix",
+      prefix,
+    ], env);
+    assert.equal(done.code, 0, done.out);
+    assert.ok(!exists(bin) && !exists(lib));
+  } finally {
+    await Deno.remove(prefix, { recursive: true }).catch(() => {});
+  }
+});

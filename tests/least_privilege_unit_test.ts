@@ -163,6 +163,15 @@ Deno.test("revocation: hex serials in the forms openssl prints", () => {
   const pasted = parseRevoked("serial=5E3672506D1572450D290F3CAC65B0A2\n", "f");
   assert.deepEqual([...pasted], ["5E3672506D1572450D290F3CAC65B0A2"]);
   assert.throws(() => parseRevoked("serial=\n", "f"), /f:1: "serial=" is not a hex serial/);
+  assert.deepEqual([...parseRevoked("serial=0a:bc # c\n", "f")], ["ABC"]);
+  // Colons alone were taken, as an empty serial.
+  for (const bad of [":", "serial=:", "0a::bc", ":0a", "0a:"]) {
+    assert.throws(
+      () => parseRevoked(`1f\n${bad}\n`, "f"),
+      new RegExp(`^RevocationFileError: f:2: "${bad}" is not a hex serial$`),
+      bad,
+    );
+  }
   assert.throws(() => parseRevoked("12\nxyz\n", "revoked.txt"), (e: Error) => {
     assert.ok(e instanceof RevocationFileError);
     assert.match(e.message, /revoked\.txt:2: "xyz"/);

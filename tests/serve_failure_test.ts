@@ -28,6 +28,7 @@ import {
   waitingInits,
 } from "./helpers/host_procs.ts";
 import { linesWithMessage, parseLogLine } from "./helpers/log_lines.ts";
+import { listenError } from "../worker/api/server.ts";
 import { instanceDirName, instanceName } from "../worker/cgroups/paths.ts";
 import { freePort } from "./helpers/free_port.ts";
 
@@ -92,6 +93,16 @@ Deno.test({
       const cannotServe = said("cannot serve any more: shutting down");
       assert.equal(cannotServe.length, 1);
       assert.match(String(cannotServe[0]!.fields.error), /EADDRINUSE/);
+      // The advice for a start ("another jobworker ...; choose another address") misled here:
+      // this worker served that address till the reload, and something took it meanwhile.
+      assert.match(
+        String(cannotServe[0]!.fields.error),
+        new RegExp(
+          `^Error: cannot listen on 127\\.0\\.0\\.1:${port} again after the reload failed: the address ` +
+            "is in use \\(EADDRINUSE\\): another process took it while this worker was not listening",
+        ),
+      );
+      assert.doesNotMatch(String(cannotServe[0]!.fields.error), /choose another address/);
       const shutdown = said("shutting down");
       assert.equal(shutdown.length, 1);
       assert.equal(shutdown[0]!.fields.reason, "serving failed");
@@ -145,4 +156,27 @@ Deno.test({
       held.close();
     }
   },
+});
+
+Deno.test("listenError: advice that fits the error, and none about the address where it is not the cause", () => {
+  const grpc = (e: string) => new Error(`No address added out of total 1 resolved errors: [${e}]`);
+  const a = "10.255.255.1:50051";
+  assert.equal(
+    listenError(a, grpc(`listen EINVAL: invalid argument ${a}`)).message,
+    `cannot listen on ${a}: listen EINVAL: invalid argument ${a} (--addr or JOB_WORKER_ADDR: ` +
+      "an address of this host, or 0.0.0.0)",
+  );
+  assert.match(
+    listenError("nosuch.invalid:1", new Error("Name resolution failed for target dns:x")).message,
+    /\(--addr or JOB_WORKER_ADDR: a host name this host resolves, or an IP address\)$/,
+  );
+  // Anything else: said as it is, without a hint about an address that is not the cause.
+  assert.equal(
+    listenError(a, grpc("listen EMFILE: too many open files")).message,
+    `cannot listen on ${a}: listen EMFILE: too many open files`,
+  );
+  // Again after a failed reload: no advice to choose another address.
+  const again = listenError(a, grpc(`listen EADDRINUSE: address already in use ${a}`), true);
+  assert.match(again.message, /^cannot listen on \S+ again after the reload failed: .*EADDRINUSE/);
+  assert.doesNotMatch(again.message, /choose another address|another jobworker/);
 });

@@ -66,8 +66,10 @@ export interface WorkerConfig {
   defaults: { cpuPercent: number; memoryMiB: number; ioBps: number; pids: number };
   /** JOB_WORKER_CGROUP_BASE, when set. */
   cgroupBase: string | undefined;
-  /** JOB_WORKER_IO_DEVICES ("major:minor" list), when set. */
+  /** JOB_WORKER_IO_DEVICES ("major:minor" list), when set; see checkIoDevices. */
   ioDevices: string[] | undefined;
+  /** How the IO devices were set (the variable or the flag), for checkIoDevices' messages. */
+  ioDevicesSetting: string;
   /** Who jobs run as when they do not say ("root", a name, "uid[:gid]"). */
   defaultUser: string;
   /** Whether CreateJob may ask for `privileged: true`. */
@@ -146,7 +148,11 @@ Options:
   -h, --help              show this help
 `;
 
-/** A configuration value that cannot be used; the message names it. */
+/**
+ * A configuration value of the wrong form; the message names it. Exit status 2, which the unit
+ * does not restart: only for what no retry can mend. What depends on the host's state (a device
+ * that may appear later at boot, a user, a file) throws a plain Error instead: exit 1.
+ */
 export class ConfigError extends Error {
   constructor(message: string) {
     super(message);
@@ -294,16 +300,6 @@ export function loadConfig(
   const ioDevices = devices ? devices.split(",").map((d) => d.trim()).filter(Boolean) : undefined;
   for (const d of ioDevices ?? []) {
     if (!/^\d+:\d+$/.test(d)) throw new ConfigError(`${devName}: "${d}" is not MAJOR:MINOR`);
-    // Else accepted here and refused by the kernel at every job with an IO limit.
-    const disk = wholeDisk(d);
-    if (disk === undefined) {
-      throw new ConfigError(`${devName}: ${d} is not a block device on this host (/sys/dev/block)`);
-    }
-    if (disk !== d) {
-      throw new ConfigError(
-        `${devName}: ${d} is a partition; IO limits apply to its disk, ${disk}`,
-      );
-    }
   }
   const [privName, priv] = get("allow-privileged");
   if (priv !== "0" && priv !== "1") {
@@ -383,10 +379,35 @@ export function loadConfig(
     },
     cgroupBase: cgroupBase || undefined,
     ioDevices,
+    ioDevicesSetting: devName,
     defaultUser,
     allowPrivileged: priv === "1",
     maskPaths,
     revokedFile: revokedFile || undefined,
     viewersSee: see,
   };
+}
+
+/**
+ * The IO devices set in the configuration exist on this host as whole disks. Not a ConfigError:
+ * a disk that appears late at boot is there on a restart. Else accepted at the start and refused
+ * by the kernel at every job with an IO limit.
+ */
+export function checkIoDevices(
+  config: Pick<WorkerConfig, "ioDevices" | "ioDevicesSetting">,
+  sysRoot = "/sys",
+): void {
+  for (const d of config.ioDevices ?? []) {
+    const disk = wholeDisk(d, sysRoot);
+    if (disk === undefined) {
+      throw new Error(
+        `${config.ioDevicesSetting}: ${d} is not a block device on this host (/sys/dev/block)`,
+      );
+    }
+    if (disk !== d) {
+      throw new Error(
+        `${config.ioDevicesSetting}: ${d} is a partition; IO limits apply to its disk, ${disk}`,
+      );
+    }
+  }
 }

@@ -2,7 +2,7 @@
  * `jobworker serve`: wires configuration, the shim, cgroups, the job manager and the gRPC server,
  * and shuts everything down gracefully on SIGTERM or SIGINT (every job stopped, exit 0).
  */
-import { ConfigError, loadConfig, SERVE_HELP } from "./config.ts";
+import { checkIoDevices, ConfigError, loadConfig, SERVE_HELP } from "./config.ts";
 import { log, setLogFormat, setLogLevel } from "./log/logger.ts";
 import {
   checkEmbedded,
@@ -122,6 +122,7 @@ type Config = Exclude<ReturnType<typeof loadConfig>, "help">;
  */
 async function checkOnly(config: Config): Promise<number> {
   try {
+    checkIoDevices(config);
     await readServerTlsFiles(config.certPath);
     readUserAndRevocations(config);
     SqliteStore.check(`${config.stateDir}/jobs.db`);
@@ -157,6 +158,7 @@ async function serve(config: Config): Promise<number> {
   // On another thread while the worker starts, so the first client's handshake does not pay it.
   warmUpTlsCrypto();
   checkKernel();
+  checkIoDevices(config);
   await prepareStateDir(config.stateDir);
   const tls = await readServerTlsFiles(config.certPath);
   const revoked = readUserAndRevocations(config);
@@ -285,9 +287,17 @@ async function serve(config: Config): Promise<number> {
   );
   reportStrandedTo(recycler);
   metrics.watchSessions(recycler);
-  const listen = async () => {
+  const listen = async (again = false) => {
     await testOnlyListenDelay();
-    const running = await startServer(config, tls, manager, facts, revoked, metrics.rpcObservers);
+    const running = await startServer(
+      config,
+      tls,
+      manager,
+      facts,
+      revoked,
+      metrics.rpcObservers,
+      again,
+    );
     checkInternals(running.server);
     recycler.attach(running.server);
     return running;
@@ -332,7 +342,7 @@ async function serve(config: Config): Promise<number> {
       recycler.notRecycled();
     },
     serveAgain: async () => {
-      ({ server, port, health } = await listen());
+      ({ server, port, health } = await listen(true));
       log.info("listening", { address: `${host}:${port}`, port, stateDir: config.stateDir });
     },
   }).catch((error: unknown) => {

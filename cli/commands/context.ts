@@ -19,7 +19,7 @@ import {
 } from "../contexts.ts";
 import { UsageError } from "../errors.ts";
 import { writeText } from "../io.ts";
-import { renderTable } from "../format.ts";
+import { jsonText, renderTable } from "../format.ts";
 
 function load(deps: CliDeps): { path: string; config: ClientConfig } {
   const path = configFilePath(deps.env);
@@ -99,7 +99,7 @@ Examples:
     .action(async (flags) => {
       const { config } = load(deps);
       if (flags.json) {
-        return await writeText(deps.stdout, JSON.stringify(config, null, 2) + "\n");
+        return await writeText(deps.stdout, jsonText(config));
       }
       const rows = Object.entries(config.contexts).map(([name, c]) => [
         name === config.current ? "*" : "",

@@ -9,6 +9,7 @@
 import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
 import type { jobworker } from "../../proto/service.ts";
 import { type CliDeps, withClient } from "../context.ts";
+import { jsonText } from "../format.ts";
 import { writeText } from "../io.ts";
 import {
   addConnectionOptions,
@@ -132,7 +133,7 @@ Examples:
       const json = flags.json === true;
       await writeText(
         deps.stdout,
-        json ? JSON.stringify(jobToJson(job), null, 2) + "\n" : `${job.id}\n`,
+        json ? jsonText(jobToJson(job)) : `${job.id}\n`,
       );
     });
   return addConnectionOptions(command as unknown as CommandUnknownOpts);

@@ -6,6 +6,7 @@
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { colorEnabled } from "../color.ts";
 import { type CliDeps, withClient } from "../context.ts";
+import { jsonText } from "../format.ts";
 import { writeText } from "../io.ts";
 import { resolveJobId } from "../jobs.ts";
 import { addConnectionOptions } from "../options.ts";
@@ -32,7 +33,7 @@ Examples:
         async (client) => client.getJob(await resolveJobId(client, idArg)),
       );
       const text = flags.json
-        ? JSON.stringify(jobToJson(job), null, 2) + "\n"
+        ? jsonText(jobToJson(job))
         : renderJob(job, deps.now(), colorEnabled(deps.stdoutIsTerminal, deps.env));
       await writeText(deps.stdout, text);
     });

@@ -8,6 +8,7 @@ import { jobworker } from "../../proto/service.ts";
 import { colorEnabled } from "../color.ts";
 import { type CliDeps, withClient } from "../context.ts";
 import { UsageError } from "../errors.ts";
+import { jsonLine, jsonText } from "../format.ts";
 import { writeText } from "../io.ts";
 import { listAllJobs } from "../jobs.ts";
 import { isConnectionLoss, millisecondsOf, Reconnection } from "../reconnect.ts";
@@ -68,7 +69,10 @@ Examples:
       const color = colorEnabled(deps.stdoutIsTerminal, deps.env);
       const render = async (client: Parameters<typeof listAllJobs>[0]) => {
         const jobs = await listAllJobs(client, req);
-        if (flags.json) return JSON.stringify(jobsToJson(jobs), null, 2) + "\n";
+        // Under --watch, JSON Lines: one compact document a refresh, a line each.
+        if (flags.json) {
+          return flags.watch ? jsonLine(jobsToJson(jobs)) : jsonText(jobsToJson(jobs));
+        }
         if (flags.quiet) return jobs.jobs.map((job) => `${job.id}\n`).join("");
         return renderJobList(jobs, { now: deps.now(), width: deps.columns(), color });
       };
@@ -102,13 +106,17 @@ Examples:
               await pause(delay);
               continue;
             }
+            const first = !rendered;
             rendered = true;
             reconnection.reset();
             const clear = deps.stdoutIsTerminal ? "\x1b[H\x1b[2J" : "";
-            // With --json or -q each refresh is data only (a JSON document, or ids), so that a
-            // script can read the watch: the heading made it neither.
-            const stamp = flags.json || flags.quiet
+            // With --json or -q each refresh is data only (a JSON line, or ids), so that a script
+            // can read the watch: the heading made it neither. The ids of one refresh end at a
+            // blank line, else nothing told where the next began (a terminal is cleared instead).
+            const stamp = flags.json
               ? ""
+              : flags.quiet
+              ? (first || clear ? "" : "\n")
               : `Every ${flags.interval}s: jobworker list (Ctrl-C to quit)\n\n`;
             await writeText(deps.stdout, clear + stamp + text);
             await pause(flags.interval * 1000);

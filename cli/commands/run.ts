@@ -58,8 +58,8 @@ Examples:
       // not followed, so it would stay (the create went ahead and --rm was silently dropped).
       if (flags.rm && flags.detach) {
         throw new UsageError(
-          "--rm cannot be used with --detach: run deletes the job once it has followed it to its " +
-            "end, and a detached job is not followed (delete it later with jobworker rm)",
+          "--rm and --detach exclude each other: run deletes the job once it has followed it to " +
+            "its end, and a detached job is not followed (delete it later with jobworker rm)",
         );
       }
       const req = {

@@ -7,6 +7,7 @@
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { colorEnabled, paintStatus } from "../color.ts";
 import { type CliDeps, withClient } from "../context.ts";
+import { jsonText } from "../format.ts";
 import { writeText } from "../io.ts";
 import { resolveJobIds } from "../jobs.ts";
 import { addConnectionOptions, INT32_MAX, nonNegativeInteger } from "../options.ts";
@@ -80,7 +81,7 @@ Examples:
         }
       });
       if (flags.json) {
-        await writeText(deps.stdout, JSON.stringify(jobs.map(jobToJson), null, 2) + "\n");
+        await writeText(deps.stdout, jsonText(jobs.map(jobToJson)));
       }
     });
   return addConnectionOptions(command);

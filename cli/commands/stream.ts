@@ -7,13 +7,13 @@
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { type CliDeps, withClient } from "../context.ts";
 import { CliError, EXIT_INTERRUPTED, RetryAbandoned, UsageError } from "../errors.ts";
+import { printable } from "../format.ts";
 import { writeText } from "../io.ts";
 import { resolveJobId } from "../jobs.ts";
 import { addConnectionOptions, nonNegativeInteger } from "../options.ts";
 import { writeOutput } from "../output.ts";
 import { retryAcrossReload, retryOptions } from "../reconnect.ts";
 import { hasEnded, statusSummary } from "../render.ts";
-import { printable } from "../format.ts";
 import { jobworker } from "../../proto/service.ts";
 
 /** The `stream` command. */

@@ -12,7 +12,7 @@ import { CliError, EXIT_FAILURE } from "../errors.ts";
 import { writeText } from "../io.ts";
 import { addConnectionOptions } from "../options.ts";
 import { toDate } from "../render.ts";
-import { formatLocalTime } from "../format.ts";
+import { formatLocalTime, jsonText } from "../format.ts";
 import { CLIENT_VERSION } from "../version.ts";
 
 /** The `version` command. */
@@ -34,7 +34,7 @@ Examples:
       const client = { version: CLIENT_VERSION };
       if (flags.client) {
         const text = flags.json
-          ? JSON.stringify({ client, server: null }, null, 2) + "\n"
+          ? jsonText({ client, server: null })
           : `Client: jobworker ${CLIENT_VERSION}\n`;
         return await writeText(deps.stdout, text);
       }
@@ -62,7 +62,7 @@ Examples:
           : null;
         await writeText(
           deps.stdout,
-          JSON.stringify({ client, server, ...(error ? { error } : {}) }, null, 2) + "\n",
+          jsonText({ client, server, ...(error ? { error } : {}) }),
         );
       } else {
         const lines = [`Client: jobworker ${CLIENT_VERSION}`];

@@ -24,7 +24,13 @@ import type { ConnectionOptions, TLSSocket } from "node:tls";
 import { Status } from "../status.ts";
 import { ErrorCode } from "./h2/frames.ts";
 import { H2Session, type H2Stream, type Headers, type SessionIo } from "./h2/session.ts";
-import { RpcError, type RpcMethod, type RpcTransport, type TransportSettings } from "./types.ts";
+import {
+  type ForeignService,
+  RpcError,
+  type RpcMethod,
+  type RpcTransport,
+  type TransportSettings,
+} from "./types.ts";
 
 const MiB = 1024 * 1024;
 /** The largest message accepted from the server (as the grpc-js client is configured). */
@@ -234,6 +240,19 @@ interface Connection {
   socket: TLSSocket;
   /** Our side of the TLS handshake completed (and the server chose h2). */
   secure: boolean;
+  /** Set when the handshake showed something other than a jobworker server answers. */
+  foreign?: ForeignService;
+}
+
+/**
+ * The TLS client's error when the first bytes back are no TLS record (plain HTTP's reply, an SSH
+ * banner): rustls's "received corrupt message of type InvalidContentType", which Deno's node:tls
+ * gives the code ERR_SSL_WRONG_VERSION_NUMBER. Only before the handshake completes: later, the
+ * same words would be a broken connection to a real server.
+ */
+function isNotTls(err: Error): boolean {
+  return (err as { code?: unknown }).code === "ERR_SSL_WRONG_VERSION_NUMBER" ||
+    /\bInvalidContentType\b/.test(err.message);
 }
 
 /** gRPC calls over one HTTP/2 connection, made at the first call and again after it broke. */
@@ -324,6 +343,7 @@ export class Http2Transport implements RpcTransport {
     session.onUnusable = forget;
     // Destroyed, not drained: what the session wrote may be waiting for the handshake.
     socket.on("error", (err: Error) => {
+      if (!connection.secure && isNotTls(err)) connection.foreign = "not-tls";
       socket.destroy();
       session.destroy(err, false);
     });
@@ -332,6 +352,7 @@ export class Http2Transport implements RpcTransport {
       if (socket.alpnProtocol !== "h2") {
         const chosen = socket.alpnProtocol || "none";
         const err = new Error(`the server did not choose HTTP/2 in TLS (ALPN ${chosen})`);
+        connection.foreign = "not-h2";
         // The socket first: a session closed meanwhile (`close()` during the handshake) has
         // uncorked it with its GOAWAY, and what it wrote must not reach this server.
         socket.destroy();
@@ -481,6 +502,9 @@ function streamError(connection: Connection, stream: H2Stream, err: unknown): Rp
 /** UNAVAILABLE, saying why; a connection closed before HTTP/2 began was refused in TLS. */
 function unavailable(connection: Connection, err: unknown): RpcError {
   const reason = err instanceof Error ? err.message : "the connection closed";
+  // Not a jobworker server: nothing was sent to it (the session is corked until the handshake
+  // chose h2), and asking again would get the same answer.
+  if (connection.foreign) return new RpcError(Status.UNAVAILABLE, reason, true, connection.foreign);
   if (!connection.secure || connection.session.started) {
     return new RpcError(Status.UNAVAILABLE, reason);
   }

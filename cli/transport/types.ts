@@ -61,6 +61,9 @@ export interface RpcTransport {
   close(): void;
 }
 
+/** What answered at the address when it is not a jobworker server (see RpcError.foreign). */
+export type ForeignService = "not-tls" | "not-h2";
+
 /** A call that ended with a gRPC status other than OK: the shape of grpc-js's `ServiceError`. */
 export class RpcError extends Error {
   /** The error's name. */
@@ -78,6 +81,11 @@ export class RpcError extends Error {
      * HTTP/2 after it): the request cannot have reached it, and asking again is pointless.
      */
     readonly unanswered = false,
+    /**
+     * What answered instead of a jobworker server, seen in the TLS handshake: "not-tls" (no TLS
+     * record came back: plain HTTP, an ssh banner, ...), "not-h2" (TLS, but no HTTP/2 chosen).
+     */
+    readonly foreign?: ForeignService,
   ) {
     super(`${code} ${STATUS_WORDS[code] ?? "STATUS"}: ${details}`);
   }

@@ -37,6 +37,8 @@ export async function startServer(
   facts: ServerFacts,
   revoked?: RevocationList,
   observers: RpcObserver[] = [],
+  /** Listening again after a reload's exec failed (see listenError). */
+  again = false,
 ): Promise<RunningServer> {
   // Every call's end counts as work for the collection and trim that follow once quiet, and no
   // such collection runs while a unary call is in progress.
@@ -95,7 +97,7 @@ export async function startServer(
     server.bindAsync(
       config.address,
       mutualTls13(tls, config.maxHeaderListSize, backstopMs(handshakeMs)),
-      (error, port) => error ? reject(listenError(config.address, error)) : resolve(port),
+      (error, port) => error ? reject(listenError(config.address, error, again)) : resolve(port),
     );
   });
   // Before the guard: its 'connection' listener is prepended in front of this one's, so a connection
@@ -118,18 +120,41 @@ export async function startServer(
 /**
  * Why the server cannot listen, in words: grpc-js says "No address added out of total 1 resolved
  * errors: [listen EADDRINUSE: address already in use 127.0.0.1:50051]" (a second `make serve`).
+ * `again`: listening again after a reload's exec failed, on the address this worker served till
+ * then, so advice about choosing the address does not fit: something took it meanwhile.
  */
-export function listenError(address: string, error: Error): Error {
+export function listenError(address: string, error: Error, again = false): Error {
   const why = /resolved errors: \[(.*)\]$/s.exec(error.message)?.[1] ?? error.message;
-  if (/EADDRINUSE/.test(why)) {
+  const inUse = /EADDRINUSE/.test(why);
+  if (again) {
+    return new Error(
+      `cannot listen on ${address} again after the reload failed: ` +
+        (inUse
+          ? "the address is in use (EADDRINUSE): another process took it while this worker " +
+            "was not listening; free it, then start jobworker again"
+          : why),
+    );
+  }
+  if (inUse) {
     return new Error(
       `cannot listen on ${address}: the address is in use (EADDRINUSE): another jobworker or ` +
         "another service listens there; stop it, or choose another address (--addr or " +
         "JOB_WORKER_ADDR)",
     );
   }
-  return new Error(
-    `cannot listen on ${address}: ${why} (--addr or JOB_WORKER_ADDR: an address of this host, ` +
-      "or 0.0.0.0)",
-  );
+  // Advice about the address only where the error is about the address. An address not of this
+  // host: EADDRNOTAVAIL in Node, EINVAL under Deno 2.8.3 ("listen EINVAL: invalid argument").
+  if (/EADDRNOTAVAIL|EINVAL/.test(why)) {
+    return new Error(
+      `cannot listen on ${address}: ${why} (--addr or JOB_WORKER_ADDR: an address of this ` +
+        "host, or 0.0.0.0)",
+    );
+  }
+  if (/ENOTFOUND|EAI_|Name resolution failed/i.test(why)) {
+    return new Error(
+      `cannot listen on ${address}: ${why} (--addr or JOB_WORKER_ADDR: a host name this host ` +
+        "resolves, or an IP address)",
+    );
+  }
+  return new Error(`cannot listen on ${address}: ${why}`);
 }

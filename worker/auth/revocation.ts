@@ -25,14 +25,18 @@ export function normalizeSerial(serial: string): string {
 export function parseRevoked(text: string, file: string): Set<string> {
   const serials = new Set<string>();
   text.split("\n").forEach((raw, i) => {
-    const text = raw.replace(/#.*/, "").trim();
-    if (text === "") return;
+    const entry = raw.replace(/#.*/, "").trim();
+    if (entry === "") return;
     // `openssl x509 -noout -serial` prints `serial=0A1B...`: taken as it is printed.
-    const line = text.replace(/^serial\s*=\s*/i, "");
-    if (!/^[0-9A-Fa-f:]+$/.test(line)) {
-      throw new RevocationFileError(`${file}:${i + 1}: "${text.slice(0, 80)}" is not a hex serial`);
+    const serial = entry.replace(/^serial\s*=\s*/i, "");
+    // Hex digits, in groups between single colons: a line of colons alone (`:`, `serial=:`)
+    // passed a character class and added an empty serial.
+    if (!/^[0-9A-Fa-f]+(:[0-9A-Fa-f]+)*$/.test(serial)) {
+      throw new RevocationFileError(
+        `${file}:${i + 1}: "${entry.slice(0, 80)}" is not a hex serial`,
+      );
     }
-    serials.add(normalizeSerial(line));
+    serials.add(normalizeSerial(serial));
   });
   return serials;
 }

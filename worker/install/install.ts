@@ -12,8 +12,10 @@ export const INSTALL_HELP = `Usage: jobworker install [options]
 install: copies this program to PREFIX/bin/jobworker (a compiled binary only; from a checkout use
 \`make install\`), writes the systemd unit jobworker.service, /etc/jobworker/jobworker.env (kept
 when present) and creates /etc/jobworker/certs and /var/lib/jobworker (mode 0700).
-uninstall: removes the program and the unit; the state directory and the certificates stay
-unless --purge is given.
+uninstall: removes the program and the unit (and PREFIX/lib/jobworker when it is a self-contained
+installation); the state directory and the certificates stay unless --purge is given. It refuses
+while the jobworker service is active: \`systemctl disable --now jobworker\` first, or use
+\`make uninstall\`, which stops it.
 
 Options:
   --prefix DIR     where bin/jobworker goes (/usr/local)
@@ -64,18 +66,71 @@ async function install(layout: InstallLayout, unitOnly: boolean): Promise<void> 
   );
 }
 
+/** The first lines of the launcher `make install` writes (scripts/install.sh). */
+const LAUNCHER_MARKER =
+  "# jobworker: runs the self-contained installation in ../lib/jobworker (written by `make install`).";
+
+/** True when `systemctl is-active jobworker` says active; false without systemctl. */
+async function serviceActive(): Promise<boolean> {
+  try {
+    const out = await new Deno.Command("systemctl", {
+      args: ["is-active", "jobworker"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return new TextDecoder().decode(out.stdout).trim() === "active";
+  } catch {
+    return false; // no systemctl: no service to run from here
+  }
+}
+
+/**
+ * True when `lib` is a self-contained installation to remove with the program: `program` is the
+ * launcher `make install` writes, or `lib` holds its `deno` and `app/main.ts`. Anything else
+ * there is not ours to remove (a compiled-binary install never makes it).
+ */
+async function isSelfContained(program: string, lib: string): Promise<boolean> {
+  try {
+    // The head only: a compiled binary is some 100 MB.
+    using file = await Deno.open(program);
+    const head = new Uint8Array(512);
+    const n = await file.read(head) ?? 0;
+    const lines = new TextDecoder().decode(head.subarray(0, n)).split("\n", 3);
+    if (lines.includes(LAUNCHER_MARKER)) return true;
+  } catch {
+    // missing or unreadable: look at the directory itself
+  }
+  try {
+    return (await Deno.stat(`${lib}/deno`)).isFile &&
+      (await Deno.stat(`${lib}/app/main.ts`)).isFile;
+  } catch {
+    return false;
+  }
+}
+
 async function uninstall(layout: InstallLayout, purge: boolean): Promise<void> {
   const root = layout.destDir;
+  // A running worker starts each job's init from the program's directory and re-executes itself
+  // from it on reload: taking it away under the service breaks every new job and reload.
+  if (root === "" && await serviceActive()) {
+    throw new Error(
+      "the jobworker service is running: stop it first (systemctl disable --now jobworker), " +
+        "or run `make uninstall`, which does",
+    );
+  }
   const remove = (path: string) =>
     Deno.remove(root + path, { recursive: true }).catch((e) => {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     });
-  await remove(`${layout.unitDir}/jobworker.service`);
-  await remove(layout.program);
   // A self-contained installation (`make install` without a compiled binary) keeps its deno and
   // code in PREFIX/lib/jobworker beside PREFIX/bin/jobworker: the program as much as the launcher.
   const lib = layout.program.replace(/\/bin\/jobworker$/, "/lib/jobworker");
-  if (lib !== layout.program) await remove(lib);
+  const withLib = lib !== layout.program &&
+    await isSelfContained(root + layout.program, root + lib);
+  await remove(`${layout.unitDir}/jobworker.service`);
+  await remove(layout.program);
+  if (withLib) await remove(lib);
   if (purge) {
     await remove(layout.configDir);
     await remove(layout.stateDir);

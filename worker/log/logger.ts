@@ -5,7 +5,7 @@
  * - `json`: one JSON object per line (`time`, `level`, `msg`, then the fields), for log shippers;
  * - `text`: `time LEVEL message key=value...`, a little easier on the eye at a terminal.
  */
-import { escapedControls, quoted } from "./quoted.ts";
+import { CONTROL, escapedControls, quoted } from "./quoted.ts";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type LogFormat = "text" | "logfmt" | "json";
@@ -34,13 +34,6 @@ export function setLogFormat(format: LogFormat): void {
 export function isLogged(level: LogLevel): boolean {
   return ORDER[level] >= threshold;
 }
-
-/**
- * C0 and C1 controls and DEL. Values come from callers (job ids, owners, paths): written raw, an
- * ESC or CSI sequence acts on the terminal of whoever reads the log, and a NUL makes it "binary".
- */
-// deno-lint-ignore no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
 function value(v: unknown): string {
   const text = typeof v === "string" ? v : JSON.stringify(v) ?? String(v);

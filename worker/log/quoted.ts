@@ -7,6 +7,14 @@
  * @module
  */
 
+/**
+ * C0 and C1 controls and DEL: written raw, an ESC or CSI sequence acts on the terminal of whoever
+ * reads the text, and a NUL makes a log "binary". Shared by the logger and the client's output
+ * (cli/format.ts). Not global: `.test` keeps no state.
+ */
+// deno-lint-ignore no-control-regex
+export const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
 /** JSON text with DEL and the C1 controls as \u escapes (they can occur only inside strings). */
 export function escapedControls(json: string): string {
   return json.replace(
