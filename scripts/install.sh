@@ -105,7 +105,9 @@ case "$action" in
     else
       "$deno_bin" run -A main.ts uninstall --prefix "$PREFIX" --destdir "$DESTDIR" "${purge[@]}"
     fi
-    # jobworker uninstall removes $lib itself, when it is a self-contained installation.
+    # jobworker uninstall removes $lib itself, when it is a self-contained installation; one made
+    # by an older jobworker's install is left by its own uninstall: the same test here.
+    if [ -x "$lib/deno" ] && [ -f "$lib/app/main.ts" ]; then rm -rf "$lib"; fi
     if live_systemd; then systemctl daemon-reload; fi
     ;;
   *)

@@ -52,7 +52,13 @@ Deno.test({
     try {
       const job = await client.createJob({ command: "sleep", args: ["600"] });
       assert.equal(await churnConnections(pki.dir, worker.address, LIMIT + 50), LIMIT + 50);
-      assert.ok(await metricValue(worker, "jobworker_http2_sessions_served") > LIMIT);
+      const served = await metricValue(worker, "jobworker_http2_sessions_served");
+      assert.ok(served > LIMIT);
+      // What the hard limit applies to: 18 KiB a session (no output stranded here).
+      assert.equal(
+        await metricValue(worker, "jobworker_http2_native_estimate_bytes"),
+        served * 18 * 1024,
+      );
 
       // Past the limit, but a client is still connected: nothing happens.
       await delay(2000);

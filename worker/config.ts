@@ -45,14 +45,20 @@ export interface WorkerConfig {
   /** Most connections at once, in total and from one IP address. */
   maxConnections: number;
   maxConnectionsPerPeer: number;
-  /** HTTP/2 sessions served before the worker recycles itself in place when idle; 0 = never. */
+  /**
+   * HTTP/2 sessions served before the worker recycles itself in place when idle; 0 = never when
+   * idle (the sessions still count toward recycleForceAtNativeMiB).
+   */
   recycleAfterSessions: number;
   /**
    * MiB of native memory Deno 2.8.3 never frees for the unsent output of streams that ended early
    * (estimated as 2x those bytes) past which the worker recycles itself when idle; 0 = never.
    */
   recycleAtNativeMiB: number;
-  /** MiB of that memory past which the worker recycles even with clients connected; 0 = never. */
+  /**
+   * MiB of that memory and of the sessions served (18 KiB each) past which the worker recycles
+   * even with clients connected; 0 = never.
+   */
   recycleForceAtNativeMiB: number;
   /** Seconds a client gets to complete its TLS handshake. */
   handshakeTimeoutSeconds: number;
@@ -116,7 +122,8 @@ Options:
   --max-streams-per-client N  streams of one client JOB_WORKER_MAX_STREAMS_PER_CLIENT (64)
   --max-connections N     connections at once       JOB_WORKER_MAX_CONNECTIONS (4096)
   --max-connections-per-peer N  from one address    JOB_WORKER_MAX_CONNECTIONS_PER_PEER (512)
-  --recycle-after-sessions N  after N HTTP/2 sessions JOB_WORKER_RECYCLE_AFTER_SESSIONS (10000; 0 = never)
+  --recycle-after-sessions N  after N HTTP/2 sessions JOB_WORKER_RECYCLE_AFTER_SESSIONS (10000; 0 = never
+                          when idle: they still count toward --recycle-force-native-mib)
                           (reload in place once no client is connected: Deno 2.8.3 keeps
                           about 18 KiB of every session until the process image is replaced)
   --recycle-at-native-mib N  or past N MiB stranded JOB_WORKER_RECYCLE_AT_NATIVE_MIB (256; 0 = never)

@@ -39,7 +39,11 @@ export function listCommand(deps: CliDeps): CommandUnknownOpts {
     )
     .option("--owner <name>", "only jobs of this owner (certificate CN)")
     .option("-q, --quiet", "only the full ids, one a line")
-    .option("-w, --watch", "refresh in place until Ctrl-C (on a terminal)")
+    .option(
+      "-w, --watch",
+      "refresh in place until Ctrl-C (on a terminal; otherwise with --json one document a line, " +
+        "with -q a blank line between refreshes)",
+    )
     .addOption(
       // At least 1: with 0 --watch polled the server in a loop without a pause.
       new Option("--interval <seconds>", "refresh interval of --watch").argParser(

@@ -1,10 +1,11 @@
 /**
- * Cgroup file operations (and a job's output directory and file) run together. A job's cgroup is five or six directories on v1, made, read
- * and removed at every job's start and end; run one by one as Deno's async calls, each cost the
- * worker's event loop a wake-up of a thread of Deno's blocking pool (15-50 us under load, about 2
- * ms of the loop per job). The worker runs them as one call to the shim (jw_file_batch) on that
- * pool instead; without the shim (unit tests, tools) they run as Deno's async calls, with the same
- * results.
+ * Cgroup file operations (and a job's output directory and file) run together. A job's cgroup is
+ * five or six directories on v1, made, read and removed at every job's start and end; run one by
+ * one as Deno's async calls, each cost the worker's event loop a wake-up of a thread of Deno's
+ * blocking pool (15-50 us under load, about 2 ms of the loop per job). The worker runs them as one
+ * call to the shim (jw_file_batch) on that pool instead; without the shim (unit tests, tools) they
+ * run as Deno's async calls, with the same results but one: the shim's batch reads a file longer
+ * than its room again after the batch, so it removes no directory after such a read (ECANCELED).
  */
 import { errnoName, strerror } from "../../init/shim/errno.ts";
 
@@ -23,7 +24,9 @@ export interface FileOpResult {
 export interface FileBatch {
   /**
    * Runs `ops` in order. With `stopAtFailure`, the operations after a failed mkdir, rmdir or write
-   * are not run (their error: ECANCELED); a read's failure never stops the rest.
+   * are not run (their error: ECANCELED); a read's failure never stops the rest. The shim's batch
+   * also leaves every rmdir after a read longer than its room (ECANCELED), so that the read, made
+   * again after the batch, finds its file.
    */
   run(ops: readonly FileOp[], stopAtFailure?: boolean): Promise<FileOpResult[]>;
 }

@@ -79,7 +79,10 @@ async function serviceActive(): Promise<boolean> {
       stdout: "piped",
       stderr: "null",
     }).output();
-    return new TextDecoder().decode(out.stdout).trim() === "active";
+    // Anything but stopped: "activating" (a restart loop too), "reloading" and "deactivating"
+    // all have a worker running from the installed program.
+    const state = new TextDecoder().decode(out.stdout).trim();
+    return state !== "" && !["inactive", "failed", "unknown"].includes(state);
   } catch {
     return false; // no systemctl: no service to run from here
   }

@@ -31,6 +31,7 @@ export interface Http2SessionsView {
   readonly served: number;
   readonly stranded: number;
   readonly strandedEstimate: number;
+  readonly nativeEstimate: number;
 }
 
 export class WorkerMetrics implements JobEvents, RpcObserver, InitPoolEvents {
@@ -148,7 +149,8 @@ export class WorkerMetrics implements JobEvents, RpcObserver, InitPoolEvents {
     new Gauge({
       name: "jobworker_http2_sessions_served",
       help: "HTTP/2 sessions this process has served: Deno 2.8.3 keeps about 18 KiB of native " +
-        "state for each until the worker recycles (JOB_WORKER_RECYCLE_AFTER_SESSIONS).",
+        "state for each until the worker recycles (JOB_WORKER_RECYCLE_AFTER_SESSIONS when idle, " +
+        "JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB in any case).",
       registers: [this.registry],
       collect() {
         this.set(sessions()?.served ?? 0);
@@ -168,10 +170,20 @@ export class WorkerMetrics implements JobEvents, RpcObserver, InitPoolEvents {
       name: "jobworker_http2_stranded_estimate_bytes",
       help: "The native memory the stranded output holds, estimated as 2x " +
         "jobworker_http2_stranded_bytes (measured 1.2-3x): what JOB_WORKER_RECYCLE_AT_NATIVE_MIB " +
-        "and JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB apply to (closed sessions do not count here).",
+        "applies to (closed sessions do not count here).",
       registers: [this.registry],
       collect() {
         this.set(sessions()?.strandedEstimate ?? 0);
+      },
+    });
+    new Gauge({
+      name: "jobworker_http2_native_estimate_bytes",
+      help: "All the native memory Deno 2.8.3 keeps until the worker recycles, estimated: 18 KiB " +
+        "per session served plus jobworker_http2_stranded_estimate_bytes. Past " +
+        "JOB_WORKER_RECYCLE_FORCE_NATIVE_MIB the worker recycles even with clients connected.",
+      registers: [this.registry],
+      collect() {
+        this.set(sessions()?.nativeEstimate ?? 0);
       },
     });
     const loopDelayMax = () => {

@@ -124,7 +124,7 @@ export class SessionRecycler {
 
   /**
    * The native memory the stranded output holds, estimated as {@link NATIVE_PER_STRANDED_BYTE}
-   * times the stranded bytes (measured 1.2 to 3 times): what the two native limits apply to.
+   * times the stranded bytes (measured 1.2 to 3 times): what the soft limit applies to.
    */
   get strandedEstimate(): number {
     return this.#stranded * NATIVE_PER_STRANDED_BYTE;
@@ -168,7 +168,7 @@ export class SessionRecycler {
   /**
    * Called right before the server stops, for a reload the recycler alone asked for (never for
    * a SIGHUP): a client that connected since the recycle was decided would have its calls cut,
-   * so the recycle is called off (throws), unless the stranded output is past the hard limit.
+   * so the recycle is called off (throws), unless the native estimate is past the hard limit.
    */
   checkStillIdle(): void {
     if (this.#open === 0 || this.#forced) return;
@@ -237,14 +237,17 @@ export class SessionRecycler {
     }
     if (now < this.#notBefore && !(pastHard && now >= this.#forcedNotBefore)) return;
     const { soft } = this.native;
-    const due = (this.limit > 0 && this.#served >= this.limit) ||
-      (soft > 0 && this.strandedEstimate > soft) || pastHard;
-    if (!due || this.#open > 0) return;
+    const reasons = [
+      ...(this.limit > 0 && this.#served >= this.limit ? ["sessions"] : []),
+      ...(soft > 0 && this.strandedEstimate > soft ? ["stranded"] : []),
+      ...(pastHard ? ["hard"] : []),
+    ];
+    if (reasons.length === 0 || this.#open > 0) return;
     this.#requested = true;
     log.info(
       "recycling the worker in place: no client connected, and the HTTP/2 sessions served " +
         "or the output of streams cut off hold native memory Deno 2.8.3 never frees",
-      this.#figures(),
+      { reason: reasons.join(","), ...this.#figures() },
     );
     this.recycle();
   }
@@ -267,8 +270,8 @@ export class SessionRecycler {
       strandedMiB: Math.round(this.#stranded / MIB * 10) / 10,
       strandedEstimateMiB: Math.round(this.strandedEstimate / MIB * 10) / 10,
       nativeEstimateMiB: Math.round(this.nativeEstimate / MIB * 10) / 10,
-      nativeLimitMiB: `soft ${Math.round(soft / MIB)} (stranded output), hard ${
-        Math.round(hard / MIB)
+      nativeLimitMiB: `soft ${soft > 0 ? Math.round(soft / MIB) : "off"} (stranded output), hard ${
+        hard > 0 ? Math.round(hard / MIB) : "off"
       } (all)`,
     };
   }
