@@ -234,6 +234,8 @@ Deno.test("make install: the compiled bin/jobworker when make build made one, el
 Deno.test("uninstall: PREFIX/lib/jobworker goes only with a self-contained installation", async () => {
   const root = await Deno.makeTempDir({ prefix: "jobworker-install-" });
   try {
+    const uninstall = () =>
+      run(Deno.execPath(), ["run", "-A", "main.ts", "uninstall", "--destdir", root]);
     const bin = `${root}/usr/local/bin/jobworker`;
     const lib = `${root}/usr/local/lib/jobworker`;
     // A compiled-binary install never makes lib/jobworker: what is there is someone else's.
@@ -241,14 +243,7 @@ Deno.test("uninstall: PREFIX/lib/jobworker goes only with a self-contained insta
     Deno.mkdirSync(lib, { recursive: true });
     Deno.writeTextFileSync(bin, "\x7fELF not a launcher\n");
     Deno.writeTextFileSync(`${lib}/other.txt`, "not jobworker's");
-    const kept = await run(Deno.execPath(), [
-      "run",
-      "-A",
-      "main.ts",
-      "uninstall",
-      "--destdir",
-      root,
-    ]);
+    const kept = await uninstall();
     assert.equal(kept.code, 0, kept.out);
     assert.ok(!exists(bin));
     assert.ok(exists(`${lib}/other.txt`), "a directory that is no installation of ours stays");
@@ -266,14 +261,7 @@ Deno.test("uninstall: PREFIX/lib/jobworker goes only with a self-contained insta
     Deno.mkdirSync(`${lib}/app`);
     Deno.writeTextFileSync(`${lib}/deno`, "");
     Deno.writeTextFileSync(`${lib}/app/main.ts`, "");
-    const taken = await run(Deno.execPath(), [
-      "run",
-      "-A",
-      "main.ts",
-      "uninstall",
-      "--destdir",
-      root,
-    ]);
+    const taken = await uninstall();
     assert.equal(taken.code, 0, taken.out);
     assert.ok(!exists(lib));
   } finally {
@@ -293,40 +281,32 @@ Deno.test("uninstall: refused while the service is active, since the running wor
     Deno.writeTextFileSync(`${lib}/deno`, "");
     Deno.writeTextFileSync(`${lib}/app/main.ts`, "");
     Deno.writeTextFileSync(bin, "#!/bin/sh\n");
-    // A systemctl that says the service is active (uninstall calls it by name, from PATH).
+    // A systemctl that says what the service is doing (uninstall calls it by name, from PATH).
     Deno.mkdirSync(`${prefix}/fake`);
-    Deno.writeTextFileSync(
-      `${prefix}/fake/systemctl`,
-      '#!/bin/sh\n[ "$1 $2" = "is-active jobworker" ] && echo active && exit 0\nexit 3\n',
-    );
-    Deno.chmodSync(`${prefix}/fake/systemctl`, 0o755);
     const env = { PATH: `${prefix}/fake:${Deno.env.get("PATH")}` };
-    const refused = await run(Deno.execPath(), [
-      "run",
-      "-A",
-      "main.ts",
-      "uninstall",
-      "--prefix",
-      prefix,
-    ], env);
-    assert.equal(refused.code, 1, refused.out);
-    assert.match(
-      refused.out,
-      /service is running: stop it first \(systemctl disable --now jobworker\)/,
-    );
-    assert.match(refused.out, /make uninstall/);
-    assert.ok(exists(bin) && exists(`${lib}/app/main.ts`), "nothing removed");
+    /** `jobworker uninstall` while `systemctl is-active jobworker` says `state`. */
+    const uninstallWhile = (state: string) => {
+      Deno.writeTextFileSync(
+        `${prefix}/fake/systemctl`,
+        `#!/bin/sh\n[ "$1 $2" = "is-active jobworker" ] || exit 3\necho ${state}\n` +
+          `[ ${state} = active ] && exit 0\nexit 3\n`,
+      );
+      Deno.chmodSync(`${prefix}/fake/systemctl`, 0o755);
+      return run(Deno.execPath(), ["run", "-A", "main.ts", "uninstall", "--prefix", prefix], env);
+    };
+    for (const state of ["active", "activating"]) {
+      const refused = await uninstallWhile(state);
+      assert.equal(refused.code, 1, `${state}: ${refused.out}`);
+      assert.match(
+        refused.out,
+        /service is running: stop it first \(systemctl disable --now jobworker\)/,
+      );
+      assert.match(refused.out, /make uninstall/);
+      assert.ok(exists(bin) && exists(`${lib}/app/main.ts`), "nothing removed");
+    }
 
     // Stopped (systemctl says inactive): it goes.
-    Deno.writeTextFileSync(`${prefix}/fake/systemctl`, "#!/bin/sh\necho inactive\nexit 3\n");
-    const done = await run(Deno.execPath(), [
-      "run",
-      "-A",
-      "main.ts",
-      "uninstall",
-      "--prefix",
-      prefix,
-    ], env);
+    const done = await uninstallWhile("inactive");
     assert.equal(done.code, 0, done.out);
     assert.ok(!exists(bin) && !exists(lib));
   } finally {
