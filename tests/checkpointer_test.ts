@@ -27,10 +27,11 @@ Deno.test("checkpointer: the checkpoint thread runs from the store's open, befor
     const store = SqliteStore.open(`${dir}/jobs.db`);
     try {
       const after = workerThreads();
-      assert.equal(
-        after.length,
-        before.length + 1,
-        `a Web Worker thread started at open: ${before.join(",")} -> ${after.join(",")}`,
+      // A thread the Web Worker's own thread starts may carry its name a moment (seen once in
+      // CI: "worker-1,worker-1"), so a new name is what tells, not the count.
+      assert.ok(
+        after.some((name) => !before.includes(name)),
+        `no Web Worker thread started at open: ${before.join(",")} -> ${after.join(",")}`,
       );
     } finally {
       store.close();
