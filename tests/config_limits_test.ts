@@ -38,7 +38,55 @@ Deno.test("addresses: a port beyond 65535 is a configuration error, not a failur
   assert.equal(load(["--addr", "[::1]:0"]).address, "[::1]:0");
 });
 
-Deno.test("io devices: one this host does not have stops the start with exit 1, not 2 (a disk may appear late at boot: the unit restarts it)", async () => {
+/**
+ * A fake /sys/dev/block: disk sda (8:0) with its partition sda1 (8:1), their entries absolute
+ * symlinks (so the directory can also be bind-mounted over the real /sys/dev/block).
+ */
+function fakeSys(root: string): string {
+  const sys = `${root}/sys`;
+  const disk = `${sys}/devices/virtual/block/sda`;
+  Deno.mkdirSync(`${disk}/sda1`, { recursive: true });
+  Deno.mkdirSync(`${sys}/dev/block`, { recursive: true });
+  Deno.writeTextFileSync(`${disk}/dev`, "8:0\n");
+  Deno.writeTextFileSync(`${disk}/sda1/dev`, "8:1\n");
+  Deno.writeTextFileSync(`${disk}/sda1/partition`, "1\n");
+  Deno.symlinkSync(disk, `${sys}/dev/block/8:0`);
+  Deno.symlinkSync(`${disk}/sda1`, `${sys}/dev/block/8:1`);
+  return sys;
+}
+
+const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/**
+ * `jobworker serve [--check]` with JOB_WORKER_IO_DEVICES set; with `blockDir`, in a mount
+ * namespace of its own where that directory is bind-mounted over /sys/dev/block.
+ */
+async function serveWithDevices(args: string[], devices: string, blockDir?: string) {
+  const deno = [Deno.execPath(), "run", "-A", "--no-prompt", "--cached-only", MAIN, ...args];
+  const [program, ...rest] = blockDir
+    ? [
+      "unshare",
+      "--mount",
+      "--propagation",
+      "private",
+      "sh",
+      "-c",
+      'mount --bind "$0" /sys/dev/block && exec "$@"',
+      blockDir,
+      ...deno,
+    ]
+    : deno;
+  const out = await new Deno.Command(program!, {
+    args: rest,
+    env: { JOB_WORKER_IO_DEVICES: devices, JOB_WORKER_CERT_PATH: "/nonexistent" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, said: decode(out.stdout) + decode(out.stderr) };
+}
+
+Deno.test("io devices: one this host does not have exits 1 (a disk may appear late at boot: the unit restarts it); a partition exits 2 (no restart mends it)", async () => {
   // The form is the configuration's: exit 2, which the unit does not restart.
   assert.throws(() => load(["--io-devices", "sda"]), ConfigError);
   // Whether the host has the device is not: it may be there on the next try.
@@ -56,18 +104,40 @@ Deno.test("io devices: one this host does not have stops the start with exit 1, 
     assert.deepEqual(config.ioDevices, [disk]);
     checkIoDevices(config);
   }
-  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
-  for (const args of [["serve", "--check"], ["serve"]]) {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--no-prompt", "--cached-only", MAIN, ...args],
-      env: { JOB_WORKER_IO_DEVICES: "999:999", JOB_WORKER_CERT_PATH: "/nonexistent" },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const said = decode(out.stdout) + decode(out.stderr);
-    assert.equal(out.code, 1, `${args.join(" ")}: ${said}`);
-    assert.match(said, /JOB_WORKER_IO_DEVICES: 999:999 is not a block device/);
+  // A partition exists: naming it for its disk is the configuration's mistake, found at the start.
+  const root = Deno.makeTempDirSync({ prefix: "jobworker-io-devices-" });
+  try {
+    const sys = fakeSys(root);
+    checkIoDevices(load(["--io-devices", "8:0"]), sys);
+    assert.throws(
+      () => checkIoDevices(load(["--io-devices", "8:0,8:1"]), sys),
+      (e: Error) =>
+        e instanceof ConfigError &&
+        e.message === "--io-devices: 8:1 is a partition; IO limits apply to its disk, 8:0",
+    );
+    assert.throws(
+      () => checkIoDevices(load(["--io-devices", "8:2"]), sys),
+      (e: Error) =>
+        !(e instanceof ConfigError) && /^--io-devices: 8:2 is not a block/.test(e.message),
+    );
+    for (const args of [["serve", "--check"], ["serve"]]) {
+      const gone = await serveWithDevices(args, "999:999");
+      assert.equal(gone.code, 1, `${args.join(" ")}: ${gone.said}`);
+      assert.match(gone.said, /JOB_WORKER_IO_DEVICES: 999:999 is not a block device/);
+      // This host has no partition (nor, maybe, a kernel that reads partition tables): the start
+      // sees the fake tree as its /sys/dev/block.
+      const late = await serveWithDevices(args, "8:2", `${sys}/dev/block`);
+      assert.equal(late.code, 1, `${args.join(" ")}: ${late.said}`);
+      assert.match(late.said, /JOB_WORKER_IO_DEVICES: 8:2 is not a block device/);
+      const part = await serveWithDevices(args, "8:1", `${sys}/dev/block`);
+      assert.equal(part.code, 2, `${args.join(" ")}: ${part.said}`);
+      assert.match(
+        part.said,
+        /JOB_WORKER_IO_DEVICES: 8:1 is a partition; IO limits apply to its disk, 8:0/,
+      );
+    }
+  } finally {
+    Deno.removeSync(root, { recursive: true });
   }
 });
 

@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
+import { installedPrefix } from "../worker/install/install.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -266,6 +267,83 @@ Deno.test("uninstall: PREFIX/lib/jobworker goes only with a self-contained insta
     assert.ok(!exists(lib));
   } finally {
     await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("uninstall without --prefix: the prefix the running program is installed under, else /usr/local, and it says which", async () => {
+  const root = await Deno.makeTempDir({ prefix: "jobworker-install-" });
+  const elsewhere = await Deno.makeTempDir({ prefix: "jobworker-install-" });
+  try {
+    const installed = await run("bash", ["scripts/install.sh", "install", Deno.execPath()], {
+      DESTDIR: root,
+      PREFIX: "/opt/jw",
+    });
+    assert.equal(installed.code, 0, installed.out);
+    const bin = `${root}/opt/jw/bin/jobworker`;
+    const lib = `${root}/opt/jw/lib/jobworker`;
+    const unit = `${root}/etc/systemd/system/jobworker.service`;
+    assert.match(Deno.readTextFileSync(unit), /^ExecStart=\/opt\/jw\/bin\/jobworker serve$/m);
+    // Someone else's program at the default prefix: uninstall took /usr/local whatever ran it, so
+    // it removed this and left the installation it ran from.
+    const other = `${root}/usr/local/bin/jobworker`;
+    Deno.mkdirSync(`${root}/usr/local/bin`, { recursive: true });
+    Deno.writeTextFileSync(other, "not this installation's\n");
+    // The installation's program seen from outside DESTDIR is no installation there.
+    const ownProgram = { execPath: `${lib}/deno`, main: `${lib}/app/main.ts` };
+    assert.equal(installedPrefix(root, ownProgram), "/opt/jw");
+    assert.equal(installedPrefix(elsewhere, ownProgram), undefined);
+
+    const own = await run(bin, ["uninstall", "--destdir", root]);
+    assert.equal(own.code, 0, own.out);
+    assert.match(own.out, /prefix \/opt\/jw \(the one this program is installed under;/);
+    assert.ok(!exists(bin), own.out);
+    assert.ok(!exists(lib), "the self-contained directory is gone");
+    assert.ok(!exists(unit));
+    assert.ok(exists(`${root}/etc/jobworker/jobworker.env`), "configuration kept");
+    assert.equal(Deno.readTextFileSync(other), "not this installation's\n");
+
+    // From a checkout (deno running its main.ts): no installation of its own, so /usr/local.
+    Deno.writeTextFileSync(bin, "left by hand\n");
+    const checkout = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      "main.ts",
+      "uninstall",
+      "--destdir",
+      root,
+    ]);
+    assert.equal(checkout.code, 0, checkout.out);
+    assert.match(
+      checkout.out,
+      /prefix \/usr\/local \(the default: this program runs from no installation/,
+    );
+    assert.ok(!exists(other));
+    assert.ok(exists(bin), "the /opt/jw program is not the default's");
+    assert.equal(
+      installedPrefix("", { execPath: Deno.execPath(), main: `${ROOT}main.ts` }),
+      undefined,
+    );
+
+    // A compiled binary: a build tree's bin/jobworker has an installed one's shape, so the prefix
+    // is taken only from a unit that runs this very program.
+    const compiled = (path: string) => {
+      Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+      Deno.writeTextFileSync(path, "\x7fELF\n");
+      return { execPath: path, main: undefined };
+    };
+    const build = compiled(`${elsewhere}/checkout/bin/jobworker`);
+    const served = compiled(`${elsewhere}/srv/jw/bin/jobworker`);
+    assert.equal(installedPrefix(elsewhere, served), undefined, "no unit");
+    Deno.mkdirSync(`${elsewhere}/etc/systemd/system`, { recursive: true });
+    Deno.writeTextFileSync(
+      `${elsewhere}/etc/systemd/system/jobworker.service`,
+      "[Service]\nExecStart=/srv/jw/bin/jobworker serve\n",
+    );
+    assert.equal(installedPrefix(elsewhere, served), "/srv/jw");
+    assert.equal(installedPrefix(elsewhere, build), undefined, "the unit runs another");
+  } finally {
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+    await Deno.remove(elsewhere, { recursive: true }).catch(() => {});
   }
 });
 

@@ -396,9 +396,10 @@ export function loadConfig(
 }
 
 /**
- * The IO devices set in the configuration exist on this host as whole disks. Not a ConfigError:
- * a disk that appears late at boot is there on a restart. Else accepted at the start and refused
- * by the kernel at every job with an IO limit.
+ * The IO devices set in the configuration exist on this host as whole disks, else accepted at the
+ * start and refused by the kernel at every job with an IO limit. A device this host does not have
+ * is a plain Error (exit 1, restarted): a disk that appears late at boot is there on a restart. A
+ * partition is a ConfigError (exit 2, not restarted): it exists, and no retry makes it a disk.
  */
 export function checkIoDevices(
   config: Pick<WorkerConfig, "ioDevices" | "ioDevicesSetting">,
@@ -412,7 +413,7 @@ export function checkIoDevices(
       );
     }
     if (disk !== d) {
-      throw new Error(
+      throw new ConfigError(
         `${config.ioDevicesSetting}: ${d} is a partition; IO limits apply to its disk, ${disk}`,
       );
     }

@@ -109,7 +109,9 @@ export async function runServe(args: string[]): Promise<number> {
     return await serve(config);
   } catch (e) {
     log.error("cannot start", { error: e instanceof Error ? e.message : String(e) });
-    return e instanceof StateError ? EXIT_STATE_UNUSABLE : 1;
+    // A setting found wrong against the host (an IO device that is a partition) is exit 2 like a
+    // malformed one: restarting will not mend it (the unit's RestartPreventExitStatus).
+    return e instanceof StateError ? EXIT_STATE_UNUSABLE : e instanceof ConfigError ? 2 : 1;
   }
 }
 
@@ -118,7 +120,8 @@ type Config = Exclude<ReturnType<typeof loadConfig>, "help">;
 /**
  * `serve --check`: what a reload runs first with the program as it is on disk now. Loads the
  * configuration, the certificates, the default user and the revocation list, checks the job
- * database can be read and the program carries its C files, then exits 0.
+ * database can be read and the program carries its C files, then exits 0; 2 for a setting that
+ * is wrong (malformed, or an IO device that is a partition), 1 for anything else.
  */
 async function checkOnly(config: Config): Promise<number> {
   try {
@@ -130,7 +133,7 @@ async function checkOnly(config: Config): Promise<number> {
     return 0;
   } catch (e) {
     console.error(`jobworker serve --check: ${e instanceof Error ? e.message : e}`);
-    return 1;
+    return e instanceof ConfigError ? 2 : 1;
   }
 }
 

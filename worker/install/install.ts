@@ -17,8 +17,13 @@ installation); the state directory and the certificates stay unless --purge is g
 while the jobworker service is active: \`systemctl disable --now jobworker\` first, or use
 \`make uninstall\`, which stops it.
 
+Without --prefix, uninstall uses the prefix this program is installed under when it runs from an
+installation (PREFIX/lib/jobworker/deno running PREFIX/lib/jobworker/app/main.ts, as \`make install\`
+writes it, or a compiled PREFIX/bin/jobworker that the unit's ExecStart runs), else /usr/local; it
+says which.
+
 Options:
-  --prefix DIR     where bin/jobworker goes (/usr/local)
+  --prefix DIR     where bin/jobworker goes (install: /usr/local; uninstall: see above)
   --destdir DIR    prepend DIR to every path (packaging, tests)
   --unit-only      write the unit, env file and directories, not the program
   --purge          uninstall: also remove /etc/jobworker and /var/lib/jobworker
@@ -64,6 +69,66 @@ async function install(layout: InstallLayout, unitOnly: boolean): Promise<void> 
     `installed ${layout.program} and ${layout.unitDir}/jobworker.service` +
       (root ? ` under ${root}` : ""),
   );
+}
+
+/** What this process runs: its executable and, under deno (not compiled), its main.ts. */
+export interface RunningProgram {
+  execPath: string;
+  main: string | undefined;
+}
+
+function runningProgram(): RunningProgram {
+  return {
+    execPath: Deno.execPath(),
+    main: isCompiled() ? undefined : new URL("../../main.ts", import.meta.url).pathname,
+  };
+}
+
+/** The path with every symlink resolved; undefined when it does not exist. */
+function realPath(path: string): string | undefined {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The prefix `program` is installed under (beneath `destDir`), when its own paths are the layout
+ * an install writes: a self-contained installation (`make install`: PREFIX/lib/jobworker/deno
+ * running PREFIX/lib/jobworker/app/main.ts), or a compiled PREFIX/bin/jobworker that the unit
+ * runs (its ExecStart). The unit must say so for a compiled binary: a build tree's bin/jobworker
+ * has the same shape, and taking its parent for a prefix would remove what is not an
+ * installation. Undefined otherwise (a checkout, `deno run`, a binary no unit runs, a program
+ * outside `destDir`): the caller then falls back to /usr/local.
+ */
+export function installedPrefix(
+  destDir: string,
+  program: RunningProgram = runningProgram(),
+): string | undefined {
+  const root = destDir === "" ? "" : realPath(destDir);
+  if (root === undefined) return undefined;
+  const exe = realPath(program.execPath);
+  if (exe === undefined) return undefined;
+  if (program.main !== undefined) {
+    const lib = /^(.*)\/lib\/jobworker\/deno$/.exec(exe)?.[1];
+    if (lib === undefined || realPath(program.main) !== `${lib}/lib/jobworker/app/main.ts`) {
+      return undefined;
+    }
+    if (root === "" || root === "/") return lib;
+    return lib === root || lib.startsWith(`${root}/`) ? lib.slice(root.length) : undefined;
+  }
+  if (!exe.endsWith("/bin/jobworker")) return undefined;
+  let unit: string;
+  try {
+    unit = Deno.readTextFileSync(`${destDir}${defaultLayout().unitDir}/jobworker.service`);
+  } catch {
+    return undefined;
+  }
+  const runs = /^ExecStart=(\S*)\/bin\/jobworker serve$/m.exec(unit)?.[1];
+  return runs !== undefined && realPath(`${destDir}${runs}/bin/jobworker`) === exe
+    ? runs
+    : undefined;
 }
 
 /** The first lines of the launcher `make install` writes (scripts/install.sh). */
@@ -173,7 +238,21 @@ export async function runInstall(
     console.log(INSTALL_HELP);
     return 0;
   }
-  const layout = { ...defaultLayout(values.prefix), destDir: values.destdir ?? "" };
+  const destDir = values.destdir ?? "";
+  let prefix = values.prefix;
+  if (command === "uninstall" && prefix === undefined) {
+    // The installation this program runs from, not /usr/local's when it is installed elsewhere.
+    const found = installedPrefix(destDir);
+    prefix = found ?? "/usr/local";
+    console.log(
+      `jobworker uninstall: prefix ${prefix || "/"} (` +
+        (found !== undefined
+          ? "the one this program is installed under"
+          : "the default: this program runs from no installation it recognises") +
+        "; --prefix DIR names another)",
+    );
+  }
+  const layout = { ...defaultLayout(prefix), destDir };
   try {
     if (command === "install") await install(layout, values["unit-only"] === true);
     else await uninstall(layout, values.purge === true);

@@ -49,8 +49,8 @@ KillMode=mixed
 TimeoutStopSec=60
 Restart=on-failure
 RestartSec=2
-# Restarting cannot help: 2, a malformed setting (in jobworker.env, or a flag); 78, the state
-# directory or job database cannot be used.
+# Restarting cannot help: 2, a wrong setting (in jobworker.env, or a flag: malformed, or an IO
+# device that is a partition); 78, the state directory or job database cannot be used.
 RestartPreventExitStatus=2 78
 LimitNOFILE=1048576
 TasksMax=infinity
