@@ -15,12 +15,15 @@ export type Target =
   /** The measured figure at most this, in the row's unit (e.g. RSS growth ≤ 256 MiB). */
   | { atMost: number }
   /** The measured figure at least this, in the row's unit (e.g. ≥ 200 MiB/s). */
-  | { atLeast: number };
+  | { atLeast: number }
+  /**
+   * The measured figure at most the baseline plus this, in the row's unit (e.g. the worker's RSS
+   * within 64 MiB of its idle RSS): for a figure whose limit is set above a baseline measured in
+   * the same run, not as a multiple of it.
+   */
+  | { overBaseAtMost: number };
 
-/**
- * A row. The first five fields are the whole of what other bench modules must return (the shape
- * bench/streaming.ts returns); the rest are optional.
- */
+/** A row. The first five fields are required; the rest are optional. */
 export interface Row {
   name: string;
   /** The measured figure (jobworker's, or a peer's on peer rows). */
@@ -50,6 +53,7 @@ export function meetsTarget(row: Row): boolean | undefined {
   if (t === undefined) return undefined;
   if ("ratioAtMost" in t) return ratio(row) <= t.ratioAtMost;
   if ("atMost" in t) return row.ours <= t.atMost;
+  if ("overBaseAtMost" in t) return row.ours <= row.base + t.overBaseAtMost;
   return row.ours >= t.atLeast;
 }
 
@@ -58,6 +62,7 @@ export function targetText(row: Row): string {
   if (t === undefined) return "";
   if ("ratioAtMost" in t) return `ratio ≤ ${t.ratioAtMost}`;
   if ("atMost" in t) return `≤ ${t.atMost} ${row.unit}`;
+  if ("overBaseAtMost" in t) return `≤ baseline + ${t.overBaseAtMost} ${row.unit}`;
   return `≥ ${t.atLeast} ${row.unit}`;
 }
 

@@ -4,6 +4,10 @@
  * local pipe in the same run. The command line's transport (cli/transport/http2.ts, what
  * `jobworker stream` uses: "our client") is measured by the streaming rows (bench/streaming.ts).
  *
+ * No target: issue 8's ≥ 200 MiB/s is for our client and a C-core client (the streaming rows carry
+ * it). This row had it from when our client was grpc-js's; since "our client" is the command line's
+ * transport, this is grpc-js's row, shown for comparison and held to its recorded ratio.
+ *
  * @module
  */
 import type { JobClient } from "../cli/client.ts";
@@ -59,6 +63,5 @@ export async function streamRow(ctx: BenchContext): Promise<Row> {
     baseLabel: "a local pipe; best of 3 each",
     unit: "MiB/s",
     higherIsBetter: true,
-    target: { atLeast: 200 },
   };
 }

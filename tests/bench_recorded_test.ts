@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { loadRecords, medianRows, recordFor, verdict, writeRecord } from "../bench/recorded.ts";
-import { meetsTarget, quantile, ratio, type Row } from "../bench/rows.ts";
+import { meetsTarget, quantile, ratio, type Row, targetText } from "../bench/rows.ts";
 import type { MachineInfo } from "../bench/machine.ts";
 
 const machine: MachineInfo = {
@@ -44,6 +44,27 @@ Deno.test("bench ratio: worse is higher for times and for throughput alike", () 
   assert.equal(meetsTarget({ ...time("t", 31, 10), target: { ratioAtMost: 3 } }), false);
   assert.equal(meetsTarget({ ...time("m", 300, 1), target: { atMost: 256 } }), false);
   assert.equal(meetsTarget(time("t", 1, 1)), undefined);
+});
+
+Deno.test("bench target: within N of the baseline (RSS over idle), and each kind's text", () => {
+  const rss = (ours: number, base: number): Row => ({ ...time("r", ours, base), unit: "MiB" });
+  const within = { overBaseAtMost: 64 };
+  assert.equal(meetsTarget({ ...rss(188, 124), target: within }), true);
+  assert.equal(meetsTarget({ ...rss(188.5, 124), target: within }), false);
+  // Below the baseline is within it; so is the idle figure itself.
+  assert.equal(meetsTarget({ ...rss(100, 124), target: within }), true);
+  // Not a ratio: 2x a small baseline can be within, 1.5x a large one not.
+  assert.equal(meetsTarget({ ...rss(40, 20), target: within }), true);
+  assert.equal(meetsTarget({ ...rss(300, 200), target: within }), false);
+  // A figure that was not measured (NaN) meets no target.
+  assert.equal(meetsTarget({ ...rss(NaN, 124), target: within }), false);
+  assert.equal(meetsTarget({ ...time("l", NaN, 1), target: { atMost: 10 } }), false);
+  assert.equal(targetText({ ...rss(1, 1), target: within }), "≤ baseline + 64 MiB");
+  assert.equal(targetText({ ...rss(1, 1), target: { atMost: 200 } }), "≤ 200 MiB");
+  assert.equal(targetText({ ...time("t", 1, 1), target: { ratioAtMost: 3 } }), "ratio ≤ 3");
+  const tput = { ...time("s", 1, 1), unit: "MiB/s", higherIsBetter: true };
+  assert.equal(targetText({ ...tput, target: { atLeast: 150 } }), "≥ 150 MiB/s");
+  assert.equal(targetText(time("t", 1, 1)), "");
 });
 
 Deno.test("bench record: fails only past 2x the recorded ratio; unchecked and infinite rows stay out", async () => {
