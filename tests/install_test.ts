@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { makePki } from "./helpers/pki.ts";
 import { WorkerProcess } from "./helpers/worker.ts";
 import { clientFor, collectOutput } from "./helpers/clients.ts";
-import { installedPrefix } from "../worker/install/install.ts";
+import { defaultUninstallPrefix, installedPrefix } from "../worker/install/install.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -302,8 +302,10 @@ Deno.test("uninstall without --prefix: the prefix the running program is install
     assert.ok(exists(`${root}/etc/jobworker/jobworker.env`), "configuration kept");
     assert.equal(Deno.readTextFileSync(other), "not this installation's\n");
 
-    // From a checkout (deno running its main.ts): no installation of its own, so /usr/local.
+    // From a checkout (deno running its main.ts): no installation of its own, so /usr/local. The
+    // unit there runs /opt/jw's program, not /usr/local's: it stays.
     Deno.writeTextFileSync(bin, "left by hand\n");
+    Deno.writeTextFileSync(unit, "[Service]\nExecStart=/opt/jw/bin/jobworker serve\n");
     const checkout = await run(Deno.execPath(), [
       "run",
       "-A",
@@ -315,10 +317,12 @@ Deno.test("uninstall without --prefix: the prefix the running program is install
     assert.equal(checkout.code, 0, checkout.out);
     assert.match(
       checkout.out,
-      /prefix \/usr\/local \(the default: this program runs from no installation/,
+      /prefix \/usr\/local \(the default: this program runs from a checkout;/,
     );
     assert.ok(!exists(other));
     assert.ok(exists(bin), "the /opt/jw program is not the default's");
+    assert.ok(exists(unit), "the unit of /opt/jw's program is not /usr/local's to remove");
+    assert.match(checkout.out, /kept \/etc\/systemd\/system\/jobworker.service: it runs \/opt\/jw/);
     assert.equal(
       installedPrefix("", { execPath: Deno.execPath(), main: `${ROOT}main.ts` }),
       undefined,
@@ -341,6 +345,29 @@ Deno.test("uninstall without --prefix: the prefix the running program is install
     );
     assert.equal(installedPrefix(elsewhere, served), "/srv/jw");
     assert.equal(installedPrefix(elsewhere, build), undefined, "the unit runs another");
+    // Unconfirmed, a compiled program does not fall back to /usr/local: that may be another's.
+    assert.equal(defaultUninstallPrefix(elsewhere, build), undefined);
+
+    // A self-contained installation reached through a symlink (PREFIX/lib -> /real/lib): the
+    // resolved path is not the prefix (/real/bin/jobworker is not its launcher).
+    const realLib = `${elsewhere}/real/lib/jobworker`;
+    Deno.mkdirSync(`${realLib}/app`, { recursive: true });
+    Deno.writeTextFileSync(`${realLib}/deno`, "");
+    Deno.writeTextFileSync(`${realLib}/app/main.ts`, "");
+    Deno.mkdirSync(`${elsewhere}/real/bin`);
+    Deno.writeTextFileSync(`${elsewhere}/real/bin/jobworker`, "someone else's\n");
+    Deno.mkdirSync(`${elsewhere}/usr/local/bin`, { recursive: true });
+    Deno.writeTextFileSync(
+      `${elsewhere}/usr/local/bin/jobworker`,
+      "#!/bin/sh\n# jobworker: runs the self-contained installation in ../lib/jobworker (written by `make install`).\n",
+    );
+    Deno.symlinkSync(`${elsewhere}/real/lib`, `${elsewhere}/usr/local/lib`);
+    const linked = {
+      execPath: `${elsewhere}/usr/local/lib/jobworker/deno`,
+      main: `${elsewhere}/usr/local/lib/jobworker/app/main.ts`,
+    };
+    assert.equal(installedPrefix(elsewhere, linked), undefined, "not /real");
+    assert.equal(defaultUninstallPrefix(elsewhere, linked), undefined);
   } finally {
     await Deno.remove(root, { recursive: true }).catch(() => {});
     await Deno.remove(elsewhere, { recursive: true }).catch(() => {});

@@ -18,9 +18,11 @@ while the jobworker service is active: \`systemctl disable --now jobworker\` fir
 \`make uninstall\`, which stops it.
 
 Without --prefix, uninstall uses the prefix this program is installed under when it runs from an
-installation (PREFIX/lib/jobworker/deno running PREFIX/lib/jobworker/app/main.ts, as \`make install\`
-writes it, or a compiled PREFIX/bin/jobworker that the unit's ExecStart runs), else /usr/local; it
-says which.
+installation (PREFIX/lib/jobworker/deno running PREFIX/lib/jobworker/app/main.ts beside the
+launcher \`make install\` writes, or a compiled PREFIX/bin/jobworker that the unit's ExecStart runs),
+/usr/local when it runs from a checkout; it says which. An installed program whose installation it
+cannot confirm (a compiled binary no unit runs, a path through a symlink) asks for --prefix (exit 2).
+The unit is removed only when it runs PREFIX/bin/jobworker.
 
 Options:
   --prefix DIR     where bin/jobworker goes (install: /usr/local; uninstall: see above)
@@ -115,6 +117,9 @@ export function installedPrefix(
     if (lib === undefined || realPath(program.main) !== `${lib}/lib/jobworker/app/main.ts`) {
       return undefined;
     }
+    // The resolved path is the prefix only if its bin/jobworker is the launcher: with a symlink on
+    // the way (PREFIX/lib -> /data/lib) it is not, and /data/bin/jobworker is someone else's.
+    if (!isLauncher(`${lib}/bin/jobworker`)) return undefined;
     if (root === "" || root === "/") return lib;
     return lib === root || lib.startsWith(`${root}/`) ? lib.slice(root.length) : undefined;
   }
@@ -131,9 +136,39 @@ export function installedPrefix(
     : undefined;
 }
 
+/**
+ * The prefix `uninstall` takes without --prefix, and why: the installation this program runs
+ * from, else /usr/local for a program run from a checkout. Undefined for an installed-looking
+ * program (compiled, or a self-contained deno) whose installation cannot be confirmed: falling
+ * back to /usr/local there could remove another installation.
+ */
+export function defaultUninstallPrefix(
+  destDir: string,
+  program: RunningProgram = runningProgram(),
+): { prefix: string; why: string } | undefined {
+  const found = installedPrefix(destDir, program);
+  if (found !== undefined) return { prefix: found, why: "the one this program is installed under" };
+  const exe = realPath(program.execPath) ?? program.execPath;
+  if (program.main === undefined || exe.endsWith("/lib/jobworker/deno")) return undefined;
+  return { prefix: "/usr/local", why: "the default: this program runs from a checkout" };
+}
+
 /** The first lines of the launcher `make install` writes (scripts/install.sh). */
 const LAUNCHER_MARKER =
   "# jobworker: runs the self-contained installation in ../lib/jobworker (written by `make install`).";
+
+/** True when `path` starts with the launcher `make install` writes. */
+function isLauncher(path: string): boolean {
+  try {
+    using file = Deno.openSync(path);
+    // The head only: a compiled binary is some 100 MB.
+    const head = new Uint8Array(512);
+    const n = file.readSync(head) ?? 0;
+    return new TextDecoder().decode(head.subarray(0, n)).split("\n", 3).includes(LAUNCHER_MARKER);
+  } catch {
+    return false;
+  }
+}
 
 /** True when `systemctl is-active jobworker` says active; false without systemctl. */
 async function serviceActive(): Promise<boolean> {
@@ -159,21 +194,21 @@ async function serviceActive(): Promise<boolean> {
  * there is not ours to remove (a compiled-binary install never makes it).
  */
 async function isSelfContained(program: string, lib: string): Promise<boolean> {
-  try {
-    // The head only: a compiled binary is some 100 MB.
-    using file = await Deno.open(program);
-    const head = new Uint8Array(512);
-    const n = await file.read(head) ?? 0;
-    const lines = new TextDecoder().decode(head.subarray(0, n)).split("\n", 3);
-    if (lines.includes(LAUNCHER_MARKER)) return true;
-  } catch {
-    // missing or unreadable: look at the directory itself
-  }
+  if (isLauncher(program)) return true;
   try {
     return (await Deno.stat(`${lib}/deno`)).isFile &&
       (await Deno.stat(`${lib}/app/main.ts`)).isFile;
   } catch {
     return false;
+  }
+}
+
+/** The program a unit file's ExecStart serves with; undefined without a unit or such a line. */
+function unitRuns(unit: string): string | undefined {
+  try {
+    return /^ExecStart=(\S+) serve$/m.exec(Deno.readTextFileSync(unit))?.[1];
+  } catch {
+    return undefined;
   }
 }
 
@@ -196,7 +231,12 @@ async function uninstall(layout: InstallLayout, purge: boolean): Promise<void> {
   const lib = layout.program.replace(/\/bin\/jobworker$/, "/lib/jobworker");
   const withLib = lib !== layout.program &&
     await isSelfContained(root + layout.program, root + lib);
-  await remove(`${layout.unitDir}/jobworker.service`);
+  // The unit goes only when it runs this installation's program: another installation's service
+  // (or the host's, when a staging tree's program is run without --destdir) stays.
+  const unitPath = `${layout.unitDir}/jobworker.service`;
+  const runs = unitRuns(root + unitPath);
+  if (runs === undefined || runs === layout.program) await remove(unitPath);
+  else console.log(`kept ${unitPath}: it runs ${runs}, not ${layout.program}`);
   await remove(layout.program);
   if (withLib) await remove(lib);
   if (purge) {
@@ -242,14 +282,17 @@ export async function runInstall(
   let prefix = values.prefix;
   if (command === "uninstall" && prefix === undefined) {
     // The installation this program runs from, not /usr/local's when it is installed elsewhere.
-    const found = installedPrefix(destDir);
-    prefix = found ?? "/usr/local";
+    const chosen = defaultUninstallPrefix(destDir);
+    if (chosen === undefined) {
+      console.error(
+        `jobworker uninstall: cannot tell which installation ${Deno.execPath()} belongs to ` +
+          "(no unit runs it, or its path goes through a symlink): give --prefix DIR",
+      );
+      return 2;
+    }
+    prefix = chosen.prefix;
     console.log(
-      `jobworker uninstall: prefix ${prefix || "/"} (` +
-        (found !== undefined
-          ? "the one this program is installed under"
-          : "the default: this program runs from no installation it recognises") +
-        "; --prefix DIR names another)",
+      `jobworker uninstall: prefix ${prefix || "/"} (${chosen.why}; --prefix DIR names another)`,
     );
   }
   const layout = { ...defaultLayout(prefix), destDir };
