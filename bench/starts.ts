@@ -77,7 +77,7 @@ async function inBatches(
 }
 
 export async function startRows(ctx: BenchContext, peers: Peers): Promise<Row[]> {
-  // 100 in quick mode too (3 s more, CI's whole quick run about 45 s): of 30 starts the p99 was the
+  // 100 in quick mode too (3 s more): of 30 starts the p99 was the
   // slowest, which one start's bad luck sets alone (the first after the warm-up, still cold in
   // the worker and the client; the fresh worker's first mark-compact, around its 21st start; a
   // slow sync of the record); of 100 it is the second slowest.

@@ -52,7 +52,7 @@ export interface StreamingContext {
  * measures that load, so the quick run's smaller loads (50 writers, 1 GiB, 100 jobs, 20 writers, 10
  * readers) are shown without a target, not held to one set for four or five times their load.
  */
-export const ISSUE_TARGETS = {
+const ISSUE_TARGETS = {
   /** Our client and a C-core client, from an ended job. */
   ended: { atLeast: 200 },
   /** The same while the job writes at full speed. */

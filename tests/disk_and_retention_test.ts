@@ -127,7 +127,10 @@ test("a restart on a full disk: the worker starts and serves, and records the in
       args: ["-c", "echo started; exec sleep 600"],
     });
     // RUNNING means exec'd, not written: fill the disk only once the line is in the output file.
-    await waitFor("the job's first line", async () => (await api1.getJob(job.id)).outputBytes >= 8);
+    await waitFor(
+      "the job's first line",
+      async () => (await api1.getJob(job.id)).outputBytes >= "started\n".length,
+    );
     api1.close();
     await fillUp(`${stateDir}/filler`);
     // A crash: the job dies with the worker and its record still says RUNNING.

@@ -45,6 +45,8 @@ import { warmUpTlsCrypto } from "./tls/warm_up.ts";
  * (systemd: RestartPreventExitStatus=78). 78 is EX_CONFIG of sysexits.h.
  */
 export const EXIT_STATE_UNUSABLE = 78;
+/** A setting that is wrong (malformed, or an IO device that is a partition): fix it, then start. */
+export const EXIT_BAD_SETTING = 2;
 
 /** How often the retention limits are applied besides at every job's end. */
 const RETENTION_INTERVAL_MS = 60_000;
@@ -92,7 +94,7 @@ export async function runServe(args: string[]): Promise<number> {
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     console.error(`jobworker serve: ${e.message}`);
-    return 2;
+    return EXIT_BAD_SETTING;
   }
   if (config === "help") {
     console.log(SERVE_HELP);
@@ -111,7 +113,11 @@ export async function runServe(args: string[]): Promise<number> {
     log.error("cannot start", { error: e instanceof Error ? e.message : String(e) });
     // A setting found wrong against the host (an IO device that is a partition) is exit 2 like a
     // malformed one: restarting will not mend it (the unit's RestartPreventExitStatus).
-    return e instanceof StateError ? EXIT_STATE_UNUSABLE : e instanceof ConfigError ? 2 : 1;
+    return e instanceof StateError
+      ? EXIT_STATE_UNUSABLE
+      : e instanceof ConfigError
+      ? EXIT_BAD_SETTING
+      : 1;
   }
 }
 
@@ -133,7 +139,7 @@ async function checkOnly(config: Config): Promise<number> {
     return 0;
   } catch (e) {
     console.error(`jobworker serve --check: ${e instanceof Error ? e.message : e}`);
-    return e instanceof ConfigError ? 2 : 1;
+    return e instanceof ConfigError ? EXIT_BAD_SETTING : 1;
   }
 }
 
