@@ -93,10 +93,16 @@ case "$action" in
     fi
     ;;
   uninstall)
-    if live_systemd && systemctl is-enabled --quiet jobworker 2>/dev/null; then
-      systemctl disable --now jobworker
-    elif live_systemd && systemctl is-active --quiet jobworker; then
-      systemctl stop jobworker
+    # Stop the service only when it runs this prefix's program: another installation's stays up.
+    unit=/etc/systemd/system/jobworker.service
+    if live_systemd; then
+      if [ -f "$unit" ] && ! grep -q "^ExecStart=$PREFIX/bin/jobworker serve\$" "$unit"; then
+        echo "jobworker.service runs another installation: leaving it running"
+      elif systemctl is-enabled --quiet jobworker 2>/dev/null; then
+        systemctl disable --now jobworker
+      elif systemctl is-active --quiet jobworker; then
+        systemctl stop jobworker
+      fi
     fi
     purge=()
     [ "${PURGE:-0}" = 1 ] && purge=(--purge)

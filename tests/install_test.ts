@@ -323,6 +323,22 @@ Deno.test("uninstall without --prefix: the prefix the running program is install
     assert.ok(exists(bin), "the /opt/jw program is not the default's");
     assert.ok(exists(unit), "the unit of /opt/jw's program is not /usr/local's to remove");
     assert.match(checkout.out, /kept \/etc\/systemd\/system\/jobworker.service: it runs \/opt\/jw/);
+    // A unit that runs /usr/local's program through a symlinked prefix, with more arguments, is
+    // /usr/local's: it goes.
+    Deno.writeTextFileSync(other, "the default's\n");
+    Deno.symlinkSync("local", `${root}/usr/local-link`);
+    Deno.writeTextFileSync(unit, "[Service]\nExecStart=/usr/local-link/bin/jobworker serve -v\n");
+    const throughLink = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      "main.ts",
+      "uninstall",
+      "--destdir",
+      root,
+    ]);
+    assert.equal(throughLink.code, 0, throughLink.out);
+    assert.ok(!exists(unit), throughLink.out);
+    assert.ok(!exists(other));
     assert.equal(
       installedPrefix("", { execPath: Deno.execPath(), main: `${ROOT}main.ts` }),
       undefined,

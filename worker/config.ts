@@ -397,9 +397,10 @@ export function loadConfig(
 
 /**
  * Checks that the IO devices set in the configuration are whole disks on this host: unchecked, a
- * wrong one would be accepted at the start and refused by the kernel at every job with an IO limit. A device this host does not have
- * is a plain Error (exit 1, restarted): a disk that appears late at boot is there on a restart. A
- * partition is a ConfigError (exit 2, not restarted): it exists, and no retry makes it a disk.
+ * wrong one would be accepted at the start and refused by the kernel at every job with an IO
+ * limit. A device this host does not have is a plain Error (exit 1, restarted): a disk that
+ * appears late at boot is there on a restart. A partition is a ConfigError (exit 2, not
+ * restarted): it exists, and no retry makes it a disk.
  */
 export function checkIoDevices(
   config: Pick<WorkerConfig, "ioDevices" | "ioDevicesSetting">,

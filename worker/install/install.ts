@@ -22,7 +22,7 @@ installation (PREFIX/lib/jobworker/deno running PREFIX/lib/jobworker/app/main.ts
 launcher \`make install\` writes, or a compiled PREFIX/bin/jobworker that the unit's ExecStart runs),
 /usr/local when it runs from a checkout; it says which. An installed program whose installation it
 cannot confirm (a compiled binary no unit runs, a path through a symlink) asks for --prefix (exit 2).
-The unit is removed only when it runs PREFIX/bin/jobworker.
+The unit is removed only when its ExecStart runs PREFIX/bin/jobworker (symlinks resolved).
 
 Options:
   --prefix DIR     where bin/jobworker goes (install: /usr/local; uninstall: see above)
@@ -102,7 +102,7 @@ function realPath(path: string): string | undefined {
  * runs (its ExecStart). The unit must say so for a compiled binary: a build tree's bin/jobworker
  * has the same shape, and taking its parent for a prefix would remove what is not an
  * installation. Undefined otherwise (a checkout, `deno run`, a binary no unit runs, a program
- * outside `destDir`): the caller then falls back to /usr/local.
+ * outside `destDir`): see defaultUninstallPrefix.
  */
 export function installedPrefix(
   destDir: string,
@@ -149,7 +149,11 @@ export function defaultUninstallPrefix(
   const found = installedPrefix(destDir, program);
   if (found !== undefined) return { prefix: found, why: "the one this program is installed under" };
   const exe = realPath(program.execPath) ?? program.execPath;
-  if (program.main === undefined || exe.endsWith("/lib/jobworker/deno")) return undefined;
+  const main = program.main === undefined ? undefined : realPath(program.main) ?? program.main;
+  if (
+    main === undefined || exe.endsWith("/lib/jobworker/deno") ||
+    main.endsWith("/lib/jobworker/app/main.ts")
+  ) return undefined;
   return { prefix: "/usr/local", why: "the default: this program runs from a checkout" };
 }
 
@@ -203,13 +207,24 @@ async function isSelfContained(program: string, lib: string): Promise<boolean> {
   }
 }
 
-/** The program a unit file's ExecStart serves with; undefined without a unit or such a line. */
-function unitRuns(unit: string): string | undefined {
+/**
+ * The program a unit file runs: the first word of its last ExecStart; null without a unit file,
+ * "" for a unit with no ExecStart.
+ */
+function unitRuns(unit: string): string | null {
+  let text: string;
   try {
-    return /^ExecStart=(\S+) serve$/m.exec(Deno.readTextFileSync(unit))?.[1];
+    text = Deno.readTextFileSync(unit);
   } catch {
-    return undefined;
+    return null;
   }
+  const starts = [...text.matchAll(/^ExecStart=\s*(\S*)/gm)];
+  return starts.at(-1)?.[1] ?? "";
+}
+
+/** Whether two paths (beneath `root`) name the same file: a symlinked prefix resolves alike. */
+function samePath(root: string, a: string, b: string): boolean {
+  return a === b || (realPath(root + a) ?? a) === (realPath(root + b) ?? b);
 }
 
 async function uninstall(layout: InstallLayout, purge: boolean): Promise<void> {
@@ -235,18 +250,22 @@ async function uninstall(layout: InstallLayout, purge: boolean): Promise<void> {
   // (or the host's, when a staging tree's program is run without --destdir) stays.
   const unitPath = `${layout.unitDir}/jobworker.service`;
   const runs = unitRuns(root + unitPath);
-  if (runs === undefined || runs === layout.program) await remove(unitPath);
-  else console.log(`kept ${unitPath}: it runs ${runs}, not ${layout.program}`);
+  const unitOurs = runs !== null && samePath(root, runs, layout.program);
+  if (unitOurs) await remove(unitPath);
+  else if (runs !== null) {
+    console.log(`kept ${unitPath}: it runs ${runs || "no ExecStart"}, not ${layout.program}`);
+  }
   await remove(layout.program);
   if (withLib) await remove(lib);
   if (purge) {
     await remove(layout.configDir);
     await remove(layout.stateDir);
   }
+  const what = unitOurs ? "jobworker and its unit" : "jobworker";
   console.log(
     purge
-      ? "removed jobworker, its unit, configuration, certificates and state"
-      : `removed jobworker and its unit; kept ${layout.configDir} and ${layout.stateDir} (--purge removes them)`,
+      ? `removed ${what}, configuration, certificates and state`
+      : `removed ${what}; kept ${layout.configDir} and ${layout.stateDir} (--purge removes them)`,
   );
 }
 
@@ -286,7 +305,7 @@ export async function runInstall(
     if (chosen === undefined) {
       console.error(
         `jobworker uninstall: cannot tell which installation ${Deno.execPath()} belongs to ` +
-          "(no unit runs it, or its path goes through a symlink): give --prefix DIR",
+          "(no unit runs it, its bin/jobworker is not the launcher, or its path goes through a symlink): give --prefix DIR",
       );
       return 2;
     }
