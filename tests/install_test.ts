@@ -306,14 +306,9 @@ Deno.test("uninstall without --prefix: the prefix the running program is install
     // unit there runs /opt/jw's program, not /usr/local's: it stays.
     Deno.writeTextFileSync(bin, "left by hand\n");
     Deno.writeTextFileSync(unit, "[Service]\nExecStart=/opt/jw/bin/jobworker serve\n");
-    const checkout = await run(Deno.execPath(), [
-      "run",
-      "-A",
-      "main.ts",
-      "uninstall",
-      "--destdir",
-      root,
-    ]);
+    const fromCheckout = () =>
+      run(Deno.execPath(), ["run", "-A", "main.ts", "uninstall", "--destdir", root]);
+    const checkout = await fromCheckout();
     assert.equal(checkout.code, 0, checkout.out);
     assert.match(
       checkout.out,
@@ -328,14 +323,7 @@ Deno.test("uninstall without --prefix: the prefix the running program is install
     Deno.writeTextFileSync(other, "the default's\n");
     Deno.symlinkSync("local", `${root}/usr/local-link`);
     Deno.writeTextFileSync(unit, "[Service]\nExecStart=/usr/local-link/bin/jobworker serve -v\n");
-    const throughLink = await run(Deno.execPath(), [
-      "run",
-      "-A",
-      "main.ts",
-      "uninstall",
-      "--destdir",
-      root,
-    ]);
+    const throughLink = await fromCheckout();
     assert.equal(throughLink.code, 0, throughLink.out);
     assert.ok(!exists(unit), throughLink.out);
     assert.ok(!exists(other));
