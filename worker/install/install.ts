@@ -124,16 +124,9 @@ export function installedPrefix(
     return lib === root || lib.startsWith(`${root}/`) ? lib.slice(root.length) : undefined;
   }
   if (!exe.endsWith("/bin/jobworker")) return undefined;
-  let unit: string;
-  try {
-    unit = Deno.readTextFileSync(`${destDir}${defaultLayout().unitDir}/jobworker.service`);
-  } catch {
-    return undefined;
-  }
-  const runs = /^ExecStart=(\S*)\/bin\/jobworker serve$/m.exec(unit)?.[1];
-  return runs !== undefined && realPath(`${destDir}${runs}/bin/jobworker`) === exe
-    ? runs
-    : undefined;
+  const runs = unitRuns(`${destDir}${defaultLayout().unitDir}/jobworker.service`);
+  const prefix = runs?.match(/^(.*)\/bin\/jobworker$/)?.[1];
+  return prefix !== undefined && realPath(`${destDir}${runs}`) === exe ? prefix : undefined;
 }
 
 /**
