@@ -21,6 +21,8 @@ import { Shim, ShimError } from "../init/shim/ffi.ts";
 import { Launcher } from "../worker/runtime/launcher.ts";
 import type { InitPool } from "../worker/runtime/init_pool.ts";
 import { Reaper } from "../worker/runtime/reaper.ts";
+import { openOutputPipe } from "../worker/runtime/output_pipe.ts";
+import { closeFd, rawPipe } from "./helpers/raw_pipe.ts";
 import { directFailure, directPlan } from "../init/direct_plan.ts";
 import { resolveCommand } from "../init/resolve_command.ts";
 import { type DirectProcess, spawnDirect } from "../worker/runtime/direct_start.ts";
@@ -383,6 +385,17 @@ test("start failures read the same either way, with the same status", async () =
 
 const openFds = () => [...Deno.readDirSync("/proc/self/fd")].length;
 
+/**
+ * The output pump's epoll set and wake pipe are made at the first output pipe and kept for the
+ * process's life (worker/runtime/output_pump.ts): made here before a count of descriptors.
+ */
+async function startOutputPump(): Promise<void> {
+  const { readFd, writeFd } = rawPipe();
+  const pipe = openOutputPipe(new Shim(installed("libjwshim-")), readFd, () => {});
+  closeFd(writeFd);
+  await pipe.closed;
+}
+
 const u32 = (n: number) => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24];
 
 /** Plan bytes (jwdirect.c's encoding): op bytes, NUL-terminated texts, little-endian words. */
@@ -523,11 +536,7 @@ function recordingLauncher(tried: number[], options: { refuse?: boolean; pool?: 
     assert.equal(process.intoCgroup, false);
     assert.equal(await process.started, null);
     assert.deepEqual(await reaper.watch(process.pid), { exitCode: 0, signal: null });
-    await Promise.all(
-      [process.stdout, process.stderr].map((socket) =>
-        new Promise((resolve) => socket.closed ? resolve(null) : socket.once("close", resolve))
-      ),
-    );
+    await Promise.all([process.stdout.closed, process.stderr.closed]);
     process.release();
   };
   return { runTrue, stop: () => reaper.stop() };
@@ -541,6 +550,7 @@ function recordingLauncher(tried: number[], options: { refuse?: boolean; pool?: 
 test("a kernel that refuses CLONE_INTO_CGROUP itself is asked once; every start still runs", async () => {
   const tried: number[] = [];
   const launcher = recordingLauncher(tried, { refuse: true });
+  await startOutputPump();
   const before = openFds();
   try {
     for (let i = 0; i < 2; i++) await launcher.runTrue(`jw-old-kernel-${i}`);

@@ -4,12 +4,14 @@
  * own pipe exactly once and in order, and nothing of another's; 'close' still marks the end.
  */
 import assert from "node:assert/strict";
+import { Shim } from "../init/shim/ffi.ts";
 import { openOutputPipe } from "../worker/runtime/output_pipe.ts";
 import { concatBytes } from "./helpers/process.ts";
 import { closeFd, rawPipe, writeFd } from "./helpers/raw_pipe.ts";
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const pipe = rawPipe;
+const shim = new Shim(new URL("../build/libjwshim.so", import.meta.url).pathname);
 
 /**
  * Collects what an output pipe's sink receives (copied: the buffer is reused) until it closes;
@@ -21,11 +23,11 @@ function collect(
   reads: number[],
 ): { chunks: Uint8Array[]; closed: Promise<void> } {
   const chunks: Uint8Array[] = [];
-  const socket = openOutputPipe(fd, (bytes) => {
+  const pipe = openOutputPipe(shim, fd, (bytes) => {
     chunks.push(bytes.slice());
     reads.push(name);
   });
-  return { chunks, closed: new Promise((resolve) => socket.on("close", () => resolve())) };
+  return { chunks, closed: pipe.closed.then(() => {}) };
 }
 
 function randomBytes(n: number): Uint8Array {

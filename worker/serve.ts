@@ -267,8 +267,7 @@ async function serve(config: Config): Promise<number> {
   for (const job of handover?.jobs ?? []) {
     const kept = manager.adopt(
       job,
-      (sinks) =>
-        adoptedProcess(job, sinks, (fd, sig) => shim.pidfdSignal(fd, sig), (fd) => shim.close(fd)),
+      (sinks) => adoptedProcess(job, sinks, shim),
     );
     if (kept) jobsKept++;
   }

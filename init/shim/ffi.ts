@@ -57,6 +57,14 @@ const symbols = {
     result: "i32",
     nonblocking: true,
   },
+  jw_pump_create: { parameters: [], result: "i32" },
+  jw_pump_arm: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  jw_pump_remove: { parameters: ["i32", "i32"], result: "i32" },
+  jw_pump_wait: {
+    parameters: ["i32", "buffer", "i32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   jw_park_stops: { parameters: [], result: "i32" },
   jw_unpark_stops: { parameters: [], result: "i32" },
   jw_unblock_stops: { parameters: [], result: "i32" },
@@ -275,6 +283,33 @@ export class Shim {
       at += c.length;
     }
     return out;
+  }
+
+  /** One read(2) into `buf`: the byte count (0 at end of file) or -errno, never a throw. */
+  readInto(fd: number, buf: Uint8Array<ArrayBuffer>): number {
+    return this.#fn("jw_read")(fd, buf, buf.length);
+  }
+
+  /** A new epoll set for the output pump (close-on-exec). */
+  pumpCreate(): number {
+    return this.#check("epoll_create1", this.#fn("jw_pump_create")());
+  }
+
+  /** Arms `fd` in `epfd` for one readiness event; `add` registers it first (made nonblocking). */
+  pumpArm(epfd: number, fd: number, add: boolean): void {
+    this.#check("epoll_ctl", this.#fn("jw_pump_arm")(epfd, fd, add ? 1 : 0));
+  }
+
+  pumpRemove(epfd: number, fd: number): void {
+    this.#check("epoll_ctl", this.#fn("jw_pump_remove")(epfd, fd));
+  }
+
+  /** Waits on a thread of Deno's blocking pool until descriptors of `epfd` are ready: into `fds`. */
+  async pumpWait(epfd: number, fds: Int32Array<ArrayBuffer>, timeoutMs: number): Promise<number> {
+    return this.#check(
+      "epoll_wait",
+      await this.#fn("jw_pump_wait")(epfd, fds, fds.length, timeoutMs),
+    );
   }
 
   /** Sends a signal through a pidfd (no pid-reuse race). */

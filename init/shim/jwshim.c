@@ -36,6 +36,7 @@
 #include <linux/capability.h>
 #include <stdio.h>
 #include <poll.h>
+#include <sys/epoll.h>
 
 #include "forwarded_signals.h"
 #include "jw_report.h"
@@ -457,6 +458,41 @@ int jw_read(int fd, void *buf, int len) {
   do n = read(fd, buf, (size_t)len);
   while (n < 0 && errno == EINTR);
   return n < 0 ? -errno : (int)n;
+}
+
+// The output pump's epoll set (worker/runtime/output_pump.ts). Pipes are registered one-shot:
+// after an event a pipe raises none until the worker arms it again, so a job writing a line at a
+// time costs the worker one event per read it chooses to make, not one per write.
+int jw_pump_create(void) {
+  int fd = epoll_create1(EPOLL_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+// Arms `fd` for one readiness event (`add`: registers it first, made nonblocking).
+int jw_pump_arm(int epfd, int fd, int add) {
+  struct epoll_event event = {.events = EPOLLIN | EPOLLONESHOT, .data.u64 = (uint64_t)fd};
+  if (add) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return -errno;
+  }
+  return epoll_ctl(epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &event) == 0 ? 0 : -errno;
+}
+
+int jw_pump_remove(int epfd, int fd) {
+  return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL) == 0 ? 0 : -errno;
+}
+
+// Waits for ready descriptors (as long as `timeout_ms`, -1: no limit); writes up to `max` of them
+// to `fds` and returns how many, or -errno.
+int jw_pump_wait(int epfd, int32_t *fds, int max, int timeout_ms) {
+  struct epoll_event events[256];
+  if (max > 256) max = 256;
+  int n;
+  do n = epoll_wait(epfd, events, max, timeout_ms);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return -errno;
+  for (int i = 0; i < n; i++) fds[i] = (int32_t)events[i].data.u64;
+  return n;
 }
 
 int jw_pidfd_send_signal(int pidfd, int sig) {

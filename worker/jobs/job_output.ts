@@ -8,7 +8,6 @@ import { log } from "../log/logger.ts";
 import type { Job } from "./job.ts";
 import type { StreamId } from "./output_log.ts";
 import type { JobEvents } from "./events.ts";
-import { pipeHasWriters } from "../runtime/pipe_writers.ts";
 import type { OutputSink, OutputSinks } from "../runtime/output_pipe.ts";
 import { delay, message } from "./running.ts";
 
@@ -38,14 +37,9 @@ export function outputEnded(job: Job, process: LaunchedProcess): Promise<unknown
   return Promise.all([untilClosed(job, process.stdout), untilClosed(job, process.stderr)]);
 }
 
-function untilClosed(job: Job, socket: LaunchedProcess["stdout"]): Promise<void> {
-  return new Promise((resolve) => {
-    socket.on(
-      "error",
-      (e: Error) => log.warn("job output error", { id: job.id, error: e.message }),
-    );
-    socket.on("close", () => resolve());
-  });
+async function untilClosed(job: Job, pipe: LaunchedProcess["stdout"]): Promise<void> {
+  const { error } = await pipe.closed;
+  if (error !== undefined) log.warn("job output error", { id: job.id, error });
 }
 
 export function appendOutput(job: Job, stream: StreamId, chunk: Uint8Array): void {
@@ -79,7 +73,7 @@ export async function drainOutput(
   let heldMs = 0;
   for (;;) {
     if (await Promise.race([done, delay(DRAIN_CHECK_MS).then(() => false)])) return true;
-    const held = pipeHasWriters(process.stdout) || pipeHasWriters(process.stderr);
+    const held = process.stdout.hasWriters() || process.stderr.hasWriters();
     heldMs = held ? heldMs + DRAIN_CHECK_MS : 0;
     if (heldMs >= OUTPUT_DRAIN_MS) {
       process.stdout.destroy();

@@ -3,10 +3,9 @@
  * when one waits there (worker/runtime/init_pool.ts), then the job's spec written into init's spec
  * pipe (see init/spec.ts). Without a waiting init the job starts directly (direct_start.ts: a small
  * C program takes init's steps), or, with the direct start turned off, from an init cloned now
- * through the shim (init_process.ts). Pipe read ends are read through node:net sockets, which libuv polls without a
- * thread per pipe (output pipes into one shared buffer: output_pipe.ts).
+ * through the shim (init_process.ts). The job's output pipes are read by the output pump, one epoll
+ * set for all of them (output_pipe.ts, output_pump.ts).
  */
-import type net from "node:net";
 import { type Shim, ShimError } from "../../init/shim/ffi.ts";
 import { errnoName } from "../../init/shim/errno.ts";
 import { type InitFailure, type InitSpec, isInitFailure } from "../../init/spec.ts";
@@ -24,7 +23,7 @@ import {
 } from "./init_process.ts";
 import type { InitPool } from "./init_pool.ts";
 import type { Reaper } from "./reaper.ts";
-import { openOutputPipe, type OutputSinks } from "./output_pipe.ts";
+import { openOutputPipe, type OutputPipe, type OutputSinks } from "./output_pipe.ts";
 import { type DirectProcess, spawnDirect } from "./direct_start.ts";
 
 export { MAX_SPEC_BYTES };
@@ -32,8 +31,8 @@ export { MAX_SPEC_BYTES };
 export interface LaunchedProcess {
   pid: number;
   pidfd: number;
-  stdout: net.Socket;
-  stderr: net.Socket;
+  stdout: OutputPipe;
+  stderr: OutputPipe;
   /** The descriptors under stdout and stderr (a reload passes them to the new process). */
   stdoutFd: number;
   stderrFd: number;
@@ -272,8 +271,8 @@ export class Launcher {
         if (!released) closeQuietly(this.shim, [pidfd]);
         released = true;
       },
-      stdout: openOutputPipe(outR, sinks.stdout),
-      stderr: openOutputPipe(errR, sinks.stderr),
+      stdout: openOutputPipe(this.shim, outR, sinks.stdout),
+      stderr: openOutputPipe(this.shim, errR, sinks.stderr),
       stdoutFd: outR,
       stderrFd: errR,
     };

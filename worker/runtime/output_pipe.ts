@@ -1,30 +1,38 @@
 /**
- * A job's output pipe as the worker reads it: a node:net socket (libuv-style polling, no thread per
- * pipe) whose reads land in ONE buffer shared by every job's pipes, handed to the job's sink before
- * the next read can happen.
+ * A job's output pipe as the worker reads it: registered one-shot in the output pump's epoll set
+ * (output_pump.ts), every read landing in ONE buffer shared by all pipes and handed to the job's
+ * sink before the next read can happen.
  *
- * Why: read the ordinary way (`'data'` events), each read of up to 64 KiB allocated a fresh
- * ArrayBuffer that lived until V8 collected it. With many jobs writing at full speed that garbage
- * is most of what the worker's memory grows by (100 jobs writing 100 MiB each), and the
- * collections it brings (or that memory_trim.ts forces when RSS grows) are the long loop turns
- * that delay a quiet job's line behind a storm (issue 8). Node's `onread` option reads into a
- * buffer the caller owns instead; Deno 2.8.3 reads and calls back synchronously, one pipe at a
- * time, so one buffer serves all of them as long as every sink consumes (or copies) its bytes
- * before it returns. The job's sink (job_output.ts) appends them to the job's log with a
+ * Why one buffer: read the ordinary way, each read of up to 64 KiB allocated a fresh ArrayBuffer
+ * that lived until V8 collected it; with many jobs writing at full speed that garbage was most of
+ * what the worker's memory grew by, and the collections it brought were the long loop turns that
+ * delay a quiet job's line behind a storm (issue 8). Every sink consumes (or copies) its bytes
+ * before it returns: the job's sink (job_output.ts) appends them to the job's log with a
  * synchronous write, so nothing is allocated per read, and an idle job costs no buffer at all.
  *
  * @module
  */
-import type net from "node:net";
-import { pipeSocket } from "./pipe_socket.ts";
+import type { Shim } from "../../init/shim/ffi.ts";
+import { pipeHasWriters } from "./pipe_writers.ts";
+import { type ArmAfter, OutputPump, type PumpedFd } from "./output_pump.ts";
 
 /**
- * Bytes one read may take from a pipe. Larger than the 64 KiB of the ordinary reads: a job's pipe
- * holds up to 1 MiB (init_process.ts), and fewer, larger reads mean fewer callbacks and appends
- * per byte. Shared, so its size costs once, not per job.
+ * Bytes one read may take from a pipe. A job's pipe holds up to 1 MiB (init_process.ts), and
+ * fewer, larger reads mean fewer events and appends per byte. Shared, so its size costs once.
  */
 const READ_BYTES = 256 * 1024;
-let shared: Uint8Array | undefined;
+
+/**
+ * A read smaller than this was of a job writing in small pieces: its pipe is armed again no sooner
+ * than PACE_MS after its last arming, so such a job's output is read in batches rather than one
+ * read per write. 200 jobs each echoing lines in a loop cost the worker, reading each write as it
+ * came, 108,000 reads a second, and epoll's work on every write besides (92% of a core), which left
+ * a quiet job's line waiting behind them. A job writing fast leaves more than this in its pipe: its
+ * reads are never paced, its throughput untouched. A job writing now and then is read as soon as it
+ * writes, as long as its writes come PACE_MS apart (issue 8's ticker: every 10 ms).
+ */
+const PACED_BELOW = 16 * 1024;
+const PACE_MS = 5;
 
 /** Receives a read's bytes; they are valid only until it returns (the buffer is reused). */
 export type OutputSink = (bytes: Uint8Array) => void;
@@ -35,25 +43,61 @@ export interface OutputSinks {
   stderr: OutputSink;
 }
 
-/**
- * Opens the read end `fd` of a job's output pipe with its sink: reading starts at once and every
- * read goes to `sink`, in order, from the first (bytes written before the open wait in the pipe).
- * The socket's `'close'` marks the end of the pipe.
- */
-export function openOutputPipe(fd: number, sink: OutputSink): net.Socket {
-  shared ??= new Uint8Array(READ_BYTES);
-  return pipeSocket(
-    {
-      fd,
-      readable: true,
-      writable: false,
-      onread: {
-        buffer: shared,
-        callback: (n: number, buffer: Uint8Array) => {
-          sink(buffer.subarray(0, n));
-          return true;
-        },
-      },
-    } as net.SocketConstructorOpts,
-  );
+/** The read end of a job's output pipe, read by the pump into its sink. */
+export interface OutputPipe {
+  /** Settles once the pipe reached its end or was destroyed (its descriptor then closed). */
+  readonly closed: Promise<{ error?: string }>;
+  /** Stops reading: what is not read yet stays in the pipe (a reload hands it over). */
+  pause(): void;
+  resume(): void;
+  /** Stops reading and closes the descriptor; the rest of the pipe's bytes are not read. */
+  destroy(): void;
+  /** True while a write end is open somewhere (or it cannot be told); false once closed. */
+  hasWriters(): boolean;
 }
+
+let shared: Uint8Array<ArrayBuffer> | undefined;
+let pump: OutputPump | undefined;
+
+/**
+ * Starts reading the read end `fd` of a job's output pipe: every read goes to `sink`, in order,
+ * from the first (bytes written before the open wait in the pipe). The pipe takes `fd` over: it
+ * is closed at the pipe's end or destroy().
+ */
+export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): OutputPipe {
+  shared ??= new Uint8Array(READ_BYTES);
+  pump ??= new OutputPump(shim);
+  const buffer = shared;
+  let resolveClosed!: (end: { error?: string }) => void;
+  const closed = new Promise<{ error?: string }>((resolve) => resolveClosed = resolve);
+  let open = true;
+  // Called only from the pump's reads or destroy(), after `handle` is set.
+  const end = (error?: string) => {
+    if (!open) return;
+    open = false;
+    handle.remove();
+    try {
+      shim.close(fd);
+    } catch { /* closed */ }
+    resolveClosed(error === undefined ? {} : { error });
+  };
+  const handle: PumpedFd = pump.add(fd, (): ArmAfter | "end" => {
+    const n = shim.readInto(fd, buffer);
+    if (n > 0) {
+      sink(buffer.subarray(0, n));
+      return n < PACED_BELOW ? PACE_MS : 0;
+    }
+    if (n === -EAGAIN) return 0;
+    end(n === 0 ? undefined : `read failed: errno ${-n}`);
+    return "end";
+  });
+  return {
+    closed,
+    pause: () => open && handle.pause(),
+    resume: () => open && handle.resume(),
+    destroy: () => end(),
+    hasWriters: () => open && pipeHasWriters(fd),
+  };
+}
+
+const EAGAIN = 11;

@@ -4,8 +4,6 @@
  * that is merely behind in reading (no writers: end of file is certain) from a writer that escaped
  * the job (a descriptor passed to a process outside it).
  */
-import type { Socket } from "node:net";
-
 const POLLIN = 0x1;
 const POLLHUP = 0x10;
 
@@ -24,13 +22,10 @@ function poll(fd: number): number {
 }
 
 /**
- * True while a write end of the pipe under `socket` is open somewhere; false once none is (or the
- * socket is already closed); true when it cannot be told (the caller then bounds its wait).
+ * True while a write end of the pipe whose read end is `fd` is open somewhere; false once none is;
+ * true when it cannot be told (the caller then bounds its wait).
  */
-export function pipeHasWriters(socket: Socket): boolean {
-  const handle = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle;
-  if (!handle) return false;
-  if (typeof handle.fd !== "number" || handle.fd < 0) return true;
-  const revents = poll(handle.fd);
+export function pipeHasWriters(fd: number): boolean {
+  const revents = poll(fd);
   return revents < 0 || (revents & POLLHUP) === 0;
 }

@@ -21,6 +21,7 @@
 import type { LaunchedProcess } from "./launcher.ts";
 import type { JobRecord } from "../jobs/job.ts";
 import { openOutputPipe, type OutputSinks } from "./output_pipe.ts";
+import type { Shim } from "../../init/shim/ffi.ts";
 
 /** The environment variable naming the handover file in the new process. */
 export const HANDOVER_ENV = "JOBWORKER_HANDOVER";
@@ -198,15 +199,14 @@ export function execSelf(handoverPath: string, fds: readonly number[]): string {
 export function adoptedProcess(
   job: HandedJob,
   sinks: OutputSinks,
-  pidfdSignal: (pidfd: number, signal: number) => void,
-  close: (fd: number) => void,
+  shim: Shim,
 ): LaunchedProcess {
   let released = false;
   return {
     pid: job.pid,
     pidfd: job.pidfd,
-    stdout: openOutputPipe(job.stdoutFd, sinks.stdout),
-    stderr: openOutputPipe(job.stderrFd, sinks.stderr),
+    stdout: openOutputPipe(shim, job.stdoutFd, sinks.stdout),
+    stderr: openOutputPipe(shim, job.stderrFd, sinks.stderr),
     stdoutFd: job.stdoutFd,
     stderrFd: job.stderrFd,
     pooled: false,
@@ -216,14 +216,14 @@ export function adoptedProcess(
     signal: (signal) => {
       if (released) return;
       try {
-        pidfdSignal(job.pidfd, signal);
+        shim.pidfdSignal(job.pidfd, signal);
       } catch { /* already ended */ }
     },
     release: () => {
       if (released) return;
       released = true;
       try {
-        close(job.pidfd);
+        shim.close(job.pidfd);
       } catch { /* closed */ }
     },
   };

@@ -1,0 +1,189 @@
+/**
+ * The output pump: one epoll set of the shim's (jw_pump_*) holding every job's output pipes, waited
+ * on by one call on Deno's blocking pool at a time, each descriptor registered one-shot.
+ *
+ * Why not node:net sockets (what the pipes were before 2026-12): a socket's pipe stays in Deno's
+ * own epoll set, and Linux wakes an epoll waiter on every write into a polled pipe, whether the
+ * pipe was empty or not. 200 jobs echoing lines in a loop then kept the worker's loop thread in
+ * epoll_wait at 85-92% of a core, reading or not (pausing the sockets cut reads from 108,000 to
+ * 1,200 a second and left the CPU where it was), and a quiet job's line waited behind that. One-shot,
+ * a pipe raises one event and then none until it is armed again: the pump decides how often it
+ * looks at each pipe (output_pipe.ts paces the pipes of jobs writing in small pieces).
+ *
+ * @module
+ */
+import type { Shim } from "../../init/shim/ffi.ts";
+import { log } from "../log/logger.ts";
+
+/** After a read: arm the descriptor again in this many ms (0: now), or "end" (it was removed). */
+export type ArmAfter = number;
+
+/** A descriptor in the pump. */
+export interface PumpedFd {
+  /** No more events until resume() (a pending re-arm is dropped). */
+  pause(): void;
+  resume(): void;
+  /** Leaves the epoll set (call before closing the descriptor). */
+  remove(): void;
+}
+
+/** Events taken from the kernel per wait: a batch is processed in one turn of the loop. */
+const BATCH = 64;
+
+interface Entry {
+  fd: number;
+  onReady: () => ArmAfter | "end";
+  state: "armed" | "due" | "idle" | "removed";
+  paused: boolean;
+  /** When it was last armed (performance.now()). */
+  armedAt: number;
+  /** When a due entry is to be armed. */
+  dueAt: number;
+}
+
+export class OutputPump {
+  readonly #epfd: number;
+  readonly #entries = new Map<number, Entry>();
+  readonly #ready = new Int32Array(BATCH);
+  /** A pipe whose write end ends a wait when the last descriptor left (nothing then is waited on). */
+  readonly #wake: [number, number];
+  #waiting = false;
+  #due: Entry[] = [];
+  #dueTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(private readonly shim: Shim) {
+    this.#epfd = shim.pumpCreate();
+    const [readEnd, writeEnd] = shim.pipe();
+    this.#wake = [readEnd, writeEnd];
+    shim.pumpArm(this.#epfd, readEnd, true);
+  }
+
+  /** Registers `fd` (armed at once); `onReady` runs at each of its events. */
+  add(fd: number, onReady: () => ArmAfter | "end"): PumpedFd {
+    const entry: Entry = { fd, onReady, state: "idle", paused: false, armedAt: 0, dueAt: 0 };
+    this.#entries.set(fd, entry);
+    this.shim.pumpArm(this.#epfd, fd, true);
+    entry.state = "armed";
+    entry.armedAt = performance.now();
+    this.#run();
+    return {
+      pause: () => {
+        entry.paused = true;
+      },
+      resume: () => {
+        if (!entry.paused) return;
+        entry.paused = false;
+        if (entry.state === "idle") this.#arm(entry);
+      },
+      remove: () => this.#remove(entry),
+    };
+  }
+
+  #arm(entry: Entry): void {
+    if (entry.state === "removed") return;
+    try {
+      this.shim.pumpArm(this.#epfd, entry.fd, false);
+      entry.state = "armed";
+      entry.armedAt = performance.now();
+    } catch (e) {
+      log.error("cannot watch a job's output pipe", { fd: entry.fd, error: String(e) });
+      entry.state = "idle";
+    }
+  }
+
+  #remove(entry: Entry): void {
+    if (entry.state === "removed") return;
+    entry.state = "removed";
+    if (this.#entries.get(entry.fd) === entry) this.#entries.delete(entry.fd);
+    try {
+      this.shim.pumpRemove(this.#epfd, entry.fd);
+    } catch { /* not registered */ }
+    if (this.#entries.size === 0 && this.#waiting) {
+      try {
+        this.shim.writeAll(this.#wake[1], new Uint8Array(1));
+      } catch { /* a byte is waiting already */ }
+    }
+  }
+
+  /** Keeps one wait in flight while any descriptor is registered. */
+  #run(): void {
+    if (this.#waiting || this.#entries.size === 0) return;
+    this.#waiting = true;
+    this.shim.pumpWait(this.#epfd, this.#ready, -1).then(
+      (n) => {
+        this.#waiting = false;
+        this.#dispatch(n);
+        this.#run();
+      },
+      (e) => {
+        this.#waiting = false;
+        log.error("the output pump's wait failed", { error: String(e) });
+        setTimeout(() => this.#run(), 100);
+      },
+    );
+  }
+
+  #dispatch(n: number): void {
+    const now = performance.now();
+    for (let i = 0; i < n; i++) {
+      const fd = this.#ready[i]!;
+      if (fd === this.#wake[0]) {
+        this.#drainWake();
+        continue;
+      }
+      const entry = this.#entries.get(fd);
+      if (entry === undefined || entry.state !== "armed") continue;
+      entry.state = "idle";
+      if (entry.paused) continue;
+      let after: ArmAfter | "end";
+      try {
+        after = entry.onReady();
+      } catch (e) {
+        log.error("a job's output pipe could not be read", { fd, error: String(e) });
+        after = 0;
+      }
+      if (after === "end" || entry.state !== "idle" || entry.paused) continue;
+      const dueAt = entry.armedAt + after;
+      if (dueAt <= now) this.#arm(entry);
+      else this.#defer(entry, dueAt);
+    }
+  }
+
+  #drainWake(): void {
+    const byte = new Uint8Array(64);
+    while (this.shim.readInto(this.#wake[0], byte) > 0) { /* emptied */ }
+    this.shim.pumpArm(this.#epfd, this.#wake[0], false);
+  }
+
+  /** Arms `entry` at `dueAt`: one timer serves every deferred descriptor. */
+  #defer(entry: Entry, dueAt: number): void {
+    entry.state = "due";
+    entry.dueAt = dueAt;
+    this.#due.push(entry);
+    if (this.#dueTimer === undefined) {
+      this.#dueTimer = setTimeout(() => this.#armDue(), dueAt - performance.now());
+    }
+  }
+
+  #armDue(): void {
+    this.#dueTimer = undefined;
+    const now = performance.now() + 0.5;
+    let next = Infinity;
+    const later: Entry[] = [];
+    for (const entry of this.#due) {
+      if (entry.state !== "due") continue;
+      if (entry.paused) {
+        entry.state = "idle";
+      } else if (entry.dueAt <= now) {
+        this.#arm(entry);
+      } else {
+        later.push(entry);
+        next = Math.min(next, entry.dueAt);
+      }
+    }
+    this.#due = later;
+    if (later.length > 0) {
+      this.#dueTimer = setTimeout(() => this.#armDue(), Math.max(0, next - performance.now()));
+    }
+  }
+}
