@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { Shim } from "../init/shim/ffi.ts";
-import { openOutputPipe } from "../worker/runtime/output_pipe.ts";
+import { openOutputPipe, restAfterRead } from "../worker/runtime/output_pipe.ts";
 import { concatBytes } from "./helpers/process.ts";
 import { closeFd, rawPipe, writeFd } from "./helpers/raw_pipe.ts";
 
@@ -75,4 +75,46 @@ Deno.test("pipes read at the same time each deliver all of their own bytes, once
     const same = all.every((b, at) => b === sent[i]![at]);
     assert.ok(same, `pipe ${i} got other bytes, or in another order, than were written to it`);
   }
+});
+
+Deno.test("a pipe written a line at a time is read in batches, every byte in order", async () => {
+  const { readFd, writeFd } = pipe();
+  let reads = 0;
+  let first = 0;
+  const chunks: Uint8Array[] = [];
+  const output = openOutputPipe(shim, readFd, (bytes) => {
+    if (reads++ === 0) first = performance.now();
+    chunks.push(bytes.slice());
+  });
+  // A shell echoing numbered lines as fast as it can for 0.4 s, into the pipe (by its /proc path).
+  const writer = new Deno.Command("timeout", {
+    args: [
+      "0.4",
+      "sh",
+      "-c",
+      `i=0; while :; do i=$((i+1)); echo "line $i"; done > /proc/${Deno.pid}/fd/${writeFd}`,
+    ],
+  }).spawn();
+  await writer.status;
+  closeFd(writeFd);
+  await output.closed;
+  const ms = performance.now() - first;
+  const lines = new TextDecoder().decode(concatBytes(chunks)).split("\n");
+  const last = lines.pop();
+  assert.ok(lines.length > 1000, `the writer wrote ${lines.length} lines`);
+  assert.ok(
+    lines.every((line, i) => line === `line ${i + 1}`) && (last === "" || last!.startsWith("line")),
+    "lines lost, repeated or out of order",
+  );
+  // One read per write would be thousands; a pipe rests up to 5 ms after a small read.
+  assert.ok(reads <= ms / 4 + 2, `${reads} reads of ${lines.length} lines in ${ms.toFixed(0)} ms`);
+});
+
+Deno.test("a fast writer's pipe is armed again at once, a slow one's rests up to 5 ms", () => {
+  assert.equal(restAfterRead(256 * 1024, 1), 0, "256 KiB in 1 ms");
+  assert.equal(restAfterRead(1024 * 1024, 2), 0, "1 MiB in 2 ms");
+  assert.equal(restAfterRead(33, 10), 5, "a line in 10 ms");
+  assert.equal(restAfterRead(4096, 0.5), 5, "4 KiB in 0.5 ms");
+  const between = restAfterRead(64 * 1024, 2);
+  assert.ok(between > 1 && between < 5, `64 KiB in 2 ms: ${between}`);
 });

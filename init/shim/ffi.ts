@@ -65,6 +65,11 @@ const symbols = {
     result: "i32",
     nonblocking: true,
   },
+  jw_pump_poll: {
+    name: "jw_pump_wait",
+    parameters: ["i32", "buffer", "i32", "i32"],
+    result: "i32",
+  },
   jw_park_stops: { parameters: [], result: "i32" },
   jw_unpark_stops: { parameters: [], result: "i32" },
   jw_unblock_stops: { parameters: [], result: "i32" },
@@ -310,6 +315,11 @@ export class Shim {
       "epoll_wait",
       await this.#fn("jw_pump_wait")(epfd, fds, fds.length, timeoutMs),
     );
+  }
+
+  /** The descriptors of `epfd` ready now, into `fds`, without waiting (on this thread). */
+  pumpPoll(epfd: number, fds: Int32Array<ArrayBuffer>): number {
+    return this.#check("epoll_wait", this.#fn("jw_pump_poll")(epfd, fds, fds.length, 0));
   }
 
   /** Sends a signal through a pidfd (no pid-reuse race). */

@@ -21,18 +21,33 @@ import { type ArmAfter, OutputPump, type PumpedFd } from "./output_pump.ts";
  * fewer, larger reads mean fewer events and appends per byte. Shared, so its size costs once.
  */
 const READ_BYTES = 256 * 1024;
+/**
+ * Reads one event may make while each fills the buffer (a pipe holds up to 1 MiB): a job writing at
+ * full speed is read in turns of up to 1 MiB, not one read per wait of the pump.
+ */
+const READS_PER_EVENT = 4;
 
 /**
- * A read smaller than this was of a job writing in small pieces: its pipe is armed again no sooner
- * than PACE_MS after its last arming, so such a job's output is read in batches rather than one
- * read per write. 200 jobs each echoing lines in a loop cost the worker, reading each write as it
- * came, 108,000 reads a second, and epoll's work on every write besides (92% of a core), which left
- * a quiet job's line waiting behind them. A job writing fast leaves more than this in its pipe: its
- * reads are never paced, its throughput untouched. A job writing now and then is read as soon as it
- * writes, as long as its writes come PACE_MS apart (issue 8's ticker: every 10 ms).
+ * How long a pipe rests after a read before it is armed again, at most: long enough that a job
+ * writing in small pieces has its output read in batches rather than one read per write. 200 jobs
+ * each echoing lines in a loop cost the worker, reading each write as it came, 108,000 reads a
+ * second and epoll's work on every write besides (92% of a core), which left a quiet job's line
+ * waiting behind them (issue 8). The rest is counted from the pipe's last arming, so a job writing
+ * now and then is read as soon as it writes, as long as its writes come PACE_MS apart (issue 8's
+ * ticker: every 10 ms).
  */
-const PACED_BELOW = 16 * 1024;
 const PACE_MS = 5;
+/**
+ * Within PACE_MS, the rest lasts as long as the job, at the rate its last read showed, takes to
+ * write this much: a fast writer is read again before its pipe (1 MiB) can fill and stop it.
+ */
+const REST_FILL_BYTES = READ_BYTES / 2;
+
+/** How long a pipe whose read of `n` bytes came `sinceMs` after its previous read rests. */
+export function restAfterRead(n: number, sinceMs: number): number {
+  const rest = Math.min(PACE_MS, (REST_FILL_BYTES * sinceMs) / n);
+  return rest < 1 ? 0 : rest; // timers are no finer
+}
 
 /** Receives a read's bytes; they are valid only until it returns (the buffer is reused). */
 export type OutputSink = (bytes: Uint8Array) => void;
@@ -81,15 +96,25 @@ export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): Output
     } catch { /* closed */ }
     resolveClosed(error === undefined ? {} : { error });
   };
+  let lastRead = performance.now();
   const handle: PumpedFd = pump.add(fd, (): ArmAfter | "end" => {
-    const n = shim.readInto(fd, buffer);
-    if (n > 0) {
+    let total = 0;
+    for (let reads = 0; reads < READS_PER_EVENT; reads++) {
+      const n = shim.readInto(fd, buffer);
+      if (n === -EAGAIN) break;
+      if (n <= 0) {
+        end(n === 0 ? undefined : `read failed: errno ${-n}`);
+        return "end";
+      }
       sink(buffer.subarray(0, n));
-      return n < PACED_BELOW ? PACE_MS : 0;
+      total += n;
+      if (n < READ_BYTES) break; // emptied, most likely
     }
-    if (n === -EAGAIN) return 0;
-    end(n === 0 ? undefined : `read failed: errno ${-n}`);
-    return "end";
+    if (total === 0) return 0;
+    const now = performance.now();
+    const rest = restAfterRead(total, now - lastRead);
+    lastRead = now;
+    return rest;
   });
   return {
     closed,

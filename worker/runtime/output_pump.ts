@@ -13,6 +13,7 @@
  * @module
  */
 import type { Shim } from "../../init/shim/ffi.ts";
+import { setImmediate } from "node:timers";
 import { log } from "../log/logger.ts";
 
 /** After a read: arm the descriptor again in this many ms (0: now), or "end" (it was removed). */
@@ -47,7 +48,10 @@ export class OutputPump {
   readonly #ready = new Int32Array(BATCH);
   /** A pipe whose write end ends a wait when the last descriptor left (nothing then is waited on). */
   readonly #wake: [number, number];
+  /** A batch is being waited for (or was taken and awaits its dispatch). */
   #waiting = false;
+  /** The wait is in the kernel, on the blocking pool. */
+  #blocked = false;
   #due: Entry[] = [];
   #dueTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -98,29 +102,49 @@ export class OutputPump {
     try {
       this.shim.pumpRemove(this.#epfd, entry.fd);
     } catch { /* not registered */ }
-    if (this.#entries.size === 0 && this.#waiting) {
+    if (this.#entries.size === 0 && this.#blocked) {
       try {
         this.shim.writeAll(this.#wake[1], new Uint8Array(1));
       } catch { /* a byte is waiting already */ }
     }
   }
 
-  /** Keeps one wait in flight while any descriptor is registered. */
+  /**
+   * Keeps one wait in flight while any descriptor is registered. Descriptors ready already are
+   * taken on this thread and dispatched at the loop's next turn: a wait on the blocking pool costs
+   * a hop to another thread and back (a job writing at full speed, streamed live to a client, read
+   * 15% slower when every batch took that hop: 195-220 MiB/s against 224-263 through node:net).
+   */
   #run(): void {
     if (this.#waiting || this.#entries.size === 0) return;
     this.#waiting = true;
+    let ready = 0;
+    try {
+      ready = this.shim.pumpPoll(this.#epfd, this.#ready);
+    } catch { /* waited for below, where a failure is reported */ }
+    if (ready > 0) {
+      setImmediate(() => this.#dispatched(ready));
+      return;
+    }
+    this.#blocked = true;
     this.shim.pumpWait(this.#epfd, this.#ready, -1).then(
       (n) => {
-        this.#waiting = false;
-        this.#dispatch(n);
-        this.#run();
+        this.#blocked = false;
+        this.#dispatched(n);
       },
       (e) => {
+        this.#blocked = false;
         this.#waiting = false;
         log.error("the output pump's wait failed", { error: String(e) });
         setTimeout(() => this.#run(), 100);
       },
     );
+  }
+
+  #dispatched(n: number): void {
+    this.#waiting = false;
+    this.#dispatch(n);
+    this.#run();
   }
 
   #dispatch(n: number): void {
