@@ -198,6 +198,30 @@ test("a silent job has no output index; output after a stream began, across a re
   assert.equal(pathExists(indexOf(quiet.id)), true);
 });
 
+// Its pipes are closed then, and their numbers free for another descriptor: none may be handed on.
+test("a job that closed its output before a reload keeps running, and the reload works", async () => {
+  const job = await retrying(() =>
+    api.createJob({ command: "sh", args: ["-c", "echo hi; exec >&- 2>&-; sleep 30"] })
+  );
+  await waitFor("its line", async () => Number((await api.getJob(job.id)).outputBytes) === 3);
+  // Both read ends reach end of file and close once the shell closed its descriptors.
+  await new Promise((r) => setTimeout(r, 300));
+  // Handed on, a closed descriptor failed the exec ("cannot keep descriptor N open", the old
+  // process serving on), or, its number reused, gave the new process another file as the job's.
+  const since = worker.logs.length;
+  await reloadWorker();
+  const failed = worker.logs.slice(since).filter((l) =>
+    parseLogLine(l)?.msg.startsWith("reload failed")
+  );
+  assert.deepEqual(failed, [], "the reload went through");
+  assert.equal((await retrying(() => api.getJob(job.id))).status, S.RUNNING);
+  await retrying(() => api.stopJob(job.id, true));
+  const got = await collectOutput(client, job.id).catch(() =>
+    collectOutput(clientFor(pki.dir, worker.address), job.id)
+  );
+  assert.equal(got.stdout, "hi\n");
+});
+
 test("stop the worker", async () => {
   api.close();
   client.close();

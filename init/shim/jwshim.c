@@ -468,12 +468,14 @@ int jw_pump_create(void) {
   return fd < 0 ? -errno : fd;
 }
 
-// Arms `fd` for one readiness event (`add`: registers it first, made nonblocking).
+// Arms `fd` for one readiness event (`add`: registers it first, made nonblocking and close-on-exec).
 int jw_pump_arm(int epfd, int fd, int add) {
   struct epoll_event event = {.events = EPOLLIN | EPOLLONESHOT, .data.u64 = (uint64_t)fd};
   if (add) {
+    // Close-on-exec too: a reload's exec clears it on the pipes it hands over.
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return -errno;
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) return -errno;
   }
   return epoll_ctl(epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &event) == 0 ? 0 : -errno;
 }

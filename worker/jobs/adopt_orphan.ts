@@ -20,7 +20,11 @@ export function stopOrphan(
   cgroups: CgroupManager,
 ): Promise<void> {
   log.error("a handed-over job has no record; stopping it", { id: handed.id });
-  return launcher.kill(handed.pid, handed.pidfd, [handed.stdoutFd, handed.stderrFd])
+  return launcher.kill(
+    handed.pid,
+    handed.pidfd,
+    [handed.stdoutFd, handed.stderrFd].filter((fd) => fd >= 0),
+  )
     .then(() => cgroups.open(handed.id).remove())
     .catch((e: unknown) =>
       log.warn("cannot remove the cgroup of a handed-over job without a record", {

@@ -257,6 +257,21 @@ export class Launcher {
     how: Pick<LaunchedProcess, "pooled" | "direct" | "intoCgroup" | "started">,
   ): LaunchedProcess {
     let released = false;
+    // A pipe that cannot be watched is closed by openOutputPipe; the other one is closed here.
+    let stdout: OutputPipe;
+    try {
+      stdout = openOutputPipe(this.shim, outR, sinks.stdout);
+    } catch (e) {
+      closeQuietly(this.shim, [errR]);
+      throw e;
+    }
+    let stderr: OutputPipe;
+    try {
+      stderr = openOutputPipe(this.shim, errR, sinks.stderr);
+    } catch (e) {
+      stdout.destroy();
+      throw e;
+    }
     return {
       ...how,
       pid,
@@ -271,8 +286,8 @@ export class Launcher {
         if (!released) closeQuietly(this.shim, [pidfd]);
         released = true;
       },
-      stdout: openOutputPipe(this.shim, outR, sinks.stdout),
-      stderr: openOutputPipe(this.shim, errR, sinks.stderr),
+      stdout,
+      stderr,
       stdoutFd: outR,
       stderrFd: errR,
     };

@@ -14,7 +14,7 @@
  */
 import type { Shim } from "../../init/shim/ffi.ts";
 import { pipeHasWriters } from "./pipe_writers.ts";
-import { type ArmAfter, OutputPump, type PumpedFd } from "./output_pump.ts";
+import { type AfterRead, OutputPump, type PumpedFd } from "./output_pump.ts";
 
 /**
  * Bytes one read may take from a pipe. A job's pipe holds up to 1 MiB (init_process.ts), and
@@ -69,15 +69,20 @@ export interface OutputPipe {
   destroy(): void;
   /** True while a write end is open somewhere (or it cannot be told); false once closed. */
   hasWriters(): boolean;
+  /** False once it ended or was destroyed (its descriptor is closed, its number may be reused). */
+  readonly open: boolean;
 }
 
+const EAGAIN = 11;
+
 let shared: Uint8Array<ArrayBuffer> | undefined;
+/** One per process, made with the first pipe's shim (every Shim binds the same library). */
 let pump: OutputPump | undefined;
 
 /**
  * Starts reading the read end `fd` of a job's output pipe: every read goes to `sink`, in order,
  * from the first (bytes written before the open wait in the pipe). The pipe takes `fd` over: it
- * is closed at the pipe's end or destroy().
+ * is closed at the pipe's end or destroy(), or here if it cannot be watched (which throws).
  */
 export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): OutputPipe {
   shared ??= new Uint8Array(READ_BYTES);
@@ -86,7 +91,8 @@ export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): Output
   let resolveClosed!: (end: { error?: string }) => void;
   const closed = new Promise<{ error?: string }>((resolve) => resolveClosed = resolve);
   let open = true;
-  // Called only from the pump's reads or destroy(), after `handle` is set.
+  let lastRead = performance.now();
+  // Called only from the pump's calls or destroy(), after `handle` is set.
   const end = (error?: string) => {
     if (!open) return;
     open = false;
@@ -96,10 +102,9 @@ export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): Output
     } catch { /* closed */ }
     resolveClosed(error === undefined ? {} : { error });
   };
-  let lastRead = performance.now();
-  const handle: PumpedFd = pump.add(fd, (): ArmAfter | "end" => {
+  const read = (): AfterRead => {
     let total = 0;
-    for (let reads = 0; reads < READS_PER_EVENT; reads++) {
+    for (let reads = 0; reads < READS_PER_EVENT && open; reads++) {
       const n = shim.readInto(fd, buffer);
       if (n === -EAGAIN) break;
       if (n <= 0) {
@@ -110,14 +115,27 @@ export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): Output
       total += n;
       if (n < READ_BYTES) break; // emptied, most likely
     }
+    if (!open) return "end";
     if (total === 0) return 0;
     const now = performance.now();
     const rest = restAfterRead(total, now - lastRead);
     lastRead = now;
     return rest;
-  });
+  };
+  let handle: PumpedFd;
+  try {
+    handle = pump.add(fd, { ready: read, failed: (error) => end(error) });
+  } catch (e) {
+    try {
+      shim.close(fd);
+    } catch { /* closed */ }
+    throw e;
+  }
   return {
     closed,
+    get open() {
+      return open;
+    },
     pause: () => open && handle.pause(),
     resume: () => open && handle.resume(),
     destroy: () => end(),
@@ -125,4 +143,14 @@ export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): Output
   };
 }
 
-const EAGAIN = 11;
+/** A pipe that had ended before it was handed over (a reload): nothing to read. */
+export function endedOutputPipe(): OutputPipe {
+  return {
+    closed: Promise.resolve({}),
+    open: false,
+    pause: () => {},
+    resume: () => {},
+    destroy: () => {},
+    hasWriters: () => false,
+  };
+}

@@ -1,6 +1,7 @@
 /**
- * The output pump: one epoll set of the shim's (jw_pump_*) holding every job's output pipes, waited
- * on by one call on Deno's blocking pool at a time, each descriptor registered one-shot.
+ * The output pump: one epoll set of the shim's (jw_pump_*) holding every job's output pipes, each
+ * registered one-shot. Descriptors ready already are taken on the loop's thread (a zero-timeout
+ * wait); otherwise one wait at a time blocks on Deno's blocking pool.
  *
  * Why not node:net sockets (what the pipes were before 2026-12): a socket's pipe stays in Deno's
  * own epoll set, and Linux wakes an epoll waiter on every write into a polled pipe, whether the
@@ -8,7 +9,7 @@
  * epoll_wait at 85-92% of a core, reading or not (pausing the sockets cut reads from 108,000 to
  * 1,200 a second and left the CPU where it was), and a quiet job's line waited behind that. One-shot,
  * a pipe raises one event and then none until it is armed again: the pump decides how often it
- * looks at each pipe (output_pipe.ts paces the pipes of jobs writing in small pieces).
+ * looks at each pipe (output_pipe.ts rests the pipes of jobs writing in small pieces).
  *
  * @module
  */
@@ -16,8 +17,16 @@ import type { Shim } from "../../init/shim/ffi.ts";
 import { setImmediate } from "node:timers";
 import { log } from "../log/logger.ts";
 
-/** After a read: arm the descriptor again in this many ms (0: now), or "end" (it was removed). */
-export type ArmAfter = number;
+/** What a descriptor's reader says after an event: arm it again in this many ms (0: now), or it ended. */
+export type AfterRead = number | "end";
+
+/** How the pump calls a descriptor's reader. */
+export interface PumpReader {
+  /** Reads what the event announced. */
+  ready(): AfterRead;
+  /** The descriptor cannot be watched any more (its events are lost): end it. */
+  failed(error: string): void;
+}
 
 /** A descriptor in the pump. */
 export interface PumpedFd {
@@ -28,12 +37,20 @@ export interface PumpedFd {
   remove(): void;
 }
 
-/** Events taken from the kernel per wait: a batch is processed in one turn of the loop. */
+/** Events taken from the kernel per wait. */
 const BATCH = 64;
+/**
+ * How long one batch may read before the rest of it is put back (armed again, unread): up to 64
+ * events of up to 1 MiB each would otherwise be one long turn of the loop that a quiet job's line
+ * and every call wait behind.
+ */
+const BATCH_BUDGET_MS = 4;
+/** How long a descriptor whose reader threw rests (it is tried again, not read in a tight loop). */
+const FAILED_READ_REST_MS = 100;
 
 interface Entry {
   fd: number;
-  onReady: () => ArmAfter | "end";
+  reader: PumpReader;
   state: "armed" | "due" | "idle" | "removed";
   paused: boolean;
   /** When it was last armed (performance.now()). */
@@ -48,12 +65,15 @@ export class OutputPump {
   readonly #ready = new Int32Array(BATCH);
   /** A pipe whose write end ends a wait when the last descriptor left (nothing then is waited on). */
   readonly #wake: [number, number];
+  /** A byte is in the wake pipe (at most one is ever written: the write cannot block). */
+  #wakePending = false;
   /** A batch is being waited for (or was taken and awaits its dispatch). */
   #waiting = false;
   /** The wait is in the kernel, on the blocking pool. */
   #blocked = false;
   #due: Entry[] = [];
   #dueTimer: ReturnType<typeof setTimeout> | undefined;
+  #dueTimerAt = Infinity;
 
   constructor(private readonly shim: Shim) {
     this.#epfd = shim.pumpCreate();
@@ -62,13 +82,18 @@ export class OutputPump {
     shim.pumpArm(this.#epfd, readEnd, true);
   }
 
-  /** Registers `fd` (armed at once); `onReady` runs at each of its events. */
-  add(fd: number, onReady: () => ArmAfter | "end"): PumpedFd {
-    const entry: Entry = { fd, onReady, state: "idle", paused: false, armedAt: 0, dueAt: 0 };
-    this.#entries.set(fd, entry);
+  /** Registers `fd` (armed at once: throws when it cannot be); `reader` runs at its events. */
+  add(fd: number, reader: PumpReader): PumpedFd {
     this.shim.pumpArm(this.#epfd, fd, true);
-    entry.state = "armed";
-    entry.armedAt = performance.now();
+    const entry: Entry = {
+      fd,
+      reader,
+      state: "armed",
+      paused: false,
+      armedAt: performance.now(),
+      dueAt: 0,
+    };
+    this.#entries.set(fd, entry);
     this.#run();
     return {
       pause: () => {
@@ -90,8 +115,9 @@ export class OutputPump {
       entry.state = "armed";
       entry.armedAt = performance.now();
     } catch (e) {
-      log.error("cannot watch a job's output pipe", { fd: entry.fd, error: String(e) });
+      // Never armed again, it would never be read to its end: its reader ends it.
       entry.state = "idle";
+      entry.reader.failed(`cannot watch the pipe: ${e instanceof Error ? e.message : e}`);
     }
   }
 
@@ -102,10 +128,9 @@ export class OutputPump {
     try {
       this.shim.pumpRemove(this.#epfd, entry.fd);
     } catch { /* not registered */ }
-    if (this.#entries.size === 0 && this.#blocked) {
-      try {
-        this.shim.writeAll(this.#wake[1], new Uint8Array(1));
-      } catch { /* a byte is waiting already */ }
+    if (this.#entries.size === 0 && this.#blocked && !this.#wakePending) {
+      this.#wakePending = true;
+      this.shim.writeAll(this.#wake[1], new Uint8Array(1));
     }
   }
 
@@ -143,12 +168,15 @@ export class OutputPump {
 
   #dispatched(n: number): void {
     this.#waiting = false;
-    this.#dispatch(n);
-    this.#run();
+    try {
+      this.#dispatch(n);
+    } finally {
+      this.#run();
+    }
   }
 
   #dispatch(n: number): void {
-    const now = performance.now();
+    const start = performance.now();
     for (let i = 0; i < n; i++) {
       const fd = this.#ready[i]!;
       if (fd === this.#wake[0]) {
@@ -159,38 +187,52 @@ export class OutputPump {
       if (entry === undefined || entry.state !== "armed") continue;
       entry.state = "idle";
       if (entry.paused) continue;
-      let after: ArmAfter | "end";
+      if (performance.now() - start > BATCH_BUDGET_MS) {
+        this.#arm(entry); // still ready: its event comes again with the next wait
+        continue;
+      }
+      let after: AfterRead;
       try {
-        after = entry.onReady();
+        after = entry.reader.ready();
       } catch (e) {
         log.error("a job's output pipe could not be read", { fd, error: String(e) });
-        after = 0;
+        after = FAILED_READ_REST_MS;
       }
       if (after === "end" || entry.state !== "idle" || entry.paused) continue;
       const dueAt = entry.armedAt + after;
-      if (dueAt <= now) this.#arm(entry);
+      if (dueAt <= performance.now()) this.#arm(entry);
       else this.#defer(entry, dueAt);
     }
   }
 
   #drainWake(): void {
-    const byte = new Uint8Array(64);
-    while (this.shim.readInto(this.#wake[0], byte) > 0) { /* emptied */ }
-    this.shim.pumpArm(this.#epfd, this.#wake[0], false);
+    try {
+      const byte = new Uint8Array(64);
+      while (this.shim.readInto(this.#wake[0], byte) > 0) { /* emptied */ }
+      this.#wakePending = false;
+      this.shim.pumpArm(this.#epfd, this.#wake[0], false);
+    } catch (e) {
+      log.error("the output pump's wake pipe failed", { error: String(e) });
+    }
   }
 
-  /** Arms `entry` at `dueAt`: one timer serves every deferred descriptor. */
+  /** Arms `entry` at `dueAt`: one timer, set for the earliest, serves every deferred descriptor. */
   #defer(entry: Entry, dueAt: number): void {
     entry.state = "due";
     entry.dueAt = dueAt;
     this.#due.push(entry);
-    if (this.#dueTimer === undefined) {
-      this.#dueTimer = setTimeout(() => this.#armDue(), dueAt - performance.now());
-    }
+    if (dueAt < this.#dueTimerAt) this.#setDueTimer(dueAt);
+  }
+
+  #setDueTimer(at: number): void {
+    clearTimeout(this.#dueTimer);
+    this.#dueTimerAt = at;
+    this.#dueTimer = setTimeout(() => this.#armDue(), Math.max(0, at - performance.now()));
   }
 
   #armDue(): void {
     this.#dueTimer = undefined;
+    this.#dueTimerAt = Infinity;
     const now = performance.now() + 0.5;
     let next = Infinity;
     const later: Entry[] = [];
@@ -206,8 +248,6 @@ export class OutputPump {
       }
     }
     this.#due = later;
-    if (later.length > 0) {
-      this.#dueTimer = setTimeout(() => this.#armDue(), Math.max(0, next - performance.now()));
-    }
+    if (later.length > 0) this.#setDueTimer(next);
   }
 }

@@ -20,7 +20,7 @@
  */
 import type { LaunchedProcess } from "./launcher.ts";
 import type { JobRecord } from "../jobs/job.ts";
-import { openOutputPipe, type OutputSinks } from "./output_pipe.ts";
+import { endedOutputPipe, openOutputPipe, type OutputSinks } from "./output_pipe.ts";
 import type { Shim } from "../../init/shim/ffi.ts";
 
 /** The environment variable naming the handover file in the new process. */
@@ -31,6 +31,7 @@ export interface HandedJob {
   id: string;
   pid: number;
   pidfd: number;
+  /** The output pipes' read ends; -1: that pipe had ended (its descriptor closed). */
   stdoutFd: number;
   stderrFd: number;
   /** Epoch ms when the job's timeout stops it; null: none. */
@@ -205,8 +206,8 @@ export function adoptedProcess(
   return {
     pid: job.pid,
     pidfd: job.pidfd,
-    stdout: openOutputPipe(shim, job.stdoutFd, sinks.stdout),
-    stderr: openOutputPipe(shim, job.stderrFd, sinks.stderr),
+    stdout: job.stdoutFd < 0 ? endedOutputPipe() : openOutputPipe(shim, job.stdoutFd, sinks.stdout),
+    stderr: job.stderrFd < 0 ? endedOutputPipe() : openOutputPipe(shim, job.stderrFd, sinks.stderr),
     stdoutFd: job.stdoutFd,
     stderrFd: job.stderrFd,
     pooled: false,

@@ -246,7 +246,10 @@ export async function reload(o: ReloadOptions): Promise<ReloadOutcome> {
     };
     writeHandover(path, handover);
     log.info("reloading: exec'ing the program in place", { jobs: jobs.length });
-    error = execSelf(path, jobs.flatMap((j) => [j.pidfd, j.stdoutFd, j.stderrFd]));
+    error = execSelf(
+      path,
+      jobs.flatMap((j) => [j.pidfd, j.stdoutFd, j.stderrFd]).filter((fd) => fd >= 0),
+    );
   } catch (e) {
     error = e instanceof Error ? e.message : String(e);
   }
