@@ -257,19 +257,17 @@ export class Launcher {
     how: Pick<LaunchedProcess, "pooled" | "direct" | "intoCgroup" | "started">,
   ): LaunchedProcess {
     let released = false;
-    // A pipe that cannot be watched is closed by openOutputPipe; the other one is closed here.
-    let stdout: OutputPipe;
-    try {
-      stdout = openOutputPipe(this.shim, outR, sinks.stdout);
-    } catch (e) {
-      closeQuietly(this.shim, [errR]);
-      throw e;
-    }
+    // A pipe that cannot be watched is closed by openOutputPipe, the other one here, and the
+    // process goes (unread, its output would stop it; its status pipes end with it).
+    let stdout: OutputPipe | undefined;
     let stderr: OutputPipe;
     try {
+      stdout = openOutputPipe(this.shim, outR, sinks.stdout);
       stderr = openOutputPipe(this.shim, errR, sinks.stderr);
     } catch (e) {
-      stdout.destroy();
+      if (stdout) stdout.destroy();
+      else closeQuietly(this.shim, [errR]);
+      void this.kill(pid, pidfd, []);
       throw e;
     }
     return {

@@ -96,11 +96,14 @@ export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): Output
   const end = (error?: string) => {
     if (!open) return;
     open = false;
-    handle.remove();
     try {
-      shim.close(fd);
-    } catch { /* closed */ }
-    resolveClosed(error === undefined ? {} : { error });
+      handle.remove();
+    } finally {
+      try {
+        shim.close(fd);
+      } catch { /* closed */ }
+      resolveClosed(error === undefined ? {} : { error });
+    }
   };
   const read = (): AfterRead => {
     let total = 0;

@@ -40,7 +40,7 @@ export interface PumpedFd {
 /** Events taken from the kernel per wait. */
 const BATCH = 64;
 /**
- * How long one batch may read before the rest of it is put back (armed again, unread): up to 64
+ * After how long a batch starts no further read and puts the rest back (armed again, unread): up to 64
  * events of up to 1 MiB each would otherwise be one long turn of the loop that a quiet job's line
  * and every call wait behind.
  */
@@ -129,8 +129,12 @@ export class OutputPump {
       this.shim.pumpRemove(this.#epfd, entry.fd);
     } catch { /* not registered */ }
     if (this.#entries.size === 0 && this.#blocked && !this.#wakePending) {
-      this.#wakePending = true;
-      this.shim.writeAll(this.#wake[1], new Uint8Array(1));
+      try {
+        this.shim.writeAll(this.#wake[1], new Uint8Array(1));
+        this.#wakePending = true;
+      } catch (e) {
+        log.error("the output pump's wake pipe failed", { error: String(e) });
+      }
     }
   }
 
@@ -167,10 +171,10 @@ export class OutputPump {
   }
 
   #dispatched(n: number): void {
-    this.#waiting = false;
     try {
       this.#dispatch(n);
     } finally {
+      this.#waiting = false; // only now: #ready is read up to here
       this.#run();
     }
   }
@@ -187,22 +191,31 @@ export class OutputPump {
       if (entry === undefined || entry.state !== "armed") continue;
       entry.state = "idle";
       if (entry.paused) continue;
-      if (performance.now() - start > BATCH_BUDGET_MS) {
-        this.#arm(entry); // still ready: its event comes again with the next wait
-        continue;
-      }
-      let after: AfterRead;
       try {
-        after = entry.reader.ready();
+        this.#serve(entry, performance.now() - start > BATCH_BUDGET_MS);
       } catch (e) {
-        log.error("a job's output pipe could not be read", { fd, error: String(e) });
-        after = FAILED_READ_REST_MS;
+        log.error("the output pump failed on a pipe", { fd, error: String(e) });
       }
-      if (after === "end" || entry.state !== "idle" || entry.paused) continue;
-      const dueAt = entry.armedAt + after;
-      if (dueAt <= performance.now()) this.#arm(entry);
-      else this.#defer(entry, dueAt);
     }
+  }
+
+  /** Reads `entry` (unless `late`: then it is only armed again, still ready) and re-arms it. */
+  #serve(entry: Entry, late: boolean): void {
+    if (late) {
+      this.#arm(entry); // its event comes again with the next wait
+      return;
+    }
+    let after: AfterRead;
+    try {
+      after = entry.reader.ready();
+    } catch (e) {
+      log.error("a job's output pipe could not be read", { fd: entry.fd, error: String(e) });
+      after = FAILED_READ_REST_MS;
+    }
+    if (after === "end" || entry.state !== "idle" || entry.paused) return;
+    const dueAt = entry.armedAt + after;
+    if (dueAt <= performance.now()) this.#arm(entry);
+    else this.#defer(entry, dueAt);
   }
 
   #drainWake(): void {

@@ -20,8 +20,15 @@
  */
 import type { LaunchedProcess } from "./launcher.ts";
 import type { JobRecord } from "../jobs/job.ts";
-import { endedOutputPipe, openOutputPipe, type OutputSinks } from "./output_pipe.ts";
+import {
+  endedOutputPipe,
+  openOutputPipe,
+  type OutputPipe,
+  type OutputSink,
+  type OutputSinks,
+} from "./output_pipe.ts";
 import type { Shim } from "../../init/shim/ffi.ts";
+import { log } from "../log/logger.ts";
 
 /** The environment variable naming the handover file in the new process. */
 export const HANDOVER_ENV = "JOBWORKER_HANDOVER";
@@ -83,6 +90,7 @@ const SIGHUP = 1;
 const SIG_IGN = 1n;
 
 const F_SETFD = 2;
+const FD_CLOEXEC = 1;
 
 /**
  * The program's path on disk: exec'ing the path (not /proc/self/exe, which keeps the old file)
@@ -162,9 +170,11 @@ function cString(s: string): Uint8Array<ArrayBuffer> {
  */
 export function execSelf(handoverPath: string, fds: readonly number[]): string {
   const lib = libc();
+  const kept: number[] = [];
   try {
     for (const fd of fds) {
       if (lib.symbols.fcntl(fd, F_SETFD, 0) !== 0) return `cannot keep descriptor ${fd} open`;
+      kept.push(fd);
     }
     const argv = ownArgv();
     const env = { ...Deno.env.toObject(), [HANDOVER_ENV]: handoverPath };
@@ -189,7 +199,23 @@ export function execSelf(handoverPath: string, fds: readonly number[]): string {
     void e.buffers;
     return "execve failed";
   } finally {
+    // Still here: no later child (the next reload's check, systemctl) may inherit them.
+    for (const fd of kept) lib.symbols.fcntl(fd, F_SETFD, FD_CLOEXEC);
     lib.close();
+  }
+}
+
+/** A handed-over pipe read again; one that cannot be (or had ended) reads as ended. */
+function adoptedPipe(shim: Shim, job: HandedJob, fd: number, sink: OutputSink): OutputPipe {
+  if (fd < 0) return endedOutputPipe();
+  try {
+    return openOutputPipe(shim, fd, sink);
+  } catch (e) {
+    log.error("cannot read a job's output after the reload; the rest of it is lost", {
+      id: job.id,
+      error: e instanceof Error ? e.message : String(e),
+    });
+    return endedOutputPipe();
   }
 }
 
@@ -206,8 +232,8 @@ export function adoptedProcess(
   return {
     pid: job.pid,
     pidfd: job.pidfd,
-    stdout: job.stdoutFd < 0 ? endedOutputPipe() : openOutputPipe(shim, job.stdoutFd, sinks.stdout),
-    stderr: job.stderrFd < 0 ? endedOutputPipe() : openOutputPipe(shim, job.stderrFd, sinks.stderr),
+    stdout: adoptedPipe(shim, job, job.stdoutFd, sinks.stdout),
+    stderr: adoptedPipe(shim, job, job.stderrFd, sinks.stderr),
     stdoutFd: job.stdoutFd,
     stderrFd: job.stderrFd,
     pooled: false,
