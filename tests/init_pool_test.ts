@@ -581,7 +581,10 @@ test("a killed waiting init is dropped and replaced; no job is handed to it", as
   for (const proc of before) assert.equal(stateOf(proc), null, `${proc.pid} was reaped`);
   assert.equal(waitingInits(worker.process.pid).length, POOL);
   assert.ok(await metricValue(worker, "jobworker_init_pool_lost_total") >= lostBefore + POOL);
-  assert.equal(fds(), fdsBefore, "no descriptor of a dead init is left open");
+  // Settled, not at once: the metrics scrape's connection or a refill's clone may hold one for a
+  // moment (ci58: 63 against 62 at once); a dead init's descriptor would stay.
+  await waitFor("no descriptor of a dead init left open", () => fds() <= fdsBefore, 5000)
+    .catch(() => assert.equal(fds(), fdsBefore, "no descriptor of a dead init is left open"));
 });
 
 test("a reload empties the pool before its exec, then refills it; jobs go on", async () => {
