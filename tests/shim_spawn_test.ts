@@ -100,8 +100,11 @@ test("slots are reused: 300 more starts leave no more than the eight kept free a
 test("a child whose worker exits right after the spawn does not outlive it", async () => {
   // Each round: a process loads the shim, starts `sleep <marker>` and exits at once, before the
   // child has likely run a single instruction; the child must die with it (parent-death signal,
-  // or the check of the worker's pidfd right after setting it).
-  const marker = `31.${Date.now() % 100000}`;
+  // or the check of the spawning thread's pidfd right after setting it). The marker is in the
+  // command line of each round's process too, and of a child killed before its exec (it shares
+  // that process's memory until then), so only a process running `sleep <marker>` counts, and a
+  // dying one is given time to go: a survivor sleeps for 31 s.
+  const marker = `31.${crypto.getRandomValues(new Uint32Array(1))[0]}`;
   const ffi = new URL("../init/shim/ffi.ts", import.meta.url).href;
   const library = new URL("../build/libjwshim.so", import.meta.url).pathname;
   const code = `import { Shim } from "${ffi}";
@@ -112,17 +115,23 @@ test("a child whose worker exits right after the spawn does not outlive it", asy
       .output();
     assert.equal(exit, 0);
   }
-  const survivors = () =>
-    [...Deno.readDirSync("/proc")].filter((e) => {
+  const sleeping = () =>
+    [...Deno.readDirSync("/proc")].flatMap((e) => {
       try {
-        return /^\d+$/.test(e.name) &&
-          Deno.readTextFileSync(`/proc/${e.name}/cmdline`).includes(marker);
+        const argv = Deno.readTextFileSync(`/proc/${e.name}/cmdline`).split("\0");
+        return argv[0] === "sleep" && argv[1] === marker ? [Number(e.name)] : [];
       } catch {
-        return false;
+        return [];
       }
-    }).map((e) => Number(e.name));
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  const left = survivors();
-  for (const pid of left) Deno.kill(pid, "SIGKILL");
+    });
+  const deadline = Date.now() + 5_000;
+  while (sleeping().length > 0 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const left = sleeping().map((pid) => {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]?.split(" ");
+    return { pid, state: stat?.[0], ppid: Number(stat?.[1]) };
+  });
+  for (const { pid } of left) Deno.kill(pid, "SIGKILL");
   assert.deepEqual(left, [], "children left running after their worker exited");
 });

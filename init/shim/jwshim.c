@@ -48,6 +48,9 @@
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
 #endif
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -169,7 +172,7 @@ struct child_args {
   char **envp;
   const int *fds;
   int nfds;
-  int worker_pidfd;  // the worker's own pidfd, or -1
+  int worker_pidfd;  // a pidfd of the thread calling jw_spawn (of the worker before Linux 6.9), or -1
 };
 
 // The child between clone3 and execve (`opaque` is its child_args): raw system calls only.
@@ -181,8 +184,13 @@ static void child(void *opaque) {
   // The job dies with the worker, even if the worker is killed: PID 1 of a PID namespace taking
   // every other process of the namespace with it. Set first, then checked: the worker runs on
   // beside the child, and a worker gone before the prctl would never send the signal (getppid()
-  // cannot tell: it is 0 in the new PID namespace).
+  // cannot tell: it is 0 in the new PID namespace). The signal comes when the parent *thread*
+  // hands its children on, under the task list lock, in the same step that marks it dead; the
+  // whole process reads as ended only once its last thread is gone, which can be later. So the
+  // check is on the thread's pidfd, after a kill(0, 0), which takes that lock: either the
+  // signal is on its way or the thread reads as dead.
   raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0);
+  raw_syscall(SYS_kill, 0, 0, 0, 0);
   if (a->worker_pidfd >= 0) {
     struct pollfd worker = {.fd = a->worker_pidfd, .events = POLLIN};
     if (raw_syscall(SYS_poll, (long)&worker, 1, 0, 0) == 1 && (worker.revents & POLLIN)) {
@@ -360,7 +368,8 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   if (nfds > 0) memcpy(child_fds, fds, (size_t)nfds * sizeof(int));
   memcpy(text, path, path_size);
   // Opened for each spawn and closed after it, so the worker holds no descriptor for it between.
-  int worker_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+  int worker_pidfd = (int)syscall(SYS_pidfd_open, (pid_t)syscall(SYS_gettid), PIDFD_THREAD);
+  if (worker_pidfd < 0) worker_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
   slot->args = (struct child_args){.path = text, .argv = argv, .envp = envp, .fds = child_fds,
                                    .nfds = nfds, .worker_pidfd = worker_pidfd};
   text = unpack_into(argv, text + path_size, argv_packed, argc);
