@@ -48,9 +48,6 @@
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
 #endif
-#ifndef PIDFD_THREAD
-#define PIDFD_THREAD O_EXCL
-#endif
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -172,8 +169,32 @@ struct child_args {
   char **envp;
   const int *fds;
   int nfds;
-  int worker_pidfd;  // a pidfd of the thread calling jw_spawn (of the worker before Linux 6.9), or -1
+  long worker_pid;  // the worker's pid as /proc shows it, or -1
 };
+
+// The parent's pid in the text of /proc/<pid>/stat open as `fd` (the field after the state, which
+// follows the command's name: that may hold ')' itself, so the last one counts), or -1. Raw system
+// calls only: the spawned child uses it.
+static long stat_ppid(int fd) {
+  char text[512];
+  long n = raw_syscall(SYS_pread64, fd, (long)text, sizeof text, 0);
+  long close_paren = -1;
+  for (long i = 0; i < n; i++) {
+    if (text[i] == ')') close_paren = i;
+  }
+  long i = close_paren + 4;  // ") S " before the parent's pid
+  if (close_paren < 0 || i >= n || text[i] < '0' || text[i] > '9') return -1;
+  long ppid = 0;
+  for (; i < n && text[i] >= '0' && text[i] <= '9'; i++) ppid = ppid * 10 + (text[i] - '0');
+  return ppid;
+}
+
+// The parent-death signal is sent when the parent's exit hands its children on (to another of its
+// threads, or out of the process), under the task list lock, in the same step that changes their
+// parent. A process that sets the signal, then takes that lock (setsid and kill(0, 0) both do) and
+// still has its parent, will get the signal when the parent goes. A check of the worker's pidfd
+// would not do: that reads as ended only once the worker's last thread is gone, which can be
+// after its children were handed out.
 
 // The child between clone3 and execve (`opaque` is its child_args): raw system calls only.
 // A negative fds[i] gives the child /dev/null as descriptor i.
@@ -182,20 +203,18 @@ static void child(void *opaque) {
   const int *fds = a->fds;
   int nfds = a->nfds;
   // The job dies with the worker, even if the worker is killed: PID 1 of a PID namespace taking
-  // every other process of the namespace with it. Set first, then checked: the worker runs on
-  // beside the child, and a worker gone before the prctl would never send the signal (getppid()
-  // cannot tell: it is 0 in the new PID namespace). The signal comes when the parent *thread*
-  // hands its children on, under the task list lock, in the same step that marks it dead; the
-  // whole process reads as ended only once its last thread is gone, which can be later. So the
-  // check is on the thread's pidfd, after a kill(0, 0), which takes that lock: either the
-  // signal is on its way or the thread reads as dead.
+  // every other process of the namespace with it. Set first, then checked (see stat_ppid): the
+  // worker runs on beside the child, and a worker gone before the prctl would never send the
+  // signal (getppid() cannot tell: it is 0 in the new PID namespace; /proc is still the worker's).
   raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0);
-  raw_syscall(SYS_kill, 0, 0, 0, 0);
-  if (a->worker_pidfd >= 0) {
-    struct pollfd worker = {.fd = a->worker_pidfd, .events = POLLIN};
-    if (raw_syscall(SYS_poll, (long)&worker, 1, 0, 0) == 1 && (worker.revents & POLLIN)) {
-      child_exit(126);
-    }
+  raw_syscall(SYS_setsid, 0, 0, 0, 0);
+  if (a->worker_pid > 0) {
+    int stat = (int)raw_syscall(SYS_openat, AT_FDCWD, (long)"/proc/self/stat", O_RDONLY | O_CLOEXEC,
+                                0);
+    if (stat < 0) child_exit(126);
+    long ppid = stat_ppid(stat);
+    raw_syscall(SYS_close, stat, 0, 0, 0);
+    if (ppid != a->worker_pid) child_exit(126);
   }
   // Park every source above the target range first, so no dup2 clobbers a later source.
   int parked[JW_MAX_FDS];
@@ -216,7 +235,6 @@ static void child(void *opaque) {
     }
   }
   if (raw_syscall(SYS_close_range, (unsigned)nfds, ~0U, 0U, 0) != 0) child_exit(126);
-  raw_syscall(SYS_setsid, 0, 0, 0, 0);
   // Every disposition back to SIG_DFL (all-zero: no handler, flags or mask; through the kernel,
   // which also takes the signals glibc reserves), then nothing blocked: this also unblocks what
   // jw_spawn blocked around clone3.
@@ -343,6 +361,17 @@ static long clone3_calling(struct clone_args *args, void (*fn)(void *), void *ar
 }
 #endif
 
+// This process's pid as /proc shows it (the namespace /proc was mounted in), or -1 without /proc.
+static long proc_self_pid(void) {
+  char link[24];
+  ssize_t n = readlink("/proc/self", link, sizeof link - 1);
+  if (n <= 0) return -1;
+  link[n] = 0;
+  char *end;
+  long pid = strtol(link, &end, 10);
+  return *end == 0 && pid > 0 ? pid : -1;
+}
+
 // Starts `path` with the given argv/envp in new PID, mount, IPC and UTS namespaces (and a new
 // network namespace when `new_net` is set). fds[i] becomes descriptor i of the child (negative:
 // /dev/null), every other descriptor is closed. Returns the child's pid (in the caller's
@@ -367,11 +396,8 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   char *text = (char *)(child_fds + nfds);
   if (nfds > 0) memcpy(child_fds, fds, (size_t)nfds * sizeof(int));
   memcpy(text, path, path_size);
-  // Opened for each spawn and closed after it, so the worker holds no descriptor for it between.
-  int worker_pidfd = (int)syscall(SYS_pidfd_open, (pid_t)syscall(SYS_gettid), PIDFD_THREAD);
-  if (worker_pidfd < 0) worker_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
   slot->args = (struct child_args){.path = text, .argv = argv, .envp = envp, .fds = child_fds,
-                                   .nfds = nfds, .worker_pidfd = worker_pidfd};
+                                   .nfds = nfds, .worker_pid = proc_self_pid()};
   text = unpack_into(argv, text + path_size, argv_packed, argc);
   unpack_into(envp, text, envp_packed, envc);
 
@@ -406,7 +432,6 @@ int jw_spawn(const char *path, const char *argv_packed, int argc, const char *en
   int err = errno;
 #endif
   raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, (long)&previous, 0, sizeof previous);
-  if (worker_pidfd >= 0) close(worker_pidfd);
 #ifndef JW_SHARED_SPAWN
   // The child has its own copy of the slot.
   __atomic_store_n(&slot->tid, 0, __ATOMIC_RELEASE);
@@ -542,7 +567,17 @@ int jw_make_mounts_private(void) {
 
 // A fresh /proc for the new PID namespace: `ps` inside sees only the job. The host's /proc is
 // detached first, so unmounting the new one cannot uncover the host's processes.
+// Init's own /proc/<pid>/stat as the worker's /proc shows it, kept from before /proc becomes the
+// job's (where the worker, outside the job's PID namespace, has no pid), and the parent it named
+// then: jw_set_user checks that the parent is still the same.
+static int stat_before_proc = -1;
+static long parent_before_proc = -1;
+
 int jw_mount_proc(void) {
+  if (stat_before_proc < 0) {
+    stat_before_proc = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (stat_before_proc >= 0) parent_before_proc = stat_ppid(stat_before_proc);
+  }
   if (umount2("/proc", MNT_DETACH) != 0 && errno != EINVAL) return -errno;
   return mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0 ? 0 : -errno;
 }
@@ -752,8 +787,13 @@ int jw_set_user(uint32_t uid, uint32_t gid, const uint32_t *groups, int ngroups)
   if (syscall(SYS_setresgid, (gid_t)gid, (gid_t)gid, (gid_t)gid) != 0) return -errno;
   if (syscall(SYS_setresuid, (uid_t)uid, (uid_t)uid, (uid_t)uid) != 0) return -errno;
   // A change of user clears the parent-death signal (prctl(2)): set it again, or a job of another
-  // user would outlive a worker that is killed.
+  // user would outlive a worker that is killed; then check that the worker did not go in between
+  // (see stat_ppid; kill(0, 0) takes the task list lock, and init's process group is init alone).
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return -errno;
+  if (stat_before_proc >= 0) {
+    kill(0, 0);
+    if (stat_ppid(stat_before_proc) != parent_before_proc) return -ESRCH;
+  }
   return 0;
 }
 
