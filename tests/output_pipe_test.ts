@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { Shim } from "../init/shim/ffi.ts";
-import { openOutputPipe, restAfterRead } from "../worker/runtime/output_pipe.ts";
+import { endedOutputPipe, openOutputPipe, restAfterRead } from "../worker/runtime/output_pipe.ts";
 import { concatBytes } from "./helpers/process.ts";
 import { closeFd, rawPipe, writeFd } from "./helpers/raw_pipe.ts";
 
@@ -117,4 +117,20 @@ Deno.test("a fast writer's pipe is armed again at once, a slow one's rests up to
   assert.equal(restAfterRead(4096, 0.5), 5, "4 KiB in 0.5 ms");
   const between = restAfterRead(64 * 1024, 2);
   assert.ok(between > 1 && between < 5, `64 KiB in 2 ms: ${between}`);
+});
+
+Deno.test("a pipe hands over its descriptor while open, -1 once it ended or was destroyed", async () => {
+  const ended = pipe();
+  const endedPipe = openOutputPipe(shim, ended.readFd, () => {});
+  assert.equal(endedPipe.handedFd, ended.readFd);
+  closeFd(ended.writeFd);
+  await endedPipe.closed;
+  assert.equal(endedPipe.handedFd, -1, "ended");
+  const destroyed = pipe();
+  const destroyedPipe = openOutputPipe(shim, destroyed.readFd, () => {});
+  assert.equal(destroyedPipe.handedFd, destroyed.readFd);
+  destroyedPipe.destroy();
+  assert.equal(destroyedPipe.handedFd, -1, "destroyed");
+  closeFd(destroyed.writeFd);
+  assert.equal(endedOutputPipe().handedFd, -1, "ended before a reload");
 });

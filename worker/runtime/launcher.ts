@@ -31,11 +31,9 @@ export { MAX_SPEC_BYTES };
 export interface LaunchedProcess {
   pid: number;
   pidfd: number;
+  /** Its output pipes (their handedFd: what a reload passes to the new process). */
   stdout: OutputPipe;
   stderr: OutputPipe;
-  /** The descriptors under stdout and stderr (a reload passes them to the new process). */
-  stdoutFd: number;
-  stderrFd: number;
   /** Whether init came from the pool (already started) rather than cloned for this job. */
   pooled: boolean;
   /** Whether the job started directly (jwstart took init's steps). */
@@ -286,8 +284,6 @@ export class Launcher {
       },
       stdout,
       stderr,
-      stdoutFd: outR,
-      stderrFd: errR,
     };
   }
 }

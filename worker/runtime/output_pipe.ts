@@ -69,8 +69,11 @@ export interface OutputPipe {
   destroy(): void;
   /** True while a write end is open somewhere (or it cannot be told); false once closed. */
   hasWriters(): boolean;
-  /** False once it ended or was destroyed (its descriptor is closed, its number may be reused). */
-  readonly open: boolean;
+  /**
+   * The pipe's descriptor while it is open (a reload hands it to the new process); -1 once it
+   * ended or was destroyed (its descriptor is closed, its number may be another's by now).
+   */
+  readonly handedFd: number;
 }
 
 const EAGAIN = 11;
@@ -136,8 +139,8 @@ export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): Output
   }
   return {
     closed,
-    get open() {
-      return open;
+    get handedFd() {
+      return open ? fd : -1;
     },
     pause: () => open && handle.pause(),
     resume: () => open && handle.resume(),
@@ -150,7 +153,7 @@ export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): Output
 export function endedOutputPipe(): OutputPipe {
   return {
     closed: Promise.resolve({}),
-    open: false,
+    handedFd: -1,
     pause: () => {},
     resume: () => {},
     destroy: () => {},

@@ -234,8 +234,6 @@ export function adoptedProcess(
     pidfd: job.pidfd,
     stdout: adoptedPipe(shim, job, job.stdoutFd, sinks.stdout),
     stderr: adoptedPipe(shim, job, job.stderrFd, sinks.stderr),
-    stdoutFd: job.stdoutFd,
-    stderrFd: job.stderrFd,
     pooled: false,
     direct: false,
     intoCgroup: false,
