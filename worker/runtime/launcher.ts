@@ -24,6 +24,7 @@ import {
 import type { InitPool } from "./init_pool.ts";
 import type { Reaper } from "./reaper.ts";
 import { openOutputPipe, type OutputPipe, type OutputSinks } from "./output_pipe.ts";
+import type { OutputPump } from "./output_pump.ts";
 import { type DirectProcess, spawnDirect } from "./direct_start.ts";
 
 export { MAX_SPEC_BYTES };
@@ -104,6 +105,8 @@ export class Launcher {
 
   constructor(
     private readonly shim: Shim,
+    /** Reads every launched job's output pipes (one per worker, made where it is assembled). */
+    private readonly pump: OutputPump,
     private readonly self: SelfCommand,
     private readonly paths: WorkerPaths,
     private readonly reaper: Reaper,
@@ -260,8 +263,8 @@ export class Launcher {
     let stdout: OutputPipe | undefined;
     let stderr: OutputPipe;
     try {
-      stdout = openOutputPipe(this.shim, outR, sinks.stdout);
-      stderr = openOutputPipe(this.shim, errR, sinks.stderr);
+      stdout = openOutputPipe(this.pump, outR, sinks.stdout);
+      stderr = openOutputPipe(this.pump, errR, sinks.stderr);
     } catch (e) {
       if (stdout) stdout.destroy();
       else closeQuietly(this.shim, [errR]);

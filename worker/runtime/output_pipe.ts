@@ -12,9 +12,8 @@
  *
  * @module
  */
-import type { Shim } from "../../init/shim/ffi.ts";
 import { pipeHasWriters } from "./pipe_writers.ts";
-import { type AfterRead, OutputPump, type PumpedFd } from "./output_pump.ts";
+import type { AfterRead, OutputPump, PumpedFd } from "./output_pump.ts";
 
 /**
  * Bytes one read may take from a pipe. A job's pipe holds up to 1 MiB (init_process.ts), and
@@ -78,18 +77,17 @@ export interface OutputPipe {
 
 const EAGAIN = 11;
 
+/** Shared by the pipes of every pump: each read is consumed before the next one can happen. */
 let shared: Uint8Array<ArrayBuffer> | undefined;
-/** One per process, made with the first pipe's shim (every Shim binds the same library). */
-let pump: OutputPump | undefined;
 
 /**
- * Starts reading the read end `fd` of a job's output pipe: every read goes to `sink`, in order,
- * from the first (bytes written before the open wait in the pipe). The pipe takes `fd` over: it
- * is closed at the pipe's end or destroy(), or here if it cannot be watched (which throws).
+ * Starts reading the read end `fd` of a job's output pipe in `pump`: every read goes to `sink`, in
+ * order, from the first (bytes written before the open wait in the pipe). The pipe takes `fd` over:
+ * it is closed at the pipe's end or destroy(), or here if it cannot be watched (which throws).
  */
-export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): OutputPipe {
+export function openOutputPipe(pump: OutputPump, fd: number, sink: OutputSink): OutputPipe {
   shared ??= new Uint8Array(READ_BYTES);
-  pump ??= new OutputPump(shim);
+  const { shim } = pump;
   const buffer = shared;
   let resolveClosed!: (end: { error?: string }) => void;
   const closed = new Promise<{ error?: string }>((resolve) => resolveClosed = resolve);
