@@ -137,3 +137,16 @@ Deno.test("a pipe hands over its descriptor while open, -1 once it ended or was 
   closeFd(destroyed.writeFd);
   assert.equal(endedOutputPipe().handedFd, -1, "ended before a reload");
 });
+
+Deno.test("a pipe has writers while a write end is open, none once the last one closed", async () => {
+  const { readFd, writeFd } = pipe();
+  const output = openOutputPipe(pump, readFd, () => {});
+  // Paused, the pipe stays open past its writers' end (as a job's does while a reload is underway).
+  output.pause();
+  assert.equal(output.hasWriters(), true, "its write end is open");
+  closeFd(writeFd);
+  assert.equal(output.hasWriters(), false, "its write end is closed");
+  output.resume();
+  await output.closed;
+  assert.equal(output.hasWriters(), false, "ended");
+});

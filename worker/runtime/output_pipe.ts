@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { pipeHasWriters } from "./pipe_writers.ts";
+import { ShimError } from "../../init/shim/ffi.ts";
 import type { AfterRead, OutputPump, PumpedFd } from "./output_pump.ts";
 
 /**
@@ -66,7 +66,12 @@ export interface OutputPipe {
   resume(): void;
   /** Stops reading and closes the descriptor; the rest of the pipe's bytes are not read. */
   destroy(): void;
-  /** True while a write end is open somewhere (or it cannot be told); false once closed. */
+  /**
+   * True while a write end is open somewhere (or it cannot be told); false once none is, or once
+   * closed. Used after a job's processes are all gone, to tell a worker that is merely behind in
+   * reading (no writers: end of file is certain) from a writer that escaped the job (a descriptor
+   * passed to a process outside it); the caller bounds its wait.
+   */
   hasWriters(): boolean;
   /**
    * The pipe's descriptor while it is open (a reload hands it to the new process); -1 once it
@@ -143,7 +148,15 @@ export function openOutputPipe(pump: OutputPump, fd: number, sink: OutputSink): 
     pause: () => open && handle.pause(),
     resume: () => open && handle.resume(),
     destroy: () => end(),
-    hasWriters: () => open && pipeHasWriters(fd),
+    hasWriters: () => {
+      if (!open) return false;
+      try {
+        return shim.pipeHasWriters(fd);
+      } catch (e) {
+        if (e instanceof ShimError) return true; // poll failed: cannot be told
+        throw e;
+      }
+    },
   };
 }
 
