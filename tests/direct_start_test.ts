@@ -21,8 +21,7 @@ import { Shim, ShimError } from "../init/shim/ffi.ts";
 import { Launcher } from "../worker/runtime/launcher.ts";
 import type { InitPool } from "../worker/runtime/init_pool.ts";
 import { Reaper } from "../worker/runtime/reaper.ts";
-import { openOutputPipe } from "../worker/runtime/output_pipe.ts";
-import { closeFd, rawPipe } from "./helpers/raw_pipe.ts";
+import { OutputPump } from "../worker/runtime/output_pump.ts";
 import { directFailure, directPlan } from "../init/direct_plan.ts";
 import { resolveCommand } from "../init/resolve_command.ts";
 import { type DirectProcess, spawnDirect } from "../worker/runtime/direct_start.ts";
@@ -385,17 +384,6 @@ test("start failures read the same either way, with the same status", async () =
 
 const openFds = () => [...Deno.readDirSync("/proc/self/fd")].length;
 
-/**
- * The output pump's epoll set and wake pipe are made at the first output pipe and kept for the
- * process's life (worker/runtime/output_pump.ts): made here before a count of descriptors.
- */
-async function startOutputPump(): Promise<void> {
-  const { readFd, writeFd } = rawPipe();
-  const pipe = openOutputPipe(new Shim(installed("libjwshim-")), readFd, () => {});
-  closeFd(writeFd);
-  await pipe.closed;
-}
-
 const u32 = (n: number) => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24];
 
 /** Plan bytes (jwdirect.c's encoding): op bytes, NUL-terminated texts, little-endian words. */
@@ -526,7 +514,17 @@ function recordingLauncher(tried: number[], options: { refuse?: boolean; pool?: 
   reaper.start();
   const self = { path: "/nonexistent", argv: ["jobworker"], env: [] };
   const paths = { maskPaths: [], readonlyPaths: [], minimalInit: "/nonexistent" };
-  const launcher = new Launcher(shim, self, paths, reaper, options.pool, installed("jwstart-"));
+  // Its epoll set and wake pipe stay open, as the worker's do: made before any count of descriptors.
+  const pump = new OutputPump(shim);
+  const launcher = new Launcher(
+    shim,
+    pump,
+    self,
+    paths,
+    reaper,
+    options.pool,
+    installed("jwstart-"),
+  );
   /** Starts `true` as a direct start offered a cgroup to clone into; resolves once it is gone. */
   const runTrue = async (jobId: string) => {
     const process = launcher.launch(
@@ -550,7 +548,6 @@ function recordingLauncher(tried: number[], options: { refuse?: boolean; pool?: 
 test("a kernel that refuses CLONE_INTO_CGROUP itself is asked once; every start still runs", async () => {
   const tried: number[] = [];
   const launcher = recordingLauncher(tried, { refuse: true });
-  await startOutputPump();
   const before = openFds();
   try {
     for (let i = 0; i < 2; i++) await launcher.runTrue(`jw-old-kernel-${i}`);

@@ -5,13 +5,16 @@
  */
 import assert from "node:assert/strict";
 import { Shim } from "../init/shim/ffi.ts";
-import { openOutputPipe, restAfterRead } from "../worker/runtime/output_pipe.ts";
+import { endedOutputPipe, openOutputPipe, restAfterRead } from "../worker/runtime/output_pipe.ts";
+import { OutputPump } from "../worker/runtime/output_pump.ts";
 import { concatBytes } from "./helpers/process.ts";
 import { closeFd, rawPipe, writeFd } from "./helpers/raw_pipe.ts";
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const pipe = rawPipe;
 const shim = new Shim(new URL("../build/libjwshim.so", import.meta.url).pathname);
+/** One for the file, as the worker has one (its descriptors stay open). */
+const pump = new OutputPump(shim);
 
 /**
  * Collects what an output pipe's sink receives (copied: the buffer is reused) until it closes;
@@ -23,7 +26,7 @@ function collect(
   reads: number[],
 ): { chunks: Uint8Array[]; closed: Promise<void> } {
   const chunks: Uint8Array[] = [];
-  const pipe = openOutputPipe(shim, fd, (bytes) => {
+  const pipe = openOutputPipe(pump, fd, (bytes) => {
     chunks.push(bytes.slice());
     reads.push(name);
   });
@@ -82,7 +85,7 @@ Deno.test("a pipe written a line at a time is read in batches, every byte in ord
   let reads = 0;
   let first = 0;
   const chunks: Uint8Array[] = [];
-  const output = openOutputPipe(shim, readFd, (bytes) => {
+  const output = openOutputPipe(pump, readFd, (bytes) => {
     if (reads++ === 0) first = performance.now();
     chunks.push(bytes.slice());
   });
@@ -117,4 +120,33 @@ Deno.test("a fast writer's pipe is armed again at once, a slow one's rests up to
   assert.equal(restAfterRead(4096, 0.5), 5, "4 KiB in 0.5 ms");
   const between = restAfterRead(64 * 1024, 2);
   assert.ok(between > 1 && between < 5, `64 KiB in 2 ms: ${between}`);
+});
+
+Deno.test("a pipe hands over its descriptor while open, -1 once it ended or was destroyed", async () => {
+  const ended = pipe();
+  const endedPipe = openOutputPipe(pump, ended.readFd, () => {});
+  assert.equal(endedPipe.handedFd, ended.readFd);
+  closeFd(ended.writeFd);
+  await endedPipe.closed;
+  assert.equal(endedPipe.handedFd, -1, "ended");
+  const destroyed = pipe();
+  const destroyedPipe = openOutputPipe(pump, destroyed.readFd, () => {});
+  assert.equal(destroyedPipe.handedFd, destroyed.readFd);
+  destroyedPipe.destroy();
+  assert.equal(destroyedPipe.handedFd, -1, "destroyed");
+  closeFd(destroyed.writeFd);
+  assert.equal(endedOutputPipe().handedFd, -1, "ended before a reload");
+});
+
+Deno.test("a pipe has writers while a write end is open, none once the last one closed", async () => {
+  const { readFd, writeFd } = pipe();
+  const output = openOutputPipe(pump, readFd, () => {});
+  // Paused, the pipe stays open past its writers' end (as a job's does while a reload is underway).
+  output.pause();
+  assert.equal(output.hasWriters(), true, "its write end is open");
+  closeFd(writeFd);
+  assert.equal(output.hasWriters(), false, "its write end is closed");
+  output.resume();
+  await output.closed;
+  assert.equal(output.hasWriters(), false, "ended");
 });

@@ -13,6 +13,7 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { pipeSocket } from "../worker/runtime/pipe_socket.ts";
 import { openOutputPipe } from "../worker/runtime/output_pipe.ts";
+import { OutputPump } from "../worker/runtime/output_pump.ts";
 import { Shim } from "../init/shim/ffi.ts";
 
 const libc = Deno.dlopen("libc.so.6", {
@@ -49,11 +50,11 @@ async function closedPipes(
 }
 
 /** Weak refs to an output pipe and what its sink holds, once its writer closed and it ended. */
-async function closedOutputPipe(shim: Shim): Promise<WeakRef<object>[]> {
+async function closedOutputPipe(pump: OutputPump): Promise<WeakRef<object>[]> {
   const fds = new Int32Array(2);
   assert.equal(libc.symbols.pipe(new Uint8Array(fds.buffer)), 0);
   const owner = { bytes: new Uint8Array(1024) };
-  const pipe = openOutputPipe(shim, fds[0]!, () => void owner);
+  const pipe = openOutputPipe(pump, fds[0]!, () => void owner);
   libc.symbols.close(fds[1]!);
   await pipe.closed;
   return [new WeakRef(pipe), new WeakRef(owner)];
@@ -84,9 +85,11 @@ Deno.test({
   name: "a job's output pipe (read by the output pump) and what its sink holds are freed",
   sanitizeResources: false,
   fn: async () => {
-    const shim = new Shim(new URL("../build/libjwshim.so", import.meta.url).pathname);
+    const pump = new OutputPump(
+      new Shim(new URL("../build/libjwshim.so", import.meta.url).pathname),
+    );
     const refs: WeakRef<object>[] = [];
-    for (let i = 0; i < 20; i++) refs.push(...await closedOutputPipe(shim));
+    for (let i = 0; i < 20; i++) refs.push(...await closedOutputPipe(pump));
     assert.equal(await stillAlive(refs), 0);
   },
 });

@@ -30,6 +30,7 @@ import { SqliteStore, StoreOpenError } from "./store/sqlite.ts";
 import { recover } from "./jobs/recovery.ts";
 import { unsavedJob } from "./jobs/handover.ts";
 import { adoptedProcess } from "./runtime/reexec.ts";
+import { OutputPump } from "./runtime/output_pump.ts";
 import { ControlSignals, serveUntilStopped, takeHandover } from "./runtime/reload.ts";
 import { ISOLATION } from "./runtime/isolation.ts";
 import { VERSION } from "./version.ts";
@@ -217,6 +218,8 @@ async function serve(config: Config): Promise<number> {
   );
   const reaper = new Reaper(shim);
   reaper.start();
+  // Reads every job's output pipes, launched here or handed over by a reload.
+  const pump = new OutputPump(shim);
   // Cgroup files, and each job's output directory and file, are made off the event loop in batches.
   const files = shimFileBatch(shim);
   const cgroups = detectCgroups({
@@ -243,7 +246,7 @@ async function serve(config: Config): Promise<number> {
   );
   metrics.watchPool(pool);
   const manager = new JobManager(
-    new Launcher(shim, self, paths, reaper, pool, starter),
+    new Launcher(shim, pump, self, paths, reaper, pool, starter),
     reaper,
     new PoolCgroups(cgroups, pool),
     store,
@@ -267,7 +270,7 @@ async function serve(config: Config): Promise<number> {
   for (const job of handover?.jobs ?? []) {
     const kept = manager.adopt(
       job,
-      (sinks) => adoptedProcess(job, sinks, shim),
+      (sinks) => adoptedProcess(job, sinks, shim, pump),
     );
     if (kept) jobsKept++;
   }

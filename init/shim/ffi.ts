@@ -28,6 +28,7 @@ const symbols = {
   jw_read: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   jw_pidfd_send_signal: { parameters: ["i32", "i32"], result: "i32" },
   jw_pidfd_exited: { parameters: ["i32"], result: "i32" },
+  jw_pipe_has_writers: { parameters: ["i32"], result: "i32" },
   jw_mounts_open: { parameters: [], result: "i32" },
   jw_mounts_changed: { parameters: ["i32"], result: "i32" },
   jw_unshare_net: { parameters: [], result: "i32" },
@@ -330,6 +331,14 @@ export class Shim {
   /** True once the process behind `pidfd` has ended (reaped or not). */
   pidfdExited(pidfd: number): boolean {
     return this.#check("poll pidfd", this.#fn("jw_pidfd_exited")(pidfd)) === 1;
+  }
+
+  /**
+   * Whether a write end of the pipe whose read end is `fd` is open somewhere (poll(2): no POLLHUP
+   * yet); false once none is.
+   */
+  pipeHasWriters(fd: number): boolean {
+    return this.#check("poll pipe", this.#fn("jw_pipe_has_writers")(fd)) === 1;
   }
 
   /** This process's mount table as a descriptor for {@link mountsChanged}. */

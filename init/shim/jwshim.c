@@ -543,6 +543,15 @@ int jw_pidfd_exited(int pidfd) {
   return r > 0 ? 1 : 0;
 }
 
+// 1 while a write end of the pipe whose read end is `fd` is open somewhere, 0 once none is (poll(2)
+// reports POLLHUP on a pipe's read end then); never blocks.
+int jw_pipe_has_writers(int fd) {
+  struct pollfd p = {fd, POLLIN, 0};
+  int r = poll(&p, 1, 0);
+  if (r < 0) return -errno;
+  return r > 0 && (p.revents & POLLHUP) ? 0 : 1;
+}
+
 // The worker's mount table, opened to be polled by jw_mounts_changed().
 int jw_mounts_open(void) {
   int fd = open("/proc/self/mounts", O_RDONLY | O_CLOEXEC);

@@ -79,9 +79,9 @@ export function handOver(ctx: HandoverContext): { jobs: HandedJob[]; unsaved: Ha
       id,
       pid: running.process.pid,
       pidfd: running.process.pidfd,
-      // A pipe that ended is closed, and its number may be another descriptor's by now.
-      stdoutFd: running.process.stdout.open ? running.process.stdoutFd : -1,
-      stderrFd: running.process.stderr.open ? running.process.stderrFd : -1,
+      // -1 for a pipe that ended: it is closed, and its number may be another descriptor's by now.
+      stdoutFd: running.process.stdout.handedFd,
+      stderrFd: running.process.stderr.handedFd,
       timeoutAt: running.timeoutAt ?? null,
       killAt: running.stopper.killAt ?? null,
       terminated: running.stopper.terminated,

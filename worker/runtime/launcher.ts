@@ -24,6 +24,7 @@ import {
 import type { InitPool } from "./init_pool.ts";
 import type { Reaper } from "./reaper.ts";
 import { openOutputPipe, type OutputPipe, type OutputSinks } from "./output_pipe.ts";
+import type { OutputPump } from "./output_pump.ts";
 import { type DirectProcess, spawnDirect } from "./direct_start.ts";
 
 export { MAX_SPEC_BYTES };
@@ -31,11 +32,9 @@ export { MAX_SPEC_BYTES };
 export interface LaunchedProcess {
   pid: number;
   pidfd: number;
+  /** Its output pipes (their handedFd: what a reload passes to the new process). */
   stdout: OutputPipe;
   stderr: OutputPipe;
-  /** The descriptors under stdout and stderr (a reload passes them to the new process). */
-  stdoutFd: number;
-  stderrFd: number;
   /** Whether init came from the pool (already started) rather than cloned for this job. */
   pooled: boolean;
   /** Whether the job started directly (jwstart took init's steps). */
@@ -106,6 +105,8 @@ export class Launcher {
 
   constructor(
     private readonly shim: Shim,
+    /** Reads every launched job's output pipes (one per worker, made where it is assembled). */
+    private readonly pump: OutputPump,
     private readonly self: SelfCommand,
     private readonly paths: WorkerPaths,
     private readonly reaper: Reaper,
@@ -262,8 +263,8 @@ export class Launcher {
     let stdout: OutputPipe | undefined;
     let stderr: OutputPipe;
     try {
-      stdout = openOutputPipe(this.shim, outR, sinks.stdout);
-      stderr = openOutputPipe(this.shim, errR, sinks.stderr);
+      stdout = openOutputPipe(this.pump, outR, sinks.stdout);
+      stderr = openOutputPipe(this.pump, errR, sinks.stderr);
     } catch (e) {
       if (stdout) stdout.destroy();
       else closeQuietly(this.shim, [errR]);
@@ -286,8 +287,6 @@ export class Launcher {
       },
       stdout,
       stderr,
-      stdoutFd: outR,
-      stderrFd: errR,
     };
   }
 }

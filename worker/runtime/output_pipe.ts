@@ -12,9 +12,8 @@
  *
  * @module
  */
-import type { Shim } from "../../init/shim/ffi.ts";
-import { pipeHasWriters } from "./pipe_writers.ts";
-import { type AfterRead, OutputPump, type PumpedFd } from "./output_pump.ts";
+import { ShimError } from "../../init/shim/ffi.ts";
+import type { AfterRead, OutputPump, PumpedFd } from "./output_pump.ts";
 
 /**
  * Bytes one read may take from a pipe. A job's pipe holds up to 1 MiB (init_process.ts), and
@@ -67,26 +66,33 @@ export interface OutputPipe {
   resume(): void;
   /** Stops reading and closes the descriptor; the rest of the pipe's bytes are not read. */
   destroy(): void;
-  /** True while a write end is open somewhere (or it cannot be told); false once closed. */
+  /**
+   * True while a write end is open somewhere (or it cannot be told); false once none is, or once
+   * closed. Used after a job's processes are all gone, to tell a worker that is merely behind in
+   * reading (no writers: end of file is certain) from a writer that escaped the job (a descriptor
+   * passed to a process outside it); the caller bounds its wait.
+   */
   hasWriters(): boolean;
-  /** False once it ended or was destroyed (its descriptor is closed, its number may be reused). */
-  readonly open: boolean;
+  /**
+   * The pipe's descriptor while it is open (a reload hands it to the new process); -1 once it
+   * ended or was destroyed (its descriptor is closed, its number may be another's by now).
+   */
+  readonly handedFd: number;
 }
 
 const EAGAIN = 11;
 
+/** Shared by the pipes of every pump: each read is consumed before the next one can happen. */
 let shared: Uint8Array<ArrayBuffer> | undefined;
-/** One per process, made with the first pipe's shim (every Shim binds the same library). */
-let pump: OutputPump | undefined;
 
 /**
- * Starts reading the read end `fd` of a job's output pipe: every read goes to `sink`, in order,
- * from the first (bytes written before the open wait in the pipe). The pipe takes `fd` over: it
- * is closed at the pipe's end or destroy(), or here if it cannot be watched (which throws).
+ * Starts reading the read end `fd` of a job's output pipe in `pump`: every read goes to `sink`, in
+ * order, from the first (bytes written before the open wait in the pipe). The pipe takes `fd` over:
+ * it is closed at the pipe's end or destroy(), or here if it cannot be watched (which throws).
  */
-export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): OutputPipe {
+export function openOutputPipe(pump: OutputPump, fd: number, sink: OutputSink): OutputPipe {
   shared ??= new Uint8Array(READ_BYTES);
-  pump ??= new OutputPump(shim);
+  const { shim } = pump;
   const buffer = shared;
   let resolveClosed!: (end: { error?: string }) => void;
   const closed = new Promise<{ error?: string }>((resolve) => resolveClosed = resolve);
@@ -136,13 +142,21 @@ export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): Output
   }
   return {
     closed,
-    get open() {
-      return open;
+    get handedFd() {
+      return open ? fd : -1;
     },
     pause: () => open && handle.pause(),
     resume: () => open && handle.resume(),
     destroy: () => end(),
-    hasWriters: () => open && pipeHasWriters(fd),
+    hasWriters: () => {
+      if (!open) return false;
+      try {
+        return shim.pipeHasWriters(fd);
+      } catch (e) {
+        if (e instanceof ShimError) return true; // poll failed: cannot be told
+        throw e;
+      }
+    },
   };
 }
 
@@ -150,7 +164,7 @@ export function openOutputPipe(shim: Shim, fd: number, sink: OutputSink): Output
 export function endedOutputPipe(): OutputPipe {
   return {
     closed: Promise.resolve({}),
-    open: false,
+    handedFd: -1,
     pause: () => {},
     resume: () => {},
     destroy: () => {},

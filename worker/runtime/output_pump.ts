@@ -75,7 +75,13 @@ export class OutputPump {
   #dueTimer: ReturnType<typeof setTimeout> | undefined;
   #dueTimerAt = Infinity;
 
-  constructor(private readonly shim: Shim) {
+  /**
+   * Made once where the worker is assembled (serve.ts) and handed to whatever opens output pipes
+   * (the Launcher, a reload's adoption of handed-over jobs); its descriptors (the epoll set, the
+   * wake pipe) stay open for the process's life. `shim` also reads and closes its pipes
+   * (output_pipe.ts).
+   */
+  constructor(readonly shim: Shim) {
     this.#epfd = shim.pumpCreate();
     const [readEnd, writeEnd] = shim.pipe();
     this.#wake = [readEnd, writeEnd];

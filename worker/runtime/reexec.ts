@@ -27,6 +27,7 @@ import {
   type OutputSink,
   type OutputSinks,
 } from "./output_pipe.ts";
+import type { OutputPump } from "./output_pump.ts";
 import type { Shim } from "../../init/shim/ffi.ts";
 import { log } from "../log/logger.ts";
 
@@ -206,10 +207,10 @@ export function execSelf(handoverPath: string, fds: readonly number[]): string {
 }
 
 /** A handed-over pipe read again; one that cannot be (or had ended) reads as ended. */
-function adoptedPipe(shim: Shim, job: HandedJob, fd: number, sink: OutputSink): OutputPipe {
+function adoptedPipe(pump: OutputPump, job: HandedJob, fd: number, sink: OutputSink): OutputPipe {
   if (fd < 0) return endedOutputPipe();
   try {
-    return openOutputPipe(shim, fd, sink);
+    return openOutputPipe(pump, fd, sink);
   } catch (e) {
     log.error("cannot read a job's output after the reload; the rest of it is lost", {
       id: job.id,
@@ -220,22 +221,21 @@ function adoptedPipe(shim: Shim, job: HandedJob, fd: number, sink: OutputSink): 
 }
 
 /**
- * A job's first process as the new worker process re-attaches it, its output pipes read into
- * `sinks` from where the old process stopped reading.
+ * A job's first process as the new worker process re-attaches it, its output pipes read by `pump`
+ * into `sinks` from where the old process stopped reading.
  */
 export function adoptedProcess(
   job: HandedJob,
   sinks: OutputSinks,
   shim: Shim,
+  pump: OutputPump,
 ): LaunchedProcess {
   let released = false;
   return {
     pid: job.pid,
     pidfd: job.pidfd,
-    stdout: adoptedPipe(shim, job, job.stdoutFd, sinks.stdout),
-    stderr: adoptedPipe(shim, job, job.stderrFd, sinks.stderr),
-    stdoutFd: job.stdoutFd,
-    stderrFd: job.stderrFd,
+    stdout: adoptedPipe(pump, job, job.stdoutFd, sinks.stdout),
+    stderr: adoptedPipe(pump, job, job.stderrFd, sinks.stderr),
     pooled: false,
     direct: false,
     intoCgroup: false,
