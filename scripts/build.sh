@@ -26,14 +26,33 @@ rm -f build/jobworker-cli.js build/jobworker-client.js
 if "$deno_bin" bundle --quiet --platform deno --external ./transport/grpc_js.ts \
      --external ../pki/provision.ts --output build/jobworker-cli.js cli/bin.ts >build/bundle.log 2>&1; then
   client="$(pwd)/build/jobworker-cli.js"
-  # commander loads node:child_process when it loads, for executable subcommands (jobworker has
-  # none): about 5 ms of a short command's start (README "Start-up"). The bundle's copy of
-  # commander loads it at its first spawn instead; if commander's code changes, the line is not
-  # found and the bundle stays as deno made it (slower, same behaviour).
-  sed -i 's/^\( *\)var childProcess = __require("node:child_process");$/\1var childProcess = { spawn: (...args) => __require("node:child_process").spawn(...args) };/' \
+  # commander loads node:child_process and node:fs when it loads, for executable subcommands
+  # (jobworker has none): about 5 ms and 5-6 ms of a short command's start, node:fs even with
+  # node:tls loaded (README "Start-up"). The bundle's copy of commander loads each at its first use
+  # instead (a spawn; existsSync or realpathSync, the only node:fs functions it calls); if
+  # commander's code changes, the line is not found and the bundle stays as deno made it (slower,
+  # same behaviour).
+  sed -i -e 's/^\( *\)var childProcess = __require("node:child_process");$/\1var childProcess = { spawn: (...args) => __require("node:child_process").spawn(...args) };/' \
+    -e 's/^\( *\)var fs = __require("node:fs");$/\1var fs = { existsSync: (...args) => __require("node:fs").existsSync(...args), realpathSync: (...args) => __require("node:fs").realpathSync(...args) };/' \
     build/jobworker-cli.js
   grep -q '^ *var childProcess = { spawn: ' build/jobworker-cli.js ||
     echo "note: commander's node:child_process stays eager in build/jobworker-cli.js (its code changed)" >&2
+  grep -q '^ *var fs = { existsSync: ' build/jobworker-cli.js ||
+    echo "note: commander's node:fs stays eager in build/jobworker-cli.js (its code changed)" >&2
+  # long.js (which protobufjs loads with it; proto/service.ts then sets protobuf.util.Long aside,
+  # so int64 fields decode to numbers) compiles a small WebAssembly module when it loads, for its
+  # multiply, divide and remainder: about 3 ms of a short command's start on this machine, more
+  # under load (README "Start-up"). The command line
+  # never does Long arithmetic; in the bundle long.js uses its JavaScript arithmetic instead (the
+  # same results: it is long.js's own path where WebAssembly is missing). If long.js's code changes,
+  # the line is not found and the bundle stays as deno made it.
+  sed -i 's/^\( *\)wasm = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(\[$/\1if (false) wasm = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array([/' \
+    build/jobworker-cli.js
+  grep -q '^ *if (false) wasm = new WebAssembly.Instance(' build/jobworker-cli.js ||
+    echo "note: long.js still compiles its WebAssembly when build/jobworker-cli.js loads (its code changed)" >&2
+  # Were node:fs loaded anywhere else at start, the rewrite would save nothing: say so.
+  [ "$(grep -c '"node:fs"' build/jobworker-cli.js)" -le 1 ] ||
+    echo "note: build/jobworker-cli.js loads node:fs beyond commander's lazy use" >&2
   # The entry names jobworker-cli.js by a URL made at run time, which the bundler leaves alone:
   # were the command line pulled into it, it would be no smaller than the command line.
   if "$deno_bin" bundle --quiet --platform deno --output build/jobworker-client.js cli/bundle_entry.ts \

@@ -140,6 +140,9 @@ test("make build leaves a bin/jobworker that works as client", async () => {
   // command line loads (cli/bundle_entry.ts), not from the command line's bundle itself.
   assert.match(said, /client commands: build\/jobworker-client\.js/);
   assert.doesNotMatch(said, /no bundle entry/);
+  // Its rewrites of the bundle for start-up time (commander's node:child_process and node:fs at
+  // first use, long.js without its WebAssembly) were made: each says so when its line is gone.
+  assert.doesNotMatch(said, /stays eager|still compiles|beyond commander's lazy use/);
   const program = `${root}bin/jobworker`;
   const id = (await jobworker(["create", "echo", "from bin"], program)).stdout.trim();
   assert.match(id, UUID);
