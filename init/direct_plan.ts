@@ -67,16 +67,29 @@ const encoder = new TextEncoder();
 class PlanRecorder implements JobSteps, StepCalls {
   /** The calls are recorded by the recorder itself. */
   readonly calls: StepCalls = this;
-  readonly #chunks: number[] = [];
+  /** The plan so far: #buffer's first #length bytes (grown by doubling). */
+  #buffer = new Uint8Array(1024);
+  #length = 0;
   readonly labels: Label[] = [];
   #stage: { stage: Stage; what: string } = { stage: "exec", what: "starting the job" };
 
   bytes(): Uint8Array<ArrayBuffer> {
-    return new Uint8Array(this.#chunks);
+    return this.#buffer.slice(0, this.#length);
+  }
+
+  /** Room for `bytes` more bytes. */
+  #room(bytes: number): void {
+    if (this.#length + bytes <= this.#buffer.length) return;
+    let size = this.#buffer.length * 2;
+    while (size < this.#length + bytes) size *= 2;
+    const grown = new Uint8Array(size);
+    grown.set(this.#buffer.subarray(0, this.#length));
+    this.#buffer = grown;
   }
 
   #op(op: number, call: string): void {
-    this.#chunks.push(op);
+    this.#room(1);
+    this.#buffer[this.#length++] = op;
     this.labels.push({ ...this.#stage, call });
   }
 
@@ -84,12 +97,20 @@ class PlanRecorder implements JobSteps, StepCalls {
     // The API refuses NUL in what a job names; a NUL here would end the text early and shift
     // every field after it.
     if (value.includes("\0")) throw new RangeError("a job's text may not contain NUL");
-    for (const byte of encoder.encode(value)) this.#chunks.push(byte);
-    this.#chunks.push(0);
+    // UTF-8 takes at most 3 bytes per UTF-16 unit (a surrogate pair's 4 bytes are 2 units' 6).
+    this.#room(value.length * 3 + 1);
+    const { written } = encoder.encodeInto(value, this.#buffer.subarray(this.#length));
+    this.#length += written;
+    this.#buffer[this.#length++] = 0;
   }
 
   #u32(value: number): void {
-    this.#chunks.push(value & 0xff, (value >>> 8) & 0xff, (value >>> 16) & 0xff, value >>> 24);
+    this.#room(4);
+    const b = this.#buffer;
+    b[this.#length++] = value & 0xff;
+    b[this.#length++] = (value >>> 8) & 0xff;
+    b[this.#length++] = (value >>> 16) & 0xff;
+    b[this.#length++] = value >>> 24;
   }
 
   step<T>(stage: Stage, what: string, fn: () => T): T {

@@ -175,3 +175,30 @@ Deno.test("private directories and files: owner-only modes, never over an existi
     });
   }
 });
+
+Deno.test("non-ASCII paths and text (astral, a lone surrogate) reach the shim as Deno writes them", async () => {
+  // The batch is encoded in place (at most 3 UTF-8 bytes per UTF-16 unit): each case's bytes must
+  // land where the next operation's kind byte is read.
+  const text = "é😀\ud800x".repeat(700) + "\n";
+  const script = (dir: string): FileOp[] => [
+    { kind: "mkdir", path: `${dir}/ü😀` },
+    { kind: "privateFile", path: `${dir}/ü😀/f` },
+    { kind: "write", path: `${dir}/ü😀/f`, data: text },
+    { kind: "write", path: `${dir}/ü😀/f`, data: "" },
+    { kind: "write", path: `${dir}/ü😀/f`, data: "ß" },
+    { kind: "read", path: `${dir}/ü😀/f` },
+    { kind: "privateFile", path: `${dir}/ü😀/g` },
+    { kind: "write", path: `${dir}/ü😀/g`, data: text },
+    { kind: "read", path: `${dir}/ü😀/g` },
+  ];
+  const results: string[][] = [];
+  for (const batch of [denoFileBatch, shim]) {
+    await inTempDir(async (dir) => {
+      results.push((await outcomes(batch, script(dir))).map((o) => o.replaceAll(dir, "DIR")));
+    });
+  }
+  const [viaDeno, viaShim] = results;
+  assert.deepEqual(viaShim!.slice(0, 6), ["ok", "ok", "ok", "ok", "ok", "text:ß"]);
+  assert.equal(viaShim![8], `text:${"é😀\ufffdx".repeat(700)}\n`);
+  assert.deepEqual(viaShim, viaDeno);
+});

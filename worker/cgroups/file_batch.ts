@@ -98,37 +98,43 @@ export const denoFileBatch: FileBatch = {
 };
 
 const encoder = new TextEncoder();
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 const decoder = new TextDecoder();
 
 /** jw_file_batch's layout: kind byte, NUL-terminated path, for a write a 4-byte length and data. */
 function encode(ops: readonly FileOp[]): Uint8Array<ArrayBuffer> {
   const KIND = {
-    mkdir: "m",
-    rmdir: "d",
-    write: "w",
-    read: "r",
-    privateDir: "p",
-    privateFile: "f",
+    mkdir: 0x6d, // m
+    rmdir: 0x64, // d
+    write: 0x77, // w
+    read: 0x72, // r
+    privateDir: 0x70, // p
+    privateFile: 0x66, // f
   } as const;
-  const parts: Uint8Array[] = [];
+  // At most 3 UTF-8 bytes per UTF-16 unit: room for every operation, written in place.
+  let room = 0;
   for (const op of ops) {
     // A NUL would end the path early and make the rest another operation; Deno refuses one too.
     if (op.path.includes("\0")) {
       throw new TypeError(`a path with a NUL byte: ${JSON.stringify(op.path)}`);
     }
-    parts.push(encoder.encode(`${KIND[op.kind]}${op.path}\0`));
+    room += 2 + op.path.length * 3 + (op.kind === "write" ? 4 + op.data.length * 3 : 0);
+  }
+  const bytes = new Uint8Array(room);
+  const view = new DataView(bytes.buffer);
+  let at = 0;
+  for (const op of ops) {
+    bytes[at++] = KIND[op.kind];
+    at += encoder.encodeInto(op.path, bytes.subarray(at)).written;
+    bytes[at++] = 0;
     if (op.kind === "write") {
-      const data = encoder.encode(op.data);
-      parts.push(new Uint8Array(new Uint32Array([data.length]).buffer), data);
+      // The length in the machine's byte order (the shim reads a uint32_t).
+      const { written } = encoder.encodeInto(op.data, bytes.subarray(at + 4));
+      view.setUint32(at, written, LITTLE_ENDIAN);
+      at += 4 + written;
     }
   }
-  const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    bytes.set(part, at);
-    at += part.length;
-  }
-  return bytes;
+  return bytes.slice(0, at);
 }
 
 /** The operations as one call to the shim, on a thread of Deno's blocking pool. */
