@@ -52,7 +52,7 @@ if "$deno_bin" bundle --quiet --platform deno --external ./transport/grpc_js.ts 
     echo "note: long.js still compiles its WebAssembly when build/jobworker-cli.js loads (its code changed)" >&2
   # Were node:fs loaded anywhere else at start, the rewrite would save nothing: say so.
   [ "$(grep -c '"node:fs"' build/jobworker-cli.js)" -le 1 ] ||
-    echo "note: build/jobworker-cli.js loads node:fs beyond commander's lazy use" >&2
+    echo "note: build/jobworker-cli.js names node:fs beyond commander's lazy use (loaded elsewhere, or a line of another package rewritten as commander's)" >&2
   # The entry names jobworker-cli.js by a URL made at run time, which the bundler leaves alone:
   # were the command line pulled into it, it would be no smaller than the command line.
   if "$deno_bin" bundle --quiet --platform deno --output build/jobworker-client.js cli/bundle_entry.ts \

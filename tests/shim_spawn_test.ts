@@ -100,7 +100,7 @@ test("slots are reused: 300 more starts leave no more than the eight kept free a
 test("a child whose worker exits right after the spawn does not outlive it", async () => {
   // Each round: a process loads the shim, starts `sleep <marker>` and exits at once, before the
   // child has likely run a single instruction; the child must die with it (parent-death signal,
-  // or the check of the spawning thread's pidfd right after setting it). The marker is in the
+  // or the check, right after setting it, that its parent is still the worker). The marker is in the
   // command line of each round's process too, and of a child killed before its exec (it shares
   // that process's memory until then), so only a process running `sleep <marker>` counts, and a
   // dying one is given time to go: a survivor sleeps for 31 s.

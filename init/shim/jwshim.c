@@ -574,14 +574,14 @@ int jw_make_mounts_private(void) {
   return mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 ? 0 : -errno;
 }
 
-// A fresh /proc for the new PID namespace: `ps` inside sees only the job. The host's /proc is
-// detached first, so unmounting the new one cannot uncover the host's processes.
 // Init's own /proc/<pid>/stat as the worker's /proc shows it, kept from before /proc becomes the
 // job's (where the worker, outside the job's PID namespace, has no pid), and the parent it named
 // then: jw_set_user checks that the parent is still the same.
 static int stat_before_proc = -1;
 static long parent_before_proc = -1;
 
+// A fresh /proc for the new PID namespace: `ps` inside sees only the job. The host's /proc is
+// detached first, so unmounting the new one cannot uncover the host's processes.
 int jw_mount_proc(void) {
   if (stat_before_proc < 0) {
     stat_before_proc = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
