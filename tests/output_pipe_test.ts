@@ -150,3 +150,22 @@ Deno.test("a pipe has writers while a write end is open, none once the last one 
   await output.closed;
   assert.equal(output.hasWriters(), false, "ended");
 });
+
+Deno.test("a descriptor the pump cannot watch is refused and closed, and the pump reads on", async () => {
+  // epoll(7) refuses an O_PATH descriptor (EBADF), as it refuses any past its limit (ENOSPC).
+  const path = Deno.makeTempFileSync();
+  const fd = shim.openPath(path);
+  try {
+    assert.throws(() => openOutputPipe(pump, fd, () => {}), /EBADF/);
+    assert.throws(() => Deno.readLinkSync(`/proc/self/fd/${fd}`), Deno.errors.NotFound, "closed");
+  } finally {
+    Deno.removeSync(path);
+  }
+  const other = pipe();
+  const chunks: Uint8Array[] = [];
+  const output = openOutputPipe(pump, other.readFd, (bytes) => chunks.push(bytes.slice()));
+  writeFd(other.writeFd, new TextEncoder().encode("still read\n"));
+  closeFd(other.writeFd);
+  assert.deepEqual(await output.closed, {});
+  assert.equal(new TextDecoder().decode(concatBytes(chunks)), "still read\n");
+});
