@@ -4,8 +4,9 @@
  * in the bench's latency rows, while bpftrace records, for every line, when the ticker wrote it
  * (its text, so each line is told apart), when the worker read it from the job's pipe (likewise),
  * the worker's next write to a socket and the client's next read from one. Each line's delay splits
- * into four parts:
+ * into five parts:
  *
+ * - ticker: its stamp until its write (the ticker preempted in between);
  * - pipe: the ticker's write until the worker's read (the output pump noticing the pipe);
  * - worker: that read until the worker's next socket write (storing, the stream, HTTP/2, TLS);
  * - to client: that write until the client's next socket read (loopback, the client waking);
@@ -14,7 +15,9 @@
  * Only the ticker's stream flows to the client while it runs, so "next write" and "next read" are
  * that line's. First on the idle worker, then with N other jobs writing 33-byte lines as fast as
  * they can (the bench's storm writers). Needs root and bpftrace (Debian's package; tracefs is
- * mounted if it is not). Prints one JSON object per phase (ms: p50, p90, p99, max of each part).
+ * mounted if it is not). Prints one JSON object per phase: how many lines arrived, were replayed
+ * (stored before the stream was open), could not be matched (a read that took two lines shows only
+ * the first) and were split, and p50, p90, p99 and max of the whole delay and each part (ms).
  *
  * Usage: deno run -A bench/latency_trace.ts [writers=200] [seconds=10]
  */
@@ -33,6 +36,10 @@ const TICKER = "import time\nwhile True:\n  print(time.time_ns(), flush=True)\n 
 const STAMP = /^\d{19}$/;
 
 function requireBpftrace(): void {
+  if (Deno.uid() !== 0) {
+    console.error("latency_trace: needs root (bpftrace)");
+    Deno.exit(2);
+  }
   try {
     new Deno.Command("bpftrace", { args: ["--version"], stdout: "null" }).outputSync();
   } catch {
@@ -58,19 +65,28 @@ function fdsOf(pid: number, match: (link: string) => boolean): number[] {
   return fds;
 }
 
-/** The ticker's process (the worker's jobs are not its children: found by its command line). */
-function tickerPid(): number {
+/**
+ * The ticker's process and the worker's descriptor of its output pipe: the process running the
+ * ticker's code whose stdout the worker holds (another bench's ticker would not be this worker's).
+ */
+function findTicker(worker: number): { pid: number; pipeFd: number } {
   for (const entry of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
     try {
-      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
-      if (cmdline.includes("time.time_ns()")) return Number(entry.name);
+      if (!Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).includes("time.time_ns()")) {
+        continue;
+      }
+      const stdout = Deno.readLinkSync(`/proc/${entry.name}/fd/1`);
+      const [pipeFd] = fdsOf(worker, (link) => link === stdout);
+      if (pipeFd !== undefined) return { pid: Number(entry.name), pipeFd };
     } catch { /* gone */ }
   }
-  throw new Error("the ticker's process was not found");
+  throw new Error("the ticker's process was not found among the worker's jobs");
 }
 
-const anyFd = (fds: number[]) => fds.map((fd) => `args->fd == ${fd}`).join(" || ");
+/** A bpftrace condition true for any of `fds` (false for none). */
+const anyFd = (fds: number[]) =>
+  fds.length === 0 ? "0" : fds.map((fd) => `args->fd == ${fd}`).join(" || ");
 
 function script(worker: number, ticker: number, pipeFd: number, sockets: number[], ours: number[]) {
   return `
@@ -119,6 +135,7 @@ function next(times: number[], t: number): number | undefined {
 
 function summary(values: number[]) {
   const round = (n: number) => Math.round(n * 100) / 100;
+  if (values.length === 0) return null;
   return {
     p50: round(quantile(values, 0.5)),
     p90: round(quantile(values, 0.9)),
@@ -127,13 +144,70 @@ function summary(values: number[]) {
   };
 }
 
+const PARTS = ["total", "ticker", "pipe", "worker", "toClient", "client"] as const;
+type Part = typeof PARTS[number];
+
+/**
+ * Splits each arrived line's delay by what bpftrace printed (`text`). `arrivals` maps each line's
+ * stamp to its arrival (ns since the epoch); lines stamped before `firstArrival` were stored before
+ * the stream was open (replayed, not followed) and are left out.
+ */
+export function attribute(text: string, arrivals: Map<string, number>, firstArrival: number) {
+  const written = new Map<string, number>();
+  const read = new Map<string, number>();
+  const sends: number[] = [];
+  const receives: number[] = [];
+  for (const line of text.split("\n")) {
+    if (/^Lost \d+ events/.test(line)) throw new Error(`bpftrace: ${line}`);
+    const [kind, at, stamp] = line.split(" ");
+    if (kind === "W" && stamp) written.set(stamp, Number(at));
+    else if (kind === "R" && stamp) read.set(stamp, Number(at));
+    else if (kind === "X") sends.push(Number(at));
+    else if (kind === "C") receives.push(Number(at));
+  }
+  if (written.size === 0) throw new Error("bpftrace saw none of the ticker's writes");
+  // The kernel's clock (monotonic) against the ticker's (since the epoch): the ticker stamps its line
+  // right before it writes it, so the least difference is the offset.
+  const offset = Math.min(...[...written].map(([stamp, at]) => at - Number(stamp)));
+  sends.sort((a, b) => a - b);
+  receives.sort((a, b) => a - b);
+  const parts = Object.fromEntries(PARTS.map((part) => [part, [] as number[]])) as {
+    [part in Part]: number[];
+  };
+  const counts = { arrived: 0, replayed: 0, unmatched: 0 };
+  for (const [stamp, arrival] of arrivals) {
+    counts.arrived++;
+    if (Number(stamp) < firstArrival) {
+      counts.replayed++;
+      continue;
+    }
+    const w = written.get(stamp);
+    const r = read.get(stamp); // absent when a read took two lines: only the first is seen
+    const x = r === undefined ? undefined : next(sends, r);
+    const c = x === undefined ? undefined : next(receives, x);
+    const arrived = arrival + offset; // on the kernel's clock
+    if (w === undefined || r === undefined || x === undefined || c === undefined || c > arrived) {
+      counts.unmatched++;
+      continue;
+    }
+    parts.total.push((arrival - Number(stamp)) / 1e6);
+    parts.ticker.push((w - offset - Number(stamp)) / 1e6);
+    parts.pipe.push((r - w) / 1e6);
+    parts.worker.push((x - r) / 1e6);
+    parts.toClient.push((c - x) / 1e6);
+    parts.client.push((arrived - c) / 1e6);
+  }
+  return {
+    ...counts,
+    matched: parts.total.length,
+    ...Object.fromEntries(PARTS.map((part) => [part, summary(parts[part])])),
+  };
+}
+
 async function phase(label: string, client: JobClient, ours: JobClient, worker: number) {
   const ticker = await client.createJob({ command: PYTHON, args: ["-c", TICKER] });
   await delay(300);
-  const pid = tickerPid();
-  const tickerOut = Deno.readLinkSync(`/proc/${pid}/fd/1`);
-  const [pipeFd] = fdsOf(worker, (link) => link === tickerOut);
-  if (pipeFd === undefined) throw new Error("the worker does not hold the ticker's pipe");
+  const { pid, pipeFd } = findTicker(worker);
   const isSocket = (link: string) => link.startsWith("socket:");
   const tracer = new Deno.Command("bpftrace", {
     args: ["-e", script(worker, pid, pipeFd, fdsOf(worker, isSocket), fdsOf(Deno.pid, isSocket))],
@@ -144,13 +218,14 @@ async function phase(label: string, client: JobClient, ours: JobClient, worker: 
   const errors = new Response(tracer.stderr).text();
   await delay(1500); // bpftrace attaches
   const arrivals = new Map<string, number>();
-  const opened = Date.now() * 1e6 + 300e6;
+  let firstArrival = Infinity;
   const stop = AbortSignal.timeout(SECONDS * 1000);
   const decoder = new TextDecoder();
   let partial = "";
   try {
     for await (const chunk of ours.stream(ticker.id, { signal: stop })) {
       const now = (performance.timeOrigin + performance.now()) * 1e6;
+      firstArrival = Math.min(firstArrival, now);
       const lines = (partial + decoder.decode(chunk.payload, { stream: true })).split("\n");
       partial = lines.pop()!;
       for (const line of lines) if (STAMP.test(line)) arrivals.set(line, now);
@@ -163,49 +238,13 @@ async function phase(label: string, client: JobClient, ours: JobClient, worker: 
   } catch { /* it ended: its errors say why */ }
   const [status, text] = await Promise.all([tracer.status, traced]);
   await client.stopJob(ticker.id, { force: true }).catch(() => {});
-  const written = new Map<string, number>();
-  const read = new Map<string, number>();
-  const sends: number[] = [];
-  const receives: number[] = [];
-  for (const line of text.split("\n")) {
-    const [kind, at, stamp] = line.split(" ");
-    if (kind === "W" && stamp) written.set(stamp, Number(at));
-    else if (kind === "R" && stamp) read.set(stamp, Number(at));
-    else if (kind === "X") sends.push(Number(at));
-    else if (kind === "C") receives.push(Number(at));
+  try {
+    return { phase: label, ...attribute(text, arrivals, firstArrival) };
+  } catch (e) {
+    throw new Error(
+      `${e instanceof Error ? e.message : e} (bpftrace exit ${status.code}: ${await errors})`,
+    );
   }
-  if (written.size === 0) {
-    throw new Error(`bpftrace saw nothing (exit ${status.code}): ${await errors}`);
-  }
-  // The kernel's clock (monotonic) against the ticker's (since the epoch): the ticker stamps its line
-  // right before it writes it, so the least difference is the offset.
-  const offset = Math.min(...[...written].map(([stamp, at]) => at - Number(stamp)));
-  sends.sort((a, b) => a - b);
-  receives.sort((a, b) => a - b);
-  const parts = { total: [], pipe: [], worker: [], toClient: [], client: [] } as Record<
-    "total" | "pipe" | "worker" | "toClient" | "client",
-    number[]
-  >;
-  for (const [stamp, arrival] of arrivals) {
-    if (Number(stamp) < opened) continue; // written before the stream was open: replayed
-    const w = written.get(stamp);
-    const r = read.get(stamp);
-    const x = r === undefined ? undefined : next(sends, r);
-    const c = x === undefined ? undefined : next(receives, x);
-    if (w === undefined || r === undefined || x === undefined || c === undefined) continue;
-    const arrived = arrival + offset; // on the kernel's clock
-    if (c > arrived) continue; // the client's read was a later one: not this line's
-    parts.total.push((arrival - Number(stamp)) / 1e6);
-    parts.pipe.push((r - w) / 1e6);
-    parts.worker.push((x - r) / 1e6);
-    parts.toClient.push((c - x) / 1e6);
-    parts.client.push((arrived - c) / 1e6);
-  }
-  return {
-    phase: label,
-    lines: parts.total.length,
-    ...Object.fromEntries(Object.entries(parts).map(([name, values]) => [name, summary(values)])),
-  };
 }
 
 requireBpftrace();
