@@ -14,8 +14,8 @@ import { makePki } from "../tests/helpers/pki.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
 import type { JobClient } from "../cli/client.ts";
-import { JOB_LIMITS } from "./peers.ts";
-import { loopQuantile, type LoopScrape, scrapeLoop } from "./storm.ts";
+import { JOB_LIMITS_ENV } from "./peers.ts";
+import { loopQuantile, type LoopScrape, scrapeLoop, startStormWriters } from "./storm.ts";
 import { lineDelays } from "./streaming.ts";
 import { delay, quantile } from "./rows.ts";
 import { procStatFields, TICK_MS } from "./procfs.ts";
@@ -69,9 +69,7 @@ const worker = await WorkerProcess.start({
     JOB_WORKER_METRICS_ADDR: "127.0.0.1:0",
     JOB_WORKER_MAX_JOBS: "1000",
     JOB_WORKER_MAX_STREAMS_PER_CLIENT: "512",
-    JOB_WORKER_DEFAULT_MEMORY: String(JOB_LIMITS.memoryMiB),
-    JOB_WORKER_DEFAULT_CPU: String(JOB_LIMITS.cpuPercent),
-    JOB_WORKER_DEFAULT_PIDS: String(JOB_LIMITS.pids),
+    ...JOB_LIMITS_ENV,
     ...JSON.parse(Deno.env.get("BENCH_WORKER_ENV") ?? "{}"),
   },
 });
@@ -92,16 +90,7 @@ try {
   await client.listJobs();
   await ours.listJobs();
   const idle = await phase(client, ours, url, pid);
-  for (let i = 0; i < WRITERS; i += 20) {
-    const batch = await Promise.all(
-      Array.from({ length: Math.min(20, WRITERS - i) }, () =>
-        client.createJob({
-          command: "sh",
-          args: ["-c", "while :; do echo 0123456789abcdef0123456789abcdef; done"],
-        })),
-    );
-    writers.push(...batch.map((j) => j.id));
-  }
+  await startStormWriters(client, WRITERS, writers);
   await delay(1000);
   const busy = await phase(client, ours, url, pid);
   console.log(JSON.stringify({ writers: WRITERS, idle, busy }));

@@ -25,9 +25,10 @@ import { makePki } from "../tests/helpers/pki.ts";
 import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
 import type { JobClient } from "../cli/client.ts";
-import { JOB_LIMITS } from "./peers.ts";
+import { JOB_LIMITS_ENV } from "./peers.ts";
 import { PYTHON } from "./stream_readers.ts";
 import { delay, quantile } from "./rows.ts";
+import { startStormWriters } from "./storm.ts";
 
 const WRITERS = Number(Deno.args[0] ?? 200);
 const SECONDS = Number(Deno.args[1] ?? 10);
@@ -254,9 +255,7 @@ const worker = await WorkerProcess.start({
   env: {
     JOB_WORKER_MAX_JOBS: "1000",
     JOB_WORKER_MAX_STREAMS_PER_CLIENT: "512",
-    JOB_WORKER_DEFAULT_MEMORY: String(JOB_LIMITS.memoryMiB),
-    JOB_WORKER_DEFAULT_CPU: String(JOB_LIMITS.cpuPercent),
-    JOB_WORKER_DEFAULT_PIDS: String(JOB_LIMITS.pids),
+    ...JOB_LIMITS_ENV,
   },
 });
 const pid = worker.process.pid;
@@ -267,16 +266,7 @@ try {
   await client.listJobs();
   await ours.listJobs();
   console.log(JSON.stringify(await phase("idle", client, ours, pid)));
-  for (let i = 0; i < WRITERS; i += 20) {
-    const batch = await Promise.all(
-      Array.from({ length: Math.min(20, WRITERS - i) }, () =>
-        client.createJob({
-          command: "sh",
-          args: ["-c", "while :; do echo 0123456789abcdef0123456789abcdef; done"],
-        })),
-    );
-    writers.push(...batch.map((j) => j.id));
-  }
+  await startStormWriters(client, WRITERS, writers);
   await delay(1000);
   console.log(JSON.stringify(await phase(`${WRITERS} jobs writing`, client, ours, pid)));
 } finally {

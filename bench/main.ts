@@ -25,7 +25,7 @@ import { clientFloorRows, measureClientStart, measureFirstList } from "./client_
 import type { BenchContext } from "./context.ts";
 import { burstRows, creepRows, stalledReaderRows } from "./load.ts";
 import { machineInfo } from "./machine.ts";
-import { JOB_LIMITS, preparePeers } from "./peers.ts";
+import { JOB_LIMITS_ENV, preparePeers } from "./peers.ts";
 import {
   loadRecords,
   medianRows,
@@ -78,9 +78,7 @@ const worker = await WorkerProcess.start({
     // The storm section reads the worker's own event-loop delay from its metrics.
     JOB_WORKER_METRICS_ADDR: "127.0.0.1:0",
     // The same limits as the runc bundle's.
-    JOB_WORKER_DEFAULT_MEMORY: String(JOB_LIMITS.memoryMiB),
-    JOB_WORKER_DEFAULT_CPU: String(JOB_LIMITS.cpuPercent),
-    JOB_WORKER_DEFAULT_PIDS: String(JOB_LIMITS.pids),
+    ...JOB_LIMITS_ENV,
   },
 });
 const client = clientFor(pki.dir, worker.address);

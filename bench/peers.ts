@@ -18,6 +18,13 @@
 /** The limits of the bench worker's jobs (passed to it as its defaults) and of the runc bundle. */
 export const JOB_LIMITS = { memoryMiB: 512, cpuPercent: 100, pids: 1024 } as const;
 
+/** A worker's settings giving its jobs JOB_LIMITS by default. */
+export const JOB_LIMITS_ENV: Readonly<Record<string, string>> = {
+  JOB_WORKER_DEFAULT_MEMORY: String(JOB_LIMITS.memoryMiB),
+  JOB_WORKER_DEFAULT_CPU: String(JOB_LIMITS.cpuPercent),
+  JOB_WORKER_DEFAULT_PIDS: String(JOB_LIMITS.pids),
+};
+
 export interface Peer {
   name: string;
   /** Runs `true` once; the time from spawn to exit in ms. */

@@ -8,6 +8,7 @@
  * @module
  */
 import { ApiCalls } from "../tests/helpers/api_calls.ts";
+import type { JobClient } from "../cli/client.ts";
 import type { BenchContext } from "./context.ts";
 import { delay, quantile, type Row } from "./rows.ts";
 
@@ -91,6 +92,28 @@ function metricsUrl(ctx: BenchContext): string {
   throw new Error("the bench's worker logged no 'metrics listening' line");
 }
 
+/**
+ * The bench's storm writers: `count` jobs each echoing 33-byte lines as fast as it can, created 20
+ * at a time. Each id goes into `ids` as its job starts, so the caller's cleanup stops every one that
+ * did, however far this got.
+ */
+export async function startStormWriters(
+  client: JobClient,
+  count: number,
+  ids: string[],
+): Promise<void> {
+  for (let i = 0; i < count; i += 20) {
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(20, count - i) }, () =>
+        client.createJob({
+          command: "sh",
+          args: ["-c", "while :; do echo 0123456789abcdef0123456789abcdef; done"],
+        })),
+    );
+    ids.push(...batch.map((j) => j.id));
+  }
+}
+
 export async function stormRows(ctx: BenchContext): Promise<Row[]> {
   const writersCount = ctx.quick ? 40 : 200;
   const stopsCount = writersCount / 2;
@@ -102,16 +125,7 @@ export async function stormRows(ctx: BenchContext): Promise<Row[]> {
     const idle = idleRun.result;
     const writers: string[] = [];
     const starting = (async () => {
-      for (let i = 0; i < writersCount; i += 20) {
-        const batch = await Promise.all(
-          Array.from({ length: 20 }, () =>
-            client.createJob({
-              command: "sh",
-              args: ["-c", "while :; do echo 0123456789abcdef0123456789abcdef; done"],
-            })),
-        );
-        writers.push(...batch.map((j) => j.id));
-      }
+      await startStormWriters(client, writersCount, writers);
       await delay(2000);
     })();
     const writingRun = await loopDuring(metrics, () => probeLoop(api, starting));

@@ -35,6 +35,7 @@ import {
   writer,
 } from "./stream_readers.ts";
 import { quantile, type Row, type Target } from "./rows.ts";
+import { startStormWriters } from "./storm.ts";
 import { type StalledReader, startStalledReader } from "../tests/helpers/stalled_reader.ts";
 
 export interface StreamingContext {
@@ -318,16 +319,7 @@ async function latency(
   progress(`write-to-client latency, ${others} other jobs writing`);
   const writers: string[] = [];
   try {
-    for (let i = 0; i < others; i += 20) {
-      const batch = await Promise.all(
-        Array.from({ length: Math.min(20, others - i) }, () =>
-          client.createJob({
-            command: "sh",
-            args: ["-c", "while :; do echo 0123456789abcdef0123456789abcdef; done"],
-          })),
-      );
-      writers.push(...batch.map((j) => j.id));
-    }
+    await startStormWriters(client, others, writers);
     await delay(1000);
     const busy = await lineDelays(client, seconds, ours);
     return [
