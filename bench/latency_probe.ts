@@ -15,9 +15,9 @@ import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
 import type { JobClient } from "../cli/client.ts";
 import { JOB_LIMITS_ENV } from "./peers.ts";
-import { loopQuantile, type LoopScrape, scrapeLoop, startStormWriters } from "./storm.ts";
+import { idleThenStorm, loopQuantile, type LoopScrape, scrapeLoop } from "./storm.ts";
 import { lineDelays } from "./streaming.ts";
-import { delay, quantile } from "./rows.ts";
+import { quantile } from "./rows.ts";
 import { procStatFields, TICK_MS } from "./procfs.ts";
 
 const WRITERS = Number(Deno.args[0] ?? 200);
@@ -85,17 +85,12 @@ for (const line of worker.logs) {
 const pid = worker.process.pid;
 const client = clientFor(pki.dir, worker.address);
 const ours = clientFor(pki.dir, worker.address, "admin", { transport: "http2" });
-const writers: string[] = [];
 try {
   await client.listJobs();
   await ours.listJobs();
-  const idle = await phase(client, ours, url, pid);
-  await startStormWriters(client, WRITERS, writers);
-  await delay(1000);
-  const busy = await phase(client, ours, url, pid);
-  console.log(JSON.stringify({ writers: WRITERS, idle, busy }));
+  const { idle, storm } = await idleThenStorm(client, WRITERS, () => phase(client, ours, url, pid));
+  console.log(JSON.stringify({ writers: WRITERS, idle, busy: storm }));
 } finally {
-  await Promise.all(writers.map((id) => client.stopJob(id, { force: true }).catch(() => {})));
   client.close();
   ours.close();
   await worker.stop();

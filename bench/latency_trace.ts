@@ -26,13 +26,12 @@ import { WorkerProcess } from "../tests/helpers/worker.ts";
 import { clientFor } from "../tests/helpers/clients.ts";
 import type { JobClient } from "../cli/client.ts";
 import { JOB_LIMITS_ENV } from "./peers.ts";
-import { PYTHON } from "./stream_readers.ts";
 import { delay, quantile } from "./rows.ts";
-import { startStormWriters } from "./storm.ts";
+import { idleThenStorm } from "./storm.ts";
+import { arrivingLines, TICKER } from "./streaming.ts";
 
 const WRITERS = Number(Deno.args[0] ?? 200);
 const SECONDS = Number(Deno.args[1] ?? 10);
-const TICKER = "import time\nwhile True:\n  print(time.time_ns(), flush=True)\n  time.sleep(0.01)";
 /** A stamp as the ticker prints it: nanoseconds since the epoch, 19 digits. */
 const STAMP = /^\d{19}$/;
 
@@ -206,7 +205,7 @@ export function attribute(text: string, arrivals: Map<string, number>, firstArri
 }
 
 async function phase(label: string, client: JobClient, ours: JobClient, worker: number) {
-  const ticker = await client.createJob({ command: PYTHON, args: ["-c", TICKER] });
+  const ticker = await client.createJob(TICKER);
   await delay(300);
   const { pid, pipeFd } = findTicker(worker);
   const isSocket = (link: string) => link.startsWith("socket:");
@@ -221,18 +220,9 @@ async function phase(label: string, client: JobClient, ours: JobClient, worker: 
   const arrivals = new Map<string, number>();
   let firstArrival = Infinity;
   const stop = AbortSignal.timeout(SECONDS * 1000);
-  const decoder = new TextDecoder();
-  let partial = "";
-  try {
-    for await (const chunk of ours.stream(ticker.id, { signal: stop })) {
-      const now = (performance.timeOrigin + performance.now()) * 1e6;
-      firstArrival = Math.min(firstArrival, now);
-      const lines = (partial + decoder.decode(chunk.payload, { stream: true })).split("\n");
-      partial = lines.pop()!;
-      for (const line of lines) if (STAMP.test(line)) arrivals.set(line, now);
-    }
-  } catch (e) {
-    if (!stop.aborted) throw e;
+  for await (const { line, at } of arrivingLines(ours.stream(ticker.id, { signal: stop }), stop)) {
+    firstArrival = Math.min(firstArrival, at);
+    if (STAMP.test(line)) arrivals.set(line, at);
   }
   try {
     tracer.kill("SIGINT");
@@ -261,16 +251,14 @@ const worker = await WorkerProcess.start({
 const pid = worker.process.pid;
 const client = clientFor(pki.dir, worker.address);
 const ours = clientFor(pki.dir, worker.address, "admin", { transport: "http2" });
-const writers: string[] = [];
 try {
   await client.listJobs();
   await ours.listJobs();
-  console.log(JSON.stringify(await phase("idle", client, ours, pid)));
-  await startStormWriters(client, WRITERS, writers);
-  await delay(1000);
-  console.log(JSON.stringify(await phase(`${WRITERS} jobs writing`, client, ours, pid)));
+  await idleThenStorm(client, WRITERS, async (which) => {
+    const label = which === "idle" ? "idle" : `${WRITERS} jobs writing`;
+    console.log(JSON.stringify(await phase(label, client, ours, pid)));
+  });
 } finally {
-  await Promise.all(writers.map((id) => client.stopJob(id, { force: true }).catch(() => {})));
   client.close();
   ours.close();
   await worker.stop();

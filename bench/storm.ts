@@ -114,6 +114,27 @@ export async function startStormWriters(
   }
 }
 
+/**
+ * Measures with `measure` on the idle worker, then again with `count` storm writers running (1 s
+ * after the last one started). The writers are stopped and deleted however it ends.
+ */
+export async function idleThenStorm<T>(
+  client: JobClient,
+  count: number,
+  measure: (phase: "idle" | "storm") => Promise<T>,
+): Promise<{ idle: T; storm: T }> {
+  const idle = await measure("idle");
+  const writers: string[] = [];
+  try {
+    await startStormWriters(client, count, writers);
+    await delay(1000);
+    return { idle, storm: await measure("storm") };
+  } finally {
+    await Promise.all(writers.map((id) => client.stopJob(id, { force: true }).catch(() => {})));
+    await Promise.all(writers.map((id) => client.deleteJob(id).catch(() => {})));
+  }
+}
+
 export async function stormRows(ctx: BenchContext): Promise<Row[]> {
   const writersCount = ctx.quick ? 40 : 200;
   const stopsCount = writersCount / 2;

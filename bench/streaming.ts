@@ -34,8 +34,8 @@ import {
   waitEnded,
   writer,
 } from "./stream_readers.ts";
-import { quantile, type Row, type Target } from "./rows.ts";
-import { startStormWriters } from "./storm.ts";
+import { delay, quantile, type Row, type Target } from "./rows.ts";
+import { idleThenStorm } from "./storm.ts";
 import { type StalledReader, startStalledReader } from "../tests/helpers/stalled_reader.ts";
 
 export interface StreamingContext {
@@ -79,7 +79,6 @@ const atFullLoad = (ctx: StreamingContext, target: Target): { target?: Target } 
   ctx.quick ? {} : { target };
 
 const MiB = 1024 * 1024;
-const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const progress = (what: string) => console.error(`bench streaming: ${what}`);
 
 /** Runs `work`, then says how much CPU the worker and this process (the clients) spent on it. */
@@ -271,35 +270,48 @@ async function aggregate(
   }
 }
 
+/** The latency rows' ticker job: prints its clock (ns since the epoch) every 10 ms. */
+export const TICKER = {
+  command: PYTHON,
+  args: ["-c", "import time\nwhile True:\n  print(time.time_ns(), flush=True)\n  time.sleep(0.01)"],
+};
+
+/**
+ * Each whole line of a job's streamed output, with when the chunk that completed it arrived (ns since
+ * the epoch), until `stop` aborts the stream.
+ */
+export async function* arrivingLines(
+  chunks: AsyncIterable<{ payload: Uint8Array }>,
+  stop: AbortSignal,
+): AsyncGenerator<{ line: string; at: number }> {
+  const decoder = new TextDecoder();
+  let partial = "";
+  try {
+    for await (const chunk of chunks) {
+      const at = (performance.timeOrigin + performance.now()) * 1e6;
+      const lines = (partial + decoder.decode(chunk.payload, { stream: true })).split("\n");
+      partial = lines.pop()!;
+      for (const line of lines) yield { line, at };
+    }
+  } catch (e) {
+    if (!stop.aborted) throw e;
+  }
+}
+
 /** Arrival minus the job's stamp of every line for `seconds`, in ms, as `reader` streams them. */
 export async function lineDelays(
   client: JobClient,
   seconds: number,
   reader: JobClient,
 ): Promise<number[]> {
-  const ticker = await client.createJob({
-    command: PYTHON,
-    args: [
-      "-c",
-      "import time\nwhile True:\n  print(time.time_ns(), flush=True)\n  time.sleep(0.01)",
-    ],
-  });
+  const ticker = await client.createJob(TICKER);
   const delays: number[] = [];
   const stop = AbortSignal.timeout(seconds * 1000);
-  const decoder = new TextDecoder();
-  let partial = "";
-  try {
-    for await (const chunk of reader.stream(ticker.id, { signal: stop })) {
-      const now = (performance.timeOrigin + performance.now()) * 1e6;
-      const lines = (partial + decoder.decode(chunk.payload, { stream: true })).split("\n");
-      partial = lines.pop()!;
-      for (const line of lines) {
-        const stamp = Number(line);
-        if (Number.isFinite(stamp) && stamp > 0) delays.push((now - stamp) / 1e6);
-      }
-    }
-  } catch (e) {
-    if (!stop.aborted) throw e;
+  for await (
+    const { line, at } of arrivingLines(reader.stream(ticker.id, { signal: stop }), stop)
+  ) {
+    const stamp = Number(line);
+    if (Number.isFinite(stamp) && stamp > 0) delays.push((at - stamp) / 1e6);
   }
   await client.stopJob(ticker.id, { force: true }).catch(() => {});
   // The first lines were written before the stream started: leave the first half second out.
@@ -314,37 +326,33 @@ async function latency(
 ): Promise<Row[]> {
   const seconds = ctx.quick ? 4 : 10;
   const others = ctx.quick ? 50 : 200;
-  progress("write-to-client latency, idle worker");
-  const idle = await lineDelays(client, seconds, ours);
-  progress(`write-to-client latency, ${others} other jobs writing`);
-  const writers: string[] = [];
-  try {
-    await startStormWriters(client, others, writers);
-    await delay(1000);
-    const busy = await lineDelays(client, seconds, ours);
-    return [
-      {
-        name: `line latency p50, ${others} jobs writing (ms)`,
-        ours: quantileOrNaN(busy, 0.5),
-        base: quantileOrNaN(idle, 0.5),
-        baseLabel: "idle worker",
-        unit: "ms",
-        higherIsBetter: false,
-      },
-      {
-        name: `line latency p99, ${others} jobs writing (ms)`,
-        ours: quantileOrNaN(busy, 0.99),
-        base: quantileOrNaN(idle, 0.99),
-        baseLabel: "idle worker",
-        unit: "ms",
-        higherIsBetter: false,
-        ...atFullLoad(ctx, ISSUE_TARGETS.latencyP99),
-      },
-    ];
-  } finally {
-    await Promise.all(writers.map((id) => client.stopJob(id, { force: true }).catch(() => {})));
-    await Promise.all(writers.map((id) => client.deleteJob(id).catch(() => {})));
-  }
+  const { idle, storm: busy } = await idleThenStorm(client, others, (phase) => {
+    progress(
+      `write-to-client latency, ${
+        phase === "idle" ? "idle worker" : `${others} other jobs writing`
+      }`,
+    );
+    return lineDelays(client, seconds, ours);
+  });
+  return [
+    {
+      name: `line latency p50, ${others} jobs writing (ms)`,
+      ours: quantileOrNaN(busy, 0.5),
+      base: quantileOrNaN(idle, 0.5),
+      baseLabel: "idle worker",
+      unit: "ms",
+      higherIsBetter: false,
+    },
+    {
+      name: `line latency p99, ${others} jobs writing (ms)`,
+      ours: quantileOrNaN(busy, 0.99),
+      base: quantileOrNaN(idle, 0.99),
+      baseLabel: "idle worker",
+      unit: "ms",
+      higherIsBetter: false,
+      ...atFullLoad(ctx, ISSUE_TARGETS.latencyP99),
+    },
+  ];
 }
 
 async function memory(ctx: StreamingContext, client: JobClient): Promise<Row[]> {
