@@ -17,7 +17,7 @@
  * Each job is deleted after its case, so the page cache its output used is given back. With
  * BENCH_CAPTURE_KEEP=1 the outputs stay, as they do across the rows of bench/streaming.ts: on these
  * VMs the page cache then grows into memory the host reclaimed (virtio_balloon free page reporting)
- * and every new page costs the first write into it far more (see README.md, Output).
+ * and every new page costs the first write into it far more (see bench/README.md, "Output").
  * BENCH_WORKER_PROGRAM runs another jobworker program (an older checkout's launcher).
  *
  * @module

@@ -6,7 +6,8 @@
  * Why two files: a module's first line runs only once its whole file is loaded and compiled,
  * about 10 ms for the command line's half a megabyte. This file's first line starts the TLS
  * warm-up (cli/tls_warmup.ts), so the crypto set-up, the longest step of a call, begins that
- * much earlier: `jobworker list` about 11 ms sooner (bench/client_start.ts; README "Start-up").
+ * much earlier: `jobworker list` about 11 ms sooner (bench/client_start.ts; bench/README.md,
+ * "Client start-up").
  *
  * @module
  */

@@ -28,10 +28,10 @@ if "$deno_bin" bundle --quiet --platform deno --external ./transport/grpc_js.ts 
   client="$(pwd)/build/jobworker-cli.js"
   # commander loads node:child_process and node:fs when it loads, for executable subcommands
   # (jobworker has none): about 5 ms and 5-6 ms of a short command's start, node:fs even with
-  # node:tls loaded (README "Start-up"). The bundle's copy of commander loads each at its first use
-  # instead (a spawn; existsSync or realpathSync, the only node:fs functions it calls); if
-  # commander's code changes, the line is not found and the bundle stays as deno made it (slower,
-  # same behaviour).
+  # node:tls loaded (bench/README.md, "Client start-up"). The bundle's copy of commander loads each
+  # at its first use instead (a spawn; existsSync or realpathSync, the only node:fs functions it
+  # calls); if commander's code changes, the line is not found and the bundle stays as deno made it
+  # (slower, same behaviour).
   sed -i -e 's/^\( *\)var childProcess = __require("node:child_process");$/\1var childProcess = { spawn: (...args) => __require("node:child_process").spawn(...args) };/' \
     -e 's/^\( *\)var fs = __require("node:fs");$/\1var fs = { existsSync: (...args) => __require("node:fs").existsSync(...args), realpathSync: (...args) => __require("node:fs").realpathSync(...args) };/' \
     build/jobworker-cli.js
@@ -42,7 +42,7 @@ if "$deno_bin" bundle --quiet --platform deno --external ./transport/grpc_js.ts 
   # long.js (which protobufjs loads with it; proto/service.ts then sets protobuf.util.Long aside,
   # so int64 fields decode to numbers) compiles a small WebAssembly module when it loads, for its
   # multiply, divide and remainder: about 3 ms of a short command's start on this machine, more
-  # under load (README "Start-up"). The command line
+  # under load (bench/README.md, "Client start-up"). The command line
   # never does Long arithmetic; in the bundle long.js uses its JavaScript arithmetic instead (the
   # same results: it is long.js's own path where WebAssembly is missing). If long.js's code changes,
   # the line is not found and the bundle stays as deno made it.

@@ -2,8 +2,8 @@
  * gRPC over HTTP/2 for the command line: unary and server-streaming calls, which is all
  * jobworker.JobService has. It exists for start-up time: loading grpc-js and its module graph
  * costs a short-lived `jobworker list` more than the call itself, and so does node:http2 (about
- * 10 ms of module loading, see README "Start-up"); HTTP/2 itself is our own small client in h2/
- * (frames, HPACK, one session) over a node:tls connection.
+ * 10 ms of module loading, see bench/README.md "Client start-up"); HTTP/2 itself is our own small
+ * client in h2/ (frames, HPACK, one session) over a node:tls connection.
  *
  * The TLS connection is made as grpc-js makes it: `tls.connect` with the CA, the client
  * pair, TLS 1.3 at least, ALPN h2 (a server that does not choose h2 is refused), and for an IP
@@ -315,7 +315,8 @@ export class Http2Transport implements RpcTransport {
       ALPNProtocols: ["h2"],
       // No SNI for an IP address (RFC 6066 has no IP names; Node's TLS refuses one): the IP is
       // checked by us below. Not a made-up name either: node:tls tests every servername against
-      // its IPv6 pattern, which costs about 1 ms to compile at the first use (README "Start-up").
+      // its IPv6 pattern, which costs about 1 ms to compile at the first use (bench/README.md,
+      // "Client start-up").
       servername: ip ? undefined : s.host,
       checkServerIdentity: signedByOurCa(
         s.caPem,

@@ -9,7 +9,8 @@
  * them to `_writev` at once, which Deno joins into one write: every burst of frames nghttp2
  * produces when a client's window opens (up to the unsent bytes of all the connection's streams)
  * became one such write. That copying was most of the worker's CPU per streamed byte, and why that
- * CPU grew with the burst (README, Internals: output).
+ * CPU grew with the burst (README, "How it works inside", Output; the figures in bench/README.md,
+ * "Output").
  *
  * So the session socket's `_writev` (node:stream's hook for writing buffered chunks) passes the
  * buffered chunks on in groups of at most {@link MAX_WRITE_BYTES}, each after the previous one

@@ -19,8 +19,9 @@
  *
  * Once attached, this is the only handshake timer: node:tls's is switched off. Deno 2.8.3 cancels
  * that one only when a handshake completes, so each connection closed before (a port scan, a client
- * without a certificate, a refused one) was kept until it ran (README, "Hostile clients", has the
- * figures). node:tls's timer, at {@link backstopMs}, stays only where this deadline cannot attach.
+ * without a certificate, a refused one) was kept until it ran (bench/README.md, "Hostile clients",
+ * has the figures). node:tls's timer, at {@link backstopMs}, stays only where this deadline cannot
+ * attach.
  * Each connection that ends before its handshake is told to memory_trim.ts (endedBeforeHandshake).
  *
  * @module
