@@ -164,6 +164,23 @@ test("run: Ctrl-C stops the job; a second Ctrl-C detaches", async () => {
   assert.match(detached.stderr, /detached from job [0-9a-f-]{36}/);
 });
 
+test("run: SIGTERM or SIGHUP to the client stops the job as Ctrl-C does (none runs on unseen)", async () => {
+  for (const signal of ["SIGTERM", "SIGHUP"] as const) {
+    const script = `trap "echo got TERM; exit 0" TERM; echo ready ${signal}; ` +
+      "while :; do sleep 0.1; done";
+    const run = spawn(["run", "bash", "-c", script]);
+    await run.waitFor("ready");
+    run.child.kill(signal);
+    const ended = await run.end();
+    const jobs = (await jwJson(["list"])).jobs as { id: string; status: string; args: string[] }[];
+    const job = jobs.find((j) => j.args.includes(script));
+    if (job?.status === "RUNNING") await jw(["stop", "--force", job.id]);
+    assert.equal(job?.status, "STOPPED", `${signal} to run left its job ${job?.status}`);
+    assert.equal(ended.code, 0, `${signal}: ${ended.stderr}`);
+    assert.match(ended.stdout, /got TERM/, signal);
+  }
+});
+
 test("run --rm deletes the ended job; --detach prints only the id", async () => {
   const rm = await jw(["run", "--rm", "bash", "-c", "echo $JOBWORKER_JOB_ID"]);
   assert.equal(rm.code, 0, rm.stderr);
