@@ -209,6 +209,17 @@ export function rpcErrorMessage(err: ServiceError, context: CallContext): string
   }
 }
 
+/**
+ * The message for a call about one of several jobs (`rm A B`, `stop A B`) that this job refused:
+ * it does not exist (any more), or it is in the wrong state; undefined for any other failure (the
+ * server, the connection, a permission), which ends the command. The message names that job only.
+ */
+export function oneJobFailure(err: unknown, jobId: string): string | undefined {
+  if (!isServiceError(err)) return undefined;
+  if (err.code !== Status.NOT_FOUND && err.code !== Status.FAILED_PRECONDITION) return undefined;
+  return rpcErrorMessage(err, { server: "the server", jobId });
+}
+
 const ERRNO_WORDS: Record<string, string> = {
   ENOENT: "no such directory",
   ENOTDIR: "not a directory",

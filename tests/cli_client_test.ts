@@ -181,6 +181,28 @@ test("run: SIGTERM or SIGHUP to the client stops the job as Ctrl-C does (none ru
   }
 });
 
+test("stop and rm of several jobs: an unknown one is named alone, the others are done", async () => {
+  const unknown = "00000000-0000-4000-8000-000000000000";
+  const running = await createJob("sleep", "100");
+  const stopped = await jw(["stop", "--grace", "1", running, unknown]);
+  assert.equal(stopped.code, 1, stopped.stderr);
+  assert.equal(stopped.stderr, `error: No job with id "${unknown}"\n`);
+  assert.match(stopped.stdout, new RegExp(`^${running} STOPPED`));
+  assert.equal((await jwJson(["get", running])).status, "STOPPED");
+
+  const [a, b] = [await createJob("true"), await createJob("true")];
+  const busy = await createJob("sleep", "100");
+  const removed = await jw(["rm", a, unknown, busy, b]);
+  assert.equal(removed.code, 1, removed.stderr);
+  assert.equal(removed.stdout, `${a}\n${b}\n`, "rm went on past the jobs it could not delete");
+  const lines = removed.stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 2, removed.stderr);
+  assert.equal(lines[0], `error: No job with id "${unknown}"`);
+  assert.match(lines[1]!, new RegExp(`^error: job ${busy} is RUNNING`));
+  assert.equal((await jw(["get", b])).code, 1, "the job after the failures was not deleted");
+  assert.equal((await jw(["stop", "--force", busy])).code, 0);
+});
+
 test("run --rm deletes the ended job; --detach prints only the id", async () => {
   const rm = await jw(["run", "--rm", "bash", "-c", "echo $JOBWORKER_JOB_ID"]);
   assert.equal(rm.code, 0, rm.stderr);
