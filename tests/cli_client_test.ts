@@ -603,6 +603,12 @@ test("messages: no such file, no such directory", async () => {
   const dir = await jw(["create", "--workdir", "/nope", "true"]);
   assert.equal(dir.code, 1);
   assert.equal(dir.stderr, "error: --workdir /nope: no such directory\n");
+  // An errno the client has no word for: the server's words for it, not its name ("eloop").
+  const loop = `${home}/loop`;
+  await Deno.symlink(loop, loop);
+  const looped = await jw(["create", "--workdir", loop, "true"]);
+  assert.equal(looped.code, 1);
+  assert.equal(looped.stderr, `error: --workdir ${loop}: too many levels of symbolic links\n`);
 });
 
 test("stop several ids; rm", async () => {
