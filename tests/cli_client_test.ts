@@ -625,6 +625,26 @@ test("stop several ids; rm", async () => {
   assert.equal((await jw(["get", a])).code, 1);
 });
 
+test("rm of several id prefixes lists the jobs once, not once per prefix", async () => {
+  const ids = [await createJob("true"), await createJob("true"), await createJob("true")];
+  const listings = () =>
+    worker.logs.filter((line) => {
+      const parsed = parseLogLine(line);
+      return parsed?.msg === "audit" && parsed.fields.method === "jobworker.JobService/ListJobs";
+    }).length;
+  const before = listings();
+  const removed = await jw(["rm", ...ids.map((id) => id.slice(0, 13))]);
+  assert.equal(removed.code, 0, removed.stderr);
+  assert.equal(removed.stdout, ids.map((id) => `${id}\n`).join(""));
+  // The worker's log is read as it comes: wait for the first audit line, and a moment for more.
+  for (let i = 0; i < 40 && listings() === before; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  const calls = listings() - before;
+  assert.equal(calls, 1, `${calls} ListJobs calls for three prefixes`);
+});
+
 test("stop of several ids on a terminal: progress while it waits, a line per job as it ends", async () => {
   const quick = await createJob("sleep", "100");
   // Ignores SIGTERM: it ends only when the 2 s grace runs out (SIGKILL).
