@@ -66,9 +66,13 @@ export interface CliDeps {
   /**
    * Call `handler` on Ctrl-C (instead of dying) until the returned function is called. A second
    * Ctrl-C exits at once (130), unless `repeats` is set: then every Ctrl-C calls the handler with
-   * how many there were so far.
+   * how many there were so far. With `termination`, SIGTERM and SIGHUP count as Ctrl-C too (a
+   * `timeout`, a supervisor stopping the client, a closed terminal).
    */
-  onInterrupt(handler: (count: number) => void, options?: { repeats?: boolean }): () => void;
+  onInterrupt(
+    handler: (count: number) => void,
+    options?: { repeats?: boolean; termination?: boolean },
+  ): () => void;
 }
 
 /** The real world: Deno's stdio, environment, clock, terminal, files and network. */
@@ -95,8 +99,13 @@ export function defaultDeps(): CliDeps {
       // The first Ctrl-C asks for a clean stop; a second one does not wait for it.
       const listener = () =>
         ++interrupts > 1 && !options.repeats ? Deno.exit(EXIT_INTERRUPTED) : handler(interrupts);
-      Deno.addSignalListener("SIGINT", listener);
-      return () => Deno.removeSignalListener("SIGINT", listener);
+      const signals: Deno.Signal[] = options.termination
+        ? ["SIGINT", "SIGTERM", "SIGHUP"]
+        : ["SIGINT"];
+      for (const signal of signals) Deno.addSignalListener(signal, listener);
+      return () => {
+        for (const signal of signals) Deno.removeSignalListener(signal, listener);
+      };
     },
   };
 }

@@ -209,6 +209,17 @@ export function rpcErrorMessage(err: ServiceError, context: CallContext): string
   }
 }
 
+/**
+ * The message for a call about one of several jobs (`rm A B`, `stop A B`) that this job refused:
+ * it does not exist (any more), or it is in the wrong state; undefined for any other failure (the
+ * server, the connection, a permission), which ends the command. The message names that job only.
+ */
+export function oneJobFailure(err: unknown, jobId: string): string | undefined {
+  if (!isServiceError(err)) return undefined;
+  if (err.code !== Status.NOT_FOUND && err.code !== Status.FAILED_PRECONDITION) return undefined;
+  return rpcErrorMessage(err, { server: "the server", jobId });
+}
+
 const ERRNO_WORDS: Record<string, string> = {
   ENOENT: "no such directory",
   ENOTDIR: "not a directory",
@@ -225,7 +236,9 @@ const NOT_FOUND_IN_PATH = new RegExp(
   String.raw`command not found: ${QUOTED} \(PATH=(?:${QUOTED}|([^)]*))\)`,
 );
 const NOT_FOUND = new RegExp(`command not found: ${QUOTED}`);
-const NO_WORKDIR = new RegExp(String.raw`entering workDir ${QUOTED}.*?\b(E[A-Z]+)\b`);
+const NO_WORKDIR = new RegExp(
+  String.raw`entering workDir ${QUOTED}.*?\b(E[A-Z]+)\b(?: \(([^)]*)\))?`,
+);
 
 /**
  * A job that could not start, said as a shell would: `/no/such: no such file`,
@@ -238,7 +251,10 @@ export function startFailure(details: string): string | undefined {
   if (path?.[1]?.includes("/")) return `${path[1]}: no such file`;
   const workdir = NO_WORKDIR.exec(details);
   if (workdir) {
-    return `--workdir ${workdir[1]}: ${ERRNO_WORDS[workdir[2]!] ?? workdir[2]!.toLowerCase()}`;
+    // An errno without a word of ours says what the server said of it ("too many levels of
+    // symbolic links"), not its name lowercased ("eloop").
+    const words = ERRNO_WORDS[workdir[2]!] ?? workdir[3]?.toLowerCase() ?? workdir[2]!;
+    return `--workdir ${workdir[1]}: ${words}`;
   }
   return undefined;
 }

@@ -39,9 +39,20 @@ export async function listAllJobs(
  * @throws {UsageError} When several match; the message lists them.
  */
 export async function resolveJobId(client: JobApi, prefix: string): Promise<string> {
-  if (prefix === "") throw new UsageError("A job id cannot be empty");
-  if (prefix.length >= FULL_ID_LENGTH) return prefix;
+  return (await resolveJobIds(client, [prefix]))[0]!;
+}
+
+/** Resolve several prefixes with one listing (when any is short). */
+export async function resolveJobIds(client: JobApi, prefixes: string[]): Promise<string[]> {
+  if (prefixes.includes("")) throw new UsageError("A job id cannot be empty");
+  if (prefixes.every((p) => p.length >= FULL_ID_LENGTH)) return prefixes;
   const { jobs } = await listAllJobs(client);
+  return prefixes.map((prefix) => matchPrefix(jobs, prefix));
+}
+
+/** The one job of `jobs` whose id starts with `prefix` (a full id as it is). */
+function matchPrefix(jobs: jobworker.IJob[], prefix: string): string {
+  if (prefix.length >= FULL_ID_LENGTH) return prefix;
   const matches = jobs.filter((job) => (job.id ?? "").startsWith(prefix));
   if (matches.length === 1) return matches[0]!.id!;
   if (matches.length === 0) throw new CliError(`No job with id "${prefix}"`, EXIT_FAILURE);
@@ -51,14 +62,6 @@ export async function resolveJobId(client: JobApi, prefix: string): Promise<stri
     `The id prefix "${prefix}" is ambiguous: ${matches.length} jobs match:\n` +
       shown.join("\n") + more,
   );
-}
-
-/** Resolve several prefixes with one listing (when any is short). */
-export async function resolveJobIds(client: JobApi, prefixes: string[]): Promise<string[]> {
-  if (prefixes.every((p) => p.length >= FULL_ID_LENGTH)) return prefixes;
-  const ids: string[] = [];
-  for (const prefix of prefixes) ids.push(await resolveJobId(client, prefix));
-  return ids;
 }
 
 /**

@@ -164,6 +164,45 @@ test("run: Ctrl-C stops the job; a second Ctrl-C detaches", async () => {
   assert.match(detached.stderr, /detached from job [0-9a-f-]{36}/);
 });
 
+test("run: SIGTERM or SIGHUP to the client stops the job as Ctrl-C does (none runs on unseen)", async () => {
+  for (const signal of ["SIGTERM", "SIGHUP"] as const) {
+    const script = `trap "echo got TERM; exit 0" TERM; echo ready ${signal}; ` +
+      "while :; do sleep 0.1; done";
+    const run = spawn(["run", "bash", "-c", script]);
+    await run.waitFor("ready");
+    run.child.kill(signal);
+    const ended = await run.end();
+    const jobs = (await jwJson(["list"])).jobs as { id: string; status: string; args: string[] }[];
+    const job = jobs.find((j) => j.args.includes(script));
+    if (job?.status === "RUNNING") await jw(["stop", "--force", job.id]);
+    assert.equal(job?.status, "STOPPED", `${signal} to run left its job ${job?.status}`);
+    assert.equal(ended.code, 0, `${signal}: ${ended.stderr}`);
+    assert.match(ended.stdout, /got TERM/, signal);
+  }
+});
+
+test("stop and rm of several jobs: an unknown one is named alone, the others are done", async () => {
+  const unknown = "00000000-0000-4000-8000-000000000000";
+  const running = await createJob("sleep", "100");
+  const stopped = await jw(["stop", "--grace", "1", running, unknown]);
+  assert.equal(stopped.code, 1, stopped.stderr);
+  assert.equal(stopped.stderr, `error: No job with id "${unknown}"\n`);
+  assert.match(stopped.stdout, new RegExp(`^${running} STOPPED`));
+  assert.equal((await jwJson(["get", running])).status, "STOPPED");
+
+  const [a, b] = [await createJob("true"), await createJob("true")];
+  const busy = await createJob("sleep", "100");
+  const removed = await jw(["rm", a, unknown, busy, b]);
+  assert.equal(removed.code, 1, removed.stderr);
+  assert.equal(removed.stdout, `${a}\n${b}\n`, "rm went on past the jobs it could not delete");
+  const lines = removed.stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 2, removed.stderr);
+  assert.equal(lines[0], `error: No job with id "${unknown}"`);
+  assert.match(lines[1]!, new RegExp(`^error: job ${busy} is RUNNING`));
+  assert.equal((await jw(["get", b])).code, 1, "the job after the failures was not deleted");
+  assert.equal((await jw(["stop", "--force", busy])).code, 0);
+});
+
 test("run --rm deletes the ended job; --detach prints only the id", async () => {
   const rm = await jw(["run", "--rm", "bash", "-c", "echo $JOBWORKER_JOB_ID"]);
   assert.equal(rm.code, 0, rm.stderr);
@@ -564,6 +603,12 @@ test("messages: no such file, no such directory", async () => {
   const dir = await jw(["create", "--workdir", "/nope", "true"]);
   assert.equal(dir.code, 1);
   assert.equal(dir.stderr, "error: --workdir /nope: no such directory\n");
+  // An errno the client has no word for: the server's words for it, not its name ("eloop").
+  const loop = `${home}/loop`;
+  await Deno.symlink(loop, loop);
+  const looped = await jw(["create", "--workdir", loop, "true"]);
+  assert.equal(looped.code, 1);
+  assert.equal(looped.stderr, `error: --workdir ${loop}: too many levels of symbolic links\n`);
 });
 
 test("stop several ids; rm", async () => {
@@ -578,6 +623,26 @@ test("stop several ids; rm", async () => {
   assert.equal(removed.code, 0, removed.stderr);
   assert.equal(removed.stdout, `${a}\n${b}\n`);
   assert.equal((await jw(["get", a])).code, 1);
+});
+
+test("rm of several id prefixes lists the jobs once, not once per prefix", async () => {
+  const ids = [await createJob("true"), await createJob("true"), await createJob("true")];
+  const listings = () =>
+    worker.logs.filter((line) => {
+      const parsed = parseLogLine(line);
+      return parsed?.msg === "audit" && parsed.fields.method === "jobworker.JobService/ListJobs";
+    }).length;
+  const before = listings();
+  const removed = await jw(["rm", ...ids.map((id) => id.slice(0, 13))]);
+  assert.equal(removed.code, 0, removed.stderr);
+  assert.equal(removed.stdout, ids.map((id) => `${id}\n`).join(""));
+  // The worker's log is read as it comes: wait for the first audit line, and a moment for more.
+  for (let i = 0; i < 40 && listings() === before; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  const calls = listings() - before;
+  assert.equal(calls, 1, `${calls} ListJobs calls for three prefixes`);
 });
 
 test("stop of several ids on a terminal: progress while it waits, a line per job as it ends", async () => {

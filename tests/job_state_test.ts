@@ -70,12 +70,12 @@ Deno.test("stopper: SIGTERM once, SIGKILL at the deadline; a later stop only hur
   const stopper = new Stopper(target);
   stopper.stop(200);
   stopper.stop(5000); // later: no effect
-  assert.deepEqual(calls, ["SIGTERM"]);
+  assert.deepEqual(calls, ["SIGTERM", "SIGCONT"]);
   stopper.stop(20); // sooner
   await tick(60);
-  assert.deepEqual(calls, ["SIGTERM", "KILL"]);
+  assert.deepEqual(calls, ["SIGTERM", "SIGCONT", "KILL"]);
   await tick(250);
-  assert.deepEqual(calls, ["SIGTERM", "KILL"], "the first deadline was replaced");
+  assert.deepEqual(calls, ["SIGTERM", "SIGCONT", "KILL"], "the first deadline was replaced");
   stopper.cancel();
 });
 
@@ -89,7 +89,7 @@ Deno.test("stopper: force is SIGKILL at once; cancel stops everything", async ()
   s.stop(30);
   s.cancel();
   await tick(60);
-  assert.deepEqual(b.calls, ["SIGTERM"]);
+  assert.deepEqual(b.calls, ["SIGTERM", "SIGCONT"]);
 });
 
 Deno.test("stopper: a deadline carried over a reload (killBy an absolute time)", async () => {
@@ -98,9 +98,9 @@ Deno.test("stopper: a deadline carried over a reload (killBy an absolute time)",
   s.markTerminated();
   s.killBy(Date.now() + 30);
   s.started(); // SIGTERM again only if it had been sent: it had
-  assert.deepEqual(calls, ["SIGTERM"]);
+  assert.deepEqual(calls, ["SIGTERM", "SIGCONT"]);
   await tick(60);
-  assert.deepEqual(calls, ["SIGTERM", "KILL"]);
+  assert.deepEqual(calls, ["SIGTERM", "SIGCONT", "KILL"]);
 });
 
 Deno.test("stopper: a stop before the job has processes is kept, carried out at attach", async () => {
@@ -112,9 +112,9 @@ Deno.test("stopper: a stop before the job has processes is kept, carried out at 
   await tick(40);
   assert.deepEqual(calls, [], "nothing to signal before attach");
   s.attach(target);
-  assert.deepEqual(calls, ["SIGTERM"]);
+  assert.deepEqual(calls, ["SIGTERM", "SIGCONT"]);
   await tick(60);
-  assert.deepEqual(calls, ["SIGTERM", "KILL"], "the grace counts from attach");
+  assert.deepEqual(calls, ["SIGTERM", "SIGCONT", "KILL"], "the grace counts from attach");
   s.cancel();
 });
 

@@ -449,6 +449,27 @@ test("StopJob of a job that handles SIGTERM: it exits by itself, STOPPED, exit 0
   assertGone(procs, "after StopJob returned");
 });
 
+test("StopJob of a job with a suspended process: continued (SIGCONT), it handles SIGTERM", async () => {
+  // The child handles SIGTERM but is stopped (SIGSTOP): without a SIGCONT after the SIGTERM it
+  // sits out the whole grace and is SIGKILLed, its handler never run (systemd sends SIGCONT too).
+  const job = await create({
+    command: "bash",
+    args: [
+      "-c",
+      "bash -c 'trap \"echo child got TERM; exit 0\" TERM; while :; do sleep 0.1; done' & " +
+      "sleep 0.3; kill -STOP $!; echo suspended; wait; echo parent done",
+    ],
+  });
+  await readUntil(client, job.id, (t) => t.includes("suspended\n"));
+  const t0 = performance.now();
+  const stopped = await client.stopJob(job.id, { graceSeconds: 30 });
+  const took = performance.now() - t0;
+  assert.equal(stopped.status, S.STOPPED);
+  const { stdout } = await collectOutput(client, job.id);
+  assert.match(stdout, /child got TERM/, `the suspended child never ran its handler: ${stdout}`);
+  assert.ok(took < 10_000, `StopJob waited ${Math.round(took)} ms (the grace is 30 s)`);
+});
+
 test("StopJob force: SIGKILL at once, without SIGTERM first", async () => {
   // This job would exit 0 on SIGTERM: a SIGKILL end shows no SIGTERM came first.
   const job = await create({

@@ -46,8 +46,8 @@ export function runCommand(deps: CliDeps): CommandUnknownOpts {
 Options go before the job's command; everything after it belongs to the job.
 Its stdout goes to stdout and its stderr to stderr as they are written. The exit code is
 the job's, or 128 + the signal number when a signal ended it (137 for SIGKILL or an OOM
-kill, 143 for SIGTERM). Ctrl-C stops the job and waits for its end; a second Ctrl-C
-detaches (exit code 130) and prints the job's id on stderr.
+kill, 143 for SIGTERM). Ctrl-C (or SIGTERM or SIGHUP to this client) stops the job and waits
+for its end; a second one detaches (exit code 130) and prints the job's id on stderr.
 Examples:
   jobworker run bash -c 'echo building; make -j4'
   jobworker run --rm --max-memory 64 python3 -c 'print(1)'
@@ -109,7 +109,7 @@ Examples:
           } else {
             controller.abort();
           }
-        }, { repeats: true });
+        }, { repeats: true, termination: true });
         try {
           await writeOutput(deps, client, id, { signal: controller.signal });
         } catch (err) {

@@ -7,6 +7,7 @@
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { colorEnabled, paintStatus } from "../color.ts";
 import { type CliDeps, withClient } from "../context.ts";
+import { CliError, EXIT_FAILURE, oneJobFailure } from "../errors.ts";
 import { jsonText } from "../format.ts";
 import { writeText } from "../io.ts";
 import { resolveJobIds } from "../jobs.ts";
@@ -31,7 +32,8 @@ export function stopCommand(deps: CliDeps): CommandUnknownOpts {
       "after",
       `
 It returns once every process of the jobs is gone. A job whose PID 1 ignores SIGTERM is
-SIGKILLed when the grace period ends. Stopping an ended job is not an error.
+SIGKILLed when the grace period ends. Stopping an ended job is not an error; an unknown one
+is said on stderr, the others are stopped all the same (exit code 1).
 Examples:
   jobworker stop 9b1c
   jobworker stop 9b1c 4f2e --grace 2
@@ -40,7 +42,8 @@ Examples:
     .action(async (idArgs, flags, cmd) => {
       const options = { graceSeconds: flags.grace ?? 0, force: flags.force ?? false };
       const color = colorEnabled(deps.stdoutIsTerminal, deps.env);
-      const jobs = await withClient(deps, cmd, { jobId: idArgs.join(" ") }, async (client) => {
+      let failures = 0;
+      const jobs = await withClient(deps, cmd, {}, async (client) => {
         const ids = await resolveJobIds(client, idArgs);
         let pending = ids.length;
         const t0 = Date.now();
@@ -59,8 +62,21 @@ Examples:
           }, 100)
           : undefined;
         try {
-          return await Promise.all(ids.map(async (id) => {
-            const job = await client.stopJob(id, options);
+          // Each job on its own, as docker stop does: one that is not there is said (naming it
+          // alone) and the others are stopped all the same; exit 1 at the end.
+          const stopped = await Promise.all(ids.map(async (id) => {
+            let job;
+            try {
+              job = await client.stopJob(id, options);
+            } catch (err) {
+              const message = oneJobFailure(err, id);
+              if (message === undefined) throw err;
+              pending--;
+              failures++;
+              const clear = progress ? "\r\x1b[K" : "";
+              await writeText(deps.stderr, `${clear}error: ${message}\n`);
+              return undefined;
+            }
             pending--;
             if (!flags.json) {
               const summary = statusSummary(job).replace(
@@ -73,6 +89,7 @@ Examples:
             }
             return job;
           }));
+          return stopped.filter((job) => job !== undefined);
         } finally {
           if (progress) {
             clearInterval(progress);
@@ -83,6 +100,7 @@ Examples:
       if (flags.json) {
         await writeText(deps.stdout, jsonText(jobs.map(jobToJson)));
       }
+      if (failures > 0) throw new CliError("", EXIT_FAILURE);
     });
   return addConnectionOptions(command);
 }

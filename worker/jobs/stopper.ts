@@ -1,6 +1,6 @@
 /**
- * Stop escalation of one job: SIGTERM to every process of the job (once), SIGKILL when the grace
- * period ends. A later stop with a shorter grace (or force) brings the SIGKILL forward; none ever
+ * Stop escalation of one job: SIGTERM (then SIGCONT) to every process of the job (once), SIGKILL
+ * when the grace period ends. A later stop with a shorter grace (or force) brings the SIGKILL forward; none ever
  * delays it. The SIGKILL deadline is an absolute time, so it can be carried over a reload.
  *
  * A job has its Stopper from its record's insert on, before it has any process: a stop asked for
@@ -20,6 +20,16 @@ export interface StopTarget {
    * place for SIGTERM's default action on a PID 1 without a handler (see pid1_term.ts).
    */
   afterTerm?(): void;
+}
+
+/**
+ * SIGTERM to every process of the job, then SIGCONT, as systemd does: a suspended process (one
+ * that got SIGSTOP or SIGTSTP) acts on its SIGTERM only once continued; without the SIGCONT it sat
+ * out the whole grace period and was SIGKILLed, its handler never run.
+ */
+function terminate(target: StopTarget): void {
+  target.signalAll("SIGTERM");
+  target.signalAll("SIGCONT");
 }
 
 export class Stopper {
@@ -73,7 +83,7 @@ export class Stopper {
     carriedOut?.();
     if (!this.#terminated && graceMs > 0) {
       this.#terminated = true;
-      target.signalAll("SIGTERM");
+      terminate(target);
       if (this.#started) target.afterTerm?.();
     }
     this.killBy(now + graceMs, now);
@@ -137,7 +147,7 @@ export class Stopper {
   started(): void {
     this.#started = true;
     if (this.#terminated && !this.#done && this.#target !== undefined) {
-      this.#target.signalAll("SIGTERM");
+      terminate(this.#target);
       this.#target.afterTerm?.();
     }
   }
