@@ -1,7 +1,8 @@
 /**
  * Stop escalation of one job: SIGTERM (then SIGCONT) to every process of the job (once), SIGKILL
- * when the grace period ends. A later stop with a shorter grace (or force) brings the SIGKILL forward; none ever
- * delays it. The SIGKILL deadline is an absolute time, so it can be carried over a reload.
+ * when the grace period ends. A later stop with a shorter grace (or force) brings the SIGKILL
+ * forward; none ever delays it. The SIGKILL deadline is an absolute time, so it can be carried
+ * over a reload.
  *
  * A job has its Stopper from its record's insert on, before it has any process: a stop asked for
  * while the job is still starting (its cgroup being made) is kept, the shortest grace winning, and
