@@ -17,6 +17,12 @@ import {
 /** Largest value of a protobuf int32 field. */
 export const INT32_MAX = 2 ** 31 - 1;
 
+/**
+ * Most seconds a timeout or grace period may be: the server refuses more (its timers hold at most
+ * 2^31 - 1 ms, about 24.8 days), so the client says so as a usage error before calling it.
+ */
+export const MAX_SECONDS = 2_147_483;
+
 const CONNECTION_GROUP = "Connection options:";
 
 /**

@@ -61,6 +61,18 @@ export function statusSummary(job: jobworker.IJob): string {
   return `${status} (${how.join(", ")})`;
 }
 
+/**
+ * The note for a job whose output the server stopped keeping at its limit
+ * (`JOB_WORKER_MAX_OUTPUT_BYTES`), or "": `run` and `stream` end where the kept output ends, which
+ * without it reads like the job's own end.
+ */
+export function truncationNote(job: jobworker.IJob): string {
+  if (!job.outputTruncated) return "";
+  const kept = Number(job.outputBytes ?? 0);
+  return `jobworker: job ${job.id}'s output was cut at ${kept} bytes, the server's limit; ` +
+    `the rest was discarded\n`;
+}
+
 /** The statuses in the order the counts line lists them. */
 const STATUS_ORDER = ["INITIALIZING", "RUNNING", "COMPLETED", "FAILED", "STOPPED"];
 

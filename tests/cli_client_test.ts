@@ -596,6 +596,39 @@ test("stream --tail, --stderr, and the note on how the job ended", async () => {
   );
 });
 
+test("output cut at the server's limit: run and stream --verbose say so on stderr", async () => {
+  const limited = await WorkerProcess.start({
+    certDir: pki.dir,
+    env: { JOB_WORKER_MAX_OUTPUT_BYTES: "1000" },
+  });
+  try {
+    const server = ["--server", limited.address, "--cert-path", pki.dir];
+    const job = ["sh", "-c", "head -c 3000 /dev/zero | tr '\\0' x"];
+    const ran = await runProgram(Deno.execPath(), [...DENO_RUN, ...server, "run", ...job]);
+    assert.equal(ran.code, 0, ran.stderr);
+    assert.equal(ran.stdout, "x".repeat(1000));
+    const note =
+      /^jobworker: job ([0-9a-f-]{36})'s output was cut at 1000 bytes, the server's limit; the rest was discarded\n$/;
+    const id = note.exec(ran.stderr)?.[1];
+    assert.ok(id, `run's stderr: ${JSON.stringify(ran.stderr)}`);
+    const streamed = await runProgram(Deno.execPath(), [
+      ...DENO_RUN,
+      ...server,
+      "stream",
+      "--verbose",
+      id,
+    ]);
+    assert.equal(streamed.code, 0, streamed.stderr);
+    assert.equal(streamed.stdout.length, 1000);
+    assert.match(streamed.stderr, note);
+    const whole = await runProgram(Deno.execPath(), [...DENO_RUN, ...connection(), "run", ...job]);
+    assert.equal(whole.stdout.length, 3000);
+    assert.equal(whole.stderr, "", "no note when nothing was cut");
+  } finally {
+    await limited.stop();
+  }
+});
+
 test("messages: no such file, no such directory", async () => {
   const file = await jw(["create", "/no/such/binary"]);
   assert.equal(file.code, 1);

@@ -367,6 +367,10 @@ Deno.test("bad numbers are usage errors, checked before connecting", async () =>
     ["create", "--max-iobps", "2147483648", "ls"],
     ["create", "--timeout", " 5", "ls"],
     ["stop", "job-1", "--grace", "x"],
+    // Past what the server takes (its timers' 2^31 - 1 ms): a usage error here, not its refusal.
+    ["create", "--timeout", "2147484", "ls"],
+    ["run", "--timeout", "99999999", "ls"],
+    ["stop", "job-1", "--grace", "2147484"],
     ["stream", "job-1", "--offset", "-5"],
     ["stream", "job-1", "--offset", "9007199254740992"],
   ];

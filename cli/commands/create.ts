@@ -15,6 +15,7 @@ import {
   addConnectionOptions,
   collectKeyValue,
   INT32_MAX,
+  MAX_SECONDS,
   nonNegativeInteger,
 } from "../options.ts";
 import { jobToJson } from "../render.ts";
@@ -84,7 +85,11 @@ export function addJobOptions(command: Command): Command<[string, string[]], Job
     .passThroughOptions()
     .option("--env <KEY=VALUE>", "add to the job's environment (repeatable)", collectKeyValue)
     .option("--workdir <dir>", "working directory of the job (default /)")
-    .option("--timeout <seconds>", "stop the job after this long (default: no timeout)", int32)
+    .option(
+      "--timeout <seconds>",
+      "stop the job after this long (default: no timeout)",
+      nonNegativeInteger(MAX_SECONDS),
+    )
     .option("--max-cpu <percent>", "CPU limit in percent of one core (default: server's)", int32)
     .option("--max-memory <MiB>", "memory limit in MiB (default: server's)", int32)
     .option(

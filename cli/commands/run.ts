@@ -22,6 +22,7 @@ import { writeText } from "../io.ts";
 import { addConnectionOptions } from "../options.ts";
 import { writeOutput } from "../output.ts";
 import { retryAcrossReload, retryOptions } from "../reconnect.ts";
+import { truncationNote } from "../render.ts";
 import { addJobOptions, buildCreateRequest } from "./create.ts";
 
 /** The exit code `run` ends with for an ended job: its own, or 128 + the signal that ended it. */
@@ -48,6 +49,7 @@ Its stdout goes to stdout and its stderr to stderr as they are written. The exit
 the job's, or 128 + the signal number when a signal ended it (137 for SIGKILL or an OOM
 kill, 143 for SIGTERM). Ctrl-C (or SIGTERM or SIGHUP to this client) stops the job and waits
 for its end; a second one detaches (exit code 130) and prints the job's id on stderr.
+Output the server cut at its limit (JOB_WORKER_MAX_OUTPUT_BYTES) ends with a note on stderr.
 Examples:
   jobworker run bash -c 'echo building; make -j4'
   jobworker run --rm --max-memory 64 python3 -c 'print(1)'
@@ -130,6 +132,8 @@ Examples:
           () => client.getJob(id),
           { ...retrying, advice: `see jobworker get ${id}` },
         );
+        const truncated = truncationNote(ended);
+        if (truncated) await writeText(deps.stderr, truncated);
         if (flags.rm) {
           await retryAcrossReload(`deleting job ${id}`, async () => {
             try {

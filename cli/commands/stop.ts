@@ -11,7 +11,7 @@ import { CliError, EXIT_FAILURE, oneJobFailure } from "../errors.ts";
 import { jsonText } from "../format.ts";
 import { writeText } from "../io.ts";
 import { resolveJobIds } from "../jobs.ts";
-import { addConnectionOptions, INT32_MAX, nonNegativeInteger } from "../options.ts";
+import { addConnectionOptions, MAX_SECONDS, nonNegativeInteger } from "../options.ts";
 import { jobToJson, statusName, statusSummary } from "../render.ts";
 
 const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -24,7 +24,7 @@ export function stopCommand(deps: CliDeps): CommandUnknownOpts {
     .option(
       "--grace <seconds>",
       "time between SIGTERM and SIGKILL (default: server's, 10 s)",
-      nonNegativeInteger(INT32_MAX),
+      nonNegativeInteger(MAX_SECONDS),
     )
     .option("--force", "SIGKILL every process at once")
     .option("--json", "print the stopped jobs as JSON: [ {job}, ... ]")

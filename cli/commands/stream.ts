@@ -13,7 +13,7 @@ import { resolveJobId } from "../jobs.ts";
 import { addConnectionOptions, nonNegativeInteger } from "../options.ts";
 import { writeOutput } from "../output.ts";
 import { retryAcrossReload, retryOptions } from "../reconnect.ts";
-import { hasEnded, statusSummary } from "../render.ts";
+import { hasEnded, statusSummary, truncationNote } from "../render.ts";
 import { jobworker } from "../../proto/service.ts";
 
 /** The `stream` command. */
@@ -41,7 +41,8 @@ export function streamCommand(deps: CliDeps): CommandUnknownOpts {
 It returns when the job has ended and all its output was written (exit code 0). A lost
 connection or a restarting server is retried (for up to a minute) from the last byte
 written, so each byte is written once. On a terminal (or with --verbose) a job that did not
-complete successfully gets a one-line note on stderr at the end.
+complete successfully gets a one-line note on stderr at the end, and so does output the
+server cut at its limit (JOB_WORKER_MAX_OUTPUT_BYTES).
 Examples:
   jobworker stream 9b1c
   jobworker stream 9b1c --tail 20
@@ -109,6 +110,7 @@ Examples:
                 job.reason ? `: ${printable(job.reason)}` : ""
               }\n`;
             }
+            note += truncationNote(job);
           }
         });
       } catch (err) {
