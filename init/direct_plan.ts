@@ -274,7 +274,7 @@ export function directFailure(plan: DirectPlan, text: string): InitFailure {
   }
   if (report.kind !== undefined) {
     const path = lookedUp(plan, report.entry)!;
-    return { stage: "lookup", errno, message: lookupMessage(report.kind, path) };
+    return { stage: "lookup", errno, message: lookupMessage(report.kind, path, errno) };
   }
   if (report.stage !== undefined) {
     const why = new ShimError("execve", errno).message;

@@ -279,6 +279,51 @@ const FAILURES: [string, () => jobworker.ICreateJobReq, RegExp][] = [
     () => ({ command: `/nonexistent/${`${"\x01".repeat(200)}/`.repeat(10)}x` }),
     /^refused INVALID_ARGUMENT: command: command not found: /,
   ],
+  // What keeps a path from being looked up is said, errno and all, not "command not found".
+  [
+    "a command that is a symbolic link loop",
+    () => ({ command: `${fixtures}/loop` }),
+    /^refused INVALID_ARGUMENT: command: ".*\/loop" cannot be looked up: ELOOP \(too many levels of symbolic links\)$/,
+  ],
+  [
+    "a relative command that is a symbolic link loop",
+    () => ({ command: "./loop", workDir: fixtures }),
+    /^refused INVALID_ARGUMENT: command: "\.\/loop" cannot be looked up: ELOOP \(too many levels of symbolic links\)$/,
+  ],
+  [
+    "a command through a file, with a slash at its end",
+    () => ({ command: "/bin/true/" }),
+    /^refused INVALID_ARGUMENT: command: "\/bin\/true\/" cannot be looked up: ENOTDIR \(not a directory\)$/,
+  ],
+  [
+    "a command through a file",
+    () => ({ command: "/etc/passwd/x" }),
+    /^refused INVALID_ARGUMENT: command: "\/etc\/passwd\/x" cannot be looked up: ENOTDIR \(not a directory\)$/,
+  ],
+  [
+    "a command whose name is too long",
+    () => ({ command: `${fixtures}/${"x".repeat(300)}` }),
+    /^refused INVALID_ARGUMENT: command: ".*x" cannot be looked up: ENAMETOOLONG \(file name too long\)$/,
+  ],
+  // The API cuts a status message at 1024 characters, before the errno: the same either way here,
+  // and said in full in "a long path in a lookup failure" below.
+  [
+    "a command whose path is past PATH_MAX",
+    () => ({ command: `/nonexistent/${`${"a".repeat(250)}/`.repeat(17)}x` }),
+    /^refused INVALID_ARGUMENT: command: "\/nonexistent\/(a{250}\/)+a+\.\.\.$/,
+  ],
+  // A bare name is looked up as bash looks it up: a PATH entry where it loops or that runs through
+  // a file is passed over, and found nowhere else it is not found.
+  [
+    "a bare name whose PATH has a symbolic link loop and a file before its match",
+    () => ({ command: "true", env: [`PATH=${fixtures}/loops:/etc/passwd:/usr/bin:/bin`] }),
+    /^started, ended \w+ exit 0 /,
+  ],
+  [
+    "a bare name found only as a symbolic link loop",
+    () => ({ command: "true", env: [`PATH=${fixtures}/loops:/etc/passwd`] }),
+    /^refused INVALID_ARGUMENT: command: command not found: "true" \(PATH=".*\/loops:\/etc\/passwd"\)$/,
+  ],
   [
     "a directory",
     () => ({ command: fixtures }),
@@ -349,6 +394,9 @@ const FAILURES: [string, () => jobworker.ICreateJobReq, RegExp][] = [
 
 test("start failures read the same either way, with the same status", async () => {
   await Deno.mkdir(`${fixtures}/a-directory`);
+  await Deno.symlink("loop", `${fixtures}/loop`);
+  await Deno.mkdir(`${fixtures}/loops`);
+  await Deno.symlink("true", `${fixtures}/loops/true`);
   await Deno.writeTextFile(`${fixtures}/plain`, "#!/bin/sh\necho plain\n");
   await Deno.chmod(`${fixtures}/plain`, 0o644);
   await Deno.writeTextFile(`${fixtures}/owner-only`, "#!/bin/sh\necho owner\n");
@@ -599,19 +647,31 @@ test("a long path in a lookup failure reaches the worker whole, as init words it
   const deepDir = `${quotedDir}/${"q".repeat(Math.min(room, 250))}`;
   await Deno.mkdir(`${deepDir}/jw-long-dir`, { recursive: true });
   const controls = `/nonexistent/${segments("\x01", 250, 16)}`;
-  const cases: [string, string, string[]][] = [
-    ["a missing command of 4095 bytes, all control characters", controls.slice(0, 4095), []],
-    ["a missing command past PATH_MAX, all quotes", `/nonexistent/${segments('"', 250, 24)}x`, []],
+  const cases: [string, string, string[], RegExp][] = [
+    [
+      "a missing command of 4095 bytes, all control characters",
+      controls.slice(0, 4095),
+      [],
+      /^command not found: "\/nonexistent\/(\\u0001|\/)+"$/,
+    ],
+    [
+      "a missing command past PATH_MAX, all quotes",
+      `/nonexistent/${segments('"', 250, 24)}x`,
+      [],
+      /^"\/nonexistent\/((\\"){250}\/){24}x" cannot be looked up: ENAMETOOLONG \(file name too long\)$/,
+    ],
     [
       "a bare name whose first match is a directory 4095 bytes long, full of quotes",
       "jw-long-dir",
       [`PATH=/nonexistent:${deepDir}:/usr/bin`],
+      /^".*\/q+\/jw-long-dir" is a directory$/,
     ],
   ];
-  for (const [what, command, env] of cases) {
+  for (const [what, command, env, message] of cases) {
     const spec = rootInitSpec({ jobId: "jw-long-path", command, env });
     const init = resolveCommand(command, env, (p, mode) => shim.access(p, mode));
     assert.ok(!init.ok, `${what}: init refuses it too`);
+    assert.match(init.message, message, what);
     const plan = directPlan(spec);
     const { ended, report } = await runStarter(shim, starter, plan.bytes);
     assert.deepEqual(ended, { exitCode: 127, signal: null }, what);

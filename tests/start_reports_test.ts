@@ -50,6 +50,12 @@ Deno.test("directFailure explains jwstart's well-formed reports", () => {
     errno: 13,
     message: '"/b/tool" is not executable by the job\'s user',
   });
+  // A command that cannot be looked up (given with a slash: no entry) is said with its errno.
+  assert.deepEqual(directFailure(plan, '{"step":2,"errno":40,"kind":"unresolvable"}'), {
+    stage: "lookup",
+    errno: 40,
+    message: '"tool" cannot be looked up: ELOOP (too many levels of symbolic links)',
+  });
   assert.equal(
     directFailure(plan, '{"step":2,"errno":2,"kind":"not-in-path"}').message,
     'command not found: "tool" (PATH="/a:/b")',

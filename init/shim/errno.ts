@@ -39,6 +39,12 @@ export function errnoName(errno: number): string {
   return ERRNO[errno]?.[0] ?? `errno ${errno}`;
 }
 
+/** The errno value of a symbolic name, e.g. "ELOOP" → 40; undefined for a name not listed. */
+export function errnoNumber(name: string): number | undefined {
+  for (const [value, [n]] of Object.entries(ERRNO)) if (n === name) return Number(value);
+  return undefined;
+}
+
 /** A short description of an errno value, e.g. 2 → "no such file or directory". */
 export function strerror(errno: number): string {
   return ERRNO[errno]?.[1] ?? "unknown error";

@@ -233,18 +233,26 @@ static void fail(int step, int err, const char *kind, int entry) {
   _exit(127);
 }
 
+// A path that is not there (ENOENT) is not found; any other errno (ELOOP, ENOTDIR, ENAMETOOLONG)
+// cannot be looked up, and is said.
+static const char *unresolved(int errnum, int *err) {
+  *err = errnum;
+  return errnum == ENOENT ? "not-found" : "unresolvable";
+}
+
 // Why `path` cannot be the job's command, as init/resolve_command.ts says it (NULL: it can).
 static const char *unusable(const char *path, int *err) {
   if (faccessat(AT_FDCWD, path, F_OK, AT_EACCESS) != 0 && errno != EACCES) {
-    *err = ENOENT;
-    return "not-found";
+    return unresolved(errno, err);
   }
   struct stat st;
   if (stat(path, &st) != 0) {
     // As Deno's PermissionDenied, which init/resolve_command.ts tells apart, covers both.
-    int denied = errno == EACCES || errno == EPERM;
-    *err = denied ? EACCES : ENOENT;
-    return denied ? "unreachable" : "not-found";
+    if (errno == EACCES || errno == EPERM) {
+      *err = EACCES;
+      return "unreachable";
+    }
+    return unresolved(errno, err);
   }
   if (S_ISDIR(st.st_mode)) {
     *err = EISDIR;
@@ -262,13 +270,15 @@ static const char *unusable(const char *path, int *err) {
 }
 
 // The command's file, looked up as init/resolve_command.ts does (into `found`, PATH_MAX bytes): a
-// name with a slash as it is, a bare name in `search` (the job's PATH); reports and exits when
-// there is none.
+// name with a slash as it is, a bare name in `search` (the job's PATH), as bash looks it up (an
+// entry where it is not found or cannot be looked up is passed over); reports and exits when there
+// is none.
 static void look_up(int step, const char *command, const char *search, char *found) {
   int err = 0;
   if (strchr(command, '/') != NULL) {
     size_t len = strlen(command);
-    if (len >= 4096) fail(step, ENOENT, "not-found", -1);
+    // What stat(2) says of a path of PATH_MAX bytes or more.
+    if (len >= 4096) fail(step, ENAMETOOLONG, "unresolvable", -1);
     memcpy(found, command, len + 1);
     const char *why = unusable(found, &err);
     if (why != NULL) fail(step, err, why, -1);
@@ -283,13 +293,15 @@ static void look_up(int step, const char *command, const char *search, char *fou
     size_t dir_len = colon != NULL ? (size_t)(colon - dir) : strlen(dir);
     const char *from = dir_len == 0 ? "." : dir;  // an empty entry is the working directory
     if (dir_len == 0) dir_len = 1;
+    // A longer path cannot be looked up (ENAMETOOLONG): passed over, as init passes it over.
     if (dir_len + 1 + command_len < 4096) {
       memcpy(found, from, dir_len);
       found[dir_len] = '/';
       memcpy(found + dir_len + 1, command, command_len + 1);
       const char *why = unusable(found, &err);
       if (why == NULL) return;
-      if (err != ENOENT && first_kind == NULL) {
+      int passed_over = strcmp(why, "not-found") == 0 || strcmp(why, "unresolvable") == 0;
+      if (!passed_over && first_kind == NULL) {
         first_kind = why;
         first_err = err;
         first_entry = entry;
