@@ -236,19 +236,27 @@ const NOT_FOUND_IN_PATH = new RegExp(
   String.raw`command not found: ${QUOTED} \(PATH=(?:${QUOTED}|([^)]*))\)`,
 );
 const NOT_FOUND = new RegExp(`command not found: ${QUOTED}`);
+/** A command init could not look up: `"./loop" cannot be looked up: ELOOP (too many levels …)`. */
+const UNRESOLVABLE = new RegExp(
+  String.raw`${QUOTED} cannot be looked up: (?:E[A-Z0-9]+ \(([^)]*)\)|(.*))`,
+);
 const NO_WORKDIR = new RegExp(
   String.raw`entering workDir ${QUOTED}.*?\b(E[A-Z]+)\b(?: \(([^)]*)\))?`,
 );
 
 /**
  * A job that could not start, said as a shell would: `/no/such: no such file`,
- * `--workdir /nope: no such directory`; undefined for other messages.
+ * `./loop: too many levels of symbolic links`, `--workdir /nope: no such directory`; undefined for
+ * other messages.
  */
 export function startFailure(details: string): string | undefined {
   const name = NOT_FOUND_IN_PATH.exec(details);
   if (name) return `${name[1]}: command not found (the job's PATH is ${name[2] ?? name[3]})`;
   const path = NOT_FOUND.exec(details);
   if (path?.[1]?.includes("/")) return `${path[1]}: no such file`;
+  // The server's words for the errno, as for a workDir's (ELOOP, ENOTDIR, ENAMETOOLONG).
+  const unresolvable = UNRESOLVABLE.exec(details);
+  if (unresolvable) return `${unresolvable[1]}: ${unresolvable[2] ?? unresolvable[3]}`;
   const workdir = NO_WORKDIR.exec(details);
   if (workdir) {
     // An errno without a word of ours says what the server said of it ("too many levels of

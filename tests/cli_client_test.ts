@@ -642,6 +642,19 @@ test("messages: no such file, no such directory", async () => {
   const looped = await jw(["create", "--workdir", loop, "true"]);
   assert.equal(looped.code, 1);
   assert.equal(looped.stderr, `error: --workdir ${loop}: too many levels of symbolic links\n`);
+  // A command that cannot be looked up: what the kernel said of it, not "no such file".
+  const commands: [string[], string][] = [
+    [[loop], `${loop}: too many levels of symbolic links`],
+    [["--workdir", home, "./loop"], "./loop: too many levels of symbolic links"],
+    [["/bin/true/"], "/bin/true/: not a directory"],
+    [["/etc/passwd/x"], "/etc/passwd/x: not a directory"],
+    [[`/tmp/${"x".repeat(300)}`], `/tmp/${"x".repeat(300)}: file name too long`],
+  ];
+  for (const [args, said] of commands) {
+    const failed = await jw(["create", ...args]);
+    assert.equal(failed.code, 1, args.join(" "));
+    assert.equal(failed.stderr, `error: ${said}\n`);
+  }
 });
 
 test("stop several ids; rm", async () => {

@@ -1142,6 +1142,21 @@ Deno.test("start failures as init words them are said as a shell would, whatever
   );
   assert.equal(said('/no/such"dir/x'), '/no/such\\"dir/x: no such file');
   assert.equal(said("/no/\u001b[2J"), "/no/\\u001b[2J: no such file");
+  // Not "no such file" for a path that cannot be looked up: what the kernel said of it.
+  assert.equal(said("/etc/passwd/x"), "/etc/passwd/x: not a directory");
+  assert.equal(said("/bin/true/"), "/bin/true/: not a directory");
+  const long = `/tmp/${"x".repeat(300)}`;
+  assert.equal(said(long), `${long}: file name too long`);
+  assert.equal(
+    startFailure(
+      'command: "./loop" cannot be looked up: ELOOP (too many levels of symbolic links)',
+    ),
+    "./loop: too many levels of symbolic links",
+  );
+  assert.equal(
+    startFailure('command: "./x" cannot be looked up: errno 121 (unknown error)'),
+    "./x: errno 121 (unknown error)",
+  );
   assert.equal(
     startFailure('workDir: entering workDir "/we\\"ird": chdir failed: ENOENT (No such file)'),
     '--workdir /we\\"ird: no such directory',
