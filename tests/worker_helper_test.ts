@@ -60,7 +60,11 @@ async function startFixture(
           output.push(value);
         }
       })();
-      return { child, facts: JSON.parse(value.slice(at + "UNSTOPPED ".length)), output };
+      const facts: Unstopped = JSON.parse(value.slice(at + "UNSTOPPED ".length));
+      for (const key of ["pid", "stateDir", "instance", "jobId", "certDir"] as const) {
+        assert.ok(facts[key], `the fixture's ${key}: ${value}`);
+      }
+      return { child, facts, output };
     }
   }
 }

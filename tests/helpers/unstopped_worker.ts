@@ -23,6 +23,7 @@ Deno.test(
       stateDir: worker.stateDir,
       instance: await instanceName(worker.stateDir),
       jobId: job.id,
+      certDir,
     };
     console.log(`UNSTOPPED ${JSON.stringify(facts)}`);
     if (Deno.env.get("HANG") === "1") await new Promise(() => {});
