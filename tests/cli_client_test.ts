@@ -92,6 +92,13 @@ const test = (name: string, fn: () => Promise<void>) =>
 test("start a worker", async () => {
   pki = await makePki();
   home = await Deno.makeTempDir({ prefix: "jobworker-client-test-" });
+  // A filtered run may skip "stop the worker": the home goes at unload then (the worker and the
+  // certificates go with the helpers' own unload listeners).
+  globalThis.addEventListener("unload", () => {
+    try {
+      Deno.removeSync(home, { recursive: true });
+    } catch { /* removed */ }
+  });
   worker = await WorkerProcess.start({ certDir: pki.dir });
 });
 

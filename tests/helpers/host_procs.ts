@@ -67,6 +67,12 @@ export function jobProcesses(jobId: string): HostProcess[] {
   return found;
 }
 
+/** A live process's pid and start time, or null when it is gone (or a zombie). */
+export function processId(pid: number): ProcessId | null {
+  const stat = statOf(pid);
+  return stat === null || stat.state === "Z" ? null : { pid, startTime: stat.startTime };
+}
+
 /** True while the process exists and is not a zombie (a reused pid does not count). */
 export function isAlive(proc: ProcessId): boolean {
   const stat = statOf(proc.pid);

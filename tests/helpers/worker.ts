@@ -4,7 +4,7 @@
  */
 import { TextLineStream } from "./lines.ts";
 import { parseLogLine } from "./log_lines.ts";
-import { cgroupDirsNamed } from "./host_procs.ts";
+import { cgroupDirsNamed, isAlive, processId, readOrNull } from "./host_procs.ts";
 import { instanceDirName, instanceName } from "../../worker/cgroups/paths.ts";
 import { listPids, signalPids } from "../../worker/cgroups/kill.ts";
 import { removeCgroupDirs } from "../../worker/cgroups/remove.ts";
@@ -18,8 +18,21 @@ const MAIN = new URL("../../main.ts", import.meta.url).pathname;
  * test process alone (`kill -INT`, a timeout) left its workers running on, their init pools and
  * cgroup trees with them (`deno test` exits on SIGINT without running a test's cleanup). The test
  * process spawns from its main thread, which lives as long as it does.
+ *
+ * The worker is spawned `detached` for the same reason: Deno gives every other child tokio's
+ * kill_on_drop, and `deno test` drops its runtime when a file's tests end, so a worker no test
+ * stopped (a `--filter` that skips the test stopping it, a test failing before its stop) was
+ * SIGKILLed by the test process itself, before its exit could send the SIGTERM: its cgroup trees
+ * stayed behind. Detached also means a session of its own (a terminal's Ctrl-C reaches the test
+ * process only, whose exit then sends the SIGTERM). Such workers are stopped at unload, below.
  */
 const PARENT_DEATH = ["setpriv", "--pdeathsig", "TERM", "--"];
+
+/** How long the unload listener waits for the workers no test stopped to stop on SIGTERM. */
+const UNLOAD_STOP_MS = 30_000;
+
+/** Workers started and not stopped yet. */
+const running = new Set<WorkerProcess>();
 
 export interface WorkerOptions {
   certDir: string;
@@ -37,6 +50,8 @@ export interface WorkerOptions {
 
 export class WorkerProcess {
   #exited: Promise<Deno.CommandStatus>;
+  /** Set once the exit status is in: the pid may belong to another process after that. */
+  #ended = false;
 
   private constructor(
     readonly process: Deno.ChildProcess,
@@ -46,8 +61,12 @@ export class WorkerProcess {
     /** Every line the worker logged so far. */
     readonly logs: string[],
     private readonly ownsStateDir: boolean,
+    /** The worker's instance name (its cgroups are `jobworker-<instance>`), "" if unknown. */
+    private readonly instance: string,
   ) {
     this.#exited = exited;
+    exited.finally(() => this.#ended = true).catch(() => {});
+    running.add(this);
   }
 
   get address(): string {
@@ -79,6 +98,7 @@ export class WorkerProcess {
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
+      detached: true,
     }).spawn();
     const logs: string[] = [];
     const lines = process.stderr.pipeThrough(new TextDecoderStream()).pipeThrough(
@@ -128,6 +148,7 @@ export class WorkerProcess {
       process.status,
       logs,
       options.stateDir === undefined,
+      await instanceName(stateDir).catch(() => ""),
     );
   }
 
@@ -136,13 +157,13 @@ export class WorkerProcess {
    * state directory of its own (no later worker will clean up after it) has its cgroups removed.
    */
   async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
-    const instance = this.ownsStateDir ? await instanceName(this.stateDir).catch(() => "") : "";
     try {
       this.process.kill(signal);
     } catch { /* already exited */ }
     const status = await this.#exited;
+    running.delete(this);
     if (this.ownsStateDir) {
-      if (!status.success && instance) await removeInstanceCgroups(instance);
+      if (!status.success && this.instance) await removeInstanceCgroups(this.instance);
       await Deno.remove(this.stateDir, { recursive: true }).catch(() => {});
     }
     return status;
@@ -150,6 +171,47 @@ export class WorkerProcess {
 
   get exited(): Promise<Deno.CommandStatus> {
     return this.#exited;
+  }
+
+  /**
+   * The workers no test stopped (a filtered run, a test that failed before its stop) are stopped
+   * when the test file unloads, before its runtime goes: SIGTERM, a wait (synchronous: an unload
+   * listener cannot await) for all of them to exit, SIGKILL for any still running after
+   * UNLOAD_STOP_MS; then whatever cgroups of theirs are left are removed (their processes killed)
+   * and the state directories of their own with them. The listener is registered when this module
+   * loads, so it runs before any test file's own.
+   */
+  static stopLeftSync(): void {
+    // Workers that exited by themselves (a test killed one, and stopped no later) leave their
+    // cgroups and state directory too: only the signals and the wait are for running ones.
+    const unstopped = [...running];
+    running.clear();
+    const left = unstopped.filter((w) => !w.#ended);
+    const ids = left.map((w) => processId(w.process.pid));
+    for (const w of left) {
+      try {
+        w.process.kill("SIGTERM");
+      } catch { /* already exited */ }
+    }
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    const deadline = Date.now() + UNLOAD_STOP_MS;
+    const alive = () => ids.filter((id) => id !== null && isAlive(id));
+    while (alive().length > 0 && Date.now() < deadline) Atomics.wait(pause, 0, 0, 50);
+    left.forEach((w, i) => {
+      const id = ids[i];
+      if (id === null || id === undefined || !isAlive(id)) return;
+      try {
+        w.process.kill("SIGKILL");
+      } catch { /* already exited */ }
+    });
+    const instances = unstopped.map((w) => w.instance).filter(Boolean).map(instanceDirName);
+    removeCgroupTreesSync(cgroupDirsNamed(instances), 10_000);
+    for (const w of unstopped) {
+      if (!w.ownsStateDir) continue;
+      try {
+        Deno.removeSync(w.stateDir, { recursive: true });
+      } catch { /* removed */ }
+    }
   }
 }
 
@@ -162,4 +224,43 @@ async function removeInstanceCgroups(instance: string): Promise<void> {
   });
   signalPids(listPids(all), "SIGKILL");
   await removeCgroupDirs(dirs, 10_000).catch((e) => console.error(`test cleanup: ${e}`));
+}
+
+globalThis.addEventListener("unload", () => WorkerProcess.stopLeftSync());
+
+/** SIGKILLs what is in the trees and removes them bottom-up, retrying for up to `ms`. */
+function removeCgroupTreesSync(trees: string[], ms: number): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + ms;
+  for (let dirs = treeDirs(trees); dirs.length > 0; dirs = treeDirs(trees)) {
+    for (const dir of dirs) {
+      for (const pid of (readOrNull(`${dir}/cgroup.procs`) ?? "").split("\n").filter(Boolean)) {
+        try {
+          Deno.kill(Number(pid), "SIGKILL");
+        } catch { /* gone */ }
+      }
+      try {
+        Deno.removeSync(dir); // rmdir: a cgroup directory holds only the kernel's files
+      } catch { /* not empty yet: its processes are still dying, or a child is left */ }
+    }
+    if (Date.now() > deadline) {
+      console.error(`test cleanup: cgroups left behind: ${dirs.join(" ")}`);
+      return;
+    }
+    Atomics.wait(pause, 0, 0, 20);
+  }
+}
+
+/** Every directory of the trees that still exists, deepest first. */
+function treeDirs(trees: string[]): string[] {
+  const below = (dir: string): string[] => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(dir)];
+    } catch {
+      return []; // removed
+    }
+    return [...entries.filter((e) => e.isDirectory).flatMap((e) => below(`${dir}/${e.name}`)), dir];
+  };
+  return trees.flatMap(below);
 }
