@@ -31,7 +31,7 @@ import {
 import { retrying } from "./helpers/reload.ts";
 import { unless, withSkip } from "./helpers/skip.ts";
 import { cgroupLayout } from "../worker/cgroups/layout.ts";
-import { cgroupDir, instanceName } from "../worker/cgroups/paths.ts";
+import { cgroupDir } from "../worker/cgroups/paths.ts";
 import { metricValue } from "./helpers/metrics.ts";
 
 const S = jobworker.JobStatus;
@@ -39,60 +39,6 @@ const POOL = 3;
 
 const pki = await makePki();
 const workers: WorkerProcess[] = [];
-/** The cgroup instance name of each worker's state directory (`jobworker-<instance>` trees). */
-const instances = new Map<WorkerProcess, string>();
-// A run that ends with workers still up (a test failed before stopping its worker, or a filter
-// left out the last test) kills them and removes their cgroup trees (pool slots, jobs): nothing
-// else would, no later worker starting on their state directory. A run interrupted by a signal
-// (`deno test` exits on SIGINT without running this) ends its workers through their parent-death
-// SIGTERM instead (helpers/worker.ts); only a worker this file crashed on purpose leaves its
-// slots until the next start on its state directory, which an interrupted run may never make.
-globalThis.addEventListener("unload", killLeftWorkers);
-
-/** Synchronous (an unload listener cannot wait): SIGKILL, then the trees removed bottom-up. */
-function killLeftWorkers(): void {
-  const left = workers.filter((w) => instances.has(w));
-  for (const w of left) {
-    try {
-      w.process.kill("SIGKILL");
-    } catch { /* gone */ }
-  }
-  const trees = left.flatMap((w) => cgroupDirsNamed([`jobworker-${instances.get(w)}`]));
-  const deadline = Date.now() + 10_000;
-  const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (let dirs = treeDirs(trees); dirs.length > 0; dirs = treeDirs(trees)) {
-    for (const dir of dirs) {
-      for (const pid of (readOrNull(`${dir}/cgroup.procs`) ?? "").split("\n").filter(Boolean)) {
-        try {
-          Deno.kill(Number(pid), "SIGKILL");
-        } catch { /* gone */ }
-      }
-      try {
-        Deno.removeSync(dir); // rmdir: a cgroup directory holds only the kernel's files
-      } catch { /* not empty yet: its processes are still dying, or a child is left */ }
-    }
-    if (Date.now() > deadline) {
-      console.error(`init pool test: cgroups left behind: ${dirs.join(" ")}`);
-      return;
-    }
-    Atomics.wait(pause, 0, 0, 20);
-  }
-}
-
-/** Every directory of the trees under `roots` that still exists, deepest first. */
-function treeDirs(roots: string[]): string[] {
-  const below = (dir: string): string[] => {
-    let children: Deno.DirEntry[];
-    try {
-      children = [...Deno.readDirSync(dir)].filter((e) => e.isDirectory);
-    } catch {
-      return [];
-    }
-    return [...children.flatMap((c) => below(`${dir}/${c.name}`)), dir];
-  };
-  return roots.flatMap(below);
-}
-
 async function startWorker(
   env: Record<string, string> = {},
   stateDir?: string,
@@ -111,7 +57,6 @@ async function startWorker(
     },
   });
   workers.push(worker);
-  instances.set(worker, await instanceName(worker.stateDir));
   return worker;
 }
 
