@@ -13,6 +13,7 @@ import { type DetectedCgroupManager, type JobCgroup, LimitError } from "../worke
 import { type Skip, unless, withSkip } from "./helpers/skip.ts";
 import { Shim } from "../init/shim/ffi.ts";
 import { shimFileBatch } from "../worker/cgroups/file_batch.ts";
+import { exists } from "./helpers/host_procs.ts";
 
 const MiB = 1024 * 1024;
 const NO_LIMITS = { cpuPercent: 0, memoryMiB: 0, ioBps: 0, pids: 0 };
@@ -21,15 +22,6 @@ const NO_LIMITS = { cpuPercent: 0, memoryMiB: 0, ioBps: 0, pids: 0 };
 export function hostCgroupVersion(): 1 | 2 {
   const mountInfo = Deno.readTextFileSync("/proc/self/mountinfo");
   return /^\S+ \S+ \S+ \S+ \/sys\/fs\/cgroup \S+.* - cgroup2 /m.test(mountInfo) ? 2 : 1;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function dirsOf(cgroup: JobCgroup): string[] {

@@ -15,7 +15,7 @@
  */
 import assert from "node:assert/strict";
 import { TextLineStream } from "./helpers/lines.ts";
-import { cgroupDirsNamed, jobProcesses, processId, waitFor } from "./helpers/host_procs.ts";
+import { cgroupDirsNamed, exists, jobProcesses, processId, waitFor } from "./helpers/host_procs.ts";
 import { instanceDirName } from "../worker/cgroups/paths.ts";
 
 const FIXTURE = new URL("./helpers/unstopped_worker.ts", import.meta.url).pathname;
@@ -102,15 +102,6 @@ function clean(facts: Unstopped): void {
     try {
       Deno.removeSync(dir, { recursive: true });
     } catch { /* removed */ }
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -208,3 +208,13 @@ export function heldFds(pid: number): HeldFd[] {
   }
   return held;
 }
+
+/** Whether `path` exists (a file, a directory, a cgroup). */
+export function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
