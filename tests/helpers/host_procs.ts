@@ -209,12 +209,5 @@ export function heldFds(pid: number): HeldFd[] {
   return held;
 }
 
-/** Whether `path` exists (a file, a directory, a cgroup). */
-export function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** Whether a path exists: the worker's own check. */
+export { exists } from "../../worker/cgroups/files.ts";
